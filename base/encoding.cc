@@ -1,0 +1,115 @@
+#include "base/encoding.h"
+
+#include <boost/crc.hpp>
+
+#include "base/assert.h"
+
+namespace herald {
+
+void put_fixed32_be(std::string& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((v >> static_cast<unsigned>(shift)) & 0xffU));
+  }
+}
+
+void put_fixed64_be(std::string& out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((v >> static_cast<unsigned>(shift)) & 0xffU));
+  }
+}
+
+std::uint32_t get_fixed32_be(std::string_view in) {
+  HERALD_ASSERT(in.size() >= 4, "get_fixed32_be needs 4 bytes");
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) {
+    v = (v << 8U) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
+  }
+  return v;
+}
+
+std::uint64_t get_fixed64_be(std::string_view in) {
+  HERALD_ASSERT(in.size() >= 8, "get_fixed64_be needs 8 bytes");
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) {
+    v = (v << 8U) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
+  }
+  return v;
+}
+
+std::uint32_t crc32c(std::string_view data) {
+  // CRC-32C: polynomial 0x1EDC6F41, reflected, init and final xor 0xFFFFFFFF.
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes(data.data(), data.size());
+  return crc.checksum();
+}
+
+std::string seal_record(std::string_view payload) {
+  std::string out;
+  out.reserve(payload.size() + 4);
+  put_fixed32_be(out, crc32c(payload));
+  out.append(payload);
+  return out;
+}
+
+bool open_record(std::string_view record, std::string_view& payload) {
+  if (record.size() < 4) {
+    return false;
+  }
+  const std::string_view body = record.substr(4);
+  if (crc32c(body) != get_fixed32_be(record)) {
+    return false;
+  }
+  payload = body;
+  return true;
+}
+
+namespace {
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+}  // namespace
+
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) {
+      return false;
+    }
+    const int hi = hex_value(in[i + 1]);
+    const int lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) {
+      return false;
+    }
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return true;
+}
+
+std::string percent_encode(std::string_view in) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : in) {
+    const auto u = static_cast<unsigned char>(c);
+    const bool unreserved = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') ||
+                            (u >= '0' && u <= '9') || u == '-' || u == '_' || u == '.' || u == '~';
+    if (unreserved) {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4U]);
+      out.push_back(kHex[u & 0xfU]);
+    }
+  }
+  return out;
+}
+
+}  // namespace herald

@@ -1,0 +1,64 @@
+#include "base/encoding.h"
+
+#include <gtest/gtest.h>
+
+#include "base/random.h"
+
+namespace herald {
+namespace {
+
+TEST(EncodingTest, Fixed64BigEndianSortsNumerically) {
+  std::string a;
+  std::string b;
+  put_fixed64_be(a, 255);
+  put_fixed64_be(b, 256);
+  EXPECT_LT(a, b);
+  EXPECT_EQ(get_fixed64_be(a), 255U);
+  EXPECT_EQ(get_fixed64_be(b), 256U);
+}
+
+TEST(EncodingTest, Crc32cKnownVector) {
+  // RFC 3720 B.4: CRC-32C of "123456789" is 0xE3069283.
+  EXPECT_EQ(crc32c("123456789"), 0xE3069283U);
+}
+
+TEST(EncodingTest, SealedRecordRoundTrips) {
+  const std::string rec = seal_record("payload");
+  std::string_view out;
+  ASSERT_TRUE(open_record(rec, out));
+  EXPECT_EQ(out, "payload");
+}
+
+TEST(EncodingTest, FlippedBitFailsChecksum) {
+  std::string rec = seal_record("payload");
+  rec[6] = static_cast<char>(rec[6] ^ 0x01);
+  std::string_view out;
+  EXPECT_FALSE(open_record(rec, out));
+  EXPECT_FALSE(open_record("abc", out));
+}
+
+TEST(EncodingTest, PercentRoundTripOfArbitraryBytes) {
+  Rng rng(7);
+  for (int i = 0; i < 200; ++i) {
+    std::string raw;
+    const auto len = rng.uniform(20);
+    for (std::uint64_t j = 0; j < len; ++j) {
+      raw.push_back(static_cast<char>(rng.uniform(256)));
+    }
+    std::string back;
+    ASSERT_TRUE(percent_decode(percent_encode(raw), back));
+    EXPECT_EQ(back, raw);
+  }
+}
+
+TEST(EncodingTest, MalformedPercentEscapeIsRejected) {
+  std::string out;
+  EXPECT_FALSE(percent_decode("abc%", out));
+  EXPECT_FALSE(percent_decode("abc%4", out));
+  EXPECT_FALSE(percent_decode("%zz", out));
+  EXPECT_TRUE(percent_decode("a%20b", out));
+  EXPECT_EQ(out, "a b");
+}
+
+}  // namespace
+}  // namespace herald

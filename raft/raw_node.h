@@ -1,0 +1,169 @@
+// RawNode: Herald's Raft consensus core. Pure and single-threaded: no I/O, no clock, no threads.
+//
+// Inputs: tick() (logical time), step() (a message from a peer), propose*(), read_index(),
+// transfer_leadership(), report_*(). Output: Ready, a batch of work for the caller.
+//
+// The caller's protocol for each Ready (docs/raft.md, "The caller's duties"):
+//   1. rd = ready();
+//   2. persist rd.snapshot (install), rd.entries (append, replacing any conflicting suffix) and
+//      rd.hard_state — durably (fsync) when rd.must_sync;
+//   3. only then send rd.messages;
+//   4. apply rd.committed_entries in order (ENTRY_CONF_CHANGE via apply_conf_change());
+//      serve rd.read_states once the applied index reaches their index;
+//   5. advance(rd).
+// The leader counts its own log toward commitment only after advance() (its entries are then
+// durable), so an entry is never committed on the strength of an unsynced local write.
+//
+// Safety properties (checked by check_invariants() and by the simulator): election safety, log
+// matching, leader completeness, state machine safety (Raft paper §5.2–§5.4, Figure 3).
+//
+// Thread-safety: none; one thread drives a RawNode. Ownership: Config::storage is borrowed and
+// must outlive the node.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "raft/log_storage.h"
+#include "raft/types.h"
+
+namespace herald::raft {
+
+// Bounds and timings, in ticks (the caller decides a tick's length; docs/raft.md) and bytes.
+inline constexpr int kDefaultElectionTicks = 10;
+inline constexpr int kDefaultHeartbeatTicks = 1;
+inline constexpr std::uint64_t kDefaultMaxMsgBytes = 1ULL << 20U;              // 1 MiB
+inline constexpr std::size_t kDefaultMaxInflightMsgs = 256;
+inline constexpr std::uint64_t kDefaultMaxInflightBytes = 32ULL << 20U;       // 32 MiB
+inline constexpr std::uint64_t kDefaultMaxUncommittedBytes = 64ULL << 20U;    // 64 MiB
+inline constexpr std::uint64_t kDefaultMaxCommittedBytesPerReady = 16ULL << 20U;  // 16 MiB
+
+struct Config {
+  NodeId id = kNoNode;
+  // A follower that hears nothing from a leader for a randomized timeout in
+  // [election_ticks, 2 * election_ticks) starts a (pre-)election.
+  int election_ticks = kDefaultElectionTicks;
+  int heartbeat_ticks = kDefaultHeartbeatTicks;
+  bool pre_vote = true;      // Raft thesis §9.6
+  bool check_quorum = true;  // leader steps down without a quorum of recent contact (§6.2)
+  std::uint64_t max_msg_bytes = kDefaultMaxMsgBytes;  // entries bytes per MSG_APP
+  std::size_t max_inflight_msgs = kDefaultMaxInflightMsgs;
+  std::uint64_t max_inflight_bytes = kDefaultMaxInflightBytes;
+  // Proposals beyond this many uncommitted bytes at the leader are rejected (flow control).
+  std::uint64_t max_uncommitted_bytes = kDefaultMaxUncommittedBytes;
+  std::uint64_t max_committed_bytes_per_ready = kDefaultMaxCommittedBytesPerReady;
+  // Highest index already applied to the state machine (entries at or below it are not
+  // handed out again as committed_entries).
+  Index applied = 0;
+  // Seed for the randomized election timeout; the only randomness in the core.
+  std::uint64_t seed = 0;
+  const LogStorage* storage = nullptr;  // borrowed
+};
+
+enum class Role : std::uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
+[[nodiscard]] const char* role_name(Role role);
+
+struct SoftState {
+  NodeId leader = kNoNode;
+  Role role = Role::kFollower;
+  bool operator==(const SoftState&) const = default;
+};
+
+// A linearizable read point: once applied >= index, a read issued with `context` may be served.
+struct ReadState {
+  Index index = 0;
+  std::string context;
+};
+
+struct Ready {
+  std::optional<SoftState> soft_state;           // set when it changed (not persisted)
+  std::optional<raftpb::HardState> hard_state;   // set when it changed; persist
+  std::optional<raftpb::SnapshotMetadata> snapshot;  // install before appending entries
+  std::vector<raftpb::Entry> entries;            // append; entries[0].index may overwrite a suffix
+  std::vector<raftpb::Entry> committed_entries;  // apply in order
+  std::vector<raftpb::Message> messages;         // send after persisting
+  std::vector<ReadState> read_states;
+  bool must_sync = false;  // hard state term/vote or entries changed: fsync before sending
+};
+
+// Replication progress of one peer as seen by the leader.
+struct PeerProgress {
+  NodeId id = kNoNode;
+  bool learner = false;
+  Index match = 0;
+  Index next = 0;
+  const char* state = "probe";  // "probe", "replicate" or "snapshot"
+  bool recent_active = false;
+  std::size_t inflight_msgs = 0;
+  std::uint64_t inflight_bytes = 0;
+};
+
+struct NodeStatus {
+  NodeId id = kNoNode;
+  Role role = Role::kFollower;
+  Term term = 0;
+  NodeId leader = kNoNode;
+  NodeId vote = kNoNode;
+  Index commit = 0;
+  Index applied = 0;
+  Index last_index = 0;
+  NodeId lead_transferee = kNoNode;
+  raftpb::ConfState conf_state;
+  std::vector<PeerProgress> progress;  // leader only; includes itself
+};
+
+class RawNode {
+ public:
+  // Restores term, vote, commit and membership from config.storage. kInvalidArgument for a bad
+  // config (id 0, heartbeat_ticks >= election_ticks, missing storage, applied > commit).
+  [[nodiscard]] static Result<std::unique_ptr<RawNode>> create(const Config& config);
+  ~RawNode();
+  RawNode(const RawNode&) = delete;
+  RawNode& operator=(const RawNode&) = delete;
+
+  // Advances logical time by one tick (heartbeats, election timeouts, check-quorum).
+  void tick();
+  // Starts a (pre-)election now. kFailedPrecondition for a learner or a node not in the config.
+  [[nodiscard]] Status campaign();
+  // Appends a normal entry if leader, forwards it as MSG_PROP if a follower with a known leader.
+  // kNotLeader when no leader is known (dropped), kResourceExhausted past max_uncommitted_bytes,
+  // kUnavailable during a leadership transfer.
+  [[nodiscard]] Status propose(std::string data);
+  // Proposes a membership change (one server at a time; docs/raft.md). kFailedPrecondition while
+  // an earlier change is not yet applied.
+  [[nodiscard]] Status propose_conf_change(const raftpb::ConfChange& change);
+  // Applies a committed ENTRY_CONF_CHANGE to the node's membership; returns the new ConfState.
+  [[nodiscard]] raftpb::ConfState apply_conf_change(const raftpb::ConfChange& change);
+  // Feeds a message from a peer. kInvalidArgument for a message addressed elsewhere or of a
+  // local-only type; stale-term messages are ignored (ok).
+  [[nodiscard]] Status step(const raftpb::Message& message);
+  // Requests a linearizable read point (ReadIndex, Raft thesis §6.4). The answer arrives as a
+  // ReadState with the same context in a later Ready; requests made while no leader is known
+  // are dropped (the caller times them out).
+  void read_index(std::string context);
+  // Asks the leader to hand leadership to `transferee` (thesis §3.10).
+  void transfer_leadership(NodeId transferee);
+  void report_unreachable(NodeId id);
+  // The caller finished (or failed) streaming a snapshot to `id`.
+  void report_snapshot(NodeId id, bool success);
+
+  [[nodiscard]] bool has_ready() const;
+  [[nodiscard]] Ready ready();
+  // Precondition: `rd` is the last Ready returned and steps 2–4 of the protocol are done.
+  void advance(const Ready& rd);
+
+  [[nodiscard]] NodeStatus status() const;
+  // Asserts the core's internal invariants (commit <= last index, leader's own progress, ...).
+  void check_invariants() const;
+
+ private:
+  struct Impl;
+  explicit RawNode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace herald::raft

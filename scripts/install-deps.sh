@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building, testing and benchmarking Herald needs.
+# Idempotent: packages already present are skipped, and apt is only consulted when one is missing.
+# Usage: scripts/install-deps.sh [--bench]
+set -euo pipefail
+
+build_packages=(
+  build-essential cmake ninja-build pkg-config
+  librocksdb-dev
+  libboost1.81-dev libboost-json1.81-dev
+  libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev
+  libcli11-dev libtomlplusplus-dev
+  libssl-dev libcurl4-openssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang-format clang-tidy
+  curl python3
+)
+bench_packages=(wrk etcd-server etcd-client postgresql)
+
+wanted=("${build_packages[@]}")
+if [[ "${1:-}" == "--bench" ]]; then
+  wanted+=("${bench_packages[@]}")
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  sudo_cmd=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
