@@ -36,10 +36,10 @@ namespace herald::raft {
 // Bounds and timings, in ticks (the caller decides a tick's length; docs/raft.md) and bytes.
 inline constexpr int kDefaultElectionTicks = 10;
 inline constexpr int kDefaultHeartbeatTicks = 1;
-inline constexpr std::uint64_t kDefaultMaxMsgBytes = 1ULL << 20U;              // 1 MiB
+inline constexpr std::uint64_t kDefaultMaxMsgBytes = 1ULL << 20U;  // 1 MiB
 inline constexpr std::size_t kDefaultMaxInflightMsgs = 256;
-inline constexpr std::uint64_t kDefaultMaxInflightBytes = 32ULL << 20U;       // 32 MiB
-inline constexpr std::uint64_t kDefaultMaxUncommittedBytes = 64ULL << 20U;    // 64 MiB
+inline constexpr std::uint64_t kDefaultMaxInflightBytes = 32ULL << 20U;           // 32 MiB
+inline constexpr std::uint64_t kDefaultMaxUncommittedBytes = 64ULL << 20U;        // 64 MiB
 inline constexpr std::uint64_t kDefaultMaxCommittedBytesPerReady = 16ULL << 20U;  // 16 MiB
 
 struct Config {
@@ -59,7 +59,8 @@ struct Config {
   // Highest index already applied to the state machine (entries at or below it are not
   // handed out again as committed_entries).
   Index applied = 0;
-  // Seed for the randomized election timeout; the only randomness in the core.
+  // Seed for the randomized election timeout; the only randomness in the core. The node id is
+  // mixed in, so nodes given the same seed still draw different timeouts.
   std::uint64_t seed = 0;
   const LogStorage* storage = nullptr;  // borrowed
 };
@@ -80,8 +81,8 @@ struct ReadState {
 };
 
 struct Ready {
-  std::optional<SoftState> soft_state;           // set when it changed (not persisted)
-  std::optional<raftpb::HardState> hard_state;   // set when it changed; persist
+  std::optional<SoftState> soft_state;               // set when it changed (not persisted)
+  std::optional<raftpb::HardState> hard_state;       // set when it changed; persist
   std::optional<raftpb::SnapshotMetadata> snapshot;  // install before appending entries
   std::vector<raftpb::Entry> entries;            // append; entries[0].index may overwrite a suffix
   std::vector<raftpb::Entry> committed_entries;  // apply in order
@@ -148,10 +149,14 @@ class RawNode {
   // Asks the leader to hand leadership to `transferee` (thesis §3.10).
   void transfer_leadership(NodeId transferee);
   void report_unreachable(NodeId id);
-  // The caller finished (or failed) streaming a snapshot to `id`.
+  // The caller finished (or failed) streaming a snapshot to `id`. Must be called for every
+  // MSG_SNAP sent: the peer stays in snapshot state (no appends) until then or until it answers.
   void report_snapshot(NodeId id, bool success);
 
+  // False while a Ready is outstanding (ready() returned it and advance() was not yet called).
   [[nodiscard]] bool has_ready() const;
+  // Precondition (asserted): the previous Ready, if any, was advanced. Messages in a Ready depend
+  // only on state persisted by that Ready or earlier ones.
   [[nodiscard]] Ready ready();
   // Precondition: `rd` is the last Ready returned and steps 2–4 of the protocol are done.
   void advance(const Ready& rd);

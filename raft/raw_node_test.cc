@@ -1,0 +1,565 @@
+// Unit tests of the Raft core through RawNode, named for the case they pin. Section numbers
+// refer to the Raft paper (§5.x) and Ongaro's thesis (thesis §x).
+#include "raft/raw_node.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "raft/test_cluster.h"
+
+namespace herald::raft {
+namespace {
+
+using testing::ClusterOptions;
+using testing::TestCluster;
+
+// Ticks that guarantee a randomized election timeout expires.
+constexpr int kTicksToElect = 2 * kDefaultElectionTicks;
+
+std::size_t count_lines(const std::string& text, const std::string& a, const std::string& b = "") {
+  std::istringstream in(text);
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(a) != std::string::npos && line.find(b) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+std::size_t count_msgs(TestCluster& c, raftpb::MessageType type, NodeId to) {
+  std::size_t n = 0;
+  for (const raftpb::Message& m : c.network()) {
+    if (m.type() == type && m.to() == to) ++n;
+  }
+  return n;
+}
+
+// A cluster of `n` voters where node 1 was elected and everything settled.
+std::unique_ptr<TestCluster> elected(std::size_t n, ClusterOptions options = {},
+                                     std::ostream* trace = nullptr) {
+  auto c = std::make_unique<TestCluster>(options, trace);
+  c->add_nodes(n);
+  EXPECT_TRUE(c->node(1).campaign().ok());
+  c->stabilize();
+  EXPECT_EQ(c->leader(), 1u);
+  return c;
+}
+
+// Ticks live nodes one tick at a time, settling in between, until a leader emerges.
+NodeId tick_until_leader(TestCluster& c) {
+  for (int k = 0; k < 20 * kTicksToElect && c.leader() == kNoNode; ++k) {
+    c.tick_all();
+    c.stabilize();
+  }
+  return c.leader();
+}
+
+raftpb::ConfChange conf_change(raftpb::ConfChangeType type, NodeId id) {
+  raftpb::ConfChange cc;
+  cc.set_type(type);
+  cc.set_node_id(id);
+  return cc;
+}
+
+TEST(RawNodeTest, CreateRejectsInvalidConfig) {
+  MemoryLogStorage storage;
+  Config config;
+  config.storage = &storage;
+  EXPECT_EQ(RawNode::create(config).status().code(), Code::kInvalidArgument);  // id 0
+  config.id = 1;
+  config.heartbeat_ticks = config.election_ticks;
+  EXPECT_EQ(RawNode::create(config).status().code(), Code::kInvalidArgument);
+  config.heartbeat_ticks = 1;
+  config.applied = 5;
+  EXPECT_EQ(RawNode::create(config).status().code(), Code::kInvalidArgument);
+  config.applied = 0;
+  config.storage = nullptr;
+  EXPECT_EQ(RawNode::create(config).status().code(), Code::kInvalidArgument);
+}
+
+// §5.2: a follower times out after a randomized timeout in [election, 2 * election).
+TEST(RawNodeTest, ElectionTimeoutIsRandomizedWithinBounds) {
+  std::set<int> seen;
+  for (std::uint64_t seed = 0; seed < 40; ++seed) {
+    ClusterOptions options;
+    options.seed = seed;
+    TestCluster c(options);
+    c.add_nodes(3);
+    int ticks = 0;
+    while (c.node(1).status().role == Role::kFollower) {
+      c.tick(1);
+      ++ticks;
+      ASSERT_LT(ticks, 2 * kDefaultElectionTicks) << "seed " << seed;
+    }
+    EXPECT_GE(ticks, kDefaultElectionTicks);
+    seen.insert(ticks);
+  }
+  EXPECT_GT(seen.size(), 3u);
+}
+
+TEST(RawNodeTest, SingleVoterElectsItselfAndCommits) {
+  TestCluster c;
+  c.add_nodes(1);
+  ASSERT_TRUE(c.node(1).campaign().ok());
+  c.stabilize();
+  EXPECT_EQ(c.leader(), 1u);
+  ASSERT_TRUE(c.node(1).propose("x").ok());
+  c.stabilize();
+  ASSERT_FALSE(c.applied(1).empty());
+  EXPECT_EQ(c.applied(1).back().data, "x");
+}
+
+// Thesis §9.6: a pre-candidate does not increment its term, so a partitioned node cannot
+// disrupt the cluster when it rejoins.
+TEST(RawNodeTest, PreVoteDoesNotBumpTerm) {
+  auto c = elected(3);
+  const Term term = c->node(1).status().term;
+  c->partition({3});
+  for (int k = 0; k < 5 * kTicksToElect; ++k) {
+    c->tick(3);
+    c->stabilize();
+  }
+  EXPECT_EQ(c->node(3).status().term, term);
+  EXPECT_EQ(c->node(3).status().role, Role::kPreCandidate);
+  c->heal();
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(c->leader(), 1u);
+  EXPECT_EQ(c->node(1).status().term, term);
+  EXPECT_EQ(c->node(3).status().leader, 1u);
+}
+
+// Leader stickiness (thesis §4.2.3): a follower that hears from its leader ignores (pre-)votes.
+TEST(RawNodeTest, FollowerWithLiveLeaderIgnoresPreVote) {
+  auto c = elected(3);
+  raftpb::Message m;
+  m.set_type(raftpb::MSG_PRE_VOTE);
+  m.set_from(3);
+  m.set_to(2);
+  m.set_term(c->node(2).status().term + 1);
+  m.set_index(100);
+  m.set_log_term(100);
+  ASSERT_TRUE(c->node(2).step(m).ok());
+  Ready rd = c->node(2).ready();
+  EXPECT_TRUE(rd.messages.empty());
+  c->node(2).advance(rd);
+}
+
+// §6.2 (check-quorum): a leader that hears from no quorum within an election timeout steps down.
+TEST(RawNodeTest, CheckQuorumLeaderStepsDown) {
+  auto c = elected(3);
+  c->partition({1});
+  for (int k = 0; k < 2 * kDefaultElectionTicks; ++k) {
+    c->tick(1);
+    c->stabilize();
+  }
+  EXPECT_EQ(c->node(1).status().role, Role::kFollower);
+  EXPECT_EQ(c->node(1).status().leader, kNoNode);
+}
+
+TEST(RawNodeTest, LeaderWithQuorumContactStaysLeader) {
+  auto c = elected(3);
+  c->crash(3);
+  for (int k = 0; k < 5 * kDefaultElectionTicks; ++k) {
+    c->tick(1);
+    c->stabilize();
+  }
+  EXPECT_EQ(c->leader(), 1u);
+}
+
+// §5.3: entries reach every follower and commit once a majority stores them.
+TEST(RawNodeTest, ReplicatesAndCommitsOnMajority) {
+  auto c = elected(3);
+  c->crash(3);
+  ASSERT_TRUE(c->node(1).propose("a").ok());
+  ASSERT_TRUE(c->node(2).propose("b").ok());  // forwarded to the leader
+  c->stabilize();
+  ASSERT_GE(c->applied(2).size(), 2u);
+  EXPECT_EQ(c->applied(2)[c->applied(2).size() - 2].data, "a");
+  EXPECT_EQ(c->applied(2).back().data, "b");
+  c->restart(3);
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(c->applied(3), c->applied(1));
+}
+
+TEST(RawNodeTest, ProposeWithoutLeaderIsNotLeader) {
+  TestCluster c;
+  c.add_nodes(3);
+  EXPECT_EQ(c.node(2).propose("x").code(), Code::kNotLeader);
+}
+
+raftpb::Message app_resp(NodeId from, NodeId to, Term term, Index index) {
+  raftpb::Message m;
+  m.set_type(raftpb::MSG_APP_RESP);
+  m.set_from(from);
+  m.set_to(to);
+  m.set_term(term);
+  m.set_index(index);
+  return m;
+}
+
+// §5.4.2 (Figure 8): an old-term entry stored on a majority is not committed by counting.
+TEST(RawNodeTest, CommitOnlyCountsCurrentTermEntries) {
+  ClusterOptions options;
+  options.pre_vote = false;
+  options.check_quorum = false;
+  auto c = elected(3, options);
+  ASSERT_TRUE(c->node(1).propose("old").ok());
+  c->process_ready(1);
+  c->deliver_to(2);
+  c->drop_to(3);
+  c->process_ready(2);
+  c->drop_to(1);  // node 1 never learns that node 2 stores entry 3 (term 2)
+  ASSERT_TRUE(c->node(2).campaign().ok());
+  c->process_ready(2);
+  c->deliver_to(1);
+  c->drop_to(3);
+  c->process_ready(1);
+  c->deliver_to(2);
+  ASSERT_EQ(c->node(2).status().role, Role::kLeader);
+  c->process_ready(2);  // its term-3 entry 4 is now durable locally
+  c->drop_to(1);
+  c->drop_to(3);
+  const Term term = c->node(2).status().term;
+  const Index commit_before = c->node(2).status().commit;
+  ASSERT_TRUE(c->node(2).step(app_resp(1, 2, term, 3)).ok());
+  EXPECT_EQ(c->node(2).status().commit, commit_before);  // entry 3 is on {1, 2} but is term 2
+  ASSERT_TRUE(c->node(2).step(app_resp(1, 2, term, 4)).ok());
+  EXPECT_EQ(c->node(2).status().commit, 4u);  // entry 4 commits, and entry 3 with it
+}
+
+// Persistence contract: the leader's own log counts toward the quorum only after advance().
+TEST(RawNodeTest, LeaderCountsOwnLogOnlyAfterAdvance) {
+  auto c = elected(3);
+  ASSERT_TRUE(c->node(1).propose("x").ok());
+  Ready rd = c->node(1).ready();
+  ASSERT_EQ(rd.entries.size(), 1u);
+  const Index index = rd.entries[0].index();
+  ASSERT_TRUE(c->storage(1).append(rd.entries).ok());
+  ASSERT_TRUE(c->node(1).step(app_resp(2, 1, c->node(1).status().term, index)).ok());
+  EXPECT_LT(c->node(1).status().commit, index);  // {2} alone is not a quorum of 3
+  c->node(1).advance(rd);
+  EXPECT_EQ(c->node(1).status().commit, index);
+  c->node(1).check_invariants();
+}
+
+TEST(RawNodeTest, SingleVoterCommitsOnlyAfterAdvance) {
+  TestCluster c;
+  c.add_nodes(1);
+  ASSERT_TRUE(c.node(1).campaign().ok());
+  Ready rd = c.node(1).ready();
+  ASSERT_EQ(rd.entries.size(), 1u);
+  EXPECT_TRUE(rd.committed_entries.empty());
+  ASSERT_TRUE(c.storage(1).append(rd.entries).ok());
+  c.node(1).advance(rd);
+  EXPECT_EQ(c.node(1).status().commit, rd.entries[0].index());
+}
+
+TEST(RawNodeTest, InflightBytesBoundStopsReplication) {
+  ClusterOptions options;
+  options.max_inflight_bytes = 100;
+  auto c = elected(2, options);
+  for (int k = 0; k < 10; ++k) {
+    ASSERT_TRUE(c->node(1).propose(std::string(40, 'x')).ok());
+    c->process_ready(1);
+  }
+  // 2 messages of ~46 bytes stay under the bound; the third reaches it; then nothing more.
+  EXPECT_EQ(count_msgs(*c, raftpb::MSG_APP, 2), 3u);
+  const PeerProgress p = c->node(1).status().progress.at(1);
+  EXPECT_EQ(p.inflight_msgs, 3u);
+  EXPECT_GE(p.inflight_bytes, 100u);
+  c->stabilize();  // acknowledgements free the window and the rest flows
+  EXPECT_EQ(c->applied(2).back().index, c->applied(1).back().index);
+}
+
+TEST(RawNodeTest, InflightMessageBoundStopsReplication) {
+  ClusterOptions options;
+  options.max_inflight_msgs = 2;
+  auto c = elected(2, options);
+  for (int k = 0; k < 5; ++k) {
+    ASSERT_TRUE(c->node(1).propose("x").ok());
+    c->process_ready(1);
+  }
+  EXPECT_EQ(count_msgs(*c, raftpb::MSG_APP, 2), 2u);
+  EXPECT_EQ(c->node(1).status().progress.at(1).inflight_msgs, 2u);
+}
+
+TEST(RawNodeTest, ProbeStateSendsOneMessageInFlight) {
+  auto c = elected(2);
+  c->node(1).report_unreachable(2);
+  EXPECT_STREQ(c->node(1).status().progress.at(1).state, "probe");
+  for (int k = 0; k < 3; ++k) {
+    ASSERT_TRUE(c->node(1).propose("x").ok());
+    c->process_ready(1);
+  }
+  EXPECT_EQ(count_msgs(*c, raftpb::MSG_APP, 2), 1u);
+}
+
+// Batching: a lagging follower catches up in MSG_APPs bounded by max_msg_bytes.
+TEST(RawNodeTest, CatchUpIsBatchedByMaxMsgBytes) {
+  ClusterOptions options;
+  options.max_msg_bytes = 100;
+  std::ostringstream trace;
+  auto c = elected(3, options, &trace);
+  c->crash(3);
+  for (int k = 0; k < 6; ++k) ASSERT_TRUE(c->node(1).propose(std::string(40, 'y')).ok());
+  c->stabilize();
+  c->restart(3);
+  trace.str("");
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(c->applied(3), c->applied(1));
+  EXPECT_GE(count_lines(trace.str(), "send: 1->3 APP", "entries=["), 3u);
+}
+
+TEST(RawNodeTest, SnapshotSentWhenFollowerBehindCompaction) {
+  std::ostringstream trace;
+  auto c = elected(3, {}, &trace);
+  c->crash(3);
+  for (const char* v : {"a", "b", "c"}) ASSERT_TRUE(c->node(1).propose(v).ok());
+  c->stabilize();
+  c->compact(1, c->applied(1).back().index);
+  c->restart(3);
+  trace.str("");
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(count_lines(trace.str(), "send: 1->3 SNAP"), 1u);
+  EXPECT_EQ(c->applied(3), c->applied(1));
+  EXPECT_STREQ(c->node(1).status().progress.at(2).state, "replicate");
+}
+
+TEST(RawNodeTest, FailedSnapshotReportReturnsPeerToProbe) {
+  auto c = elected(3);
+  c->crash(3);
+  ASSERT_TRUE(c->node(1).propose("a").ok());
+  c->stabilize();
+  c->compact(1, c->applied(1).back().index);
+  c->restart(3);
+  c->tick(1);
+  for (int k = 0; k < 4 && count_msgs(*c, raftpb::MSG_SNAP, 3) == 0; ++k) {
+    c->process_ready(1);
+    if (count_msgs(*c, raftpb::MSG_SNAP, 3) > 0) break;
+    c->deliver_to(3);
+    c->process_ready(3);
+    c->deliver_to(1);
+  }
+  ASSERT_STREQ(c->node(1).status().progress.at(2).state, "snapshot");
+  c->drop_to(3);  // the stream failed: the cluster reports report_snapshot(3, false)
+  EXPECT_STREQ(c->node(1).status().progress.at(2).state, "probe");
+}
+
+TEST(RawNodeTest, LearnerDoesNotVote) {
+  std::ostringstream trace;
+  auto c = elected(3, {}, &trace);
+  c->add_nodes(1);
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 4)).ok());
+  c->stabilize();
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(c->applied(4), c->applied(1));  // learners receive replication
+  EXPECT_EQ(c->node(4).campaign().code(), Code::kFailedPrecondition);
+  c->tick(4, 10 * kDefaultElectionTicks);
+  EXPECT_EQ(c->node(4).status().role, Role::kFollower);
+  // Candidates do not ask learners, and the learner does not count toward any quorum.
+  trace.str("");
+  c->crash(1);
+  tick_until_leader(*c);
+  EXPECT_EQ(count_lines(trace.str(), "->4 PRE_VOTE"), 0u);
+  EXPECT_EQ(count_lines(trace.str(), "->4 VOTE"), 0u);
+  const NodeId leader = c->leader();
+  ASSERT_TRUE(leader == 2 || leader == 3);
+  c->crash(leader == 2 ? 3 : 2);
+  const Index commit = c->node(leader).status().commit;
+  ASSERT_TRUE(c->node(leader).propose("needs-a-voter").ok());
+  c->stabilize();
+  EXPECT_EQ(c->node(leader).status().commit, commit);  // leader + learner is no quorum
+}
+
+TEST(RawNodeTest, LearnerPromotedToVoterCountsTowardQuorum) {
+  auto c = elected(3);
+  c->add_nodes(1);
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 4)).ok());
+  c->stabilize();
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_VOTER, 4)).ok());
+  c->stabilize();
+  c->tick(1);
+  c->stabilize();
+  EXPECT_EQ(c->node(1).status().conf_state.voters_size(), 4);
+  c->crash(2);
+  const Index commit = c->node(1).status().commit;
+  ASSERT_TRUE(c->node(1).propose("3-of-4").ok());
+  c->stabilize();
+  EXPECT_GT(c->node(1).status().commit, commit);
+}
+
+TEST(RawNodeTest, ConfChangeRejectedWhilePreviousUnapplied) {
+  auto c = elected(3);
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 4)).ok());
+  EXPECT_EQ(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 5)).code(),
+            Code::kFailedPrecondition);
+  c->stabilize();
+  EXPECT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 5)).ok());
+}
+
+TEST(RawNodeTest, RemovedLeaderStepsDown) {
+  auto c = elected(3);
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_REMOVE_NODE, 1)).ok());
+  c->stabilize();
+  EXPECT_EQ(c->node(1).status().role, Role::kFollower);
+  EXPECT_EQ(c->node(1).campaign().code(), Code::kFailedPrecondition);
+  const NodeId leader = tick_until_leader(*c);
+  EXPECT_TRUE(leader == 2 || leader == 3);
+}
+
+TEST(RawNodeTest, TransferLeadershipToUpToDateFollower) {
+  auto c = elected(3);
+  const Term term = c->node(1).status().term;
+  c->node(1).transfer_leadership(2);
+  c->stabilize();
+  EXPECT_EQ(c->leader(), 2u);
+  EXPECT_EQ(c->node(2).status().term, term + 1);
+}
+
+TEST(RawNodeTest, TransferLeadershipBlocksProposalsUntilAborted) {
+  auto c = elected(3);
+  c->crash(3);
+  c->node(1).transfer_leadership(3);
+  EXPECT_EQ(c->node(1).status().lead_transferee, 3u);
+  EXPECT_EQ(c->node(1).propose("x").code(), Code::kUnavailable);
+  for (int k = 0; k < kDefaultElectionTicks; ++k) {
+    c->tick(1);
+    c->stabilize();
+  }
+  EXPECT_EQ(c->node(1).status().lead_transferee, kNoNode);
+  EXPECT_TRUE(c->node(1).propose("x").ok());
+}
+
+TEST(RawNodeTest, TransferLeadershipForwardedByFollower) {
+  auto c = elected(3);
+  c->node(2).transfer_leadership(3);
+  c->stabilize();
+  EXPECT_EQ(c->leader(), 3u);
+}
+
+TEST(RawNodeTest, TransferLeadershipToLearnerIsIgnored) {
+  auto c = elected(3);
+  c->add_nodes(1);
+  ASSERT_TRUE(c->node(1).propose_conf_change(conf_change(raftpb::CONF_CHANGE_ADD_LEARNER, 4)).ok());
+  c->stabilize();
+  c->node(1).transfer_leadership(4);
+  EXPECT_EQ(c->node(1).status().lead_transferee, kNoNode);
+}
+
+TEST(RawNodeTest, ReadIndexWaitsForCurrentTermCommit) {
+  TestCluster c;
+  c.add_nodes(1);
+  ASSERT_TRUE(c.node(1).campaign().ok());  // leader at once; its empty entry is not durable yet
+  c.node(1).read_index("r");
+  Ready rd = c.node(1).ready();
+  EXPECT_TRUE(rd.read_states.empty());
+  ASSERT_TRUE(c.storage(1).append(rd.entries).ok());
+  c.node(1).advance(rd);
+  rd = c.node(1).ready();
+  ASSERT_EQ(rd.read_states.size(), 1u);
+  EXPECT_EQ(rd.read_states[0].context, "r");
+  EXPECT_EQ(rd.read_states[0].index, c.node(1).status().commit);
+  c.node(1).advance(rd);
+}
+
+TEST(RawNodeTest, ReadIndexNeedsQuorumHeartbeatAcks) {
+  std::ostringstream trace;
+  auto c = elected(3, {}, &trace);
+  c->crash(2);
+  c->crash(3);
+  trace.str("");
+  c->node(1).read_index("r");
+  c->stabilize();
+  EXPECT_EQ(count_lines(trace.str(), "read-state:"), 0u);  // no quorum of acks
+  c->restart(2);
+  c->node(1).read_index("r2");
+  c->stabilize();
+  // Once a quorum confirms leadership for r2, r (queued earlier) is answered as well.
+  EXPECT_EQ(count_lines(trace.str(), "read-state:", "ctx=\"r\""), 1u);
+  EXPECT_EQ(count_lines(trace.str(), "read-state:", "ctx=\"r2\""), 1u);
+}
+
+TEST(RawNodeTest, FollowerReadIndexIsForwarded) {
+  auto c = elected(3);
+  c->node(3).read_index("f");
+  c->process_ready(3);
+  c->deliver_to(1);
+  c->process_ready(1);
+  c->deliver_to(2);
+  c->deliver_to(3);
+  c->process_ready(2);
+  c->process_ready(3);
+  c->deliver_to(1);
+  c->process_ready(1);
+  c->deliver_to(3);
+  Ready rd = c->node(3).ready();
+  ASSERT_EQ(rd.read_states.size(), 1u);
+  EXPECT_EQ(rd.read_states[0].context, "f");
+  EXPECT_EQ(rd.read_states[0].index, c->node(1).status().commit);
+  c->node(3).advance(rd);
+}
+
+TEST(RawNodeTest, UncommittedBytesBoundRejectsProposals) {
+  ClusterOptions options;
+  options.max_uncommitted_bytes = 100;
+  auto c = elected(3, options);
+  c->crash(2);
+  c->crash(3);
+  EXPECT_TRUE(c->node(1).propose(std::string(60, 'a')).ok());
+  EXPECT_EQ(c->node(1).propose(std::string(60, 'b')).code(), Code::kResourceExhausted);
+}
+
+TEST(RawNodeTest, HeartbeatCommitIsCappedByMatch) {
+  auto c = elected(3);
+  c->crash(3);
+  ASSERT_TRUE(c->node(1).propose("x").ok());
+  c->stabilize();
+  c->restart(3);
+  c->tick(1);
+  Ready rd = c->node(1).ready();
+  for (const raftpb::Message& m : rd.messages) {
+    if (m.type() == raftpb::MSG_HEARTBEAT && m.to() == 3) {
+      EXPECT_LT(m.commit(), c->node(1).status().commit);
+    }
+  }
+  c->node(1).advance(rd);
+}
+
+TEST(RawNodeTest, LowerTermAppendIsAnsweredWithCurrentTerm) {
+  auto c = elected(3);
+  raftpb::Message m;
+  m.set_type(raftpb::MSG_APP);
+  m.set_from(3);
+  m.set_to(2);
+  m.set_term(1);
+  ASSERT_TRUE(c->node(2).step(m).ok());
+  Ready rd = c->node(2).ready();
+  ASSERT_EQ(rd.messages.size(), 1u);
+  EXPECT_EQ(rd.messages[0].type(), raftpb::MSG_APP_RESP);
+  EXPECT_EQ(rd.messages[0].term(), c->node(2).status().term);
+  c->node(2).advance(rd);
+}
+
+TEST(RawNodeTest, StepRejectsMisaddressedMessage) {
+  auto c = elected(3);
+  raftpb::Message m = app_resp(3, 1, 2, 2);
+  m.set_to(4);
+  EXPECT_EQ(c->node(2).step(m).code(), Code::kInvalidArgument);
+}
+
+TEST(RawNodeTest, CrashLosesUnpersistedEntriesOnly) {
+  auto c = elected(3);
+  ASSERT_TRUE(c->node(1).propose("lost").ok());  // never handed out in a Ready
+  c->crash(1);
+  c->restart(1);
+  EXPECT_EQ(c->node(1).status().last_index, c->storage(1).last_index());
+  EXPECT_EQ(c->node(1).status().term, c->storage(1).hard_state().term());
+}
+
+}  // namespace
+}  // namespace herald::raft
