@@ -47,7 +47,7 @@ class WriteBatch {
 
   void put(Space space, std::string_view key, std::string_view value);
   void del(Space space, std::string_view key);
-  // Deletes every key in [begin, end).
+  // Deletes every key in [begin, end). Precondition (asserted): begin <= end.
   void delete_range(Space space, std::string_view begin, std::string_view end);
   // Appends all of `other`'s operations after this batch's.
   void append(const WriteBatch& other);

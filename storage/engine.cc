@@ -1,0 +1,43 @@
+#include "storage/engine.h"
+
+#include "base/assert.h"
+
+namespace herald::storage {
+
+const char* space_name(Space space) {
+  switch (space) {
+    case Space::kLog: return "log";
+    case Space::kMeta: return "meta";
+    case Space::kState: return "state";
+  }
+  HERALD_ASSERT(false, "unknown Space");
+}
+
+void WriteBatch::put(Space space, std::string_view key, std::string_view value) {
+  ops_.push_back(Op{OpType::kPut, space, std::string(key), std::string(value)});
+  bytes_ += key.size() + value.size();
+}
+
+void WriteBatch::del(Space space, std::string_view key) {
+  ops_.push_back(Op{OpType::kDelete, space, std::string(key), std::string()});
+  bytes_ += key.size();
+}
+
+void WriteBatch::delete_range(Space space, std::string_view begin, std::string_view end) {
+  HERALD_ASSERT(begin <= end, "delete_range needs begin <= end");
+  ops_.push_back(Op{OpType::kDeleteRange, space, std::string(begin), std::string(end)});
+  bytes_ += begin.size() + end.size();
+}
+
+void WriteBatch::append(const WriteBatch& other) {
+  HERALD_ASSERT(&other != this, "WriteBatch::append to itself");
+  ops_.insert(ops_.end(), other.ops_.begin(), other.ops_.end());
+  bytes_ += other.bytes_;
+}
+
+void WriteBatch::clear() {
+  ops_.clear();
+  bytes_ = 0;
+}
+
+}  // namespace herald::storage

@@ -1,0 +1,84 @@
+// MemEngine: the in-memory Engine the simulator runs Herald on, with injectable disk faults.
+//
+// It models exactly what RocksDB's write-ahead log guarantees: a write is visible at once, but
+// durable only once a later (or its own) write with sync=true returns. It keeps two images of the
+// store: the live view that reads see, and the durable image. Batches written without sync since
+// the last sync are remembered in order; crash() throws the live view away and rebuilds it from
+// the durable image plus a random prefix of those batches (possibly none, possibly all), never a
+// later batch without every earlier one.
+//
+// Faults: fail_writes(n) makes the next n writes fail with kIOError without changing anything;
+// corrupt() flips a bit in a stored value (in the live view and in the durable image), as a
+// damaged disk sector would.
+//
+// Snapshots and iterators share the image they were taken from (copy-on-write): a write while
+// one is alive copies the live view first, so they never observe later writes.
+// Thread-safety: none. MemEngine is deterministic and meant for single-threaded use (the
+// simulator); unlike RocksDbEngine it must not be shared between threads.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/random.h"
+#include "storage/engine.h"
+
+namespace herald::storage {
+
+// What MemEngine has done since it was created, for tests and benchmarks.
+struct MemEngineCounters {
+  std::uint64_t writes = 0;         // successful write() calls
+  std::uint64_t syncs = 0;          // successful write() calls with sync=true
+  std::uint64_t bytes_written = 0;  // sum of WriteBatch::byte_size() of successful writes
+  std::uint64_t failed_writes = 0;  // writes rejected by fail_writes()
+  std::uint64_t crashes = 0;        // crash() calls
+  std::uint64_t lost_batches = 0;   // unsynced batches dropped by crash()
+};
+
+class MemEngine final : public Engine {
+ public:
+  MemEngine();
+
+  [[nodiscard]] Result<std::optional<std::string>> get(Space space,
+                                                       std::string_view key) const override;
+  [[nodiscard]] std::unique_ptr<Iterator> scan(Space space, std::string_view begin,
+                                               std::string_view end) const override;
+  // Fails with kIOError (and changes nothing) while fail_writes() has failures pending.
+  [[nodiscard]] Status write(const WriteBatch& batch, bool sync) override;
+  [[nodiscard]] std::unique_ptr<Reader> snapshot() const override;
+
+  // Simulates a power loss and restart: the live view becomes the durable image plus the first k
+  // unsynced batches, k uniform in [0, unsynced_batches()]. What survives is durable afterwards.
+  void crash(Rng& rng);
+  // The next `count` writes fail with kIOError and change nothing.
+  void fail_writes(std::uint64_t count);
+  // Flips one bit of the value stored under `key`, in the live view and, when it holds the same
+  // value, in the durable image. Returns false (and changes nothing) if the key is absent or its
+  // value is empty.
+  [[nodiscard]] bool corrupt(Space space, std::string_view key);
+
+  [[nodiscard]] const MemEngineCounters& counters() const { return counters_; }
+  // Batches written since the last sync, which a crash may lose.
+  [[nodiscard]] std::size_t unsynced_batches() const { return unsynced_.size(); }
+
+  // One Space: keys in bytewise order.
+  using Table = std::map<std::string, std::string, std::less<>>;
+  using Image = std::array<Table, kSpaceCount>;
+
+ private:
+  // The live image, copied first if a snapshot or iterator still shares it.
+  Image& mutable_live();
+
+  std::shared_ptr<Image> live_;
+  Image durable_;
+  std::vector<WriteBatch> unsynced_;
+  std::uint64_t failures_pending_ = 0;
+  MemEngineCounters counters_;
+};
+
+}  // namespace herald::storage

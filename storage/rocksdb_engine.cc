@@ -1,0 +1,246 @@
+#include "storage/rocksdb_engine.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <utility>
+#include <vector>
+
+#include "base/assert.h"
+
+namespace herald::storage {
+namespace {
+
+// Bloom filter density for point lookups in the state column family.
+constexpr double kBloomBitsPerKey = 10.0;
+// Background syncing of table files while they are written, so that a flush or compaction does
+// not end with one large fsync.
+constexpr std::uint64_t kBytesPerSync = 1 * kMiB;
+
+constexpr std::array<Space, kSpaceCount> kAllSpaces = {Space::kLog, Space::kMeta, Space::kState};
+
+Status to_status(const rocksdb::Status& s, std::string_view context) {
+  if (s.ok()) {
+    return Status::ok_status();
+  }
+  std::string message = std::string(context) + ": " + s.ToString();
+  if (s.IsCorruption()) {
+    return Status::corruption(std::move(message));
+  }
+  if (s.IsInvalidArgument()) {
+    return Status::invalid_argument(std::move(message));
+  }
+  return Status::io_error(std::move(message));
+}
+
+rocksdb::Slice to_slice(std::string_view s) {
+  return {s.data(), s.size()};
+}
+std::string_view to_view(const rocksdb::Slice& s) {
+  return {s.data(), s.size()};
+}
+
+rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
+  rocksdb::DBOptions db;
+  db.create_if_missing = options.create_if_missing;
+  db.create_missing_column_families = true;
+  // Verify as much as RocksDB can on open and in the background; a replicated state machine must
+  // stop rather than serve damaged data.
+  db.paranoid_checks = true;
+  // After a power loss, replay the WAL up to the first damaged or missing record: the store then
+  // holds a prefix of the batches written, which is what Engine promises.
+  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db.max_background_jobs = options.max_background_jobs;
+  db.bytes_per_sync = kBytesPerSync;
+  return db;
+}
+
+rocksdb::ColumnFamilyOptions make_cf_options(Space space, const RocksDbOptions& options,
+                                             const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions cf;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;  // block checksums stay on (the default)
+  if (space == Space::kLog) {
+    // The log is written sequentially and read mostly from the LogStore's cache: a small
+    // memtable, and no compression of entries that are usually gone before compaction.
+    cf.write_buffer_size = options.log_write_buffer_bytes;
+    cf.compression = rocksdb::kNoCompression;
+  } else {
+    cf.write_buffer_size = options.state_write_buffer_bytes;
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
+  }
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return cf;
+}
+
+// Cursor over one column family; owns the upper bound its ReadOptions points at.
+class RocksIterator final : public Iterator {
+ public:
+  RocksIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const rocksdb::Snapshot* snap,
+                std::string_view begin, std::string_view end)
+      : upper_bound_(end), upper_bound_slice_(upper_bound_) {
+    rocksdb::ReadOptions read;
+    read.snapshot = snap;
+    if (!upper_bound_.empty()) {
+      read.iterate_upper_bound = &upper_bound_slice_;
+    }
+    it_.reset(db->NewIterator(read, cf));
+    it_->Seek(to_slice(begin));
+  }
+  RocksIterator(const RocksIterator&) = delete;
+  RocksIterator& operator=(const RocksIterator&) = delete;
+
+  [[nodiscard]] bool valid() const override { return it_->Valid(); }
+  void next() override { it_->Next(); }
+  [[nodiscard]] std::string_view key() const override { return to_view(it_->key()); }
+  [[nodiscard]] std::string_view value() const override { return to_view(it_->value()); }
+  [[nodiscard]] Status status() const override { return to_status(it_->status(), "scan"); }
+
+ private:
+  const std::string upper_bound_;
+  const rocksdb::Slice upper_bound_slice_;
+  std::unique_ptr<rocksdb::Iterator> it_;  // declared last: destroyed before the bound
+};
+
+Result<std::optional<std::string>> read_key(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+                                            const rocksdb::Snapshot* snap, std::string_view key) {
+  rocksdb::ReadOptions read;
+  read.snapshot = snap;
+  std::string value;
+  const rocksdb::Status s = db->Get(read, cf, to_slice(key), &value);
+  if (s.IsNotFound()) {
+    return std::optional<std::string>();
+  }
+  HERALD_RETURN_IF_ERROR(to_status(s, "get"));
+  return std::optional<std::string>(std::move(value));
+}
+
+// A Reader pinned to a RocksDB snapshot, which it releases when destroyed.
+class RocksSnapshot final : public Reader {
+ public:
+  RocksSnapshot(rocksdb::DB* db, std::array<rocksdb::ColumnFamilyHandle*, kSpaceCount> handles)
+      : db_(db), handles_(handles), snap_(db->GetSnapshot()) {}
+  ~RocksSnapshot() override { db_->ReleaseSnapshot(snap_); }
+  RocksSnapshot(const RocksSnapshot&) = delete;
+  RocksSnapshot& operator=(const RocksSnapshot&) = delete;
+
+  [[nodiscard]] Result<std::optional<std::string>> get(Space space,
+                                                       std::string_view key) const override {
+    return read_key(db_, handles_[static_cast<std::size_t>(space)], snap_, key);
+  }
+  [[nodiscard]] std::unique_ptr<Iterator> scan(Space space, std::string_view begin,
+                                               std::string_view end) const override {
+    return std::make_unique<RocksIterator>(db_, handles_[static_cast<std::size_t>(space)], snap_,
+                                           begin, end);
+  }
+
+ private:
+  rocksdb::DB* db_;
+  std::array<rocksdb::ColumnFamilyHandle*, kSpaceCount> handles_;
+  const rocksdb::Snapshot* snap_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RocksDbEngine>> RocksDbEngine::open(const std::string& dir,
+                                                           const RocksDbOptions& options) {
+  const auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (const Space space : kAllSpaces) {
+    descriptors.emplace_back(space_name(space), make_cf_options(space, options, cache));
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  const rocksdb::Status s =
+      rocksdb::DB::Open(make_db_options(options), dir, descriptors, &handles, &raw_db);
+  HERALD_RETURN_IF_ERROR(to_status(s, "open " + dir));
+  HERALD_ASSERT(handles.size() == descriptors.size(), "one handle per column family");
+  Handles spaces{};
+  for (std::size_t i = 0; i < spaces.size(); ++i) {
+    spaces[i] = handles[i + 1];
+  }
+  return std::unique_ptr<RocksDbEngine>(
+      new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw_db), handles[0], spaces));
+}
+
+RocksDbEngine::RocksDbEngine(std::unique_ptr<rocksdb::DB> db,
+                             rocksdb::ColumnFamilyHandle* default_cf, const Handles& handles)
+    : db_(std::move(db)), default_cf_(default_cf), handles_(handles) {}
+
+RocksDbEngine::~RocksDbEngine() {
+  for (rocksdb::ColumnFamilyHandle* cf : handles_) {
+    // Destroying a handle of an open database cannot fail in a way worth reporting at shutdown.
+    db_->DestroyColumnFamilyHandle(cf).PermitUncheckedError();
+  }
+  db_->DestroyColumnFamilyHandle(default_cf_).PermitUncheckedError();
+  // Close() syncs nothing beyond what was written; unsynced writes keep their crash semantics.
+  db_->Close().PermitUncheckedError();
+}
+
+rocksdb::ColumnFamilyHandle* RocksDbEngine::handle(Space space) const {
+  const auto i = static_cast<std::size_t>(space);
+  HERALD_ASSERT(i < handles_.size(), "unknown Space");
+  return handles_[i];
+}
+
+Result<std::optional<std::string>> RocksDbEngine::get(Space space, std::string_view key) const {
+  return read_key(db_.get(), handle(space), nullptr, key);
+}
+
+std::unique_ptr<Iterator> RocksDbEngine::scan(Space space, std::string_view begin,
+                                              std::string_view end) const {
+  return std::make_unique<RocksIterator>(db_.get(), handle(space), nullptr, begin, end);
+}
+
+std::unique_ptr<Reader> RocksDbEngine::snapshot() const {
+  return std::make_unique<RocksSnapshot>(db_.get(), handles_);
+}
+
+Status RocksDbEngine::write(const WriteBatch& batch, bool sync) {
+  rocksdb::WriteBatch rb;
+  for (const WriteBatch::Op& op : batch.ops()) {
+    rocksdb::ColumnFamilyHandle* cf = handle(op.space);
+    rocksdb::Status s;
+    switch (op.type) {
+      case WriteBatch::OpType::kPut: s = rb.Put(cf, op.key, op.value); break;
+      case WriteBatch::OpType::kDelete: s = rb.Delete(cf, op.key); break;
+      case WriteBatch::OpType::kDeleteRange: s = rb.DeleteRange(cf, op.key, op.value); break;
+    }
+    HERALD_RETURN_IF_ERROR(to_status(s, "batch"));
+  }
+  rocksdb::WriteOptions write;
+  write.sync = sync;
+  return to_status(db_->Write(write, &rb), "write");
+}
+
+Status RocksDbEngine::flush() {
+  rocksdb::FlushOptions options;
+  options.wait = true;
+  const std::vector<rocksdb::ColumnFamilyHandle*> all(handles_.begin(), handles_.end());
+  return to_status(db_->Flush(options, all), "flush");
+}
+
+Result<std::uint64_t> RocksDbEngine::approximate_bytes(Space space, std::string_view begin,
+                                                       std::string_view end) const {
+  // An empty end means "to the end": a long run of 0xff bytes sorts after every key Herald
+  // writes (log keys are 8 bytes, meta and state keys are short names), which is close enough
+  // for an estimate.
+  constexpr std::size_t kEndSentinelBytes = 64;
+  const std::string end_key =
+      end.empty() ? std::string(kEndSentinelBytes, '\xff') : std::string(end);
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  const rocksdb::Range range(to_slice(begin), to_slice(end_key));
+  std::uint64_t bytes = 0;
+  HERALD_RETURN_IF_ERROR(to_status(
+      db_->GetApproximateSizes(options, handle(space), &range, 1, &bytes), "approximate sizes"));
+  return bytes;
+}
+
+}  // namespace herald::storage

@@ -1,0 +1,84 @@
+// RocksDbEngine: the on-disk Engine, one RocksDB column family per Space.
+//
+// Layout: the column families "log", "meta" and "state" (plus RocksDB's mandatory "default",
+// unused) live in one database directory and share one write-ahead log, so a WriteBatch spanning
+// several Spaces is atomic. Missing column families are created on open.
+//
+// Durability: write(batch, sync=true) fsyncs the write-ahead log before returning, which also
+// makes every earlier write durable. Unsynced writes may be lost on power failure; recovery uses
+// point-in-time WAL recovery, so what survives is always a prefix of the batches written (see
+// docs/storage-format.md).
+//
+// Ownership: the engine owns the database; Readers from snapshot() and Iterators from scan() must
+// be destroyed before the engine. Thread-safety: every method may be called from any thread.
+// Errors: RocksDB's Corruption maps to kCorruption, IOError to kIOError, InvalidArgument to
+// kInvalidArgument, anything else to kIOError.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "storage/engine.h"
+
+namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
+}  // namespace rocksdb
+
+namespace herald::storage {
+
+inline constexpr std::size_t kMiB = std::size_t{1} << 20U;
+
+struct RocksDbOptions {
+  // Fails with kInvalidArgument when false and `dir` holds no database.
+  bool create_if_missing = true;
+  // Memtable size of the log column family: raft entries are short-lived (appended, applied,
+  // compacted away), so a small buffer keeps memory and recovery replay short.
+  std::size_t log_write_buffer_bytes = 16 * kMiB;
+  // Memtable size of the state and meta column families.
+  std::size_t state_write_buffer_bytes = 64 * kMiB;
+  // Block cache shared by all column families.
+  std::size_t block_cache_bytes = 128 * kMiB;
+  // Flush and compaction threads.
+  int max_background_jobs = 2;
+};
+
+class RocksDbEngine final : public Engine {
+ public:
+  // Opens (or creates) the database in `dir`.
+  [[nodiscard]] static Result<std::unique_ptr<RocksDbEngine>> open(const std::string& dir,
+                                                                   const RocksDbOptions& options);
+  ~RocksDbEngine() override;
+  RocksDbEngine(const RocksDbEngine&) = delete;
+  RocksDbEngine& operator=(const RocksDbEngine&) = delete;
+
+  [[nodiscard]] Result<std::optional<std::string>> get(Space space,
+                                                       std::string_view key) const override;
+  [[nodiscard]] std::unique_ptr<Iterator> scan(Space space, std::string_view begin,
+                                               std::string_view end) const override;
+  [[nodiscard]] Status write(const WriteBatch& batch, bool sync) override;
+  [[nodiscard]] std::unique_ptr<Reader> snapshot() const override;
+
+  // Flushes every column family's memtable to table files (and so shortens the next recovery).
+  [[nodiscard]] Status flush();
+  // Approximate on-disk plus in-memory bytes of the keys in [begin, end) of `space`; cheap
+  // (no data is read). An empty `end` means "to the end of the Space".
+  [[nodiscard]] Result<std::uint64_t> approximate_bytes(Space space, std::string_view begin,
+                                                        std::string_view end) const;
+
+ private:
+  using Handles = std::array<rocksdb::ColumnFamilyHandle*, kSpaceCount>;
+
+  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, rocksdb::ColumnFamilyHandle* default_cf,
+                const Handles& handles);
+  [[nodiscard]] rocksdb::ColumnFamilyHandle* handle(Space space) const;
+
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* default_cf_;  // owned; destroyed before db_
+  Handles handles_;                          // owned; destroyed before db_
+};
+
+}  // namespace herald::storage

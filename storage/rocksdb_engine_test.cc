@@ -1,0 +1,145 @@
+#include "storage/rocksdb_engine.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "storage/test_util.h"
+
+namespace herald::storage {
+namespace {
+
+using testing::get_or_absent;
+using testing::KeyValues;
+using testing::scan_all;
+using testing::TempDir;
+
+class RocksDbEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { open(); }
+
+  void open() {
+    auto engine = RocksDbEngine::open(dir_.path(), RocksDbOptions{});
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    engine_ = std::move(engine).value();
+  }
+  void reopen() {
+    engine_.reset();
+    open();
+  }
+  void write(const WriteBatch& batch, bool sync = false) {
+    const Status s = engine_->write(batch, sync);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<RocksDbEngine> engine_;
+};
+
+TEST_F(RocksDbEngineTest, AbsentKeyReadsAsNullopt) {
+  const auto value = engine_->get(Space::kState, "nothing");
+  ASSERT_TRUE(value.ok());
+  EXPECT_FALSE(value->has_value());
+}
+
+TEST_F(RocksDbEngineTest, MultiSpaceBatchIsAppliedWhole) {
+  WriteBatch batch;
+  batch.put(Space::kLog, "l", "1");
+  batch.put(Space::kMeta, "m", "2");
+  batch.put(Space::kState, "s", "3");
+  batch.put(Space::kState, "s", "4");  // later ops in a batch win
+  write(batch, /*sync=*/true);
+  EXPECT_EQ(get_or_absent(*engine_, Space::kLog, "l"), "1");
+  EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "m"), "2");
+  EXPECT_EQ(get_or_absent(*engine_, Space::kState, "s"), "4");
+  // Spaces are separate key ranges.
+  EXPECT_EQ(get_or_absent(*engine_, Space::kState, "l"), "<absent>");
+}
+
+TEST_F(RocksDbEngineTest, SnapshotIsIsolatedFromLaterWrites) {
+  WriteBatch before;
+  before.put(Space::kState, "a", "old");
+  before.put(Space::kState, "b", "kept");
+  write(before);
+  const std::unique_ptr<Reader> snap = engine_->snapshot();
+  WriteBatch after;
+  after.put(Space::kState, "a", "new");
+  after.del(Space::kState, "b");
+  after.put(Space::kState, "c", "added");
+  write(after);
+
+  EXPECT_EQ(scan_all(*snap, Space::kState), (KeyValues{{"a", "old"}, {"b", "kept"}}));
+  EXPECT_EQ(get_or_absent(*snap, Space::kState, "c"), "<absent>");
+  EXPECT_EQ(scan_all(*engine_, Space::kState), (KeyValues{{"a", "new"}, {"c", "added"}}));
+}
+
+TEST_F(RocksDbEngineTest, ReopenKeepsSyncedData) {
+  WriteBatch batch;
+  batch.put(Space::kMeta, "hard_state", "hs");
+  batch.put(Space::kLog, "00000001", "entry");
+  write(batch, /*sync=*/true);
+  reopen();
+  EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "hard_state"), "hs");
+  EXPECT_EQ(get_or_absent(*engine_, Space::kLog, "00000001"), "entry");
+}
+
+TEST_F(RocksDbEngineTest, DeleteRangeRemovesHalfOpenRange) {
+  WriteBatch fill;
+  for (const char* key : {"a", "b", "c", "d"}) {
+    fill.put(Space::kLog, key, key);
+  }
+  write(fill);
+  WriteBatch drop;
+  drop.delete_range(Space::kLog, "b", "d");
+  write(drop);
+  EXPECT_EQ(scan_all(*engine_, Space::kLog), (KeyValues{{"a", "a"}, {"d", "d"}}));
+}
+
+TEST_F(RocksDbEngineTest, PutAfterDeleteRangeInOneBatchSurvives) {
+  WriteBatch fill;
+  fill.put(Space::kLog, "b", "old");
+  write(fill);
+  WriteBatch batch;
+  batch.delete_range(Space::kLog, "a", "z");
+  batch.put(Space::kLog, "b", "new");
+  write(batch);
+  EXPECT_EQ(scan_all(*engine_, Space::kLog), (KeyValues{{"b", "new"}}));
+}
+
+TEST_F(RocksDbEngineTest, ScanStopsAtUpperBoundAndEmptyEndMeansAll) {
+  WriteBatch fill;
+  for (const char* key : {"a", "b", "c"}) {
+    fill.put(Space::kState, key, key);
+  }
+  write(fill);
+  EXPECT_EQ(scan_all(*engine_, Space::kState, "b", "c"), (KeyValues{{"b", "b"}}));
+  EXPECT_EQ(scan_all(*engine_, Space::kState, "b", ""), (KeyValues{{"b", "b"}, {"c", "c"}}));
+  EXPECT_TRUE(scan_all(*engine_, Space::kState, "d", "").empty());
+}
+
+TEST_F(RocksDbEngineTest, FlushKeepsDataAndSizesAreReported) {
+  WriteBatch fill;
+  const std::string value(4096, 'x');
+  for (int i = 0; i < 64; ++i) {
+    fill.put(Space::kState, "key" + std::to_string(i), value);
+  }
+  write(fill);
+  ASSERT_TRUE(engine_->flush().ok());
+  const auto bytes = engine_->approximate_bytes(Space::kState, "", "");
+  ASSERT_TRUE(bytes.ok()) << bytes.status().to_string();
+  EXPECT_GT(*bytes, 0U);
+  reopen();
+  EXPECT_EQ(get_or_absent(*engine_, Space::kState, "key7"), value);
+}
+
+TEST(RocksDbEngineOpenTest, MissingDatabaseWithoutCreateIsInvalidArgument) {
+  TempDir dir;
+  RocksDbOptions options;
+  options.create_if_missing = false;
+  const auto engine = RocksDbEngine::open(dir.path() + "/absent", options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace herald::storage
