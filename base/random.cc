@@ -56,8 +56,12 @@ std::int64_t Rng::range(std::int64_t lo, std::int64_t hi) {
   return lo + static_cast<std::int64_t>(uniform(span));
 }
 
-double Rng::unit() { return static_cast<double>(next_u64() >> 11U) * 0x1.0p-53; }
+double Rng::unit() {
+  return static_cast<double>(next_u64() >> 11U) * 0x1.0p-53;
+}
 
-bool Rng::chance(double p) { return unit() < p; }
+bool Rng::chance(double p) {
+  return unit() < p;
+}
 
 }  // namespace herald

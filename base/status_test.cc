@@ -18,7 +18,9 @@ Status quarter(int v, int& out) {
   return Status::ok_status();
 }
 
-TEST(StatusTest, OkStatusPrintsOk) { EXPECT_EQ(Status().to_string(), "ok"); }
+TEST(StatusTest, OkStatusPrintsOk) {
+  EXPECT_EQ(Status().to_string(), "ok");
+}
 
 TEST(StatusTest, ErrorCarriesCodeNameAndMessage) {
   const Status s = Status::corruption("bad crc at index 7");
@@ -36,7 +38,12 @@ TEST(StatusTest, AssignOrReturnPropagatesFirstFailure) {
 }
 
 TEST(StatusDeathTest, ResultFromOkStatusAborts) {
-  EXPECT_DEATH({ Result<int> r{Status()}; (void)r; }, "Result built from an ok Status");
+  EXPECT_DEATH(
+      {
+        Result<int> r{Status()};
+        (void)r;
+      },
+      "Result built from an ok Status");
 }
 
 }  // namespace
