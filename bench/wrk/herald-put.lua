@@ -1,0 +1,19 @@
+-- wrk script: Herald writes, PUT /v1/kv/bench-<n> (n random over common.KEY_SPACE keys) with a
+-- 64-byte raw value as the body.
+-- Usage: wrk -s bench/wrk/herald-put.lua http://127.0.0.1:PORT
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local common = dofile(dir .. "common.lua")
+
+local headers = { ["Content-Type"] = "application/octet-stream" }
+
+setup = common.setup
+response = common.response
+done = common.done
+
+function init(args)
+  common.init()
+end
+
+function request()
+  return wrk.format("PUT", "/v1/kv/" .. common.random_key(), headers, common.value)
+end
