@@ -1,0 +1,40 @@
+// ApplyBatch: the writes of a run of committed entries, readable before they reach the engine.
+//
+// The apply loop applies every committed entry of one Ready into a single ApplyBatch and writes
+// it to the engine once (batched apply). A state machine reading a key sees the value staged by
+// an earlier entry of the same batch, then the engine's. Not thread-safe; owned by the apply loop.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "storage/engine.h"
+
+namespace herald::rsm {
+
+class ApplyBatch {
+ public:
+  explicit ApplyBatch(const storage::Reader* base) : base_(base) {}
+
+  // Reads through the staged writes to the engine. nullopt when absent.
+  [[nodiscard]] Result<std::optional<std::string>> get(storage::Space space,
+                                                       std::string_view key) const;
+  void put(storage::Space space, std::string_view key, std::string_view value);
+  void del(storage::Space space, std::string_view key);
+
+  [[nodiscard]] const storage::WriteBatch& writes() const { return writes_; }
+  [[nodiscard]] storage::WriteBatch& mutable_writes() { return writes_; }
+  void clear();
+
+ private:
+  const storage::Reader* base_;  // borrowed
+  storage::WriteBatch writes_;
+  // Latest staged value per (space, key); nullopt marks a staged delete.
+  std::map<std::pair<storage::Space, std::string>, std::optional<std::string>, std::less<>>
+      overlay_;
+};
+
+}  // namespace herald::rsm

@@ -1,0 +1,641 @@
+#include "rsm/node.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "base/encoding.h"
+
+namespace herald::rsm {
+
+struct Node::PendingProposal {
+  ProposeCallback done;
+  int deadline_tick = 0;
+};
+
+struct Node::PendingRead {
+  ReadCallback done;
+  int deadline_tick = 0;
+};
+
+struct Node::OutboundStream {
+  std::uint64_t stream_id = 0;
+  raft::NodeId to = raft::kNoNode;
+  raftpb::Message message;  // the MSG_SNAP, sent with the last chunk
+  std::unique_ptr<storage::Reader> view;
+  std::unique_ptr<storage::Iterator> it;
+  std::uint64_t seq = 0;
+  bool finished = false;  // every chunk queued; waiting for the ack
+  int deadline_tick = 0;
+};
+
+struct Node::InboundStream {
+  raft::NodeId from = raft::kNoNode;
+  std::uint64_t stream_id = 0;
+  std::uint64_t next_seq = 0;
+};
+
+namespace {
+
+Result<rsmpb::AppliedState> read_applied_state(const storage::Reader& reader) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, kAppliedStateKey));
+  rsmpb::AppliedState state;
+  if (!raw) {
+    return Status::not_found("no applied state");
+  }
+  std::string_view payload;
+  if (!open_record(*raw, payload) ||
+      !state.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Status::corruption("applied state record fails its checksum");
+  }
+  return state;
+}
+
+std::string encode_applied_state(raft::Index index, raft::Term term,
+                                 const raftpb::ConfState& conf) {
+  rsmpb::AppliedState state;
+  state.set_index(index);
+  state.set_term(term);
+  *state.mutable_conf_state() = conf;
+  return seal_record(state.SerializeAsString());
+}
+
+rsmpb::CommandResult status_result(const Status& status) {
+  rsmpb::CommandResult r;
+  r.set_code(static_cast<std::uint32_t>(status.code()));
+  r.set_message(status.message());
+  return r;
+}
+
+void append_record(std::string& out, std::string_view key, std::string_view value) {
+  put_fixed32_be(out, static_cast<std::uint32_t>(key.size()));
+  out.append(key);
+  put_fixed32_be(out, static_cast<std::uint32_t>(value.size()));
+  out.append(value);
+}
+
+}  // namespace
+
+Node::Node(const NodeConfig& config, storage::Engine* engine, Transport* transport,
+           StateMachine* state_machine)
+    : config_(config),
+      engine_(engine),
+      transport_(transport),
+      state_machine_(state_machine),
+      rng_(config.seed ^ (config.id * 0x9e3779b97f4a7c15ULL)) {}
+
+Node::~Node() = default;
+
+Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config, storage::Engine* engine,
+                                         Transport* transport, StateMachine* state_machine) {
+  if (config.id == raft::kNoNode) {
+    return Status::invalid_argument("node id must be positive");
+  }
+  HERALD_ASSERT(engine != nullptr && transport != nullptr && state_machine != nullptr,
+                "rsm::Node needs an engine, a transport and a state machine");
+  std::unique_ptr<Node> node(new Node(config, engine, transport, state_machine));
+  HERALD_RETURN_IF_ERROR(node->init());
+  return node;
+}
+
+Status Node::bootstrap_if_empty() {
+  auto existing = read_applied_state(*engine_);
+  if (existing.ok() || existing.status().code() != Code::kNotFound) {
+    return existing.status();
+  }
+  if (config_.initial_voters.empty()) {
+    return Status::invalid_argument("a new replica needs its initial voters");
+  }
+  raftpb::ConfState conf;
+  for (const raft::NodeId voter : config_.initial_voters) {
+    conf.add_voters(voter);
+  }
+  storage::WriteBatch batch;
+  batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf));
+  spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
+  return engine_->write(batch, /*sync=*/true);
+}
+
+Status Node::init() {
+  HERALD_RETURN_IF_ERROR(bootstrap_if_empty());
+  HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState applied, read_applied_state(*engine_));
+  HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
+  applied_ = applied.index();
+  applied_term_ = applied.term();
+  conf_state_ = applied.conf_state();
+  log_->set_conf_state(conf_state_);
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(applied_);
+  meta.set_term(applied_term_);
+  *meta.mutable_conf_state() = conf_state_;
+  log_->set_snapshot_metadata(meta);
+
+  raft::Config rc;
+  rc.id = config_.id;
+  rc.election_ticks = config_.election_ticks;
+  rc.heartbeat_ticks = config_.heartbeat_ticks;
+  rc.applied = applied_;
+  rc.seed = rng_.next_u64();
+  rc.storage = log_.get();
+  HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));
+  // Request ids start at a random point so that ids of a previous incarnation of this node,
+  // still in the log, do not match requests of this one.
+  next_request_id_ = rng_.next_u64() >> 1U;
+  spdlog::info("replica {} open: applied {} term {}, log [{}, {}]", config_.id, applied_,
+               applied_term_, log_->first_index(), log_->last_index());
+  return Status::ok_status();
+}
+
+void Node::tick() {
+  ++now_ticks_;
+  raft_->tick();
+  expire_requests();
+  pump_streams();
+  for (auto& [id, report] : peer_reports_) {
+    ++report.age_ticks;
+  }
+  if (now_ticks_ % kReportIntervalTicks == 0) {
+    broadcast_report();
+  }
+}
+
+void Node::receive(const rsmpb::PeerEnvelope& envelope) {
+  if (envelope.to() != config_.id) {
+    return;  // Misrouted; the transport validated the sender already.
+  }
+  switch (envelope.body_case()) {
+    case rsmpb::PeerEnvelope::kRaft: {
+      const Status s = raft_->step(envelope.raft());
+      if (!s.ok()) {
+        spdlog::debug("dropped message from {}: {}", envelope.from(), s.to_string());
+      }
+      break;
+    }
+    case rsmpb::PeerEnvelope::kChunk: receive_chunk(envelope.from(), envelope.chunk()); break;
+    case rsmpb::PeerEnvelope::kAck: receive_ack(envelope.from(), envelope.ack()); break;
+    case rsmpb::PeerEnvelope::kReport: {
+      auto& entry = peer_reports_[envelope.from()];
+      entry.report = envelope.report();
+      entry.age_ticks = 0;
+      break;
+    }
+    default: break;
+  }
+}
+
+void Node::propose(rsmpb::Command command, ProposeCallback done) {
+  if (proposals_.size() >= kMaxPendingProposals) {
+    done(Status::resource_exhausted(fmt::format("{} proposals are pending; the bound is {}",
+                                                proposals_.size(), kMaxPendingProposals)));
+    return;
+  }
+  const std::uint64_t request_id = next_request_id_++;
+  command.set_origin(config_.id);
+  command.set_request_id(request_id);
+  const Status s = raft_->propose(command.SerializeAsString());
+  if (!s.ok()) {
+    done(s);
+    return;
+  }
+  auto pending = std::make_unique<PendingProposal>();
+  pending->done = std::move(done);
+  pending->deadline_tick = now_ticks_ + kRequestTimeoutTicks;
+  proposals_.emplace(request_id, std::move(pending));
+}
+
+void Node::read_barrier(ReadCallback done) {
+  const std::size_t pending = unsent_reads_.size() + reads_awaiting_apply_.size();
+  if (pending >= kMaxPendingReads) {
+    done(Status::resource_exhausted("too many pending reads"));
+    return;
+  }
+  auto read = std::make_unique<PendingRead>();
+  read->done = std::move(done);
+  read->deadline_tick = now_ticks_ + kRequestTimeoutTicks;
+  unsent_reads_.push_back(std::move(read));
+}
+
+void Node::transfer_leadership(raft::NodeId transferee) {
+  raft_->transfer_leadership(transferee);
+}
+
+void Node::issue_read_index() {
+  if (unsent_reads_.empty()) {
+    return;
+  }
+  // One ReadIndex round answers every read that arrived since the last one.
+  std::string context;
+  put_fixed64_be(context, next_request_id_++);
+  auto& group = reads_awaiting_index_[context];
+  while (!unsent_reads_.empty()) {
+    group.push_back(std::move(unsent_reads_.front()));
+    unsent_reads_.pop_front();
+  }
+  raft_->read_index(context);
+}
+
+bool Node::has_work() const {
+  return !unsent_reads_.empty() || raft_->has_ready();
+}
+
+Status Node::process() {
+  issue_read_index();
+  while (raft_->has_ready()) {
+    raft::Ready rd = raft_->ready();
+    HERALD_RETURN_IF_ERROR(handle_ready(rd));
+  }
+  pump_streams();
+  return Status::ok_status();
+}
+
+Status Node::handle_ready(raft::Ready& rd) {
+  HERALD_RETURN_IF_ERROR(persist(rd));
+  send_messages(rd.messages);
+  HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
+  handle_read_states(rd.read_states);
+  if (rd.soft_state) {
+    if (rd.soft_state->leader != soft_state_.leader && rd.soft_state->leader != raft::kNoNode) {
+      spdlog::info("replica {}: leader is now {} ({})", config_.id, rd.soft_state->leader,
+                   raft::role_name(rd.soft_state->role));
+    }
+    soft_state_ = *rd.soft_state;
+  }
+  raft_->advance(rd);
+  serve_reads();
+  maybe_compact();
+  return Status::ok_status();
+}
+
+Status Node::persist(const raft::Ready& rd) {
+  if (!rd.hard_state && !rd.snapshot && rd.entries.empty()) {
+    return Status::ok_status();
+  }
+  storage::WriteBatch install;
+  if (rd.snapshot) {
+    HERALD_RETURN_IF_ERROR(build_install_batch(*rd.snapshot, install));
+  }
+  HERALD_RETURN_IF_ERROR(log_->save(rd.hard_state, rd.snapshot, rd.entries, rd.must_sync,
+                                    rd.snapshot ? &install : nullptr));
+  if (rd.snapshot) {
+    applied_ = rd.snapshot->index();
+    applied_term_ = rd.snapshot->term();
+    conf_state_ = rd.snapshot->conf_state();
+    log_->set_conf_state(conf_state_);
+    log_->set_snapshot_metadata(*rd.snapshot);
+    staged_snapshot_.reset();
+    spdlog::info("replica {} installed snapshot at index {} term {}", config_.id, applied_,
+                 applied_term_);
+  }
+  return Status::ok_status();
+}
+
+void Node::send_messages(std::vector<raftpb::Message>& messages) {
+  for (auto& message : messages) {
+    if (message.type() == raftpb::MSG_SNAP) {
+      start_stream(std::move(message));
+      continue;
+    }
+    rsmpb::PeerEnvelope envelope;
+    envelope.set_from(config_.id);
+    envelope.set_to(message.to());
+    *envelope.mutable_raft() = std::move(message);
+    if (!transport_->send(envelope.to(), envelope)) {
+      raft_->report_unreachable(envelope.to());
+    }
+  }
+}
+
+Status Node::apply(const std::vector<raftpb::Entry>& entries) {
+  if (entries.empty()) {
+    return Status::ok_status();
+  }
+  ApplyBatch batch(engine_);
+  std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
+  for (const auto& entry : entries) {
+    HERALD_ASSERT(entry.index() == applied_ + 1, "committed entries must apply in order");
+    apply_one(entry, batch, answers);
+    applied_ = entry.index();
+    applied_term_ = entry.term();
+  }
+  batch.put(storage::Space::kState, kAppliedStateKey,
+            encode_applied_state(applied_, applied_term_, conf_state_));
+  // Not synced: after a crash the log (synced before apply) replays what this write loses.
+  HERALD_RETURN_IF_ERROR(engine_->write(batch.writes(), /*sync=*/false));
+  raftpb::SnapshotMetadata meta;
+  meta.set_index(applied_);
+  meta.set_term(applied_term_);
+  *meta.mutable_conf_state() = conf_state_;
+  log_->set_snapshot_metadata(meta);
+  for (auto& [request_id, result] : answers) {
+    auto it = proposals_.find(request_id);
+    if (it == proposals_.end()) {
+      continue;  // Timed out already, or proposed by an earlier incarnation.
+    }
+    auto done = std::move(it->second->done);
+    proposals_.erase(it);
+    done(std::move(result));
+  }
+  if (apply_observer_) {
+    for (const auto& entry : entries) {
+      apply_observer_(entry);
+    }
+  }
+  return Status::ok_status();
+}
+
+void Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
+                     std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
+  if (entry.type() == raftpb::ENTRY_CONF_CHANGE) {
+    raftpb::ConfChange change;
+    if (!change.ParseFromString(entry.data())) {
+      spdlog::error("replica {}: undecodable conf change at {}", config_.id, entry.index());
+      return;
+    }
+    conf_state_ = raft_->apply_conf_change(change);
+    log_->set_conf_state(conf_state_);
+    return;
+  }
+  if (entry.data().empty()) {
+    return;  // The leader's no-op of its term.
+  }
+  rsmpb::Command command;
+  rsmpb::CommandResult result;
+  if (!command.ParseFromString(entry.data())) {
+    // Deterministic on every replica: the bytes in the log are what they are.
+    result = status_result(Status::invalid_argument("undecodable command"));
+  } else {
+    result = state_machine_->apply(entry.index(), command, batch);
+  }
+  if (command.origin() == config_.id) {
+    answers.emplace_back(command.request_id(), std::move(result));
+  }
+}
+
+void Node::handle_read_states(const std::vector<raft::ReadState>& read_states) {
+  for (const auto& rs : read_states) {
+    auto it = reads_awaiting_index_.find(rs.context);
+    if (it == reads_awaiting_index_.end()) {
+      continue;
+    }
+    for (auto& read : it->second) {
+      reads_awaiting_apply_.emplace(rs.index, std::move(read));
+    }
+    reads_awaiting_index_.erase(it);
+  }
+}
+
+void Node::serve_reads() {
+  while (!reads_awaiting_apply_.empty() && reads_awaiting_apply_.begin()->first <= applied_) {
+    auto read = std::move(reads_awaiting_apply_.begin()->second);
+    reads_awaiting_apply_.erase(reads_awaiting_apply_.begin());
+    read->done(Status::ok_status());
+  }
+}
+
+void Node::expire_requests() {
+  const Status timeout = Status::timeout("no answer from the cluster in time");
+  for (auto it = proposals_.begin(); it != proposals_.end();) {
+    if (it->second->deadline_tick > now_ticks_) {
+      ++it;
+      continue;
+    }
+    auto done = std::move(it->second->done);
+    it = proposals_.erase(it);
+    done(timeout);
+  }
+  for (auto it = reads_awaiting_index_.begin(); it != reads_awaiting_index_.end();) {
+    auto& group = it->second;
+    if (group.empty() || group.front()->deadline_tick > now_ticks_) {
+      ++it;
+      continue;
+    }
+    for (auto& read : group) {
+      read->done(timeout);
+    }
+    it = reads_awaiting_index_.erase(it);
+  }
+  for (auto it = reads_awaiting_apply_.begin(); it != reads_awaiting_apply_.end();) {
+    if (it->second->deadline_tick > now_ticks_) {
+      ++it;
+      continue;
+    }
+    it->second->done(timeout);
+    it = reads_awaiting_apply_.erase(it);
+  }
+}
+
+void Node::maybe_compact() {
+  const raft::Index first = log_->first_index();
+  if (applied_ < first || applied_ - first + 1 < config_.compaction_threshold_entries) {
+    return;
+  }
+  const raft::Index upto = applied_ - config_.log_tail_entries;
+  const Status s = log_->compact(upto);
+  if (!s.ok()) {
+    spdlog::warn("replica {}: log compaction to {} failed: {}", config_.id, upto, s.to_string());
+  }
+}
+
+void Node::broadcast_report() {
+  const raft::NodeStatus st = raft_->status();
+  rsmpb::PeerEnvelope envelope;
+  envelope.set_from(config_.id);
+  auto* report = envelope.mutable_report();
+  report->set_id(config_.id);
+  report->set_role(raft::role_name(st.role));
+  report->set_term(st.term);
+  report->set_leader(st.leader);
+  report->set_commit(st.commit);
+  report->set_applied(applied_);
+  report->set_last_index(st.last_index);
+  report->set_client_address(config_.client_address);
+  for (const raft::NodeId peer : conf_state_.voters()) {
+    if (peer != config_.id) {
+      envelope.set_to(peer);
+      transport_->send(peer, envelope);
+    }
+  }
+  for (const raft::NodeId peer : conf_state_.learners()) {
+    envelope.set_to(peer);
+    transport_->send(peer, envelope);
+  }
+}
+
+const raft::LogStorage& Node::log() const {
+  return *log_;
+}
+
+raft::NodeStatus Node::status() const {
+  raft::NodeStatus st = raft_->status();
+  st.applied = applied_;
+  return st;
+}
+
+// ---- Snapshot streaming ----
+
+void Node::start_stream(raftpb::Message message) {
+  const raft::NodeId to = message.to();
+  if (out_streams_.contains(to)) {
+    return;  // A stream is already under way; its ack reports to the core.
+  }
+  auto stream = std::make_unique<OutboundStream>();
+  stream->stream_id = next_stream_id_++;
+  stream->to = to;
+  stream->view = engine_->snapshot();
+  auto applied = read_applied_state(*stream->view);
+  if (!applied.ok()) {
+    spdlog::error("replica {}: cannot snapshot for {}: {}", config_.id, to,
+                  applied.status().to_string());
+    raft_->report_snapshot(to, false);
+    return;
+  }
+  // The view may be newer than the metadata the core asked for; send what the view holds.
+  auto* meta = message.mutable_snapshot();
+  meta->set_index(applied->index());
+  meta->set_term(applied->term());
+  *meta->mutable_conf_state() = applied->conf_state();
+  stream->message = std::move(message);
+  stream->it = stream->view->scan(storage::Space::kState, "", "");
+  stream->deadline_tick = now_ticks_ + kSnapshotAckTimeoutTicks;
+  spdlog::info("replica {}: streaming snapshot at {} to {}", config_.id, meta->index(), to);
+  out_streams_.emplace(to, std::move(stream));
+}
+
+void Node::pump_streams() {
+  for (auto it = out_streams_.begin(); it != out_streams_.end();) {
+    OutboundStream& stream = *it->second;
+    const bool expired = stream.deadline_tick <= now_ticks_;
+    if (expired || !pump_stream(stream)) {
+      spdlog::warn("replica {}: snapshot stream to {} abandoned", config_.id, stream.to);
+      raft_->report_snapshot(stream.to, false);
+      it = out_streams_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+}
+
+bool Node::pump_stream(OutboundStream& stream) {
+  while (!stream.finished && transport_->queued_bytes(stream.to) < kSnapshotWindowBytes) {
+    std::string data;
+    while (stream.it->valid() && data.size() < config_.snapshot_chunk_bytes) {
+      append_record(data, stream.it->key(), stream.it->value());
+      stream.it->next();
+    }
+    if (!stream.it->status().ok()) {
+      return false;
+    }
+    rsmpb::PeerEnvelope envelope;
+    envelope.set_from(config_.id);
+    envelope.set_to(stream.to);
+    auto* chunk = envelope.mutable_chunk();
+    chunk->set_stream_id(stream.stream_id);
+    chunk->set_seq(stream.seq++);
+    *chunk->mutable_metadata() = stream.message.snapshot();
+    chunk->set_data(seal_record(data));
+    stream.finished = !stream.it->valid();
+    if (stream.finished) {
+      chunk->set_last(true);
+      *chunk->mutable_snap_message() = stream.message;
+    }
+    if (!transport_->send(stream.to, envelope)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Node::send_ack(raft::NodeId to, std::uint64_t stream_id, bool ok) {
+  rsmpb::PeerEnvelope envelope;
+  envelope.set_from(config_.id);
+  envelope.set_to(to);
+  envelope.mutable_ack()->set_stream_id(stream_id);
+  envelope.mutable_ack()->set_ok(ok);
+  transport_->send(to, envelope);
+}
+
+void Node::receive_ack(raft::NodeId from, const rsmpb::SnapshotAck& ack) {
+  auto it = out_streams_.find(from);
+  if (it == out_streams_.end() || it->second->stream_id != ack.stream_id()) {
+    return;
+  }
+  raft_->report_snapshot(from, ack.ok());
+  out_streams_.erase(it);
+}
+
+void Node::receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk) {
+  if (chunk.seq() == 0) {
+    in_stream_ = std::make_unique<InboundStream>();
+    in_stream_->from = from;
+    in_stream_->stream_id = chunk.stream_id();
+    staged_snapshot_.reset();
+  }
+  if (!in_stream_ || in_stream_->from != from || in_stream_->stream_id != chunk.stream_id() ||
+      in_stream_->next_seq != chunk.seq()) {
+    send_ack(from, chunk.stream_id(), false);
+    in_stream_.reset();
+    return;
+  }
+  const Status s = stage_chunk(chunk);
+  if (!s.ok()) {
+    spdlog::warn("replica {}: snapshot chunk from {} rejected: {}", config_.id, from,
+                 s.to_string());
+    send_ack(from, chunk.stream_id(), false);
+    in_stream_.reset();
+    return;
+  }
+  ++in_stream_->next_seq;
+  if (!chunk.last()) {
+    return;
+  }
+  staged_snapshot_ = chunk.metadata();
+  const Status step = raft_->step(chunk.snap_message());
+  send_ack(from, chunk.stream_id(), step.ok());
+  in_stream_.reset();
+}
+
+Status Node::stage_chunk(const rsmpb::SnapshotChunk& chunk) {
+  std::string_view data;
+  if (!open_record(chunk.data(), data)) {
+    return Status::corruption("snapshot chunk fails its checksum");
+  }
+  storage::WriteBatch batch;
+  if (chunk.seq() == 0) {
+    batch.delete_range(storage::Space::kMeta, kSnapshotStagePrefix, kSnapshotStageEnd);
+  }
+  while (!data.empty()) {
+    if (data.size() < 4) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::uint32_t key_len = get_fixed32_be(data);
+    if (data.size() < 8ULL + key_len) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::string_view key = data.substr(4, key_len);
+    const std::uint32_t value_len = get_fixed32_be(data.substr(4 + key_len));
+    if (data.size() < 8ULL + key_len + value_len) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::string_view value = data.substr(8 + key_len, value_len);
+    batch.put(storage::Space::kMeta, std::string(kSnapshotStagePrefix) + std::string(key), value);
+    data.remove_prefix(8 + key_len + value_len);
+  }
+  return engine_->write(batch, /*sync=*/false);
+}
+
+Status Node::build_install_batch(const raftpb::SnapshotMetadata& meta, storage::WriteBatch& batch) {
+  if (!staged_snapshot_ || staged_snapshot_->index() != meta.index()) {
+    return Status::failed_precondition(
+        fmt::format("the core installs snapshot {} but none is staged", meta.index()));
+  }
+  batch.delete_range(storage::Space::kState, "", kStateSpaceEnd);
+  const std::size_t prefix_len = std::string_view(kSnapshotStagePrefix).size();
+  auto it = engine_->scan(storage::Space::kMeta, kSnapshotStagePrefix, kSnapshotStageEnd);
+  for (; it->valid(); it->next()) {
+    batch.put(storage::Space::kState, it->key().substr(prefix_len), it->value());
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  batch.delete_range(storage::Space::kMeta, kSnapshotStagePrefix, kSnapshotStageEnd);
+  return Status::ok_status();
+}
+
+}  // namespace herald::rsm

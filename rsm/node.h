@@ -1,0 +1,181 @@
+// rsm::Node: one replica of Herald's replicated state machine.
+//
+// It drives the raft core (raft/raw_node.h) through the caller's protocol: persist (group commit:
+// one LogStore::save, one fsync, for everything that arrived since the last round), then send,
+// then apply (batched: one engine write per round), then advance. It answers proposals when it
+// applies them, serves linearizable read barriers through ReadIndex, streams snapshots to lagging
+// followers in bounded chunks, installs snapshots it receives, and compacts the log.
+//
+// It does no I/O of its own beyond its borrowed Engine and Transport, reads no clock (the caller
+// stamps Command::wall_ms and calls tick() at a fixed period) and uses no threads, so the same
+// code runs under `herald serve` and inside the deterministic simulator.
+//
+// Thread-safety: none; one thread calls every method. Callbacks run on that thread, inside
+// process() or tick(), exactly once each.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/random.h"
+#include "base/status.h"
+#include "raft/raw_node.h"
+#include "rsm/rsm.pb.h"
+#include "rsm/state_machine.h"
+#include "rsm/transport.h"
+#include "storage/engine.h"
+#include "storage/log_store.h"
+
+namespace herald::rsm {
+
+// A proposal or read not answered within this many ticks fails with kTimeout.
+inline constexpr int kRequestTimeoutTicks = 500;
+inline constexpr std::size_t kMaxPendingProposals = 1 << 16;
+inline constexpr std::size_t kMaxPendingReads = 1 << 16;
+// Compact the log once it holds this many applied entries, keeping a tail for slow followers.
+inline constexpr raft::Index kCompactionThresholdEntries = 20'000;
+inline constexpr raft::Index kLogTailEntries = 5'000;
+inline constexpr std::uint64_t kSnapshotChunkBytes = 1ULL << 20U;   // 1 MiB
+inline constexpr std::uint64_t kSnapshotWindowBytes = 4ULL << 20U;  // queued per peer
+inline constexpr int kSnapshotAckTimeoutTicks = 1'000;
+inline constexpr int kReportIntervalTicks = 10;
+
+struct NodeConfig {
+  raft::NodeId id = raft::kNoNode;
+  // The initial voters; used only when the engine holds no state yet.
+  std::vector<raft::NodeId> initial_voters;
+  int election_ticks = raft::kDefaultElectionTicks;
+  int heartbeat_ticks = raft::kDefaultHeartbeatTicks;
+  std::uint64_t seed = 0;
+  raft::Index compaction_threshold_entries = kCompactionThresholdEntries;
+  raft::Index log_tail_entries = kLogTailEntries;
+  std::uint64_t snapshot_chunk_bytes = kSnapshotChunkBytes;
+  std::string client_address;  // advertised in NodeReport
+};
+
+using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
+using ReadCallback = std::function<void(Status)>;
+// Observes every applied entry, after its batch is written (simulator invariants, metrics).
+using ApplyObserver = std::function<void(const raftpb::Entry&)>;
+
+struct PeerReport {
+  rsmpb::NodeReport report;
+  int age_ticks = 0;
+};
+
+class Node {
+ public:
+  // Opens the replica on `engine` (recovering log, hard state and applied state, or bootstrapping
+  // `initial_voters` on an empty engine). Borrowed pointers must outlive the Node.
+  [[nodiscard]] static Result<std::unique_ptr<Node>> open(const NodeConfig& config,
+                                                          storage::Engine* engine,
+                                                          Transport* transport,
+                                                          StateMachine* state_machine);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  void tick();
+  void receive(const rsmpb::PeerEnvelope& envelope);
+  // Proposes `command` (origin and request_id are filled in). `done` gets the applied result, or
+  // kNotLeader (no leader known), kResourceExhausted (bounds), kTimeout (no answer in time; the
+  // command may still be applied later).
+  void propose(rsmpb::Command command, ProposeCallback done);
+  // Linearizable read barrier: `done(ok)` once this replica has applied everything committed
+  // before the call; then reads of engine() are linearizable. kTimeout / kNotLeader otherwise.
+  void read_barrier(ReadCallback done);
+  void transfer_leadership(raft::NodeId transferee);
+  // Runs the Ready loop until the core has nothing more to do. A non-ok status (I/O failure,
+  // corruption) is fatal: the replica must stop.
+  [[nodiscard]] Status process();
+  // True when the core has work for process().
+  [[nodiscard]] bool has_work() const;
+
+  [[nodiscard]] raft::NodeStatus status() const;
+  [[nodiscard]] raft::Index applied_index() const { return applied_; }
+  [[nodiscard]] const storage::Engine& engine() const { return *engine_; }
+  // The durable log as the core sees it (simulator invariant checks).
+  [[nodiscard]] const raft::LogStorage& log() const;
+  [[nodiscard]] const std::map<raft::NodeId, PeerReport>& peer_reports() const {
+    return peer_reports_;
+  }
+  void set_apply_observer(ApplyObserver observer) { apply_observer_ = std::move(observer); }
+
+ private:
+  struct PendingProposal;
+  struct PendingRead;
+  struct OutboundStream;
+  struct InboundStream;
+
+  Node(const NodeConfig& config, storage::Engine* engine, Transport* transport,
+       StateMachine* state_machine);
+  [[nodiscard]] Status init();
+  [[nodiscard]] Status bootstrap_if_empty();
+  [[nodiscard]] Status handle_ready(raft::Ready& rd);
+  [[nodiscard]] Status persist(const raft::Ready& rd);
+  void send_messages(std::vector<raftpb::Message>& messages);
+  [[nodiscard]] Status apply(const std::vector<raftpb::Entry>& entries);
+  void apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
+                 std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
+  void handle_read_states(const std::vector<raft::ReadState>& read_states);
+  void serve_reads();
+  void issue_read_index();
+  void expire_requests();
+  void maybe_compact();
+  void broadcast_report();
+
+  // Snapshot streaming (leader side and follower side).
+  void start_stream(raftpb::Message message);
+  void pump_streams();
+  [[nodiscard]] bool pump_stream(OutboundStream& stream);
+  void receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk);
+  [[nodiscard]] Status stage_chunk(const rsmpb::SnapshotChunk& chunk);
+  [[nodiscard]] Status build_install_batch(const raftpb::SnapshotMetadata& meta,
+                                           storage::WriteBatch& batch);
+  void send_ack(raft::NodeId to, std::uint64_t stream_id, bool ok);
+  void receive_ack(raft::NodeId from, const rsmpb::SnapshotAck& ack);
+
+  NodeConfig config_;
+  storage::Engine* engine_;
+  Transport* transport_;
+  StateMachine* state_machine_;
+  std::unique_ptr<storage::LogStore> log_;
+  std::unique_ptr<raft::RawNode> raft_;
+  Rng rng_;
+
+  raft::Index applied_ = 0;
+  raft::Term applied_term_ = 0;
+  raftpb::ConfState conf_state_;
+  raft::SoftState soft_state_;
+
+  std::uint64_t next_request_id_ = 0;
+  std::unordered_map<std::uint64_t, std::unique_ptr<PendingProposal>> proposals_;
+  std::deque<std::unique_ptr<PendingRead>> unsent_reads_;
+  std::map<std::string, std::vector<std::unique_ptr<PendingRead>>> reads_awaiting_index_;
+  std::multimap<raft::Index, std::unique_ptr<PendingRead>> reads_awaiting_apply_;
+  int now_ticks_ = 0;
+
+  std::map<raft::NodeId, std::unique_ptr<OutboundStream>> out_streams_;
+  std::unique_ptr<InboundStream> in_stream_;
+  std::optional<raftpb::SnapshotMetadata> staged_snapshot_;
+  std::uint64_t next_stream_id_ = 1;
+
+  std::map<raft::NodeId, PeerReport> peer_reports_;
+  ApplyObserver apply_observer_;
+};
+
+// Keys of the node's own records in the engine (docs/storage-format.md).
+inline constexpr char kAppliedStateKey[] = "a";
+inline constexpr char kSnapshotStagePrefix[] = "snapstage/";
+inline constexpr char kSnapshotStageEnd[] = "snapstage0";  // '/' + 1
+// Every key of Space::kState sorts below this bound.
+inline constexpr char kStateSpaceEnd[] = "\xff";
+
+}  // namespace herald::rsm

@@ -1,0 +1,25 @@
+// StateMachine: the deterministic application state that committed commands are applied to.
+//
+// Every replica applies the same commands in the same order and must reach the same state and
+// the same results: an implementation reads only the ApplyBatch (engine state) and the command,
+// never a clock, a random source or any other input. Its data lives in storage::Space::kState
+// under its own key prefix (docs/storage-format.md), so it is part of every snapshot.
+#pragma once
+
+#include "raft/types.h"
+#include "rsm/apply_batch.h"
+#include "rsm/rsm.pb.h"
+
+namespace herald::rsm {
+
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  // Applies `command`, committed at log `index`, staging its writes in `batch`. Returns the
+  // result for the proposer. kCorruption from the engine is reported in the result's code and
+  // must stop the node (the caller checks).
+  [[nodiscard]] virtual rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                                                   ApplyBatch& batch) = 0;
+};
+
+}  // namespace herald::rsm
