@@ -1,0 +1,162 @@
+#include "server/node_host.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <random>
+
+#include "rsm/kv_state_machine.h"
+#include "server/peer_transport.h"
+#include "storage/rocksdb_engine.h"
+
+namespace herald::server {
+
+namespace asio = boost::asio;
+
+struct NodeHost::Impl {
+  NodeHostOptions options;
+  SystemClock clock;
+  std::unique_ptr<storage::RocksDbEngine> engine;
+  std::unique_ptr<TcpPeerTransport> transport;
+  rsm::KvStateMachine state_machine;
+  std::unique_ptr<rsm::Node> node;
+
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  asio::steady_timer tick_timer{io};
+  std::thread raft_thread;
+  bool process_scheduled = false;  // raft thread only
+  std::atomic<bool> stopped{false};
+
+  // Runs on the raft thread: drains the core's work. A failure here is fatal.
+  void run_process() {
+    process_scheduled = false;
+    const Status s = node->process();
+    if (!s.ok()) {
+      spdlog::critical("replica {} stops: {}", options.node.id, s.to_string());
+      spdlog::default_logger()->flush();
+      std::_Exit(EXIT_FAILURE);
+    }
+  }
+
+  // Coalesces work: everything posted before the scheduled round joins it.
+  void schedule_process() {
+    if (!process_scheduled) {
+      process_scheduled = true;
+      asio::post(io, [this] { run_process(); });
+    }
+  }
+
+  void arm_tick() {
+    tick_timer.expires_after(std::chrono::milliseconds(options.tick_ms));
+    tick_timer.async_wait([this](const boost::system::error_code& ec) {
+      if (ec || stopped.load()) {
+        return;
+      }
+      node->tick();
+      schedule_process();
+      arm_tick();
+    });
+  }
+
+  void on_inbound(rsmpb::PeerEnvelope&& envelope) {
+    asio::post(io, [this, env = std::move(envelope)] {
+      node->receive(env);
+      schedule_process();
+    });
+  }
+};
+
+NodeHost::NodeHost(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+NodeHost::~NodeHost() {
+  stop();
+}
+
+Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  HERALD_ASSIGN_OR_RETURN(
+      impl->engine, storage::RocksDbEngine::open(options.data_dir, storage::RocksDbOptions{}));
+  PeerTransportConfig tc;
+  tc.self_id = options.node.id;
+  tc.cluster = options.cluster_name;
+  tc.listen = options.peer_listen;
+  for (const auto& [id, address] : options.peers) {
+    if (id != options.node.id) {
+      tc.peers.emplace(id, address);
+    }
+  }
+  tc.rng_seed = std::random_device{}();
+  Impl* raw = impl.get();
+  impl->transport = std::make_unique<TcpPeerTransport>(
+      tc, [raw](rsmpb::PeerEnvelope&& env) { raw->on_inbound(std::move(env)); });
+  rsm::NodeConfig nc = options.node;
+  if (nc.seed == 0) {
+    nc.seed = (static_cast<std::uint64_t>(std::random_device{}()) << 32U) ^
+              static_cast<std::uint64_t>(impl->clock.wall_ms());
+  }
+  HERALD_ASSIGN_OR_RETURN(impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(),
+                                                      &impl->state_machine));
+  HERALD_RETURN_IF_ERROR(impl->transport->start());
+  impl->arm_tick();
+  impl->raft_thread = std::thread([raw] { raw->io.run(); });
+  return std::unique_ptr<NodeHost>(new NodeHost(std::move(impl)));
+}
+
+void NodeHost::stop() {
+  if (!impl_ || impl_->stopped.exchange(true)) {
+    return;
+  }
+  asio::post(impl_->io, [this] { impl_->tick_timer.cancel(); });
+  impl_->work.reset();
+  impl_->io.stop();
+  if (impl_->raft_thread.joinable()) {
+    impl_->raft_thread.join();
+  }
+  impl_->transport->stop();
+  impl_->node.reset();
+  impl_->engine.reset();
+  spdlog::info("replica {} stopped", impl_->options.node.id);
+}
+
+void NodeHost::propose(rsmpb::Command command, rsm::ProposeCallback done) {
+  command.set_wall_ms(impl_->clock.wall_ms());
+  asio::post(impl_->io, [this, command = std::move(command), done = std::move(done)]() mutable {
+    impl_->node->propose(std::move(command), std::move(done));
+    impl_->schedule_process();
+  });
+}
+
+void NodeHost::read(std::function<void(Status, const storage::Engine&)> done) {
+  asio::post(impl_->io, [this, done = std::move(done)]() mutable {
+    const storage::Engine* engine = impl_->engine.get();
+    impl_->node->read_barrier(
+        [engine, done = std::move(done)](Status s) { done(std::move(s), *engine); });
+    impl_->schedule_process();
+  });
+}
+
+void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
+  asio::post(impl_->io, [this, fn = std::move(fn)] {
+    ClusterView view;
+    view.self = impl_->node->status();
+    view.peers = impl_->node->peer_reports();
+    fn(view);
+  });
+}
+
+const storage::Engine& NodeHost::engine() const {
+  return *impl_->engine;
+}
+
+raft::NodeId NodeHost::id() const {
+  return impl_->options.node.id;
+}
+
+}  // namespace herald::server

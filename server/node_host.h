@@ -1,0 +1,71 @@
+// NodeHost: runs one rsm::Node for `herald serve` on real disk, real sockets and real time.
+//
+// Threads: the replica runs on its own thread (the "raft thread": an io_context that ticks the
+// node every tick_ms, feeds it peer messages and runs its Ready loop); the peer transport and
+// the HTTP server share a network thread. Requests from the network thread are posted to the
+// raft thread; several that queue up while a Ready round is busy (usually its fsync) are taken
+// by the next round together, which is what makes group commit happen.
+//
+// Errors: a fatal status from the replica (I/O error, corruption) logs and terminates the
+// process: a replica must not continue past a storage failure.
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "rsm/node.h"
+
+namespace herald::server {
+
+inline constexpr int kDefaultTickMs = 10;
+
+struct NodeHostOptions {
+  rsm::NodeConfig node;
+  std::string data_dir;
+  std::string cluster_name = "herald";
+  std::string peer_listen;                    // host:port
+  std::map<raft::NodeId, std::string> peers;  // every voter's peer address, self included
+  int tick_ms = kDefaultTickMs;
+};
+
+// A consistent answer for GET /v1/cluster, assembled on the raft thread.
+struct ClusterView {
+  raft::NodeStatus self;
+  std::map<raft::NodeId, rsm::PeerReport> peers;
+};
+
+class NodeHost {
+ public:
+  // Opens RocksDB in data_dir, starts the transport and the raft thread.
+  [[nodiscard]] static Result<std::unique_ptr<NodeHost>> start(const NodeHostOptions& options);
+  ~NodeHost();
+  NodeHost(const NodeHost&) = delete;
+  NodeHost& operator=(const NodeHost&) = delete;
+
+  // Stops ticking, fails pending requests with kAborted, closes the transport and the engine.
+  void stop();
+
+  // Stamps the command's wall time and proposes it. `done` runs on the raft thread.
+  void propose(rsmpb::Command command, rsm::ProposeCallback done);
+  // `done(status, engine)` runs on the raft thread once a linearizable read may be served.
+  void read(std::function<void(Status, const storage::Engine&)> done);
+  // Runs `fn` on the raft thread with a consistent view of the replica.
+  void inspect(std::function<void(const ClusterView&)> fn);
+  // The engine, for stale reads (RocksDB reads are thread-safe).
+  [[nodiscard]] const storage::Engine& engine() const;
+  [[nodiscard]] raft::NodeId id() const;
+
+ private:
+  struct Impl;
+  explicit NodeHost(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace herald::server

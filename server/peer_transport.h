@@ -1,0 +1,104 @@
+// TcpPeerTransport: rsm::Transport over TCP, one outbound connection per peer.
+//
+// Wire format: docs/protocol-peer.md. Every frame is [u32 BE length][u32 BE crc32c][PeerEnvelope];
+// the first frame on a connection is a Hello naming the caller and the cluster.
+//
+// Ownership and threads: the transport owns one io thread, started by start() and joined by
+// stop(). Inbound envelopes are handed to the inbound handler on that io thread; the handler must
+// not block and must not call stop() (it may call send()). send(), queued_bytes() and counters()
+// are thread-safe. After stop() returns no handler runs again.
+//
+// Delivery is best effort, in order per connection. Frames queued for a peer whose connection
+// fails are dropped (raft retransmits; a snapshot stream that loses a chunk restarts), and the
+// connection is re-established with exponential backoff and full jitter.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "raft/types.h"
+#include "rsm/rsm.pb.h"
+#include "rsm/transport.h"
+
+namespace herald::server {
+
+// Largest payload (serialized PeerEnvelope) a frame may carry, in either direction.
+inline constexpr std::uint32_t kMaxFrameBytes = 16U * 1024 * 1024;
+// Bounds on what send() may queue for one peer, counting frames handed to the socket but not yet
+// written. A send() that would exceed either bound is refused.
+inline constexpr std::size_t kMaxQueuedFramesPerPeer = 8192;
+inline constexpr std::uint64_t kMaxQueuedBytesPerPeer = 64ULL * 1024 * 1024;
+// Reconnect backoff: attempt n waits uniform[0, min(kReconnectMaxMs, kReconnectInitialMs * 2^n)].
+inline constexpr std::uint32_t kReconnectInitialMs = 10;
+inline constexpr std::uint32_t kReconnectMaxMs = 1000;
+// Default bound on resolving and connecting to a peer.
+inline constexpr std::uint32_t kConnectTimeoutMs = 3000;
+// An inbound connection that has not sent a valid Hello within this time is closed.
+inline constexpr std::uint32_t kHelloTimeoutMs = 5000;
+// Inbound connections beyond this many are closed on accept.
+inline constexpr std::size_t kMaxInboundConnections = 256;
+
+struct PeerTransportConfig {
+  raft::NodeId self_id = raft::kNoNode;
+  std::string cluster;                        // must match the Hello of every inbound connection
+  std::string listen = "127.0.0.1:0";         // host:port; port 0 picks an ephemeral port
+  std::map<raft::NodeId, std::string> peers;  // id -> "host:port", not including self
+  std::uint64_t rng_seed = 1;                 // seeds the reconnect jitter
+  std::uint32_t connect_timeout_ms = kConnectTimeoutMs;
+};
+
+// Monotonic counters, readable from any thread.
+struct PeerTransportCounters {
+  std::uint64_t frames_sent = 0;      // frames fully written to a socket (Hello not counted)
+  std::uint64_t frames_received = 0;  // frames delivered to the inbound handler
+  std::uint64_t frames_dropped = 0;   // refused by send() or lost with a failed connection
+  std::uint64_t bad_frames = 0;       // oversize, bad CRC, unparsable or out-of-protocol frames
+  std::uint64_t rejected_hellos = 0;  // wrong cluster, unknown id, or no Hello in time
+  std::uint64_t reconnects = 0;       // connection attempts after a failure
+  std::uint64_t connections_accepted = 0;
+};
+
+class TcpPeerTransport final : public rsm::Transport {
+ public:
+  using InboundHandler = std::function<void(rsmpb::PeerEnvelope&&)>;
+
+  // Precondition: config.self_id != kNoNode and is not a key of config.peers; handler is set.
+  TcpPeerTransport(PeerTransportConfig config, InboundHandler on_inbound);
+  // Calls stop().
+  ~TcpPeerTransport() override;
+  TcpPeerTransport(const TcpPeerTransport&) = delete;
+  TcpPeerTransport& operator=(const TcpPeerTransport&) = delete;
+
+  // Validates the endpoints, binds the listener and starts the io thread. Call at most once.
+  // Errors: kInvalidArgument for a malformed endpoint, kIOError when binding fails.
+  [[nodiscard]] Status start();
+  // Closes the listener and every connection, cancels timers and joins the io thread. Idempotent;
+  // the transport cannot be started again. Must not be called from the inbound handler.
+  void stop();
+
+  // The bound listening port (useful with port 0). Precondition: start() succeeded.
+  [[nodiscard]] std::uint16_t listen_port() const;
+
+  // Changes where peer `id` is reached ("host:port"); used from the next connection attempt on,
+  // the current connection is kept. Thread-safe. Errors: kNotFound for an id not configured as a
+  // peer, kInvalidArgument for a malformed address.
+  [[nodiscard]] Status set_peer_address(raft::NodeId id, std::string address);
+
+  // Queues `envelope` for `to`. Returns false, dropping it, when `to` is unknown, its queue is at
+  // a bound, the envelope exceeds kMaxFrameBytes, or the transport is not running.
+  // Precondition: envelope.from() == self id, envelope.to() == to, and the body is not a Hello.
+  bool send(raft::NodeId to, const rsmpb::PeerEnvelope& envelope) override;
+  [[nodiscard]] std::uint64_t queued_bytes(raft::NodeId to) const override;
+
+  [[nodiscard]] PeerTransportCounters counters() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace herald::server
