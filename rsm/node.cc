@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/encoding.h"
+#include "rsm/session.h"
 
 namespace herald::rsm {
 
@@ -64,6 +65,25 @@ rsmpb::CommandResult status_result(const Status& status) {
   r.set_code(static_cast<std::uint32_t>(status.code()));
   r.set_message(status.message());
   return r;
+}
+
+// Reads, increments and durably stores this replica's incarnation counter.
+Result<std::uint64_t> next_incarnation(storage::Engine& engine) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, engine.get(storage::Space::kMeta, kIncarnationKey));
+  std::uint64_t previous = 0;
+  if (raw) {
+    std::string_view payload;
+    if (!open_record(*raw, payload) || payload.size() != sizeof(std::uint64_t)) {
+      return Status::corruption("incarnation record fails its checksum");
+    }
+    previous = get_fixed64_be(payload);
+  }
+  std::string payload;
+  put_fixed64_be(payload, previous + 1);
+  storage::WriteBatch batch;
+  batch.put(storage::Space::kMeta, kIncarnationKey, seal_record(payload));
+  HERALD_RETURN_IF_ERROR(engine.write(batch, /*sync=*/true));
+  return previous + 1;
 }
 
 void append_record(std::string& out, std::string_view key, std::string_view value) {
@@ -137,9 +157,10 @@ Status Node::init() {
   rc.seed = rng_.next_u64();
   rc.storage = log_.get();
   HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));
-  // Request ids start at a random point so that ids of a previous incarnation of this node,
-  // still in the log, do not match requests of this one.
-  next_request_id_ = rng_.next_u64() >> 1U;
+  // A new incarnation keeps this run's request ids apart from those of earlier runs of this
+  // node that may still be in the log.
+  HERALD_ASSIGN_OR_RETURN(incarnation_, next_incarnation(*engine_));
+  next_request_id_ = 1;
   spdlog::info("replica {} open: applied {} term {}, log [{}, {}]", config_.id, applied_,
                applied_term_, log_->first_index(), log_->last_index());
   return Status::ok_status();
@@ -190,6 +211,7 @@ void Node::propose(rsmpb::Command command, ProposeCallback done) {
   }
   const std::uint64_t request_id = next_request_id_++;
   command.set_origin(config_.id);
+  command.set_incarnation(incarnation_);
   command.set_request_id(request_id);
   const Status s = raft_->propose(command.SerializeAsString());
   if (!s.ok()) {
@@ -224,7 +246,7 @@ void Node::issue_read_index() {
   }
   // One ReadIndex round answers every read that arrived since the last one.
   std::string context;
-  put_fixed64_be(context, next_request_id_++);
+  put_fixed64_be(context, next_read_id_++);
   auto& group = reads_awaiting_index_[context];
   while (!unsent_reads_.empty()) {
     group.push_back(std::move(unsent_reads_.front()));
@@ -363,9 +385,18 @@ void Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
     // Deterministic on every replica: the bytes in the log are what they are.
     result = status_result(Status::invalid_argument("undecodable command"));
   } else {
-    result = state_machine_->apply(entry.index(), command, batch);
+    auto admission = admit(batch, command.origin(), command.incarnation(), command.request_id());
+    if (!admission.ok()) {
+      result = status_result(admission.status());
+    } else if (*admission == Admission::kDuplicate) {
+      return;  // Applied (and answered) at its first index.
+    } else if (*admission == Admission::kTooOld) {
+      result = status_result(Status::aborted("request too old to be applied exactly once"));
+    } else {
+      result = state_machine_->apply(entry.index(), command, batch);
+    }
   }
-  if (command.origin() == config_.id) {
+  if (command.origin() == config_.id && command.incarnation() == incarnation_) {
     answers.emplace_back(command.request_id(), std::move(result));
   }
 }

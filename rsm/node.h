@@ -155,7 +155,9 @@ class Node {
   raftpb::ConfState conf_state_;
   raft::SoftState soft_state_;
 
-  std::uint64_t next_request_id_ = 0;
+  std::uint64_t incarnation_ = 0;
+  std::uint64_t next_request_id_ = 1;
+  std::uint64_t next_read_id_ = 1;
   std::unordered_map<std::uint64_t, std::unique_ptr<PendingProposal>> proposals_;
   std::deque<std::unique_ptr<PendingRead>> unsent_reads_;
   std::map<std::string, std::vector<std::unique_ptr<PendingRead>>> reads_awaiting_index_;
@@ -173,6 +175,7 @@ class Node {
 
 // Keys of the node's own records in the engine (docs/storage-format.md).
 inline constexpr char kAppliedStateKey[] = "a";
+inline constexpr char kIncarnationKey[] = "incarnation";  // Space::kMeta
 inline constexpr char kSnapshotStagePrefix[] = "snapstage/";
 inline constexpr char kSnapshotStageEnd[] = "snapstage0";  // '/' + 1
 // Every key of Space::kState sorts below this bound.

@@ -25,6 +25,10 @@ class TestNetwork {
         ++net_->chunks_sent;
       }
       net_->queue.push_back(envelope);
+      if (net_->duplicate_proposals && envelope.has_raft() &&
+          envelope.raft().type() == raftpb::MSG_PROP) {
+        net_->queue.push_back(envelope);
+      }
       return true;
     }
     [[nodiscard]] std::uint64_t queued_bytes(raft::NodeId) const override { return 0; }
@@ -37,6 +41,7 @@ class TestNetwork {
   std::deque<rsmpb::PeerEnvelope> queue;
   std::set<raft::NodeId> down;
   int chunks_sent = 0;
+  bool duplicate_proposals = false;
 };
 
 struct Replica {
@@ -197,6 +202,23 @@ TEST_F(NodeTest, FollowerForwardsProposalAndAnswersWhenItApplies) {
   for (raft::NodeId id = 1; id <= 3; ++id) {
     EXPECT_EQ(read(id, "x"), "y") << "node " << id;
   }
+}
+
+TEST_F(NodeTest, DuplicatedForwardedProposalIsAppliedOnce) {
+  start(3);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId follower = lead == 1 ? 2 : 1;
+  net_.duplicate_proposals = true;
+  auto r = put(follower, "x", "y");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  tick_all(5);
+  // Both copies were committed; only the first changed the key.
+  auto v = KvStateMachine::read(replica(lead).node->engine(), "x");
+  ASSERT_TRUE(v.ok() && v->has_value());
+  EXPECT_EQ((*v)->revision(), r->revision());
+  EXPECT_GT(replica(lead).node->applied_index(), r->revision());
 }
 
 TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {

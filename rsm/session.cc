@@ -1,0 +1,71 @@
+#include "rsm/session.h"
+
+#include "base/encoding.h"
+#include "rsm/rsm.pb.h"
+
+namespace herald::rsm {
+
+namespace {
+
+constexpr char kSessionPrefix = 's';
+
+std::string session_key(std::uint64_t origin, std::uint64_t incarnation) {
+  std::string key(1, kSessionPrefix);
+  put_fixed64_be(key, origin);
+  put_fixed64_be(key, incarnation);
+  return key;
+}
+
+Result<rsmpb::SessionRecord> load(const ApplyBatch& batch, const std::string& key) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, batch.get(storage::Space::kState, key));
+  rsmpb::SessionRecord record;
+  if (!raw) {
+    return record;
+  }
+  std::string_view payload;
+  if (!open_record(*raw, payload) ||
+      !record.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Status::corruption("session record fails its checksum");
+  }
+  return record;
+}
+
+// Moves the window up to `id` (> max_id), remembering the old maximum as applied.
+void advance(rsmpb::SessionRecord& record, std::uint64_t id) {
+  const std::uint64_t shift = id - record.max_id();
+  std::uint64_t window = shift >= kSessionWindowIds ? 0 : record.window() << shift;
+  if (record.max_id() != 0 && shift - 1 < kSessionWindowIds) {
+    window |= std::uint64_t{1} << (shift - 1);
+  }
+  record.set_window(window);
+  record.set_max_id(id);
+}
+
+}  // namespace
+
+Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin, std::uint64_t incarnation,
+                        std::uint64_t id) {
+  HERALD_ASSERT(id != 0, "request ids start at 1");
+  const std::string key = session_key(origin, incarnation);
+  HERALD_ASSIGN_OR_RETURN(rsmpb::SessionRecord record, load(batch, key));
+  if (id == record.max_id()) {
+    return Admission::kDuplicate;
+  }
+  if (id > record.max_id()) {
+    advance(record, id);
+  } else {
+    const std::uint64_t distance = record.max_id() - 1 - id;
+    if (distance >= kSessionWindowIds) {
+      return Admission::kTooOld;
+    }
+    const std::uint64_t bit = std::uint64_t{1} << distance;
+    if ((record.window() & bit) != 0) {
+      return Admission::kDuplicate;
+    }
+    record.set_window(record.window() | bit);
+  }
+  batch.put(storage::Space::kState, key, seal_record(record.SerializeAsString()));
+  return Admission::kFresh;
+}
+
+}  // namespace herald::rsm

@@ -1,0 +1,29 @@
+// Exactly-once admission of replicated commands.
+//
+// A command is named by (origin, incarnation, request_id). The network may deliver a forwarded
+// proposal twice, and raft would then commit it twice; every replica runs admit() before applying
+// a command and so skips the second copy identically. Per (origin, incarnation) the state space
+// keeps the highest id applied and a bitmap of the kSessionWindowIds ids below it, so commands
+// of one origin may commit out of order by up to that many ids. An older id cannot be judged and
+// is refused (kTooOld): the caller reports a definite failure, never a second application.
+// Stored under Space::kState key "s" + fixed64(origin) + fixed64(incarnation) (see
+// docs/storage-format.md).
+#pragma once
+
+#include <cstdint>
+
+#include "base/status.h"
+#include "rsm/apply_batch.h"
+
+namespace herald::rsm {
+
+inline constexpr std::uint64_t kSessionWindowIds = 64;
+
+enum class Admission : std::uint8_t { kFresh, kDuplicate, kTooOld };
+
+// Decides whether request `id` of the session is new and, if so, records it in `batch`.
+// Errors: kCorruption when the session record fails its checksum.
+[[nodiscard]] Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin,
+                                      std::uint64_t incarnation, std::uint64_t id);
+
+}  // namespace herald::rsm

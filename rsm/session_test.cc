@@ -1,0 +1,71 @@
+#include "rsm/session.h"
+
+#include <gtest/gtest.h>
+
+#include "storage/mem_engine.h"
+
+namespace herald::rsm {
+namespace {
+
+class SessionTest : public ::testing::Test {
+ protected:
+  Admission admit_id(std::uint64_t id, std::uint64_t incarnation = 7) {
+    auto r = admit(batch_, 1, incarnation, id);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : Admission::kTooOld;
+  }
+  storage::MemEngine engine_;
+  ApplyBatch batch_{&engine_};
+};
+
+TEST_F(SessionTest, InOrderIdsAreFresh) {
+  for (std::uint64_t id = 1; id <= 200; ++id) {
+    EXPECT_EQ(admit_id(id), Admission::kFresh) << id;
+  }
+}
+
+TEST_F(SessionTest, RepeatedIdIsDuplicate) {
+  EXPECT_EQ(admit_id(1), Admission::kFresh);
+  EXPECT_EQ(admit_id(2), Admission::kFresh);
+  EXPECT_EQ(admit_id(2), Admission::kDuplicate);
+  EXPECT_EQ(admit_id(1), Admission::kDuplicate);
+}
+
+TEST_F(SessionTest, ReorderedWithinWindowIsAdmittedOnce) {
+  EXPECT_EQ(admit_id(10), Admission::kFresh);
+  EXPECT_EQ(admit_id(5), Admission::kFresh);
+  EXPECT_EQ(admit_id(5), Admission::kDuplicate);
+  EXPECT_EQ(admit_id(9), Admission::kFresh);
+  EXPECT_EQ(admit_id(10), Admission::kDuplicate);
+}
+
+TEST_F(SessionTest, OlderThanWindowIsRefused) {
+  EXPECT_EQ(admit_id(1), Admission::kFresh);
+  EXPECT_EQ(admit_id(1 + kSessionWindowIds + 5), Admission::kFresh);
+  EXPECT_EQ(admit_id(2), Admission::kTooOld);
+  EXPECT_EQ(admit_id(1), Admission::kTooOld);
+}
+
+TEST_F(SessionTest, JumpOfExactlyWindowKeepsOldMaxRemembered) {
+  EXPECT_EQ(admit_id(1), Admission::kFresh);
+  EXPECT_EQ(admit_id(1 + kSessionWindowIds), Admission::kFresh);
+  EXPECT_EQ(admit_id(1), Admission::kDuplicate);
+}
+
+TEST_F(SessionTest, IncarnationsAreIndependent) {
+  EXPECT_EQ(admit_id(5, 1), Admission::kFresh);
+  EXPECT_EQ(admit_id(5, 2), Admission::kFresh);
+  EXPECT_EQ(admit_id(5, 1), Admission::kDuplicate);
+}
+
+TEST_F(SessionTest, SurvivesWriteAndReload) {
+  EXPECT_EQ(admit_id(3), Admission::kFresh);
+  ASSERT_TRUE(engine_.write(batch_.writes(), true).ok());
+  ApplyBatch fresh(&engine_);
+  auto r = admit(fresh, 1, 7, 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, Admission::kDuplicate);
+}
+
+}  // namespace
+}  // namespace herald::rsm
