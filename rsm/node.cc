@@ -161,6 +161,10 @@ Status Node::init() {
   // node that may still be in the log.
   HERALD_ASSIGN_OR_RETURN(incarnation_, next_incarnation(*engine_));
   next_request_id_ = 1;
+  if (conf_state_.voters_size() == 1 && conf_state_.voters(0) == config_.id) {
+    // A single voter needs no election timeout to know it is alone.
+    HERALD_RETURN_IF_ERROR(raft_->campaign());
+  }
   spdlog::info("replica {} open: applied {} term {}, log [{}, {}]", config_.id, applied_,
                applied_term_, log_->first_index(), log_->last_index());
   return Status::ok_status();
@@ -240,8 +244,51 @@ void Node::transfer_leadership(raft::NodeId transferee) {
   raft_->transfer_leadership(transferee);
 }
 
+void Node::on_soft_state(const raft::SoftState& next) {
+  const raft::NodeId previous = soft_state_.leader;
+  soft_state_ = next;
+  if (next.leader == previous) {
+    return;
+  }
+  if (next.leader != raft::kNoNode) {
+    spdlog::info("replica {}: leader is now {} ({})", config_.id, next.leader,
+                 raft::role_name(next.role));
+  }
+  if (previous == raft::kNoNode) {
+    return;
+  }
+  // Requests in flight through the old leader may have died with it; answer them now rather
+  // than at their deadline, so clients can retry within an election's time.
+  fail_in_flight(Status::aborted("the leader changed; the outcome of this command is unknown"),
+                 Status::unavailable("the leader changed during the read; retry"));
+}
+
+void Node::fail_in_flight(const Status& proposal_status, const Status& read_status) {
+  auto proposals = std::move(proposals_);
+  proposals_.clear();
+  for (auto& [id, pending] : proposals) {
+    pending->done(proposal_status);
+  }
+  auto groups = std::move(reads_awaiting_index_);
+  reads_awaiting_index_.clear();
+  for (auto& [context, group] : groups) {
+    for (auto& read : group) {
+      read->done(read_status);
+    }
+  }
+}
+
 void Node::issue_read_index() {
   if (unsent_reads_.empty()) {
+    return;
+  }
+  if (soft_state_.leader == raft::kNoNode) {
+    // The core drops read requests while no leader is known; fail them at once instead.
+    auto reads = std::move(unsent_reads_);
+    unsent_reads_.clear();
+    for (auto& read : reads) {
+      read->done(Status::unavailable("no leader is known; retry"));
+    }
     return;
   }
   // One ReadIndex round answers every read that arrived since the last one.
@@ -275,11 +322,7 @@ Status Node::handle_ready(raft::Ready& rd) {
   HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
   handle_read_states(rd.read_states);
   if (rd.soft_state) {
-    if (rd.soft_state->leader != soft_state_.leader && rd.soft_state->leader != raft::kNoNode) {
-      spdlog::info("replica {}: leader is now {} ({})", config_.id, rd.soft_state->leader,
-                   raft::role_name(rd.soft_state->role));
-    }
-    soft_state_ = *rd.soft_state;
+    on_soft_state(*rd.soft_state);
   }
   raft_->advance(rd);
   serve_reads();

@@ -84,12 +84,14 @@ class Node {
 
   void tick();
   void receive(const rsmpb::PeerEnvelope& envelope);
-  // Proposes `command` (origin and request_id are filled in). `done` gets the applied result, or
-  // kNotLeader (no leader known), kResourceExhausted (bounds), kTimeout (no answer in time; the
-  // command may still be applied later).
+  // Proposes `command` (origin, incarnation and request_id are filled in). `done` gets the
+  // applied result, or: kNotLeader (no leader known; not applied), kResourceExhausted (a bound;
+  // not applied), kAborted (the leader changed while it was in flight) or kTimeout (no answer in
+  // time) — for these two the command may still be applied later.
   void propose(rsmpb::Command command, ProposeCallback done);
   // Linearizable read barrier: `done(ok)` once this replica has applied everything committed
-  // before the call; then reads of engine() are linearizable. kTimeout / kNotLeader otherwise.
+  // before the call; then reads of engine() are linearizable. Otherwise kUnavailable (no leader,
+  // or it changed), kTimeout or kResourceExhausted; a failed read may simply be retried.
   void read_barrier(ReadCallback done);
   void transfer_leadership(raft::NodeId transferee);
   // Runs the Ready loop until the core has nothing more to do. A non-ok status (I/O failure,
@@ -124,6 +126,8 @@ class Node {
   [[nodiscard]] Status apply(const std::vector<raftpb::Entry>& entries);
   void apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
                  std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
+  void on_soft_state(const raft::SoftState& next);
+  void fail_in_flight(const Status& proposal_status, const Status& read_status);
   void handle_read_states(const std::vector<raft::ReadState>& read_states);
   void serve_reads();
   void issue_read_index();
