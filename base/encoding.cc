@@ -1,6 +1,7 @@
 #include "base/encoding.h"
 
 #include <boost/crc.hpp>
+#include <cstring>
 
 #include "base/assert.h"
 
@@ -36,11 +37,48 @@ std::uint64_t get_fixed64_be(std::string_view in) {
   return v;
 }
 
-std::uint32_t crc32c(std::string_view data) {
-  // CRC-32C: polynomial 0x1EDC6F41, reflected, init and final xor 0xFFFFFFFF.
+namespace {
+
+// CRC-32C: polynomial 0x1EDC6F41, reflected, init and final xor 0xFFFFFFFF.
+std::uint32_t crc32c_portable(std::string_view data) {
   boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
   crc.process_bytes(data.data(), data.size());
   return crc.checksum();
+}
+
+#if defined(__x86_64__)
+// The same CRC with the SSE 4.2 instruction, eight bytes at a time.
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(std::string_view data) {
+  std::uint64_t crc = 0xFFFFFFFFU;
+  const char* p = data.data();
+  std::size_t n = data.size();
+  while (n >= sizeof(std::uint64_t)) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, p, sizeof(word));
+    crc = __builtin_ia32_crc32di(crc, word);
+    p += sizeof(word);
+    n -= sizeof(word);
+  }
+  auto crc32 = static_cast<std::uint32_t>(crc);
+  while (n > 0) {
+    crc32 = __builtin_ia32_crc32qi(crc32, static_cast<unsigned char>(*p));
+    ++p;
+    --n;
+  }
+  return crc32 ^ 0xFFFFFFFFU;
+}
+#endif
+
+}  // namespace
+
+std::uint32_t crc32c(std::string_view data) {
+#if defined(__x86_64__)
+  static const bool kHasSse42 = __builtin_cpu_supports("sse4.2");
+  if (kHasSse42) {
+    return crc32c_sse42(data);
+  }
+#endif
+  return crc32c_portable(data);
 }
 
 std::string seal_record(std::string_view payload) {
