@@ -33,8 +33,8 @@ class LogStorage {
   [[nodiscard]] virtual Result<InitialState> initial_state() const = 0;
   // Entries in [lo, hi). Returns at least one entry when lo < hi, even if it alone exceeds
   // max_bytes; otherwise stops before the total size (ByteSizeLong of each) exceeds max_bytes.
-  [[nodiscard]] virtual Result<std::vector<raftpb::Entry>> entries(Index lo, Index hi,
-                                                                   std::uint64_t max_bytes) const = 0;
+  [[nodiscard]] virtual Result<std::vector<raftpb::Entry>> entries(
+      Index lo, Index hi, std::uint64_t max_bytes) const = 0;
   [[nodiscard]] virtual Result<Term> term(Index i) const = 0;
   [[nodiscard]] virtual Index first_index() const = 0;
   [[nodiscard]] virtual Index last_index() const = 0;

@@ -13,7 +13,8 @@
 
 namespace herald::storage::testing {
 
-// A fresh directory in the system temp directory, removed with everything in it when the object dies.
+// A fresh directory in the system temp directory, removed with everything in it when the object
+// dies.
 class TempDir {
  public:
   TempDir() {

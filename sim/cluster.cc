@@ -1,0 +1,1045 @@
+#include "sim/cluster.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <functional>
+#include <string_view>
+#include <tuple>
+
+#include "base/assert.h"
+
+namespace herald::sim {
+
+namespace {
+
+// ---- Workload shape ----
+// Few keys, so that clients contend and the linearizability search stays decided.
+constexpr int kKeyCount = 6;
+constexpr double kReadFraction = 0.35;
+constexpr double kDeleteFraction = 0.15;  // of writes
+constexpr double kCasFraction = 0.35;     // of writes
+// Values carry padding so that the state spans several snapshot chunks.
+constexpr std::int64_t kMaxValuePaddingBytes = 5'000;
+constexpr MonoMs kMaxThinkMs = 20;
+constexpr MonoMs kNoReplicaRetryMs = 50;
+// A client gives up waiting after this long; the operation's outcome is then unknown.
+constexpr MonoMs kClientTimeoutMs = 1'000;
+
+// ---- Fault schedule ----
+constexpr MonoMs kFirstFaultMs = 300;
+constexpr MonoMs kMinDownMs = 50;
+constexpr MonoMs kMaxDownMs = 3'500;  // long enough to fall behind the compaction point
+constexpr MonoMs kMinPartitionMs = 200;
+constexpr MonoMs kMaxPartitionMs = 3'500;
+constexpr MonoMs kIoFaultRestartMs = 200;
+constexpr double kTargetLeaderChance = 0.5;
+// In a random-links partition, each directed link is cut with this probability.
+constexpr double kRandomLinkCutChance = 0.3;
+
+enum class PartitionMode : std::uint8_t {
+  kIsolate,      // the target is cut off both ways
+  kOneWay,       // the target hears the others, but nothing it sends arrives
+  kMinority,     // with 5 replicas, the target and one more are cut off from the other three
+  kRandomLinks,  // an arbitrary set of directed links is cut
+};
+constexpr std::uint64_t kPartitionModes = 4;
+
+const char* partition_mode_name(PartitionMode mode) {
+  switch (mode) {
+    case PartitionMode::kIsolate: return "isolate";
+    case PartitionMode::kOneWay: return "one-way";
+    case PartitionMode::kMinority: return "minority";
+    case PartitionMode::kRandomLinks: return "random links";
+  }
+  return "?";
+}
+
+enum class FaultKind : std::uint8_t { kCrash, kPartition, kHeal, kWeather, kDisk, kTransfer };
+// Relative weights of the fault kinds, in FaultKind order.
+constexpr std::array<std::uint64_t, 6> kFaultWeights = {30, 20, 15, 20, 8, 7};
+
+FaultKind pick_fault_kind(Rng& rng) {
+  std::uint64_t total = 0;
+  for (const std::uint64_t w : kFaultWeights) {
+    total += w;
+  }
+  std::uint64_t roll = rng.uniform(total);
+  for (std::size_t kind = 0; kind < kFaultWeights.size(); ++kind) {
+    if (roll < kFaultWeights[kind]) {
+      return static_cast<FaultKind>(kind);
+    }
+    roll -= kFaultWeights[kind];
+  }
+  HERALD_ASSERT(false, "the weights cover every roll");
+  return FaultKind::kHeal;
+}
+
+// How hard a seed is hit: the gap between faults and the chance to impair a majority.
+struct FaultProfile {
+  const char* name;
+  MonoMs min_gap_ms;
+  MonoMs max_gap_ms;
+  double majority_chance;
+};
+constexpr FaultProfile kSteadyProfile{"steady", 150, 1'200, 0.05};
+constexpr FaultProfile kStormProfile{"storm", 40, 300, 0.2};
+// Share of seeds run under the storm profile.
+constexpr double kStormChance = 0.3;
+// Share of seeds whose links hold only a few messages, so that sends are refused under load.
+constexpr double kTightLinksChance = 0.2;
+constexpr std::size_t kTightLinkMessages = 16;
+
+// ---- Checks ----
+constexpr MonoMs kSettleCheckPeriodMs = 100;
+constexpr std::uint64_t kFullLogCheckEveryEvents = 2'000;
+constexpr raft::Index kLogCheckWindowEntries = 4;
+constexpr std::uint64_t kReadPageBytes = 1ULL << 20U;
+
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t salt) {
+  std::uint64_t state = seed ^ (salt * 0xd1b54a32d192ed03ULL);
+  return splitmix64(state);
+}
+
+LinkBounds link_bounds_for(std::uint64_t seed) {
+  LinkBounds bounds;
+  Rng rng(derive_seed(seed, 5));
+  if (rng.chance(kTightLinksChance)) {
+    bounds.max_messages = kTightLinkMessages;
+  }
+  return bounds;
+}
+
+// Every entry of `log` in [lo, hi), read in pages.
+Result<std::vector<raftpb::Entry>> read_entries(const raft::LogStorage& log, raft::Index lo,
+                                                raft::Index hi) {
+  std::vector<raftpb::Entry> out;
+  while (lo < hi) {
+    HERALD_ASSIGN_OR_RETURN(auto page, log.entries(lo, hi, kReadPageBytes));
+    HERALD_ASSERT(!page.empty(), "entries() returns at least one entry when lo < hi");
+    lo += page.size();
+    for (auto& e : page) {
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
+// Term and digest of index i, from `entries` (starting at `first`) or, below it, from term().
+struct IndexView {
+  const raft::LogStorage* log;
+  const std::vector<raftpb::Entry>* entries;
+  raft::Index first;  // index of entries->front()
+
+  [[nodiscard]] Result<EntryDigest> at(raft::Index i) const {
+    if (i >= first && i - first < entries->size()) {
+      return digest_of((*entries)[i - first]);
+    }
+    HERALD_ASSIGN_OR_RETURN(const raft::Term term, log->term(i));
+    return EntryDigest{term, 0};  // data unknown: compared by term only
+  }
+};
+
+bool same_entry(const EntryDigest& a, const EntryDigest& b) {
+  return a.term == b.term && (a.hash == 0 || b.hash == 0 || a.hash == b.hash);
+}
+
+}  // namespace
+
+EntryDigest digest_of(const raftpb::Entry& entry) {
+  // std::hash of bytes is a fixed function of the bytes (no per-process salt in libstdc++), so
+  // digests are reproducible; it only has to tell different entries apart.
+  const std::uint64_t data_hash = std::hash<std::string_view>{}(entry.data());
+  const std::uint64_t hash = data_hash ^ (static_cast<std::uint64_t>(entry.type()) << 56U);
+  return EntryDigest{entry.term(), hash == 0 ? 1 : hash};  // 0 means "data unknown"
+}
+
+// ---- SafetyChecker ----
+
+std::string SafetyChecker::on_apply(raft::NodeId id, const raftpb::Entry& entry) {
+  const EntryDigest digest = digest_of(entry);
+  auto [it, inserted] = committed_.emplace(entry.index(), digest);
+  if (inserted) {
+    record_command(entry);
+    return {};
+  }
+  if (it->second == digest) {
+    return {};
+  }
+  return fmt::format(
+      "state machine safety: replica {} applied index {} (term {}, hash {:016x}) but index {} "
+      "was applied before as (term {}, hash {:016x})",
+      id, entry.index(), digest.term, digest.hash, entry.index(), it->second.term, it->second.hash);
+}
+
+void SafetyChecker::record_command(const raftpb::Entry& entry) {
+  rsmpb::Command command;
+  if (entry.type() != raftpb::ENTRY_NORMAL || entry.data().empty() ||
+      !command.ParseFromString(entry.data()) || !command.has_kv_put()) {
+    return;
+  }
+  // Indexes are first observed in increasing order (a replica applies in order, and a snapshot
+  // only holds what some replica applied), so this is the command's first commit.
+  const auto [unused, fresh] = commands_.emplace(
+      CommandName{command.origin(), command.incarnation(), command.request_id()}, entry.index());
+  if (fresh) {
+    first_write_of_value_.emplace(value_hash(command.kv_put().value()), entry.index());
+  }
+}
+
+std::string SafetyChecker::check_write_revision(std::string_view value,
+                                                std::uint64_t revision) const {
+  auto it = first_write_of_value_.find(value_hash(value));
+  if (it == first_write_of_value_.end()) {
+    return fmt::format("a value was seen at revision {} but no committed command wrote it",
+                       revision);
+  }
+  if (it->second == revision) {
+    return {};
+  }
+  return fmt::format(
+      "exactly once: a value was seen at revision {}, but the command that wrote it was first "
+      "committed at index {}: a copy of the command took effect again",
+      revision, it->second);
+}
+
+std::uint64_t SafetyChecker::value_hash(std::string_view value) {
+  return std::hash<std::string_view>{}(value);
+}
+
+std::string SafetyChecker::on_status(const raft::NodeStatus& status, const raft::LogStorage& log) {
+  if (status.role != raft::Role::kLeader) {
+    return {};
+  }
+  auto [it, inserted] = leaders_.emplace(status.term, status.id);
+  if (!inserted) {
+    if (it->second == status.id) {
+      return {};
+    }
+    return fmt::format("election safety: term {} has two leaders, {} and {}", status.term,
+                       it->second, status.id);
+  }
+  return check_leader_completeness(status.id, status.term, log);
+}
+
+std::string SafetyChecker::check_leader_completeness(raft::NodeId id, raft::Term term,
+                                                     const raft::LogStorage& log) const {
+  if (committed_.empty()) {
+    return {};
+  }
+  const raft::Index last_committed = committed_.rbegin()->first;
+  if (log.last_index() < last_committed) {
+    return fmt::format(
+        "leader completeness: replica {} leads term {} with last index {}, but index {} is "
+        "committed",
+        id, term, log.last_index(), last_committed);
+  }
+  const raft::Index lo = std::max(log.first_index(), committed_.begin()->first);
+  auto entries = read_entries(log, lo, last_committed + 1);
+  if (!entries.ok()) {
+    return fmt::format("leader {} cannot read its log [{}, {}]: {}", id, lo, last_committed,
+                       entries.status().to_string());
+  }
+  const IndexView view{&log, &*entries, lo};
+  for (auto it = committed_.lower_bound(log.first_index() - 1); it != committed_.end(); ++it) {
+    auto mine = view.at(it->first);
+    if (!mine.ok() || !same_entry(*mine, it->second)) {
+      return fmt::format(
+          "leader completeness: replica {} leads term {} but its entry {} is not the committed "
+          "one (term {})",
+          id, term, it->first, it->second.term);
+    }
+  }
+  return {};
+}
+
+std::string SafetyChecker::check_log_matching(raft::NodeId a, const raft::LogStorage& la,
+                                              raft::NodeId b, const raft::LogStorage& lb,
+                                              raft::Index window) {
+  const raft::Index hi = std::min(la.last_index(), lb.last_index());
+  const raft::Index lo = std::max(la.first_index(), lb.first_index()) - 1;
+  if (hi <= lo) {
+    return {};  // No entry in common to compare.
+  }
+  const raft::Index from = window == 0 || hi - lo < window ? lo : hi - window + 1;
+  const raft::Index fetch_lo = std::max(from, lo + 1);
+  auto ea = read_entries(la, fetch_lo, hi + 1);
+  auto eb = read_entries(lb, fetch_lo, hi + 1);
+  if (!ea.ok() || !eb.ok()) {
+    return fmt::format("log matching: cannot read [{}, {}] of replicas {} and {}", fetch_lo, hi, a,
+                       b);
+  }
+  const IndexView va{&la, &*ea, fetch_lo};
+  const IndexView vb{&lb, &*eb, fetch_lo};
+  std::optional<raft::Index> matched;
+  for (raft::Index i = hi + 1; i-- > from;) {
+    auto da = va.at(i);
+    auto db = vb.at(i);
+    if (!da.ok() || !db.ok()) {
+      return fmt::format("log matching: replicas {} and {} cannot answer term({})", a, b, i);
+    }
+    if (da->term == db->term && !same_entry(*da, *db)) {
+      return fmt::format(
+          "log matching: replicas {} and {} hold different entries of term {} at "
+          "index {}",
+          a, b, da->term, i);
+    }
+    if (da->term == db->term) {
+      matched = matched.value_or(i);
+    } else if (matched) {
+      return fmt::format(
+          "log matching: replicas {} and {} agree at index {} but differ at index {} (terms {} "
+          "and {})",
+          a, b, *matched, i, da->term, db->term);
+    }
+  }
+  return {};
+}
+
+raft::Index SafetyChecker::max_committed() const {
+  return committed_.empty() ? 0 : committed_.rbegin()->first;
+}
+
+// ---- SimCluster: replicas and clients ----
+
+struct SimCluster::Replica {
+  raft::NodeId id = raft::kNoNode;
+  storage::MemEngine engine;
+  SimTransport* transport = nullptr;  // owned by the network
+  rsm::KvStateMachine state_machine;
+  std::unique_ptr<rsm::Node> node;  // null while down
+  std::uint64_t incarnation = 0;
+  std::uint64_t failed_writes_seen = 0;  // engine failures already accounted for
+  // What the log looked like at the last log check: (first, last, term of last).
+  std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
+};
+
+struct SimCluster::Client {
+  struct Seen {
+    std::uint64_t revision = 0;  // 0: the key was absent
+    std::optional<std::string> value;
+  };
+  int index = 0;
+  bool pending = false;
+  bool issuing = false;     // inside the propose()/read_barrier() call
+  std::uint64_t token = 0;  // identifies the pending operation
+  raft::NodeId node = raft::kNoNode;
+  std::size_t slot = 0;  // the pending operation's position in the history
+  std::uint64_t next_value = 0;
+  std::map<std::string, Seen> seen;  // the last state this client learned of each key
+};
+
+SimCluster::SimCluster(const ClusterOptions& options)
+    : options_(options),
+      fault_rng_(derive_seed(options.seed, 1)),
+      client_rng_(derive_seed(options.seed, 2)),
+      crash_rng_(derive_seed(options.seed, 3)),
+      network_(derive_seed(options.seed, 4), &clock_, link_bounds_for(options.seed)),
+      storm_(fault_rng_.chance(kStormChance)) {
+  HERALD_ASSERT(options.replicas == 3 || options.replicas == 5, "a cluster has 3 or 5 replicas");
+  for (int i = 1; i <= options.replicas; ++i) {
+    auto r = std::make_unique<Replica>();
+    r->id = static_cast<raft::NodeId>(i);
+    r->transport = &network_.add_node(r->id);
+    replicas_.emplace(r->id, std::move(r));
+  }
+  for (int i = 0; i < options.clients; ++i) {
+    auto c = std::make_unique<Client>();
+    c->index = i;
+    clients_.push_back(std::move(c));
+  }
+}
+
+SimCluster::~SimCluster() = default;
+
+void SimCluster::fail(std::string reason) {
+  if (!failure_) {
+    failure_ = fmt::format("t={}ms: {}", clock_.mono_ms(), reason);
+  }
+}
+
+void SimCluster::log_event(const std::string& what) const {
+  if (options_.verbose) {
+    std::printf("  [%8lld ms] %s\n", static_cast<long long>(clock_.mono_ms()), what.c_str());
+  }
+}
+
+void SimCluster::schedule(MonoMs at_ms, const Event& event) {
+  events_.emplace(EventKey{at_ms, next_event_sequence_++}, event);
+}
+
+SimCluster::Replica& SimCluster::replica(raft::NodeId id) {
+  auto it = replicas_.find(id);
+  HERALD_ASSERT(it != replicas_.end(), "unknown replica");
+  return *it->second;
+}
+
+std::vector<raft::NodeId> SimCluster::up_ids() const {
+  std::vector<raft::NodeId> ids;
+  for (const auto& [id, r] : replicas_) {
+    if (r->node) {
+      ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
+raft::NodeId SimCluster::leader_hint() const {
+  for (const auto& [id, r] : replicas_) {
+    if (r->node && r->node->status().role == raft::Role::kLeader) {
+      return id;
+    }
+  }
+  return raft::kNoNode;
+}
+
+// ---- Replica life cycle ----
+
+Status SimCluster::open_replica(Replica& r) {
+  ++r.incarnation;
+  rsm::NodeConfig config;
+  config.id = r.id;
+  for (const auto& [id, unused] : replicas_) {
+    config.initial_voters.push_back(id);
+  }
+  // A fresh seed per incarnation, as a restarted process would draw.
+  config.seed = derive_seed(options_.seed, (r.id << 32U) + r.incarnation);
+  config.compaction_threshold_entries = kSimCompactionThresholdEntries;
+  config.log_tail_entries = kSimLogTailEntries;
+  config.snapshot_chunk_bytes = kSimSnapshotChunkBytes;
+  HERALD_ASSIGN_OR_RETURN(r.node,
+                          rsm::Node::open(config, &r.engine, r.transport, &r.state_machine));
+  const raft::NodeId id = r.id;
+  r.node->set_apply_observer([this, id](const raftpb::Entry& entry) {
+    std::string violation = safety_.on_apply(id, entry);
+    if (!violation.empty()) {
+      fail(std::move(violation));
+    }
+  });
+  return Status::ok_status();
+}
+
+void SimCluster::start_replica(Replica& r) {
+  const Status s = open_replica(r);
+  if (!s.ok()) {
+    r.node.reset();
+    if (s.code() == Code::kIOError && r.engine.counters().failed_writes > r.failed_writes_seen) {
+      r.failed_writes_seen = r.engine.counters().failed_writes;
+      log_event(fmt::format("replica {} failed to open (injected): {}", r.id, s.to_string()));
+      schedule(clock_.mono_ms() + kIoFaultRestartMs,
+               Event{EventKind::kRestart, r.id, -1, r.incarnation});
+      return;
+    }
+    fail(fmt::format("replica {} failed to open: {}", r.id, s.to_string()));
+    return;
+  }
+  network_.set_up(r.id, true);
+  const MonoMs first_tick = clock_.mono_ms() + 1 + static_cast<MonoMs>(fault_rng_.uniform(kTickMs));
+  schedule(first_tick, Event{EventKind::kTick, r.id, -1, r.incarnation});
+}
+
+void SimCluster::crash_replica(Replica& r, MonoMs down_for_ms) {
+  HERALD_ASSERT(r.node != nullptr, "only a running replica can crash");
+  abandon_ops_on(r.id);
+  r.node.reset();
+  network_.set_up(r.id, false);
+  r.engine.crash(crash_rng_);
+  ++stats_.crashes;
+  schedule(clock_.mono_ms() + down_for_ms, Event{EventKind::kRestart, r.id, -1, r.incarnation});
+}
+
+void SimCluster::on_tick(const Event& event) {
+  Replica& r = replica(event.node);
+  if (!r.node || event.generation != r.incarnation) {
+    return;  // The tick chain of a crashed incarnation ends here.
+  }
+  r.node->tick();
+  schedule(clock_.mono_ms() + kTickMs, event);
+}
+
+void SimCluster::on_restart(const Event& event) {
+  Replica& r = replica(event.node);
+  if (r.node || event.generation != r.incarnation) {
+    return;  // Restarted already (the final heal restarts everyone).
+  }
+  log_event(fmt::format("restart replica {}", r.id));
+  start_replica(r);
+}
+
+void SimCluster::handle_process_error(Replica& r, const Status& status) {
+  const std::uint64_t failed = r.engine.counters().failed_writes;
+  if (status.code() == Code::kIOError && failed > r.failed_writes_seen) {
+    // An injected disk failure: the replica must stop; it restarts like a crashed process.
+    r.failed_writes_seen = failed;
+    ++stats_.io_faults;
+    log_event(fmt::format("replica {} stopped by an injected write failure", r.id));
+    crash_replica(r, kIoFaultRestartMs);
+    return;
+  }
+  fail(fmt::format("replica {}: process() failed: {}", r.id, status.to_string()));
+}
+
+// ---- Event loop ----
+
+bool SimCluster::step() {
+  const std::optional<MonoMs> net_ms = network_.next_delivery_ms();
+  const bool timer_first = !events_.empty() && (!net_ms || events_.begin()->first.first <= *net_ms);
+  if (events_.empty() && !net_ms) {
+    return false;
+  }
+  if (timer_first) {
+    auto it = events_.begin();
+    const Event event = it->second;
+    clock_.set_ms(it->first.first);
+    events_.erase(it);
+    dispatch(event);
+  } else {
+    clock_.set_ms(*net_ms);
+    if (auto delivery = network_.pop_due(*net_ms)) {
+      deliver(*delivery);
+    }
+  }
+  process_all();
+  check_all();
+  ++stats_.events;
+  return true;
+}
+
+void SimCluster::dispatch(const Event& event) {
+  switch (event.kind) {
+    case EventKind::kTick: on_tick(event); break;
+    case EventKind::kRestart: on_restart(event); break;
+    case EventKind::kClientOp: on_client_op(event.client); break;
+    case EventKind::kClientTimeout: on_client_timeout(event); break;
+    case EventKind::kFault: on_fault(); break;
+    case EventKind::kHeal: on_heal(event); break;
+    case EventKind::kSettleCheck: on_settle_check(); break;
+  }
+}
+
+void SimCluster::deliver(const Delivery& delivery) {
+  Replica& r = replica(delivery.to);  // the link's end, whatever the envelope claims
+  if (r.node) {
+    r.node->receive(delivery.envelope);
+  }
+}
+
+void SimCluster::process_all() {
+  for (auto& [id, r] : replicas_) {
+    if (!r->node) {
+      continue;
+    }
+    const Status s = r->node->process();
+    if (!s.ok()) {
+      handle_process_error(*r, s);
+    }
+  }
+}
+
+void SimCluster::check_all() {
+  if (failure_) {
+    return;
+  }
+  for (auto& [id, r] : replicas_) {
+    if (!r->node) {
+      continue;
+    }
+    std::string violation = safety_.on_status(r->node->status(), r->node->log());
+    if (!violation.empty()) {
+      fail(std::move(violation));
+      return;
+    }
+  }
+  for (const auto& [value, revision] : revision_checks_) {
+    std::string violation = safety_.check_write_revision(value, revision);
+    if (!violation.empty()) {
+      fail(std::move(violation));
+      return;
+    }
+  }
+  revision_checks_.clear();
+  stats_.leaders = safety_.leaders_seen();
+  check_logs(stats_.events % kFullLogCheckEveryEvents == 0);
+}
+
+void SimCluster::check_logs(bool full) {
+  std::vector<Replica*> up;
+  std::vector<bool> changed;
+  for (auto& [id, r] : replicas_) {
+    if (!r->node) {
+      continue;
+    }
+    const raft::LogStorage& log = r->node->log();
+    const raft::Index last = log.last_index();
+    auto term = log.term(last);
+    const decltype(r->log_mark) mark{log.first_index(), last, term.ok() ? *term : 0};
+    changed.push_back(full || mark != r->log_mark);
+    r->log_mark = mark;
+    stats_.max_compacted_index = std::max(stats_.max_compacted_index, log.first_index() - 1);
+    up.push_back(r.get());
+  }
+  for (std::size_t i = 0; i < up.size(); ++i) {
+    for (std::size_t j = i + 1; j < up.size(); ++j) {
+      if (!changed[i] && !changed[j]) {
+        continue;
+      }
+      std::string violation =
+          SafetyChecker::check_log_matching(up[i]->id, up[i]->node->log(), up[j]->id,
+                                            up[j]->node->log(), full ? 0 : kLogCheckWindowEntries);
+      if (!violation.empty()) {
+        fail(std::move(violation));
+        return;
+      }
+    }
+  }
+}
+
+// ---- Faults ----
+
+std::size_t SimCluster::impaired_count() const {
+  std::set<raft::NodeId> impaired;
+  for (const auto& [id, r] : replicas_) {
+    if (!r->node) {
+      impaired.insert(id);
+    }
+  }
+  for (const auto& [id, r] : replicas_) {
+    for (const auto& [other, unused] : replicas_) {
+      if (network_.is_cut(id, other) && other != id) {
+        impaired.insert(id);
+      }
+    }
+  }
+  return impaired.size();
+}
+
+raft::NodeId SimCluster::pick_target() {
+  const raft::NodeId leader = leader_hint();
+  if (leader != raft::kNoNode && fault_rng_.chance(kTargetLeaderChance)) {
+    return leader;
+  }
+  return 1 + fault_rng_.uniform(replicas_.size());
+}
+
+void SimCluster::on_fault() {
+  const MonoMs now = clock_.mono_ms();
+  if (now >= options_.faults_end_ms) {
+    return;
+  }
+  const FaultProfile& profile = storm_ ? kStormProfile : kSteadyProfile;
+  schedule(now + fault_rng_.range(profile.min_gap_ms, profile.max_gap_ms),
+           Event{EventKind::kFault});
+  const raft::NodeId target = pick_target();
+  const std::size_t minority = (replicas_.size() - 1) / 2;
+  const bool may_impair = impaired_count() < minority || fault_rng_.chance(profile.majority_chance);
+  switch (pick_fault_kind(fault_rng_)) {
+    case FaultKind::kCrash:
+      if (may_impair && replica(target).node) {
+        fault_crash(target);
+      }
+      break;
+    case FaultKind::kPartition:
+      if (may_impair) {
+        fault_partition(target);
+      }
+      break;
+    case FaultKind::kHeal:
+      log_event("heal partitions");
+      network_.heal_all();
+      break;
+    case FaultKind::kWeather: fault_weather(); break;
+    case FaultKind::kDisk: fault_disk(target); break;
+    case FaultKind::kTransfer:
+      if (Replica& r = replica(target); r.node) {
+        const raft::NodeId to = 1 + fault_rng_.uniform(replicas_.size());
+        log_event(fmt::format("ask replica {} to transfer leadership to {}", target, to));
+        r.node->transfer_leadership(to);
+      }
+      break;
+  }
+}
+
+void SimCluster::fault_crash(raft::NodeId target) {
+  const MonoMs down_ms = fault_rng_.range(kMinDownMs, kMaxDownMs);
+  log_event(fmt::format("crash replica {} for {} ms", target, down_ms));
+  crash_replica(replica(target), down_ms);
+}
+
+void SimCluster::fault_partition(raft::NodeId target) {
+  network_.heal_all();
+  const auto mode = static_cast<PartitionMode>(fault_rng_.uniform(kPartitionModes));
+  std::set<raft::NodeId> side{target};
+  if (mode == PartitionMode::kMinority && replicas_.size() == 5) {
+    side.insert(1 + (target + fault_rng_.uniform(4)) % 5);  // a second replica, not the target
+  }
+  for (const auto& [a, unused_a] : replicas_) {
+    for (const auto& [b, unused_b] : replicas_) {
+      if (a == b) {
+        continue;
+      }
+      const bool crosses = side.contains(a) != side.contains(b);
+      switch (mode) {
+        case PartitionMode::kIsolate:
+        case PartitionMode::kMinority:
+          if (crosses) network_.cut(a, b);
+          break;
+        case PartitionMode::kOneWay:  // the side hears the others but cannot answer
+          if (crosses && side.contains(a)) network_.cut(a, b);
+          break;
+        case PartitionMode::kRandomLinks:
+          if (fault_rng_.chance(kRandomLinkCutChance)) network_.cut(a, b);
+          break;
+      }
+    }
+  }
+  ++stats_.partitions;
+  const MonoMs heal_ms = fault_rng_.range(kMinPartitionMs, kMaxPartitionMs);
+  log_event(fmt::format("partition ({}) around replica {} for {} ms", partition_mode_name(mode),
+                        target, heal_ms));
+  schedule(clock_.mono_ms() + heal_ms,
+           Event{EventKind::kHeal, raft::kNoNode, -1, ++partition_episode_});
+}
+
+void SimCluster::fault_weather() {
+  static constexpr double kLoss[] = {0.0, 0.01, 0.05, 0.2};
+  static constexpr double kDuplicate[] = {0.0, 0.01, 0.05};
+  static constexpr MonoMs kMaxDelay[] = {kDefaultMaxDelayMs, 20, 60, 150};
+  NetworkFaults f;
+  f.loss = kLoss[fault_rng_.uniform(std::size(kLoss))];
+  f.duplicate = kDuplicate[fault_rng_.uniform(std::size(kDuplicate))];
+  if (!options_.duplicate_messages) {
+    f.duplicate = 0.0;  // The draw above still happens, so the rest of the schedule is the same.
+  }
+  f.max_delay_ms = kMaxDelay[fault_rng_.uniform(std::size(kMaxDelay))];
+  log_event(fmt::format("network: loss {} duplicate {} delay [{}, {}] ms", f.loss, f.duplicate,
+                        f.min_delay_ms, f.max_delay_ms));
+  network_.set_faults(f);
+}
+
+void SimCluster::fault_disk(raft::NodeId target) {
+  const auto count = static_cast<std::uint64_t>(fault_rng_.range(1, 2));
+  log_event(fmt::format("replica {}: the next {} disk writes fail", target, count));
+  replica(target).engine.fail_writes(count);
+}
+
+void SimCluster::on_heal(const Event& event) {
+  if (event.generation == 0) {
+    heal_everything();
+  } else if (event.generation == partition_episode_) {
+    log_event("heal partitions");
+    network_.heal_all();
+  }
+}
+
+void SimCluster::heal_everything() {
+  log_event("final heal: restart every replica, heal every link, calm network");
+  network_.heal_all();
+  network_.set_faults(NetworkFaults{});
+  for (auto& [id, r] : replicas_) {
+    if (!r->node) {
+      start_replica(*r);
+    }
+  }
+}
+
+// ---- Clients ----
+
+void SimCluster::on_client_op(int client_index) {
+  Client& c = *clients_[client_index];
+  const MonoMs now = clock_.mono_ms();
+  if (c.pending || now >= options_.traffic_end_ms) {
+    return;
+  }
+  const std::vector<raft::NodeId> ids = up_ids();
+  if (ids.empty()) {
+    schedule(now + kNoReplicaRetryMs, Event{EventKind::kClientOp, raft::kNoNode, client_index});
+    return;
+  }
+  Replica& r = replica(ids[client_rng_.uniform(ids.size())]);
+  c.pending = true;
+  ++c.token;
+  c.node = r.id;
+  c.slot = history_.size();
+  const Event timeout{EventKind::kClientTimeout, raft::kNoNode, client_index, c.token};
+  if (client_rng_.chance(kReadFraction)) {
+    issue_read(c, r);
+  } else {
+    issue_write(c, r);
+  }
+  if (c.pending && c.token == timeout.generation) {
+    schedule(now + kClientTimeoutMs, timeout);
+  }
+}
+
+void SimCluster::on_client_timeout(const Event& event) {
+  Client& c = *clients_[event.client];
+  if (c.pending && c.token == event.generation) {
+    finish_op(c, /*keep=*/true, /*known=*/false);  // It may still be applied later.
+  }
+}
+
+void SimCluster::issue_write(Client& c, Replica& r) {
+  const std::string key = fmt::format("k{}", client_rng_.uniform(kKeyCount));
+  const auto padding = static_cast<std::size_t>(client_rng_.range(0, kMaxValuePaddingBytes));
+  std::string value = fmt::format("c{}.{}|", c.index, c.next_value++) + std::string(padding, '.');
+  const MonoMs now = clock_.mono_ms();
+  rsmpb::Command command;
+  command.set_wall_ms(clock_.wall_ms());
+  const double roll = client_rng_.unit();
+  if (roll < kDeleteFraction) {
+    command.mutable_kv_delete()->set_key(key);
+    history_.push_back(KvOp::del(c.index, now, kUnknownReturnTime, key));
+  } else if (roll < kDeleteFraction + kCasFraction) {
+    const Client::Seen seen = c.seen[key];
+    auto* put = command.mutable_kv_put();
+    put->set_key(key);
+    put->set_value(value);
+    put->set_has_expected_revision(true);
+    put->set_expected_revision(seen.revision);
+    history_.push_back(KvOp::cas(c.index, now, kUnknownReturnTime, key, seen.value, value, false));
+  } else {
+    command.mutable_kv_put()->set_key(key);
+    command.mutable_kv_put()->set_value(value);
+    history_.push_back(KvOp::put(c.index, now, kUnknownReturnTime, key, value));
+  }
+  history_kept_.push_back(true);
+  const int index = c.index;
+  const std::uint64_t token = c.token;
+  c.issuing = true;
+  r.node->propose(std::move(command),
+                  [this, index, token](const Result<rsmpb::CommandResult>& result) {
+                    complete_write(index, token, clients_[index]->issuing, result);
+                  });
+  c.issuing = false;
+}
+
+void SimCluster::complete_write(int client_index, std::uint64_t token, bool sync,
+                                const Result<rsmpb::CommandResult>& result) {
+  Client& c = *clients_[client_index];
+  if (!c.pending || c.token != token) {
+    return;
+  }
+  if (!result.ok()) {
+    // Refused before it was proposed: it never happened. Otherwise it may still happen.
+    finish_op(c, /*keep=*/!sync, /*known=*/false);
+    return;
+  }
+  KvOp& op = history_[c.slot];
+  const auto code = static_cast<Code>(result->code());
+  if (code == Code::kAborted) {
+    finish_op(c, /*keep=*/false, /*known=*/false);  // Refused at apply: it took no effect.
+    return;
+  }
+  const bool cas_refused = op.kind == KvOpKind::kCas && code == Code::kFailedPrecondition;
+  if (code != Code::kOk && !cas_refused) {
+    fail(fmt::format("client {}: unexpected result {} ({}) for {}", client_index, result->code(),
+                     result->message(), describe_op(op)));
+    return;
+  }
+  op.return_time = clock_.mono_ms();
+  op.cas_ok = op.kind == KvOpKind::kCas && code == Code::kOk;
+  const bool now_absent =
+      op.kind == KvOpKind::kDelete || (cas_refused && result->current_revision() == 0);
+  if (now_absent) {
+    c.seen[op.key] = Client::Seen{};
+  } else if (code == Code::kOk) {
+    c.seen[op.key] = Client::Seen{result->revision(), op.value};
+    expect_first_write(op.value, result->revision());
+  }
+  finish_op(c, /*keep=*/true, /*known=*/true);
+}
+
+void SimCluster::issue_read(Client& c, Replica& r) {
+  const std::string key = fmt::format("k{}", client_rng_.uniform(kKeyCount));
+  history_.push_back(KvOp::get(c.index, clock_.mono_ms(), kUnknownReturnTime, key, std::nullopt));
+  history_kept_.push_back(true);
+  const int index = c.index;
+  const std::uint64_t token = c.token;
+  c.issuing = true;
+  r.node->read_barrier([this, index, token](const Status& status) {
+    complete_read(index, token, clients_[index]->issuing, status);
+  });
+  c.issuing = false;
+}
+
+void SimCluster::complete_read(int client_index, std::uint64_t token, bool sync,
+                               const Status& status) {
+  Client& c = *clients_[client_index];
+  if (!c.pending || c.token != token) {
+    return;
+  }
+  if (!status.ok()) {
+    finish_op(c, /*keep=*/!sync, /*known=*/false);
+    return;
+  }
+  KvOp& op = history_[c.slot];
+  auto value = rsm::KvStateMachine::read(replica(c.node).node->engine(), op.key);
+  if (!value.ok()) {
+    fail(fmt::format("client {}: read of {} failed: {}", client_index, op.key,
+                     value.status().to_string()));
+    return;
+  }
+  op.return_time = clock_.mono_ms();
+  if (*value) {
+    expect_first_write((*value)->value(), (*value)->revision());
+    op.observed = (*value)->value();
+    c.seen[op.key] = Client::Seen{(*value)->revision(), (*value)->value()};
+  } else {
+    c.seen[op.key] = Client::Seen{};
+  }
+  finish_op(c, /*keep=*/true, /*known=*/true);
+}
+
+void SimCluster::expect_first_write(std::string_view value, std::uint64_t revision) {
+  // Checked after the event: a replica answers its clients before its apply observer runs.
+  revision_checks_.emplace_back(std::string(value), revision);
+}
+
+void SimCluster::finish_op(Client& c, bool keep, bool known) {
+  const bool write = history_[c.slot].kind != KvOpKind::kGet;
+  if (!keep) {
+    history_kept_[c.slot] = false;
+    ++stats_.rejected_ops;
+  } else if (!known && write) {
+    ++stats_.unknown_ops;
+  } else if (known) {
+    ++(write ? stats_.acked_writes : stats_.acked_reads);
+  }
+  c.pending = false;
+  const MonoMs next = clock_.mono_ms() + static_cast<MonoMs>(client_rng_.uniform(kMaxThinkMs + 1));
+  schedule(next, Event{EventKind::kClientOp, raft::kNoNode, c.index});
+}
+
+void SimCluster::abandon_ops_on(raft::NodeId id) {
+  for (auto& c : clients_) {
+    if (c->pending && c->node == id) {
+      finish_op(*c, /*keep=*/true, /*known=*/false);  // It may have been committed.
+    }
+  }
+}
+
+// ---- Settling and final checks ----
+
+void SimCluster::on_settle_check() {
+  if (converged()) {
+    settled_ = true;
+    return;
+  }
+  schedule(clock_.mono_ms() + kSettleCheckPeriodMs, Event{EventKind::kSettleCheck});
+}
+
+bool SimCluster::converged() const {
+  for (const auto& c : clients_) {
+    if (c->pending) {
+      return false;
+    }
+  }
+  std::optional<raft::Index> applied;
+  bool leader = false;
+  for (const auto& [id, r] : replicas_) {
+    if (!r->node) {
+      return false;
+    }
+    const raft::NodeStatus st = r->node->status();
+    leader = leader || st.role == raft::Role::kLeader;
+    if (st.commit != r->node->applied_index() || applied.value_or(st.commit) != st.commit) {
+      return false;
+    }
+    applied = st.commit;
+  }
+  return leader && applied.value_or(0) >= safety_.max_committed();
+}
+
+void SimCluster::final_checks() {
+  check_logs(/*full=*/true);
+  std::optional<std::vector<std::pair<std::string, std::string>>> reference;
+  raft::NodeId reference_id = raft::kNoNode;
+  for (const auto& [id, r] : replicas_) {
+    std::vector<std::pair<std::string, std::string>> contents;
+    auto it = r->node->engine().scan(storage::Space::kState, "", "");
+    for (; it->valid(); it->next()) {
+      contents.emplace_back(std::string(it->key()), std::string(it->value()));
+    }
+    if (!it->status().ok()) {
+      fail(fmt::format("replica {}: state scan failed: {}", id, it->status().to_string()));
+      return;
+    }
+    if (!reference) {
+      reference = std::move(contents);
+      reference_id = id;
+    } else if (contents != *reference) {
+      fail(fmt::format("convergence: replicas {} and {} hold different state ({} and {} keys)",
+                       reference_id, id, reference->size(), contents.size()));
+      return;
+    }
+  }
+  if (stats_.acked_writes == 0) {
+    fail("no write was acknowledged: the cluster made no progress");
+    return;
+  }
+  check_history();
+}
+
+void SimCluster::check_history() {
+  std::vector<KvOp> kept;
+  for (std::size_t i = 0; i < history_.size(); ++i) {
+    if (history_kept_[i]) {
+      kept.push_back(history_[i]);
+    }
+  }
+  const CheckResult result = check_kv_history(kept);
+  stats_.linearizability_steps = static_cast<std::uint64_t>(result.search_steps);
+  if (result.verdict == CheckResult::kIllegal) {
+    if (options_.verbose) {
+      std::printf("  history of key \"%s\":\n", result.illegal_key.c_str());
+      for (const KvOp& op : kept) {
+        if (op.key == result.illegal_key) {
+          std::printf("    %s\n", describe_op(op).c_str());
+        }
+      }
+    }
+    fail("linearizability: " + result.explanation);
+  } else if (result.verdict == CheckResult::kUnknown) {
+    fail("linearizability undecided: " + result.explanation);
+  }
+}
+
+RunResult SimCluster::run() {
+  for (auto& [id, r] : replicas_) {
+    start_replica(*r);
+  }
+  for (int i = 0; i < options_.clients; ++i) {
+    schedule(static_cast<MonoMs>(client_rng_.uniform(kMaxThinkMs + 1)),
+             Event{EventKind::kClientOp, raft::kNoNode, i});
+  }
+  if (options_.faults) {
+    log_event(fmt::format("fault profile: {}", storm_ ? kStormProfile.name : kSteadyProfile.name));
+    schedule(kFirstFaultMs, Event{EventKind::kFault});
+  }
+  schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
+  schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});
+  while (!failure_ && !settled_) {
+    if (clock_.mono_ms() > options_.settle_limit_ms) {
+      fail("the cluster did not converge after the final heal");
+      break;
+    }
+    if (!step()) {
+      fail("nothing left to simulate");
+    }
+  }
+  if (!failure_) {
+    final_checks();
+  }
+  stats_.storm = storm_;
+  stats_.end_ms = clock_.mono_ms();
+  stats_.network = network_.counters();
+  RunResult result;
+  result.ok = !failure_;
+  result.failure = failure_.value_or("");
+  result.stats = stats_;
+  return result;
+}
+
+}  // namespace herald::sim

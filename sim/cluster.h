@@ -1,0 +1,244 @@
+// SimCluster: a whole Herald cluster — 3 or 5 replicas and their clients — in one thread, driven
+// by one seed.
+//
+// Each replica is the production stack: rsm::Node + KvStateMachine on a storage::MemEngine (the
+// engine belongs to the cluster and survives the replica's crashes), talking over a SimTransport
+// of a SimNetwork. Only time (a ManualClock), the network and the disk are simulated.
+//
+// One simulated time line in milliseconds: every replica ticks every kTickMs (each with its own
+// offset), messages arrive when the network says so, clients issue operations, and a fault
+// schedule drawn from the seed crashes and restarts replicas (losing unsynced writes), fails
+// disk writes, partitions and heals links, and turns loss, duplication and delay up and down.
+// After every event every running replica runs process(), and SafetyChecker verifies Raft's
+// safety properties and that every command takes effect at most once. At the end every fault is
+// healed, the cluster must converge, and the clients' history must be linearizable
+// (sim/linearizability.h).
+//
+// Determinism: every choice comes from Rngs derived from the seed, every container iterated is
+// ordered, and nothing reads a real clock, so a seed replays exactly.
+// Thread-safety: none.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/random.h"
+#include "raft/log_storage.h"
+#include "raft/raw_node.h"
+#include "rsm/kv_state_machine.h"
+#include "rsm/node.h"
+#include "sim/linearizability.h"
+#include "sim/sim_network.h"
+#include "storage/mem_engine.h"
+
+namespace herald::sim {
+
+// Every replica ticks with this period.
+inline constexpr MonoMs kTickMs = 10;
+// Small log settings, so that compaction and chunked snapshot streaming happen in a short run.
+inline constexpr raft::Index kSimCompactionThresholdEntries = 200;
+inline constexpr raft::Index kSimLogTailEntries = 50;
+inline constexpr std::uint64_t kSimSnapshotChunkBytes = 4ULL << 10U;  // 4 KiB
+
+struct ClusterOptions {
+  std::uint64_t seed = 1;
+  int replicas = 3;  // 3 or 5
+  int clients = 6;
+  bool faults = true;
+  // Whether the network may deliver a message twice. A real TCP peer transport never does; the
+  // simulator does by default, to hold the layers above to the weaker contract.
+  bool duplicate_messages = true;
+  MonoMs faults_end_ms = 9'000;     // no new fault after this; every fault is healed here
+  MonoMs traffic_end_ms = 11'000;   // clients start no new operation after this
+  MonoMs settle_limit_ms = 25'000;  // the run fails if it has not converged by then
+  bool verbose = false;             // print the fault schedule as it happens
+};
+
+struct RunStats {
+  bool storm = false;  // the seed ran the storm fault profile
+  std::uint64_t events = 0;
+  MonoMs end_ms = 0;
+  std::uint64_t acked_writes = 0;  // Put/Delete/CAS with a known outcome
+  std::uint64_t acked_reads = 0;
+  std::uint64_t unknown_ops = 0;   // writes whose outcome the client never learned
+  std::uint64_t rejected_ops = 0;  // refused before being proposed
+  std::uint64_t crashes = 0;
+  std::uint64_t io_faults = 0;  // replicas stopped by an injected write failure
+  std::uint64_t partitions = 0;
+  std::uint64_t leaders = 0;  // distinct (term, leader) pairs
+  std::uint64_t max_compacted_index = 0;
+  std::uint64_t linearizability_steps = 0;
+  NetworkCounters network;
+};
+
+struct RunResult {
+  bool ok = true;
+  std::string failure;  // set when !ok: the first violation found
+  RunStats stats;
+};
+
+// The identity of a log entry, for comparing entries across replicas cheaply.
+struct EntryDigest {
+  raft::Term term = 0;
+  std::uint64_t hash = 0;  // of the entry's type and data
+  bool operator==(const EntryDigest&) const = default;
+};
+[[nodiscard]] EntryDigest digest_of(const raftpb::Entry& entry);
+
+// Raft's safety properties (Raft paper, Figure 3), checked against what replicas report.
+// Each check returns an empty string when the property holds, else a description.
+class SafetyChecker {
+ public:
+  // State machine safety: no two replicas apply different entries at one index. Also records
+  // the entry as known committed, and the first index of each command.
+  [[nodiscard]] std::string on_apply(raft::NodeId id, const raftpb::Entry& entry);
+  // Election safety (at most one leader per term over the whole run) and, the first time `id`
+  // is seen leading `status.term`, leader completeness against the entries known committed.
+  [[nodiscard]] std::string on_status(const raft::NodeStatus& status, const raft::LogStorage& log);
+  // Log matching between two replicas' durable logs, over the last `window` indexes of their
+  // overlap (every index when window is 0).
+  [[nodiscard]] static std::string check_log_matching(raft::NodeId a, const raft::LogStorage& la,
+                                                      raft::NodeId b, const raft::LogStorage& lb,
+                                                      raft::Index window);
+
+  // Exactly once: a value (unique per write) that a client sees at `revision`, in a Put answer
+  // or a read, must carry the index of the first commit of the command that wrote it.
+  [[nodiscard]] std::string check_write_revision(std::string_view value,
+                                                 std::uint64_t revision) const;
+
+  [[nodiscard]] std::size_t leaders_seen() const { return leaders_.size(); }
+  [[nodiscard]] raft::Index max_committed() const;
+
+ private:
+  [[nodiscard]] std::string check_leader_completeness(raft::NodeId id, raft::Term term,
+                                                      const raft::LogStorage& log) const;
+
+  // (origin, incarnation, request_id): the name of a proposed command.
+  using CommandName = std::tuple<raft::NodeId, std::uint64_t, std::uint64_t>;
+  void record_command(const raftpb::Entry& entry);
+  [[nodiscard]] static std::uint64_t value_hash(std::string_view value);
+
+  std::map<raft::Index, EntryDigest> committed_;
+  // The first index at which each command was committed. The network may duplicate a forwarded
+  // proposal, and raft then commits it twice; only the first copy may take effect.
+  std::map<CommandName, raft::Index> commands_;
+  // Hash of each value written by a Put or compare-and-set -> the first index of its command.
+  std::map<std::uint64_t, raft::Index> first_write_of_value_;
+  std::map<raft::Term, raft::NodeId> leaders_;
+};
+
+class SimCluster {
+ public:
+  explicit SimCluster(const ClusterOptions& options);
+  ~SimCluster();
+  SimCluster(const SimCluster&) = delete;
+  SimCluster& operator=(const SimCluster&) = delete;
+
+  // Runs the whole scenario: traffic and faults, healing, settling, final checks.
+  [[nodiscard]] RunResult run();
+
+ private:
+  struct Replica;
+  struct Client;
+  enum class EventKind : std::uint8_t {
+    kTick,
+    kRestart,
+    kClientOp,
+    kClientTimeout,
+    kFault,
+    kHeal,
+    kSettleCheck,
+  };
+  struct Event {
+    EventKind kind = EventKind::kTick;
+    raft::NodeId node = raft::kNoNode;
+    int client = -1;
+    // The replica incarnation, partition episode or client operation it belongs to.
+    std::uint64_t generation = 0;
+  };
+  using EventKey = std::pair<MonoMs, std::uint64_t>;
+
+  // Setup and the event loop.
+  void schedule(MonoMs at_ms, const Event& event);
+  [[nodiscard]] bool step();
+  void dispatch(const Event& event);
+  void deliver(const Delivery& delivery);
+  void process_all();
+  void check_all();
+  void fail(std::string reason);
+
+  // Replica life cycle.
+  [[nodiscard]] Replica& replica(raft::NodeId id);
+  [[nodiscard]] Status open_replica(Replica& r);
+  void start_replica(Replica& r);
+  void crash_replica(Replica& r, MonoMs down_for_ms);
+  void on_tick(const Event& event);
+  void on_restart(const Event& event);
+  void handle_process_error(Replica& r, const Status& status);
+  [[nodiscard]] std::vector<raft::NodeId> up_ids() const;
+  [[nodiscard]] raft::NodeId leader_hint() const;
+
+  // Faults.
+  void on_fault();
+  void on_heal(const Event& event);
+  [[nodiscard]] std::size_t impaired_count() const;
+  void fault_crash(raft::NodeId target);
+  void fault_partition(raft::NodeId target);
+  void fault_weather();
+  void fault_disk(raft::NodeId target);
+  void heal_everything();
+  [[nodiscard]] raft::NodeId pick_target();
+
+  // Clients.
+  void on_client_op(int client_index);
+  void on_client_timeout(const Event& event);
+  void issue_write(Client& c, Replica& r);
+  void issue_read(Client& c, Replica& r);
+  void complete_write(int client_index, std::uint64_t token, bool sync,
+                      const Result<rsmpb::CommandResult>& result);
+  void complete_read(int client_index, std::uint64_t token, bool sync, const Status& status);
+  void expect_first_write(std::string_view value, std::uint64_t revision);
+  void finish_op(Client& c, bool keep, bool known);
+  void abandon_ops_on(raft::NodeId id);
+
+  // Checks.
+  void check_logs(bool full);
+  void on_settle_check();
+  [[nodiscard]] bool converged() const;
+  void final_checks();
+  void check_history();
+  void log_event(const std::string& what) const;
+
+  ClusterOptions options_;
+  ManualClock clock_;
+  Rng fault_rng_;
+  Rng client_rng_;
+  Rng crash_rng_;
+  SimNetwork network_;
+  std::map<raft::NodeId, std::unique_ptr<Replica>> replicas_;
+  std::vector<std::unique_ptr<Client>> clients_;
+  std::map<EventKey, Event> events_;
+  std::uint64_t next_event_sequence_ = 0;
+  const bool storm_;  // this seed runs the storm fault profile
+  std::uint64_t partition_episode_ = 0;
+  bool settled_ = false;
+
+  SafetyChecker safety_;
+  std::vector<KvOp> history_;
+  std::vector<bool> history_kept_;
+  // (value, revision) pairs clients saw during the current event, for SafetyChecker.
+  std::vector<std::pair<std::string, std::uint64_t>> revision_checks_;
+  std::optional<std::string> failure_;
+  RunStats stats_;
+};
+
+}  // namespace herald::sim

@@ -1,0 +1,176 @@
+#include "sim/cluster.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+
+#include <initializer_list>
+
+#include "raft/memory_storage.h"
+#include "sim/sim_main.h"
+
+namespace herald::sim {
+namespace {
+
+raftpb::Entry entry(raft::Term term, raft::Index index, const std::string& data) {
+  raftpb::Entry e;
+  e.set_term(term);
+  e.set_index(index);
+  e.set_data(data);
+  return e;
+}
+
+TEST(SafetyCheckerTest, FlagsDifferentEntriesAppliedAtOneIndex) {
+  SafetyChecker checker;
+  EXPECT_EQ(checker.on_apply(1, entry(1, 1, "a")), "");
+  EXPECT_EQ(checker.on_apply(2, entry(1, 1, "a")), "");
+  EXPECT_NE(checker.on_apply(3, entry(1, 1, "b")), "");
+}
+
+TEST(SafetyCheckerTest, FlagsAValueSeenAtALaterCopyOfItsCommand) {
+  rsmpb::Command command;
+  command.set_origin(2);
+  command.set_incarnation(1);
+  command.set_request_id(77);
+  command.mutable_kv_put()->set_key("k");
+  command.mutable_kv_put()->set_value("v");
+  SafetyChecker checker;
+  EXPECT_EQ(checker.on_apply(1, entry(1, 5, command.SerializeAsString())), "");
+  EXPECT_EQ(checker.on_apply(1, entry(1, 6, command.SerializeAsString())), "");
+  EXPECT_EQ(checker.check_write_revision("v", 5), "");
+  EXPECT_NE(checker.check_write_revision("v", 6), "");
+  EXPECT_NE(checker.check_write_revision("never written", 5), "");
+}
+
+TEST(SafetyCheckerTest, FlagsTwoLeadersInOneTerm) {
+  SafetyChecker checker;
+  raft::MemoryLogStorage log;
+  raft::NodeStatus st;
+  st.role = raft::Role::kLeader;
+  st.term = 3;
+  st.id = 1;
+  EXPECT_EQ(checker.on_status(st, log), "");
+  EXPECT_EQ(checker.on_status(st, log), "");
+  st.id = 2;
+  EXPECT_NE(checker.on_status(st, log), "");
+}
+
+TEST(SafetyCheckerTest, FlagsLeaderMissingACommittedEntry) {
+  SafetyChecker checker;
+  EXPECT_EQ(checker.on_apply(1, entry(1, 1, "a")), "");
+  EXPECT_EQ(checker.on_apply(1, entry(1, 2, "b")), "");
+  raft::MemoryLogStorage log;
+  ASSERT_TRUE(log.append({entry(1, 1, "a"), entry(2, 2, "other")}).ok());
+  raft::NodeStatus st;
+  st.role = raft::Role::kLeader;
+  st.term = 3;
+  st.id = 2;
+  EXPECT_NE(checker.on_status(st, log), "");
+}
+
+TEST(SafetyCheckerTest, LogMatchingAcceptsDivergentSuffixOnly) {
+  raft::MemoryLogStorage a;
+  raft::MemoryLogStorage b;
+  ASSERT_TRUE(a.append({entry(1, 1, "x"), entry(1, 2, "y"), entry(2, 3, "p")}).ok());
+  ASSERT_TRUE(b.append({entry(1, 1, "x"), entry(1, 2, "y"), entry(3, 3, "q")}).ok());
+  EXPECT_EQ(SafetyChecker::check_log_matching(1, a, 2, b, 0), "");
+}
+
+TEST(SafetyCheckerTest, LogMatchingFlagsDifferentPrefixUnderAgreement) {
+  raft::MemoryLogStorage a;
+  raft::MemoryLogStorage b;
+  ASSERT_TRUE(a.append({entry(1, 1, "x"), entry(2, 2, "y"), entry(3, 3, "z")}).ok());
+  ASSERT_TRUE(b.append({entry(1, 1, "x"), entry(1, 2, "y"), entry(3, 3, "z")}).ok());
+  EXPECT_NE(SafetyChecker::check_log_matching(1, a, 2, b, 0), "");
+  raft::MemoryLogStorage c;
+  ASSERT_TRUE(c.append({entry(1, 1, "x"), entry(2, 2, "other"), entry(3, 3, "z")}).ok());
+  EXPECT_NE(SafetyChecker::check_log_matching(1, a, 3, c, 0), "");
+}
+
+// Whole-cluster runs, with replica logging silenced.
+class SimClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    saved_level_ = spdlog::get_level();
+    spdlog::set_level(spdlog::level::off);
+  }
+  void TearDown() override { spdlog::set_level(saved_level_); }
+
+  static ClusterOptions options_for(std::uint64_t seed) {
+    ClusterOptions options;
+    options.seed = seed;
+    options.replicas = seed % 2 == 1 ? 3 : 5;
+    return options;
+  }
+
+ private:
+  spdlog::level::level_enum saved_level_ = spdlog::level::info;
+};
+
+TEST_F(SimClusterTest, FaultFreeRunCompactsAndPasses) {
+  ClusterOptions options = options_for(11);
+  options.faults = false;
+  const RunResult result = SimCluster(options).run();
+  EXPECT_TRUE(result.ok) << result.failure;
+  EXPECT_GT(result.stats.acked_writes, 100U);
+  EXPECT_EQ(result.stats.unknown_ops, 0U);
+  EXPECT_GT(result.stats.max_compacted_index, 0U);
+}
+
+TEST_F(SimClusterTest, SameSeedSameRun) {
+  ClusterOptions options = options_for(3);
+  options.duplicate_messages = false;  // so that the whole run is compared
+  const RunResult a = SimCluster(options).run();
+  const RunResult b = SimCluster(options).run();
+  EXPECT_TRUE(a.ok) << a.failure;
+  EXPECT_EQ(a.ok, b.ok);
+  EXPECT_EQ(a.failure, b.failure);
+  EXPECT_EQ(a.stats.events, b.stats.events);
+  EXPECT_EQ(a.stats.end_ms, b.stats.end_ms);
+  EXPECT_EQ(a.stats.acked_writes, b.stats.acked_writes);
+  EXPECT_EQ(a.stats.network.delivered, b.stats.network.delivered);
+}
+
+// Runs `seeds` and returns how many snapshot chunks were delivered in all.
+std::uint64_t expect_seeds_pass(std::initializer_list<std::uint64_t> seeds, bool duplicate) {
+  std::uint64_t snapshot_chunks = 0;
+  for (const std::uint64_t seed : seeds) {
+    ClusterOptions options;
+    options.seed = seed;
+    options.replicas = seed % 2 == 1 ? 3 : 5;
+    options.duplicate_messages = duplicate;
+    const RunResult result = SimCluster(options).run();
+    EXPECT_TRUE(result.ok) << "seed " << seed << ": " << result.failure;
+    EXPECT_GT(result.stats.acked_writes, 0U) << "seed " << seed;
+    snapshot_chunks += result.stats.network.snapshot_chunks;
+  }
+  return snapshot_chunks;
+}
+
+// Crashes, disk faults, partitions, loss and delay; the network does not duplicate.
+TEST_F(SimClusterTest, FixedSeedsPassWithoutDuplication) {
+  EXPECT_GT(expect_seeds_pass({1, 2, 3, 4, 5, 6, 7, 8}, /*duplicate=*/false), 0U)
+      << "no lagging replica was sent a snapshot";
+}
+
+// The full fault model: a duplicated forwarded proposal is committed twice but takes effect once.
+TEST_F(SimClusterTest, FixedSeedsPassWithDuplication) {
+  expect_seeds_pass({1, 2, 3, 5, 6, 7}, /*duplicate=*/true);
+}
+
+TEST(RunSimTest, UnknownScenarioIsAnError) {
+  SimOptions options;
+  options.scenario = "no-such-scenario";
+  EXPECT_EQ(run_sim(options), 2);
+}
+
+TEST(RunSimTest, RunsOnlyTheGivenSeed) {
+  SimOptions options;
+  options.seed = 4;
+  options.seeds = 1'000;
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(run_sim(options), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "sim: 1 passed, 0 failed\n");
+}
+
+}  // namespace
+}  // namespace herald::sim
