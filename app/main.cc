@@ -1,0 +1,65 @@
+// herald: the single binary. Subcommands:
+//   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
+//                [--peers 1=HOST:PORT,2=HOST:PORT,...]
+//   herald sim --scenario raft --seeds N [--seed S]
+// See docs/operations.md.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "app/serve.h"
+#include "sim/sim_main.h"
+
+namespace {
+
+int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, bool has_seed,
+                    bool verbose) {
+  herald::sim::SimOptions options;
+  options.scenario = scenario;
+  options.seeds = seeds;
+  if (has_seed) {
+    options.seed = seed;
+  }
+  options.verbose = verbose;
+  return herald::sim::run_sim(options);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Herald: a fault-tolerant messaging backend"};
+  app.require_subcommand(0, 1);
+
+  herald::app::ServeFlags serve_flags;
+  CLI::App* serve = app.add_subcommand("serve", "Run a Herald node");
+  serve->add_option("--config", serve_flags.config_file, "TOML configuration file");
+  serve->add_option("--id", serve_flags.id, "This node's id (positive)");
+  serve->add_option("--data", serve_flags.data_dir, "Data directory");
+  serve->add_option("--client", serve_flags.client, "HTTP and WebSocket listen address");
+  serve->add_option("--peer", serve_flags.peer, "Peer transport listen address");
+  serve->add_option("--peers", serve_flags.peers, "Initial voters: 1=HOST:PORT,2=HOST:PORT,...");
+  serve->add_option("--cluster", serve_flags.cluster, "Cluster name (peers must agree)");
+  serve->add_option("--log-level", serve_flags.log_level, "trace|debug|info|warn|error");
+  serve->add_option("--election-ticks", serve_flags.election_ticks, "Election timeout in ticks");
+  serve->add_option("--heartbeat-ticks", serve_flags.heartbeat_ticks, "Heartbeat in ticks");
+  serve->add_option("--tick-ms", serve_flags.tick_ms, "Tick length in milliseconds");
+
+  std::string scenario = "raft";
+  int seeds = 100;
+  std::uint64_t seed = 0;
+  bool verbose = false;
+  CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
+  sim->add_option("--scenario", scenario, "Scenario: raft");
+  sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
+  CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
+  sim->add_flag("--verbose", verbose, "Print a trace of the run");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*sim) {
+    return run_sim_command(scenario, seeds, seed, seed_option->count() > 0, verbose);
+  }
+  // With no subcommand, `herald` serves with the defaults (a single node).
+  return herald::app::run_serve(serve_flags);
+}

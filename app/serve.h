@@ -1,0 +1,30 @@
+// `herald serve`: a node with its HTTP API, until SIGTERM or SIGINT.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "app/serve_config.h"
+
+namespace herald::app {
+
+// Command-line values; an unset one leaves the config file's (or the default) value.
+struct ServeFlags {
+  std::string config_file;
+  std::optional<std::uint64_t> id;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> client;
+  std::optional<std::string> peer;
+  std::optional<std::string> peers;
+  std::optional<std::string> cluster;
+  std::optional<std::string> log_level;
+  std::optional<int> election_ticks;
+  std::optional<int> heartbeat_ticks;
+  std::optional<int> tick_ms;
+};
+
+// Runs a node until a termination signal. Returns the process exit code; configuration errors
+// are printed to stderr with exit code 2.
+[[nodiscard]] int run_serve(const ServeFlags& flags);
+
+}  // namespace herald::app

@@ -1,0 +1,108 @@
+#include "app/serve_config.h"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <fstream>
+
+namespace herald::app {
+
+namespace {
+
+Result<std::uint64_t> parse_id(std::string_view s) {
+  std::uint64_t id = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
+  if (ec != std::errc() || ptr != s.data() + s.size() || id == 0) {
+    return Status::invalid_argument(fmt::format("\"{}\" is not a positive node id", s));
+  }
+  return id;
+}
+
+template <typename T>
+void read_value(const toml::table& table, const char* key, T& out) {
+  if (auto v = table[key].value<T>()) {
+    out = *v;
+  }
+}
+
+}  // namespace
+
+Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec) {
+  std::map<std::uint64_t, std::string> peers;
+  std::string_view rest = spec;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos || eq + 1 >= item.size()) {
+      return Status::invalid_argument(fmt::format("peer \"{}\" is not ID=HOST:PORT", item));
+    }
+    HERALD_ASSIGN_OR_RETURN(const std::uint64_t id, parse_id(item.substr(0, eq)));
+    if (!peers.emplace(id, std::string(item.substr(eq + 1))).second) {
+      return Status::invalid_argument(fmt::format("peer id {} appears twice", id));
+    }
+  }
+  return peers;
+}
+
+Status load_toml(const std::string& path, ServeConfig& config) {
+  if (!std::ifstream(path).good()) {
+    return Status::not_found(fmt::format("config file {} cannot be read", path));
+  }
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return Status::invalid_argument(fmt::format("{}: {}", path, e.description()));
+  }
+  if (auto id = table["id"].value<std::int64_t>()) {
+    if (*id <= 0) {
+      return Status::invalid_argument("id must be positive");
+    }
+    config.id = static_cast<std::uint64_t>(*id);
+  }
+  read_value(table, "data", config.data_dir);
+  read_value(table, "client", config.client);
+  read_value(table, "peer", config.peer);
+  read_value(table, "cluster", config.cluster);
+  read_value(table, "log_level", config.log_level);
+  read_value(table, "tick_ms", config.tick_ms);
+  read_value(table, "election_ticks", config.election_ticks);
+  read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
+  if (auto spec = table["peers"].value<std::string>()) {
+    HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
+  } else if (const auto* peers = table["peers"].as_table()) {
+    config.peers.clear();
+    for (const auto& [key, value] : *peers) {
+      HERALD_ASSIGN_OR_RETURN(const std::uint64_t id, parse_id(key.str()));
+      const auto address = value.value<std::string>();
+      if (!address) {
+        return Status::invalid_argument(fmt::format("peers.{} must be a string", key.str()));
+      }
+      config.peers[id] = *address;
+    }
+  }
+  return Status::ok_status();
+}
+
+Status finalize(ServeConfig& config) {
+  if (config.id == 0) {
+    return Status::invalid_argument("--id must be positive");
+  }
+  if (config.peers.empty()) {
+    config.peers[config.id] = config.peer;
+  }
+  if (!config.peers.contains(config.id)) {
+    return Status::invalid_argument(
+        fmt::format("--peers does not list this node's id {}", config.id));
+  }
+  if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
+      config.election_ticks <= config.heartbeat_ticks) {
+    return Status::invalid_argument("need tick_ms > 0 and 0 < heartbeat_ticks < election_ticks");
+  }
+  return Status::ok_status();
+}
+
+}  // namespace herald::app
