@@ -316,7 +316,27 @@ Status Node::process() {
   return Status::ok_status();
 }
 
+bool Node::may_send_before_persist(const raft::Ready& rd) const {
+  const raft::Role role = rd.soft_state ? rd.soft_state->role : soft_state_.role;
+  if (role != raft::Role::kLeader || rd.snapshot) {
+    return false;
+  }
+  if (rd.hard_state) {
+    const raftpb::HardState& durable = log_->hard_state();
+    if (rd.hard_state->term() != durable.term() || rd.hard_state->vote() != durable.vote()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 Status Node::handle_ready(raft::Ready& rd) {
+  // A leader whose term and vote are already durable may replicate entries while it writes them
+  // itself (Raft thesis §10.2.1): the core counts the leader's own copy toward commitment only
+  // after advance(), so its disk write and its followers' run in parallel.
+  if (may_send_before_persist(rd)) {
+    send_messages(rd.messages);
+  }
   HERALD_RETURN_IF_ERROR(persist(rd));
   send_messages(rd.messages);
   HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
@@ -367,6 +387,7 @@ void Node::send_messages(std::vector<raftpb::Message>& messages) {
       raft_->report_unreachable(envelope.to());
     }
   }
+  messages.clear();  // Sent (or handed to a stream); a second call sends nothing.
 }
 
 Status Node::apply(const std::vector<raftpb::Entry>& entries) {

@@ -2,9 +2,11 @@
 //
 // It drives the raft core (raft/raw_node.h) through the caller's protocol: persist (group commit:
 // one LogStore::save, one fsync, for everything that arrived since the last round), then send,
-// then apply (batched: one engine write per round), then advance. It answers proposals when it
-// applies them, serves linearizable read barriers through ReadIndex, streams snapshots to lagging
-// followers in bounded chunks, installs snapshots it receives, and compacts the log.
+// then apply (batched: one engine write per round), then advance. A leader whose term and vote
+// are already durable sends before persisting (Raft thesis §10.2.1; see handle_ready()). It answers
+// proposals when it applies them, serves linearizable read barriers through ReadIndex, streams
+// snapshots to lagging followers in bounded chunks, installs snapshots it receives, and compacts
+// the log.
 //
 // It does no I/O of its own beyond its borrowed Engine and Transport, reads no clock (the caller
 // stamps Command::wall_ms and calls tick() at a fixed period) and uses no threads, so the same
@@ -121,6 +123,7 @@ class Node {
   [[nodiscard]] Status init();
   [[nodiscard]] Status bootstrap_if_empty();
   [[nodiscard]] Status handle_ready(raft::Ready& rd);
+  [[nodiscard]] bool may_send_before_persist(const raft::Ready& rd) const;
   [[nodiscard]] Status persist(const raft::Ready& rd);
   void send_messages(std::vector<raftpb::Message>& messages);
   [[nodiscard]] Status apply(const std::vector<raftpb::Entry>& entries);

@@ -56,6 +56,9 @@ rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db.max_background_jobs = options.max_background_jobs;
   db.bytes_per_sync = kBytesPerSync;
+  // Restart replays the WAL of every memtable not yet flushed. The meta space is written rarely
+  // and would otherwise pin old WAL files; this bound flushes whichever space holds the oldest.
+  db.max_total_wal_size = options.max_total_wal_bytes;
   return db;
 }
 
