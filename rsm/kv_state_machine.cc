@@ -101,20 +101,23 @@ rsmpb::CommandResult KvStateMachine::put(raft::Index index, const rsmpb::KvPut& 
     return error_result(s);
   }
   const std::string skey = state_key(op.key());
-  auto current = load_current(batch, skey, op.key());
-  if (!current.ok()) {
-    return error_result(current.status());
-  }
-  if (auto failed = check_expected(op.has_expected_revision(), op.expected_revision(), *current)) {
-    return *failed;
+  rsmpb::CommandResult r;
+  if (op.has_expected_revision()) {
+    // Only a compare-and-set reads the current value; a plain put overwrites it unread.
+    auto current = load_current(batch, skey, op.key());
+    if (!current.ok()) {
+      return error_result(current.status());
+    }
+    if (auto failed = check_expected(true, op.expected_revision(), *current)) {
+      return *failed;
+    }
+    r.set_existed(current->has_value());
   }
   rsmpb::KvValue value;
   value.set_revision(index);
   value.set_value(op.value());
   batch.put(storage::Space::kState, skey, seal_record(value.SerializeAsString()));
-  rsmpb::CommandResult r;
   r.set_revision(index);
-  r.set_existed(current->has_value());
   return r;
 }
 

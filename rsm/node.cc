@@ -367,6 +367,7 @@ Status Node::persist(const raft::Ready& rd) {
     log_->set_conf_state(conf_state_);
     log_->set_snapshot_metadata(*rd.snapshot);
     staged_snapshot_.reset();
+    sessions_.clear();  // The state space was replaced.
     spdlog::info("replica {} installed snapshot at index {} term {}", config_.id, applied_,
                  applied_term_);
   }
@@ -405,7 +406,10 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
   batch.put(storage::Space::kState, kAppliedStateKey,
             encode_applied_state(applied_, applied_term_, conf_state_));
   // Not synced: after a crash the log (synced before apply) replays what this write loses.
-  HERALD_RETURN_IF_ERROR(engine_->write(batch.writes(), /*sync=*/false));
+  if (Status s = engine_->write(batch.writes(), /*sync=*/false); !s.ok()) {
+    sessions_.clear();  // It cached records that never reached the engine.
+    return s;
+  }
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
   meta.set_term(applied_term_);
@@ -449,7 +453,8 @@ void Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
     // Deterministic on every replica: the bytes in the log are what they are.
     result = status_result(Status::invalid_argument("undecodable command"));
   } else {
-    auto admission = admit(batch, command.origin(), command.incarnation(), command.request_id());
+    auto admission =
+        sessions_.admit(batch, command.origin(), command.incarnation(), command.request_id());
     if (!admission.ok()) {
       result = status_result(admission.status());
     } else if (*admission == Admission::kDuplicate) {
@@ -663,6 +668,7 @@ void Node::receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk) {
     in_stream_->from = from;
     in_stream_->stream_id = chunk.stream_id();
     staged_snapshot_.reset();
+    sessions_.clear();  // The state space was replaced.
   }
   if (!in_stream_ || in_stream_->from != from || in_stream_->stream_id != chunk.stream_id() ||
       in_stream_->next_seq != chunk.seq()) {

@@ -30,6 +30,7 @@
 #include "base/status.h"
 #include "raft/raw_node.h"
 #include "rsm/rsm.pb.h"
+#include "rsm/session.h"
 #include "rsm/state_machine.h"
 #include "rsm/transport.h"
 #include "storage/engine.h"
@@ -162,6 +163,7 @@ class Node {
   raftpb::ConfState conf_state_;
   raft::SoftState soft_state_;
 
+  SessionTable sessions_;
   std::uint64_t incarnation_ = 0;
   std::uint64_t next_request_id_ = 1;
   std::uint64_t next_read_id_ = 1;

@@ -43,11 +43,20 @@ void advance(rsmpb::SessionRecord& record, std::uint64_t id) {
 
 }  // namespace
 
-Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin, std::uint64_t incarnation,
-                        std::uint64_t id) {
+Result<Admission> SessionTable::admit(ApplyBatch& batch, std::uint64_t origin,
+                                      std::uint64_t incarnation, std::uint64_t id) {
   HERALD_ASSERT(id != 0, "request ids start at 1");
   const std::string key = session_key(origin, incarnation);
-  HERALD_ASSIGN_OR_RETURN(rsmpb::SessionRecord record, load(batch, key));
+  const auto cache_key = std::make_pair(origin, incarnation);
+  auto cached = cache_.find(cache_key);
+  if (cached == cache_.end()) {
+    HERALD_ASSIGN_OR_RETURN(rsmpb::SessionRecord loaded, load(batch, key));
+    if (cache_.size() >= kMaxCachedSessions) {
+      cache_.clear();  // Old incarnations dominate a full cache; reload on demand.
+    }
+    cached = cache_.emplace(cache_key, std::move(loaded)).first;
+  }
+  rsmpb::SessionRecord& record = cached->second;
   if (id == record.max_id()) {
     return Admission::kDuplicate;
   }

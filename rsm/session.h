@@ -11,9 +11,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 
 #include "base/status.h"
 #include "rsm/apply_batch.h"
+#include "rsm/rsm.pb.h"
 
 namespace herald::rsm {
 
@@ -21,9 +24,22 @@ inline constexpr std::uint64_t kSessionWindowIds = 64;
 
 enum class Admission : std::uint8_t { kFresh, kDuplicate, kTooOld };
 
-// Decides whether request `id` of the session is new and, if so, records it in `batch`.
-// Errors: kCorruption when the session record fails its checksum.
-[[nodiscard]] Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin,
-                                      std::uint64_t incarnation, std::uint64_t id);
+inline constexpr std::size_t kMaxCachedSessions = 4096;
+
+// The admission filter, with a write-through cache of session records in front of the engine.
+// The cache holds what the state space holds once the apply batch is written; the owner must
+// clear() it whenever the state space changes behind its back (a snapshot install) or an apply
+// batch fails to be written. Not thread-safe; owned by the apply loop.
+class SessionTable {
+ public:
+  // Decides whether request `id` of the session is new and, if so, records it in `batch`.
+  // Errors: kCorruption when the session record fails its checksum.
+  [[nodiscard]] Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin,
+                                        std::uint64_t incarnation, std::uint64_t id);
+  void clear() { cache_.clear(); }
+
+ private:
+  std::map<std::pair<std::uint64_t, std::uint64_t>, rsmpb::SessionRecord> cache_;
+};
 
 }  // namespace herald::rsm
