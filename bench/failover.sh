@@ -14,7 +14,9 @@
 #   WRITERS            writer threads (default 8)
 #   CLIENT_TIMEOUT_MS  per-request client timeout; a timed-out write is retried on another node
 #                      (default 1000)
-#   ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS   passed to `herald serve` when set
+#   ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS   passed to `herald serve` when set; unset by
+#                      default, so the nodes run with their own defaults (tick 10 ms, heartbeat
+#                      2 ticks, election timeout randomized in [6, 12) ticks = 60-120 ms)
 #   HERALD_BIN         Herald binary (default build/herald)
 #   BENCH_TMP          parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS          directory to copy the node logs to before cleanup (default: none)
