@@ -246,7 +246,12 @@ void Node::transfer_leadership(raft::NodeId transferee) {
 
 void Node::on_soft_state(const raft::SoftState& next) {
   const raft::NodeId previous = soft_state_.leader;
+  const bool was_leader = soft_state_.role == raft::Role::kLeader;
   soft_state_ = next;
+  const bool leader = next.role == raft::Role::kLeader;
+  if (listener_ != nullptr && leader != was_leader) {
+    listener_->on_leadership(leader);
+  }
   if (next.leader == previous) {
     return;
   }
@@ -428,6 +433,9 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
     for (const auto& entry : entries) {
       apply_observer_(entry);
     }
+  }
+  if (listener_ != nullptr) {
+    listener_->on_applied();
   }
   return Status::ok_status();
 }

@@ -68,6 +68,17 @@ using ReadCallback = std::function<void(Status)>;
 // Observes every applied entry, after its batch is written (simulator invariants, metrics).
 using ApplyObserver = std::function<void(const raftpb::Entry&)>;
 
+// Hooks for layers that act only on the leader (the workflow runtime). Called on the node's
+// thread, inside process(); a listener may call propose() and read_barrier().
+class NodeListener {
+ public:
+  virtual ~NodeListener() = default;
+  // After each batch of committed entries is applied and written.
+  virtual void on_applied() {}
+  // This replica became leader (true) or stopped being leader (false).
+  virtual void on_leadership(bool leader) {}
+};
+
 struct PeerReport {
   rsmpb::NodeReport report;
   int age_ticks = 0;
@@ -112,6 +123,9 @@ class Node {
     return peer_reports_;
   }
   void set_apply_observer(ApplyObserver observer) { apply_observer_ = std::move(observer); }
+  // Borrowed; nullptr removes it.
+  void set_listener(NodeListener* listener) { listener_ = listener; }
+  [[nodiscard]] bool is_leader() const { return soft_state_.role == raft::Role::kLeader; }
 
  private:
   struct PendingProposal;
@@ -180,6 +194,7 @@ class Node {
 
   std::map<raft::NodeId, PeerReport> peer_reports_;
   ApplyObserver apply_observer_;
+  NodeListener* listener_ = nullptr;
 };
 
 // Keys of the node's own records in the engine (docs/storage-format.md).

@@ -250,3 +250,59 @@ TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
 
 }  // namespace
 }  // namespace herald::rsm
+
+namespace herald::rsm {
+namespace {
+
+class RecordingListener final : public NodeListener {
+ public:
+  void on_applied() override { ++applied; }
+  void on_leadership(bool leader) override { leadership.push_back(leader); }
+  int applied = 0;
+  std::vector<bool> leadership;
+};
+
+TEST_F(NodeTest, ListenerHearsLeadershipAndApplies) {
+  start(1);
+  RecordingListener listener;
+  replica(1).node->set_listener(&listener);
+  tick_all(5);
+  ASSERT_TRUE(replica(1).node->is_leader());
+  EXPECT_EQ(listener.leadership, std::vector<bool>{true});
+  const int before = listener.applied;
+  ASSERT_TRUE(put(1, "a", "1").ok());
+  EXPECT_GT(listener.applied, before);
+}
+
+class EchoModule final : public StateMachine {
+ public:
+  rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                             ApplyBatch& batch) override {
+    rsmpb::CommandResult r;
+    r.set_payload("echo:" + command.module().payload());
+    return r;
+  }
+};
+
+TEST(StateMachineRouterTest, RoutesModulesAndRefusesUnknownOnes) {
+  storage::MemEngine engine;
+  ApplyBatch batch(&engine);
+  KvStateMachine kv;
+  EchoModule echo;
+  StateMachineRouter router(&kv);
+  ASSERT_TRUE(router.add_module("echo", &echo).ok());
+  EXPECT_EQ(router.add_module("echo", &echo).code(), Code::kAlreadyExists);
+  rsmpb::Command c;
+  c.mutable_module()->set_name("echo");
+  c.mutable_module()->set_payload("x");
+  EXPECT_EQ(router.apply(1, c, batch).payload(), "echo:x");
+  c.mutable_module()->set_name("nope");
+  EXPECT_EQ(router.apply(2, c, batch).code(), static_cast<std::uint32_t>(Code::kInvalidArgument));
+  rsmpb::Command put;
+  put.mutable_kv_put()->set_key("k");
+  put.mutable_kv_put()->set_value("v");
+  EXPECT_EQ(router.apply(3, put, batch).revision(), 3U);
+}
+
+}  // namespace
+}  // namespace herald::rsm

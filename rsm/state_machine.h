@@ -6,6 +6,11 @@
 // under its own key prefix (docs/storage-format.md), so it is part of every snapshot.
 #pragma once
 
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
 #include "raft/types.h"
 #include "rsm/apply_batch.h"
 #include "rsm/rsm.pb.h"
@@ -20,6 +25,23 @@ class StateMachine {
   // must stop the node (the caller checks).
   [[nodiscard]] virtual rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                                    ApplyBatch& batch) = 0;
+};
+
+// Routes each command to the state machine that owns it: key-value operations to the KV state
+// machine, ModuleCommands to the module registered under their name. A command for an unknown
+// module is refused with kInvalidArgument on every replica alike, so every replica must register
+// the same modules. Not thread-safe; modules are borrowed and must outlive the router.
+class StateMachineRouter final : public StateMachine {
+ public:
+  explicit StateMachineRouter(StateMachine* kv) : kv_(kv) {}
+  // kAlreadyExists when `name` is taken.
+  [[nodiscard]] Status add_module(std::string name, StateMachine* module);
+  [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                                           ApplyBatch& batch) override;
+
+ private:
+  StateMachine* kv_;
+  std::map<std::string, StateMachine*, std::less<>> modules_;
 };
 
 }  // namespace herald::rsm
