@@ -1,0 +1,1029 @@
+#include "workflow/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "workflow/keys.h"
+#include "workflow/retry.h"
+
+namespace herald::workflow {
+
+namespace {
+
+using workflowpb::ActivityRecord;
+using workflowpb::HistoryEvent;
+using workflowpb::TimerRecord;
+using workflowpb::TimerRef;
+using workflowpb::WorkflowRecord;
+
+// Bounds of the engine beyond those in engine.h (docs/workflow.md, "Bounds").
+constexpr std::size_t kMaxNameBytes = 256;  // types, states, signal names, tags, record names
+constexpr std::size_t kMaxErrorMessageBytes = 4096;  // longer messages are truncated
+constexpr std::size_t kMaxOpenActivitiesPerRun = 1000;
+constexpr std::size_t kMaxUserTimersPerRun = 1000;
+constexpr std::int64_t kMaxDelayMs = static_cast<std::int64_t>(kMaxRetryIntervalMs);
+constexpr int kMaxRunsPerCommand = 8;  // continue-as-new chains within one command
+constexpr std::size_t kMaxReadLimit = 10'000;
+
+// Engine-chosen error types.
+constexpr char kHistoryLimitError[] = "history_limit";
+constexpr char kInvalidDecisionError[] = "invalid_decision";
+constexpr char kStartToCloseError[] = "timeout.start_to_close";
+constexpr char kHeartbeatError[] = "timeout.heartbeat";
+constexpr char kScheduleToCloseError[] = "timeout.schedule_to_close";
+
+rsmpb::CommandResult error_result(const Status& status) {
+  rsmpb::CommandResult r;
+  r.set_code(static_cast<std::uint32_t>(status.code()));
+  r.set_message(status.message());
+  return r;
+}
+
+rsmpb::CommandResult record_result(const WorkflowRecord& record, bool existed) {
+  rsmpb::CommandResult r;
+  r.set_existed(existed);
+  r.set_payload(record.SerializeAsString());
+  return r;
+}
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), as protobuf checks
+// it: every string that goes into a proto `string` field must pass, or the stored record would
+// not decode again.
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80U) {
+      ++i;
+      continue;
+    }
+    std::size_t extra = 0;
+    unsigned lo = 0x80U;  // the bounds of the second byte
+    unsigned hi = 0xBFU;
+    if (b >= 0xC2U && b <= 0xDFU) {
+      extra = 1;
+    } else if (b >= 0xE0U && b <= 0xEFU) {
+      extra = 2;
+      lo = b == 0xE0U ? 0xA0U : lo;
+      hi = b == 0xEDU ? 0x9FU : hi;
+    } else if (b >= 0xF0U && b <= 0xF4U) {
+      extra = 3;
+      lo = b == 0xF0U ? 0x90U : lo;
+      hi = b == 0xF4U ? 0x8FU : hi;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) {
+      return false;
+    }
+    for (std::size_t k = 1; k <= extra; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if (c < (k == 1 ? lo : 0x80U) || c > (k == 1 ? hi : 0xBFU)) {
+        return false;
+      }
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+Status check_name(std::string_view what, std::string_view value, bool allow_empty = false) {
+  if ((value.empty() && !allow_empty) || value.size() > kMaxNameBytes) {
+    return Status::invalid_argument(
+        fmt::format("{} must have {} to {} bytes", what, allow_empty ? 0 : 1, kMaxNameBytes));
+  }
+  if (!valid_utf8(value)) {
+    return Status::invalid_argument(fmt::format("{} is not valid UTF-8", what));
+  }
+  return Status::ok_status();
+}
+
+Status check_payload(std::string_view what, std::string_view value) {
+  if (value.size() > kMaxPayloadBytes) {
+    return Status::invalid_argument(
+        fmt::format("{} is {} bytes; the bound is {}", what, value.size(), kMaxPayloadBytes));
+  }
+  return Status::ok_status();
+}
+
+Status check_workflow_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxWorkflowIdBytes) {
+    return Status::invalid_argument(
+        fmt::format("a workflow id must have 1 to {} bytes", kMaxWorkflowIdBytes));
+  }
+  return Status::ok_status();
+}
+
+// Cuts `message` to kMaxErrorMessageBytes at a UTF-8 character boundary.
+std::string bounded_message(std::string_view message) {
+  if (message.size() <= kMaxErrorMessageBytes) {
+    return std::string(message);
+  }
+  std::size_t end = kMaxErrorMessageBytes;
+  while (end > 0 && (static_cast<unsigned char>(message[end]) >> 6U) == 0x2U) {
+    --end;
+  }
+  return std::string(message.substr(0, end));
+}
+
+Status check_delay(std::string_view what, std::int64_t delay_ms) {
+  if (delay_ms < 0 || delay_ms > kMaxDelayMs) {
+    return Status::invalid_argument(
+        fmt::format("{} of {} ms is outside [0, {}] ms", what, delay_ms, kMaxDelayMs));
+  }
+  return Status::ok_status();
+}
+
+Status check_activity_options(const workflowpb::ActivityOptions& options) {
+  HERALD_RETURN_IF_ERROR(normalize_retry_policy(options.retry()).status());
+  for (const std::uint64_t timeout_ms :
+       {options.schedule_to_close_timeout_ms(), options.start_to_close_timeout_ms(),
+        options.heartbeat_timeout_ms()}) {
+    if (timeout_ms > static_cast<std::uint64_t>(kMaxDelayMs)) {
+      return Status::invalid_argument(fmt::format(
+          "an activity timeout of {} ms exceeds the bound {} ms", timeout_ms, kMaxDelayMs));
+    }
+  }
+  return Status::ok_status();
+}
+
+bool is_closing(Action::Kind kind) {
+  return kind == Action::Kind::kComplete || kind == Action::Kind::kFail ||
+         kind == Action::Kind::kContinueAsNew;
+}
+
+Status check_action(const Action& a) {
+  HERALD_RETURN_IF_ERROR(check_payload("an action's payload", a.payload));
+  switch (a.kind) {
+    case Action::Kind::kScheduleActivity:
+      HERALD_RETURN_IF_ERROR(check_name("an activity type", a.activity_type));
+      HERALD_RETURN_IF_ERROR(check_name("an activity tag", a.tag, /*allow_empty=*/true));
+      return check_activity_options(a.options);
+    case Action::Kind::kStartTimer:
+      HERALD_RETURN_IF_ERROR(check_name("a timer tag", a.tag));
+      return check_delay("a timer delay", a.delay_ms);
+    case Action::Kind::kCancelTimer: return check_name("a timer tag", a.tag);
+    case Action::Kind::kRecord: return check_name("a record name", a.name);
+    case Action::Kind::kFail:
+      HERALD_RETURN_IF_ERROR(check_name("an error type", a.error_type));
+      return valid_utf8(a.error_message)
+                 ? Status::ok_status()
+                 : Status::invalid_argument("an error message is not valid UTF-8");
+    case Action::Kind::kComplete:
+    case Action::Kind::kContinueAsNew: return Status::ok_status();
+  }
+  return Status::invalid_argument("unknown action kind");
+}
+
+HistoryEvent make_event(std::string_view kind, std::string_view name = {},
+                        std::string_view payload = {}) {
+  HistoryEvent e;
+  e.set_kind(std::string(kind));
+  e.set_name(std::string(name));
+  e.set_payload(std::string(payload));
+  return e;
+}
+
+// An event for the workflow type; the engine stamps its time when it delivers it.
+Event type_event(Event::Kind kind, std::string name = {}, std::string tag = {},
+                 std::string payload = {}) {
+  Event event;
+  event.kind = kind;
+  event.name = std::move(name);
+  event.tag = std::move(tag);
+  event.payload = std::move(payload);
+  return event;
+}
+
+HistoryEvent activity_event(std::string_view kind, const ActivityRecord& act) {
+  HistoryEvent e = make_event(kind, act.activity_type());
+  e.set_activity_id(act.activity_id());
+  e.set_attempt(act.attempt());
+  return e;
+}
+
+void erase_timer(google::protobuf::RepeatedPtrField<TimerRef>& timers, std::uint64_t timer_id) {
+  const auto it = std::find_if(timers.begin(), timers.end(),
+                               [&](const TimerRef& t) { return t.timer_id() == timer_id; });
+  if (it != timers.end()) {
+    timers.erase(it);
+  }
+}
+
+// One command's application: the run it touches, loaded once, changed in memory, and written
+// back (record and visibility entry together) by save_run(). Not reused across commands.
+class Applier {
+ public:
+  Applier(rsm::ApplyBatch& batch, const Registry& registry, std::int64_t now_ms,
+          std::vector<ActivityRef>& dispatchable)
+      : batch_(batch), registry_(registry), now_ms_(now_ms), dispatchable_(dispatchable) {}
+
+  Result<rsmpb::CommandResult> start(const workflowpb::StartWorkflow& op);
+  Result<rsmpb::CommandResult> signal(const workflowpb::SignalWorkflow& op);
+  Result<rsmpb::CommandResult> cancel(const workflowpb::CancelWorkflow& op);
+  Result<rsmpb::CommandResult> report(const workflowpb::ReportActivity& op);
+  Result<rsmpb::CommandResult> heartbeat(const workflowpb::HeartbeatActivity& op);
+  Result<rsmpb::CommandResult> fire_timer(const workflowpb::FireTimer& op);
+
+ private:
+  // ---- The run ----
+  Result<bool> load_run(std::string_view workflow_id);
+  Status require_type();
+  Status save_run();
+  [[nodiscard]] bool running() const { return rec_.status() == workflowpb::RUNNING; }
+  void begin_run(std::string input);
+  Status close_run(workflowpb::WorkflowStatus status, HistoryEvent event);
+  Status close_failed(std::string_view error_type, std::string_view message);
+  void append(HistoryEvent event, bool closing = false);
+
+  // ---- Decisions ----
+  Status decide(Event event, bool* acted = nullptr);
+  Status check_decision(const Decision& d) const;
+  Status apply_decision(Decision d, bool* acted);
+  Status apply_action(const Action& a);
+  void schedule_activity(const Action& a);
+  void start_user_timer(const Action& a);
+  void cancel_user_timer(std::string_view tag, bool record);
+
+  // ---- Timers and activities ----
+  TimerRef put_timer(workflowpb::TimerKind kind, std::int64_t due_ms, std::string_view tag,
+                     std::uint64_t activity_id, std::uint32_t attempt);
+  void write_timer(const TimerRef& ref, std::uint64_t activity_id, std::uint32_t attempt);
+  void del_timer(const TimerRef& ref);
+  Result<std::optional<ActivityRecord>> load_activity(std::uint64_t run_id,
+                                                      std::uint64_t activity_id);
+  Result<std::optional<ActivityRecord>> load_current_attempt(std::string_view workflow_id,
+                                                             std::uint64_t run_id,
+                                                             std::uint64_t activity_id,
+                                                             std::uint32_t attempt);
+  void put_activity(const ActivityRecord& act);
+  void drop_activity(const ActivityRecord& act);
+  void arm_attempt(ActivityRecord& act);
+  void disarm_attempt(ActivityRecord& act);
+  Status complete_activity(const ActivityRecord& act, std::string_view output);
+  Status fail_attempt(ActivityRecord act, std::string_view error_type, std::string_view message);
+  Status fail_activity(const ActivityRecord& act, std::string_view error_type,
+                       std::string_view message);
+  Status fire_activity_timer(const TimerRecord& timer);
+
+  rsm::ApplyBatch& batch_;
+  const Registry& registry_;
+  const std::int64_t now_ms_;
+  std::vector<ActivityRef>& dispatchable_;
+
+  WorkflowRecord rec_;
+  const WorkflowType* type_ = nullptr;
+  std::optional<std::string> old_visibility_key_;
+  bool history_full_ = false;  // an event of this run did not fit: the run fails on save
+  std::optional<std::string> continue_input_;
+  int runs_begun_ = 0;
+};
+
+// ---------------------------------------------------------------- the run
+
+Result<bool> Applier::load_run(std::string_view workflow_id) {
+  HERALD_ASSIGN_OR_RETURN(auto raw,
+                          batch_.get(storage::Space::kState, keys::record_key(workflow_id)));
+  HERALD_ASSIGN_OR_RETURN(auto record, keys::open_optional<WorkflowRecord>(raw, "workflow"));
+  if (!record) {
+    return false;
+  }
+  if (record->workflow_id() != workflow_id) {
+    return Status::corruption("workflow record is stored under another id");
+  }
+  rec_ = std::move(*record);
+  old_visibility_key_ =
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
+  return true;
+}
+
+Status Applier::require_type() {
+  type_ = registry_.find(rec_.type());
+  if (type_ == nullptr) {
+    return Status::failed_precondition(
+        fmt::format("workflow type \"{}\" is not registered on this replica", rec_.type()));
+  }
+  return Status::ok_status();
+}
+
+Status Applier::save_run() {
+  if (history_full_ && running()) {
+    HERALD_RETURN_IF_ERROR(
+        close_failed(kHistoryLimitError,
+                     fmt::format("the run reached {} history events; carry on in a fresh run with "
+                                 "continue-as-new",
+                                 kMaxHistoryEvents)));
+  }
+  HERALD_ASSERT(rec_.history_length() <= kMaxHistoryEvents, "history is bounded");
+  rec_.set_updated_ms(now_ms_);
+  batch_.put(storage::Space::kState, keys::record_key(rec_.workflow_id()), keys::seal(rec_));
+  const std::string vis_key =
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
+  if (old_visibility_key_ && *old_visibility_key_ != vis_key) {
+    batch_.del(storage::Space::kState, *old_visibility_key_);
+  }
+  WorkflowRecord summary;
+  summary.set_workflow_id(rec_.workflow_id());
+  summary.set_type(rec_.type());
+  summary.set_status(rec_.status());
+  summary.set_state(rec_.state());
+  summary.set_updated_ms(rec_.updated_ms());
+  batch_.put(storage::Space::kState, vis_key, keys::seal(summary));
+  old_visibility_key_ = vis_key;
+  return Status::ok_status();
+}
+
+// Resets the record to a fresh run (run_id + 1) and records its "started" event.
+void Applier::begin_run(std::string input) {
+  HERALD_ASSERT(type_ != nullptr, "a run needs its type");
+  rec_.set_run_id(rec_.run_id() + 1);
+  rec_.set_status(workflowpb::RUNNING);
+  rec_.set_state(std::string(type_->initial_state()));
+  rec_.clear_data();
+  rec_.clear_result();
+  rec_.clear_error_type();
+  rec_.clear_error_message();
+  rec_.set_created_ms(now_ms_);
+  rec_.set_history_length(0);
+  rec_.set_next_activity_id(1);
+  rec_.set_next_timer_id(1);
+  rec_.set_cancel_requested(false);
+  rec_.clear_open_activity_ids();
+  rec_.clear_user_timers();
+  history_full_ = false;
+  ++runs_begun_;
+  append(make_event("started", {}, input));
+}
+
+void Applier::append(HistoryEvent event, bool closing) {
+  HERALD_ASSERT(running(), "only a running run records events");
+  // The last slot is kept for the closing event, so a full history can still say how it ended.
+  if (history_full_ || (!closing && rec_.history_length() + 1 >= kMaxHistoryEvents)) {
+    history_full_ = true;
+    if (!closing) {
+      return;
+    }
+  }
+  const std::uint64_t seq = rec_.history_length() + 1;
+  event.set_seq(seq);
+  event.set_time_ms(now_ms_);
+  batch_.put(storage::Space::kState, keys::history_key(rec_.workflow_id(), rec_.run_id(), seq),
+             keys::seal(event));
+  rec_.set_history_length(seq);
+}
+
+// Closes the run: every open activity and timer of it goes, then the closing event is recorded.
+Status Applier::close_run(workflowpb::WorkflowStatus status, HistoryEvent event) {
+  HERALD_ASSERT(running() && status != workflowpb::RUNNING, "only a running run closes");
+  const std::vector<std::uint64_t> open(rec_.open_activity_ids().begin(),
+                                        rec_.open_activity_ids().end());
+  for (const std::uint64_t activity_id : open) {
+    HERALD_ASSIGN_OR_RETURN(auto act, load_activity(rec_.run_id(), activity_id));
+    if (!act) {
+      return Status::corruption(fmt::format("open activity {} of workflow \"{}\" has no record",
+                                            activity_id, rec_.workflow_id()));
+    }
+    drop_activity(*act);
+  }
+  for (const TimerRef& timer : rec_.user_timers()) {
+    del_timer(timer);
+  }
+  rec_.clear_user_timers();
+  append(std::move(event), /*closing=*/true);
+  rec_.set_status(status);
+  return Status::ok_status();
+}
+
+Status Applier::close_failed(std::string_view error_type, std::string_view message) {
+  HistoryEvent event = make_event("failed");
+  event.set_error_type(std::string(error_type));
+  event.set_error_message(bounded_message(message));
+  rec_.set_error_type(event.error_type());
+  rec_.set_error_message(event.error_message());
+  return close_run(workflowpb::FAILED, std::move(event));
+}
+
+// ---------------------------------------------------------------- decisions
+
+// Hands `event` to the type and applies its decision; then, while the decision continued as new,
+// starts the next run and hands it kStarted. `acted` (optional) tells whether the first decision
+// acted: changed the state or returned an action.
+Status Applier::decide(Event event, bool* acted) {
+  while (running() && !history_full_) {
+    event.time_ms = now_ms_;
+    Decision decision = type_->on_event(rec_.state(), rec_.data(), event);
+    HERALD_RETURN_IF_ERROR(apply_decision(std::move(decision), acted));
+    if (!continue_input_) {
+      break;
+    }
+    std::string input = std::move(*continue_input_);
+    continue_input_.reset();
+    begin_run(input);
+    event = type_event(Event::Kind::kStarted, {}, {}, std::move(input));
+    acted = nullptr;
+  }
+  return Status::ok_status();
+}
+
+Status Applier::check_decision(const Decision& d) const {
+  HERALD_RETURN_IF_ERROR(check_name("the state", d.state));
+  HERALD_RETURN_IF_ERROR(check_payload("the data", d.data));
+  if (d.actions.size() > kMaxActionsPerDecision) {
+    return Status::invalid_argument(fmt::format("{} actions; the bound per decision is {}",
+                                                d.actions.size(), kMaxActionsPerDecision));
+  }
+  std::size_t activities = rec_.open_activity_ids_size();
+  std::size_t timers = rec_.user_timers_size();
+  for (std::size_t i = 0; i < d.actions.size(); ++i) {
+    const Action& a = d.actions[i];
+    HERALD_RETURN_IF_ERROR(check_action(a));
+    if (is_closing(a.kind) && i + 1 != d.actions.size()) {
+      return Status::invalid_argument("a closing action must be the decision's last");
+    }
+    activities += a.kind == Action::Kind::kScheduleActivity ? 1 : 0;
+    timers += a.kind == Action::Kind::kStartTimer ? 1 : 0;
+    if (a.kind == Action::Kind::kContinueAsNew && runs_begun_ >= kMaxRunsPerCommand) {
+      return Status::invalid_argument(
+          fmt::format("more than {} runs begun by one command", kMaxRunsPerCommand));
+    }
+  }
+  if (activities > kMaxOpenActivitiesPerRun || timers > kMaxUserTimersPerRun) {
+    return Status::invalid_argument(
+        fmt::format("a run may have {} open activities and {} user timers at most",
+                    kMaxOpenActivitiesPerRun, kMaxUserTimersPerRun));
+  }
+  return Status::ok_status();
+}
+
+Status Applier::apply_decision(Decision d, bool* acted) {
+  if (Status invalid = check_decision(d); !invalid.ok()) {
+    return close_failed(kInvalidDecisionError, invalid.message());
+  }
+  if (acted != nullptr) {
+    *acted = !d.actions.empty() || d.state != rec_.state();
+  }
+  if (d.state != rec_.state()) {
+    append(make_event("state_changed", d.state));
+    rec_.set_state(std::move(d.state));
+  }
+  rec_.set_data(std::move(d.data));
+  for (const Action& action : d.actions) {
+    if (!running() || history_full_) {
+      break;
+    }
+    HERALD_RETURN_IF_ERROR(apply_action(action));
+  }
+  return Status::ok_status();
+}
+
+Status Applier::apply_action(const Action& a) {
+  switch (a.kind) {
+    case Action::Kind::kScheduleActivity: schedule_activity(a); return Status::ok_status();
+    case Action::Kind::kStartTimer: start_user_timer(a); return Status::ok_status();
+    case Action::Kind::kCancelTimer:
+      cancel_user_timer(a.tag, /*record=*/true);
+      return Status::ok_status();
+    case Action::Kind::kRecord: append(make_event(a.name, a.name, a.payload)); break;
+    case Action::Kind::kComplete:
+      rec_.set_result(a.payload);
+      return close_run(workflowpb::COMPLETED, make_event("completed", {}, a.payload));
+    case Action::Kind::kFail: return close_failed(a.error_type, a.error_message);
+    case Action::Kind::kContinueAsNew:
+      continue_input_ = a.payload;
+      return close_run(workflowpb::CONTINUED_AS_NEW, make_event("continued_as_new", {}, a.payload));
+  }
+  return Status::ok_status();
+}
+
+void Applier::schedule_activity(const Action& a) {
+  ActivityRecord act;
+  act.set_workflow_id(rec_.workflow_id());
+  act.set_run_id(rec_.run_id());
+  act.set_activity_id(rec_.next_activity_id());
+  act.set_activity_type(a.activity_type);
+  act.set_tag(a.tag);
+  act.set_input(a.payload);
+  *act.mutable_options() = a.options;
+  auto policy = normalize_retry_policy(a.options.retry());
+  HERALD_ASSERT(policy.ok(), "a checked decision has valid retry policies");
+  *act.mutable_options()->mutable_retry() = std::move(policy).value();
+  act.set_attempt(1);
+  act.set_scheduled_ms(now_ms_);
+  act.set_idempotency_key(
+      fmt::format("{}/{}/{}", rec_.workflow_id(), rec_.run_id(), act.activity_id()));
+  append(activity_event("activity_scheduled", act));
+  if (history_full_) {
+    return;
+  }
+  rec_.set_next_activity_id(act.activity_id() + 1);
+  rec_.add_open_activity_ids(act.activity_id());
+  if (const auto s2c = static_cast<std::int64_t>(a.options.schedule_to_close_timeout_ms());
+      s2c > 0) {
+    *act.add_timers() =
+        put_timer(workflowpb::SCHEDULE_TO_CLOSE, now_ms_ + s2c, {}, act.activity_id(), 0);
+  }
+  arm_attempt(act);
+  put_activity(act);
+}
+
+void Applier::start_user_timer(const Action& a) {
+  cancel_user_timer(a.tag, /*record=*/false);  // a running tag restarts: its old timer goes
+  append(make_event("timer_started", a.tag));
+  if (history_full_) {
+    return;
+  }
+  *rec_.add_user_timers() = put_timer(workflowpb::USER, now_ms_ + a.delay_ms, a.tag, 0, 0);
+}
+
+// Removes the USER timer `tag` if it runs (recording "timer_canceled" when `record`).
+void Applier::cancel_user_timer(std::string_view tag, bool record) {
+  auto& timers = *rec_.mutable_user_timers();
+  const auto it =
+      std::find_if(timers.begin(), timers.end(), [&](const TimerRef& t) { return t.tag() == tag; });
+  if (it == timers.end()) {
+    return;
+  }
+  del_timer(*it);
+  timers.erase(it);
+  if (record) {
+    append(make_event("timer_canceled", tag));
+  }
+}
+
+// ---------------------------------------------------------------- timers and activities
+
+TimerRef Applier::put_timer(workflowpb::TimerKind kind, std::int64_t due_ms, std::string_view tag,
+                            std::uint64_t activity_id, std::uint32_t attempt) {
+  TimerRef ref;
+  ref.set_timer_id(rec_.next_timer_id());
+  ref.set_due_ms(due_ms);
+  ref.set_kind(kind);
+  ref.set_tag(std::string(tag));
+  rec_.set_next_timer_id(ref.timer_id() + 1);
+  write_timer(ref, activity_id, attempt);
+  return ref;
+}
+
+void Applier::write_timer(const TimerRef& ref, std::uint64_t activity_id, std::uint32_t attempt) {
+  TimerRecord timer;
+  timer.set_workflow_id(rec_.workflow_id());
+  timer.set_run_id(rec_.run_id());
+  timer.set_timer_id(ref.timer_id());
+  timer.set_due_ms(ref.due_ms());
+  timer.set_kind(ref.kind());
+  timer.set_tag(ref.tag());
+  timer.set_activity_id(activity_id);
+  timer.set_attempt(attempt);
+  batch_.put(storage::Space::kState,
+             keys::timer_key(ref.due_ms(), rec_.workflow_id(), rec_.run_id(), ref.timer_id()),
+             keys::seal(timer));
+}
+
+void Applier::del_timer(const TimerRef& ref) {
+  batch_.del(storage::Space::kState,
+             keys::timer_key(ref.due_ms(), rec_.workflow_id(), rec_.run_id(), ref.timer_id()));
+}
+
+Result<std::optional<ActivityRecord>> Applier::load_activity(std::uint64_t run_id,
+                                                             std::uint64_t activity_id) {
+  HERALD_ASSIGN_OR_RETURN(auto raw,
+                          batch_.get(storage::Space::kState,
+                                     keys::activity_key(rec_.workflow_id(), run_id, activity_id)));
+  return keys::open_optional<ActivityRecord>(raw, "activity");
+}
+
+// The activity when (workflow, run, activity, attempt) names its current, dispatched attempt of a
+// running run (loaded into rec_); nullopt when the reference is stale.
+Result<std::optional<ActivityRecord>> Applier::load_current_attempt(std::string_view workflow_id,
+                                                                    std::uint64_t run_id,
+                                                                    std::uint64_t activity_id,
+                                                                    std::uint32_t attempt) {
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(workflow_id));
+  if (!found || !running() || rec_.run_id() != run_id) {
+    return std::optional<ActivityRecord>();
+  }
+  HERALD_ASSIGN_OR_RETURN(auto act, load_activity(run_id, activity_id));
+  if (!act || act->phase() != workflowpb::DISPATCHABLE || act->attempt() != attempt) {
+    return std::optional<ActivityRecord>();
+  }
+  return act;
+}
+
+void Applier::put_activity(const ActivityRecord& act) {
+  batch_.put(storage::Space::kState,
+             keys::activity_key(act.workflow_id(), act.run_id(), act.activity_id()),
+             keys::seal(act));
+}
+
+void Applier::drop_activity(const ActivityRecord& act) {
+  for (const TimerRef& timer : act.timers()) {
+    del_timer(timer);
+  }
+  batch_.del(storage::Space::kState,
+             keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()));
+  batch_.del(storage::Space::kState,
+             keys::activity_key(act.workflow_id(), act.run_id(), act.activity_id()));
+  auto& open = *rec_.mutable_open_activity_ids();
+  const auto it = std::find(open.begin(), open.end(), act.activity_id());
+  HERALD_ASSERT(it != open.end(), "a live activity is listed as open by its run");
+  open.erase(it);
+}
+
+// Makes the activity's current attempt dispatchable now, with its per-attempt timeouts.
+void Applier::arm_attempt(ActivityRecord& act) {
+  act.set_phase(workflowpb::DISPATCHABLE);
+  act.set_attempt_started_ms(now_ms_);
+  act.set_last_heartbeat_ms(0);
+  const auto& options = act.options();
+  if (const auto s2c = static_cast<std::int64_t>(options.start_to_close_timeout_ms()); s2c > 0) {
+    *act.add_timers() =
+        put_timer(workflowpb::START_TO_CLOSE, now_ms_ + s2c, {}, act.activity_id(), act.attempt());
+  }
+  if (const auto hb = static_cast<std::int64_t>(options.heartbeat_timeout_ms()); hb > 0) {
+    *act.add_timers() =
+        put_timer(workflowpb::HEARTBEAT, now_ms_ + hb, {}, act.activity_id(), act.attempt());
+  }
+  const std::string activity_key =
+      keys::activity_key(act.workflow_id(), act.run_id(), act.activity_id());
+  batch_.put(storage::Space::kState,
+             keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()), activity_key);
+  dispatchable_.push_back(
+      ActivityRef{act.workflow_id(), act.run_id(), act.activity_id(), act.attempt()});
+}
+
+// Ends the current attempt: its timeouts and its dispatch index entry go.
+void Applier::disarm_attempt(ActivityRecord& act) {
+  auto& timers = *act.mutable_timers();
+  for (auto it = timers.begin(); it != timers.end();) {
+    if (it->kind() == workflowpb::START_TO_CLOSE || it->kind() == workflowpb::HEARTBEAT) {
+      del_timer(*it);
+      it = timers.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  batch_.del(storage::Space::kState,
+             keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()));
+}
+
+Status Applier::complete_activity(const ActivityRecord& act, std::string_view output) {
+  drop_activity(act);
+  append(activity_event("activity_completed", act));
+  Event event = type_event(Event::Kind::kActivityCompleted, {}, act.tag(), std::string(output));
+  event.activity_id = act.activity_id();
+  event.attempt = act.attempt();
+  return decide(std::move(event));
+}
+
+// A failed attempt: retried after a jittered backoff when its policy allows and the retry would
+// begin before the schedule-to-close deadline, else the activity fails with this error.
+Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
+                             std::string_view message) {
+  disarm_attempt(act);
+  act.set_last_error_type(std::string(error_type));
+  act.set_last_error_message(bounded_message(message));
+  const auto& policy = act.options().retry();
+  if (should_retry(policy, act.attempt(), error_type)) {
+    const std::uint64_t seed =
+        retry_seed(act.workflow_id(), act.run_id(), act.activity_id(), act.attempt());
+    const auto due_ms =
+        now_ms_ + static_cast<std::int64_t>(jittered_delay_ms(policy, act.attempt(), seed));
+    const auto s2c = static_cast<std::int64_t>(act.options().schedule_to_close_timeout_ms());
+    if (s2c == 0 || due_ms < act.scheduled_ms() + s2c) {
+      HistoryEvent event = activity_event("activity_retry_scheduled", act);
+      event.set_error_type(act.last_error_type());
+      event.set_error_message(act.last_error_message());
+      append(std::move(event));
+      act.set_phase(workflowpb::BACKOFF);
+      *act.add_timers() =
+          put_timer(workflowpb::ACTIVITY_RETRY, due_ms, {}, act.activity_id(), act.attempt());
+      put_activity(act);
+      return Status::ok_status();
+    }
+  }
+  return fail_activity(act, act.last_error_type(), act.last_error_message());
+}
+
+Status Applier::fail_activity(const ActivityRecord& act, std::string_view error_type,
+                              std::string_view message) {
+  drop_activity(act);
+  HistoryEvent recorded = activity_event("activity_failed", act);
+  recorded.set_error_type(std::string(error_type));
+  recorded.set_error_message(bounded_message(message));
+  append(recorded);
+  Event event = type_event(Event::Kind::kActivityFailed, {}, act.tag());
+  event.error_type = recorded.error_type();
+  event.error_message = recorded.error_message();
+  event.activity_id = act.activity_id();
+  event.attempt = act.attempt();
+  return decide(std::move(event));
+}
+
+// An activity's timer fired. Its activity exists, and a per-attempt timer guards the current
+// attempt: every path that ends an attempt or an activity deletes its timers in the same batch,
+// so anything else is damaged state.
+Status Applier::fire_activity_timer(const TimerRecord& timer) {
+  HERALD_ASSIGN_OR_RETURN(auto act, load_activity(timer.run_id(), timer.activity_id()));
+  const bool retry = timer.kind() == workflowpb::ACTIVITY_RETRY;
+  const bool per_attempt =
+      timer.kind() == workflowpb::START_TO_CLOSE || timer.kind() == workflowpb::HEARTBEAT;
+  if (!act || (retry && act->phase() != workflowpb::BACKOFF) ||
+      (per_attempt &&
+       (act->phase() != workflowpb::DISPATCHABLE || act->attempt() != timer.attempt()))) {
+    return Status::corruption(fmt::format("timer {} of workflow \"{}\" outlived what it guards",
+                                          timer.timer_id(), timer.workflow_id()));
+  }
+  erase_timer(*act->mutable_timers(), timer.timer_id());
+  switch (timer.kind()) {
+    case workflowpb::ACTIVITY_RETRY:
+      act->set_attempt(act->attempt() + 1);
+      arm_attempt(*act);
+      put_activity(*act);
+      return Status::ok_status();
+    case workflowpb::START_TO_CLOSE:
+    case workflowpb::HEARTBEAT:
+      return fail_attempt(
+          std::move(*act),
+          timer.kind() == workflowpb::START_TO_CLOSE ? kStartToCloseError : kHeartbeatError,
+          fmt::format("attempt {} timed out", timer.attempt()));
+    case workflowpb::SCHEDULE_TO_CLOSE:
+      return fail_activity(*act, kScheduleToCloseError,
+                           fmt::format("the activity ran out of its schedule-to-close timeout "
+                                       "after {} attempt(s)",
+                                       act->attempt()));
+    default: return Status::corruption("activity timer of an unknown kind");
+  }
+}
+
+// ---------------------------------------------------------------- commands
+
+Result<rsmpb::CommandResult> Applier::start(const workflowpb::StartWorkflow& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_name("a workflow type", op.type()));
+  HERALD_RETURN_IF_ERROR(check_payload("the start input", op.input()));
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (found) {
+    return record_result(rec_, /*existed=*/true);  // dedup by id, open or closed
+  }
+  type_ = registry_.find(op.type());
+  if (type_ == nullptr) {
+    return Status::invalid_argument(fmt::format("unknown workflow type \"{}\"", op.type()));
+  }
+  rec_.set_workflow_id(op.workflow_id());
+  rec_.set_type(op.type());
+  rec_.set_run_id(0);
+  begin_run(op.input());
+  HERALD_RETURN_IF_ERROR(decide(type_event(Event::Kind::kStarted, {}, {}, op.input())));
+  HERALD_RETURN_IF_ERROR(save_run());
+  return record_result(rec_, /*existed=*/false);
+}
+
+Result<rsmpb::CommandResult> Applier::signal(const workflowpb::SignalWorkflow& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_name("a signal name", op.name()));
+  HERALD_RETURN_IF_ERROR(check_payload("the signal payload", op.payload()));
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (!found || !running()) {
+    return Status::not_found(fmt::format("no running workflow \"{}\"", op.workflow_id()));
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  append(make_event("signaled", op.name(), op.payload()));
+  HERALD_RETURN_IF_ERROR(decide(type_event(Event::Kind::kSignal, op.name(), {}, op.payload())));
+  HERALD_RETURN_IF_ERROR(save_run());
+  return record_result(rec_, /*existed=*/true);
+}
+
+Result<rsmpb::CommandResult> Applier::cancel(const workflowpb::CancelWorkflow& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_payload("the cancel reason", op.reason()));
+  if (!valid_utf8(op.reason())) {
+    return Status::invalid_argument("the cancel reason is not valid UTF-8");
+  }
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (!found || !running()) {
+    return Status::not_found(fmt::format("no running workflow \"{}\"", op.workflow_id()));
+  }
+  if (rec_.cancel_requested()) {
+    return record_result(rec_, /*existed=*/true);  // asked before: nothing new to deliver
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  rec_.set_cancel_requested(true);
+  append(make_event("cancel_requested", {}, op.reason()));
+  bool acted = false;
+  HERALD_RETURN_IF_ERROR(
+      decide(type_event(Event::Kind::kCancelRequested, {}, {}, op.reason()), &acted));
+  if (running() && !history_full_ && !acted) {
+    HERALD_RETURN_IF_ERROR(
+        close_run(workflowpb::CANCELED, make_event("canceled", {}, op.reason())));
+  }
+  HERALD_RETURN_IF_ERROR(save_run());
+  return record_result(rec_, /*existed=*/true);
+}
+
+Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_payload("the activity output", op.output()));
+  HERALD_RETURN_IF_ERROR(check_name("an error type", op.error_type(), /*allow_empty=*/true));
+  if (!valid_utf8(op.error_message())) {
+    return Status::invalid_argument("the error message is not valid UTF-8");
+  }
+  HERALD_ASSIGN_OR_RETURN(auto act, load_current_attempt(op.workflow_id(), op.run_id(),
+                                                         op.activity_id(), op.attempt()));
+  if (!act) {
+    return rsmpb::CommandResult();  // stale attempt or finished activity: no effect
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  if (op.ok()) {
+    HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output()));
+  } else {
+    HERALD_RETURN_IF_ERROR(fail_attempt(std::move(*act), op.error_type(), op.error_message()));
+  }
+  HERALD_RETURN_IF_ERROR(save_run());
+  return rsmpb::CommandResult();
+}
+
+Result<rsmpb::CommandResult> Applier::heartbeat(const workflowpb::HeartbeatActivity& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_ASSIGN_OR_RETURN(auto act, load_current_attempt(op.workflow_id(), op.run_id(),
+                                                         op.activity_id(), op.attempt()));
+  if (!act) {
+    return rsmpb::CommandResult();
+  }
+  act->set_last_heartbeat_ms(now_ms_);
+  for (TimerRef& timer : *act->mutable_timers()) {
+    if (timer.kind() == workflowpb::HEARTBEAT) {
+      // The timer keeps its id and moves to its new due time: the run's record is untouched.
+      del_timer(timer);
+      timer.set_due_ms(now_ms_ + static_cast<std::int64_t>(act->options().heartbeat_timeout_ms()));
+      write_timer(timer, act->activity_id(), act->attempt());
+    }
+  }
+  put_activity(*act);
+  return rsmpb::CommandResult();
+}
+
+Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  if (now_ms_ < op.due_ms()) {
+    return Status::failed_precondition(
+        fmt::format("timer is due at {} ms; the command's time is {} ms", op.due_ms(), now_ms_));
+  }
+  const std::string key =
+      keys::timer_key(op.due_ms(), op.workflow_id(), op.run_id(), op.timer_id());
+  HERALD_ASSIGN_OR_RETURN(auto raw, batch_.get(storage::Space::kState, key));
+  HERALD_ASSIGN_OR_RETURN(auto timer, keys::open_optional<TimerRecord>(raw, "timer"));
+  if (!timer) {
+    return rsmpb::CommandResult();  // fired or canceled before: no effect
+  }
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (!found || !running() || rec_.run_id() != op.run_id()) {
+    return Status::corruption(
+        fmt::format("a timer outlived its run of workflow \"{}\"", op.workflow_id()));
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  batch_.del(storage::Space::kState, key);
+  if (timer->kind() == workflowpb::USER) {
+    erase_timer(*rec_.mutable_user_timers(), timer->timer_id());
+    append(make_event("timer_fired", timer->tag()));
+    HERALD_RETURN_IF_ERROR(decide(type_event(Event::Kind::kTimerFired, {}, timer->tag())));
+  } else {
+    HERALD_RETURN_IF_ERROR(fire_activity_timer(*timer));
+  }
+  HERALD_RETURN_IF_ERROR(save_run());
+  return rsmpb::CommandResult();
+}
+
+Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::WorkflowCommand& c) {
+  switch (c.op_case()) {
+    case workflowpb::WorkflowCommand::kStart: return applier.start(c.start());
+    case workflowpb::WorkflowCommand::kSignal: return applier.signal(c.signal());
+    case workflowpb::WorkflowCommand::kCancel: return applier.cancel(c.cancel());
+    case workflowpb::WorkflowCommand::kReport: return applier.report(c.report());
+    case workflowpb::WorkflowCommand::kHeartbeat: return applier.heartbeat(c.heartbeat());
+    case workflowpb::WorkflowCommand::kFireTimer: return applier.fire_timer(c.fire_timer());
+    default: return Status::invalid_argument("a workflow command needs an operation");
+  }
+}
+
+// Scans [begin, end) of the state space, decoding at most `limit` records of type Message.
+template <typename Message>
+Result<std::vector<Message>> scan_records(const storage::Reader& reader, std::string_view begin,
+                                          std::string_view end, std::size_t limit,
+                                          std::string_view what) {
+  std::vector<Message> out;
+  auto it = reader.scan(storage::Space::kState, begin, end);
+  for (; it->valid() && out.size() < limit; it->next()) {
+    HERALD_ASSIGN_OR_RETURN(Message message, keys::open<Message>(it->value(), what));
+    out.push_back(std::move(message));
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+}  // namespace
+
+rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& command,
+                                   rsm::ApplyBatch& batch) {
+  HERALD_ASSERT(registry_ != nullptr, "the engine needs a registry");
+  if (command.op_case() != rsmpb::Command::kModule || command.module().name() != kModuleName) {
+    return error_result(Status::invalid_argument("not a workflow command"));
+  }
+  workflowpb::WorkflowCommand wc;
+  const std::string& payload = command.module().payload();
+  if (!wc.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return error_result(Status::invalid_argument("workflow command does not decode"));
+  }
+  Applier applier(batch, *registry_, command.wall_ms(), dispatchable_);
+  auto result = apply_command(applier, wc);
+  return result.ok() ? std::move(result).value() : error_result(result.status());
+}
+
+std::vector<ActivityRef> Engine::take_dispatchable() {
+  return std::exchange(dispatchable_, {});
+}
+
+Result<std::optional<WorkflowRecord>> Engine::read_workflow(const storage::Reader& reader,
+                                                            std::string_view workflow_id) {
+  HERALD_ASSIGN_OR_RETURN(auto raw,
+                          reader.get(storage::Space::kState, keys::record_key(workflow_id)));
+  return keys::open_optional<WorkflowRecord>(raw, "workflow");
+}
+
+Result<std::vector<HistoryEvent>> Engine::read_history(const storage::Reader& reader,
+                                                       std::string_view workflow_id,
+                                                       std::uint64_t run_id,
+                                                       std::uint64_t after_seq, std::size_t limit) {
+  const std::string prefix = keys::run_prefix(keys::kHistorySub, workflow_id, run_id);
+  if (after_seq == std::numeric_limits<std::uint64_t>::max()) {
+    return std::vector<HistoryEvent>();
+  }
+  return scan_records<HistoryEvent>(reader, keys::history_key(workflow_id, run_id, after_seq + 1),
+                                    keys::prefix_end(prefix), std::min(limit, kMaxReadLimit),
+                                    "history event");
+}
+
+Result<ListPage> Engine::list(const storage::Reader& reader, const ListFilter& filter) {
+  HERALD_RETURN_IF_ERROR(check_name("the type to list", filter.type));
+  const std::string prefix = keys::visibility_prefix(filter.type, filter.state);
+  std::string begin = prefix;
+  if (!filter.page_token.empty()) {
+    if (!keys::hex_decode(filter.page_token, begin) || !begin.starts_with(prefix)) {
+      return Status::invalid_argument("the page token does not belong to this listing");
+    }
+    begin.push_back('\0');  // the smallest key after the previous page's last
+  }
+  const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, kMaxReadLimit);
+  ListPage page;
+  auto it = reader.scan(storage::Space::kState, begin, keys::prefix_end(prefix));
+  std::string last_key;
+  for (; it->valid() && page.entries.size() < limit; it->next()) {
+    HERALD_ASSIGN_OR_RETURN(auto summary, keys::open<WorkflowRecord>(it->value(), "visibility"));
+    page.entries.push_back(VisibilityEntry{summary.workflow_id(), summary.type(), summary.status(),
+                                           summary.state(), summary.updated_ms()});
+    last_key = std::string(it->key());
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  if (it->valid()) {
+    page.next_page_token = keys::hex_encode(last_key);
+  }
+  return page;
+}
+
+Result<std::optional<ActivityRecord>> Engine::read_activity(const storage::Reader& reader,
+                                                            const ActivityRef& ref) {
+  HERALD_ASSIGN_OR_RETURN(
+      auto raw, reader.get(storage::Space::kState,
+                           keys::activity_key(ref.workflow_id, ref.run_id, ref.activity_id)));
+  return keys::open_optional<ActivityRecord>(raw, "activity");
+}
+
+Result<std::vector<TimerRecord>> Engine::due_timers(const storage::Reader& reader,
+                                                    std::int64_t now_ms, std::size_t limit) {
+  const std::string end = now_ms == std::numeric_limits<std::int64_t>::max()
+                              ? keys::prefix_end(keys::sub_prefix(keys::kTimerSub))
+                              : keys::timer_bound(now_ms + 1);
+  return scan_records<TimerRecord>(reader, keys::sub_prefix(keys::kTimerSub), end,
+                                   std::min(limit, kMaxReadLimit), "timer");
+}
+
+Result<std::vector<ActivityRecord>> Engine::dispatchable_activities(const storage::Reader& reader,
+                                                                    std::size_t limit) {
+  const std::string prefix = keys::sub_prefix(keys::kDispatchSub);
+  std::vector<ActivityRecord> out;
+  auto it = reader.scan(storage::Space::kState, prefix, keys::prefix_end(prefix));
+  for (; it->valid() && out.size() < std::min(limit, kMaxReadLimit); it->next()) {
+    HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, it->value()));
+    HERALD_ASSIGN_OR_RETURN(auto act, keys::open_optional<ActivityRecord>(raw, "activity"));
+    if (!act || act->phase() != workflowpb::DISPATCHABLE) {
+      return Status::corruption("the dispatch index names an activity that is not dispatchable");
+    }
+    out.push_back(std::move(*act));
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+}  // namespace herald::workflow

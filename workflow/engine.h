@@ -1,0 +1,117 @@
+// Engine: Herald's durable workflow engine, applied through the replicated log.
+//
+// The engine is the "workflow" module of the replicated state machine (rsm::StateMachine). It
+// applies WorkflowCommands (workflow/workflow.proto) deterministically on every replica and keeps
+// every piece of workflow state in the state space, written in the command's apply batch:
+// workflow records, bounded per-run histories, activity records (the outbox the leader runs),
+// durable timers indexed by due time, and a visibility index that is always exactly as current
+// as the records (same batch: no lag). Key layout and state diagrams: docs/workflow.md.
+//
+// Semantics (Temporal's, embedded):
+//  - StartWorkflow with an id that exists returns the existing run (dedup) with existed = true.
+//  - Signals are delivered in commit order; a signal to a closed or unknown run is kNotFound.
+//  - Activities: scheduled by a Decision, dispatched by the leader's Runtime, reported back by
+//    ReportActivity. A failed attempt is retried per its RetryPolicy (full jitter from a seed
+//    derived from (workflow id, run id, activity id, attempt), so every replica draws the same
+//    delay) through a durable ACTIVITY_RETRY timer; non-retryable error types, exhausted
+//    attempts and schedule-to-close expiry deliver kActivityFailed to the workflow. Reports for
+//    a stale attempt or a finished activity are ignored (ok, no effect): each attempt's outcome
+//    takes effect at most once.
+//  - Timeouts are durable timers: START_TO_CLOSE and HEARTBEAT fail the attempt with error type
+//    "timeout.start_to_close" / "timeout.heartbeat" (retryable); SCHEDULE_TO_CLOSE fails the
+//    activity with "timeout.schedule_to_close" (not retried).
+//  - FireTimer applies only if the timer still exists and command.wall_ms >= due_ms (else it is
+//    refused with kFailedPrecondition): no timer fires early, none fires twice.
+//  - CancelWorkflow delivers kCancelRequested; the type decides (it may complete compensation
+//    first). A type that ignores it is canceled by the engine.
+//  - History: each run keeps at most kMaxHistoryEvents events. An event that would exceed it
+//    fails the run with error type "history_limit" and a message naming continue-as-new, the way
+//    to carry on with a fresh history (same workflow id, run_id + 1).
+// Thread-safety: apply() runs on the replica's apply thread; the static readers may run on any
+// thread against any storage::Reader.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "rsm/state_machine.h"
+#include "storage/engine.h"
+#include "workflow/definition.h"
+#include "workflow/workflow.pb.h"
+
+namespace herald::workflow {
+
+inline constexpr char kModuleName[] = "workflow";
+inline constexpr std::uint64_t kMaxHistoryEvents = 10'000;
+inline constexpr std::size_t kMaxWorkflowIdBytes = 256;
+inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
+inline constexpr std::size_t kMaxActionsPerDecision = 64;
+
+// An activity the leader should run now (a hint; the records are the truth).
+struct ActivityRef {
+  std::string workflow_id;
+  std::uint64_t run_id = 0;
+  std::uint64_t activity_id = 0;
+  std::uint32_t attempt = 0;
+};
+
+struct VisibilityEntry {
+  std::string workflow_id;
+  std::string type;
+  workflowpb::WorkflowStatus status = workflowpb::RUNNING;
+  std::string state;
+  std::int64_t updated_ms = 0;
+};
+
+struct ListFilter {
+  std::string type;                   // required
+  std::optional<std::string> state;   // a named state, or all
+  std::size_t limit = 100;
+  std::string page_token;             // from the previous page's next_page_token
+};
+
+struct ListPage {
+  std::vector<VisibilityEntry> entries;  // ordered by (state, updated_ms, workflow_id)
+  std::string next_page_token;           // empty on the last page
+};
+
+class Engine final : public rsm::StateMachine {
+ public:
+  explicit Engine(const Registry* registry) : registry_(registry) {}
+
+  // rsm::StateMachine. `command` carries module "workflow" and a serialized WorkflowCommand.
+  // The CommandResult's payload is a serialized workflowpb::WorkflowRecord for start, signal and
+  // cancel (the run as it is after the command).
+  [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                                           rsm::ApplyBatch& batch) override;
+
+  // Activities that became dispatchable in the commands applied since the last call.
+  [[nodiscard]] std::vector<ActivityRef> take_dispatchable();
+
+  // ---- Reads of applied state ----
+  [[nodiscard]] static Result<std::optional<workflowpb::WorkflowRecord>> read_workflow(
+      const storage::Reader& reader, std::string_view workflow_id);
+  [[nodiscard]] static Result<std::vector<workflowpb::HistoryEvent>> read_history(
+      const storage::Reader& reader, std::string_view workflow_id, std::uint64_t run_id,
+      std::uint64_t after_seq, std::size_t limit);
+  [[nodiscard]] static Result<ListPage> list(const storage::Reader& reader,
+                                             const ListFilter& filter);
+  [[nodiscard]] static Result<std::optional<workflowpb::ActivityRecord>> read_activity(
+      const storage::Reader& reader, const ActivityRef& ref);
+  // Timers with due_ms <= now_ms, in due order, at most `limit`.
+  [[nodiscard]] static Result<std::vector<workflowpb::TimerRecord>> due_timers(
+      const storage::Reader& reader, std::int64_t now_ms, std::size_t limit);
+  // Every DISPATCHABLE activity (a new leader resumes them all), at most `limit` after `after`.
+  [[nodiscard]] static Result<std::vector<workflowpb::ActivityRecord>> dispatchable_activities(
+      const storage::Reader& reader, std::size_t limit);
+
+ private:
+  const Registry* registry_;  // borrowed
+  std::vector<ActivityRef> dispatchable_;
+};
+
+}  // namespace herald::workflow
