@@ -9,6 +9,7 @@
 #include "server/http_server.h"
 #include "server/kv_api.h"
 #include "server/node_host.h"
+#include "server/workflow_api.h"
 
 namespace herald::app {
 
@@ -82,13 +83,16 @@ int run_serve(const ServeFlags& flags) {
     spdlog::critical("cannot start node {}: {}", config->id, host.status().to_string());
     return kExitRuntime;
   }
-  server::KvApi api(host->get());
+  server::KvApi kv_api(host->get());
+  server::WorkflowApi workflow_api(host->get());
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
-  server::HttpServer http(http_config,
-                          [&api](server::HttpRequest&& request, server::Responder respond) {
-                            api.handle(std::move(request), std::move(respond));
-                          });
+  server::HttpServer http(http_config, [&kv_api, &workflow_api](server::HttpRequest&& request,
+                                                                server::Responder respond) {
+    if (!workflow_api.handle(request, respond)) {
+      kv_api.handle(std::move(request), std::move(respond));
+    }
+  });
   if (const Status s = http.run(kHttpIoThreads); !s.ok()) {
     spdlog::critical("cannot serve clients on {}: {}", config->client, s.to_string());
     (*host)->stop();

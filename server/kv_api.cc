@@ -6,6 +6,7 @@
 
 #include "base/encoding.h"
 #include "rsm/kv_state_machine.h"
+#include "server/api_json.h"
 
 namespace herald::server {
 
@@ -15,37 +16,6 @@ namespace {
 
 constexpr std::string_view kKvPrefix = "/v1/kv/";
 constexpr std::string_view kClusterPath = "/v1/cluster";
-
-unsigned http_status_for(Code code) {
-  switch (code) {
-    case Code::kOk: return 200;
-    case Code::kNotFound: return 404;
-    case Code::kInvalidArgument: return 400;
-    case Code::kFailedPrecondition: return 409;
-    case Code::kResourceExhausted: return 429;
-    case Code::kTimeout: return 504;
-    case Code::kNotLeader:
-    case Code::kUnavailable:
-    case Code::kAborted: return 503;
-    default: return 500;
-  }
-}
-
-HttpResponse json_response(unsigned status, const json::value& body) {
-  HttpResponse r;
-  r.status = status;
-  r.content_type = "application/json";
-  r.body = json::serialize(body);
-  return r;
-}
-
-HttpResponse error_response(const Status& status, json::object extra = {}) {
-  json::object err{{"code", std::string(code_name(status.code()))}, {"message", status.message()}};
-  for (auto& [k, v] : extra) {
-    err[k] = v;
-  }
-  return json_response(http_status_for(status.code()), json::object{{"error", err}});
-}
 
 // Parses ?prev_revision=R. nullopt when absent; an error for a malformed number.
 Result<std::optional<std::uint64_t>> prev_revision(const HttpRequest& request) {
@@ -195,7 +165,7 @@ void KvApi::get(const HttpRequest& request, std::string key, Responder respond) 
       return;
     }
   }
-  host_->read([key = std::move(key), respond = std::move(respond)](Status s,
+  host_->read([key = std::move(key), respond = std::move(respond)](const Status& s,
                                                                    const storage::Engine& engine) {
     if (!s.ok()) {
       respond(error_response(s));

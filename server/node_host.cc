@@ -12,6 +12,7 @@
 
 #include "rsm/kv_state_machine.h"
 #include "server/peer_transport.h"
+#include "server/workflow_host.h"
 #include "storage/rocksdb_engine.h"
 
 namespace herald::server {
@@ -23,7 +24,9 @@ struct NodeHost::Impl {
   SystemClock clock;
   std::unique_ptr<storage::RocksDbEngine> engine;
   std::unique_ptr<TcpPeerTransport> transport;
-  rsm::KvStateMachine state_machine;
+  rsm::KvStateMachine kv;
+  rsm::StateMachineRouter router{&kv};
+  std::unique_ptr<WorkflowHost> workflows;
   std::unique_ptr<rsm::Node> node;
 
   asio::io_context io{1};
@@ -59,8 +62,18 @@ struct NodeHost::Impl {
         return;
       }
       node->tick();
+      workflows->tick(clock.wall_ms());
       schedule_process();
       arm_tick();
+    });
+  }
+
+  // Stamps and proposes `command` on the raft thread, after the current Ready round.
+  void post_propose(rsmpb::Command command, rsm::ProposeCallback done) {
+    command.set_wall_ms(clock.wall_ms());
+    asio::post(io, [this, command = std::move(command), done = std::move(done)]() mutable {
+      node->propose(std::move(command), std::move(done));
+      schedule_process();
     });
   }
 
@@ -101,8 +114,14 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
     nc.seed = (static_cast<std::uint64_t>(std::random_device{}()) << 32U) ^
               static_cast<std::uint64_t>(impl->clock.wall_ms());
   }
-  HERALD_ASSIGN_OR_RETURN(impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(),
-                                                      &impl->state_machine));
+  impl->workflows = std::make_unique<WorkflowHost>(
+      impl->engine.get(), [raw](rsmpb::Command c, rsm::ProposeCallback done) {
+        raw->post_propose(std::move(c), std::move(done));
+      });
+  HERALD_RETURN_IF_ERROR(impl->router.add_module(workflow::kModuleName, impl->workflows->engine()));
+  HERALD_ASSIGN_OR_RETURN(
+      impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(), &impl->router));
+  impl->node->set_listener(impl->workflows.get());
   HERALD_RETURN_IF_ERROR(impl->transport->start());
   impl->arm_tick();
   impl->raft_thread = std::thread([raw] { raw->io.run(); });
@@ -126,11 +145,7 @@ void NodeHost::stop() {
 }
 
 void NodeHost::propose(rsmpb::Command command, rsm::ProposeCallback done) {
-  command.set_wall_ms(impl_->clock.wall_ms());
-  asio::post(impl_->io, [this, command = std::move(command), done = std::move(done)]() mutable {
-    impl_->node->propose(std::move(command), std::move(done));
-    impl_->schedule_process();
-  });
+  impl_->post_propose(std::move(command), std::move(done));
 }
 
 void NodeHost::read(std::function<void(Status, const storage::Engine&)> done) {

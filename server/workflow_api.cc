@@ -1,0 +1,270 @@
+#include "server/workflow_api.h"
+
+#include <boost/json.hpp>
+#include <charconv>
+
+#include "server/api_json.h"
+#include "workflow/engine.h"
+
+namespace herald::server {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::size_t kMaxListLimit = 1000;
+constexpr std::size_t kMaxHistoryLimit = 1000;
+constexpr std::size_t kDefaultLimit = 100;
+
+json::object record_json(const workflowpb::WorkflowRecord& r) {
+  return json::object{{"id", r.workflow_id()},
+                      {"type", r.type()},
+                      {"run_id", r.run_id()},
+                      {"status", workflowpb::WorkflowStatus_Name(r.status())},
+                      {"state", r.state()},
+                      {"data", r.data()},
+                      {"result", r.result()},
+                      {"error_type", r.error_type()},
+                      {"error_message", r.error_message()},
+                      {"created_ms", r.created_ms()},
+                      {"updated_ms", r.updated_ms()},
+                      {"history_length", r.history_length()},
+                      {"cancel_requested", r.cancel_requested()}};
+}
+
+json::object event_json(const workflowpb::HistoryEvent& e) {
+  json::object o{{"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}};
+  if (!e.name().empty()) o["name"] = e.name();
+  if (!e.payload().empty()) o["payload"] = e.payload();
+  if (!e.error_type().empty()) o["error_type"] = e.error_type();
+  if (!e.error_message().empty()) o["error_message"] = e.error_message();
+  if (e.activity_id() != 0) o["activity_id"] = e.activity_id();
+  if (e.attempt() != 0) o["attempt"] = e.attempt();
+  return o;
+}
+
+// Parses an optional non-negative integer query parameter.
+Result<std::uint64_t> query_number(const HttpRequest& request, const char* name,
+                                   std::uint64_t fallback) {
+  const auto it = request.query.find(name);
+  if (it == request.query.end()) {
+    return fallback;
+  }
+  std::uint64_t v = 0;
+  const std::string& s = it->second;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) {
+    return Status::invalid_argument(std::string(name) + " must be a non-negative integer");
+  }
+  return v;
+}
+
+// Reads a required string field of a JSON object body.
+Result<std::string> string_field(const json::object& body, const char* name, bool required) {
+  const json::value* v = body.if_contains(name);
+  if (v == nullptr) {
+    if (required) {
+      return Status::invalid_argument(std::string("missing field \"") + name + "\"");
+    }
+    return std::string();
+  }
+  if (!v->is_string()) {
+    return Status::invalid_argument(std::string("field \"") + name + "\" must be a string");
+  }
+  return std::string(v->as_string());
+}
+
+}  // namespace
+
+bool WorkflowApi::handle(HttpRequest& request, Responder& respond) {
+  auto segments = split_path(request.path);
+  if (!segments.ok()) {
+    return false;
+  }
+  const std::vector<std::string>& s = *segments;
+  if (s.size() < 2 || s[0] != "v1" || (s[1] != "workflows" && s[1] != "sagas")) {
+    return false;
+  }
+  const std::string& m = request.method;
+  workflowpb::WorkflowCommand command;
+  if (s[1] == "sagas" && s.size() == 4 && m == "POST" && (s[3] == "retry" || s[3] == "resolve")) {
+    command.mutable_signal()->set_workflow_id(s[2]);
+    command.mutable_signal()->set_name(s[3]);
+    propose(std::move(command), std::move(respond));
+  } else if (s[1] != "workflows") {
+    respond(error_response(Status::not_found("no such endpoint")));
+  } else if (s.size() == 2 && m == "POST") {
+    start(request, std::move(respond));
+  } else if (s.size() == 2 && m == "GET") {
+    list(request, std::move(respond));
+  } else if (s.size() == 3 && m == "GET") {
+    get(s[2], std::move(respond));
+  } else if (s.size() == 4 && s[3] == "history" && m == "GET") {
+    history(request, s[2], std::move(respond));
+  } else if (s.size() == 5 && s[3] == "signals" && m == "POST") {
+    auto* signal = command.mutable_signal();
+    signal->set_workflow_id(s[2]);
+    signal->set_name(s[4]);
+    signal->set_payload(std::move(request.body));
+    propose(std::move(command), std::move(respond));
+  } else if (s.size() == 4 && s[3] == "cancel" && m == "POST") {
+    command.mutable_cancel()->set_workflow_id(s[2]);
+    command.mutable_cancel()->set_reason(std::move(request.body));
+    propose(std::move(command), std::move(respond));
+  } else {
+    respond(error_response(Status::not_found("no such endpoint or method")));
+  }
+  return true;
+}
+
+void WorkflowApi::start(const HttpRequest& request, Responder respond) {
+  boost::system::error_code ec;
+  json::value body = json::parse(request.body, ec);
+  if (ec || !body.is_object()) {
+    respond(error_response(Status::invalid_argument("the body must be a JSON object")));
+    return;
+  }
+  const json::object& o = body.as_object();
+  auto type = string_field(o, "type", true);
+  auto id = string_field(o, "id", true);
+  auto input = string_field(o, "input", false);
+  for (const Status* s : {&type.status(), &id.status(), &input.status()}) {
+    if (!s->ok()) {
+      respond(error_response(*s));
+      return;
+    }
+  }
+  workflowpb::WorkflowCommand command;
+  auto* st = command.mutable_start();
+  st->set_type(std::move(type).value());
+  st->set_workflow_id(std::move(id).value());
+  st->set_input(std::move(input).value());
+  propose(std::move(command), std::move(respond));
+}
+
+void WorkflowApi::propose(workflowpb::WorkflowCommand command, Responder respond) {
+  rsmpb::Command c;
+  c.mutable_module()->set_name(workflow::kModuleName);
+  c.mutable_module()->set_payload(command.SerializeAsString());
+  host_->propose(std::move(c), [respond = std::move(respond)](Result<rsmpb::CommandResult> r) {
+    if (!r.ok()) {
+      respond(error_response(r.status()));
+      return;
+    }
+    if (r->code() != 0) {
+      respond(error_response(Status(static_cast<Code>(r->code()), r->message())));
+      return;
+    }
+    workflowpb::WorkflowRecord record;
+    if (!record.ParseFromString(r->payload())) {
+      respond(error_response(Status::corruption("undecodable workflow record in result")));
+      return;
+    }
+    respond(json_response(
+        200, json::object{{"existed", r->existed()}, {"workflow", record_json(record)}}));
+  });
+}
+
+void WorkflowApi::get(std::string id, Responder respond) {
+  host_->read([id = std::move(id), respond = std::move(respond)](const Status& s,
+                                                                 const storage::Engine& engine) {
+    if (!s.ok()) {
+      respond(error_response(s));
+      return;
+    }
+    auto record = workflow::Engine::read_workflow(engine, id);
+    if (!record.ok()) {
+      respond(error_response(record.status()));
+    } else if (!record->has_value()) {
+      respond(error_response(Status::not_found("no such workflow")));
+    } else {
+      respond(json_response(200, record_json(**record)));
+    }
+  });
+}
+
+void WorkflowApi::history(const HttpRequest& request, std::string id, Responder respond) {
+  auto run = query_number(request, "run", 0);
+  auto after = query_number(request, "after", 0);
+  auto limit = query_number(request, "limit", kDefaultLimit);
+  for (const Status* s : {&run.status(), &after.status(), &limit.status()}) {
+    if (!s->ok()) {
+      respond(error_response(*s));
+      return;
+    }
+  }
+  const std::size_t n = std::min<std::size_t>(*limit, kMaxHistoryLimit);
+  host_->read([id = std::move(id), run = *run, after = *after, n, respond = std::move(respond)](
+                  const Status& s, const storage::Engine& engine) {
+    if (!s.ok()) {
+      respond(error_response(s));
+      return;
+    }
+    std::uint64_t run_id = run;
+    if (run_id == 0) {
+      auto record = workflow::Engine::read_workflow(engine, id);
+      if (!record.ok() || !record->has_value()) {
+        respond(
+            error_response(record.ok() ? Status::not_found("no such workflow") : record.status()));
+        return;
+      }
+      run_id = (*record)->run_id();
+    }
+    auto events = workflow::Engine::read_history(engine, id, run_id, after, n);
+    if (!events.ok()) {
+      respond(error_response(events.status()));
+      return;
+    }
+    json::array out;
+    for (const auto& e : *events) {
+      out.push_back(event_json(e));
+    }
+    respond(json_response(200, json::object{{"id", id}, {"run_id", run_id}, {"events", out}}));
+  });
+}
+
+void WorkflowApi::list(const HttpRequest& request, Responder respond) {
+  workflow::ListFilter filter;
+  const auto type = request.query.find("type");
+  if (type == request.query.end() || type->second.empty()) {
+    respond(error_response(Status::invalid_argument("type is required")));
+    return;
+  }
+  filter.type = type->second;
+  if (const auto state = request.query.find("state"); state != request.query.end()) {
+    filter.state = state->second;
+  }
+  if (const auto token = request.query.find("page_token"); token != request.query.end()) {
+    filter.page_token = token->second;
+  }
+  auto limit = query_number(request, "limit", kDefaultLimit);
+  if (!limit.ok()) {
+    respond(error_response(limit.status()));
+    return;
+  }
+  filter.limit = std::min<std::size_t>(*limit, kMaxListLimit);
+  host_->read([filter = std::move(filter), respond = std::move(respond)](
+                  const Status& s, const storage::Engine& engine) {
+    if (!s.ok()) {
+      respond(error_response(s));
+      return;
+    }
+    auto page = workflow::Engine::list(engine, filter);
+    if (!page.ok()) {
+      respond(error_response(page.status()));
+      return;
+    }
+    json::array out;
+    for (const auto& e : page->entries) {
+      out.push_back(json::object{{"id", e.workflow_id},
+                                 {"type", e.type},
+                                 {"status", workflowpb::WorkflowStatus_Name(e.status)},
+                                 {"state", e.state},
+                                 {"updated_ms", e.updated_ms}});
+    }
+    respond(json_response(
+        200, json::object{{"workflows", out}, {"next_page_token", page->next_page_token}}));
+  });
+}
+
+}  // namespace herald::server

@@ -1,0 +1,65 @@
+#include "server/workflow_host.h"
+
+#include <spdlog/spdlog.h>
+
+#include "workflow/demo.h"
+
+namespace herald::server {
+
+// "demo.effect": the side effect is a KV key "effects/<idempotency key>" created with
+// compare-and-set (must not exist). A second run of the same activity — after a retry or a
+// failover — finds the key and succeeds without a second effect.
+class WorkflowHost::DemoEffectHandler final : public workflow::ActivityHandler {
+ public:
+  explicit DemoEffectHandler(ProposeFn propose) : propose_(std::move(propose)) {}
+
+  void run(const workflow::ActivityTask& task, std::function<void()> heartbeat,
+           std::function<void(workflow::ActivityOutcome)> done) override {
+    rsmpb::Command c;
+    auto* put = c.mutable_kv_put();
+    put->set_key("effects/" + task.idempotency_key);
+    put->set_value(task.input);
+    put->set_has_expected_revision(true);
+    put->set_expected_revision(0);
+    propose_(std::move(c), [done = std::move(done)](Result<rsmpb::CommandResult> r) {
+      workflow::ActivityOutcome outcome;
+      const auto code = r.ok() ? static_cast<Code>(r->code()) : r.status().code();
+      // Created now, or created by an earlier attempt: either way the effect exists once.
+      outcome.ok = code == Code::kOk || code == Code::kFailedPrecondition;
+      if (!outcome.ok) {
+        outcome.error_type = std::string(code_name(code));
+        outcome.error_message = r.ok() ? r->message() : r.status().message();
+      }
+      done(std::move(outcome));
+    });
+  }
+
+ private:
+  ProposeFn propose_;
+};
+
+WorkflowHost::WorkflowHost(const storage::Reader* state, ProposeFn propose) {
+  const Status added = registry_.add(workflow::make_demo_pipeline_type());
+  HERALD_ASSERT(added.ok(), "built-in workflow types register once");
+  engine_ = std::make_unique<workflow::Engine>(&registry_);
+  demo_effect_ = std::make_unique<DemoEffectHandler>(propose);
+  std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers{
+      {workflow::kDemoEffectActivity, demo_effect_.get()}};
+  runtime_ = std::make_unique<workflow::Runtime>(
+      state, engine_.get(), std::move(handlers), [propose](workflowpb::WorkflowCommand command) {
+        rsmpb::Command c;
+        c.mutable_module()->set_name(workflow::kModuleName);
+        c.mutable_module()->set_payload(command.SerializeAsString());
+        propose(std::move(c), [](Result<rsmpb::CommandResult> r) {
+          // The runtime re-proposes what did not take effect (timers re-scanned, activities
+          // re-dispatched); a lost proposal here only costs time.
+          if (!r.ok()) {
+            spdlog::debug("workflow runtime proposal failed: {}", r.status().to_string());
+          }
+        });
+      });
+}
+
+WorkflowHost::~WorkflowHost() = default;
+
+}  // namespace herald::server

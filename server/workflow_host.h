@@ -1,0 +1,45 @@
+// WorkflowHost: the workflow engine inside a running node — the "workflow" state-machine module,
+// the leader-side Runtime that runs activities and fires timers, and the activity handlers that
+// do real work.
+//
+// NodeHost owns one; it registers engine() with the state-machine router and installs the host
+// as the replica's NodeListener. Every method runs on the raft thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "rsm/node.h"
+#include "workflow/definition.h"
+#include "workflow/engine.h"
+#include "workflow/runtime.h"
+
+namespace herald::server {
+
+class NodeHost;
+
+class WorkflowHost final : public rsm::NodeListener {
+ public:
+  using ProposeFn = std::function<void(rsmpb::Command, rsm::ProposeCallback)>;
+
+  // `state` is the replica's engine (borrowed); `propose` submits a command from the raft
+  // thread (it must not re-enter the replica's Ready loop: post it).
+  WorkflowHost(const storage::Reader* state, ProposeFn propose);
+  ~WorkflowHost() override;
+
+  [[nodiscard]] workflow::Engine* engine() { return engine_.get(); }
+  void tick(std::int64_t now_ms) { runtime_->tick(now_ms); }
+
+  void on_applied() override { runtime_->after_apply(); }
+  void on_leadership(bool leader) override { runtime_->on_leadership(leader); }
+
+ private:
+  class DemoEffectHandler;
+
+  workflow::Registry registry_;
+  std::unique_ptr<workflow::Engine> engine_;
+  std::unique_ptr<DemoEffectHandler> demo_effect_;
+  std::unique_ptr<workflow::Runtime> runtime_;
+};
+
+}  // namespace herald::server
