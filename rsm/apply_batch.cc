@@ -11,19 +11,43 @@ Result<std::optional<std::string>> ApplyBatch::get(storage::Space space,
   return base_->get(space, key);
 }
 
+void ApplyBatch::stage(storage::Space space, std::string_view key,
+                       std::optional<std::string> value) {
+  OverlayKey k(space, std::string(key));
+  auto it = overlay_.find(k);
+  undo_.emplace_back(k, it == overlay_.end() ? OverlayValue() : OverlayValue(it->second));
+  overlay_[std::move(k)] = std::move(value);
+}
+
 void ApplyBatch::put(storage::Space space, std::string_view key, std::string_view value) {
   writes_.put(space, key, value);
-  overlay_[std::make_pair(space, std::string(key))] = std::string(value);
+  stage(space, key, std::string(value));
 }
 
 void ApplyBatch::del(storage::Space space, std::string_view key) {
   writes_.del(space, key);
-  overlay_[std::make_pair(space, std::string(key))] = std::nullopt;
+  stage(space, key, std::nullopt);
+}
+
+void ApplyBatch::rollback(const Savepoint& point) {
+  HERALD_ASSERT(point.undo <= undo_.size() && point.ops <= writes_.ops().size(),
+                "rollback to a savepoint that is not in this batch");
+  while (undo_.size() > point.undo) {
+    auto& [key, previous] = undo_.back();
+    if (previous.has_value()) {
+      overlay_[key] = std::move(*previous);
+    } else {
+      overlay_.erase(key);
+    }
+    undo_.pop_back();
+  }
+  writes_.truncate(point.ops);
 }
 
 void ApplyBatch::clear() {
   writes_.clear();
   overlay_.clear();
+  undo_.clear();
 }
 
 }  // namespace herald::rsm

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 #include "storage/engine.h"
@@ -25,6 +27,15 @@ class ApplyBatch {
   void put(storage::Space space, std::string_view key, std::string_view value);
   void del(storage::Space space, std::string_view key);
 
+  // A point to roll back to: rollback() undoes every put and del made after it, in the write
+  // batch and in what get() returns. Savepoints nest; roll back the innermost first.
+  struct Savepoint {
+    std::size_t ops = 0;
+    std::size_t undo = 0;
+  };
+  [[nodiscard]] Savepoint savepoint() const { return {writes_.ops().size(), undo_.size()}; }
+  void rollback(const Savepoint& point);
+
   [[nodiscard]] const storage::WriteBatch& writes() const { return writes_; }
   [[nodiscard]] storage::WriteBatch& mutable_writes() { return writes_; }
   void clear();
@@ -33,8 +44,14 @@ class ApplyBatch {
   const storage::Reader* base_;  // borrowed
   storage::WriteBatch writes_;
   // Latest staged value per (space, key); nullopt marks a staged delete.
-  std::map<std::pair<storage::Space, std::string>, std::optional<std::string>, std::less<>>
-      overlay_;
+  using OverlayKey = std::pair<storage::Space, std::string>;
+  // nullopt: absent from the overlay (read through to the base).
+  using OverlayValue = std::optional<std::optional<std::string>>;
+  void stage(storage::Space space, std::string_view key, std::optional<std::string> value);
+
+  std::map<OverlayKey, std::optional<std::string>, std::less<>> overlay_;
+  // The overlay entry each staged write replaced, in order, for rollback().
+  std::vector<std::pair<OverlayKey, OverlayValue>> undo_;
 };
 
 }  // namespace herald::rsm

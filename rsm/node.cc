@@ -404,7 +404,7 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
   std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
   for (const auto& entry : entries) {
     HERALD_ASSERT(entry.index() == applied_ + 1, "committed entries must apply in order");
-    apply_one(entry, batch, answers);
+    HERALD_RETURN_IF_ERROR(apply_one(entry, batch, answers));
     applied_ = entry.index();
     applied_term_ = entry.term();
   }
@@ -440,20 +440,20 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
   return Status::ok_status();
 }
 
-void Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
-                     std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
+Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
+                       std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
   if (entry.type() == raftpb::ENTRY_CONF_CHANGE) {
     raftpb::ConfChange change;
     if (!change.ParseFromString(entry.data())) {
       spdlog::error("replica {}: undecodable conf change at {}", config_.id, entry.index());
-      return;
+      return Status::ok_status();
     }
     conf_state_ = raft_->apply_conf_change(change);
     log_->set_conf_state(conf_state_);
-    return;
+    return Status::ok_status();
   }
   if (entry.data().empty()) {
-    return;  // The leader's no-op of its term.
+    return Status::ok_status();  // The leader's no-op of its term.
   }
   rsmpb::Command command;
   rsmpb::CommandResult result;
@@ -464,18 +464,37 @@ void Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
     auto admission =
         sessions_.admit(batch, command.origin(), command.incarnation(), command.request_id());
     if (!admission.ok()) {
-      result = status_result(admission.status());
-    } else if (*admission == Admission::kDuplicate) {
-      return;  // Applied (and answered) at its first index.
-    } else if (*admission == Admission::kTooOld) {
+      return admission.status();  // A damaged session record: the replica must stop.
+    }
+    if (*admission == Admission::kDuplicate) {
+      return Status::ok_status();  // Applied (and answered) at its first index.
+    }
+    if (*admission == Admission::kTooOld) {
       result = status_result(Status::aborted("request too old to be applied exactly once"));
     } else {
-      result = state_machine_->apply(entry.index(), command, batch);
+      HERALD_RETURN_IF_ERROR(apply_command(entry.index(), command, batch, result));
     }
   }
   if (command.origin() == config_.id && command.incarnation() == incarnation_) {
     answers.emplace_back(command.request_id(), std::move(result));
   }
+  return Status::ok_status();
+}
+
+Status Node::apply_command(raft::Index index, const rsmpb::Command& command, ApplyBatch& batch,
+                           rsmpb::CommandResult& result) {
+  // The session record stays (the command was applied: a copy must not run again); the
+  // command's own writes are undone when it fails, so a failed command has no effect.
+  const ApplyBatch::Savepoint before = batch.savepoint();
+  result = state_machine_->apply(index, command, batch);
+  const auto code = static_cast<Code>(result.code());
+  if (code == Code::kCorruption || code == Code::kIOError) {
+    return {code, fmt::format("applying entry {}: {}", index, result.message())};
+  }
+  if (code != Code::kOk) {
+    batch.rollback(before);
+  }
+  return Status::ok_status();
 }
 
 void Node::handle_read_states(const std::vector<raft::ReadState>& read_states) {

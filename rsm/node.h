@@ -142,8 +142,11 @@ class Node {
   [[nodiscard]] Status persist(const raft::Ready& rd);
   void send_messages(std::vector<raftpb::Message>& messages);
   [[nodiscard]] Status apply(const std::vector<raftpb::Entry>& entries);
-  void apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
-                 std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
+  [[nodiscard]] Status apply_one(
+      const raftpb::Entry& entry, ApplyBatch& batch,
+      std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
+  [[nodiscard]] Status apply_command(raft::Index index, const rsmpb::Command& command,
+                                     ApplyBatch& batch, rsmpb::CommandResult& result);
   void on_soft_state(const raft::SoftState& next);
   void fail_in_flight(const Status& proposal_status, const Status& read_status);
   void handle_read_states(const std::vector<raft::ReadState>& read_states);

@@ -306,3 +306,79 @@ TEST(StateMachineRouterTest, RoutesModulesAndRefusesUnknownOnes) {
 
 }  // namespace
 }  // namespace herald::rsm
+
+namespace herald::rsm {
+namespace {
+
+// Writes a key, then fails (or reports corruption) when the payload says so.
+class HalfDoneModule final : public StateMachine {
+ public:
+  rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                             ApplyBatch& batch) override {
+    batch.put(storage::Space::kState, "m" + command.module().payload(), "written");
+    rsmpb::CommandResult r;
+    if (command.module().payload() == "fail") {
+      r.set_code(static_cast<std::uint32_t>(Code::kInvalidArgument));
+    } else if (command.module().payload() == "corrupt") {
+      r.set_code(static_cast<std::uint32_t>(Code::kCorruption));
+      r.set_message("record fails its checksum");
+    }
+    return r;
+  }
+};
+
+class RoutedNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(router_.add_module("half", &module_).ok());
+    NodeConfig c;
+    c.id = 1;
+    c.initial_voters = {1};
+    auto node = Node::open(c, &engine_, &endpoint_, &router_);
+    ASSERT_TRUE(node.ok());
+    node_ = std::move(node).value();
+    ASSERT_TRUE(node_->process().ok());
+  }
+
+  Status propose(const std::string& payload, std::optional<Result<rsmpb::CommandResult>>& out) {
+    rsmpb::Command c;
+    c.mutable_module()->set_name("half");
+    c.mutable_module()->set_payload(payload);
+    node_->propose(c, [&out](Result<rsmpb::CommandResult> r) { out = std::move(r); });
+    return node_->process();
+  }
+
+  storage::MemEngine engine_;
+  TestNetwork net_;
+  TestNetwork::Endpoint endpoint_{&net_, 1};
+  KvStateMachine kv_;
+  HalfDoneModule module_;
+  StateMachineRouter router_{&kv_};
+  std::unique_ptr<Node> node_;
+};
+
+TEST_F(RoutedNodeTest, FailedCommandLeavesNoWrites) {
+  std::optional<Result<rsmpb::CommandResult>> out;
+  ASSERT_TRUE(propose("fail", out).ok());
+  ASSERT_TRUE(out.has_value() && out->ok());
+  EXPECT_EQ((*out)->code(), static_cast<std::uint32_t>(Code::kInvalidArgument));
+  auto v = engine_.get(storage::Space::kState, "mfail");
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->has_value());
+  ASSERT_TRUE(propose("ok", out).ok());
+  v = engine_.get(storage::Space::kState, "mok");
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->has_value());
+}
+
+TEST_F(RoutedNodeTest, CorruptionReportedByAModuleStopsTheReplica) {
+  std::optional<Result<rsmpb::CommandResult>> out;
+  const Status s = propose("corrupt", out);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  auto v = engine_.get(storage::Space::kState, "mcorrupt");
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->has_value()) << "nothing of the failed batch reached the engine";
+}
+
+}  // namespace
+}  // namespace herald::rsm

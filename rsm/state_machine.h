@@ -21,8 +21,9 @@ class StateMachine {
  public:
   virtual ~StateMachine() = default;
   // Applies `command`, committed at log `index`, staging its writes in `batch`. Returns the
-  // result for the proposer. kCorruption from the engine is reported in the result's code and
-  // must stop the node (the caller checks).
+  // result for the proposer. A result with a non-ok code has no effect: the caller undoes the
+  // command's writes. kCorruption or kIOError in the result stops the replica (the caller
+  // checks): state that failed its checksum is never built upon.
   [[nodiscard]] virtual rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                                    ApplyBatch& batch) = 0;
 };

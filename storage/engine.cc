@@ -40,4 +40,12 @@ void WriteBatch::clear() {
   bytes_ = 0;
 }
 
+void WriteBatch::truncate(std::size_t op_count) {
+  HERALD_ASSERT(op_count <= ops_.size(), "WriteBatch::truncate beyond its end");
+  for (std::size_t i = op_count; i < ops_.size(); ++i) {
+    bytes_ -= ops_[i].key.size() + ops_[i].value.size();
+  }
+  ops_.resize(op_count);
+}
+
 }  // namespace herald::storage

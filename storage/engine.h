@@ -52,6 +52,8 @@ class WriteBatch {
   // Appends all of `other`'s operations after this batch's.
   void append(const WriteBatch& other);
   void clear();
+  // Drops every operation after the first `op_count` (a rollback to an earlier size).
+  void truncate(std::size_t op_count);
 
   [[nodiscard]] const std::vector<Op>& ops() const { return ops_; }
   [[nodiscard]] bool empty() const { return ops_.empty(); }
