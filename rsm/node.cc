@@ -27,6 +27,9 @@ struct Node::OutboundStream {
   std::uint64_t seq = 0;
   bool finished = false;  // every chunk queued; waiting for the ack
   int deadline_tick = 0;
+  // A chunk the transport refused (its queue to the peer was at its bound): it goes first when
+  // there is room again. Only the stream's deadline abandons a stream that cannot make progress.
+  std::optional<rsmpb::PeerEnvelope> refused;
 };
 
 struct Node::InboundStream {
@@ -642,6 +645,12 @@ void Node::pump_streams() {
 }
 
 bool Node::pump_stream(OutboundStream& stream) {
+  if (stream.refused) {
+    if (!transport_->send(stream.to, *stream.refused)) {
+      return true;  // still no room: try again on the next pump
+    }
+    stream.refused.reset();
+  }
   while (!stream.finished && transport_->queued_bytes(stream.to) < kSnapshotWindowBytes) {
     std::string data;
     while (stream.it->valid() && data.size() < config_.snapshot_chunk_bytes) {
@@ -665,7 +674,8 @@ bool Node::pump_stream(OutboundStream& stream) {
       *chunk->mutable_snap_message() = stream.message;
     }
     if (!transport_->send(stream.to, envelope)) {
-      return false;
+      stream.refused = std::move(envelope);
+      return true;
     }
   }
   return true;

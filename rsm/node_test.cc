@@ -21,6 +21,9 @@ class TestNetwork {
       if (net_->down.contains(to) || net_->down.contains(self_)) {
         return true;  // Lost on the wire.
       }
+      if (net_->max_queued > 0 && net_->queue.size() >= net_->max_queued) {
+        return false;  // The queue is at its bound: refused.
+      }
       if (envelope.has_chunk()) {
         ++net_->chunks_sent;
       }
@@ -42,6 +45,7 @@ class TestNetwork {
   std::set<raft::NodeId> down;
   int chunks_sent = 0;
   bool duplicate_proposals = false;
+  std::size_t max_queued = 0;  // 0: unbounded; else send() refuses beyond this many messages
 };
 
 struct Replica {
@@ -246,6 +250,30 @@ TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
   ASSERT_TRUE(put(lead, "after", "1").ok());
   tick_all(5);
   EXPECT_EQ(read(lagging, "after"), "1");
+}
+
+// A transport that refuses sends at a small bound (backpressure) must only delay a snapshot stream
+// of many more chunks than the bound, not abandon it on every attempt.
+TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
+  NodeConfig base;
+  base.compaction_threshold_entries = 40;
+  base.log_tail_entries = 5;
+  base.snapshot_chunk_bytes = 64;
+  start(3, base);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId lagging = lead == 3 ? 2 : 3;
+  net_.down.insert(lagging);
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
+  }
+  net_.max_queued = 4;  // far fewer than the snapshot's chunks
+  net_.down.erase(lagging);
+  tick_all(200);
+  EXPECT_GT(net_.chunks_sent, 20);
+  EXPECT_EQ(replica(lagging).node->applied_index(), replica(lead).node->applied_index());
+  EXPECT_EQ(read(lagging, "k119"), std::string(20, 'v'));
 }
 
 }  // namespace
