@@ -39,8 +39,11 @@ class WorkflowHost::DemoEffectHandler final : public workflow::ActivityHandler {
 };
 
 WorkflowHost::WorkflowHost(const storage::Reader* state, ProposeFn propose) {
-  const Status added = registry_.add(workflow::make_demo_pipeline_type());
-  HERALD_ASSERT(added.ok(), "built-in workflow types register once");
+  for (auto type : {workflow::make_demo_pipeline_type(), workflow::make_demo_sleep_type(),
+                    workflow::make_demo_inbox_type()}) {
+    const Status added = registry_.add(std::move(type));
+    HERALD_ASSERT(added.ok(), "built-in workflow types register once");
+  }
   engine_ = std::make_unique<workflow::Engine>(&registry_);
   demo_effect_ = std::make_unique<DemoEffectHandler>(propose);
   std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers{

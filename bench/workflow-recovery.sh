@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Workflow crash recovery: a single-node Herald cluster on loopback holds WORKFLOWS in-flight
+# "demo.sleep" workflows whose durable timers are all due at one instant; the node is SIGKILLed
+# before that instant and restarted after it, and the script measures from just before the exec
+# to the first overdue timer fired and to all of them fired. See docs/benchmarks.md, "Workflow
+# crash recovery".
+# The work is done by bench/workflow_recovery.py (standard-library Python and wrk); this script
+# checks the environment, owns the scratch directory and cleans up.
+#
+# Usage: bench/workflow-recovery.sh            (from the repository root or anywhere)
+# Environment:
+#   WORKFLOWS    in-flight workflows (default 100000; a multiple of WRK_THREADS)
+#   LEAD_S       seconds from the start of the load to the timers' due time (default 60); the
+#                load must end 2 s before it
+#   OVERDUE_MS   how long after the due time the node is restarted (default 1000)
+#   WRK_THREADS  wrk threads (default 2)
+#   WRK_CONNS    wrk connections (default 64)
+#   HERALD_BIN   Herald binary (default build/herald)
+#   BENCH_TMP    parent of the scratch directory (default $TMPDIR or /tmp)
+#   KEEP_LOGS    directory to copy the node log and wrk output to before cleanup
+#
+# Output: progress lines and a final machine-parsable line
+#   WORKFLOW_RECOVERY_RESULT workflows=.. load_s=.. open_ms=.. leader_ms=.. first_fired_ms=..
+#   all_fired_ms=.. first_stamped_ms=.. last_stamped_ms=.. polls_unanswered=.. ok=0|1
+# Bounds: only 127.0.0.1; the helper runs under `timeout`; every wait in it has a deadline.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
+readonly SCRIPT_DIR REPO_DIR
+
+WORKFLOWS="${WORKFLOWS:-100000}"
+LEAD_S="${LEAD_S:-60}"
+OVERDUE_MS="${OVERDUE_MS:-1000}"
+WRK_THREADS="${WRK_THREADS:-2}"
+WRK_CONNS="${WRK_CONNS:-64}"
+HERALD_BIN="${HERALD_BIN:-$REPO_DIR/build/herald}"
+KEEP_LOGS="${KEEP_LOGS:-}"
+
+readonly HOST=127.0.0.1
+readonly CLIENT_PORT=28791
+readonly PEER_PORT=28801
+readonly FIXED_BUDGET_S=300   # start, counts, restart and the fire timeout (120 s)
+
+WORK_DIR=""
+HELPER_PID=""
+
+log() { printf '[workflow-recovery] %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+validate_params() {
+  [[ "$WRK_THREADS" =~ ^[1-9][0-9]*$ ]] || die "WRK_THREADS must be a positive integer"
+  { [[ "$WORKFLOWS" =~ ^[1-9][0-9]*$ ]] && ((WORKFLOWS <= 2000000 && WORKFLOWS % WRK_THREADS == 0)); } ||
+    die "WORKFLOWS must be 1..2000000 and a multiple of WRK_THREADS"
+  { [[ "$LEAD_S" =~ ^[1-9][0-9]*$ ]] && ((LEAD_S >= 5 && LEAD_S <= 1800)); } || die "LEAD_S must be 5..1800"
+  { [[ "$OVERDUE_MS" =~ ^[0-9]+$ ]] && ((OVERDUE_MS <= 60000)); } || die "OVERDUE_MS must be 0..60000"
+  { [[ "$WRK_CONNS" =~ ^[1-9][0-9]*$ ]] && ((WRK_CONNS >= WRK_THREADS)); } ||
+    die "WRK_CONNS must be an integer >= WRK_THREADS"
+  [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
+  command -v wrk >/dev/null || die "wrk missing: bash scripts/install-deps.sh --bench"
+  command -v python3 >/dev/null || die "python3 missing"
+  command -v timeout >/dev/null || die "timeout (coreutils) missing"
+}
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+}
+
+# Kills the helper, then the node it started (its pid file, only if it names our data dir).
+cleanup() {
+  local rc=$?
+  if [[ -n "$HELPER_PID" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then
+    kill -TERM "$HELPER_PID" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$HELPER_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
+    local f pid
+    for f in "$WORK_DIR"/*.pid; do
+      [[ -f "$f" ]] || continue
+      pid="$(cat "$f")"
+      if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$WORK_DIR"; then
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done
+    if [[ -n "$KEEP_LOGS" ]]; then
+      mkdir -p "$KEEP_LOGS"
+      cp "$WORK_DIR"/n1.log "$WORK_DIR"/wrk.out "$KEEP_LOGS"/ 2>/dev/null || true
+      # RocksDB's own info logs (they time its recovery), named after their directory.
+      local rlog
+      while IFS= read -r rlog; do
+        cp "$rlog" "$KEEP_LOGS/rocksdb-$(basename "$(dirname "$rlog")")-$(basename "$rlog")" 2>/dev/null || true
+      done < <(find "$WORK_DIR/n1" -maxdepth 3 -type f \( -name LOG -o -name 'LOG.old.*' \) 2>/dev/null)
+      log "node log and RocksDB info logs copied to $KEEP_LOGS"
+    elif ((rc != 0)) && [[ -s "$WORK_DIR/n1.log" ]]; then
+      log "last lines of the node log:"
+      tail -n 8 "$WORK_DIR/n1.log" >&2
+    fi
+    rm -rf "$WORK_DIR"
+  fi
+  exit "$rc"
+}
+
+main() {
+  validate_params
+  local p
+  for p in "$CLIENT_PORT" "$PEER_PORT"; do
+    if port_in_use "$p"; then
+      die "port $p on $HOST is already in use"
+    fi
+  done
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  WORK_DIR="$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/herald-wf-recovery.XXXXXX")"
+  log "$WORKFLOWS workflows, due ${LEAD_S}s after the load starts, restart ${OVERDUE_MS} ms after;" \
+    "scratch on $(df -T "$WORK_DIR" | awk 'NR == 2 { print $2 }'); load average before:" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+  local rc=0
+  timeout --kill-after=10 "$((FIXED_BUDGET_S + LEAD_S))" python3 -u "$SCRIPT_DIR/workflow_recovery.py" \
+    --binary "$HERALD_BIN" --work-dir "$WORK_DIR" \
+    --client-port "$CLIENT_PORT" --peer-port "$PEER_PORT" \
+    --workflows "$WORKFLOWS" --lead-s "$LEAD_S" --overdue-ms "$OVERDUE_MS" \
+    --wrk-threads "$WRK_THREADS" --wrk-conns "$WRK_CONNS" &
+  HELPER_PID=$!
+  wait "$HELPER_PID" || rc=$?
+  HELPER_PID=""
+  log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  ((rc == 0)) || die "workflow recovery run failed (exit $rc)"
+}
+
+main "$@"
