@@ -59,6 +59,9 @@ rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   // Restart replays the WAL of every memtable not yet flushed. The meta space is written rarely
   // and would otherwise pin old WAL files; this bound flushes whichever space holds the oldest.
   db.max_total_wal_size = options.max_total_wal_bytes;
+  // Serve right after replaying the WAL; the recovered memtables are flushed in the background
+  // as usual instead of before open returns.
+  db.avoid_flush_during_recovery = true;
   return db;
 }
 

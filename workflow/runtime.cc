@@ -1,5 +1,7 @@
 #include "workflow/runtime.h"
 
+#include <fmt/format.h>
+
 #include <utility>
 #include <vector>
 
@@ -29,8 +31,11 @@ std::string attempt_key(const workflowpb::ActivityRecord& r) {
   return attempt_key(r.workflow_id(), r.run_id(), r.activity_id(), r.attempt());
 }
 
+// Sorts like the engine's timer index by due time (zero-padded to kDueDigits), then identity.
+constexpr std::size_t kDueDigits = 20;
 std::string timer_key(const workflowpb::TimerRecord& t) {
-  return t.workflow_id() + '/' + std::to_string(t.run_id()) + '/' + std::to_string(t.timer_id());
+  return fmt::format("{:020}/{}/{}/{}", std::max<std::int64_t>(t.due_ms(), 0), t.workflow_id(),
+                     t.run_id(), t.timer_id());
 }
 
 // Forgets proposals older than kResendAfterMs: they were lost, so they may be proposed again.
@@ -209,18 +214,28 @@ void Runtime::rescan_activities() {
 }
 
 void Runtime::fire_due_timers(std::int64_t now_ms) {
-  auto due = Engine::due_timers(*state_, now_ms, kMaxTimersPerTick);
+  // Fires still in flight are scanned again (they stay in the index until applied), so the scan
+  // reaches past them to up to a tick's budget of new ones.
+  const std::size_t in_flight = timers_sent_.size();
+  const std::size_t budget = in_flight >= kMaxTimerFiresInFlight
+                                 ? 0
+                                 : std::min(kMaxTimersPerTick, kMaxTimerFiresInFlight - in_flight);
+  const std::size_t limit = std::max<std::size_t>(in_flight + budget, 1);
+  auto due = Engine::due_timers(*state_, now_ms, limit);
   if (!due.ok()) {
     SPDLOG_WARN("workflow runtime: scanning due timers failed: {}", due.status().to_string());
     return;
   }
   std::set<std::string> live;
+  std::size_t proposed = 0;
   for (const auto& timer : *due) {
     std::string key = timer_key(timer);
     live.insert(key);
-    if (!timers_sent_.emplace(std::move(key), now_ms).second) {
-      continue;  // proposed already, not applied yet
+    if (timers_sent_.contains(key) || proposed == budget) {
+      continue;  // proposed already and not applied yet, or over this tick's budget
     }
+    timers_sent_.emplace(std::move(key), now_ms);
+    ++proposed;
     workflowpb::WorkflowCommand command;
     auto* fire = command.mutable_fire_timer();
     fire->set_workflow_id(timer.workflow_id());
@@ -229,8 +244,16 @@ void Runtime::fire_due_timers(std::int64_t now_ms) {
     fire->set_due_ms(timer.due_ms());
     propose_(std::move(command));
   }
-  if (due->size() < kMaxTimersPerTick) {
+  if (due->size() < limit) {
     forget_absent(timers_sent_, live);  // the scan was complete: absent timers fired or went
+  } else if (!live.empty()) {
+    // The scan covered every timer due before its last due time: one sent and due earlier than
+    // that, yet no longer listed, was applied.
+    const std::string& last = *live.rbegin();
+    std::erase_if(timers_sent_, [&](const auto& entry) {
+      return entry.first.compare(0, kDueDigits, last, 0, kDueDigits) < 0 &&
+             !live.contains(entry.first);
+    });
   }
 }
 

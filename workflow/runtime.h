@@ -27,6 +27,8 @@ namespace herald::workflow {
 
 // Timers proposed per tick at most (the rest next tick, still in due order).
 inline constexpr std::size_t kMaxTimersPerTick = 4096;
+// Timer fires proposed and not yet applied, at most (flow control toward the log).
+inline constexpr std::size_t kMaxTimerFiresInFlight = 8192;
 inline constexpr std::size_t kMaxActivitiesInFlight = 16384;
 // A FireTimer or ReportActivity not seen applied this long after it was proposed counts as lost:
 // the timer is fired again, the activity attempt run again.
