@@ -132,12 +132,13 @@ class DemoSleep final : public WorkflowType {
       delay = v;
     }
     if (!ok || delay > kMaxDemoSleepMs) {
-      return Decision{"failed", "",
-                      {Action::fail("invalid_input",
-                                    "input must be a delay in ms (0..a week) or @<wall ms>")}};
+      return Decision{
+          "failed",
+          "",
+          {Action::fail("invalid_input", "input must be a delay in ms (0..a week) or @<wall ms>")}};
     }
-    return Decision{"sleeping", std::string(event.payload),
-                    {Action::start_timer(kDemoSleepTimer, delay)}};
+    return Decision{
+        "sleeping", std::string(event.payload), {Action::start_timer(kDemoSleepTimer, delay)}};
   }
 };
 
@@ -174,8 +175,12 @@ std::shared_ptr<const WorkflowType> make_demo_pipeline_type() {
   return std::make_shared<DemoPipeline>();
 }
 
-std::shared_ptr<const WorkflowType> make_demo_sleep_type() { return std::make_shared<DemoSleep>(); }
+std::shared_ptr<const WorkflowType> make_demo_sleep_type() {
+  return std::make_shared<DemoSleep>();
+}
 
-std::shared_ptr<const WorkflowType> make_demo_inbox_type() { return std::make_shared<DemoInbox>(); }
+std::shared_ptr<const WorkflowType> make_demo_inbox_type() {
+  return std::make_shared<DemoInbox>();
+}
 
 }  // namespace herald::workflow

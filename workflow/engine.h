@@ -68,10 +68,10 @@ struct VisibilityEntry {
 };
 
 struct ListFilter {
-  std::string type;                   // required
-  std::optional<std::string> state;   // a named state, or all
+  std::string type;                  // required
+  std::optional<std::string> state;  // a named state, or all
   std::size_t limit = 100;
-  std::string page_token;             // from the previous page's next_page_token
+  std::string page_token;  // from the previous page's next_page_token
 };
 
 struct ListPage {
