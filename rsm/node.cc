@@ -709,9 +709,6 @@ void Node::receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk) {
   }
   if (!in_stream_ || in_stream_->from != from || in_stream_->stream_id != chunk.stream_id() ||
       in_stream_->next_seq != chunk.seq()) {
-    spdlog::warn("DEBUG replica {}: chunk seq {} stream {} from {}: in_stream {} next_seq {}",
-                 config_.id, chunk.seq(), chunk.stream_id(), from, in_stream_ != nullptr,
-                 in_stream_ ? in_stream_->next_seq : 0);
     send_ack(from, chunk.stream_id(), false);
     in_stream_.reset();
     return;
@@ -730,8 +727,6 @@ void Node::receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk) {
   }
   staged_snapshot_ = chunk.metadata();
   const Status step = raft_->step(chunk.snap_message());
-  if (!step.ok())
-    spdlog::warn("DEBUG replica {}: step snap failed {}", config_.id, step.to_string());
   send_ack(from, chunk.stream_id(), step.ok());
   in_stream_.reset();
 }
