@@ -936,6 +936,10 @@ rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& 
   if (!wc.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return error_result(Status::invalid_argument("workflow command does not decode"));
   }
+  if (wc.has_fire_timer()) {
+    const auto& f = wc.fire_timer();
+    applied_fires_.push_back({f.workflow_id(), f.run_id(), f.timer_id(), f.due_ms()});
+  }
   Applier applier(batch, *registry_, command.wall_ms(), dispatchable_);
   auto result = apply_command(applier, wc);
   return result.ok() ? std::move(result).value() : error_result(result.status());
@@ -943,6 +947,10 @@ rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& 
 
 std::vector<ActivityRef> Engine::take_dispatchable() {
   return std::exchange(dispatchable_, {});
+}
+
+std::vector<AppliedFire> Engine::take_applied_fires() {
+  return std::exchange(applied_fires_, {});
 }
 
 Result<std::optional<WorkflowRecord>> Engine::read_workflow(const storage::Reader& reader,
@@ -1002,11 +1010,29 @@ Result<std::optional<ActivityRecord>> Engine::read_activity(const storage::Reade
 
 Result<std::vector<TimerRecord>> Engine::due_timers(const storage::Reader& reader,
                                                     std::int64_t now_ms, std::size_t limit) {
+  HERALD_ASSIGN_OR_RETURN(DueTimerPage page, due_timers_after(reader, now_ms, {}, limit));
+  return std::move(page.timers);
+}
+
+Result<DueTimerPage> Engine::due_timers_after(const storage::Reader& reader, std::int64_t now_ms,
+                                              std::string_view cursor, std::size_t limit) {
+  const std::string prefix = keys::sub_prefix(keys::kTimerSub);
   const std::string end = now_ms == std::numeric_limits<std::int64_t>::max()
-                              ? keys::prefix_end(keys::sub_prefix(keys::kTimerSub))
+                              ? keys::prefix_end(prefix)
                               : keys::timer_bound(now_ms + 1);
-  return scan_records<TimerRecord>(reader, keys::sub_prefix(keys::kTimerSub), end,
-                                   std::min(limit, kMaxReadLimit), "timer");
+  const std::string begin = cursor.empty() ? prefix : std::string(cursor);
+  DueTimerPage page;
+  auto it = reader.scan(storage::Space::kState, begin, end);
+  for (; it->valid() && page.timers.size() < std::min(limit, kMaxReadLimit); it->next()) {
+    HERALD_ASSIGN_OR_RETURN(TimerRecord timer, keys::open<TimerRecord>(it->value(), "timer"));
+    page.timers.push_back(std::move(timer));
+    page.next_cursor = std::string(it->key()) + '\0';  // the least key after this one
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  if (page.timers.empty()) {
+    page.next_cursor = begin;
+  }
+  return page;
 }
 
 Result<std::vector<ActivityRecord>> Engine::dispatchable_activities(const storage::Reader& reader,

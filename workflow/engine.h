@@ -59,6 +59,20 @@ struct ActivityRef {
   std::uint32_t attempt = 0;
 };
 
+// A FireTimer command that was applied (fired, or found its timer gone).
+struct AppliedFire {
+  std::string workflow_id;
+  std::uint64_t run_id = 0;
+  std::uint64_t timer_id = 0;
+  std::int64_t due_ms = 0;
+};
+
+// A page of due timers and where the next page starts.
+struct DueTimerPage {
+  std::vector<workflowpb::TimerRecord> timers;  // due order
+  std::string next_cursor;                      // opaque; pass back to continue after these
+};
+
 struct VisibilityEntry {
   std::string workflow_id;
   std::string type;
@@ -91,6 +105,8 @@ class Engine final : public rsm::StateMachine {
 
   // Activities that became dispatchable in the commands applied since the last call.
   [[nodiscard]] std::vector<ActivityRef> take_dispatchable();
+  // FireTimer commands applied since the last call, whatever their outcome.
+  [[nodiscard]] std::vector<AppliedFire> take_applied_fires();
 
   // ---- Reads of applied state ----
   [[nodiscard]] static Result<std::optional<workflowpb::WorkflowRecord>> read_workflow(
@@ -105,6 +121,11 @@ class Engine final : public rsm::StateMachine {
   // Timers with due_ms <= now_ms, in due order, at most `limit`.
   [[nodiscard]] static Result<std::vector<workflowpb::TimerRecord>> due_timers(
       const storage::Reader& reader, std::int64_t now_ms, std::size_t limit);
+  // Timers with due_ms <= now_ms after `cursor` (empty: from the first), in due order.
+  [[nodiscard]] static Result<DueTimerPage> due_timers_after(const storage::Reader& reader,
+                                                             std::int64_t now_ms,
+                                                             std::string_view cursor,
+                                                             std::size_t limit);
   // Every DISPATCHABLE activity (a new leader resumes them all), at most `limit` after `after`.
   [[nodiscard]] static Result<std::vector<workflowpb::ActivityRecord>> dispatchable_activities(
       const storage::Reader& reader, std::size_t limit);
@@ -112,6 +133,7 @@ class Engine final : public rsm::StateMachine {
  private:
   const Registry* registry_;  // borrowed
   std::vector<ActivityRef> dispatchable_;
+  std::vector<AppliedFire> applied_fires_;
 };
 
 }  // namespace herald::workflow

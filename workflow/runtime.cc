@@ -31,11 +31,14 @@ std::string attempt_key(const workflowpb::ActivityRecord& r) {
   return attempt_key(r.workflow_id(), r.run_id(), r.activity_id(), r.attempt());
 }
 
-// Sorts like the engine's timer index by due time (zero-padded to kDueDigits), then identity.
-constexpr std::size_t kDueDigits = 20;
+// Names one timer's fire proposal.
+std::string fire_key(std::int64_t due_ms, std::string_view workflow_id, std::uint64_t run_id,
+                     std::uint64_t timer_id) {
+  return fmt::format("{}/{}/{}/{}", due_ms, workflow_id, run_id, timer_id);
+}
+
 std::string timer_key(const workflowpb::TimerRecord& t) {
-  return fmt::format("{:020}/{}/{}/{}", std::max<std::int64_t>(t.due_ms(), 0), t.workflow_id(),
-                     t.run_id(), t.timer_id());
+  return fire_key(t.due_ms(), t.workflow_id(), t.run_id(), t.timer_id());
 }
 
 // Forgets proposals older than kResendAfterMs: they were lost, so they may be proposed again.
@@ -70,6 +73,8 @@ void Runtime::on_leadership(bool leader) {
   timers_sent_.clear();
   reports_sent_.clear();
   rescan_needed_ = false;
+  timer_cursor_.clear();
+  last_timer_rescan_ms_ = last_now_ms_;
   if (!leader_) {
     return;
   }
@@ -80,6 +85,9 @@ void Runtime::on_leadership(bool leader) {
 void Runtime::after_apply() {
   // Followers drain the hints too, so that they do not pile up; a new leader rescans instead.
   const std::vector<ActivityRef> refs = engine_->take_dispatchable();
+  for (const AppliedFire& fire : engine_->take_applied_fires()) {
+    timers_sent_.erase(fire_key(fire.due_ms, fire.workflow_id, fire.run_id, fire.timer_id));
+  }
   if (!leader_) {
     return;
   }
@@ -214,28 +222,31 @@ void Runtime::rescan_activities() {
 }
 
 void Runtime::fire_due_timers(std::int64_t now_ms) {
-  // Fires still in flight are scanned again (they stay in the index until applied), so the scan
-  // reaches past them to up to a tick's budget of new ones.
+  // The scan continues from where the last one stopped, so timers whose fires are in flight
+  // (they stay in the index until applied) are not read again each tick. It starts over from
+  // the first due timer once per kTimerRescanIntervalMs, which finds any timer due earlier than
+  // the cursor (one created already due) and re-proposes lost fires once they expire.
+  if (now_ms - last_timer_rescan_ms_ >= kTimerRescanIntervalMs) {
+    timer_cursor_.clear();
+    last_timer_rescan_ms_ = now_ms;
+  }
   const std::size_t in_flight = timers_sent_.size();
-  const std::size_t budget = in_flight >= kMaxTimerFiresInFlight
-                                 ? 0
-                                 : std::min(kMaxTimersPerTick, kMaxTimerFiresInFlight - in_flight);
-  const std::size_t limit = std::max<std::size_t>(in_flight + budget, 1);
-  auto due = Engine::due_timers(*state_, now_ms, limit);
-  if (!due.ok()) {
-    SPDLOG_WARN("workflow runtime: scanning due timers failed: {}", due.status().to_string());
+  if (in_flight >= kMaxTimerFiresInFlight) {
     return;
   }
-  std::set<std::string> live;
-  std::size_t proposed = 0;
-  for (const auto& timer : *due) {
-    std::string key = timer_key(timer);
-    live.insert(key);
-    if (timers_sent_.contains(key) || proposed == budget) {
-      continue;  // proposed already and not applied yet, or over this tick's budget
+  const std::size_t budget = std::min(kMaxTimersPerTick, kMaxTimerFiresInFlight - in_flight);
+  // From the start, fires in flight are listed again: read past them.
+  const std::size_t limit = budget + (timer_cursor_.empty() ? in_flight : 0);
+  auto page = Engine::due_timers_after(*state_, now_ms, timer_cursor_, limit);
+  if (!page.ok()) {
+    SPDLOG_WARN("workflow runtime: scanning due timers failed: {}", page.status().to_string());
+    return;
+  }
+  timer_cursor_ = std::move(page->next_cursor);
+  for (const auto& timer : page->timers) {
+    if (!timers_sent_.emplace(timer_key(timer), now_ms).second) {
+      continue;  // proposed already and not applied yet
     }
-    timers_sent_.emplace(std::move(key), now_ms);
-    ++proposed;
     workflowpb::WorkflowCommand command;
     auto* fire = command.mutable_fire_timer();
     fire->set_workflow_id(timer.workflow_id());
@@ -243,17 +254,6 @@ void Runtime::fire_due_timers(std::int64_t now_ms) {
     fire->set_timer_id(timer.timer_id());
     fire->set_due_ms(timer.due_ms());
     propose_(std::move(command));
-  }
-  if (due->size() < limit) {
-    forget_absent(timers_sent_, live);  // the scan was complete: absent timers fired or went
-  } else if (!live.empty()) {
-    // The scan covered every timer due before its last due time: one sent and due earlier than
-    // that, yet no longer listed, was applied.
-    const std::string& last = *live.rbegin();
-    std::erase_if(timers_sent_, [&](const auto& entry) {
-      return entry.first.compare(0, kDueDigits, last, 0, kDueDigits) < 0 &&
-             !live.contains(entry.first);
-    });
   }
 }
 

@@ -29,6 +29,8 @@ namespace herald::workflow {
 inline constexpr std::size_t kMaxTimersPerTick = 4096;
 // Timer fires proposed and not yet applied, at most (flow control toward the log).
 inline constexpr std::size_t kMaxTimerFiresInFlight = 8192;
+// How often the due-timer scan starts over from the earliest due timer.
+inline constexpr std::int64_t kTimerRescanIntervalMs = 1'000;
 inline constexpr std::size_t kMaxActivitiesInFlight = 16384;
 // A FireTimer or ReportActivity not seen applied this long after it was proposed counts as lost:
 // the timer is fired again, the activity attempt run again.
@@ -103,6 +105,8 @@ class Runtime {
   std::map<std::string, std::int64_t> reports_sent_;  // ReportActivity, by attempt key
   std::int64_t last_now_ms_ = 0;                      // the latest tick() time
   std::int64_t last_rescan_ms_ = 0;
+  std::string timer_cursor_;  // where the next due-timer scan continues (empty: from the start)
+  std::int64_t last_timer_rescan_ms_ = 0;
   bool rescan_needed_ = false;  // a hint was skipped (in-flight bound, read error)
 };
 

@@ -297,6 +297,45 @@ TEST(Runtime, LostFireTimerIsProposedAgainAfterResendInterval) {
   EXPECT_EQ(h.workflow("w1").status(), workflowpb::COMPLETED);
 }
 
+TEST(Runtime, BacklogOfTimersIsFiredPastThoseInFlightUpToTheBound) {
+  Harness h;
+  const std::size_t count = kMaxTimerFiresInFlight + kMaxTimersPerTick / 2;
+  for (std::size_t i = 0; i < count; ++i) {
+    h.start("t" + std::to_string(i), kSleepType, "100");
+  }
+  h.now_ms += 100;
+  h.tick();  // as a follower: only the clock is noted
+  h.runtime().on_leadership(true);
+  EXPECT_EQ(h.proposed.size(), kMaxTimersPerTick);
+  h.tick();  // the next batch, without waiting for the first to apply
+  EXPECT_EQ(h.proposed.size(), 2 * kMaxTimersPerTick);
+  h.tick();  // the bound on fires in flight holds
+  EXPECT_EQ(h.proposed.size(), kMaxTimerFiresInFlight);
+  h.apply_proposed();  // applied fires leave the in-flight set
+  h.tick();
+  EXPECT_EQ(h.proposed.size(), count - kMaxTimerFiresInFlight);
+  h.apply_proposed();
+  h.tick();
+  EXPECT_TRUE(h.proposed.empty());
+  EXPECT_EQ(h.workflow("t0").status(), workflowpb::COMPLETED);
+  EXPECT_EQ(h.workflow("t" + std::to_string(count - 1)).status(), workflowpb::COMPLETED);
+}
+
+TEST(Runtime, TimerDueBeforeTheCursorIsFoundByTheNextRescan) {
+  Harness h;
+  h.runtime().on_leadership(true);
+  h.start("later", kSleepType, "100");
+  h.now_ms += 100;
+  h.tick();
+  ASSERT_EQ(h.proposed.size(), 1U);
+  h.apply_proposed();
+  h.start("already-due", kSleepType, "0");  // due now, before nothing of the cursor
+  h.now_ms += kTimerRescanIntervalMs;
+  h.tick();
+  ASSERT_EQ(h.proposed.size(), 1U);
+  EXPECT_EQ(h.proposed[0].fire_timer().workflow_id(), "already-due");
+}
+
 TEST(Runtime, FollowerRuntimeDoesNothing) {
   Harness h;
   h.start("w1", kWorkType);
