@@ -1,7 +1,7 @@
 // herald: the single binary. Subcommands:
 //   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...]
-//   herald sim --scenario raft --seeds N [--seed S]
+//   herald sim --scenario raft|workflow --seeds N [--seed S]
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   bool verbose = false;
   CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
-  sim->add_option("--scenario", scenario, "Scenario: raft");
+  sim->add_option("--scenario", scenario, "Scenario: raft or workflow");
   sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
   sim->add_flag("--verbose", verbose, "Print a trace of the run");

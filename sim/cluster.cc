@@ -98,11 +98,6 @@ constexpr std::uint64_t kFullLogCheckEveryEvents = 2'000;
 constexpr raft::Index kLogCheckWindowEntries = 4;
 constexpr std::uint64_t kReadPageBytes = 1ULL << 20U;
 
-std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t salt) {
-  std::uint64_t state = seed ^ (salt * 0xd1b54a32d192ed03ULL);
-  return splitmix64(state);
-}
-
 LinkBounds link_bounds_for(std::uint64_t seed) {
   LinkBounds bounds;
   Rng rng(derive_seed(seed, 5));
@@ -147,6 +142,11 @@ bool same_entry(const EntryDigest& a, const EntryDigest& b) {
 }
 
 }  // namespace
+
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t salt) {
+  std::uint64_t state = seed ^ (salt * 0xd1b54a32d192ed03ULL);
+  return splitmix64(state);
+}
 
 EntryDigest digest_of(const raftpb::Entry& entry) {
   // std::hash of bytes is a fixed function of the bytes (no per-process salt in libstdc++), so
@@ -331,8 +331,9 @@ struct SimCluster::Client {
   std::map<std::string, Seen> seen;  // the last state this client learned of each key
 };
 
-SimCluster::SimCluster(const ClusterOptions& options)
+SimCluster::SimCluster(const ClusterOptions& options, ClusterScenario* scenario)
     : options_(options),
+      scenario_(scenario),
       fault_rng_(derive_seed(options.seed, 1)),
       client_rng_(derive_seed(options.seed, 2)),
       crash_rng_(derive_seed(options.seed, 3)),
@@ -409,8 +410,9 @@ Status SimCluster::open_replica(Replica& r) {
   config.compaction_threshold_entries = kSimCompactionThresholdEntries;
   config.log_tail_entries = kSimLogTailEntries;
   config.snapshot_chunk_bytes = kSimSnapshotChunkBytes;
-  HERALD_ASSIGN_OR_RETURN(r.node,
-                          rsm::Node::open(config, &r.engine, r.transport, &r.state_machine));
+  rsm::StateMachine* state_machine =
+      scenario_ != nullptr ? scenario_->open_replica(r.id, &r.engine) : &r.state_machine;
+  HERALD_ASSIGN_OR_RETURN(r.node, rsm::Node::open(config, &r.engine, r.transport, state_machine));
   const raft::NodeId id = r.id;
   r.node->set_apply_observer([this, id](const raftpb::Entry& entry) {
     std::string violation = safety_.on_apply(id, entry);
@@ -418,6 +420,9 @@ Status SimCluster::open_replica(Replica& r) {
       fail(std::move(violation));
     }
   });
+  if (scenario_ != nullptr) {
+    scenario_->on_replica_up(id, *r.node);
+  }
   return Status::ok_status();
 }
 
@@ -444,6 +449,9 @@ void SimCluster::crash_replica(Replica& r, MonoMs down_for_ms) {
   HERALD_ASSERT(r.node != nullptr, "only a running replica can crash");
   abandon_ops_on(r.id);
   r.node.reset();
+  if (scenario_ != nullptr) {
+    scenario_->on_replica_down(r.id);
+  }
   network_.set_up(r.id, false);
   r.engine.crash(crash_rng_);
   ++stats_.crashes;
@@ -456,6 +464,9 @@ void SimCluster::on_tick(const Event& event) {
     return;  // The tick chain of a crashed incarnation ends here.
   }
   r.node->tick();
+  if (scenario_ != nullptr) {
+    scenario_->on_tick(r.id);
+  }
   schedule(clock_.mono_ms() + kTickMs, event);
 }
 
@@ -516,7 +527,26 @@ void SimCluster::dispatch(const Event& event) {
     case EventKind::kFault: on_fault(); break;
     case EventKind::kHeal: on_heal(event); break;
     case EventKind::kSettleCheck: on_settle_check(); break;
+    case EventKind::kCall: on_call(event); break;
   }
+}
+
+void SimCluster::schedule_call(MonoMs at_ms, std::function<void()> call) {
+  const std::uint64_t name = next_call_++;
+  calls_.emplace(name, std::move(call));
+  schedule(std::max(at_ms, clock_.mono_ms()), Event{EventKind::kCall, raft::kNoNode, -1, name});
+}
+
+void SimCluster::on_call(const Event& event) {
+  auto it = calls_.find(event.generation);
+  HERALD_ASSERT(it != calls_.end(), "every scheduled call runs once");
+  const std::function<void()> call = std::move(it->second);
+  calls_.erase(it);
+  call();
+}
+
+rsm::Node* SimCluster::node(raft::NodeId id) {
+  return replica(id).node.get();
 }
 
 void SimCluster::deliver(const Delivery& delivery) {
@@ -562,6 +592,12 @@ void SimCluster::check_all() {
   revision_checks_.clear();
   stats_.leaders = safety_.leaders_seen();
   check_logs(stats_.events % kFullLogCheckEveryEvents == 0);
+  if (scenario_ != nullptr && !failure_) {
+    std::string violation = scenario_->check_after_event();
+    if (!violation.empty()) {
+      fail(std::move(violation));
+    }
+  }
 }
 
 void SimCluster::check_logs(bool full) {
@@ -930,6 +966,25 @@ void SimCluster::on_settle_check() {
   schedule(clock_.mono_ms() + kSettleCheckPeriodMs, Event{EventKind::kSettleCheck});
 }
 
+std::string SimCluster::describe_replicas() const {
+  std::string out;
+  for (const auto& [id, r] : replicas_) {
+    if (!out.empty()) {
+      out += "; ";
+    }
+    if (!r->node) {
+      out += fmt::format("replica {} down", id);
+      continue;
+    }
+    const raft::NodeStatus st = r->node->status();
+    out += fmt::format("replica {}: term {} {} commit {} applied {} log [{}, {}]", id, st.term,
+                       st.role == raft::Role::kLeader ? "leader" : "not leader", st.commit,
+                       r->node->applied_index(), r->node->log().first_index(),
+                       r->node->log().last_index());
+  }
+  return out;
+}
+
 bool SimCluster::converged() const {
   for (const auto& c : clients_) {
     if (c->pending) {
@@ -949,7 +1004,10 @@ bool SimCluster::converged() const {
     }
     applied = st.commit;
   }
-  return leader && applied.value_or(0) >= safety_.max_committed();
+  if (!leader || applied.value_or(0) < safety_.max_committed()) {
+    return false;
+  }
+  return scenario_ == nullptr || scenario_->unsettled().empty();
 }
 
 void SimCluster::final_checks() {
@@ -975,11 +1033,19 @@ void SimCluster::final_checks() {
       return;
     }
   }
-  if (stats_.acked_writes == 0) {
-    fail("no write was acknowledged: the cluster made no progress");
-    return;
+  if (options_.clients > 0) {
+    if (stats_.acked_writes == 0) {
+      fail("no write was acknowledged: the cluster made no progress");
+      return;
+    }
+    check_history();
   }
-  check_history();
+  if (scenario_ != nullptr && !failure_) {
+    std::string violation = scenario_->final_check();
+    if (!violation.empty()) {
+      fail(std::move(violation));
+    }
+  }
 }
 
 void SimCluster::check_history() {
@@ -1022,7 +1088,10 @@ RunResult SimCluster::run() {
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});
   while (!failure_ && !settled_) {
     if (clock_.mono_ms() > options_.settle_limit_ms) {
-      fail("the cluster did not converge after the final heal");
+      const std::string waiting = scenario_ != nullptr ? scenario_->unsettled() : "";
+      fail(waiting.empty()
+               ? "the cluster did not converge after the final heal (" + describe_replicas() + ")"
+               : "the run did not settle after the final heal: " + waiting);
       break;
     }
     if (!step()) {

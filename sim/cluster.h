@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -86,6 +87,9 @@ struct RunResult {
   RunStats stats;
 };
 
+// An independent random stream's seed for component `salt` of the run `seed`.
+[[nodiscard]] std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t salt);
+
 // The identity of a log entry, for comparing entries across replicas cheaply.
 struct EntryDigest {
   raft::Term term = 0;
@@ -136,15 +140,58 @@ class SafetyChecker {
   std::map<raft::Term, raft::NodeId> leaders_;
 };
 
+// ClusterScenario: what a scenario adds to the replicas of a SimCluster (state machine modules,
+// leader-side services, their own traffic and checks). The cluster calls it on its one thread;
+// every hook must be deterministic. Scenarios schedule their own work with
+// SimCluster::schedule_call and report violations with SimCluster::report_violation.
+class ClusterScenario {
+ public:
+  virtual ~ClusterScenario() = default;
+  // Replica `id` is opening a new incarnation on `state` (its engine, borrowed for the
+  // incarnation). Returns the state machine it applies to, owned by the scenario and kept alive
+  // until on_replica_down(id) or the next open_replica(id).
+  [[nodiscard]] virtual rsm::StateMachine* open_replica(raft::NodeId id,
+                                                        const storage::Reader* state) = 0;
+  // The incarnation opened: `node` runs until on_replica_down(id) (install listeners here).
+  virtual void on_replica_up(raft::NodeId id, rsm::Node& node) = 0;
+  // The replica crashed or stopped; its Node is already destroyed.
+  virtual void on_replica_down(raft::NodeId id) = 0;
+  // Replica `id` ticked (every kTickMs while it runs).
+  virtual void on_tick(raft::NodeId id) = 0;
+  // After every event, once the cluster's own checks passed: a violation, or empty.
+  [[nodiscard]] virtual std::string check_after_event() = 0;
+  // Empty when the scenario's work is done; otherwise what it is still waiting for. The run
+  // settles only when the cluster converged and this is empty.
+  [[nodiscard]] virtual std::string unsettled() const = 0;
+  // After the cluster's final checks passed (every replica running and converged).
+  [[nodiscard]] virtual std::string final_check() = 0;
+};
+
 class SimCluster {
  public:
-  explicit SimCluster(const ClusterOptions& options);
+  // `scenario` (borrowed, optional) replaces the plain KV state machine of every replica; with
+  // options.clients == 0 the KV traffic, its progress check and linearizability check are off.
+  explicit SimCluster(const ClusterOptions& options, ClusterScenario* scenario = nullptr);
   ~SimCluster();
   SimCluster(const SimCluster&) = delete;
   SimCluster& operator=(const SimCluster&) = delete;
 
   // Runs the whole scenario: traffic and faults, healing, settling, final checks.
   [[nodiscard]] RunResult run();
+
+  // ---- For a ClusterScenario ----
+  // Runs `call` at simulated time `at_ms` (at the earliest in the next step), in order with every
+  // other event; checks run after it like after any event.
+  void schedule_call(MonoMs at_ms, std::function<void()> call);
+  // Fails the run (the first violation is kept).
+  void report_violation(std::string reason) { fail(std::move(reason)); }
+  [[nodiscard]] const ManualClock& clock() const { return clock_; }
+  [[nodiscard]] const ClusterOptions& options() const { return options_; }
+  // The running replica `id`, or nullptr while it is down.
+  [[nodiscard]] rsm::Node* node(raft::NodeId id);
+  [[nodiscard]] std::vector<raft::NodeId> up_ids() const;
+  [[nodiscard]] raft::NodeId leader_hint() const;
+  void log_event(const std::string& what) const;
 
  private:
   struct Replica;
@@ -157,6 +204,7 @@ class SimCluster {
     kFault,
     kHeal,
     kSettleCheck,
+    kCall,  // a scenario's scheduled call; generation names it
   };
   struct Event {
     EventKind kind = EventKind::kTick;
@@ -184,8 +232,7 @@ class SimCluster {
   void on_tick(const Event& event);
   void on_restart(const Event& event);
   void handle_process_error(Replica& r, const Status& status);
-  [[nodiscard]] std::vector<raft::NodeId> up_ids() const;
-  [[nodiscard]] raft::NodeId leader_hint() const;
+  void on_call(const Event& event);
 
   // Faults.
   void on_fault();
@@ -214,11 +261,15 @@ class SimCluster {
   void check_logs(bool full);
   void on_settle_check();
   [[nodiscard]] bool converged() const;
+  // Each replica's role, commit and applied index and log bounds, for a failure message.
+  [[nodiscard]] std::string describe_replicas() const;
   void final_checks();
   void check_history();
-  void log_event(const std::string& what) const;
 
   ClusterOptions options_;
+  ClusterScenario* scenario_;                             // borrowed; may be null
+  std::map<std::uint64_t, std::function<void()>> calls_;  // by the generation of their kCall
+  std::uint64_t next_call_ = 0;
   ManualClock clock_;
   Rng fault_rng_;
   Rng client_rng_;

@@ -9,14 +9,18 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string_view>
 
 #include "sim/cluster.h"
+#include "sim/workflow_scenario.h"
 
 namespace herald::sim {
 
 namespace {
 
 constexpr char kRaftScenario[] = "raft";
+constexpr char kWorkflowScenario[] = "workflow";
 
 // What to print if a seed aborts the process (a failed HERALD_ASSERT in any layer): the seed, so
 // that it can be replayed. Formatted before each run; written from the signal handler.
@@ -31,11 +35,11 @@ extern "C" void on_abort_signal(int signal_number) {
   std::raise(signal_number);
 }
 
-void arm_abort_message(std::uint64_t seed) {
+void arm_abort_message(std::string_view scenario, std::uint64_t seed) {
   const std::string message = fmt::format(
       "sim: seed {} FAILED: the process aborted (see the assertion above)\n"
-      "replay: herald sim --scenario raft --seed {}\n",
-      seed, seed);
+      "replay: herald sim --scenario {} --seed {}\n",
+      seed, scenario, seed);
   g_abort_message_len = std::min(message.size(), g_abort_message.size());
   std::memcpy(g_abort_message.data(), message.data(), g_abort_message_len);
 }
@@ -61,20 +65,45 @@ void print_stats(std::uint64_t seed, int replicas, const RunStats& s) {
       s.linearizability_steps);
 }
 
-// Runs one seed of the raft scenario; true when it passed.
-bool run_raft_seed(std::uint64_t seed, bool verbose) {
-  arm_abort_message(seed);
-  const ClusterOptions options = raft_options(seed, verbose);
+void print_workflow_stats(std::uint64_t seed, const WorkflowStats& s) {
+  fmt::print(
+      "sim: seed {} workflows: {} started ({} duplicate starts), {} completed, {} failed, {} "
+      "canceled, {} compensated, {} waiting in compensation_failed; {} activity attempts, {} "
+      "effects, {} deduplicated, {} answers lost; {} timers fired, {} early fires refused; {} "
+      "operator signals\n",
+      seed, s.workflows, s.duplicate_starts, s.completed, s.failed, s.canceled, s.compensated,
+      s.compensation_failed, s.activity_attempts, s.effects, s.deduplicated, s.lost_answers,
+      s.timers_fired, s.early_fires_refused, s.operator_signals);
+}
+
+// Runs one seed of `scenario` (known); true when it passed.
+bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose) {
+  arm_abort_message(scenario, seed);
+  const bool workflow = scenario == kWorkflowScenario;
+  const ClusterOptions options =
+      workflow ? workflow_cluster_options(seed, verbose) : raft_options(seed, verbose);
   if (verbose) {
     fmt::print("sim: seed {}: {} replicas\n", seed, options.replicas);
   }
-  SimCluster cluster(options);
-  const RunResult result = cluster.run();
+  RunResult result;
+  std::optional<WorkflowStats> workflow_stats;
+  if (workflow) {
+    WorkflowScenario run(options);
+    const WorkflowRunResult r = run.run();
+    result = r.cluster;
+    workflow_stats = r.workflow;
+  } else {
+    SimCluster cluster(options);
+    result = cluster.run();
+  }
   if (!result.ok) {
-    fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario raft --seed {}\n", seed,
-               result.failure, seed);
+    fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}\n", seed,
+               result.failure, scenario, seed);
   } else if (verbose) {
     print_stats(seed, options.replicas, result.stats);
+    if (workflow_stats) {
+      print_workflow_stats(seed, *workflow_stats);
+    }
   }
   std::fflush(stdout);
   return result.ok;
@@ -83,9 +112,9 @@ bool run_raft_seed(std::uint64_t seed, bool verbose) {
 }  // namespace
 
 int run_sim(const SimOptions& opts) {
-  if (opts.scenario != kRaftScenario) {
-    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {})\n", opts.scenario,
-               kRaftScenario);
+  if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario) {
+    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {})\n", opts.scenario,
+               kRaftScenario, kWorkflowScenario);
     return 2;
   }
   if (!opts.seed && opts.seeds < 1) {
@@ -100,7 +129,7 @@ int run_sim(const SimOptions& opts) {
   const std::uint64_t first = opts.seed.value_or(1);
   const std::uint64_t last = opts.seed.value_or(static_cast<std::uint64_t>(opts.seeds));
   for (std::uint64_t seed = first; seed <= last; ++seed) {
-    ++(run_raft_seed(seed, opts.verbose) ? passed : failed);
+    ++(run_seed(opts.scenario, seed, opts.verbose) ? passed : failed);
   }
   std::signal(SIGABRT, saved_handler);
   spdlog::set_level(saved_level);

@@ -5,9 +5,13 @@
 // safety properties after every event, convergence at the end and the linearizability of the
 // clients' history. Seeds 1..opts.seeds are run, or only opts.seed when it is set.
 //
+// Scenario "workflow": for each seed, a WorkflowScenario (sim/workflow_scenario.h) runs workflows
+// and sagas with flaky activities on the same simulated cluster and faults, with the same seeds,
+// replica counts and output contract.
+//
 // Output (stdout): for each failing seed
 //   sim: seed S FAILED: <reason>
-//   replay: herald sim --scenario raft --seed S
+//   replay: herald sim --scenario <scenario> --seed S
 // then the summary line `sim: N passed, M failed`. With verbose, every seed's statistics and
 // the fault schedule as it unfolds. A seed replays exactly: same seed, same run.
 //

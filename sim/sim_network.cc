@@ -1,5 +1,7 @@
 #include "sim/sim_network.h"
 
+#include <algorithm>
+
 #include "base/assert.h"
 
 namespace herald::sim {
@@ -100,17 +102,26 @@ bool SimNetwork::send(raft::NodeId from, raft::NodeId to, const rsmpb::PeerEnvel
     ++counters_.lost;
     return true;
   }
-  enqueue(from, to, bytes);
+  const bool in_order = envelope.has_chunk();
+  enqueue(from, to, bytes, in_order);
   if (rng_.chance(faults_.duplicate)) {
     ++counters_.duplicated;
-    enqueue(from, to, bytes);
+    enqueue(from, to, bytes, in_order);
   }
   return true;
 }
 
-void SimNetwork::enqueue(raft::NodeId from, raft::NodeId to, const std::string& bytes) {
+void SimNetwork::enqueue(raft::NodeId from, raft::NodeId to, const std::string& bytes,
+                         bool in_order) {
   const MonoMs delay_ms = rng_.range(faults_.min_delay_ms, faults_.max_delay_ms);
-  const FlightKey key{clock_->mono_ms() + delay_ms, next_sequence_++};
+  MonoMs deliver_ms = clock_->mono_ms() + delay_ms;
+  if (in_order) {
+    // Not before the link's previous chunk; an equal time keeps send order by sequence number.
+    MonoMs& last = last_chunk_ms_[{from, to}];
+    deliver_ms = std::max(deliver_ms, last);
+    last = deliver_ms;
+  }
+  const FlightKey key{deliver_ms, next_sequence_++};
   flights_.emplace(key, Flight{from, to, bytes});
   LinkLoad& load = loads_[{from, to}];
   ++load.messages;

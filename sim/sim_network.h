@@ -11,7 +11,9 @@
 //  - duplication: each surviving message is delivered twice with probability duplicate (the
 //    copies get independent delays);
 //  - delay: uniform in [min_delay_ms, max_delay_ms], so messages on one link may overtake each
-//    other;
+//    other — except snapshot chunks, which never overtake an earlier chunk of their link (the
+//    peer transport streams them over one connection, and a receiver restarts a stream that
+//    arrives out of order);
 //  - partitions: any set of cut directed links (from -> to); a message on a cut link is dropped
 //    when sent and, if the cut happens while it is in flight, when it would be delivered;
 //  - node down: messages to or from a down node are dropped, including those in flight.
@@ -148,7 +150,7 @@ class SimNetwork {
   using FlightKey = std::pair<MonoMs, std::uint64_t>;
 
   bool send(raft::NodeId from, raft::NodeId to, const rsmpb::PeerEnvelope& envelope);
-  void enqueue(raft::NodeId from, raft::NodeId to, const std::string& bytes);
+  void enqueue(raft::NodeId from, raft::NodeId to, const std::string& bytes, bool in_order);
   void drop_flight(std::map<FlightKey, Flight>::iterator it);
   [[nodiscard]] bool blocked(raft::NodeId from, raft::NodeId to) const;
   void count_delivery(const rsmpb::PeerEnvelope& envelope);
@@ -162,6 +164,8 @@ class SimNetwork {
   std::set<Link> cuts_;
   std::map<FlightKey, Flight> flights_;
   std::map<Link, LinkLoad> loads_;
+  // Per link, the delivery time of the last snapshot chunk put in flight.
+  std::map<Link, MonoMs> last_chunk_ms_;
   std::uint64_t next_sequence_ = 0;
   NetworkCounters counters_;
 };
