@@ -42,7 +42,7 @@ struct RocksDbOptions {
   std::size_t state_write_buffer_bytes = 32 * kMiB;
   // Bound on the WAL kept for unflushed memtables, which a restart must replay: it bounds
   // restart time after a crash.
-  std::size_t max_total_wal_bytes = 32 * kMiB;
+  std::size_t max_total_wal_bytes = 8 * kMiB;
   // Block cache shared by all column families.
   std::size_t block_cache_bytes = 128 * kMiB;
   // Flush and compaction threads.
