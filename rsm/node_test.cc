@@ -170,7 +170,7 @@ TEST_F(NodeTest, ReadBarrierCompletesAfterApply) {
   tick_all(30);
   ASSERT_TRUE(put(1, "a", "1").ok());
   std::optional<Status> done;
-  replica(1).node->read_barrier([&](Status s) { done = s; });
+  replica(1).node->read_barrier([&](const Status& s) { done = s; });
   tick_all(2);
   ASSERT_TRUE(done.has_value());
   EXPECT_TRUE(done->ok());

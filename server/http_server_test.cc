@@ -94,7 +94,9 @@ class Client {
                      [&](const beast::error_code& ec, std::size_t) { result = ec; });
     run();
     EXPECT_FALSE(result) << result.message();
-    return response;
+    // The analyzer follows Beast's operation into a path that moves its own handler state; the
+    // message itself is only written through a pointer.
+    return response;  // NOLINT(clang-analyzer-cplusplus.Move)
   }
   // True when the server closes the connection (end of stream or reset) within kWaitTimeout.
   bool closed_by_server() {
@@ -131,9 +133,10 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void start(HttpServerConfig config = {}, std::size_t io_threads = 2) {
-    server_ = std::make_unique<HttpServer>(
-        std::move(config),
-        [this](HttpRequest&& request, Responder respond) { handle(std::move(request), respond); });
+    server_ = std::make_unique<HttpServer>(std::move(config),
+                                           [this](HttpRequest&& request, const Responder& respond) {
+                                             handle(std::move(request), respond);
+                                           });
     const Status status = server_->run(io_threads);
     ASSERT_TRUE(status.ok()) << status.to_string();
   }
@@ -146,7 +149,8 @@ class HttpServerTest : public ::testing::Test {
     }
     if (segments->size() == 1 && (*segments)[0] == "echo") {
       std::string body;
-      for (const auto& [key, value] : request.query) body += key + "=" + value + ";";
+      for (const auto& [key, value] : request.query)
+        body.append(key).append("=").append(value).append(";");
       respond(HttpResponse{
           200, "text/plain", body + std::string(request.header("X-Tag").value_or("")), {}});
       return;

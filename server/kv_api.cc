@@ -53,7 +53,7 @@ rsm::ProposeCallback answer(Responder respond, OnOk on_ok) {
       if (s.code() == Code::kFailedPrecondition) {
         extra["current_revision"] = r->current_revision();
       }
-      respond(error_response(s, std::move(extra)));
+      respond(error_response(s, extra));
       return;
     }
     respond(json_response(200, on_ok(*r)));

@@ -21,7 +21,7 @@ namespace asio = boost::asio;
 
 // A frame must hold the largest message raft or a snapshot stream builds, with room for the
 // envelope: a refused send of an oversize message would be rebuilt and refused forever.
-inline constexpr std::uint64_t kEnvelopeOverheadBytes = 64 * 1024;
+inline constexpr std::uint64_t kEnvelopeOverheadBytes = 64ULL * 1024;
 static_assert(kMaxFrameBytes >= raft::kDefaultMaxMsgBytes * 2 + kEnvelopeOverheadBytes,
               "peer frames must hold a full MSG_APP batch (entries may exceed the soft bound)");
 static_assert(kMaxFrameBytes >= rsm::kSnapshotChunkBytes + kEnvelopeOverheadBytes,

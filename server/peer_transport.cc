@@ -40,7 +40,7 @@ namespace {
 // [u32 BE payload length][u32 BE crc32c(payload)].
 constexpr std::size_t kFrameHeaderBytes = 8;
 // After a large frame, an inbound connection releases its payload buffer above this size.
-constexpr std::size_t kRetainedPayloadBytes = 1024 * 1024;
+constexpr std::size_t kRetainedPayloadBytes = std::size_t{1024} * 1024;
 // Pause before accepting again after the listener reports an error (e.g. out of descriptors).
 constexpr std::uint32_t kAcceptRetryMs = 100;
 // The reconnect backoff doubles at most this many times (kReconnectInitialMs << 16 > any cap).

@@ -173,7 +173,7 @@ TEST(TcpPeerTransport, SendRefusesUnknownPeerAndFullQueue) {
   ASSERT_TRUE(a.transport->set_peer_address(2, loopback(silent.local_endpoint().port())).ok());
   EXPECT_FALSE(a.transport->send(7, make_envelope(1, 7, 0)));
 
-  constexpr std::size_t kChunkBytes = 1024 * 1024;
+  constexpr std::size_t kChunkBytes = std::size_t{1024} * 1024;
   rsmpb::PeerEnvelope chunk;
   chunk.set_from(1);
   chunk.set_to(2);

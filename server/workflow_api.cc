@@ -90,7 +90,7 @@ bool WorkflowApi::handle(HttpRequest& request, Responder& respond) {
   if (s[1] == "sagas" && s.size() == 4 && m == "POST" && (s[3] == "retry" || s[3] == "resolve")) {
     command.mutable_signal()->set_workflow_id(s[2]);
     command.mutable_signal()->set_name(s[3]);
-    propose(std::move(command), std::move(respond));
+    propose(command, std::move(respond));
   } else if (s[1] != "workflows") {
     respond(error_response(Status::not_found("no such endpoint")));
   } else if (s.size() == 2 && m == "POST") {
@@ -106,11 +106,11 @@ bool WorkflowApi::handle(HttpRequest& request, Responder& respond) {
     signal->set_workflow_id(s[2]);
     signal->set_name(s[4]);
     signal->set_payload(std::move(request.body));
-    propose(std::move(command), std::move(respond));
+    propose(command, std::move(respond));
   } else if (s.size() == 4 && s[3] == "cancel" && m == "POST") {
     command.mutable_cancel()->set_workflow_id(s[2]);
     command.mutable_cancel()->set_reason(std::move(request.body));
-    propose(std::move(command), std::move(respond));
+    propose(command, std::move(respond));
   } else {
     respond(error_response(Status::not_found("no such endpoint or method")));
   }
@@ -139,10 +139,10 @@ void WorkflowApi::start(const HttpRequest& request, Responder respond) {
   st->set_type(std::move(type).value());
   st->set_workflow_id(std::move(id).value());
   st->set_input(std::move(input).value());
-  propose(std::move(command), std::move(respond));
+  propose(command, std::move(respond));
 }
 
-void WorkflowApi::propose(workflowpb::WorkflowCommand command, Responder respond) {
+void WorkflowApi::propose(const workflowpb::WorkflowCommand& command, Responder respond) {
   rsmpb::Command c;
   c.mutable_module()->set_name(workflow::kModuleName);
   c.mutable_module()->set_payload(command.SerializeAsString());

@@ -30,7 +30,7 @@ class WorkflowApi {
   void list(const HttpRequest& request, Responder respond);
   void get(std::string id, Responder respond);
   void history(const HttpRequest& request, std::string id, Responder respond);
-  void propose(workflowpb::WorkflowCommand command, Responder respond);
+  void propose(const workflowpb::WorkflowCommand& command, Responder respond);
 
   NodeHost* host_;  // borrowed
 };

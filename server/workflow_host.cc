@@ -38,7 +38,7 @@ class WorkflowHost::DemoEffectHandler final : public workflow::ActivityHandler {
   ProposeFn propose_;
 };
 
-WorkflowHost::WorkflowHost(const storage::Reader* state, ProposeFn propose) {
+WorkflowHost::WorkflowHost(const storage::Reader* state, const ProposeFn& propose) {
   for (auto type : {workflow::make_demo_pipeline_type(), workflow::make_demo_sleep_type(),
                     workflow::make_demo_inbox_type()}) {
     const Status added = registry_.add(std::move(type));
@@ -49,11 +49,12 @@ WorkflowHost::WorkflowHost(const storage::Reader* state, ProposeFn propose) {
   std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers{
       {workflow::kDemoEffectActivity, demo_effect_.get()}};
   runtime_ = std::make_unique<workflow::Runtime>(
-      state, engine_.get(), std::move(handlers), [propose](workflowpb::WorkflowCommand command) {
+      state, engine_.get(), std::move(handlers),
+      [propose](const workflowpb::WorkflowCommand& command) {
         rsmpb::Command c;
         c.mutable_module()->set_name(workflow::kModuleName);
         c.mutable_module()->set_payload(command.SerializeAsString());
-        propose(std::move(c), [](Result<rsmpb::CommandResult> r) {
+        propose(std::move(c), [](const Result<rsmpb::CommandResult>& r) {
           // The runtime re-proposes what did not take effect (timers re-scanned, activities
           // re-dispatched); a lost proposal here only costs time.
           if (!r.ok()) {

@@ -24,7 +24,7 @@ class WorkflowHost final : public rsm::NodeListener {
 
   // `state` is the replica's engine (borrowed); `propose` submits a command from the raft
   // thread (it must not re-enter the replica's Ready loop: post it).
-  WorkflowHost(const storage::Reader* state, ProposeFn propose);
+  WorkflowHost(const storage::Reader* state, const ProposeFn& propose);
   ~WorkflowHost() override;
 
   [[nodiscard]] workflow::Engine* engine() { return engine_.get(); }

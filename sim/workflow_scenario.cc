@@ -279,7 +279,7 @@ rsm::StateMachine* WorkflowScenario::open_replica(raft::NodeId id, const storage
   const std::uint64_t incarnation = app->incarnation;
   app->runtime = std::make_unique<workflow::Runtime>(
       state, app->engine.get(), std::move(handlers),
-      [this, id, incarnation](workflowpb::WorkflowCommand command) {
+      [this, id, incarnation](const workflowpb::WorkflowCommand& command) {
         // Never inside the node's Ready loop: the proposal leaves in the next step.
         cluster_.schedule_call(cluster_.clock().mono_ms(), [this, id, incarnation, command] {
           propose_from_runtime(id, incarnation, command);

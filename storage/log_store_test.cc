@@ -59,7 +59,7 @@ class MemEnv {
   MemEngine engine_;
 };
 
-raftpb::Entry make_entry(raft::Index index, raft::Term term, std::string data = "cmd") {
+raftpb::Entry make_entry(raft::Index index, raft::Term term, const std::string& data = "cmd") {
   raftpb::Entry entry;
   entry.set_index(index);
   entry.set_term(term);
@@ -93,6 +93,7 @@ raftpb::SnapshotMetadata make_meta(raft::Index index, raft::Term term) {
 
 std::vector<raft::Index> indexes(const std::vector<raftpb::Entry>& entries) {
   std::vector<raft::Index> out;
+  out.reserve(entries.size());
   for (const raftpb::Entry& e : entries) {
     out.push_back(e.index());
   }

@@ -234,7 +234,7 @@ class Applier {
   Status require_type();
   Status save_run();
   [[nodiscard]] bool running() const { return rec_.status() == workflowpb::RUNNING; }
-  void begin_run(std::string input);
+  void begin_run(const std::string& input);
   Status close_run(workflowpb::WorkflowStatus status, HistoryEvent event);
   Status close_failed(std::string_view error_type, std::string_view message);
   void append(HistoryEvent event, bool closing = false);
@@ -337,7 +337,7 @@ Status Applier::save_run() {
 }
 
 // Resets the record to a fresh run (run_id + 1) and records its "started" event.
-void Applier::begin_run(std::string input) {
+void Applier::begin_run(const std::string& input) {
   HERALD_ASSERT(type_ != nullptr, "a run needs its type");
   rec_.set_run_id(rec_.run_id() + 1);
   rec_.set_status(workflowpb::RUNNING);

@@ -9,7 +9,7 @@
 namespace herald::workflow {
 namespace {
 
-workflowpb::RetryPolicy normalized(workflowpb::RetryPolicy policy) {
+workflowpb::RetryPolicy normalized(const workflowpb::RetryPolicy& policy) {
   auto r = normalize_retry_policy(policy);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return r.ok() ? *r : workflowpb::RetryPolicy();
