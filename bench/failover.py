@@ -26,13 +26,11 @@ Exit status: 0 if every acknowledged write reads back with its value, 1 otherwis
 """
 
 import argparse
-import datetime
 import http.client
 import json
 import math
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -40,11 +38,13 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (the helper beside this script)
+
 HOST = "127.0.0.1"
 
 
-def log(msg):
-    print(f"[failover] {msg}", file=sys.stderr, flush=True)
+log = benchlib.make_logger("failover")
 
 
 def percentile(values, p):
@@ -54,14 +54,7 @@ def percentile(values, p):
     return ordered[rank - 1]
 
 
-def request(port, method, path, body=None, timeout=2.0):
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+request = benchlib.request
 
 
 def cluster_view(port, timeout=1.0):
@@ -222,7 +215,6 @@ class Writers:
         return sum(len(a) for a in self.acked)
 
 
-LOG_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}) ")
 
 
 def leader_elected_wall(log_path, node_id, after_wall):
@@ -233,10 +225,9 @@ def leader_elected_wall(log_path, node_id, after_wall):
             for line in f:
                 if needle not in line:
                     continue
-                m = LOG_TS.match(line)
-                if not m:
+                t = benchlib.log_line_wall(line)
+                if t is None:
                     continue
-                t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
                 if t >= after_wall - 0.001:
                     return t
     except OSError:

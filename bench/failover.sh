@@ -29,6 +29,9 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO_DIR
+BENCH_TAG=failover
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 KILLS="${KILLS:-20}"
 INTERVAL="${INTERVAL:-2}"
@@ -46,11 +49,6 @@ readonly FIXED_BUDGET_S=300     # start-up and the final read-back
 WORK_DIR=""
 HELPER_PID=""
 
-log() { printf '[failover] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 validate_params() {
   { [[ "$KILLS" =~ ^[1-9][0-9]*$ ]] && ((KILLS <= 200)); } || die "KILLS must be 1..200"
@@ -64,13 +62,9 @@ validate_params() {
     fi
   done
   [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
-  command -v python3 >/dev/null || die "python3 missing"
-  command -v timeout >/dev/null || die "timeout (coreutils) missing"
+  require_commands python3 timeout
 }
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 require_free_ports() {
   local p
@@ -81,35 +75,13 @@ require_free_ports() {
   done
 }
 
-# Kills the helper, then any node it started (its pid files), by pid only.
+# Stops the helper, then any node it started (a pid file whose process names our data dir).
 cleanup() {
   local rc=$?
-  if [[ -n "$HELPER_PID" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then
-    kill -TERM "$HELPER_PID" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$HELPER_PID" 2>/dev/null || true
-  fi
+  stop_helper
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-    local f pid
-    for f in "$WORK_DIR"/n*.pid; do
-      [[ -f "$f" ]] || continue
-      pid="$(cat "$f")"
-      # Only a process that is still a node of this run (its command line names our data dir).
-      if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WORK_DIR"; then
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
-    if [[ -n "$KEEP_LOGS" ]]; then
-      mkdir -p "$KEEP_LOGS"
-      cp "$WORK_DIR"/n*.log "$KEEP_LOGS"/ 2>/dev/null || true
-      log "node logs copied to $KEEP_LOGS"
-    elif ((rc != 0)); then
-      for f in "$WORK_DIR"/n*.log; do
-        [[ -s "$f" ]] || continue
-        log "last lines of $(basename "$f"):"
-        tail -n 8 "$f" >&2
-      done
-    fi
+    kill_run_processes "$WORK_DIR" "$WORK_DIR"/n*.pid
+    keep_or_show_logs "$rc" "$WORK_DIR"/n*.log
     rm -rf "$WORK_DIR"
   fi
   exit "$rc"

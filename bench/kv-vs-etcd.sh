@@ -49,11 +49,9 @@ PIDS=()              # processes of the running cluster, started by this script
 declare -A RPS P50 P99 STATUS
 INVALID=0
 
-log() { printf '[kv-vs-etcd] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
+BENCH_TAG=kv-vs-etcd
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # --- Parameters ----------------------------------------------------------------------------------
 
@@ -83,15 +81,10 @@ validate_params() {
   for s in $SYSTEMS; do
     [[ "$s" == etcd || "$s" == herald ]] || die "SYSTEMS may hold etcd and herald (got '$s')"
   done
-  command -v wrk >/dev/null || die "wrk missing: bash scripts/install-deps.sh --bench"
-  command -v python3 >/dev/null || die "python3 missing: bash scripts/install-deps.sh"
+  require_commands wrk python3
 }
 
 # --- Process management --------------------------------------------------------------------------
-
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 require_free_ports() {
   local p

@@ -23,8 +23,6 @@ Prints one line per restart and a final line:
 """
 
 import argparse
-import datetime
-import http.client
 import json
 import os
 import re
@@ -34,23 +32,18 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (the helper beside this script)
+
 HOST = "127.0.0.1"
 PROBE_KEY = "restart-probe"
 PROBE_VALUE = (b"probe-" + b"p" * 64)[:64]
 
 
-def log(msg):
-    print(f"[restart] {msg}", file=sys.stderr, flush=True)
+log = benchlib.make_logger("restart")
 
 
-def request(port, method, path, body=None, timeout=2.0):
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+request = benchlib.request
 
 
 def self_view(port):
@@ -66,7 +59,6 @@ def self_view(port):
     return v.get("leader"), me["applied"], me["commit"]
 
 
-LOG_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}) ")
 OPEN_RE = re.compile(r"replica \d+ open: applied (\d+) term (\d+), log \[(\d+), (\d+)\]")
 
 
@@ -77,10 +69,9 @@ def log_events(log_path, offset):
     with open(log_path, "r", errors="replace") as f:
         f.seek(offset)
         for line in f:
-            m = LOG_TS.match(line)
-            if not m:
+            t = benchlib.log_line_wall(line)
+            if t is None:
                 continue
-            t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
             om = OPEN_RE.search(line)
             if om and opened is None:
                 opened, match = t, om

@@ -29,6 +29,9 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO_DIR
+BENCH_TAG=restart
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 WRITES="${WRITES:-1000000}"
 RESTARTS="${RESTARTS:-5}"
@@ -47,11 +50,6 @@ readonly FIXED_BUDGET_S=180
 WORK_DIR=""
 HELPER_PID=""
 
-log() { printf '[restart] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 validate_params() {
   [[ "$WRITES" =~ ^[1-9][0-9]*$ ]] || die "WRITES must be a positive integer"
@@ -62,42 +60,17 @@ validate_params() {
   { [[ "$LOAD_TIMEOUT" =~ ^[1-9][0-9]*$ ]] && ((LOAD_TIMEOUT <= 7200)); } ||
     die "LOAD_TIMEOUT must be 1..7200 seconds"
   [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
-  command -v wrk >/dev/null || die "wrk missing: bash scripts/install-deps.sh --bench"
-  command -v python3 >/dev/null || die "python3 missing"
-  command -v timeout >/dev/null || die "timeout (coreutils) missing"
+  require_commands python3 timeout wrk
 }
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
-# Kills the helper, then the node and wrk it started (their pid files), by pid only.
+# Stops the helper, then the node and wrk it started (a node names our data dir, wrk our port).
 cleanup() {
   local rc=$?
-  if [[ -n "$HELPER_PID" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then
-    kill -TERM "$HELPER_PID" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$HELPER_PID" 2>/dev/null || true
-  fi
+  stop_helper
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-    local f pid
-    for f in "$WORK_DIR"/*.pid; do
-      [[ -f "$f" ]] || continue
-      pid="$(cat "$f")"
-      # Only a process of this run: a node names our data dir, wrk our port.
-      if [[ -r "/proc/$pid/cmdline" ]] &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE "$WORK_DIR|$HOST:$CLIENT_PORT"; then
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
-    if [[ -n "$KEEP_LOGS" ]]; then
-      mkdir -p "$KEEP_LOGS"
-      cp "$WORK_DIR"/n1.log "$WORK_DIR"/wrk.out "$KEEP_LOGS"/ 2>/dev/null || true
-      log "node log copied to $KEEP_LOGS"
-    elif ((rc != 0)) && [[ -s "$WORK_DIR/n1.log" ]]; then
-      log "last lines of the node log:"
-      tail -n 8 "$WORK_DIR/n1.log" >&2
-    fi
+    kill_run_processes "$WORK_DIR|$HOST:$CLIENT_PORT" "$WORK_DIR"/*.pid
+    keep_or_show_logs "$rc" "$WORK_DIR/n1.log" "$WORK_DIR/wrk.out"
     rm -rf "$WORK_DIR"
   fi
   exit "$rc"

@@ -28,6 +28,9 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO_DIR
+BENCH_TAG=workflow-recovery
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 WORKFLOWS="${WORKFLOWS:-100000}"
 LEAD_S="${LEAD_S:-60}"
@@ -45,11 +48,6 @@ readonly FIXED_BUDGET_S=300   # start, counts, restart and the fire timeout (120
 WORK_DIR=""
 HELPER_PID=""
 
-log() { printf '[workflow-recovery] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 validate_params() {
   [[ "$WRK_THREADS" =~ ^[1-9][0-9]*$ ]] || die "WRK_THREADS must be a positive integer"
@@ -60,45 +58,17 @@ validate_params() {
   { [[ "$WRK_CONNS" =~ ^[1-9][0-9]*$ ]] && ((WRK_CONNS >= WRK_THREADS)); } ||
     die "WRK_CONNS must be an integer >= WRK_THREADS"
   [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
-  command -v wrk >/dev/null || die "wrk missing: bash scripts/install-deps.sh --bench"
-  command -v python3 >/dev/null || die "python3 missing"
-  command -v timeout >/dev/null || die "timeout (coreutils) missing"
+  require_commands python3 timeout wrk
 }
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
-# Kills the helper, then the node it started (its pid file, only if it names our data dir).
+# Stops the helper, then the node it started (its pid file, only if it names our data dir).
 cleanup() {
   local rc=$?
-  if [[ -n "$HELPER_PID" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then
-    kill -TERM "$HELPER_PID" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$HELPER_PID" 2>/dev/null || true
-  fi
+  stop_helper
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-    local f pid
-    for f in "$WORK_DIR"/*.pid; do
-      [[ -f "$f" ]] || continue
-      pid="$(cat "$f")"
-      if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$WORK_DIR"; then
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
-    if [[ -n "$KEEP_LOGS" ]]; then
-      mkdir -p "$KEEP_LOGS"
-      cp "$WORK_DIR"/n1.log "$WORK_DIR"/wrk.out "$KEEP_LOGS"/ 2>/dev/null || true
-      # RocksDB's own info logs (they time its recovery), named after their directory.
-      local rlog
-      while IFS= read -r rlog; do
-        cp "$rlog" "$KEEP_LOGS/rocksdb-$(basename "$(dirname "$rlog")")-$(basename "$rlog")" 2>/dev/null || true
-      done < <(find "$WORK_DIR/n1" -maxdepth 3 -type f \( -name LOG -o -name 'LOG.old.*' \) 2>/dev/null)
-      log "node log and RocksDB info logs copied to $KEEP_LOGS"
-    elif ((rc != 0)) && [[ -s "$WORK_DIR/n1.log" ]]; then
-      log "last lines of the node log:"
-      tail -n 8 "$WORK_DIR/n1.log" >&2
-    fi
+    kill_run_processes "$WORK_DIR" "$WORK_DIR"/*.pid
+    keep_or_show_logs "$rc" "$WORK_DIR/n1.log" "$WORK_DIR/wrk.out"
     rm -rf "$WORK_DIR"
   fi
   exit "$rc"

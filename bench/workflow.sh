@@ -26,6 +26,9 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO_DIR
+BENCH_TAG=workflow
+# shellcheck source=bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 DURATION="${DURATION:-15}"
 CONNS="${CONNS:-64}"
@@ -44,11 +47,6 @@ readonly FIXED_BUDGET_S=600
 WORK_DIR=""
 HELPER_PID=""
 
-log() { printf '[workflow] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
 validate_params() {
   { [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] && ((DURATION <= 600)); } || die "DURATION must be 1..600 seconds"
@@ -63,9 +61,7 @@ validate_params() {
     [[ "$m" == signal || "$m" == start ]] || die "MODES may hold signal start"
   done
   [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
-  command -v wrk >/dev/null || die "wrk missing: bash scripts/install-deps.sh --bench"
-  command -v python3 >/dev/null || die "python3 missing"
-  command -v timeout >/dev/null || die "timeout (coreutils) missing"
+  require_commands python3 timeout wrk
   if [[ " $SYSTEMS " == *" pg "* ]]; then
     command -v pgbench >/dev/null || die "pgbench missing: bash scripts/install-deps.sh --bench"
     if ((EUID == 0)); then
@@ -74,9 +70,6 @@ validate_params() {
   fi
 }
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 pg_ctl_bin() {
   if [[ -x /usr/lib/postgresql/15/bin/pg_ctl ]]; then
@@ -86,24 +79,13 @@ pg_ctl_bin() {
   fi
 }
 
-# Kills the helper, then what it started (pid files; only processes naming our scratch
-# directory or port), and stops the PostgreSQL server if the helper left it running.
+# Stops the helper, the nodes it started (pid files naming our data dir) and the private
+# PostgreSQL cluster.
 cleanup() {
   local rc=$?
-  if [[ -n "$HELPER_PID" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then
-    kill -TERM "$HELPER_PID" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$HELPER_PID" 2>/dev/null || true
-  fi
+  stop_helper
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
-    local f pid
-    for f in "$WORK_DIR"/*.pid; do
-      [[ -f "$f" ]] || continue
-      pid="$(cat "$f")"
-      if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$WORK_DIR"; then
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
+    kill_run_processes "$WORK_DIR" "$WORK_DIR"/*.pid
     if [[ -f "$WORK_DIR/pg.started" ]]; then
       local ctl
       ctl="$(pg_ctl_bin)"
@@ -113,17 +95,7 @@ cleanup() {
         timeout 60 "$ctl" -D "$WORK_DIR/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
       fi
     fi
-    if [[ -n "$KEEP_LOGS" ]]; then
-      mkdir -p "$KEEP_LOGS"
-      cp "$WORK_DIR"/*.log "$WORK_DIR"/*.out "$WORK_DIR"/pg/pg.log "$KEEP_LOGS"/ 2>/dev/null || true
-      log "logs copied to $KEEP_LOGS"
-    elif ((rc != 0)); then
-      for f in "$WORK_DIR"/*.log "$WORK_DIR"/pg/pg.log; do
-        [[ -s "$f" ]] || continue
-        log "last lines of $(basename "$f"):"
-        tail -n 5 "$f" >&2
-      done
-    fi
+    keep_or_show_logs "$rc" "$WORK_DIR"/*.log "$WORK_DIR"/*.out "$WORK_DIR/pg/pg.log"
     rm -rf "$WORK_DIR"
   fi
   exit "$rc"

@@ -26,7 +26,7 @@ Prints one line per phase and a final line:
 """
 
 import argparse
-import datetime
+import functools
 import http.client
 import json
 import os
@@ -36,22 +36,17 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (the helper beside this script)
+
 HOST = "127.0.0.1"
 SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def log(msg):
-    print(f"[workflow-recovery] {msg}", file=sys.stderr, flush=True)
+log = benchlib.make_logger("workflow-recovery")
 
 
-def request(port, method, path, body=None, timeout=5.0):
-    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        c.request(method, path, body=body)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+request = functools.partial(benchlib.request, timeout=5.0)
 
 
 def is_leader(port):
@@ -100,7 +95,6 @@ def list_all(port, state):
         c.close()
 
 
-LOG_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}) ")
 
 
 def log_times(log_path, offset):
@@ -108,10 +102,9 @@ def log_times(log_path, offset):
     with open(log_path, "r", errors="replace") as f:
         f.seek(offset)
         for line in f:
-            m = LOG_TS.match(line)
-            if not m:
+            t = benchlib.log_line_wall(line)
+            if t is None:
                 continue
-            t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
             if opened is None and re.search(r"replica \d+ open:", line):
                 opened = t
             elif leader is None and "leader is now" in line:

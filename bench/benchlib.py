@@ -1,0 +1,37 @@
+"""Shared pieces of Herald's Python benchmark helpers (standard library only)."""
+
+import datetime
+import http.client
+import re
+import sys
+
+HOST = "127.0.0.1"
+
+# A Herald log line starts with its local wall time to the millisecond.
+_LOG_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}) ")
+
+
+def make_logger(tag):
+    """A log(msg) that writes "[tag] msg" to stderr."""
+    def log(msg):
+        print(f"[{tag}] {msg}", file=sys.stderr, flush=True)
+    return log
+
+
+def request(port, method, path, body=None, timeout=2.0):
+    """One HTTP request on a fresh connection to HOST:port: (status, body bytes)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def log_line_wall(line):
+    """The wall time (epoch seconds) a Herald log line starts with, or None."""
+    m = _LOG_TS.match(line)
+    if not m:
+        return None
+    return datetime.datetime.fromisoformat(m.group(1)).timestamp()
