@@ -104,15 +104,6 @@ rsmpb::Command module_command(const workflowpb::WorkflowCommand& command, std::i
   return c;
 }
 
-std::optional<workflowpb::FireTimer> fire_timer_of(const rsmpb::Command& command) {
-  workflowpb::WorkflowCommand wc;
-  if (!command.has_module() || command.module().name() != workflow::kModuleName ||
-      !wc.ParseFromString(command.module().payload()) || !wc.has_fire_timer()) {
-    return std::nullopt;
-  }
-  return wc.fire_timer();
-}
-
 // The record in an applied, successful answer; nullopt for any failure.
 std::optional<workflowpb::WorkflowRecord> acked_record(const Result<rsmpb::CommandResult>& r) {
   workflowpb::WorkflowRecord record;
@@ -185,16 +176,15 @@ class WorkflowScenario::CheckedModule final : public rsm::StateMachine {
 
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            rsm::ApplyBatch& batch) override {
-    const std::optional<workflowpb::FireTimer> fire = fire_timer_of(command);
-    if (!fire) {
-      return engine_->apply(index, command, batch);
-    }
-    const std::string key = workflow::keys::timer_key(fire->due_ms(), fire->workflow_id(),
-                                                      fire->run_id(), fire->timer_id());
-    const bool existed = exists(batch, key);
+    const std::size_t fires_before = engine_->applied_fires().size();
     rsmpb::CommandResult result = engine_->apply(index, command, batch);
-    scenario_->on_fire_timer(id_, command.wall_ms(), *fire, index, existed, exists(batch, key),
-                             result);
+    const auto& fires = engine_->applied_fires();
+    for (std::size_t i = fires_before; i < fires.size(); ++i) {
+      const workflow::AppliedFire& fire = fires[i];
+      const std::string key =
+          workflow::keys::timer_key(fire.due_ms, fire.workflow_id, fire.run_id, fire.timer_id);
+      scenario_->on_fire_timer(id_, command.wall_ms(), fire, index, exists(batch, key), result);
+    }
     return result;
   }
 
@@ -329,25 +319,24 @@ void WorkflowScenario::propose_from_runtime(raft::NodeId id, std::uint64_t incar
 }
 
 void WorkflowScenario::on_fire_timer(raft::NodeId id, std::int64_t wall_ms,
-                                     const workflowpb::FireTimer& fire, raft::Index index,
-                                     bool existed, bool still_exists,
-                                     const rsmpb::CommandResult& result) {
-  const bool took_effect = existed && result.code() == 0;
-  if (took_effect && wall_ms < fire.due_ms()) {
+                                     const workflow::AppliedFire& fire, raft::Index index,
+                                     bool still_exists, const rsmpb::CommandResult& result) {
+  const bool took_effect = fire.fired && result.code() == 0;
+  if (took_effect && wall_ms < fire.due_ms) {
     violation(fmt::format(
-        "timer fired early: replica {} applied FireTimer {}/{}/{} at index {} with command time "
-        "{} ms, before its due time {} ms",
-        id, fire.workflow_id(), fire.run_id(), fire.timer_id(), index, wall_ms, fire.due_ms()));
+        "timer fired early: replica {} applied the fire of {}/{}/{} at index {} with command "
+        "time {} ms, before its due time {} ms",
+        id, fire.workflow_id, fire.run_id, fire.timer_id, index, wall_ms, fire.due_ms));
   }
   if (took_effect && still_exists) {
     violation(fmt::format("timer {}/{}/{} survived its firing at index {} on replica {}",
-                          fire.workflow_id(), fire.run_id(), fire.timer_id(), index, id));
+                          fire.workflow_id, fire.run_id, fire.timer_id, index, id));
   }
-  if (took_effect && fired_indexes_.insert(index).second) {
+  const std::string key = fmt::format("{}/{}/{}", fire.workflow_id, fire.run_id, fire.timer_id);
+  if (took_effect && fired_.insert({index, key}).second) {
     ++stats_.timers_fired;
   }
-  if (existed && wall_ms < fire.due_ms() &&
-      result.code() == static_cast<std::uint32_t>(Code::kFailedPrecondition)) {
+  if (!fire.fired && still_exists && wall_ms < fire.due_ms) {
     ++stats_.early_fires_refused;
   }
 }

@@ -55,7 +55,7 @@ struct WorkflowStats {
   std::uint64_t effects = 0;              // distinct idempotency keys applied
   std::uint64_t deduplicated = 0;         // attempts whose key was already applied
   std::uint64_t lost_answers = 0;
-  std::uint64_t timers_fired = 0;         // distinct FireTimer entries that took effect
+  std::uint64_t timers_fired = 0;         // distinct timer fires that took effect
   std::uint64_t early_fires_refused = 0;  // applications refused because not yet due
   std::uint64_t duplicate_starts = 0;     // starts answered with an existing run
   std::uint64_t operator_signals = 0;
@@ -109,9 +109,8 @@ class WorkflowScenario final : public ClusterScenario {
   [[nodiscard]] std::int64_t wall_ms(raft::NodeId id) const;
   void propose_from_runtime(raft::NodeId id, std::uint64_t incarnation,
                             const workflowpb::WorkflowCommand& command);
-  void on_fire_timer(raft::NodeId id, std::int64_t wall_ms, const workflowpb::FireTimer& fire,
-                     raft::Index index, bool existed, bool still_exists,
-                     const rsmpb::CommandResult& result);
+  void on_fire_timer(raft::NodeId id, std::int64_t wall_ms, const workflow::AppliedFire& fire,
+                     raft::Index index, bool still_exists, const rsmpb::CommandResult& result);
 
   // The simulated external system.
   void run_activity(raft::NodeId id, std::uint64_t incarnation, const workflow::ActivityTask& task,
@@ -162,7 +161,7 @@ class WorkflowScenario final : public ClusterScenario {
   // (workflow id, run id, activity id) -> idempotency keys applied for that activity.
   std::map<std::tuple<std::string, std::uint64_t, std::uint64_t>, std::set<std::string>>
       effects_by_activity_;
-  std::set<raft::Index> fired_indexes_;
+  std::set<std::pair<raft::Index, std::string>> fired_;  // (index, timer) that took effect
   std::optional<std::string> violation_;
   WorkflowStats stats_;
   // Last: destroyed first, so no replica outlives the state machines and runtimes above.

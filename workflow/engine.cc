@@ -226,7 +226,8 @@ class Applier {
   Result<rsmpb::CommandResult> cancel(const workflowpb::CancelWorkflow& op);
   Result<rsmpb::CommandResult> report(const workflowpb::ReportActivity& op);
   Result<rsmpb::CommandResult> heartbeat(const workflowpb::HeartbeatActivity& op);
-  Result<rsmpb::CommandResult> fire_timer(const workflowpb::FireTimer& op);
+  // `fired` (optional) is set when the timer existed and fired.
+  Result<rsmpb::CommandResult> fire_timer(const workflowpb::FireTimer& op, bool* fired = nullptr);
 
  private:
   // ---- The run ----
@@ -865,7 +866,7 @@ Result<rsmpb::CommandResult> Applier::heartbeat(const workflowpb::HeartbeatActiv
   return rsmpb::CommandResult();
 }
 
-Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op) {
+Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op, bool* fired) {
   HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
   if (now_ms_ < op.due_ms()) {
     return Status::failed_precondition(
@@ -893,6 +894,9 @@ Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op
     HERALD_RETURN_IF_ERROR(fire_activity_timer(*timer));
   }
   HERALD_RETURN_IF_ERROR(save_run());
+  if (fired != nullptr) {
+    *fired = true;
+  }
   return rsmpb::CommandResult();
 }
 
@@ -904,6 +908,8 @@ Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::W
     case workflowpb::WorkflowCommand::kReport: return applier.report(c.report());
     case workflowpb::WorkflowCommand::kHeartbeat: return applier.heartbeat(c.heartbeat());
     case workflowpb::WorkflowCommand::kFireTimer: return applier.fire_timer(c.fire_timer());
+    case workflowpb::WorkflowCommand::kFireTimers:
+      return Status::invalid_argument("FireTimers is applied timer by timer");
     default: return Status::invalid_argument("a workflow command needs an operation");
   }
 }
@@ -927,7 +933,6 @@ Result<std::vector<Message>> scan_records(const storage::Reader& reader, std::st
 
 rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& command,
                                    rsm::ApplyBatch& batch) {
-  HERALD_ASSERT(registry_ != nullptr, "the engine needs a registry");
   if (command.op_case() != rsmpb::Command::kModule || command.module().name() != kModuleName) {
     return error_result(Status::invalid_argument("not a workflow command"));
   }
@@ -936,13 +941,61 @@ rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& 
   if (!wc.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
     return error_result(Status::invalid_argument("workflow command does not decode"));
   }
-  if (wc.has_fire_timer()) {
-    const auto& f = wc.fire_timer();
-    applied_fires_.push_back({f.workflow_id(), f.run_id(), f.timer_id(), f.due_ms()});
+  return apply_command(wc, command.wall_ms(), batch);
+}
+
+rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& command,
+                                           std::int64_t now_ms, rsm::ApplyBatch& batch) {
+  HERALD_ASSERT(registry_ != nullptr, "the engine needs a registry");
+  if (command.has_fire_timers()) {
+    return fire_timers(command.fire_timers(), now_ms, batch);
   }
-  Applier applier(batch, *registry_, command.wall_ms(), dispatchable_);
-  auto result = apply_command(applier, wc);
+  auto result = [&]() -> Result<rsmpb::CommandResult> {
+    if (command.has_fire_timer()) {
+      return fire_one(command.fire_timer(), now_ms, batch);
+    }
+    Applier applier(batch, *registry_, now_ms, dispatchable_);
+    return herald::workflow::apply_command(applier, command);
+  }();
   return result.ok() ? std::move(result).value() : error_result(result.status());
+}
+
+Result<rsmpb::CommandResult> Engine::fire_one(const workflowpb::FireTimer& fire,
+                                              std::int64_t now_ms, rsm::ApplyBatch& batch) {
+  applied_fires_.push_back(
+      AppliedFire{fire.workflow_id(), fire.run_id(), fire.timer_id(), fire.due_ms(), false});
+  Applier applier(batch, *registry_, now_ms, dispatchable_);
+  bool fired = false;
+  auto result = applier.fire_timer(fire, &fired);
+  applied_fires_.back().fired = result.ok() && fired;
+  return result;
+}
+
+rsmpb::CommandResult Engine::fire_timers(const workflowpb::FireTimers& op, std::int64_t now_ms,
+                                         rsm::ApplyBatch& batch) {
+  if (op.timers_size() == 0 ||
+      static_cast<std::size_t>(op.timers_size()) > kMaxTimersPerFireCommand) {
+    return error_result(
+        Status::invalid_argument(fmt::format("a FireTimers command carries 1 to {} timers, not {}",
+                                             kMaxTimersPerFireCommand, op.timers_size())));
+  }
+  // Each timer is its own unit: one refused (not due yet, by this command's time) is undone and
+  // skipped; stored state that does not decode stops the whole command, and with it the replica.
+  for (const workflowpb::FireTimer& fire : op.timers()) {
+    const rsm::ApplyBatch::Savepoint point = batch.savepoint();
+    const std::size_t hints = dispatchable_.size();
+    auto result = fire_one(fire, now_ms, batch);
+    if (result.ok()) {
+      continue;
+    }
+    const Status& status = result.status();
+    if (status.code() == Code::kCorruption || status.code() == Code::kIOError) {
+      return error_result(status);
+    }
+    batch.rollback(point);
+    dispatchable_.resize(hints);
+  }
+  return rsmpb::CommandResult();
 }
 
 std::vector<ActivityRef> Engine::take_dispatchable() {

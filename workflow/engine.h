@@ -21,7 +21,9 @@
 //    "timeout.start_to_close" / "timeout.heartbeat" (retryable); SCHEDULE_TO_CLOSE fails the
 //    activity with "timeout.schedule_to_close" (not retried).
 //  - FireTimer applies only if the timer still exists and command.wall_ms >= due_ms (else it is
-//    refused with kFailedPrecondition): no timer fires early, none fires twice.
+//    refused with kFailedPrecondition): no timer fires early, none fires twice. FireTimers
+//    applies up to kMaxTimersPerFireCommand of them in one command, each on its own: a refused
+//    one is skipped and the others take effect.
 //  - CancelWorkflow delivers kCancelRequested; the type decides (it may complete compensation
 //    first). A type that ignores it is canceled by the engine.
 //  - History: each run keeps at most kMaxHistoryEvents events. An event that would exceed it
@@ -50,6 +52,8 @@ inline constexpr std::uint64_t kMaxHistoryEvents = 10'000;
 inline constexpr std::size_t kMaxWorkflowIdBytes = 256;
 inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
 inline constexpr std::size_t kMaxActionsPerDecision = 64;
+// Timers one FireTimers command may carry.
+inline constexpr std::size_t kMaxTimersPerFireCommand = 512;
 
 // An activity the leader should run now (a hint; the records are the truth).
 struct ActivityRef {
@@ -59,12 +63,13 @@ struct ActivityRef {
   std::uint32_t attempt = 0;
 };
 
-// A FireTimer command that was applied (fired, or found its timer gone).
+// A timer fire that was applied: fired, found its timer gone, or refused (not due yet).
 struct AppliedFire {
   std::string workflow_id;
   std::uint64_t run_id = 0;
   std::uint64_t timer_id = 0;
   std::int64_t due_ms = 0;
+  bool fired = false;  // the timer existed and fired (if its command as a whole succeeded)
 };
 
 // A page of due timers and where the next page starts.
@@ -102,11 +107,18 @@ class Engine final : public rsm::StateMachine {
   // cancel (the run as it is after the command).
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            rsm::ApplyBatch& batch) override;
+  // Applies one workflow command at time `now_ms` inside another module's command, in its batch
+  // (a domain command that stores a message starts its delivery workflows this way, atomically).
+  // Same results as apply(); on a non-ok result the caller must roll back its whole command.
+  [[nodiscard]] rsmpb::CommandResult apply_command(const workflowpb::WorkflowCommand& command,
+                                                   std::int64_t now_ms, rsm::ApplyBatch& batch);
 
   // Activities that became dispatchable in the commands applied since the last call.
   [[nodiscard]] std::vector<ActivityRef> take_dispatchable();
-  // FireTimer commands applied since the last call, whatever their outcome.
+  // Timer fires applied since the last call, whatever their outcome, in application order.
   [[nodiscard]] std::vector<AppliedFire> take_applied_fires();
+  // The same list without taking it (for observers that audit fires, like the simulator).
+  [[nodiscard]] const std::vector<AppliedFire>& applied_fires() const { return applied_fires_; }
 
   // ---- Reads of applied state ----
   [[nodiscard]] static Result<std::optional<workflowpb::WorkflowRecord>> read_workflow(
@@ -131,6 +143,12 @@ class Engine final : public rsm::StateMachine {
       const storage::Reader& reader, std::size_t limit);
 
  private:
+  [[nodiscard]] rsmpb::CommandResult fire_timers(const workflowpb::FireTimers& op,
+                                                 std::int64_t now_ms, rsm::ApplyBatch& batch);
+  // Applies one timer fire in `batch` and notes it in applied_fires_.
+  [[nodiscard]] Result<rsmpb::CommandResult> fire_one(const workflowpb::FireTimer& fire,
+                                                      std::int64_t now_ms, rsm::ApplyBatch& batch);
+
   const Registry* registry_;  // borrowed
   std::vector<ActivityRef> dispatchable_;
   std::vector<AppliedFire> applied_fires_;

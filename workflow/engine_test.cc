@@ -399,6 +399,54 @@ TEST_F(EngineTest, TimerFiresOnce) {
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "activity_scheduled"), 2);
 }
 
+WorkflowCommand fire_many_cmd(const std::vector<workflowpb::TimerRecord>& timers) {
+  WorkflowCommand c;
+  for (const auto& timer : timers) {
+    *c.mutable_fire_timers()->add_timers() = fire_cmd(timer).fire_timer();
+  }
+  return c;
+}
+
+TEST_F(EngineTest, FireTimersSkipsTheTimerNotYetDueAndFiresTheRest) {
+  add_order_type();
+  for (const char* id : {"o1", "o2"}) {
+    ASSERT_EQ(code_of(apply(start_cmd(id, "order"), kT0)), Code::kOk);
+    ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true), kT0)), Code::kOk);
+  }
+  ASSERT_EQ(code_of(apply(start_cmd("o3", "order"), kT0 + 500)), Code::kOk);
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true), kT0 + 500)), Code::kOk);
+  const auto all = timers();
+  ASSERT_EQ(all.size(), 3U);  // o1, o2 due at kT0 + 1000; o3 at kT0 + 1500
+  (void)engine_.take_applied_fires();
+  EXPECT_EQ(code_of(apply(fire_many_cmd(all), kT0 + 1000)), Code::kOk);
+  EXPECT_EQ(record("o1").state(), "shipping");
+  EXPECT_EQ(record("o2").state(), "shipping");
+  EXPECT_EQ(record("o3").state(), "cooling");  // refused alone: not due by the command's time
+  const auto fires = engine_.take_applied_fires();
+  ASSERT_EQ(fires.size(), 3U);
+  EXPECT_TRUE(fires[0].fired && fires[1].fired);
+  EXPECT_FALSE(fires[2].fired);
+  EXPECT_EQ(timers().size(), 1U);
+  // Firing the batch again: the two fired timers are gone (no effect), the third fires now.
+  EXPECT_EQ(code_of(apply(fire_many_cmd(all), kT0 + 1500)), Code::kOk);
+  EXPECT_EQ(record("o3").state(), "shipping");
+  const auto kinds = history_kinds("o1");
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "timer_fired"), 1);
+}
+
+TEST_F(EngineTest, FireTimersRefusesAnEmptyOrOversizeBatch) {
+  WorkflowCommand empty;
+  empty.mutable_fire_timers();
+  EXPECT_EQ(code_of(apply(empty, kT0)), Code::kInvalidArgument);
+  std::vector<workflowpb::TimerRecord> many(kMaxTimersPerFireCommand + 1);
+  for (std::size_t i = 0; i < many.size(); ++i) {
+    many[i].set_workflow_id("w" + std::to_string(i));
+    many[i].set_run_id(1);
+    many[i].set_due_ms(kT0);
+  }
+  EXPECT_EQ(code_of(apply(fire_many_cmd(many), kT0)), Code::kInvalidArgument);
+}
+
 TEST_F(EngineTest, TimerRestartAndCancelByTag) {
   add_type("alarm", [](std::string_view state, std::string_view data, const Event& e) {
     if (e.kind == Event::Kind::kSignal && e.name == "arm") {

@@ -243,16 +243,23 @@ void Runtime::fire_due_timers(std::int64_t now_ms) {
     return;
   }
   timer_cursor_ = std::move(page->next_cursor);
+  // Due timers leave in batches of up to kMaxTimersPerFireCommand, in due order: a backlog
+  // costs one log entry per batch.
+  workflowpb::WorkflowCommand command;
   for (const auto& timer : page->timers) {
     if (!timers_sent_.emplace(timer_key(timer), now_ms).second) {
       continue;  // proposed already and not applied yet
     }
-    workflowpb::WorkflowCommand command;
-    auto* fire = command.mutable_fire_timer();
+    auto* fire = command.mutable_fire_timers()->add_timers();
     fire->set_workflow_id(timer.workflow_id());
     fire->set_run_id(timer.run_id());
     fire->set_timer_id(timer.timer_id());
     fire->set_due_ms(timer.due_ms());
+    if (static_cast<std::size_t>(command.fire_timers().timers_size()) == kMaxTimersPerFireCommand) {
+      propose_(std::exchange(command, {}));
+    }
+  }
+  if (command.has_fire_timers()) {
     propose_(std::move(command));
   }
 }

@@ -134,6 +134,17 @@ class Harness {
 
   HeldHandler handler;
   std::deque<workflowpb::WorkflowCommand> proposed;
+
+  // The timers of every proposed FireTimers command, in proposal order.
+  [[nodiscard]] std::vector<workflowpb::FireTimer> fires() const {
+    std::vector<workflowpb::FireTimer> out;
+    for (const auto& command : proposed) {
+      for (const auto& fire : command.fire_timers().timers()) {
+        out.push_back(fire);
+      }
+    }
+    return out;
+  }
   std::int64_t now_ms = kStartMs;
 
  private:
@@ -253,10 +264,10 @@ TEST(Runtime, OverdueTimersFireAtOnceOnGainingLeadershipInDueOrder) {
   EXPECT_TRUE(h.proposed.empty());
 
   h.runtime().on_leadership(true);
-  ASSERT_EQ(h.proposed.size(), 3U);
-  EXPECT_EQ(h.proposed[0].fire_timer().workflow_id(), "early");
-  EXPECT_EQ(h.proposed[1].fire_timer().workflow_id(), "middle");
-  EXPECT_EQ(h.proposed[2].fire_timer().workflow_id(), "late");
+  ASSERT_EQ(h.fires().size(), 3U);
+  EXPECT_EQ(h.fires()[0].workflow_id(), "early");
+  EXPECT_EQ(h.fires()[1].workflow_id(), "middle");
+  EXPECT_EQ(h.fires()[2].workflow_id(), "late");
   h.apply_proposed();
   for (const char* id : {"early", "middle", "late"}) {
     EXPECT_EQ(h.workflow(id).status(), workflowpb::COMPLETED) << id;
@@ -272,10 +283,10 @@ TEST(Runtime, TimerIsNotProposedBeforeItIsDueNorTwice) {
   EXPECT_TRUE(h.proposed.empty());
   h.now_ms += 1;
   h.tick();
-  ASSERT_EQ(h.proposed.size(), 1U);
-  EXPECT_EQ(h.proposed[0].fire_timer().due_ms(), kStartMs + 100);
+  ASSERT_EQ(h.fires().size(), 1U);
+  EXPECT_EQ(h.fires()[0].due_ms(), kStartMs + 100);
   h.tick();
-  EXPECT_EQ(h.proposed.size(), 1U);  // in flight: not proposed again
+  EXPECT_EQ(h.fires().size(), 1U);  // in flight: not proposed again
   h.apply_proposed();
   h.tick();
   EXPECT_TRUE(h.proposed.empty());
@@ -288,11 +299,11 @@ TEST(Runtime, LostFireTimerIsProposedAgainAfterResendInterval) {
   h.start("w1", kSleepType, "100");
   h.now_ms += 100;
   h.tick();
-  ASSERT_EQ(h.proposed.size(), 1U);
+  ASSERT_EQ(h.fires().size(), 1U);
   h.proposed.clear();  // lost
   h.now_ms += kResendAfterMs;
   h.tick();
-  ASSERT_EQ(h.proposed.size(), 1U);
+  ASSERT_EQ(h.fires().size(), 1U);
   h.apply_proposed();
   EXPECT_EQ(h.workflow("w1").status(), workflowpb::COMPLETED);
 }
@@ -306,14 +317,14 @@ TEST(Runtime, BacklogOfTimersIsFiredPastThoseInFlightUpToTheBound) {
   h.now_ms += 100;
   h.tick();  // as a follower: only the clock is noted
   h.runtime().on_leadership(true);
-  EXPECT_EQ(h.proposed.size(), kMaxTimersPerTick);
+  EXPECT_EQ(h.fires().size(), kMaxTimersPerTick);
   h.tick();  // the next batch, without waiting for the first to apply
-  EXPECT_EQ(h.proposed.size(), 2 * kMaxTimersPerTick);
+  EXPECT_EQ(h.fires().size(), 2 * kMaxTimersPerTick);
   h.tick();  // the bound on fires in flight holds
-  EXPECT_EQ(h.proposed.size(), kMaxTimerFiresInFlight);
+  EXPECT_EQ(h.fires().size(), kMaxTimerFiresInFlight);
   h.apply_proposed();  // applied fires leave the in-flight set
   h.tick();
-  EXPECT_EQ(h.proposed.size(), count - kMaxTimerFiresInFlight);
+  EXPECT_EQ(h.fires().size(), count - kMaxTimerFiresInFlight);
   h.apply_proposed();
   h.tick();
   EXPECT_TRUE(h.proposed.empty());
@@ -327,13 +338,13 @@ TEST(Runtime, TimerDueBeforeTheCursorIsFoundByTheNextRescan) {
   h.start("later", kSleepType, "100");
   h.now_ms += 100;
   h.tick();
-  ASSERT_EQ(h.proposed.size(), 1U);
+  ASSERT_EQ(h.fires().size(), 1U);
   h.apply_proposed();
   h.start("already-due", kSleepType, "0");  // due now, before nothing of the cursor
   h.now_ms += kTimerRescanIntervalMs;
   h.tick();
-  ASSERT_EQ(h.proposed.size(), 1U);
-  EXPECT_EQ(h.proposed[0].fire_timer().workflow_id(), "already-due");
+  ASSERT_EQ(h.fires().size(), 1U);
+  EXPECT_EQ(h.fires()[0].workflow_id(), "already-due");
 }
 
 TEST(Runtime, FollowerRuntimeDoesNothing) {
