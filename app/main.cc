@@ -1,7 +1,7 @@
 // herald: the single binary. Subcommands:
 //   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...]
-//   herald sim --scenario raft|workflow --seeds N [--seed S]
+//   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -44,13 +44,19 @@ int main(int argc, char** argv) {
   serve->add_option("--election-ticks", serve_flags.election_ticks, "Election timeout in ticks");
   serve->add_option("--heartbeat-ticks", serve_flags.heartbeat_ticks, "Heartbeat in ticks");
   serve->add_option("--tick-ms", serve_flags.tick_ms, "Tick length in milliseconds");
+  serve->add_option("--admin-token", serve_flags.admin_token,
+                    "Credential of the messaging admin API (also HERALD_ADMIN_TOKEN)");
+  serve->add_option("--push-journal", serve_flags.push_journal,
+                    "Record push notifications to this file, one JSON object per line");
+  serve->add_option("--email-journal", serve_flags.email_journal,
+                    "Record escalation emails to this file, one JSON object per line");
 
   std::string scenario = "raft";
   int seeds = 100;
   std::uint64_t seed = 0;
   bool verbose = false;
   CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
-  sim->add_option("--scenario", scenario, "Scenario: raft or workflow");
+  sim->add_option("--scenario", scenario, "Scenario: raft, workflow or messaging");
   sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
   sim->add_flag("--verbose", verbose, "Print a trace of the run");

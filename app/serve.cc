@@ -6,8 +6,11 @@
 #include <cstdio>
 
 #include "base/log.h"
+#include "messaging/providers.h"
+#include "server/gateway.h"
 #include "server/http_server.h"
 #include "server/kv_api.h"
+#include "server/messaging_api.h"
 #include "server/node_host.h"
 #include "server/workflow_api.h"
 
@@ -33,6 +36,12 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   if (flags.election_ticks) config.election_ticks = *flags.election_ticks;
   if (flags.heartbeat_ticks) config.heartbeat_ticks = *flags.heartbeat_ticks;
   if (flags.tick_ms) config.tick_ms = *flags.tick_ms;
+  if (const char* token = std::getenv("HERALD_ADMIN_TOKEN"); token != nullptr) {
+    config.admin_token = token;
+  }
+  if (flags.admin_token) config.admin_token = *flags.admin_token;
+  if (flags.push_journal) config.push_journal = *flags.push_journal;
+  if (flags.email_journal) config.email_journal = *flags.email_journal;
   if (flags.peers) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*flags.peers));
   }
@@ -57,6 +66,33 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   return o;
 }
 
+// The client WebSocket endpoint (docs/protocol.md).
+constexpr std::string_view kClientSocketPath = "/v1/ws";
+
+struct Providers {
+  std::unique_ptr<messaging::RecordingPushProvider> push;
+  std::unique_ptr<messaging::RecordingEmailProvider> email;
+};
+
+// Push and email go to recording providers (the APNs, FCM and SMTP clients are not part of this
+// build); with a journal path each call is also appended to that file as one JSON line.
+Result<Providers> make_providers(const ServeConfig& config) {
+  Providers p;
+  if (config.push_journal.empty()) {
+    p.push = std::make_unique<messaging::RecordingPushProvider>();
+  } else {
+    HERALD_ASSIGN_OR_RETURN(p.push,
+                            messaging::RecordingPushProvider::with_journal(config.push_journal));
+  }
+  if (config.email_journal.empty()) {
+    p.email = std::make_unique<messaging::RecordingEmailProvider>();
+  } else {
+    HERALD_ASSIGN_OR_RETURN(p.email,
+                            messaging::RecordingEmailProvider::with_journal(config.email_journal));
+  }
+  return p;
+}
+
 // Blocks SIGTERM and SIGINT in every thread (call before starting any) and returns the set.
 sigset_t block_termination_signals() {
   sigset_t set;
@@ -78,21 +114,32 @@ int run_serve(const ServeFlags& flags) {
   init_logging(config->log_level, config->id);
   const sigset_t signals = block_termination_signals();
 
-  auto host = server::NodeHost::start(host_options(*config));
+  auto providers = make_providers(*config);
+  if (!providers.ok()) {
+    spdlog::critical("cannot open a provider journal: {}", providers.status().to_string());
+    return kExitConfig;
+  }
+  server::NodeHostOptions options = host_options(*config);
+  options.push = providers->push.get();
+  options.email = providers->email.get();
+  auto host = server::NodeHost::start(options);
   if (!host.ok()) {
     spdlog::critical("cannot start node {}: {}", config->id, host.status().to_string());
     return kExitRuntime;
   }
   server::KvApi kv_api(host->get());
   server::WorkflowApi workflow_api(host->get());
+  server::MessagingApi messaging_api(host->get(), config->admin_token);
+  server::Gateway gateway(host->get());
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
-  server::HttpServer http(http_config, [&kv_api, &workflow_api](server::HttpRequest&& request,
-                                                                server::Responder respond) {
-    if (!workflow_api.handle(request, respond)) {
-      kv_api.handle(std::move(request), std::move(respond));
-    }
-  });
+  http_config.websocket_paths.emplace(std::string(kClientSocketPath), &gateway);
+  server::HttpServer http(
+      http_config, [&](server::HttpRequest&& request, server::Responder respond) {
+        if (!messaging_api.handle(request, respond) && !workflow_api.handle(request, respond)) {
+          kv_api.handle(std::move(request), std::move(respond));
+        }
+      });
   if (const Status s = http.run(kHttpIoThreads); !s.ok()) {
     spdlog::critical("cannot serve clients on {}: {}", config->client, s.to_string());
     (*host)->stop();

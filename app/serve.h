@@ -21,6 +21,9 @@ struct ServeFlags {
   std::optional<int> election_ticks;
   std::optional<int> heartbeat_ticks;
   std::optional<int> tick_ms;
+  std::optional<std::string> admin_token;
+  std::optional<std::string> push_journal;
+  std::optional<std::string> email_journal;
 };
 
 // Runs a node until a termination signal. Returns the process exit code; configuration errors

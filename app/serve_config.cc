@@ -69,6 +69,9 @@ Status load_toml(const std::string& path, ServeConfig& config) {
   read_value(table, "cluster", config.cluster);
   read_value(table, "log_level", config.log_level);
   read_value(table, "tick_ms", config.tick_ms);
+  read_value(table, "admin_token", config.admin_token);
+  read_value(table, "push_journal", config.push_journal);
+  read_value(table, "email_journal", config.email_journal);
   read_value(table, "election_ticks", config.election_ticks);
   read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
   if (auto spec = table["peers"].value<std::string>()) {

@@ -11,6 +11,9 @@
 //   tick_ms = 10
 //   election_ticks = 6
 //   heartbeat_ticks = 2
+//   admin_token = "..."            # the messaging admin API's credential; empty disables it
+//   push_journal = "push.jsonl"    # record push notifications as JSON lines (no APNs/FCM yet)
+//   email_journal = "email.jsonl"  # record escalation emails as JSON lines
 // Flags given on the command line override the file.
 #pragma once
 
@@ -33,6 +36,9 @@ struct ServeConfig {
   int tick_ms = 10;
   int election_ticks = 6;
   int heartbeat_ticks = 2;
+  std::string admin_token;    // empty: the admin API answers 403
+  std::string push_journal;   // empty: pushes are kept in memory only
+  std::string email_journal;  // empty: emails are kept in memory only
 };
 
 // Parses "1=host:port,2=host:port". kInvalidArgument names the offending item.

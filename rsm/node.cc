@@ -378,6 +378,9 @@ Status Node::persist(const raft::Ready& rd) {
     sessions_.clear();  // The state space was replaced.
     spdlog::info("replica {} installed snapshot at index {} term {}", config_.id, applied_,
                  applied_term_);
+    if (listener_ != nullptr) {
+      listener_->on_snapshot_installed();
+    }
   }
   return Status::ok_status();
 }

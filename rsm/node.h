@@ -77,6 +77,8 @@ class NodeListener {
   virtual void on_applied() {}
   // This replica became leader (true) or stopped being leader (false).
   virtual void on_leadership(bool leader) {}
+  // The state space was replaced by a snapshot from the leader (any state read before is stale).
+  virtual void on_snapshot_installed() {}
 };
 
 struct PeerReport {

@@ -12,17 +12,22 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/stream.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -31,12 +36,14 @@
 #include "base/assert.h"
 #include "base/encoding.h"
 #include "server/listener.h"
+#include "server/websocket.h"
 
 namespace herald::server {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 
@@ -50,6 +57,8 @@ constexpr std::size_t kMaxLingerBytes = 4 * kMaxRequestBodyBytes;
 constexpr std::size_t kDrainChunkBytes = 4096;
 // Pause before accepting again after the listener reports an error.
 constexpr std::uint32_t kAcceptRetryMs = 100;
+// A WebSocket's read buffer grows to its largest message; above this it is given back after use.
+constexpr std::size_t kMaxKeptWsReadBufferBytes = std::size_t{16} * 1024;
 
 std::string to_std(beast::string_view view) {
   return std::string(view.data(), view.size());
@@ -84,6 +93,37 @@ Result<std::map<std::string, std::string>> parse_query(std::string_view query) {
 
 bool is_parse_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
+}
+
+// True when the Upgrade header asks for WebSocket (possibly among other protocols).
+bool asks_for_websocket(const http::request<http::string_body>& request) {
+  return http::token_list{request[http::field::upgrade]}.exists("websocket");
+}
+
+// The handler's view of `request`; moves its body out. Errors: kInvalidArgument for a malformed
+// query string.
+Result<HttpRequest> to_http_request(http::request<http::string_body>& request) {
+  const beast::string_view target = request.target();
+  const std::size_t question = target.find('?');
+  HttpRequest out;
+  out.method = to_std(request.method_string());
+  out.path = to_std(target.substr(0, question));
+  if (question != beast::string_view::npos) {
+    HERALD_ASSIGN_OR_RETURN(out.query, parse_query(std::string_view(target.data() + question + 1,
+                                                                    target.size() - question - 1)));
+  }
+  for (const auto& field : request) {
+    out.headers.emplace_back(to_std(field.name_string()), to_std(field.value()));
+  }
+  out.body = std::move(request.body());
+  return out;
+}
+
+// "ip:port", or "[ip6]:port".
+std::string endpoint_string(const tcp::endpoint& endpoint) {
+  const std::string address = endpoint.address().to_string();
+  return (endpoint.address().is_v6() ? "[" + address + "]" : address) + ":" +
+         std::to_string(endpoint.port());
 }
 
 }  // namespace
@@ -135,10 +175,12 @@ Result<std::vector<std::string>> split_path(std::string_view path) {
 }
 
 // The shared core of a server: connections and outstanding Responders reach it, and a Responder
-// keeps it (and so the io_context it posts to) alive.
+// or a WebSocket session keeps it (and so the io_context it posts to) alive.
 class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
  public:
+  class Tracked;
   class Connection;
+  class WsSession;
 
   Impl(HttpServerConfig config, Handler handler)
       : config_(std::move(config)),
@@ -147,6 +189,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         acceptor_(asio::make_strand(io_)),
         accept_retry_timer_(acceptor_.get_executor()) {
     HERALD_ASSERT(handler_ != nullptr, "HttpServer needs a handler");
+    for (const auto& [path, ws_handler] : config_.websocket_paths) {
+      HERALD_ASSERT(ws_handler != nullptr, "a WebSocket path needs a handler");
+    }
   }
 
   [[nodiscard]] Status run(std::size_t io_threads);
@@ -160,9 +205,24 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   // Used by connections and responders.
   [[nodiscard]] const Handler& handler() const { return handler_; }
   [[nodiscard]] const HttpServerConfig& config() const { return config_; }
-  void unregister(Connection* connection) {
+  void unregister(Tracked* connection) {
     std::lock_guard lock(mu_);
     connections_.erase(connection);
+  }
+  // The handler of WebSocket upgrades on `path`, or nullptr when the path takes none.
+  [[nodiscard]] WsHandler* websocket_handler(const std::string& path) const {
+    const auto it = config_.websocket_paths.find(path);
+    return it == config_.websocket_paths.end() ? nullptr : it->second;
+  }
+  [[nodiscard]] std::uint64_t next_websocket_id() { return ++last_websocket_id_; }
+  // Moves the registration of `from` (an upgraded connection) to `to`, which then counts against
+  // the limit instead. False when stop() has begun: `to` is registered but stop() may have missed
+  // it, so the caller shuts it down.
+  [[nodiscard]] bool adopt(Tracked* from, const std::shared_ptr<Tracked>& to) {
+    std::lock_guard lock(mu_);
+    connections_.erase(from);
+    connections_.emplace(to.get(), to);
+    return !stopping_;
   }
   // Hands `response` to the connection's strand unless the connection or the server is gone.
   void post_response(const std::weak_ptr<Connection>& connection, HttpResponse response);
@@ -175,8 +235,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   const HttpServerConfig config_;
   const Handler handler_;
   mutable std::mutex mu_;
-  bool stopping_ = false;                                                   // guarded by mu_
-  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections_;  // guarded by mu_
+  bool stopping_ = false;                                             // guarded by mu_
+  std::unordered_map<Tracked*, std::weak_ptr<Tracked>> connections_;  // guarded by mu_
+  std::atomic<std::uint64_t> last_websocket_id_{0};
   // Declared after the state above: destroying the io_context destroys pending handlers, whose
   // connections unregister themselves.
   asio::io_context io_;
@@ -187,13 +248,22 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   std::uint16_t port_ = 0;
 };
 
+// A connection the server tracks: it counts against max_connections and stop() shuts it down.
+class HttpServer::Impl::Tracked {
+ public:
+  virtual ~Tracked() = default;
+  // Closes from any thread.
+  virtual void shut_down() = 0;
+};
+
 // One client connection, driven on its own strand: read a request, hand it to the handler, wait
-// for the Responder, write the response, repeat. The request/response cycle is the place where
-// a WebSocket upgrade will take over the stream (see handle_upgrade()).
-class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connection> {
+// for the Responder, write the response, repeat. A WebSocket upgrade hands the stream over to a
+// WsSession (see handle_upgrade()).
+class HttpServer::Impl::Connection final : public Tracked,
+                                           public std::enable_shared_from_this<Connection> {
  public:
   Connection(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
-  ~Connection() { server_.unregister(this); }
+  ~Connection() override { server_.unregister(this); }
 
   // Starts reading requests.
   void start() {
@@ -206,7 +276,7 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
     });
   }
   // Closes from any thread; a pending Responder then does nothing.
-  void close() {
+  void shut_down() override {
     asio::post(stream_.get_executor(), [self = shared_from_this()] { self->close_now(); });
   }
   // On the strand: writes the handler's response.
@@ -221,7 +291,8 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
   void read_request();
   void on_read(const beast::error_code& ec);
   void dispatch_request(http::request<http::string_body>&& request);
-  void handle_upgrade();
+  void handle_upgrade(const http::request<http::string_body>& request, HttpRequest&& upgrade);
+  [[nodiscard]] std::string remote_endpoint() const;
   void write(HttpResponse response, bool close_after);
   void write_error(unsigned status, std::string_view code, std::string_view message,
                    bool close_after) {
@@ -242,6 +313,120 @@ class HttpServer::Impl::Connection : public std::enable_shared_from_this<Connect
   bool closed_ = false;
   std::size_t lingered_bytes_ = 0;
   std::array<char, kDrainChunkBytes> drain_buffer_{};
+};
+
+// One WebSocket, grown from a Connection's upgrade request and driven on that connection's strand.
+// On the strand run the reader (read a message, hand it to on_text, read the next), the writer
+// (pump(): write queued messages one at a time, then the close frame once a close was requested)
+// and the close deadline; finish() ends all three and calls on_close. The outbound queue and the
+// phase are the only state other threads touch (send_text, close, shut_down), under mu_.
+//
+// The session keeps the server's core (and so its io_context) alive: the handler may hold the
+// session after the server is gone, and the session's I/O objects must die before the io_context.
+class HttpServer::Impl::WsSession final : public Tracked,
+                                          public WsConnection,
+                                          public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(std::shared_ptr<Impl> server, WsHandler& handler, const asio::any_io_executor& strand,
+            std::string remote_endpoint)
+      : server_(std::move(server)),
+        handler_(handler),
+        strand_(strand),
+        id_(server_->next_websocket_id()),
+        remote_endpoint_(std::move(remote_endpoint)),
+        max_message_bytes_(server_->config().ws_max_message_bytes),
+        max_queued_bytes_(server_->config().ws_max_queued_bytes),
+        idle_timeout_ms_(server_->config().ws_idle_timeout_ms),
+        close_deadline_(strand) {}
+  ~WsSession() override = default;
+  WsSession(const WsSession&) = delete;
+  WsSession& operator=(const WsSession&) = delete;
+
+  // On the strand, once on_open accepted: takes over the stream and answers the handshake.
+  void start(beast::tcp_stream&& stream, const http::request<http::string_body>& request);
+  // On the strand, when on_open refused: the session never opens and never calls the handler.
+  void refuse() {
+    finished_ = true;
+    std::lock_guard lock(mu_);
+    phase_ = Phase::kClosed;
+    drop_queue();
+  }
+
+  [[nodiscard]] Status send_text(std::string text) override;
+  void close(std::uint16_t code, std::string reason) override;
+  [[nodiscard]] std::uint64_t id() const override { return id_; }
+  [[nodiscard]] const std::string& remote_endpoint() const override { return remote_endpoint_; }
+  // stop(): closes with 1001 at once, dropping what is queued.
+  void shut_down() override {
+    if (!enter_closing(/*drop=*/true)) return;
+    post_close({kWsCloseGoingAway, "server shutting down", /*flush=*/false});
+  }
+
+ private:
+  enum class Phase : std::uint8_t { kOpen, kClosing, kClosed };
+  struct CloseRequest {
+    std::uint16_t code = kWsCloseNormal;
+    std::string reason;
+    bool flush = true;  // write the queued messages before the close frame
+  };
+
+  // Any thread. Moves an open session to kClosing; with `drop`, also a closing one, and empties
+  // the queue. False when there is nothing to do.
+  bool enter_closing(bool drop) {
+    std::lock_guard lock(mu_);
+    if (phase_ == Phase::kClosed || (phase_ == Phase::kClosing && !drop)) return false;
+    phase_ = Phase::kClosing;
+    if (drop) drop_queue();
+    return true;
+  }
+  void drop_queue() {  // mu_ held
+    queue_.clear();
+    queued_bytes_ = 0;
+  }
+  void post_close(CloseRequest request) {
+    asio::post(strand_, [self = shared_from_this(), request = std::move(request)]() mutable {
+      self->request_close(std::move(request));
+    });
+  }
+
+  void on_handshake(const beast::error_code& ec);
+  void read_next();
+  void on_read(const beast::error_code& ec);
+  void request_close(CloseRequest request);
+  void pump();
+  void write(std::string message);
+  void on_write(const beast::error_code& ec);
+  void send_close_frame();
+  void on_close_frame_done();
+  void finish();
+
+  const std::shared_ptr<Impl> server_;  // first: destroyed last
+  WsHandler& handler_;
+  const asio::any_io_executor strand_;
+  const std::uint64_t id_;
+  const std::string remote_endpoint_;
+  const std::size_t max_message_bytes_;
+  const std::size_t max_queued_bytes_;
+  const std::uint32_t idle_timeout_ms_;
+
+  std::mutex mu_;
+  Phase phase_ = Phase::kOpen;     // guarded by mu_
+  std::deque<std::string> queue_;  // guarded by mu_
+  std::size_t queued_bytes_ = 0;   // guarded by mu_: the bytes in queue_
+  std::size_t writing_bytes_ = 0;  // guarded by mu_: the message being written
+  bool pump_posted_ = false;       // guarded by mu_
+
+  // The strand's state.
+  std::optional<websocket::stream<beast::tcp_stream>> ws_;
+  beast::flat_buffer read_buffer_;
+  std::string writing_;
+  asio::steady_timer close_deadline_;
+  std::optional<CloseRequest> close_request_;
+  bool handshake_done_ = false;
+  bool write_in_flight_ = false;
+  bool close_in_flight_ = false;
+  bool reading_done_ = false;  // no read is pending, and none will start
+  bool finished_ = false;
 };
 
 void HttpServer::Impl::Connection::read_request() {
@@ -277,35 +462,56 @@ void HttpServer::Impl::Connection::on_read(const beast::error_code& ec) {
 void HttpServer::Impl::Connection::dispatch_request(http::request<http::string_body>&& request) {
   version_ = request.version();
   keep_alive_ = request.keep_alive();
-  if (!request[http::field::upgrade].empty()) {
-    handle_upgrade();
+  const bool upgrade = !request[http::field::upgrade].empty();
+  if (upgrade && !asks_for_websocket(request)) {
+    write_error(501, "not_implemented", "only WebSocket upgrades are supported", true);
     return;
   }
-  const beast::string_view target = request.target();
-  const std::size_t question = target.find('?');
-  HttpRequest out;
-  out.method = to_std(request.method_string());
-  out.path = to_std(target.substr(0, question));
-  if (question != beast::string_view::npos) {
-    Result<std::map<std::string, std::string>> query =
-        parse_query(std::string_view(target.data() + question + 1, target.size() - question - 1));
-    if (!query.ok()) {
-      write_error(400, "bad_request", query.status().message(), !keep_alive_);
-      return;
-    }
-    out.query = std::move(query).value();
+  Result<HttpRequest> out = to_http_request(request);
+  if (!out.ok()) {
+    write_error(400, "bad_request", out.status().message(), upgrade || !keep_alive_);
+    return;
   }
-  for (const auto& field : request) {
-    out.headers.emplace_back(to_std(field.name_string()), to_std(field.value()));
+  if (upgrade) {
+    handle_upgrade(request, std::move(out).value());
+    return;
   }
-  out.body = std::move(request.body());
   awaiting_response_ = shared_from_this();
-  server_.handler()(std::move(out), server_.make_responder(awaiting_response_));
+  server_.handler()(std::move(out).value(), server_.make_responder(awaiting_response_));
 }
 
-// The WebSocket gateway will take over stream_ and buffer_ here; until then upgrades are refused.
-void HttpServer::Impl::Connection::handle_upgrade() {
-  write_error(501, "not_implemented", "protocol upgrades are not supported", true);
+// A WebSocket upgrade: the path's handler decides, and an accepted upgrade hands stream_ to a
+// WsSession, which answers the handshake. Every refusal closes the connection.
+void HttpServer::Impl::Connection::handle_upgrade(const http::request<http::string_body>& request,
+                                                  HttpRequest&& upgrade) {
+  WsHandler* handler = server_.websocket_handler(upgrade.path);
+  if (handler == nullptr) {
+    write_error(404, "not_found", "no WebSocket endpoint at this path", true);
+    return;
+  }
+  if (!websocket::is_upgrade(request)) {
+    write_error(400, "bad_request", "malformed WebSocket upgrade request", true);
+    return;
+  }
+  auto session = std::make_shared<WsSession>(server_.shared_from_this(), *handler,
+                                             stream_.get_executor(), remote_endpoint());
+  std::optional<HttpResponse> refusal = handler->on_open(session, upgrade);
+  if (refusal.has_value()) {
+    HERALD_ASSERT(refusal->status >= 400, "a refused WebSocket upgrade needs an error status");
+    session->refuse();
+    write(std::move(*refusal), /*close_after=*/true);
+    return;
+  }
+  const bool adopted = server_.adopt(this, session);
+  closed_ = true;  // stream_ now belongs to the session
+  session->start(std::move(stream_), request);
+  if (!adopted) session->shut_down();
+}
+
+std::string HttpServer::Impl::Connection::remote_endpoint() const {
+  beast::error_code ec;
+  const tcp::endpoint endpoint = stream_.socket().remote_endpoint(ec);
+  return ec ? std::string("unknown") : endpoint_string(endpoint);
 }
 
 void HttpServer::Impl::Connection::write(HttpResponse response, bool close_after) {
@@ -365,6 +571,193 @@ void HttpServer::Impl::Connection::close_now() {
   stream_.close();
 }
 
+void HttpServer::Impl::WsSession::start(beast::tcp_stream&& stream,
+                                        const http::request<http::string_body>& request) {
+  ws_.emplace(std::move(stream));
+  // The WebSocket's own timeouts replace the TCP stream's (Beast requires one or the other).
+  beast::get_lowest_layer(*ws_).expires_never();
+  ws_->set_option(websocket::stream_base::timeout{milliseconds(kWsHandshakeTimeoutMs),
+                                                  milliseconds(idle_timeout_ms_),
+                                                  /*keep_alive_pings=*/true});
+  ws_->set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& response) { response.set(http::field::server, "herald"); }));
+  ws_->read_message_max(max_message_bytes_);
+  ws_->text(true);
+  ws_->async_accept(request, [self = shared_from_this()](const beast::error_code& ec) {
+    self->on_handshake(ec);
+  });
+}
+
+Status HttpServer::Impl::WsSession::send_text(std::string text) {
+  {
+    std::lock_guard lock(mu_);
+    if (phase_ != Phase::kOpen) return Status::failed_precondition("the WebSocket is closed");
+    if (text.size() > max_queued_bytes_) {
+      return Status::invalid_argument("a message of " + std::to_string(text.size()) +
+                                      " bytes exceeds the send queue of " +
+                                      std::to_string(max_queued_bytes_) + " bytes");
+    }
+    if (queued_bytes_ + writing_bytes_ + text.size() <= max_queued_bytes_) {
+      queued_bytes_ += text.size();
+      queue_.push_back(std::move(text));
+      if (!std::exchange(pump_posted_, true)) {
+        asio::post(strand_, [self = shared_from_this()] { self->pump(); });
+      }
+      return Status::ok_status();
+    }
+    phase_ = Phase::kClosing;
+    drop_queue();
+  }
+  spdlog::warn("websocket {} ({}): closing a slow consumer", id_, remote_endpoint_);
+  post_close({kWsClosePolicyViolation, "slow consumer", /*flush=*/false});
+  return Status::resource_exhausted("the client reads too slowly: more than " +
+                                    std::to_string(max_queued_bytes_) + " bytes queued");
+}
+
+void HttpServer::Impl::WsSession::close(std::uint16_t code, std::string reason) {
+  HERALD_ASSERT(is_sendable_ws_close_code(code), "not a close code an endpoint may send");
+  if (!enter_closing(/*drop=*/false)) return;
+  post_close({code, truncate_ws_close_reason(reason), /*flush=*/true});
+}
+
+void HttpServer::Impl::WsSession::on_handshake(const beast::error_code& ec) {
+  if (finished_) return;
+  if (ec) {
+    spdlog::debug("websocket {} ({}): handshake failed: {}", id_, remote_endpoint_, ec.message());
+    finish();
+    return;
+  }
+  handshake_done_ = true;
+  read_next();
+  pump();
+}
+
+void HttpServer::Impl::WsSession::read_next() {
+  ws_->async_read(read_buffer_, [self = shared_from_this()](const beast::error_code& ec,
+                                                            std::size_t) { self->on_read(ec); });
+}
+
+void HttpServer::Impl::WsSession::on_read(const beast::error_code& ec) {
+  if (finished_) return;
+  if (ec) {
+    // The client closed, a limit was hit (Beast has sent 1009 or 1007), the idle timeout passed
+    // or the socket failed. A close handshake of ours in flight finishes the session itself.
+    reading_done_ = true;
+    if (!close_in_flight_) finish();
+    return;
+  }
+  if (ws_->got_binary()) {
+    reading_done_ = true;  // the close handshake reads what still arrives
+    read_buffer_.clear();
+    enter_closing(/*drop=*/true);  // false when already closing: the close below still applies
+    request_close({kWsCloseUnsupportedData, "binary messages are not supported", /*flush=*/false});
+    return;
+  }
+  std::string text = beast::buffers_to_string(read_buffer_.data());
+  read_buffer_.clear();
+  if (read_buffer_.capacity() > kMaxKeptWsReadBufferBytes) read_buffer_.shrink_to_fit();
+  handler_.on_text(shared_from_this(), std::move(text));
+  read_next();
+}
+
+// On the strand. The first request wins; a later one can only stop the flushing.
+void HttpServer::Impl::WsSession::request_close(CloseRequest request) {
+  if (finished_) return;
+  if (close_request_.has_value()) {
+    close_request_->flush = close_request_->flush && request.flush;
+  } else {
+    close_request_ = std::move(request);
+    close_deadline_.expires_after(milliseconds(kWsCloseTimeoutMs));
+    close_deadline_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
+      if (!ec) self->finish();
+    });
+  }
+  pump();
+}
+
+// On the strand: starts the next write, or the close frame once nothing is left to write.
+void HttpServer::Impl::WsSession::pump() {
+  std::optional<std::string> next;
+  {
+    std::lock_guard lock(mu_);
+    pump_posted_ = false;
+    if (finished_ || !handshake_done_ || write_in_flight_ || close_in_flight_) return;
+    const bool may_write = !close_request_.has_value() || close_request_->flush;
+    if (may_write && !queue_.empty()) {
+      next = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= next->size();
+      writing_bytes_ = next->size();
+    }
+  }
+  if (next.has_value()) {
+    write(std::move(*next));
+  } else if (close_request_.has_value()) {
+    send_close_frame();
+  }
+}
+
+void HttpServer::Impl::WsSession::write(std::string message) {
+  writing_ = std::move(message);
+  write_in_flight_ = true;
+  ws_->async_write(asio::buffer(writing_),
+                   [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
+                     self->on_write(ec);
+                   });
+}
+
+void HttpServer::Impl::WsSession::on_write(const beast::error_code& ec) {
+  write_in_flight_ = false;
+  writing_ = std::string();  // give the memory back: queued bytes are the bound
+  {
+    std::lock_guard lock(mu_);
+    writing_bytes_ = 0;
+  }
+  if (finished_) return;
+  if (ec) {
+    finish();  // the socket is broken
+    return;
+  }
+  pump();
+}
+
+void HttpServer::Impl::WsSession::send_close_frame() {
+  close_in_flight_ = true;
+  ws_->async_close(
+      websocket::close_reason(static_cast<websocket::close_code>(close_request_->code),
+                              close_request_->reason),
+      [self = shared_from_this()](const beast::error_code&) { self->on_close_frame_done(); });
+}
+
+void HttpServer::Impl::WsSession::on_close_frame_done() {
+  close_in_flight_ = false;
+  if (finished_) return;
+  // Beast has torn the socket down, so a read still pending completes at once and finishes.
+  if (reading_done_) finish();
+}
+
+// On the strand, exactly once for an accepted session: closes the socket, stops the timers,
+// leaves the server's count and tells the handler. Operations still pending complete with
+// errors and find finished_ set.
+void HttpServer::Impl::WsSession::finish() {
+  if (finished_) return;
+  finished_ = true;
+  close_deadline_.cancel();
+  if (ws_.has_value()) {
+    // Turning both timeouts off cancels Beast's timer, which would otherwise hold the io_context.
+    ws_->set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
+                                                    websocket::stream_base::none(), false});
+    beast::get_lowest_layer(*ws_).close();
+  }
+  {
+    std::lock_guard lock(mu_);
+    phase_ = Phase::kClosed;
+    drop_queue();
+  }
+  server_->unregister(this);
+  handler_.on_close(shared_from_this());
+}
+
 // Shared by every copy of one Responder: answers exactly once, or 500 when dropped unanswered.
 namespace {
 class PendingResponse {
@@ -419,7 +812,7 @@ Status HttpServer::Impl::run(std::size_t io_threads) {
 }
 
 void HttpServer::Impl::stop() {
-  std::vector<std::shared_ptr<Connection>> open;
+  std::vector<std::shared_ptr<Tracked>> open;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -437,7 +830,7 @@ void HttpServer::Impl::stop() {
     accept_retry_timer_.cancel();
   });
   for (const auto& connection : open) {
-    connection->close();
+    connection->shut_down();
   }
   open.clear();  // before joining: the io threads may hold the last references
   work_.reset();

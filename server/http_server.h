@@ -11,6 +11,12 @@
 // concurrently. It answers through the Responder, which may be called from any thread, exactly
 // once. A Responder dropped without being called answers 500. A
 // Responder called after its connection closed, or after stop(), does nothing.
+//
+// WebSocket: a GET with "Upgrade: websocket" on a path registered in
+// HttpServerConfig::websocket_paths becomes a WebSocket driven by that path's WsHandler (see
+// server/websocket.h for the handler's contract and the connection's guarantees). A WebSocket
+// upgrade to any other path is answered 404; an upgrade to another protocol is answered 501. Open
+// WebSockets count against max_connections like HTTP connections.
 // Beast stays in http_server.cc, so including this header does not compile it.
 #pragma once
 
@@ -39,6 +45,24 @@ inline constexpr std::uint32_t kIdleReadTimeoutMs = 30'000;
 inline constexpr std::uint32_t kWriteTimeoutMs = 30'000;
 // Connections beyond this many are answered 503 and closed.
 inline constexpr std::size_t kMaxConnections = 1024;
+
+// Largest incoming WebSocket message (after reassembly of its frames); a larger one closes the
+// connection with 1009 "message too big".
+inline constexpr std::size_t kMaxWsMessageBytes = 256 * 1024;
+// Outgoing WebSocket bytes queued on one connection and not yet written to its socket; a send
+// beyond this closes the connection with 1008 "slow consumer" (see WsConnection::send_text).
+inline constexpr std::size_t kMaxWsQueuedBytes = 1024 * 1024;
+// A WebSocket that receives nothing (no message, no pong) for this long is closed.
+inline constexpr std::uint32_t kWsIdleTimeoutMs = 60'000;
+// A WebSocket that received nothing for this long is sent a ping, so that a live client answers
+// before kWsIdleTimeoutMs passes. Fixed at half the idle timeout (the idle timeout's driver pings
+// at its midpoint).
+inline constexpr std::uint32_t kWsPingIntervalMs = kWsIdleTimeoutMs / 2;
+// The opening handshake (after the upgrade request was read) must complete within this time.
+inline constexpr std::uint32_t kWsHandshakeTimeoutMs = 10'000;
+// A WebSocket being closed (by its handler, a limit, or stop()) is torn down without ceremony if
+// the close handshake has not completed within this time. Bounds how long stop() waits.
+inline constexpr std::uint32_t kWsCloseTimeoutMs = 5'000;
 
 struct HttpRequest {
   std::string method;                        // as sent, e.g. "GET"
@@ -72,10 +96,19 @@ using Handler = std::function<void(HttpRequest&&, Responder)>;
 // path that does not start with '/' or has a malformed escape (answer it with 400).
 [[nodiscard]] Result<std::vector<std::string>> split_path(std::string_view path);
 
+class WsHandler;  // server/websocket.h
+
 struct HttpServerConfig {
   std::string listen = "127.0.0.1:0";  // ip:port; port 0 picks an ephemeral port
   std::size_t max_connections = kMaxConnections;
   std::uint32_t idle_read_timeout_ms = kIdleReadTimeoutMs;
+  // Paths (raw, as HttpRequest::path, matched exactly) that accept WebSocket upgrades, each with
+  // its handler. Handlers are not owned: each must be non-null and outlive the server's stop().
+  std::map<std::string, WsHandler*> websocket_paths;
+  std::size_t ws_max_message_bytes = kMaxWsMessageBytes;
+  std::size_t ws_max_queued_bytes = kMaxWsQueuedBytes;
+  // Also sets the ping interval, which is always half of it.
+  std::uint32_t ws_idle_timeout_ms = kWsIdleTimeoutMs;
 };
 
 class HttpServer {
@@ -92,12 +125,15 @@ class HttpServer {
   // endpoint, kIOError when binding fails.
   [[nodiscard]] Status run(std::size_t io_threads = 1);
   // Closes the listener and every connection and joins the io threads; no handler runs after it
-  // returns. Idempotent; the server cannot be run again. Must not be called from an io thread.
+  // returns. Every open WebSocket is closed with 1001 "going away" (a client that does not answer
+  // the close is dropped after kWsCloseTimeoutMs), and WsHandler::on_close has been called for
+  // each of them when stop() returns. Idempotent; the server cannot be run again. Must not be
+  // called from an io thread.
   void stop();
 
   // The bound port (useful with port 0). Precondition: run() succeeded.
   [[nodiscard]] std::uint16_t port() const;
-  // Connections currently open (thread-safe).
+  // Connections currently open, HTTP and WebSocket (thread-safe).
   [[nodiscard]] std::size_t open_connections() const;
 
  private:

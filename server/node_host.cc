@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
 #include "server/peer_transport.h"
 #include "server/workflow_host.h"
@@ -36,8 +37,36 @@ struct NodeHost::Impl {
   std::unique_ptr<TcpPeerTransport> transport;
   rsm::KvStateMachine kv;
   rsm::StateMachineRouter router{&kv};
+  std::unique_ptr<messaging::RecordingPushProvider> default_push;
+  std::unique_ptr<messaging::RecordingEmailProvider> default_email;
+  std::unique_ptr<messaging::Host> messaging;
   std::unique_ptr<WorkflowHost> workflows;
   std::unique_ptr<rsm::Node> node;
+  ChangeListener change_listener;  // raft thread only
+
+  // The replica's listener: the workflow runtime, then the messaging changes.
+  class Listener final : public rsm::NodeListener {
+   public:
+    explicit Listener(Impl* impl) : impl_(impl) {}
+    void on_applied() override {
+      impl_->workflows->on_applied();
+      std::vector<messaging::ChangeNotice> changes = impl_->messaging->domain()->take_changes();
+      if (impl_->change_listener) {
+        impl_->change_listener(std::move(changes), impl_->clock.wall_ms());
+      }
+    }
+    void on_leadership(bool leader) override { impl_->workflows->on_leadership(leader); }
+    // Every user's stream may have moved: one notice with an empty user id says so.
+    void on_snapshot_installed() override {
+      if (impl_->change_listener) {
+        impl_->change_listener({messaging::ChangeNotice{}}, impl_->clock.wall_ms());
+      }
+    }
+
+   private:
+    Impl* impl_;
+  };
+  Listener listener{this};
 
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
@@ -73,6 +102,9 @@ struct NodeHost::Impl {
       }
       node->tick();
       workflows->tick(clock.wall_ms());
+      if (change_listener) {
+        change_listener({}, clock.wall_ms());
+      }
       schedule_process();
       arm_tick();
     });
@@ -124,14 +156,31 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
     nc.seed = (static_cast<std::uint64_t>(std::random_device{}()) << 32U) ^
               static_cast<std::uint64_t>(impl->clock.wall_ms());
   }
+  auto propose = [raw](rsmpb::Command c, rsm::ProposeCallback done) {
+    raw->post_propose(std::move(c), std::move(done));
+  };
+  messaging::PushProvider* push = options.push;
+  messaging::EmailProvider* email = options.email;
+  if (push == nullptr) {
+    impl->default_push = std::make_unique<messaging::RecordingPushProvider>();
+    push = impl->default_push.get();
+  }
+  if (email == nullptr) {
+    impl->default_email = std::make_unique<messaging::RecordingEmailProvider>();
+    email = impl->default_email.get();
+  }
+  impl->messaging = std::make_unique<messaging::Host>(
+      impl->engine.get(), propose,
+      [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email);
   impl->workflows = std::make_unique<WorkflowHost>(
-      impl->engine.get(), [raw](rsmpb::Command c, rsm::ProposeCallback done) {
-        raw->post_propose(std::move(c), std::move(done));
-      });
+      impl->engine.get(), propose, messaging::Host::types(), impl->messaging->handlers());
+  impl->messaging->bind_engine(impl->workflows->engine());
   HERALD_RETURN_IF_ERROR(impl->router.add_module(workflow::kModuleName, impl->workflows->engine()));
+  HERALD_RETURN_IF_ERROR(
+      impl->router.add_module(messaging::kModuleName, impl->messaging->domain()));
   HERALD_ASSIGN_OR_RETURN(
       impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(), &impl->router));
-  impl->node->set_listener(impl->workflows.get());
+  impl->node->set_listener(&impl->listener);
   HERALD_RETURN_IF_ERROR(impl->transport->start());
   impl->arm_tick();
   impl->raft_thread = std::thread([raw] { raw->io.run(); });
@@ -174,6 +223,16 @@ void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
     view.peers = impl_->node->peer_reports();
     fn(view);
   });
+}
+
+void NodeHost::set_change_listener(ChangeListener listener) {
+  asio::post(impl_->io, [this, listener = std::move(listener)]() mutable {
+    impl_->change_listener = std::move(listener);
+  });
+}
+
+void NodeHost::post(std::function<void()> fn) {
+  asio::post(impl_->io, std::move(fn));
 }
 
 const storage::Engine& NodeHost::engine() const {

@@ -17,9 +17,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "messaging/domain.h"
+#include "messaging/providers.h"
 #include "rsm/node.h"
 
 namespace herald::server {
@@ -33,7 +36,17 @@ struct NodeHostOptions {
   std::string peer_listen;                    // host:port
   std::map<raft::NodeId, std::string> peers;  // every voter's peer address, self included
   int tick_ms = kDefaultTickMs;
+  // Where the leader sends push notifications and escalation emails (borrowed; must outlive the
+  // host). Null: a recording provider that only keeps the calls in memory.
+  messaging::PushProvider* push = nullptr;
+  messaging::EmailProvider* email = nullptr;
 };
+
+// Runs on the raft thread after each applied batch, with the change-stream entries it appended
+// (maybe none), and on each tick with none; `now_ms` is the node's wall clock. After a snapshot
+// was installed it gets one notice with an empty user_id: every user's stream may have moved.
+using ChangeListener =
+    std::function<void(std::vector<messaging::ChangeNotice> changes, std::int64_t now_ms)>;
 
 // A consistent answer for GET /v1/cluster, assembled on the raft thread.
 struct ClusterView {
@@ -58,6 +71,11 @@ class NodeHost {
   void read(std::function<void(Status, const storage::Engine&)> done);
   // Runs `fn` on the raft thread with a consistent view of the replica.
   void inspect(std::function<void(const ClusterView&)> fn);
+  // Installs the listener for applied changes (replacing any earlier one). Thread-safe.
+  void set_change_listener(ChangeListener listener);
+  // Runs `fn` on the raft thread.
+  void post(std::function<void()> fn);
+
   // The engine, for stale reads (RocksDB reads are thread-safe).
   [[nodiscard]] const storage::Engine& engine() const;
   [[nodiscard]] raft::NodeId id() const;

@@ -38,16 +38,22 @@ class WorkflowHost::DemoEffectHandler final : public workflow::ActivityHandler {
   ProposeFn propose_;
 };
 
-WorkflowHost::WorkflowHost(const storage::Reader* state, const ProposeFn& propose) {
+WorkflowHost::WorkflowHost(
+    const storage::Reader* state, const ProposeFn& propose,
+    std::vector<std::shared_ptr<const workflow::WorkflowType>> types,
+    std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers) {
   for (auto type : {workflow::make_demo_pipeline_type(), workflow::make_demo_sleep_type(),
                     workflow::make_demo_inbox_type()}) {
+    types.push_back(std::move(type));
+  }
+  for (auto& type : types) {
     const Status added = registry_.add(std::move(type));
-    HERALD_ASSERT(added.ok(), "built-in workflow types register once");
+    HERALD_ASSERT(added.ok(), "every workflow type registers once");
   }
   engine_ = std::make_unique<workflow::Engine>(&registry_);
   demo_effect_ = std::make_unique<DemoEffectHandler>(propose);
-  std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers{
-      {workflow::kDemoEffectActivity, demo_effect_.get()}};
+  const bool inserted = handlers.emplace(workflow::kDemoEffectActivity, demo_effect_.get()).second;
+  HERALD_ASSERT(inserted, "the demo activity type is built in");
   runtime_ = std::make_unique<workflow::Runtime>(
       state, engine_.get(), std::move(handlers),
       [propose](const workflowpb::WorkflowCommand& command) {

@@ -7,7 +7,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "rsm/node.h"
 #include "workflow/definition.h"
@@ -23,8 +26,11 @@ class WorkflowHost final : public rsm::NodeListener {
   using ProposeFn = std::function<void(rsmpb::Command, rsm::ProposeCallback)>;
 
   // `state` is the replica's engine (borrowed); `propose` submits a command from the raft
-  // thread (it must not re-enter the replica's Ready loop: post it).
-  WorkflowHost(const storage::Reader* state, const ProposeFn& propose);
+  // thread (it must not re-enter the replica's Ready loop: post it). `types` and `handlers`
+  // (borrowed) are registered besides the built-in demo types and handler.
+  WorkflowHost(const storage::Reader* state, const ProposeFn& propose,
+               std::vector<std::shared_ptr<const workflow::WorkflowType>> types = {},
+               std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers = {});
   ~WorkflowHost() override;
 
   [[nodiscard]] workflow::Engine* engine() { return engine_.get(); }

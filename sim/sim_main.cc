@@ -9,10 +9,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <optional>
+#include <string>
 #include <string_view>
 
 #include "sim/cluster.h"
+#include "sim/messaging_scenario.h"
 #include "sim/workflow_scenario.h"
 
 namespace herald::sim {
@@ -21,6 +22,7 @@ namespace {
 
 constexpr char kRaftScenario[] = "raft";
 constexpr char kWorkflowScenario[] = "workflow";
+constexpr char kMessagingScenario[] = "messaging";
 
 // What to print if a seed aborts the process (a failed HERALD_ASSERT in any layer): the seed, so
 // that it can be replayed. Formatted before each run; written from the signal handler.
@@ -65,8 +67,8 @@ void print_stats(std::uint64_t seed, int replicas, const RunStats& s) {
       s.linearizability_steps);
 }
 
-void print_workflow_stats(std::uint64_t seed, const WorkflowStats& s) {
-  fmt::print(
+std::string workflow_stats_line(std::uint64_t seed, const WorkflowStats& s) {
+  return fmt::format(
       "sim: seed {} workflows: {} started ({} duplicate starts), {} completed, {} failed, {} "
       "canceled, {} compensated, {} waiting in compensation_failed; {} activity attempts, {} "
       "effects, {} deduplicated, {} answers lost; {} timers fired, {} early fires refused; {} "
@@ -76,34 +78,66 @@ void print_workflow_stats(std::uint64_t seed, const WorkflowStats& s) {
       s.timers_fired, s.early_fires_refused, s.operator_signals);
 }
 
+std::string messaging_stats_line(std::uint64_t seed, const MessagingStats& s) {
+  return fmt::format(
+      "sim: seed {} messaging: {} users, {} devices; {} sends acknowledged ({} retransmissions, "
+      "{} answered as existing), {} deletes, {} acknowledgements; {} reads: {} completed, {} "
+      "beyond the last seq, {} not a member, {} compensated after transient failures; {} changes "
+      "received, {} connects, {} dropped connections, {} snapshot catch-ups; {} pushes ({} "
+      "failed), {} emails ({} failed); {} deliveries: {} confirmed, {} read\n",
+      seed, s.users, s.devices, s.sends, s.retransmissions, s.existed_answers, s.deletes, s.acks,
+      s.reads, s.reads_completed, s.reads_beyond, s.reads_not_member, s.reads_transient,
+      s.changes_received, s.connects, s.dropped_connections, s.snapshot_catch_ups, s.pushes,
+      s.push_failures, s.emails, s.email_failures, s.deliveries, s.deliveries_confirmed,
+      s.deliveries_read);
+}
+
+ClusterOptions options_for(std::string_view scenario, std::uint64_t seed, bool verbose) {
+  if (scenario == kWorkflowScenario) {
+    return workflow_cluster_options(seed, verbose);
+  }
+  if (scenario == kMessagingScenario) {
+    return messaging_cluster_options(seed, verbose);
+  }
+  return raft_options(seed, verbose);
+}
+
+struct SeedResult {
+  RunResult cluster;
+  std::string scenario_stats;  // the scenario's own statistics line, if it has one
+};
+
+// Runs one seed of `scenario` (known) with `options`.
+SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options) {
+  if (scenario == kWorkflowScenario) {
+    WorkflowScenario run(options);
+    const WorkflowRunResult r = run.run();
+    return {r.cluster, workflow_stats_line(options.seed, r.workflow)};
+  }
+  if (scenario == kMessagingScenario) {
+    MessagingScenario run(options);
+    const MessagingRunResult r = run.run();
+    return {r.cluster, messaging_stats_line(options.seed, r.messaging)};
+  }
+  SimCluster cluster(options);
+  return {cluster.run(), {}};
+}
+
 // Runs one seed of `scenario` (known); true when it passed.
 bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose) {
   arm_abort_message(scenario, seed);
-  const bool workflow = scenario == kWorkflowScenario;
-  const ClusterOptions options =
-      workflow ? workflow_cluster_options(seed, verbose) : raft_options(seed, verbose);
+  const ClusterOptions options = options_for(scenario, seed, verbose);
   if (verbose) {
     fmt::print("sim: seed {}: {} replicas\n", seed, options.replicas);
   }
-  RunResult result;
-  std::optional<WorkflowStats> workflow_stats;
-  if (workflow) {
-    WorkflowScenario run(options);
-    const WorkflowRunResult r = run.run();
-    result = r.cluster;
-    workflow_stats = r.workflow;
-  } else {
-    SimCluster cluster(options);
-    result = cluster.run();
-  }
+  const SeedResult run = run_scenario(scenario, options);
+  const RunResult& result = run.cluster;
   if (!result.ok) {
     fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}\n", seed,
                result.failure, scenario, seed);
   } else if (verbose) {
     print_stats(seed, options.replicas, result.stats);
-    if (workflow_stats) {
-      print_workflow_stats(seed, *workflow_stats);
-    }
+    fmt::print("{}", run.scenario_stats);
   }
   std::fflush(stdout);
   return result.ok;
@@ -112,9 +146,10 @@ bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose) {
 }  // namespace
 
 int run_sim(const SimOptions& opts) {
-  if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario) {
-    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {})\n", opts.scenario,
-               kRaftScenario, kWorkflowScenario);
+  if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario &&
+      opts.scenario != kMessagingScenario) {
+    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {})\n", opts.scenario,
+               kRaftScenario, kWorkflowScenario, kMessagingScenario);
     return 2;
   }
   if (!opts.seed && opts.seeds < 1) {

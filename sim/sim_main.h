@@ -9,6 +9,11 @@
 // and sagas with flaky activities on the same simulated cluster and faults, with the same seeds,
 // replica counts and output contract.
 //
+// Scenario "messaging": for each seed, a MessagingScenario (sim/messaging_scenario.h) runs the
+// messaging domain — users, devices coming and going, sends, acknowledgements, delivery workflows
+// and read-sync sagas — on the same simulated cluster and faults, with the same seeds, replica
+// counts and output contract.
+//
 // Output (stdout): for each failing seed
 //   sim: seed S FAILED: <reason>
 //   replay: herald sim --scenario <scenario> --seed S

@@ -1,0 +1,396 @@
+#include "messaging/delivery.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "base/assert.h"
+#include "messaging/providers.h"
+#include "workflow/runtime.h"
+
+namespace herald::messaging {
+
+namespace {
+
+using messagingpb::DeliveryData;
+using messagingpb::DeliveryInput;
+using messagingpb::DeviceDelivery;
+using messagingpb::DeviceSignal;
+using workflow::Action;
+using workflow::Decision;
+using workflow::Event;
+
+constexpr char kDeliveryIdPrefix[] = "delivery";
+
+Decision unchanged(std::string_view state, std::string_view data,
+                   std::vector<Action> actions = {}) {
+  return Decision{std::string(state), std::string(data), std::move(actions)};
+}
+
+Decision changed(std::string_view state, const DeliveryData& data,
+                 std::vector<Action> actions = {}) {
+  return Decision{std::string(state), data.SerializeAsString(), std::move(actions)};
+}
+
+Decision fail(std::string_view state, std::string_view data, std::string_view error_type,
+              std::string message) {
+  return unchanged(state, data, {Action::fail(std::string(error_type), std::move(message))});
+}
+
+// A confirmation (or the read that closes the run) makes both timers pointless.
+std::vector<Action> cancel_timers() {
+  return {Action::cancel_timer(kPushTimer), Action::cancel_timer(kEscalateTimer)};
+}
+
+workflowpb::RetryPolicy provider_retry_policy(std::initializer_list<std::string_view> permanent) {
+  workflowpb::RetryPolicy policy;
+  policy.set_initial_interval_ms(kProviderRetryInitialIntervalMs);
+  policy.set_backoff_coefficient(kProviderRetryBackoffCoefficient);
+  policy.set_maximum_interval_ms(kProviderRetryMaximumIntervalMs);
+  policy.set_maximum_attempts(kProviderRetryMaximumAttempts);
+  for (const std::string_view type : permanent) {
+    policy.add_non_retryable_error_types(std::string(type));
+  }
+  policy.add_non_retryable_error_types(workflow::kUnknownActivityType);
+  return policy;
+}
+
+workflowpb::ActivityOptions provider_options(workflowpb::RetryPolicy policy) {
+  workflowpb::ActivityOptions options;
+  *options.mutable_retry() = std::move(policy);
+  options.set_start_to_close_timeout_ms(kProviderStartToCloseTimeoutMs);
+  return options;
+}
+
+void append_escaped(std::string& out, std::string_view part) {
+  for (const char c : part) {
+    if (c == '%') {
+      out += "%25";
+    } else if (c == '/') {
+      out += "%2F";
+    } else {
+      out.push_back(c);
+    }
+  }
+}
+
+bool valid_device_id(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxDeviceIdBytes;
+}
+
+bool valid_delay(std::int64_t delay_ms) {
+  return delay_ms >= 0 && delay_ms <= kMaxDeliveryDelayMs;
+}
+
+DeviceDelivery* find_device(DeliveryData& d, std::string_view device_id) {
+  for (auto& device : *d.mutable_devices()) {
+    if (device.device_id() == device_id) {
+      return &device;
+    }
+  }
+  return nullptr;
+}
+
+// The device's entry; a new one (pending) when it is unknown and the bound allows, else nullptr.
+DeviceDelivery* find_or_add_device(DeliveryData& d, std::string_view device_id) {
+  if (DeviceDelivery* device = find_device(d, device_id); device != nullptr) {
+    return device;
+  }
+  if (static_cast<std::size_t>(d.devices_size()) >= kMaxDeliveryDevices) {
+    return nullptr;
+  }
+  DeviceDelivery* device = d.add_devices();
+  device->set_device_id(std::string(device_id));
+  device->set_state(messagingpb::DEVICE_PENDING);
+  return device;
+}
+
+bool is_open(std::string_view state) {
+  return state == kDeliveryStored || state == kDeliveryPushDispatched ||
+         state == kDeliveryConfirmed;
+}
+
+bool is_unconfirmed(std::string_view state) {
+  return state == kDeliveryStored || state == kDeliveryPushDispatched;
+}
+
+messagingpb::PushTask push_task(const DeliveryInput& in, std::vector<std::string> device_ids) {
+  messagingpb::PushTask task;
+  task.set_user_id(in.recipient_user_id());
+  for (auto& id : device_ids) {
+    task.add_device_ids(std::move(id));
+  }
+  task.set_conversation_id(in.conversation_id());
+  task.set_seq(in.seq());
+  task.set_sender_user_id(in.sender_user_id());
+  task.set_preview(in.preview());
+  return task;
+}
+
+messagingpb::EmailTask email_task(const DeliveryInput& in) {
+  messagingpb::EmailTask task;
+  task.set_user_id(in.recipient_user_id());
+  task.set_conversation_id(in.conversation_id());
+  task.set_seq(in.seq());
+  task.set_sender_user_id(in.sender_user_id());
+  task.set_preview(in.preview());
+  return task;
+}
+
+// A decoded "delivered" or "read" signal, or why it is ignored.
+struct ParsedSignal {
+  std::string device_id;
+  std::int64_t time_ms = 0;
+  std::string problem;  // non-empty: ignore the signal
+};
+
+ParsedSignal parse_signal(const Event& event) {
+  DeviceSignal signal;
+  if (!signal.ParseFromString(event.payload)) {
+    return {{}, 0, "the payload is not a DeviceSignal"};
+  }
+  if (!valid_device_id(signal.device_id())) {
+    return {{}, 0, fmt::format("the device id must have 1 to {} bytes", kMaxDeviceIdBytes)};
+  }
+  // The device's own time when it sent one, else the command's stamped time.
+  const std::int64_t time_ms = signal.time_ms() > 0 ? signal.time_ms() : event.time_ms;
+  return {signal.device_id(), time_ms, {}};
+}
+
+class DeliveryType final : public workflow::WorkflowType {
+ public:
+  [[nodiscard]] std::string_view name() const override { return kDeliveryType; }
+  [[nodiscard]] std::string_view initial_state() const override { return kDeliveryInitiated; }
+
+  [[nodiscard]] Decision on_event(std::string_view state, std::string_view data,
+                                  const Event& event) const override {
+    if (event.kind == Event::Kind::kStarted) {
+      return state == kDeliveryInitiated ? start(event) : unchanged(state, data);
+    }
+    std::optional<DeliveryData> d = decode_delivery_data(data);
+    if (!d.has_value()) {
+      return fail(state, data, kDeliveryCorruptData, "the delivery data cannot be decoded");
+    }
+    switch (event.kind) {
+      case Event::Kind::kSignal: return on_signal(state, data, std::move(*d), event);
+      case Event::Kind::kTimerFired: return on_timer(state, data, std::move(*d), event);
+      case Event::Kind::kActivityCompleted:
+      case Event::Kind::kActivityFailed: return on_activity(state, data, std::move(*d), event);
+      case Event::Kind::kCancelRequested:  // no decision: the engine cancels the run
+      case Event::Kind::kStarted: break;
+    }
+    return unchanged(state, data);
+  }
+
+ private:
+  static Decision start(const Event& event) {
+    DeliveryInput in;
+    if (!in.ParseFromString(event.payload)) {
+      return fail(kDeliveryInitiated, "", kDeliveryCorruptInput,
+                  "the start input is not a DeliveryInput");
+    }
+    if (std::string problem = check_delivery_input(in); !problem.empty()) {
+      return fail(kDeliveryInitiated, "", kDeliveryInvalidInput, std::move(problem));
+    }
+    DeliveryData d;
+    for (const auto& id : in.device_ids()) {
+      (void)find_or_add_device(d, id);  // within the bound: checked above
+    }
+    std::vector<Action> actions;
+    if (in.push_enabled() && d.devices_size() > 0) {
+      actions.push_back(Action::start_timer(kPushTimer, in.push_after_ms()));
+    }
+    if (in.escalate_after_ms() > 0) {
+      actions.push_back(Action::start_timer(kEscalateTimer, in.escalate_after_ms()));
+    }
+    *d.mutable_input() = std::move(in);
+    return changed(kDeliveryStored, d, std::move(actions));
+  }
+
+  static Decision on_signal(std::string_view state, std::string_view data, DeliveryData d,
+                            const Event& event) {
+    if (event.name != kDeliveredSignal && event.name != kReadSignal) {
+      return unchanged(state, data, {Action::record(kSignalIgnoredRecord, event.name)});
+    }
+    const ParsedSignal signal = parse_signal(event);
+    if (!signal.problem.empty()) {
+      return unchanged(state, data,
+                       {Action::record(kSignalIgnoredRecord, event.name + ": " + signal.problem)});
+    }
+    if (!is_open(state)) {
+      return unchanged(state, data);
+    }
+    DeviceDelivery* device = find_or_add_device(d, signal.device_id);
+    return event.name == kReadSignal ? on_read(d, device, signal)
+                                     : on_delivered(state, data, d, device, signal);
+  }
+
+  static Decision on_delivered(std::string_view state, std::string_view data, DeliveryData& d,
+                               DeviceDelivery* device, const ParsedSignal& signal) {
+    if (device == nullptr) {
+      return unchanged(state, data, {Action::record(kDeviceIgnoredRecord, signal.device_id)});
+    }
+    if (device->state() == messagingpb::DEVICE_DELIVERED ||
+        device->state() == messagingpb::DEVICE_READ) {
+      return unchanged(state, data);  // a duplicate
+    }
+    device->set_state(messagingpb::DEVICE_DELIVERED);
+    device->set_delivered_ms(signal.time_ms);
+    if (is_unconfirmed(state)) {
+      return changed(kDeliveryConfirmed, d, cancel_timers());
+    }
+    return changed(state, d);
+  }
+
+  // Read implies delivered. The read closes the run even when the device cannot be tracked.
+  static Decision on_read(DeliveryData& d, DeviceDelivery* device, const ParsedSignal& signal) {
+    std::vector<Action> actions = cancel_timers();
+    if (device == nullptr) {
+      actions.push_back(Action::record(kDeviceIgnoredRecord, signal.device_id));
+    } else {
+      if (device->delivered_ms() == 0) {
+        device->set_delivered_ms(signal.time_ms);
+      }
+      device->set_state(messagingpb::DEVICE_READ);
+      device->set_read_ms(signal.time_ms);
+    }
+    actions.push_back(Action::complete(signal.device_id));
+    return changed(kDeliveryReadAcknowledged, d, std::move(actions));
+  }
+
+  static Decision on_timer(std::string_view state, std::string_view data, DeliveryData d,
+                           const Event& event) {
+    if (event.tag == kPushTimer && state == kDeliveryStored) {
+      return dispatch_push(state, data, std::move(d));
+    }
+    if (event.tag == kEscalateTimer && is_unconfirmed(state)) {
+      return escalate(state, std::move(d));
+    }
+    return unchanged(state, data);  // a timer made stale by a confirmation
+  }
+
+  static Decision dispatch_push(std::string_view state, std::string_view data, DeliveryData d) {
+    std::vector<std::string> pending;
+    for (auto& device : *d.mutable_devices()) {
+      if (device.state() == messagingpb::DEVICE_PENDING) {
+        pending.push_back(device.device_id());
+        device.set_state(messagingpb::DEVICE_PUSHED);
+      }
+    }
+    if (pending.empty()) {
+      return unchanged(state, data);
+    }
+    const std::string task = push_task(d.input(), std::move(pending)).SerializeAsString();
+    return changed(
+        kDeliveryPushDispatched, d,
+        {Action::schedule_activity(kPushActivity, kPushTag, task, push_activity_options())});
+  }
+
+  static Decision escalate(std::string_view state, DeliveryData d) {
+    d.set_escalated(true);
+    std::vector<Action> actions{Action::record(kEscalatedRecord)};
+    if (d.input().email_fallback()) {
+      actions.push_back(Action::schedule_activity(kEmailActivity, kEmailTag,
+                                                  email_task(d.input()).SerializeAsString(),
+                                                  email_activity_options()));
+    }
+    return changed(state, d, std::move(actions));
+  }
+
+  static Decision on_activity(std::string_view state, std::string_view data, DeliveryData d,
+                              const Event& event) {
+    const bool ok = event.kind == Event::Kind::kActivityCompleted;
+    const std::string error = event.error_type + ": " + event.error_message;
+    if (event.tag == kPushTag && ok) {
+      return unchanged(state, data, {Action::record(kPushSentRecord)});
+    }
+    if (event.tag == kPushTag) {
+      d.set_push_error(error);
+      for (auto& device : *d.mutable_devices()) {
+        if (device.state() == messagingpb::DEVICE_PUSHED) {
+          device.set_state(messagingpb::DEVICE_PENDING);  // no notification reached it
+        }
+      }
+      return changed(state, d, {Action::record(kPushFailedRecord, error)});
+    }
+    if (event.tag == kEmailTag && ok) {
+      d.set_emailed(true);
+      return changed(state, d, {Action::record(kEmailSentRecord)});
+    }
+    if (event.tag == kEmailTag) {
+      return unchanged(state, data, {Action::record(kEmailFailedRecord, error)});
+    }
+    return unchanged(state, data);
+  }
+};
+
+}  // namespace
+
+workflowpb::RetryPolicy push_retry_policy() {
+  return provider_retry_policy({kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge});
+}
+
+workflowpb::RetryPolicy email_retry_policy() {
+  return provider_retry_policy({kEmailRejected});
+}
+
+workflowpb::ActivityOptions push_activity_options() {
+  return provider_options(push_retry_policy());
+}
+
+workflowpb::ActivityOptions email_activity_options() {
+  return provider_options(email_retry_policy());
+}
+
+std::string compose_workflow_id(std::string_view prefix,
+                                std::initializer_list<std::string_view> parts) {
+  HERALD_ASSERT(!prefix.empty() && prefix.find('/') == std::string_view::npos,
+                "a workflow id prefix is one non-empty segment");
+  std::string id(prefix);
+  for (const std::string_view part : parts) {
+    id.push_back('/');
+    append_escaped(id, part);
+  }
+  return id;
+}
+
+std::string delivery_workflow_id(std::string_view conversation_id, std::uint64_t seq,
+                                 std::string_view recipient_user_id) {
+  return compose_workflow_id(kDeliveryIdPrefix,
+                             {conversation_id, std::to_string(seq), recipient_user_id});
+}
+
+std::string check_delivery_input(const DeliveryInput& input) {
+  // A system message (admin API) has no sender; every other delivery names one.
+  if (input.recipient_user_id().empty() || input.conversation_id().empty()) {
+    return "a delivery needs a recipient user and a conversation";
+  }
+  if (static_cast<std::size_t>(input.device_ids_size()) > kMaxDeliveryDevices) {
+    return fmt::format("{} devices; the bound is {}", input.device_ids_size(), kMaxDeliveryDevices);
+  }
+  if (!std::all_of(input.device_ids().begin(), input.device_ids().end(),
+                   [](const std::string& id) { return valid_device_id(id); })) {
+    return fmt::format("every device id must have 1 to {} bytes", kMaxDeviceIdBytes);
+  }
+  if (!valid_delay(input.push_after_ms()) || !valid_delay(input.escalate_after_ms())) {
+    return fmt::format("push_after_ms and escalate_after_ms must be within [0, {}] ms",
+                       kMaxDeliveryDelayMs);
+  }
+  return {};
+}
+
+std::optional<DeliveryData> decode_delivery_data(std::string_view data) {
+  DeliveryData d;
+  if (!d.ParseFromArray(data.data(), static_cast<int>(data.size())) || !d.has_input()) {
+    return std::nullopt;
+  }
+  return d;
+}
+
+std::shared_ptr<const workflow::WorkflowType> make_delivery_type() {
+  return std::make_shared<DeliveryType>();
+}
+
+}  // namespace herald::messaging

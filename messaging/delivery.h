@@ -1,0 +1,147 @@
+// The delivery workflow: one durable workflow per (message, recipient user), type
+// "messaging.delivery".
+//
+// The messaging domain starts it with a serialized messagingpb::DeliveryInput in the same apply
+// batch that stores the message, and signals it when a device acknowledges ("delivered") or reads
+// ("read") the message. The workflow decides when to push, when to escalate by email, and when the
+// message counts as delivered and read; the leader's activity handlers do the pushing and the
+// mailing (messaging/providers.h). State diagram and history records: docs/messaging.md,
+// "Delivery workflow".
+//
+// Named states, in order:
+//   "initiated"           the run exists; its kStarted event has not been decided yet.
+//   "stored"              the message is stored; every device is pending. Timer "push" (the
+//                         grace for delivery over a live socket) runs when push is enabled and
+//                         there are devices; timer "escalate" runs when escalate_after_ms > 0.
+//   "push_dispatched"     "push" fired: activity "messaging.push" notifies the pending devices.
+//   "delivery_confirmed"  some device acknowledged: the timers are canceled.
+//   "read_acknowledged"   some device read it: the run completes (result = that device's id).
+//
+// Transitions (every other event changes nothing):
+//  - signal "delivered" (DeviceSignal): the device becomes DEVICE_DELIVERED (an unknown device is
+//    added: the user may have added it after the message); the first one moves "stored" or
+//    "push_dispatched" to "delivery_confirmed" and cancels timers "push" and "escalate". A device
+//    already delivered or read changes nothing (duplicate signals are harmless).
+//  - signal "read" (DeviceSignal), in any open state: the device becomes DEVICE_READ (read
+//    implies delivered), the timers are canceled and the run completes in "read_acknowledged".
+//  - timer "push" in "stored": activity "messaging.push" with a PushTask for the devices still
+//    pending, which become DEVICE_PUSHED; state "push_dispatched". Its completion records
+//    "push_sent"; its failure (retries exhausted or non-retryable) sets data.push_error, puts the
+//    devices it was for back to DEVICE_PENDING and records "push_failed"; the state stays.
+//  - timer "escalate" before confirmation: records "escalated", sets data.escalated and, when
+//    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
+//    sets data.emailed and records "email_sent"; its failure records "email_failed".
+//  - a cancel request (e.g. the message was deleted): the type adds nothing, so the engine closes
+//    the run as CANCELED and drops its timers and open activities (workflow/engine.h).
+//  - an unknown signal, or a signal whose payload is not a DeviceSignal with a device id of
+//    1..kMaxDeviceIdBytes bytes: history records "signal_ignored" (payload: the signal name and
+//    why); state and data are unchanged.
+//  - a start input that does not decode fails the run with kDeliveryCorruptInput; one that
+//    decodes but breaks a bound (check_delivery_input) with kDeliveryInvalidInput; data that does
+//    not decode (never written by this type) with kDeliveryCorruptData.
+//
+// on_event() is pure and deterministic (workflow/definition.h): times come from the signal's
+// time_ms or the event's stamped time. Thread-safety: the type is immutable.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "messaging/delivery.pb.h"
+#include "workflow/definition.h"
+#include "workflow/workflow.pb.h"
+
+namespace herald::messaging {
+
+inline constexpr char kDeliveryType[] = "messaging.delivery";
+
+// Named states.
+inline constexpr char kDeliveryInitiated[] = "initiated";
+inline constexpr char kDeliveryStored[] = "stored";
+inline constexpr char kDeliveryPushDispatched[] = "push_dispatched";
+inline constexpr char kDeliveryConfirmed[] = "delivery_confirmed";
+inline constexpr char kDeliveryReadAcknowledged[] = "read_acknowledged";
+
+// Signals (payload: a serialized messagingpb::DeviceSignal).
+inline constexpr char kDeliveredSignal[] = "delivered";
+inline constexpr char kReadSignal[] = "read";
+
+// USER timer tags.
+inline constexpr char kPushTimer[] = "push";
+inline constexpr char kEscalateTimer[] = "escalate";
+
+// Activity types (the handlers' names) and the tags the workflow schedules them under.
+inline constexpr char kPushActivity[] = "messaging.push";    // input: messagingpb::PushTask
+inline constexpr char kEmailActivity[] = "messaging.email";  // input: messagingpb::EmailTask
+inline constexpr char kPushTag[] = "push";
+inline constexpr char kEmailTag[] = "email";
+
+// History records this type adds (Action::record).
+inline constexpr char kPushSentRecord[] = "push_sent";
+inline constexpr char kPushFailedRecord[] = "push_failed";
+inline constexpr char kEscalatedRecord[] = "escalated";
+inline constexpr char kEmailSentRecord[] = "email_sent";
+inline constexpr char kEmailFailedRecord[] = "email_failed";
+inline constexpr char kSignalIgnoredRecord[] = "signal_ignored";
+// A "delivered" or "read" signal from an unknown device when kMaxDeliveryDevices are tracked.
+inline constexpr char kDeviceIgnoredRecord[] = "device_ignored";
+
+// Error types the run fails with.
+inline constexpr char kDeliveryCorruptInput[] = "delivery.corrupt_input";
+inline constexpr char kDeliveryInvalidInput[] = "delivery.invalid_input";
+inline constexpr char kDeliveryCorruptData[] = "delivery.corrupt_data";
+
+// Bounds. Devices tracked per delivery (the input's and those that signal later together); the
+// domain's devices-per-user bound must not exceed it.
+inline constexpr std::size_t kMaxDeliveryDevices = 128;
+inline constexpr std::size_t kMaxDeviceIdBytes = 256;
+// Bound of push_after_ms and escalate_after_ms.
+inline constexpr std::int64_t kMaxDeliveryDelayMs = 30LL * 24 * 3600 * 1000;  // 30 days
+
+// The retry policy of the provider activities (push and email): exponential backoff with full
+// jitter, 1 s, 2 s, 4 s, ... capped at 60 s, at most 8 attempts, 30 s per attempt.
+inline constexpr std::uint64_t kProviderRetryInitialIntervalMs = 1'000;
+inline constexpr double kProviderRetryBackoffCoefficient = 2.0;
+inline constexpr std::uint64_t kProviderRetryMaximumIntervalMs = 60'000;
+inline constexpr std::uint32_t kProviderRetryMaximumAttempts = 8;
+inline constexpr std::uint64_t kProviderStartToCloseTimeoutMs = 30'000;
+
+// The provider retry policy with the push error types that no retry can fix
+// (kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge; messaging/providers.h) and
+// workflow::kUnknownActivityType non-retryable.
+[[nodiscard]] workflowpb::RetryPolicy push_retry_policy();
+// The provider retry policy with kEmailRejected and workflow::kUnknownActivityType
+// non-retryable.
+[[nodiscard]] workflowpb::RetryPolicy email_retry_policy();
+// The options "messaging.push" / "messaging.email" are scheduled with: the policy above and
+// kProviderStartToCloseTimeoutMs.
+[[nodiscard]] workflowpb::ActivityOptions push_activity_options();
+[[nodiscard]] workflowpb::ActivityOptions email_activity_options();
+
+// "<prefix>/<part>/<part>..." with '%' and '/' in each part percent-escaped ("%25", "%2F"), so
+// distinct parts never compose the same id. The engine refuses ids over
+// workflow::kMaxWorkflowIdBytes; the domain's id bounds keep composed ids under it.
+[[nodiscard]] std::string compose_workflow_id(std::string_view prefix,
+                                              std::initializer_list<std::string_view> parts);
+
+// The id of the delivery workflow of message (conversation_id, seq) to recipient_user_id:
+// "delivery/<conversation_id>/<seq>/<recipient_user_id>" (escaped as above). The conversation
+// comes first: a delivery lives in its conversation's shard.
+[[nodiscard]] std::string delivery_workflow_id(std::string_view conversation_id, std::uint64_t seq,
+                                               std::string_view recipient_user_id);
+
+// Empty when `input` is acceptable, else why not: a recipient user, conversation and sender;
+// at most kMaxDeliveryDevices device ids, each of 1..kMaxDeviceIdBytes bytes; delays within
+// [0, kMaxDeliveryDelayMs].
+[[nodiscard]] std::string check_delivery_input(const messagingpb::DeliveryInput& input);
+
+// The data of a delivery run (WorkflowRecord.data); nullopt when it does not decode.
+[[nodiscard]] std::optional<messagingpb::DeliveryData> decode_delivery_data(std::string_view data);
+
+[[nodiscard]] std::shared_ptr<const workflow::WorkflowType> make_delivery_type();
+
+}  // namespace herald::messaging

@@ -1,0 +1,198 @@
+// Domain: Herald's messaging domain as a replicated state machine — users, devices,
+// conversations and groups, preferences, messages, the chat index, read state and the per-user
+// change streams that devices sync from.
+//
+// The domain is the "messaging" module of rsm::StateMachineRouter: every replica applies the same
+// committed MessagingCommands (messaging/messaging.proto) in log order and stages every write in
+// the command's apply batch, under the key prefix "m" of storage::Space::kState (docs/messaging.md,
+// "Key layout"). apply() is deterministic: it reads only the batch and the command; time is the
+// command's wall_ms. Every apply is a bounded number of point reads (an apply batch cannot scan).
+//
+// Semantics other parts rely on (docs/messaging.md, "Commands"):
+//  - SendMessage stores the message under the conversation's next seq (strictly increasing, no
+//    gaps), moves every member's chat-index entry to the top, appends MESSAGE_NEW to every
+//    member's change stream, advances the sender's read cursor to the message, and starts one
+//    "messaging.delivery" workflow (messaging/delivery.h) per recipient (every member but the
+//    sender; every member for a system message) through the WorkflowSink, in the same batch. Sends
+//    are idempotent by (conversation, device, client_message_id): a retransmission answers the
+//    original seq with existed = true and changes nothing.
+//  - AckDelivery and PublishReadReceipts signal the delivery workflows ("delivered", "read") for
+//    at most kMaxSignalsPerCommand messages per command; their results say how far they got, and
+//    the caller repeats from there.
+//  - A result with a non-ok code has no effect: the caller (rsm::Node) rolls the command's writes
+//    back. kCorruption means a stored record failed its checksum, did not decode or broke an
+//    invariant; it is never built upon and stops the replica.
+// Errors: kInvalidArgument (malformed ids, bounds), kNotFound (unknown user, device, conversation
+// or message), kAlreadyExists, kResourceExhausted (a named bound), kFailedPrecondition (a state
+// precondition; authorization refusals carry the message prefix "permission denied: "),
+// kCorruption. Anything the sink returns other than ok fails the command (kNotFound from a signal
+// is ignored: the workflow closed or never existed).
+// Thread-safety: apply() and take_changes() run on the replica's apply thread; the static readers
+// may run on any thread against any storage::Reader (a snapshot gives a consistent view).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "messaging/delivery.h"
+#include "messaging/messaging.pb.h"
+#include "rsm/state_machine.h"
+#include "storage/engine.h"
+
+namespace herald::messaging {
+
+inline constexpr char kModuleName[] = "messaging";
+
+// Ids. No id holds '/', '%' or an ASCII control byte, and user and device ids hold no ':' either:
+// direct conversation ids are built from user ids, and delivery workflow ids
+// (delivery_workflow_id in messaging/delivery.h) from conversation and user ids, which must stay
+// within workflow::kMaxWorkflowIdBytes unescaped.
+inline constexpr std::size_t kMaxIdBytes = 64;  // users, devices, client message ids
+inline constexpr char kDirectIdPrefix[] = "direct:";
+// "direct:<a>:<b>" of two maximal user ids; group ids have the same bound.
+inline constexpr std::size_t kMaxConversationIdBytes =
+    std::string_view(kDirectIdPrefix).size() + kMaxIdBytes + 1 + kMaxIdBytes;
+
+// Text and records.
+inline constexpr std::size_t kMaxDisplayNameBytes = 128;
+inline constexpr std::size_t kMaxEmailBytes = 254;
+inline constexpr std::size_t kMaxTitleBytes = 256;
+inline constexpr std::size_t kMaxPushTokenBytes = 512;
+inline constexpr std::size_t kCredentialBytes = 32;  // SHA-256
+inline constexpr std::size_t kMaxMessageBodyBytes = 64 * 1024;
+inline constexpr std::size_t kMaxPreviewBytes = 120;
+
+// Fan-out.
+inline constexpr std::size_t kMaxDevicesPerUser = 16;
+inline constexpr std::size_t kMaxGroupMembers = 512;
+inline constexpr std::size_t kMaxMembersPerCommand = 64;  // CreateConversation, AddMembers
+inline constexpr std::uint64_t kMaxSignalsPerCommand = 256;
+// SetReadMarker answers remembered per device and conversation (DeviceMarks.recent_answers).
+inline constexpr std::size_t kMaxRecentMarkAnswers = 8;
+
+// Delivery timing and preferences.
+inline constexpr std::int64_t kPushAfterMs = 1000;  // socket grace before a push
+inline constexpr std::int64_t kDefaultEmailDelayMs = 15 * 60 * 1000;
+inline constexpr std::int64_t kMinEmailDelayMs = 1000;
+inline constexpr std::int64_t kMaxEmailDelayMs = 7 * 24 * 60 * 60 * 1000;
+
+// Readers.
+inline constexpr std::size_t kMaxReadLimit = 1000;
+
+// Starts and signals workflows in the same apply batch as the command that asks (implemented on
+// top of workflow::Engine). Called only from apply(), with the command's batch and time.
+class WorkflowSink {
+ public:
+  virtual ~WorkflowSink() = default;
+  [[nodiscard]] virtual Status start(rsm::ApplyBatch& batch, std::int64_t now_ms,
+                                     std::string_view workflow_id, std::string_view type,
+                                     std::string input) = 0;
+  // kNotFound when the workflow is unknown or closed (callers ignore that for signals).
+  [[nodiscard]] virtual Status signal(rsm::ApplyBatch& batch, std::int64_t now_ms,
+                                      std::string_view workflow_id, std::string_view name,
+                                      std::string payload) = 0;
+};
+
+// A change appended to a user's stream by an applied command (a hint for live push; the stream
+// is the truth).
+struct ChangeNotice {
+  std::string user_id;
+  std::uint64_t change_seq = 0;
+  std::string conversation_id;  // empty for user-level changes
+};
+
+// A user's preferences for one conversation, overrides resolved.
+struct EffectivePreferences {
+  bool push_enabled = true;
+  bool email_fallback = false;
+  std::int64_t email_delay_ms = kDefaultEmailDelayMs;
+  bool muted = false;
+};
+
+// One chat-index entry joined with its conversation and the user's read cursor.
+struct ChatSummary {
+  messagingpb::ChatEntry entry;
+  messagingpb::ConversationKind kind = messagingpb::CONVERSATION_KIND_UNSPECIFIED;
+  std::string title;
+  std::uint64_t unread = 0;  // the conversation's last_seq - the user's read cursor
+  bool muted = false;
+};
+
+struct ChatPage {
+  std::vector<ChatSummary> entries;  // most recent activity first
+  std::string next_page_token;       // empty on the last page
+};
+
+struct SyncPage {
+  std::vector<messagingpb::SyncEntry> entries;  // change_seq order
+  std::uint64_t next_cursor = 0;                // pass as after_change_seq for the next page
+  bool has_more = false;
+};
+
+struct DeviceMarkView {
+  std::string device_id;
+  std::uint64_t read_marker = 0;
+  std::uint64_t delivered_up_to = 0;
+};
+
+// "direct:<a>:<b>" with a < b. Precondition: user_a != user_b.
+[[nodiscard]] std::string direct_conversation_id(std::string_view user_a, std::string_view user_b);
+// `body` cut to at most kMaxPreviewBytes at a UTF-8 character boundary.
+[[nodiscard]] std::string preview_of(std::string_view body);
+
+class Domain final : public rsm::StateMachine {
+ public:
+  // `sink` is borrowed and must outlive the domain.
+  explicit Domain(WorkflowSink* sink);
+
+  // rsm::StateMachine. `command` carries module "messaging" and a serialized MessagingCommand.
+  [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                                           rsm::ApplyBatch& batch) override;
+
+  // Changes appended by the commands applied (with an ok result) since the last call.
+  [[nodiscard]] std::vector<ChangeNotice> take_changes();
+
+  // ---- Reads of applied state. kCorruption for a damaged record. ----
+  [[nodiscard]] static Result<std::optional<messagingpb::UserRecord>> get_user(
+      const storage::Reader& reader, std::string_view user_id);
+  // nullopt for an unknown or removed device.
+  [[nodiscard]] static Result<std::optional<messagingpb::DeviceRecord>> get_device(
+      const storage::Reader& reader, std::string_view device_id);
+  [[nodiscard]] static Result<std::optional<messagingpb::ConversationRecord>> get_conversation(
+      const storage::Reader& reader, std::string_view conversation_id);
+  [[nodiscard]] static Result<std::optional<messagingpb::MessageRecord>> get_message(
+      const storage::Reader& reader, std::string_view conversation_id, std::uint64_t seq);
+  // The user's preferences, or (conversation_id non-empty) those for the conversation with its
+  // overrides applied. kNotFound for an unknown user or a conversation the user is not in.
+  [[nodiscard]] static Result<EffectivePreferences> preferences(const storage::Reader& reader,
+                                                                std::string_view user_id,
+                                                                std::string_view conversation_id);
+  // The user's conversations, most recent activity first, at most `limit` (<= kMaxReadLimit)
+  // after the page `page_token` ended (empty: from the top). kInvalidArgument for a token that is
+  // not this user's.
+  [[nodiscard]] static Result<ChatPage> chat_index(const storage::Reader& reader,
+                                                   std::string_view user_id, std::size_t limit,
+                                                   std::string_view page_token);
+  // The user's changes after `after_change_seq`, at most `limit` (<= kMaxReadLimit), each message
+  // change joined with the message as it is now.
+  [[nodiscard]] static Result<SyncPage> sync(const storage::Reader& reader,
+                                             std::string_view user_id,
+                                             std::uint64_t after_change_seq, std::size_t limit);
+  // kNotFound when the user is not a member of the conversation.
+  [[nodiscard]] static Result<std::uint64_t> read_cursor(const storage::Reader& reader,
+                                                         std::string_view user_id,
+                                                         std::string_view conversation_id);
+  // The marks of each of the user's devices in the conversation (zero when none were recorded).
+  [[nodiscard]] static Result<std::vector<DeviceMarkView>> device_marks(
+      const storage::Reader& reader, std::string_view user_id, std::string_view conversation_id);
+
+ private:
+  WorkflowSink* sink_;  // borrowed
+  std::vector<ChangeNotice> changes_;
+};
+
+}  // namespace herald::messaging

@@ -1,0 +1,1211 @@
+#include "messaging/domain.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <map>
+#include <set>
+
+#include "messaging/delivery.pb.h"
+#include "messaging/keys.h"
+#include "storage/mem_engine.h"
+#include "workflow/engine.h"
+
+namespace herald::messaging {
+namespace {
+
+using messagingpb::ChangeKind;
+using messagingpb::MessagingCommand;
+
+constexpr std::int64_t kT0 = 1'700'000'000'000;  // the test clock's start, ms
+constexpr std::int64_t kTickMs = 1000;           // the clock's step per applied command
+
+// Records what the domain asks of the workflow engine. A start writes a marker key under "w" (as
+// the engine writes its records) so that a rolled-back command's starts vanish with it; a signal
+// to a workflow that was never started is kNotFound, as the engine answers.
+class FakeSink final : public WorkflowSink {
+ public:
+  struct Call {
+    std::string workflow_id;
+    std::string name;  // the type of a start, the name of a signal
+    std::string payload;
+  };
+
+  Status start(rsm::ApplyBatch& batch, std::int64_t /*now_ms*/, std::string_view workflow_id,
+               std::string_view type, std::string input) override {
+    if (workflow_id == fail_start_of) {
+      return Status::resource_exhausted("the fake sink refuses this start");
+    }
+    starts.push_back({std::string(workflow_id), std::string(type), std::move(input)});
+    batch.put(storage::Space::kState, marker(workflow_id), "started");
+    return Status::ok_status();
+  }
+
+  Status signal(rsm::ApplyBatch& batch, std::int64_t /*now_ms*/, std::string_view workflow_id,
+                std::string_view name, std::string payload) override {
+    auto started = batch.get(storage::Space::kState, marker(workflow_id));
+    if (!started.ok()) {
+      return started.status();
+    }
+    if (!started->has_value()) {
+      return Status::not_found("no such workflow");
+    }
+    signals.push_back({std::string(workflow_id), std::string(name), std::move(payload)});
+    return Status::ok_status();
+  }
+
+  static std::string marker(std::string_view workflow_id) {
+    return "wfake/" + std::string(workflow_id);
+  }
+
+  std::vector<Call> starts;
+  std::vector<Call> signals;
+  std::string fail_start_of;
+};
+
+// ---- Command builders ----
+
+MessagingCommand user_cmd(const std::string& user, const std::string& email = {}) {
+  MessagingCommand c;
+  c.mutable_create_user()->set_user_id(user);
+  c.mutable_create_user()->set_display_name("User " + user);
+  c.mutable_create_user()->set_email(email);
+  return c;
+}
+
+MessagingCommand device_cmd(const std::string& user, const std::string& device) {
+  MessagingCommand c;
+  auto* d = c.mutable_create_device();
+  d->set_user_id(user);
+  d->set_device_id(device);
+  d->set_platform("ios");
+  d->set_credential_sha256(std::string(kCredentialBytes, '\x5a'));
+  return c;
+}
+
+MessagingCommand direct_cmd(const std::string& user, const std::string& peer) {
+  MessagingCommand c;
+  auto* cc = c.mutable_create_conversation();
+  cc->set_user_id(user);
+  cc->set_kind(messagingpb::DIRECT);
+  cc->add_member_user_ids(peer);
+  return c;
+}
+
+MessagingCommand group_cmd(const std::string& owner, const std::string& conv,
+                           const std::vector<std::string>& members) {
+  MessagingCommand c;
+  auto* cc = c.mutable_create_conversation();
+  cc->set_user_id(owner);
+  cc->set_kind(messagingpb::GROUP);
+  cc->set_conversation_id(conv);
+  cc->set_title("Group " + conv);
+  for (const auto& m : members) {
+    cc->add_member_user_ids(m);
+  }
+  return c;
+}
+
+MessagingCommand add_cmd(const std::string& actor, const std::string& conv,
+                         const std::vector<std::string>& members) {
+  MessagingCommand c;
+  c.mutable_add_members()->set_user_id(actor);
+  c.mutable_add_members()->set_conversation_id(conv);
+  for (const auto& m : members) {
+    c.mutable_add_members()->add_member_user_ids(m);
+  }
+  return c;
+}
+
+MessagingCommand remove_cmd(const std::string& actor, const std::string& conv,
+                            const std::string& member) {
+  MessagingCommand c;
+  c.mutable_remove_member()->set_user_id(actor);
+  c.mutable_remove_member()->set_conversation_id(conv);
+  c.mutable_remove_member()->set_member_user_id(member);
+  return c;
+}
+
+MessagingCommand leave_cmd(const std::string& user, const std::string& conv) {
+  MessagingCommand c;
+  c.mutable_leave_conversation()->set_user_id(user);
+  c.mutable_leave_conversation()->set_conversation_id(conv);
+  return c;
+}
+
+MessagingCommand role_cmd(const std::string& actor, const std::string& conv,
+                          const std::string& member, messagingpb::Role role) {
+  MessagingCommand c;
+  c.mutable_set_role()->set_user_id(actor);
+  c.mutable_set_role()->set_conversation_id(conv);
+  c.mutable_set_role()->set_member_user_id(member);
+  c.mutable_set_role()->set_role(role);
+  return c;
+}
+
+MessagingCommand send_cmd(const std::string& conv, const std::string& user,
+                          const std::string& device, const std::string& client_id,
+                          const std::string& body) {
+  MessagingCommand c;
+  auto* s = c.mutable_send_message();
+  s->set_conversation_id(conv);
+  s->set_sender_user_id(user);
+  s->set_sender_device_id(device);
+  s->set_client_message_id(client_id);
+  s->set_body(body);
+  return c;
+}
+
+MessagingCommand edit_cmd(const std::string& user, const std::string& conv, std::uint64_t seq,
+                          const std::string& body) {
+  MessagingCommand c;
+  c.mutable_edit_message()->set_user_id(user);
+  c.mutable_edit_message()->set_conversation_id(conv);
+  c.mutable_edit_message()->set_seq(seq);
+  c.mutable_edit_message()->set_body(body);
+  return c;
+}
+
+MessagingCommand delete_cmd(const std::string& user, const std::string& conv, std::uint64_t seq) {
+  MessagingCommand c;
+  c.mutable_delete_message()->set_user_id(user);
+  c.mutable_delete_message()->set_conversation_id(conv);
+  c.mutable_delete_message()->set_seq(seq);
+  return c;
+}
+
+MessagingCommand ack_cmd(const std::string& user, const std::string& device,
+                         const std::string& conv, std::uint64_t seq) {
+  MessagingCommand c;
+  auto* a = c.mutable_ack_delivery();
+  a->set_user_id(user);
+  a->set_device_id(device);
+  a->set_conversation_id(conv);
+  a->set_seq(seq);
+  return c;
+}
+
+MessagingCommand marker_cmd(const std::string& user, const std::string& device,
+                            const std::string& conv, std::uint64_t seq) {
+  MessagingCommand c;
+  auto* m = c.mutable_set_read_marker();
+  m->set_user_id(user);
+  m->set_device_id(device);
+  m->set_conversation_id(conv);
+  m->set_seq(seq);
+  return c;
+}
+
+MessagingCommand restore_cmd(const std::string& user, const std::string& device,
+                             const std::string& conv, std::uint64_t previous,
+                             std::uint64_t marker) {
+  MessagingCommand c;
+  auto* r = c.mutable_restore_read_marker();
+  r->set_user_id(user);
+  r->set_device_id(device);
+  r->set_conversation_id(conv);
+  r->set_previous(previous);
+  r->set_marker(marker);
+  return c;
+}
+
+MessagingCommand cursor_cmd(const std::string& user, const std::string& conv, std::uint64_t seq) {
+  MessagingCommand c;
+  c.mutable_advance_read_cursor()->set_user_id(user);
+  c.mutable_advance_read_cursor()->set_conversation_id(conv);
+  c.mutable_advance_read_cursor()->set_seq(seq);
+  return c;
+}
+
+MessagingCommand receipts_cmd(const std::string& user, const std::string& conv,
+                              std::uint64_t up_to) {
+  MessagingCommand c;
+  c.mutable_publish_read_receipts()->set_user_id(user);
+  c.mutable_publish_read_receipts()->set_conversation_id(conv);
+  c.mutable_publish_read_receipts()->set_up_to_seq(up_to);
+  return c;
+}
+
+std::string phone(const std::string& user) {
+  return user + "-phone";
+}
+
+template <typename Message>
+Message payload_of(const rsmpb::CommandResult& r) {
+  Message m;
+  EXPECT_TRUE(m.ParseFromString(r.payload()));
+  return m;
+}
+
+Code code_of(const rsmpb::CommandResult& r) {
+  return static_cast<Code>(r.code());
+}
+
+class DomainTest : public ::testing::Test {
+ protected:
+  // Applies one command the way rsm::Node does: a failed command's writes are rolled back.
+  rsmpb::CommandResult apply(const MessagingCommand& mc) {
+    now_ += kTickMs;
+    rsmpb::Command c;
+    c.set_wall_ms(now_);
+    c.mutable_module()->set_name(kModuleName);
+    c.mutable_module()->set_payload(mc.SerializeAsString());
+    rsm::ApplyBatch batch(&store_);
+    const rsm::ApplyBatch::Savepoint before = batch.savepoint();
+    rsmpb::CommandResult result = domain_.apply(++index_, c, batch);
+    if (result.code() != 0) {
+      batch.rollback(before);
+    }
+    EXPECT_TRUE(store_.write(batch.writes(), false).ok());
+    if (check_invariants_) {
+      check_invariants();
+    }
+    return result;
+  }
+
+  void ok(const MessagingCommand& mc) {
+    const auto r = apply(mc);
+    ASSERT_EQ(r.code(), 0U) << r.message();
+  }
+
+  // A user with one device, "<user>-phone".
+  void make_user(const std::string& user) {
+    ok(user_cmd(user, user + "@example.com"));
+    ok(device_cmd(user, phone(user)));
+  }
+
+  std::uint64_t send(const std::string& conv, const std::string& user, const std::string& body) {
+    const auto r =
+        apply(send_cmd(conv, user, phone(user), "c" + std::to_string(++client_id_), body));
+    EXPECT_EQ(r.code(), 0U) << r.message();
+    return payload_of<messagingpb::SendResult>(r).seq();
+  }
+
+  // Alice, bob and carol, and the group "g" of the three (alice owns it).
+  void make_trio() {
+    make_user("alice");
+    make_user("bob");
+    make_user("carol");
+    ok(group_cmd("alice", "g", {"bob", "carol"}));
+  }
+
+  messagingpb::ConversationRecord conversation(const std::string& id) {
+    auto r = Domain::get_conversation(store_, id);
+    EXPECT_TRUE(r.ok() && r->has_value()) << id;
+    return r.ok() && r->has_value() ? **r : messagingpb::ConversationRecord();
+  }
+
+  messagingpb::MessageRecord message(const std::string& conv, std::uint64_t seq) {
+    auto r = Domain::get_message(store_, conv, seq);
+    EXPECT_TRUE(r.ok() && r->has_value()) << conv << "#" << seq;
+    return r.ok() && r->has_value() ? **r : messagingpb::MessageRecord();
+  }
+
+  messagingpb::Role role_of(const std::string& conv, const std::string& user) {
+    const messagingpb::ConversationRecord record = conversation(conv);
+    for (const auto& m : record.members()) {
+      if (m.user_id() == user) {
+        return m.role();
+      }
+    }
+    return messagingpb::ROLE_UNSPECIFIED;
+  }
+
+  std::vector<messagingpb::SyncEntry> changes(const std::string& user, std::uint64_t after = 0) {
+    auto page = Domain::sync(store_, user, after, kMaxReadLimit);
+    EXPECT_TRUE(page.ok());
+    return page.ok() ? page->entries : std::vector<messagingpb::SyncEntry>();
+  }
+
+  std::vector<ChangeKind> change_kinds(const std::string& user, std::uint64_t after = 0) {
+    std::vector<ChangeKind> kinds;
+    for (const auto& e : changes(user, after)) {
+      kinds.push_back(e.change().kind());
+    }
+    return kinds;
+  }
+
+  std::uint64_t last_change(const std::string& user) {
+    auto r = Domain::get_user(store_, user);
+    EXPECT_TRUE(r.ok() && r->has_value());
+    return r.ok() && r->has_value() ? (*r)->last_change_seq() : 0;
+  }
+
+  // The delivery workflows started for (conv, seq), by recipient.
+  std::map<std::string, messagingpb::DeliveryInput> deliveries(const std::string& conv,
+                                                               std::uint64_t seq) {
+    std::map<std::string, messagingpb::DeliveryInput> out;
+    for (const auto& call : sink_.starts) {
+      messagingpb::DeliveryInput input;
+      EXPECT_EQ(call.name, kDeliveryType);
+      EXPECT_TRUE(input.ParseFromString(call.payload));
+      if (input.conversation_id() == conv && input.seq() == seq) {
+        EXPECT_EQ(call.workflow_id, delivery_workflow_id(conv, seq, input.recipient_user_id()));
+        out[input.recipient_user_id()] = input;
+      }
+    }
+    return out;
+  }
+
+  std::vector<std::string> signaled(std::string_view name) {
+    std::vector<std::string> ids;
+    for (const auto& call : sink_.signals) {
+      if (call.name == name) {
+        ids.push_back(call.workflow_id);
+      }
+    }
+    return ids;
+  }
+
+  std::map<std::string, std::string> dump() {
+    std::map<std::string, std::string> out;
+    auto it = store_.scan(storage::Space::kState, "", "");
+    for (; it->valid(); it->next()) {
+      out.emplace(std::string(it->key()), std::string(it->value()));
+    }
+    return out;
+  }
+
+  template <typename Message>
+  std::vector<Message> scan_sub(char sub) {
+    const std::string prefix{keys::kKeyPrefix, sub};
+    std::vector<Message> out;
+    auto it = store_.scan(storage::Space::kState, prefix, keys::prefix_end(prefix));
+    for (; it->valid(); it->next()) {
+      auto m = keys::open<Message>(it->value(), "test");
+      EXPECT_TRUE(m.ok());
+      out.push_back(m.ok() ? *m : Message());
+    }
+    return out;
+  }
+
+  // The domain's invariants, after every command.
+  void check_invariants() {
+    std::size_t memberships = 0;
+    for (const auto& conv : scan_sub<messagingpb::ConversationRecord>(keys::kConversationSub)) {
+      check_conversation(conv);
+      memberships += conv.members_size();
+    }
+    EXPECT_EQ(scan_sub<messagingpb::MemberState>(keys::kMemberSub).size(), memberships);
+    EXPECT_EQ(scan_sub<messagingpb::ChatEntry>(keys::kChatSub).size(), memberships);
+    for (const auto& user : scan_sub<messagingpb::UserRecord>(keys::kUserSub)) {
+      auto all = Domain::sync(store_, user.user_id(), 0, kMaxReadLimit);
+      ASSERT_TRUE(all.ok());
+      if (!all->has_more) {
+        EXPECT_EQ(all->entries.size(), user.last_change_seq()) << user.user_id();
+      }
+      for (std::size_t i = 0; i < all->entries.size(); ++i) {
+        EXPECT_EQ(all->entries[i].change().change_seq(), i + 1);
+      }
+    }
+  }
+
+  void check_conversation(const messagingpb::ConversationRecord& conv) {
+    ASSERT_LE(conv.members_size(), static_cast<int>(kMaxGroupMembers));
+    std::set<std::string> seen;
+    int owners = 0;
+    for (const auto& m : conv.members()) {
+      EXPECT_TRUE(seen.insert(m.user_id()).second) << "a member twice";
+      owners += m.role() == messagingpb::OWNER ? 1 : 0;
+      auto state =
+          store_.get(storage::Space::kState, keys::member_key(m.user_id(), conv.conversation_id()));
+      ASSERT_TRUE(state.ok() && state->has_value()) << m.user_id();
+      auto s = keys::open<messagingpb::MemberState>(**state, "member");
+      ASSERT_TRUE(s.ok());
+      EXPECT_LE(s->read_cursor(), conv.last_seq());
+      EXPECT_LE(s->receipted_up_to(), s->read_cursor());
+      auto entry = store_.get(storage::Space::kState,
+                              keys::chat_key(m.user_id(), s->index_ms(), conv.conversation_id()));
+      EXPECT_TRUE(entry.ok() && entry->has_value()) << "chat entry of " << m.user_id();
+    }
+    if (conv.kind() == messagingpb::DIRECT) {
+      EXPECT_EQ(conv.members_size(), 2);
+      EXPECT_EQ(owners, 0);
+    } else {
+      EXPECT_EQ(owners, conv.members().empty() ? 0 : 1) << conv.conversation_id();
+    }
+    for (std::uint64_t seq = 1; seq <= conv.last_seq() + 1; ++seq) {
+      auto m = store_.get(storage::Space::kState, keys::message_key(conv.conversation_id(), seq));
+      ASSERT_TRUE(m.ok());
+      EXPECT_EQ(m->has_value(), seq <= conv.last_seq()) << "message " << seq;
+    }
+  }
+
+  storage::MemEngine store_;
+  FakeSink sink_;
+  Domain domain_{&sink_};
+  raft::Index index_ = 0;
+  std::int64_t now_ = kT0;
+  int client_id_ = 0;
+  bool check_invariants_ = true;
+};
+
+// ---------------------------------------------------------------- messages
+
+TEST_F(DomainTest, SendAssignsStrictlyIncreasingSeqsWithoutGaps) {
+  make_trio();
+  for (std::uint64_t expected = 1; expected <= 5; ++expected) {
+    EXPECT_EQ(send("g", expected % 2 == 0 ? "bob" : "alice", "hi"), expected);
+  }
+  EXPECT_EQ(conversation("g").last_seq(), 5U);
+  EXPECT_EQ(message("g", 3).sender_user_id(), "alice");
+  EXPECT_EQ(message("g", 4).sender_device_id(), "bob-phone");
+  EXPECT_EQ(message("g", 4).kind(), messagingpb::USER_MESSAGE);
+}
+
+TEST_F(DomainTest, ResendReturnsTheOriginalSeqAndStartsNoSecondWorkflow) {
+  make_trio();
+  const auto first = apply(send_cmd("g", "alice", "alice-phone", "m-1", "hello"));
+  ASSERT_EQ(first.code(), 0U);
+  EXPECT_FALSE(first.existed());
+  send("g", "bob", "in between");
+  const std::size_t starts = sink_.starts.size();
+  const std::uint64_t changes_before = last_change("carol");
+
+  const auto again = apply(send_cmd("g", "alice", "alice-phone", "m-1", "hello"));
+  ASSERT_EQ(again.code(), 0U);
+  EXPECT_TRUE(again.existed());
+  EXPECT_EQ(payload_of<messagingpb::SendResult>(again).seq(), 1U);
+  EXPECT_EQ(sink_.starts.size(), starts);
+  EXPECT_EQ(last_change("carol"), changes_before);
+  EXPECT_EQ(conversation("g").last_seq(), 2U);
+}
+
+TEST_F(DomainTest, ARetransmissionAfterLeavingStillGetsItsSeq) {
+  make_trio();
+  ok(send_cmd("g", "carol", "carol-phone", "bye-1", "bye"));
+  ok(leave_cmd("carol", "g"));
+  const auto again = apply(send_cmd("g", "carol", "carol-phone", "bye-1", "bye"));
+  ASSERT_EQ(again.code(), 0U) << again.message();
+  EXPECT_TRUE(again.existed());
+  EXPECT_EQ(payload_of<messagingpb::SendResult>(again).seq(), 1U);
+  EXPECT_EQ(code_of(apply(send_cmd("g", "carol", "carol-phone", "bye-2", "bye"))),
+            Code::kFailedPrecondition);
+}
+
+TEST_F(DomainTest, BodiesOutsideTheirBoundsAreRefused) {
+  make_trio();
+  const std::string huge(kMaxMessageBodyBytes + 1, 'x');
+  EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "alice-phone", "m-1", huge))),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "alice-phone", "m-2", ""))),
+            Code::kInvalidArgument);
+  EXPECT_EQ(send("g", "alice", std::string(kMaxMessageBodyBytes, 'x')), 1U);
+  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, huge))), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, NonMemberCannotSend) {
+  make_trio();
+  make_user("mallory");
+  const auto r = apply(send_cmd("g", "mallory", "mallory-phone", "m-1", "let me in"));
+  EXPECT_EQ(code_of(r), Code::kFailedPrecondition);
+  EXPECT_NE(r.message().find("permission denied"), std::string::npos) << r.message();
+  EXPECT_EQ(conversation("g").last_seq(), 0U);
+}
+
+TEST_F(DomainTest, SendFromAnotherUsersDeviceIsRefused) {
+  make_trio();
+  EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "bob-phone", "m-1", "hi"))),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "nobody-phone", "m-1", "hi"))), Code::kNotFound);
+  EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "alice-phone", "", "hi"))),
+            Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, OnlyTheSenderEditsOrDeletesAMessage) {
+  make_trio();
+  send("g", "alice", "original");
+  EXPECT_EQ(code_of(apply(edit_cmd("bob", "g", 1, "forged"))), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(delete_cmd("bob", "g", 1))), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(edit_cmd("", "g", 1, "admin edit"))), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 9, "nothing there"))), Code::kNotFound);
+  ok(edit_cmd("alice", "g", 1, "edited"));
+  const auto m = message("g", 1);
+  EXPECT_EQ(m.body(), "edited");
+  EXPECT_TRUE(m.edited());
+  EXPECT_EQ(m.edited_ms(), now_);
+}
+
+TEST_F(DomainTest, SystemMessagesComeFromTheAdminApiAndReachEveryMember) {
+  make_trio();
+  const auto r = apply(send_cmd("g", "", "", "", "carol joined"));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  EXPECT_EQ(message("g", 1).kind(), messagingpb::SYSTEM_MESSAGE);
+  EXPECT_EQ(deliveries("g", 1).size(), 3U);
+  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, "mine now"))), Code::kFailedPrecondition);
+  ok(edit_cmd("", "g", 1, "carol joined the group"));
+  ok(delete_cmd("", "g", 1));
+  EXPECT_EQ(code_of(apply(send_cmd("g", "", "alice-phone", "", "half system"))),
+            Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, DeletedMessageKeepsItsSeqAndLosesItsBody) {
+  make_trio();
+  send("g", "alice", "one");
+  send("g", "alice", "two");
+  ok(delete_cmd("alice", "g", 1));
+  const auto m = message("g", 1);
+  EXPECT_TRUE(m.deleted());
+  EXPECT_TRUE(m.body().empty());
+  EXPECT_EQ(m.seq(), 1U);
+  EXPECT_EQ(send("g", "bob", "three"), 3U);
+  ok(delete_cmd("alice", "g", 1));  // twice is ok
+  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, "revived"))), Code::kFailedPrecondition);
+}
+
+// ---------------------------------------------------------------- sync and the chat index
+
+TEST_F(DomainTest, SyncAfterACursorSeesEditsAndDeletesWithCurrentContent) {
+  make_trio();
+  send("g", "alice", "first");
+  send("g", "alice", "second");
+  const std::uint64_t cursor = last_change("bob");
+  ok(edit_cmd("alice", "g", 1, "first, edited"));
+  ok(delete_cmd("alice", "g", 2));
+
+  const auto entries = changes("bob", cursor);
+  ASSERT_EQ(entries.size(), 2U);
+  EXPECT_EQ(entries[0].change().kind(), messagingpb::MESSAGE_EDITED);
+  EXPECT_EQ(entries[0].change().change_seq(), cursor + 1);
+  EXPECT_EQ(entries[0].message().body(), "first, edited");
+  EXPECT_EQ(entries[1].change().kind(), messagingpb::MESSAGE_DELETED);
+  EXPECT_TRUE(entries[1].message().deleted());
+  // The older MESSAGE_NEW entry is joined with the message as it is now.
+  const auto all = changes("bob");
+  const auto new_first = std::find_if(all.begin(), all.end(), [](const auto& e) {
+    return e.change().kind() == messagingpb::MESSAGE_NEW && e.change().seq() == 1;
+  });
+  ASSERT_NE(new_first, all.end());
+  EXPECT_EQ(new_first->message().body(), "first, edited");
+}
+
+TEST_F(DomainTest, SyncPagesAfterItsCursor) {
+  make_trio();
+  for (int i = 0; i < 5; ++i) {
+    send("g", "alice", "m");
+  }
+  const std::uint64_t total = last_change("bob");  // created + 5 messages
+  ASSERT_EQ(total, 6U);
+  auto page = Domain::sync(store_, "bob", 0, 4);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->entries.size(), 4U);
+  EXPECT_TRUE(page->has_more);
+  EXPECT_EQ(page->next_cursor, 4U);
+  page = Domain::sync(store_, "bob", page->next_cursor, 4);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->entries.size(), 2U);
+  EXPECT_FALSE(page->has_more);
+  EXPECT_EQ(page->next_cursor, total);
+  page = Domain::sync(store_, "bob", total, 4);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->entries.empty());
+  EXPECT_EQ(page->next_cursor, total);
+}
+
+TEST_F(DomainTest, ChatIndexOrdersByRecentActivityWithUnreadCounts) {
+  make_trio();
+  ok(direct_cmd("alice", "bob"));
+  const std::string direct = direct_conversation_id("alice", "bob");
+  send("g", "carol", "group 1");
+  send("g", "carol", "group 2");
+  send(direct, "bob", "direct 1");
+  send("g", "alice", "group 3");  // alice's own message: her cursor moves to 3
+
+  auto alice = Domain::chat_index(store_, "alice", 10, "");
+  ASSERT_TRUE(alice.ok());
+  ASSERT_EQ(alice->entries.size(), 2U);
+  EXPECT_EQ(alice->entries[0].entry.conversation_id(), "g");
+  EXPECT_EQ(alice->entries[0].unread, 0U);
+  EXPECT_EQ(alice->entries[0].entry.preview(), "group 3");
+  EXPECT_EQ(alice->entries[0].title, "Group g");
+  EXPECT_EQ(alice->entries[1].entry.conversation_id(), direct);
+  EXPECT_EQ(alice->entries[1].unread, 1U);
+  EXPECT_EQ(alice->entries[1].kind, messagingpb::DIRECT);
+
+  auto bob = Domain::chat_index(store_, "bob", 10, "");
+  ASSERT_TRUE(bob.ok());
+  ASSERT_EQ(bob->entries.size(), 2U);
+  EXPECT_EQ(bob->entries[0].entry.conversation_id(), "g");
+  EXPECT_EQ(bob->entries[0].unread, 3U);
+  EXPECT_EQ(bob->entries[1].unread, 0U);  // bob sent the direct message
+
+  ok(cursor_cmd("bob", "g", 2));
+  bob = Domain::chat_index(store_, "bob", 10, "");
+  ASSERT_TRUE(bob.ok());
+  EXPECT_EQ(bob->entries[0].unread, 1U);
+}
+
+TEST_F(DomainTest, ChatIndexPagesWithItsToken) {
+  make_user("alice");
+  for (int i = 0; i < 5; ++i) {
+    ok(group_cmd("alice", "g" + std::to_string(i), {}));
+  }
+  send("g2", "alice", "bump");
+  auto page = Domain::chat_index(store_, "alice", 3, "");
+  ASSERT_TRUE(page.ok());
+  std::vector<std::string> order;
+  for (const auto& s : page->entries) {
+    order.push_back(s.entry.conversation_id());
+  }
+  ASSERT_FALSE(page->next_page_token.empty());
+  page = Domain::chat_index(store_, "alice", 3, page->next_page_token);
+  ASSERT_TRUE(page.ok());
+  for (const auto& s : page->entries) {
+    order.push_back(s.entry.conversation_id());
+  }
+  EXPECT_TRUE(page->next_page_token.empty());
+  EXPECT_EQ(order, (std::vector<std::string>{"g2", "g4", "g3", "g1", "g0"}));
+  EXPECT_EQ(Domain::chat_index(store_, "bob", 3, "6d78").status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, PreviewIsCutAtAUtf8Boundary) {
+  // 119 ASCII bytes, then a 3-byte character that would end past the bound.
+  const std::string body = std::string(kMaxPreviewBytes - 1, 'a') + "\xE2\x82\xAC" + "tail";
+  EXPECT_EQ(preview_of(body), std::string(kMaxPreviewBytes - 1, 'a'));
+  EXPECT_EQ(preview_of("short"), "short");
+  make_trio();
+  send("g", "alice", body);
+  EXPECT_EQ(deliveries("g", 1).at("bob").preview(), std::string(kMaxPreviewBytes - 1, 'a'));
+}
+
+TEST_F(DomainTest, EditingTheLastMessageRefreshesThePreview) {
+  make_trio();
+  send("g", "alice", "tpyo");
+  ok(edit_cmd("alice", "g", 1, "typo"));
+  auto page = Domain::chat_index(store_, "carol", 10, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->entries.at(0).entry.preview(), "typo");
+  ok(delete_cmd("alice", "g", 1));
+  page = Domain::chat_index(store_, "carol", 10, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->entries.at(0).entry.preview(), "");
+}
+
+// ---------------------------------------------------------------- conversations and roles
+
+TEST_F(DomainTest, DirectConversationIsCreatedOnce) {
+  make_user("alice");
+  make_user("bob");
+  const auto first = apply(direct_cmd("bob", "alice"));
+  ASSERT_EQ(first.code(), 0U) << first.message();
+  EXPECT_FALSE(first.existed());
+  const auto conv = payload_of<messagingpb::ConversationRecord>(first);
+  EXPECT_EQ(conv.conversation_id(), "direct:alice:bob");
+  const auto again = apply(direct_cmd("alice", "bob"));
+  ASSERT_EQ(again.code(), 0U);
+  EXPECT_TRUE(again.existed());
+  EXPECT_EQ(payload_of<messagingpb::ConversationRecord>(again).conversation_id(),
+            "direct:alice:bob");
+  EXPECT_EQ(change_kinds("alice"), std::vector<ChangeKind>{messagingpb::CONVERSATION_CREATED});
+  EXPECT_EQ(code_of(apply(direct_cmd("alice", "alice"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(direct_cmd("alice", "nobody"))), Code::kNotFound);
+  EXPECT_EQ(code_of(apply(leave_cmd("alice", "direct:alice:bob"))), Code::kFailedPrecondition);
+}
+
+TEST_F(DomainTest, GroupIdsAreUniqueAndNeverLookDirect) {
+  make_trio();
+  EXPECT_EQ(code_of(apply(group_cmd("bob", "g", {}))), Code::kAlreadyExists);
+  EXPECT_EQ(code_of(apply(group_cmd("bob", "direct:bob:carol", {}))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(group_cmd("bob", "h", {"ghost"}))), Code::kNotFound);
+  EXPECT_EQ(code_of(apply(group_cmd("bob", "a/b", {}))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(group_cmd("bob", std::string(kMaxConversationIdBytes + 1, 'h'), {}))),
+            Code::kInvalidArgument);
+  ok(group_cmd("bob", "team:blue", {}));
+}
+
+TEST_F(DomainTest, AdminCannotRemoveTheOwner) {
+  make_trio();
+  ok(role_cmd("alice", "g", "bob", messagingpb::ADMIN));
+  EXPECT_EQ(code_of(apply(remove_cmd("bob", "g", "alice"))), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(remove_cmd("carol", "g", "bob"))), Code::kFailedPrecondition);
+  ok(remove_cmd("bob", "g", "carol"));
+  EXPECT_EQ(conversation("g").members_size(), 2);
+  EXPECT_EQ(change_kinds("carol").back(), messagingpb::MEMBER_REMOVED);
+  EXPECT_EQ(code_of(apply(send_cmd("g", "carol", "carol-phone", "x", "still here?"))),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(remove_cmd("bob", "g", "carol"))), Code::kNotFound);
+}
+
+TEST_F(DomainTest, OnlyTheOwnerSetsRolesAndHandingOverDemotesToAdmin) {
+  make_trio();
+  ok(role_cmd("alice", "g", "bob", messagingpb::ADMIN));
+  EXPECT_EQ(code_of(apply(role_cmd("bob", "g", "carol", messagingpb::ADMIN))),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(role_cmd("alice", "g", "alice", messagingpb::MEMBER))),
+            Code::kFailedPrecondition);
+  ok(role_cmd("alice", "g", "carol", messagingpb::OWNER));
+  EXPECT_EQ(role_of("g", "carol"), messagingpb::OWNER);
+  EXPECT_EQ(role_of("g", "alice"), messagingpb::ADMIN);
+  const auto entries = changes("bob");
+  ASSERT_GE(entries.size(), 2U);
+  EXPECT_EQ(entries.back().change().kind(), messagingpb::ROLE_CHANGED);
+  EXPECT_EQ(entries.back().change().user_ids(0), "alice");
+  EXPECT_EQ(entries.back().change().role(), messagingpb::ADMIN);
+}
+
+TEST_F(DomainTest, OwnerLeavingPromotesTheLongestStandingAdminElseMember) {
+  make_trio();
+  make_user("dave");
+  ok(add_cmd("alice", "g", {"dave"}));
+  ok(role_cmd("alice", "g", "dave", messagingpb::ADMIN));
+  ok(leave_cmd("alice", "g"));
+  EXPECT_EQ(role_of("g", "dave"), messagingpb::OWNER);  // the only admin beats older members
+  ok(leave_cmd("dave", "g"));
+  EXPECT_EQ(role_of("g", "bob"), messagingpb::OWNER);  // no admin: the longest-standing member
+  EXPECT_EQ(change_kinds("carol").back(), messagingpb::ROLE_CHANGED);
+  EXPECT_EQ(code_of(apply(leave_cmd("alice", "g"))), Code::kFailedPrecondition);
+  ok(leave_cmd("carol", "g"));
+  ok(leave_cmd("bob", "g"));
+  EXPECT_TRUE(conversation("g").members().empty());
+}
+
+TEST_F(DomainTest, AddingMembersIsForManagersAndBounded) {
+  make_trio();
+  make_user("dave");
+  EXPECT_EQ(code_of(apply(add_cmd("bob", "g", {"dave"}))), Code::kFailedPrecondition);
+  const auto r = apply(add_cmd("alice", "g", {"dave", "bob", "dave"}));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  EXPECT_EQ(payload_of<messagingpb::ConversationRecord>(r).members_size(), 4);
+  const auto added = changes("carol").back().change();
+  EXPECT_EQ(added.kind(), messagingpb::MEMBERS_ADDED);
+  EXPECT_EQ(added.user_ids_size(), 1);
+  EXPECT_EQ(change_kinds("dave"), std::vector<ChangeKind>{messagingpb::MEMBERS_ADDED});
+
+  std::vector<std::string> too_many(kMaxMembersPerCommand + 1, "dave");
+  EXPECT_EQ(code_of(apply(add_cmd("alice", "g", too_many))), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, GroupMembershipStopsAtItsBound) {
+  check_invariants_ = false;  // 512 users: checked once at the end
+  make_user("owner");
+  ok(group_cmd("owner", "big", {}));
+  std::vector<std::string> batch;
+  for (std::size_t i = 1; i <= kMaxGroupMembers; ++i) {
+    const std::string user = "u" + std::to_string(i);
+    ok(user_cmd(user));
+    batch.push_back(user);
+    if (batch.size() == kMaxMembersPerCommand) {
+      const auto r = apply(add_cmd("owner", "big", batch));
+      if (i < kMaxGroupMembers) {
+        ASSERT_EQ(r.code(), 0U) << r.message();
+      } else {
+        EXPECT_EQ(code_of(r), Code::kResourceExhausted);
+      }
+      batch.clear();
+    }
+  }
+  EXPECT_EQ(conversation("big").members_size(), static_cast<int>(kMaxGroupMembers) - 63);
+  check_invariants();
+}
+
+TEST_F(DomainTest, RenamingIsForManagersOfGroups) {
+  make_trio();
+  MessagingCommand rename;
+  rename.mutable_rename_conversation()->set_user_id("bob");
+  rename.mutable_rename_conversation()->set_conversation_id("g");
+  rename.mutable_rename_conversation()->set_title("Bob's");
+  EXPECT_EQ(code_of(apply(rename)), Code::kFailedPrecondition);
+  rename.mutable_rename_conversation()->set_user_id("alice");
+  ok(rename);
+  EXPECT_EQ(conversation("g").title(), "Bob's");
+  const auto last = changes("carol").back().change();
+  EXPECT_EQ(last.kind(), messagingpb::CONVERSATION_RENAMED);
+  EXPECT_EQ(last.title(), "Bob's");
+}
+
+// ---------------------------------------------------------------- delivery
+
+TEST_F(DomainTest, SendStartsOneDeliveryWorkflowPerRecipient) {
+  make_trio();
+  ok(device_cmd("bob", "bob-laptop"));
+  send("g", "alice", "hello");
+  const auto started = deliveries("g", 1);
+  ASSERT_EQ(started.size(), 2U);
+  const auto& bob = started.at("bob");
+  EXPECT_EQ(bob.sender_user_id(), "alice");
+  EXPECT_EQ(bob.sender_device_id(), "alice-phone");
+  EXPECT_EQ(std::vector<std::string>(bob.device_ids().begin(), bob.device_ids().end()),
+            (std::vector<std::string>{"bob-phone", "bob-laptop"}));
+  EXPECT_EQ(bob.preview(), "hello");
+  EXPECT_EQ(bob.push_after_ms(), kPushAfterMs);
+  EXPECT_EQ(bob.escalate_after_ms(), kDefaultEmailDelayMs);
+  EXPECT_TRUE(bob.push_enabled());
+  EXPECT_FALSE(bob.email_fallback());
+}
+
+TEST_F(DomainTest, TheLongestDeliveryWorkflowIdFitsTheWorkflowEngine) {
+  const std::string user_a(kMaxIdBytes, 'a');
+  const std::string user_b(kMaxIdBytes, 'b');
+  const std::string conv = direct_conversation_id(user_a, user_b);
+  EXPECT_EQ(conv.size(), kMaxConversationIdBytes);
+  const std::string id =
+      delivery_workflow_id(conv, std::numeric_limits<std::uint64_t>::max(), user_b);
+  EXPECT_LE(id.size(), workflow::kMaxWorkflowIdBytes) << id;
+}
+
+TEST_F(DomainTest, PreferencesShapeTheDeliveryInput) {
+  make_trio();
+  MessagingCommand user_prefs;
+  auto* p = user_prefs.mutable_set_preferences();
+  p->set_user_id("bob");
+  p->set_email_fallback(true);
+  p->set_email_delay_ms(60'000);
+  ok(user_prefs);
+  MessagingCommand conv_prefs;
+  auto* q = conv_prefs.mutable_set_preferences();
+  q->set_user_id("carol");
+  q->set_conversation_id("g");
+  q->set_push_enabled(false);
+  q->set_email_delay_ms(120'000);
+  ok(conv_prefs);
+  send("g", "alice", "hi");
+  const auto started = deliveries("g", 1);
+  EXPECT_TRUE(started.at("bob").email_fallback());
+  EXPECT_TRUE(started.at("bob").push_enabled());
+  EXPECT_EQ(started.at("bob").escalate_after_ms(), 60'000);
+  EXPECT_FALSE(started.at("carol").push_enabled());
+  EXPECT_EQ(started.at("carol").escalate_after_ms(), 120'000);
+  auto prefs = Domain::preferences(store_, "carol", "g");
+  ASSERT_TRUE(prefs.ok());
+  EXPECT_FALSE(prefs->push_enabled);
+  EXPECT_EQ(change_kinds("bob").back(), messagingpb::MESSAGE_NEW);
+  EXPECT_EQ(changes("bob").at(1).change().kind(), messagingpb::PREFERENCES_CHANGED);
+
+  p->set_email_delay_ms(0);
+  EXPECT_EQ(code_of(apply(user_prefs)), Code::kInvalidArgument);
+  p->clear_email_delay_ms();
+  p->set_muted(true);
+  EXPECT_EQ(code_of(apply(user_prefs)), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, MutingDisablesPushAndEmail) {
+  make_trio();
+  MessagingCommand prefs;
+  prefs.mutable_set_preferences()->set_user_id("bob");
+  prefs.mutable_set_preferences()->set_email_fallback(true);
+  ok(prefs);
+  MessagingCommand mute;
+  mute.mutable_set_preferences()->set_user_id("bob");
+  mute.mutable_set_preferences()->set_conversation_id("g");
+  mute.mutable_set_preferences()->set_muted(true);
+  mute.mutable_set_preferences()->set_push_enabled(true);
+  ok(mute);
+  send("g", "alice", "psst");
+  const auto bob = deliveries("g", 1).at("bob");
+  EXPECT_FALSE(bob.push_enabled());
+  EXPECT_FALSE(bob.email_fallback());
+  EXPECT_EQ(bob.escalate_after_ms(), kDefaultEmailDelayMs);  // always set
+  EXPECT_TRUE(deliveries("g", 1).at("carol").push_enabled());
+
+  MessagingCommand unmute;
+  unmute.mutable_set_preferences()->set_user_id("bob");
+  unmute.mutable_set_preferences()->set_conversation_id("g");
+  unmute.mutable_set_preferences()->set_muted(false);
+  unmute.mutable_set_preferences()->set_clear_overrides(true);
+  ok(unmute);
+  send("g", "alice", "louder");
+  EXPECT_TRUE(deliveries("g", 2).at("bob").push_enabled());
+  EXPECT_TRUE(deliveries("g", 2).at("bob").email_fallback());
+}
+
+TEST_F(DomainTest, AckDeliveryIsMonotonicAndSignalsTheNewlyCoveredMessages) {
+  make_trio();
+  send("g", "alice", "1");
+  send("g", "bob", "2");  // bob's own: no workflow for bob, no signal
+  send("g", "carol", "3");
+  const auto r = apply(ack_cmd("bob", "bob-phone", "g", 3));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), 3U);
+  EXPECT_EQ(signaled(kDeliveredSignal),
+            (std::vector<std::string>{delivery_workflow_id("g", 1, "bob"),
+                                      delivery_workflow_id("g", 3, "bob")}));
+  messagingpb::DeviceSignal payload;
+  ASSERT_TRUE(payload.ParseFromString(sink_.signals.front().payload));
+  EXPECT_EQ(payload.device_id(), "bob-phone");
+  EXPECT_EQ(payload.time_ms(), now_);
+
+  const auto lower = apply(ack_cmd("bob", "bob-phone", "g", 2));
+  ASSERT_EQ(lower.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(lower).mark(), 3U);
+  EXPECT_EQ(sink_.signals.size(), 2U);
+  EXPECT_EQ(code_of(apply(ack_cmd("bob", "bob-phone", "g", 4))), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(ack_cmd("bob", "alice-phone", "g", 1))), Code::kFailedPrecondition);
+  auto marks = Domain::device_marks(store_, "bob", "g");
+  ASSERT_TRUE(marks.ok());
+  ASSERT_EQ(marks->size(), 1U);
+  EXPECT_EQ(marks->front().delivered_up_to, 3U);
+}
+
+TEST_F(DomainTest, AckDeliveryIsBoundedPerCommand) {
+  check_invariants_ = false;
+  make_trio();
+  const std::uint64_t total = kMaxSignalsPerCommand + 10;
+  for (std::uint64_t i = 0; i < total; ++i) {
+    send("g", "alice", "m");
+  }
+  auto r = apply(ack_cmd("bob", "bob-phone", "g", total));
+  ASSERT_EQ(r.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), kMaxSignalsPerCommand);
+  EXPECT_EQ(sink_.signals.size(), kMaxSignalsPerCommand);
+  r = apply(ack_cmd("bob", "bob-phone", "g", total));
+  ASSERT_EQ(r.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), total);
+  EXPECT_EQ(sink_.signals.size(), total);
+  check_invariants();
+}
+
+// ---------------------------------------------------------------- read state
+
+TEST_F(DomainTest, SetReadMarkerReturnsThePreviousAndRestoreIsIdempotent) {
+  make_trio();
+  for (int i = 0; i < 4; ++i) {
+    send("g", "alice", "m");
+  }
+  auto r = apply(marker_cmd("bob", "bob-phone", "g", 2));
+  ASSERT_EQ(r.code(), 0U);
+  auto set = payload_of<messagingpb::ReadMarkerResult>(r);
+  EXPECT_EQ(set.previous(), 0U);
+  EXPECT_EQ(set.marker(), 2U);
+  r = apply(marker_cmd("bob", "bob-phone", "g", 4));
+  set = payload_of<messagingpb::ReadMarkerResult>(r);
+  EXPECT_EQ(set.previous(), 2U);
+  EXPECT_EQ(set.marker(), 4U);
+
+  ok(restore_cmd("bob", "bob-phone", "g", set.previous(), set.marker()));
+  EXPECT_EQ(Domain::device_marks(store_, "bob", "g")->front().read_marker, 2U);
+  ok(restore_cmd("bob", "bob-phone", "g", set.previous(), set.marker()));  // again: no effect
+  EXPECT_EQ(Domain::device_marks(store_, "bob", "g")->front().read_marker, 2U);
+  // A restore whose step was overtaken by a later marker leaves it alone.
+  ok(marker_cmd("bob", "bob-phone", "g", 3));
+  ok(restore_cmd("bob", "bob-phone", "g", 0, 2));
+  EXPECT_EQ(Domain::device_marks(store_, "bob", "g")->front().read_marker, 3U);
+
+  // Beyond the last message: recorded as reported (the cursor step refuses it; this is undone).
+  r = apply(marker_cmd("bob", "bob-phone", "g", 5));
+  ASSERT_EQ(r.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::ReadMarkerResult>(r).marker(), 5U);
+  make_user("mallory");
+  EXPECT_EQ(code_of(apply(marker_cmd("mallory", "mallory-phone", "g", 1))),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(restore_cmd("bob", "bob-phone", "g", 3, 2))), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, SetReadMarkerRunAgainWithItsKeyAnswersItsFirstResult) {
+  make_trio();
+  for (int i = 0; i < 4; ++i) {
+    send("g", "alice", "m");
+  }
+  ok(marker_cmd("bob", "bob-phone", "g", 1));
+  MessagingCommand step = marker_cmd("bob", "bob-phone", "g", 3);
+  step.mutable_set_read_marker()->set_idempotency_key("saga-1/step-0");
+  auto first = payload_of<messagingpb::ReadMarkerResult>(apply(step));
+  EXPECT_EQ(first.previous(), 1U);
+  EXPECT_EQ(first.marker(), 3U);
+  // The same step after a failover: its first answer, so its compensation restores 1, not 3.
+  auto again = payload_of<messagingpb::ReadMarkerResult>(apply(step));
+  EXPECT_EQ(again.previous(), 1U);
+  EXPECT_EQ(again.marker(), 3U);
+  ok(restore_cmd("bob", "bob-phone", "g", again.previous(), again.marker()));
+  EXPECT_EQ(Domain::device_marks(store_, "bob", "g")->front().read_marker, 1U);
+  // The remembered answers are bounded: the oldest key is forgotten first.
+  for (std::size_t i = 0; i <= kMaxRecentMarkAnswers; ++i) {
+    MessagingCommand other = marker_cmd("bob", "bob-phone", "g", 2);
+    other.mutable_set_read_marker()->set_idempotency_key("other-" + std::to_string(i));
+    ok(other);
+  }
+  EXPECT_EQ(payload_of<messagingpb::ReadMarkerResult>(apply(step)).previous(), 2U);
+}
+
+TEST_F(DomainTest, AdvanceReadCursorIsMonotonic) {
+  make_trio();
+  for (int i = 0; i < 3; ++i) {
+    send("g", "alice", "m");
+  }
+  MessagingCommand advance = cursor_cmd("bob", "g", 2);
+  advance.mutable_advance_read_cursor()->set_device_id("bob-phone");
+  auto r = apply(advance);
+  ASSERT_EQ(r.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), 2U);
+  const auto last = changes("bob").back().change();
+  EXPECT_EQ(last.kind(), messagingpb::READ_CURSOR);
+  EXPECT_EQ(last.seq(), 2U);
+  EXPECT_EQ(last.device_id(), "bob-phone");
+  const std::uint64_t before = last_change("bob");
+
+  r = apply(cursor_cmd("bob", "g", 1));
+  ASSERT_EQ(r.code(), 0U);
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), 2U);
+  EXPECT_EQ(last_change("bob"), before);
+  EXPECT_EQ(*Domain::read_cursor(store_, "bob", "g"), 2U);
+}
+
+TEST_F(DomainTest, AdvanceReadCursorBeyondTheLastMessageIsRefused) {
+  make_trio();
+  send("g", "alice", "m");
+  EXPECT_EQ(code_of(apply(cursor_cmd("bob", "g", 2))), Code::kFailedPrecondition);
+  EXPECT_EQ(*Domain::read_cursor(store_, "bob", "g"), 0U);
+}
+
+TEST_F(DomainTest, AdvanceReadCursorOfANonMemberIsRefused) {
+  make_trio();
+  send("g", "alice", "m");
+  ok(leave_cmd("carol", "g"));
+  const auto r = apply(cursor_cmd("carol", "g", 1));
+  EXPECT_EQ(code_of(r), Code::kFailedPrecondition);
+  EXPECT_NE(r.message().find("permission denied"), std::string::npos);
+  EXPECT_EQ(Domain::read_cursor(store_, "carol", "g").status().code(), Code::kNotFound);
+}
+
+TEST_F(DomainTest, PublishReadReceiptsSignalsReadAndTellsEachSender) {
+  make_trio();
+  send("g", "alice", "1");
+  send("g", "carol", "2");
+  send("g", "bob", "3");  // bob's own
+  send("g", "alice", "4");
+  ok(cursor_cmd("bob", "g", 4));
+  const auto r = apply(receipts_cmd("bob", "g", 4));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  const auto result = payload_of<messagingpb::ReceiptResult>(r);
+  EXPECT_EQ(result.receipted_up_to(), 4U);
+  EXPECT_TRUE(result.complete());
+  EXPECT_EQ(signaled(kReadSignal), (std::vector<std::string>{delivery_workflow_id("g", 1, "bob"),
+                                                             delivery_workflow_id("g", 2, "bob"),
+                                                             delivery_workflow_id("g", 4, "bob")}));
+  for (const std::string sender : {"alice", "carol"}) {
+    const auto receipt = changes(sender).back().change();
+    EXPECT_EQ(receipt.kind(), messagingpb::READ_RECEIPT) << sender;
+    EXPECT_EQ(receipt.actor_user_id(), "bob");
+    EXPECT_EQ(receipt.seq(), 4U);
+  }
+  EXPECT_NE(change_kinds("bob").back(), messagingpb::READ_RECEIPT);
+}
+
+TEST_F(DomainTest, PublishReadReceiptsStopsAtTheReadCursorAndContinuesInBoundedSteps) {
+  check_invariants_ = false;
+  make_trio();
+  const std::uint64_t total = kMaxSignalsPerCommand + 4;
+  for (std::uint64_t i = 0; i < total; ++i) {
+    send("g", "alice", "m");
+  }
+  ok(cursor_cmd("bob", "g", total - 1));
+  auto r = apply(receipts_cmd("bob", "g", total));
+  auto result = payload_of<messagingpb::ReceiptResult>(r);
+  EXPECT_EQ(result.receipted_up_to(), kMaxSignalsPerCommand);
+  EXPECT_FALSE(result.complete());
+  EXPECT_EQ(changes("alice").back().change().seq(), kMaxSignalsPerCommand);
+  r = apply(receipts_cmd("bob", "g", total));
+  result = payload_of<messagingpb::ReceiptResult>(r);
+  EXPECT_EQ(result.receipted_up_to(), total - 1);  // never past the read cursor
+  EXPECT_TRUE(result.complete());
+  EXPECT_EQ(signaled(kReadSignal).size(), total - 1);
+  r = apply(receipts_cmd("bob", "g", total));
+  EXPECT_TRUE(payload_of<messagingpb::ReceiptResult>(r).complete());
+  EXPECT_EQ(signaled(kReadSignal).size(), total - 1);
+  check_invariants();
+}
+
+// ---------------------------------------------------------------- users and devices
+
+TEST_F(DomainTest, DevicesAreOwnedBoundedAndNeverReused) {
+  make_user("alice");
+  make_user("bob");
+  EXPECT_EQ(code_of(apply(user_cmd("alice"))), Code::kAlreadyExists);
+  EXPECT_EQ(code_of(apply(device_cmd("alice", "alice-phone"))), Code::kAlreadyExists);
+  EXPECT_EQ(code_of(apply(device_cmd("nobody", "n-phone"))), Code::kNotFound);
+  MessagingCommand bad = device_cmd("alice", "alice-watch");
+  bad.mutable_create_device()->set_credential_sha256("short");
+  EXPECT_EQ(code_of(apply(bad)), Code::kInvalidArgument);
+
+  MessagingCommand token;
+  auto* t = token.mutable_set_push_token();
+  t->set_user_id("bob");
+  t->set_device_id("alice-phone");
+  t->set_push_provider("apns");
+  t->set_push_token("abc123");
+  EXPECT_EQ(code_of(apply(token)), Code::kFailedPrecondition);
+  t->set_user_id("alice");
+  ok(token);
+  auto device = Domain::get_device(store_, "alice-phone");
+  ASSERT_TRUE(device.ok() && device->has_value());
+  EXPECT_EQ((*device)->push_token(), "abc123");
+  EXPECT_EQ((*device)->credential_sha256().size(), kCredentialBytes);
+
+  MessagingCommand remove;
+  remove.mutable_remove_device()->set_user_id("alice");
+  remove.mutable_remove_device()->set_device_id("alice-phone");
+  ok(remove);
+  device = Domain::get_device(store_, "alice-phone");
+  ASSERT_TRUE(device.ok());
+  EXPECT_FALSE(device->has_value());
+  EXPECT_TRUE((*Domain::get_user(store_, "alice"))->device_ids().empty());
+  EXPECT_EQ(code_of(apply(device_cmd("alice", "alice-phone"))), Code::kAlreadyExists);
+
+  for (std::size_t i = 0; i < kMaxDevicesPerUser; ++i) {
+    ok(device_cmd("alice", "alice-" + std::to_string(i)));
+  }
+  EXPECT_EQ(code_of(apply(device_cmd("alice", "alice-extra"))), Code::kResourceExhausted);
+}
+
+TEST_F(DomainTest, IdsAreValidated) {
+  EXPECT_EQ(code_of(apply(user_cmd(""))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd("a:b"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd("a/b"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd("100%"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd("tab\there"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd(std::string(kMaxIdBytes + 1, 'x')))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(user_cmd("bad-email", "no-at-sign"))), Code::kInvalidArgument);
+  ok(user_cmd(std::string(kMaxIdBytes, 'x')));
+  // Text that is not UTF-8 does not decode (proto3 strings), whatever the field.
+  EXPECT_EQ(code_of(apply(user_cmd("caf\xC3"))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(MessagingCommand())), Code::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------- failure and corruption
+
+TEST_F(DomainTest, ACorruptedRecordIsReportedAsCorruption) {
+  make_trio();
+  send("g", "alice", "m");
+  ASSERT_TRUE(store_.corrupt(storage::Space::kState, keys::conversation_key("g")));
+  check_invariants_ = false;
+  const auto r = apply(send_cmd("g", "alice", "alice-phone", "m-2", "again"));
+  EXPECT_EQ(code_of(r), Code::kCorruption);
+  EXPECT_EQ(Domain::get_conversation(store_, "g").status().code(), Code::kCorruption);
+
+  ASSERT_TRUE(store_.corrupt(storage::Space::kState, keys::member_key("bob", "g")));
+  EXPECT_EQ(Domain::chat_index(store_, "bob", 10, "").status().code(), Code::kCorruption);
+  ASSERT_TRUE(store_.corrupt(storage::Space::kState, keys::change_key("carol", 1)));
+  EXPECT_EQ(Domain::sync(store_, "carol", 0, 10).status().code(), Code::kCorruption);
+}
+
+TEST_F(DomainTest, AFailedCommandLeavesNoWritesAndNoNotices) {
+  make_trio();
+  send("g", "alice", "first");
+  static_cast<void>(domain_.take_changes());
+  const auto before = dump();
+  sink_.fail_start_of = delivery_workflow_id("g", 2, "carol");  // the last recipient
+  const auto r = apply(send_cmd("g", "alice", "alice-phone", "m-2", "second"));
+  EXPECT_EQ(code_of(r), Code::kResourceExhausted);
+  EXPECT_EQ(dump(), before);
+  EXPECT_TRUE(domain_.take_changes().empty());
+  sink_.fail_start_of.clear();
+  EXPECT_EQ(send("g", "alice", "second"), 2U);
+}
+
+TEST_F(DomainTest, TakeChangesReportsEveryAppendedChangeOnce) {
+  make_trio();
+  static_cast<void>(domain_.take_changes());
+  send("g", "alice", "hi");
+  const auto notices = domain_.take_changes();
+  ASSERT_EQ(notices.size(), 3U);
+  std::set<std::string> users;
+  for (const auto& n : notices) {
+    users.insert(n.user_id);
+    EXPECT_EQ(n.conversation_id, "g");
+    EXPECT_EQ(n.change_seq, last_change(n.user_id));
+  }
+  EXPECT_EQ(users, (std::set<std::string>{"alice", "bob", "carol"}));
+  EXPECT_TRUE(domain_.take_changes().empty());
+}
+
+}  // namespace
+}  // namespace herald::messaging

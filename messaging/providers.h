@@ -1,0 +1,174 @@
+// Push and email providers: the outside services the delivery workflow's activities call.
+//
+// The leader's "messaging.push" and "messaging.email" activity handlers turn a PushTask or an
+// EmailTask (messaging/delivery.proto) into requests and hand them to a provider. A provider is an
+// adapter that does I/O; it is never called from a state machine's apply path, so the determinism
+// rule of messaging/ does not reach it.
+//
+// Contract of send():
+//  - `done` is called exactly once per send(), with the outcome; possibly before send() returns,
+//    possibly later on another thread. The caller posts the outcome back to its own thread
+//    (workflow::Runtime requires callbacks on the replica's thread).
+//  - A request carries an idempotency key, the same for every attempt of one activity (across
+//    retries and leaders). A real provider passes it on where the service supports it (the
+//    apns-collapse-id, FCM's message id, the email's Message-ID) so that a retried send does not
+//    notify twice.
+//  - A failure's error_type is one of the constants below when one fits. The non-retryable ones
+//    are listed in the delivery workflow's retry policies (messaging/delivery.h); any other
+//    error type is retried.
+//
+// The real APNs, FCM and SMTP clients live with the other adapters. Here are the interfaces and
+// recording implementations for tests, the simulator and process-level tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace herald::messaging {
+
+// Push platforms, PushRequest::provider.
+inline constexpr char kApnsProvider[] = "apns";
+inline constexpr char kFcmProvider[] = "fcm";
+
+// Error types providers report.
+inline constexpr char kPushUnavailable[] = "push.unavailable";    // retryable: try again later
+inline constexpr char kPushUnregistered[] = "push.unregistered";  // the token is gone for good
+inline constexpr char kPushInvalidToken[] = "push.invalid_token";
+inline constexpr char kPushPayloadTooLarge[] = "push.payload_too_large";
+inline constexpr char kEmailUnavailable[] = "email.unavailable";  // retryable
+inline constexpr char kEmailRejected[] = "email.rejected";        // the server refused it for good
+
+struct PushRequest {
+  std::string idempotency_key;
+  std::string user_id;
+  std::string device_id;
+  std::string platform;  // the device's platform, e.g. "ios", "android", "web"
+  std::string provider;  // kApnsProvider or kFcmProvider
+  std::string token;     // the device's push token at that provider
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  std::string title;
+  std::string body;
+
+  friend bool operator==(const PushRequest&, const PushRequest&) = default;
+};
+
+struct EmailRequest {
+  std::string idempotency_key;
+  std::string to;  // the recipient's address
+  std::string subject;
+  std::string body;
+  std::string user_id;
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+
+  friend bool operator==(const EmailRequest&, const EmailRequest&) = default;
+};
+
+struct ProviderResult {
+  bool ok = false;
+  std::string error_type;  // when !ok
+  std::string error_message;
+
+  [[nodiscard]] static ProviderResult success() { return ProviderResult{true, {}, {}}; }
+  [[nodiscard]] static ProviderResult failure(std::string error_type, std::string error_message) {
+    return ProviderResult{false, std::move(error_type), std::move(error_message)};
+  }
+  friend bool operator==(const ProviderResult&, const ProviderResult&) = default;
+};
+
+using ProviderDone = std::function<void(ProviderResult)>;
+
+class PushProvider {
+ public:
+  virtual ~PushProvider() = default;
+  // Sends one notification to one device; see the contract above.
+  virtual void send(const PushRequest& request, ProviderDone done) = 0;
+};
+
+class EmailProvider {
+ public:
+  virtual ~EmailProvider() = default;
+  // Sends one email; see the contract above.
+  virtual void send(const EmailRequest& request, ProviderDone done) = 0;
+};
+
+// Calls kept in memory by a recording provider; later ones are counted (call_count()) and
+// journaled but not kept, so a long-running node cannot grow without bound.
+inline constexpr std::size_t kMaxRecordedCalls = 100'000;
+// Scripted failures pending at most (fail_next()).
+inline constexpr std::size_t kMaxScriptedFailures = 100'000;
+
+// A provider that sends nothing: it records every request and answers with success, or with the
+// failures scripted by fail_next() (in order, one per call). Requests with the same idempotency
+// key are all recorded; distinct_keys() says how many different sends that was.
+//
+// Optionally it appends every call to a journal file as one JSON line (Boost.JSON, so every
+// string is properly escaped): {"kind": "push"|"email", "call": n (1-based, over all calls),
+// "ok", "error_type", "error_message", then the request's fields by name}, and flushes it, so a
+// process-level test can see what a node pushed while it runs. A journal write error does not fail
+// the send; journal_status() reports the first one.
+//
+// done is called synchronously, on the caller's thread, after the provider's lock is released.
+// Thread-safety: every member may be called from any thread.
+template <typename Request, typename Interface>
+class RecordingProvider final : public Interface {
+ public:
+  // No journal.
+  RecordingProvider();
+  ~RecordingProvider() override;
+  RecordingProvider(const RecordingProvider&) = delete;
+  RecordingProvider& operator=(const RecordingProvider&) = delete;
+
+  // A provider that appends to the journal at `path` (created when missing). kIOError when the
+  // file cannot be opened for appending.
+  [[nodiscard]] static Result<std::unique_ptr<RecordingProvider>> with_journal(
+      const std::string& path);
+
+  void send(const Request& request, ProviderDone done) override;
+
+  // The next `calls` calls fail with (error_type, error_message), after any failures already
+  // scripted. Precondition (asserted): at most kMaxScriptedFailures pending in all.
+  void fail_next(std::size_t calls, const std::string& error_type,
+                 const std::string& error_message = {});
+
+  // Every call kept (the first kMaxRecordedCalls), in call order.
+  [[nodiscard]] std::vector<Request> calls() const;
+  // The idempotency keys of the calls kept.
+  [[nodiscard]] std::set<std::string> distinct_keys() const;
+  // Every call, kept or not.
+  [[nodiscard]] std::uint64_t call_count() const;
+  // The first journal write error; ok without a journal or while writes succeed.
+  [[nodiscard]] Status journal_status() const;
+
+ private:
+  struct Journal;
+
+  // Records `request`, takes the next scripted outcome and journals both. Caller holds mu_.
+  ProviderResult record_locked(const Request& request);
+
+  mutable std::mutex mu_;
+  std::vector<Request> calls_;         // guarded by mu_
+  std::uint64_t call_count_ = 0;       // guarded by mu_
+  std::deque<ProviderResult> script_;  // guarded by mu_
+  std::unique_ptr<Journal> journal_;   // guarded by mu_; null without a journal
+};
+
+using RecordingPushProvider = RecordingProvider<PushRequest, PushProvider>;
+using RecordingEmailProvider = RecordingProvider<EmailRequest, EmailProvider>;
+
+extern template class RecordingProvider<PushRequest, PushProvider>;
+extern template class RecordingProvider<EmailRequest, EmailProvider>;
+
+}  // namespace herald::messaging

@@ -1,0 +1,903 @@
+#include "server/gateway.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <functional>
+#include <random>
+#include <utility>
+
+#include "base/assert.h"
+#include "base/clock.h"
+#include "messaging/read_sync.h"
+#include "server/messaging_json.h"
+#include "workflow/engine.h"
+
+namespace herald::server {
+
+namespace json = boost::json;
+using messaging::Domain;
+
+namespace {
+
+std::string sha256(std::string_view secret) {
+  std::string digest(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(),
+         reinterpret_cast<unsigned char*>(digest.data()));
+  return digest;
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+rsmpb::Command module_command(std::string_view module, const google::protobuf::Message& payload) {
+  rsmpb::Command c;
+  c.mutable_module()->set_name(std::string(module));
+  c.mutable_module()->set_payload(payload.SerializeAsString());
+  return c;
+}
+
+// A group id for conversation.create without one: "g-" and 16 random hex digits.
+std::string random_group_id() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return fmt::format("g-{:016x}", rng());
+}
+
+FrameError read_error(std::string_view error_type, std::string message) {
+  if (error_type == messaging::kReadBeyondLastSeq) return {"read_beyond_last_seq", message};
+  if (error_type == messaging::kReadNotMember) return {"read_not_member", message};
+  return {"internal", fmt::format("{}: {}", error_type, message)};
+}
+
+}  // namespace
+
+struct Gateway::Session {
+  explicit Session(std::shared_ptr<WsConnection> c) : conn(std::move(c)) {}
+
+  std::shared_ptr<WsConnection> conn;
+  std::atomic<int> inflight{0};
+
+  std::mutex mu;
+  bool authenticating = false;  // guarded by mu
+  bool authenticated = false;   // guarded by mu; user_id and device_id are fixed once true
+  bool closed = false;          // guarded by mu
+  int failed_auths = 0;         // guarded by mu
+  std::string user_id;
+  std::string device_id;
+
+  // Raft thread only.
+  bool registered = false;
+  bool pump_pending = false;
+  std::uint64_t cursor = 0;  // the last change queued to this session
+};
+
+struct Gateway::Request {
+  std::shared_ptr<Session> session;
+  json::value re;  // the request's id, or null
+  json::object frame;
+  std::string user_id;
+  std::string device_id;
+};
+
+class Gateway::Core : public std::enable_shared_from_this<Core> {
+ public:
+  explicit Core(NodeHost* node) : node_(node) {}
+
+  void install() {
+    std::weak_ptr<Core> weak = weak_from_this();
+    node_->set_change_listener(
+        [weak](const std::vector<messaging::ChangeNotice>& changes, std::int64_t now_ms) {
+          if (auto self = weak.lock()) {
+            self->on_changes(changes, now_ms);
+          }
+        });
+  }
+  void uninstall() { node_->set_change_listener(nullptr); }
+
+  void open(const std::shared_ptr<WsConnection>& conn) {
+    std::lock_guard lock(mu_);
+    sessions_.emplace(conn->id(), std::make_shared<Session>(conn));
+  }
+
+  void close(const std::shared_ptr<WsConnection>& conn) {
+    std::shared_ptr<Session> s;
+    {
+      std::lock_guard lock(mu_);
+      auto it = sessions_.find(conn->id());
+      if (it == sessions_.end()) return;
+      s = std::move(it->second);
+      sessions_.erase(it);
+    }
+    {
+      std::lock_guard lock(s->mu);
+      s->closed = true;
+    }
+    node_->post([self = shared_from_this(), s] { self->unregister(s); });
+  }
+
+  [[nodiscard]] std::size_t count() const {
+    std::lock_guard lock(mu_);
+    return sessions_.size();
+  }
+
+  void text(const std::shared_ptr<WsConnection>& conn, std::string_view text);
+
+ private:
+  using Op = void (Core::*)(Request);
+
+  // ---- Answers ----
+  void send(const std::shared_ptr<Session>& s, const json::object& frame) {
+    const Status sent = s->conn->send_text(json::serialize(frame));
+    if (!sent.ok()) {
+      spdlog::debug("gateway: dropping a frame to connection {}: {}", s->conn->id(),
+                    sent.to_string());
+    }
+  }
+  void reply_error(const std::shared_ptr<Session>& s, const json::value& re, const FrameError& e) {
+    send(s, json::object{{"type", "error"}, {"re", re}, {"code", e.code}, {"message", e.message}});
+  }
+  // Each request is answered exactly once, by ok() or fail(), which end it.
+  void ok(const Request& r, json::object fields = {}) {
+    fields["type"] = "ok";
+    fields["re"] = r.re;
+    send(r.session, fields);
+    --r.session->inflight;
+  }
+  void fail(const Request& r, const FrameError& e) {
+    reply_error(r.session, r.re, e);
+    --r.session->inflight;
+  }
+
+  // ---- Plumbing ----
+  using CommandDone = std::function<void(Request&, const rsmpb::CommandResult&)>;
+  void propose(Request r, rsmpb::Command command, CommandDone done) {
+    node_->propose(std::move(command),
+                   [self = shared_from_this(), r = std::move(r),
+                    done = std::move(done)](const Result<rsmpb::CommandResult>& result) mutable {
+                     if (!result.ok()) {
+                       self->fail(r, frame_error_of(result.status()));
+                     } else if (result->code() != 0) {
+                       self->fail(r, frame_error_of(*result));
+                     } else {
+                       done(r, *result);
+                     }
+                   });
+  }
+  void propose_domain(Request r, const messagingpb::MessagingCommand& c, CommandDone done) {
+    propose(std::move(r), module_command(messaging::kModuleName, c), std::move(done));
+  }
+  // Answers a plain ok once the command is applied.
+  void propose_simple(Request r, const messagingpb::MessagingCommand& c) {
+    propose_domain(
+        std::move(r), c,
+        [self = shared_from_this()](Request& req, const rsmpb::CommandResult&) { self->ok(req); });
+  }
+  using ReadFn = std::function<void(Request&, const storage::Engine&)>;
+  void read(Request r, ReadFn fn) {
+    node_->read([self = shared_from_this(), r = std::move(r), fn = std::move(fn)](
+                    const Status& s, const storage::Engine& engine) mutable {
+      if (!s.ok()) {
+        self->fail(r, frame_error_of(s));
+        return;
+      }
+      fn(r, engine);
+    });
+  }
+
+  // ---- Requests ----
+  void auth(Request r);
+  void finish_auth(Request r, const storage::Engine& engine, const std::string& credential,
+                   std::optional<std::uint64_t> since);
+  void send_message(Request r);
+  void edit(Request r);
+  void remove(Request r);
+  void ack(Request r);
+  void ack_from(Request r, const messagingpb::AckDelivery& op);
+  void read_up_to(Request r);
+  void sync(Request r);
+  void chats(Request r);
+  void conversation_create(Request r);
+  void conversation_get(Request r);
+  void conversation_rename(Request r);
+  void members_add(Request r);
+  void members_remove(Request r);
+  void members_role(Request r);
+  void conversation_leave(Request r);
+  void prefs_get(Request r);
+  void prefs_set(Request r);
+  void typing(Request r);
+  void ping(Request r) {
+    const Request req = std::move(r);
+    ok(req, json::object{{"server_time_ms", clock_.wall_ms()}});
+  }
+
+  static const std::map<std::string, Op, std::less<>>& ops();
+
+  // ---- Streams (raft thread) ----
+  void on_changes(const std::vector<messaging::ChangeNotice>& changes, std::int64_t now_ms);
+  void pump(const std::shared_ptr<Session>& s);
+  void unregister(const std::shared_ptr<Session>& s);
+  void presence(const std::string& user_id, bool online);
+  void relay_to_members(const messagingpb::ConversationRecord& conv, const Session* except,
+                        const json::object& frame);
+  void check_reads(std::int64_t now_ms);
+
+  struct ReadWaiter {
+    Request request;
+    std::string workflow_id;
+    std::string conversation_id;
+    std::int64_t deadline_ms = 0;
+  };
+
+  NodeHost* node_;
+  SystemClock clock_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;  // guarded by mu_
+  // Raft thread only.
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> streams_;  // by user
+  std::vector<ReadWaiter> read_waiters_;
+};
+
+// ------------------------------------------------------------------ dispatch
+
+const std::map<std::string, Gateway::Core::Op, std::less<>>& Gateway::Core::ops() {
+  static const std::map<std::string, Op, std::less<>> table{
+      {"send", &Core::send_message},
+      {"edit", &Core::edit},
+      {"delete", &Core::remove},
+      {"ack", &Core::ack},
+      {"read", &Core::read_up_to},
+      {"sync", &Core::sync},
+      {"chats", &Core::chats},
+      {"conversation.create", &Core::conversation_create},
+      {"conversation.get", &Core::conversation_get},
+      {"conversation.rename", &Core::conversation_rename},
+      {"members.add", &Core::members_add},
+      {"members.remove", &Core::members_remove},
+      {"members.role", &Core::members_role},
+      {"conversation.leave", &Core::conversation_leave},
+      {"prefs.get", &Core::prefs_get},
+      {"prefs.set", &Core::prefs_set},
+      {"typing", &Core::typing},
+      {"ping", &Core::ping},
+  };
+  return table;
+}
+
+void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_view text) {
+  std::shared_ptr<Session> s;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(conn->id());
+    if (it == sessions_.end()) return;
+    s = it->second;
+  }
+  boost::system::error_code ec;
+  json::value parsed = json::parse(text, ec);
+  if (ec || !parsed.is_object()) {
+    reply_error(s, nullptr, {"malformed_json", "a frame is one JSON object"});
+    return;
+  }
+  Request r{s, nullptr, std::move(parsed.get_object()), {}, {}};
+  if (const json::value* id = r.frame.if_contains("id"); id != nullptr && !id->is_null()) {
+    if (!id->is_string() || id->get_string().size() > kMaxRequestIdBytes) {
+      reply_error(s, nullptr,
+                  {"wrong_type",
+                   fmt::format("\"id\" must be a string of at most {} bytes", kMaxRequestIdBytes)});
+      return;
+    }
+    r.re = *id;
+  }
+  std::string type;
+  if (get_string(r.frame, "type", type)) {
+    reply_error(s, r.re, {"unknown_type", "the frame has no \"type\" string"});
+    return;
+  }
+  if (++s->inflight > kMaxInflightRequests) {
+    fail(r, {"overloaded",
+             fmt::format("at most {} requests in flight per connection", kMaxInflightRequests)});
+    return;
+  }
+  if (type == "auth") {
+    auth(std::move(r));
+    return;
+  }
+  const auto op = ops().find(type);
+  if (op == ops().end()) {
+    fail(r, {"unknown_type", fmt::format("unknown request type \"{}\"", type)});
+    return;
+  }
+  {
+    std::lock_guard lock(s->mu);
+    if (!s->authenticated) {
+      fail(r, {"not_authenticated", "authenticate first"});
+      return;
+    }
+    r.user_id = s->user_id;
+    r.device_id = s->device_id;
+  }
+  (this->*(op->second))(std::move(r));
+}
+
+// ------------------------------------------------------------------ auth
+
+void Gateway::Core::auth(Request r) {
+  std::string user_id;
+  std::string device_id;
+  std::string token;
+  std::uint64_t since = 0;
+  if (auto e = get_string(r.frame, "user_id", user_id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "device_id", device_id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "token", token)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "since", since, false)) return fail(r, *e);
+  const bool has_since = r.frame.contains("since") && !r.frame.at("since").is_null();
+  {
+    std::lock_guard lock(r.session->mu);
+    if (r.session->authenticated)
+      return fail(r, {"already_authenticated", "already authenticated"});
+    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
+    r.session->authenticating = true;
+  }
+  r.user_id = std::move(user_id);
+  r.device_id = std::move(device_id);
+  const std::string credential = sha256(token);
+  std::optional<std::uint64_t> from;
+  if (has_since) from = since;
+  read(std::move(r),
+       [self = shared_from_this(), credential, from](Request& req, const storage::Engine& engine) {
+         self->finish_auth(std::move(req), engine, credential, from);
+       });
+}
+
+// Raft thread: checks the credential, then registers the session's stream.
+void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
+                                const std::string& credential, std::optional<std::uint64_t> since) {
+  const auto& s = r.session;
+  auto device = Domain::get_device(engine, r.device_id);
+  auto user = Domain::get_user(engine, r.user_id);
+  const bool valid = device.ok() && user.ok() && device->has_value() && user->has_value() &&
+                     (*device)->user_id() == r.user_id &&
+                     same_secret((*device)->credential_sha256(), credential);
+  bool closed = false;
+  {
+    std::lock_guard lock(s->mu);
+    s->authenticating = false;
+    if (valid) {
+      s->authenticated = true;
+      s->user_id = r.user_id;
+      s->device_id = r.device_id;
+    } else {
+      ++s->failed_auths;
+    }
+    closed = s->closed;
+    if (!valid && s->failed_auths >= kMaxAuthFailures) {
+      s->conn->close(kWsClosePolicyViolation, "too many failed authentications");
+    }
+  }
+  if (!valid) {
+    fail(r, {"unauthorized", "unknown user or device, or a wrong token"});
+    return;
+  }
+  const std::uint64_t last = (*user)->last_change_seq();
+  ok(r, json::object{{"user_id", r.user_id},
+                     {"device_id", r.device_id},
+                     {"server_time_ms", clock_.wall_ms()},
+                     {"cursor", last}});
+  if (closed) return;  // unregister already ran (or will find nothing)
+  s->cursor = since ? std::min(*since, last) : last;
+  s->registered = true;
+  auto& list = streams_[r.user_id];
+  list.push_back(s);
+  if (list.size() == 1) presence(r.user_id, true);
+  pump(s);
+}
+
+// ------------------------------------------------------------------ streams
+
+void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& changes,
+                               std::int64_t now_ms) {
+  std::string last_user;
+  for (const auto& change : changes) {
+    if (change.user_id.empty()) {  // a snapshot replaced the state: every stream may have moved
+      for (const auto& [user, list] : streams_) {
+        for (const auto& s : list) pump(s);
+      }
+      continue;
+    }
+    if (change.user_id == last_user) continue;  // notices come grouped per command
+    last_user = change.user_id;
+    const auto it = streams_.find(change.user_id);
+    if (it == streams_.end()) continue;
+    for (const auto& s : it->second) {
+      pump(s);
+    }
+  }
+  if (!read_waiters_.empty()) check_reads(now_ms);
+}
+
+void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
+  if (!s->registered || s->pump_pending) return;
+  auto page = Domain::sync(node_->engine(), s->user_id, s->cursor, kStreamPageSize);
+  if (!page.ok()) {
+    spdlog::warn("gateway: reading the change stream of {} failed: {}", s->user_id,
+                 page.status().to_string());
+    return;
+  }
+  for (const auto& entry : page->entries) {
+    send(s, json::object{{"type", "change"}, {"change", change_json(entry)}});
+  }
+  if (!page->entries.empty()) s->cursor = page->next_cursor;
+  if (page->has_more) {
+    s->pump_pending = true;  // yield the raft thread between pages
+    node_->post([self = shared_from_this(), s] {
+      s->pump_pending = false;
+      self->pump(s);
+    });
+  }
+}
+
+void Gateway::Core::unregister(const std::shared_ptr<Session>& s) {
+  if (!s->registered) return;
+  s->registered = false;
+  auto it = streams_.find(s->user_id);
+  if (it == streams_.end()) return;
+  std::erase(it->second, s);
+  if (it->second.empty()) {
+    streams_.erase(it);
+    presence(s->user_id, false);
+  }
+}
+
+void Gateway::Core::relay_to_members(const messagingpb::ConversationRecord& conv,
+                                     const Session* except, const json::object& frame) {
+  for (const auto& member : conv.members()) {
+    const auto it = streams_.find(member.user_id());
+    if (it == streams_.end()) continue;
+    for (const auto& s : it->second) {
+      if (s.get() != except) send(s, frame);
+    }
+  }
+}
+
+// Tells the sessions on this node that share a conversation with `user_id` that the user's first
+// device connected here, or its last one left.
+void Gateway::Core::presence(const std::string& user_id, bool online) {
+  auto chats = Domain::chat_index(node_->engine(), user_id, kDefaultPageSize, {});
+  if (!chats.ok()) return;
+  const json::object frame{{"type", "presence"},
+                           {"user_id", user_id},
+                           {"online", online},
+                           {"last_seen_ms", clock_.wall_ms()}};
+  for (const auto& chat : chats->entries) {
+    auto conv = Domain::get_conversation(node_->engine(), chat.entry.conversation_id());
+    if (conv.ok() && conv->has_value()) {
+      relay_to_members(**conv, nullptr, frame);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ messages
+
+void Gateway::Core::send_message(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_send_message();
+  std::string conversation_id;
+  std::string client_id;
+  std::string body;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "client_message_id", client_id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "body", body)) return fail(r, *e);
+  if (body.size() > messaging::kMaxMessageBodyBytes) {
+    return fail(r, {"too_large",
+                    fmt::format("a body holds at most {} bytes", messaging::kMaxMessageBodyBytes)});
+  }
+  op->set_conversation_id(std::move(conversation_id));
+  op->set_sender_user_id(r.user_id);
+  op->set_sender_device_id(r.device_id);
+  op->set_client_message_id(std::move(client_id));
+  op->set_body(std::move(body));
+  propose_domain(std::move(r), c,
+                 [self = shared_from_this(), conv = op->conversation_id()](
+                     Request& req, const rsmpb::CommandResult& result) {
+                   messagingpb::SendResult sent;
+                   if (!sent.ParseFromString(result.payload())) {
+                     return self->fail(req, {"internal", "the send result does not decode"});
+                   }
+                   std::int64_t time_ms = 0;
+                   auto m = Domain::get_message(self->node_->engine(), conv, sent.seq());
+                   if (m.ok() && m->has_value()) time_ms = (*m)->wall_ms();
+                   self->ok(req, json::object{{"seq", sent.seq()},
+                                              {"existed", result.existed()},
+                                              {"server_time_ms", time_ms}});
+                 });
+}
+
+void Gateway::Core::edit(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_edit_message();
+  std::string conversation_id;
+  std::string body;
+  std::uint64_t seq = 0;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "seq", seq)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "body", body)) return fail(r, *e);
+  if (body.size() > messaging::kMaxMessageBodyBytes) {
+    return fail(r, {"too_large", "the body is too large"});
+  }
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(conversation_id));
+  op->set_seq(seq);
+  op->set_body(std::move(body));
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::remove(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_delete_message();
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "seq", seq)) return fail(r, *e);
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(conversation_id));
+  op->set_seq(seq);
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::ack(Request r) {
+  messagingpb::AckDelivery op;
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "seq", seq)) return fail(r, *e);
+  op.set_user_id(r.user_id);
+  op.set_device_id(r.device_id);
+  op.set_conversation_id(std::move(conversation_id));
+  op.set_seq(seq);
+  ack_from(std::move(r), op);
+}
+
+// AckDelivery covers a bounded run of messages per command: repeat until it reaches op.seq.
+void Gateway::Core::ack_from(Request r, const messagingpb::AckDelivery& op) {
+  messagingpb::MessagingCommand c;
+  *c.mutable_ack_delivery() = op;
+  propose_domain(std::move(r), c,
+                 [self = shared_from_this(), op](Request& req, const rsmpb::CommandResult& res) {
+                   messagingpb::MarkResult mark;
+                   if (!mark.ParseFromString(res.payload())) {
+                     return self->fail(req, {"internal", "the ack result does not decode"});
+                   }
+                   if (mark.mark() < op.seq()) {
+                     return self->ack_from(std::move(req), op);
+                   }
+                   self->ok(req, json::object{{"acked_up_to", mark.mark()}});
+                 });
+}
+
+void Gateway::Core::read_up_to(Request r) {
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "seq", seq)) return fail(r, *e);
+  messagingpb::ReadSyncInput input;
+  input.set_user_id(r.user_id);
+  input.set_device_id(r.device_id);
+  input.set_conversation_id(conversation_id);
+  input.set_up_to_seq(seq);
+  workflowpb::WorkflowCommand c;
+  auto* start = c.mutable_start();
+  start->set_workflow_id(
+      messaging::read_sync_workflow_id(r.user_id, r.device_id, conversation_id, seq));
+  start->set_type(messaging::kReadSyncType);
+  start->set_input(input.SerializeAsString());
+  const std::string workflow_id = start->workflow_id();
+  propose(
+      std::move(r), module_command(workflow::kModuleName, c),
+      [self = shared_from_this(), workflow_id, conversation_id](Request& req,
+                                                                const rsmpb::CommandResult&) {
+        self->read_waiters_.push_back(ReadWaiter{std::move(req), workflow_id, conversation_id,
+                                                 self->clock_.wall_ms() + kReadAnswerTimeoutMs});
+        self->check_reads(self->clock_.wall_ms());
+      });
+}
+
+// Raft thread: answers the reads whose saga has closed, or whose time is up.
+void Gateway::Core::check_reads(std::int64_t now_ms) {
+  std::vector<ReadWaiter> waiting;
+  for (auto& w : read_waiters_) {
+    auto record = workflow::Engine::read_workflow(node_->engine(), w.workflow_id);
+    if (!record.ok() || !record->has_value()) {
+      fail(w.request, {"internal", "the read-sync saga is missing"});
+      continue;
+    }
+    auto outcome = messaging::read_sync_outcome(**record);
+    if (outcome.ok()) {
+      if (!outcome->ok) {
+        fail(w.request, read_error(outcome->error_type, outcome->error_message));
+        continue;
+      }
+      auto cursor = Domain::read_cursor(node_->engine(), w.request.user_id, w.conversation_id);
+      ok(w.request,
+         json::object{{"saga_id", w.workflow_id}, {"cursor", cursor.ok() ? *cursor : 0}});
+      continue;
+    }
+    if (now_ms >= w.deadline_ms) {
+      fail(w.request, {"timeout", "the read-sync saga is still running; its effects follow"});
+      continue;
+    }
+    waiting.push_back(std::move(w));
+  }
+  read_waiters_ = std::move(waiting);
+}
+
+// ------------------------------------------------------------------ reads
+
+void Gateway::Core::sync(Request r) {
+  std::uint64_t since = 0;
+  std::uint64_t limit = kDefaultPageSize;
+  if (auto e = get_u64(r.frame, "since", since)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "limit", limit, false)) return fail(r, *e);
+  if (limit == 0 || limit > messaging::kMaxReadLimit) {
+    return fail(r,
+                {"wrong_type", fmt::format("\"limit\" must be 1 to {}", messaging::kMaxReadLimit)});
+  }
+  read(std::move(r),
+       [self = shared_from_this(), since, limit](Request& req, const storage::Engine& engine) {
+         auto page = Domain::sync(engine, req.user_id, since, limit);
+         if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
+         json::array changes;
+         for (const auto& entry : page->entries) changes.emplace_back(change_json(entry));
+         self->ok(req, json::object{{"changes", std::move(changes)},
+                                    {"cursor", page->entries.empty() ? since : page->next_cursor},
+                                    {"has_more", page->has_more}});
+       });
+}
+
+void Gateway::Core::chats(Request r) {
+  std::uint64_t limit = kDefaultPageSize;
+  std::string page_token;
+  if (auto e = get_u64(r.frame, "limit", limit, false)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "page", page_token, false)) return fail(r, *e);
+  if (limit == 0 || limit > messaging::kMaxReadLimit) {
+    return fail(r, {"wrong_type", "\"limit\" is out of range"});
+  }
+  read(std::move(r),
+       [self = shared_from_this(), limit, page_token](Request& req, const storage::Engine& engine) {
+         auto page = Domain::chat_index(engine, req.user_id, limit, page_token);
+         if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
+         json::array chats;
+         for (const auto& chat : page->entries) chats.emplace_back(chat_json(chat));
+         json::value next = nullptr;
+         if (!page->next_page_token.empty()) next = json::string(page->next_page_token);
+         self->ok(req, json::object{{"chats", std::move(chats)}, {"next_page", next}});
+       });
+}
+
+// ------------------------------------------------------------------ conversations
+
+void Gateway::Core::conversation_create(Request r) {
+  std::string kind_name;
+  std::string title;
+  std::string id;
+  std::vector<std::string> members;
+  if (auto e = get_string(r.frame, "kind", kind_name)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "title", title, false)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "conversation_id", id, false)) return fail(r, *e);
+  if (auto e = get_strings(r.frame, "members", members, messaging::kMaxMembersPerCommand)) {
+    return fail(r, *e);
+  }
+  const auto kind = parse_kind(kind_name);
+  if (!kind) return fail(r, {"wrong_type", "\"kind\" must be \"direct\" or \"group\""});
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_create_conversation();
+  op->set_user_id(r.user_id);
+  op->set_kind(*kind);
+  if (*kind == messagingpb::GROUP) {
+    op->set_conversation_id(id.empty() ? random_group_id() : id);
+    op->set_title(title);
+  } else if (members.size() != 1) {
+    return fail(r, {"invalid_argument", "a direct conversation names exactly one other member"});
+  }
+  for (auto& m : members) op->add_member_user_ids(std::move(m));
+  const std::string conversation_id =
+      *kind == messagingpb::GROUP
+          ? op->conversation_id()
+          : (r.user_id == op->member_user_ids(0)
+                 ? std::string()
+                 : messaging::direct_conversation_id(r.user_id, op->member_user_ids(0)));
+  if (conversation_id.empty()) {
+    return fail(r, {"conflict", "a direct conversation needs another user"});
+  }
+  propose_domain(
+      std::move(r), c,
+      [self = shared_from_this(), conversation_id](Request& req, const rsmpb::CommandResult&) {
+        auto conv = Domain::get_conversation(self->node_->engine(), conversation_id);
+        if (!conv.ok() || !conv->has_value()) {
+          return self->fail(req, {"internal", "the conversation is missing"});
+        }
+        self->ok(req, json::object{{"conversation", conversation_json(**conv)}});
+      });
+}
+
+void Gateway::Core::conversation_get(Request r) {
+  std::string id;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Engine& engine) {
+    auto conv = Domain::get_conversation(engine, id);
+    if (!conv.ok()) return self->fail(req, frame_error_of(conv.status()));
+    if (!conv->has_value()) return self->fail(req, {"not_found", "no such conversation"});
+    const auto& members = (*conv)->members();
+    const bool member = std::any_of(members.begin(), members.end(),
+                                    [&](const auto& m) { return m.user_id() == req.user_id; });
+    if (!member) return self->fail(req, {"not_member", "you are not a member"});
+    self->ok(req, json::object{{"conversation", conversation_json(**conv)}});
+  });
+}
+
+void Gateway::Core::conversation_rename(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_rename_conversation();
+  std::string id;
+  std::string title;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "title", title)) return fail(r, *e);
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(id));
+  op->set_title(std::move(title));
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::members_add(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_add_members();
+  std::string id;
+  std::vector<std::string> members;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  if (auto e = get_strings(r.frame, "members", members, messaging::kMaxMembersPerCommand)) {
+    return fail(r, *e);
+  }
+  if (members.empty()) return fail(r, {"missing_field", "the field \"members\" is required"});
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(id));
+  for (auto& m : members) op->add_member_user_ids(std::move(m));
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::members_remove(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_remove_member();
+  std::string id;
+  std::string user;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "user_id", user)) return fail(r, *e);
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(id));
+  op->set_member_user_id(std::move(user));
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::members_role(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_set_role();
+  std::string id;
+  std::string user;
+  std::string role_text;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "user_id", user)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "role", role_text)) return fail(r, *e);
+  const auto role = parse_role(role_text);
+  if (!role) return fail(r, {"wrong_type", "\"role\" must be \"owner\", \"admin\" or \"member\""});
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(id));
+  op->set_member_user_id(std::move(user));
+  op->set_role(*role);
+  propose_simple(std::move(r), c);
+}
+
+void Gateway::Core::conversation_leave(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_leave_conversation();
+  std::string id;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(std::move(id));
+  propose_simple(std::move(r), c);
+}
+
+// ------------------------------------------------------------------ preferences and typing
+
+void Gateway::Core::prefs_get(Request r) {
+  std::string id;
+  if (auto e = get_string(r.frame, "conversation_id", id, false)) return fail(r, *e);
+  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Engine& engine) {
+    auto prefs = Domain::preferences(engine, req.user_id, id);
+    if (!prefs.ok()) return self->fail(req, frame_error_of(prefs.status()));
+    self->ok(req, json::object{{"prefs", prefs_json(*prefs)}});
+  });
+}
+
+void Gateway::Core::prefs_set(Request r) {
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_set_preferences();
+  std::string id;
+  std::optional<bool> push_enabled;
+  std::optional<bool> email_fallback;
+  std::optional<bool> muted;
+  std::optional<std::int64_t> delay_ms;
+  if (auto e = get_string(r.frame, "conversation_id", id, false)) return fail(r, *e);
+  if (auto e = get_bool(r.frame, "push_enabled", push_enabled)) return fail(r, *e);
+  if (auto e = get_bool(r.frame, "email_fallback", email_fallback)) return fail(r, *e);
+  if (auto e = get_bool(r.frame, "muted", muted)) return fail(r, *e);
+  if (auto e = get_i64(r.frame, "email_delay_ms", delay_ms)) return fail(r, *e);
+  op->set_user_id(r.user_id);
+  op->set_conversation_id(id);
+  if (push_enabled) op->set_push_enabled(*push_enabled);
+  if (email_fallback) op->set_email_fallback(*email_fallback);
+  if (muted) op->set_muted(*muted);
+  if (delay_ms) op->set_email_delay_ms(*delay_ms);
+  propose_domain(std::move(r), c,
+                 [self = shared_from_this(), id](Request& req, const rsmpb::CommandResult&) {
+                   auto prefs = Domain::preferences(self->node_->engine(), req.user_id, id);
+                   if (!prefs.ok()) return self->fail(req, frame_error_of(prefs.status()));
+                   self->ok(req, json::object{{"prefs", prefs_json(*prefs)}});
+                 });
+}
+
+void Gateway::Core::typing(Request r) {
+  std::string id;
+  std::optional<bool> active;
+  if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
+  if (auto e = get_bool(r.frame, "active", active)) return fail(r, *e);
+  if (!active) return fail(r, {"missing_field", "the field \"active\" is required"});
+  node_->post([self = shared_from_this(), r = std::move(r), id, active = *active]() mutable {
+    auto conv = Domain::get_conversation(self->node_->engine(), id);
+    if (!conv.ok()) return self->fail(r, frame_error_of(conv.status()));
+    if (!conv->has_value()) return self->fail(r, {"not_found", "no such conversation"});
+    const auto& members = (*conv)->members();
+    const bool member = std::any_of(members.begin(), members.end(),
+                                    [&](const auto& m) { return m.user_id() == r.user_id; });
+    if (!member) return self->fail(r, {"not_member", "you are not a member"});
+    self->relay_to_members(**conv, r.session.get(),
+                           json::object{{"type", "typing"},
+                                        {"conversation_id", id},
+                                        {"user_id", r.user_id},
+                                        {"active", active}});
+    self->ok(r);
+  });
+}
+
+// ------------------------------------------------------------------ Gateway
+
+Gateway::Gateway(NodeHost* node) : core_(std::make_shared<Core>(node)) {
+  HERALD_ASSERT(node != nullptr, "the gateway needs a node");
+  core_->install();
+}
+
+Gateway::~Gateway() {
+  core_->uninstall();
+}
+
+std::optional<HttpResponse> Gateway::on_open(const std::shared_ptr<WsConnection>& conn,
+                                             const HttpRequest& /*upgrade_request*/) {
+  core_->open(conn);
+  return std::nullopt;
+}
+
+void Gateway::on_text(const std::shared_ptr<WsConnection>& conn, std::string text) {
+  core_->text(conn, text);
+}
+
+void Gateway::on_close(const std::shared_ptr<WsConnection>& conn) {
+  core_->close(conn);
+}
+
+std::size_t Gateway::sessions() const {
+  return core_->count();
+}
+
+}  // namespace herald::server

@@ -1,0 +1,71 @@
+// Gateway: the client WebSocket endpoint (GET /v1/ws) — the JSON protocol of docs/protocol.md on
+// top of the replicated messaging domain.
+//
+// Each accepted WebSocket is a session: it authenticates with a device credential, then sends
+// requests that become domain commands (proposed through the node, so a follower forwards them
+// to the leader) or reads of the node's applied state after a linearizable read barrier. The
+// session's user's change stream is pushed live: after each applied batch the gateway sends every
+// connected session of the affected users the changes after that session's cursor, in order and
+// once each (the cursor advances as they are queued), so a device connected to a follower sees
+// what one connected to the leader sees. Typing and presence are relayed to sessions on this node
+// without going through the log.
+//
+// Threads: on_open/on_text/on_close run on the HTTP server's io threads; stream pumping, reads
+// and command callbacks run on the node's raft thread, which owns the stream registry. A session
+// never blocks a thread; a client that does not read is closed by the transport (slow consumer).
+// Lifetime: construct after the NodeHost, stop the HTTP server before destroying either.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "server/node_host.h"
+#include "server/websocket.h"
+
+namespace herald::server {
+
+// Requests of one connection being processed at once, at most; more are answered "overloaded".
+inline constexpr int kMaxInflightRequests = 64;
+// Failed auth attempts on one connection before it is closed.
+inline constexpr int kMaxAuthFailures = 3;
+// Changes pushed to one session per raft-thread turn; the rest follow on the next turn.
+inline constexpr std::size_t kStreamPageSize = 100;
+// A read that has not been answered by the read-sync saga after this long is answered "timeout".
+inline constexpr std::int64_t kReadAnswerTimeoutMs = 10'000;
+// Largest client request id echoed back.
+inline constexpr std::size_t kMaxRequestIdBytes = 64;
+// Default and largest page of `sync` and `chats`.
+inline constexpr std::uint64_t kDefaultPageSize = 100;
+
+class Gateway final : public WsHandler {
+ public:
+  // `node` is borrowed. Installs the gateway as the node's change listener.
+  explicit Gateway(NodeHost* node);
+  ~Gateway() override;
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  std::optional<HttpResponse> on_open(const std::shared_ptr<WsConnection>& conn,
+                                      const HttpRequest& upgrade_request) override;
+  void on_text(const std::shared_ptr<WsConnection>& conn, std::string text) override;
+  void on_close(const std::shared_ptr<WsConnection>& conn) override;
+
+  // Open sessions (thread-safe).
+  [[nodiscard]] std::size_t sessions() const;
+
+  struct Session;
+  struct Request;
+  class Core;
+
+ private:
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace herald::server

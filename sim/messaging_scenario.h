@@ -1,0 +1,260 @@
+// MessagingScenario: Herald's messaging domain — users, devices, conversations, delivery workflows
+// and read-sync sagas — on a simulated cluster, under faults, with simulated devices.
+//
+// It composes a SimCluster (sim/cluster.h: the same replicas, network, disks, fault schedule and
+// Raft safety checks as the raft scenario) and gives every replica incarnation what a serving node
+// wires (server/node_host.cc): a workflow::Registry with messaging::Host::types(), a
+// workflow::Engine, a messaging::Host bound to it, both modules ("workflow" and "messaging") in a
+// StateMachineRouter beside the KV state machine, and a workflow::Runtime with the host's activity
+// handlers. The node's listener runs the runtime after every apply and on leadership changes, and
+// drains the domain's change notices. Every proposal (the runtime's, the host's, the devices') is
+// stamped with the replica's skewed wall clock and queued as a simulator event, never proposed
+// inside the node's Ready loop. Push and email go to simulated providers that answer after a
+// seeded latency and fail transiently by the seed; every call is recorded.
+//
+// The simulated world: 3 or 4 users with 1 to 3 devices each, a direct conversation between the
+// first two users and a group of all of them, created through the log at the start (CreateUser,
+// CreateDevice, SetPushToken, SetPreferences, CreateConversation) by a setup client that retries
+// until every command is answered. Then every device comes and goes: online it is a WebSocket
+// client of one replica (docs/protocol.md): after each apply of that replica (and on connect) it
+// receives its user's change stream after its own cursor, read from that replica's applied state
+// with Domain::sync; the cursor lives on the device and survives reconnects (the `since` of the
+// protocol). It acknowledges what it received (AckDelivery), sends messages (SendMessage with a
+// client message id, retransmitted with the same id after an uncertain outcome until answered),
+// deletes some of its own, and reports reads by starting read-sync sagas (StartWorkflow of
+// messaging::kReadSyncType), one at a time, waiting for each to close: mostly up to what it holds,
+// sometimes beyond the conversation's last message or in a conversation its user is not in, which
+// must end compensated. A replica crash or a request timeout drops the device's connection; it
+// reconnects to a random running replica.
+//
+// Time line: setup from 0 ms; device traffic until kTrafficEndMs; faults until the final heal at
+// kFaultsEndMs, when every device comes online for good; the run settles when every request is
+// answered, every saga closed, and every device has received and acknowledged everything.
+//
+// Checks during the run (a violation fails the seed with a message naming it):
+//  - each device's change stream is gap-free (every change_seq once, in order), every device of a
+//    user sees the same change at the same change_seq, and each conversation's MESSAGE_NEW
+//    changes arrive in seq order 1, 2, 3, ... once each;
+//  - a (conversation, seq) always names the same (sender device, client message id), in answers
+//    and in what devices receive, and a send's retransmissions are answered with its first seq;
+//  - the read cursor a device sees (READ_CURSOR changes, and the user's own messages, which move
+//    it) never goes backwards.
+// Checks at the end (healed, settled, every replica converged):
+//  1. every acknowledged send is stored at its seq with its body on every replica, unless its
+//     sender deleted it (and then only if a delete was issued); no two seqs share a client id;
+//  2. every conversation holds seqs 1..last_seq with no gap; every device received them all;
+//  3. every device's cursor is its user's newest change;
+//  4. all of a user's devices see the user's read cursor of the replicated state;
+//  5. every acknowledged read-sync saga is closed: completed; or compensated with
+//     read.beyond_last_seq (reads beyond the last message), read.not_member (reads of a
+//     conversation the user is not in), or a transient error (a normal read whose steps ran out of
+//     attempts under faults); never left in compensation_failed. Each device's read marker is the
+//     highest seq of its completed reads (a compensated read left it as it was);
+//  6. every message has a delivery workflow per recipient in one of the five named states; one
+//     acknowledged by a device of the recipient is at least delivery_confirmed, one the recipient
+//     read through a completed saga is read_acknowledged; every push went to a device of the
+//     delivery's recipient, every email to a recipient with email fallback.
+//
+// Determinism: every choice comes from Rngs derived from the seed, every container iterated is
+// ordered, nothing reads a real clock. Thread-safety: none.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "messaging/domain.h"
+#include "messaging/providers.h"
+#include "sim/cluster.h"
+#include "workflow/definition.h"
+
+namespace herald::sim {
+
+struct MessagingStats {
+  std::uint64_t users = 0;
+  std::uint64_t devices = 0;
+  std::uint64_t sends = 0;            // acknowledged sends
+  std::uint64_t retransmissions = 0;  // send attempts after the first
+  std::uint64_t existed_answers = 0;  // retransmissions answered with the first seq
+  std::uint64_t deletes = 0;          // acknowledged deletes
+  std::uint64_t acks = 0;             // acknowledged AckDelivery requests
+  std::uint64_t reads = 0;            // acknowledged read-sync starts
+  std::uint64_t reads_completed = 0;
+  std::uint64_t reads_beyond = 0;      // compensated with read.beyond_last_seq
+  std::uint64_t reads_not_member = 0;  // compensated with read.not_member
+  std::uint64_t reads_transient = 0;   // normal reads compensated after transient failures
+  std::uint64_t changes_received = 0;  // change-stream entries devices processed
+  std::uint64_t connects = 0;
+  std::uint64_t dropped_connections = 0;  // by a crash or a request timeout
+  std::uint64_t snapshot_catch_ups = 0;   // gateway pushes after an apply without on_applied
+  std::uint64_t pushes = 0;               // push provider calls
+  std::uint64_t push_failures = 0;        // of them, answered with a transient failure
+  std::uint64_t emails = 0;
+  std::uint64_t email_failures = 0;
+  std::uint64_t deliveries = 0;            // delivery workflows checked at the end
+  std::uint64_t deliveries_confirmed = 0;  // of them, in delivery_confirmed
+  std::uint64_t deliveries_read = 0;       // of them, in read_acknowledged
+};
+
+struct MessagingRunResult {
+  RunResult cluster;
+  MessagingStats messaging;
+};
+
+// The options of seed `seed` of the messaging scenario: 3 replicas for odd seeds, 5 for even.
+[[nodiscard]] ClusterOptions messaging_cluster_options(std::uint64_t seed, bool verbose);
+
+class MessagingScenario final : public ClusterScenario {
+ public:
+  explicit MessagingScenario(const ClusterOptions& options);
+  ~MessagingScenario() override;
+  MessagingScenario(const MessagingScenario&) = delete;
+  MessagingScenario& operator=(const MessagingScenario&) = delete;
+
+  // Runs the whole scenario once.
+  [[nodiscard]] MessagingRunResult run();
+
+  // ClusterScenario.
+  [[nodiscard]] rsm::StateMachine* open_replica(raft::NodeId id,
+                                                const storage::Reader* state) override;
+  void on_replica_up(raft::NodeId id, rsm::Node& node) override;
+  void on_replica_down(raft::NodeId id) override;
+  void on_tick(raft::NodeId id) override;
+  [[nodiscard]] std::string check_after_event() override;
+  [[nodiscard]] std::string unsettled() const override;
+  [[nodiscard]] std::string final_check() override;
+
+ private:
+  struct ReplicaApp;
+  struct User;
+  struct Device;
+  struct Conversation;
+  struct Sent;
+  struct ReadReport;
+  enum class ReadKind : std::uint8_t;
+  using ResultFn = std::function<void(const Result<rsmpb::CommandResult>&)>;
+
+  // Replicas, and proposals from their services.
+  [[nodiscard]] bool alive(raft::NodeId id, std::uint64_t incarnation) const;
+  [[nodiscard]] std::int64_t wall_ms(raft::NodeId id) const;
+  void propose_later(raft::NodeId id, std::uint64_t incarnation, rsmpb::Command command,
+                     rsm::ProposeCallback done);
+  void post_later(raft::NodeId id, std::uint64_t incarnation, std::function<void()> fn);
+  void provider_call(raft::NodeId id, std::uint64_t incarnation, bool push,
+                     messaging::ProviderDone done);
+
+  // The world and its setup.
+  void plan_world();
+  void plan_setup_commands();
+  void plan_device_setup(std::size_t device);
+  void run_setup_phase();
+  void send_setup(std::size_t index);
+  void on_setup_answer(std::size_t index, const Result<rsmpb::CommandResult>& result);
+  void start_devices();
+  [[nodiscard]] bool member(std::size_t user, const Conversation& c) const;
+
+  // Requests: a device's on its connection, the setup client's on a random replica.
+  void request(std::optional<std::size_t> device, raft::NodeId id, const rsmpb::Command& command,
+               ResultFn done);
+  void finish_request(std::uint64_t token, const Result<rsmpb::CommandResult>& result);
+  void drop_requests_of(std::size_t device);
+
+  // Devices: connections and the gateway.
+  void connect(std::size_t device);
+  void disconnect(std::size_t device, bool voluntary, std::string_view why);
+  void on_replica_applied(raft::NodeId id);
+  void push_changes(raft::NodeId id);
+  void deliver_changes(Device& d);
+  void receive(Device& d, const messagingpb::SyncEntry& entry);
+  void receive_message(Device& d, const messagingpb::SyncEntry& entry);
+  void note_message(const messagingpb::MessageRecord& message, const std::string& where);
+
+  // Devices: what they do.
+  void on_device_tick(std::size_t device);
+  void plan_send(Device& d);
+  void plan_delete(Device& d);
+  void plan_read(std::size_t device);
+  void pump(std::size_t device);
+  void send_head(std::size_t device);
+  void on_send_answer(std::size_t device, const Result<rsmpb::CommandResult>& result);
+  void send_delete(std::size_t device);
+  void send_ack(std::size_t device, const std::string& conversation_id);
+  void on_ack_answer(std::size_t device, const std::string& conversation_id,
+                     const Result<rsmpb::CommandResult>& result);
+  void start_read(std::size_t device);
+  void on_read_answer(std::size_t device, const Result<rsmpb::CommandResult>& result);
+  void poll_read(Device& d);
+  void back_off(std::size_t device);
+
+  // Outside services.
+  void record_push(const messaging::PushRequest& request);
+  void record_email(const messaging::EmailRequest& request);
+
+  // Final checks.
+  [[nodiscard]] const storage::Reader* any_state() const;
+  [[nodiscard]] std::string check_sends(raft::NodeId id, const storage::Reader& state) const;
+  [[nodiscard]] std::string check_conversation(const storage::Reader& state, const Conversation& c);
+  [[nodiscard]] std::string check_devices(const storage::Reader& state) const;
+  [[nodiscard]] std::string check_reads(const storage::Reader& state);
+  void print_reads(const storage::Reader& state, const Device& d,
+                   std::string_view conversation_id) const;
+  [[nodiscard]] static std::string first_step_output(const storage::Reader& state,
+                                                     const ReadReport& r);
+  [[nodiscard]] std::string check_read(const storage::Reader& state, const ReadReport& r);
+  [[nodiscard]] std::string check_delivery(const storage::Reader& state, const Conversation& c,
+                                           const messagingpb::MessageRecord& message,
+                                           std::size_t recipient);
+  [[nodiscard]] std::string check_providers(const storage::Reader& state) const;
+  void violation(std::string what);
+
+  ClusterOptions options_;
+  workflow::Registry registry_;
+  Rng plan_rng_;
+  Rng device_rng_;
+  Rng provider_rng_;
+  Rng skew_rng_;
+  std::vector<User> users_;
+  std::vector<Device> devices_;
+  std::vector<Conversation> conversations_;
+  std::map<std::string, std::size_t, std::less<>> device_by_id_;
+  // The setup client's commands, by phase, and how far it got.
+  std::vector<std::vector<messagingpb::MessagingCommand>> setup_;
+  std::size_t setup_phase_ = 0;
+  std::size_t setup_pending_ = 0;  // commands of the current phase not answered yet
+  bool quiesced_ = false;          // faults are over: devices stay online
+
+  std::map<raft::NodeId, std::unique_ptr<ReplicaApp>> apps_;
+  std::map<raft::NodeId, const storage::Reader*> states_;  // every replica's engine
+  std::map<raft::NodeId, std::uint64_t> incarnations_;
+  struct Pending {
+    std::optional<std::size_t> device;
+    ResultFn done;
+  };
+  std::map<std::uint64_t, Pending> requests_;  // by token: awaiting an answer
+  std::uint64_t next_request_ = 1;
+
+  // What devices and answers revealed, across the run.
+  std::vector<Sent> sent_;  // every acknowledged send
+  // (conversation, seq) -> (sender device, client message id), from the first sighting.
+  std::map<std::pair<std::string, std::uint64_t>, std::pair<std::string, std::string>> messages_;
+  // (user, change_seq) -> the serialized change, from the first device that received it.
+  std::map<std::pair<std::string, std::uint64_t>, std::string> changes_;
+  std::set<std::pair<std::string, std::uint64_t>> delete_issued_;  // (conversation, seq)
+  std::vector<ReadReport> reads_;  // every read-sync saga a device started
+  std::vector<messaging::PushRequest> pushes_;
+  std::vector<messaging::EmailRequest> emails_;
+
+  std::optional<std::string> violation_;
+  MessagingStats stats_;
+  // Last: destroyed first, so no replica outlives the services above.
+  SimCluster cluster_;
+};
+
+}  // namespace herald::sim
