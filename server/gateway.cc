@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 #include <functional>
 #include <random>
+#include <set>
 #include <utility>
 
 #include "base/assert.h"
@@ -364,6 +365,7 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
                      (*device)->user_id() == r.user_id &&
                      same_secret((*device)->credential_sha256(), credential);
   bool closed = false;
+  int failures = 0;
   {
     std::lock_guard lock(s->mu);
     s->authenticating = false;
@@ -374,13 +376,14 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
     } else {
       ++s->failed_auths;
     }
+    failures = s->failed_auths;
     closed = s->closed;
-    if (!valid && s->failed_auths >= kMaxAuthFailures) {
-      s->conn->close(kWsClosePolicyViolation, "too many failed authentications");
-    }
   }
   if (!valid) {
     fail(r, {"unauthorized", "unknown user or device, or a wrong token"});
+    if (failures >= kMaxAuthFailures) {  // after the answer: a closing connection sends nothing
+      s->conn->close(kWsClosePolicyViolation, "too many failed authentications");
+    }
     return;
   }
   const std::uint64_t last = (*user)->last_change_seq();
@@ -464,20 +467,35 @@ void Gateway::Core::relay_to_members(const messagingpb::ConversationRecord& conv
   }
 }
 
-// Tells the sessions on this node that share a conversation with `user_id` that the user's first
-// device connected here, or its last one left.
+// Tells the sessions on this node of every user who shares a conversation with `user_id` (each
+// once, the user itself excepted) that the user's first device connected here, or its last one
+// left. Looks at the user's kMaxPresenceConversations most recent conversations.
 void Gateway::Core::presence(const std::string& user_id, bool online) {
-  auto chats = Domain::chat_index(node_->engine(), user_id, kDefaultPageSize, {});
-  if (!chats.ok()) return;
+  std::set<std::string> contacts;
+  std::string page_token;
+  std::size_t seen = 0;
+  while (seen < kMaxPresenceConversations) {
+    auto chats = Domain::chat_index(node_->engine(), user_id, kDefaultPageSize, page_token);
+    if (!chats.ok()) return;
+    for (const auto& chat : chats->entries) {
+      auto conv = Domain::get_conversation(node_->engine(), chat.entry.conversation_id());
+      if (!conv.ok() || !conv->has_value()) continue;
+      for (const auto& member : (*conv)->members()) {
+        if (member.user_id() != user_id && streams_.contains(member.user_id())) {
+          contacts.insert(member.user_id());
+        }
+      }
+    }
+    seen += chats->entries.size();
+    if (chats->next_page_token.empty()) break;
+    page_token = chats->next_page_token;
+  }
   const json::object frame{{"type", "presence"},
                            {"user_id", user_id},
                            {"online", online},
                            {"last_seen_ms", clock_.wall_ms()}};
-  for (const auto& chat : chats->entries) {
-    auto conv = Domain::get_conversation(node_->engine(), chat.entry.conversation_id());
-    if (conv.ok() && conv->has_value()) {
-      relay_to_members(**conv, nullptr, frame);
-    }
+  for (const auto& contact : contacts) {
+    for (const auto& s : streams_.at(contact)) send(s, frame);
   }
 }
 

@@ -41,6 +41,8 @@ inline constexpr std::size_t kStreamPageSize = 100;
 inline constexpr std::int64_t kReadAnswerTimeoutMs = 10'000;
 // Largest client request id echoed back.
 inline constexpr std::size_t kMaxRequestIdBytes = 64;
+// Conversations of a user whose members hear of the user's presence, at most (most recent first).
+inline constexpr std::size_t kMaxPresenceConversations = 1000;
 // Default and largest page of `sync` and `chats`.
 inline constexpr std::uint64_t kDefaultPageSize = 100;
 

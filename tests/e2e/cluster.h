@@ -1,0 +1,111 @@
+// Cluster: real `herald serve` processes on 127.0.0.1 for end-to-end tests.
+//
+// A cluster of N nodes gets free client and peer ports, a temporary root directory with one data
+// directory, log file and push journal per node, and the messaging admin token. Nodes are started
+// with fork + exec of the herald binary (herald_binary(), set by the test's main), killed with
+// SIGKILL (a crash: the data directory stays), restarted on the same data, or stopped with
+// SIGTERM. Every child is also bound to the test process with PR_SET_PDEATHSIG, so a crashed test
+// leaves no node behind.
+//
+// Ownership: the Cluster owns its processes and its directory. The destructor kills every live
+// node and removes the directory, unless HERALD_E2E_KEEP is set in the environment (then it
+// prints where the logs are). Thread-safety: none; one thread drives a cluster.
+// Errors: kIOError when a process or a file cannot be made; kTimeout when a bounded wait ends.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "client/admin_client.h"
+
+namespace herald::e2e {
+
+// The admin token every node of a test cluster is started with.
+inline constexpr char kAdminToken[] = "e2e-admin-token";
+// Bound on one GET /v1/cluster while looking for the leader.
+inline constexpr std::uint32_t kClusterProbeTimeoutMs = 1'000;
+// Pause between two probes of the cluster or of a child's exit.
+inline constexpr std::uint32_t kPollIntervalMs = 20;
+// Bound on a SIGTERM'd node's exit; it is SIGKILLed after it.
+inline constexpr std::uint32_t kStopTimeoutMs = 10'000;
+// Nodes per test cluster, at most.
+inline constexpr std::size_t kMaxNodes = 7;
+
+// The herald binary the nodes run (from the test's command line or HERALD_BINARY).
+void set_herald_binary(std::string path);
+[[nodiscard]] const std::string& herald_binary();
+
+// One push notification as a node's push journal recorded it.
+struct PushRecord {
+  std::string user_id;
+  std::string device_id;
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  std::string idempotency_key;
+  bool ok = false;
+};
+
+class Cluster {
+ public:
+  struct Node {
+    std::uint64_t id = 0;
+    std::uint16_t client_port = 0;
+    std::uint16_t peer_port = 0;
+    std::string data_dir;
+    std::string log_path;
+    std::string push_journal;
+    pid_t pid = -1;  // -1 while not running
+  };
+
+  // Prepares `size` nodes (1..kMaxNodes) without starting them.
+  [[nodiscard]] static Result<std::unique_ptr<Cluster>> create(std::size_t size);
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Starts every node that is not running.
+  [[nodiscard]] Status start_all();
+  // Starts node `id` on its data directory. Precondition: it is not running.
+  [[nodiscard]] Status start(std::uint64_t id);
+  // SIGKILL, and waits for the process to be gone. Does nothing when it is not running.
+  void kill(std::uint64_t id);
+  // SIGTERM, and waits up to kStopTimeoutMs for a clean exit (SIGKILL after it). kTimeout when it
+  // had to be killed, kIOError when it exited with a non-zero status.
+  [[nodiscard]] Status stop(std::uint64_t id);
+  // True while node `id`'s process runs (a node that exited on its own is reaped here).
+  [[nodiscard]] bool alive(std::uint64_t id);
+
+  // The id of the leader every live node reports, once they agree on a live one within
+  // `timeout_ms`; kTimeout otherwise.
+  [[nodiscard]] Result<std::uint64_t> leader(std::uint32_t timeout_ms);
+  // A live node other than `id` (the lowest id), or 0 when there is none.
+  [[nodiscard]] std::uint64_t other_live_node(std::uint64_t id);
+
+  [[nodiscard]] const Node& node(std::uint64_t id) const;
+  [[nodiscard]] std::size_t size() const { return nodes_.size(); }
+  // An admin client of node `id`.
+  [[nodiscard]] client::AdminClient admin(std::uint64_t id) const;
+  // The pushes node `id` journaled so far, in order. A line that does not parse is an error.
+  [[nodiscard]] Result<std::vector<PushRecord>> pushes(std::uint64_t id) const;
+  // The last `bytes` of node `id`'s log, for failure messages.
+  [[nodiscard]] std::string log_tail(std::uint64_t id, std::size_t bytes = 2000) const;
+
+ private:
+  Cluster() = default;
+  Node& mutable_node(std::uint64_t id);
+  // "1=127.0.0.1:p1,2=127.0.0.1:p2,..."
+  [[nodiscard]] std::string peers_spec() const;
+  // The leader node `id` reports; 0 when none is known or the node does not answer.
+  [[nodiscard]] std::uint64_t reported_leader(std::uint64_t id) const;
+
+  std::string root_;
+  std::vector<Node> nodes_;  // nodes_[i].id == i + 1
+};
+
+}  // namespace herald::e2e
