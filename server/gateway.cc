@@ -49,6 +49,18 @@ std::string random_group_id() {
   return fmt::format("g-{:016x}", rng());
 }
 
+// Kinds of the ephemeral events relayed between nodes (rsmpb::Ephemeral).
+constexpr char kTypingKind[] = "typing";
+constexpr char kPresenceKind[] = "presence";
+
+json::object typing_frame(const std::string& conversation_id, const std::string& user_id,
+                          bool active) {
+  return json::object{{"type", "typing"},
+                      {"conversation_id", conversation_id},
+                      {"user_id", user_id},
+                      {"active", active}};
+}
+
 FrameError read_error(std::string_view error_type, std::string message) {
   if (error_type == messaging::kReadBeyondLastSeq) return {"read_beyond_last_seq", message};
   if (error_type == messaging::kReadNotMember) return {"read_not_member", message};
@@ -97,8 +109,17 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
             self->on_changes(changes, now_ms);
           }
         });
+    node_->set_ephemeral_listener(
+        [weak](raft::NodeId /*from*/, const std::string& kind, const std::string& payload) {
+          if (auto self = weak.lock()) {
+            self->on_ephemeral(kind, payload);
+          }
+        });
   }
-  void uninstall() { node_->set_change_listener(nullptr); }
+  void uninstall() {
+    node_->set_change_listener(nullptr);
+    node_->set_ephemeral_listener(nullptr);
+  }
 
   void open(const std::shared_ptr<WsConnection>& conn) {
     std::lock_guard lock(mu_);
@@ -223,7 +244,9 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void on_changes(const std::vector<messaging::ChangeNotice>& changes, std::int64_t now_ms);
   void pump(const std::shared_ptr<Session>& s);
   void unregister(const std::shared_ptr<Session>& s);
-  void presence(const std::string& user_id, bool online);
+  // Tells this node's sessions; `relay` also sends it to the other nodes.
+  void presence(const std::string& user_id, bool online, std::int64_t last_seen_ms, bool relay);
+  void on_ephemeral(const std::string& kind, const std::string& payload);
   void relay_to_members(const messagingpb::ConversationRecord& conv, const Session* except,
                         const json::object& frame);
   void check_reads(std::int64_t now_ms);
@@ -396,7 +419,7 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
   s->registered = true;
   auto& list = streams_[r.user_id];
   list.push_back(s);
-  if (list.size() == 1) presence(r.user_id, true);
+  if (list.size() == 1) presence(r.user_id, true, clock_.wall_ms(), true);
   pump(s);
 }
 
@@ -452,7 +475,7 @@ void Gateway::Core::unregister(const std::shared_ptr<Session>& s) {
   std::erase(it->second, s);
   if (it->second.empty()) {
     streams_.erase(it);
-    presence(s->user_id, false);
+    presence(s->user_id, false, clock_.wall_ms(), true);
   }
 }
 
@@ -470,7 +493,13 @@ void Gateway::Core::relay_to_members(const messagingpb::ConversationRecord& conv
 // Tells the sessions on this node of every user who shares a conversation with `user_id` (each
 // once, the user itself excepted) that the user's first device connected here, or its last one
 // left. Looks at the user's kMaxPresenceConversations most recent conversations.
-void Gateway::Core::presence(const std::string& user_id, bool online) {
+void Gateway::Core::presence(const std::string& user_id, bool online, std::int64_t last_seen_ms,
+                             bool relay) {
+  if (relay) {
+    node_->broadcast(kPresenceKind, json::serialize(json::object{{"user_id", user_id},
+                                                                 {"online", online},
+                                                                 {"last_seen_ms", last_seen_ms}}));
+  }
   std::set<std::string> contacts;
   std::string page_token;
   std::size_t seen = 0;
@@ -493,7 +522,7 @@ void Gateway::Core::presence(const std::string& user_id, bool online) {
   const json::object frame{{"type", "presence"},
                            {"user_id", user_id},
                            {"online", online},
-                           {"last_seen_ms", clock_.wall_ms()}};
+                           {"last_seen_ms", last_seen_ms}};
   for (const auto& contact : contacts) {
     for (const auto& s : streams_.at(contact)) send(s, frame);
   }
@@ -880,13 +909,38 @@ void Gateway::Core::typing(Request r) {
     const bool member = std::any_of(members.begin(), members.end(),
                                     [&](const auto& m) { return m.user_id() == r.user_id; });
     if (!member) return self->fail(r, {"not_member", "you are not a member"});
-    self->relay_to_members(**conv, r.session.get(),
-                           json::object{{"type", "typing"},
-                                        {"conversation_id", id},
-                                        {"user_id", r.user_id},
-                                        {"active", active}});
+    self->relay_to_members(**conv, r.session.get(), typing_frame(id, r.user_id, active));
+    self->node_->broadcast(kTypingKind, json::serialize(typing_frame(id, r.user_id, active)));
     self->ok(r);
   });
+}
+
+// Raft thread: typing and presence relayed by another node, for the sessions here.
+void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& payload) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(payload, ec);
+  if (ec || !v.is_object()) return;
+  const json::object& o = v.get_object();
+  std::string user_id;
+  if (get_string(o, "user_id", user_id)) return;
+  std::optional<bool> flag;
+  if (kind == kTypingKind) {
+    std::string conversation_id;
+    if (get_string(o, "conversation_id", conversation_id) || get_bool(o, "active", flag) || !flag) {
+      return;
+    }
+    auto conv = Domain::get_conversation(node_->engine(), conversation_id);
+    if (conv.ok() && conv->has_value()) {
+      relay_to_members(**conv, nullptr, typing_frame(conversation_id, user_id, *flag));
+    }
+  } else if (kind == kPresenceKind) {
+    std::optional<std::int64_t> last_seen_ms;
+    if (get_bool(o, "online", flag) || !flag || get_i64(o, "last_seen_ms", last_seen_ms) ||
+        !last_seen_ms) {
+      return;
+    }
+    presence(user_id, *flag, *last_seen_ms, false);
+  }
 }
 
 // ------------------------------------------------------------------ Gateway

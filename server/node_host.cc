@@ -42,7 +42,8 @@ struct NodeHost::Impl {
   std::unique_ptr<messaging::Host> messaging;
   std::unique_ptr<WorkflowHost> workflows;
   std::unique_ptr<rsm::Node> node;
-  ChangeListener change_listener;  // raft thread only
+  ChangeListener change_listener;        // raft thread only
+  EphemeralListener ephemeral_listener;  // raft thread only
 
   // The replica's listener: the workflow runtime, then the messaging changes.
   class Listener final : public rsm::NodeListener {
@@ -121,6 +122,12 @@ struct NodeHost::Impl {
 
   void on_inbound(rsmpb::PeerEnvelope&& envelope) {
     asio::post(io, [this, env = std::move(envelope)] {
+      if (env.has_ephemeral()) {
+        if (ephemeral_listener) {
+          ephemeral_listener(env.from(), env.ephemeral().kind(), env.ephemeral().payload());
+        }
+        return;
+      }
       node->receive(env);
       schedule_process();
     });
@@ -233,6 +240,28 @@ void NodeHost::set_change_listener(ChangeListener listener) {
 
 void NodeHost::post(std::function<void()> fn) {
   asio::post(impl_->io, std::move(fn));
+}
+
+void NodeHost::broadcast(std::string kind, std::string payload) {
+  asio::post(impl_->io, [this, kind = std::move(kind), payload = std::move(payload)] {
+    for (const auto& [id, address] : impl_->options.peers) {
+      if (id == impl_->options.node.id) continue;
+      rsmpb::PeerEnvelope envelope;
+      envelope.set_from(impl_->options.node.id);
+      envelope.set_to(id);
+      envelope.mutable_ephemeral()->set_kind(kind);
+      envelope.mutable_ephemeral()->set_payload(payload);
+      if (!impl_->transport->send(id, envelope)) {
+        spdlog::debug("ephemeral {} to node {} dropped", kind, id);
+      }
+    }
+  });
+}
+
+void NodeHost::set_ephemeral_listener(EphemeralListener listener) {
+  asio::post(impl_->io, [this, listener = std::move(listener)]() mutable {
+    impl_->ephemeral_listener = std::move(listener);
+  });
 }
 
 const storage::Engine& NodeHost::engine() const {

@@ -54,6 +54,10 @@ struct ClusterView {
   std::map<raft::NodeId, rsm::PeerReport> peers;
 };
 
+// Runs on the raft thread for each ephemeral event another node relayed (NodeHost::broadcast).
+using EphemeralListener =
+    std::function<void(raft::NodeId from, const std::string& kind, const std::string& payload)>;
+
 class NodeHost {
  public:
   // Opens RocksDB in data_dir, starts the transport and the raft thread.
@@ -75,6 +79,11 @@ class NodeHost {
   void set_change_listener(ChangeListener listener);
   // Runs `fn` on the raft thread.
   void post(std::function<void()> fn);
+  // Sends an ephemeral event to every other voter, best-effort (a peer that is down or whose
+  // queue is full misses it). Thread-safe.
+  void broadcast(std::string kind, std::string payload);
+  // Installs the listener for ephemeral events from other nodes (replacing any). Thread-safe.
+  void set_ephemeral_listener(EphemeralListener listener);
 
   // The engine, for stale reads (RocksDB reads are thread-safe).
   [[nodiscard]] const storage::Engine& engine() const;

@@ -41,6 +41,8 @@ constexpr std::uint32_t kRetryPauseMs = 50;
 constexpr std::uint32_t kCatchUpMs = 15'000;
 // Changes per sync page read from the restarted node.
 constexpr std::uint64_t kSyncPage = 100;
+// One wait for an ephemeral event inside a bounded retry loop.
+constexpr std::uint32_t kProbeWaitMs = 500;
 
 // Alice's device, which moves to another node when hers dies.
 class RoamingDevice {
@@ -283,6 +285,35 @@ TEST_F(ThreeNodes, LeaderKillLosesNoAcknowledgedMessageAndTheNodeCatchesUp) {
 
   const std::vector<Change> history = history_from_restarted_node(last_seq);
   expect_exactly_once_in_order(history, conv_, last_seq, acked_, "b-laptop on the restarted node");
+}
+
+// Typing and presence do not go through the log: the node a device is connected to relays them
+// to the other nodes, which tell their own sessions.
+TEST_F(ThreeNodes, TypingAndPresenceReachDevicesOnOtherNodes) {
+  auto bob = must(connect_device(cluster_->node(follower_a_).client_port, b_phone_), "bob");
+  auto alice = must(connect_device(cluster_->node(follower_b_).client_port, a_phone_), "alice");
+  bool presence_seen = false;
+  const bool online = eventually(
+      [&] {
+        auto event = bob->next_event(kProbeWaitMs);
+        if (!event.ok()) return false;
+        if (const auto* p = std::get_if<client::PresenceEvent>(&*event)) {
+          presence_seen = p->user_id == "alice" && p->online;
+        }
+        return presence_seen;
+      },
+      kChangeWaitMs);
+  EXPECT_TRUE(online) << "bob, on another node, hears that alice came online";
+  ASSERT_TRUE(alice->typing(conv_, true).ok());
+  const bool typing = eventually(
+      [&] {
+        auto event = bob->next_event(kProbeWaitMs);
+        if (!event.ok()) return false;
+        const auto* t = std::get_if<client::TypingEvent>(&*event);
+        return t != nullptr && t->user_id == "alice" && t->conversation_id == conv_ && t->active;
+      },
+      kChangeWaitMs);
+  EXPECT_TRUE(typing) << "bob, on another node, sees alice typing";
 }
 
 }  // namespace
