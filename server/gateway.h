@@ -7,8 +7,8 @@
 // session's user's change stream is pushed live: after each applied batch the gateway sends every
 // connected session of the affected users the changes after that session's cursor, in order and
 // once each (the cursor advances as they are queued), so a device connected to a follower sees
-// what one connected to the leader sees. Typing and presence are relayed to sessions on this node
-// without going through the log.
+// what one connected to the leader sees. Typing and presence never go through the log: they are
+// relayed to this node's sessions and, as best-effort peer frames, to the other nodes'.
 //
 // Threads: on_open/on_text/on_close run on the HTTP server's io threads; stream pumping, reads
 // and command callbacks run on the node's raft thread, which owns the stream registry. A session
