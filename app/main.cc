@@ -1,6 +1,6 @@
 // herald: the single binary. Subcommands:
 //   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
-//                [--peers 1=HOST:PORT,2=HOST:PORT,...]
+//                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--demo]
 //   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
                     "Record push notifications to this file, one JSON object per line");
   serve->add_option("--email-journal", serve_flags.email_journal,
                     "Record escalation emails to this file, one JSON object per line");
+  serve->add_flag("--demo", serve_flags.demo,
+                  "Drive demo traffic (users alice, bob, carol) against this single node");
 
   std::string scenario = "raft";
   int seeds = 100;

@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <random>
 
+#include "app/demo.h"
 #include "base/log.h"
 #include "messaging/providers.h"
 #include "server/gateway.h"
@@ -103,6 +105,15 @@ sigset_t block_termination_signals() {
   return set;
 }
 
+// With --demo, starts demo traffic against the node's client port, bound at `port`; null
+// without --demo.
+Result<std::unique_ptr<Demo>> start_demo(const ServeFlags& flags, const ServeConfig& config,
+                                         std::uint16_t port) {
+  if (!flags.demo) return std::unique_ptr<Demo>();
+  HERALD_ASSIGN_OR_RETURN(DemoOptions options, demo_options(config, port, std::random_device()()));
+  return Demo::start(std::move(options));
+}
+
 }  // namespace
 
 int run_serve(const ServeFlags& flags) {
@@ -112,6 +123,12 @@ int run_serve(const ServeFlags& flags) {
     return kExitConfig;
   }
   init_logging(config->log_level, config->id);
+  if (flags.demo) {
+    if (const Status s = prepare_demo(*config); !s.ok()) {
+      spdlog::critical("cannot prepare the demo: {}", s.to_string());
+      return kExitConfig;
+    }
+  }
   const sigset_t signals = block_termination_signals();
 
   auto providers = make_providers(*config);
@@ -147,10 +164,18 @@ int run_serve(const ServeFlags& flags) {
   }
   spdlog::info("node {} serving clients on {} and peers on {}, data in {}", config->id,
                config->client, config->peer, config->data_dir);
+  auto demo = start_demo(flags, *config, http.port());
+  if (!demo.ok()) {
+    spdlog::critical("cannot start the demo: {}", demo.status().to_string());
+    http.stop();
+    (*host)->stop();
+    return kExitConfig;
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   spdlog::info("signal {} received: shutting down", signal_number);
+  if (*demo != nullptr) (*demo)->stop();  // before the HTTP server: its clients need it
   http.stop();
   (*host)->stop();
   return 0;

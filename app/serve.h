@@ -1,4 +1,5 @@
-// `herald serve`: a node with its HTTP API, until SIGTERM or SIGINT.
+// `herald serve`: a node with its HTTP API, until SIGTERM or SIGINT; with --demo, also demo
+// traffic against it (app/demo.h).
 #pragma once
 
 #include <optional>
@@ -24,6 +25,9 @@ struct ServeFlags {
   std::optional<std::string> admin_token;
   std::optional<std::string> push_journal;
   std::optional<std::string> email_journal;
+  // Run demo traffic against the node (app/demo.h); generates an admin token and journals in the
+  // data directory when none are configured. Single node only.
+  bool demo = false;
 };
 
 // Runs a node until a termination signal. Returns the process exit code; configuration errors
