@@ -180,7 +180,9 @@ Status WsClient::Impl::connect_tcp(const std::vector<tcp::endpoint>& endpoints,
   if (*op_result_) {
     return end(Status::io_error("cannot connect: " + op_result_->message()), kWsCloseAbnormal);
   }
-  stream.expires_never();  // from here on the WebSocket's own timeouts apply
+  stream.expires_never();        // from here on the WebSocket's own timeouts apply
+  beast::error_code nodelay_ec;  // requests are small and latency-bound: no Nagle delay
+  stream.socket().set_option(tcp::no_delay(true), nodelay_ec);
   return Status::ok_status();
 }
 

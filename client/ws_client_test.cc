@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -35,6 +36,11 @@ constexpr milliseconds kWaitTimeout{10'000};
 constexpr std::size_t kMaxUnreadBytes = std::size_t{256} * 1024 * 1024;
 // One message of the flood that makes a send time out.
 constexpr std::size_t kUnreadChunkBytes = std::size_t{1024} * 1024;
+// Messages over server::kMaxWsMessageBytes; the server closes while most of each is still arriving.
+constexpr std::array<std::size_t, 3> kOversizeMessageBytes = {
+    server::kMaxWsMessageBytes + 1, std::size_t{1024} * 1024, std::size_t{4} * 1024 * 1024};
+// How often a close that races the client's send is repeated within one test.
+constexpr int kCloseRaceRuns = 10;
 
 bool wait_until(const std::function<bool()>& done) {
   const auto deadline = std::chrono::steady_clock::now() + kWaitTimeout;
@@ -209,12 +215,20 @@ TEST_F(WsClientTest, BinaryMessageIsClosedWith1003ByTheServer) {
 
 TEST_F(WsClientTest, OversizeMessageIsClosedWith1009ByTheServer) {
   start();
-  auto client = connect();
-  ASSERT_NE(client, nullptr);
-  // The server may close before the whole message is written; either way the close arrives.
-  client->send_text(std::string(server::kMaxWsMessageBytes + 1, 'x')).ignore();
-  EXPECT_FALSE(client->receive(kWaitTimeout.count()).ok());
-  EXPECT_EQ(client->close_code(), server::kWsCloseMessageTooBig);
+  for (const std::size_t message_bytes : kOversizeMessageBytes) {
+    const std::string message(message_bytes, 'x');
+    for (int run = 0; run < kCloseRaceRuns; ++run) {
+      auto client = connect();
+      ASSERT_NE(client, nullptr);
+      // The server closes while the message is still arriving and drains the rest, so the send
+      // completes and the close frame is read after it.
+      const Status sent = client->send_text(message);
+      EXPECT_TRUE(sent.ok()) << message_bytes << " bytes, run " << run << ": " << sent.to_string();
+      EXPECT_EQ(client->receive(kWaitTimeout.count()).status().code(), Code::kAborted);
+      EXPECT_EQ(client->close_code(), server::kWsCloseMessageTooBig)
+          << message_bytes << " bytes, run " << run;
+    }
+  }
 }
 
 TEST_F(WsClientTest, CloseCompletesTheHandshake) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -59,6 +60,12 @@ constexpr std::size_t kDrainChunkBytes = 4096;
 constexpr std::uint32_t kAcceptRetryMs = 100;
 // A WebSocket's read buffer grows to its largest message; above this it is given back after use.
 constexpr std::size_t kMaxKeptWsReadBufferBytes = std::size_t{16} * 1024;
+// A WebSocket torn down by the server drains what the client still sends for at most this long
+// (and this many bytes) before closing its socket; see LingeringTcpStream. The byte budget covers
+// the rest of a single frame many times kMaxWsMessageBytes, which a client may have started
+// writing before the server's close frame reaches it.
+constexpr std::uint32_t kWsLingerMs = 1000;
+constexpr std::size_t kMaxWsLingerBytes = 32 * kMaxWsMessageBytes;
 
 std::string to_std(beast::string_view view) {
   return std::string(view.data(), view.size());
@@ -117,6 +124,98 @@ Result<HttpRequest> to_http_request(http::request<http::string_body>& request) {
   }
   out.body = std::move(request.body());
   return out;
+}
+
+// How long, and how many bytes, a lingering close drains (see async_linger_close).
+struct LingerBudget {
+  std::uint32_t linger_ms = 0;
+  std::size_t max_bytes = 0;
+};
+
+// The lingering close of async_linger_close(), as an asio composed operation.
+class LingerOp {
+ public:
+  LingerOp(beast::tcp_stream& stream, asio::mutable_buffer buffer, LingerBudget budget)
+      : stream_(&stream), buffer_(buffer), budget_(budget) {}
+
+  template <class Self>
+  void operator()(Self& self) {
+    beast::error_code ignored;  // on an already closed socket, the first read fails
+    stream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_->expires_after(milliseconds(budget_.linger_ms));
+    drain(self);
+  }
+
+  template <class Self>
+  void operator()(Self& self, beast::error_code ec, std::size_t bytes) {
+    drained_bytes_ += bytes;
+    if (!ec && drained_bytes_ <= budget_.max_bytes) {
+      drain(self);
+      return;
+    }
+    if (!ec) ec = beast::error::timeout;  // the byte budget ran out
+    if (ec == asio::error::eof) ec = {};
+    stream_->close();
+    self.complete(ec);
+  }
+
+ private:
+  template <class Self>
+  void drain(Self& self) {
+    stream_->async_read_some(buffer_, std::move(self));
+  }
+
+  beast::tcp_stream* stream_;
+  asio::mutable_buffer buffer_;
+  LingerBudget budget_;
+  std::size_t drained_bytes_ = 0;
+};
+
+// Closes `stream` without losing what was last written to it. Closing a socket with unread bytes
+// makes the kernel answer with a reset, which destroys data still in flight to the peer (an error
+// response, a close frame), so this half-closes the socket (the peer reads a FIN after the data),
+// then reads into `buffer` and discards what the peer still sends until it ends its side, for at
+// most budget.linger_ms and budget.max_bytes, and only then closes the socket. Calls `handler`
+// with no error when the peer ended its side in time, otherwise with the error that ended the
+// drain (beast::error::timeout when either budget ran out); the stream is closed either way.
+// Closing the stream meanwhile ends the drain at once. Precondition: no read is pending on
+// `stream`, and `stream` and `buffer` outlive the operation.
+template <class Handler>
+void async_linger_close(beast::tcp_stream& stream, asio::mutable_buffer buffer, LingerBudget budget,
+                        Handler&& handler) {
+  asio::async_compose<Handler, void(beast::error_code)>(LingerOp(stream, buffer, budget), handler,
+                                                        stream);
+}
+
+// The transport under a server WebSocket: a TCP stream whose WebSocket teardown lingers.
+//
+// Beast ends every WebSocket connection it closes (after the close handshake, or right after the
+// close frame when a limit fails the connection with 1009 or 1007) with a teardown of the
+// transport, which it finds by argument-dependent lookup. Boost 1.81's teardown for TCP stops
+// reading after the first read that follows a wait, so it closes a socket the client is still
+// sending on (the rest of an oversize frame, say) and the client sees a reset (1006) instead of
+// the close frame. The teardown of this stream (async_teardown below) is async_linger_close()
+// with kWsLingerMs and kMaxWsLingerBytes. Only the asynchronous teardown is replaced: the server
+// makes no synchronous WebSocket call. Everything else is the tcp_stream's.
+class LingeringTcpStream : public beast::tcp_stream {
+ public:
+  explicit LingeringTcpStream(beast::tcp_stream&& stream) : beast::tcp_stream(std::move(stream)) {}
+
+  // Where the teardown reads what it discards.
+  [[nodiscard]] asio::mutable_buffer drain_buffer() { return asio::buffer(drain_buffer_); }
+
+ private:
+  std::array<char, kDrainChunkBytes> drain_buffer_{};
+};
+
+// Beast's customization point; more specialized than Beast's own overloads, so lookup picks it for
+// a LingeringTcpStream. Only the server role is supported: a client's teardown reads before it
+// half-closes.
+template <class TeardownHandler>
+void async_teardown(beast::role_type role, LingeringTcpStream& stream, TeardownHandler&& handler) {
+  HERALD_ASSERT(role == beast::role_type::server, "LingeringTcpStream is for servers only");
+  async_linger_close(stream, stream.drain_buffer(), {kWsLingerMs, kMaxWsLingerBytes},
+                     std::forward<TeardownHandler>(handler));
 }
 
 // "ip:port", or "[ip6]:port".
@@ -299,7 +398,6 @@ class HttpServer::Impl::Connection final : public Tracked,
     write(HttpResponse::error(status, code, message), close_after);
   }
   void linger_close();
-  void drain();
   void close_now();
 
   Impl& server_;
@@ -311,7 +409,6 @@ class HttpServer::Impl::Connection final : public Tracked,
   unsigned version_ = kHttp11;
   bool keep_alive_ = false;
   bool closed_ = false;
-  std::size_t lingered_bytes_ = 0;
   std::array<char, kDrainChunkBytes> drain_buffer_{};
 };
 
@@ -417,7 +514,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
   bool pump_posted_ = false;       // guarded by mu_
 
   // The strand's state.
-  std::optional<websocket::stream<beast::tcp_stream>> ws_;
+  std::optional<websocket::stream<LingeringTcpStream>> ws_;
   beast::flat_buffer read_buffer_;
   std::string writing_;
   asio::steady_timer close_deadline_;
@@ -541,25 +638,11 @@ void HttpServer::Impl::Connection::write(HttpResponse response, bool close_after
       });
 }
 
-// Half-closes, then drains what the client is still sending (bounded in time and bytes), so that
-// closing with unread data does not reset the connection before the client reads the response.
+// Drains what the client is still sending (bounded in time and bytes) before closing, so that the
+// client reads the response instead of a reset.
 void HttpServer::Impl::Connection::linger_close() {
-  beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream_.expires_after(milliseconds(kLingerMs));
-  drain();
-}
-
-void HttpServer::Impl::Connection::drain() {
-  stream_.async_read_some(asio::buffer(drain_buffer_),
-                          [self = shared_from_this()](const beast::error_code& ec, std::size_t n) {
-                            self->lingered_bytes_ += n;
-                            if (ec || self->closed_ || self->lingered_bytes_ > kMaxLingerBytes) {
-                              self->close_now();
-                            } else {
-                              self->drain();
-                            }
-                          });
+  async_linger_close(stream_, asio::buffer(drain_buffer_), {kLingerMs, kMaxLingerBytes},
+                     [self = shared_from_this()](const beast::error_code&) { self->close_now(); });
 }
 
 void HttpServer::Impl::Connection::close_now() {
@@ -640,8 +723,9 @@ void HttpServer::Impl::WsSession::read_next() {
 void HttpServer::Impl::WsSession::on_read(const beast::error_code& ec) {
   if (finished_) return;
   if (ec) {
-    // The client closed, a limit was hit (Beast has sent 1009 or 1007), the idle timeout passed
-    // or the socket failed. A close handshake of ours in flight finishes the session itself.
+    // The client closed, a limit was hit (Beast has sent 1009 or 1007 and lingered), the idle
+    // timeout passed or the socket failed. A close handshake of ours in flight finishes the session
+    // itself.
     reading_done_ = true;
     if (!close_in_flight_) finish();
     return;
@@ -858,6 +942,9 @@ void HttpServer::Impl::on_accept(const beast::error_code& ec, tcp::socket socket
     });
     return;
   }
+  // Answers and events are small and latency-bound: send them now, not after the client's ACK.
+  beast::error_code nodelay_ec;
+  socket.set_option(tcp::no_delay(true), nodelay_ec);
   auto connection = std::make_shared<Connection>(*this, std::move(socket));
   bool over_limit = false;
   {

@@ -13,7 +13,11 @@
 //     "slow consumer", so that one slow client never blocks the others or grows memory unbounded;
 //   - a connection that receives nothing for kWsIdleTimeoutMs is closed; it is pinged after
 //     kWsPingIntervalMs of silence so that a live client answers in time;
-//   - a close handshake that does not complete within kWsCloseTimeoutMs is cut short.
+//   - a close handshake that does not complete within kWsCloseTimeoutMs is cut short;
+//   - after its close frame the server shuts down its sending side and reads and discards what
+//     the client still sends (the rest of an oversize frame) for up to 1 s and 8 MiB
+//     (kWsLingerMs, kMaxWsLingerBytes in http_server.cc) before it closes the socket, so that the
+//     client reads the close code instead of a connection reset.
 //
 // Clients must wait for the handshake response before sending frames (RFC 6455 section 4.1);
 // bytes sent before it are discarded.
