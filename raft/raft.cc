@@ -122,6 +122,7 @@ void Raft::become_candidate() {
 
 void Raft::become_leader() {
   HERALD_ASSERT(role_ == Role::kCandidate, "only a candidate becomes leader");
+  note(Transition::kElectionWon);
   reset(term_);
   lead_ = id_;
   role_ = Role::kLeader;
@@ -149,6 +150,7 @@ void Raft::tick() {
 void Raft::tick_election() {
   ++election_elapsed_;
   if (!promotable() || election_elapsed_ < randomized_election_timeout_) return;
+  note(Transition::kElectionTimeout, lead_, election_elapsed_);
   election_elapsed_ = 0;
   // A refusal (pending config change or snapshot) is retried at the next timeout.
   hup(config_.pre_vote ? CampaignKind::kPreElection : CampaignKind::kElection).ignore();
@@ -162,6 +164,7 @@ void Raft::tick_heartbeat() {
     election_elapsed_ = 0;
     if (config_.check_quorum) {
       if (!tracker_.quorum_active(id_)) {
+        note(Transition::kCheckQuorumLost, kNoNode, config_.election_ticks);
         become_follower(term_, kNoNode);  // §6.2: no quorum contact within a timeout
         return;
       }
@@ -205,6 +208,7 @@ Status Raft::hup(CampaignKind kind) {
 }
 
 Status Raft::campaign() {
+  note(Transition::kForcedCampaign);
   return hup(config_.pre_vote ? CampaignKind::kPreElection : CampaignKind::kElection);
 }
 
@@ -252,7 +256,10 @@ void Raft::on_vote_response(const Message& m) {
         bcast_append();
       }
       break;
-    case VoteResult::kLost: become_follower(term_, kNoNode); break;
+    case VoteResult::kLost:
+      note(Transition::kElectionLost);
+      become_follower(term_, kNoNode);
+      break;
     case VoteResult::kPending: break;
   }
 }
@@ -321,6 +328,7 @@ bool Raft::on_higher_term(const Message& m) {
   if (m.type() == raftpb::MSG_PRE_VOTE) return true;  // pre-votes never change our term
   // A granted pre-vote carries the term we would campaign at; the real vote will raise it.
   if (m.type() == raftpb::MSG_PRE_VOTE_RESP && !m.reject()) return true;
+  note(Transition::kHigherTerm, m.from());
   become_follower(m.term(), carries_leader(m.type()) ? m.from() : kNoNode);
   HERALD_ASSERT(term_ == m.term(), "stepping down did not adopt the higher term");
   return true;
@@ -350,6 +358,7 @@ void Raft::step_follower(const Message& m) {
     case raftpb::MSG_HEARTBEAT:
     case raftpb::MSG_SNAP:
       election_elapsed_ = 0;
+      if (lead_ != m.from()) note(Transition::kLeaderHeard, m.from());
       lead_ = m.from();
       if (m.type() == raftpb::MSG_APP) handle_append(m);
       if (m.type() == raftpb::MSG_HEARTBEAT) handle_heartbeat(m);
@@ -364,6 +373,7 @@ void Raft::step_follower(const Message& m) {
       break;
     case raftpb::MSG_TIMEOUT_NOW:
       // The leader hands over: campaign at once, skipping pre-vote (thesis §3.10).
+      note(Transition::kTransferCampaign, m.from());
       hup(CampaignKind::kTransfer).ignore();  // a learner or a lagging applier stays put
       break;
     case raftpb::MSG_READ_INDEX_RESP: read_states_.push_back({m.index(), m.context()}); break;
@@ -377,11 +387,17 @@ void Raft::step_candidate(const Message& m) {
     case raftpb::MSG_HEARTBEAT:
     case raftpb::MSG_SNAP:
       // A leader exists at our term (a pre-candidate's term is still the old one).
+      note(Transition::kLeaderHeard, m.from());
       become_follower(m.term(), m.from());
       step_follower(m);
       break;
     case raftpb::MSG_VOTE_RESP:
     case raftpb::MSG_PRE_VOTE_RESP: on_vote_response(m); break;
+    case raftpb::MSG_READ_INDEX_RESP:
+      // A pre-candidate is still in the term of the leader that answered: the read point that
+      // leader confirmed stays valid whatever our role now (thesis §6.4).
+      read_states_.push_back({m.index(), m.context()});
+      break;
     default: break;
   }
 }
@@ -698,6 +714,7 @@ void Raft::on_config_changed() {
   if (!tracker_.is_voter(id_)) {
     // Removed (or demoted): pass on the latest commit index, then step down (thesis §4.2.2).
     bcast_append();
+    note(Transition::kRemovedFromConfig);
     become_follower(term_, kNoNode);
     return;
   }

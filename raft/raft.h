@@ -50,7 +50,7 @@ class Raft {
   void on_persisted(const Ready& rd);
   void on_applied(const std::vector<raftpb::Entry>& committed_entries);
 
-  [[nodiscard]] SoftState soft_state() const { return {lead_, role_}; }
+  [[nodiscard]] SoftState soft_state() const { return {lead_, role_, term_, reason_}; }
   [[nodiscard]] raftpb::HardState hard_state() const;
   [[nodiscard]] const RaftLog& log() const { return log_; }
   [[nodiscard]] bool has_output() const { return !msgs_.empty() || !read_states_.empty(); }
@@ -120,6 +120,10 @@ class Raft {
   // Leadership transfer.
   void start_transfer(NodeId transferee);
   void abort_transfer() { lead_transferee_ = kNoNode; }
+  // Records why the next role, term or leader change happens (reported in SoftState).
+  void note(Transition kind, NodeId peer = kNoNode, int ticks = 0) {
+    reason_ = {kind, peer, ticks};
+  }
   void send_timeout_now(NodeId to);
 
   void send(raftpb::Message m);
@@ -134,6 +138,7 @@ class Raft {
   NodeId vote_ = kNoNode;
   NodeId lead_ = kNoNode;
   Role role_ = Role::kFollower;
+  TransitionReason reason_;
   int election_elapsed_ = 0;   // ticks since the last leader contact (leader: since last check)
   int heartbeat_elapsed_ = 0;  // leader: ticks since the last heartbeat broadcast
   int randomized_election_timeout_ = 0;

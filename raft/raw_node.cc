@@ -1,6 +1,7 @@
 #include "raft/raw_node.h"
 
 #include <algorithm>
+#include <string>
 
 #include "raft/raft.h"
 
@@ -19,7 +20,7 @@ Status validate(const Config& config) {
   }
   if (config.max_msg_bytes == 0 || config.max_inflight_msgs == 0 ||
       config.max_inflight_bytes == 0 || config.max_uncommitted_bytes == 0 ||
-      config.max_committed_bytes_per_ready == 0) {
+      config.max_committed_bytes_per_ready == 0 || config.max_committed_entries_per_ready == 0) {
     return Status::invalid_argument("every bound must be positive");
   }
   return Status::ok_status();
@@ -37,15 +38,54 @@ const char* role_name(Role role) {
   return "unknown";
 }
 
+const char* transition_name(Transition transition) {
+  switch (transition) {
+    case Transition::kStart: return "start";
+    case Transition::kElectionTimeout: return "election timeout";
+    case Transition::kCheckQuorumLost: return "check-quorum lost";
+    case Transition::kHigherTerm: return "higher term";
+    case Transition::kElectionWon: return "election won";
+    case Transition::kElectionLost: return "election lost";
+    case Transition::kLeaderHeard: return "leader heard";
+    case Transition::kTransferCampaign: return "leadership transfer";
+    case Transition::kRemovedFromConfig: return "removed from the configuration";
+    case Transition::kForcedCampaign: return "campaign requested";
+  }
+  return "unknown";
+}
+
+std::string describe(const TransitionReason& reason) {
+  std::string out = transition_name(reason.kind);
+  const std::string peer = std::to_string(reason.peer);
+  const std::string ticks = std::to_string(reason.ticks);
+  switch (reason.kind) {
+    case Transition::kElectionTimeout:
+      out += reason.peer == kNoNode
+                 ? " (no leader heard for " + ticks + " ticks)"
+                 : " (no message from leader " + peer + " for " + ticks + " ticks)";
+      break;
+    case Transition::kCheckQuorumLost:
+      out += " (no contact with a quorum for " + ticks + " ticks)";
+      break;
+    case Transition::kHigherTerm:
+    case Transition::kLeaderHeard:
+    case Transition::kTransferCampaign: out += " (from node " + peer + ")"; break;
+    default: break;
+  }
+  return out;
+}
+
 struct RawNode::Impl {
   Impl(const Config& config, const InitialState& state, Index committed, Index applied)
       : raft(config, state, committed, applied),
         max_committed_bytes_per_ready(config.max_committed_bytes_per_ready),
+        max_committed_entries_per_ready(config.max_committed_entries_per_ready),
         prev_soft(raft.soft_state()),
         prev_hard(state.hard_state) {}
 
   Raft raft;
   std::uint64_t max_committed_bytes_per_ready;
+  std::size_t max_committed_entries_per_ready;
   SoftState prev_soft;
   raftpb::HardState prev_hard;  // the last hard state handed out (or restored)
   bool awaiting_advance = false;
@@ -125,6 +165,9 @@ Ready RawNode::ready() {
   rd.snapshot = log.unstable_snapshot();
   rd.entries = log.unstable_entries();
   rd.committed_entries = log.next_committed_entries(s.max_committed_bytes_per_ready);
+  if (rd.committed_entries.size() > s.max_committed_entries_per_ready) {
+    rd.committed_entries.resize(s.max_committed_entries_per_ready);
+  }
   rd.messages = s.raft.take_messages();
   rd.read_states = s.raft.take_read_states();
   rd.must_sync = rd.must_sync || rd.snapshot.has_value() || !rd.entries.empty();

@@ -41,6 +41,7 @@ inline constexpr std::size_t kDefaultMaxInflightMsgs = 256;
 inline constexpr std::uint64_t kDefaultMaxInflightBytes = 32ULL << 20U;           // 32 MiB
 inline constexpr std::uint64_t kDefaultMaxUncommittedBytes = 64ULL << 20U;        // 64 MiB
 inline constexpr std::uint64_t kDefaultMaxCommittedBytesPerReady = 16ULL << 20U;  // 16 MiB
+inline constexpr std::size_t kDefaultMaxCommittedEntriesPerReady = 1U << 20U;
 
 struct Config {
   NodeId id = kNoNode;
@@ -56,6 +57,9 @@ struct Config {
   // Proposals beyond this many uncommitted bytes at the leader are rejected (flow control).
   std::uint64_t max_uncommitted_bytes = kDefaultMaxUncommittedBytes;
   std::uint64_t max_committed_bytes_per_ready = kDefaultMaxCommittedBytesPerReady;
+  // Bounds the apply work of one Ready in entries as well as in bytes (a small command may cost
+  // far more to apply than its size suggests); at least one entry is always handed out.
+  std::size_t max_committed_entries_per_ready = kDefaultMaxCommittedEntriesPerReady;
   // Highest index already applied to the state machine (entries at or below it are not
   // handed out again as committed_entries).
   Index applied = 0;
@@ -68,11 +72,41 @@ struct Config {
 enum class Role : std::uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
 [[nodiscard]] const char* role_name(Role role);
 
+// Why the core last changed its role, term or known leader. Data, not a log line: the core does
+// no I/O, and the caller decides what to log (rsm::Node logs every leader change at warn level).
+enum class Transition : std::uint8_t {
+  kStart,              // the node opened
+  kElectionTimeout,    // no message from a leader for `ticks` ticks: a (pre-)campaign began
+  kCheckQuorumLost,    // as leader, no contact with a quorum within an election timeout (§6.2)
+  kHigherTerm,         // a message of a higher term arrived from `peer`
+  kElectionWon,        // a quorum granted its votes
+  kElectionLost,       // a quorum refused its (pre-)votes
+  kLeaderHeard,        // a leader of the current term (`peer`) was heard from
+  kTransferCampaign,   // the leader (`peer`) handed leadership over (MSG_TIMEOUT_NOW)
+  kRemovedFromConfig,  // as leader, removed or demoted by a configuration change
+  kForcedCampaign,     // the caller asked for a campaign (campaign())
+};
+[[nodiscard]] const char* transition_name(Transition transition);
+
+struct TransitionReason {
+  Transition kind = Transition::kStart;
+  NodeId peer = kNoNode;  // the leader heard or lost, or the sender of a higher term
+  int ticks = 0;          // kElectionTimeout, kCheckQuorumLost: ticks without contact
+};
+
+// Role, term and known leader. Equality ignores `reason`: a Ready carries a SoftState only when
+// one of the three changed.
 struct SoftState {
   NodeId leader = kNoNode;
   Role role = Role::kFollower;
-  bool operator==(const SoftState&) const = default;
+  Term term = 0;
+  TransitionReason reason;
+  bool operator==(const SoftState& o) const {
+    return leader == o.leader && role == o.role && term == o.term;
+  }
 };
+// One line for logs: "election timeout (no message from leader 2 for 13 ticks)".
+[[nodiscard]] std::string describe(const TransitionReason& reason);
 
 // A linearizable read point: once applied >= index, a read issued with `context` may be served.
 struct ReadState {

@@ -205,7 +205,7 @@ void TestCluster::trace_ready(NodeId id, const Ready& rd) {
   out << "> " << id << " handling Ready\n";
   if (rd.soft_state) {
     out << "  soft: role=" << role_name(rd.soft_state->role) << " leader=" << rd.soft_state->leader
-        << "\n";
+        << " term=" << rd.soft_state->term << " (" << describe(rd.soft_state->reason) << ")\n";
   }
   if (rd.hard_state) {
     out << "  hard: term=" << rd.hard_state->term() << " vote=" << rd.hard_state->vote()
