@@ -45,7 +45,9 @@ void advance(rsmpb::SessionRecord& record, std::uint64_t id) {
 
 Result<Admission> SessionTable::admit(ApplyBatch& batch, std::uint64_t origin,
                                       std::uint64_t incarnation, std::uint64_t id) {
-  HERALD_ASSERT(id != 0, "request ids start at 1");
+  if (origin == 0 || incarnation == 0 || id == 0) {
+    return Admission::kInvalid;  // Request ids start at 1; a peer's bytes cannot stop a replica.
+  }
   const std::string key = session_key(origin, incarnation);
   const auto cache_key = std::make_pair(origin, incarnation);
   auto cached = cache_.find(cache_key);

@@ -22,7 +22,9 @@ namespace herald::rsm {
 
 inline constexpr std::uint64_t kSessionWindowIds = 64;
 
-enum class Admission : std::uint8_t { kFresh, kDuplicate, kTooOld };
+// kInvalid: the command does not name a session (origin, incarnation or request id is 0); it
+// can only come from a faulty or hostile proposer and is refused on every replica alike.
+enum class Admission : std::uint8_t { kFresh, kDuplicate, kTooOld, kInvalid };
 
 inline constexpr std::size_t kMaxCachedSessions = 4096;
 

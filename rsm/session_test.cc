@@ -70,4 +70,19 @@ TEST_F(SessionTest, SurvivesWriteAndReload) {
 }
 
 }  // namespace
+TEST_F(SessionTest, ZeroIdsAreInvalidNotFatal) {
+  // A forwarded command with request id 0 (or no origin or incarnation) is refused as data, on
+  // every replica alike; it must not trip an assertion (the entry would stay in the log).
+  auto zero_id = table_.admit(batch_, 1, 7, 0);
+  ASSERT_TRUE(zero_id.ok());
+  EXPECT_EQ(*zero_id, Admission::kInvalid);
+  auto zero_origin = table_.admit(batch_, 0, 7, 1);
+  ASSERT_TRUE(zero_origin.ok());
+  EXPECT_EQ(*zero_origin, Admission::kInvalid);
+  auto zero_incarnation = table_.admit(batch_, 1, 0, 1);
+  ASSERT_TRUE(zero_incarnation.ok());
+  EXPECT_EQ(*zero_incarnation, Admission::kInvalid);
+  EXPECT_EQ(admit_id(1), Admission::kFresh);  // the session itself is untouched
+}
+
 }  // namespace herald::rsm
