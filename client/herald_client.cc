@@ -197,6 +197,7 @@ Status status_of_error(std::string_view code, std::string_view message) {
       {"not_found", Code::kNotFound},
       {"timeout", Code::kTimeout},
       {"unavailable", Code::kUnavailable},
+      {"outcome_unknown", Code::kTimeout},
       {"not_authenticated", Code::kFailedPrecondition},
       {"already_authenticated", Code::kFailedPrecondition},
       {"unauthorized", Code::kFailedPrecondition},

@@ -9,7 +9,9 @@
 // Errors. A server error frame becomes a Status whose message is "<code>: <server's message>",
 // where <code> is the protocol error code (docs/protocol.md, "Errors"); protocol_error_code()
 // extracts it, and the Status code follows it (status_of_error()), so that a caller can retry on
-// kUnavailable or kTimeout without reading strings. Errors of the client itself never start with
+// kUnavailable (not applied) or kTimeout (outcome unknown: `timeout`, `outcome_unknown`; retry
+// with the same client message id) without reading strings. Errors of the client itself never start
+// with
 // "<code>: ": kTimeout when no answer came within the request timeout (the request may still take
 // effect; its late answer is discarded), kAborted when the server closed the connection
 // (close_code() says how), kIOError when the connection failed otherwise, kCorruption when the

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "base/encoding.h"
 #include "rsm/session.h"
 
@@ -11,11 +14,13 @@ namespace herald::rsm {
 struct Node::PendingProposal {
   ProposeCallback done;
   int deadline_tick = 0;
+  raft::Term term = 0;  // the core's term when it took the proposal
 };
 
 struct Node::PendingRead {
   ReadCallback done;
   int deadline_tick = 0;
+  raft::Term term = 0;  // the core's term when the ReadIndex request was issued
 };
 
 struct Node::OutboundStream {
@@ -54,12 +59,13 @@ Result<rsmpb::AppliedState> read_applied_state(const storage::Reader& reader) {
   return state;
 }
 
-std::string encode_applied_state(raft::Index index, raft::Term term,
-                                 const raftpb::ConfState& conf) {
+std::string encode_applied_state(raft::Index index, raft::Term term, const raftpb::ConfState& conf,
+                                 std::int64_t wall_ms_floor) {
   rsmpb::AppliedState state;
   state.set_index(index);
   state.set_term(term);
   *state.mutable_conf_state() = conf;
+  state.set_wall_ms_floor(wall_ms_floor);
   return seal_record(state.SerializeAsString());
 }
 
@@ -133,7 +139,7 @@ Status Node::bootstrap_if_empty() {
     conf.add_voters(voter);
   }
   storage::WriteBatch batch;
-  batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf));
+  batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0));
   spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
   return engine_->write(batch, /*sync=*/true);
 }
@@ -145,6 +151,7 @@ Status Node::init() {
   applied_ = applied.index();
   applied_term_ = applied.term();
   conf_state_ = applied.conf_state();
+  wall_ms_floor_ = applied.wall_ms_floor();
   log_->set_conf_state(conf_state_);
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
@@ -157,9 +164,11 @@ Status Node::init() {
   rc.election_ticks = config_.election_ticks;
   rc.heartbeat_ticks = config_.heartbeat_ticks;
   rc.applied = applied_;
+  rc.max_committed_entries_per_ready = config_.max_apply_entries_per_round;
   rc.seed = rng_.next_u64();
   rc.storage = log_.get();
   HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));
+  soft_state_.term = raft_->status().term;
   // A new incarnation keeps this run's request ids apart from those of earlier runs of this
   // node that may still be in the log.
   HERALD_ASSIGN_OR_RETURN(incarnation_, next_incarnation(*engine_));
@@ -192,6 +201,14 @@ void Node::receive(const rsmpb::PeerEnvelope& envelope) {
   }
   switch (envelope.body_case()) {
     case rsmpb::PeerEnvelope::kRaft: {
+      if (envelope.raft().type() == raftpb::MSG_PROP) {
+        if (const Status valid = validate_forwarded(envelope.from(), envelope.raft());
+            !valid.ok()) {
+          spdlog::warn("replica {}: refused a proposal forwarded by node {}: {}", config_.id,
+                       envelope.from(), valid.message());
+          break;
+        }
+      }
       const Status s = raft_->step(envelope.raft());
       if (!s.ok()) {
         spdlog::debug("dropped message from {}: {}", envelope.from(), s.to_string());
@@ -210,10 +227,38 @@ void Node::receive(const rsmpb::PeerEnvelope& envelope) {
   }
 }
 
+Status Node::validate_forwarded(raft::NodeId from, const raftpb::Message& message) {
+  if (message.from() != from) {
+    return Status::invalid_argument(
+        fmt::format("the message names node {} as its sender", message.from()));
+  }
+  rsmpb::Command command;
+  for (const raftpb::Entry& entry : message.entries()) {
+    // Membership changes are proposed on the leader itself (rsm::Node forwards none).
+    if (entry.type() != raftpb::ENTRY_NORMAL) {
+      return Status::invalid_argument("a forwarded entry must be a normal entry");
+    }
+    if (!command.ParseFromString(entry.data())) {
+      return Status::invalid_argument("a forwarded entry must hold a command");
+    }
+    if (command.origin() != from || command.incarnation() == 0 || command.request_id() == 0) {
+      return Status::invalid_argument(fmt::format(
+          "a forwarded command must come from its origin with an incarnation and a request id "
+          "above 0 (origin {}, incarnation {}, request {})",
+          command.origin(), command.incarnation(), command.request_id()));
+    }
+    if (command.op_case() == rsmpb::Command::OP_NOT_SET) {
+      return Status::invalid_argument("a forwarded command must carry an operation");
+    }
+  }
+  return Status::ok_status();
+}
+
 void Node::propose(rsmpb::Command command, ProposeCallback done) {
   if (proposals_.size() >= kMaxPendingProposals) {
-    done(Status::resource_exhausted(fmt::format("{} proposals are pending; the bound is {}",
-                                                proposals_.size(), kMaxPendingProposals)));
+    // Not proposed: the caller may retry it as new once the backlog drains.
+    done(Status::unavailable(fmt::format("{} proposals are pending; the bound is {}",
+                                         proposals_.size(), kMaxPendingProposals)));
     return;
   }
   const std::uint64_t request_id = next_request_id_++;
@@ -222,12 +267,17 @@ void Node::propose(rsmpb::Command command, ProposeCallback done) {
   command.set_request_id(request_id);
   const Status s = raft_->propose(command.SerializeAsString());
   if (!s.ok()) {
-    done(s);
+    // Refused before reaching the log: not applied, safe to retry as new.
+    done(s.code() == Code::kResourceExhausted
+             ? Status::unavailable("the leader's uncommitted log is at its bound; retry: " +
+                                   s.message())
+             : s);
     return;
   }
   auto pending = std::make_unique<PendingProposal>();
   pending->done = std::move(done);
   pending->deadline_tick = now_ticks_ + kRequestTimeoutTicks;
+  pending->term = raft_->status().term;
   proposals_.emplace(request_id, std::move(pending));
 }
 
@@ -248,41 +298,91 @@ void Node::transfer_leadership(raft::NodeId transferee) {
 }
 
 void Node::on_soft_state(const raft::SoftState& next) {
-  const raft::NodeId previous = soft_state_.leader;
-  const bool was_leader = soft_state_.role == raft::Role::kLeader;
+  const raft::SoftState previous = soft_state_;
+  const bool was_leader = previous.role == raft::Role::kLeader;
   soft_state_ = next;
   const bool leader = next.role == raft::Role::kLeader;
   if (listener_ != nullptr && leader != was_leader) {
     listener_->on_leadership(leader);
   }
-  if (next.leader == previous) {
+  log_transition(previous, next);
+  if (next.term == previous.term) {
+    // The same term has at most one leader: forwarded proposals and reads in flight to it are
+    // still valid even while this replica briefly knows no leader (a pre-vote that lost), and
+    // they are answered when they apply, or at their deadline.
     return;
   }
-  if (next.leader != raft::kNoNode) {
-    spdlog::info("replica {}: leader is now {} ({})", config_.id, next.leader,
-                 raft::role_name(next.role));
-  }
-  if (previous == raft::kNoNode) {
-    return;
-  }
-  // Requests in flight through the old leader may have died with it; answer them now rather
-  // than at their deadline, so clients can retry within an election's time.
-  fail_in_flight(Status::aborted("the leader changed; the outcome of this command is unknown"),
+  // A new term: the old leader's uncommitted entries may be lost or may still commit under the
+  // new one. Answer the requests made in an older term now, rather than at their deadline, so
+  // clients can retry within an election's time — with "outcome unknown" for writes.
+  fail_in_flight(next.term,
+                 Status::aborted(fmt::format(
+                     "the term changed from {} to {} while the command was in flight; its "
+                     "outcome is unknown (retry with the same id)",
+                     previous.term, next.term)),
                  Status::unavailable("the leader changed during the read; retry"));
 }
 
-void Node::fail_in_flight(const Status& proposal_status, const Status& read_status) {
-  auto proposals = std::move(proposals_);
-  proposals_.clear();
-  for (auto& [id, pending] : proposals) {
-    pending->done(proposal_status);
+void Node::log_transition(const raft::SoftState& previous, const raft::SoftState& next) const {
+  if (next.leader == previous.leader && next.term == previous.term) {
+    return;  // A role change inside a term without a leader change (e.g. a pre-vote that lost).
   }
-  auto groups = std::move(reads_awaiting_index_);
-  reads_awaiting_index_.clear();
-  for (auto& [context, group] : groups) {
-    for (auto& read : group) {
-      read->done(read_status);
+  const std::string why = raft::describe(next.reason);
+  if (previous.term == 0 && previous.leader == raft::kNoNode) {
+    spdlog::info("replica {}: term {}, leader {} ({}): {}", config_.id, next.term, next.leader,
+                 raft::role_name(next.role), why);
+    return;
+  }
+  if (next.leader == previous.leader) {
+    // A term change that kept the leader is still an election somebody started.
+    spdlog::warn("replica {}: term {} -> {}, {} ({}): {}", config_.id, previous.term, next.term,
+                 next.leader == raft::kNoNode ? std::string("no leader known")
+                                              : fmt::format("leader {}", next.leader),
+                 raft::role_name(next.role), why);
+    return;
+  }
+  if (next.leader == raft::kNoNode) {
+    spdlog::warn("replica {}: lost leader {} in term {} ({} now): {}", config_.id, previous.leader,
+                 previous.term, raft::role_name(next.role), why);
+    return;
+  }
+  if (previous.leader == raft::kNoNode && next.term == previous.term) {
+    // The leader of this term heard again after a silence: no leader change happened.
+    spdlog::info("replica {}: leader {} of term {} heard again: {}", config_.id, next.leader,
+                 next.term, why);
+    return;
+  }
+  spdlog::warn("replica {}: leader is now {} in term {} (was {} in term {}; {} now): {}",
+               config_.id, next.leader, next.term, previous.leader, previous.term,
+               raft::role_name(next.role), why);
+}
+
+void Node::fail_in_flight(raft::Term term, const Status& proposal_status,
+                          const Status& read_status) {
+  std::vector<ProposeCallback> failed_proposals;
+  for (auto it = proposals_.begin(); it != proposals_.end();) {
+    if (it->second->term >= term) {
+      ++it;
+      continue;
     }
+    failed_proposals.push_back(std::move(it->second->done));
+    it = proposals_.erase(it);
+  }
+  std::vector<std::unique_ptr<PendingRead>> failed_reads;
+  for (auto it = reads_awaiting_index_.begin(); it != reads_awaiting_index_.end();) {
+    if (it->second.empty() || it->second.front()->term >= term) {
+      ++it;
+      continue;
+    }
+    std::move(it->second.begin(), it->second.end(), std::back_inserter(failed_reads));
+    it = reads_awaiting_index_.erase(it);
+  }
+  // Callbacks last: they may propose or read again.
+  for (auto& done : failed_proposals) {
+    done(proposal_status);
+  }
+  for (auto& read : failed_reads) {
+    read->done(read_status);
   }
 }
 
@@ -303,7 +403,9 @@ void Node::issue_read_index() {
   std::string context;
   put_fixed64_be(context, next_read_id_++);
   auto& group = reads_awaiting_index_[context];
+  const raft::Term term = raft_->status().term;
   while (!unsent_reads_.empty()) {
+    unsent_reads_.front()->term = term;
     group.push_back(std::move(unsent_reads_.front()));
     unsent_reads_.pop_front();
   }
@@ -317,6 +419,16 @@ bool Node::has_work() const {
 Status Node::process() {
   issue_read_index();
   while (raft_->has_ready()) {
+    raft::Ready rd = raft_->ready();
+    HERALD_RETURN_IF_ERROR(handle_ready(rd));
+  }
+  pump_streams();
+  return Status::ok_status();
+}
+
+Status Node::process_round() {
+  issue_read_index();
+  if (raft_->has_ready()) {
     raft::Ready rd = raft_->ready();
     HERALD_RETURN_IF_ERROR(handle_ready(rd));
   }
@@ -376,6 +488,8 @@ Status Node::persist(const raft::Ready& rd) {
     log_->set_snapshot_metadata(*rd.snapshot);
     staged_snapshot_.reset();
     sessions_.clear();  // The state space was replaced.
+    HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState installed, read_applied_state(*engine_));
+    wall_ms_floor_ = installed.wall_ms_floor();
     spdlog::info("replica {} installed snapshot at index {} term {}", config_.id, applied_,
                  applied_term_);
     if (listener_ != nullptr) {
@@ -415,7 +529,7 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
     applied_term_ = entry.term();
   }
   batch.put(storage::Space::kState, kAppliedStateKey,
-            encode_applied_state(applied_, applied_term_, conf_state_));
+            encode_applied_state(applied_, applied_term_, conf_state_, wall_ms_floor_));
   // Not synced: after a crash the log (synced before apply) replays what this write loses.
   if (Status s = engine_->write(batch.writes(), /*sync=*/false); !s.ok()) {
     sessions_.clear();  // It cached records that never reached the engine.
@@ -463,7 +577,13 @@ Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
   }
   rsmpb::Command command;
   rsmpb::CommandResult result;
-  if (!command.ParseFromString(entry.data())) {
+  const bool parsed = command.ParseFromString(entry.data());
+  if (parsed) {
+    // Time never goes backwards in the log, whoever stamped the command (see AppliedState).
+    wall_ms_floor_ = std::max(wall_ms_floor_, command.wall_ms());
+    command.set_wall_ms(wall_ms_floor_);
+  }
+  if (!parsed) {
     // Deterministic on every replica: the bytes in the log are what they are.
     result = status_result(Status::invalid_argument("undecodable command"));
   } else {
@@ -475,8 +595,12 @@ Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
     if (*admission == Admission::kDuplicate) {
       return Status::ok_status();  // Applied (and answered) at its first index.
     }
-    if (*admission == Admission::kTooOld) {
-      result = status_result(Status::aborted("request too old to be applied exactly once"));
+    if (*admission == Admission::kInvalid) {
+      result = status_result(Status::invalid_argument(
+          "a command must name its origin, incarnation and a request id above 0"));
+    } else if (*admission == Admission::kTooOld) {
+      // Not applied, on every replica: the caller may retry it as a new request.
+      result = status_result(Status::unavailable("request too old to be applied exactly once"));
     } else {
       HERALD_RETURN_IF_ERROR(apply_command(entry.index(), command, batch, result));
     }

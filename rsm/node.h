@@ -49,6 +49,10 @@ inline constexpr std::uint64_t kSnapshotChunkBytes = 1ULL << 20U;   // 1 MiB
 inline constexpr std::uint64_t kSnapshotWindowBytes = 4ULL << 20U;  // queued per peer
 inline constexpr int kSnapshotAckTimeoutTicks = 1'000;
 inline constexpr int kReportIntervalTicks = 10;
+// Committed entries applied by one Ready round, at most. A round runs on the replica's only
+// thread: bounding its apply work bounds how long ticks (heartbeats) and inbound messages wait
+// behind it, so a saturated leader still heartbeats and a saturated follower still answers.
+inline constexpr std::size_t kMaxApplyEntriesPerRound = 128;
 
 struct NodeConfig {
   raft::NodeId id = raft::kNoNode;
@@ -60,6 +64,7 @@ struct NodeConfig {
   raft::Index compaction_threshold_entries = kCompactionThresholdEntries;
   raft::Index log_tail_entries = kLogTailEntries;
   std::uint64_t snapshot_chunk_bytes = kSnapshotChunkBytes;
+  std::size_t max_apply_entries_per_round = kMaxApplyEntriesPerRound;
   std::string client_address;  // advertised in NodeReport
 };
 
@@ -101,9 +106,14 @@ class Node {
   void tick();
   void receive(const rsmpb::PeerEnvelope& envelope);
   // Proposes `command` (origin, incarnation and request_id are filled in). `done` gets the
-  // applied result, or: kNotLeader (no leader known; not applied), kResourceExhausted (a bound;
-  // not applied), kAborted (the leader changed while it was in flight) or kTimeout (no answer in
-  // time) — for these two the command may still be applied later.
+  // applied result, or an error that says whether the command can have taken effect:
+  //   not applied (safe to retry as new): kNotLeader (no leader known), kUnavailable (a bound on
+  //   pending proposals or uncommitted bytes; or, as an applied result, a request too old for
+  //   the exactly-once window);
+  //   outcome unknown (it may still be applied): kAborted (the term changed while it was in
+  //   flight) or kTimeout (no answer within kRequestTimeoutTicks).
+  // A brief loss of the leader within one term (a pre-vote that lost) fails nothing: the
+  // proposal is answered when it applies.
   void propose(rsmpb::Command command, ProposeCallback done);
   // Linearizable read barrier: `done(ok)` once this replica has applied everything committed
   // before the call; then reads of engine() are linearizable. Otherwise kUnavailable (no leader,
@@ -113,6 +123,10 @@ class Node {
   // Runs the Ready loop until the core has nothing more to do. A non-ok status (I/O failure,
   // corruption) is fatal: the replica must stop.
   [[nodiscard]] Status process();
+  // One Ready round only (at most max_apply_entries_per_round entries applied): a caller that
+  // shares its thread with timers and I/O calls this and comes back while has_work(), so that
+  // nothing waits behind a long backlog. Errors as process().
+  [[nodiscard]] Status process_round();
   // True when the core has work for process().
   [[nodiscard]] bool has_work() const;
 
@@ -138,6 +152,9 @@ class Node {
   Node(const NodeConfig& config, storage::Engine* engine, Transport* transport,
        StateMachine* state_machine);
   [[nodiscard]] Status init();
+  // Checks a MSG_PROP from peer `from` as the leader checks its own proposals: normal entries
+  // only, each a decodable command of `from`'s own session (origin, incarnation, request id > 0).
+  [[nodiscard]] static Status validate_forwarded(raft::NodeId from, const raftpb::Message& message);
   [[nodiscard]] Status bootstrap_if_empty();
   [[nodiscard]] Status handle_ready(raft::Ready& rd);
   [[nodiscard]] bool may_send_before_persist(const raft::Ready& rd) const;
@@ -150,7 +167,9 @@ class Node {
   [[nodiscard]] Status apply_command(raft::Index index, const rsmpb::Command& command,
                                      ApplyBatch& batch, rsmpb::CommandResult& result);
   void on_soft_state(const raft::SoftState& next);
-  void fail_in_flight(const Status& proposal_status, const Status& read_status);
+  void log_transition(const raft::SoftState& previous, const raft::SoftState& next) const;
+  // Answers the proposals and reads in flight that were made before `term`.
+  void fail_in_flight(raft::Term term, const Status& proposal_status, const Status& read_status);
   void handle_read_states(const std::vector<raft::ReadState>& read_states);
   void serve_reads();
   void issue_read_index();
@@ -179,6 +198,7 @@ class Node {
 
   raft::Index applied_ = 0;
   raft::Term applied_term_ = 0;
+  std::int64_t wall_ms_floor_ = 0;  // AppliedState.wall_ms_floor as of applied_
   raftpb::ConfState conf_state_;
   raft::SoftState soft_state_;
 

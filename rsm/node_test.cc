@@ -18,7 +18,8 @@ class TestNetwork {
    public:
     Endpoint(TestNetwork* net, raft::NodeId self) : net_(net), self_(self) {}
     bool send(raft::NodeId to, const rsmpb::PeerEnvelope& envelope) override {
-      if (net_->down.contains(to) || net_->down.contains(self_)) {
+      if (net_->down.contains(to) || net_->down.contains(self_) ||
+          net_->cut.contains({self_, to})) {
         return true;  // Lost on the wire.
       }
       if (net_->max_queued > 0 && net_->queue.size() >= net_->max_queued) {
@@ -43,15 +44,30 @@ class TestNetwork {
 
   std::deque<rsmpb::PeerEnvelope> queue;
   std::set<raft::NodeId> down;
+  std::set<std::pair<raft::NodeId, raft::NodeId>> cut;  // (from, to): one-way loss
   int chunks_sent = 0;
   bool duplicate_proposals = false;
   std::size_t max_queued = 0;  // 0: unbounded; else send() refuses beyond this many messages
 };
 
+// Records the time each command is applied at (Command::wall_ms as the state machine sees it).
+class WallModule final : public StateMachine {
+ public:
+  rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
+                             ApplyBatch& batch) override {
+    seen.push_back(command.wall_ms());
+    return {};
+  }
+  std::vector<std::int64_t> seen;
+};
+
 struct Replica {
+  Replica() { EXPECT_TRUE(sm.add_module("wall", &wall).ok()); }
   storage::MemEngine engine;
   std::unique_ptr<TestNetwork::Endpoint> endpoint;
-  KvStateMachine sm;
+  KvStateMachine kv;
+  WallModule wall;
+  StateMachineRouter sm{&kv};
   std::unique_ptr<Node> node;
 };
 
@@ -130,6 +146,11 @@ class NodeTest : public ::testing::Test {
     rsmpb::Command c;
     c.mutable_kv_put()->set_key(key);
     c.mutable_kv_put()->set_value(value);
+    return run(at, c);
+  }
+
+  // Proposes `c` at `at` and ticks until it is answered.
+  Result<rsmpb::CommandResult> run(raft::NodeId at, const rsmpb::Command& c) {
     std::optional<Result<rsmpb::CommandResult>> out;
     replica(at).node->propose(c, [&](Result<rsmpb::CommandResult> r) { out = std::move(r); });
     for (int i = 0; i < 100 && !out; ++i) {
@@ -281,6 +302,122 @@ TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
 
 namespace herald::rsm {
 namespace {
+
+// A MSG_PROP envelope from `from` to `to` carrying one entry.
+rsmpb::PeerEnvelope forwarded(raft::NodeId from, raft::NodeId to, const raftpb::Entry& entry) {
+  rsmpb::PeerEnvelope env;
+  env.set_from(from);
+  env.set_to(to);
+  raftpb::Message* m = env.mutable_raft();
+  m->set_type(raftpb::MSG_PROP);
+  m->set_from(from);
+  m->set_to(to);
+  *m->add_entries() = entry;
+  return env;
+}
+
+raftpb::Entry command_entry(std::uint64_t origin, std::uint64_t incarnation,
+                            std::uint64_t request_id) {
+  rsmpb::Command c;
+  c.set_origin(origin);
+  c.set_incarnation(incarnation);
+  c.set_request_id(request_id);
+  c.mutable_kv_put()->set_key("forged");
+  c.mutable_kv_put()->set_value("x");
+  raftpb::Entry e;
+  e.set_data(c.SerializeAsString());
+  return e;
+}
+
+TEST_F(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
+  start(3);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId peer = lead == 1 ? 2 : 1;
+  const raft::Index before = replica(lead).node->status().last_index;
+  // Request id 0 (once enough to stop every replica), another node's session, no incarnation,
+  // a membership change, and bytes that are no command at all.
+  net_.queue.push_back(forwarded(peer, lead, command_entry(peer, 9, 0)));
+  net_.queue.push_back(forwarded(peer, lead, command_entry(lead, 9, 5)));
+  net_.queue.push_back(forwarded(peer, lead, command_entry(peer, 0, 5)));
+  raftpb::Entry conf;
+  conf.set_type(raftpb::ENTRY_CONF_CHANGE);
+  raftpb::ConfChange change;
+  change.set_type(raftpb::CONF_CHANGE_REMOVE_NODE);
+  change.set_node_id(lead);
+  conf.set_data(change.SerializeAsString());
+  net_.queue.push_back(forwarded(peer, lead, conf));
+  raftpb::Entry junk;
+  junk.set_data("\xff\xff not a command");
+  net_.queue.push_back(forwarded(peer, lead, junk));
+  tick_all(5);
+  EXPECT_EQ(replica(lead).node->status().last_index, before) << "a forged entry reached the log";
+  EXPECT_EQ(read(lead, "forged"), std::nullopt);
+  // The cluster goes on serving, through the same follower too.
+  auto r = put(peer, "after", "ok");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->code(), 0U);
+}
+
+TEST_F(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
+  start(3);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId follower = lead == 1 ? 2 : 1;
+  const raft::Term term = replica(lead).node->status().term;
+  // The follower stops hearing the leader, but its forwarded proposal still reaches it.
+  net_.cut.insert({lead, follower});
+  rsmpb::Command c;
+  c.mutable_kv_put()->set_key("k");
+  c.mutable_kv_put()->set_value("v");
+  std::optional<Result<rsmpb::CommandResult>> out;
+  replica(follower).node->propose(c, [&](Result<rsmpb::CommandResult> r) { out = std::move(r); });
+  tick_all(60);  // its election timeout passes: it loses sight of the leader, its pre-vote fails
+  EXPECT_NE(replica(follower).node->status().role, raft::Role::kFollower);
+  EXPECT_FALSE(out.has_value()) << "answered while the leader of its term still held it: "
+                                << out->status().to_string();
+  net_.cut.clear();
+  for (int i = 0; i < 50 && !out; ++i) {
+    tick_all(1);
+  }
+  ASSERT_TRUE(out.has_value());
+  ASSERT_TRUE(out->ok()) << out->status().to_string();
+  EXPECT_EQ((*out)->code(), 0U);
+  EXPECT_EQ(replica(lead).node->status().term, term) << "no election was needed";
+  EXPECT_EQ(read(follower, "k"), "v");
+}
+
+TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
+  start(3);
+  tick_all(40);
+  const raft::NodeId first = leader();
+  ASSERT_NE(first, raft::kNoNode);
+  rsmpb::Command c;
+  c.mutable_module()->set_name("wall");
+  c.set_wall_ms(5'000);
+  ASSERT_TRUE(run(first, c).ok());
+  // The next leader's clock runs 4 s behind the first one's.
+  net_.down.insert(first);
+  tick_all(60);
+  const raft::NodeId second = leader();
+  ASSERT_NE(second, raft::kNoNode);
+  ASSERT_NE(second, first);
+  c.set_wall_ms(1'000);
+  ASSERT_TRUE(run(second, c).ok());
+  c.set_wall_ms(6'000);
+  ASSERT_TRUE(run(second, c).ok());
+  EXPECT_EQ(replica(second).wall.seen, (std::vector<std::int64_t>{5'000, 5'000, 6'000}));
+  // The floor is durable: a restarted replica keeps it.
+  replica(second).node.reset();
+  open(second);
+  tick_all(60);
+  c.set_wall_ms(2'000);
+  ASSERT_TRUE(run(leader(), c).ok());
+  tick_all(5);
+  EXPECT_EQ(replica(second).wall.seen.back(), 6'000);
+}
 
 class RecordingListener final : public NodeListener {
  public:

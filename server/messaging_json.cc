@@ -58,9 +58,11 @@ FrameError frame_error_of(const Status& status) {
       }
       return {"conflict", m};
     case Code::kTimeout: return {"timeout", m};
+    // Not applied: safe to retry, even as a new request.
     case Code::kUnavailable:
-    case Code::kNotLeader:
-    case Code::kAborted: return {"unavailable", m};
+    case Code::kNotLeader: return {"unavailable", m};
+    // In flight when the term changed: it may or may not have been applied.
+    case Code::kAborted: return {"outcome_unknown", m};
     default: return {"internal", status.to_string()};
   }
 }

@@ -76,14 +76,19 @@ struct NodeHost::Impl {
   bool process_scheduled = false;  // raft thread only
   std::atomic<bool> stopped{false};
 
-  // Runs on the raft thread: drains the core's work. A failure here is fatal.
+  // Runs on the raft thread: one Ready round, then again behind whatever was posted meanwhile
+  // (ticks, inbound heartbeats and votes), so a backlog of work never delays them by more than
+  // a round. A failure here is fatal.
   void run_process() {
     process_scheduled = false;
-    const Status s = node->process();
+    const Status s = node->process_round();
     if (!s.ok()) {
       spdlog::critical("replica {} stops: {}", options.node.id, s.to_string());
       spdlog::default_logger()->flush();
       std::_Exit(EXIT_FAILURE);
+    }
+    if (node->has_work()) {
+      schedule_process();
     }
   }
 

@@ -82,7 +82,8 @@ class RoamingDevice {
   static bool retryable(const Status& s) {
     const std::string_view code = client::protocol_error_code(s);
     if (code.empty()) return true;  // the client's own error: a timeout or a lost connection
-    return code == "unavailable" || code == "timeout" || code == "internal";
+    return code == "unavailable" || code == "outcome_unknown" || code == "timeout" ||
+           code == "internal";
   }
   static void pause() { std::this_thread::sleep_for(std::chrono::milliseconds(kRetryPauseMs)); }
 
