@@ -1,6 +1,7 @@
 #include "raft/raft.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 namespace herald::raft {
@@ -609,6 +610,18 @@ void Raft::bcast_append() {
   for (const auto& [id, pr] : tracker_.progress()) {
     if (id != id_) maybe_send_append(id, true);
   }
+}
+
+std::vector<Message> Raft::heartbeats_now() {
+  std::vector<Message> out;
+  if (role_ != Role::kLeader) return out;
+  heartbeat_elapsed_ = 0;
+  const std::size_t queued = msgs_.size();
+  bcast_heartbeat(read_only_.last_context());
+  out.assign(std::make_move_iterator(msgs_.begin() + static_cast<std::ptrdiff_t>(queued)),
+             std::make_move_iterator(msgs_.end()));
+  msgs_.resize(queued);
+  return out;
 }
 
 void Raft::bcast_heartbeat(const std::string& context) {

@@ -56,6 +56,8 @@ class Raft {
   [[nodiscard]] bool has_output() const { return !msgs_.empty() || !read_states_.empty(); }
   [[nodiscard]] std::vector<raftpb::Message> take_messages();
   [[nodiscard]] std::vector<ReadState> take_read_states();
+  // See RawNode::heartbeats_now().
+  [[nodiscard]] std::vector<raftpb::Message> heartbeats_now();
   [[nodiscard]] NodeStatus status() const;
   void check_invariants() const;
 

@@ -183,6 +183,10 @@ void RawNode::advance(const Ready& rd) {
   s.raft.on_applied(rd.committed_entries);
 }
 
+std::vector<raftpb::Message> RawNode::heartbeats_now() {
+  return impl_->raft.heartbeats_now();
+}
+
 NodeStatus RawNode::status() const {
   return impl_->raft.status();
 }

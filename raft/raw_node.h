@@ -189,6 +189,12 @@ class RawNode {
 
   // False while a Ready is outstanding (ready() returned it and advance() was not yet called).
   [[nodiscard]] bool has_ready() const;
+  // On a leader: a heartbeat for every peer, to send at once, outside any Ready (empty on other
+  // roles). May be called while a Ready is outstanding: heartbeats carry no entries and a commit
+  // index the follower is known to hold, so they depend on no unpersisted state. Resets the
+  // heartbeat period. This lets a caller whose Ready work takes longer than a heartbeat period
+  // keep its followers' election timers satisfied.
+  [[nodiscard]] std::vector<raftpb::Message> heartbeats_now();
   // Precondition (asserted): the previous Ready, if any, was advanced. Messages in a Ready depend
   // only on state persisted by that Ready or earlier ones.
   [[nodiscard]] Ready ready();

@@ -61,6 +61,31 @@ raftpb::ConfChange conf_change(raftpb::ConfChangeType type, NodeId id) {
   return cc;
 }
 
+TEST(RawNodeTest, HeartbeatsNowComeFromTheLeaderOnlyAndWhileAReadyIsOutstanding) {
+  auto c = elected(3);
+  // A follower has none to send.
+  EXPECT_TRUE(c->node(2).heartbeats_now().empty());
+  // The leader builds one per peer even in the middle of a Ready (a long round).
+  ASSERT_TRUE(c->node(1).propose("x").ok());
+  ASSERT_TRUE(c->node(1).has_ready());
+  Ready rd = c->node(1).ready();
+  std::vector<raftpb::Message> beats = c->node(1).heartbeats_now();
+  ASSERT_EQ(beats.size(), 2u);
+  for (const raftpb::Message& m : beats) {
+    EXPECT_EQ(m.type(), raftpb::MSG_HEARTBEAT);
+    EXPECT_EQ(m.from(), 1u);
+    EXPECT_EQ(m.term(), c->node(1).status().term);
+    EXPECT_LE(m.commit(), c->node(1).status().commit);
+  }
+  c->node(1).advance(rd);
+  // They were handed out, not also queued for the next Ready.
+  Ready next = c->node(1).ready();
+  for (const raftpb::Message& m : next.messages) {
+    EXPECT_NE(m.type(), raftpb::MSG_HEARTBEAT);
+  }
+  c->node(1).advance(next);
+}
+
 TEST(RawNodeTest, CreateRejectsInvalidConfig) {
   MemoryLogStorage storage;
   Config config;

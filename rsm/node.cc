@@ -185,6 +185,7 @@ Status Node::init() {
 void Node::tick() {
   ++now_ticks_;
   raft_->tick();
+  keep_followers_alive();
   expire_requests();
   pump_streams();
   for (auto& [id, report] : peer_reports_) {
@@ -357,6 +358,20 @@ void Node::log_transition(const raft::SoftState& previous, const raft::SoftState
                raft::role_name(next.role), why);
 }
 
+void Node::keep_followers_alive() {
+  if (config_.clock == nullptr || config_.in_round_heartbeat_ms <= 0 ||
+      soft_state_.role != raft::Role::kLeader) {
+    return;
+  }
+  const MonoMs now_ms = config_.clock->mono_ms();
+  if (now_ms - last_heartbeat_ms_ < config_.in_round_heartbeat_ms) {
+    return;
+  }
+  last_heartbeat_ms_ = now_ms;
+  std::vector<raftpb::Message> heartbeats = raft_->heartbeats_now();
+  send_messages(heartbeats);
+}
+
 void Node::fail_in_flight(raft::Term term, const Status& proposal_status,
                           const Status& read_status) {
   std::vector<ProposeCallback> failed_proposals;
@@ -459,6 +474,7 @@ Status Node::handle_ready(raft::Ready& rd) {
   }
   HERALD_RETURN_IF_ERROR(persist(rd));
   send_messages(rd.messages);
+  keep_followers_alive();
   HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
   handle_read_states(rd.read_states);
   if (rd.soft_state) {
@@ -516,17 +532,26 @@ void Node::send_messages(std::vector<raftpb::Message>& messages) {
   messages.clear();  // Sent (or handed to a stream); a second call sends nothing.
 }
 
-Status Node::apply(const std::vector<raftpb::Entry>& entries) {
+Status Node::apply(std::vector<raftpb::Entry>& entries) {
   if (entries.empty()) {
     return Status::ok_status();
   }
   ApplyBatch batch(engine_);
   std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
-  for (const auto& entry : entries) {
+  const MonoMs start_ms = config_.clock != nullptr ? config_.clock->mono_ms() : 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const raftpb::Entry& entry = entries[i];
     HERALD_ASSERT(entry.index() == applied_ + 1, "committed entries must apply in order");
     HERALD_RETURN_IF_ERROR(apply_one(entry, batch, answers));
     applied_ = entry.index();
     applied_term_ = entry.term();
+    keep_followers_alive();
+    if (config_.clock != nullptr && i + 1 < entries.size() &&
+        config_.clock->mono_ms() - start_ms >= config_.apply_budget_ms) {
+      // The rest waits for the next round; the core hands it out again after advance().
+      entries.resize(i + 1);
+      break;
+    }
   }
   batch.put(storage::Space::kState, kAppliedStateKey,
             encode_applied_state(applied_, applied_term_, conf_state_, wall_ms_floor_));
@@ -535,6 +560,7 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
     sessions_.clear();  // It cached records that never reached the engine.
     return s;
   }
+  keep_followers_alive();
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
   meta.set_term(applied_term_);
@@ -554,9 +580,11 @@ Status Node::apply(const std::vector<raftpb::Entry>& entries) {
       apply_observer_(entry);
     }
   }
+  keep_followers_alive();
   if (listener_ != nullptr) {
     listener_->on_applied();
   }
+  keep_followers_alive();
   return Status::ok_status();
 }
 

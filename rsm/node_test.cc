@@ -28,6 +28,9 @@ class TestNetwork {
       if (envelope.has_chunk()) {
         ++net_->chunks_sent;
       }
+      if (envelope.has_raft() && envelope.raft().type() == raftpb::MSG_HEARTBEAT) {
+        ++net_->heartbeats_sent;
+      }
       net_->queue.push_back(envelope);
       if (net_->duplicate_proposals && envelope.has_raft() &&
           envelope.raft().type() == raftpb::MSG_PROP) {
@@ -46,6 +49,7 @@ class TestNetwork {
   std::set<raft::NodeId> down;
   std::set<std::pair<raft::NodeId, raft::NodeId>> cut;  // (from, to): one-way loss
   int chunks_sent = 0;
+  int heartbeats_sent = 0;
   bool duplicate_proposals = false;
   std::size_t max_queued = 0;  // 0: unbounded; else send() refuses beyond this many messages
 };
@@ -56,9 +60,14 @@ class WallModule final : public StateMachine {
   rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                              ApplyBatch& batch) override {
     seen.push_back(command.wall_ms());
+    if (clock != nullptr) {
+      clock->advance_ms(cost_ms);  // a slow command
+    }
     return {};
   }
   std::vector<std::int64_t> seen;
+  ManualClock* clock = nullptr;
+  MonoMs cost_ms = 0;
 };
 
 struct Replica {
@@ -426,6 +435,40 @@ class RecordingListener final : public NodeListener {
   int applied = 0;
   std::vector<bool> leadership;
 };
+
+TEST_F(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget) {
+  ManualClock clock;
+  NodeConfig base;
+  base.clock = &clock;
+  base.in_round_heartbeat_ms = 20;
+  base.apply_budget_ms = 25;
+  start(3, base);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  for (auto& r : replicas_) {
+    r->wall.clock = &clock;
+    r->wall.cost_ms = 10;  // every command takes 10 ms to apply
+  }
+  RecordingListener listener;
+  replica(lead).node->set_listener(&listener);
+  rsmpb::Command c;
+  c.mutable_module()->set_name("wall");
+  int answered = 0;
+  for (int i = 0; i < 6; ++i) {
+    replica(lead).node->propose(c, [&](const Result<rsmpb::CommandResult>& r) {
+      EXPECT_TRUE(r.ok());
+      ++answered;
+    });
+  }
+  net_.heartbeats_sent = 0;
+  settle();  // no tick: any heartbeat comes from inside a round
+  EXPECT_EQ(answered, 6);
+  EXPECT_GT(net_.heartbeats_sent, 0) << "followers heard nothing while the leader applied";
+  // 60 ms of apply work in 25 ms rounds: at least three rounds on the leader.
+  EXPECT_GE(listener.applied, 3);
+  replica(lead).node->set_listener(nullptr);
+}
 
 TEST_F(NodeTest, ListenerHearsLeadershipAndApplies) {
   start(1);

@@ -164,6 +164,10 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
   impl->transport = std::make_unique<TcpPeerTransport>(
       tc, [raw](rsmpb::PeerEnvelope&& env) { raw->on_inbound(std::move(env)); });
   rsm::NodeConfig nc = options.node;
+  // Bounds each round's apply work in time and keeps followers hearing from a busy leader
+  // (docs/ARCHITECTURE.md, "Liveness under load").
+  nc.clock = &impl->clock;
+  nc.in_round_heartbeat_ms = static_cast<MonoMs>(options.node.heartbeat_ticks) * options.tick_ms;
   if (nc.seed == 0) {
     nc.seed = (static_cast<std::uint64_t>(std::random_device{}()) << 32U) ^
               static_cast<std::uint64_t>(impl->clock.wall_ms());
