@@ -201,6 +201,11 @@ void KvApi::cluster(Responder respond) {
       nodes.push_back(n);
     }
     json::object body{{"id", self.id}, {"term", self.term}, {"nodes", nodes}};
+    body["memory"] = json::object{{"resident_bytes", view.resident_bytes},
+                                  {"block_cache_bytes", view.memory.block_cache_bytes},
+                                  {"block_cache_capacity", view.memory.block_cache_capacity},
+                                  {"memtable_bytes", view.memory.memtable_bytes},
+                                  {"table_readers_bytes", view.memory.table_readers_bytes}};
     body["leader"] = self.leader == raft::kNoNode ? json::value(nullptr) : json::value(self.leader);
     respond(json_response(200, body));
   });

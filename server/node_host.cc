@@ -1,6 +1,7 @@
 #include "server/node_host.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "messaging/host.h"
@@ -19,6 +21,22 @@
 namespace herald::server {
 
 namespace asio = boost::asio;
+
+namespace {
+
+// This process's resident set from /proc/self/statm (pages), or 0 where it cannot be read.
+std::uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size_pages = 0;
+  std::uint64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) {
+    return 0;
+  }
+  const long page_bytes = sysconf(_SC_PAGESIZE);
+  return page_bytes > 0 ? resident_pages * static_cast<std::uint64_t>(page_bytes) : 0;
+}
+
+}  // namespace
 
 // A frame must hold the largest message raft or a snapshot stream builds, with room for the
 // envelope: a refused send of an oversize message would be rebuilt and refused forever.
@@ -237,6 +255,8 @@ void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
     ClusterView view;
     view.self = impl_->node->status();
     view.peers = impl_->node->peer_reports();
+    view.memory = impl_->engine->memory();
+    view.resident_bytes = resident_bytes();
     fn(view);
   });
 }

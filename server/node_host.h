@@ -24,6 +24,7 @@
 #include "messaging/domain.h"
 #include "messaging/providers.h"
 #include "rsm/node.h"
+#include "storage/rocksdb_engine.h"
 
 namespace herald::server {
 
@@ -52,6 +53,8 @@ using ChangeListener =
 struct ClusterView {
   raft::NodeStatus self;
   std::map<raft::NodeId, rsm::PeerReport> peers;
+  storage::EngineMemory memory;      // this node's storage engine
+  std::uint64_t resident_bytes = 0;  // this process's resident set (0 when unknown)
 };
 
 // Runs on the raft thread for each ephemeral event another node relayed (NodeHost::broadcast).

@@ -171,12 +171,13 @@ Result<std::unique_ptr<RocksDbEngine>> RocksDbEngine::open(const std::string& di
     spaces[i] = handles[i + 1];
   }
   return std::unique_ptr<RocksDbEngine>(
-      new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw_db), handles[0], spaces));
+      new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw_db), handles[0], spaces, cache));
 }
 
 RocksDbEngine::RocksDbEngine(std::unique_ptr<rocksdb::DB> db,
-                             rocksdb::ColumnFamilyHandle* default_cf, const Handles& handles)
-    : db_(std::move(db)), default_cf_(default_cf), handles_(handles) {}
+                             rocksdb::ColumnFamilyHandle* default_cf, const Handles& handles,
+                             std::shared_ptr<rocksdb::Cache> cache)
+    : db_(std::move(db)), default_cf_(default_cf), handles_(handles), cache_(std::move(cache)) {}
 
 RocksDbEngine::~RocksDbEngine() {
   for (rocksdb::ColumnFamilyHandle* cf : handles_) {
@@ -247,6 +248,21 @@ Result<std::uint64_t> RocksDbEngine::approximate_bytes(Space space, std::string_
   HERALD_RETURN_IF_ERROR(to_status(
       db_->GetApproximateSizes(options, handle(space), &range, 1, &bytes), "approximate sizes"));
   return bytes;
+}
+
+EngineMemory RocksDbEngine::memory() const {
+  EngineMemory m;
+  m.block_cache_bytes = cache_->GetUsage();
+  m.block_cache_capacity = cache_->GetCapacity();
+  // An unknown property leaves the figure at 0: these are estimates for operators.
+  std::uint64_t value = 0;
+  if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &value)) {
+    m.memtable_bytes = value;
+  }
+  if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem, &value)) {
+    m.table_readers_bytes = value;
+  }
+  return m;
 }
 
 }  // namespace herald::storage

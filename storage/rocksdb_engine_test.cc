@@ -36,6 +36,19 @@ class RocksDbEngineTest : public ::testing::Test {
   std::unique_ptr<RocksDbEngine> engine_;
 };
 
+TEST_F(RocksDbEngineTest, MemoryReportsTheBoundsItIsHeldTo) {
+  const EngineMemory empty = engine_->memory();
+  EXPECT_EQ(empty.block_cache_capacity, RocksDbOptions{}.block_cache_bytes);
+  WriteBatch batch;
+  for (int i = 0; i < 1000; ++i) {
+    batch.put(Space::kState, "k" + std::to_string(i), std::string(100, 'v'));
+  }
+  ASSERT_TRUE(engine_->write(batch, /*sync=*/false).ok());
+  const EngineMemory written = engine_->memory();
+  EXPECT_GT(written.memtable_bytes, empty.memtable_bytes);
+  EXPECT_LE(written.block_cache_bytes, written.block_cache_capacity);
+}
+
 TEST_F(RocksDbEngineTest, AbsentKeyReadsAsNullopt) {
   const auto value = engine_->get(Space::kState, "nothing");
   ASSERT_TRUE(value.ok());
