@@ -238,6 +238,20 @@ bool Cluster::alive(std::uint64_t id) {
   return n.pid >= 0;
 }
 
+std::vector<std::uint64_t> Cluster::terms() const {
+  std::vector<std::uint64_t> out;
+  for (const Node& n : nodes_) {
+    client::AdminClient probe("127.0.0.1", n.client_port, kAdminToken, kClusterProbeTimeoutMs);
+    auto body = probe.get("/v1/cluster");
+    boost::system::error_code ec;
+    const json::value v = body.ok() ? json::parse(*body, ec) : json::value();
+    const json::value* term = !ec && v.is_object() ? v.get_object().if_contains("term")
+                                                   : static_cast<json::value*>(nullptr);
+    out.push_back(term != nullptr ? term->to_number<std::uint64_t>(ec) : 0);
+  }
+  return out;
+}
+
 std::uint64_t Cluster::reported_leader(std::uint64_t id) const {
   client::AdminClient probe("127.0.0.1", node(id).client_port, kAdminToken, kClusterProbeTimeoutMs);
   auto body = probe.get("/v1/cluster");

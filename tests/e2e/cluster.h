@@ -84,6 +84,9 @@ class Cluster {
   // The id of the leader every live node reports, once they agree on a live one within
   // `timeout_ms`; kTimeout otherwise.
   [[nodiscard]] Result<std::uint64_t> leader(std::uint32_t timeout_ms);
+  // The raft term each node reports (GET /v1/cluster), in id order; 0 for a node that does not
+  // answer.
+  [[nodiscard]] std::vector<std::uint64_t> terms() const;
   // A live node other than `id` (the lowest id), or 0 when there is none.
   [[nodiscard]] std::uint64_t other_live_node(std::uint64_t id);
 
