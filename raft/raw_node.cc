@@ -183,6 +183,16 @@ void RawNode::advance(const Ready& rd) {
   s.raft.on_applied(rd.committed_entries);
 }
 
+raftpb::Message RawNode::liveness_heartbeat(NodeId from, NodeId to, Term term) {
+  raftpb::Message m;
+  m.set_type(raftpb::MSG_HEARTBEAT);
+  m.set_from(from);
+  m.set_to(to);
+  m.set_term(term);
+  m.set_commit(0);
+  return m;
+}
+
 std::vector<raftpb::Message> RawNode::heartbeats_now() {
   return impl_->raft.heartbeats_now();
 }

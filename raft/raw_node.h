@@ -195,6 +195,12 @@ class RawNode {
   // heartbeat period. This lets a caller whose Ready work takes longer than a heartbeat period
   // keep its followers' election timers satisfied.
   [[nodiscard]] std::vector<raftpb::Message> heartbeats_now();
+  // A heartbeat that says only "the leader of `term` is alive": commit 0, no context, so it
+  // depends on no state but the term, and a thread other than the one driving the RawNode may
+  // build and send it while the leader's thread is blocked (a long fsync, a storage write stall).
+  // A follower of `term` resets its election timer and answers; anyone else treats it like any
+  // message of that term.
+  [[nodiscard]] static raftpb::Message liveness_heartbeat(NodeId from, NodeId to, Term term);
   // Precondition (asserted): the previous Ready, if any, was advanced. Messages in a Ready depend
   // only on state persisted by that Ready or earlier ones.
   [[nodiscard]] Ready ready();

@@ -86,6 +86,22 @@ TEST(RawNodeTest, HeartbeatsNowComeFromTheLeaderOnlyAndWhileAReadyIsOutstanding)
   c->node(1).advance(next);
 }
 
+TEST(RawNodeTest, LivenessHeartbeatKeepsAFollowerFromCampaigning) {
+  auto c = elected(3);
+  const Term term = c->node(1).status().term;
+  // Node 2 hears nothing but liveness heartbeats for several election timeouts.
+  for (int t = 0; t < 4 * kTicksToElect; ++t) {
+    c->node(2).tick();
+    ASSERT_TRUE(c->node(2).step(RawNode::liveness_heartbeat(1, 2, term)).ok());
+  }
+  EXPECT_EQ(c->node(2).status().role, Role::kFollower);
+  EXPECT_EQ(c->node(2).status().leader, 1u);
+  EXPECT_EQ(c->node(2).status().term, term);
+  // Without them it campaigns.
+  for (int t = 0; t < 4 * kTicksToElect; ++t) c->node(2).tick();
+  EXPECT_NE(c->node(2).status().role, Role::kFollower);
+}
+
 TEST(RawNodeTest, CreateRejectsInvalidConfig) {
   MemoryLogStorage storage;
   Config config;

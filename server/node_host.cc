@@ -8,9 +8,12 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
@@ -21,6 +24,9 @@
 namespace herald::server {
 
 namespace asio = boost::asio;
+
+// The liveness beacon stands in for a raft thread blocked at most this long (NodeHost::Impl).
+inline constexpr MonoMs kBeaconMaxStallMs = 1'000;
 
 namespace {
 
@@ -94,6 +100,46 @@ struct NodeHost::Impl {
   bool process_scheduled = false;  // raft thread only
   std::atomic<bool> stopped{false};
 
+  // The liveness beacon: while the raft thread is blocked inside one call (an fsync, a storage
+  // write stall, a CPU-starved stretch) for longer than a heartbeat period, and for at most
+  // kBeaconMaxStallMs, a leader's beacon thread sends liveness heartbeats for it. A thread
+  // blocked longer sends nothing, so followers elect a new leader; a crashed node sends nothing.
+  std::thread beacon_thread;
+  std::mutex beacon_mu;
+  std::condition_variable beacon_cv;
+  std::atomic<raft::Term> leader_term{0};   // 0 unless leader; set by the raft thread
+  std::atomic<MonoMs> raft_progress_ms{0};  // when the raft thread last finished a handler
+
+  // Raft thread: records progress and whether this replica leads, after each handler.
+  void publish_progress() {
+    const raft::NodeStatus st = node->status();
+    leader_term.store(st.role == raft::Role::kLeader ? st.term : 0);
+    raft_progress_ms.store(clock.mono_ms());
+  }
+
+  void run_beacon() {
+    const auto period = std::chrono::milliseconds(
+        static_cast<std::int64_t>(options.node.heartbeat_ticks) * options.tick_ms);
+    std::unique_lock lock(beacon_mu);
+    while (!beacon_cv.wait_for(lock, period, [this] { return stopped.load(); })) {
+      const raft::Term term = leader_term.load();
+      const MonoMs stalled_ms = clock.mono_ms() - raft_progress_ms.load();
+      if (term == 0 || stalled_ms < period.count() || stalled_ms > kBeaconMaxStallMs) {
+        continue;
+      }
+      for (const auto& [id, address] : options.peers) {
+        if (id == options.node.id) continue;
+        rsmpb::PeerEnvelope envelope;
+        envelope.set_from(options.node.id);
+        envelope.set_to(id);
+        *envelope.mutable_raft() = raft::RawNode::liveness_heartbeat(options.node.id, id, term);
+        if (!transport->send(id, envelope)) {
+          spdlog::debug("liveness heartbeat to node {} dropped", id);
+        }
+      }
+    }
+  }
+
   // Runs on the raft thread: one Ready round, then again behind whatever was posted meanwhile
   // (ticks, inbound heartbeats and votes), so a backlog of work never delays them by more than
   // a round. A failure here is fatal.
@@ -105,6 +151,7 @@ struct NodeHost::Impl {
       spdlog::default_logger()->flush();
       std::_Exit(EXIT_FAILURE);
     }
+    publish_progress();
     if (node->has_work()) {
       schedule_process();
     }
@@ -125,10 +172,12 @@ struct NodeHost::Impl {
         return;
       }
       node->tick();
+      publish_progress();
       workflows->tick(clock.wall_ms());
       if (change_listener) {
         change_listener({}, clock.wall_ms());
       }
+      publish_progress();
       schedule_process();
       arm_tick();
     });
@@ -217,7 +266,9 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
   impl->node->set_listener(&impl->listener);
   HERALD_RETURN_IF_ERROR(impl->transport->start());
   impl->arm_tick();
+  impl->publish_progress();
   impl->raft_thread = std::thread([raw] { raw->io.run(); });
+  impl->beacon_thread = std::thread([raw] { raw->run_beacon(); });
   return std::unique_ptr<NodeHost>(new NodeHost(std::move(impl)));
 }
 
@@ -230,6 +281,13 @@ void NodeHost::stop() {
   impl_->io.stop();
   if (impl_->raft_thread.joinable()) {
     impl_->raft_thread.join();
+  }
+  {
+    std::lock_guard lock(impl_->beacon_mu);  // the beacon waits on stopped under this lock
+  }
+  impl_->beacon_cv.notify_all();
+  if (impl_->beacon_thread.joinable()) {
+    impl_->beacon_thread.join();
   }
   impl_->transport->stop();
   impl_->node.reset();
