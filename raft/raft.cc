@@ -448,8 +448,10 @@ void Raft::handle_append(const Message& m) {
 }
 
 void Raft::handle_heartbeat(const Message& m) {
-  HERALD_ASSERT(m.commit() <= log_.last_index(), "heartbeat commit beyond our log");
-  log_.commit_to(m.commit());
+  // The leader never sends more than it knows we hold. A commit beyond our log means our disk
+  // lost synced entries or the sender is faulty: not something a peer's message may stop this
+  // replica for. Nothing is committed on its strength; appends repair the log.
+  if (m.commit() <= log_.last_index()) log_.commit_to(m.commit());
   Message resp = make_message(raftpb::MSG_HEARTBEAT_RESP, m.from());
   resp.set_context(m.context());
   send(std::move(resp));

@@ -102,6 +102,17 @@ TEST(RawNodeTest, LivenessHeartbeatKeepsAFollowerFromCampaigning) {
   EXPECT_NE(c->node(2).status().role, Role::kFollower);
 }
 
+TEST(RawNodeTest, HeartbeatCommitBeyondTheLogIsIgnoredNotFatal) {
+  auto c = elected(3);
+  const Term term = c->node(1).status().term;
+  const Index last = c->node(2).status().last_index;
+  raftpb::Message m = RawNode::liveness_heartbeat(1, 2, term);
+  m.set_commit(last + 1'000);
+  ASSERT_TRUE(c->node(2).step(m).ok());
+  EXPECT_LE(c->node(2).status().commit, last);
+  EXPECT_EQ(c->node(2).status().leader, 1u);
+}
+
 TEST(RawNodeTest, CreateRejectsInvalidConfig) {
   MemoryLogStorage storage;
   Config config;
