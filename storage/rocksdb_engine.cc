@@ -51,9 +51,11 @@ rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   // Verify as much as RocksDB can on open and in the background; a replicated state machine must
   // stop rather than serve damaged data.
   db.paranoid_checks = true;
-  // After a power loss, replay the WAL up to the first damaged or missing record: the store then
-  // holds a prefix of the batches written, which is what Engine promises.
-  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // After a crash the WAL may end in a torn record (a write that never completed): replay stops
+  // there, and the store holds a prefix of the batches written, which is what Engine promises.
+  // A record damaged in the middle is another matter: stopping there would silently roll back
+  // synced writes after it (a durable vote, say), so open fails with a corruption error instead.
+  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db.max_background_jobs = options.max_background_jobs;
   db.bytes_per_sync = kBytesPerSync;
   // Restart replays the WAL of every memtable not yet flushed. The meta space is written rarely

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "storage/test_util.h"
@@ -94,6 +96,68 @@ TEST_F(RocksDbEngineTest, ReopenKeepsSyncedData) {
   reopen();
   EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "hard_state"), "hs");
   EXPECT_EQ(get_or_absent(*engine_, Space::kLog, "00000001"), "entry");
+}
+
+// The newest WAL file of the database in `dir` (empty when there is none).
+std::filesystem::path newest_wal(const std::string& dir) {
+  std::filesystem::path newest;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".log" &&
+        (newest.empty() || entry.path().filename() > newest.filename())) {
+      newest = entry.path();
+    }
+  }
+  return newest;
+}
+
+// Flips one byte in the middle of the newest WAL file of `dir`; false when there is none.
+bool damage_wal_middle(const std::string& dir) {
+  const std::filesystem::path newest = newest_wal(dir);
+  if (newest.empty()) return false;
+  std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 4096) return false;
+  const std::streamoff middle = size / 2;
+  f.seekg(middle);
+  char byte = 0;
+  f.read(&byte, 1);
+  byte = static_cast<char>(~byte);
+  f.seekp(middle);
+  f.write(&byte, 1);
+  return f.good();
+}
+
+TEST_F(RocksDbEngineTest, WalDamagedInTheMiddleFailsOpenInsteadOfDroppingSyncedWrites) {
+  // Synced writes after the damage (a vote, say) must never be silently rolled back.
+  for (int i = 0; i < 200; ++i) {
+    WriteBatch batch;
+    batch.put(Space::kMeta, "k" + std::to_string(i), std::string(100, 'v'));
+    write(batch, /*sync=*/true);
+  }
+  engine_.reset();
+  ASSERT_TRUE(damage_wal_middle(dir_.path()));
+  auto reopened = RocksDbEngine::open(dir_.path(), RocksDbOptions{});
+  ASSERT_FALSE(reopened.ok()) << "opened on a prefix, dropping synced writes";
+  EXPECT_EQ(reopened.status().code(), Code::kCorruption) << reopened.status().to_string();
+}
+
+TEST_F(RocksDbEngineTest, WalTornAtItsTailOpensOnThePrefix) {
+  // A crash in the middle of the last write leaves a torn record: open replays up to it.
+  for (int i = 0; i < 50; ++i) {
+    WriteBatch batch;
+    batch.put(Space::kMeta, "k" + std::to_string(i), std::string(100, 'v'));
+    write(batch, /*sync=*/true);
+  }
+  engine_.reset();
+  const std::filesystem::path newest = newest_wal(dir_.path());
+  ASSERT_FALSE(newest.empty());
+  constexpr std::uintmax_t kTornBytes = 20;  // inside the last record (about 120 bytes)
+  std::filesystem::resize_file(newest, std::filesystem::file_size(newest) - kTornBytes);
+  open();
+  EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "k0"), std::string(100, 'v'));
+  EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "k48"), std::string(100, 'v'));
+  EXPECT_EQ(get_or_absent(*engine_, Space::kMeta, "k49"), "<absent>");
 }
 
 TEST_F(RocksDbEngineTest, DeleteRangeRemovesHalfOpenRange) {
