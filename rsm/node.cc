@@ -432,12 +432,9 @@ bool Node::has_work() const {
 }
 
 Status Node::process() {
-  issue_read_index();
-  while (raft_->has_ready()) {
-    raft::Ready rd = raft_->ready();
-    HERALD_RETURN_IF_ERROR(handle_ready(rd));
-  }
-  pump_streams();
+  do {
+    HERALD_RETURN_IF_ERROR(process_round());
+  } while (raft_->has_ready());
   return Status::ok_status();
 }
 

@@ -141,6 +141,13 @@ class NodeTest : public ::testing::Test {
     }
   }
 
+  // Starts three replicas and ticks until one leads; returns the leader (kNoNode on failure).
+  raft::NodeId start_three(const NodeConfig& base = {}) {
+    start(3, base);
+    tick_all(40);
+    return leader();
+  }
+
   raft::NodeId leader() {
     for (auto& r : replicas_) {
       if (r->node && r->node->status().role == raft::Role::kLeader) {
@@ -339,9 +346,7 @@ raftpb::Entry command_entry(std::uint64_t origin, std::uint64_t incarnation,
 }
 
 TEST_F(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
-  start(3);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId peer = lead == 1 ? 2 : 1;
   const raft::Index before = replica(lead).node->status().last_index;
@@ -370,9 +375,7 @@ TEST_F(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
 }
 
 TEST_F(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
-  start(3);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId follower = lead == 1 ? 2 : 1;
   const raft::Term term = replica(lead).node->status().term;
@@ -399,9 +402,7 @@ TEST_F(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
 }
 
 TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
-  start(3);
-  tick_all(40);
-  const raft::NodeId first = leader();
+  const raft::NodeId first = start_three();
   ASSERT_NE(first, raft::kNoNode);
   rsmpb::Command c;
   c.mutable_module()->set_name("wall");
@@ -442,9 +443,7 @@ TEST_F(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget
   base.clock = &clock;
   base.in_round_heartbeat_ms = 20;
   base.apply_budget_ms = 25;
-  start(3, base);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const raft::NodeId lead = start_three(base);
   ASSERT_NE(lead, raft::kNoNode);
   for (auto& r : replicas_) {
     r->wall.clock = &clock;

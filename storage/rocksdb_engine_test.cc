@@ -29,6 +29,14 @@ class RocksDbEngineTest : public ::testing::Test {
     engine_.reset();
     open();
   }
+  // Writes meta keys k0..k<count-1>, 100 bytes each, one synced batch per key.
+  void write_synced_values(int count) {
+    for (int i = 0; i < count; ++i) {
+      WriteBatch batch;
+      batch.put(Space::kMeta, "k" + std::to_string(i), std::string(100, 'v'));
+      write(batch, /*sync=*/true);
+    }
+  }
   void write(const WriteBatch& batch, bool sync = false) {
     const Status s = engine_->write(batch, sync);
     ASSERT_TRUE(s.ok()) << s.to_string();
@@ -130,11 +138,7 @@ bool damage_wal_middle(const std::string& dir) {
 
 TEST_F(RocksDbEngineTest, WalDamagedInTheMiddleFailsOpenInsteadOfDroppingSyncedWrites) {
   // Synced writes after the damage (a vote, say) must never be silently rolled back.
-  for (int i = 0; i < 200; ++i) {
-    WriteBatch batch;
-    batch.put(Space::kMeta, "k" + std::to_string(i), std::string(100, 'v'));
-    write(batch, /*sync=*/true);
-  }
+  write_synced_values(200);
   engine_.reset();
   ASSERT_TRUE(damage_wal_middle(dir_.path()));
   auto reopened = RocksDbEngine::open(dir_.path(), RocksDbOptions{});
@@ -144,11 +148,7 @@ TEST_F(RocksDbEngineTest, WalDamagedInTheMiddleFailsOpenInsteadOfDroppingSyncedW
 
 TEST_F(RocksDbEngineTest, WalTornAtItsTailOpensOnThePrefix) {
   // A crash in the middle of the last write leaves a torn record: open replays up to it.
-  for (int i = 0; i < 50; ++i) {
-    WriteBatch batch;
-    batch.put(Space::kMeta, "k" + std::to_string(i), std::string(100, 'v'));
-    write(batch, /*sync=*/true);
-  }
+  write_synced_values(50);
   engine_.reset();
   const std::filesystem::path newest = newest_wal(dir_.path());
   ASSERT_FALSE(newest.empty());
