@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -144,7 +145,26 @@ Result<std::unique_ptr<Cluster>> Cluster::create(std::size_t size) {
   }
   for (const int fd : held) ::close(fd);
   HERALD_RETURN_IF_ERROR(bound);
+  HERALD_RETURN_IF_ERROR(cluster->write_secret_file());
   return cluster;
+}
+
+// A fresh random secret for this cluster's peers, in a file only the owner may read.
+Status Cluster::write_secret_file() {
+  secret_file_ = root_ + "/cluster-secret";
+  std::random_device random;
+  std::string secret;
+  while (secret.size() < 2 * kSecretBytes) {
+    secret += fmt::format("{:08x}", random());
+  }
+  std::ofstream out(secret_file_);
+  out << secret << "\n";
+  out.close();
+  if (!out) return Status::io_error("cannot write " + secret_file_);
+  std::error_code ec;
+  fs::permissions(secret_file_, fs::perms::owner_read | fs::perms::owner_write, ec);
+  if (ec) return Status::io_error("cannot restrict " + secret_file_ + ": " + ec.message());
+  return Status::ok_status();
 }
 
 Cluster::~Cluster() {
@@ -193,6 +213,7 @@ Status Cluster::start(std::uint64_t id) {
                                 "--peers",        peers_spec(),
                                 "--admin-token",  kAdminToken,
                                 "--push-journal", n.push_journal};
+  args.insert(args.end(), {"--cluster-secret-file", secret_file_});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());

@@ -36,6 +36,8 @@ inline constexpr std::uint32_t kPollIntervalMs = 20;
 inline constexpr std::uint32_t kStopTimeoutMs = 10'000;
 // Nodes per test cluster, at most.
 inline constexpr std::size_t kMaxNodes = 7;
+// Random bytes behind each test cluster's secret (written as twice as many hex digits).
+inline constexpr std::size_t kSecretBytes = 32;
 
 // The herald binary the nodes run (from the test's command line or HERALD_BINARY).
 void set_herald_binary(std::string path);
@@ -101,10 +103,12 @@ class Cluster {
   Node& mutable_node(std::uint64_t id);
   // "1=127.0.0.1:p1,2=127.0.0.1:p2,..."
   [[nodiscard]] std::string peers_spec() const;
+  [[nodiscard]] Status write_secret_file();
   // The leader node `id` reports; 0 when none is known or the node does not answer.
   [[nodiscard]] std::uint64_t reported_leader(std::uint64_t id) const;
 
   std::string root_;
+  std::string secret_file_;  // the cluster secret every node is started with
   std::vector<Node> nodes_;  // nodes_[i].id == i + 1
 };
 
