@@ -278,7 +278,7 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
     if (t_.stopping_ || closed_) return;
     if (ec) {
       if (stage_ != Stage::kAuthenticated) {
-        reject("closed during the handshake: " + ec.message());
+        reject(closed_during_handshake(ec));
         return;
       }
       spdlog::debug("peer transport {}: inbound {} closed: {}", t_.config_.self_id, remote_,
@@ -304,7 +304,7 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
     if (t_.stopping_ || closed_) return;
     if (ec) {
       if (stage_ != Stage::kAuthenticated) {
-        reject("closed during the handshake: " + ec.message());
+        reject(closed_during_handshake(ec));
       } else {
         close();
       }
@@ -402,6 +402,18 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
     spdlog::info("peer transport {}: authenticated node {} from {}", t_.config_.self_id, peer_,
                  remote_);
     return true;
+  }
+
+  // Why the connection ended before the handshake completed. A caller that closes after the
+  // HelloReply most likely holds another secret (it found the reply's proof wrong).
+  [[nodiscard]] std::string closed_during_handshake(const error_code& ec) const {
+    if (stage_ == Stage::kAwaitProof) {
+      return fmt::format(
+          "node {} closed the connection in the handshake, after the HelloReply ({}): does it "
+          "hold another cluster secret?",
+          claimed_, ec.message());
+    }
+    return "closed during the handshake: " + ec.message();
   }
 
   [[nodiscard]] HandshakeTranscript transcript() const {
