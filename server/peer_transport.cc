@@ -439,10 +439,17 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
     return true;
   }
 
+  // Before the handshake completed anyone may be at the other end, so the warning is rate
+  // limited along with the failed handshakes; an authenticated peer's bad frame always shows.
   void bad_frame(const std::string& why) {
     t_.counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("peer transport {}: closing inbound {} (node {}): {}", t_.config_.self_id, remote_,
-                 peer_, why);
+    if (stage_ == Stage::kAuthenticated) {
+      spdlog::warn("peer transport {}: closing inbound {} (node {}): {}", t_.config_.self_id,
+                   remote_, peer_, why);
+    } else {
+      t_.handshake_warnings_.warn("peer transport {}: closing unauthenticated inbound {}: {}",
+                                  t_.config_.self_id, remote_, why);
+    }
     close();
   }
 
