@@ -1,6 +1,7 @@
 // herald: the single binary. Subcommands:
 //   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
-//                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--demo]
+//                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
+//                [--insecure-peers] [--demo]
 //   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
@@ -50,6 +51,11 @@ int main(int argc, char** argv) {
                     "Record push notifications to this file, one JSON object per line");
   serve->add_option("--email-journal", serve_flags.email_journal,
                     "Record escalation emails to this file, one JSON object per line");
+  serve->add_option("--cluster-secret-file", serve_flags.cluster_secret_file,
+                    "File holding the secret peers prove to each other; needed with several "
+                    "nodes (also HERALD_CLUSTER_SECRET_FILE)");
+  serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
+                  "Run several nodes without a cluster secret: peers are not authenticated");
   serve->add_flag("--demo", serve_flags.demo,
                   "Drive demo traffic (users alice, bob, carol) against this single node");
 

@@ -44,6 +44,11 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   if (flags.admin_token) config.admin_token = *flags.admin_token;
   if (flags.push_journal) config.push_journal = *flags.push_journal;
   if (flags.email_journal) config.email_journal = *flags.email_journal;
+  if (const char* file = std::getenv("HERALD_CLUSTER_SECRET_FILE"); file != nullptr) {
+    config.cluster_secret_file = file;
+  }
+  if (flags.cluster_secret_file) config.cluster_secret_file = *flags.cluster_secret_file;
+  if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.peers) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*flags.peers));
   }
@@ -64,8 +69,31 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   o.cluster_name = config.cluster;
   o.peer_listen = config.peer;
   o.peers = config.peers;
+  o.insecure_peers = config.insecure_peers;
   o.tick_ms = config.tick_ms;
   return o;
+}
+
+// The cluster secret, read from its file; empty when none is configured (a single node, or
+// --insecure-peers, which finalize() allows only that way). Logs what the peers will rely on.
+Result<std::string> cluster_secret(const ServeConfig& config) {
+  if (config.cluster_secret_file.empty()) {
+    if (config.insecure_peers) {
+      spdlog::warn(
+          "--insecure-peers: peer connections are not authenticated; anyone who can "
+          "reach the peer port can act as a node of this cluster");
+    }
+    return std::string();
+  }
+  HERALD_ASSIGN_OR_RETURN(ClusterSecret secret, load_cluster_secret(config.cluster_secret_file));
+  if (secret.readable_by_others) {
+    spdlog::warn(
+        "cluster secret file {} is readable by other users than its owner; "
+        "chmod 600 it",
+        config.cluster_secret_file);
+  }
+  spdlog::info("peers authenticate with the cluster secret in {}", config.cluster_secret_file);
+  return std::move(secret.bytes);
 }
 
 // The client WebSocket endpoint (docs/protocol.md).
@@ -136,7 +164,13 @@ int run_serve(const ServeFlags& flags) {
     spdlog::critical("cannot open a provider journal: {}", providers.status().to_string());
     return kExitConfig;
   }
+  auto secret = cluster_secret(*config);
+  if (!secret.ok()) {
+    spdlog::critical("cannot load the cluster secret: {}", secret.status().to_string());
+    return kExitConfig;
+  }
   server::NodeHostOptions options = host_options(*config);
+  options.cluster_secret = *std::move(secret);
   options.push = providers->push.get();
   options.email = providers->email.get();
   auto host = server::NodeHost::start(options);

@@ -25,6 +25,9 @@ struct ServeFlags {
   std::optional<std::string> admin_token;
   std::optional<std::string> push_journal;
   std::optional<std::string> email_journal;
+  std::optional<std::string> cluster_secret_file;
+  // Let a cluster of several nodes run without a cluster secret (peers not authenticated).
+  bool insecure_peers = false;
   // Run demo traffic against the node (app/demo.h); generates an admin token and journals in the
   // data directory when none are configured. Single node only.
   bool demo = false;

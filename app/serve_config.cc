@@ -4,7 +4,10 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <filesystem>
 #include <fstream>
+
+#include "server/peer_auth.h"
 
 namespace herald::app {
 
@@ -74,6 +77,8 @@ Status load_toml(const std::string& path, ServeConfig& config) {
   read_value(table, "email_journal", config.email_journal);
   read_value(table, "election_ticks", config.election_ticks);
   read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
+  read_value(table, "cluster_secret_file", config.cluster_secret_file);
+  read_value(table, "insecure_peers", config.insecure_peers);
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {
@@ -101,11 +106,53 @@ Status finalize(ServeConfig& config) {
     return Status::invalid_argument(
         fmt::format("--peers does not list this node's id {}", config.id));
   }
+  if (config.peers.size() > 1 && config.cluster_secret_file.empty() && !config.insecure_peers) {
+    return Status::invalid_argument(fmt::format(
+        "a cluster of {} nodes needs a cluster secret so that peers authenticate each other: "
+        "give --cluster-secret-file FILE (or HERALD_CLUSTER_SECRET_FILE); --insecure-peers runs "
+        "without one, unauthenticated (see docs/operations.md)",
+        config.peers.size()));
+  }
+  if (!config.cluster_secret_file.empty() && config.insecure_peers) {
+    return Status::invalid_argument(
+        "--insecure-peers and a cluster secret file exclude each other: drop one");
+  }
   if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
       config.election_ticks <= config.heartbeat_ticks) {
     return Status::invalid_argument("need tick_ms > 0 and 0 < heartbeat_ticks < election_ticks");
   }
   return Status::ok_status();
+}
+
+Result<ClusterSecret> load_cluster_secret(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) {
+    return Status::not_found(fmt::format("cluster secret file {} cannot be read", path));
+  }
+  std::string bytes;
+  bytes.resize(kMaxClusterSecretFileBytes + 1);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<std::size_t>(in.gcount()));
+  if (bytes.size() > kMaxClusterSecretFileBytes) {
+    return Status::invalid_argument(fmt::format("cluster secret file {} is larger than {} bytes",
+                                                path, kMaxClusterSecretFileBytes));
+  }
+  while (!bytes.empty() && (bytes.back() == '\n' || bytes.back() == '\r' || bytes.back() == ' ' ||
+                            bytes.back() == '\t')) {
+    bytes.pop_back();
+  }
+  if (const Status s = server::check_cluster_secret(bytes); !s.ok()) {
+    return Status::invalid_argument(fmt::format(
+        "cluster secret file {}: {} (generate one with `head -c 32 /dev/urandom | base64`)", path,
+        s.message()));
+  }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::perms perms = fs::status(path, ec).permissions();
+  ClusterSecret secret{.bytes = std::move(bytes)};
+  secret.readable_by_others =
+      !ec && (perms & (fs::perms::group_read | fs::perms::others_read)) != fs::perms::none;
+  return secret;
 }
 
 }  // namespace herald::app

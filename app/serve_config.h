@@ -14,9 +14,12 @@
 //   admin_token = "..."            # the messaging admin API's credential; empty disables it
 //   push_journal = "push.jsonl"    # record push notifications as JSON lines (no APNs/FCM yet)
 //   email_journal = "email.jsonl"  # record escalation emails as JSON lines
+//   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
+//   insecure_peers = false         # true: several nodes without a secret (not authenticated)
 // Flags given on the command line override the file.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -39,13 +42,33 @@ struct ServeConfig {
   std::string admin_token;    // empty: the admin API answers 403
   std::string push_journal;   // empty: pushes are kept in memory only
   std::string email_journal;  // empty: emails are kept in memory only
+  // The file holding the cluster secret (docs/operations.md). Required with more than one voter
+  // unless insecure_peers; a single node needs none.
+  std::string cluster_secret_file;
+  bool insecure_peers = false;
+};
+
+// The cluster secret read from its file, and whether the file's mode lets others than its owner
+// read it (worth a warning, not a refusal).
+struct ClusterSecret {
+  std::string bytes;
+  bool readable_by_others = false;
 };
 
 // Parses "1=host:port,2=host:port". kInvalidArgument names the offending item.
 [[nodiscard]] Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec);
 // Loads a TOML file over `config`. kInvalidArgument / kNotFound with the file's error.
 [[nodiscard]] Status load_toml(const std::string& path, ServeConfig& config);
-// Checks the combination (id among peers, sane timings). Fills peers for a single node.
+// Checks the combination (id among peers, sane timings, a secret file or insecure_peers with
+// more than one voter, not both). Fills peers for a single node.
 [[nodiscard]] Status finalize(ServeConfig& config);
+// Reads the secret from `path`: the file's bytes, without trailing whitespace (so that a line
+// written by `base64` works). Errors: kNotFound when the file cannot be read; kInvalidArgument,
+// naming the file, when it is larger than kMaxClusterSecretFileBytes or the secret is shorter
+// than server::kMinClusterSecretBytes.
+[[nodiscard]] Result<ClusterSecret> load_cluster_secret(const std::string& path);
+
+// A secret file larger than this is refused (it is not a secret file).
+inline constexpr std::size_t kMaxClusterSecretFileBytes = 4096;
 
 }  // namespace herald::app

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <string>
+
+#include "server/peer_auth.h"
 
 namespace herald::app {
 namespace {
@@ -43,6 +47,7 @@ TEST(ServeConfigTest, LoadsTomlFile) {
   {
     std::ofstream out(path);
     out << "id = 2\ndata = \"/var/lib/herald\"\nclient = \"127.0.0.1:9000\"\n"
+        << "cluster_secret_file = \"/etc/herald/cluster-secret\"\n"
         << "[peers]\n1 = \"127.0.0.1:9101\"\n2 = \"127.0.0.1:9102\"\n";
   }
   ServeConfig config;
@@ -50,6 +55,7 @@ TEST(ServeConfigTest, LoadsTomlFile) {
   EXPECT_EQ(config.id, 2U);
   EXPECT_EQ(config.data_dir, "/var/lib/herald");
   EXPECT_EQ(config.peers.size(), 2U);
+  EXPECT_EQ(config.cluster_secret_file, "/etc/herald/cluster-secret");
   ASSERT_TRUE(finalize(config).ok());
   std::remove(path.c_str());
 }
@@ -66,6 +72,82 @@ TEST(ServeConfigTest, BrokenTomlGivesClearError) {
   EXPECT_NE(s.message().find(path), std::string::npos);
   std::remove(path.c_str());
   EXPECT_EQ(load_toml("/nonexistent/herald.toml", config).code(), Code::kNotFound);
+}
+
+TEST(ServeConfigTest, SeveralNodesNeedASecretFileOrInsecurePeers) {
+  ServeConfig config;
+  config.peers = {{1, "a:1"}, {2, "b:2"}, {3, "c:3"}};
+  const Status refused = finalize(config);
+  EXPECT_EQ(refused.code(), Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("--cluster-secret-file"), std::string::npos);
+  config.insecure_peers = true;
+  EXPECT_TRUE(finalize(config).ok());
+  config.insecure_peers = false;
+  config.cluster_secret_file = "/etc/herald/cluster-secret";
+  EXPECT_TRUE(finalize(config).ok());
+}
+
+TEST(ServeConfigTest, SecretFileAndInsecurePeersExcludeEachOther) {
+  ServeConfig config;
+  config.peers = {{1, "a:1"}, {2, "b:2"}};
+  config.cluster_secret_file = "/etc/herald/cluster-secret";
+  config.insecure_peers = true;
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
+TEST(ServeConfigTest, SingleNodeNeedsNoSecret) {
+  ServeConfig config;
+  config.peers = {{1, "a:1"}};
+  EXPECT_TRUE(finalize(config).ok());
+}
+
+// Writes `contents` to a fresh file with mode `perms`; returns its path.
+std::string write_secret_file(const std::string& name, const std::string& contents,
+                              std::filesystem::perms perms) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << contents;
+  }
+  std::filesystem::permissions(path, perms);
+  return path;
+}
+
+TEST(ServeConfigTest, SecretFileLosesTrailingWhitespaceOnly) {
+  using std::filesystem::perms;
+  const std::string secret(server::kMinClusterSecretBytes, 'q');
+  const std::string path = write_secret_file("herald-secret-ok", " " + secret + "\n",
+                                             perms::owner_read | perms::owner_write);
+  Result<ClusterSecret> loaded = load_cluster_secret(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  EXPECT_EQ(loaded->bytes, " " + secret);
+  EXPECT_FALSE(loaded->readable_by_others);
+  std::remove(path.c_str());
+}
+
+TEST(ServeConfigTest, ShortSecretIsAClearError) {
+  using std::filesystem::perms;
+  // The newline does not count towards the length.
+  const std::string path = write_secret_file(
+      "herald-secret-short", std::string(server::kMinClusterSecretBytes - 1, 'q') + "\n",
+      perms::owner_read | perms::owner_write);
+  const Status s = load_cluster_secret(path).status();
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find(path), std::string::npos);
+  EXPECT_NE(s.message().find("at least"), std::string::npos);
+  std::remove(path.c_str());
+  EXPECT_EQ(load_cluster_secret("/nonexistent/herald-secret").status().code(), Code::kNotFound);
+}
+
+TEST(ServeConfigTest, SecretFileReadableByOthersIsFlagged) {
+  using std::filesystem::perms;
+  const std::string path =
+      write_secret_file("herald-secret-loose", std::string(server::kMinClusterSecretBytes, 'q'),
+                        perms::owner_read | perms::owner_write | perms::others_read);
+  Result<ClusterSecret> loaded = load_cluster_secret(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  EXPECT_TRUE(loaded->readable_by_others);
+  std::remove(path.c_str());
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 """Shared pieces of Herald's Python benchmark helpers (standard library only)."""
 
+import base64
 import datetime
 import http.client
+import os
 import re
 import sys
 
@@ -16,6 +18,16 @@ def make_logger(tag):
     def log(msg):
         print(f"[{tag}] {msg}", file=sys.stderr, flush=True)
     return log
+
+
+def write_cluster_secret(directory):
+    """Writes a fresh cluster secret (32 random bytes, base64) to directory/cluster-secret,
+    readable only by its owner, and returns the path for `herald serve --cluster-secret-file`."""
+    path = os.path.join(directory, "cluster-secret")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return path
 
 
 def request(port, method, path, body=None, timeout=2.0):

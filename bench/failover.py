@@ -358,8 +358,10 @@ def main():
     if len(cports) != 3 or len(pports) != 3:
         sys.exit("need three client and three peer ports")
     peers = ",".join(f"{i + 1}={HOST}:{p}" for i, p in enumerate(pports))
+    serve_args = ["--cluster-secret-file",
+                  benchlib.write_cluster_secret(args.work_dir)] + args.serve_arg
     nodes = [Node(i + 1, args.binary, os.path.join(args.work_dir, f"n{i + 1}"), cports[i],
-                  pports[i], peers, os.path.join(args.work_dir, f"n{i + 1}.log"), args.serve_arg)
+                  pports[i], peers, os.path.join(args.work_dir, f"n{i + 1}.log"), serve_args)
              for i in range(3)]
     writers = None
     try:

@@ -220,14 +220,15 @@ herald_peers() {
 start_herald_cluster() {
   [[ -x "$HERALD_BIN" ]] || die "Herald binary $HERALD_BIN missing: build it first"
   require_free_ports "${HERALD_CLIENT_PORTS[@]}" "${HERALD_PEER_PORTS[@]}"
-  local i peers
+  local i peers secret="$WORK_DIR/cluster-secret"
   peers="$(herald_peers)"
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$secret")
   for i in 0 1 2; do
     local id=$((i + 1))
     mkdir -p "$WORK_DIR/herald-$id"
     "$HERALD_BIN" serve --id "$id" --data "$WORK_DIR/herald-$id" \
       --client "$HOST:${HERALD_CLIENT_PORTS[i]}" --peer "$HOST:${HERALD_PEER_PORTS[i]}" \
-      --peers "$peers" >"$WORK_DIR/herald-$id.log" 2>&1 &
+      --peers "$peers" --cluster-secret-file "$secret" >"$WORK_DIR/herald-$id.log" 2>&1 &
     PIDS+=("$!")
   done
 }

@@ -41,6 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 HOST = "127.0.0.1"
 SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 
+sys.path.insert(0, SCRIPT_DIR)
+import benchlib  # noqa: E402  (the helper beside this script)
+
 
 def log(msg):
     print(f"[workflow] {msg}", file=sys.stderr, flush=True)
@@ -82,6 +85,7 @@ class HeraldCluster:
 
     def start(self):
         peers = ",".join(f"{i + 1}={HOST}:{p}" for i, p in enumerate(self.peer_ports))
+        secret = benchlib.write_cluster_secret(self.args.work_dir)
         for i in range(self.size):
             data = os.path.join(self.args.work_dir, f"herald{self.size}-n{i + 1}")
             os.makedirs(data, exist_ok=True)
@@ -89,7 +93,8 @@ class HeraldCluster:
             p = subprocess.Popen(
                 [self.args.binary, "serve", "--id", str(i + 1), "--data", data,
                  "--client", f"{HOST}:{self.client_ports[i]}",
-                 "--peer", f"{HOST}:{self.peer_ports[i]}", "--peers", peers],
+                 "--peer", f"{HOST}:{self.peer_ports[i]}", "--peers", peers,
+                 "--cluster-secret-file", secret],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             out.close()
             with open(os.path.join(self.args.work_dir, f"herald{self.size}-n{i + 1}.pid"), "w") as f:

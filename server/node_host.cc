@@ -221,6 +221,8 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
   tc.self_id = options.node.id;
   tc.cluster = options.cluster_name;
   tc.listen = options.peer_listen;
+  tc.cluster_secret = options.cluster_secret;
+  tc.insecure_peers = options.insecure_peers;
   for (const auto& [id, address] : options.peers) {
     if (id != options.node.id) {
       tc.peers.emplace(id, address);

@@ -36,6 +36,10 @@ struct NodeHostOptions {
   std::string cluster_name = "herald";
   std::string peer_listen;                    // host:port
   std::map<raft::NodeId, std::string> peers;  // every voter's peer address, self included
+  // The secret peers prove to each other (PeerTransportConfig::cluster_secret); required with
+  // more than one voter unless insecure_peers.
+  std::string cluster_secret;
+  bool insecure_peers = false;
   int tick_ms = kDefaultTickMs;
   // Where the leader sends push notifications and escalation emails (borrowed; must outlive the
   // host). Null: a recording provider that only keeps the calls in memory.

@@ -1,5 +1,6 @@
 #include "server/peer_transport.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -26,6 +28,7 @@
 #include "base/random.h"
 #include "server/endpoint.h"
 #include "server/listener.h"
+#include "server/peer_auth.h"
 
 namespace herald::server {
 
@@ -72,12 +75,67 @@ std::uint32_t reconnect_delay_ms(unsigned attempt, Rng& rng) {
   return static_cast<std::uint32_t>(rng.uniform(cap + 1));
 }
 
+// A body that only the handshake may carry.
+bool is_handshake(const rsmpb::PeerEnvelope& envelope) {
+  return envelope.has_hello() || envelope.has_hello_reply() || envelope.has_hello_proof();
+}
+
+// Returns why `envelope`, received on a connection authenticated as `peer` by node `self`,
+// speaks for another node than `peer` or to another node than `self`; empty when it does not.
+// The ids inside the body (a raft message, the raft message closing a snapshot stream, a
+// report) must agree with the envelope's.
+std::string impersonation(const rsmpb::PeerEnvelope& envelope, NodeId peer, NodeId self) {
+  const auto mismatch = [&](std::string_view where, NodeId from, NodeId to) -> std::string {
+    if (from != peer) return fmt::format("{} claims sender {}", where, from);
+    if (to != self) return fmt::format("{} is addressed to node {}", where, to);
+    return {};
+  };
+  std::string why = mismatch("envelope", envelope.from(), envelope.to());
+  if (why.empty() && envelope.has_raft()) {
+    why = mismatch("raft message", envelope.raft().from(), envelope.raft().to());
+  }
+  if (why.empty() && envelope.has_chunk() && envelope.chunk().has_snap_message()) {
+    const raftpb::Message& snap = envelope.chunk().snap_message();
+    why = mismatch("snapshot message", snap.from(), snap.to());
+  }
+  if (why.empty() && envelope.has_report() && envelope.report().id() != peer) {
+    why = fmt::format("report claims node {}", envelope.report().id());
+  }
+  return why;
+}
+
+// At most one warning per kWarnIntervalMs for one kind of event; the next warning let through
+// says how many were held back. io thread only.
+class WarnLimiter {
+ public:
+  template <typename... Args>
+  void warn(fmt::format_string<Args...> format, Args&&... args) {
+    const auto now = std::chrono::steady_clock::now();
+    if (last_ && now - *last_ < milliseconds(kWarnIntervalMs)) {
+      ++held_back_;
+      return;
+    }
+    last_ = now;
+    const std::string message = fmt::format(format, std::forward<Args>(args)...);
+    if (const std::uint64_t held_back = std::exchange(held_back_, 0); held_back > 0) {
+      spdlog::warn("{} ({} more like it in the last {} ms)", message, held_back, kWarnIntervalMs);
+    } else {
+      spdlog::warn("{}", message);
+    }
+  }
+
+ private:
+  std::optional<std::chrono::steady_clock::time_point> last_;
+  std::uint64_t held_back_ = 0;
+};
+
 struct AtomicCounters {
   std::atomic<std::uint64_t> frames_sent{0};
   std::atomic<std::uint64_t> frames_received{0};
   std::atomic<std::uint64_t> frames_dropped{0};
   std::atomic<std::uint64_t> bad_frames{0};
   std::atomic<std::uint64_t> rejected_hellos{0};
+  std::atomic<std::uint64_t> forged_frames{0};
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> connections_accepted{0};
 };
@@ -97,7 +155,7 @@ class TcpPeerTransport::Impl {
 
  private:
   class Inbound;
-  enum class LinkState { kIdle, kConnecting, kConnected, kBackoff };
+  enum class LinkState { kIdle, kConnecting, kHandshaking, kConnected, kBackoff };
 
   // The outbound link to one peer. The queue fields are guarded by Impl::mu_; everything else is
   // touched only on the io thread. `generation` changes whenever a connection is dropped, so that
@@ -106,7 +164,6 @@ class TcpPeerTransport::Impl {
     Outbound(asio::io_context& io, NodeId peer_id, std::string peer_address)
         : id(peer_id), address(std::move(peer_address)), socket(io), resolver(io), timer(io) {}
     const NodeId id;
-    std::string hello_frame;  // built by the constructor of Impl
     // Guarded by mu_.
     std::string address;  // "host:port"
     std::deque<std::string> queue;
@@ -117,7 +174,12 @@ class TcpPeerTransport::Impl {
     LinkState state = LinkState::kIdle;
     std::uint64_t generation = 0;
     unsigned failed_attempts = 0;
-    bool hello_pending = false;
+    std::string hello_frame;     // this connection's Hello
+    std::string caller_nonce;    // the nonce in hello_frame
+    std::string proof_frame;     // this connection's HelloProof, written first once connected
+    bool proof_pending = false;  // proof_frame is still to be written
+    std::array<char, kFrameHeaderBytes> reply_header{};
+    std::string reply_payload;
     bool writing = false;
     std::vector<std::string> in_flight;
     tcp::socket socket;
@@ -130,11 +192,24 @@ class TcpPeerTransport::Impl {
   void flush(Outbound& peer);
   void connect(Outbound& peer);
   void on_connected(Outbound& peer, std::uint64_t generation, const error_code& ec);
+  void read_reply(Outbound& peer);
+  void on_reply(Outbound& peer, std::uint64_t generation, const error_code& ec);
+  [[nodiscard]] Status check_reply(const Outbound& peer, const rsmpb::PeerEnvelope& envelope) const;
+  void handshake_failed(Outbound& peer, std::string_view reason);
   void watch_for_close(Outbound& peer);
   void on_written(Outbound& peer, std::uint64_t generation, const error_code& ec);
   void drop_connection(Outbound& peer, std::string_view reason);
   void accept();
   void shutdown_all();
+  [[nodiscard]] HandshakeTranscript transcript(NodeId caller, NodeId acceptor,
+                                               std::string_view caller_nonce,
+                                               std::string_view acceptor_nonce) const {
+    return {.cluster = config_.cluster,
+            .caller = caller,
+            .acceptor = acceptor,
+            .caller_nonce = caller_nonce,
+            .acceptor_nonce = acceptor_nonce};
+  }
 
   const PeerTransportConfig config_;
   const InboundHandler on_inbound_;
@@ -147,6 +222,8 @@ class TcpPeerTransport::Impl {
   std::uint64_t next_inbound_id_ = 0;                        // io thread only
   Rng rng_;                                                  // io thread only
   bool stopping_ = false;                                    // io thread only
+  WarnLimiter handshake_warnings_;                           // io thread only
+  WarnLimiter forgery_warnings_;                             // io thread only
   mutable std::mutex mu_;
   std::atomic<bool> running_{false};
   std::thread thread_;
@@ -154,8 +231,9 @@ class TcpPeerTransport::Impl {
   AtomicCounters counters_;
 };
 
-// One accepted connection: reads frames until an error, a bad frame or shutdown. Lives as long
-// as an operation of its own is pending; Impl::inbound_ only observes it.
+// One accepted connection: runs the acceptor's side of the handshake, then reads frames until an
+// error, a bad frame or shutdown. Lives as long as an operation of its own is pending;
+// Impl::inbound_ only observes it.
 class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbound> {
  public:
   Inbound(Impl& transport, tcp::socket socket, std::uint64_t id)
@@ -166,15 +244,19 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   }
 
   void start() {
-    hello_timer_.expires_after(milliseconds(kHelloTimeoutMs));
+    hello_timer_.expires_after(milliseconds(t_.config_.handshake_timeout_ms));
     hello_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
-      if (ec || self->t_.stopping_ || self->peer_ != raft::kNoNode) return;
-      self->reject("no Hello within the timeout");
+      if (ec || self->t_.stopping_ || self->closed_ || self->stage_ == Stage::kAuthenticated) {
+        return;
+      }
+      self->reject(
+          fmt::format("no complete handshake within {} ms", self->t_.config_.handshake_timeout_ms));
     });
     read_header();
   }
 
   void close() {
+    closed_ = true;
     error_code ignored;
     socket_.close(ignored);
     hello_timer_.cancel();
@@ -182,6 +264,9 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   }
 
  private:
+  // Hello expected, then HelloProof, then any other envelope.
+  enum class Stage { kAwaitHello, kAwaitProof, kAuthenticated };
+
   void read_header() {
     asio::async_read(socket_, asio::buffer(header_),
                      [self = shared_from_this()](const error_code& ec, std::size_t /*bytes*/) {
@@ -190,15 +275,21 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   }
 
   void on_header(const error_code& ec) {
-    if (t_.stopping_) return;
+    if (t_.stopping_ || closed_) return;
     if (ec) {
+      if (stage_ != Stage::kAuthenticated) {
+        reject(closed_during_handshake(ec));
+        return;
+      }
       spdlog::debug("peer transport {}: inbound {} closed: {}", t_.config_.self_id, remote_,
                     ec.message());
       close();
       return;
     }
     const std::uint32_t length = get_fixed32_be(std::string_view(header_.data(), 4));
-    if (length > kMaxFrameBytes) {
+    const std::uint32_t max_length =
+        stage_ == Stage::kAuthenticated ? kMaxFrameBytes : kMaxHandshakeFrameBytes;
+    if (length > max_length) {
       bad_frame("oversize frame of " + std::to_string(length) + " bytes");
       return;
     }
@@ -210,9 +301,13 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   }
 
   void on_payload(const error_code& ec) {
-    if (t_.stopping_) return;
+    if (t_.stopping_ || closed_) return;
     if (ec) {
-      close();
+      if (stage_ != Stage::kAuthenticated) {
+        reject(closed_during_handshake(ec));
+      } else {
+        close();
+      }
       return;
     }
     if (crc32c(payload_) != get_fixed32_be(std::string_view(header_.data() + 4, 4))) {
@@ -227,14 +322,19 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
     if (payload_.capacity() > kRetainedPayloadBytes) {
       std::string().swap(payload_);
     }
-    if (peer_ == raft::kNoNode ? !accept_hello(envelope) : !deliver(std::move(envelope))) {
-      return;
+    bool keep_reading = false;
+    switch (stage_) {
+      case Stage::kAwaitHello: keep_reading = accept_hello(envelope); break;
+      case Stage::kAwaitProof: keep_reading = accept_proof(envelope); break;
+      case Stage::kAuthenticated: keep_reading = deliver(std::move(envelope)); break;
     }
-    read_header();
+    if (keep_reading) {
+      read_header();
+    }
   }
 
   // Returns false (having closed the connection) unless `envelope` is a Hello from a known peer
-  // of this cluster.
+  // of this cluster, addressed to this node; then answers with a HelloReply.
   bool accept_hello(const rsmpb::PeerEnvelope& envelope) {
     if (!envelope.has_hello()) {
       reject("first frame is not a Hello");
@@ -249,36 +349,114 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
       reject("Hello from unknown node " + std::to_string(hello.from()));
       return false;
     }
-    peer_ = hello.from();
-    hello_timer_.cancel();
-    spdlog::info("peer transport {}: accepted node {} from {}", t_.config_.self_id, peer_, remote_);
+    if (envelope.from() != hello.from() || envelope.to() != t_.config_.self_id) {
+      reject(fmt::format("Hello of node {} sent from {} to {}", hello.from(), envelope.from(),
+                         envelope.to()));
+      return false;
+    }
+    if (hello.nonce().size() != kHandshakeNonceBytes) {
+      reject(fmt::format("Hello of node {} carries a nonce of {} bytes", hello.from(),
+                         hello.nonce().size()));
+      return false;
+    }
+    Result<std::string> nonce = make_handshake_nonce();
+    if (!nonce.ok()) {
+      reject(nonce.status().to_string());
+      return false;
+    }
+    claimed_ = hello.from();
+    caller_nonce_ = hello.nonce();
+    acceptor_nonce_ = *std::move(nonce);
+    rsmpb::PeerEnvelope reply;
+    reply.set_from(t_.config_.self_id);
+    reply.set_to(claimed_);
+    rsmpb::HelloReply* body = reply.mutable_hello_reply();
+    body->set_from(t_.config_.self_id);
+    body->set_nonce(acceptor_nonce_);
+    body->set_proof(
+        handshake_proof(HandshakeRole::kAcceptor, t_.config_.cluster_secret, transcript()));
+    reply_frame_ = encode_frame(reply);
+    stage_ = Stage::kAwaitProof;
+    // A failed write shows up as a failed read too, which closes the connection.
+    asio::async_write(socket_, asio::buffer(reply_frame_),
+                      [self = shared_from_this()](const error_code& /*ec*/, std::size_t /*n*/) {});
     return true;
   }
 
-  // Returns false (having closed the connection) when `envelope` breaks the protocol.
-  bool deliver(rsmpb::PeerEnvelope&& envelope) {
-    const bool has_body = envelope.body_case() != rsmpb::PeerEnvelope::BODY_NOT_SET;
-    if (envelope.from() != peer_ || envelope.to() != t_.config_.self_id || !has_body ||
-        envelope.has_hello()) {
-      bad_frame("envelope out of protocol (from " + std::to_string(envelope.from()) + " to " +
-                std::to_string(envelope.to()) + ")");
+  // Returns false (having closed the connection) unless `envelope` is the caller's HelloProof and
+  // the proof checks; then the connection is authenticated as the node of the Hello.
+  bool accept_proof(const rsmpb::PeerEnvelope& envelope) {
+    if (!envelope.has_hello_proof()) {
+      reject(fmt::format("node {} sent another frame than its HelloProof", claimed_));
       return false;
+    }
+    const std::string expected =
+        handshake_proof(HandshakeRole::kCaller, t_.config_.cluster_secret, transcript());
+    if (!proof_matches(expected, envelope.hello_proof().proof())) {
+      reject(fmt::format("node {} failed to prove the cluster secret", claimed_));
+      return false;
+    }
+    peer_ = claimed_;
+    stage_ = Stage::kAuthenticated;
+    hello_timer_.cancel();
+    spdlog::info("peer transport {}: authenticated node {} from {}", t_.config_.self_id, peer_,
+                 remote_);
+    return true;
+  }
+
+  // Why the connection ended before the handshake completed. A caller that closes after the
+  // HelloReply most likely holds another secret (it found the reply's proof wrong).
+  [[nodiscard]] std::string closed_during_handshake(const error_code& ec) const {
+    if (stage_ == Stage::kAwaitProof) {
+      return fmt::format(
+          "node {} closed the connection in the handshake, after the HelloReply ({}): does it "
+          "hold another cluster secret?",
+          claimed_, ec.message());
+    }
+    return "closed during the handshake: " + ec.message();
+  }
+
+  [[nodiscard]] HandshakeTranscript transcript() const {
+    return t_.transcript(claimed_, t_.config_.self_id, caller_nonce_, acceptor_nonce_);
+  }
+
+  // Returns false (having closed the connection) when `envelope` breaks the protocol. An
+  // envelope that speaks for another node is dropped, but the connection is kept: the peer did
+  // authenticate, and closing would only make it reconnect.
+  bool deliver(rsmpb::PeerEnvelope&& envelope) {
+    if (envelope.body_case() == rsmpb::PeerEnvelope::BODY_NOT_SET || is_handshake(envelope)) {
+      bad_frame("envelope without a body, or a handshake message after the handshake");
+      return false;
+    }
+    if (const std::string why = impersonation(envelope, peer_, t_.config_.self_id); !why.empty()) {
+      t_.counters_.forged_frames.fetch_add(1, std::memory_order_relaxed);
+      t_.forgery_warnings_.warn("peer transport {}: dropped a frame of node {} from {}: {}",
+                                t_.config_.self_id, peer_, remote_, why);
+      return true;
     }
     t_.counters_.frames_received.fetch_add(1, std::memory_order_relaxed);
     t_.on_inbound_(std::move(envelope));
     return true;
   }
 
+  // Before the handshake completed anyone may be at the other end, so the warning is rate
+  // limited along with the failed handshakes; an authenticated peer's bad frame always shows.
   void bad_frame(const std::string& why) {
     t_.counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("peer transport {}: closing inbound {} (node {}): {}", t_.config_.self_id, remote_,
-                 peer_, why);
+    if (stage_ == Stage::kAuthenticated) {
+      spdlog::warn("peer transport {}: closing inbound {} (node {}): {}", t_.config_.self_id,
+                   remote_, peer_, why);
+    } else {
+      t_.handshake_warnings_.warn("peer transport {}: closing unauthenticated inbound {}: {}",
+                                  t_.config_.self_id, remote_, why);
+    }
     close();
   }
 
   void reject(const std::string& why) {
     t_.counters_.rejected_hellos.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("peer transport {}: rejecting inbound {}: {}", t_.config_.self_id, remote_, why);
+    t_.handshake_warnings_.warn("peer transport {}: rejecting inbound {}: {}", t_.config_.self_id,
+                                remote_, why);
     close();
   }
 
@@ -289,7 +467,13 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   std::string remote_;
   std::array<char, kFrameHeaderBytes> header_{};
   std::string payload_;
-  NodeId peer_ = raft::kNoNode;  // set by a valid Hello
+  Stage stage_ = Stage::kAwaitHello;
+  bool closed_ = false;
+  NodeId claimed_ = raft::kNoNode;  // the id the Hello named, not yet proven
+  std::string caller_nonce_;
+  std::string acceptor_nonce_;
+  std::string reply_frame_;      // the HelloReply, kept alive while it is written
+  NodeId peer_ = raft::kNoNode;  // set once the caller's proof checked
 };
 
 TcpPeerTransport::Impl::Impl(PeerTransportConfig config, InboundHandler on_inbound)
@@ -303,14 +487,7 @@ TcpPeerTransport::Impl::Impl(PeerTransportConfig config, InboundHandler on_inbou
   HERALD_ASSERT(!config_.peers.contains(config_.self_id), "peers must not include self");
   HERALD_ASSERT(on_inbound_ != nullptr, "peer transport needs an inbound handler");
   for (const auto& [id, address] : config_.peers) {
-    auto peer = std::make_unique<Outbound>(io_, id, address);
-    rsmpb::PeerEnvelope hello;
-    hello.set_from(config_.self_id);
-    hello.set_to(id);
-    hello.mutable_hello()->set_from(config_.self_id);
-    hello.mutable_hello()->set_cluster(config_.cluster);
-    peer->hello_frame = encode_frame(hello);
-    outbound_.emplace(id, std::move(peer));
+    outbound_.emplace(id, std::make_unique<Outbound>(io_, id, address));
   }
 }
 
@@ -318,6 +495,15 @@ Status TcpPeerTransport::Impl::start() {
   HERALD_ASSERT(!thread_.joinable() && !stopping_, "peer transport started twice");
   for (const auto& [id, address] : config_.peers) {
     HERALD_RETURN_IF_ERROR(parse_host_port(address).status());
+  }
+  if (!config_.cluster_secret.empty()) {
+    HERALD_RETURN_IF_ERROR(check_cluster_secret(config_.cluster_secret));
+  } else if (!config_.peers.empty() && !config_.insecure_peers) {
+    return Status::invalid_argument(
+        "a transport with peers needs a cluster secret (or, explicitly, insecure_peers)");
+  } else if (!config_.peers.empty()) {
+    spdlog::warn("peer transport {}: no cluster secret: peers are not authenticated",
+                 config_.self_id);
   }
   HERALD_RETURN_IF_ERROR(open_acceptor(acceptor_, config_.listen));
   listen_port_ = acceptor_.local_endpoint().port();
@@ -361,8 +547,10 @@ void TcpPeerTransport::Impl::shutdown_all() {
 }
 
 bool TcpPeerTransport::Impl::send(NodeId to, const rsmpb::PeerEnvelope& envelope) {
-  HERALD_ASSERT(envelope.from() == config_.self_id && envelope.to() == to && !envelope.has_hello(),
-                "send() needs from == self, to == destination and a non-Hello body");
+  HERALD_ASSERT(envelope.from() == config_.self_id && envelope.to() == to &&
+                    envelope.body_case() != rsmpb::PeerEnvelope::BODY_NOT_SET &&
+                    !is_handshake(envelope),
+                "send() needs from == self, to == destination and a body outside the handshake");
   const auto it = outbound_.find(to);
   std::string frame = it == outbound_.end() || !running_ ? std::string() : encode_frame(envelope);
   if (frame.empty()) {
@@ -424,6 +612,7 @@ PeerTransportCounters TcpPeerTransport::Impl::counters() const {
       .frames_dropped = load(counters_.frames_dropped),
       .bad_frames = load(counters_.bad_frames),
       .rejected_hellos = load(counters_.rejected_hellos),
+      .forged_frames = load(counters_.forged_frames),
       .reconnects = load(counters_.reconnects),
       .connections_accepted = load(counters_.connections_accepted),
   };
@@ -443,8 +632,8 @@ void TcpPeerTransport::Impl::flush(Outbound& peer) {
   }
   if (peer.state != LinkState::kConnected || peer.writing) return;
   std::vector<asio::const_buffer> buffers;
-  if (std::exchange(peer.hello_pending, false)) {
-    buffers.push_back(asio::buffer(peer.hello_frame));
+  if (std::exchange(peer.proof_pending, false)) {
+    buffers.push_back(asio::buffer(peer.proof_frame));
   }
   {
     std::lock_guard lock(mu_);
@@ -526,6 +715,8 @@ void TcpPeerTransport::Impl::connect(Outbound& peer) {
       });
 }
 
+// Starts the caller's side of the handshake: writes a Hello with a fresh nonce and waits, within
+// handshake_timeout_ms, for the acceptor's HelloReply. Nothing else is written before it checks.
 void TcpPeerTransport::Impl::on_connected(Outbound& peer, std::uint64_t generation,
                                           const error_code& ec) {
   if (stopping_ || generation != peer.generation) return;
@@ -533,19 +724,138 @@ void TcpPeerTransport::Impl::on_connected(Outbound& peer, std::uint64_t generati
     drop_connection(peer, "connect: " + ec.message());
     return;
   }
-  peer.timer.cancel();
+  Result<std::string> nonce = make_handshake_nonce();
+  if (!nonce.ok()) {
+    drop_connection(peer, nonce.status().to_string());
+    return;
+  }
   error_code ignored;
   peer.socket.set_option(tcp::no_delay(true), ignored);
+  peer.state = LinkState::kHandshaking;
+  peer.caller_nonce = *std::move(nonce);
+  rsmpb::PeerEnvelope hello;
+  hello.set_from(config_.self_id);
+  hello.set_to(peer.id);
+  hello.mutable_hello()->set_from(config_.self_id);
+  hello.mutable_hello()->set_cluster(config_.cluster);
+  hello.mutable_hello()->set_nonce(peer.caller_nonce);
+  peer.hello_frame = encode_frame(hello);
+  peer.timer.expires_after(milliseconds(config_.handshake_timeout_ms));
+  peer.timer.async_wait([this, &peer, generation](const error_code& timer_ec) {
+    if (timer_ec || stopping_ || generation != peer.generation ||
+        peer.state != LinkState::kHandshaking) {
+      return;
+    }
+    handshake_failed(peer, fmt::format("no HelloReply within {} ms", config_.handshake_timeout_ms));
+  });
+  peer.writing = true;
+  asio::async_write(peer.socket, asio::buffer(peer.hello_frame),
+                    [this, &peer, generation](const error_code& write_ec, std::size_t /*bytes*/) {
+                      peer.writing = false;
+                      if (stopping_ || generation != peer.generation) return;
+                      if (write_ec) {
+                        drop_connection(peer, "write: " + write_ec.message());
+                        return;
+                      }
+                      flush(peer);  // the reply may have checked while the Hello was written
+                    });
+  read_reply(peer);
+}
+
+void TcpPeerTransport::Impl::read_reply(Outbound& peer) {
+  const std::uint64_t generation = peer.generation;
+  asio::async_read(
+      peer.socket, asio::buffer(peer.reply_header),
+      [this, &peer, generation](const error_code& ec, std::size_t /*bytes*/) {
+        if (stopping_ || generation != peer.generation) return;
+        if (ec) {
+          on_reply(peer, generation, ec);
+          return;
+        }
+        const std::uint32_t length = get_fixed32_be(std::string_view(peer.reply_header.data(), 4));
+        if (length > kMaxHandshakeFrameBytes) {
+          handshake_failed(peer, fmt::format("HelloReply of {} bytes", length));
+          return;
+        }
+        peer.reply_payload.resize(length);
+        asio::async_read(peer.socket, asio::buffer(peer.reply_payload),
+                         [this, &peer, generation](const error_code& read_ec, std::size_t /*n*/) {
+                           on_reply(peer, generation, read_ec);
+                         });
+      });
+}
+
+// Checks the acceptor's HelloReply; when it proves the secret, queues this side's HelloProof
+// ahead of every queued frame and opens the link for them.
+void TcpPeerTransport::Impl::on_reply(Outbound& peer, std::uint64_t generation,
+                                      const error_code& ec) {
+  if (stopping_ || generation != peer.generation) return;
+  if (ec) {
+    handshake_failed(peer, "closed during the handshake: " + ec.message());
+    return;
+  }
+  rsmpb::PeerEnvelope envelope;
+  if (crc32c(peer.reply_payload) !=
+          get_fixed32_be(std::string_view(peer.reply_header.data() + 4, 4)) ||
+      !envelope.ParseFromString(peer.reply_payload)) {
+    handshake_failed(peer, "malformed HelloReply");
+    return;
+  }
+  if (const Status checked = check_reply(peer, envelope); !checked.ok()) {
+    handshake_failed(peer, checked.message());
+    return;
+  }
+  const HandshakeTranscript both =
+      transcript(config_.self_id, peer.id, peer.caller_nonce, envelope.hello_reply().nonce());
+  rsmpb::PeerEnvelope proof;
+  proof.set_from(config_.self_id);
+  proof.set_to(peer.id);
+  proof.mutable_hello_proof()->set_proof(
+      handshake_proof(HandshakeRole::kCaller, config_.cluster_secret, both));
+  peer.proof_frame = encode_frame(proof);
+  peer.proof_pending = true;
+  peer.timer.cancel();
   peer.state = LinkState::kConnected;
   peer.failed_attempts = 0;
-  peer.hello_pending = true;
-  spdlog::info("peer transport {}: connected to node {}", config_.self_id, peer.id);
+  spdlog::info("peer transport {}: connected to node {}, authenticated", config_.self_id, peer.id);
   watch_for_close(peer);
   flush(peer);
 }
 
-// Peers never write on a connection they accepted, so a completed read means the connection is
-// gone (or the peer broke the protocol): either way it is dropped.
+// OK when `envelope` is a HelloReply of `peer` whose proof checks against this connection's
+// Hello; otherwise kInvalidArgument saying what is wrong.
+Status TcpPeerTransport::Impl::check_reply(const Outbound& peer,
+                                           const rsmpb::PeerEnvelope& envelope) const {
+  if (!envelope.has_hello_reply()) {
+    return Status::invalid_argument("the first frame from the acceptor is not a HelloReply");
+  }
+  const rsmpb::HelloReply& reply = envelope.hello_reply();
+  if (reply.from() != peer.id || envelope.from() != peer.id || envelope.to() != config_.self_id) {
+    return Status::invalid_argument(fmt::format("HelloReply of node {} sent from {} to {}",
+                                                reply.from(), envelope.from(), envelope.to()));
+  }
+  if (reply.nonce().size() != kHandshakeNonceBytes) {
+    return Status::invalid_argument(
+        fmt::format("HelloReply carries a nonce of {} bytes", reply.nonce().size()));
+  }
+  const std::string expected =
+      handshake_proof(HandshakeRole::kAcceptor, config_.cluster_secret,
+                      transcript(config_.self_id, peer.id, peer.caller_nonce, reply.nonce()));
+  if (!proof_matches(expected, reply.proof())) {
+    return Status::invalid_argument("the acceptor failed to prove the cluster secret");
+  }
+  return Status::ok_status();
+}
+
+void TcpPeerTransport::Impl::handshake_failed(Outbound& peer, std::string_view reason) {
+  counters_.rejected_hellos.fetch_add(1, std::memory_order_relaxed);
+  handshake_warnings_.warn("peer transport {}: handshake with node {} failed: {}", config_.self_id,
+                           peer.id, reason);
+  drop_connection(peer, reason);
+}
+
+// After the handshake an acceptor never writes, so a completed read means the connection is gone
+// (or the peer broke the protocol): either way it is dropped.
 void TcpPeerTransport::Impl::watch_for_close(Outbound& peer) {
   peer.socket.async_read_some(
       asio::buffer(peer.probe),
@@ -568,6 +878,7 @@ void TcpPeerTransport::Impl::drop_connection(Outbound& peer, std::string_view re
   peer.socket.close(ignored);
   peer.resolver.cancel();
   ++peer.generation;
+  peer.proof_pending = false;
   {
     std::lock_guard lock(mu_);
     for (const std::string& frame : peer.queue) {

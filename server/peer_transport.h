@@ -1,7 +1,13 @@
 // TcpPeerTransport: rsm::Transport over TCP, one outbound connection per peer.
 //
-// Wire format: docs/protocol-peer.md. Every frame is [u32 BE length][u32 BE crc32c][PeerEnvelope];
-// the first frame on a connection is a Hello naming the caller and the cluster.
+// Wire format: docs/protocol-peer.md. Every frame is [u32 BE length][u32 BE crc32c][PeerEnvelope].
+// A connection starts with a handshake in which both ends prove, with fresh nonces, that they
+// hold the cluster secret (server/peer_auth.h): Hello (caller), HelloReply (acceptor), HelloProof
+// (caller). The caller writes nothing else before the acceptor's proof checked, and the acceptor
+// delivers nothing before the caller's proof checked. A failed handshake closes the connection
+// and counts in rejected_hellos. On an authenticated connection an envelope that claims another
+// sender than the authenticated node, or another recipient than this one, is dropped and counted
+// in forged_frames. Both are logged at warn level, at most once per kWarnIntervalMs per kind.
 //
 // Ownership and threads: the transport owns one io thread, started by start() and joined by
 // stop(). Inbound envelopes are handed to the inbound handler on that io thread; the handler must
@@ -23,6 +29,7 @@
 #include "raft/types.h"
 #include "rsm/rsm.pb.h"
 #include "rsm/transport.h"
+#include "server/peer_auth.h"
 
 namespace herald::server {
 
@@ -37,8 +44,13 @@ inline constexpr std::uint32_t kReconnectInitialMs = 10;
 inline constexpr std::uint32_t kReconnectMaxMs = 1000;
 // Default bound on resolving and connecting to a peer.
 inline constexpr std::uint32_t kConnectTimeoutMs = 3000;
-// An inbound connection that has not sent a valid Hello within this time is closed.
+// Default bound on the whole handshake, from accept (or connect) to a checked proof; a
+// connection that has not completed it by then is closed.
 inline constexpr std::uint32_t kHelloTimeoutMs = 5000;
+// Largest handshake frame (Hello, HelloReply, HelloProof) a transport reads, in bytes.
+inline constexpr std::uint32_t kMaxHandshakeFrameBytes = 4096;
+// Rate limit of the warnings about failed handshakes and about forged frames (each kind apart).
+inline constexpr std::uint32_t kWarnIntervalMs = 10'000;
 // Inbound connections beyond this many are closed on accept.
 inline constexpr std::size_t kMaxInboundConnections = 256;
 
@@ -49,6 +61,13 @@ struct PeerTransportConfig {
   std::map<raft::NodeId, std::string> peers;  // id -> "host:port", not including self
   std::uint64_t rng_seed = 1;                 // seeds the reconnect jitter
   std::uint32_t connect_timeout_ms = kConnectTimeoutMs;
+  std::uint32_t handshake_timeout_ms = kHelloTimeoutMs;
+  // The secret every node of the cluster holds; both ends of a connection prove it. At least
+  // kMinClusterSecretBytes. Empty is allowed when there are no peers, or with insecure_peers.
+  std::string cluster_secret;
+  // With an empty secret, run the handshake anyway (keyed by the empty string): peers are then
+  // identified by cluster name and id but not authenticated. Never set it in production.
+  bool insecure_peers = false;
 };
 
 // Monotonic counters, readable from any thread.
@@ -57,8 +76,13 @@ struct PeerTransportCounters {
   std::uint64_t frames_received = 0;  // frames delivered to the inbound handler
   std::uint64_t frames_dropped = 0;   // refused by send() or lost with a failed connection
   std::uint64_t bad_frames = 0;       // oversize, bad CRC, unparsable or out-of-protocol frames
-  std::uint64_t rejected_hellos = 0;  // wrong cluster, unknown id, or no Hello in time
-  std::uint64_t reconnects = 0;       // connection attempts after a failure
+  // Failed handshakes on either end: wrong cluster, unknown id, a proof that does not check
+  // (different secrets, a replayed transcript), or no complete handshake in time.
+  std::uint64_t rejected_hellos = 0;
+  // Envelopes on an authenticated connection that named another sender than the authenticated
+  // node or another recipient than this one; dropped, the connection stays open.
+  std::uint64_t forged_frames = 0;
+  std::uint64_t reconnects = 0;  // connection attempts after a failure
   std::uint64_t connections_accepted = 0;
 };
 
@@ -73,8 +97,10 @@ class TcpPeerTransport final : public rsm::Transport {
   TcpPeerTransport(const TcpPeerTransport&) = delete;
   TcpPeerTransport& operator=(const TcpPeerTransport&) = delete;
 
-  // Validates the endpoints, binds the listener and starts the io thread. Call at most once.
-  // Errors: kInvalidArgument for a malformed endpoint, kIOError when binding fails.
+  // Validates the endpoints and the secret, binds the listener and starts the io thread. Call at
+  // most once. Errors: kInvalidArgument for a malformed endpoint, a secret shorter than
+  // kMinClusterSecretBytes, or peers without a secret and without insecure_peers; kIOError when
+  // binding fails.
   [[nodiscard]] Status start();
   // Closes the listener and every connection, cancels timers and joins the io thread. Idempotent;
   // the transport cannot be started again. Must not be called from the inbound handler.
@@ -90,7 +116,8 @@ class TcpPeerTransport final : public rsm::Transport {
 
   // Queues `envelope` for `to`. Returns false, dropping it, when `to` is unknown, its queue is at
   // a bound, the envelope exceeds kMaxFrameBytes, or the transport is not running.
-  // Precondition: envelope.from() == self id, envelope.to() == to, and the body is not a Hello.
+  // Precondition: envelope.from() == self id, envelope.to() == to, and the body is set and is not
+  // a handshake message.
   bool send(raft::NodeId to, const rsmpb::PeerEnvelope& envelope) override;
   [[nodiscard]] std::uint64_t queued_bytes(raft::NodeId to) const override;
 

@@ -13,10 +13,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "base/encoding.h"
+#include "server/peer_auth.h"
 
 namespace herald::server {
 namespace {
@@ -27,6 +30,18 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kWaitTimeout{10'000};
 constexpr char kCluster[] = "test-cluster";
+// Two secrets of the minimum length that differ only in their last byte.
+std::string secret_ending_in(char last) {
+  return std::string(kMinClusterSecretBytes - 1, 'k') + last;
+}
+std::string good_secret() {
+  return secret_ending_in('1');
+}
+std::string other_secret() {
+  return secret_ending_in('2');
+}
+// A handshake deadline short enough for tests that wait for it.
+constexpr std::uint32_t kShortHandshakeMs = 300;
 
 // Polls `done` until it holds or kWaitTimeout passes.
 bool wait_until(const std::function<bool()>& done) {
@@ -74,25 +89,44 @@ class Inbox {
   std::vector<rsmpb::PeerEnvelope> envelopes_;
 };
 
+// How a TestNode differs from the default.
+struct NodeOptions {
+  std::string cluster = kCluster;
+  std::string listen = "127.0.0.1:0";
+  std::string secret = good_secret();
+  bool insecure_peers = false;
+  std::uint32_t handshake_timeout_ms = kHelloTimeoutMs;
+};
+
+PeerTransportConfig make_config(raft::NodeId id, const std::vector<raft::NodeId>& peer_ids,
+                                NodeOptions options) {
+  PeerTransportConfig config;
+  config.self_id = id;
+  config.cluster = std::move(options.cluster);
+  config.listen = std::move(options.listen);
+  config.cluster_secret = std::move(options.secret);
+  config.insecure_peers = options.insecure_peers;
+  config.handshake_timeout_ms = options.handshake_timeout_ms;
+  config.rng_seed = id;
+  for (raft::NodeId peer : peer_ids) {
+    config.peers[peer] = "127.0.0.1:1";
+  }
+  return config;
+}
+
 // A transport with its inbox. Peers start with placeholder addresses; connect() fills them in.
 struct TestNode {
-  TestNode(raft::NodeId id, const std::vector<raft::NodeId>& peer_ids,
-           std::string cluster = kCluster, std::string listen = "127.0.0.1:0") {
-    PeerTransportConfig config;
-    config.self_id = id;
-    config.cluster = std::move(cluster);
-    config.listen = std::move(listen);
-    config.rng_seed = id;
-    for (raft::NodeId peer : peer_ids) {
-      config.peers[peer] = "127.0.0.1:1";
-    }
-    transport = std::make_unique<TcpPeerTransport>(std::move(config), inbox.handler());
+  TestNode(raft::NodeId id, const std::vector<raft::NodeId>& peer_ids, NodeOptions options = {}) {
+    transport = std::make_unique<TcpPeerTransport>(make_config(id, peer_ids, std::move(options)),
+                                                   inbox.handler());
     const Status started = transport->start();
     EXPECT_TRUE(started.ok()) << started.to_string();
   }
   void point_at(raft::NodeId peer, const TestNode& other) {
-    const Status status =
-        transport->set_peer_address(peer, loopback(other.transport->listen_port()));
+    point_at(peer, other.transport->listen_port());
+  }
+  void point_at(raft::NodeId peer, std::uint16_t port) {
+    const Status status = transport->set_peer_address(peer, loopback(port));
     EXPECT_TRUE(status.ok()) << status.to_string();
   }
 
@@ -141,6 +175,10 @@ TEST(TcpPeerTransport, ThreeNodesExchangeEnvelopesInOrder) {
   EXPECT_EQ(a.transport->counters().frames_sent, 2 * kPerPair);
   EXPECT_EQ(b.transport->counters().frames_received, 2 * kPerPair);
   EXPECT_EQ(a.transport->counters().bad_frames, 0U);
+  for (const TestNode* node : {&a, &b, &c}) {
+    EXPECT_EQ(node->transport->counters().rejected_hellos, 0U);
+    EXPECT_EQ(node->transport->counters().forged_frames, 0U);
+  }
 }
 
 TEST(TcpPeerTransport, ReconnectsAfterReceiverRestarts) {
@@ -152,7 +190,8 @@ TEST(TcpPeerTransport, ReconnectsAfterReceiverRestarts) {
 
   const std::uint16_t port = b->transport->listen_port();
   b.reset();
-  b = std::make_unique<TestNode>(2, std::vector<raft::NodeId>{1}, kCluster, loopback(port));
+  b = std::make_unique<TestNode>(2, std::vector<raft::NodeId>{1},
+                                 NodeOptions{.listen = loopback(port)});
   ASSERT_EQ(b->transport->listen_port(), port);
   // Frames sent while the link is down may be lost; raft would retransmit, and so does the test.
   std::uint64_t seq = 1;
@@ -188,47 +227,113 @@ TEST(TcpPeerTransport, SendRefusesUnknownPeerAndFullQueue) {
   EXPECT_GE(a.transport->counters().frames_dropped, 2U);
 }
 
-// A raw client that speaks (or breaks) the frame format.
+// One end of a peer connection driven by the test: speaks (or breaks) the frame format and the
+// handshake by hand. Every byte written is also kept, so that a test can replay it.
 class RawPeer {
  public:
+  // Connects to a transport listening on `port`.
   explicit RawPeer(std::uint16_t port) : socket_(io_) {
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   }
-  void write(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  // Accepts one connection on `listener` (a fake acceptor).
+  explicit RawPeer(tcp::acceptor& listener) : socket_(io_) { listener.accept(socket_); }
+
+  void write(const std::string& bytes) {
+    written_ += bytes;
+    asio::write(socket_, asio::buffer(bytes));
+  }
   void write_frame(const std::string& payload) {
     std::string frame;
     put_fixed32_be(frame, static_cast<std::uint32_t>(payload.size()));
     put_fixed32_be(frame, crc32c(payload));
     write(frame + payload);
   }
+  void write_envelope(const rsmpb::PeerEnvelope& envelope) {
+    write_frame(envelope.SerializeAsString());
+  }
+  // Writes a Hello of node `from` to node 1 with a fresh nonce.
   void write_hello(raft::NodeId from, const std::string& cluster) {
+    caller_nonce_ = std::string(kHandshakeNonceBytes, static_cast<char>('0' + hellos_++));
     rsmpb::PeerEnvelope hello;
     hello.set_from(from);
+    hello.set_to(1);
     hello.mutable_hello()->set_from(from);
     hello.mutable_hello()->set_cluster(cluster);
-    write_frame(hello.SerializeAsString());
+    hello.mutable_hello()->set_nonce(caller_nonce_);
+    write_envelope(hello);
   }
-  // True when the transport closes the connection within kWaitTimeout.
-  bool closed_by_peer() {
+  // Reads one frame within kWaitTimeout; nullopt on timeout, end of stream or a bad frame.
+  std::optional<rsmpb::PeerEnvelope> read_envelope() {
+    std::array<char, 8> header{};
+    std::string payload;
+    bool done = false;
+    bool ok = false;
+    asio::async_read(socket_, asio::buffer(header), [&](const auto& ec, std::size_t) {
+      if (ec) {
+        done = true;
+        return;
+      }
+      payload.resize(get_fixed32_be(std::string_view(header.data(), 4)));
+      asio::async_read(socket_, asio::buffer(payload), [&](const auto& read_ec, std::size_t) {
+        done = true;
+        ok = !read_ec && crc32c(payload) == get_fixed32_be(std::string_view(header.data() + 4, 4));
+      });
+    });
+    io_.restart();
+    io_.run_for(kWaitTimeout);
+    rsmpb::PeerEnvelope envelope;
+    if (!done || !ok || !envelope.ParseFromString(payload)) return std::nullopt;
+    return envelope;
+  }
+  // The caller's side of the handshake as node `from` towards node 1: Hello, then the reply,
+  // then a HelloProof keyed by `secret` (whether or not the reply's proof checked under it).
+  // Returns whether the acceptor's proof checked under `secret`.
+  bool handshake(raft::NodeId from, const std::string& secret) {
+    write_hello(from, kCluster);
+    const std::optional<rsmpb::PeerEnvelope> reply = read_envelope();
+    if (!reply || !reply->has_hello_reply()) return false;
+    const HandshakeTranscript transcript{.cluster = kCluster,
+                                         .caller = from,
+                                         .acceptor = 1,
+                                         .caller_nonce = caller_nonce_,
+                                         .acceptor_nonce = reply->hello_reply().nonce()};
+    rsmpb::PeerEnvelope proof;
+    proof.set_from(from);
+    proof.set_to(1);
+    proof.mutable_hello_proof()->set_proof(
+        handshake_proof(HandshakeRole::kCaller, secret, transcript));
+    write_envelope(proof);
+    return proof_matches(handshake_proof(HandshakeRole::kAcceptor, secret, transcript),
+                         reply->hello_reply().proof());
+  }
+  // True when the other end closes the connection within kWaitTimeout; the bytes it sent before
+  // are appended to `received`.
+  bool closed_by_peer(std::string* received = nullptr) {
     std::array<char, 256> buffer{};
     bool closed = false;
     std::function<void()> read_more = [&] {
-      socket_.async_read_some(asio::buffer(buffer), [&](const auto& ec, std::size_t) {
+      socket_.async_read_some(asio::buffer(buffer), [&](const auto& ec, std::size_t n) {
         if (ec) {
           closed = true;
         } else {
+          if (received != nullptr) received->append(buffer.data(), n);
           read_more();
         }
       });
     };
     read_more();
+    io_.restart();
     io_.run_for(kWaitTimeout);
     return closed;
   }
+  const std::string& written() const { return written_; }
 
  private:
   asio::io_context io_;
   tcp::socket socket_;
+  std::string written_;
+  std::string caller_nonce_;
+  int hellos_ = 0;
 };
 
 // The receiving node 1 knows peers 2 (a real transport) and 3 (played by a raw socket).
@@ -257,7 +362,7 @@ TEST_F(BadInputTest, GarbageBytesCloseTheConnection) {
 
 TEST_F(BadInputTest, OversizeLengthClosesWithoutReadingThePayload) {
   RawPeer raw(port());
-  raw.write_hello(3, kCluster);
+  ASSERT_TRUE(raw.handshake(3, good_secret()));
   std::string header;
   put_fixed32_be(header, kMaxFrameBytes + 1);
   put_fixed32_be(header, 0);
@@ -269,7 +374,7 @@ TEST_F(BadInputTest, OversizeLengthClosesWithoutReadingThePayload) {
 
 TEST_F(BadInputTest, BadCrcClosesWithoutDelivering) {
   RawPeer raw(port());
-  raw.write_hello(3, kCluster);
+  ASSERT_TRUE(raw.handshake(3, good_secret()));
   const std::string payload = make_envelope(3, 1, 7).SerializeAsString();
   std::string frame;
   put_fixed32_be(frame, static_cast<std::uint32_t>(payload.size()));
@@ -282,20 +387,68 @@ TEST_F(BadInputTest, BadCrcClosesWithoutDelivering) {
 
 TEST_F(BadInputTest, UnparsablePayloadClosesWithoutDelivering) {
   RawPeer raw(port());
-  raw.write_hello(3, kCluster);
+  ASSERT_TRUE(raw.handshake(3, good_secret()));
   raw.write_frame("\xff\xff\xff\xff\xff");  // a valid CRC over bytes that are no protobuf
   EXPECT_TRUE(raw.closed_by_peer());
   EXPECT_EQ(a_.transport->counters().bad_frames, 1U);
   expect_good_peer_still_delivers();
 }
 
-TEST_F(BadInputTest, EnvelopeFromAnotherNodeThanTheHelloIsRejected) {
+// Node 3, authenticated, tries to speak for node 2 (in the envelope, or only inside the raft
+// message or the report) and to address node 2: each frame is dropped and counted, and the
+// connection keeps carrying node 3's own frames.
+TEST_F(BadInputTest, ForgedSenderOnAnAuthenticatedConnectionIsDroppedAndCounted) {
   RawPeer raw(port());
-  raw.write_hello(3, kCluster);
-  raw.write_frame(make_envelope(2, 1, 7).SerializeAsString());
+  ASSERT_TRUE(raw.handshake(3, good_secret()));
+  raw.write_envelope(make_envelope(2, 1, 1));  // another sender
+  raw.write_envelope(make_envelope(3, 2, 2));  // another recipient
+  rsmpb::PeerEnvelope raft_forgery;
+  raft_forgery.set_from(3);
+  raft_forgery.set_to(1);
+  raft_forgery.mutable_raft()->set_from(2);
+  raft_forgery.mutable_raft()->set_to(1);
+  raw.write_envelope(raft_forgery);
+  rsmpb::PeerEnvelope report_forgery;
+  report_forgery.set_from(3);
+  report_forgery.set_to(1);
+  report_forgery.mutable_report()->set_id(2);
+  raw.write_envelope(report_forgery);
+  raw.write_envelope(make_envelope(3, 1, 5));  // its own: delivered
+  ASSERT_TRUE(wait_until([&] { return a_.inbox.size() == 1; }));
+  const rsmpb::PeerEnvelope delivered = a_.inbox.snapshot()[0];
+  EXPECT_EQ(delivered.from(), 3U);
+  EXPECT_EQ(delivered.ack().stream_id(), 5U);
+  EXPECT_EQ(a_.transport->counters().forged_frames, 4U);
+  EXPECT_EQ(a_.transport->counters().frames_received, 1U);
+  EXPECT_EQ(a_.transport->counters().bad_frames, 0U);
+}
+
+TEST_F(BadInputTest, CallerWithTheWrongSecretIsRejected) {
+  RawPeer raw(port());
+  EXPECT_FALSE(raw.handshake(3, other_secret()));  // the acceptor's proof does not check either
+  raw.write_envelope(make_envelope(3, 1, 7));
   EXPECT_TRUE(raw.closed_by_peer());
-  EXPECT_EQ(a_.transport->counters().bad_frames, 1U);
+  EXPECT_EQ(a_.transport->counters().rejected_hellos, 1U);
+  EXPECT_EQ(a_.transport->counters().frames_received, 0U);
   expect_good_peer_still_delivers();
+}
+
+// An eavesdropper who recorded every byte node 3 sent on a good connection replays them on a
+// new one: the acceptor's fresh nonce makes the recorded proof worthless.
+TEST_F(BadInputTest, ReplayedHandshakeTranscriptIsRejected) {
+  std::string recorded;
+  {
+    RawPeer original(port());
+    ASSERT_TRUE(original.handshake(3, good_secret()));
+    original.write_envelope(make_envelope(3, 1, 1));
+    ASSERT_TRUE(wait_until([&] { return a_.inbox.size() == 1; }));
+    recorded = original.written();
+  }
+  RawPeer replay(port());
+  replay.write(recorded);
+  EXPECT_TRUE(replay.closed_by_peer());
+  EXPECT_EQ(a_.transport->counters().rejected_hellos, 1U);
+  EXPECT_EQ(a_.inbox.size(), 1U);
 }
 
 TEST_F(BadInputTest, WrongClusterHelloIsRejected) {
@@ -323,9 +476,112 @@ TEST_F(BadInputTest, FirstFrameMustBeHello) {
   expect_good_peer_still_delivers();
 }
 
+TEST_F(BadInputTest, EnvelopeInPlaceOfTheProofIsRejected) {
+  RawPeer raw(port());
+  raw.write_hello(3, kCluster);
+  ASSERT_TRUE(raw.read_envelope().has_value());
+  raw.write_envelope(make_envelope(3, 1, 7));
+  EXPECT_TRUE(raw.closed_by_peer());
+  EXPECT_EQ(a_.transport->counters().rejected_hellos, 1U);
+  EXPECT_EQ(a_.inbox.size(), 0U);
+}
+
+// Connections that stop before the end of the handshake are closed at its deadline, not before.
+TEST(TcpPeerTransport, PeerWithoutHandshakeIsClosedAfterTheDeadline) {
+  TestNode a(1, {3}, {.handshake_timeout_ms = kShortHandshakeMs});
+  const auto start = std::chrono::steady_clock::now();
+  RawPeer silent(a.transport->listen_port());
+  RawPeer hello_only(a.transport->listen_port());
+  hello_only.write_hello(3, kCluster);
+  EXPECT_TRUE(silent.closed_by_peer());
+  EXPECT_TRUE(hello_only.closed_by_peer());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(kShortHandshakeMs));
+  EXPECT_EQ(a.transport->counters().rejected_hellos, 2U);
+}
+
+// Two transports whose secrets differ: neither accepts the other in either direction, and
+// neither writes an envelope on a connection whose acceptor did not prove the secret.
+TEST(TcpPeerTransport, TransportsWithDifferentSecretsNeverConnect) {
+  TestNode a(1, {2});
+  TestNode b(2, {1}, {.secret = other_secret()});
+  a.point_at(2, b);
+  b.point_at(1, a);
+  ASSERT_TRUE(wait_until([&] {
+    static_cast<void>(a.transport->send(2, make_envelope(1, 2, 0)));
+    static_cast<void>(b.transport->send(1, make_envelope(2, 1, 0)));
+    std::this_thread::sleep_for(milliseconds(5));
+    return a.transport->counters().rejected_hellos >= 2 &&
+           b.transport->counters().rejected_hellos >= 2;
+  }));
+  EXPECT_EQ(a.inbox.size(), 0U);
+  EXPECT_EQ(b.inbox.size(), 0U);
+  EXPECT_EQ(a.transport->counters().frames_sent, 0U);
+  EXPECT_EQ(b.transport->counters().frames_sent, 0U);
+}
+
+// A fake acceptor that answers the Hello with a proof made under another secret: the caller
+// closes without writing anything after its Hello.
+TEST(TcpPeerTransport, AcceptorWithTheWrongSecretGetsNothingButTheHello) {
+  asio::io_context io;
+  tcp::acceptor listener(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  TestNode a(1, {2});
+  a.point_at(2, listener.local_endpoint().port());
+  ASSERT_TRUE(a.transport->send(2, make_envelope(1, 2, 0)));
+  RawPeer fake(listener);
+  const std::optional<rsmpb::PeerEnvelope> hello = fake.read_envelope();
+  ASSERT_TRUE(hello.has_value() && hello->has_hello());
+  EXPECT_EQ(hello->hello().nonce().size(), kHandshakeNonceBytes);
+  const std::string nonce(kHandshakeNonceBytes, 'n');
+  rsmpb::PeerEnvelope reply;
+  reply.set_from(2);
+  reply.set_to(1);
+  reply.mutable_hello_reply()->set_from(2);
+  reply.mutable_hello_reply()->set_nonce(nonce);
+  reply.mutable_hello_reply()->set_proof(handshake_proof(HandshakeRole::kAcceptor, other_secret(),
+                                                         {.cluster = kCluster,
+                                                          .caller = 1,
+                                                          .acceptor = 2,
+                                                          .caller_nonce = hello->hello().nonce(),
+                                                          .acceptor_nonce = nonce}));
+  fake.write_envelope(reply);
+  std::string after_hello;
+  EXPECT_TRUE(fake.closed_by_peer(&after_hello));
+  EXPECT_EQ(after_hello, "");
+  EXPECT_GE(a.transport->counters().rejected_hellos, 1U);
+  EXPECT_EQ(a.transport->counters().frames_sent, 0U);
+}
+
+TEST(TcpPeerTransport, PeersWithoutASecretNeedInsecurePeers) {
+  Inbox inbox;
+  TcpPeerTransport no_secret(make_config(1, {2}, {.secret = ""}), inbox.handler());
+  EXPECT_EQ(no_secret.start().code(), Code::kInvalidArgument);
+  TcpPeerTransport short_secret(make_config(1, {2}, {.secret = good_secret().substr(1)}),
+                                inbox.handler());
+  EXPECT_EQ(short_secret.start().code(), Code::kInvalidArgument);
+  TcpPeerTransport alone(make_config(1, {}, {.secret = ""}), inbox.handler());
+  EXPECT_TRUE(alone.start().ok());
+}
+
+TEST(TcpPeerTransport, InsecurePeersDeliverToEachOtherButNotToASecuredNode) {
+  TestNode a(1, {2, 3}, {.secret = "", .insecure_peers = true});
+  TestNode b(2, {1}, {.secret = "", .insecure_peers = true});
+  TestNode c(3, {1});
+  b.point_at(1, a);
+  c.point_at(1, a);
+  ASSERT_TRUE(b.transport->send(1, make_envelope(2, 1, 0)));
+  ASSERT_TRUE(wait_until([&] { return a.inbox.size() == 1; }));
+  ASSERT_TRUE(wait_until([&] {
+    static_cast<void>(c.transport->send(1, make_envelope(3, 1, 0)));
+    std::this_thread::sleep_for(milliseconds(5));
+    return c.transport->counters().rejected_hellos >= 1;
+  }));
+  EXPECT_EQ(a.inbox.size(), 1U);
+  EXPECT_EQ(a.inbox.snapshot()[0].from(), 2U);
+}
+
 TEST(TcpPeerTransport, TransportOfAnotherClusterIsNeverDelivered) {
   TestNode a(1, {2});
-  TestNode stranger(2, {1}, "other-cluster");
+  TestNode stranger(2, {1}, {.cluster = "other-cluster"});
   stranger.point_at(1, a);
   ASSERT_TRUE(stranger.transport->send(1, make_envelope(2, 1, 0)));
   ASSERT_TRUE(wait_until([&] { return a.transport->counters().rejected_hellos >= 1; }));

@@ -4,6 +4,7 @@ Starts N nodes with distinct client and peer ports and data directories, finds t
 GET /v1/cluster, kills nodes with SIGKILL and restarts them on the same data. Only 127.0.0.1.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -16,6 +17,15 @@ import time
 import urllib.parse
 
 
+def write_cluster_secret(directory):
+    """Writes a fresh random cluster secret (32 bytes, base64) readable only by its owner."""
+    path = os.path.join(directory, "cluster-secret")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return path
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -23,7 +33,8 @@ def free_port():
 
 
 class Node:
-    def __init__(self, node_id, binary, data_dir, client_port, peer_port, peers_spec, log_path):
+    def __init__(self, node_id, binary, data_dir, client_port, peer_port, peers_spec, log_path,
+                 secret_file):
         self.id = node_id
         self.binary = binary
         self.data_dir = data_dir
@@ -31,6 +42,7 @@ class Node:
         self.peer_port = peer_port
         self.peers_spec = peers_spec
         self.log_path = log_path
+        self.secret_file = secret_file
         self.proc = None
 
     def start(self):
@@ -38,7 +50,8 @@ class Node:
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--id", str(self.id), "--data", self.data_dir,
              "--client", f"127.0.0.1:{self.client_port}",
-             "--peer", f"127.0.0.1:{self.peer_port}", "--peers", self.peers_spec],
+             "--peer", f"127.0.0.1:{self.peer_port}", "--peers", self.peers_spec,
+             "--cluster-secret-file", self.secret_file],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
@@ -68,9 +81,10 @@ class Cluster:
         self.root = tempfile.mkdtemp(prefix="herald-cluster-")
         ports = [(free_port(), free_port()) for _ in range(size)]
         spec = ",".join(f"{i + 1}=127.0.0.1:{p[1]}" for i, p in enumerate(ports))
+        secret = write_cluster_secret(self.root)
         self.nodes = [
             Node(i + 1, binary, os.path.join(self.root, f"n{i + 1}"), c, p, spec,
-                 os.path.join(self.root, f"n{i + 1}.log"))
+                 os.path.join(self.root, f"n{i + 1}.log"), secret)
             for i, (c, p) in enumerate(ports)]
 
     def start(self):

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -144,7 +145,42 @@ Result<std::unique_ptr<Cluster>> Cluster::create(std::size_t size) {
   }
   for (const int fd : held) ::close(fd);
   HERALD_RETURN_IF_ERROR(bound);
+  const std::string secret_file = cluster->root_ + "/cluster-secret";
+  HERALD_RETURN_IF_ERROR(write_secret_file(secret_file, random_secret()));
+  for (Node& n : cluster->nodes_) n.secret_file = secret_file;
   return cluster;
+}
+
+// A fresh random secret, as hex digits.
+std::string Cluster::random_secret() {
+  std::random_device random;
+  std::string secret;
+  while (secret.size() < 2 * kSecretBytes) {
+    secret += fmt::format("{:08x}", random());
+  }
+  return secret;
+}
+
+Status Cluster::write_secret_file(const std::string& path, const std::string& secret) {
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << secret << "\n";
+    if (!out.flush()) return Status::io_error("cannot write " + path);
+  }
+  std::error_code ec;
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, ec);
+  if (ec) return Status::io_error("cannot restrict " + path + ": " + ec.message());
+  return Status::ok_status();
+}
+
+Status Cluster::set_secret(std::uint64_t id, const std::string& secret) {
+  Node& n = mutable_node(id);
+  if (secret.empty()) {
+    n.secret_file.clear();
+    return Status::ok_status();
+  }
+  n.secret_file = fmt::format("{}/n{}.secret", root_, id);
+  return write_secret_file(n.secret_file, secret);
 }
 
 Cluster::~Cluster() {
@@ -193,6 +229,7 @@ Status Cluster::start(std::uint64_t id) {
                                 "--peers",        peers_spec(),
                                 "--admin-token",  kAdminToken,
                                 "--push-journal", n.push_journal};
+  if (!n.secret_file.empty()) args.insert(args.end(), {"--cluster-secret-file", n.secret_file});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());

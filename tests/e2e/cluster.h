@@ -36,6 +36,8 @@ inline constexpr std::uint32_t kPollIntervalMs = 20;
 inline constexpr std::uint32_t kStopTimeoutMs = 10'000;
 // Nodes per test cluster, at most.
 inline constexpr std::size_t kMaxNodes = 7;
+// Random bytes behind a test cluster's secret (written as twice as many hex digits).
+inline constexpr std::size_t kSecretBytes = 32;
 
 // The herald binary the nodes run (from the test's command line or HERALD_BINARY).
 void set_herald_binary(std::string path);
@@ -60,14 +62,21 @@ class Cluster {
     std::string data_dir;
     std::string log_path;
     std::string push_journal;
-    pid_t pid = -1;  // -1 while not running
+    std::string secret_file;  // --cluster-secret-file; empty: started without one
+    pid_t pid = -1;           // -1 while not running
   };
 
-  // Prepares `size` nodes (1..kMaxNodes) without starting them.
+  // A fresh random cluster secret.
+  [[nodiscard]] static std::string random_secret();
+  // Prepares `size` nodes (1..kMaxNodes) without starting them, all holding one fresh secret.
   [[nodiscard]] static Result<std::unique_ptr<Cluster>> create(std::size_t size);
   ~Cluster();
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
+
+  // From its next start on, node `id` uses `secret` as its cluster secret instead of the
+  // cluster's (written to a file of its own); an empty `secret` starts it without any.
+  [[nodiscard]] Status set_secret(std::uint64_t id, const std::string& secret);
 
   // Starts every node that is not running.
   [[nodiscard]] Status start_all();
@@ -104,6 +113,8 @@ class Cluster {
   Node& mutable_node(std::uint64_t id);
   // "1=127.0.0.1:p1,2=127.0.0.1:p2,..."
   [[nodiscard]] std::string peers_spec() const;
+  // Writes `secret` to `path`, readable by its owner only.
+  [[nodiscard]] static Status write_secret_file(const std::string& path, const std::string& secret);
   // The leader node `id` reports; 0 when none is known or the node does not answer.
   [[nodiscard]] std::uint64_t reported_leader(std::uint64_t id) const;
 
