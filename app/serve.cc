@@ -5,9 +5,12 @@
 
 #include <cstdio>
 #include <random>
+#include <set>
+#include <string>
 
 #include "app/demo.h"
 #include "base/log.h"
+#include "messaging/host.h"
 #include "messaging/providers.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
@@ -179,7 +182,11 @@ int run_serve(const ServeFlags& flags) {
     return kExitRuntime;
   }
   server::KvApi kv_api(host->get());
-  server::WorkflowApi workflow_api(host->get());
+  std::set<std::string, std::less<>> internal_types;
+  for (const auto& type : messaging::Host::types()) {
+    internal_types.emplace(type->name());
+  }
+  server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
   server::MessagingApi messaging_api(host->get(), config->admin_token);
   server::Gateway gateway(host->get());
   server::HttpServerConfig http_config;

@@ -134,6 +134,14 @@ void WorkflowApi::start(const HttpRequest& request, Responder respond) {
       return;
     }
   }
+  if (internal_types_.contains(*type)) {
+    respond(json_response(
+        403, json::object{{"error", json::object{{"code", "internal_type"},
+                                                 {"message", "workflows of type " + *type +
+                                                                 " are started by Herald itself, "
+                                                                 "not through this API"}}}}));
+    return;
+  }
   workflowpb::WorkflowCommand command;
   auto* st = command.mutable_start();
   st->set_type(std::move(type).value());

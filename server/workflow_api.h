@@ -7,9 +7,14 @@
 //   POST /v1/workflows/{id}/signals/{name}   body = payload
 //   POST /v1/workflows/{id}/cancel           body = reason
 //   POST /v1/sagas/{id}/retry | /resolve     operator actions on a saga in compensation_failed
+// Workflow types that the system starts itself (the messaging delivery workflow and read-sync
+// saga) cannot be started through POST /v1/workflows: a start names one of `internal_types` is
+// refused with 403 `internal_type`. Reads, signals and cancellation are not restricted here.
 // Thread-safety: handle() from any thread.
 #pragma once
 
+#include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,7 +26,8 @@ namespace herald::server {
 
 class WorkflowApi {
  public:
-  explicit WorkflowApi(NodeHost* host) : host_(host) {}
+  WorkflowApi(NodeHost* host, std::set<std::string, std::less<>> internal_types)
+      : host_(host), internal_types_(std::move(internal_types)) {}
   // True when the path belongs to this API (and the request was answered).
   bool handle(HttpRequest& request, Responder& respond);
 
@@ -33,6 +39,7 @@ class WorkflowApi {
   void propose(const workflowpb::WorkflowCommand& command, Responder respond);
 
   NodeHost* host_;  // borrowed
+  std::set<std::string, std::less<>> internal_types_;
 };
 
 }  // namespace herald::server

@@ -141,6 +141,23 @@ std::string ping_of_size(const std::string& id, std::size_t bytes) {
   return head + std::string(bytes - head.size() - tail.size(), 'x') + tail;
 }
 
+TEST_F(OneNode, InternalWorkflowTypesCannotBeStartedThroughTheApi) {
+  for (const char* type : {"messaging.delivery", "messaging.read_sync"}) {
+    const client::HttpReply reply = must(
+        admin_->request("POST", "/v1/workflows",
+                        fmt::format(R"({{"type":"{}","id":"forged-{}","input":""}})", type, type)),
+        "starting an internal workflow");
+    EXPECT_EQ(reply.status, 403) << type << ": " << reply.body;
+    EXPECT_NE(reply.body.find("internal_type"), std::string::npos) << reply.body;
+  }
+  // Other types still start.
+  const client::HttpReply demo =
+      must(admin_->request("POST", "/v1/workflows",
+                           R"({"type":"demo.pipeline","id":"d-1","input":"1"})"),
+           "starting a demo workflow");
+  EXPECT_LT(demo.status, 300) << demo.body;
+}
+
 TEST_F(OneNode, LiveDeliveryIsConfirmedByAckWithoutPush) {
   auto a_phone = open(a_phone_);
   auto a_laptop = open(a_laptop_);
