@@ -200,10 +200,14 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
         [self = shared_from_this()](Request& req, const rsmpb::CommandResult&) { self->ok(req); });
   }
   using ReadFn = std::function<void(Request&, const storage::Engine&)>;
-  void read(Request r, ReadFn fn) {
-    node_->read([self = shared_from_this(), r = std::move(r), fn = std::move(fn)](
-                    const Status& s, const storage::Engine& engine) mutable {
+  // Runs `fn` after a linearizable read barrier; when the barrier fails, runs `on_failure` (if
+  // any) and answers the request with the error.
+  void read(Request r, ReadFn fn, std::function<void(Request&)> on_failure = {}) {
+    node_->read([self = shared_from_this(), r = std::move(r), fn = std::move(fn),
+                 on_failure = std::move(on_failure)](const Status& s,
+                                                     const storage::Engine& engine) mutable {
       if (!s.ok()) {
+        if (on_failure) on_failure(r);
         self->fail(r, frame_error_of(s));
         return;
       }
@@ -372,10 +376,16 @@ void Gateway::Core::auth(Request r) {
   const std::string credential = sha256(token);
   std::optional<std::uint64_t> from;
   if (has_since) from = since;
-  read(std::move(r),
-       [self = shared_from_this(), credential, from](Request& req, const storage::Engine& engine) {
-         self->finish_auth(std::move(req), engine, credential, from);
-       });
+  read(
+      std::move(r),
+      [self = shared_from_this(), credential, from](Request& req, const storage::Engine& engine) {
+        self->finish_auth(std::move(req), engine, credential, from);
+      },
+      // No answer from the cluster (no leader, a timeout): the device may simply try again.
+      [](Request& req) {
+        std::lock_guard lock(req.session->mu);
+        req.session->authenticating = false;
+      });
 }
 
 // Raft thread: checks the credential, then registers the session's stream.

@@ -290,6 +290,32 @@ TEST_F(ThreeNodes, LeaderKillLosesNoAcknowledgedMessageAndTheNodeCatchesUp) {
 
 // Typing and presence do not go through the log: the node a device is connected to relays them
 // to the other nodes, which tell their own sessions.
+TEST_F(ThreeNodes, AuthThatFindsNoLeaderLeavesTheConnectionAbleToRetry) {
+  auto device =
+      must(client::HeraldClient::connect("127.0.0.1", cluster_->node(follower_a_).client_port),
+           "connecting");
+  // Without a quorum the read barrier behind auth fails (unavailable, or timeout).
+  cluster_->kill(leader_);
+  cluster_->kill(follower_b_);
+  auto refused = device->auth(b_phone_.user_id, b_phone_.device_id, b_phone_.token);
+  ASSERT_FALSE(refused.ok());
+  const std::string_view code = client::protocol_error_code(refused.status());
+  EXPECT_TRUE(code == "unavailable" || code == "timeout") << refused.status().to_string();
+  must(cluster_->start(leader_), "restarting the old leader");
+  must(cluster_->start(follower_b_), "restarting the other follower");
+  must(cluster_->leader(kFailoverTimeoutMs), "a leader again");
+  // The same connection authenticates once the cluster answers.
+  Status last = refused.status();
+  const bool authenticated = eventually(
+      [&] {
+        auto again = device->auth(b_phone_.user_id, b_phone_.device_id, b_phone_.token);
+        last = again.status();
+        return again.ok();
+      },
+      kFailoverTimeoutMs);
+  EXPECT_TRUE(authenticated) << last.to_string();
+}
+
 TEST_F(ThreeNodes, TypingAndPresenceReachDevicesOnOtherNodes) {
   auto bob = must(connect_device(cluster_->node(follower_a_).client_port, b_phone_), "bob");
   auto alice = must(connect_device(cluster_->node(follower_b_).client_port, a_phone_), "alice");
