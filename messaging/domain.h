@@ -71,8 +71,10 @@ inline constexpr std::size_t kMaxDevicesPerUser = 16;
 inline constexpr std::size_t kMaxGroupMembers = 512;
 inline constexpr std::size_t kMaxMembersPerCommand = 64;  // CreateConversation, AddMembers
 inline constexpr std::uint64_t kMaxSignalsPerCommand = 256;
-// SetReadMarker answers remembered per device and conversation (DeviceMarks.recent_answers).
-inline constexpr std::size_t kMaxRecentMarkAnswers = 8;
+// SetReadMarker answers remembered per device and conversation (DeviceMarks.recent_answers): at
+// least as many as one connection may have reads in flight (the gateway asserts it), so that a
+// retried marker step of any of them still finds its first answer.
+inline constexpr std::size_t kMaxRecentMarkAnswers = 64;
 
 // Delivery timing and preferences.
 inline constexpr std::int64_t kPushAfterMs = 1000;  // socket grace before a push

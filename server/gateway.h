@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "messaging/domain.h"
 #include "server/node_host.h"
 #include "server/websocket.h"
 
@@ -33,6 +34,9 @@ namespace herald::server {
 
 // Requests of one connection being processed at once, at most; more are answered "overloaded".
 inline constexpr int kMaxInflightRequests = 64;
+static_assert(messaging::kMaxRecentMarkAnswers >= static_cast<std::size_t>(kMaxInflightRequests),
+              "the read-marker idempotency window must cover every read a connection can have "
+              "in flight");
 // Failed auth attempts on one connection before it is closed.
 inline constexpr int kMaxAuthFailures = 3;
 // Changes pushed to one session per raft-thread turn; the rest follow on the next turn.
