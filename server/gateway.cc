@@ -306,7 +306,14 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
     s = it->second;
   }
   boost::system::error_code ec;
-  json::value parsed = json::parse(text, ec);
+  json::parse_options options;
+  options.max_depth = kMaxJsonDepth;
+  json::value parsed = json::parse(text, ec, json::storage_ptr(), options);
+  if (ec == json::error::too_deep) {
+    reply_error(s, nullptr,
+                {"malformed_json", fmt::format("a frame nests at most {} levels", kMaxJsonDepth)});
+    return;
+  }
   if (ec || !parsed.is_object()) {
     reply_error(s, nullptr, {"malformed_json", "a frame is one JSON object"});
     return;

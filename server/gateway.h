@@ -45,6 +45,9 @@ inline constexpr std::size_t kStreamPageSize = 100;
 inline constexpr std::int64_t kReadAnswerTimeoutMs = 10'000;
 // Largest client request id echoed back.
 inline constexpr std::size_t kMaxRequestIdBytes = 64;
+// Deepest nesting of arrays and objects a frame may have (the protocol needs 3); a deeper frame is
+// refused as malformed_json before any work, and the connection carries on.
+inline constexpr std::size_t kMaxJsonDepth = 16;
 // Conversations of a user whose members hear of the user's presence, at most (most recent first).
 inline constexpr std::size_t kMaxPresenceConversations = 1000;
 // Default and largest page of `sync` and `chats`.

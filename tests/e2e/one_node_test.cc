@@ -332,6 +332,12 @@ TEST_F(OneNode, BadInputIsAnsweredWithItsCodeAndTheConnectionCarriesOn) {
 
   HeraldClient& bob = *fresh;
   expect_error_then_usable(bob, "{not json", "malformed_json", std::nullopt);
+  // Nested deeper than the server's bound (16 levels, docs/protocol.md), and still within the
+  // JSON parser's own default limit (32), so only the bound refuses it.
+  constexpr std::size_t kTooDeep = 20;
+  const std::string deep = R"({"type":"ping","id":"d1","x":)" + std::string(kTooDeep, '[') +
+                           std::string(kTooDeep, ']') + "}";
+  expect_error_then_usable(bob, deep, "malformed_json", std::nullopt);
   expect_error_then_usable(bob, R"({"type":"teleport","id":"u1"})", "unknown_type", "u1");
   expect_error_then_usable(bob, R"({"id":"u2"})", "unknown_type", "u2");
   expect_error_then_usable(
