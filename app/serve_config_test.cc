@@ -104,7 +104,7 @@ TEST(ServeConfigTest, SingleNodeNeedsNoSecret) {
 // Writes `contents` to a fresh file with mode `perms`; returns its path.
 std::string write_secret_file(const std::string& name, const std::string& contents,
                               std::filesystem::perms perms) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  std::string path = ::testing::TempDir() + "/" + name;
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << contents;
