@@ -17,6 +17,7 @@
 #include "server/kv_api.h"
 #include "server/messaging_api.h"
 #include "server/node_host.h"
+#include "server/operator_gate.h"
 #include "server/workflow_api.h"
 
 namespace herald::app {
@@ -98,9 +99,6 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
   spdlog::info("peers authenticate with the cluster secret in {}", config.cluster_secret_file);
   return std::move(secret.bytes);
 }
-
-// The client WebSocket endpoint (docs/protocol.md).
-constexpr std::string_view kClientSocketPath = "/v1/ws";
 
 struct Providers {
   std::unique_ptr<messaging::RecordingPushProvider> push;
@@ -187,13 +185,18 @@ int run_serve(const ServeFlags& flags) {
     internal_types.emplace(type->name());
   }
   server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
-  server::MessagingApi messaging_api(host->get(), config->admin_token);
+  server::MessagingApi messaging_api(host->get());
+  const server::OperatorGate gate(config->admin_token);
   server::Gateway gateway(host->get());
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
-  http_config.websocket_paths.emplace(std::string(kClientSocketPath), &gateway);
+  http_config.websocket_paths.emplace(std::string(server::kDeviceSocketPath), &gateway);
   server::HttpServer http(
       http_config, [&](server::HttpRequest&& request, server::Responder respond) {
+        if (auto refusal = gate.refuse(request)) {
+          respond(*std::move(refusal));
+          return;
+        }
         if (!messaging_api.handle(request, respond) && !workflow_api.handle(request, respond)) {
           kv_api.handle(std::move(request), std::move(respond));
         }

@@ -20,6 +20,12 @@ def make_logger(tag):
     return log
 
 
+# The operator credential: the nodes a benchmark starts inherit HERALD_ADMIN_TOKEN, and every
+# operator request (and wrk, through bench/wrk/common.lua) sends it as a bearer token.
+ADMIN_TOKEN = os.environ.setdefault("HERALD_ADMIN_TOKEN", base64.b16encode(os.urandom(16)).decode())
+AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
+
+
 def write_cluster_secret(directory):
     """Writes a fresh cluster secret (32 random bytes, base64) to directory/cluster-secret,
     readable only by its owner, and returns the path for `herald serve --cluster-secret-file`."""
@@ -34,7 +40,7 @@ def request(port, method, path, body=None, timeout=2.0):
     """One HTTP request on a fresh connection to HOST:port: (status, body bytes)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=AUTH)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:

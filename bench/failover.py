@@ -171,7 +171,8 @@ class Writers:
                 ok = False
                 try:
                     conn.request("PUT", path, body=value,
-                                 headers={"Content-Type": "application/octet-stream"})
+                                 headers={"Content-Type": "application/octet-stream",
+                                          **benchlib.AUTH})
                     resp = conn.getresponse()
                     resp.read()
                     ok = resp.status == 200
@@ -296,7 +297,7 @@ def verify(nodes, live_ids, acked, threads):
                 try:
                     if conn is None:
                         conn = http.client.HTTPConnection(HOST, port, timeout=10)
-                    conn.request("GET", "/v1/kv/" + key)
+                    conn.request("GET", "/v1/kv/" + key, headers=benchlib.AUTH)
                     resp = conn.getresponse()
                     body = resp.read()
                     status = resp.status

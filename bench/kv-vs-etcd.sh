@@ -43,6 +43,9 @@ readonly WRK_GRACE_S=30            # wrk may run this much longer than DURATION
 readonly WRK_REQUEST_TIMEOUT=10s   # a request slower than this counts as a socket error
 
 export ETCDCTL_API=3
+# The operator credential the Herald nodes inherit and wrk (bench/wrk/common.lua) and curl send.
+HERALD_ADMIN_TOKEN="${HERALD_ADMIN_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+export HERALD_ADMIN_TOKEN
 
 WORK_DIR=""
 PIDS=()              # processes of the running cluster, started by this script
@@ -239,7 +242,7 @@ find_herald_leader() {
   local i
   for i in 0 1 2; do
     local url="http://$HOST:${HERALD_CLIENT_PORTS[i]}" body
-    body="$(curl -fsS --max-time 2 "$url/v1/cluster" 2>/dev/null)" || continue
+    body="$(curl -fsS --max-time 2 -H "Authorization: Bearer $HERALD_ADMIN_TOKEN" "$url/v1/cluster" 2>/dev/null)" || continue
     if python3 -c '
 import json, sys
 c = json.loads(sys.argv[1])

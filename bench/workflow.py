@@ -60,7 +60,7 @@ class Conn:
             if self.c is None:
                 self.c = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
             try:
-                self.c.request(method, path, body=body)
+                self.c.request(method, path, body=body, headers=benchlib.AUTH)
                 r = self.c.getresponse()
                 return r.status, r.read()
             except (OSError, http.client.HTTPException):

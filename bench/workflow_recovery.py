@@ -81,7 +81,7 @@ def list_all(port, state):
             path = f"/v1/workflows?type=demo.sleep&state={state}&limit=1000"
             if token:
                 path += f"&page_token={token}"
-            c.request("GET", path)
+            c.request("GET", path, headers=benchlib.AUTH)
             r = c.getresponse()
             body = r.read()
             if r.status != 200:
@@ -161,7 +161,7 @@ class Poller:
         try:
             if self.c is None:
                 self.c = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout_s)
-            self.c.request("GET", self.path)
+            self.c.request("GET", self.path, headers=benchlib.AUTH)
             r = self.c.getresponse()
             body = r.read()
             if r.status != 200:

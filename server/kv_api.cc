@@ -78,8 +78,22 @@ HttpResponse value_response(const storage::Reader& reader, const std::string& ke
 
 }  // namespace
 
+HttpResponse KvApi::health(const HostHealth& h) {
+  if (h.raft_idle_ms > kHealthMaxRaftIdleMs) {
+    return json_response(503, json::object{{"status", "stalled"}});
+  }
+  if (!h.leader_known) {
+    return json_response(503, json::object{{"status", "no_leader"}});
+  }
+  return json_response(200, json::object{{"status", "serving"}});
+}
+
 void KvApi::handle(HttpRequest&& request, Responder respond) {
   const std::string_view path = request.path;
+  if (path == kHealthPath && request.method == "GET") {
+    respond(health(host_->health()));
+    return;
+  }
   if (path == kClusterPath && request.method == "GET") {
     cluster(std::move(respond));
     return;

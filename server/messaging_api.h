@@ -1,6 +1,7 @@
 // MessagingApi: the messaging administration HTTP API (docs/api-http.md, "Messaging
 // administration") — users, devices and their credentials and push tokens, preferences,
-// conversations, system messages and a message's delivery timeline — behind the admin token.
+// conversations, system messages and a message's delivery timeline. OperatorGate checks the
+// admin token before handle() is called.
 //
 // Device secrets are generated here (32 random bytes, hex) and only their SHA-256 goes into the
 // log. Writes are domain commands proposed through the node; reads follow a linearizable read
@@ -22,8 +23,8 @@ inline constexpr std::size_t kMaxAdminTokenBytes = 256;
 
 class MessagingApi {
  public:
-  // `host` is borrowed. An empty `admin_token` disables the API (every request answers 403).
-  MessagingApi(NodeHost* host, std::string admin_token);
+  // `host` is borrowed.
+  explicit MessagingApi(NodeHost* host);
   // True when the path belongs to this API (and the request was answered).
   bool handle(HttpRequest& request, Responder& respond);
 
@@ -42,7 +43,6 @@ class MessagingApi {
   void timeline(const std::string& id, std::uint64_t seq, Responder respond);
 
   NodeHost* host_;
-  std::string admin_token_;
 };
 
 }  // namespace herald::server

@@ -109,11 +109,13 @@ struct NodeHost::Impl {
   std::condition_variable beacon_cv;
   std::atomic<raft::Term> leader_term{0};   // 0 unless leader; set by the raft thread
   std::atomic<MonoMs> raft_progress_ms{0};  // when the raft thread last finished a handler
+  std::atomic<raft::NodeId> known_leader{raft::kNoNode};  // set by the raft thread
 
   // Raft thread: records progress and whether this replica leads, after each handler.
   void publish_progress() {
     const raft::NodeStatus st = node->status();
     leader_term.store(st.role == raft::Role::kLeader ? st.term : 0);
+    known_leader.store(st.leader);
     raft_progress_ms.store(clock.mono_ms());
   }
 
@@ -355,6 +357,11 @@ void NodeHost::set_ephemeral_listener(EphemeralListener listener) {
 
 const storage::Engine& NodeHost::engine() const {
   return *impl_->engine;
+}
+
+HostHealth NodeHost::health() const {
+  return HostHealth{.leader_known = impl_->known_leader.load() != raft::kNoNode,
+                    .raft_idle_ms = impl_->clock.mono_ms() - impl_->raft_progress_ms.load()};
 }
 
 raft::NodeId NodeHost::id() const {

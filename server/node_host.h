@@ -61,6 +61,12 @@ struct ClusterView {
   std::uint64_t resident_bytes = 0;  // this process's resident set (0 when unknown)
 };
 
+// A cheap liveness view for GET /v1/health, read without waiting for the raft thread.
+struct HostHealth {
+  bool leader_known = false;      // this replica knows a leader (maybe itself)
+  std::int64_t raft_idle_ms = 0;  // since the raft thread last finished a handler
+};
+
 // Runs on the raft thread for each ephemeral event another node relayed (NodeHost::broadcast).
 using EphemeralListener =
     std::function<void(raft::NodeId from, const std::string& kind, const std::string& payload)>;
@@ -91,6 +97,9 @@ class NodeHost {
   void broadcast(std::string kind, std::string payload);
   // Installs the listener for ephemeral events from other nodes (replacing any). Thread-safe.
   void set_ephemeral_listener(EphemeralListener listener);
+
+  // Thread-safe and non-blocking.
+  [[nodiscard]] HostHealth health() const;
 
   // The engine, for stale reads (RocksDB reads are thread-safe).
   [[nodiscard]] const storage::Engine& engine() const;

@@ -26,6 +26,12 @@ def write_cluster_secret(directory):
     return path
 
 
+# The operator credential every node of a test cluster is started with (HERALD_ADMIN_TOKEN, which
+# the nodes inherit) and every operator request carries.
+ADMIN_TOKEN = os.environ.setdefault("HERALD_ADMIN_TOKEN", base64.b16encode(os.urandom(16)).decode())
+AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,7 +129,7 @@ class Cluster:
 def request(port, method, path, body=None, timeout=5.0):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=AUTH)
         resp = conn.getresponse()
         return resp.status, resp.read(), dict(resp.getheaders())
     finally:

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 
-from herald_cluster import Cluster
+from herald_cluster import AUTH, Cluster
 
 THREADS = 16
 SETTLE_TIMEOUT_S = 180
@@ -30,7 +30,7 @@ class Client:
             try:
                 if self.conn is None:
                     self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                self.conn.request(method, path, body=body)
+                self.conn.request(method, path, body=body, headers=AUTH)
                 resp = self.conn.getresponse()
                 data = resp.read()
                 if resp.status in (503, 504):

@@ -13,6 +13,14 @@ common.VALUE_BYTES = 64    -- size of every value written
 
 common.value = string.rep("v", common.VALUE_BYTES)
 
+-- Request headers for Herald's operator API: `content_type` plus the operator credential from
+-- HERALD_ADMIN_TOKEN (the node must have been started with the same token).
+function common.herald_headers(content_type)
+  local token = os.getenv("HERALD_ADMIN_TOKEN")
+  assert(token ~= nil and token ~= "", "set HERALD_ADMIN_TOKEN to the node's admin token")
+  return { ["Content-Type"] = content_type, ["Authorization"] = "Bearer " .. token }
+end
+
 local threads = {}
 local next_thread_id = 1
 

@@ -7,7 +7,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local headers = { ["Content-Type"] = "application/octet-stream" }
+local headers = common.herald_headers("application/octet-stream")
 
 setup = common.setup
 response = common.response

@@ -10,7 +10,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local headers = { ["Content-Type"] = "application/json" }
+local headers = common.herald_headers("application/json")
 
 setup = common.setup
 done = common.done

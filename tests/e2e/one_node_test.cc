@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "base/assert.h"
@@ -139,6 +140,37 @@ std::string ping_of_size(const std::string& id, std::size_t bytes) {
   const std::string tail = "\"}";
   HERALD_ASSERT(bytes >= head.size() + tail.size(), "too small for a ping");
   return head + std::string(bytes - head.size() - tail.size(), 'x') + tail;
+}
+
+TEST_F(OneNode, OperatorSurfacesRefuseCallersWithoutTheAdminToken) {
+  const std::uint16_t port = cluster_->node(1).client_port;
+  for (const char* token : {"", "not-the-token"}) {
+    const client::AdminClient stranger("127.0.0.1", port, token);
+    for (const auto& [method, target, body] :
+         std::vector<std::tuple<const char*, const char*, const char*>>{
+             {"PUT", "/v1/kv/owned", "x"},
+             {"GET", "/v1/kv/owned", ""},
+             {"GET", "/v1/cluster", ""},
+             {"POST", "/v1/workflows", R"({"type":"demo.pipeline","id":"x-1","input":"1"})"},
+             {"GET", "/v1/workflows", ""},
+             {"POST", "/v1/sagas/s/actions/a/complete", "{}"},
+             {"POST", "/v1/admin/users", R"({"user_id":"mallory"})"},
+             {"GET", "/v1/admin/users/alice", ""}}) {
+      const client::HttpReply reply =
+          must(stranger.request(method, target, body), "an unauthenticated operator call");
+      EXPECT_EQ(reply.status, 401) << method << " " << target << " with '" << token << "'";
+      EXPECT_NE(reply.body.find("\"unauthorized\""), std::string::npos) << reply.body;
+    }
+    // Devices and load balancers still reach what is meant for them.
+    const client::HttpReply health = must(stranger.request("GET", "/v1/health"), "health");
+    EXPECT_EQ(health.status, 200) << health.body;
+  }
+  // Nothing the strangers sent was applied.
+  EXPECT_EQ(must(admin_->request("GET", "/v1/kv/owned"), "reading back").status, 404);
+  EXPECT_EQ(must(admin_->request("GET", "/v1/admin/users/mallory"), "reading back").status, 404);
+  // The device socket needs no admin token: the gateway itself answers, asking for `auth`.
+  EXPECT_EQ(client::protocol_error_code(open_unauthenticated()->ping().status()),
+            "not_authenticated");
 }
 
 TEST_F(OneNode, InternalWorkflowTypesCannotBeStartedThroughTheApi) {
