@@ -187,7 +187,7 @@ int run_serve(const ServeFlags& flags) {
   server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
   server::MessagingApi messaging_api(host->get());
   const server::OperatorGate gate(config->admin_token);
-  server::Gateway gateway(host->get());
+  server::Gateway gateway(host->get(), config->device_limits);
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
   http_config.websocket_paths.emplace(std::string(server::kDeviceSocketPath), &gateway);

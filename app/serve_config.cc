@@ -29,6 +29,52 @@ void read_value(const toml::table& table, const char* key, T& out) {
   }
 }
 
+// A non-negative integer at devices.<key>, when present.
+template <typename T>
+Status read_count(const toml::table& devices, const char* key, T& out) {
+  const auto v = devices[key].value<std::int64_t>();
+  if (!v) {
+    if (devices.contains(key)) {
+      return Status::invalid_argument(fmt::format("devices.{} must be an integer", key));
+    }
+    return Status::ok_status();
+  }
+  if (*v < 0) {
+    return Status::invalid_argument(fmt::format("devices.{} must not be negative", key));
+  }
+  out = static_cast<T>(*v);
+  return Status::ok_status();
+}
+
+Status read_rate(const toml::table& devices, const char* key, double& out) {
+  if (!devices.contains(key)) return Status::ok_status();
+  const auto v = devices[key].value<double>();  // integers convert too
+  if (!v || *v < 0) {
+    return Status::invalid_argument(fmt::format("devices.{} must be a number >= 0", key));
+  }
+  out = *v;
+  return Status::ok_status();
+}
+
+Status load_device_limits(const toml::table& table, server::GatewayLimits& limits) {
+  const toml::table* devices = table["devices"].as_table();
+  if (devices == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(read_rate(*devices, "requests_per_s", limits.device_requests.per_second));
+  HERALD_RETURN_IF_ERROR(read_count(*devices, "request_burst", limits.device_requests.burst));
+  HERALD_RETURN_IF_ERROR(
+      read_rate(*devices, "auths_per_s_per_address", limits.address_auths.per_second));
+  HERALD_RETURN_IF_ERROR(
+      read_count(*devices, "auth_burst_per_address", limits.address_auths.burst));
+  HERALD_RETURN_IF_ERROR(
+      read_count(*devices, "max_connections_per_address", limits.max_connections_per_address));
+  HERALD_RETURN_IF_ERROR(
+      read_count(*devices, "max_sessions_per_device", limits.max_sessions_per_device));
+  HERALD_RETURN_IF_ERROR(read_count(*devices, "auth_deadline_ms", limits.auth_deadline_ms));
+  HERALD_RETURN_IF_ERROR(
+      read_count(*devices, "typing_relay_interval_ms", limits.typing_relay_interval_ms));
+  return Status::ok_status();
+}
+
 }  // namespace
 
 Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec) {
@@ -79,6 +125,7 @@ Status load_toml(const std::string& path, ServeConfig& config) {
   read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
   read_value(table, "cluster_secret_file", config.cluster_secret_file);
   read_value(table, "insecure_peers", config.insecure_peers);
+  HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {
@@ -116,6 +163,15 @@ Status finalize(ServeConfig& config) {
   if (!config.cluster_secret_file.empty() && config.insecure_peers) {
     return Status::invalid_argument(
         "--insecure-peers and a cluster secret file exclude each other: drop one");
+  }
+  const server::GatewayLimits& limits = config.device_limits;
+  if ((limits.device_requests.per_second > 0 && limits.device_requests.burst < 1) ||
+      (limits.address_auths.per_second > 0 && limits.address_auths.burst < 1)) {
+    return Status::invalid_argument("a device rate limit above 0 needs a burst of at least 1");
+  }
+  if (limits.max_sessions_per_device < 1 || limits.auth_deadline_ms < 1) {
+    return Status::invalid_argument(
+        "devices.max_sessions_per_device and devices.auth_deadline_ms must be at least 1");
   }
   if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
       config.election_ticks <= config.heartbeat_ticks) {

@@ -16,6 +16,15 @@
 //   email_journal = "email.jsonl"  # record escalation emails as JSON lines
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
+//   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
+//   requests_per_s = 100           # per device, after auth; 0: unlimited
+//   request_burst = 400
+//   auths_per_s_per_address = 50   # auth frames per client IP; 0: unlimited
+//   auth_burst_per_address = 500
+//   max_connections_per_address = 1024   # 0: unlimited
+//   max_sessions_per_device = 4
+//   auth_deadline_ms = 10000
+//   typing_relay_interval_ms = 2000
 // Flags given on the command line override the file.
 #pragma once
 
@@ -25,6 +34,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "server/gateway.h"
 
 namespace herald::app {
 
@@ -46,6 +56,7 @@ struct ServeConfig {
   // unless insecure_peers; a single node needs none.
   std::string cluster_secret_file;
   bool insecure_peers = false;
+  server::GatewayLimits device_limits;
 };
 
 // The cluster secret read from its file, and whether the file's mode lets others than its owner

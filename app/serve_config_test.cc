@@ -60,6 +60,55 @@ TEST(ServeConfigTest, LoadsTomlFile) {
   std::remove(path.c_str());
 }
 
+// Loads `text` as a TOML file over a default config.
+Status load_text(const std::string& text, ServeConfig& config) {
+  const std::string path = ::testing::TempDir() + "/herald-devices.toml";
+  {
+    std::ofstream out(path);
+    out << text;
+  }
+  Status s = load_toml(path, config);
+  std::remove(path.c_str());
+  return s;
+}
+
+TEST(ServeConfigTest, DeviceLimitsLoadFromTheDevicesTable) {
+  ServeConfig config;
+  EXPECT_EQ(config.device_limits.max_sessions_per_device, server::kMaxSessionsPerDevice);
+  ASSERT_TRUE(load_text("[devices]\nrequests_per_s = 2.5\nrequest_burst = 5\n"
+                        "auths_per_s_per_address = 0\nmax_connections_per_address = 7\n"
+                        "max_sessions_per_device = 2\nauth_deadline_ms = 1500\n"
+                        "typing_relay_interval_ms = 100\n",
+                        config)
+                  .ok());
+  const server::GatewayLimits& l = config.device_limits;
+  EXPECT_DOUBLE_EQ(l.device_requests.per_second, 2.5);
+  EXPECT_EQ(l.device_requests.burst, 5U);
+  EXPECT_DOUBLE_EQ(l.address_auths.per_second, 0);
+  EXPECT_EQ(l.address_auths.burst, server::kAddressAuthLimit.burst);  // untouched
+  EXPECT_EQ(l.max_connections_per_address, 7U);
+  EXPECT_EQ(l.max_sessions_per_device, 2U);
+  EXPECT_EQ(l.auth_deadline_ms, 1500);
+  EXPECT_EQ(l.typing_relay_interval_ms, 100);
+  EXPECT_TRUE(finalize(config).ok());
+}
+
+TEST(ServeConfigTest, BadDeviceLimitsAreRefusedByName) {
+  for (const char* text : {"[devices]\nrequest_burst = -1\n", "[devices]\nrequests_per_s = \"x\"\n",
+                           "[devices]\nauth_deadline_ms = 1.5\n"}) {
+    ServeConfig config;
+    const Status s = load_text(text, config);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find("devices."), std::string::npos) << s.message();
+  }
+  ServeConfig config;
+  ASSERT_TRUE(load_text("[devices]\nrequest_burst = 0\n", config).ok());
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+  config = ServeConfig();
+  ASSERT_TRUE(load_text("[devices]\nmax_sessions_per_device = 0\n", config).ok());
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {
   const std::string path = ::testing::TempDir() + "/herald-broken.toml";
   {

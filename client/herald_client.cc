@@ -194,6 +194,7 @@ Status status_of_error(std::string_view code, std::string_view message) {
       {"invalid_argument", Code::kInvalidArgument},
       {"too_large", Code::kResourceExhausted},
       {"overloaded", Code::kResourceExhausted},
+      {"rate_limited", Code::kResourceExhausted},
       {"not_found", Code::kNotFound},
       {"timeout", Code::kTimeout},
       {"unavailable", Code::kUnavailable},

@@ -87,7 +87,7 @@ struct Change {
   std::vector<std::string> users;  // members_added, member_removed, member_left, role_changed
   std::string role;                // role_changed
   std::string title;               // conversation_created, conversation_renamed
-  std::string device_id;           // read_cursor
+  std::string device_id;           // read_cursor, device_removed
 };
 
 struct TypingEvent {
@@ -199,9 +199,9 @@ struct Answer {
 
 // The Status an error frame becomes: message "<code>: <message>", code by protocol code —
 // kInvalidArgument (malformed_json, unknown_type, missing_field, wrong_type, invalid_argument),
-// kResourceExhausted (too_large, overloaded), kNotFound (not_found), kTimeout (timeout),
-// kUnavailable (unavailable), kFailedPrecondition (the authentication, membership, permission
-// and conflict codes, admin_disabled), kIOError (internal and any code not listed).
+// kResourceExhausted (too_large, overloaded, rate_limited), kNotFound (not_found), kTimeout
+// (timeout), kUnavailable (unavailable), kFailedPrecondition (the authentication, membership,
+// permission and conflict codes, admin_disabled), kIOError (internal and any code not listed).
 [[nodiscard]] Status status_of_error(std::string_view code, std::string_view message);
 // The code a Status's message starts with as "<code>: " (lower-case letters, digits, '_'): the
 // protocol error code of a Status from status_of_error() (or AdminClient's "http_<status>").

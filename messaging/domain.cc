@@ -380,6 +380,9 @@ class Applier {
   Result<rsmpb::CommandResult> restore_read_marker(const messagingpb::RestoreReadMarker& op);
   Result<rsmpb::CommandResult> advance_read_cursor(const messagingpb::AdvanceReadCursor& op);
   Result<rsmpb::CommandResult> publish_receipts(const messagingpb::PublishReadReceipts& op);
+  // MessagingCommand.acting_*: the device a command came from is still an active device of its
+  // user. Both empty: an operator or workflow command, nothing to check.
+  Status check_acting_device(std::string_view user_id, std::string_view device_id);
 
  private:
   template <typename Message>
@@ -480,6 +483,13 @@ Result<DeviceRecord> Applier::require_device_of(std::string_view user_id,
     return denied(fmt::format("device \"{}\" belongs to another user", device_id));
   }
   return std::move(*device);
+}
+
+Status Applier::check_acting_device(std::string_view user_id, std::string_view device_id) {
+  if (user_id.empty() && device_id.empty()) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(check_id("the acting user id", user_id));
+  HERALD_RETURN_IF_ERROR(check_id("the acting device id", device_id));
+  return require_device_of(user_id, device_id).status();
 }
 
 Result<ConversationRecord> Applier::device_conversation(std::string_view user_id,
@@ -602,6 +612,9 @@ Result<rsmpb::CommandResult> Applier::remove_device(const messagingpb::RemoveDev
   auto* ids = user.mutable_device_ids();
   ids->erase(std::remove(ids->begin(), ids->end(), op.device_id()), ids->end());
   put(keys::user_key(op.user_id()), user);
+  ChangeRecord change = make_change(messagingpb::DEVICE_REMOVED, "", "");
+  change.set_device_id(op.device_id());
+  HERALD_RETURN_IF_ERROR(append_change(op.user_id(), std::move(change)));
   return ok_result();
 }
 
@@ -1276,6 +1289,7 @@ Status Applier::fan_out(const ConversationRecord& conv, const ChangeRecord& chan
 
 Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCommand& c) {
   using C = messagingpb::MessagingCommand;
+  HERALD_RETURN_IF_ERROR(a.check_acting_device(c.acting_user_id(), c.acting_device_id()));
   switch (c.op_case()) {
     case C::kCreateUser: return a.create_user(c.create_user());
     case C::kCreateDevice: return a.create_device(c.create_device());

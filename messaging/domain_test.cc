@@ -1146,6 +1146,46 @@ TEST_F(DomainTest, DevicesAreOwnedBoundedAndNeverReused) {
   EXPECT_EQ(code_of(apply(device_cmd("alice", "alice-extra"))), Code::kResourceExhausted);
 }
 
+TEST_F(DomainTest, RemovingADeviceTellsTheUsersStream) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-laptop"));
+  MessagingCommand remove;
+  remove.mutable_remove_device()->set_user_id("alice");
+  remove.mutable_remove_device()->set_device_id("alice-laptop");
+  ok(remove);
+  const auto last = changes("alice").back().change();
+  EXPECT_EQ(last.kind(), messagingpb::DEVICE_REMOVED);
+  EXPECT_EQ(last.device_id(), "alice-laptop");
+}
+
+TEST_F(DomainTest, CommandsOfARemovedOrForeignDeviceChangeNothing) {
+  make_trio();
+  const std::uint64_t seq = send("g", "alice", "first");
+  MessagingCommand edit = edit_cmd("alice", "g", seq, "edited by a device");
+  edit.set_acting_user_id("alice");
+  edit.set_acting_device_id("bob-phone");  // not alice's
+  EXPECT_EQ(code_of(apply(edit)), Code::kFailedPrecondition);
+  edit.set_acting_device_id("alice-ghost");  // never existed
+  EXPECT_EQ(code_of(apply(edit)), Code::kNotFound);
+  edit.set_acting_device_id("");  // half of the pair
+  EXPECT_EQ(code_of(apply(edit)), Code::kInvalidArgument);
+  edit.set_acting_device_id("alice-phone");
+  ok(edit);
+
+  MessagingCommand remove;
+  remove.mutable_remove_device()->set_user_id("alice");
+  remove.mutable_remove_device()->set_device_id("alice-phone");
+  ok(remove);
+  // A command the removed device had in flight, applied after the removal, changes nothing.
+  MessagingCommand late = edit_cmd("alice", "g", seq, "too late");
+  late.set_acting_user_id("alice");
+  late.set_acting_device_id("alice-phone");
+  EXPECT_EQ(code_of(apply(late)), Code::kNotFound);
+  EXPECT_EQ(message("g", seq).body(), "edited by a device");
+  // Operator commands carry no acting device and still apply.
+  ok(edit_cmd("alice", "g", seq, "by the operator"));
+}
+
 TEST_F(DomainTest, IdsAreValidated) {
   EXPECT_EQ(code_of(apply(user_cmd(""))), Code::kInvalidArgument);
   EXPECT_EQ(code_of(apply(user_cmd("a:b"))), Code::kInvalidArgument);

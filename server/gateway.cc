@@ -5,8 +5,10 @@
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
+#include <deque>
 #include <functional>
 #include <random>
 #include <set>
@@ -61,6 +63,12 @@ json::object typing_frame(const std::string& conversation_id, const std::string&
                       {"active", active}};
 }
 
+// The address part of "ip:port" or "[ip6]:port": the key of the per-address limits.
+std::string address_of(const std::string& endpoint) {
+  const auto colon = endpoint.rfind(':');
+  return colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
+}
+
 FrameError read_error(std::string_view error_type, std::string message) {
   if (error_type == messaging::kReadBeyondLastSeq) return {"read_beyond_last_seq", message};
   if (error_type == messaging::kReadNotMember) return {"read_not_member", message};
@@ -70,9 +78,11 @@ FrameError read_error(std::string_view error_type, std::string message) {
 }  // namespace
 
 struct Gateway::Session {
-  explicit Session(std::shared_ptr<WsConnection> c) : conn(std::move(c)) {}
+  Session(std::shared_ptr<WsConnection> c, std::string a)
+      : conn(std::move(c)), address(std::move(a)) {}
 
   std::shared_ptr<WsConnection> conn;
+  const std::string address;  // the client's IP, without the port
   std::atomic<int> inflight{0};
 
   std::mutex mu;
@@ -87,6 +97,11 @@ struct Gateway::Session {
   bool registered = false;
   bool pump_pending = false;
   std::uint64_t cursor = 0;  // the last change queued to this session
+  struct TypingRelay {
+    std::int64_t at_ms = 0;
+    bool active = false;
+  };
+  std::unordered_map<std::string, TypingRelay> typing_relays;  // by conversation
 };
 
 struct Gateway::Request {
@@ -99,7 +114,11 @@ struct Gateway::Request {
 
 class Gateway::Core : public std::enable_shared_from_this<Core> {
  public:
-  explicit Core(NodeHost* node) : node_(node) {}
+  Core(NodeHost* node, const GatewayLimits& limits)
+      : node_(node),
+        limits_(limits),
+        device_limiter_(limits.device_requests, kMaxRateLimitKeys),
+        address_auth_limiter_(limits.address_auths, kMaxRateLimitKeys) {}
 
   void install() {
     std::weak_ptr<Core> weak = weak_from_this();
@@ -121,9 +140,23 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
     node_->set_ephemeral_listener(nullptr);
   }
 
-  void open(const std::shared_ptr<WsConnection>& conn) {
+  // Nullopt when the connection is accepted; otherwise the refusal.
+  std::optional<HttpResponse> open(const std::shared_ptr<WsConnection>& conn) {
+    std::string address = address_of(conn->remote_endpoint());
     std::lock_guard lock(mu_);
-    sessions_.emplace(conn->id(), std::make_shared<Session>(conn));
+    std::size_t& open_here = connections_by_address_[address];
+    if (limits_.max_connections_per_address > 0 &&
+        open_here >= limits_.max_connections_per_address) {
+      if (open_here == 0) connections_by_address_.erase(address);
+      return HttpResponse::error(429, "rate_limited",
+                                 fmt::format("at most {} connections from one address",
+                                             limits_.max_connections_per_address));
+    }
+    ++open_here;
+    auto session = std::make_shared<Session>(conn, std::move(address));
+    auth_deadlines_.push_back({clock_.mono_ms() + limits_.auth_deadline_ms, session});
+    sessions_.emplace(conn->id(), std::move(session));
+    return std::nullopt;
   }
 
   void close(const std::shared_ptr<WsConnection>& conn) {
@@ -134,6 +167,10 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
       if (it == sessions_.end()) return;
       s = std::move(it->second);
       sessions_.erase(it);
+      const auto count = connections_by_address_.find(s->address);
+      HERALD_ASSERT(count != connections_by_address_.end() && count->second > 0,
+                    "every open session is counted under its address");
+      if (--count->second == 0) connections_by_address_.erase(count);
     }
     {
       std::lock_guard lock(s->mu);
@@ -163,6 +200,15 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void reply_error(const std::shared_ptr<Session>& s, const json::value& re, const FrameError& e) {
     send(s, json::object{{"type", "error"}, {"re", re}, {"code", e.code}, {"message", e.message}});
   }
+  // Answers `r` with rate_limited and the wait before a retry can succeed.
+  void rate_limited(const Request& r, std::string_view what, std::int64_t retry_after_ms) {
+    send(r.session, json::object{{"type", "error"},
+                                 {"re", r.re},
+                                 {"code", "rate_limited"},
+                                 {"message", fmt::format("too many {}; retry later", what)},
+                                 {"retry_after_ms", retry_after_ms}});
+    --r.session->inflight;
+  }
   // Each request is answered exactly once, by ok() or fail(), which end it.
   void ok(const Request& r, json::object fields = {}) {
     fields["type"] = "ok";
@@ -190,7 +236,11 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
                      }
                    });
   }
-  void propose_domain(Request r, const messagingpb::MessagingCommand& c, CommandDone done) {
+  // Stamps the session's device as the acting device, so the command is refused when it applies
+  // after the device was removed.
+  void propose_domain(Request r, messagingpb::MessagingCommand c, CommandDone done) {
+    c.set_acting_user_id(r.user_id);
+    c.set_acting_device_id(r.device_id);
     propose(std::move(r), module_command(messaging::kModuleName, c), std::move(done));
   }
   // Answers a plain ok once the command is applied.
@@ -237,6 +287,22 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void prefs_get(Request r);
   void prefs_set(Request r);
   void typing(Request r);
+  // Raft thread: whether this typing state is relayed now (it changed, or the last relay for the
+  // conversation is kTypingRelayIntervalMs old); records it when it is.
+  bool typing_due(Session& s, const std::string& conversation_id, bool active) {
+    const std::int64_t now = clock_.mono_ms();
+    auto it = s.typing_relays.find(conversation_id);
+    if (it != s.typing_relays.end() && it->second.active == active &&
+        now - it->second.at_ms < limits_.typing_relay_interval_ms) {
+      return false;
+    }
+    if (it == s.typing_relays.end()) {
+      if (s.typing_relays.size() >= kMaxTypingConversationsPerSession) s.typing_relays.clear();
+      it = s.typing_relays.emplace(conversation_id, Session::TypingRelay{}).first;
+    }
+    it->second = {now, active};
+    return true;
+  }
   void ping(Request r) {
     const Request req = std::move(r);
     ok(req, json::object{{"server_time_ms", clock_.wall_ms()}});
@@ -254,6 +320,10 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void relay_to_members(const messagingpb::ConversationRecord& conv, const Session* except,
                         const json::object& frame);
   void check_reads(std::int64_t now_ms);
+  // Closes the connections whose auth deadline passed without a successful auth.
+  void expire_unauthenticated();
+  // Keeps at most max_sessions_per_device sessions of `s`'s device: closes the oldest others.
+  void limit_device_sessions(const std::shared_ptr<Session>& s);
 
   struct ReadWaiter {
     Request request;
@@ -262,10 +332,21 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
     std::int64_t deadline_ms = 0;
   };
 
+  struct AuthDeadline {
+    std::int64_t mono_ms = 0;
+    std::weak_ptr<Session> session;
+  };
+
   NodeHost* node_;
+  const GatewayLimits limits_;
   SystemClock clock_;
   mutable std::mutex mu_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;  // guarded by mu_
+  std::unordered_map<std::string, std::size_t> connections_by_address_;   // guarded by mu_
+  KeyedLimiter device_limiter_;                                           // guarded by mu_
+  KeyedLimiter address_auth_limiter_;                                     // guarded by mu_
+  // In opening order, so in deadline order (the deadline is a fixed delay). Guarded by mu_.
+  std::deque<AuthDeadline> auth_deadlines_;
   // Raft thread only.
   std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> streams_;  // by user
   std::vector<ReadWaiter> read_waiters_;
@@ -339,6 +420,15 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
     return;
   }
   if (type == "auth") {
+    std::int64_t wait_ms = 0;
+    {
+      std::lock_guard lock(mu_);
+      const std::int64_t now = clock_.mono_ms();
+      if (!address_auth_limiter_.take(s->address, now)) {
+        wait_ms = std::max<std::int64_t>(1, address_auth_limiter_.wait_ms(s->address, now));
+      }
+    }
+    if (wait_ms > 0) return rate_limited(r, "authentications from this address", wait_ms);
     auth(std::move(r));
     return;
   }
@@ -356,6 +446,15 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
     r.user_id = s->user_id;
     r.device_id = s->device_id;
   }
+  std::int64_t wait_ms = 0;
+  {
+    std::lock_guard lock(mu_);
+    const std::int64_t now = clock_.mono_ms();
+    if (!device_limiter_.take(r.device_id, now)) {
+      wait_ms = std::max<std::int64_t>(1, device_limiter_.wait_ms(r.device_id, now));
+    }
+  }
+  if (wait_ms > 0) return rate_limited(r, "requests from this device", wait_ms);
   (this->*(op->second))(std::move(r));
 }
 
@@ -437,7 +536,43 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
   auto& list = streams_[r.user_id];
   list.push_back(s);
   if (list.size() == 1) presence(r.user_id, true, clock_.wall_ms(), true);
+  limit_device_sessions(s);
   pump(s);
+}
+
+void Gateway::Core::limit_device_sessions(const std::shared_ptr<Session>& s) {
+  const auto& list = streams_.at(s->user_id);
+  std::size_t same_device = 0;
+  for (const auto& other : list) {
+    if (other->device_id == s->device_id) ++same_device;
+  }
+  // The list is in authentication order: the first ones are the oldest.
+  for (const auto& other : list) {
+    if (same_device <= limits_.max_sessions_per_device) break;
+    if (other == s || other->device_id != s->device_id) continue;
+    other->conn->close(kCloseReplaced, "replaced by a newer session of this device");
+    --same_device;  // unregistered when its close completes
+  }
+}
+
+void Gateway::Core::expire_unauthenticated() {
+  std::vector<std::shared_ptr<Session>> expired;
+  {
+    std::lock_guard lock(mu_);
+    const std::int64_t now = clock_.mono_ms();
+    while (!auth_deadlines_.empty() && auth_deadlines_.front().mono_ms <= now) {
+      if (auto s = auth_deadlines_.front().session.lock()) expired.push_back(std::move(s));
+      auth_deadlines_.pop_front();
+    }
+  }
+  for (const auto& s : expired) {
+    bool authenticated = false;
+    {
+      std::lock_guard lock(s->mu);
+      authenticated = s->authenticated;
+    }
+    if (!authenticated) s->conn->close(kCloseAuthDeadline, "no successful auth in time");
+  }
 }
 
 // ------------------------------------------------------------------ streams
@@ -461,6 +596,7 @@ void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& chang
     }
   }
   if (!read_waiters_.empty()) check_reads(now_ms);
+  expire_unauthenticated();
 }
 
 void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
@@ -471,10 +607,17 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
                  page.status().to_string());
     return;
   }
+  bool removed = false;
   for (const auto& entry : page->entries) {
     send(s, json::object{{"type", "change"}, {"change", change_json(entry)}});
+    removed = removed || (entry.change().kind() == messagingpb::DEVICE_REMOVED &&
+                          entry.change().device_id() == s->device_id);
   }
   if (!page->entries.empty()) s->cursor = page->next_cursor;
+  if (removed) {  // after the change itself, so the device learns why
+    s->conn->close(kCloseDeviceRemoved, "this device was removed");
+    return;
+  }
   if (page->has_more) {
     s->pump_pending = true;  // yield the raft thread between pages
     node_->post([self = shared_from_this(), s] {
@@ -926,8 +1069,10 @@ void Gateway::Core::typing(Request r) {
     const bool member = std::any_of(members.begin(), members.end(),
                                     [&](const auto& m) { return m.user_id() == r.user_id; });
     if (!member) return self->fail(r, {"not_member", "you are not a member"});
-    self->relay_to_members(**conv, r.session.get(), typing_frame(id, r.user_id, active));
-    self->node_->broadcast(kTypingKind, json::serialize(typing_frame(id, r.user_id, active)));
+    if (self->typing_due(*r.session, id, active)) {
+      self->relay_to_members(**conv, r.session.get(), typing_frame(id, r.user_id, active));
+      self->node_->broadcast(kTypingKind, json::serialize(typing_frame(id, r.user_id, active)));
+    }
     self->ok(r);
   });
 }
@@ -962,8 +1107,10 @@ void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& pay
 
 // ------------------------------------------------------------------ Gateway
 
-Gateway::Gateway(NodeHost* node) : core_(std::make_shared<Core>(node)) {
+Gateway::Gateway(NodeHost* node, GatewayLimits limits)
+    : core_(std::make_shared<Core>(node, limits)) {
   HERALD_ASSERT(node != nullptr, "the gateway needs a node");
+  HERALD_ASSERT(limits.max_sessions_per_device >= 1, "a device may have a session");
   core_->install();
 }
 
@@ -973,8 +1120,7 @@ Gateway::~Gateway() {
 
 std::optional<HttpResponse> Gateway::on_open(const std::shared_ptr<WsConnection>& conn,
                                              const HttpRequest& /*upgrade_request*/) {
-  core_->open(conn);
-  return std::nullopt;
+  return core_->open(conn);
 }
 
 void Gateway::on_text(const std::shared_ptr<WsConnection>& conn, std::string text) {

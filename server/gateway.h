@@ -28,6 +28,7 @@
 
 #include "messaging/domain.h"
 #include "server/node_host.h"
+#include "server/rate_limiter.h"
 #include "server/websocket.h"
 
 namespace herald::server {
@@ -53,10 +54,45 @@ inline constexpr std::size_t kMaxPresenceConversations = 1000;
 // Default and largest page of `sync` and `chats`.
 inline constexpr std::uint64_t kDefaultPageSize = 100;
 
+// ---- Limits on devices (docs/protocol.md, "Limits"); GatewayLimits carries them. ----
+// A connection that has not authenticated this long after it opened is closed (4002).
+inline constexpr std::int64_t kAuthDeadlineMs = 10'000;
+// Requests of one device after auth, across its connections: sustained per second and burst.
+inline constexpr RateLimit kDeviceRequestLimit{.per_second = 100, .burst = 400};
+// `auth` frames from one client address (IP, any port): sustained per second and burst.
+inline constexpr RateLimit kAddressAuthLimit{.per_second = 50, .burst = 500};
+// Open WebSockets from one client address; the next is refused with 429 rate_limited.
+inline constexpr std::size_t kMaxConnectionsPerAddress = 1024;
+// Authenticated sessions of one device on one node; a newer one closes the oldest (4003).
+inline constexpr std::size_t kMaxSessionsPerDevice = 4;
+// A device's typing state for one conversation is relayed at most once per this interval,
+// unless it changes (active to inactive or back).
+inline constexpr std::int64_t kTypingRelayIntervalMs = 2'000;
+// Conversations whose typing relay time a session remembers; past it the memory starts over.
+inline constexpr std::size_t kMaxTypingConversationsPerSession = 64;
+// Devices and addresses whose rate-limit buckets are kept at once (refilled ones are dropped
+// first), so the limiters' memory is bounded whatever ids or addresses clients use.
+inline constexpr std::size_t kMaxRateLimitKeys = 100'000;
+
+// Close codes of the device socket beyond the RFC 6455 ones.
+inline constexpr std::uint16_t kCloseDeviceRemoved = 4001;  // the device was removed
+inline constexpr std::uint16_t kCloseAuthDeadline = 4002;   // no successful auth in time
+inline constexpr std::uint16_t kCloseReplaced = 4003;  // more than kMaxSessionsPerDevice sessions
+
+struct GatewayLimits {
+  std::int64_t auth_deadline_ms = kAuthDeadlineMs;
+  RateLimit device_requests = kDeviceRequestLimit;                      // per_second 0: unlimited
+  RateLimit address_auths = kAddressAuthLimit;                          // per_second 0: unlimited
+  std::size_t max_connections_per_address = kMaxConnectionsPerAddress;  // 0: unlimited
+  std::size_t max_sessions_per_device = kMaxSessionsPerDevice;          // at least 1
+  std::int64_t typing_relay_interval_ms = kTypingRelayIntervalMs;
+};
+
 class Gateway final : public WsHandler {
  public:
   // `node` is borrowed. Installs the gateway as the node's change listener.
-  explicit Gateway(NodeHost* node);
+  // Precondition (asserted): limits.max_sessions_per_device >= 1.
+  explicit Gateway(NodeHost* node, GatewayLimits limits = {});
   ~Gateway() override;
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

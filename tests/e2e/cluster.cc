@@ -218,6 +218,20 @@ Status Cluster::start_all() {
   return Status::ok_status();
 }
 
+Status Cluster::set_config(const std::string& toml) {
+  if (toml.empty()) {
+    config_file_.clear();
+    return Status::ok_status();
+  }
+  const std::string path = root_ + "/herald.toml";
+  std::ofstream out(path, std::ios::trunc);
+  out << toml;
+  out.close();
+  if (!out) return Status::io_error(fmt::format("cannot write {}", path));
+  config_file_ = path;
+  return Status::ok_status();
+}
+
 Status Cluster::start(std::uint64_t id) {
   Node& n = mutable_node(id);
   HERALD_ASSERT(n.pid < 0, "the node is running");
@@ -230,6 +244,7 @@ Status Cluster::start(std::uint64_t id) {
                                 "--admin-token",  kAdminToken,
                                 "--push-journal", n.push_journal};
   if (!n.secret_file.empty()) args.insert(args.end(), {"--cluster-secret-file", n.secret_file});
+  if (!config_file_.empty()) args.insert(args.end(), {"--config", config_file_});
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());

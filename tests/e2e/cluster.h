@@ -77,6 +77,9 @@ class Cluster {
   // From its next start on, node `id` uses `secret` as its cluster secret instead of the
   // cluster's (written to a file of its own); an empty `secret` starts it without any.
   [[nodiscard]] Status set_secret(std::uint64_t id, const std::string& secret);
+  // From their next start on, every node reads `toml` as its --config file (flags still override
+  // it). Empty: no config file.
+  [[nodiscard]] Status set_config(const std::string& toml);
 
   // Starts every node that is not running.
   [[nodiscard]] Status start_all();
@@ -119,6 +122,7 @@ class Cluster {
   [[nodiscard]] std::uint64_t reported_leader(std::uint64_t id) const;
 
   std::string root_;
+  std::string config_file_;  // empty: none
   std::vector<Node> nodes_;  // nodes_[i].id == i + 1
 };
 
