@@ -88,6 +88,10 @@ Result<ServerFrame> parse_event(const json::object& o, std::string_view type) {
   } else if (type == "presence") {
     HERALD_ASSIGN_OR_RETURN(PresenceEvent presence, parse_presence(o));
     frame.event = std::move(presence);
+  } else if (type == "resync_required") {
+    ResyncEvent resync;
+    HERALD_RETURN_IF_ERROR(read_json_field(o, "cursor", resync.cursor));
+    frame.event = resync;
   } else {
     return Status::corruption(fmt::format("unknown server frame type \"{}\"", type));
   }
@@ -208,6 +212,7 @@ Status status_of_error(std::string_view code, std::string_view message) {
       {"read_not_member", Code::kFailedPrecondition},
       {"forbidden", Code::kFailedPrecondition},
       {"conflict", Code::kFailedPrecondition},
+      {"resync_required", Code::kFailedPrecondition},
   };
   const auto it = kCodes.find(code);
   const Code mapped = it == kCodes.end() ? Code::kIOError : it->second;
@@ -385,7 +390,8 @@ Result<std::optional<ServerFrame>> HeraldClient::receive_frame(std::int64_t dead
   return std::optional<ServerFrame>();
 }
 
-Result<HeraldClient::Fields> HeraldClient::call(std::string_view type, const json::object& fields) {
+Result<HeraldClient::Fields> HeraldClient::call(std::string_view type, const json::object& fields,
+                                                Fields* error_frame) {
   if (failed_.has_value()) return *failed_;
   const std::string id = fmt::format("c-{}", next_request_++);
   if (Status sent = ws_->send_text(encode_request(type, id, fields)); !sent.ok()) {
@@ -400,7 +406,10 @@ Result<HeraldClient::Fields> HeraldClient::call(std::string_view type, const jso
                                          id, request_timeout_ms_));
     }
     if (!frame->has_value() || (*frame)->answer.re != id) continue;  // an event, or stale
-    if (!(*frame)->answer.status.ok()) return (*frame)->answer.status;
+    if (!(*frame)->answer.status.ok()) {
+      if (error_frame != nullptr) *error_frame = (*frame)->fields;
+      return (*frame)->answer.status;
+    }
     return std::move((*frame)->fields);
   }
 }
@@ -419,6 +428,8 @@ Result<AuthInfo> HeraldClient::auth(const std::string& user_id, const std::strin
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "device_id", info.device_id));
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "server_time_ms", info.server_time_ms));
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "cursor", info.cursor));
+  HERALD_RETURN_IF_ERROR(
+      read_json_field(*ok, "resync_required", info.resync_required, /*required=*/false));
   return info;
 }
 
@@ -464,11 +475,35 @@ Result<ReadResult> HeraldClient::read(const std::string& conversation_id, std::u
 Result<SyncResult> HeraldClient::sync(std::uint64_t since, std::optional<std::uint64_t> limit) {
   json::object fields{{"since", since}};
   if (limit.has_value()) fields["limit"] = *limit;
-  HERALD_ASSIGN_OR_RETURN(Fields ok, call("sync", fields));
+  Fields error;
+  auto answer = call("sync", fields, &error);
   SyncResult result;
+  if (!answer.ok()) {
+    if (protocol_error_code(answer.status()) != "resync_required" || error == nullptr) {
+      return answer.status();
+    }
+    result.resync_required = true;
+    HERALD_RETURN_IF_ERROR(read_json_field(*error, "cursor", result.cursor));
+    return result;
+  }
+  const Fields& ok = *answer;
   HERALD_ASSIGN_OR_RETURN(result.changes, read_json_array<Change>(*ok, "changes", parse_change));
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "cursor", result.cursor));
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "has_more", result.has_more));
+  return result;
+}
+
+Result<HistoryResult> HeraldClient::history(const std::string& conversation_id,
+                                            std::optional<std::uint64_t> before_seq,
+                                            std::optional<std::uint64_t> limit) {
+  json::object fields{{"conversation_id", conversation_id}};
+  if (before_seq.has_value()) fields["before_seq"] = *before_seq;
+  if (limit.has_value()) fields["limit"] = *limit;
+  HERALD_ASSIGN_OR_RETURN(Fields ok, call("history", fields));
+  HistoryResult result;
+  HERALD_ASSIGN_OR_RETURN(result.messages,
+                          read_json_array<Message>(*ok, "messages", parse_message));
+  HERALD_RETURN_IF_ERROR(read_json_field(*ok, "next_before", result.next_before));
   return result;
 }
 

@@ -102,8 +102,14 @@ struct PresenceEvent {
   std::int64_t last_seen_ms = 0;
 };
 
+// The live stream fell behind the server's retention: rebuild from chats() and history(), then
+// carry on from `cursor` (the stream continues from there on its own).
+struct ResyncEvent {
+  std::uint64_t cursor = 0;
+};
+
 // A server frame that answers no request.
-using Event = std::variant<Change, TypingEvent, PresenceEvent>;
+using Event = std::variant<Change, TypingEvent, PresenceEvent, ResyncEvent>;
 
 struct Member {
   std::string user_id;
@@ -147,6 +153,8 @@ struct AuthInfo {
   std::string device_id;
   std::int64_t server_time_ms = 0;
   std::uint64_t cursor = 0;  // the user's newest change cursor
+  // `since` was older than the server keeps: the stream starts at `cursor`; rebuild first.
+  bool resync_required = false;
 };
 
 struct SendResult {
@@ -164,6 +172,14 @@ struct SyncResult {
   std::vector<Change> changes;
   std::uint64_t cursor = 0;  // pass as `since` next
   bool has_more = false;
+  // The changes after `since` were trimmed (the answer was the resync_required error): changes
+  // is empty; rebuild from chats() and history(), then sync from `cursor`.
+  bool resync_required = false;
+};
+
+struct HistoryResult {
+  std::vector<Message> messages;  // newest first
+  std::uint64_t next_before = 0;  // pass as before_seq for older ones; 0 when there are none
 };
 
 struct ChatsResult {
@@ -201,7 +217,8 @@ struct Answer {
 // kInvalidArgument (malformed_json, unknown_type, missing_field, wrong_type, invalid_argument),
 // kResourceExhausted (too_large, overloaded, rate_limited), kNotFound (not_found), kTimeout
 // (timeout), kUnavailable (unavailable), kFailedPrecondition (the authentication, membership,
-// permission and conflict codes, admin_disabled), kIOError (internal and any code not listed).
+// permission and conflict codes, admin_disabled, resync_required), kIOError (internal and any code
+// not listed).
 [[nodiscard]] Status status_of_error(std::string_view code, std::string_view message);
 // The code a Status's message starts with as "<code>: " (lower-case letters, digits, '_'): the
 // protocol error code of a Status from status_of_error() (or AdminClient's "http_<status>").
@@ -309,6 +326,10 @@ class HeraldClient {
   [[nodiscard]] Result<ReadResult> read(const std::string& conversation_id, std::uint64_t seq);
   [[nodiscard]] Result<SyncResult> sync(std::uint64_t since,
                                         std::optional<std::uint64_t> limit = std::nullopt);
+  // The conversation's messages before `before_seq` (none: from the newest), newest first.
+  [[nodiscard]] Result<HistoryResult> history(const std::string& conversation_id,
+                                              std::optional<std::uint64_t> before_seq = {},
+                                              std::optional<std::uint64_t> limit = {});
   [[nodiscard]] Result<ChatsResult> chats(std::optional<std::uint64_t> limit = std::nullopt,
                                           const std::optional<std::string>& page = std::nullopt);
   [[nodiscard]] Result<Conversation> conversation_create(const NewConversation& spec);
@@ -365,8 +386,10 @@ class HeraldClient {
 
   explicit HeraldClient(std::unique_ptr<WsClient> ws);
 
-  // Sends {type, id, ...fields} and waits for the answer to that id: its frame, or its error.
-  [[nodiscard]] Result<Fields> call(std::string_view type, const boost::json::object& fields);
+  // Sends {type, id, ...fields} and waits for the answer to that id: its frame, or its error
+  // (whose whole frame goes to `error_frame` when given).
+  [[nodiscard]] Result<Fields> call(std::string_view type, const boost::json::object& fields,
+                                    Fields* error_frame = nullptr);
   // call() that expects no ok fields.
   [[nodiscard]] Status call_simple(std::string_view type, const boost::json::object& fields);
   // Receives one frame within the time left until `deadline_ms` (steady clock, ms): an answer is

@@ -325,6 +325,19 @@ Result<std::optional<MemberState>> find_member_state(const Source& source, std::
                                    });
 }
 
+// The retention windows in force: the stored settings, each unset window at its default.
+template <typename Source>
+Result<messagingpb::RetentionSettings> retention_of(const Source& source) {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::RetentionSettings>(
+                                           source, keys::retention_key(), "retention settings"));
+  messagingpb::RetentionSettings settings = stored.value_or(messagingpb::RetentionSettings());
+  if (settings.dedup_window_ms() == 0) settings.set_dedup_window_ms(kDefaultDedupWindowMs);
+  if (settings.change_retention_ms() == 0) {
+    settings.set_change_retention_ms(kDefaultChangeRetentionMs);
+  }
+  return settings;
+}
+
 // kNotFound when the record is absent: for ids named by the caller.
 template <typename Message>
 Result<Message> found(Result<std::optional<Message>> record, std::string_view what,
@@ -380,6 +393,7 @@ class Applier {
   Result<rsmpb::CommandResult> restore_read_marker(const messagingpb::RestoreReadMarker& op);
   Result<rsmpb::CommandResult> advance_read_cursor(const messagingpb::AdvanceReadCursor& op);
   Result<rsmpb::CommandResult> publish_receipts(const messagingpb::PublishReadReceipts& op);
+  Result<rsmpb::CommandResult> set_retention(const messagingpb::SetRetention& op);
   // MessagingCommand.acting_*: the device a command came from is still an active device of its
   // user. Both empty: an operator or workflow command, nothing to check.
   Status check_acting_device(std::string_view user_id, std::string_view device_id);
@@ -437,6 +451,12 @@ class Applier {
 
   // ---- Change streams ----
   Status append_change(std::string_view user_id, ChangeRecord change);
+  // Drops the user's oldest stream entries past the change retention (at most
+  // kMaxChangeTrimsPerAppend, never the newest) and moves first_change_seq past them.
+  Status trim_changes(UserRecord& user);
+  // Queues the send-dedup record just written for expiry, and removes up to
+  // kMaxDedupExpiriesPerSend expired ones from the front of the queue.
+  Status remember_dedup(const std::string& dedup_key);
   Status fan_out(const ConversationRecord& conv, const ChangeRecord& change);
 
   rsm::ApplyBatch& batch_;
@@ -969,7 +989,9 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   messagingpb::SendResult result;
   if (!op.client_message_id().empty()) {
     HERALD_ASSIGN_OR_RETURN(auto dedup, load<messagingpb::SendDedup>(batch_, dedup_key, "dedup"));
-    if (dedup) {
+    HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+    // A record past the window is not swept yet: the send is new, and overwrites it.
+    if (dedup && now_ms_ - dedup->wall_ms() < retention.dedup_window_ms()) {
       result.set_seq(dedup->seq());
       return payload_result(result, /*existed=*/true);
     }
@@ -992,7 +1014,9 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   if (!op.client_message_id().empty()) {
     messagingpb::SendDedup dedup;
     dedup.set_seq(message.seq());
+    dedup.set_wall_ms(now_ms_);
     put(dedup_key, dedup);
+    HERALD_RETURN_IF_ERROR(remember_dedup(dedup_key));
   }
   conv.set_last_seq(message.seq());
   conv.set_last_message_ms(now_ms_);
@@ -1274,9 +1298,67 @@ Status Applier::append_change(std::string_view user_id, ChangeRecord change) {
   change.set_time_ms(now_ms_);
   put(keys::change_key(user_id, seq), change);
   user.set_last_change_seq(seq);
+  HERALD_RETURN_IF_ERROR(trim_changes(user));
   put(keys::user_key(user_id), user);
   notices_.push_back(ChangeNotice{std::string(user_id), seq, change.conversation_id()});
   return Status::ok_status();
+}
+
+Status Applier::trim_changes(UserRecord& user) {
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  const std::int64_t horizon_ms = now_ms_ - retention.change_retention_ms();
+  std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
+  // The newest entry always stays, so the stream's cursor is never trimmed away.
+  for (std::size_t n = 0; n < kMaxChangeTrimsPerAppend && first < user.last_change_seq(); ++n) {
+    const std::string key = keys::change_key(user.user_id(), first);
+    HERALD_ASSIGN_OR_RETURN(auto oldest, load<ChangeRecord>(batch_, key, "change"));
+    if (oldest && oldest->time_ms() >= horizon_ms) break;
+    if (oldest) del(key);
+    ++first;
+  }
+  if (first > 1) user.set_first_change_seq(first);
+  return Status::ok_status();
+}
+
+Status Applier::remember_dedup(const std::string& dedup_key) {
+  HERALD_ASSIGN_OR_RETURN(auto stored,
+                          load<messagingpb::DedupQueue>(batch_, keys::dedup_queue_key(), "queue"));
+  messagingpb::DedupQueue queue = stored.value_or(messagingpb::DedupQueue());
+  messagingpb::DedupExpiry entry;
+  entry.set_dedup_key(dedup_key);
+  entry.set_wall_ms(now_ms_);
+  put(keys::dedup_expiry_key(queue.tail()), entry);
+  queue.set_tail(queue.tail() + 1);
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  const std::int64_t horizon_ms = now_ms_ - retention.dedup_window_ms();
+  for (std::size_t n = 0; n < kMaxDedupExpiriesPerSend && queue.head() < queue.tail(); ++n) {
+    const std::string key = keys::dedup_expiry_key(queue.head());
+    HERALD_ASSIGN_OR_RETURN(auto expiry, load<messagingpb::DedupExpiry>(batch_, key, "expiry"));
+    if (expiry && expiry->wall_ms() >= horizon_ms) break;
+    if (expiry) {
+      HERALD_ASSIGN_OR_RETURN(auto dedup,
+                              load<messagingpb::SendDedup>(batch_, expiry->dedup_key(), "dedup"));
+      // A send after the window rewrote the record: it has a queue entry of its own.
+      if (dedup && dedup->wall_ms() == expiry->wall_ms()) del(expiry->dedup_key());
+      del(key);
+    }
+    queue.set_head(queue.head() + 1);
+  }
+  put(keys::dedup_queue_key(), queue);
+  return Status::ok_status();
+}
+
+Result<rsmpb::CommandResult> Applier::set_retention(const messagingpb::SetRetention& op) {
+  const auto& s = op.settings();
+  for (const auto& [what, ms] : {std::pair{"dedup_window_ms", s.dedup_window_ms()},
+                                 std::pair{"change_retention_ms", s.change_retention_ms()}}) {
+    if (ms != 0 && (ms < kMinRetentionMs || ms > kMaxRetentionMs)) {
+      return Status::invalid_argument(fmt::format("{} = {} is outside [{}, {}] ms (0: default)",
+                                                  what, ms, kMinRetentionMs, kMaxRetentionMs));
+    }
+  }
+  put(keys::retention_key(), s);
+  return ok_result();
 }
 
 Status Applier::fan_out(const ConversationRecord& conv, const ChangeRecord& change) {
@@ -1310,6 +1392,7 @@ Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCo
     case C::kRestoreReadMarker: return a.restore_read_marker(c.restore_read_marker());
     case C::kAdvanceReadCursor: return a.advance_read_cursor(c.advance_read_cursor());
     case C::kPublishReadReceipts: return a.publish_receipts(c.publish_read_receipts());
+    case C::kSetRetention: return a.set_retention(c.set_retention());
     case C::OP_NOT_SET: break;
   }
   return Status::invalid_argument("a messaging command names no operation");
@@ -1468,6 +1551,12 @@ Result<SyncPage> Domain::sync(const storage::Reader& reader, std::string_view us
     return page;
   }
   limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
+  HERALD_ASSIGN_OR_RETURN(auto user, find_user(reader, user_id));
+  if (user && after_change_seq + 1 < user->first_change_seq()) {
+    page.resync_required = true;
+    page.next_cursor = user->last_change_seq();
+    return page;
+  }
   auto it = reader.scan(storage::Space::kState, keys::change_key(user_id, after_change_seq + 1),
                         keys::prefix_end(keys::user_prefix(keys::kChangeSub, user_id)));
   for (; it->valid(); it->next()) {
@@ -1490,6 +1579,35 @@ Result<SyncPage> Domain::sync(const storage::Reader& reader, std::string_view us
   }
   HERALD_RETURN_IF_ERROR(it->status());
   return page;
+}
+
+Result<HistoryPage> Domain::history(const storage::Reader& reader, std::string_view user_id,
+                                    std::string_view conversation_id, std::uint64_t before_seq,
+                                    std::size_t limit) {
+  HERALD_RETURN_IF_ERROR(membership(reader, user_id, conversation_id).status());
+  HERALD_ASSIGN_OR_RETURN(
+      ConversationRecord conv,
+      referenced(find_conversation(reader, conversation_id), "conversation", conversation_id));
+  limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
+  const std::uint64_t end =
+      before_seq == 0 ? conv.last_seq() + 1 : std::min(before_seq, conv.last_seq() + 1);
+  const std::uint64_t begin = end > limit ? end - limit : 1;
+  HistoryPage page;
+  if (end <= 1) return page;
+  auto it = reader.scan(storage::Space::kState, keys::message_key(conversation_id, begin),
+                        keys::message_key(conversation_id, end));
+  for (; it->valid(); it->next()) {
+    HERALD_ASSIGN_OR_RETURN(MessageRecord m, keys::open<MessageRecord>(it->value(), "message"));
+    page.messages.push_back(std::move(m));
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  std::reverse(page.messages.begin(), page.messages.end());
+  page.next_before = begin > 1 ? begin : 0;
+  return page;
+}
+
+Result<messagingpb::RetentionSettings> Domain::retention(const storage::Reader& reader) {
+  return retention_of(reader);
 }
 
 Result<std::uint64_t> Domain::read_cursor(const storage::Reader& reader, std::string_view user_id,

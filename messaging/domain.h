@@ -85,6 +85,19 @@ inline constexpr std::int64_t kMaxEmailDelayMs = 7 * 24 * 60 * 60 * 1000;
 // Readers.
 inline constexpr std::size_t kMaxReadLimit = 1000;
 
+// Retention (docs/messaging.md, "Retention"); SetRetention changes the windows cluster-wide.
+// A retransmitted send is answered with its first result for this long after the first applied;
+// later it is a new message.
+inline constexpr std::int64_t kDefaultDedupWindowMs = 7LL * 24 * 60 * 60 * 1000;
+// Change-stream entries older than this are trimmed; a device behind them must resync.
+inline constexpr std::int64_t kDefaultChangeRetentionMs = 30LL * 24 * 60 * 60 * 1000;
+inline constexpr std::int64_t kMinRetentionMs = 1000;
+inline constexpr std::int64_t kMaxRetentionMs = 3650LL * 24 * 60 * 60 * 1000;
+// Expired records one command removes at most: dedup records per send, stream entries per
+// appended change. Each adds one, so removal keeps up with any steady rate.
+inline constexpr std::size_t kMaxDedupExpiriesPerSend = 8;
+inline constexpr std::size_t kMaxChangeTrimsPerAppend = 4;
+
 // Starts and signals workflows in the same apply batch as the command that asks (implemented on
 // top of workflow::Engine). Called only from apply(), with the command's batch and time.
 class WorkflowSink {
@@ -133,6 +146,15 @@ struct SyncPage {
   std::vector<messagingpb::SyncEntry> entries;  // change_seq order
   std::uint64_t next_cursor = 0;                // pass as after_change_seq for the next page
   bool has_more = false;
+  // The changes right after the cursor were trimmed by retention: entries is empty, and
+  // next_cursor is the user's newest cursor, from which the device continues after it has
+  // rebuilt its state from the chat index and per-conversation history.
+  bool resync_required = false;
+};
+
+struct HistoryPage {
+  std::vector<messagingpb::MessageRecord> messages;  // newest first
+  std::uint64_t next_before = 0;  // pass as before_seq for the next page; 0 on the last page
 };
 
 struct DeviceMarkView {
@@ -184,6 +206,15 @@ class Domain final : public rsm::StateMachine {
   [[nodiscard]] static Result<SyncPage> sync(const storage::Reader& reader,
                                              std::string_view user_id,
                                              std::uint64_t after_change_seq, std::size_t limit);
+  // The conversation's messages before `before_seq` (0: from the newest), newest first, at most
+  // `limit` (clamped to [1, kMaxReadLimit]). kNotFound when the user is not a member.
+  [[nodiscard]] static Result<HistoryPage> history(const storage::Reader& reader,
+                                                   std::string_view user_id,
+                                                   std::string_view conversation_id,
+                                                   std::uint64_t before_seq, std::size_t limit);
+  // The retention windows in force (the defaults until SetRetention).
+  [[nodiscard]] static Result<messagingpb::RetentionSettings> retention(
+      const storage::Reader& reader);
   // kNotFound when the user is not a member of the conversation.
   [[nodiscard]] static Result<std::uint64_t> read_cursor(const storage::Reader& reader,
                                                          std::string_view user_id,

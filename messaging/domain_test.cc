@@ -389,13 +389,17 @@ class DomainTest : public ::testing::Test {
     EXPECT_EQ(scan_sub<messagingpb::MemberState>(keys::kMemberSub).size(), memberships);
     EXPECT_EQ(scan_sub<messagingpb::ChatEntry>(keys::kChatSub).size(), memberships);
     for (const auto& user : scan_sub<messagingpb::UserRecord>(keys::kUserSub)) {
-      auto all = Domain::sync(store_, user.user_id(), 0, kMaxReadLimit);
+      // Retention trims from the front, never the newest entry.
+      const std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
+      EXPECT_LE(first, std::max<std::uint64_t>(user.last_change_seq(), 1)) << user.user_id();
+      auto all = Domain::sync(store_, user.user_id(), first - 1, kMaxReadLimit);
       ASSERT_TRUE(all.ok());
+      EXPECT_FALSE(all->resync_required);
       if (!all->has_more) {
-        EXPECT_EQ(all->entries.size(), user.last_change_seq()) << user.user_id();
+        EXPECT_EQ(all->entries.size(), user.last_change_seq() + 1 - first) << user.user_id();
       }
       for (std::size_t i = 0; i < all->entries.size(); ++i) {
-        EXPECT_EQ(all->entries[i].change().change_seq(), i + 1);
+        EXPECT_EQ(all->entries[i].change().change_seq(), first + i);
       }
     }
   }
@@ -1184,6 +1188,100 @@ TEST_F(DomainTest, CommandsOfARemovedOrForeignDeviceChangeNothing) {
   EXPECT_EQ(message("g", seq).body(), "edited by a device");
   // Operator commands carry no acting device and still apply.
   ok(edit_cmd("alice", "g", seq, "by the operator"));
+}
+
+MessagingCommand retention_cmd(std::int64_t dedup_window_ms, std::int64_t change_retention_ms) {
+  MessagingCommand c;
+  c.mutable_set_retention()->mutable_settings()->set_dedup_window_ms(dedup_window_ms);
+  c.mutable_set_retention()->mutable_settings()->set_change_retention_ms(change_retention_ms);
+  return c;
+}
+
+TEST_F(DomainTest, RetentionWindowsHaveDefaultsAndBounds) {
+  auto settings = Domain::retention(store_);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_EQ(settings->dedup_window_ms(), kDefaultDedupWindowMs);
+  EXPECT_EQ(settings->change_retention_ms(), kDefaultChangeRetentionMs);
+  EXPECT_EQ(code_of(apply(retention_cmd(kMinRetentionMs - 1, 0))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(retention_cmd(0, kMaxRetentionMs + 1))), Code::kInvalidArgument);
+  ok(retention_cmd(kMinRetentionMs, 0));
+  settings = Domain::retention(store_);
+  EXPECT_EQ(settings->dedup_window_ms(), kMinRetentionMs);
+  EXPECT_EQ(settings->change_retention_ms(), kDefaultChangeRetentionMs);
+}
+
+TEST_F(DomainTest, ARetransmissionAfterTheDedupWindowIsANewMessage) {
+  make_trio();
+  ok(retention_cmd(5 * kTickMs, 0));
+  const auto first = apply(send_cmd("g", "alice", "alice-phone", "once", "hello"));
+  ASSERT_EQ(first.code(), 0U);
+  const std::uint64_t seq = payload_of<messagingpb::SendResult>(first).seq();
+  const auto retry = apply(send_cmd("g", "alice", "alice-phone", "once", "hello"));
+  EXPECT_TRUE(retry.existed());
+  EXPECT_EQ(payload_of<messagingpb::SendResult>(retry).seq(), seq);
+  for (int i = 0; i < 5; ++i) send("g", "bob", "filler");  // time passes: one tick per command
+  const auto late = apply(send_cmd("g", "alice", "alice-phone", "once", "hello"));
+  ASSERT_EQ(late.code(), 0U);
+  EXPECT_FALSE(late.existed());
+  EXPECT_GT(payload_of<messagingpb::SendResult>(late).seq(), seq);
+  // The new send is remembered again for the window.
+  EXPECT_TRUE(apply(send_cmd("g", "alice", "alice-phone", "once", "hello")).existed());
+}
+
+TEST_F(DomainTest, ExpiredDedupRecordsAreSweptSoTheirNumberLevelsOff) {
+  make_trio();
+  ok(retention_cmd(10 * kTickMs, 0));
+  check_invariants_ = false;  // a thousand sends: the full check is quadratic
+  std::size_t most = 0;
+  for (int i = 0; i < 1000; ++i) {
+    send("g", "alice", "m");
+    most = std::max(most, scan_sub<messagingpb::SendDedup>(keys::kDedupSub).size());
+  }
+  // At most the sends of one window (one per tick), plus what one sweep may leave behind.
+  EXPECT_LE(most, 10U + kMaxDedupExpiriesPerSend);
+  EXPECT_EQ(scan_sub<messagingpb::DedupExpiry>(keys::kDedupExpirySub).size(),
+            scan_sub<messagingpb::SendDedup>(keys::kDedupSub).size());
+}
+
+TEST_F(DomainTest, ChangeStreamsAreTrimmedAndAReaderBehindThemMustResync) {
+  make_trio();
+  ok(retention_cmd(0, 10 * kTickMs));
+  for (int i = 0; i < 200; ++i) send("g", "alice", "m" + std::to_string(i));
+  const auto bob = Domain::get_user(store_, "bob");
+  ASSERT_TRUE(bob.ok() && bob->has_value());
+  const std::uint64_t first = (*bob)->first_change_seq();
+  const std::uint64_t last = (*bob)->last_change_seq();
+  EXPECT_GT(first, 150U);  // about one window of entries is left
+  EXPECT_LE(last - first, 10U + kMaxChangeTrimsPerAppend);
+  auto behind = Domain::sync(store_, "bob", 0, 100);
+  ASSERT_TRUE(behind.ok());
+  EXPECT_TRUE(behind->resync_required);
+  EXPECT_TRUE(behind->entries.empty());
+  EXPECT_EQ(behind->next_cursor, last);
+  auto caught_up = Domain::sync(store_, "bob", first - 1, 100);
+  ASSERT_TRUE(caught_up.ok());
+  EXPECT_FALSE(caught_up->resync_required);
+  EXPECT_EQ(caught_up->entries.size(), last - first + 1);
+}
+
+TEST_F(DomainTest, HistoryPagesBackwardsThroughAConversation) {
+  make_trio();
+  for (int i = 1; i <= 7; ++i) send("g", "alice", "m" + std::to_string(i));
+  auto page = Domain::history(store_, "bob", "g", 0, 3);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 3U);
+  EXPECT_EQ(page->messages[0].seq(), 7U);
+  EXPECT_EQ(page->messages[2].seq(), 5U);
+  EXPECT_EQ(page->next_before, 5U);
+  page = Domain::history(store_, "bob", "g", 5, 3);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->messages.front().seq(), 4U);
+  page = Domain::history(store_, "bob", "g", 2, 3);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 1U);
+  EXPECT_EQ(page->messages[0].body(), "m1");
+  EXPECT_EQ(page->next_before, 0U);
+  EXPECT_EQ(Domain::history(store_, "mallory", "g", 0, 3).status().code(), Code::kNotFound);
 }
 
 TEST_F(DomainTest, IdsAreValidated) {

@@ -87,4 +87,18 @@ std::string user_prefix(char sub, std::string_view user_id) {
   return one_string(sub, user_id);
 }
 
+std::string retention_key() {
+  return start(kRetentionSub);
+}
+
+std::string dedup_queue_key() {
+  return start(kDedupQueueSub);
+}
+
+std::string dedup_expiry_key(std::uint64_t n) {
+  std::string out = start(kDedupExpirySub);
+  put_fixed64_be(out, n);
+  return out;
+}
+
 }  // namespace herald::messaging::keys

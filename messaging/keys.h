@@ -30,6 +30,9 @@ inline constexpr char kMemberSub = 'p';        // "m" "p" user conversation -> M
 inline constexpr char kMarksSub = 'v';         // "m" "v" user device conversation -> DeviceMarks
 inline constexpr char kChatSub = 'x';          // "m" "x" user recency conversation -> ChatEntry
 inline constexpr char kChangeSub = 's';        // "m" "s" user change-seq -> ChangeRecord
+inline constexpr char kRetentionSub = 'g';     // "m" "g" -> RetentionSettings
+inline constexpr char kDedupQueueSub = 'h';    // "m" "h" -> DedupQueue
+inline constexpr char kDedupExpirySub = 'q';   // "m" "q" n -> DedupExpiry
 
 [[nodiscard]] std::string user_key(std::string_view user_id);
 [[nodiscard]] std::string device_key(std::string_view device_id);
@@ -43,6 +46,9 @@ inline constexpr char kChangeSub = 's';        // "m" "s" user change-seq -> Cha
 [[nodiscard]] std::string chat_key(std::string_view user_id, std::int64_t activity_ms,
                                    std::string_view conversation_id);
 [[nodiscard]] std::string change_key(std::string_view user_id, std::uint64_t change_seq);
+[[nodiscard]] std::string retention_key();
+[[nodiscard]] std::string dedup_queue_key();
+[[nodiscard]] std::string dedup_expiry_key(std::uint64_t n);
 
 // "m" sub str(user): the prefix of one user's chat index (kChatSub) or change stream (kChangeSub).
 [[nodiscard]] std::string user_prefix(char sub, std::string_view user_id);

@@ -200,6 +200,18 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void reply_error(const std::shared_ptr<Session>& s, const json::value& re, const FrameError& e) {
     send(s, json::object{{"type", "error"}, {"re", re}, {"code", e.code}, {"message", e.message}});
   }
+  // Answers `r` with resync_required: the changes after its cursor were trimmed by retention;
+  // the device rebuilds from `chats` and `history`, then continues from `cursor`.
+  void resync_required(const Request& r, std::uint64_t cursor) {
+    send(r.session, json::object{{"type", "error"},
+                                 {"re", r.re},
+                                 {"code", "resync_required"},
+                                 {"message",
+                                  "the changes after this cursor were trimmed; rebuild "
+                                  "from chats and history, then sync from cursor"},
+                                 {"cursor", cursor}});
+    --r.session->inflight;
+  }
   // Answers `r` with rate_limited and the wait before a retry can succeed.
   void rate_limited(const Request& r, std::string_view what, std::int64_t retry_after_ms) {
     send(r.session, json::object{{"type", "error"},
@@ -276,6 +288,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void ack_from(Request r, const messagingpb::AckDelivery& op);
   void read_up_to(Request r);
   void sync(Request r);
+  void history(Request r);
   void chats(Request r);
   void conversation_create(Request r);
   void conversation_get(Request r);
@@ -362,6 +375,7 @@ const std::map<std::string, Gateway::Core::Op, std::less<>>& Gateway::Core::ops(
       {"ack", &Core::ack},
       {"read", &Core::read_up_to},
       {"sync", &Core::sync},
+      {"history", &Core::history},
       {"chats", &Core::chats},
       {"conversation.create", &Core::conversation_create},
       {"conversation.get", &Core::conversation_get},
@@ -526,12 +540,15 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
     return;
   }
   const std::uint64_t last = (*user)->last_change_seq();
+  // A `since` below the trimmed floor cannot be streamed from: the device rebuilds instead.
+  const bool resync = since && *since + 1 < (*user)->first_change_seq();
   ok(r, json::object{{"user_id", r.user_id},
                      {"device_id", r.device_id},
                      {"server_time_ms", clock_.wall_ms()},
-                     {"cursor", last}});
+                     {"cursor", last},
+                     {"resync_required", resync}});
   if (closed) return;  // unregister already ran (or will find nothing)
-  s->cursor = since ? std::min(*since, last) : last;
+  s->cursor = since && !resync ? std::min(*since, last) : last;
   s->registered = true;
   auto& list = streams_[r.user_id];
   list.push_back(s);
@@ -605,6 +622,11 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
   if (!page.ok()) {
     spdlog::warn("gateway: reading the change stream of {} failed: {}", s->user_id,
                  page.status().to_string());
+    return;
+  }
+  if (page->resync_required) {  // fell behind the retention while connected
+    send(s, json::object{{"type", "resync_required"}, {"cursor", page->next_cursor}});
+    s->cursor = page->next_cursor;
     return;
   }
   bool removed = false;
@@ -857,12 +879,40 @@ void Gateway::Core::sync(Request r) {
        [self = shared_from_this(), since, limit](Request& req, const storage::Engine& engine) {
          auto page = Domain::sync(engine, req.user_id, since, limit);
          if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
+         if (page->resync_required) return self->resync_required(req, page->next_cursor);
          json::array changes;
          for (const auto& entry : page->entries) changes.emplace_back(change_json(entry));
          self->ok(req, json::object{{"changes", std::move(changes)},
                                     {"cursor", page->entries.empty() ? since : page->next_cursor},
                                     {"has_more", page->has_more}});
        });
+}
+
+void Gateway::Core::history(Request r) {
+  std::string conversation_id;
+  std::uint64_t before = 0;
+  std::uint64_t limit = kDefaultPageSize;
+  if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "before_seq", before, false)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "limit", limit, false)) return fail(r, *e);
+  if (limit == 0 || limit > messaging::kMaxReadLimit) {
+    return fail(r,
+                {"wrong_type", fmt::format("\"limit\" must be 1 to {}", messaging::kMaxReadLimit)});
+  }
+  read(std::move(r), [self = shared_from_this(), conversation_id, before, limit](
+                         Request& req, const storage::Engine& engine) {
+    auto page = Domain::history(engine, req.user_id, conversation_id, before, limit);
+    if (!page.ok()) {
+      if (page.status().code() == Code::kNotFound) {
+        return self->fail(req, {"not_member", "you are not a member"});
+      }
+      return self->fail(req, frame_error_of(page.status()));
+    }
+    json::array messages;
+    for (const auto& m : page->messages) messages.emplace_back(message_json(m));
+    self->ok(req,
+             json::object{{"messages", std::move(messages)}, {"next_before", page->next_before}});
+  });
 }
 
 void Gateway::Core::chats(Request r) {

@@ -159,6 +159,9 @@ void MessagingApi::route(const std::vector<std::string>& s, HttpRequest& request
     if (n == 7 && s[4] == "devices" && s[6] == "push" && m == "PUT") {
       return set_push(s[3], s[5], request, std::move(respond));
     }
+  } else if (n == 3 && s[2] == "retention") {
+    if (m == "GET") return get_retention(std::move(respond));
+    if (m == "PUT") return set_retention(request, std::move(respond));
   } else if (n >= 3 && s[2] == "conversations") {
     if (n == 3 && m == "POST") return create_conversation(request, std::move(respond));
     if (n == 4 && m == "GET") return get_conversation(s[3], std::move(respond));
@@ -359,6 +362,36 @@ void MessagingApi::create_conversation(const HttpRequest& request, Responder res
     }
     return json_of(201, json::object{{"conversation", conversation_json(**conv)}});
   });
+}
+
+namespace {
+json::object retention_json(const messagingpb::RetentionSettings& r) {
+  return json::object{{"dedup_window_ms", r.dedup_window_ms()},
+                      {"change_retention_ms", r.change_retention_ms()}};
+}
+}  // namespace
+
+void MessagingApi::get_retention(Responder respond) {
+  host_->read([respond = std::move(respond)](const Status& s, const storage::Engine& engine) {
+    if (!s.ok()) return respond(error_of(frame_error_of(s)));
+    auto settings = Domain::retention(engine);
+    if (!settings.ok()) return respond(error_of(frame_error_of(settings.status())));
+    respond(json_of(200, retention_json(*settings)));
+  });
+}
+
+void MessagingApi::set_retention(const HttpRequest& request, Responder respond) {
+  auto body = body_object(request, respond);
+  if (!body) return;
+  std::optional<std::int64_t> dedup_ms;
+  std::optional<std::int64_t> change_ms;
+  if (auto e = get_i64(*body, "dedup_window_ms", dedup_ms)) return respond(error_of(*e));
+  if (auto e = get_i64(*body, "change_retention_ms", change_ms)) return respond(error_of(*e));
+  messagingpb::MessagingCommand c;
+  auto* settings = c.mutable_set_retention()->mutable_settings();
+  settings->set_dedup_window_ms(dedup_ms.value_or(0));
+  settings->set_change_retention_ms(change_ms.value_or(0));
+  propose(host_, c, std::move(respond), empty_ok);
 }
 
 void MessagingApi::get_conversation(const std::string& id, Responder respond) {

@@ -38,6 +38,8 @@ class MessagingApi {
   void remove_device(const std::string& user_id, const std::string& device_id, Responder respond);
   void set_preferences(const std::string& user_id, const HttpRequest& request, Responder respond);
   void create_conversation(const HttpRequest& request, Responder respond);
+  void get_retention(Responder respond);
+  void set_retention(const HttpRequest& request, Responder respond);
   void get_conversation(const std::string& id, Responder respond);
   void system_message(const std::string& id, const HttpRequest& request, Responder respond);
   void timeline(const std::string& id, std::uint64_t seq, Responder respond);

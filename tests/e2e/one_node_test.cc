@@ -173,6 +173,40 @@ TEST_F(OneNode, OperatorSurfacesRefuseCallersWithoutTheAdminToken) {
             "not_authenticated");
 }
 
+TEST_F(OneNode, PastRetentionADeviceResyncsFromHistoryAndARetransmissionIsNew) {
+  const client::HttpReply set =
+      must(admin_->request("PUT", "/v1/admin/retention",
+                           R"({"dedup_window_ms": 1000, "change_retention_ms": 1000})"),
+           "shortening retention");
+  ASSERT_EQ(set.status, 200) << set.body;
+  auto alice = open(a_phone_);
+  const std::uint64_t first = send(*alice, "old", "before the window");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (int i = 0; i < 5; ++i) send(*alice, fmt::format("new-{}", i), "after the window");
+
+  // Bob's phone was away since the start: its cursor is below what the node keeps.
+  auto bob = must(HeraldClient::connect("127.0.0.1", cluster_->node(1).client_port), "bob");
+  const client::AuthInfo info =
+      must(bob->auth(b_phone_.user_id, b_phone_.device_id, b_phone_.token, std::uint64_t{0}),
+           "auth with since 0");
+  EXPECT_TRUE(info.resync_required);
+  const client::SyncResult behind = must(bob->sync(0), "sync from 0");
+  EXPECT_TRUE(behind.resync_required);
+  EXPECT_TRUE(behind.changes.empty());
+  EXPECT_EQ(behind.cursor, info.cursor);
+  // It rebuilds from history, newest first, and nothing is missing.
+  const client::HistoryResult history = must(bob->history(direct_), "history");
+  ASSERT_EQ(history.messages.size(), 6U);
+  EXPECT_EQ(history.messages.back().seq, first);
+  EXPECT_EQ(history.messages.front().seq, first + 5);
+  EXPECT_FALSE(must(bob->sync(behind.cursor), "sync from the new cursor").resync_required);
+
+  // The retransmission of a send older than the dedup window is a new message.
+  const client::SendResult again = must(alice->send(direct_, "old", "before the window"), "again");
+  EXPECT_FALSE(again.existed);
+  EXPECT_GT(again.seq, first + 5);
+}
+
 TEST_F(OneNode, InternalWorkflowTypesCannotBeStartedThroughTheApi) {
   for (const char* type : {"messaging.delivery", "messaging.read_sync"}) {
     const client::HttpReply reply = must(
