@@ -69,6 +69,8 @@ inline constexpr char kDeliveryReadAcknowledged[] = "read_acknowledged";
 // Signals (payload: a serialized messagingpb::DeviceSignal).
 inline constexpr char kDeliveredSignal[] = "delivered";
 inline constexpr char kReadSignal[] = "read";
+// The cancel reason in a delivery's history when its message is deleted (the run closes canceled).
+inline constexpr char kMessageDeletedReason[] = "message_deleted";
 
 // USER timer tags.
 inline constexpr char kPushTimer[] = "push";

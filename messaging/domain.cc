@@ -1100,6 +1100,16 @@ Result<rsmpb::CommandResult> Applier::erase(const messagingpb::DeleteMessage& op
   message.clear_body();
   message.set_deleted(true);
   message.set_deleted_ms(now_ms_);
+  // Nobody is pushed or emailed about a message that no longer exists: its pending deliveries
+  // end (a delivery that already closed is not found, which is no error).
+  for (const Member& member : conv.members()) {
+    if (member.user_id() == message.sender_user_id()) continue;
+    const Status canceled =
+        sink_.cancel(batch_, now_ms_,
+                     delivery_workflow_id(conv.conversation_id(), message.seq(), member.user_id()),
+                     kMessageDeletedReason);
+    if (!canceled.ok() && canceled.code() != Code::kNotFound) return canceled;
+  }
   return revise(conv, message, messagingpb::MESSAGE_DELETED, op.user_id());
 }
 

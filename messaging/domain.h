@@ -110,6 +110,9 @@ class WorkflowSink {
   [[nodiscard]] virtual Status signal(rsm::ApplyBatch& batch, std::int64_t now_ms,
                                       std::string_view workflow_id, std::string_view name,
                                       std::string payload) = 0;
+  // Requests cancellation. kNotFound when the workflow is unknown or closed.
+  [[nodiscard]] virtual Status cancel(rsm::ApplyBatch& batch, std::int64_t now_ms,
+                                      std::string_view workflow_id, std::string_view reason) = 0;
 };
 
 // A change appended to a user's stream by an applied command (a hint for live push; the stream

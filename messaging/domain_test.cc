@@ -54,12 +54,26 @@ class FakeSink final : public WorkflowSink {
     return Status::ok_status();
   }
 
+  Status cancel(rsm::ApplyBatch& batch, std::int64_t /*now_ms*/, std::string_view workflow_id,
+                std::string_view reason) override {
+    auto started = batch.get(storage::Space::kState, marker(workflow_id));
+    if (!started.ok()) {
+      return started.status();
+    }
+    if (!started->has_value()) {
+      return Status::not_found("no such workflow");
+    }
+    cancels.push_back({std::string(workflow_id), "cancel", std::string(reason)});
+    return Status::ok_status();
+  }
+
   static std::string marker(std::string_view workflow_id) {
     return "wfake/" + std::string(workflow_id);
   }
 
   std::vector<Call> starts;
   std::vector<Call> signals;
+  std::vector<Call> cancels;
   std::string fail_start_of;
 };
 
@@ -555,6 +569,24 @@ TEST_F(DomainTest, DeletedMessageKeepsItsSeqAndLosesItsBody) {
   EXPECT_EQ(send("g", "bob", "three"), 3U);
   ok(delete_cmd("alice", "g", 1));  // twice is ok
   EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, "revived"))), Code::kFailedPrecondition);
+}
+
+TEST_F(DomainTest, DeletingAMessageCancelsItsPendingDeliveries) {
+  make_trio();
+  send("g", "alice", "oops");
+  ok(delete_cmd("alice", "g", 1));
+  std::set<std::string> canceled;
+  for (const auto& call : sink_.cancels) {
+    EXPECT_EQ(call.payload, kMessageDeletedReason);
+    canceled.insert(call.workflow_id);
+  }
+  // Every recipient's delivery, not the sender's (she has none).
+  EXPECT_EQ(canceled, (std::set<std::string>{delivery_workflow_id("g", 1, "bob"),
+                                             delivery_workflow_id("g", 1, "carol")}));
+  // Deleting again finds nothing left to cancel and is no error.
+  const std::size_t before = sink_.cancels.size();
+  ok(delete_cmd("alice", "g", 1));
+  EXPECT_EQ(sink_.cancels.size(), before);
 }
 
 // ---------------------------------------------------------------- sync and the chat index

@@ -81,6 +81,15 @@ class Host::EngineSink final : public WorkflowSink {
     return apply(c, now_ms, batch);
   }
 
+  Status cancel(rsm::ApplyBatch& batch, std::int64_t now_ms, std::string_view workflow_id,
+                std::string_view reason) override {
+    workflowpb::WorkflowCommand c;
+    auto* cancel = c.mutable_cancel();
+    cancel->set_workflow_id(std::string(workflow_id));
+    cancel->set_reason(std::string(reason));
+    return apply(c, now_ms, batch);
+  }
+
  private:
   Status apply(const workflowpb::WorkflowCommand& c, std::int64_t now_ms, rsm::ApplyBatch& batch) {
     HERALD_ASSERT(engine_ != nullptr, "the messaging host's engine is bound before any apply");

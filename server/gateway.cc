@@ -840,6 +840,16 @@ void Gateway::Core::check_reads(std::int64_t now_ms) {
   std::vector<ReadWaiter> waiting;
   for (auto& w : read_waiters_) {
     auto record = workflow::Engine::read_workflow(node_->engine(), w.workflow_id);
+    if (record.ok() && !record->has_value()) {
+      // Purged already (a retention shorter than the answer's wait): the summary tells.
+      auto summary = workflow::Engine::read_summary(node_->engine(), w.workflow_id);
+      if (summary.ok() && summary->has_value() && (*summary)->status() == workflowpb::COMPLETED) {
+        auto cursor = Domain::read_cursor(node_->engine(), w.request.user_id, w.conversation_id);
+        ok(w.request,
+           json::object{{"saga_id", w.workflow_id}, {"cursor", cursor.ok() ? *cursor : 0}});
+        continue;
+      }
+    }
     if (!record.ok() || !record->has_value()) {
       fail(w.request, {"internal", "the read-sync saga is missing"});
       continue;

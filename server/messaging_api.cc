@@ -91,6 +91,26 @@ json::object recipient_timeline(const storage::Reader& reader, const std::string
                                 const std::string& user_id) {
   json::object out{{"user_id", user_id}, {"workflow_id", workflow_id}};
   auto record = workflow::Engine::read_workflow(reader, workflow_id);
+  if (record.ok() && !record->has_value()) {
+    // Past the closed-workflow retention only the summary is left: outcome and milestones.
+    auto summary = workflow::Engine::read_summary(reader, workflow_id);
+    if (summary.ok() && summary->has_value()) {
+      const workflowpb::WorkflowSummary& sum = **summary;
+      out["state"] = sum.state();
+      out["status"] = lower_status(sum.status());
+      out["purged"] = true;
+      out["closed_ms"] = sum.closed_ms();
+      json::array milestones;
+      for (const auto& e : sum.milestones()) {
+        json::object o{
+            {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
+        if (!e.error_type().empty()) o["error_type"] = e.error_type();
+        milestones.emplace_back(std::move(o));
+      }
+      out["history"] = std::move(milestones);
+      return out;
+    }
+  }
   if (!record.ok() || !record->has_value()) {
     out["state"] = nullptr;
     return out;
@@ -365,9 +385,11 @@ void MessagingApi::create_conversation(const HttpRequest& request, Responder res
 }
 
 namespace {
-json::object retention_json(const messagingpb::RetentionSettings& r) {
+json::object retention_json(const messagingpb::RetentionSettings& r,
+                            const workflowpb::RetentionSettings& w) {
   return json::object{{"dedup_window_ms", r.dedup_window_ms()},
-                      {"change_retention_ms", r.change_retention_ms()}};
+                      {"change_retention_ms", r.change_retention_ms()},
+                      {"closed_workflow_ms", w.closed_retention_ms()}};
 }
 }  // namespace
 
@@ -376,7 +398,9 @@ void MessagingApi::get_retention(Responder respond) {
     if (!s.ok()) return respond(error_of(frame_error_of(s)));
     auto settings = Domain::retention(engine);
     if (!settings.ok()) return respond(error_of(frame_error_of(settings.status())));
-    respond(json_of(200, retention_json(*settings)));
+    auto workflows = workflow::Engine::read_retention(engine);
+    if (!workflows.ok()) return respond(error_of(frame_error_of(workflows.status())));
+    respond(json_of(200, retention_json(*settings, *workflows)));
   });
 }
 
@@ -387,11 +411,40 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
   std::optional<std::int64_t> change_ms;
   if (auto e = get_i64(*body, "dedup_window_ms", dedup_ms)) return respond(error_of(*e));
   if (auto e = get_i64(*body, "change_retention_ms", change_ms)) return respond(error_of(*e));
+  std::optional<std::int64_t> closed_ms;
+  if (auto e = get_i64(*body, "closed_workflow_ms", closed_ms)) return respond(error_of(*e));
+  if (closed_ms && *closed_ms != 0 &&
+      (*closed_ms < workflow::kMinClosedRetentionMs ||
+       *closed_ms > workflow::kMaxClosedRetentionMs)) {
+    return respond(
+        error_of({"invalid_argument",
+                  fmt::format("closed_workflow_ms is outside [{}, {}] ms (0: default)",
+                              workflow::kMinClosedRetentionMs, workflow::kMaxClosedRetentionMs)}));
+  }
   messagingpb::MessagingCommand c;
   auto* settings = c.mutable_set_retention()->mutable_settings();
   settings->set_dedup_window_ms(dedup_ms.value_or(0));
   settings->set_change_retention_ms(change_ms.value_or(0));
-  propose(host_, c, std::move(respond), empty_ok);
+  // The messaging settings first, then the engine's: each is its own command, and a failed
+  // second one is reported (a retry sets both again).
+  NodeHost* host = host_;
+  host_->propose(domain_command(c), [host, closed_ms, respond = std::move(respond)](
+                                        const Result<rsmpb::CommandResult>& r) mutable {
+    if (!r.ok()) return respond(error_of(frame_error_of(r.status())));
+    if (r->code() != 0) return respond(error_of(frame_error_of(*r)));
+    if (!closed_ms) return respond(json_of(200, json::object{}));
+    workflowpb::WorkflowCommand wc;
+    wc.mutable_set_retention()->mutable_settings()->set_closed_retention_ms(*closed_ms);
+    rsmpb::Command command;
+    command.mutable_module()->set_name(workflow::kModuleName);
+    command.mutable_module()->set_payload(wc.SerializeAsString());
+    host->propose(std::move(command),
+                  [respond = std::move(respond)](const Result<rsmpb::CommandResult>& w) {
+                    if (!w.ok()) return respond(error_of(frame_error_of(w.status())));
+                    if (w->code() != 0) return respond(error_of(frame_error_of(*w)));
+                    respond(json_of(200, json::object{}));
+                  });
+  });
 }
 
 void MessagingApi::get_conversation(const std::string& id, Responder respond) {

@@ -43,6 +43,26 @@ json::object event_json(const workflowpb::HistoryEvent& e) {
   return o;
 }
 
+// A purged workflow (past the closed-workflow retention): its outcome and milestones.
+json::object summary_json(const workflowpb::WorkflowSummary& s) {
+  json::array milestones;
+  for (const auto& e : s.milestones()) {
+    milestones.push_back(event_json(e));
+  }
+  return json::object{{"id", s.workflow_id()},
+                      {"type", s.type()},
+                      {"run_id", s.run_id()},
+                      {"status", workflowpb::WorkflowStatus_Name(s.status())},
+                      {"state", s.state()},
+                      {"error_type", s.error_type()},
+                      {"created_ms", s.created_ms()},
+                      {"closed_ms", s.closed_ms()},
+                      {"history_length", s.history_length()},
+                      {"purged", true},
+                      {"milestones", std::move(milestones)},
+                      {"milestones_truncated", s.milestones_truncated()}};
+}
+
 // Parses an optional non-negative integer query parameter.
 Result<std::uint64_t> query_number(const HttpRequest& request, const char* name,
                                    std::uint64_t fallback) {
@@ -184,7 +204,13 @@ void WorkflowApi::get(std::string id, Responder respond) {
     if (!record.ok()) {
       respond(error_response(record.status()));
     } else if (!record->has_value()) {
-      respond(error_response(Status::not_found("no such workflow")));
+      auto summary = workflow::Engine::read_summary(engine, id);
+      if (summary.ok() && summary->has_value()) {
+        respond(json_response(200, summary_json(**summary)));
+      } else {
+        respond(error_response(summary.ok() ? Status::not_found("no such workflow")
+                                            : summary.status()));
+      }
     } else {
       respond(json_response(200, record_json(**record)));
     }

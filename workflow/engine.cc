@@ -15,9 +15,12 @@ namespace {
 
 using workflowpb::ActivityRecord;
 using workflowpb::HistoryEvent;
+using workflowpb::PurgeEntry;
+using workflowpb::PurgeQueue;
 using workflowpb::TimerRecord;
 using workflowpb::TimerRef;
 using workflowpb::WorkflowRecord;
+using workflowpb::WorkflowSummary;
 
 // Bounds of the engine beyond those in engine.h (docs/workflow.md, "Bounds").
 constexpr std::size_t kMaxNameBytes = 256;  // types, states, signal names, tags, record names
@@ -213,13 +216,182 @@ void erase_timer(google::protobuf::RepeatedPtrField<TimerRef>& timers, std::uint
   }
 }
 
+// ---------------------------------------------------------------- retention
+
+template <typename Message>
+Result<std::optional<Message>> load(const rsm::ApplyBatch& batch, const std::string& key,
+                                    std::string_view what) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, batch.get(storage::Space::kState, key));
+  return keys::open_optional<Message>(raw, what);
+}
+
+std::int64_t closed_retention_ms(const workflowpb::RetentionSettings& settings) {
+  return settings.closed_retention_ms() > 0 ? settings.closed_retention_ms()
+                                            : kDefaultClosedRetentionMs;
+}
+
+// Engine events too frequent to keep in a purged workflow's summary; every other kind (started,
+// state changes, final activity failures, cancel requests, closing and recorded events) is a
+// milestone.
+bool is_milestone(std::string_view kind) {
+  static constexpr std::string_view kRoutine[] = {
+      "signaled",      "activity_scheduled", "activity_completed", "activity_retry_scheduled",
+      "timer_started", "timer_fired",        "timer_canceled"};
+  return std::find(std::begin(kRoutine), std::end(kRoutine), kind) == std::end(kRoutine);
+}
+
+// Puts the run `rec` has just closed at the tail of the purge queue.
+Status enqueue_purge(rsm::ApplyBatch& batch, const WorkflowRecord& rec, std::int64_t now_ms) {
+  HERALD_ASSIGN_OR_RETURN(auto stored,
+                          load<PurgeQueue>(batch, keys::purge_queue_key(), "purge queue"));
+  PurgeQueue queue = stored.value_or(PurgeQueue());
+  PurgeEntry entry;
+  entry.set_workflow_id(rec.workflow_id());
+  entry.set_run_id(rec.run_id());
+  entry.set_closed_ms(now_ms);
+  entry.set_history_length(rec.history_length());
+  batch.put(storage::Space::kState, keys::purge_entry_key(queue.tail()), keys::seal(entry));
+  queue.set_tail(queue.tail() + 1);
+  batch.put(storage::Space::kState, keys::purge_queue_key(), keys::seal(queue));
+  return Status::ok_status();
+}
+
+// Deletes up to `budget` history events of `entry`'s run, oldest first, keeping the milestones in
+// `summary` when it is given.
+Status purge_history(rsm::ApplyBatch& batch, PurgeEntry& entry, WorkflowSummary* summary,
+                     std::size_t& budget) {
+  while (entry.purged_up_to() < entry.history_length() && budget > 0) {
+    const std::uint64_t seq = entry.purged_up_to() + 1;
+    const std::string key = keys::history_key(entry.workflow_id(), entry.run_id(), seq);
+    if (summary != nullptr) {
+      HERALD_ASSIGN_OR_RETURN(auto event, load<HistoryEvent>(batch, key, "history event"));
+      if (event && is_milestone(event->kind())) {
+        if (static_cast<std::size_t>(summary->milestones_size()) < kMaxSummaryMilestones) {
+          HistoryEvent* kept = summary->add_milestones();
+          kept->set_seq(event->seq());
+          kept->set_time_ms(event->time_ms());
+          kept->set_kind(event->kind());
+          kept->set_name(event->name());
+          kept->set_error_type(event->error_type());
+        } else {
+          summary->set_milestones_truncated(true);
+        }
+      }
+    }
+    batch.del(storage::Space::kState, key);
+    entry.set_purged_up_to(seq);
+    --budget;
+  }
+  return Status::ok_status();
+}
+
+// The first step of purging a workflow's latest run: its record and visibility entry go at once
+// and its summary takes their place (milestones follow as the history is deleted).
+Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntry& entry) {
+  if (record.status() == workflowpb::RUNNING) {
+    return Status::corruption(
+        fmt::format("workflow \"{}\" is queued for purging while running", entry.workflow_id()));
+  }
+  WorkflowSummary summary;
+  summary.set_workflow_id(record.workflow_id());
+  summary.set_type(record.type());
+  summary.set_run_id(record.run_id());
+  summary.set_status(record.status());
+  summary.set_state(record.state());
+  summary.set_created_ms(record.created_ms());
+  summary.set_closed_ms(entry.closed_ms());
+  summary.set_error_type(record.error_type());
+  summary.set_history_length(record.history_length());
+  batch.del(storage::Space::kState, keys::record_key(record.workflow_id()));
+  batch.del(storage::Space::kState,
+            keys::visibility_key(record.type(), record.state(), record.updated_ms(),
+                                 record.workflow_id()));
+  batch.put(storage::Space::kState, keys::summary_key(record.workflow_id()), keys::seal(summary));
+  entry.set_summarized(true);
+  return Status::ok_status();
+}
+
+// Purges the closed runs at the head of the queue whose retention has passed by `now_ms`, deleting
+// at most kMaxPurgedEventsPerCommand history events. A run that is its workflow's latest loses
+// its record and visibility entry and leaves a WorkflowSummary; an older run (the workflow
+// continued as new) loses its history only. A run purged in part carries on in the next command.
+Status purge_due(rsm::ApplyBatch& batch, std::int64_t now_ms) {
+  HERALD_ASSIGN_OR_RETURN(auto stored_queue,
+                          load<PurgeQueue>(batch, keys::purge_queue_key(), "purge queue"));
+  if (!stored_queue || stored_queue->head() == stored_queue->tail()) {
+    return Status::ok_status();
+  }
+  PurgeQueue queue = *stored_queue;
+  HERALD_ASSIGN_OR_RETURN(auto settings, load<workflowpb::RetentionSettings>(
+                                             batch, keys::settings_key(), "retention settings"));
+  const std::int64_t horizon_ms =
+      now_ms - closed_retention_ms(settings.value_or(workflowpb::RetentionSettings()));
+  std::size_t budget = kMaxPurgedEventsPerCommand;
+  while (queue.head() < queue.tail() && budget > 0) {
+    const std::string entry_key = keys::purge_entry_key(queue.head());
+    HERALD_ASSIGN_OR_RETURN(auto stored, load<PurgeEntry>(batch, entry_key, "purge entry"));
+    if (!stored) {
+      return Status::corruption(fmt::format("purge queue entry {} is missing", queue.head()));
+    }
+    PurgeEntry entry = std::move(*stored);
+    if (entry.closed_ms() > horizon_ms) {
+      break;
+    }
+    if (entry.purged_up_to() == 0 && !entry.summarized()) {
+      HERALD_ASSIGN_OR_RETURN(
+          auto record,
+          load<WorkflowRecord>(batch, keys::record_key(entry.workflow_id()), "workflow"));
+      if (record && record->run_id() == entry.run_id()) {
+        HERALD_RETURN_IF_ERROR(summarize(batch, *record, entry));
+      }
+    }
+    // The summary collects the run's milestones while it is still this run's.
+    std::optional<WorkflowSummary> summary;
+    if (entry.summarized()) {
+      HERALD_ASSIGN_OR_RETURN(
+          summary,
+          load<WorkflowSummary>(batch, keys::summary_key(entry.workflow_id()), "workflow summary"));
+      if (summary && summary->run_id() != entry.run_id()) summary.reset();
+    }
+    HERALD_RETURN_IF_ERROR(purge_history(batch, entry, summary ? &*summary : nullptr, budget));
+    if (summary) {
+      batch.put(storage::Space::kState, keys::summary_key(entry.workflow_id()),
+                keys::seal(*summary));
+    }
+    if (entry.purged_up_to() < entry.history_length()) {
+      batch.put(storage::Space::kState, entry_key, keys::seal(entry));
+      break;
+    }
+    batch.del(storage::Space::kState, entry_key);
+    queue.set_head(queue.head() + 1);
+  }
+  batch.put(storage::Space::kState, keys::purge_queue_key(), keys::seal(queue));
+  return Status::ok_status();
+}
+
+Result<rsmpb::CommandResult> set_retention(rsm::ApplyBatch& batch,
+                                           const workflowpb::SetRetention& op) {
+  const std::int64_t ms = op.settings().closed_retention_ms();
+  if (ms != 0 && (ms < kMinClosedRetentionMs || ms > kMaxClosedRetentionMs)) {
+    return Status::invalid_argument(
+        fmt::format("closed_retention_ms = {} is outside [{}, {}] ms (0: default)", ms,
+                    kMinClosedRetentionMs, kMaxClosedRetentionMs));
+  }
+  batch.put(storage::Space::kState, keys::settings_key(), keys::seal(op.settings()));
+  return rsmpb::CommandResult();
+}
+
 // One command's application: the run it touches, loaded once, changed in memory, and written
 // back (record and visibility entry together) by save_run(). Not reused across commands.
 class Applier {
  public:
   Applier(rsm::ApplyBatch& batch, const Registry& registry, std::int64_t now_ms,
-          std::vector<ActivityRef>& dispatchable)
-      : batch_(batch), registry_(registry), now_ms_(now_ms), dispatchable_(dispatchable) {}
+          std::vector<ActivityRef>& dispatchable, std::size_t& closed_runs)
+      : batch_(batch),
+        registry_(registry),
+        now_ms_(now_ms),
+        dispatchable_(dispatchable),
+        closed_runs_(closed_runs) {}
 
   Result<rsmpb::CommandResult> start(const workflowpb::StartWorkflow& op);
   Result<rsmpb::CommandResult> signal(const workflowpb::SignalWorkflow& op);
@@ -274,6 +446,7 @@ class Applier {
   const Registry& registry_;
   const std::int64_t now_ms_;
   std::vector<ActivityRef>& dispatchable_;
+  std::size_t& closed_runs_;
 
   WorkflowRecord rec_;
   const WorkflowType* type_ = nullptr;
@@ -395,7 +568,8 @@ Status Applier::close_run(workflowpb::WorkflowStatus status, HistoryEvent event)
   rec_.clear_user_timers();
   append(std::move(event), /*closing=*/true);
   rec_.set_status(status);
-  return Status::ok_status();
+  ++closed_runs_;
+  return enqueue_purge(batch_, rec_, now_ms_);
 }
 
 Status Applier::close_failed(std::string_view error_type, std::string_view message) {
@@ -775,7 +949,12 @@ Result<rsmpb::CommandResult> Applier::start(const workflowpb::StartWorkflow& op)
   }
   rec_.set_workflow_id(op.workflow_id());
   rec_.set_type(op.type());
-  rec_.set_run_id(0);
+  // A purged workflow's id starts over after its last run, so no idempotency key comes back.
+  HERALD_ASSIGN_OR_RETURN(auto raw_summary,
+                          batch_.get(storage::Space::kState, keys::summary_key(op.workflow_id())));
+  HERALD_ASSIGN_OR_RETURN(auto summary,
+                          keys::open_optional<WorkflowSummary>(raw_summary, "workflow summary"));
+  rec_.set_run_id(summary ? summary->run_id() : 0);
   begin_run(op.input());
   HERALD_RETURN_IF_ERROR(decide(type_event(Event::Kind::kStarted, {}, {}, op.input())));
   HERALD_RETURN_IF_ERROR(save_run());
@@ -910,6 +1089,9 @@ Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::W
     case workflowpb::WorkflowCommand::kFireTimer: return applier.fire_timer(c.fire_timer());
     case workflowpb::WorkflowCommand::kFireTimers:
       return Status::invalid_argument("FireTimers is applied timer by timer");
+    case workflowpb::WorkflowCommand::kPurgeClosed:
+    case workflowpb::WorkflowCommand::kSetRetention:
+      return Status::invalid_argument("retention commands are applied by the engine");
     default: return Status::invalid_argument("a workflow command needs an operation");
   }
 }
@@ -947,24 +1129,41 @@ rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& 
 rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& command,
                                            std::int64_t now_ms, rsm::ApplyBatch& batch) {
   HERALD_ASSERT(registry_ != nullptr, "the engine needs a registry");
-  if (command.has_fire_timers()) {
-    return fire_timers(command.fire_timers(), now_ms, batch);
-  }
-  auto result = [&]() -> Result<rsmpb::CommandResult> {
-    if (command.has_fire_timer()) {
-      return fire_one(command.fire_timer(), now_ms, batch);
+  closed_runs_ = 0;
+  rsmpb::CommandResult result = [&]() -> rsmpb::CommandResult {
+    if (command.has_fire_timers()) {
+      return fire_timers(command.fire_timers(), now_ms, batch);
     }
-    Applier applier(batch, *registry_, now_ms, dispatchable_);
-    return herald::workflow::apply_command(applier, command);
+    auto applied = [&]() -> Result<rsmpb::CommandResult> {
+      if (command.has_fire_timer()) {
+        return fire_one(command.fire_timer(), now_ms, batch);
+      }
+      if (command.has_set_retention()) {
+        return set_retention(batch, command.set_retention());
+      }
+      if (command.has_purge_closed()) {
+        HERALD_RETURN_IF_ERROR(purge_due(batch, now_ms));
+        return rsmpb::CommandResult();
+      }
+      Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_);
+      return herald::workflow::apply_command(applier, command);
+    }();
+    return applied.ok() ? std::move(applied).value() : error_result(applied.status());
   }();
-  return result.ok() ? std::move(result).value() : error_result(result.status());
+  // A command that closed a run purges as well, so purging keeps pace with closing.
+  if (result.code() == 0 && closed_runs_ > 0) {
+    if (Status purged = purge_due(batch, now_ms); !purged.ok()) {
+      return error_result(purged);
+    }
+  }
+  return result;
 }
 
 Result<rsmpb::CommandResult> Engine::fire_one(const workflowpb::FireTimer& fire,
                                               std::int64_t now_ms, rsm::ApplyBatch& batch) {
   applied_fires_.push_back(
       AppliedFire{fire.workflow_id(), fire.run_id(), fire.timer_id(), fire.due_ms(), false});
-  Applier applier(batch, *registry_, now_ms, dispatchable_);
+  Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_);
   bool fired = false;
   auto result = applier.fire_timer(fire, &fired);
   applied_fires_.back().fired = result.ok() && fired;
@@ -1011,6 +1210,38 @@ Result<std::optional<WorkflowRecord>> Engine::read_workflow(const storage::Reade
   HERALD_ASSIGN_OR_RETURN(auto raw,
                           reader.get(storage::Space::kState, keys::record_key(workflow_id)));
   return keys::open_optional<WorkflowRecord>(raw, "workflow");
+}
+
+Result<std::optional<WorkflowSummary>> Engine::read_summary(const storage::Reader& reader,
+                                                            std::string_view workflow_id) {
+  HERALD_ASSIGN_OR_RETURN(auto raw,
+                          reader.get(storage::Space::kState, keys::summary_key(workflow_id)));
+  return keys::open_optional<WorkflowSummary>(raw, "workflow summary");
+}
+
+Result<workflowpb::RetentionSettings> Engine::read_retention(const storage::Reader& reader) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, keys::settings_key()));
+  HERALD_ASSIGN_OR_RETURN(auto stored,
+                          keys::open_optional<workflowpb::RetentionSettings>(raw, "retention"));
+  workflowpb::RetentionSettings settings = stored.value_or(workflowpb::RetentionSettings());
+  settings.set_closed_retention_ms(closed_retention_ms(settings));
+  return settings;
+}
+
+Result<std::optional<std::int64_t>> Engine::next_purge_due_ms(const storage::Reader& reader) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, keys::purge_queue_key()));
+  HERALD_ASSIGN_OR_RETURN(auto queue, keys::open_optional<PurgeQueue>(raw, "purge queue"));
+  if (!queue || queue->head() >= queue->tail()) {
+    return std::optional<std::int64_t>();
+  }
+  HERALD_ASSIGN_OR_RETURN(auto raw_entry,
+                          reader.get(storage::Space::kState, keys::purge_entry_key(queue->head())));
+  HERALD_ASSIGN_OR_RETURN(auto entry, keys::open_optional<PurgeEntry>(raw_entry, "purge entry"));
+  if (!entry) {
+    return Status::corruption("the purge queue's head entry is missing");
+  }
+  HERALD_ASSIGN_OR_RETURN(const workflowpb::RetentionSettings settings, read_retention(reader));
+  return std::optional<std::int64_t>(entry->closed_ms() + settings.closed_retention_ms());
 }
 
 Result<std::vector<HistoryEvent>> Engine::read_history(const storage::Reader& reader,

@@ -26,6 +26,11 @@
 //    one is skipped and the others take effect.
 //  - CancelWorkflow delivers kCancelRequested; the type decides (it may complete compensation
 //    first). A type that ignores it is canceled by the engine.
+//  - Retention: a closed run enters a purge queue; once its retention (SetRetention, default
+//    kDefaultClosedRetentionMs) has passed, its history is deleted and, when it is the workflow's
+//    latest run, its record and visibility entry too, leaving a WorkflowSummary (read_summary).
+//    A later start under the same id begins after the purged run id, so idempotency keys are
+//    never reused.
 //  - History: each run keeps at most kMaxHistoryEvents events. An event that would exceed it
 //    fails the run with error type "history_limit" and a message naming continue-as-new, the way
 //    to carry on with a fresh history (same workflow id, run_id + 1).
@@ -54,6 +59,17 @@ inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
 inline constexpr std::size_t kMaxActionsPerDecision = 64;
 // Timers one FireTimers command may carry.
 inline constexpr std::size_t kMaxTimersPerFireCommand = 512;
+
+// Retention of closed runs (docs/workflow.md, "Retention"): a closed run's history, and the record
+// of a workflow whose latest run closed, are purged this long after the run closed.
+inline constexpr std::int64_t kDefaultClosedRetentionMs = 7LL * 24 * 3600 * 1000;  // 7 days
+inline constexpr std::int64_t kMinClosedRetentionMs = 1'000;
+inline constexpr std::int64_t kMaxClosedRetentionMs = 10LL * 365 * 24 * 3600 * 1000;  // 10 years
+// History events one command deletes at most while purging (a command that closes a run purges
+// as well as PurgeClosed does, so purging keeps pace with closing).
+inline constexpr std::size_t kMaxPurgedEventsPerCommand = 64;
+// Milestones a purged workflow's summary keeps at most.
+inline constexpr std::size_t kMaxSummaryMilestones = 32;
 
 // An activity the leader should run now (a hint; the records are the truth).
 struct ActivityRef {
@@ -123,6 +139,16 @@ class Engine final : public rsm::StateMachine {
   // ---- Reads of applied state ----
   [[nodiscard]] static Result<std::optional<workflowpb::WorkflowRecord>> read_workflow(
       const storage::Reader& reader, std::string_view workflow_id);
+  // What stays of a purged workflow; nullopt when none of its runs was purged.
+  [[nodiscard]] static Result<std::optional<workflowpb::WorkflowSummary>> read_summary(
+      const storage::Reader& reader, std::string_view workflow_id);
+  // The engine's retention settings, defaults filled in.
+  [[nodiscard]] static Result<workflowpb::RetentionSettings> read_retention(
+      const storage::Reader& reader);
+  // When the oldest closed run waiting in the purge queue becomes due (its close time plus the
+  // retention); nullopt when the queue is empty. The leader proposes PurgeClosed from then on.
+  [[nodiscard]] static Result<std::optional<std::int64_t>> next_purge_due_ms(
+      const storage::Reader& reader);
   [[nodiscard]] static Result<std::vector<workflowpb::HistoryEvent>> read_history(
       const storage::Reader& reader, std::string_view workflow_id, std::uint64_t run_id,
       std::uint64_t after_seq, std::size_t limit);
@@ -149,7 +175,8 @@ class Engine final : public rsm::StateMachine {
   [[nodiscard]] Result<rsmpb::CommandResult> fire_one(const workflowpb::FireTimer& fire,
                                                       std::int64_t now_ms, rsm::ApplyBatch& batch);
 
-  const Registry* registry_;  // borrowed
+  const Registry* registry_;     // borrowed
+  std::size_t closed_runs_ = 0;  // runs closed by the command being applied
   std::vector<ActivityRef> dispatchable_;
   std::vector<AppliedFire> applied_fires_;
 };

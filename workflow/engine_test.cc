@@ -899,5 +899,163 @@ TEST_F(EngineTest, MalformedCommandsAreRefused) {
   EXPECT_TRUE(batch.writes().empty());
 }
 
+// ---- Retention ----
+
+WorkflowCommand retention_cmd(std::int64_t closed_retention_ms) {
+  WorkflowCommand c;
+  c.mutable_set_retention()->mutable_settings()->set_closed_retention_ms(closed_retention_ms);
+  return c;
+}
+
+WorkflowCommand purge_cmd() {
+  WorkflowCommand c;
+  c.mutable_purge_closed();
+  return c;
+}
+
+class RetentionTest : public EngineTest {
+ protected:
+  static constexpr std::int64_t kRetentionMs = 60'000;
+
+  void SetUp() override {
+    // A type that waits for a signal "stop" (recording "noted" for every other) and completes.
+    add_type("waiter", [](std::string_view state, std::string_view data, const Event& e) {
+      if (e.kind == Event::Kind::kSignal && e.name == "stop") {
+        return stay("stopped", data, {Action::complete("done")});
+      }
+      if (e.kind == Event::Kind::kSignal) {
+        return stay("waiting", data, {Action::record("noted", e.payload)});
+      }
+      if (e.kind == Event::Kind::kStarted) {
+        return stay("waiting", data);
+      }
+      return stay(state, data);
+    });
+    ASSERT_EQ(code_of(apply(retention_cmd(kRetentionMs), kT0)), Code::kOk);
+  }
+
+  // Starts `id`, gives it `notes` extra signals and completes it at `at_ms`.
+  void run_to_completion(const std::string& id, std::int64_t at_ms, int notes = 0) {
+    ASSERT_EQ(code_of(apply(start_cmd(id, "waiter"), at_ms)), Code::kOk);
+    for (int i = 0; i < notes; ++i) {
+      ASSERT_EQ(code_of(apply(signal_cmd(id, "note", "n"), at_ms)), Code::kOk);
+    }
+    ASSERT_EQ(code_of(apply(signal_cmd(id, "stop"), at_ms)), Code::kOk);
+    ASSERT_EQ(record(id).status(), workflowpb::COMPLETED);
+  }
+
+  std::optional<workflowpb::WorkflowSummary> summary(std::string_view id) {
+    auto s = Engine::read_summary(store_, id);
+    EXPECT_TRUE(s.ok());
+    return s.ok() ? *s : std::nullopt;
+  }
+
+  bool exists(std::string_view id) {
+    auto r = Engine::read_workflow(store_, id);
+    EXPECT_TRUE(r.ok());
+    return r.ok() && r->has_value();
+  }
+};
+
+TEST_F(RetentionTest, AClosedRunIsPurgedOnlyAfterItsRetentionAndLeavesASummary) {
+  run_to_completion("w1", kT0 + 10);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 10 + kRetentionMs - 1)), Code::kOk);
+  EXPECT_TRUE(exists("w1"));
+  EXPECT_FALSE(summary("w1").has_value());
+  ASSERT_EQ(Engine::next_purge_due_ms(store_)->value_or(0), kT0 + 10 + kRetentionMs);
+
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 10 + kRetentionMs)), Code::kOk);
+  EXPECT_FALSE(exists("w1"));
+  EXPECT_TRUE(history_kinds("w1").empty());
+  EXPECT_TRUE(scan_sub(keys::kVisibilitySub).empty());
+  EXPECT_TRUE(scan_sub(keys::kPurgeEntrySub).empty());
+  EXPECT_FALSE(Engine::next_purge_due_ms(store_)->has_value());
+  const auto s = summary("w1");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->type(), "waiter");
+  EXPECT_EQ(s->status(), workflowpb::COMPLETED);
+  EXPECT_EQ(s->state(), "stopped");
+  EXPECT_EQ(s->run_id(), 1U);
+  EXPECT_EQ(s->closed_ms(), kT0 + 10);
+  std::vector<std::string> kinds;
+  for (const auto& m : s->milestones()) kinds.push_back(m.kind());
+  EXPECT_EQ(kinds,
+            (std::vector<std::string>{"started", "state_changed", "state_changed", "completed"}));
+}
+
+TEST_F(RetentionTest, ALongHistoryIsPurgedOverSeveralCommandsWithBoundedWork) {
+  constexpr int kNotes = 100;  // two events each: "signaled" and "noted"
+  run_to_completion("long", kT0, kNotes);
+  const std::uint64_t events = record("long").history_length();
+  ASSERT_GT(events, 2 * kMaxPurgedEventsPerCommand);
+  std::int64_t now = kT0 + kRetentionMs;
+  ASSERT_EQ(code_of(apply(purge_cmd(), now)), Code::kOk);
+  // The record goes at once; the history trails, at most the budget per command.
+  EXPECT_FALSE(exists("long"));
+  EXPECT_EQ(history_kinds("long").size(), events - kMaxPurgedEventsPerCommand);
+  int commands = 1;
+  while (!history_kinds("long").empty()) {
+    ASSERT_EQ(code_of(apply(purge_cmd(), ++now)), Code::kOk);
+    ASSERT_LE(++commands, 10);
+  }
+  EXPECT_EQ(static_cast<std::uint64_t>(commands),
+            (events + kMaxPurgedEventsPerCommand - 1) / kMaxPurgedEventsPerCommand);
+  const auto s = summary("long");
+  ASSERT_TRUE(s.has_value());
+  // The "noted" records are milestones: the summary keeps the first ones and says so.
+  EXPECT_EQ(static_cast<std::size_t>(s->milestones_size()), kMaxSummaryMilestones);
+  EXPECT_TRUE(s->milestones_truncated());
+  EXPECT_FALSE(Engine::next_purge_due_ms(store_)->has_value());
+}
+
+TEST_F(RetentionTest, ClosingARunPurgesTheDueOnesWithoutAPurgeCommand) {
+  run_to_completion("old", kT0);
+  run_to_completion("new", kT0 + kRetentionMs + 5);
+  EXPECT_FALSE(exists("old"));
+  EXPECT_TRUE(summary("old").has_value());
+  EXPECT_TRUE(exists("new"));
+}
+
+TEST_F(RetentionTest, AStartAfterThePurgeBeginsAfterThePurgedRunSoNoKeyRepeats) {
+  run_to_completion("again", kT0);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + kRetentionMs)), Code::kOk);
+  ASSERT_FALSE(exists("again"));
+  ASSERT_EQ(code_of(apply(start_cmd("again", "waiter"), kT0 + kRetentionMs + 1)), Code::kOk);
+  EXPECT_EQ(record("again").run_id(), 2U);
+  EXPECT_EQ(record("again").status(), workflowpb::RUNNING);
+}
+
+TEST_F(RetentionTest, AnOpenWorkflowIsNeverPurged) {
+  ASSERT_EQ(code_of(apply(start_cmd("open", "waiter"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 100 * kRetentionMs)), Code::kOk);
+  EXPECT_TRUE(exists("open"));
+  EXPECT_EQ(history_kinds("open").size(), record("open").history_length());
+}
+
+TEST_F(RetentionTest, AnOlderRunOfAContinuedWorkflowLosesOnlyItsHistory) {
+  add_type("roller", [](std::string_view state, std::string_view data, const Event& e) {
+    if (e.kind == Event::Kind::kSignal) {
+      return stay(state, data, {Action::continue_as_new("next")});
+    }
+    return stay("rolling", data);
+  });
+  ASSERT_EQ(code_of(apply(start_cmd("r1", "roller"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(signal_cmd("r1", "roll"), kT0 + 1)), Code::kOk);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 1 + kRetentionMs)), Code::kOk);
+  EXPECT_TRUE(history_kinds("r1", 1).empty());
+  EXPECT_EQ(record("r1").run_id(), 2U);
+  EXPECT_EQ(record("r1").status(), workflowpb::RUNNING);
+  EXPECT_FALSE(history_kinds("r1", 2).empty());
+  EXPECT_FALSE(summary("r1").has_value());
+}
+
+TEST_F(RetentionTest, RetentionOutsideItsBoundsIsRefused) {
+  EXPECT_EQ(code_of(apply(retention_cmd(kMinClosedRetentionMs - 1), kT0)), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(retention_cmd(kMaxClosedRetentionMs + 1), kT0)), Code::kInvalidArgument);
+  EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kRetentionMs);
+  ASSERT_EQ(code_of(apply(retention_cmd(0), kT0)), Code::kOk);
+  EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kDefaultClosedRetentionMs);
+}
+
 }  // namespace
 }  // namespace herald::workflow

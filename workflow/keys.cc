@@ -113,6 +113,26 @@ std::string visibility_key(std::string_view type, std::string_view state, std::i
   return out;
 }
 
+std::string settings_key() {
+  return start(kSettingsSub);
+}
+
+std::string purge_queue_key() {
+  return start(kPurgeQueueSub);
+}
+
+std::string purge_entry_key(std::uint64_t n) {
+  std::string out = start(kPurgeEntrySub);
+  put_fixed64_be(out, n);
+  return out;
+}
+
+std::string summary_key(std::string_view workflow_id) {
+  std::string out = start(kSummarySub);
+  out.append(workflow_id);
+  return out;
+}
+
 std::string sub_prefix(char sub) {
   return start(sub);
 }

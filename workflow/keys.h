@@ -25,6 +25,10 @@ inline constexpr char kActivitySub = 'a';    // "w" "a" id run activity -> Activ
 inline constexpr char kDispatchSub = 'd';    // "w" "d" id run activity -> activity key
 inline constexpr char kTimerSub = 't';       // "w" "t" due id run timer -> TimerRecord
 inline constexpr char kVisibilitySub = 'v';  // "w" "v" type state updated id -> summary
+inline constexpr char kSettingsSub = 'g';    // "w" "g" -> RetentionSettings
+inline constexpr char kPurgeQueueSub = 'Q';  // "w" "Q" -> PurgeQueue
+inline constexpr char kPurgeEntrySub = 'q';  // "w" "q" n -> PurgeEntry
+inline constexpr char kSummarySub = 's';     // "w" "s" workflow-id -> WorkflowSummary
 
 // Appends `s` in the order-preserving, prefix-free string encoding.
 void put_string(std::string& out, std::string_view s);
@@ -48,6 +52,10 @@ void put_time(std::string& out, std::int64_t ms);
                                             const std::optional<std::string>& state);
 [[nodiscard]] std::string visibility_key(std::string_view type, std::string_view state,
                                          std::int64_t updated_ms, std::string_view workflow_id);
+[[nodiscard]] std::string settings_key();
+[[nodiscard]] std::string purge_queue_key();
+[[nodiscard]] std::string purge_entry_key(std::uint64_t n);
+[[nodiscard]] std::string summary_key(std::string_view workflow_id);
 // "w" sub: the prefix of every key of kind `sub`.
 [[nodiscard]] std::string sub_prefix(char sub);
 // The smallest key above every key that starts with `prefix`. Precondition: `prefix` holds a

@@ -108,6 +108,23 @@ void Runtime::tick(std::int64_t now_ms) {
   if (rescan_due && running_.size() < kMaxActivitiesInFlight) {
     rescan_activities();
   }
+  if (now_ms - last_purge_check_ms_ >= kPurgeCheckIntervalMs) {
+    last_purge_check_ms_ = now_ms;
+    propose_due_purge(now_ms);
+  }
+}
+
+void Runtime::propose_due_purge(std::int64_t now_ms) {
+  auto due = Engine::next_purge_due_ms(*state_);
+  if (!due.ok()) {
+    SPDLOG_WARN("workflow runtime: reading the purge queue failed: {}", due.status().to_string());
+    return;
+  }
+  if (due->has_value() && **due <= now_ms) {
+    workflowpb::WorkflowCommand command;
+    command.mutable_purge_closed();
+    propose_(std::move(command));
+  }
 }
 
 void Runtime::dispatch_hint(const ActivityRef& ref) {

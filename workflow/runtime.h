@@ -37,6 +37,9 @@ inline constexpr std::size_t kMaxActivitiesInFlight = 16384;
 inline constexpr std::int64_t kResendAfterMs = 5'000;
 // The leader re-reads every DISPATCHABLE activity this often, so none is stranded by a lost hint.
 inline constexpr std::int64_t kActivityRescanIntervalMs = 1'000;
+// How often the leader checks whether the oldest closed run is due for purging, and proposes one
+// PurgeClosed (kMaxPurgedEventsPerCommand events) when it is; closing runs purge as they go too.
+inline constexpr std::int64_t kPurgeCheckIntervalMs = 200;
 // The error type reported for an activity whose type has no handler on this leader. By
 // convention it is listed among a policy's non_retryable_error_types (sagas add it themselves).
 inline constexpr char kUnknownActivityType[] = "unknown_activity_type";
@@ -81,7 +84,8 @@ class Runtime {
   void on_leadership(bool leader);
   // After each applied batch: dispatch what became dispatchable (leader only).
   void after_apply();
-  // Fires due timers, in due order, by the leader's clock.
+  // Fires due timers, in due order, by the leader's clock, and proposes purging closed runs
+  // whose retention has passed.
   void tick(std::int64_t now_ms);
 
  private:
@@ -92,6 +96,7 @@ class Runtime {
               ActivityOutcome outcome);
   void rescan_activities();
   void fire_due_timers(std::int64_t now_ms);
+  void propose_due_purge(std::int64_t now_ms);
 
   const storage::Reader* state_;
   Engine* engine_;
@@ -105,6 +110,7 @@ class Runtime {
   std::map<std::string, std::int64_t> reports_sent_;  // ReportActivity, by attempt key
   std::int64_t last_now_ms_ = 0;                      // the latest tick() time
   std::int64_t last_rescan_ms_ = 0;
+  std::int64_t last_purge_check_ms_ = 0;
   std::string timer_cursor_;  // where the next due-timer scan continues (empty: from the start)
   std::int64_t last_timer_rescan_ms_ = 0;
   bool rescan_needed_ = false;  // a hint was skipped (in-flight bound, read error)

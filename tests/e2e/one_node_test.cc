@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/encoding.h"
 #include "client/admin_client.h"
 #include "client/herald_client.h"
 #include "tests/e2e/cluster.h"
@@ -205,6 +206,43 @@ TEST_F(OneNode, PastRetentionADeviceResyncsFromHistoryAndARetransmissionIsNew) {
   const client::SendResult again = must(alice->send(direct_, "old", "before the window"), "again");
   EXPECT_FALSE(again.existed);
   EXPECT_GT(again.seq, first + 5);
+}
+
+TEST_F(OneNode, ADeletedMessageIsNotPushedAndClosedDeliveriesArePurgedToASummary) {
+  const client::HttpReply set =
+      must(admin_->request("PUT", "/v1/admin/retention", R"({"closed_workflow_ms": 1000})"),
+           "shortening the closed-workflow retention");
+  ASSERT_EQ(set.status, 200) << set.body;
+  const client::HttpReply got =
+      must(admin_->request("GET", "/v1/admin/retention"), "reading the retention");
+  EXPECT_NE(got.body.find(R"("closed_workflow_ms":1000)"), std::string::npos) << got.body;
+
+  // Bob is offline: his delivery waits for the push grace. Alice deletes the message first.
+  auto alice = open(a_phone_);
+  const std::uint64_t seq = send(*alice, "oops", "sent by mistake");
+  const Status deleted = alice->remove(direct_, seq);
+  ASSERT_TRUE(deleted.ok()) << deleted.to_string();
+  const client::MessageTimeline timeline = must(admin_->timeline(direct_, seq), "the timeline");
+  const client::RecipientTimeline* bob = timeline.recipient("bob");
+  ASSERT_NE(bob, nullptr);
+  EXPECT_EQ(bob->status, "canceled");
+  const std::string id = bob->workflow_id;
+  std::this_thread::sleep_for(std::chrono::milliseconds(kPushGraceElapsedMs));
+  EXPECT_EQ(pushes_to("b-phone", seq), 0U) << "a deleted message must not be pushed";
+
+  // Past the retention the delivery's record and history are gone; a summary stays.
+  const std::string path = fmt::format("/v1/admin/conversations/{}/messages/{}", direct_, seq);
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto reply = admin_->request("GET", path);
+        return reply.ok() && reply->body.find(R"("purged":true)") != std::string::npos;
+      },
+      kDeliveryWaitMs));
+  const client::HttpReply summary =
+      must(admin_->request("GET", "/v1/workflows/" + percent_encode(id)), "the purged workflow");
+  EXPECT_EQ(summary.status, 200) << summary.body;
+  EXPECT_NE(summary.body.find(R"("status":"CANCELED")"), std::string::npos) << summary.body;
+  EXPECT_NE(summary.body.find(R"("kind":"canceled")"), std::string::npos) << summary.body;
 }
 
 TEST_F(OneNode, InternalWorkflowTypesCannotBeStartedThroughTheApi) {
