@@ -8,6 +8,12 @@
 // is refused (kTooOld): the caller reports a definite failure, never a second application.
 // Stored under Space::kState key "s" + fixed64(origin) + fixed64(incarnation) (see
 // docs/storage-format.md).
+//
+// Compaction: an incarnation is one run of the origin's process, numbered upwards. The first
+// command of a newer incarnation deletes the previous incarnation's record and records the new
+// one as the origin's latest (key "s" + fixed64(origin) + fixed64(0)); a command of an older
+// incarnation is refused as kTooOld (the process that proposed it has ended; its client never
+// got an answer). So the table holds one record per origin, however often nodes restart.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +44,18 @@ class SessionTable {
   // Errors: kCorruption when the session record fails its checksum.
   [[nodiscard]] Result<Admission> admit(ApplyBatch& batch, std::uint64_t origin,
                                         std::uint64_t incarnation, std::uint64_t id);
-  void clear() { cache_.clear(); }
+  void clear() {
+    cache_.clear();
+    latest_.clear();
+  }
 
  private:
+  // Checks `incarnation` against the origin's latest; a newer one replaces the latest in `batch`.
+  [[nodiscard]] Result<bool> current(ApplyBatch& batch, std::uint64_t origin,
+                                     std::uint64_t incarnation);
+
   std::map<std::pair<std::uint64_t, std::uint64_t>, rsmpb::SessionRecord> cache_;
+  std::map<std::uint64_t, std::uint64_t> latest_;  // origin -> latest incarnation
 };
 
 }  // namespace herald::rsm

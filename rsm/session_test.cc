@@ -53,10 +53,39 @@ TEST_F(SessionTest, JumpOfExactlyWindowKeepsOldMaxRemembered) {
   EXPECT_EQ(admit_id(1), Admission::kDuplicate);
 }
 
-TEST_F(SessionTest, IncarnationsAreIndependent) {
+TEST_F(SessionTest, ANewIncarnationStartsItsOwnIds) {
   EXPECT_EQ(admit_id(5, 1), Admission::kFresh);
   EXPECT_EQ(admit_id(5, 2), Admission::kFresh);
-  EXPECT_EQ(admit_id(5, 1), Admission::kDuplicate);
+  EXPECT_EQ(admit_id(5, 2), Admission::kDuplicate);
+}
+
+TEST_F(SessionTest, ANewIncarnationRetiresTheOldOnesRecordAndRefusesItsCommands) {
+  EXPECT_EQ(admit_id(1, 1), Admission::kFresh);
+  EXPECT_EQ(admit_id(2, 1), Admission::kFresh);
+  EXPECT_EQ(admit_id(1, 2), Admission::kFresh);
+  // A late command of the ended run is refused, never applied: new id or old.
+  EXPECT_EQ(admit_id(3, 1), Admission::kTooOld);
+  EXPECT_EQ(admit_id(2, 1), Admission::kTooOld);
+  ASSERT_TRUE(engine_.write(batch_.writes(), true).ok());
+  // One record per origin is left (plus the origin's own), however many runs it had.
+  for (std::uint64_t run = 3; run <= 20; ++run) {
+    EXPECT_EQ(admit_id(1, run), Admission::kFresh);
+  }
+  ASSERT_TRUE(engine_.write(batch_.writes(), true).ok());
+  std::size_t records = 0;
+  for (auto it = engine_.scan(storage::Space::kState, "s", "t"); it->valid(); it->next()) {
+    ++records;
+  }
+  EXPECT_EQ(records, 2U);
+  // A restarted replica (nothing cached) judges the same way.
+  ApplyBatch fresh(&engine_);
+  SessionTable cold;
+  auto old = cold.admit(fresh, 1, 19, 7);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(*old, Admission::kTooOld);
+  auto dup = cold.admit(fresh, 1, 20, 1);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_EQ(*dup, Admission::kDuplicate);
 }
 
 TEST_F(SessionTest, SurvivesWriteAndReload) {
