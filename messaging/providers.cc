@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
+#include <filesystem>
 #include <fstream>
 #include <utility>
 
@@ -59,6 +60,8 @@ json::object journal_line(const EmailRequest& r, std::uint64_t call, const Provi
 template <typename Request, typename Interface>
 struct RecordingProvider<Request, Interface>::Journal {
   std::string path;
+  std::uint64_t max_bytes = kMaxJournalBytes;
+  std::uint64_t bytes = 0;  // in the current file
   std::ofstream out;
   Status status;  // the first write error
 
@@ -66,11 +69,37 @@ struct RecordingProvider<Request, Interface>::Journal {
     if (!status.ok()) {
       return;  // the stream is unusable after an error; the first one is what matters
     }
-    out << json::serialize(line) << '\n';
+    std::string text = json::serialize(line);
+    text.push_back('\n');
+    if (bytes > 0 && bytes + text.size() > max_bytes) {
+      rotate();
+      if (!status.ok()) return;
+    }
+    out << text;
     out.flush();
     if (!out) {
       status = Status::io_error(fmt::format("cannot append to the journal \"{}\"", path));
+      return;
     }
+    bytes += text.size();
+  }
+
+  // The current file becomes "<path>.1"; a fresh one takes its place.
+  void rotate() {
+    out.close();
+    std::error_code ec;
+    std::filesystem::rename(path, path + ".1", ec);
+    if (ec) {
+      status =
+          Status::io_error(fmt::format("cannot rotate the journal \"{}\": {}", path, ec.message()));
+      return;
+    }
+    out.open(path, std::ios::out | std::ios::trunc);
+    if (!out.is_open()) {
+      status = Status::io_error(fmt::format("cannot reopen the journal \"{}\"", path));
+      return;
+    }
+    bytes = 0;
   }
 };
 
@@ -82,13 +111,18 @@ RecordingProvider<Request, Interface>::~RecordingProvider() = default;
 
 template <typename Request, typename Interface>
 Result<std::unique_ptr<RecordingProvider<Request, Interface>>>
-RecordingProvider<Request, Interface>::with_journal(const std::string& path) {
+RecordingProvider<Request, Interface>::with_journal(const std::string& path,
+                                                    std::uint64_t max_bytes) {
   auto journal = std::make_unique<Journal>();
   journal->path = path;
+  journal->max_bytes = max_bytes;
   journal->out.open(path, std::ios::out | std::ios::app);
   if (!journal->out.is_open()) {
     return Status::io_error(fmt::format("cannot open the journal \"{}\" for appending", path));
   }
+  std::error_code ec;
+  const std::uintmax_t existing = std::filesystem::file_size(path, ec);
+  journal->bytes = ec ? 0 : static_cast<std::uint64_t>(existing);
   auto provider = std::make_unique<RecordingProvider>();
   provider->journal_ = std::move(journal);
   return provider;

@@ -107,6 +107,10 @@ class EmailProvider {
 // Calls kept in memory by a recording provider; later ones are counted (call_count()) and
 // journaled but not kept, so a long-running node cannot grow without bound.
 inline constexpr std::size_t kMaxRecordedCalls = 100'000;
+// A journal file is rotated when the next line would take it past this size: the file becomes
+// "<path>.1" (replacing the previous one) and a fresh file starts, so a journal holds at most
+// about twice this on disk.
+inline constexpr std::uint64_t kMaxJournalBytes = 64ULL * 1024 * 1024;
 // Scripted failures pending at most (fail_next()).
 inline constexpr std::size_t kMaxScriptedFailures = 100'000;
 
@@ -131,10 +135,10 @@ class RecordingProvider final : public Interface {
   RecordingProvider(const RecordingProvider&) = delete;
   RecordingProvider& operator=(const RecordingProvider&) = delete;
 
-  // A provider that appends to the journal at `path` (created when missing). kIOError when the
-  // file cannot be opened for appending.
+  // A provider that appends to the journal at `path` (created when missing), rotated at
+  // `max_bytes` (see kMaxJournalBytes). kIOError when the file cannot be opened for appending.
   [[nodiscard]] static Result<std::unique_ptr<RecordingProvider>> with_journal(
-      const std::string& path);
+      const std::string& path, std::uint64_t max_bytes = kMaxJournalBytes);
 
   void send(const Request& request, ProviderDone done) override;
 

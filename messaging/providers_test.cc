@@ -5,6 +5,7 @@
 #include <atomic>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
@@ -155,6 +156,31 @@ TEST(RecordingProvider, JournalAppendsAcrossProviders) {
   EXPECT_EQ(lines[0].at("kind").as_string(), "email");
   EXPECT_EQ(lines[1].at("idempotency_key").as_string(), "e1");
   EXPECT_EQ(lines[1].at("to").as_string(), "bob@example.org");
+}
+
+TEST(RecordingProvider, AJournalRotatesAtItsBoundKeepingOneOlderFile) {
+  const std::string path = journal_path("rotate");
+  std::filesystem::remove(path + ".1");
+  constexpr std::uint64_t kBound = 2048;
+  auto provider = RecordingPushProvider::with_journal(path, kBound);
+  ASSERT_TRUE(provider.ok());
+  constexpr int kSends = 60;  // a few hundred bytes each: several rotations
+  for (int i = 1; i <= kSends; ++i) {
+    (void)send_now(**provider, push("r" + std::to_string(i)));
+  }
+  EXPECT_TRUE((*provider)->journal_status().ok());
+  EXPECT_LE(std::filesystem::file_size(path), kBound);
+  EXPECT_LE(std::filesystem::file_size(path + ".1"), kBound);
+  // The newest calls are in the two files, in order, ending with the last one.
+  const auto older = read_journal(path + ".1");
+  const auto newest = read_journal(path);
+  ASSERT_FALSE(older.empty());
+  ASSERT_FALSE(newest.empty());
+  EXPECT_EQ(older.back().at("call").to_number<std::uint64_t>() + 1,
+            newest.front().at("call").to_number<std::uint64_t>());
+  EXPECT_EQ(newest.back().at("call").to_number<std::uint64_t>(),
+            static_cast<std::uint64_t>(kSends));
+  EXPECT_LT(older.size() + newest.size(), static_cast<std::size_t>(kSends));
 }
 
 TEST(RecordingProvider, JournalThatCannotBeOpenedIsAnIOError) {
