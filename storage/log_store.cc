@@ -13,6 +13,9 @@ namespace {
 
 constexpr std::size_t kFixed64Bytes = 8;
 constexpr std::size_t kLogKeyBytes = kFixed64Bytes;
+// No real log reaches this index (2^62: a million entries a second for 146,000 years); a larger
+// last index is a damaged key, and would overflow the index arithmetic after it.
+constexpr raft::Index kMaxLogIndex = raft::Index{1} << 62U;
 constexpr std::size_t kTruncatedPayloadBytes = 2 * kFixed64Bytes;  // index, term
 
 std::string context(std::string_view what, raft::Index index) {
@@ -162,7 +165,8 @@ Result<raft::Index> LogStore::find_last_index() const {
   // Invariant: a key `best` exists and no key is >= `none_from`.
   raft::Index best = *first;
   raft::Index none_from = std::numeric_limits<raft::Index>::max();
-  while (best + 1 < none_from) {
+  // Written as a difference: best + 1 overflows for a (damaged) key at the largest index.
+  while (none_from - best > 1) {
     const raft::Index mid = best + (none_from - best) / 2;
     HERALD_ASSIGN_OR_RETURN(const auto found, first_log_key_at_or_after(mid));
     if (found.has_value()) {
@@ -170,6 +174,9 @@ Result<raft::Index> LogStore::find_last_index() const {
     } else {
       none_from = mid;
     }
+  }
+  if (best > kMaxLogIndex) {
+    return Status::corruption(context("log key at index", best) + " is beyond any real log");
   }
   return best;
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -306,6 +307,17 @@ TYPED_TEST(LogStoreTest, CorruptLastEntryFailsOpen) {
   this->append(make_entries(1, 6, 1));
   this->store_.reset();
   this->env_.corrupt(Space::kLog, log_key(5));
+  const auto store = LogStore::open(this->env_.engine());
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kCorruption);
+}
+
+TYPED_TEST(LogStoreTest, AKeyAtTheLargestIndexFailsOpenInsteadOfLooping) {
+  this->append(make_entries(1, 3, 1));
+  this->store_.reset();
+  WriteBatch damage;
+  damage.put(Space::kLog, log_key(std::numeric_limits<raft::Index>::max()), "x");
+  ASSERT_TRUE(this->env_.engine()->write(damage, /*sync=*/true).ok());
   const auto store = LogStore::open(this->env_.engine());
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), Code::kCorruption);
