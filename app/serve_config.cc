@@ -6,6 +6,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "server/peer_auth.h"
 
@@ -97,14 +98,27 @@ Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec
 }
 
 Status load_toml(const std::string& path, ServeConfig& config) {
-  if (!std::ifstream(path).good()) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) {
     return Status::not_found(fmt::format("config file {} cannot be read", path));
   }
+  // peek() turns a failed read (a directory, say) into badbit rather than an exception.
+  std::ostringstream text;
+  if (in.peek() != std::ifstream::traits_type::eof()) {
+    text << in.rdbuf();
+  }
+  if (in.bad()) {
+    return Status::not_found(fmt::format("config file {} cannot be read", path));
+  }
+  return load_toml_text(text.str(), path, config);
+}
+
+Status load_toml_text(std::string_view text, const std::string& source, ServeConfig& config) {
   toml::table table;
   try {
-    table = toml::parse_file(path);
+    table = toml::parse(text, source);
   } catch (const toml::parse_error& e) {
-    return Status::invalid_argument(fmt::format("{}: {}", path, e.description()));
+    return Status::invalid_argument(fmt::format("{}: {}", source, e.description()));
   }
   if (auto id = table["id"].value<std::int64_t>()) {
     if (*id <= 0) {

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "server/gateway.h"
@@ -70,6 +71,11 @@ struct ClusterSecret {
 [[nodiscard]] Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec);
 // Loads a TOML file over `config`. kInvalidArgument / kNotFound with the file's error.
 [[nodiscard]] Status load_toml(const std::string& path, ServeConfig& config);
+// Loads TOML text over `config`, as load_toml() does with a file's bytes; `source` names the text
+// in errors. kInvalidArgument for text that is not TOML or a key of the wrong type or range. Any
+// bytes are accepted as input; never throws.
+[[nodiscard]] Status load_toml_text(std::string_view text, const std::string& source,
+                                    ServeConfig& config);
 // Checks the combination (id among peers, sane timings, a secret file or insecure_peers with
 // more than one voter, not both). Fills peers for a single node.
 [[nodiscard]] Status finalize(ServeConfig& config);

@@ -883,31 +883,42 @@ void Node::receive_chunk(raft::NodeId from, const rsmpb::SnapshotChunk& chunk) {
   in_stream_.reset();
 }
 
-Status Node::stage_chunk(const rsmpb::SnapshotChunk& chunk) {
-  std::string_view data;
-  if (!open_record(chunk.data(), data)) {
+Result<std::vector<SnapshotRecord>> decode_snapshot_chunk(std::string_view data) {
+  std::string_view payload;
+  if (!open_record(data, payload)) {
     return Status::corruption("snapshot chunk fails its checksum");
   }
+  std::vector<SnapshotRecord> records;
+  while (!payload.empty()) {
+    if (payload.size() < 4) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::uint32_t key_len = get_fixed32_be(payload);
+    if (payload.size() < 8ULL + key_len) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::string_view key = payload.substr(4, key_len);
+    const std::uint32_t value_len = get_fixed32_be(payload.substr(4 + key_len));
+    if (payload.size() < 8ULL + key_len + value_len) {
+      return Status::corruption("truncated snapshot record");
+    }
+    const std::string_view value = payload.substr(8 + key_len, value_len);
+    records.push_back({key, value});
+    payload.remove_prefix(8 + key_len + value_len);
+  }
+  return records;
+}
+
+Status Node::stage_chunk(const rsmpb::SnapshotChunk& chunk) {
+  HERALD_ASSIGN_OR_RETURN(const std::vector<SnapshotRecord> records,
+                          decode_snapshot_chunk(chunk.data()));
   storage::WriteBatch batch;
   if (chunk.seq() == 0) {
     batch.delete_range(storage::Space::kMeta, kSnapshotStagePrefix, kSnapshotStageEnd);
   }
-  while (!data.empty()) {
-    if (data.size() < 4) {
-      return Status::corruption("truncated snapshot record");
-    }
-    const std::uint32_t key_len = get_fixed32_be(data);
-    if (data.size() < 8ULL + key_len) {
-      return Status::corruption("truncated snapshot record");
-    }
-    const std::string_view key = data.substr(4, key_len);
-    const std::uint32_t value_len = get_fixed32_be(data.substr(4 + key_len));
-    if (data.size() < 8ULL + key_len + value_len) {
-      return Status::corruption("truncated snapshot record");
-    }
-    const std::string_view value = data.substr(8 + key_len, value_len);
-    batch.put(storage::Space::kMeta, std::string(kSnapshotStagePrefix) + std::string(key), value);
-    data.remove_prefix(8 + key_len + value_len);
+  for (const SnapshotRecord& record : records) {
+    batch.put(storage::Space::kMeta, std::string(kSnapshotStagePrefix) + std::string(record.key),
+              record.value);
   }
   return engine_->write(batch, /*sync=*/false);
 }

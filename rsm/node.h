@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -57,6 +58,17 @@ inline constexpr std::size_t kMaxApplyEntriesPerRound = 1024;
 // With a clock, a round also stops applying once this much time has passed (the rest follows in
 // the next round): apply cost per entry varies by orders of magnitude between commands.
 inline constexpr MonoMs kApplyBudgetMs = 25;
+
+// One key/value record of a snapshot chunk; the views point into the chunk's data.
+struct SnapshotRecord {
+  std::string_view key;
+  std::string_view value;
+};
+
+// The records a snapshot chunk's data (rsmpb::SnapshotChunk::data) carries: a sealed record
+// (base/encoding.h) whose payload is ([u32 BE key bytes][key][u32 BE value bytes][value])*.
+// Errors: kCorruption when the checksum fails or a record is truncated. Thread-safety: pure.
+[[nodiscard]] Result<std::vector<SnapshotRecord>> decode_snapshot_chunk(std::string_view data);
 
 struct NodeConfig {
   raft::NodeId id = raft::kNoNode;

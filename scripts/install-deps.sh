@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package that building, testing and benchmarking Herald needs.
 # Idempotent: packages already present are skipped, and apt is only consulted when one is missing.
-# Usage: scripts/install-deps.sh [--bench]
+# Usage: scripts/install-deps.sh [--bench | --fuzz]
 set -euo pipefail
 
 build_packages=(
@@ -17,11 +17,14 @@ build_packages=(
   curl python3
 )
 bench_packages=(wrk etcd-server etcd-client postgresql)
+# libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
+fuzz_packages=(clang-14 libclang-rt-14-dev)
 
 wanted=("${build_packages[@]}")
-if [[ "${1:-}" == "--bench" ]]; then
-  wanted+=("${bench_packages[@]}")
-fi
+case "${1:-}" in
+  --bench) wanted+=("${bench_packages[@]}") ;;
+  --fuzz) wanted+=("${fuzz_packages[@]}") ;;
+esac
 
 missing=()
 for pkg in "${wanted[@]}"; do

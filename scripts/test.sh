@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Builds Herald and runs every check: clang-format, the unit and scenario tests, the
 # deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests (ctest),
-# then clang-tidy over every source. Exits non-zero on any failure.
+# then each libFuzzer target for a bounded time (scripts/fuzz.sh), then clang-tidy over every
+# source. Exits non-zero on any failure.
 # HERALD_SKIP_TIDY=1 skips the clang-tidy pass (it takes several minutes on two cores).
+# HERALD_FUZZ_SECONDS sets the time per fuzz target (default 10); HERALD_SKIP_FUZZ=1 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)
+if [[ "${HERALD_SKIP_FUZZ:-0}" != "1" ]]; then
+  bash scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-10}"
+fi
 if [[ "${HERALD_SKIP_TIDY:-0}" != "1" ]]; then
   bash scripts/tidy.sh
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs clang-tidy (config: .clang-tidy) over every C++ source, using build/compile_commands.json.
-# Slower than the format check, so it is a separate command: bash scripts/tidy.sh [FILE...]
+# Runs clang-tidy (config: .clang-tidy) over every C++ source, using build/compile_commands.json;
+# the fuzz targets (fuzz/) use build-fuzz/compile_commands.json and are checked when scripts/fuzz.sh
+# has configured it. Slower than the format check, so it is a separate command:
+# bash scripts/tidy.sh [FILE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -f build/compile_commands.json ]]; then
@@ -11,6 +13,21 @@ if (($# > 0)); then
 else
   mapfile -t files < <(git ls-files '*.cc')
 fi
+main_files=()
+fuzz_files=()
+for f in "${files[@]}"; do
+  if [[ "$f" == fuzz/* ]]; then fuzz_files+=("$f"); else main_files+=("$f"); fi
+done
 jobs="${JOBS:-$(nproc)}"
-printf '%s\n' "${files[@]}" | xargs -P "$jobs" -n 4 clang-tidy -p build --quiet
-echo "tidy: clang-tidy clean (${#files[@]} files)"
+if ((${#main_files[@]} > 0)); then
+  printf '%s\n' "${main_files[@]}" | xargs -P "$jobs" -n 4 clang-tidy -p build --quiet
+fi
+if ((${#fuzz_files[@]} > 0)); then
+  if [[ -f build-fuzz/compile_commands.json ]]; then
+    printf '%s\n' "${fuzz_files[@]}" | xargs -P "$jobs" -n 4 clang-tidy -p build-fuzz --quiet
+  else
+    echo "tidy: fuzz/ skipped (run scripts/fuzz.sh first to configure build-fuzz)"
+    fuzz_files=()
+  fi
+fi
+echo "tidy: clang-tidy clean ($((${#main_files[@]} + ${#fuzz_files[@]})) files)"

@@ -392,6 +392,65 @@ const std::map<std::string, Gateway::Core::Op, std::less<>>& Gateway::Core::ops(
   return table;
 }
 
+std::optional<RelayedEvent> parse_relayed_event(std::string_view kind, std::string_view payload) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(payload, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const json::object& o = v.get_object();
+  RelayedEvent event;
+  if (get_string(o, "user_id", event.user_id)) return std::nullopt;
+  std::optional<bool> flag;
+  if (kind == kTypingKind) {
+    event.typing = true;
+    if (get_string(o, "conversation_id", event.conversation_id) || get_bool(o, "active", flag) ||
+        !flag) {
+      return std::nullopt;
+    }
+  } else if (kind == kPresenceKind) {
+    std::optional<std::int64_t> last_seen_ms;
+    if (get_bool(o, "online", flag) || !flag || get_i64(o, "last_seen_ms", last_seen_ms) ||
+        !last_seen_ms) {
+      return std::nullopt;
+    }
+    event.last_seen_ms = *last_seen_ms;
+  } else {
+    return std::nullopt;
+  }
+  event.flag = *flag;
+  return event;
+}
+
+RequestFrame parse_request_frame(std::string_view text) {
+  RequestFrame frame;
+  boost::system::error_code ec;
+  json::parse_options options;
+  options.max_depth = kMaxJsonDepth;
+  json::value parsed = json::parse(text, ec, json::storage_ptr(), options);
+  if (ec == json::error::too_deep) {
+    frame.error =
+        FrameError{"malformed_json", fmt::format("a frame nests at most {} levels", kMaxJsonDepth)};
+    return frame;
+  }
+  if (ec || !parsed.is_object()) {
+    frame.error = FrameError{"malformed_json", "a frame is one JSON object"};
+    return frame;
+  }
+  frame.fields = std::move(parsed.get_object());
+  if (const json::value* id = frame.fields.if_contains("id"); id != nullptr && !id->is_null()) {
+    if (!id->is_string() || id->get_string().size() > kMaxRequestIdBytes) {
+      frame.error = FrameError{
+          "wrong_type",
+          fmt::format("\"id\" must be a string of at most {} bytes", kMaxRequestIdBytes)};
+      return frame;
+    }
+    frame.id = *id;
+  }
+  if (get_string(frame.fields, "type", frame.type)) {
+    frame.error = FrameError{"unknown_type", "the frame has no \"type\" string"};
+  }
+  return frame;
+}
+
 void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_view text) {
   std::shared_ptr<Session> s;
   {
@@ -400,34 +459,13 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
     if (it == sessions_.end()) return;
     s = it->second;
   }
-  boost::system::error_code ec;
-  json::parse_options options;
-  options.max_depth = kMaxJsonDepth;
-  json::value parsed = json::parse(text, ec, json::storage_ptr(), options);
-  if (ec == json::error::too_deep) {
-    reply_error(s, nullptr,
-                {"malformed_json", fmt::format("a frame nests at most {} levels", kMaxJsonDepth)});
+  RequestFrame parsed = parse_request_frame(text);
+  if (parsed.error) {
+    reply_error(s, parsed.id, *parsed.error);
     return;
   }
-  if (ec || !parsed.is_object()) {
-    reply_error(s, nullptr, {"malformed_json", "a frame is one JSON object"});
-    return;
-  }
-  Request r{s, nullptr, std::move(parsed.get_object()), {}, {}};
-  if (const json::value* id = r.frame.if_contains("id"); id != nullptr && !id->is_null()) {
-    if (!id->is_string() || id->get_string().size() > kMaxRequestIdBytes) {
-      reply_error(s, nullptr,
-                  {"wrong_type",
-                   fmt::format("\"id\" must be a string of at most {} bytes", kMaxRequestIdBytes)});
-      return;
-    }
-    r.re = *id;
-  }
-  std::string type;
-  if (get_string(r.frame, "type", type)) {
-    reply_error(s, r.re, {"unknown_type", "the frame has no \"type\" string"});
-    return;
-  }
+  Request r{s, std::move(parsed.id), std::move(parsed.fields), {}, {}};
+  const std::string type = std::move(parsed.type);
   if (++s->inflight > kMaxInflightRequests) {
     fail(r, {"overloaded",
              fmt::format("at most {} requests in flight per connection", kMaxInflightRequests)});
@@ -1139,29 +1177,16 @@ void Gateway::Core::typing(Request r) {
 
 // Raft thread: typing and presence relayed by another node, for the sessions here.
 void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& payload) {
-  boost::system::error_code ec;
-  const json::value v = json::parse(payload, ec);
-  if (ec || !v.is_object()) return;
-  const json::object& o = v.get_object();
-  std::string user_id;
-  if (get_string(o, "user_id", user_id)) return;
-  std::optional<bool> flag;
-  if (kind == kTypingKind) {
-    std::string conversation_id;
-    if (get_string(o, "conversation_id", conversation_id) || get_bool(o, "active", flag) || !flag) {
-      return;
-    }
-    auto conv = Domain::get_conversation(node_->engine(), conversation_id);
+  const std::optional<RelayedEvent> event = parse_relayed_event(kind, payload);
+  if (!event.has_value()) return;
+  if (event->typing) {
+    auto conv = Domain::get_conversation(node_->engine(), event->conversation_id);
     if (conv.ok() && conv->has_value()) {
-      relay_to_members(**conv, nullptr, typing_frame(conversation_id, user_id, *flag));
+      relay_to_members(**conv, nullptr,
+                       typing_frame(event->conversation_id, event->user_id, event->flag));
     }
-  } else if (kind == kPresenceKind) {
-    std::optional<std::int64_t> last_seen_ms;
-    if (get_bool(o, "online", flag) || !flag || get_i64(o, "last_seen_ms", last_seen_ms) ||
-        !last_seen_ms) {
-      return;
-    }
-    presence(user_id, *flag, *last_seen_ms, false);
+  } else {
+    presence(event->user_id, event->flag, event->last_seen_ms, false);
   }
 }
 

@@ -23,10 +23,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "messaging/domain.h"
+#include "server/messaging_json.h"
 #include "server/node_host.h"
 #include "server/rate_limiter.h"
 #include "server/websocket.h"
@@ -87,6 +89,38 @@ struct GatewayLimits {
   std::size_t max_sessions_per_device = kMaxSessionsPerDevice;          // at least 1
   std::int64_t typing_relay_interval_ms = kTypingRelayIntervalMs;
 };
+
+// A request frame as the gateway reads it before doing any work for it.
+struct RequestFrame {
+  boost::json::object fields;  // the whole frame
+  boost::json::value id;       // its "id", echoed as the answer's "re"; null when absent
+  std::string type;            // its "type"
+  // Set when the frame is refused before any work: answer this error (with "re" = id) and stop.
+  std::optional<FrameError> error;
+};
+
+// Parses one text frame of a device (docs/protocol.md) the way the gateway does, without a
+// connection: JSON nested at most kMaxJsonDepth levels, one object, an optional "id" string of at
+// most kMaxRequestIdBytes, a "type" string. Refusals: malformed_json (not JSON, not an object, too
+// deep), wrong_type (a bad "id"), unknown_type (no "type" string; the only one that echoes the
+// id). Never throws; any bytes are accepted as input. Thread-safety: pure.
+[[nodiscard]] RequestFrame parse_request_frame(std::string_view text);
+
+// A typing or presence event another node relayed (rsmpb::Ephemeral of kind "typing" or
+// "presence", a JSON payload) for the sessions on this node.
+struct RelayedEvent {
+  bool typing = false;  // typing (in conversation_id), else presence
+  std::string user_id;
+  std::string conversation_id;    // typing
+  bool flag = false;              // typing: active; presence: online
+  std::int64_t last_seen_ms = 0;  // presence
+};
+
+// Decodes a relayed event; nullopt (the event is dropped) for another kind, a payload that is not
+// a JSON object, or a missing or mistyped field. Any bytes are accepted as input. Thread-safety:
+// pure.
+[[nodiscard]] std::optional<RelayedEvent> parse_relayed_event(std::string_view kind,
+                                                              std::string_view payload);
 
 class Gateway final : public WsHandler {
  public:

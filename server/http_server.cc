@@ -19,6 +19,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -124,6 +125,20 @@ Result<HttpRequest> to_http_request(http::request<http::string_body>& request) {
   }
   out.body = std::move(request.body());
   return out;
+}
+
+// Sets the server's limits on a parser of one request.
+void limit_request_parser(http::request_parser<http::string_body>& parser) {
+  parser.body_limit(kMaxRequestBodyBytes);
+  parser.header_limit(static_cast<std::uint32_t>(kMaxRequestHeaderBytes));
+}
+
+std::string body_limit_message() {
+  return "request body exceeds " + std::to_string(kMaxRequestBodyBytes) + " bytes";
+}
+
+std::string header_limit_message() {
+  return "request headers exceed " + std::to_string(kMaxRequestHeaderBytes) + " bytes";
 }
 
 // How long, and how many bytes, a lingering close drains (see async_linger_close).
@@ -250,6 +265,31 @@ HttpResponse HttpResponse::json(unsigned status, std::string json) {
   response.status = status;
   response.body = std::move(json);
   return response;
+}
+
+Result<HttpRequest> parse_http_request(std::string_view bytes) {
+  http::request_parser<http::string_body> parser;
+  limit_request_parser(parser);
+  parser.eager(true);
+  beast::error_code ec;
+  while (!ec && !parser.is_done()) {
+    std::size_t used = 0;
+    if (!bytes.empty()) {
+      used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
+      bytes.remove_prefix(used);
+      if (ec == http::error::need_more) ec = {};
+    }
+    if (!ec && used == 0 && !parser.is_done()) {
+      // Every byte offered has been taken and the parser wants more: the stream ends here.
+      parser.put_eof(ec);
+      if (!ec && !parser.is_done()) ec = http::error::partial_message;
+    }
+  }
+  if (ec == http::error::body_limit) return Status::resource_exhausted(body_limit_message());
+  if (ec == http::error::header_limit) return Status::resource_exhausted(header_limit_message());
+  if (ec) return Status::invalid_argument("malformed request: " + ec.message());
+  http::request<http::string_body> request = parser.release();
+  return to_http_request(request);
 }
 
 Result<std::vector<std::string>> split_path(std::string_view path) {
@@ -528,8 +568,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
 
 void HttpServer::Impl::Connection::read_request() {
   parser_.emplace();
-  parser_->body_limit(kMaxRequestBodyBytes);
-  parser_->header_limit(static_cast<std::uint32_t>(kMaxRequestHeaderBytes));
+  limit_request_parser(*parser_);
   stream_.expires_after(milliseconds(server_.config().idle_read_timeout_ms));
   http::async_read(
       stream_, buffer_, *parser_,
@@ -540,12 +579,9 @@ void HttpServer::Impl::Connection::on_read(const beast::error_code& ec) {
   stream_.expires_never();
   if (closed_) return;
   if (ec == http::error::body_limit) {
-    write_error(413, "payload_too_large",
-                "request body exceeds " + std::to_string(kMaxRequestBodyBytes) + " bytes", true);
+    write_error(413, "payload_too_large", body_limit_message(), true);
   } else if (ec == http::error::header_limit) {
-    write_error(431, "headers_too_large",
-                "request headers exceed " + std::to_string(kMaxRequestHeaderBytes) + " bytes",
-                true);
+    write_error(431, "headers_too_large", header_limit_message(), true);
   } else if (ec && is_parse_error(ec) && ec != http::error::end_of_stream &&
              ec != http::error::partial_message) {
     write_error(400, "bad_request", "malformed request: " + ec.message(), true);

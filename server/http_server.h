@@ -96,6 +96,15 @@ using Handler = std::function<void(HttpRequest&&, Responder)>;
 // path that does not start with '/' or has a malformed escape (answer it with 400).
 [[nodiscard]] Result<std::vector<std::string>> split_path(std::string_view path);
 
+// Parses `bytes` the way a connection reads one request: Beast's HTTP/1.x parser with the
+// server's limits (kMaxRequestBodyBytes, kMaxRequestHeaderBytes), then the handler's view of it
+// (path, decoded query, headers in order, body). The request ends where `bytes` end; bytes after
+// a complete request are ignored. Errors: kResourceExhausted when the headers or the body exceed
+// their limit (the server answers 431 / 413), kInvalidArgument for a malformed or incomplete
+// request or a malformed query string (400). Never throws. Used by tests and fuzzing; the server
+// applies the same parser settings and conversion to what it reads from a socket.
+[[nodiscard]] Result<HttpRequest> parse_http_request(std::string_view bytes);
+
 class WsHandler;  // server/websocket.h
 
 struct HttpServerConfig {

@@ -40,8 +40,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// [u32 BE payload length][u32 BE crc32c(payload)].
-constexpr std::size_t kFrameHeaderBytes = 8;
 // After a large frame, an inbound connection releases its payload buffer above this size.
 constexpr std::size_t kRetainedPayloadBytes = std::size_t{1024} * 1024;
 // Pause before accepting again after the listener reports an error (e.g. out of descriptors).
@@ -56,14 +54,14 @@ std::string encode_frame(const rsmpb::PeerEnvelope& envelope) {
   if (payload_bytes > kMaxFrameBytes) {
     return {};
   }
-  std::string frame(kFrameHeaderBytes + payload_bytes, '\0');
-  char* payload = frame.data() + kFrameHeaderBytes;
+  std::string frame(kPeerFrameHeaderBytes + payload_bytes, '\0');
+  char* payload = frame.data() + kPeerFrameHeaderBytes;
   const bool serialized = envelope.SerializeToArray(payload, static_cast<int>(payload_bytes));
   HERALD_ASSERT(serialized, "PeerEnvelope failed to serialize");
   std::string header;
   put_fixed32_be(header, static_cast<std::uint32_t>(payload_bytes));
   put_fixed32_be(header, crc32c(std::string_view(payload, payload_bytes)));
-  frame.replace(0, kFrameHeaderBytes, header);
+  frame.replace(0, kPeerFrameHeaderBytes, header);
   return frame;
 }
 
@@ -78,30 +76,6 @@ std::uint32_t reconnect_delay_ms(unsigned attempt, Rng& rng) {
 // A body that only the handshake may carry.
 bool is_handshake(const rsmpb::PeerEnvelope& envelope) {
   return envelope.has_hello() || envelope.has_hello_reply() || envelope.has_hello_proof();
-}
-
-// Returns why `envelope`, received on a connection authenticated as `peer` by node `self`,
-// speaks for another node than `peer` or to another node than `self`; empty when it does not.
-// The ids inside the body (a raft message, the raft message closing a snapshot stream, a
-// report) must agree with the envelope's.
-std::string impersonation(const rsmpb::PeerEnvelope& envelope, NodeId peer, NodeId self) {
-  const auto mismatch = [&](std::string_view where, NodeId from, NodeId to) -> std::string {
-    if (from != peer) return fmt::format("{} claims sender {}", where, from);
-    if (to != self) return fmt::format("{} is addressed to node {}", where, to);
-    return {};
-  };
-  std::string why = mismatch("envelope", envelope.from(), envelope.to());
-  if (why.empty() && envelope.has_raft()) {
-    why = mismatch("raft message", envelope.raft().from(), envelope.raft().to());
-  }
-  if (why.empty() && envelope.has_chunk() && envelope.chunk().has_snap_message()) {
-    const raftpb::Message& snap = envelope.chunk().snap_message();
-    why = mismatch("snapshot message", snap.from(), snap.to());
-  }
-  if (why.empty() && envelope.has_report() && envelope.report().id() != peer) {
-    why = fmt::format("report claims node {}", envelope.report().id());
-  }
-  return why;
 }
 
 // At most one warning per kWarnIntervalMs for one kind of event; the next warning let through
@@ -142,6 +116,104 @@ struct AtomicCounters {
 
 }  // namespace
 
+PeerFrameHeader decode_peer_frame_header(std::string_view header) {
+  HERALD_ASSERT(header.size() == kPeerFrameHeaderBytes, "a peer frame header has 8 bytes");
+  return {.payload_bytes = get_fixed32_be(header), .payload_crc = get_fixed32_be(header.substr(4))};
+}
+
+Result<rsmpb::PeerEnvelope> decode_peer_frame_payload(const PeerFrameHeader& header,
+                                                      std::string_view payload) {
+  if (crc32c(payload) != header.payload_crc) {
+    return Status::corruption("CRC mismatch");
+  }
+  rsmpb::PeerEnvelope envelope;
+  if (!envelope.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Status::corruption("unparsable payload");
+  }
+  return envelope;
+}
+
+Status check_hello(const rsmpb::PeerEnvelope& envelope, std::string_view cluster, NodeId self,
+                   const std::function<bool(NodeId)>& is_peer) {
+  if (!envelope.has_hello()) {
+    return Status::invalid_argument("first frame is not a Hello");
+  }
+  const rsmpb::Hello& hello = envelope.hello();
+  if (hello.cluster() != cluster) {
+    return Status::invalid_argument("Hello for cluster '" + hello.cluster() + "'");
+  }
+  if (!is_peer(hello.from())) {
+    return Status::invalid_argument("Hello from unknown node " + std::to_string(hello.from()));
+  }
+  if (envelope.from() != hello.from() || envelope.to() != self) {
+    return Status::invalid_argument(fmt::format("Hello of node {} sent from {} to {}", hello.from(),
+                                                envelope.from(), envelope.to()));
+  }
+  if (hello.nonce().size() != kHandshakeNonceBytes) {
+    return Status::invalid_argument(fmt::format("Hello of node {} carries a nonce of {} bytes",
+                                                hello.from(), hello.nonce().size()));
+  }
+  return Status::ok_status();
+}
+
+Status check_hello_reply(const rsmpb::PeerEnvelope& envelope, std::string_view secret,
+                         const HandshakeTranscript& transcript) {
+  if (!envelope.has_hello_reply()) {
+    return Status::invalid_argument("the first frame from the acceptor is not a HelloReply");
+  }
+  const rsmpb::HelloReply& reply = envelope.hello_reply();
+  if (reply.from() != transcript.acceptor || envelope.from() != transcript.acceptor ||
+      envelope.to() != transcript.caller) {
+    return Status::invalid_argument(fmt::format("HelloReply of node {} sent from {} to {}",
+                                                reply.from(), envelope.from(), envelope.to()));
+  }
+  if (reply.nonce().size() != kHandshakeNonceBytes) {
+    return Status::invalid_argument(
+        fmt::format("HelloReply carries a nonce of {} bytes", reply.nonce().size()));
+  }
+  HandshakeTranscript both = transcript;
+  both.acceptor_nonce = reply.nonce();
+  const std::string expected = handshake_proof(HandshakeRole::kAcceptor, secret, both);
+  if (!proof_matches(expected, reply.proof())) {
+    return Status::invalid_argument("the acceptor failed to prove the cluster secret");
+  }
+  return Status::ok_status();
+}
+
+Status check_hello_proof(const rsmpb::PeerEnvelope& envelope, std::string_view secret,
+                         const HandshakeTranscript& transcript) {
+  if (!envelope.has_hello_proof()) {
+    return Status::invalid_argument(
+        fmt::format("node {} sent another frame than its HelloProof", transcript.caller));
+  }
+  const std::string expected = handshake_proof(HandshakeRole::kCaller, secret, transcript);
+  if (!proof_matches(expected, envelope.hello_proof().proof())) {
+    return Status::invalid_argument(
+        fmt::format("node {} failed to prove the cluster secret", transcript.caller));
+  }
+  return Status::ok_status();
+}
+
+std::string impersonation(const rsmpb::PeerEnvelope& envelope, NodeId peer, NodeId self) {
+  const auto mismatch = [&](std::string_view where, NodeId from, NodeId to) -> std::string {
+    if (from != peer) return fmt::format("{} claims sender {}", where, from);
+    if (to != self) return fmt::format("{} is addressed to node {}", where, to);
+    return {};
+  };
+  std::string why = mismatch("envelope", envelope.from(), envelope.to());
+  if (why.empty() && envelope.has_raft()) {
+    why = mismatch("raft message", envelope.raft().from(), envelope.raft().to());
+  }
+  if (why.empty() && envelope.has_chunk() && envelope.chunk().has_snap_message()) {
+    const raftpb::Message& snap = envelope.chunk().snap_message();
+    why = mismatch("snapshot message", snap.from(), snap.to());
+  }
+  if (why.empty() && envelope.has_report() && envelope.report().id() != peer) {
+    why = fmt::format("report claims node {}", envelope.report().id());
+  }
+  return why;
+}
+
 class TcpPeerTransport::Impl {
  public:
   Impl(PeerTransportConfig config, InboundHandler on_inbound);
@@ -178,7 +250,7 @@ class TcpPeerTransport::Impl {
     std::string caller_nonce;    // the nonce in hello_frame
     std::string proof_frame;     // this connection's HelloProof, written first once connected
     bool proof_pending = false;  // proof_frame is still to be written
-    std::array<char, kFrameHeaderBytes> reply_header{};
+    std::array<char, kPeerFrameHeaderBytes> reply_header{};
     std::string reply_payload;
     bool writing = false;
     std::vector<std::string> in_flight;
@@ -286,7 +358,8 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
       close();
       return;
     }
-    const std::uint32_t length = get_fixed32_be(std::string_view(header_.data(), 4));
+    const std::uint32_t length =
+        decode_peer_frame_header(std::string_view(header_.data(), header_.size())).payload_bytes;
     const std::uint32_t max_length =
         stage_ == Stage::kAuthenticated ? kMaxFrameBytes : kMaxHandshakeFrameBytes;
     if (length > max_length) {
@@ -310,15 +383,13 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
       }
       return;
     }
-    if (crc32c(payload_) != get_fixed32_be(std::string_view(header_.data() + 4, 4))) {
-      bad_frame("CRC mismatch");
+    Result<rsmpb::PeerEnvelope> decoded = decode_peer_frame_payload(
+        decode_peer_frame_header(std::string_view(header_.data(), header_.size())), payload_);
+    if (!decoded.ok()) {
+      bad_frame(decoded.status().message());
       return;
     }
-    rsmpb::PeerEnvelope envelope;
-    if (!envelope.ParseFromString(payload_)) {
-      bad_frame("unparsable payload");
-      return;
-    }
+    rsmpb::PeerEnvelope envelope = std::move(decoded).value();
     if (payload_.capacity() > kRetainedPayloadBytes) {
       std::string().swap(payload_);
     }
@@ -336,29 +407,13 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   // Returns false (having closed the connection) unless `envelope` is a Hello from a known peer
   // of this cluster, addressed to this node; then answers with a HelloReply.
   bool accept_hello(const rsmpb::PeerEnvelope& envelope) {
-    if (!envelope.has_hello()) {
-      reject("first frame is not a Hello");
+    const Status checked = check_hello(envelope, t_.config_.cluster, t_.config_.self_id,
+                                       [this](NodeId id) { return t_.outbound_.contains(id); });
+    if (!checked.ok()) {
+      reject(checked.message());
       return false;
     }
     const rsmpb::Hello& hello = envelope.hello();
-    if (hello.cluster() != t_.config_.cluster) {
-      reject("Hello for cluster '" + hello.cluster() + "'");
-      return false;
-    }
-    if (!t_.outbound_.contains(hello.from())) {
-      reject("Hello from unknown node " + std::to_string(hello.from()));
-      return false;
-    }
-    if (envelope.from() != hello.from() || envelope.to() != t_.config_.self_id) {
-      reject(fmt::format("Hello of node {} sent from {} to {}", hello.from(), envelope.from(),
-                         envelope.to()));
-      return false;
-    }
-    if (hello.nonce().size() != kHandshakeNonceBytes) {
-      reject(fmt::format("Hello of node {} carries a nonce of {} bytes", hello.from(),
-                         hello.nonce().size()));
-      return false;
-    }
     Result<std::string> nonce = make_handshake_nonce();
     if (!nonce.ok()) {
       reject(nonce.status().to_string());
@@ -386,14 +441,9 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   // Returns false (having closed the connection) unless `envelope` is the caller's HelloProof and
   // the proof checks; then the connection is authenticated as the node of the Hello.
   bool accept_proof(const rsmpb::PeerEnvelope& envelope) {
-    if (!envelope.has_hello_proof()) {
-      reject(fmt::format("node {} sent another frame than its HelloProof", claimed_));
-      return false;
-    }
-    const std::string expected =
-        handshake_proof(HandshakeRole::kCaller, t_.config_.cluster_secret, transcript());
-    if (!proof_matches(expected, envelope.hello_proof().proof())) {
-      reject(fmt::format("node {} failed to prove the cluster secret", claimed_));
+    const Status checked = check_hello_proof(envelope, t_.config_.cluster_secret, transcript());
+    if (!checked.ok()) {
+      reject(checked.message());
       return false;
     }
     peer_ = claimed_;
@@ -465,7 +515,7 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   asio::steady_timer hello_timer_;
   const std::uint64_t id_;
   std::string remote_;
-  std::array<char, kFrameHeaderBytes> header_{};
+  std::array<char, kPeerFrameHeaderBytes> header_{};
   std::string payload_;
   Stage stage_ = Stage::kAwaitHello;
   bool closed_ = false;
@@ -764,25 +814,28 @@ void TcpPeerTransport::Impl::on_connected(Outbound& peer, std::uint64_t generati
 
 void TcpPeerTransport::Impl::read_reply(Outbound& peer) {
   const std::uint64_t generation = peer.generation;
-  asio::async_read(
-      peer.socket, asio::buffer(peer.reply_header),
-      [this, &peer, generation](const error_code& ec, std::size_t /*bytes*/) {
-        if (stopping_ || generation != peer.generation) return;
-        if (ec) {
-          on_reply(peer, generation, ec);
-          return;
-        }
-        const std::uint32_t length = get_fixed32_be(std::string_view(peer.reply_header.data(), 4));
-        if (length > kMaxHandshakeFrameBytes) {
-          handshake_failed(peer, fmt::format("HelloReply of {} bytes", length));
-          return;
-        }
-        peer.reply_payload.resize(length);
-        asio::async_read(peer.socket, asio::buffer(peer.reply_payload),
+  asio::async_read(peer.socket, asio::buffer(peer.reply_header),
+                   [this, &peer, generation](const error_code& ec, std::size_t /*bytes*/) {
+                     if (stopping_ || generation != peer.generation) return;
+                     if (ec) {
+                       on_reply(peer, generation, ec);
+                       return;
+                     }
+                     const std::uint32_t length =
+                         decode_peer_frame_header(
+                             std::string_view(peer.reply_header.data(), peer.reply_header.size()))
+                             .payload_bytes;
+                     if (length > kMaxHandshakeFrameBytes) {
+                       handshake_failed(peer, fmt::format("HelloReply of {} bytes", length));
+                       return;
+                     }
+                     peer.reply_payload.resize(length);
+                     asio::async_read(
+                         peer.socket, asio::buffer(peer.reply_payload),
                          [this, &peer, generation](const error_code& read_ec, std::size_t /*n*/) {
                            on_reply(peer, generation, read_ec);
                          });
-      });
+                   });
 }
 
 // Checks the acceptor's HelloReply; when it proves the secret, queues this side's HelloProof
@@ -794,13 +847,15 @@ void TcpPeerTransport::Impl::on_reply(Outbound& peer, std::uint64_t generation,
     handshake_failed(peer, "closed during the handshake: " + ec.message());
     return;
   }
-  rsmpb::PeerEnvelope envelope;
-  if (crc32c(peer.reply_payload) !=
-          get_fixed32_be(std::string_view(peer.reply_header.data() + 4, 4)) ||
-      !envelope.ParseFromString(peer.reply_payload)) {
+  Result<rsmpb::PeerEnvelope> decoded =
+      decode_peer_frame_payload(decode_peer_frame_header(std::string_view(
+                                    peer.reply_header.data(), peer.reply_header.size())),
+                                peer.reply_payload);
+  if (!decoded.ok()) {
     handshake_failed(peer, "malformed HelloReply");
     return;
   }
+  const rsmpb::PeerEnvelope envelope = std::move(decoded).value();
   if (const Status checked = check_reply(peer, envelope); !checked.ok()) {
     handshake_failed(peer, checked.message());
     return;
@@ -826,25 +881,8 @@ void TcpPeerTransport::Impl::on_reply(Outbound& peer, std::uint64_t generation,
 // Hello; otherwise kInvalidArgument saying what is wrong.
 Status TcpPeerTransport::Impl::check_reply(const Outbound& peer,
                                            const rsmpb::PeerEnvelope& envelope) const {
-  if (!envelope.has_hello_reply()) {
-    return Status::invalid_argument("the first frame from the acceptor is not a HelloReply");
-  }
-  const rsmpb::HelloReply& reply = envelope.hello_reply();
-  if (reply.from() != peer.id || envelope.from() != peer.id || envelope.to() != config_.self_id) {
-    return Status::invalid_argument(fmt::format("HelloReply of node {} sent from {} to {}",
-                                                reply.from(), envelope.from(), envelope.to()));
-  }
-  if (reply.nonce().size() != kHandshakeNonceBytes) {
-    return Status::invalid_argument(
-        fmt::format("HelloReply carries a nonce of {} bytes", reply.nonce().size()));
-  }
-  const std::string expected =
-      handshake_proof(HandshakeRole::kAcceptor, config_.cluster_secret,
-                      transcript(config_.self_id, peer.id, peer.caller_nonce, reply.nonce()));
-  if (!proof_matches(expected, reply.proof())) {
-    return Status::invalid_argument("the acceptor failed to prove the cluster secret");
-  }
-  return Status::ok_status();
+  return check_hello_reply(envelope, config_.cluster_secret,
+                           transcript(config_.self_id, peer.id, peer.caller_nonce, {}));
 }
 
 void TcpPeerTransport::Impl::handshake_failed(Outbound& peer, std::string_view reason) {

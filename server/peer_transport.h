@@ -19,11 +19,13 @@
 // connection is re-established with exponential backoff and full jitter.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "raft/types.h"
@@ -53,6 +55,49 @@ inline constexpr std::uint32_t kMaxHandshakeFrameBytes = 4096;
 inline constexpr std::uint32_t kWarnIntervalMs = 10'000;
 // Inbound connections beyond this many are closed on accept.
 inline constexpr std::size_t kMaxInboundConnections = 256;
+
+// ---- The decoding side of the wire format, without I/O (the transport calls these on what it
+// reads; exposed for tests and fuzzing). Thread-safety: pure.
+
+// Every frame starts with [u32 BE payload length][u32 BE crc32c(payload)].
+inline constexpr std::size_t kPeerFrameHeaderBytes = 8;
+
+struct PeerFrameHeader {
+  std::uint32_t payload_bytes = 0;
+  std::uint32_t payload_crc = 0;
+};
+
+// Precondition (asserted): header.size() == kPeerFrameHeaderBytes. The length is not checked
+// here: the reader compares it with the bound of its stage (kMaxHandshakeFrameBytes before the
+// handshake completed, kMaxFrameBytes after).
+[[nodiscard]] PeerFrameHeader decode_peer_frame_header(std::string_view header);
+// The envelope a frame's payload carries. Errors: kCorruption "CRC mismatch" when `payload` fails
+// the header's checksum, kCorruption "unparsable payload" when it is not a PeerEnvelope.
+[[nodiscard]] Result<rsmpb::PeerEnvelope> decode_peer_frame_payload(const PeerFrameHeader& header,
+                                                                    std::string_view payload);
+
+// The acceptor's check of the first frame of an inbound connection: OK when `envelope` is a Hello
+// for `cluster` from a node `is_peer` knows, sent by that node to `self`, with a nonce of
+// kHandshakeNonceBytes. kInvalidArgument saying what is wrong otherwise.
+[[nodiscard]] Status check_hello(const rsmpb::PeerEnvelope& envelope, std::string_view cluster,
+                                 raft::NodeId self,
+                                 const std::function<bool(raft::NodeId)>& is_peer);
+// The caller's check of the acceptor's answer to its Hello: OK when `envelope` is a HelloReply
+// of node `transcript.acceptor` to `transcript.caller` with a nonce of kHandshakeNonceBytes whose
+// proof checks against `secret` and the transcript completed with that nonce (the transcript's
+// acceptor_nonce is ignored). kInvalidArgument saying what is wrong otherwise.
+[[nodiscard]] Status check_hello_reply(const rsmpb::PeerEnvelope& envelope, std::string_view secret,
+                                       const HandshakeTranscript& transcript);
+// The acceptor's check of the caller's second frame: OK when `envelope` is a HelloProof whose
+// proof checks against `secret` and `transcript`. kInvalidArgument saying what is wrong otherwise.
+[[nodiscard]] Status check_hello_proof(const rsmpb::PeerEnvelope& envelope, std::string_view secret,
+                                       const HandshakeTranscript& transcript);
+// Why `envelope`, received on a connection authenticated as node `peer` by node `self`, speaks
+// for another node than `peer` or to another node than `self`; empty when it does not. The ids
+// inside the body (a raft message, the raft message closing a snapshot stream, a report) must
+// agree with the envelope's.
+[[nodiscard]] std::string impersonation(const rsmpb::PeerEnvelope& envelope, raft::NodeId peer,
+                                        raft::NodeId self);
 
 struct PeerTransportConfig {
   raft::NodeId self_id = raft::kNoNode;
