@@ -281,7 +281,8 @@ Result<HttpRequest> parse_http_request(std::string_view bytes) {
     }
     if (!ec && used == 0 && !parser.is_done()) {
       // Every byte offered has been taken and the parser wants more: the stream ends here.
-      parser.put_eof(ec);
+      // put_eof() requires that the parser has seen some of the message.
+      if (parser.got_some()) parser.put_eof(ec);
       if (!ec && !parser.is_done()) ec = http::error::partial_message;
     }
   }

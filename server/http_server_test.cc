@@ -378,3 +378,27 @@ TEST(SplitPath, RejectsBadEscapesAndRelativePaths) {
 
 }  // namespace
 }  // namespace herald::server
+
+namespace herald::server {
+namespace {
+
+TEST(ParseHttpRequestTest, NoBytesAtAllAreAnIncompleteRequest) {
+  auto parsed = parse_http_request("");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument) << parsed.status().to_string();
+}
+
+TEST(ParseHttpRequestTest, ARequestCutInItsHeadersIsIncomplete) {
+  auto parsed = parse_http_request("GET /v1/health HTTP/1.1\r\nHost: x");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument);
+}
+
+TEST(ParseHttpRequestTest, ACompleteRequestParses) {
+  auto parsed = parse_http_request("GET /v1/health?a=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().to_string();
+  EXPECT_EQ(parsed->path, "/v1/health");
+}
+
+}  // namespace
+}  // namespace herald::server
