@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
   serve->add_option("--cluster-secret-file", serve_flags.cluster_secret_file,
                     "File holding the secret peers prove to each other; needed with several "
                     "nodes (also HERALD_CLUSTER_SECRET_FILE)");
+  serve->add_option("--min-free-mb", serve_flags.min_free_mb,
+                    "Free-space floor of the data disk in MiB: below it the cluster refuses new "
+                    "content (default 1024)");
   serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
                   "Run several nodes without a cluster secret: peers are not authenticated");
   serve->add_flag("--demo", serve_flags.demo,

@@ -53,6 +53,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   }
   if (flags.cluster_secret_file) config.cluster_secret_file = *flags.cluster_secret_file;
   if (flags.insecure_peers) config.insecure_peers = true;
+  if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
   if (flags.peers) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*flags.peers));
   }
@@ -69,6 +70,7 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   o.node.election_ticks = config.election_ticks;
   o.node.heartbeat_ticks = config.heartbeat_ticks;
   o.node.client_address = config.client;
+  o.node.min_free_bytes = config.min_free_mb << 20U;
   o.data_dir = config.data_dir;
   o.cluster_name = config.cluster;
   o.peer_listen = config.peer;

@@ -139,6 +139,13 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
   read_value(table, "cluster_secret_file", config.cluster_secret_file);
   read_value(table, "insecure_peers", config.insecure_peers);
+  if (table.contains("min_free_mb")) {
+    const auto mb = table["min_free_mb"].value<std::int64_t>();
+    if (!mb || *mb < 0) {
+      return Status::invalid_argument("min_free_mb must be a non-negative integer (MiB)");
+    }
+    config.min_free_mb = static_cast<std::uint64_t>(*mb);
+  }
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
@@ -186,6 +193,10 @@ Status finalize(ServeConfig& config) {
   if (limits.max_sessions_per_device < 1 || limits.auth_deadline_ms < 1) {
     return Status::invalid_argument(
         "devices.max_sessions_per_device and devices.auth_deadline_ms must be at least 1");
+  }
+  if (config.min_free_mb > kMaxMinFreeMb) {
+    return Status::invalid_argument(fmt::format("min_free_mb {} is above the largest floor, {}",
+                                                config.min_free_mb, kMaxMinFreeMb));
   }
   if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
       config.election_ticks <= config.heartbeat_ticks) {

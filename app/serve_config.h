@@ -16,6 +16,7 @@
 //   email_journal = "email.jsonl"  # record escalation emails as JSON lines
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
+//   min_free_mb = 1024             # free-space floor of the data disk (docs/operations.md)
 //   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
 //   requests_per_s = 100           # per device, after auth; 0: unlimited
 //   request_burst = 400
@@ -39,6 +40,10 @@
 
 namespace herald::app {
 
+inline constexpr std::uint64_t kDefaultMinFreeMb = 1024;
+// The largest floor accepted (1 PiB in MiB): a bigger figure is a typo, not a disk.
+inline constexpr std::uint64_t kMaxMinFreeMb = 1ULL << 30U;
+
 struct ServeConfig {
   std::uint64_t id = 1;
   std::string data_dir = "./herald-data";
@@ -57,6 +62,8 @@ struct ServeConfig {
   // unless insecure_peers; a single node needs none.
   std::string cluster_secret_file;
   bool insecure_peers = false;
+  // Below this much free space on the data disk (MiB), the cluster refuses new content.
+  std::uint64_t min_free_mb = kDefaultMinFreeMb;
   server::GatewayLimits device_limits;
 };
 

@@ -109,6 +109,21 @@ TEST(ServeConfigTest, BadDeviceLimitsAreRefusedByName) {
   EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
 }
 
+TEST(ServeConfigTest, TheFreeSpaceFloorLoadsAndBadValuesAreRefused) {
+  ServeConfig config;
+  EXPECT_EQ(config.min_free_mb, kDefaultMinFreeMb);
+  ASSERT_TRUE(load_text("min_free_mb = 64\n", config).ok());
+  EXPECT_EQ(config.min_free_mb, 64U);
+  for (const char* text : {"min_free_mb = -1\n", "min_free_mb = \"1G\"\n"}) {
+    ServeConfig bad;
+    const Status s = load_text(text, bad);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find("min_free_mb"), std::string::npos) << s.message();
+  }
+  config.min_free_mb = kMaxMinFreeMb + 1;
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {
   const std::string path = ::testing::TempDir() + "/herald-broken.toml";
   {

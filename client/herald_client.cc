@@ -199,6 +199,7 @@ Status status_of_error(std::string_view code, std::string_view message) {
       {"too_large", Code::kResourceExhausted},
       {"overloaded", Code::kResourceExhausted},
       {"rate_limited", Code::kResourceExhausted},
+      {"resource_exhausted", Code::kResourceExhausted},
       {"not_found", Code::kNotFound},
       {"timeout", Code::kTimeout},
       {"unavailable", Code::kUnavailable},

@@ -1463,6 +1463,28 @@ Domain::Domain(WorkflowSink* sink) : sink_(sink) {
   HERALD_ASSERT(sink_ != nullptr, "the messaging domain needs a workflow sink");
 }
 
+bool Domain::allowed_when_disk_low(const rsmpb::Command& command) const {
+  messagingpb::MessagingCommand mc;
+  const std::string& payload = command.module().payload();
+  if (!mc.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return false;
+  }
+  using C = messagingpb::MessagingCommand;
+  switch (mc.op_case()) {
+    case C::kRemoveDevice:
+    case C::kRemoveMember:
+    case C::kLeaveConversation:
+    case C::kDeleteMessage:
+    case C::kAckDelivery:
+    case C::kSetReadMarker:
+    case C::kRestoreReadMarker:
+    case C::kAdvanceReadCursor:
+    case C::kPublishReadReceipts:
+    case C::kSetRetention: return true;
+    default: return false;
+  }
+}
+
 rsmpb::CommandResult Domain::apply(raft::Index /*index*/, const rsmpb::Command& command,
                                    rsm::ApplyBatch& batch) {
   if (command.op_case() != rsmpb::Command::kModule || command.module().name() != kModuleName) {

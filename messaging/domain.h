@@ -179,6 +179,10 @@ class Domain final : public rsm::StateMachine {
   // rsm::StateMachine. `command` carries module "messaging" and a serialized MessagingCommand.
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            rsm::ApplyBatch& batch) override;
+  // Deletions, departures, acknowledgements, read state and retention settings: what frees space
+  // or settles messages already stored. New users, devices, conversations, members, messages,
+  // edits and settings are refused.
+  [[nodiscard]] bool allowed_when_disk_low(const rsmpb::Command& command) const override;
 
   // Changes appended by the commands applied (with an ok result) since the last call.
   [[nodiscard]] std::vector<ChangeNotice> take_changes();

@@ -65,7 +65,10 @@ workflow::SagaDefinition read_sync_definition() {
 }
 
 std::shared_ptr<const workflow::WorkflowType> make_read_sync_type() {
-  return workflow::make_saga_type(read_sync_definition());
+  workflow::SagaDefinition def = read_sync_definition();
+  // A read settles messages already stored: readers keep marking read while a disk alarm stands.
+  def.starts_when_disk_low = true;
+  return workflow::make_saga_type(std::move(def));
 }
 
 std::string read_sync_workflow_id(std::string_view user_id, std::string_view device_id,

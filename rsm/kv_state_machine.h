@@ -25,6 +25,10 @@ class KvStateMachine final : public StateMachine {
  public:
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            ApplyBatch& batch) override;
+  // Deletions only.
+  [[nodiscard]] bool allowed_when_disk_low(const rsmpb::Command& command) const override {
+    return command.op_case() == rsmpb::Command::kKvDelete;
+  }
 
   // Reads a key from applied state (any Reader: the engine or a snapshot). nullopt if absent;
   // kCorruption if the record fails its checksum.

@@ -1,6 +1,7 @@
 #include "rsm/node.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -60,12 +61,16 @@ Result<rsmpb::AppliedState> read_applied_state(const storage::Reader& reader) {
 }
 
 std::string encode_applied_state(raft::Index index, raft::Term term, const raftpb::ConfState& conf,
-                                 std::int64_t wall_ms_floor) {
+                                 std::int64_t wall_ms_floor,
+                                 const std::set<raft::NodeId>& disk_alarms) {
   rsmpb::AppliedState state;
   state.set_index(index);
   state.set_term(term);
   *state.mutable_conf_state() = conf;
   state.set_wall_ms_floor(wall_ms_floor);
+  for (const raft::NodeId node : disk_alarms) {
+    state.add_disk_alarms(node);
+  }
   return seal_record(state.SerializeAsString());
 }
 
@@ -139,7 +144,7 @@ Status Node::bootstrap_if_empty() {
     conf.add_voters(voter);
   }
   storage::WriteBatch batch;
-  batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0));
+  batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0, {}));
   spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
   return engine_->write(batch, /*sync=*/true);
 }
@@ -152,6 +157,7 @@ Status Node::init() {
   applied_term_ = applied.term();
   conf_state_ = applied.conf_state();
   wall_ms_floor_ = applied.wall_ms_floor();
+  disk_alarms_ = {applied.disk_alarms().begin(), applied.disk_alarms().end()};
   log_->set_conf_state(conf_state_);
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
@@ -194,6 +200,48 @@ void Node::tick() {
   if (now_ticks_ % kReportIntervalTicks == 0) {
     broadcast_report();
   }
+  if (config_.disk != nullptr && now_ticks_ % kDiskCheckIntervalTicks == 0) {
+    check_disk();
+  }
+}
+
+void Node::check_disk() {
+  auto free = config_.disk->free_bytes();
+  if (!free.ok()) {
+    spdlog::warn("replica {}: cannot measure free disk space: {}", config_.id,
+                 free.status().to_string());
+    return;
+  }
+  const std::uint64_t floor = config_.min_free_bytes;
+  const bool raised = disk_alarms_.contains(config_.id);
+  const bool low = *free < floor;
+  const bool recovered = *free >= floor + floor / 100 * kDiskAlarmClearMarginPercent;
+  if (disk_alarm_in_flight_ || (raised ? !recovered : !low)) {
+    return;
+  }
+  if (low) {
+    spdlog::warn(
+        "replica {}: {} bytes free, below the floor of {}: raising the disk alarm "
+        "(new content is refused cluster-wide until it clears)",
+        config_.id, *free, floor);
+  } else {
+    spdlog::info("replica {}: {} bytes free again: clearing the disk alarm", config_.id, *free);
+  }
+  rsmpb::Command command;
+  command.set_wall_ms(config_.clock != nullptr ? config_.clock->wall_ms() : 0);
+  rsmpb::DiskAlarm& alarm = *command.mutable_disk_alarm();
+  alarm.set_node(config_.id);
+  alarm.set_raised(!raised);
+  alarm.set_free_bytes(*free);
+  disk_alarm_in_flight_ = true;
+  propose(std::move(command), [this](const Result<rsmpb::CommandResult>& result) {
+    // Whatever the outcome, the next check looks again at the applied state.
+    disk_alarm_in_flight_ = false;
+    if (!result.ok()) {
+      spdlog::warn("replica {}: the disk alarm was not recorded yet: {}", config_.id,
+                   result.status().to_string());
+    }
+  });
 }
 
 void Node::receive(const rsmpb::PeerEnvelope& envelope) {
@@ -256,6 +304,15 @@ Status Node::validate_forwarded(raft::NodeId from, const raftpb::Message& messag
 }
 
 void Node::propose(rsmpb::Command command, ProposeCallback done) {
+  if (!disk_alarms_.empty() && !command.has_disk_alarm() &&
+      !state_machine_->allowed_when_disk_low(command)) {
+    // Not proposed: the caller may retry it as new once the alarm clears.
+    done(Status::resource_exhausted(fmt::format(
+        "{}the disk of node(s) {} is below its free-space floor: new content is refused until "
+        "space is freed; reads and deletions still work",
+        kDiskAlarmRefusal, fmt::join(disk_alarms_, ", "))));
+    return;
+  }
   if (proposals_.size() >= kMaxPendingProposals) {
     // Not proposed: the caller may retry it as new once the backlog drains.
     done(Status::unavailable(fmt::format("{} proposals are pending; the bound is {}",
@@ -401,6 +458,32 @@ void Node::fail_in_flight(raft::Term term, const Status& proposal_status,
   }
 }
 
+void Node::abandon_requests(const Status& proposal_status, const Status& read_status) {
+  std::vector<ProposeCallback> proposals;
+  for (auto& [request_id, pending] : proposals_) {
+    proposals.push_back(std::move(pending->done));
+  }
+  proposals_.clear();
+  std::vector<std::unique_ptr<PendingRead>> reads;
+  std::move(unsent_reads_.begin(), unsent_reads_.end(), std::back_inserter(reads));
+  unsent_reads_.clear();
+  for (auto& [context, group] : reads_awaiting_index_) {
+    std::move(group.begin(), group.end(), std::back_inserter(reads));
+  }
+  reads_awaiting_index_.clear();
+  for (auto& [index, read] : reads_awaiting_apply_) {
+    reads.push_back(std::move(read));
+  }
+  reads_awaiting_apply_.clear();
+  // Callbacks last: they may propose or read again.
+  for (auto& done : proposals) {
+    done(proposal_status);
+  }
+  for (auto& read : reads) {
+    read->done(read_status);
+  }
+}
+
 void Node::issue_read_index() {
   if (unsent_reads_.empty()) {
     return;
@@ -503,6 +586,7 @@ Status Node::persist(const raft::Ready& rd) {
     sessions_.clear();  // The state space was replaced.
     HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState installed, read_applied_state(*engine_));
     wall_ms_floor_ = installed.wall_ms_floor();
+    disk_alarms_ = {installed.disk_alarms().begin(), installed.disk_alarms().end()};
     spdlog::info("replica {} installed snapshot at index {} term {}", config_.id, applied_,
                  applied_term_);
     if (listener_ != nullptr) {
@@ -550,8 +634,9 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
       break;
     }
   }
-  batch.put(storage::Space::kState, kAppliedStateKey,
-            encode_applied_state(applied_, applied_term_, conf_state_, wall_ms_floor_));
+  batch.put(
+      storage::Space::kState, kAppliedStateKey,
+      encode_applied_state(applied_, applied_term_, conf_state_, wall_ms_floor_, disk_alarms_));
   // Not synced: after a crash the log (synced before apply) replays what this write loses.
   if (Status s = engine_->write(batch.writes(), /*sync=*/false); !s.ok()) {
     sessions_.clear();  // It cached records that never reached the engine.
@@ -640,6 +725,20 @@ Status Node::apply_command(raft::Index index, const rsmpb::Command& command, App
                            rsmpb::CommandResult& result) {
   // The session record stays (the command was applied: a copy must not run again); the
   // command's own writes are undone when it fails, so a failed command has no effect.
+  if (command.has_disk_alarm()) {
+    const rsmpb::DiskAlarm& alarm = command.disk_alarm();
+    if (alarm.node() != command.origin()) {
+      result = status_result(Status::invalid_argument("a node reports only its own disk"));
+    } else if (alarm.raised()) {
+      disk_alarms_.insert(alarm.node());
+      spdlog::warn("replica {}: disk alarm raised by node {} ({} bytes free)", config_.id,
+                   alarm.node(), alarm.free_bytes());
+    } else if (disk_alarms_.erase(alarm.node()) > 0) {
+      spdlog::info("replica {}: disk alarm of node {} cleared ({} bytes free)", config_.id,
+                   alarm.node(), alarm.free_bytes());
+    }
+    return Status::ok_status();
+  }
   const ApplyBatch::Savepoint before = batch.savepoint();
   result = state_machine_->apply(index, command, batch);
   const auto code = static_cast<Code>(result.code());

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -35,6 +36,7 @@
 #include "rsm/session.h"
 #include "rsm/state_machine.h"
 #include "rsm/transport.h"
+#include "storage/disk_space.h"
 #include "storage/engine.h"
 #include "storage/log_store.h"
 
@@ -58,6 +60,21 @@ inline constexpr std::size_t kMaxApplyEntriesPerRound = 1024;
 // With a clock, a round also stops applying once this much time has passed (the rest follows in
 // the next round): apply cost per entry varies by orders of magnitude between commands.
 inline constexpr MonoMs kApplyBudgetMs = 25;
+// Disk space (NodeConfig::disk): new content is refused cluster-wide while any node's free space
+// is below its floor (docs/operations.md, "Disk space").
+inline constexpr std::uint64_t kDefaultMinFreeBytes = 1ULL << 30U;  // 1 GiB
+inline constexpr int kDiskCheckIntervalTicks = 100;
+// A raised alarm clears once free space is this much (percent of the floor) above the floor, so
+// a disk hovering at the floor does not flap.
+inline constexpr std::uint64_t kDiskAlarmClearMarginPercent = 10;
+
+// The message of every refusal for a standing disk alarm starts with this, so that the API layers
+// can tell it from other bounds (it maps to `resource_exhausted` on the WebSocket and to 507).
+inline constexpr std::string_view kDiskAlarmRefusal = "disk alarm: ";
+[[nodiscard]] inline bool is_disk_alarm_refusal(const Status& status) {
+  return status.code() == Code::kResourceExhausted &&
+         status.message().starts_with(kDiskAlarmRefusal);
+}
 
 // One key/value record of a snapshot chunk; the views point into the chunk's data.
 struct SnapshotRecord {
@@ -90,6 +107,10 @@ struct NodeConfig {
   // no clock) leaves heartbeats to tick().
   MonoMs in_round_heartbeat_ms = 0;
   std::string client_address;  // advertised in NodeReport
+  // Borrowed; when set, the node measures its free space every kDiskCheckIntervalTicks and
+  // raises (or clears) its replicated DiskAlarm when it crosses min_free_bytes.
+  const storage::DiskSpace* disk = nullptr;
+  std::uint64_t min_free_bytes = kDefaultMinFreeBytes;
 };
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
@@ -133,7 +154,8 @@ class Node {
   // applied result, or an error that says whether the command can have taken effect:
   //   not applied (safe to retry as new): kNotLeader (no leader known), kUnavailable (a bound on
   //   pending proposals or uncommitted bytes; or, as an applied result, a request too old for
-  //   the exactly-once window);
+  //   the exactly-once window), kResourceExhausted (a disk alarm stands, see disk_alarms(), and
+  //   the state machine does not allow the command then: StateMachine::allowed_when_disk_low);
   //   outcome unknown (it may still be applied): kAborted (the term changed while it was in
   //   flight) or kTimeout (no answer within kRequestTimeoutTicks).
   // A brief loss of the leader within one term (a pre-vote that lost) fails nothing: the
@@ -144,6 +166,9 @@ class Node {
   // or it changed), kTimeout or kResourceExhausted; a failed read may simply be retried.
   void read_barrier(ReadCallback done);
   void transfer_leadership(raft::NodeId transferee);
+  // Answers every proposal in flight with `proposal_status` and every pending read with
+  // `read_status` (a replica that stops taking part, e.g. on a full disk).
+  void abandon_requests(const Status& proposal_status, const Status& read_status);
   // Runs the Ready loop until the core has nothing more to do. A non-ok status (I/O failure,
   // corruption) is fatal: the replica must stop.
   [[nodiscard]] Status process();
@@ -166,6 +191,8 @@ class Node {
   // Borrowed; nullptr removes it.
   void set_listener(NodeListener* listener) { listener_ = listener; }
   [[nodiscard]] bool is_leader() const { return soft_state_.role == raft::Role::kLeader; }
+  // The nodes whose disk alarm stands, as of the applied state.
+  [[nodiscard]] const std::set<raft::NodeId>& disk_alarms() const { return disk_alarms_; }
 
  private:
   struct PendingProposal;
@@ -204,6 +231,8 @@ class Node {
   void expire_requests();
   void maybe_compact();
   void broadcast_report();
+  // Measures free space and proposes a DiskAlarm when this node crosses its floor.
+  void check_disk();
 
   // Snapshot streaming (leader side and follower side).
   void start_stream(raftpb::Message message);
@@ -226,8 +255,10 @@ class Node {
 
   raft::Index applied_ = 0;
   raft::Term applied_term_ = 0;
-  std::int64_t wall_ms_floor_ = 0;  // AppliedState.wall_ms_floor as of applied_
-  MonoMs last_heartbeat_ms_ = 0;    // keep_followers_alive()
+  std::int64_t wall_ms_floor_ = 0;      // AppliedState.wall_ms_floor as of applied_
+  std::set<raft::NodeId> disk_alarms_;  // AppliedState.disk_alarms as of applied_
+  bool disk_alarm_in_flight_ = false;   // this node's DiskAlarm is proposed and not yet answered
+  MonoMs last_heartbeat_ms_ = 0;        // keep_followers_alive()
   raftpb::ConfState conf_state_;
   raft::SoftState soft_state_;
 

@@ -429,6 +429,73 @@ TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
   EXPECT_EQ(replica(second).wall.seen.back(), 6'000);
 }
 
+TEST_F(NodeTest, ALowDiskOnOneNodeRefusesNewContentEverywhereUntilSpaceIsFreed) {
+  constexpr std::uint64_t kFloor = 1'000;
+  storage::ManualDiskSpace plenty(10 * kFloor);
+  storage::ManualDiskSpace low(10 * kFloor);
+  NodeConfig base;
+  base.min_free_bytes = kFloor;
+  base.disk = &plenty;
+  start(3, base);
+  // Node 3 measures its own disk.
+  config_.disk = &low;
+  replica(3).node.reset();
+  open(3);
+  tick_all(40);
+  const raft::NodeId leader_id = leader();
+  ASSERT_NE(leader_id, raft::kNoNode);
+  ASSERT_TRUE(put(leader_id, "a", "1").ok());
+
+  low.set(kFloor - 1);
+  tick_all(kDiskCheckIntervalTicks + 5);
+  for (raft::NodeId id = 1; id <= 3; ++id) {
+    EXPECT_EQ(replica(id).node->disk_alarms(), std::set<raft::NodeId>{3}) << "replica " << id;
+  }
+  // New content is refused at every node, before it reaches the log; deletions and reads work.
+  for (raft::NodeId id = 1; id <= 3; ++id) {
+    auto refused = put(id, "b", "2");
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), Code::kResourceExhausted) << refused.status().to_string();
+  }
+  rsmpb::Command del;
+  del.mutable_kv_delete()->set_key("a");
+  auto deleted = run(leader_id, del);
+  ASSERT_TRUE(deleted.ok()) << deleted.status().to_string();
+  EXPECT_EQ(deleted->code(), 0U);
+  EXPECT_EQ(read(leader_id, "a"), std::nullopt);
+
+  // The alarm is applied state: a restarted replica still refuses.
+  replica(1).node.reset();
+  open(1);
+  tick_all(40);
+  EXPECT_EQ(replica(1).node->disk_alarms(), std::set<raft::NodeId>{3});
+
+  // Free space just above the floor is not enough to clear it (no flapping); the margin is.
+  low.set(kFloor + 1);
+  tick_all(kDiskCheckIntervalTicks + 5);
+  EXPECT_EQ(replica(leader()).node->disk_alarms(), std::set<raft::NodeId>{3});
+  low.set(2 * kFloor);
+  tick_all(kDiskCheckIntervalTicks + 5);
+  for (raft::NodeId id = 1; id <= 3; ++id) {
+    EXPECT_TRUE(replica(id).node->disk_alarms().empty()) << "replica " << id;
+  }
+  auto accepted = put(leader(), "b", "2");
+  ASSERT_TRUE(accepted.ok()) << accepted.status().to_string();
+  EXPECT_EQ(accepted->code(), 0U);
+}
+
+TEST_F(NodeTest, ANodeCannotRaiseTheDiskAlarmOfAnother) {
+  start(1);
+  tick_all(30);
+  rsmpb::Command c;
+  c.mutable_disk_alarm()->set_node(7);
+  c.mutable_disk_alarm()->set_raised(true);
+  auto r = run(1, c);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(static_cast<Code>(r->code()), Code::kInvalidArgument);
+  EXPECT_TRUE(replica(1).node->disk_alarms().empty());
+}
+
 class RecordingListener final : public NodeListener {
  public:
   void on_applied() override { ++applied; }

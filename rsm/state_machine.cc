@@ -27,4 +27,12 @@ rsmpb::CommandResult StateMachineRouter::apply(raft::Index index, const rsmpb::C
   return it->second->apply(index, command, batch);
 }
 
+bool StateMachineRouter::allowed_when_disk_low(const rsmpb::Command& command) const {
+  if (command.op_case() != rsmpb::Command::kModule) {
+    return kv_->allowed_when_disk_low(command);
+  }
+  const auto it = modules_.find(command.module().name());
+  return it != modules_.end() && it->second->allowed_when_disk_low(command);
+}
+
 }  // namespace herald::rsm

@@ -26,6 +26,12 @@ class StateMachine {
   // checks): state that failed its checksum is never built upon.
   [[nodiscard]] virtual rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                                    ApplyBatch& batch) = 0;
+  // Whether `command` may still be proposed while a disk alarm stands (rsmpb::DiskAlarm): true
+  // for commands that delete data or carry work already accepted to its end, false for new
+  // content. Pure: decided from the command alone.
+  [[nodiscard]] virtual bool allowed_when_disk_low(const rsmpb::Command& command) const {
+    return false;
+  }
 };
 
 // Routes each command to the state machine that owns it: key-value operations to the KV state
@@ -39,6 +45,8 @@ class StateMachineRouter final : public StateMachine {
   [[nodiscard]] Status add_module(std::string name, StateMachine* module);
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            ApplyBatch& batch) override;
+  // Asks the state machine the command would be routed to; false for an unknown module.
+  [[nodiscard]] bool allowed_when_disk_low(const rsmpb::Command& command) const override;
 
  private:
   StateMachine* kv_;

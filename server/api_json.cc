@@ -1,5 +1,7 @@
 #include "server/api_json.h"
 
+#include "rsm/node.h"
+
 namespace herald::server {
 
 namespace json = boost::json;
@@ -33,7 +35,10 @@ HttpResponse error_response(const Status& status, const json::object& extra) {
   for (auto& [k, v] : extra) {
     err[k] = v;
   }
-  return json_response(http_status_for(status.code()), json::object{{"error", err}});
+  // 507 Insufficient Storage: the cluster refuses new content until a disk has room again.
+  const unsigned http_status =
+      rsm::is_disk_alarm_refusal(status) ? 507 : http_status_for(status.code());
+  return json_response(http_status, json::object{{"error", err}});
 }
 
 }  // namespace herald::server

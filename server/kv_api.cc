@@ -79,13 +79,28 @@ HttpResponse value_response(const storage::Reader& reader, const std::string& ke
 }  // namespace
 
 HttpResponse KvApi::health(const HostHealth& h) {
+  if (h.halted) {
+    return json_response(503, json::object{{"status", "halted"}, {"reason", h.halt_reason}});
+  }
+  json::object body;
+  if (!h.disk_alarms.empty()) {
+    // Still serving reads and deletions; new content is refused until the alarms clear.
+    json::array alarms;
+    for (const raft::NodeId node : h.disk_alarms) {
+      alarms.emplace_back(node);
+    }
+    body["disk_alarms"] = std::move(alarms);
+  }
   if (h.raft_idle_ms > kHealthMaxRaftIdleMs) {
-    return json_response(503, json::object{{"status", "stalled"}});
+    body["status"] = "stalled";
+    return json_response(503, body);
   }
   if (!h.leader_known) {
-    return json_response(503, json::object{{"status", "no_leader"}});
+    body["status"] = "no_leader";
+    return json_response(503, body);
   }
-  return json_response(200, json::object{{"status", "serving"}});
+  body["status"] = "serving";
+  return json_response(200, body);
 }
 
 void KvApi::handle(HttpRequest&& request, Responder respond) {

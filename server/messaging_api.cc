@@ -29,6 +29,8 @@ unsigned http_status_of(std::string_view code) {
   if (code == "forbidden" || code == "not_member" || code == "admin_disabled") return 403;
   if (code == "unauthorized") return 401;
   if (code == "too_large") return 413;
+  if (code == "rate_limited") return 429;
+  if (code == "resource_exhausted") return 507;  // a disk alarm: new content is refused
   if (code == "unavailable") return 503;
   if (code == "timeout") return 504;
   if (code == "internal") return 500;

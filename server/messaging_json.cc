@@ -6,6 +6,8 @@
 #include <cctype>
 #include <limits>
 
+#include "rsm/node.h"
+
 namespace herald::server {
 
 namespace json = boost::json;
@@ -51,7 +53,8 @@ FrameError frame_error_of(const Status& status) {
     case Code::kNotFound: return {"not_found", m};
     case Code::kInvalidArgument: return {"invalid_argument", m};
     case Code::kAlreadyExists: return {"conflict", m};
-    case Code::kResourceExhausted: return {"too_large", m};
+    case Code::kResourceExhausted:
+      return {rsm::is_disk_alarm_refusal(status) ? "resource_exhausted" : "too_large", m};
     case Code::kFailedPrecondition:
       if (m.starts_with("permission denied")) {
         return {m.find("is not a member") != std::string::npos ? "not_member" : "forbidden", m};

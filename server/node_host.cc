@@ -13,6 +13,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "messaging/host.h"
@@ -110,6 +111,15 @@ struct NodeHost::Impl {
   std::atomic<raft::Term> leader_term{0};   // 0 unless leader; set by the raft thread
   std::atomic<MonoMs> raft_progress_ms{0};  // when the raft thread last finished a handler
   std::atomic<raft::NodeId> known_leader{raft::kNoNode};  // set by the raft thread
+  // Set once, by the raft thread, when a storage write found the disk full: the replica stops
+  // (see run_process) but the process stays up.
+  std::atomic<bool> halted{false};
+  std::unique_ptr<storage::StatvfsDiskSpace> disk;
+  // What health() reports besides the atomics; written by the raft thread when it changes.
+  mutable std::mutex health_mu;
+  std::string halt_reason;                  // guarded by health_mu
+  std::vector<raft::NodeId> disk_alarms;    // guarded by health_mu
+  std::set<raft::NodeId> published_alarms;  // raft thread only: what disk_alarms last took
 
   // Raft thread: records progress and whether this replica leads, after each handler.
   void publish_progress() {
@@ -117,6 +127,34 @@ struct NodeHost::Impl {
     leader_term.store(st.role == raft::Role::kLeader ? st.term : 0);
     known_leader.store(st.leader);
     raft_progress_ms.store(clock.mono_ms());
+    if (node->disk_alarms() != published_alarms) {
+      published_alarms = node->disk_alarms();
+      const std::lock_guard lock(health_mu);
+      disk_alarms.assign(published_alarms.begin(), published_alarms.end());
+    }
+  }
+
+  // Raft thread. The disk is full: a storage write failed and RocksDB refuses writes until it is
+  // reopened. Exiting would only crash-loop under a supervisor (the disk is still full at the
+  // next start), so the replica stops taking part: no ticks, no peer messages, every request
+  // refused. Its data stays as last written; the rest of the cluster elects without it.
+  void halt(const Status& cause) {
+    halted.store(true);
+    leader_term.store(0);  // the beacon must not speak for a replica that stopped
+    tick_timer.cancel();
+    {
+      const std::lock_guard lock(health_mu);
+      halt_reason = cause.to_string();
+    }
+    spdlog::critical(
+        "replica {} halts: the disk is full ({}). The process stays up and answers "
+        "/v1/health with 503; free space on the data disk, then restart it",
+        options.node.id, cause.to_string());
+    spdlog::default_logger()->flush();
+    // A proposal in flight may or may not be in the log: its outcome is unknown.
+    node->abandon_requests(Status::aborted("this replica halted on a full disk; the outcome is "
+                                           "unknown"),
+                           Status::unavailable("this replica halted on a full disk"));
   }
 
   void run_beacon() {
@@ -147,7 +185,14 @@ struct NodeHost::Impl {
   // a round. A failure here is fatal.
   void run_process() {
     process_scheduled = false;
+    if (halted.load()) {
+      return;
+    }
     const Status s = node->process_round();
+    if (s.code() == Code::kResourceExhausted) {
+      halt(s);
+      return;
+    }
     if (!s.ok()) {
       spdlog::critical("replica {} stops: {}", options.node.id, s.to_string());
       spdlog::default_logger()->flush();
@@ -170,7 +215,7 @@ struct NodeHost::Impl {
   void arm_tick() {
     tick_timer.expires_after(std::chrono::milliseconds(options.tick_ms));
     tick_timer.async_wait([this](const boost::system::error_code& ec) {
-      if (ec || stopped.load()) {
+      if (ec || stopped.load() || halted.load()) {
         return;
       }
       node->tick();
@@ -189,6 +234,10 @@ struct NodeHost::Impl {
   void post_propose(rsmpb::Command command, rsm::ProposeCallback done) {
     command.set_wall_ms(clock.wall_ms());
     asio::post(io, [this, command = std::move(command), done = std::move(done)]() mutable {
+      if (halted.load()) {
+        done(Status::unavailable("this replica halted on a full disk; try another node"));
+        return;
+      }
       node->propose(std::move(command), std::move(done));
       schedule_process();
     });
@@ -196,6 +245,9 @@ struct NodeHost::Impl {
 
   void on_inbound(rsmpb::PeerEnvelope&& envelope) {
     asio::post(io, [this, env = std::move(envelope)] {
+      if (halted.load()) {
+        return;
+      }
       if (env.has_ephemeral()) {
         if (ephemeral_listener) {
           ephemeral_listener(env.from(), env.ephemeral().kind(), env.ephemeral().payload());
@@ -235,6 +287,10 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
   impl->transport = std::make_unique<TcpPeerTransport>(
       tc, [raw](rsmpb::PeerEnvelope&& env) { raw->on_inbound(std::move(env)); });
   rsm::NodeConfig nc = options.node;
+  if (nc.disk == nullptr) {
+    impl->disk = std::make_unique<storage::StatvfsDiskSpace>(options.data_dir);
+    nc.disk = impl->disk.get();
+  }
   // Bounds each round's apply work in time and keeps followers hearing from a busy leader
   // (docs/ARCHITECTURE.md, "Liveness under load").
   nc.clock = &impl->clock;
@@ -306,6 +362,10 @@ void NodeHost::propose(rsmpb::Command command, rsm::ProposeCallback done) {
 void NodeHost::read(std::function<void(Status, const storage::Engine&)> done) {
   asio::post(impl_->io, [this, done = std::move(done)]() mutable {
     const storage::Engine* engine = impl_->engine.get();
+    if (impl_->halted.load()) {
+      done(Status::unavailable("this replica halted on a full disk; try another node"), *engine);
+      return;
+    }
     impl_->node->read_barrier(
         [engine, done = std::move(done)](Status s) { done(std::move(s), *engine); });
     impl_->schedule_process();
@@ -360,8 +420,14 @@ const storage::Engine& NodeHost::engine() const {
 }
 
 HostHealth NodeHost::health() const {
-  return HostHealth{.leader_known = impl_->known_leader.load() != raft::kNoNode,
-                    .raft_idle_ms = impl_->clock.mono_ms() - impl_->raft_progress_ms.load()};
+  HostHealth h;
+  h.leader_known = impl_->known_leader.load() != raft::kNoNode;
+  h.raft_idle_ms = impl_->clock.mono_ms() - impl_->raft_progress_ms.load();
+  h.halted = impl_->halted.load();
+  const std::lock_guard lock(impl_->health_mu);
+  h.halt_reason = impl_->halt_reason;
+  h.disk_alarms = impl_->disk_alarms;
+  return h;
 }
 
 raft::NodeId NodeHost::id() const {

@@ -7,7 +7,11 @@
 // by the next round together, which is what makes group commit happen.
 //
 // Errors: a fatal status from the replica (I/O error, corruption) logs and terminates the
-// process: a replica must not continue past a storage failure.
+// process: a replica must not continue past a storage failure. A full disk (kResourceExhausted
+// from the engine) halts the replica instead and keeps the process up, since a restart would
+// fail again: it stops ticking and taking peer messages, refuses requests with kUnavailable and
+// reports itself halted in health(). The free-space floor (rsm::NodeConfig::min_free_bytes,
+// measured on data_dir) normally refuses new content long before that.
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
@@ -65,6 +69,9 @@ struct ClusterView {
 struct HostHealth {
   bool leader_known = false;      // this replica knows a leader (maybe itself)
   std::int64_t raft_idle_ms = 0;  // since the raft thread last finished a handler
+  bool halted = false;            // the replica stopped on a full disk (NodeHost: Errors)
+  std::string halt_reason;
+  std::vector<raft::NodeId> disk_alarms;  // nodes whose disk alarm stands, ascending
 };
 
 // Runs on the raft thread for each ephemeral event another node relayed (NodeHost::broadcast).

@@ -12,7 +12,8 @@
 //    durable. After a crash, the store holds some prefix of the batches written, which includes
 //    at least every batch up to the last synced one.
 //  - Reads see every write that returned ok. snapshot() gives a consistent, unchanging view.
-// Errors: kIOError from the device or engine; kCorruption when the engine detects damaged data.
+// Errors: kIOError from the device or engine; kCorruption when the engine detects damaged data;
+// kResourceExhausted when the file system is full (the engine then refuses writes until reopened).
 // Thread-safety: write() and reads may be called from different threads.
 #pragma once
 

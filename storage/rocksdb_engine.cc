@@ -34,6 +34,10 @@ Status to_status(const rocksdb::Status& s, std::string_view context) {
   if (s.IsInvalidArgument()) {
     return Status::invalid_argument(std::move(message));
   }
+  if (s.IsNoSpace()) {
+    // The file system is full: RocksDB stops taking writes until it is reopened.
+    return Status::resource_exhausted(std::move(message));
+  }
   return Status::io_error(std::move(message));
 }
 

@@ -91,6 +91,9 @@ class WorkflowType {
   // The transition for `event` in (`state`, `data`). See the determinism contract above.
   [[nodiscard]] virtual Decision on_event(std::string_view state, std::string_view data,
                                           const Event& event) const = 0;
+  // True for a type whose runs only settle state already stored (a read-sync saga): it may
+  // still start while a disk alarm refuses new content (rsm::StateMachine::allowed_when_disk_low).
+  [[nodiscard]] virtual bool starts_when_disk_low() const { return false; }
 };
 
 // The workflow types a replica knows, by name. Every replica must register the same types.

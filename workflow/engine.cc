@@ -1126,6 +1126,28 @@ rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& 
   return apply_command(wc, command.wall_ms(), batch);
 }
 
+bool Engine::allowed_when_disk_low(const rsmpb::Command& command) const {
+  workflowpb::WorkflowCommand wc;
+  const std::string& payload = command.module().payload();
+  if (!wc.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return false;
+  }
+  switch (wc.op_case()) {
+    case workflowpb::WorkflowCommand::kStart: {
+      const WorkflowType* type = registry_->find(wc.start().type());
+      return type != nullptr && type->starts_when_disk_low();
+    }
+    case workflowpb::WorkflowCommand::kCancel:
+    case workflowpb::WorkflowCommand::kReport:
+    case workflowpb::WorkflowCommand::kHeartbeat:
+    case workflowpb::WorkflowCommand::kFireTimer:
+    case workflowpb::WorkflowCommand::kFireTimers:
+    case workflowpb::WorkflowCommand::kPurgeClosed:
+    case workflowpb::WorkflowCommand::kSetRetention: return true;
+    default: return false;
+  }
+}
+
 rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& command,
                                            std::int64_t now_ms, rsm::ApplyBatch& batch) {
   HERALD_ASSERT(registry_ != nullptr, "the engine needs a registry");

@@ -123,6 +123,10 @@ class Engine final : public rsm::StateMachine {
   // cancel (the run as it is after the command).
   [[nodiscard]] rsmpb::CommandResult apply(raft::Index index, const rsmpb::Command& command,
                                            rsm::ApplyBatch& batch) override;
+  // The progress of runs already started (activity reports and heartbeats, timers, cancels),
+  // purges, retention settings, and starts of types that settle stored state
+  // (WorkflowType::starts_when_disk_low); other starts and signals are refused.
+  [[nodiscard]] bool allowed_when_disk_low(const rsmpb::Command& command) const override;
   // Applies one workflow command at time `now_ms` inside another module's command, in its batch
   // (a domain command that stores a message starts its delivery workflows this way, atomically).
   // Same results as apply(); on a non-ok result the caller must roll back its whole command.

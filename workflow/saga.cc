@@ -267,6 +267,7 @@ class SagaType final : public WorkflowType {
 
   [[nodiscard]] std::string_view name() const override { return def_.name; }
   [[nodiscard]] std::string_view initial_state() const override { return kSagaRunning; }
+  [[nodiscard]] bool starts_when_disk_low() const override { return def_.starts_when_disk_low; }
 
   [[nodiscard]] Decision on_event(std::string_view state, std::string_view data,
                                   const Event& event) const override {

@@ -86,6 +86,7 @@ struct SagaDefinition {
   std::string name;             // the workflow type's name
   std::vector<SagaStep> steps;  // 1..kMaxSagaSteps
   bool parallel_compensation = false;
+  bool starts_when_disk_low = false;  // WorkflowType::starts_when_disk_low
 };
 
 // What an action or a compensation receives: the saga input and the outputs of earlier steps.
