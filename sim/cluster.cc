@@ -35,6 +35,14 @@ constexpr MonoMs kMaxDownMs = 3'500;  // long enough to fall behind the compacti
 constexpr MonoMs kMinPartitionMs = 200;
 constexpr MonoMs kMaxPartitionMs = 3'500;
 constexpr MonoMs kIoFaultRestartMs = 200;
+// Full disks: on this share of seeds, one replica's free space falls below its floor for a while,
+// drawn from a random stream of its own (derive_seed salt 6) so that the rest of the schedule
+// stays each seed's as before.
+constexpr double kFullDiskChance = 0.3;
+constexpr MonoMs kMinFullDiskMs = 300;
+constexpr MonoMs kMaxFullDiskMs = 3'000;
+constexpr std::uint64_t kSimDiskFreeBytes = 1ULL << 30U;
+constexpr std::uint64_t kSimMinFreeBytes = 64ULL << 20U;
 constexpr double kTargetLeaderChance = 0.5;
 // In a random-links partition, each directed link is cut with this probability.
 constexpr double kRandomLinkCutChance = 0.3;
@@ -312,6 +320,7 @@ struct SimCluster::Replica {
   std::unique_ptr<rsm::Node> node;  // null while down
   std::uint64_t incarnation = 0;
   std::uint64_t failed_writes_seen = 0;  // engine failures already accounted for
+  storage::ManualDiskSpace disk{kSimDiskFreeBytes};
   // What the log looked like at the last log check: (first, last, term of last).
   std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
 };
@@ -410,6 +419,8 @@ Status SimCluster::open_replica(Replica& r) {
   config.compaction_threshold_entries = kSimCompactionThresholdEntries;
   config.log_tail_entries = kSimLogTailEntries;
   config.snapshot_chunk_bytes = kSimSnapshotChunkBytes;
+  config.disk = &r.disk;
+  config.min_free_bytes = kSimMinFreeBytes;
   rsm::StateMachine* state_machine =
       scenario_ != nullptr ? scenario_->open_replica(r.id, &r.engine) : &r.state_machine;
   HERALD_ASSIGN_OR_RETURN(r.node, rsm::Node::open(config, &r.engine, r.transport, state_machine));
@@ -760,6 +771,26 @@ void SimCluster::fault_disk(raft::NodeId target) {
   replica(target).engine.fail_writes(count);
 }
 
+void SimCluster::plan_full_disk() {
+  Rng rng(derive_seed(options_.seed, 6));
+  if (!rng.chance(kFullDiskChance)) {
+    return;
+  }
+  const auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  const MonoMs length = rng.range(kMinFullDiskMs, kMaxFullDiskMs);
+  const MonoMs start = rng.range(kFirstFaultMs, options_.faults_end_ms - length);
+  schedule_call(start, [this, target, length] {
+    log_event(fmt::format("replica {}: the disk is below its free-space floor for {} ms", target,
+                          length));
+    ++stats_.full_disks;
+    replica(target).disk.set(kSimMinFreeBytes - 1);
+    schedule_call(clock_.mono_ms() + length, [this, target] {
+      log_event(fmt::format("replica {}: disk space freed", target));
+      replica(target).disk.set(kSimDiskFreeBytes);
+    });
+  });
+}
+
 void SimCluster::on_heal(const Event& event) {
   if (event.generation == 0) {
     heal_everything();
@@ -774,6 +805,7 @@ void SimCluster::heal_everything() {
   network_.heal_all();
   network_.set_faults(NetworkFaults{});
   for (auto& [id, r] : replicas_) {
+    r->disk.set(kSimDiskFreeBytes);
     if (!r->node) {
       start_replica(*r);
     }
@@ -1003,6 +1035,9 @@ bool SimCluster::converged() const {
       return false;
     }
     applied = st.commit;
+    if (!r->node->disk_alarms().empty()) {
+      return false;  // Freed disks clear their alarms within a check interval.
+    }
   }
   if (!leader || applied.value_or(0) < safety_.max_committed()) {
     return false;
@@ -1083,6 +1118,7 @@ RunResult SimCluster::run() {
   if (options_.faults) {
     log_event(fmt::format("fault profile: {}", storm_ ? kStormProfile.name : kSteadyProfile.name));
     schedule(kFirstFaultMs, Event{EventKind::kFault});
+    plan_full_disk();
   }
   schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});

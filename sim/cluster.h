@@ -73,7 +73,8 @@ struct RunStats {
   std::uint64_t unknown_ops = 0;   // writes whose outcome the client never learned
   std::uint64_t rejected_ops = 0;  // refused before being proposed
   std::uint64_t crashes = 0;
-  std::uint64_t io_faults = 0;  // replicas stopped by an injected write failure
+  std::uint64_t io_faults = 0;   // replicas stopped by an injected write failure
+  std::uint64_t full_disks = 0;  // episodes of a disk below its free-space floor
   std::uint64_t partitions = 0;
   std::uint64_t leaders = 0;  // distinct (term, leader) pairs
   std::uint64_t max_compacted_index = 0;
@@ -242,6 +243,8 @@ class SimCluster {
   void fault_partition(raft::NodeId target);
   void fault_weather();
   void fault_disk(raft::NodeId target);
+  // On some seeds, one episode of a disk below its free-space floor (the disk alarm).
+  void plan_full_disk();
   void heal_everything();
   [[nodiscard]] raft::NodeId pick_target();
 
