@@ -929,10 +929,24 @@ void Gateway::Core::sync(Request r) {
          if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
          if (page->resync_required) return self->resync_required(req, page->next_cursor);
          json::array changes;
-         for (const auto& entry : page->entries) changes.emplace_back(change_json(entry));
+         std::size_t bytes = 0;
+         std::uint64_t cursor = page->entries.empty() ? since : page->next_cursor;
+         bool cut = false;
+         for (const auto& entry : page->entries) {
+           json::value change = change_json(entry);
+           const std::size_t size = json::serialize(change).size() + 1;
+           if (!changes.empty() && bytes + size > kMaxPageBytes) {
+             // The next page starts after the last change sent.
+             cursor = changes.back().as_object().at("cursor").to_number<std::uint64_t>();
+             cut = true;
+             break;
+           }
+           bytes += size;
+           changes.push_back(std::move(change));
+         }
          self->ok(req, json::object{{"changes", std::move(changes)},
-                                    {"cursor", page->entries.empty() ? since : page->next_cursor},
-                                    {"has_more", page->has_more}});
+                                    {"cursor", cursor},
+                                    {"has_more", page->has_more || cut}});
        });
 }
 
@@ -957,9 +971,19 @@ void Gateway::Core::history(Request r) {
       return self->fail(req, frame_error_of(page.status()));
     }
     json::array messages;
-    for (const auto& m : page->messages) messages.emplace_back(message_json(m));
-    self->ok(req,
-             json::object{{"messages", std::move(messages)}, {"next_before", page->next_before}});
+    std::size_t bytes = 0;
+    std::uint64_t next_before = page->next_before;
+    for (const auto& m : page->messages) {
+      json::value message = message_json(m);
+      const std::size_t size = json::serialize(message).size() + 1;
+      if (!messages.empty() && bytes + size > kMaxPageBytes) {
+        next_before = messages.back().as_object().at("seq").to_number<std::uint64_t>();
+        break;  // older messages follow from the oldest one sent
+      }
+      bytes += size;
+      messages.push_back(std::move(message));
+    }
+    self->ok(req, json::object{{"messages", std::move(messages)}, {"next_before", next_before}});
   });
 }
 

@@ -55,6 +55,12 @@ inline constexpr std::size_t kMaxJsonDepth = 16;
 inline constexpr std::size_t kMaxPresenceConversations = 1000;
 // Default and largest page of `sync` and `chats`.
 inline constexpr std::uint64_t kDefaultPageSize = 100;
+// A `sync` or `history` answer stops adding changes or messages before its list would pass this
+// many bytes of JSON (it holds at least one), and says there is more: an answer always fits the
+// connection's outbound queue (kMaxWsQueuedBytes) with room for the events queued beside it.
+inline constexpr std::size_t kMaxPageBytes = 256 * 1024;
+static_assert(kMaxPageBytes * 2 <= kMaxWsQueuedBytes,
+              "a full page must leave room in the outbound queue");
 
 // ---- Limits on devices (docs/protocol.md, "Limits"); GatewayLimits carries them. ----
 // A connection that has not authenticated this long after it opened is closed (4002).

@@ -197,8 +197,7 @@ TEST_F(DiskSpace, AFullDiskHaltsTheReplicaWithTheProcessUpAndLosesNothingAcknowl
   std::vector<std::uint64_t> stored;
   std::optional<std::uint64_t> before;
   do {
-    // Pages of a few large messages stay below the connection's outbound bound.
-    auto page = device_->history(direct_, before, 8);
+    auto page = device_->history(direct_, before);
     ASSERT_TRUE(page.ok()) << page.status().to_string();
     for (const client::Message& m : page->messages) {
       if (m.body.size() == kBodyBytes) stored.push_back(m.seq);

@@ -585,3 +585,54 @@ TEST_F(OneNode, PresenceReachesEachContactOnceAndNotTheUserItself) {
 
 }  // namespace
 }  // namespace herald::e2e
+
+namespace herald::e2e {
+namespace {
+
+// 30 messages of 60 kB: about 1.8 MB of JSON, more than a connection's outbound queue.
+TEST_F(OneNode, SyncAndHistoryOverLargeMessagesAnswerInPagesBoundedInBytes) {
+  constexpr int kMessages = 30;
+  constexpr std::size_t kBodyBytes = 60'000;
+  constexpr std::size_t kPageBytesBound = 256 * 1024;  // server/gateway.h kMaxPageBytes
+  auto alice = open(a_phone_);
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string body(kBodyBytes, static_cast<char>('a' + i % 26));
+    must(alice->send(direct_, "big-" + std::to_string(i), body), "sending a large message");
+  }
+  auto bob = open(b_phone_);
+  std::vector<std::uint64_t> synced;
+  std::uint64_t since = 0;
+  for (int pages = 0; pages < 2 * kMessages; ++pages) {
+    auto page = bob->sync(since);
+    ASSERT_TRUE(page.ok()) << page.status().to_string();
+    std::size_t page_bytes = 0;
+    for (const client::Change& c : page->changes) {
+      if (c.kind == "message_new" && c.conversation_id == direct_ && c.message) {
+        synced.push_back(c.seq);
+        page_bytes += c.message->body.size();
+      }
+    }
+    EXPECT_LE(page_bytes, kPageBytesBound);
+    since = page->cursor;
+    if (!page->has_more) break;
+  }
+  ASSERT_EQ(synced.size(), static_cast<std::size_t>(kMessages));
+  for (std::size_t i = 0; i < synced.size(); ++i) EXPECT_EQ(synced[i], i + 1);
+
+  std::vector<std::uint64_t> paged;
+  std::optional<std::uint64_t> before;
+  for (int pages = 0; pages < 2 * kMessages; ++pages) {
+    auto page = bob->history(direct_, before);
+    ASSERT_TRUE(page.ok()) << page.status().to_string();
+    ASSERT_FALSE(page->messages.empty());
+    EXPECT_LE(page->messages.size() * kBodyBytes, kPageBytesBound);
+    for (const client::Message& m : page->messages) paged.push_back(m.seq);
+    if (page->next_before == 0) break;
+    before = page->next_before;
+  }
+  ASSERT_EQ(paged.size(), static_cast<std::size_t>(kMessages));
+  for (std::size_t i = 0; i < paged.size(); ++i) EXPECT_EQ(paged[i], kMessages - i);
+}
+
+}  // namespace
+}  // namespace herald::e2e
