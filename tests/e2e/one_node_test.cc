@@ -593,7 +593,8 @@ namespace {
 TEST_F(OneNode, SyncAndHistoryOverLargeMessagesAnswerInPagesBoundedInBytes) {
   constexpr int kMessages = 30;
   constexpr std::size_t kBodyBytes = 60'000;
-  constexpr std::size_t kPageBytesBound = 256 * 1024;  // server/gateway.h kMaxPageBytes
+  constexpr std::size_t kPageBytesBound =
+      std::size_t{256} * 1024;  // server/gateway.h kMaxPageBytes
   auto alice = open(a_phone_);
   for (int i = 0; i < kMessages; ++i) {
     const std::string body(kBodyBytes, static_cast<char>('a' + i % 26));
