@@ -73,6 +73,7 @@ Status load_device_limits(const toml::table& table, server::GatewayLimits& limit
   HERALD_RETURN_IF_ERROR(read_count(*devices, "auth_deadline_ms", limits.auth_deadline_ms));
   HERALD_RETURN_IF_ERROR(
       read_count(*devices, "typing_relay_interval_ms", limits.typing_relay_interval_ms));
+  HERALD_RETURN_IF_ERROR(read_count(*devices, "stalled_reader_ms", limits.stalled_reader_ms));
   return Status::ok_status();
 }
 
@@ -190,9 +191,11 @@ Status finalize(ServeConfig& config) {
       (limits.address_auths.per_second > 0 && limits.address_auths.burst < 1)) {
     return Status::invalid_argument("a device rate limit above 0 needs a burst of at least 1");
   }
-  if (limits.max_sessions_per_device < 1 || limits.auth_deadline_ms < 1) {
+  if (limits.max_sessions_per_device < 1 || limits.auth_deadline_ms < 1 ||
+      limits.stalled_reader_ms < 1) {
     return Status::invalid_argument(
-        "devices.max_sessions_per_device and devices.auth_deadline_ms must be at least 1");
+        "devices.max_sessions_per_device, devices.auth_deadline_ms and devices.stalled_reader_ms "
+        "must be at least 1");
   }
   if (config.min_free_mb > kMaxMinFreeMb) {
     return Status::invalid_argument(fmt::format("min_free_mb {} is above the largest floor, {}",

@@ -26,6 +26,7 @@
 //   max_sessions_per_device = 4
 //   auth_deadline_ms = 10000
 //   typing_relay_interval_ms = 2000
+//   stalled_reader_ms = 30000      # a stream paused on a full queue this long closes (1008)
 // Flags given on the command line override the file.
 #pragma once
 

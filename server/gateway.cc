@@ -97,6 +97,8 @@ struct Gateway::Session {
   bool registered = false;
   bool pump_pending = false;
   std::uint64_t cursor = 0;  // the last change queued to this session
+  // While the stream waits for the outbound queue to drain: since when (mono ms); 0 otherwise.
+  std::int64_t paused_since_ms = 0;
   struct TypingRelay {
     std::int64_t at_ms = 0;
     bool active = false;
@@ -335,6 +337,8 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void check_reads(std::int64_t now_ms);
   // Closes the connections whose auth deadline passed without a successful auth.
   void expire_unauthenticated();
+  // Raft thread: closes the sessions whose stream stayed paused for kMaxStreamStallMs.
+  void close_stalled_readers();
   // Keeps at most max_sessions_per_device sessions of `s`'s device: closes the oldest others.
   void limit_device_sessions(const std::shared_ptr<Session>& s);
 
@@ -360,6 +364,8 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   KeyedLimiter address_auth_limiter_;                                     // guarded by mu_
   // In opening order, so in deadline order (the deadline is a fixed delay). Guarded by mu_.
   std::deque<AuthDeadline> auth_deadlines_;
+  // Raft thread only: sessions whose stream paused on a full outbound queue (maybe resumed since).
+  std::vector<std::shared_ptr<Session>> paused_;
   // Raft thread only.
   std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> streams_;  // by user
   std::vector<ReadWaiter> read_waiters_;
@@ -652,6 +658,23 @@ void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& chang
   }
   if (!read_waiters_.empty()) check_reads(now_ms);
   expire_unauthenticated();
+  if (!paused_.empty()) close_stalled_readers();
+}
+
+void Gateway::Core::close_stalled_readers() {
+  const std::int64_t now = clock_.mono_ms();
+  std::vector<std::shared_ptr<Session>> still;
+  for (auto& s : paused_) {
+    if (!s->registered || s->paused_since_ms == 0) continue;  // gone, or resumed
+    if (now - s->paused_since_ms >= limits_.stalled_reader_ms) {
+      spdlog::info("gateway: device {}/{} read nothing for {} ms with changes waiting: closing it",
+                   s->user_id, s->device_id, now - s->paused_since_ms);
+      s->conn->close(kWsClosePolicyViolation, "slow consumer");
+      continue;
+    }
+    still.push_back(std::move(s));
+  }
+  paused_ = std::move(still);
 }
 
 void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
@@ -668,14 +691,35 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
     return;
   }
   bool removed = false;
+  bool paused = false;
   for (const auto& entry : page->entries) {
+    if (s->conn->queued_bytes() > kStreamHighWaterBytes) {
+      paused = true;  // the rest follows once the client has read what is queued
+      break;
+    }
     send(s, json::object{{"type", "change"}, {"change", change_json(entry)}});
+    s->cursor = entry.change().change_seq();
     removed = removed || (entry.change().kind() == messagingpb::DEVICE_REMOVED &&
                           entry.change().device_id() == s->device_id);
   }
-  if (!page->entries.empty()) s->cursor = page->next_cursor;
+  if (!paused && !page->entries.empty()) s->cursor = page->next_cursor;
   if (removed) {  // after the change itself, so the device learns why
     s->conn->close(kCloseDeviceRemoved, "this device was removed");
+    return;
+  }
+  if (paused) {
+    if (s->paused_since_ms == 0) {
+      s->paused_since_ms = clock_.mono_ms();
+      paused_.push_back(s);
+    }
+    s->pump_pending = true;
+    s->conn->when_drained(kStreamLowWaterBytes, [self = shared_from_this(), s] {
+      self->node_->post([self, s] {
+        s->pump_pending = false;
+        s->paused_since_ms = 0;
+        self->pump(s);
+      });
+    });
     return;
   }
   if (page->has_more) {

@@ -44,6 +44,15 @@ static_assert(messaging::kMaxRecentMarkAnswers >= static_cast<std::size_t>(kMaxI
 inline constexpr int kMaxAuthFailures = 3;
 // Changes pushed to one session per raft-thread turn; the rest follow on the next turn.
 inline constexpr std::size_t kStreamPageSize = 100;
+// Live delivery (and the replay after `auth` with `since`) is flow-controlled: the change stream
+// to a session pauses while more than kStreamHighWaterBytes wait in its outbound queue and
+// resumes once they drained to kStreamLowWaterBytes, so a backlog of large messages never
+// overflows the queue (kMaxWsQueuedBytes) of a client that reads. A session whose stream stays
+// paused for kMaxStreamStallMs (GatewayLimits::stalled_reader_ms) is not reading: it is closed
+// with 1008 "slow consumer".
+inline constexpr std::size_t kStreamHighWaterBytes = 512 * 1024;
+inline constexpr std::size_t kStreamLowWaterBytes = 128 * 1024;
+inline constexpr std::int64_t kMaxStreamStallMs = 30'000;
 // A read that has not been answered by the read-sync saga after this long is answered "timeout".
 inline constexpr std::int64_t kReadAnswerTimeoutMs = 10'000;
 // Largest client request id echoed back.
@@ -94,6 +103,7 @@ struct GatewayLimits {
   std::size_t max_connections_per_address = kMaxConnectionsPerAddress;  // 0: unlimited
   std::size_t max_sessions_per_device = kMaxSessionsPerDevice;          // at least 1
   std::int64_t typing_relay_interval_ms = kTypingRelayIntervalMs;
+  std::int64_t stalled_reader_ms = kMaxStreamStallMs;  // at least 1
 };
 
 // A request frame as the gateway reads it before doing any work for it.

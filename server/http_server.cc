@@ -494,6 +494,23 @@ class HttpServer::Impl::WsSession final : public Tracked,
   void close(std::uint16_t code, std::string reason) override;
   [[nodiscard]] std::uint64_t id() const override { return id_; }
   [[nodiscard]] const std::string& remote_endpoint() const override { return remote_endpoint_; }
+  [[nodiscard]] std::size_t queued_bytes() const override {
+    std::lock_guard lock(mu_);
+    return queued_bytes_ + writing_bytes_;
+  }
+  void when_drained(std::size_t below, std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      if (phase_ != Phase::kOpen) return;
+      if (queued_bytes_ + writing_bytes_ > below) {
+        drain_below_ = below;
+        drain_fn_ = std::move(fn);
+        return;
+      }
+      drain_fn_ = nullptr;
+    }
+    fn();
+  }
   // stop(): closes with 1001 at once, dropping what is queued.
   void shut_down() override {
     if (!enter_closing(/*drop=*/true)) return;
@@ -520,6 +537,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
   void drop_queue() {  // mu_ held
     queue_.clear();
     queued_bytes_ = 0;
+    drain_fn_ = nullptr;  // a closing connection drains nothing more
   }
   void post_close(CloseRequest request) {
     asio::post(strand_, [self = shared_from_this(), request = std::move(request)]() mutable {
@@ -547,12 +565,14 @@ class HttpServer::Impl::WsSession final : public Tracked,
   const std::size_t max_queued_bytes_;
   const std::uint32_t idle_timeout_ms_;
 
-  std::mutex mu_;
-  Phase phase_ = Phase::kOpen;     // guarded by mu_
-  std::deque<std::string> queue_;  // guarded by mu_
-  std::size_t queued_bytes_ = 0;   // guarded by mu_: the bytes in queue_
-  std::size_t writing_bytes_ = 0;  // guarded by mu_: the message being written
-  bool pump_posted_ = false;       // guarded by mu_
+  mutable std::mutex mu_;
+  Phase phase_ = Phase::kOpen;      // guarded by mu_
+  std::deque<std::string> queue_;   // guarded by mu_
+  std::size_t queued_bytes_ = 0;    // guarded by mu_: the bytes in queue_
+  std::size_t writing_bytes_ = 0;   // guarded by mu_: the message being written
+  bool pump_posted_ = false;        // guarded by mu_
+  std::function<void()> drain_fn_;  // guarded by mu_: when_drained()'s callback, until it runs
+  std::size_t drain_below_ = 0;     // guarded by mu_
 
   // The strand's state.
   std::optional<websocket::stream<LingeringTcpStream>> ws_;
@@ -830,10 +850,15 @@ void HttpServer::Impl::WsSession::write(std::string message) {
 void HttpServer::Impl::WsSession::on_write(const beast::error_code& ec) {
   write_in_flight_ = false;
   writing_ = std::string();  // give the memory back: queued bytes are the bound
+  std::function<void()> drained;
   {
     std::lock_guard lock(mu_);
     writing_bytes_ = 0;
+    if (drain_fn_ && phase_ == Phase::kOpen && queued_bytes_ <= drain_below_) {
+      drained = std::exchange(drain_fn_, nullptr);
+    }
   }
+  if (drained) drained();
   if (finished_) return;
   if (ec) {
     finish();  // the socket is broken

@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +75,13 @@ class WsConnection {
   // the connection has closed. Has no effect when the connection is already closing or closed.
   // Precondition: is_sendable_ws_close_code(code).
   virtual void close(std::uint16_t code, std::string reason) = 0;
+
+  // Bytes queued and not yet written to the socket: what the queue limit bounds.
+  [[nodiscard]] virtual std::size_t queued_bytes() const = 0;
+  // Runs `fn` once as soon as queued_bytes() is at most `below`: at once on the calling thread
+  // when it already is, else on an io thread after a write. Replaces an earlier callback that has
+  // not run. Never runs once the connection is closing.
+  virtual void when_drained(std::size_t below, std::function<void()> fn) = 0;
 
   // Unique among the connections of one server, never 0.
   [[nodiscard]] virtual std::uint64_t id() const = 0;
