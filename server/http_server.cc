@@ -277,11 +277,12 @@ Result<HttpRequest> parse_http_request(std::string_view bytes) {
     if (!bytes.empty()) {
       used = parser.put(asio::buffer(bytes.data(), bytes.size()), ec);
       bytes.remove_prefix(used);
-      if (ec == http::error::need_more) ec = {};
     }
-    if (!ec && used == 0 && !parser.is_done()) {
-      // Every byte offered has been taken and the parser wants more: the stream ends here.
-      // put_eof() requires that the parser has seen some of the message.
+    if (ec == http::error::need_more || (!ec && used == 0 && !parser.is_done())) {
+      // The parser wants more than what is left, and nothing more will come: the stream ends
+      // here. (Offering the same bytes again breaks Beast's contract for need_more, and
+      // put_eof() requires that the parser has seen some of the message.)
+      ec = {};
       if (parser.got_some()) parser.put_eof(ec);
       if (!ec && !parser.is_done()) ec = http::error::partial_message;
     }

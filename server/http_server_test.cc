@@ -394,6 +394,21 @@ TEST(ParseHttpRequestTest, ARequestCutInItsHeadersIsIncomplete) {
   EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument);
 }
 
+TEST(ParseHttpRequestTest, AChunkedBodyCutInItsLastChunkIsIncomplete) {
+  auto parsed = parse_http_request(
+      "POST /v1/workflows HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument) << parsed.status().to_string();
+}
+
+TEST(ParseHttpRequestTest, ACompleteChunkedBodyParses) {
+  auto parsed = parse_http_request(
+      "POST /v1/workflows HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\n{}\r\n0\r\n\r\n");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().to_string();
+  EXPECT_EQ(parsed->body, "{}");
+}
+
 TEST(ParseHttpRequestTest, ACompleteRequestParses) {
   auto parsed = parse_http_request("GET /v1/health?a=1 HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status().to_string();

@@ -126,6 +126,11 @@ Status LogStore::recover() {
     }
     truncated_index_ = get_fixed64_be(payload);
     truncated_term_ = get_fixed64_be(payload.substr(kFixed64Bytes));
+    if (truncated_index_ > kMaxLogIndex) {
+      // No log reaches it; the first index after it would not even be representable.
+      return Status::corruption("compaction point: index " + std::to_string(truncated_index_) +
+                                " is beyond any log");
+    }
   }
   HERALD_ASSIGN_OR_RETURN(last_index_, find_last_index());
   if (last_index_ > truncated_index_) {

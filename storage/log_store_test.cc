@@ -323,6 +323,20 @@ TYPED_TEST(LogStoreTest, AKeyAtTheLargestIndexFailsOpenInsteadOfLooping) {
   EXPECT_EQ(store.status().code(), Code::kCorruption);
 }
 
+TYPED_TEST(LogStoreTest, ACompactionPointBeyondAnyLogFailsOpen) {
+  this->append(make_entries(1, 3, 1));
+  this->store_.reset();
+  std::string payload;
+  put_fixed64_be(payload, std::numeric_limits<raft::Index>::max());
+  put_fixed64_be(payload, 1);
+  WriteBatch damage;
+  damage.put(Space::kMeta, kTruncatedKey, seal_record(payload));
+  ASSERT_TRUE(this->env_.engine()->write(damage, /*sync=*/true).ok());
+  const auto store = LogStore::open(this->env_.engine());
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kCorruption);
+}
+
 TYPED_TEST(LogStoreTest, CorruptHardStateFailsOpen) {
   this->append(make_entries(1, 2, 1), make_hard_state(1, 1, 1));
   this->store_.reset();
