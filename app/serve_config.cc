@@ -6,7 +6,10 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "server/peer_auth.h"
 
@@ -23,25 +26,56 @@ Result<std::uint64_t> parse_id(std::string_view s) {
   return id;
 }
 
+// The integer at `node`, only when it holds a TOML integer: toml++'s value<integer>() converts
+// floats, and a float out of the integer's range is undefined behaviour there.
+template <typename NodeView>
+std::optional<std::int64_t> integer_of(NodeView node) {
+  if (const auto* v = node.as_integer()) return v->get();
+  return std::nullopt;
+}
+
+// The value at `key` when present: kInvalidArgument naming the key when it has the wrong type or,
+// for an integer, is out of T's range.
 template <typename T>
-void read_value(const toml::table& table, const char* key, T& out) {
-  if (auto v = table[key].value<T>()) {
-    out = *v;
+Status read_value(const toml::table& table, const char* key, T& out) {
+  if (!table.contains(key)) return Status::ok_status();
+  const auto node = table[key];
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (const auto* v = node.as_string()) {
+      out = v->get();
+      return Status::ok_status();
+    }
+    return Status::invalid_argument(fmt::format("{} must be a string", key));
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (const auto* v = node.as_boolean()) {
+      out = v->get();
+      return Status::ok_status();
+    }
+    return Status::invalid_argument(fmt::format("{} must be true or false", key));
+  } else {
+    static_assert(std::is_integral_v<T>);
+    const auto v = integer_of(node);
+    if (!v || !std::in_range<T>(*v)) {
+      return Status::invalid_argument(fmt::format("{} must be an integer in range", key));
+    }
+    out = static_cast<T>(*v);
+    return Status::ok_status();
   }
 }
 
 // A non-negative integer at devices.<key>, when present.
 template <typename T>
 Status read_count(const toml::table& devices, const char* key, T& out) {
-  const auto v = devices[key].value<std::int64_t>();
+  const auto v = integer_of(devices[key]);
   if (!v) {
     if (devices.contains(key)) {
       return Status::invalid_argument(fmt::format("devices.{} must be an integer", key));
     }
     return Status::ok_status();
   }
-  if (*v < 0) {
-    return Status::invalid_argument(fmt::format("devices.{} must not be negative", key));
+  if (*v < 0 || !std::in_range<T>(*v)) {
+    return Status::invalid_argument(
+        fmt::format("devices.{} must be a non-negative integer in range", key));
   }
   out = static_cast<T>(*v);
   return Status::ok_status();
@@ -121,27 +155,31 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   } catch (const toml::parse_error& e) {
     return Status::invalid_argument(fmt::format("{}: {}", source, e.description()));
   }
-  if (auto id = table["id"].value<std::int64_t>()) {
+  if (table.contains("id")) {
+    const auto id = integer_of(table["id"]);
+    if (!id) {
+      return Status::invalid_argument("id must be an integer");
+    }
     if (*id <= 0) {
       return Status::invalid_argument("id must be positive");
     }
     config.id = static_cast<std::uint64_t>(*id);
   }
-  read_value(table, "data", config.data_dir);
-  read_value(table, "client", config.client);
-  read_value(table, "peer", config.peer);
-  read_value(table, "cluster", config.cluster);
-  read_value(table, "log_level", config.log_level);
-  read_value(table, "tick_ms", config.tick_ms);
-  read_value(table, "admin_token", config.admin_token);
-  read_value(table, "push_journal", config.push_journal);
-  read_value(table, "email_journal", config.email_journal);
-  read_value(table, "election_ticks", config.election_ticks);
-  read_value(table, "heartbeat_ticks", config.heartbeat_ticks);
-  read_value(table, "cluster_secret_file", config.cluster_secret_file);
-  read_value(table, "insecure_peers", config.insecure_peers);
+  HERALD_RETURN_IF_ERROR(read_value(table, "data", config.data_dir));
+  HERALD_RETURN_IF_ERROR(read_value(table, "client", config.client));
+  HERALD_RETURN_IF_ERROR(read_value(table, "peer", config.peer));
+  HERALD_RETURN_IF_ERROR(read_value(table, "cluster", config.cluster));
+  HERALD_RETURN_IF_ERROR(read_value(table, "log_level", config.log_level));
+  HERALD_RETURN_IF_ERROR(read_value(table, "tick_ms", config.tick_ms));
+  HERALD_RETURN_IF_ERROR(read_value(table, "admin_token", config.admin_token));
+  HERALD_RETURN_IF_ERROR(read_value(table, "push_journal", config.push_journal));
+  HERALD_RETURN_IF_ERROR(read_value(table, "email_journal", config.email_journal));
+  HERALD_RETURN_IF_ERROR(read_value(table, "election_ticks", config.election_ticks));
+  HERALD_RETURN_IF_ERROR(read_value(table, "heartbeat_ticks", config.heartbeat_ticks));
+  HERALD_RETURN_IF_ERROR(read_value(table, "cluster_secret_file", config.cluster_secret_file));
+  HERALD_RETURN_IF_ERROR(read_value(table, "insecure_peers", config.insecure_peers));
   if (table.contains("min_free_mb")) {
-    const auto mb = table["min_free_mb"].value<std::int64_t>();
+    const auto mb = integer_of(table["min_free_mb"]);
     if (!mb || *mb < 0) {
       return Status::invalid_argument("min_free_mb must be a non-negative integer (MiB)");
     }

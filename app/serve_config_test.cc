@@ -124,6 +124,16 @@ TEST(ServeConfigTest, TheFreeSpaceFloorLoadsAndBadValuesAreRefused) {
   EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
 }
 
+TEST(ServeConfigTest, AFloatOrAStringWhereAnIntegerBelongsIsRefusedByName) {
+  for (const char* text : {"id = 1e37\n", "tick_ms = 1e37\n", "tick_ms = \"10\"\n",
+                           "election_ticks = 99999999999999\n", "insecure_peers = 1\n",
+                           "data = 3\n", "[devices]\nrequest_burst = 1e300\n"}) {
+    ServeConfig config;
+    const Status s = load_text(text, config);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
+  }
+}
+
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {
   const std::string path = ::testing::TempDir() + "/herald-broken.toml";
   {

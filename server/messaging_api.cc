@@ -31,7 +31,7 @@ unsigned http_status_of(std::string_view code) {
   if (code == "too_large") return 413;
   if (code == "rate_limited") return 429;
   if (code == "resource_exhausted") return 507;  // a disk alarm: new content is refused
-  if (code == "unavailable") return 503;
+  if (code == "unavailable" || code == "outcome_unknown") return 503;
   if (code == "timeout") return 504;
   if (code == "internal") return 500;
   return 400;
