@@ -3,6 +3,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -48,8 +49,22 @@ std::string_view to_view(const rocksdb::Slice& s) {
   return {s.data(), s.size()};
 }
 
+// After a background error (a full disk, above all) RocksDB may try to recover on its own: resume
+// writes, flush, sync the WAL that failed. Herald does not want that behind its back: the replica
+// halts or stops on the error it was returned (server/node_host.h), and a restart recovers from
+// the log. RocksDB's own recovery also reuses a WAL writer that saw the error, which its
+// assertions refuse (the process aborts).
+class NoAutomaticRecovery final : public rocksdb::EventListener {
+ public:
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+};
+
 rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   rocksdb::DBOptions db;
+  db.listeners.push_back(std::make_shared<NoAutomaticRecovery>());
   db.create_if_missing = options.create_if_missing;
   db.create_missing_column_families = true;
   // Verify as much as RocksDB can on open and in the background; a replicated state machine must
