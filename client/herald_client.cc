@@ -508,6 +508,20 @@ Result<HistoryResult> HeraldClient::history(const std::string& conversation_id,
   return result;
 }
 
+Result<HistoryAfterResult> HeraldClient::history_after(const std::string& conversation_id,
+                                                       std::uint64_t after_seq,
+                                                       std::optional<std::uint64_t> limit) {
+  json::object fields{{"conversation_id", conversation_id}, {"after_seq", after_seq}};
+  if (limit.has_value()) fields["limit"] = *limit;
+  HERALD_ASSIGN_OR_RETURN(Fields ok, call("history", fields));
+  HistoryAfterResult result;
+  HERALD_ASSIGN_OR_RETURN(result.messages,
+                          read_json_array<Message>(*ok, "messages", parse_message));
+  HERALD_RETURN_IF_ERROR(read_json_field(*ok, "next_after", result.next_after));
+  HERALD_RETURN_IF_ERROR(read_json_field(*ok, "has_more", result.has_more));
+  return result;
+}
+
 Result<ChatsResult> HeraldClient::chats(std::optional<std::uint64_t> limit,
                                         const std::optional<std::string>& page) {
   json::object fields;

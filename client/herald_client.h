@@ -182,6 +182,12 @@ struct HistoryResult {
   std::uint64_t next_before = 0;  // pass as before_seq for older ones; 0 when there are none
 };
 
+struct HistoryAfterResult {
+  std::vector<Message> messages;  // oldest first
+  std::uint64_t next_after = 0;   // pass as after_seq for newer ones
+  bool has_more = false;          // newer messages exist now
+};
+
 struct ChatsResult {
   std::vector<Chat> chats;
   std::optional<std::string> next_page;  // nullopt on the last page
@@ -330,6 +336,10 @@ class HeraldClient {
   [[nodiscard]] Result<HistoryResult> history(const std::string& conversation_id,
                                               std::optional<std::uint64_t> before_seq = {},
                                               std::optional<std::uint64_t> limit = {});
+  // The conversation's messages after `after_seq`, oldest first.
+  [[nodiscard]] Result<HistoryAfterResult> history_after(const std::string& conversation_id,
+                                                         std::uint64_t after_seq,
+                                                         std::optional<std::uint64_t> limit = {});
   [[nodiscard]] Result<ChatsResult> chats(std::optional<std::uint64_t> limit = std::nullopt,
                                           const std::optional<std::string>& page = std::nullopt);
   [[nodiscard]] Result<Conversation> conversation_create(const NewConversation& spec);

@@ -96,10 +96,20 @@ Status check_bounded(std::string_view what, std::string_view value, std::size_t 
   return Status::ok_status();
 }
 
+// A value over its bound is kResourceExhausted (`too_large` to clients); ids use check_bounded,
+// whose every failure is kInvalidArgument.
+Status check_size(std::string_view what, std::string_view value, std::size_t max_bytes) {
+  if (value.size() > max_bytes) {
+    return Status::resource_exhausted(
+        fmt::format("{} holds at most {} bytes; it has {}", what, max_bytes, value.size()));
+  }
+  return Status::ok_status();
+}
+
 // Free text shown to people: bounded, possibly empty, no control bytes. (UTF-8 is checked by
 // the command's decoding.)
 Status check_text(std::string_view what, std::string_view value, std::size_t max_bytes) {
-  HERALD_RETURN_IF_ERROR(check_bounded(what, value, max_bytes, /*allow_empty=*/true));
+  HERALD_RETURN_IF_ERROR(check_size(what, value, max_bytes));
   if (has_control_byte(value)) {
     return Status::invalid_argument(fmt::format("{} holds a control byte", what));
   }
@@ -157,7 +167,8 @@ Status check_email_delay(std::int64_t delay_ms) {
 }
 
 Status check_body(std::string_view body) {
-  return check_bounded("a message body", body, kMaxMessageBodyBytes, /*allow_empty=*/false);
+  if (body.empty()) return Status::invalid_argument("a message body must not be empty");
+  return check_size("a message body", body, kMaxMessageBodyBytes);
 }
 
 Status check_within(const ConversationRecord& conv, std::uint64_t seq) {
@@ -1635,6 +1646,30 @@ Result<HistoryPage> Domain::history(const storage::Reader& reader, std::string_v
   HERALD_RETURN_IF_ERROR(it->status());
   std::reverse(page.messages.begin(), page.messages.end());
   page.next_before = begin > 1 ? begin : 0;
+  return page;
+}
+
+Result<HistoryPage> Domain::history_after(const storage::Reader& reader, std::string_view user_id,
+                                          std::string_view conversation_id, std::uint64_t after_seq,
+                                          std::size_t limit) {
+  HERALD_RETURN_IF_ERROR(membership(reader, user_id, conversation_id).status());
+  HERALD_ASSIGN_OR_RETURN(
+      ConversationRecord conv,
+      referenced(find_conversation(reader, conversation_id), "conversation", conversation_id));
+  limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
+  HistoryPage page;
+  page.next_after = after_seq;
+  if (after_seq >= conv.last_seq()) return page;
+  const std::uint64_t last = std::min(conv.last_seq(), after_seq + limit);
+  auto it = reader.scan(storage::Space::kState, keys::message_key(conversation_id, after_seq + 1),
+                        keys::message_key(conversation_id, last + 1));
+  for (; it->valid(); it->next()) {
+    HERALD_ASSIGN_OR_RETURN(MessageRecord m, keys::open<MessageRecord>(it->value(), "message"));
+    page.messages.push_back(std::move(m));
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  page.next_after = last;
+  page.has_more = last < conv.last_seq();
   return page;
 }
 

@@ -155,9 +155,12 @@ struct SyncPage {
   bool resync_required = false;
 };
 
+// A page of one conversation's messages: backwards (history) or forwards (history_after).
 struct HistoryPage {
-  std::vector<messagingpb::MessageRecord> messages;  // newest first
-  std::uint64_t next_before = 0;  // pass as before_seq for the next page; 0 on the last page
+  std::vector<messagingpb::MessageRecord> messages;  // newest first; oldest first when forwards
+  std::uint64_t next_before = 0;  // backwards: pass as before_seq next; 0 on the last page
+  std::uint64_t next_after = 0;   // forwards: pass as after_seq next (the last seq covered)
+  bool has_more = false;          // forwards: newer messages exist beyond next_after
 };
 
 struct DeviceMarkView {
@@ -219,6 +222,14 @@ class Domain final : public rsm::StateMachine {
                                                    std::string_view user_id,
                                                    std::string_view conversation_id,
                                                    std::uint64_t before_seq, std::size_t limit);
+  // The conversation's messages after `after_seq`, oldest first, at most `limit` (clamped to
+  // [1, kMaxReadLimit]) seqs; seqs trimmed by retention are skipped. kNotFound when the user is
+  // not a member.
+  [[nodiscard]] static Result<HistoryPage> history_after(const storage::Reader& reader,
+                                                         std::string_view user_id,
+                                                         std::string_view conversation_id,
+                                                         std::uint64_t after_seq,
+                                                         std::size_t limit);
   // The retention windows in force (the defaults until SetRetention).
   [[nodiscard]] static Result<messagingpb::RetentionSettings> retention(
       const storage::Reader& reader);

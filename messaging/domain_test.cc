@@ -505,11 +505,11 @@ TEST_F(DomainTest, BodiesOutsideTheirBoundsAreRefused) {
   make_trio();
   const std::string huge(kMaxMessageBodyBytes + 1, 'x');
   EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "alice-phone", "m-1", huge))),
-            Code::kInvalidArgument);
+            Code::kResourceExhausted);
   EXPECT_EQ(code_of(apply(send_cmd("g", "alice", "alice-phone", "m-2", ""))),
             Code::kInvalidArgument);
   EXPECT_EQ(send("g", "alice", std::string(kMaxMessageBodyBytes, 'x')), 1U);
-  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, huge))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(edit_cmd("alice", "g", 1, huge))), Code::kResourceExhausted);
 }
 
 TEST_F(DomainTest, NonMemberCannotSend) {
@@ -1314,6 +1314,47 @@ TEST_F(DomainTest, HistoryPagesBackwardsThroughAConversation) {
   EXPECT_EQ(page->messages[0].body(), "m1");
   EXPECT_EQ(page->next_before, 0U);
   EXPECT_EQ(Domain::history(store_, "mallory", "g", 0, 3).status().code(), Code::kNotFound);
+}
+
+TEST_F(DomainTest, HistoryPagesForwardsThroughAConversation) {
+  make_trio();
+  for (int i = 1; i <= 7; ++i) send("g", "alice", "m" + std::to_string(i));
+  auto page = Domain::history_after(store_, "bob", "g", 0, 3);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 3U);
+  EXPECT_EQ(page->messages[0].body(), "m1");
+  EXPECT_EQ(page->messages[2].seq(), 3U);
+  EXPECT_EQ(page->next_after, 3U);
+  EXPECT_TRUE(page->has_more);
+  page = Domain::history_after(store_, "bob", "g", 5, 3);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 2U);
+  EXPECT_EQ(page->messages[0].seq(), 6U);
+  EXPECT_EQ(page->next_after, 7U);
+  EXPECT_FALSE(page->has_more);
+  // At the newest message (or past it) the page is empty and the position stays.
+  page = Domain::history_after(store_, "bob", "g", 7, 3);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->messages.empty());
+  EXPECT_EQ(page->next_after, 7U);
+  EXPECT_FALSE(page->has_more);
+  page = Domain::history_after(store_, "bob", "g", std::numeric_limits<std::uint64_t>::max(), 3);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->messages.empty());
+  EXPECT_EQ(Domain::history_after(store_, "mallory", "g", 0, 3).status().code(), Code::kNotFound);
+}
+
+TEST_F(DomainTest, ATitleOverItsBoundIsTooLargeAndAControlByteIsInvalid) {
+  make_trio();
+  MessagingCommand rename;
+  rename.mutable_rename_conversation()->set_user_id("alice");
+  rename.mutable_rename_conversation()->set_conversation_id("g");
+  rename.mutable_rename_conversation()->set_title(std::string(kMaxTitleBytes + 1, 't'));
+  EXPECT_EQ(code_of(apply(rename)), Code::kResourceExhausted);
+  rename.mutable_rename_conversation()->set_title("tab\there");
+  EXPECT_EQ(code_of(apply(rename)), Code::kInvalidArgument);
+  rename.mutable_rename_conversation()->set_title(std::string(kMaxTitleBytes, 't'));
+  ok(rename);
 }
 
 TEST_F(DomainTest, IdsAreValidated) {

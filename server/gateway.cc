@@ -997,17 +997,24 @@ void Gateway::Core::sync(Request r) {
 void Gateway::Core::history(Request r) {
   std::string conversation_id;
   std::uint64_t before = 0;
+  std::uint64_t after = 0;
   std::uint64_t limit = kDefaultPageSize;
   if (auto e = get_string(r.frame, "conversation_id", conversation_id)) return fail(r, *e);
   if (auto e = get_u64(r.frame, "before_seq", before, false)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "after_seq", after, false)) return fail(r, *e);
   if (auto e = get_u64(r.frame, "limit", limit, false)) return fail(r, *e);
   if (limit == 0 || limit > messaging::kMaxReadLimit) {
     return fail(r,
                 {"wrong_type", fmt::format("\"limit\" must be 1 to {}", messaging::kMaxReadLimit)});
   }
-  read(std::move(r), [self = shared_from_this(), conversation_id, before, limit](
+  const bool forwards = r.frame.contains("after_seq");
+  if (forwards && r.frame.contains("before_seq")) {
+    return fail(r, {"invalid_argument", "pass \"before_seq\" or \"after_seq\", not both"});
+  }
+  read(std::move(r), [self = shared_from_this(), conversation_id, before, after, limit, forwards](
                          Request& req, const storage::Engine& engine) {
-    auto page = Domain::history(engine, req.user_id, conversation_id, before, limit);
+    auto page = forwards ? Domain::history_after(engine, req.user_id, conversation_id, after, limit)
+                         : Domain::history(engine, req.user_id, conversation_id, before, limit);
     if (!page.ok()) {
       if (page.status().code() == Code::kNotFound) {
         return self->fail(req, {"not_member", "you are not a member"});
@@ -1016,17 +1023,27 @@ void Gateway::Core::history(Request r) {
     }
     json::array messages;
     std::size_t bytes = 0;
-    std::uint64_t next_before = page->next_before;
+    bool cut = false;
     for (const auto& m : page->messages) {
       json::value message = message_json(m);
       const std::size_t size = json::serialize(message).size() + 1;
       if (!messages.empty() && bytes + size > kMaxPageBytes) {
-        next_before = messages.back().as_object().at("seq").to_number<std::uint64_t>();
-        break;  // older messages follow from the oldest one sent
+        cut = true;  // the next page continues from the last message sent
+        break;
       }
       bytes += size;
       messages.push_back(std::move(message));
     }
+    const std::uint64_t last_sent =
+        messages.empty() ? 0 : messages.back().as_object().at("seq").to_number<std::uint64_t>();
+    if (forwards) {
+      const std::uint64_t next_after = cut ? last_sent : page->next_after;
+      self->ok(req, json::object{{"messages", std::move(messages)},
+                                 {"next_after", next_after},
+                                 {"has_more", page->has_more || cut}});
+      return;
+    }
+    const std::uint64_t next_before = cut ? last_sent : page->next_before;
     self->ok(req, json::object{{"messages", std::move(messages)}, {"next_before", next_before}});
   });
 }

@@ -94,6 +94,92 @@ class CatchUp : public ::testing::Test {
   std::unique_ptr<HeraldClient> alice_;
 };
 
+// A page near each of its bounds (docs/protocol.md, "Limits"): 256 KiB of JSON and 1,000
+// entries. Four messages of 64,000 bytes and their JSON fit in one page; four of 65,536 bytes (the
+// largest body) do not, so they come three and one.
+TEST_F(CatchUp, SyncAndHistoryPagesStopAtEachBound) {
+  constexpr std::size_t kFits = 64'000;
+  constexpr std::size_t kLargest = 65'536;      // kMaxMessageBodyBytes
+  constexpr std::uint64_t kMaxLimit = 1'000;    // kMaxReadLimit
+  constexpr std::uint64_t kDefaultLimit = 100;  // kDefaultPageSize
+  auto bob = open(b_phone_);
+  std::uint64_t start = 0;
+  for (bool more = true; more;) {
+    const auto page = must(bob->sync(start, kMaxLimit), "syncing what came before");
+    start = page.cursor;
+    more = page.has_more;
+  }
+  for (int i = 0; i < 4; ++i) {
+    must(alice_->send(direct_, fmt::format("fits-{}", i), std::string(kFits, 'f')), "sending");
+  }
+  for (int i = 0; i < 4; ++i) {
+    must(alice_->send(direct_, fmt::format("largest-{}", i), std::string(kLargest, 'l')),
+         "sending");
+  }
+  const auto seqs_of = [this](const std::vector<client::Change>& changes) {
+    std::vector<std::uint64_t> seqs;
+    for (const client::Change& c : changes) {
+      if (c.kind == "message_new" && c.conversation_id == direct_) seqs.push_back(c.seq);
+    }
+    return seqs;
+  };
+  const auto first = must(bob->sync(start, kMaxLimit), "page 1");
+  EXPECT_EQ(seqs_of(first.changes), (std::vector<std::uint64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(first.has_more);
+  const auto second = must(bob->sync(first.cursor, kMaxLimit), "page 2");
+  EXPECT_EQ(seqs_of(second.changes), (std::vector<std::uint64_t>{5, 6, 7}));
+  EXPECT_TRUE(second.has_more);
+  const auto third = must(bob->sync(second.cursor, kMaxLimit), "page 3");
+  EXPECT_EQ(seqs_of(third.changes), (std::vector<std::uint64_t>{8}));
+  EXPECT_FALSE(third.has_more);
+
+  // history cuts its pages the same way, in both directions.
+  const auto seqs_in = [](const std::vector<client::Message>& messages) {
+    std::vector<std::uint64_t> seqs;
+    for (const client::Message& m : messages) seqs.push_back(m.seq);
+    return seqs;
+  };
+  const auto forwards = must(bob->history_after(direct_, 0), "history forwards");
+  EXPECT_EQ(seqs_in(forwards.messages), (std::vector<std::uint64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(forwards.has_more);
+  const auto backwards = must(bob->history(direct_), "history backwards");
+  EXPECT_EQ(seqs_in(backwards.messages), (std::vector<std::uint64_t>{8, 7, 6}));
+  EXPECT_EQ(backwards.next_before, 6U);
+
+  // The count bound. A message's change is about 330 bytes of JSON, so a page of messages
+  // reaches the byte bound before 1,000 entries: the count a client asks for is a ceiling.
+  constexpr std::uint64_t kSmall = kMaxLimit + 1;
+  constexpr std::uint64_t kHalf = 500;
+  for (std::uint64_t i = 0; i < kSmall; ++i) {
+    must(alice_->send(direct_, fmt::format("small-{}", i), "s"), "sending a small message");
+  }
+  const auto half = must(bob->sync(third.cursor, kHalf), "a page of 500");
+  EXPECT_EQ(half.changes.size(), kHalf);
+  EXPECT_TRUE(half.has_more);
+  EXPECT_EQ(must(bob->sync(third.cursor), "a page of the default count").changes.size(),
+            kDefaultLimit);
+  EXPECT_EQ(client::protocol_error_code(bob->sync(third.cursor, kMaxLimit + 1).status()),
+            "wrong_type");
+  std::vector<std::uint64_t> small;
+  std::uint64_t cursor = third.cursor;
+  for (int pages = 0; pages < 10; ++pages) {
+    const auto page = must(bob->sync(cursor, kMaxLimit), "a page of small messages");
+    ASSERT_FALSE(page.changes.empty());
+    if (page.has_more) {
+      EXPECT_LT(page.changes.size(), kMaxLimit) << "the byte bound comes first";
+    }
+    for (std::uint64_t seq : seqs_of(page.changes)) small.push_back(seq);
+    cursor = page.cursor;
+    if (!page.has_more) break;
+  }
+  ASSERT_EQ(small.size(), kSmall);
+  for (std::uint64_t i = 0; i < kSmall; ++i) EXPECT_EQ(small[i], 9 + i);
+  const auto counted = must(bob->history_after(direct_, 8, kHalf), "history of 500");
+  EXPECT_EQ(counted.messages.size(), kHalf);
+  EXPECT_EQ(counted.next_after, 8 + kHalf);
+  EXPECT_TRUE(counted.has_more);
+}
+
 TEST_F(CatchUp, ReconnectingOverABacklogOfLargeMessagesCompletesEveryTime) {
   send_backlog(kBacklog);
   for (int attempt = 0; attempt < 3; ++attempt) {

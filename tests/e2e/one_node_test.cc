@@ -513,6 +513,14 @@ TEST_F(OneNode, GroupLifecycleThroughTheProtocol) {
   };
   must(wait_for_change(*b_phone, in_group("conversation_created")), "bob told of the group");
 
+  // A title over its bound (256 bytes, docs/protocol.md "Limits") is too_large and changes
+  // nothing; a control character is invalid_argument.
+  constexpr std::size_t kTitleBound = 256;
+  EXPECT_EQ(client::protocol_error_code(
+                a_phone->conversation_rename(id, std::string(kTitleBound + 1, 't'))),
+            "too_large");
+  EXPECT_EQ(client::protocol_error_code(a_phone->conversation_rename(id, "tab\tbed")),
+            "invalid_argument");
   must(a_phone->conversation_rename(id, "new plans"), "rename");
   EXPECT_EQ(must(wait_for_change(*b_phone, in_group("conversation_renamed")), "renamed").title,
             "new plans");
@@ -633,6 +641,31 @@ TEST_F(OneNode, SyncAndHistoryOverLargeMessagesAnswerInPagesBoundedInBytes) {
   }
   ASSERT_EQ(paged.size(), static_cast<std::size_t>(kMessages));
   for (std::size_t i = 0; i < paged.size(); ++i) EXPECT_EQ(paged[i], kMessages - i);
+
+  // Forwards from the start, as a new device reading a conversation from its beginning.
+  std::vector<std::uint64_t> forwards;
+  std::uint64_t after = 0;
+  for (int pages = 0; pages < 2 * kMessages; ++pages) {
+    auto page = bob->history_after(direct_, after);
+    ASSERT_TRUE(page.ok()) << page.status().to_string();
+    ASSERT_FALSE(page->messages.empty());
+    EXPECT_LE(page->messages.size() * kBodyBytes, kPageBytesBound);
+    for (const client::Message& m : page->messages) forwards.push_back(m.seq);
+    EXPECT_EQ(page->next_after, forwards.back());
+    after = page->next_after;
+    if (!page->has_more) break;
+  }
+  ASSERT_EQ(forwards.size(), static_cast<std::size_t>(kMessages));
+  for (std::size_t i = 0; i < forwards.size(); ++i) EXPECT_EQ(forwards[i], i + 1);
+  const auto at_end = must(bob->history_after(direct_, after), "history at the newest message");
+  EXPECT_TRUE(at_end.messages.empty());
+  EXPECT_EQ(at_end.next_after, static_cast<std::uint64_t>(kMessages));
+  EXPECT_FALSE(at_end.has_more);
+  // One direction per request.
+  expect_error_then_usable(*bob,
+                           R"({"type":"history","id":"h2","conversation_id":")" + direct_ +
+                               R"(","before_seq":3,"after_seq":1})",
+                           "invalid_argument", "h2");
 }
 
 }  // namespace
