@@ -78,6 +78,13 @@ void Progress::become_probe() {
   inflights.reset();
 }
 
+void Progress::regress_to(Index last_index) {
+  HERALD_ASSERT(last_index < match, "regressing forwards");
+  match = last_index;
+  state = ProgressState::kReplicate;  // leave snapshot state without its next-index rule
+  become_probe();
+}
+
 void Progress::become_replicate() {
   state = ProgressState::kReplicate;
   next = match + 1;

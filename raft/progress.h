@@ -58,6 +58,9 @@ struct Progress {
            bool is_learner);
 
   void become_probe();
+  // The follower lost entries it had acknowledged (it was rebuilt empty): match falls to its
+  // `last_index` and replication probes again from there. Precondition: last_index < match.
+  void regress_to(Index last_index);
   void become_replicate();
   void become_snapshot(Index snapshot_index);
   // A successful MSG_APP_RESP for `index`: returns true when match advanced.

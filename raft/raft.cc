@@ -183,8 +183,10 @@ void Raft::tick_heartbeat() {
 // Elections
 
 bool Raft::promotable() const {
-  return tracker_.is_voter(id_) && !log_.unstable_snapshot().has_value();
+  return tracker_.is_voter(id_) && !log_.unstable_snapshot().has_value() && above_vote_floor();
 }
+
+bool Raft::above_vote_floor() const { return log_.last_index() >= config_.vote_floor; }
 
 bool Raft::has_unapplied_conf_change() const {
   if (!log_.has_next_committed_entries()) return false;
@@ -272,7 +274,7 @@ void Raft::handle_vote_request(const Message& m) {
   const bool can_vote =
       vote_ == m.from() || (vote_ == kNoNode && lead_ == kNoNode) || (pre && m.term() > term_);
   Message resp = make_message(pre ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP, m.from());
-  if (can_vote && log_.is_up_to_date(m.index(), m.log_term())) {
+  if (can_vote && above_vote_floor() && log_.is_up_to_date(m.index(), m.log_term())) {
     resp.set_term(m.term());
     if (!pre) {
       election_elapsed_ = 0;
@@ -444,6 +446,7 @@ void Raft::handle_append(const Message& m) {
   resp.set_reject(true);
   resp.set_reject_hint(hint_index);
   resp.set_hint_term(hint_term);
+  resp.set_log_lost(!above_vote_floor());
   send(std::move(resp));
 }
 
@@ -672,6 +675,14 @@ void Raft::handle_append_rejection(const Message& m, Progress& pr) {
   Index probe_hint = m.reject_hint();
   if (m.hint_term() > 0) {
     probe_hint = log_.find_conflict_by_term(m.reject_hint(), m.hint_term()).first;
+  }
+  if (m.log_lost() && m.reject_hint() < pr.match) {
+    // The follower was rebuilt empty and no longer holds what it acknowledged. Lowering match
+    // only delays commits (the commit index never moves back); a stale such rejection is
+    // repaired by the next probe's answer.
+    pr.regress_to(m.reject_hint());
+    maybe_send_append(m.from(), true);
+    return;
   }
   if (!pr.maybe_decr_to(m.index(), probe_hint)) return;  // stale rejection
   if (pr.state == ProgressState::kReplicate) pr.become_probe();

@@ -77,6 +77,8 @@ class Raft {
 
   // Elections.
   [[nodiscard]] bool promotable() const;
+  // False while the log is below Config::vote_floor: no votes granted, no campaign.
+  [[nodiscard]] bool above_vote_floor() const;
   [[nodiscard]] bool has_unapplied_conf_change() const;
   [[nodiscard]] Status hup(CampaignKind kind);
   void start_campaign(CampaignKind kind);

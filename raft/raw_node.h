@@ -63,6 +63,12 @@ struct Config {
   // Highest index already applied to the state machine (entries at or below it are not
   // handed out again as committed_entries).
   Index applied = 0;
+  // While the log's last index is below it, this node grants no vote or pre-vote and never
+  // campaigns. A replica rebuilt empty after corruption sets it to its old last index: its
+  // acknowledgements may have counted toward commits it no longer holds, so its vote must not
+  // help elect a leader that lacks them (the majority-intersection argument of §5.4.3 needs
+  // every voter's log to be at least what it acknowledged). 0: no floor.
+  Index vote_floor = 0;
   // Seed for the randomized election timeout; the only randomness in the core. The node id is
   // mixed in, so nodes given the same seed still draw different timeouts.
   std::uint64_t seed = 0;

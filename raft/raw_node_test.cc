@@ -615,3 +615,101 @@ TEST(RawNodeTest, CrashLosesUnpersistedEntriesOnly) {
 
 }  // namespace
 }  // namespace herald::raft
+
+namespace herald::raft {
+namespace {
+
+// A replica rebuilt empty after corruption: voters {1, 2, 3}, term 5, its log at the bootstrap
+// point, and a vote floor at index 10 (its last index before the rebuild).
+struct RebuiltReplica {
+  static constexpr Index kFloor = 10;
+  static constexpr Term kTerm = 5;
+  MemoryLogStorage storage;
+  std::unique_ptr<RawNode> node;
+
+  RebuiltReplica() {
+    raftpb::ConfState cs;
+    for (NodeId id : {1, 2, 3}) cs.add_voters(id);
+    storage.set_conf_state(cs);
+    raftpb::SnapshotMetadata meta;
+    meta.set_index(1);
+    meta.set_term(1);
+    *meta.mutable_conf_state() = cs;
+    EXPECT_TRUE(storage.apply_snapshot(meta).ok());
+    raftpb::HardState hs;
+    hs.set_term(kTerm);
+    hs.set_commit(1);
+    storage.set_hard_state(hs);
+    Config config;
+    config.id = 2;
+    config.applied = 1;
+    config.vote_floor = kFloor;
+    config.storage = &storage;
+    node = std::move(RawNode::create(config)).value();
+  }
+
+  // Steps a (pre-)vote request of node 3 at the next term with a log ending at (index, 1) and
+  // returns whether it was granted.
+  bool grants(raftpb::MessageType type, Index index) {
+    raftpb::Message m;
+    m.set_type(type);
+    m.set_from(3);
+    m.set_to(2);
+    m.set_term(kTerm + 1);
+    m.set_index(index);
+    m.set_log_term(1);
+    EXPECT_TRUE(node->step(m).ok());
+    Ready rd = node->ready();
+    bool granted = false;
+    for (const raftpb::Message& out : rd.messages) {
+      if (out.to() == 3) granted = !out.reject();
+    }
+    node->advance(rd);
+    return granted;
+  }
+};
+
+TEST(RawNodeTest, AReplicaBelowItsVoteFloorGrantsNoVoteAndNeverCampaigns) {
+  RebuiltReplica r;
+  EXPECT_FALSE(r.grants(raftpb::MSG_PRE_VOTE, 1));
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, 1));
+  // Even a candidate whose log is far ahead: granting would still count this replica's lost
+  // acknowledgements for nothing, so the floor alone decides.
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, 100));
+  EXPECT_FALSE(r.node->campaign().ok());
+  for (int k = 0; k < 5 * kTicksToElect; ++k) {
+    r.node->tick();
+    Ready rd = r.node->ready();
+    for (const raftpb::Message& m : rd.messages) {
+      EXPECT_NE(m.type(), raftpb::MSG_VOTE);
+      EXPECT_NE(m.type(), raftpb::MSG_PRE_VOTE);
+    }
+    r.node->advance(rd);
+  }
+  EXPECT_EQ(r.node->status().role, Role::kFollower);
+}
+
+TEST(RawNodeTest, AReplicaThatReachedItsVoteFloorVotesAgain) {
+  RebuiltReplica r;
+  std::vector<raftpb::Entry> entries;
+  for (Index i = 2; i <= RebuiltReplica::kFloor; ++i) {
+    raftpb::Entry e;
+    e.set_index(i);
+    e.set_term(1);
+    entries.push_back(e);
+  }
+  ASSERT_TRUE(r.storage.append(entries).ok());
+  r.node = std::move(RawNode::create([&r] {
+                       Config config;
+                       config.id = 2;
+                       config.applied = 1;
+                       config.vote_floor = RebuiltReplica::kFloor;
+                       config.storage = &r.storage;
+                       return config;
+                     }()))
+               .value();
+  EXPECT_TRUE(r.grants(raftpb::MSG_VOTE, RebuiltReplica::kFloor));
+}
+
+}  // namespace
+}  // namespace herald::raft

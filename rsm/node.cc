@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "base/encoding.h"
+#include "rsm/rebuild.h"
 #include "rsm/session.h"
 
 namespace herald::rsm {
@@ -171,6 +172,16 @@ Status Node::init() {
   rc.heartbeat_ticks = config_.heartbeat_ticks;
   rc.applied = applied_;
   rc.max_committed_entries_per_ready = config_.max_apply_entries_per_round;
+  HERALD_ASSIGN_OR_RETURN(const auto rebuilt, read_rebuild_mark(*engine_));
+  if (rebuilt.has_value()) {
+    rc.vote_floor = rebuilt->vote_floor();
+    if (log_->last_index() < rc.vote_floor) {
+      spdlog::warn(
+          "replica {}: rebuilt after damaged data ({}); it grants no vote and never campaigns "
+          "until its log reaches index {} (now {})",
+          config_.id, rebuilt->reason(), rc.vote_floor, log_->last_index());
+    }
+  }
   rc.seed = rng_.next_u64();
   rc.storage = log_.get();
   HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));
@@ -806,7 +817,8 @@ void Node::expire_requests() {
 
 void Node::maybe_compact() {
   const raft::Index first = log_->first_index();
-  if (applied_ < first || applied_ - first + 1 < config_.compaction_threshold_entries) {
+  if (applied_ < first || applied_ - first + 1 < config_.compaction_threshold_entries ||
+      applied_ <= config_.log_tail_entries) {
     return;
   }
   const raft::Index upto = applied_ - config_.log_tail_entries;

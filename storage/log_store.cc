@@ -144,8 +144,10 @@ Status LogStore::recover() {
   return Status::ok_status();
 }
 
-Result<std::optional<raft::Index>> LogStore::first_log_key_at_or_after(raft::Index i) const {
-  const std::unique_ptr<Iterator> it = engine_->scan(Space::kLog, log_key(i), "");
+namespace {
+
+Result<std::optional<raft::Index>> first_log_key_at_or_after(const Reader& reader, raft::Index i) {
+  const std::unique_ptr<Iterator> it = reader.scan(Space::kLog, log_key(i), "");
   if (!it->valid()) {
     HERALD_RETURN_IF_ERROR(it->status());
     return std::optional<raft::Index>();
@@ -156,24 +158,16 @@ Result<std::optional<raft::Index>> LogStore::first_log_key_at_or_after(raft::Ind
   return std::optional<raft::Index>(get_fixed64_be(it->key()));
 }
 
-// The largest index in Space::kLog, found by seeking (at most 64 seeks); the log must start right
-// after the compaction point.
-Result<raft::Index> LogStore::find_last_index() const {
-  HERALD_ASSIGN_OR_RETURN(const auto first, first_log_key_at_or_after(truncated_index_ + 1));
-  if (!first.has_value()) {
-    return truncated_index_;
-  }
-  if (*first != truncated_index_ + 1) {
-    return Status::corruption(context("log starts at", *first) + ", compaction point " +
-                              std::to_string(truncated_index_));
-  }
+// The largest index in Space::kLog, given that a key `first` exists: at most 64 seeks, reading
+// keys only.
+Result<raft::Index> largest_log_key(const Reader& reader, raft::Index first) {
   // Invariant: a key `best` exists and no key is >= `none_from`.
-  raft::Index best = *first;
+  raft::Index best = first;
   raft::Index none_from = std::numeric_limits<raft::Index>::max();
   // Written as a difference: best + 1 overflows for a (damaged) key at the largest index.
   while (none_from - best > 1) {
     const raft::Index mid = best + (none_from - best) / 2;
-    HERALD_ASSIGN_OR_RETURN(const auto found, first_log_key_at_or_after(mid));
+    HERALD_ASSIGN_OR_RETURN(const auto found, first_log_key_at_or_after(reader, mid));
     if (found.has_value()) {
       best = *found;
     } else {
@@ -184,6 +178,44 @@ Result<raft::Index> LogStore::find_last_index() const {
     return Status::corruption(context("log key at index", best) + " is beyond any real log");
   }
   return best;
+}
+
+}  // namespace
+
+// The largest index in Space::kLog; the log must start right after the compaction point.
+Result<raft::Index> LogStore::find_last_index() const {
+  HERALD_ASSIGN_OR_RETURN(const auto first,
+                          first_log_key_at_or_after(*engine_, truncated_index_ + 1));
+  if (!first.has_value()) {
+    return truncated_index_;
+  }
+  if (*first != truncated_index_ + 1) {
+    return Status::corruption(context("log starts at", *first) + ", compaction point " +
+                              std::to_string(truncated_index_));
+  }
+  return largest_log_key(*engine_, *first);
+}
+
+Result<SalvagedLog> LogStore::salvage(const Reader& reader) {
+  SalvagedLog out;
+  HERALD_ASSIGN_OR_RETURN(const auto hs_record, reader.get(Space::kMeta, kHardStateKey));
+  if (hs_record.has_value()) {
+    HERALD_RETURN_IF_ERROR(decode_sealed(*hs_record, "hard state", out.hard_state));
+  }
+  out.last_index = out.hard_state.commit();
+  // A damaged compaction point only lowers what is known; the keys below still tell.
+  HERALD_ASSIGN_OR_RETURN(const auto truncated_record, reader.get(Space::kMeta, kTruncatedKey));
+  std::string_view payload;
+  if (truncated_record.has_value() && open_record(*truncated_record, payload) &&
+      payload.size() == kTruncatedPayloadBytes) {
+    out.last_index = std::max(out.last_index, get_fixed64_be(payload));
+  }
+  HERALD_ASSIGN_OR_RETURN(const auto first, first_log_key_at_or_after(reader, 0));
+  if (first.has_value()) {
+    HERALD_ASSIGN_OR_RETURN(const raft::Index last, largest_log_key(reader, *first));
+    out.last_index = std::max(out.last_index, last);
+  }
+  return out;
 }
 
 Result<raft::InitialState> LogStore::initial_state() const {

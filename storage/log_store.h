@@ -43,8 +43,22 @@ inline constexpr std::string_view kTruncatedKey = "truncated";
 // The Space::kLog key of entry `index`: 8 bytes, big-endian, so keys sort by index.
 [[nodiscard]] std::string log_key(raft::Index index);
 
+// What a replica rebuilding after corruption carries over from its damaged store (see
+// LogStore::salvage).
+struct SalvagedLog {
+  raftpb::HardState hard_state;  // term and vote must survive; commit is the old one
+  raft::Index last_index = 0;    // the highest index the log held (or committed, or compacted)
+};
+
 class LogStore final : public raft::LogStorage {
  public:
+  // Reads what a rebuild must keep from a store that may be damaged anywhere but in the hard
+  // state: the hard state, and the highest index among the log's keys, the compaction point and
+  // the commit index. Entry values are never read. Errors: kCorruption when the hard state is
+  // damaged (its term and vote cannot be known, so no rebuild is safe) or a log key is malformed;
+  // the engine's errors otherwise.
+  [[nodiscard]] static Result<SalvagedLog> salvage(const Reader& reader);
+
   // Recovers the hard state, the compaction point and the last index from `engine`, verifying
   // the checksums of the hard state, the compaction point and the last entry. An empty engine
   // gives an empty log (first_index() == 1). Errors: kCorruption for a damaged record or an
@@ -107,7 +121,6 @@ class LogStore final : public raft::LogStorage {
 
   [[nodiscard]] Status recover();
   [[nodiscard]] Result<raft::Index> find_last_index() const;
-  [[nodiscard]] Result<std::optional<raft::Index>> first_log_key_at_or_after(raft::Index i) const;
   [[nodiscard]] Result<raftpb::Entry> read_entry(raft::Index i) const;
   [[nodiscard]] const CachedEntry* cached(raft::Index i) const;
   [[nodiscard]] raft::Index cache_first_index() const;
