@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "app/serve.h"
+#include "base/process.h"
 #include "sim/sim_main.h"
 
 namespace {
@@ -29,6 +30,7 @@ int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, 
 }  // namespace
 
 int main(int argc, char** argv) {
+  herald::remember_command_line(argc, argv);
   CLI::App app{"Herald: a fault-tolerant messaging backend"};
   app.require_subcommand(0, 1);
 

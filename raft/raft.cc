@@ -192,7 +192,7 @@ bool Raft::has_unapplied_conf_change() const {
   if (!log_.has_next_committed_entries()) return false;
   Result<std::vector<Entry>> entries = log_.slice(std::max(log_.applied() + 1, log_.first_index()),
                                                   log_.committed() + 1, kNoByteLimit);
-  HERALD_ASSERT(entries.ok(), "committed unapplied entries unreadable");
+  if (!entries.ok()) return true;  // unreadable (a storage fault): assume one, do not campaign
   return std::any_of(entries->begin(), entries->end(),
                      [](const Entry& e) { return e.type() == raftpb::ENTRY_CONF_CHANGE; });
 }
@@ -570,7 +570,9 @@ bool Raft::maybe_send_append(NodeId to, bool send_if_empty) {
   const Index prev = pr.next - 1;
   Result<Term> prev_term = log_.term(prev);
   if (!prev_term.ok()) {
-    HERALD_ASSERT(prev_term.status().code() == Code::kCompacted, "next index beyond our log");
+    const Code code = prev_term.status().code();
+    HERALD_ASSERT(code != Code::kUnavailable, "next index beyond our log");
+    if (code != Code::kCompacted) return false;  // a storage fault: the log reports it
     return send_snapshot(to, pr);
   }
   std::uint64_t budget = config_.max_msg_bytes;
@@ -580,7 +582,10 @@ bool Raft::maybe_send_append(NodeId to, bool send_if_empty) {
   std::vector<Entry> entries;
   if (pr.next <= log_.last_index()) {
     Result<std::vector<Entry>> read = log_.slice(pr.next, log_.last_index() + 1, budget);
-    if (!read.ok()) return send_snapshot(to, pr);  // compacted underneath us
+    if (!read.ok()) {
+      if (read.status().code() != Code::kCompacted) return false;  // a storage fault
+      return send_snapshot(to, pr);  // compacted underneath us
+    }
     entries = std::move(read).value();
   }
   if (entries.empty() && !send_if_empty) return false;

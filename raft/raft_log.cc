@@ -49,12 +49,14 @@ Result<Term> RaftLog::term(Index i) const {
   if (std::optional<Term> t = unstable_term(i)) return *t;
   HERALD_ASSERT(i < unstable_offset_, "unstable position without a term");
   Result<Term> stored = storage().term(i);
-  if (!stored.ok()) {
-    const Code code = stored.status().code();
-    HERALD_ASSERT(code == Code::kCompacted || code == Code::kUnavailable,
-                  "log storage failed reading a term");
-  }
+  if (!stored.ok()) note_fault(stored.status());
   return stored;
+}
+
+void RaftLog::note_fault(const Status& status) const {
+  const Code code = status.code();
+  if (code == Code::kCompacted || code == Code::kUnavailable || !fault_.ok()) return;
+  fault_ = status;
 }
 
 Term RaftLog::term_or_zero(Index i) const {
@@ -131,7 +133,12 @@ Result<std::vector<raftpb::Entry>> RaftLog::slice(Index lo, Index hi,
   std::vector<raftpb::Entry> out;
   if (lo < unstable_offset_) {
     const Index stored_hi = std::min(hi, unstable_offset_);
-    HERALD_ASSIGN_OR_RETURN(out, storage().entries(lo, stored_hi, max_bytes));
+    Result<std::vector<raftpb::Entry>> stored = storage().entries(lo, stored_hi, max_bytes);
+    if (!stored.ok()) {
+      note_fault(stored.status());
+      return stored.status();
+    }
+    out = std::move(stored).value();
     HERALD_ASSERT(!out.empty() && out.front().index() == lo, "storage returned a wrong range");
     if (out.size() < stored_hi - lo) return out;  // the byte limit was reached
   }
@@ -169,7 +176,10 @@ std::vector<raftpb::Entry> RaftLog::next_committed_entries(std::uint64_t max_byt
   const Index lo = std::max(applied_ + 1, first_index());
   if (lo > committed_) return {};
   Result<std::vector<raftpb::Entry>> entries = slice(lo, committed_ + 1, max_bytes);
-  HERALD_ASSERT(entries.ok(), "committed but unapplied entries were compacted");
+  if (!entries.ok()) {
+    HERALD_ASSERT(!fault_.ok(), "committed but unapplied entries were compacted");
+    return {};  // unreadable: fault() says why, and the caller stops
+  }
   return std::move(entries).value();
 }
 

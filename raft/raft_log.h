@@ -84,7 +84,14 @@ class RaftLog {
 
   void check_invariants() const;
 
+  // The first storage failure other than "compacted" or "unavailable" (a damaged record, an I/O
+  // error) met by any read; ok while there was none. Reads that fail so answer as if the entry
+  // were unknown, which is always safe for a moment; the caller must stop the node once this is
+  // set, before it persists or sends anything more (rsm::Node checks it before every Ready).
+  [[nodiscard]] const Status& fault() const { return fault_; }
+
  private:
+  void note_fault(const Status& status) const;
   // First index whose entry conflicts with (or extends) the log, or 0 when all match.
   [[nodiscard]] Index find_conflict(std::span<const raftpb::Entry> entries) const;
   void truncate_and_append(std::span<const raftpb::Entry> entries);
@@ -97,6 +104,7 @@ class RaftLog {
   Index unstable_offset_;  // index of unstable_entries_[0] (or where it would be)
   Index committed_;
   Index applied_;
+  mutable Status fault_;  // set by const reads (see fault())
 };
 
 }  // namespace herald::raft

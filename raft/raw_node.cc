@@ -201,6 +201,10 @@ NodeStatus RawNode::status() const {
   return impl_->raft.status();
 }
 
+const Status& RawNode::storage_fault() const {
+  return impl_->raft.log().fault();
+}
+
 void RawNode::check_invariants() const {
   impl_->raft.check_invariants();
 }

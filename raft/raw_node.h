@@ -214,6 +214,10 @@ class RawNode {
   void advance(const Ready& rd);
 
   [[nodiscard]] NodeStatus status() const;
+  // The first failure of the log storage besides "compacted" and "unavailable" (RaftLog::fault):
+  // once it is not ok, the caller stops driving this node and does not act on the Ready it may
+  // hold (the node's view of its log is unreliable).
+  [[nodiscard]] const Status& storage_fault() const;
   // Asserts the core's internal invariants (commit <= last index, leader's own progress, ...).
   void check_invariants() const;
 

@@ -533,9 +533,12 @@ Status Node::process() {
 }
 
 Status Node::process_round() {
+  // A damaged log record met by the core: nothing more is persisted or sent on its view.
+  HERALD_RETURN_IF_ERROR(raft_->storage_fault());
   issue_read_index();
   if (raft_->has_ready()) {
     raft::Ready rd = raft_->ready();
+    HERALD_RETURN_IF_ERROR(raft_->storage_fault());
     HERALD_RETURN_IF_ERROR(handle_ready(rd));
   }
   pump_streams();
