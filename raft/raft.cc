@@ -186,7 +186,9 @@ bool Raft::promotable() const {
   return tracker_.is_voter(id_) && !log_.unstable_snapshot().has_value() && above_vote_floor();
 }
 
-bool Raft::above_vote_floor() const { return log_.last_index() >= config_.vote_floor; }
+bool Raft::above_vote_floor() const {
+  return log_.last_index() >= config_.vote_floor;
+}
 
 bool Raft::has_unapplied_conf_change() const {
   if (!log_.has_next_committed_entries()) return false;
@@ -584,7 +586,7 @@ bool Raft::maybe_send_append(NodeId to, bool send_if_empty) {
     Result<std::vector<Entry>> read = log_.slice(pr.next, log_.last_index() + 1, budget);
     if (!read.ok()) {
       if (read.status().code() != Code::kCompacted) return false;  // a storage fault
-      return send_snapshot(to, pr);  // compacted underneath us
+      return send_snapshot(to, pr);                                // compacted underneath us
     }
     entries = std::move(read).value();
   }

@@ -700,13 +700,13 @@ TEST(RawNodeTest, AReplicaThatReachedItsVoteFloorVotesAgain) {
   }
   ASSERT_TRUE(r.storage.append(entries).ok());
   r.node = std::move(RawNode::create([&r] {
-                       Config config;
-                       config.id = 2;
-                       config.applied = 1;
-                       config.vote_floor = RebuiltReplica::kFloor;
-                       config.storage = &r.storage;
-                       return config;
-                     }()))
+             Config config;
+             config.id = 2;
+             config.applied = 1;
+             config.vote_floor = RebuiltReplica::kFloor;
+             config.storage = &r.storage;
+             return config;
+           }()))
                .value();
   EXPECT_TRUE(r.grants(raftpb::MSG_VOTE, RebuiltReplica::kFloor));
 }

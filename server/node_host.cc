@@ -16,9 +16,11 @@
 #include <set>
 #include <thread>
 
+#include "base/process.h"
 #include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
 #include "server/peer_transport.h"
+#include "server/replica_rebuild.h"
 #include "server/workflow_host.h"
 #include "storage/rocksdb_engine.h"
 
@@ -157,6 +159,24 @@ struct NodeHost::Impl {
                            Status::unavailable("this replica halted on a full disk"));
   }
 
+  // Raft thread. Stored data failed a checksum: this replica stops serving at once (nothing
+  // more is persisted, sent or answered), asks for a rebuild and restarts in place; the next
+  // start rebuilds it empty and the leader brings it back (server/replica_rebuild.h).
+  [[noreturn]] void rebuild_and_restart(const Status& cause) {
+    leader_term.store(0);  // the beacon must not speak for it either
+    spdlog::critical(
+        "replica {} found damaged data ({}): it stops serving and restarts to rebuild from the "
+        "leader",
+        options.node.id, cause.to_string());
+    const Status requested = request_rebuild(options.data_dir, cause.to_string());
+    if (!requested.ok()) {
+      spdlog::critical("replica {}: cannot record the rebuild request: {}", options.node.id,
+                       requested.to_string());
+    }
+    spdlog::default_logger()->flush();
+    restart_process();
+  }
+
   void run_beacon() {
     const auto period = std::chrono::milliseconds(
         static_cast<std::int64_t>(options.node.heartbeat_ticks) * options.tick_ms);
@@ -192,6 +212,9 @@ struct NodeHost::Impl {
     if (s.code() == Code::kResourceExhausted) {
       halt(s);
       return;
+    }
+    if (s.code() == Code::kCorruption && options.peers.size() > 1) {
+      rebuild_and_restart(s);
     }
     if (!s.ok()) {
       spdlog::critical("replica {} stops: {}", options.node.id, s.to_string());
@@ -267,6 +290,23 @@ NodeHost::~NodeHost() {
 }
 
 Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options) {
+  const std::size_t voters = options.peers.size();
+  HERALD_RETURN_IF_ERROR(
+      rebuild_if_requested(options.data_dir, voters, SystemClock().wall_ms()).status());
+  auto host = start_replica(options);
+  if (host.ok() || host.status().code() != Code::kCorruption || voters < 2) {
+    return host;
+  }
+  // Damage found while opening the replica (its applied state, its log): rebuild it now.
+  spdlog::critical("replica {} found damaged data while opening ({}): rebuilding it",
+                   options.node.id, host.status().to_string());
+  HERALD_RETURN_IF_ERROR(request_rebuild(options.data_dir, host.status().to_string()));
+  HERALD_RETURN_IF_ERROR(
+      rebuild_if_requested(options.data_dir, voters, SystemClock().wall_ms()).status());
+  return start_replica(options);
+}
+
+Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   HERALD_ASSIGN_OR_RETURN(

@@ -80,7 +80,10 @@ using EphemeralListener =
 
 class NodeHost {
  public:
-  // Opens RocksDB in data_dir, starts the transport and the raft thread.
+  // Opens RocksDB in data_dir, starts the transport and the raft thread. With peers, a replica
+  // whose data fails a checksum (found now, or requested by an earlier run that found it) is
+  // rebuilt empty first (server/replica_rebuild.h); the only replica is not. Errors:
+  // kCorruption when the data cannot be opened or rebuilt, the engine's and transport's.
   [[nodiscard]] static Result<std::unique_ptr<NodeHost>> start(const NodeHostOptions& options);
   ~NodeHost();
   NodeHost(const NodeHost&) = delete;
@@ -114,6 +117,8 @@ class NodeHost {
 
  private:
   struct Impl;
+  [[nodiscard]] static Result<std::unique_ptr<NodeHost>> start_replica(
+      const NodeHostOptions& options);
   explicit NodeHost(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
