@@ -26,6 +26,8 @@ namespace {
 
 constexpr int kExitConfig = 2;
 constexpr int kExitRuntime = 1;
+// The data directory failed its checks: restarting cannot help (docs/operations.md).
+constexpr int kExitDamagedData = 3;
 constexpr std::size_t kHttpIoThreads = 1;
 
 Result<ServeConfig> resolve(const ServeFlags& flags) {
@@ -177,6 +179,16 @@ int run_serve(const ServeFlags& flags) {
   options.push = providers->push.get();
   options.email = providers->email.get();
   auto host = server::NodeHost::start(options);
+  if (!host.ok() && host.status().code() == Code::kCorruption) {
+    // Serving from a damaged store could vote twice or lose acknowledged entries; only the
+    // operator can bring the member back safely. One line, so it survives log truncation.
+    spdlog::critical(
+        "node {} refuses to start: its durable state in {} is damaged ({}), so this replica's "
+        "votes and log cannot be trusted; remove the member from the cluster and add it back "
+        "with an empty data directory, or restore the directory from a backup",
+        config->id, config->data_dir, host.status().to_string());
+    return kExitDamagedData;
+  }
   if (!host.ok()) {
     spdlog::critical("cannot start node {}: {}", config->id, host.status().to_string());
     return kExitRuntime;

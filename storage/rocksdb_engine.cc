@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "storage/wal_check.h"
 
 namespace herald::storage {
 namespace {
@@ -74,6 +75,8 @@ rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   // there, and the store holds a prefix of the batches written, which is what Engine promises.
   // A record damaged in the middle is another matter: stopping there would silently roll back
   // synced writes after it (a durable vote, say), so open fails with a corruption error instead.
+  // RocksDB reports most such damage; check_wal_files() (storage/wal_check.h), run before the
+  // open, catches the two kinds it takes for a torn tail.
   db.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   db.max_background_jobs = options.max_background_jobs;
   db.bytes_per_sync = kBytesPerSync;
@@ -175,6 +178,7 @@ class RocksSnapshot final : public Reader {
 
 Result<std::unique_ptr<RocksDbEngine>> RocksDbEngine::open(const std::string& dir,
                                                            const RocksDbOptions& options) {
+  HERALD_RETURN_IF_ERROR(check_wal_files(dir));
   const auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());

@@ -63,7 +63,10 @@ struct EngineMemory {
 
 class RocksDbEngine final : public Engine {
  public:
-  // Opens (or creates) the database in `dir`.
+  // Opens (or creates) the database in `dir`, replaying its write-ahead log. A torn last record
+  // (a crash during a write) is dropped; any other damage to the log, or to the database's other
+  // files, fails with kCorruption saying what is damaged, rather than open on a prefix that lacks
+  // synced writes.
   [[nodiscard]] static Result<std::unique_ptr<RocksDbEngine>> open(const std::string& dir,
                                                                    const RocksDbOptions& options);
   ~RocksDbEngine() override;

@@ -282,6 +282,17 @@ Status Cluster::stop(std::uint64_t id) {
   return Status::ok_status();
 }
 
+Result<int> Cluster::exit_status(std::uint64_t id, std::uint32_t timeout_ms) {
+  Node& n = mutable_node(id);
+  if (n.pid < 0) return Status::invalid_argument(fmt::format("node {} is not running", id));
+  int status = 0;
+  if (!wait_exit(n.pid, timeout_ms, &status)) {
+    return Status::timeout(fmt::format("node {} still runs after {} ms", id, timeout_ms));
+  }
+  n.pid = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 bool Cluster::alive(std::uint64_t id) {
   Node& n = mutable_node(id);
   if (n.pid < 0) return false;

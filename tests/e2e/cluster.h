@@ -90,6 +90,10 @@ class Cluster {
   // SIGTERM, and waits up to kStopTimeoutMs for a clean exit (SIGKILL after it). kTimeout when it
   // had to be killed, kIOError when it exited with a non-zero status.
   [[nodiscard]] Status stop(std::uint64_t id);
+  // Waits up to `timeout_ms` for node `id` to exit on its own and returns its exit status (-1
+  // when a signal ended it); kTimeout while it still runs, kInvalidArgument when it is not
+  // running.
+  [[nodiscard]] Result<int> exit_status(std::uint64_t id, std::uint32_t timeout_ms);
   // True while node `id`'s process runs (a node that exited on its own is reaped here).
   [[nodiscard]] bool alive(std::uint64_t id);
 
