@@ -470,6 +470,18 @@ class Applier {
   Status remember_dedup(const std::string& dedup_key);
   Status fan_out(const ConversationRecord& conv, const ChangeRecord& change);
 
+  // ---- Removed devices ----
+  // Queues the device just tombstoned for reclamation; then as reclaim_devices(kTombstones).
+  Status enqueue_removed(const DeviceRecord& device);
+  enum class Reclaim : std::uint8_t { kMarks, kTombstones };
+  // Deletes up to kMaxDeviceMarksSweptPerCommand keys of removed devices' marks, oldest removal
+  // first; with kTombstones also up to kMaxDeviceExpiriesPerCommand tombstones whose marks are
+  // gone and whose window has passed. Writes the queue only when it changed.
+  Status reclaim_devices(Reclaim what);
+  Status sweep_marks(messagingpb::DeviceQueue& queue);
+  Status expire_tombstones(messagingpb::DeviceQueue& queue);
+  Result<messagingpb::DeviceExpiry> queued_device(std::uint64_t n);
+
   rsm::ApplyBatch& batch_;
   WorkflowSink& sink_;
   const std::int64_t now_ms_;
@@ -591,10 +603,16 @@ Result<rsmpb::CommandResult> Applier::create_device(const messagingpb::CreateDev
         fmt::format("a device credential is a {}-byte SHA-256", kCredentialBytes));
   }
   HERALD_ASSIGN_OR_RETURN(UserRecord user, require_user(op.user_id()));
+  // First, so that an id whose tombstone is due is free again in this very command.
+  HERALD_RETURN_IF_ERROR(reclaim_devices(Reclaim::kTombstones));
   HERALD_ASSIGN_OR_RETURN(auto existing, find_device(batch_, op.device_id()));
-  if (existing) {
+  if (existing && existing->removed()) {
     return Status::already_exists(
-        fmt::format("device id \"{}\" was taken (device ids are never reused)", op.device_id()));
+        fmt::format("device id \"{}\" is held by a removed device until the retention windows pass",
+                    op.device_id()));
+  }
+  if (existing) {
+    return Status::already_exists(fmt::format("device id \"{}\" is taken", op.device_id()));
   }
   if (static_cast<std::size_t>(user.device_ids_size()) >= kMaxDevicesPerUser) {
     return Status::resource_exhausted(
@@ -606,6 +624,7 @@ Result<rsmpb::CommandResult> Applier::create_device(const messagingpb::CreateDev
   device.set_platform(op.platform());
   device.set_credential_sha256(op.credential_sha256());
   device.set_created_ms(now_ms_);
+  device.set_registered_after_change_seq(user.last_change_seq());
   put(keys::device_key(op.device_id()), device);
   user.add_device_ids(op.device_id());
   put(keys::user_key(op.user_id()), user);
@@ -646,6 +665,7 @@ Result<rsmpb::CommandResult> Applier::remove_device(const messagingpb::RemoveDev
   ChangeRecord change = make_change(messagingpb::DEVICE_REMOVED, "", "");
   change.set_device_id(op.device_id());
   HERALD_RETURN_IF_ERROR(append_change(op.user_id(), std::move(change)));
+  HERALD_RETURN_IF_ERROR(enqueue_removed(device));
   return ok_result();
 }
 
@@ -1193,6 +1213,7 @@ Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDeliver
   }
   marks.set_delivered_up_to(up_to);
   put(key, marks);
+  if (!stored) HERALD_RETURN_IF_ERROR(reclaim_devices(Reclaim::kMarks));  // a new record pays
   return mark_result(up_to);
 }
 
@@ -1228,6 +1249,7 @@ Result<rsmpb::CommandResult> Applier::set_read_marker(const messagingpb::SetRead
     answer->set_marker(result.marker());
   }
   put(key, marks);
+  if (!stored) HERALD_RETURN_IF_ERROR(reclaim_devices(Reclaim::kMarks));  // a new record pays
   return payload_result(result);
 }
 
@@ -1366,6 +1388,90 @@ Status Applier::remember_dedup(const std::string& dedup_key) {
     queue.set_head(queue.head() + 1);
   }
   put(keys::dedup_queue_key(), queue);
+  return Status::ok_status();
+}
+
+// ---------------------------------------------------------------- removed devices
+
+Result<messagingpb::DeviceExpiry> Applier::queued_device(std::uint64_t n) {
+  return referenced(
+      load<messagingpb::DeviceExpiry>(batch_, keys::device_expiry_key(n), "device expiry"),
+      "device expiry", std::to_string(n));
+}
+
+Status Applier::enqueue_removed(const DeviceRecord& device) {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::DeviceQueue>(
+                                           batch_, keys::device_queue_key(), "device queue"));
+  messagingpb::DeviceQueue queue = stored.value_or(messagingpb::DeviceQueue());
+  messagingpb::DeviceExpiry entry;
+  entry.set_device_id(device.device_id());
+  entry.set_user_id(device.user_id());
+  entry.set_removed_ms(device.removed_ms());
+  put(keys::device_expiry_key(queue.tail()), entry);
+  queue.set_tail(queue.tail() + 1);
+  put(keys::device_queue_key(), queue);
+  return reclaim_devices(Reclaim::kTombstones);
+}
+
+Status Applier::reclaim_devices(Reclaim what) {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::DeviceQueue>(
+                                           batch_, keys::device_queue_key(), "device queue"));
+  if (!stored || stored->head() == stored->tail()) return Status::ok_status();
+  messagingpb::DeviceQueue queue = *stored;
+  if (queue.head() > queue.marks_swept() || queue.marks_swept() > queue.tail()) {
+    return Status::corruption("the removed-device queue's bounds are out of order");
+  }
+  HERALD_RETURN_IF_ERROR(sweep_marks(queue));
+  if (what == Reclaim::kTombstones) HERALD_RETURN_IF_ERROR(expire_tombstones(queue));
+  if (queue.SerializeAsString() != stored->SerializeAsString()) {
+    put(keys::device_queue_key(), queue);
+  }
+  return Status::ok_status();
+}
+
+// No marks of a removed device are written after its removal (AckDelivery and SetReadMarker need
+// an active device; RestoreReadMarker only rewrites marks that exist), so once a scan of its
+// prefix finds no more than it may delete, none are left. Each scan reads one key past what it
+// may delete to tell that; a scan that deletes nothing still uses one key of the budget.
+Status Applier::sweep_marks(messagingpb::DeviceQueue& queue) {
+  std::size_t budget = kMaxDeviceMarksSweptPerCommand;
+  while (budget > 0 && queue.marks_swept() < queue.tail()) {
+    HERALD_ASSIGN_OR_RETURN(const messagingpb::DeviceExpiry entry,
+                            queued_device(queue.marks_swept()));
+    const std::string prefix = keys::device_marks_prefix(entry.user_id(), entry.device_id());
+    HERALD_ASSIGN_OR_RETURN(const auto marks, batch_.scan(storage::Space::kState, prefix,
+                                                          keys::prefix_end(prefix), budget + 1));
+    const std::size_t deleted = std::min(marks.size(), budget);
+    for (std::size_t i = 0; i < deleted; ++i) del(marks[i].key);
+    if (marks.size() <= budget) queue.set_marks_swept(queue.marks_swept() + 1);
+    budget -= std::max<std::size_t>(deleted, 1);
+  }
+  return Status::ok_status();
+}
+
+// Send-dedup records name the device (dedup_window_ms) and change-stream entries name device ids
+// (change_retention_ms): past both windows from the removal, none of them is in force, and the
+// id may start over as a new device.
+Status Applier::expire_tombstones(messagingpb::DeviceQueue& queue) {
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  const std::int64_t window_ms =
+      std::max(retention.dedup_window_ms(), retention.change_retention_ms());
+  for (std::size_t n = 0; n < kMaxDeviceExpiriesPerCommand && queue.head() < queue.marks_swept();
+       ++n) {
+    HERALD_ASSIGN_OR_RETURN(const messagingpb::DeviceExpiry entry, queued_device(queue.head()));
+    // Removal times only grow along the queue (times in the log only grow): the rest is younger.
+    if (now_ms_ - entry.removed_ms() < window_ms) break;
+    HERALD_ASSIGN_OR_RETURN(auto device, find_device(batch_, entry.device_id()));
+    if (!device || !device->removed() || device->user_id() != entry.user_id() ||
+        device->removed_ms() != entry.removed_ms()) {
+      return Status::corruption(
+          fmt::format("the removed-device queue names device \"{}\", which is not its tombstone",
+                      entry.device_id()));
+    }
+    del(keys::device_key(entry.device_id()));
+    del(keys::device_expiry_key(queue.head()));
+    queue.set_head(queue.head() + 1);
+  }
   return Status::ok_status();
 }
 

@@ -6,7 +6,8 @@
 // committed MessagingCommands (messaging/messaging.proto) in log order and stages every write in
 // the command's apply batch, under the key prefix "m" of storage::Space::kState (docs/messaging.md,
 // "Key layout"). apply() is deterministic: it reads only the batch and the command; time is the
-// command's wall_ms. Every apply is a bounded number of point reads (an apply batch cannot scan).
+// command's wall_ms. Every apply is a bounded number of point reads and bounded scans (at most
+// kMaxDeviceMarksSweptPerCommand keys in all, by rsm::ApplyBatch::scan).
 //
 // Semantics other parts rely on (docs/messaging.md, "Commands"):
 //  - SendMessage stores the message under the conversation's next seq (strictly increasing, no
@@ -19,6 +20,10 @@
 //  - AckDelivery and PublishReadReceipts signal the delivery workflows ("delivered", "read") for
 //    at most kMaxSignalsPerCommand messages per command; their results say how far they got, and
 //    the caller repeats from there.
+//  - A removed device keeps a tombstone that holds its id (CreateDevice: kAlreadyExists) until it
+//    is reclaimed, no sooner than max(dedup_window_ms, change_retention_ms) after the removal; the
+//    id may then be registered again as a new device. Its marks are deleted sooner (see
+//    kMaxDeviceMarksSweptPerCommand) and no reader shows them meanwhile.
 //  - A result with a non-ok code has no effect: the caller (rsm::Node) rolls the command's writes
 //    back. kCorruption means a stored record failed its checksum, did not decode or broke an
 //    invariant; it is never built upon and stops the replica.
@@ -97,6 +102,16 @@ inline constexpr std::int64_t kMaxRetentionMs = 3650LL * 24 * 60 * 60 * 1000;
 // appended change. Each adds one, so removal keeps up with any steady rate.
 inline constexpr std::size_t kMaxDedupExpiriesPerSend = 8;
 inline constexpr std::size_t kMaxChangeTrimsPerAppend = 4;
+// Removed devices. Their marks are deleted from their removal on, in removal order, by
+// RemoveDevice, CreateDevice and every AckDelivery or SetReadMarker that creates a marks record:
+// at most this many keys deleted per command, in scans that read one key more each (a scan that
+// deletes nothing counts as one). Each marks record
+// is created by one such command, so the deletions keep up with any steady rate.
+inline constexpr std::size_t kMaxDeviceMarksSweptPerCommand = 16;
+// A removed device's tombstone is deleted, freeing its id, once its marks are gone and the longer
+// retention window has passed since its removal (nothing stored then still names it in force):
+// at most this many per RemoveDevice or CreateDevice. Each removal adds one.
+inline constexpr std::size_t kMaxDeviceExpiriesPerCommand = 4;
 
 // Starts and signals workflows in the same apply batch as the command that asks (implemented on
 // top of workflow::Engine). Called only from apply(), with the command's batch and time.

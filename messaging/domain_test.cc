@@ -395,6 +395,7 @@ class DomainTest : public ::testing::Test {
 
   // The domain's invariants, after every command.
   void check_invariants() {
+    check_devices();
     std::size_t memberships = 0;
     for (const auto& conv : scan_sub<messagingpb::ConversationRecord>(keys::kConversationSub)) {
       check_conversation(conv);
@@ -416,6 +417,76 @@ class DomainTest : public ::testing::Test {
         EXPECT_EQ(all->entries[i].change().change_seq(), first + i);
       }
     }
+  }
+
+  // Every tombstone is queued exactly once and every queued device is a tombstone; the marks
+  // left are those of active devices and of removed ones the sweep has not passed yet.
+  void check_devices() {
+    const messagingpb::DeviceQueue queue = device_queue();
+    ASSERT_LE(queue.head(), queue.marks_swept());
+    ASSERT_LE(queue.marks_swept(), queue.tail());
+    std::vector<std::string> live_prefixes;
+    std::map<std::string, std::int64_t> queued;  // device -> removed_ms
+    for (std::uint64_t n = queue.head(); n < queue.tail(); ++n) {
+      auto raw = store_.get(storage::Space::kState, keys::device_expiry_key(n));
+      ASSERT_TRUE(raw.ok() && raw->has_value()) << "queue entry " << n;
+      auto entry = keys::open<messagingpb::DeviceExpiry>(**raw, "test");
+      ASSERT_TRUE(entry.ok());
+      EXPECT_TRUE(queued.emplace(entry->device_id(), entry->removed_ms()).second);
+      const std::string prefix = keys::device_marks_prefix(entry->user_id(), entry->device_id());
+      if (n < queue.marks_swept()) {
+        EXPECT_EQ(count_keys(prefix), 0U) << "swept marks of " << entry->device_id();
+      } else {
+        live_prefixes.push_back(prefix);
+      }
+    }
+    EXPECT_EQ(scan_sub<messagingpb::DeviceExpiry>(keys::kDeviceExpirySub).size(), queued.size());
+    for (const auto& device : scan_sub<messagingpb::DeviceRecord>(keys::kDeviceSub)) {
+      if (device.removed()) {
+        EXPECT_EQ(queued[device.device_id()], device.removed_ms()) << device.device_id();
+        queued.erase(device.device_id());
+      } else {
+        live_prefixes.push_back(keys::device_marks_prefix(device.user_id(), device.device_id()));
+      }
+    }
+    EXPECT_TRUE(queued.empty()) << "a queued device that is no tombstone";
+    for (const auto& [key, value] : dump()) {
+      if (key.size() < 2 || key[0] != keys::kKeyPrefix || key[1] != keys::kMarksSub) continue;
+      EXPECT_TRUE(std::any_of(live_prefixes.begin(), live_prefixes.end(),
+                              [&](const std::string& p) { return key.starts_with(p); }))
+          << "marks of a device that is gone";
+    }
+  }
+
+  messagingpb::DeviceQueue device_queue() {
+    auto raw = store_.get(storage::Space::kState, keys::device_queue_key());
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok() || !raw->has_value()) return {};
+    auto queue = keys::open<messagingpb::DeviceQueue>(**raw, "test");
+    EXPECT_TRUE(queue.ok());
+    return queue.ok() ? *queue : messagingpb::DeviceQueue();
+  }
+
+  std::size_t count_keys(const std::string& prefix) {
+    std::size_t n = 0;
+    auto it = store_.scan(storage::Space::kState, prefix, keys::prefix_end(prefix));
+    for (; it->valid(); it->next()) ++n;
+    EXPECT_TRUE(it->status().ok());
+    return n;
+  }
+
+  std::size_t marks_of(const std::string& user, const std::string& device) {
+    return count_keys(keys::device_marks_prefix(user, device));
+  }
+
+  // The device's record, tombstone or not, as stored.
+  std::optional<messagingpb::DeviceRecord> device_record(const std::string& device) {
+    auto raw = store_.get(storage::Space::kState, keys::device_key(device));
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok() || !raw->has_value()) return std::nullopt;
+    auto record = keys::open<messagingpb::DeviceRecord>(**raw, "test");
+    EXPECT_TRUE(record.ok());
+    return record.ok() ? std::optional(*record) : std::nullopt;
   }
 
   void check_conversation(const messagingpb::ConversationRecord& conv) {
@@ -1294,6 +1365,162 @@ TEST_F(DomainTest, ChangeStreamsAreTrimmedAndAReaderBehindThemMustResync) {
   ASSERT_TRUE(caught_up.ok());
   EXPECT_FALSE(caught_up->resync_required);
   EXPECT_EQ(caught_up->entries.size(), last - first + 1);
+}
+
+// ---------------------------------------------------------------- removed devices
+
+MessagingCommand remove_device_cmd(const std::string& user, const std::string& device) {
+  MessagingCommand c;
+  c.mutable_remove_device()->set_user_id(user);
+  c.mutable_remove_device()->set_device_id(device);
+  return c;
+}
+
+// The tombstone window in these tests: max(dedup window, change retention).
+constexpr std::int64_t kDeviceWindowTicks = 10;
+
+TEST_F(DomainTest, ARemovedDevicesMarksGoAtOnceAndItsTombstoneAfterTheWindowNotBefore) {
+  make_trio();
+  ok(retention_cmd(4 * kTickMs, kDeviceWindowTicks * kTickMs));
+  send("g", "alice", "hello");
+  ok(ack_cmd("bob", "bob-phone", "g", 1));
+  ok(device_cmd("bob", "bob-laptop"));
+  ok(marker_cmd("bob", "bob-laptop", "g", 1));
+  ASSERT_EQ(marks_of("bob", "bob-phone"), 1U);
+  ok(remove_device_cmd("bob", "bob-phone"));
+  const std::int64_t removed_ms = now_;
+  EXPECT_EQ(marks_of("bob", "bob-phone"), 0U);
+  EXPECT_EQ(marks_of("bob", "bob-laptop"), 1U);  // the other device's marks stay
+  auto views = Domain::device_marks(store_, "bob", "g");
+  ASSERT_TRUE(views.ok());
+  ASSERT_EQ(views->size(), 1U);
+  EXPECT_EQ((*views)[0].device_id, "bob-laptop");
+  // A reclaiming command one tick before the window has passed leaves the tombstone.
+  while (now_ < removed_ms + (kDeviceWindowTicks - 2) * kTickMs) send("g", "alice", "tick");
+  ok(device_cmd("carol", "carol-tablet"));
+  ASSERT_EQ(now_ - removed_ms, (kDeviceWindowTicks - 1) * kTickMs);
+  ASSERT_TRUE(device_record("bob-phone").has_value());
+  EXPECT_TRUE(device_record("bob-phone")->removed());
+  ok(device_cmd("carol", "carol-watch"));  // the window has passed
+  EXPECT_FALSE(device_record("bob-phone").has_value());
+  EXPECT_EQ(device_queue().head(), device_queue().tail());
+  EXPECT_TRUE(device_record("bob-laptop").has_value());
+  EXPECT_EQ(marks_of("bob", "bob-laptop"), 1U);
+}
+
+TEST_F(DomainTest, ADeviceIdCanBeRegisteredAgainOnlyAfterItsTombstoneExpires) {
+  make_trio();
+  ok(retention_cmd(kDeviceWindowTicks * kTickMs, 2 * kTickMs));
+  send("g", "alice", "hello");
+  ok(ack_cmd("bob", "bob-phone", "g", 1));
+  ok(remove_device_cmd("bob", "bob-phone"));
+  const std::int64_t removed_ms = now_;
+  while (now_ + kTickMs < removed_ms + kDeviceWindowTicks * kTickMs) {
+    EXPECT_EQ(code_of(apply(device_cmd("bob", "bob-phone"))), Code::kAlreadyExists);
+  }
+  ok(device_cmd("bob", "bob-phone"));  // a new device under the old id
+  const auto device = device_record("bob-phone");
+  ASSERT_TRUE(device.has_value());
+  EXPECT_FALSE(device->removed());
+  EXPECT_EQ(device->created_ms(), now_);
+  // The old device's DEVICE_REMOVED is before the new device's start in the stream.
+  EXPECT_EQ(device->registered_after_change_seq(), last_change("bob"));
+  auto removal = store_.get(storage::Space::kState, keys::change_key("bob", last_change("bob")));
+  ASSERT_TRUE(removal.ok() && removal->has_value());
+  EXPECT_EQ(keys::open<messagingpb::ChangeRecord>(**removal, "test")->kind(),
+            messagingpb::DEVICE_REMOVED);
+  // It starts with no marks of its namesake.
+  auto views = Domain::device_marks(store_, "bob", "g");
+  ASSERT_TRUE(views.ok());
+  ASSERT_EQ(views->size(), 1U);
+  EXPECT_EQ((*views)[0].delivered_up_to, 0U);
+  EXPECT_EQ((*views)[0].read_marker, 0U);
+  ok(ack_cmd("bob", "bob-phone", "g", 1));
+  // An active id is still refused.
+  EXPECT_EQ(code_of(apply(device_cmd("bob", "bob-phone"))), Code::kAlreadyExists);
+}
+
+TEST_F(DomainTest, ADevicesManyMarksGoInBoundedStepsAndItsTombstoneWaitsForThem) {
+  make_user("alice");
+  make_user("bob");
+  constexpr std::size_t kGroups = 2 * kMaxDeviceMarksSweptPerCommand + 8;
+  for (std::size_t i = 0; i < kGroups; ++i) {
+    const std::string conv = "g" + std::to_string(i);
+    ok(group_cmd("alice", conv, {"bob"}));
+    ok(marker_cmd("bob", "bob-phone", conv, 0));
+  }
+  ASSERT_EQ(marks_of("bob", "bob-phone"), kGroups);
+  ok(retention_cmd(kMinRetentionMs, kMinRetentionMs));  // one tick: only the marks hold it
+  ok(remove_device_cmd("bob", "bob-phone"));
+  EXPECT_EQ(marks_of("bob", "bob-phone"), kGroups - kMaxDeviceMarksSweptPerCommand);
+  ok(device_cmd("alice", "alice-1"));
+  EXPECT_EQ(marks_of("bob", "bob-phone"), kGroups - 2 * kMaxDeviceMarksSweptPerCommand);
+  EXPECT_TRUE(device_record("bob-phone").has_value());  // its window passed; its marks remain
+  ok(device_cmd("alice", "alice-2"));
+  EXPECT_EQ(marks_of("bob", "bob-phone"), 0U);
+  EXPECT_FALSE(device_record("bob-phone").has_value());
+}
+
+TEST_F(DomainTest, NewMarksRecordsPayForSweepingARemovedDevicesMarks) {
+  make_trio();
+  constexpr std::size_t kGroups = 3 * kMaxDeviceMarksSweptPerCommand;
+  for (std::size_t i = 0; i < kGroups; ++i) {
+    const std::string conv = "h" + std::to_string(i);
+    ok(group_cmd("alice", conv, {"bob", "carol"}));
+    ok(marker_cmd("bob", "bob-phone", conv, 0));
+  }
+  ok(remove_device_cmd("bob", "bob-phone"));
+  EXPECT_EQ(marks_of("bob", "bob-phone"), kGroups - kMaxDeviceMarksSweptPerCommand);
+  ok(marker_cmd("carol", "carol-phone", "h0", 0));  // a new record: sweeps
+  EXPECT_EQ(marks_of("bob", "bob-phone"), kGroups - 2 * kMaxDeviceMarksSweptPerCommand);
+  ok(marker_cmd("carol", "carol-phone", "h0", 0));  // an existing record: does not
+  EXPECT_EQ(marks_of("bob", "bob-phone"), kGroups - 2 * kMaxDeviceMarksSweptPerCommand);
+  send("h1", "alice", "hello");
+  ok(ack_cmd("carol", "carol-phone", "h1", 1));  // a new record: sweeps
+  EXPECT_EQ(marks_of("bob", "bob-phone"), 0U);
+  EXPECT_EQ(device_queue().marks_swept(), device_queue().tail());
+  EXPECT_TRUE(device_record("bob-phone").has_value());  // its window is the default: days
+}
+
+TEST_F(DomainTest, ManyRemovedDevicesExpireAFewPerCommand) {
+  make_user("alice");
+  make_user("bob");
+  ok(direct_cmd("alice", "bob"));
+  const std::string conv = direct_conversation_id("alice", "bob");
+  constexpr std::size_t kRemoved = 100;
+  const auto alice_tombstones = [&] {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < kRemoved; ++i) {
+      n += device_record("alice-" + std::to_string(i)).has_value() ? 1 : 0;
+    }
+    return n;
+  };
+  check_invariants_ = false;  // three hundred commands: the full check is quadratic
+  for (std::size_t i = 0; i < kRemoved; ++i) {
+    const std::string id = "alice-" + std::to_string(i);
+    ok(device_cmd("alice", id));
+    ok(marker_cmd("alice", id, conv, 0));
+    ok(remove_device_cmd("alice", id));
+  }
+  check_invariants_ = true;
+  check_invariants();
+  ASSERT_EQ(alice_tombstones(), kRemoved);
+  EXPECT_EQ(scan_sub<messagingpb::DeviceMarks>(keys::kMarksSub).size(), 0U);
+  ok(retention_cmd(kMinRetentionMs, kMinRetentionMs));
+  std::size_t left = kRemoved;
+  for (int i = 0; left > 0; ++i) {
+    ASSERT_LT(i, static_cast<int>(kRemoved)) << "the tombstones should be gone by now";
+    // Registrations and removals both reclaim; bob's own churn joins the queue behind.
+    const std::string id = "bob-" + std::to_string(i);
+    ok(i % 2 == 0 ? device_cmd("bob", id)
+                  : remove_device_cmd("bob", "bob-" + std::to_string(i - 1)));
+    const std::size_t now_left = alice_tombstones();
+    EXPECT_LE(left - now_left, kMaxDeviceExpiriesPerCommand);
+    EXPECT_LT(now_left, left);
+    left = now_left;
+  }
+  EXPECT_TRUE(device_record("alice-phone").has_value());
+  EXPECT_TRUE(device_record("bob-phone").has_value());
 }
 
 TEST_F(DomainTest, HistoryPagesBackwardsThroughAConversation) {

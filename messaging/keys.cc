@@ -63,9 +63,14 @@ std::string member_key(std::string_view user_id, std::string_view conversation_i
 
 std::string marks_key(std::string_view user_id, std::string_view device_id,
                       std::string_view conversation_id) {
+  std::string out = device_marks_prefix(user_id, device_id);
+  workflow::keys::put_string(out, conversation_id);
+  return out;
+}
+
+std::string device_marks_prefix(std::string_view user_id, std::string_view device_id) {
   std::string out = one_string(kMarksSub, user_id);
   workflow::keys::put_string(out, device_id);
-  workflow::keys::put_string(out, conversation_id);
   return out;
 }
 
@@ -97,6 +102,16 @@ std::string dedup_queue_key() {
 
 std::string dedup_expiry_key(std::uint64_t n) {
   std::string out = start(kDedupExpirySub);
+  put_fixed64_be(out, n);
+  return out;
+}
+
+std::string device_queue_key() {
+  return start(kDeviceQueueSub);
+}
+
+std::string device_expiry_key(std::uint64_t n) {
+  std::string out = start(kDeviceExpirySub);
   put_fixed64_be(out, n);
   return out;
 }

@@ -7,7 +7,8 @@
 // numbers are fixed64 big-endian, so keys sort by their fields in order. The chat index sorts by
 // recency: the time with its sign bit flipped, then every bit inverted, so the most recent entry
 // has the smallest key. Every record is the apply path's point read, except the chat index and the
-// change streams, which the readers scan by user prefix.
+// change streams, which the readers scan by user prefix, and a removed device's marks, which the
+// apply path deletes in bounded scans (rsm::ApplyBatch::scan).
 // Internal to the domain; exposed for its tests. Thread-safety: pure functions.
 #pragma once
 
@@ -33,6 +34,8 @@ inline constexpr char kChangeSub = 's';        // "m" "s" user change-seq -> Cha
 inline constexpr char kRetentionSub = 'g';     // "m" "g" -> RetentionSettings
 inline constexpr char kDedupQueueSub = 'h';    // "m" "h" -> DedupQueue
 inline constexpr char kDedupExpirySub = 'q';   // "m" "q" n -> DedupExpiry
+inline constexpr char kDeviceQueueSub = 'k';   // "m" "k" -> DeviceQueue
+inline constexpr char kDeviceExpirySub = 'r';  // "m" "r" n -> DeviceExpiry
 
 [[nodiscard]] std::string user_key(std::string_view user_id);
 [[nodiscard]] std::string device_key(std::string_view device_id);
@@ -49,6 +52,10 @@ inline constexpr char kDedupExpirySub = 'q';   // "m" "q" n -> DedupExpiry
 [[nodiscard]] std::string retention_key();
 [[nodiscard]] std::string dedup_queue_key();
 [[nodiscard]] std::string dedup_expiry_key(std::uint64_t n);
+[[nodiscard]] std::string device_queue_key();
+[[nodiscard]] std::string device_expiry_key(std::uint64_t n);
+// "m" "v" str(user) str(device): the prefix of one device's marks in every conversation.
+[[nodiscard]] std::string device_marks_prefix(std::string_view user_id, std::string_view device_id);
 
 // "m" sub str(user): the prefix of one user's chat index (kChatSub) or change stream (kChangeSub).
 [[nodiscard]] std::string user_prefix(char sub, std::string_view user_id);

@@ -11,6 +11,35 @@ Result<std::optional<std::string>> ApplyBatch::get(storage::Space space,
   return base_->get(space, key);
 }
 
+Result<std::vector<ApplyBatch::Entry>> ApplyBatch::scan(storage::Space space,
+                                                        std::string_view begin,
+                                                        std::string_view end,
+                                                        std::size_t limit) const {
+  std::vector<Entry> out;
+  const auto in_range = [&](std::string_view key) { return end.empty() || key < end; };
+  auto staged = overlay_.lower_bound(std::make_pair(space, std::string(begin)));
+  const auto staged_valid = [&] {
+    return staged != overlay_.end() && staged->first.first == space &&
+           in_range(staged->first.second);
+  };
+  auto base = base_->scan(space, begin, end);
+  // A merge of two sorted runs; on equal keys the staged write wins and the engine's is skipped.
+  while (out.size() < limit) {
+    const bool have_staged = staged_valid();
+    if (!have_staged && !base->valid()) break;
+    if (have_staged && (!base->valid() || staged->first.second <= base->key())) {
+      if (base->valid() && staged->first.second == base->key()) base->next();
+      if (staged->second.has_value()) out.push_back(Entry{staged->first.second, *staged->second});
+      ++staged;
+    } else {
+      out.push_back(Entry{std::string(base->key()), std::string(base->value())});
+      base->next();
+    }
+  }
+  HERALD_RETURN_IF_ERROR(base->status());
+  return out;
+}
+
 void ApplyBatch::stage(storage::Space space, std::string_view key,
                        std::optional<std::string> value) {
   OverlayKey k(space, std::string(key));

@@ -2,7 +2,8 @@
 //
 // The apply loop applies every committed entry of one Ready into a single ApplyBatch and writes
 // it to the engine once (batched apply). A state machine reading a key sees the value staged by
-// an earlier entry of the same batch, then the engine's. Not thread-safe; owned by the apply loop.
+// an earlier entry of the same batch, then the engine's; a scan merges the two the same way.
+// Not thread-safe; owned by the apply loop.
 #pragma once
 
 #include <map>
@@ -26,6 +27,18 @@ class ApplyBatch {
                                                        std::string_view key) const;
   void put(storage::Space space, std::string_view key, std::string_view value);
   void del(storage::Space space, std::string_view key);
+
+  struct Entry {
+    std::string key;
+    std::string value;
+  };
+  // The first `limit` live keys of [begin, end) in key order (an empty `end`: to the end of the
+  // Space), as get() would read each: staged puts over the engine's values, staged deletes hiding
+  // the engine's keys. Fewer than `limit` entries means the range holds no more. Work: the
+  // entries returned plus the staged deletes of the range passed over (at most the batch's
+  // writes), so a caller bounds it with `limit`. kIOError or kCorruption from the engine.
+  [[nodiscard]] Result<std::vector<Entry>> scan(storage::Space space, std::string_view begin,
+                                                std::string_view end, std::size_t limit) const;
 
   // A point to roll back to: rollback() undoes every put and del made after it, in the write
   // batch and in what get() returns. Savepoints nest; roll back the innermost first.

@@ -61,5 +61,81 @@ TEST(ApplyBatchTest, NestedSavepointsRollBackInnermostFirst) {
   EXPECT_TRUE(batch.writes().empty());
 }
 
+std::vector<std::string> scanned(const ApplyBatch& batch, std::string_view begin,
+                                 std::string_view end, std::size_t limit) {
+  auto entries = batch.scan(Space::kState, begin, end, limit);
+  EXPECT_TRUE(entries.ok());
+  std::vector<std::string> out;
+  if (!entries.ok()) return out;
+  for (const auto& e : *entries) out.push_back(e.key + "=" + e.value);
+  return out;
+}
+
+using Strings = std::vector<std::string>;
+
+TEST(ApplyBatchTest, ScanMergesStagedWritesOverTheEngineInKeyOrder) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  for (const char* k : {"a", "c", "e"}) seed.put(Space::kState, k, "old");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  ApplyBatch batch(&engine);
+  batch.put(Space::kState, "b", "new");
+  batch.put(Space::kState, "c", "new");  // replaces the engine's value
+  batch.put(Space::kState, "f", "new");
+  EXPECT_EQ(scanned(batch, "", "", 10), (Strings{"a=old", "b=new", "c=new", "e=old", "f=new"}));
+}
+
+TEST(ApplyBatchTest, ScanSkipsKeysDeletedInTheBatch) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  for (const char* k : {"a", "b", "c"}) seed.put(Space::kState, k, "old");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  ApplyBatch batch(&engine);
+  batch.del(Space::kState, "a");
+  batch.put(Space::kState, "x", "new");
+  batch.del(Space::kState, "x");  // staged, then deleted: never in the engine
+  EXPECT_EQ(scanned(batch, "", "", 10), (Strings{"b=old", "c=old"}));
+  // The limit counts live keys: the hidden "a" does not use it up.
+  EXPECT_EQ(scanned(batch, "", "", 1), (Strings{"b=old"}));
+}
+
+TEST(ApplyBatchTest, ScanStopsAtTheLimitAndTheRangeEnd) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  for (const char* k : {"a1", "a3", "b1"}) seed.put(Space::kState, k, "old");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  ApplyBatch batch(&engine);
+  batch.put(Space::kState, "a2", "new");
+  batch.put(Space::kState, "a9", "new");
+  batch.put(Space::kState, "b0", "new");  // at the end bound: outside
+  EXPECT_EQ(scanned(batch, "a", "b", 2), (Strings{"a1=old", "a2=new"}));
+  EXPECT_EQ(scanned(batch, "a2", "b", 10), (Strings{"a2=new", "a3=old", "a9=new"}));
+  EXPECT_EQ(scanned(batch, "a", "b", 0), Strings{});
+}
+
+TEST(ApplyBatchTest, ScanKeepsToItsSpace) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kMeta, "a", "meta");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  ApplyBatch batch(&engine);
+  batch.put(Space::kMeta, "b", "meta");
+  batch.put(Space::kState, "c", "state");
+  EXPECT_EQ(scanned(batch, "", "", 10), (Strings{"c=state"}));
+}
+
+TEST(ApplyBatchTest, ScanAfterRollbackSeesTheEngineAgain) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kState, "a", "old");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  ApplyBatch batch(&engine);
+  const auto point = batch.savepoint();
+  batch.del(Space::kState, "a");
+  batch.put(Space::kState, "b", "new");
+  batch.rollback(point);
+  EXPECT_EQ(scanned(batch, "", "", 10), (Strings{"a=old"}));
+}
+
 }  // namespace
 }  // namespace herald::rsm

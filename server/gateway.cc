@@ -97,6 +97,9 @@ struct Gateway::Session {
   bool registered = false;
   bool pump_pending = false;
   std::uint64_t cursor = 0;  // the last change queued to this session
+  // DeviceRecord.registered_after_change_seq: a DEVICE_REMOVED at or before it is of an earlier
+  // device that had the same id, and does not close this session.
+  std::uint64_t device_registered_after = 0;
   // While the stream waits for the outbound queue to drain: since when (mono ms); 0 otherwise.
   std::int64_t paused_since_ms = 0;
   struct TypingRelay {
@@ -593,6 +596,7 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
                      {"resync_required", resync}});
   if (closed) return;  // unregister already ran (or will find nothing)
   s->cursor = since && !resync ? std::min(*since, last) : last;
+  s->device_registered_after = (*device)->registered_after_change_seq();
   s->registered = true;
   auto& list = streams_[r.user_id];
   list.push_back(s);
@@ -700,7 +704,8 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
     send(s, json::object{{"type", "change"}, {"change", change_json(entry)}});
     s->cursor = entry.change().change_seq();
     removed = removed || (entry.change().kind() == messagingpb::DEVICE_REMOVED &&
-                          entry.change().device_id() == s->device_id);
+                          entry.change().device_id() == s->device_id &&
+                          entry.change().change_seq() > s->device_registered_after);
   }
   if (!paused && !page->entries.empty()) s->cursor = page->next_cursor;
   if (removed) {  // after the change itself, so the device learns why
