@@ -50,14 +50,16 @@ class HeraldDriver final : public Driver {
     std::vector<std::unique_ptr<HeraldClient>> clients;
     for (int d = 0; d < devices; ++d) {
       HERALD_RETURN_IF_ERROR(admin.create_user(users[d]));
-      HERALD_ASSIGN_OR_RETURN(std::string token, admin.create_device(users[d], "bench"));
+      // Device ids are unique across users and never reused.
+      const std::string device = users[d] + "-d";
+      HERALD_ASSIGN_OR_RETURN(std::string token, admin.create_device(users[d], device));
       // Direct mode: sender i on endpoint i, its recipient on the next one (so, on several
       // nodes, a message crosses nodes); group mode: member d on endpoint d.
       const int recipient_shift = o_.group_mode() || d < o_.senders() ? 0 : 1;
       const Endpoint& e = o_.endpoints[(d + recipient_shift) % o_.endpoints.size()];
       HERALD_ASSIGN_OR_RETURN(std::unique_ptr<HeraldClient> c,
                               HeraldClient::connect(e.host, e.port));
-      HERALD_RETURN_IF_ERROR(c->auth(users[d], "bench", token).status());
+      HERALD_RETURN_IF_ERROR(c->auth(users[d], device, token).status());
       clients.push_back(std::move(c));
     }
     if (o_.group_mode()) {
