@@ -24,8 +24,9 @@
 #   BENCH_TMP      parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS      directory to copy the server and load generator logs to (default: none)
 #
-# Output: each run's LOADGEN_RESULT line, then a table of medians per system: messages/s
-# (received by recipients in the window), send-to-receipt p50/p99/p999, server CPU per message
+# Output: each run's LOADGEN_RESULT line, then a table of medians per system: acknowledged
+# sends/s and messages/s (received by recipients in the window; in group mode each recipient's
+# copy counts), send-to-receipt p50/p99/p999, server CPU per message
 # (/proc/<pid>/stat utime + stime of the server processes over the window, divided by the
 # messages), server resident memory at the end of the window, errors and lost messages, and the
 # system's durability. A run whose errors plus losses exceed MAX_ERROR_PERCENT of its
@@ -77,6 +78,7 @@ export HERALD_ADMIN_TOKEN
 WORK_DIR=""
 PIDS=()           # server processes of the running system
 LOADGEN_PID=""
+RUN_TAG=""        # "<system>-<run>": the prefix of the running system's log files
 INVALID=0
 
 # --- Parameters ----------------------------------------------------------------------------------
@@ -130,7 +132,9 @@ stop_servers() {
 cleanup() {
   local rc=$?
   if [[ -n "$LOADGEN_PID" ]]; then
-    kill -KILL "$LOADGEN_PID" 2>/dev/null || true
+    # LOADGEN_PID is `timeout`, which passes SIGTERM on to the load generator and, with
+    # --kill-after, SIGKILLs it if it lingers; SIGKILL to `timeout` itself would orphan it.
+    kill -TERM "$LOADGEN_PID" 2>/dev/null || true
     wait "$LOADGEN_PID" 2>/dev/null || true
   fi
   stop_servers
@@ -186,7 +190,7 @@ start_herald() {
     mkdir -p "$dir/herald-$id"
     "$HERALD_BIN" serve --id "$id" --data "$dir/herald-$id" --config "$dir/herald.toml" \
       --client "$HOST:${HERALD_CLIENT_PORTS[i]}" --peer "$HOST:${HERALD_PEER_PORTS[i]}" \
-      "${serve_args[@]}" >"$WORK_DIR/logs/herald-$id.log" 2>&1 &
+      "${serve_args[@]}" >"$WORK_DIR/logs/$RUN_TAG-herald-$id.log" 2>&1 &
     PIDS+=("$!")
   done
 }
@@ -240,7 +244,7 @@ nats_target() {
         echo "cluster { name: bench, listen: $HOST:${NATS_CLUSTER_PORTS[i]}, routes: [$routes] }"
       fi
     } >"$conf"
-    nats-server -c "$conf" >"$WORK_DIR/logs/nats-$name.log" 2>&1 &
+    nats-server -c "$conf" >"$WORK_DIR/logs/$RUN_TAG-nats-$name.log" 2>&1 &
     PIDS+=("$!")
     TARGET_ARGS+=(--endpoint "$HOST:${NATS_CLIENT_PORTS[i]}")
   done
@@ -267,7 +271,7 @@ mosquitto_target() {
     # As root the broker would switch to the `mosquitto` user, which cannot write the scratch dir.
     echo "user $(id -un)"
   } >"$dir/mosquitto.conf"
-  mosquitto -c "$dir/mosquitto.conf" >"$WORK_DIR/logs/mosquitto.log" 2>&1 &
+  mosquitto -c "$dir/mosquitto.conf" >"$WORK_DIR/logs/$RUN_TAG-mosquitto.log" 2>&1 &
   PIDS+=("$!")
   retry_until "$STARTUP_TIMEOUT_S" port_in_use "$MOSQUITTO_PORT" ||
     die "mosquitto did not listen within ${STARTUP_TIMEOUT_S}s"
@@ -289,7 +293,9 @@ durability() {
 # run_once SYSTEM RUN: starts SYSTEM fresh, runs the load generator, stops the system, and
 # appends the LOADGEN_RESULT line to the results file.
 run_once() {
-  local system="$1" run="$2" dir="$WORK_DIR/run-$system-$run" pid
+  local system="$1" run="$2" dir pid
+  dir="$WORK_DIR/run-$system-$run"
+  RUN_TAG="$system-$run"
   mkdir -p "$dir"
   TARGET_ARGS=()
   case "$system" in
@@ -337,14 +343,14 @@ def med(rs, key):
     return statistics.median(float(r[key]) for r in rs)
 invalid = False
 print()
-print("| system | runs | messages/s | p50 / p99 / p999 ms | server CPU µs/msg | server RSS MiB | errors | lost | durability |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| system | runs | sends/s | messages/s | p50 / p99 / p999 ms | server CPU µs/msg | server RSS MiB | errors | lost | durability |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for label, rs in runs.items():
     bad = [r for r in rs if (int(r["errors"]) + int(r["lost"])) * 100 >
            max_error_percent * max(1.0, float(r["sends_per_s"]) * duration)]
     invalid = invalid or bool(bad)
     status = f" (INVALID: {len(bad)} runs over {max_error_percent:g}% errors)" if bad else ""
-    print(f"| {label}{status} | {len(rs)} | {med(rs, 'msgs_per_s'):,.0f} | "
+    print(f"| {label}{status} | {len(rs)} | {med(rs, 'sends_per_s'):,.0f} | {med(rs, 'msgs_per_s'):,.0f} | "
           f"{med(rs, 'p50_ms'):.1f} / {med(rs, 'p99_ms'):.1f} / {med(rs, 'p999_ms'):.1f} | "
           f"{med(rs, 'server_cpu_us_per_msg'):.0f} | {med(rs, 'server_rss_mib'):.0f} | "
           f"{sum(int(r['errors']) for r in rs)} | {sum(int(r['lost']) for r in rs)} | "
