@@ -66,15 +66,6 @@ validate_params() {
 }
 
 
-require_free_ports() {
-  local p
-  for p in "$@"; do
-    if port_in_use "$p"; then
-      die "port $p on $HOST is already in use"
-    fi
-  done
-}
-
 # Stops the helper, then any node it started (a pid file whose process names our data dir).
 cleanup() {
   local rc=$?

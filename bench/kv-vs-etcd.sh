@@ -89,15 +89,6 @@ validate_params() {
 
 # --- Process management --------------------------------------------------------------------------
 
-require_free_ports() {
-  local p
-  for p in "$@"; do
-    if port_in_use "$p"; then
-      die "port $p on $HOST is already in use"
-    fi
-  done
-}
-
 # Stops every process of the running cluster: SIGTERM, then SIGKILL after STOP_TIMEOUT_S.
 stop_cluster() {
   local pid deadline=$((SECONDS + STOP_TIMEOUT_S))
@@ -129,17 +120,6 @@ cleanup() {
     rm -rf "$WORK_DIR"
   fi
   exit "$rc"
-}
-
-# Runs "$@" until it succeeds or `timeout_s` passes. Returns 1 on timeout.
-retry_until() {
-  local timeout_s="$1"
-  shift
-  local deadline=$((SECONDS + timeout_s))
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
 }
 
 # --- etcd ----------------------------------------------------------------------------------------
@@ -316,18 +296,6 @@ bench_system() {
     "verify_${system}_writes" "$leader"
   fi
   stop_cluster
-}
-
-# Like retry_until, but prints the output of the first successful run.
-retry_until_output() {
-  local timeout_s="$1" out
-  shift
-  local deadline=$((SECONDS + timeout_s))
-  until out="$("$@")"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-  echo "$out"
 }
 
 # --- Report --------------------------------------------------------------------------------------

@@ -23,6 +23,37 @@ require_commands() {
   done
 }
 
+# Dies when something listens on HOST at any of the given ports.
+require_free_ports() {
+  local p
+  for p in "$@"; do
+    if port_in_use "$p"; then die "port $p on $HOST is already in use"; fi
+  done
+}
+
+# Runs "$@" until it succeeds or `timeout_s` passes. Returns 1 on timeout.
+retry_until() {
+  local timeout_s="$1"
+  shift
+  local deadline=$((SECONDS + timeout_s))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+# Like retry_until, but prints the output of the first successful run.
+retry_until_output() {
+  local timeout_s="$1" out
+  shift
+  local deadline=$((SECONDS + timeout_s))
+  until out="$("$@")"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+  echo "$out"
+}
+
 # Stops the Python helper, politely first.
 stop_helper() {
   if [[ -n "${HELPER_PID:-}" ]] && kill -0 "$HELPER_PID" 2>/dev/null; then

@@ -16,7 +16,7 @@ build_packages=(
   clang-format clang-tidy
   curl python3
 )
-bench_packages=(wrk etcd-server etcd-client postgresql)
+bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev mosquitto libmosquitto-dev)
 # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
 fuzz_packages=(clang-14 libclang-rt-14-dev)
 
