@@ -707,3 +707,48 @@ TEST_F(NodeTest, ADamagedFollowerRebuiltEmptyCatchesUpFromTheLeaderAndVotesAgain
 
 }  // namespace
 }  // namespace herald::rsm
+
+namespace herald::rsm {
+namespace {
+
+// The case the vote floor exists for (rebuild.h): entries committed by the leader and one
+// follower; the follower is rebuilt empty while the leader is down and the third replica, which
+// never got them, asks for votes. Granting would elect a leader without committed entries.
+TEST_F(NodeTest, ARebuiltReplicaDoesNotHelpElectALeaderThatLacksWhatItAcknowledged) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId behind = lead == 1 ? 2 : 1;
+  const raft::NodeId rebuilt_id = 6 - lead - behind;
+  net_.down.insert(behind);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(put(lead, "committed-" + std::to_string(i), "yes").ok());
+  }
+  // The leader stops; the follower that acknowledged everything is rebuilt empty.
+  net_.down.insert(lead);
+  replica(lead).node.reset();
+  Replica& old = replica(rebuilt_id);
+  old.node.reset();
+  auto fresh = std::make_unique<Replica>();
+  fresh->endpoint = std::make_unique<TestNetwork::Endpoint>(&net_, rebuilt_id);
+  ASSERT_TRUE(carry_over_for_rebuild(old.engine, fresh->engine, "test damage", 0).ok());
+  replicas_[rebuilt_id - 1] = std::move(fresh);
+  open(rebuilt_id);
+  net_.down.erase(behind);
+  tick_all(200);
+  EXPECT_EQ(leader(), raft::kNoNode) << "only a leader holding the committed entries may win";
+
+  // The old leader returns: it wins with the lagging replica's vote, and nothing is lost.
+  net_.down.erase(lead);
+  open(lead);
+  tick_all(200);
+  const raft::NodeId next = leader();
+  ASSERT_NE(next, raft::kNoNode);
+  for (const raft::NodeId id : {lead, behind, rebuilt_id}) {
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(read(id, "committed-" + std::to_string(i)), "yes") << "replica " << id;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace herald::rsm

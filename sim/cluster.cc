@@ -10,6 +10,8 @@
 #include <tuple>
 
 #include "base/assert.h"
+#include "rsm/rebuild.h"
+#include "storage/log_store.h"
 
 namespace herald::sim {
 
@@ -41,6 +43,13 @@ constexpr MonoMs kIoFaultRestartMs = 200;
 constexpr double kFullDiskChance = 0.3;
 constexpr MonoMs kMinFullDiskMs = 300;
 constexpr MonoMs kMaxFullDiskMs = 3'000;
+// Damaged records: on this share of seeds, one replica finds a stored record damaged (its log's
+// newest durable entry, or its applied state) when it next starts, drawn from a stream of its
+// own (derive_seed salt 7). It must rebuild from the leader (rsm/rebuild.h) while the others
+// serve, with every safety check still holding.
+constexpr double kDamageChance = 0.3;
+constexpr MonoMs kDamageRestartMs = 100;
+constexpr std::uint64_t kDamageSalt = 7;
 constexpr std::uint64_t kSimDiskFreeBytes = 1ULL << 30U;
 constexpr std::uint64_t kSimMinFreeBytes = 64ULL << 20U;
 constexpr double kTargetLeaderChance = 0.5;
@@ -321,6 +330,7 @@ struct SimCluster::Replica {
   std::uint64_t incarnation = 0;
   std::uint64_t failed_writes_seen = 0;  // engine failures already accounted for
   storage::ManualDiskSpace disk{kSimDiskFreeBytes};
+  bool damaged = false;  // a record of its store was damaged on purpose and not yet found
   // What the log looked like at the last log check: (first, last, term of last).
   std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
 };
@@ -448,6 +458,10 @@ void SimCluster::start_replica(Replica& r) {
                Event{EventKind::kRestart, r.id, -1, r.incarnation});
       return;
     }
+    if (s.code() == Code::kCorruption && r.damaged) {
+      rebuild_replica(r, s);
+      return;
+    }
     fail(fmt::format("replica {} failed to open: {}", r.id, s.to_string()));
     return;
   }
@@ -500,7 +514,92 @@ void SimCluster::handle_process_error(Replica& r, const Status& status) {
     crash_replica(r, kIoFaultRestartMs);
     return;
   }
+  if (status.code() == Code::kCorruption && r.damaged) {
+    abandon_ops_on(r.id);
+    r.node.reset();
+    if (scenario_ != nullptr) {
+      scenario_->on_replica_down(r.id);
+    }
+    network_.set_up(r.id, false);
+    rebuild_replica(r, status);
+    return;
+  }
   fail(fmt::format("replica {}: process() failed: {}", r.id, status.to_string()));
+}
+
+void SimCluster::rebuild_replica(Replica& r, const Status& cause) {
+  HERALD_ASSERT(r.node == nullptr, "rebuilding a running replica");
+  log_event(fmt::format("replica {} found its damaged record ({}): rebuilding it empty", r.id,
+                        cause.to_string()));
+  storage::MemEngine fresh;
+  auto floor = rsm::carry_over_for_rebuild(r.engine, fresh, cause.to_string(), clock_.wall_ms());
+  if (!floor.ok()) {
+    fail(fmt::format("replica {}: rebuild failed: {}", r.id, floor.status().to_string()));
+    return;
+  }
+  // The engine is replaced in place (the scenario holds it): everything goes, then the records
+  // carried over are written back, synced.
+  storage::WriteBatch batch;
+  for (const storage::Space space :
+       {storage::Space::kLog, storage::Space::kMeta, storage::Space::kState}) {
+    batch.delete_range(space, "", rsm::kStateSpaceEnd);  // every key of every space sorts below
+    for (auto it = fresh.scan(space, "", ""); it->valid(); it->next()) {
+      batch.put(space, it->key(), it->value());
+    }
+  }
+  const Status wiped = r.engine.write(batch, /*sync=*/true);
+  if (wiped.code() == Code::kIOError && r.engine.counters().failed_writes > r.failed_writes_seen) {
+    // An injected write failure: nothing was written; the next start finds the damage again.
+    r.failed_writes_seen = r.engine.counters().failed_writes;
+    log_event(fmt::format("replica {}: the rebuild's write failed (injected)", r.id));
+    schedule(clock_.mono_ms() + kIoFaultRestartMs,
+             Event{EventKind::kRestart, r.id, -1, r.incarnation});
+    return;
+  }
+  if (!wiped.ok()) {
+    fail(fmt::format("replica {}: rebuild write failed: {}", r.id, wiped.to_string()));
+    return;
+  }
+  r.damaged = false;
+  ++stats_.rebuilds;
+  schedule(clock_.mono_ms() + kDamageRestartMs,
+           Event{EventKind::kRestart, r.id, -1, r.incarnation});
+}
+
+void SimCluster::plan_damage() {
+  Rng rng(derive_seed(options_.seed, kDamageSalt));
+  if (!rng.chance(kDamageChance)) {
+    return;
+  }
+  const auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  const MonoMs at = rng.range(kFirstFaultMs, options_.faults_end_ms);
+  const bool in_log = rng.chance(0.5);
+  schedule_call(at, [this, target, in_log] {
+    Replica& r = replica(target);
+    if (!r.node || r.damaged) {
+      return;  // down already: the damage would go unseen until a restart anyway
+    }
+    const raft::Index last = r.node->log().last_index();
+    const raft::Index first = r.node->log().first_index();
+    crash_replica(r, kDamageRestartMs);
+    // The record damaged is one the next start reads: the newest log entry still stored after
+    // the crash, or the applied state.
+    bool hit = false;
+    if (in_log && last >= first) {
+      for (raft::Index i = last; i >= first && !hit; --i) {
+        hit = r.engine.corrupt(storage::Space::kLog, storage::log_key(i));
+      }
+    }
+    if (!hit) {
+      hit = r.engine.corrupt(storage::Space::kState, rsm::kAppliedStateKey);
+    }
+    if (hit) {
+      r.damaged = true;
+      ++stats_.damaged_records;
+      log_event(fmt::format("replica {}: a stored {} is damaged", target,
+                            in_log ? "log entry" : "applied state"));
+    }
+  });
 }
 
 // ---- Event loop ----
@@ -1119,6 +1218,7 @@ RunResult SimCluster::run() {
     log_event(fmt::format("fault profile: {}", storm_ ? kStormProfile.name : kSteadyProfile.name));
     schedule(kFirstFaultMs, Event{EventKind::kFault});
     plan_full_disk();
+    plan_damage();
   }
   schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});

@@ -73,8 +73,10 @@ struct RunStats {
   std::uint64_t unknown_ops = 0;   // writes whose outcome the client never learned
   std::uint64_t rejected_ops = 0;  // refused before being proposed
   std::uint64_t crashes = 0;
-  std::uint64_t io_faults = 0;   // replicas stopped by an injected write failure
-  std::uint64_t full_disks = 0;  // episodes of a disk below its free-space floor
+  std::uint64_t io_faults = 0;        // replicas stopped by an injected write failure
+  std::uint64_t full_disks = 0;       // episodes of a disk below its free-space floor
+  std::uint64_t damaged_records = 0;  // records damaged on purpose (log entries, applied states)
+  std::uint64_t rebuilds = 0;         // replicas rebuilt empty after finding one
   std::uint64_t partitions = 0;
   std::uint64_t leaders = 0;  // distinct (term, leader) pairs
   std::uint64_t max_compacted_index = 0;
@@ -245,6 +247,11 @@ class SimCluster {
   void fault_disk(raft::NodeId target);
   // On some seeds, one episode of a disk below its free-space floor (the disk alarm).
   void plan_full_disk();
+  // On some seeds, damages a record one replica reads when it next starts (see kDamageChance).
+  void plan_damage();
+  // Rebuilds a stopped replica whose damage was found, as server/replica_rebuild.h does on disk,
+  // and restarts it.
+  void rebuild_replica(Replica& r, const Status& cause);
   void heal_everything();
   [[nodiscard]] raft::NodeId pick_target();
 
