@@ -235,6 +235,8 @@ void KvApi::cluster(Responder respond) {
                                   {"block_cache_capacity", view.memory.block_cache_capacity},
                                   {"memtable_bytes", view.memory.memtable_bytes},
                                   {"table_readers_bytes", view.memory.table_readers_bytes}};
+    body["storage"] = json::object{{"state_bytes", view.memory.state_bytes},
+                                   {"log_bytes", view.memory.log_bytes}};
     body["leader"] = self.leader == raft::kNoNode ? json::value(nullptr) : json::value(self.leader);
     respond(json_response(200, body));
   });

@@ -287,6 +287,17 @@ EngineMemory RocksDbEngine::memory() const {
   if (db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem, &value)) {
     m.table_readers_bytes = value;
   }
+  const auto live_bytes = [this](Space space) {
+    std::uint64_t total = 0;
+    std::uint64_t part = 0;
+    for (const auto& property : {rocksdb::DB::Properties::kEstimateLiveDataSize,
+                                 rocksdb::DB::Properties::kCurSizeAllMemTables}) {
+      if (db_->GetIntProperty(handle(space), property, &part)) total += part;
+    }
+    return total;
+  };
+  m.state_bytes = live_bytes(Space::kState);
+  m.log_bytes = live_bytes(Space::kLog);
   return m;
 }
 
