@@ -450,10 +450,11 @@ class DomainTest : public ::testing::Test {
       }
     }
     EXPECT_TRUE(queued.empty()) << "a queued device that is no tombstone";
-    for (const auto& [key, value] : dump()) {
+    for (const auto& entry : dump()) {
+      const std::string& key = entry.first;
       if (key.size() < 2 || key[0] != keys::kKeyPrefix || key[1] != keys::kMarksSub) continue;
       EXPECT_TRUE(std::any_of(live_prefixes.begin(), live_prefixes.end(),
-                              [&](const std::string& p) { return key.starts_with(p); }))
+                              [&key](const std::string& p) { return key.starts_with(p); }))
           << "marks of a device that is gone";
     }
   }

@@ -46,6 +46,7 @@ class HeraldDriver final : public Driver {
     client::AdminClient admin(o_.admin->host, o_.admin->port, o_.admin_token);
     const int devices = o_.senders() + o_.recipients();
     std::vector<std::string> users;
+    users.reserve(static_cast<std::size_t>(devices));
     for (int d = 0; d < devices; ++d) users.push_back(fmt::format("{}-u{}", o_.name_prefix, d));
     std::vector<std::unique_ptr<HeraldClient>> clients;
     for (int d = 0; d < devices; ++d) {

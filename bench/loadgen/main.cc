@@ -111,6 +111,7 @@ int run(const Options& o, Driver& driver) {
   std::vector<ThreadStats> sender_stats(o.senders());
   std::vector<ThreadStats> recipient_stats(o.recipients());
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(o.recipients()) + static_cast<std::size_t>(o.senders()));
   for (int j = 0; j < o.recipients(); ++j) {
     threads.emplace_back([&, j] { driver.run_recipient(j, clock, recipient_stats[j]); });
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -167,7 +168,8 @@ double self_cpu_s() {
 
 std::uint32_t quantile(std::vector<std::uint32_t>& samples, double q) {
   if (samples.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1) + 0.5);
+  const auto rank =
+      static_cast<std::size_t>(std::llround(q * static_cast<double>(samples.size() - 1)));
   const auto nth =
       samples.begin() + static_cast<std::ptrdiff_t>(std::min(rank, samples.size() - 1));
   std::nth_element(samples.begin(), nth, samples.end());

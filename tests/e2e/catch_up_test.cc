@@ -136,6 +136,7 @@ TEST_F(CatchUp, SyncAndHistoryPagesStopAtEachBound) {
   // history cuts its pages the same way, in both directions.
   const auto seqs_in = [](const std::vector<client::Message>& messages) {
     std::vector<std::uint64_t> seqs;
+    seqs.reserve(messages.size());
     for (const client::Message& m : messages) seqs.push_back(m.seq);
     return seqs;
   };

@@ -93,7 +93,7 @@ TEST(Rebuild, ADamagedFollowerRebuildsFromTheLeaderWhileTheClusterServes) {
     auto connected = connect_device(cluster->node(damaged).client_port, b_phone, std::nullopt);
     if (connected.ok()) {
       auto page = (*connected)->history(direct, std::nullopt, 100);
-      if (page.ok() && page->messages.size() == 2 * kMessagesBefore) {
+      if (page.ok() && page->messages.size() == std::size_t{2} * kMessagesBefore) {
         bob = std::move(connected).value();
         break;
       }

@@ -23,7 +23,7 @@ constexpr int kUsers = 20;
 // app/serve.cc: kExitDamagedData.
 constexpr int kExitDamagedData = 3;
 // RocksDB's WAL blocks end in up to 6 bytes of zero padding that no check reads.
-constexpr std::uintmax_t kWalBlockBytes = 32 * 1024;
+constexpr std::uintmax_t kWalBlockBytes = std::uintmax_t{32} * 1024;
 constexpr std::uintmax_t kWalPaddingBytes = 6;
 
 // The newest WAL file (NNNNNN.log) in `dir`; empty when there is none.
