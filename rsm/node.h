@@ -285,7 +285,7 @@ class Node {
 // Keys of the node's own records in the engine (docs/storage-format.md).
 inline constexpr char kAppliedStateKey[] = "a";
 inline constexpr char kIncarnationKey[] = "incarnation";  // Space::kMeta
-inline constexpr char kRebuildMarkKey[] = "rebuild";         // Space::kMeta (rebuild.h)
+inline constexpr char kRebuildMarkKey[] = "rebuild";      // Space::kMeta (rebuild.h)
 inline constexpr char kSnapshotStagePrefix[] = "snapstage/";
 inline constexpr char kSnapshotStageEnd[] = "snapstage0";  // '/' + 1
 // Every key of Space::kState sorts below this bound.
