@@ -1730,26 +1730,46 @@ Result<SyncPage> Domain::sync(const storage::Reader& reader, std::string_view us
   return page;
 }
 
+namespace {
+
+// The conversation, when `user_id` is a member of it (kNotFound otherwise).
+Result<ConversationRecord> member_conversation(const storage::Reader& reader,
+                                               std::string_view user_id,
+                                               std::string_view conversation_id) {
+  HERALD_RETURN_IF_ERROR(membership(reader, user_id, conversation_id).status());
+  return referenced(find_conversation(reader, conversation_id), "conversation", conversation_id);
+}
+
+// The stored messages with seqs in [begin, end), oldest first (seqs trimmed by retention are
+// absent).
+Result<std::vector<MessageRecord>> messages_between(const storage::Reader& reader,
+                                                    std::string_view conversation_id,
+                                                    std::uint64_t begin, std::uint64_t end) {
+  std::vector<MessageRecord> messages;
+  auto it = reader.scan(storage::Space::kState, keys::message_key(conversation_id, begin),
+                        keys::message_key(conversation_id, end));
+  for (; it->valid(); it->next()) {
+    HERALD_ASSIGN_OR_RETURN(MessageRecord m, keys::open<MessageRecord>(it->value(), "message"));
+    messages.push_back(std::move(m));
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  return messages;
+}
+
+}  // namespace
+
 Result<HistoryPage> Domain::history(const storage::Reader& reader, std::string_view user_id,
                                     std::string_view conversation_id, std::uint64_t before_seq,
                                     std::size_t limit) {
-  HERALD_RETURN_IF_ERROR(membership(reader, user_id, conversation_id).status());
-  HERALD_ASSIGN_OR_RETURN(
-      ConversationRecord conv,
-      referenced(find_conversation(reader, conversation_id), "conversation", conversation_id));
+  HERALD_ASSIGN_OR_RETURN(const ConversationRecord conv,
+                          member_conversation(reader, user_id, conversation_id));
   limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
   const std::uint64_t end =
       before_seq == 0 ? conv.last_seq() + 1 : std::min(before_seq, conv.last_seq() + 1);
   const std::uint64_t begin = end > limit ? end - limit : 1;
   HistoryPage page;
   if (end <= 1) return page;
-  auto it = reader.scan(storage::Space::kState, keys::message_key(conversation_id, begin),
-                        keys::message_key(conversation_id, end));
-  for (; it->valid(); it->next()) {
-    HERALD_ASSIGN_OR_RETURN(MessageRecord m, keys::open<MessageRecord>(it->value(), "message"));
-    page.messages.push_back(std::move(m));
-  }
-  HERALD_RETURN_IF_ERROR(it->status());
+  HERALD_ASSIGN_OR_RETURN(page.messages, messages_between(reader, conversation_id, begin, end));
   std::reverse(page.messages.begin(), page.messages.end());
   page.next_before = begin > 1 ? begin : 0;
   return page;
@@ -1758,22 +1778,15 @@ Result<HistoryPage> Domain::history(const storage::Reader& reader, std::string_v
 Result<HistoryPage> Domain::history_after(const storage::Reader& reader, std::string_view user_id,
                                           std::string_view conversation_id, std::uint64_t after_seq,
                                           std::size_t limit) {
-  HERALD_RETURN_IF_ERROR(membership(reader, user_id, conversation_id).status());
-  HERALD_ASSIGN_OR_RETURN(
-      ConversationRecord conv,
-      referenced(find_conversation(reader, conversation_id), "conversation", conversation_id));
+  HERALD_ASSIGN_OR_RETURN(const ConversationRecord conv,
+                          member_conversation(reader, user_id, conversation_id));
   limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
   HistoryPage page;
   page.next_after = after_seq;
   if (after_seq >= conv.last_seq()) return page;
   const std::uint64_t last = std::min(conv.last_seq(), after_seq + limit);
-  auto it = reader.scan(storage::Space::kState, keys::message_key(conversation_id, after_seq + 1),
-                        keys::message_key(conversation_id, last + 1));
-  for (; it->valid(); it->next()) {
-    HERALD_ASSIGN_OR_RETURN(MessageRecord m, keys::open<MessageRecord>(it->value(), "message"));
-    page.messages.push_back(std::move(m));
-  }
-  HERALD_RETURN_IF_ERROR(it->status());
+  HERALD_ASSIGN_OR_RETURN(page.messages,
+                          messages_between(reader, conversation_id, after_seq + 1, last + 1));
   page.next_after = last;
   page.has_more = last < conv.last_seq();
   return page;
