@@ -18,6 +18,7 @@ namespace {
 
 using testing::get_or_absent;
 using testing::KeyValues;
+using testing::newest_wal;
 using testing::scan_all;
 using testing::TempDir;
 
@@ -158,18 +159,6 @@ std::vector<WalRecord> wal_records(const std::filesystem::path& path) {
     pos += kWalHeaderBytes + record.payload_bytes;
   }
   return records;
-}
-
-// The newest WAL file of the database in `dir` (empty when there is none).
-std::filesystem::path newest_wal(const std::string& dir) {
-  std::filesystem::path newest;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().extension() == ".log" &&
-        (newest.empty() || entry.path().filename() > newest.filename())) {
-      newest = entry.path();
-    }
-  }
-  return newest;
 }
 
 // How many table files (flushed memtables) the database in `dir` has.

@@ -13,6 +13,18 @@
 
 namespace herald::storage::testing {
 
+// The newest WAL file of the database in `dir` (empty when there is none).
+inline std::filesystem::path newest_wal(const std::string& dir) {
+  std::filesystem::path newest;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".log" &&
+        (newest.empty() || entry.path().filename() > newest.filename())) {
+      newest = entry.path();
+    }
+  }
+  return newest;
+}
+
 // A fresh directory in the system temp directory, removed with everything in it when the object
 // dies.
 class TempDir {

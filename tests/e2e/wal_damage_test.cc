@@ -9,6 +9,7 @@
 #include <string>
 
 #include "client/admin_client.h"
+#include "storage/test_util.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/devices.h"
 
@@ -26,22 +27,7 @@ constexpr int kExitDamagedData = 3;
 constexpr std::uintmax_t kWalBlockBytes = std::uintmax_t{32} * 1024;
 constexpr std::uintmax_t kWalPaddingBytes = 6;
 
-// The newest WAL file (NNNNNN.log) in `dir`; empty when there is none.
-std::filesystem::path newest_wal(const std::string& dir) {
-  std::filesystem::path newest;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().extension() == ".log" &&
-        (newest.empty() || entry.path().filename() > newest.filename())) {
-      newest = entry.path();
-    }
-  }
-  return newest;
-}
-
-std::string read_log(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using storage::testing::newest_wal;
 
 TEST(WalDamage, DamageInTheMiddleOfTheWalStopsTheNodeWithACriticalLine) {
   auto cluster = must(Cluster::create(1), "creating the cluster");
@@ -74,7 +60,8 @@ TEST(WalDamage, DamageInTheMiddleOfTheWalStopsTheNodeWithACriticalLine) {
   must(cluster->start(1), "restarting the node");
   const int exit_code = must(cluster->exit_status(1, kRefusalTimeoutMs), "waiting for the refusal");
   EXPECT_EQ(exit_code, kExitDamagedData) << cluster->log_tail(1);
-  const std::string log = read_log(cluster->node(1).log_path);
+  constexpr std::size_t kWholeLog = std::size_t{1} << 24U;
+  const std::string log = cluster->log_tail(1, kWholeLog);
   EXPECT_NE(log.find("refuses to start"), std::string::npos) << cluster->log_tail(1);
   EXPECT_NE(log.find("write-ahead log " + wal.string() + " is damaged"), std::string::npos)
       << cluster->log_tail(1);
