@@ -97,7 +97,7 @@ admin() {
 
 set_short_retention() {
   admin -X PUT -H 'Content-Type: application/json' \
-    -d "{\"dedup_window_ms\": $RETENTION_MS, \"change_retention_ms\": $RETENTION_MS, \"closed_workflow_ms\": $RETENTION_MS}" \
+    -d "{\"dedup_window_ms\": $RETENTION_MS, \"change_retention_ms\": $RETENTION_MS, \"delivery_lifetime_ms\": $RETENTION_MS, \"closed_workflow_ms\": $RETENTION_MS}" \
     "http://$HOST:$CLIENT_PORT/v1/admin/retention" >/dev/null
 }
 

@@ -201,9 +201,14 @@ class DeliveryType final : public workflow::WorkflowType {
     std::vector<Action> actions;
     if (in.push_enabled() && d.devices_size() > 0) {
       actions.push_back(Action::start_timer(kPushTimer, in.push_after_ms()));
+      d.set_push_timer_pending(true);
     }
     if (in.escalate_after_ms() > 0) {
       actions.push_back(Action::start_timer(kEscalateTimer, in.escalate_after_ms()));
+      d.set_escalate_timer_pending(true);
+    }
+    if (in.close_after_ms() > 0) {
+      actions.push_back(Action::start_timer(kCloseTimer, in.close_after_ms()));
     }
     *d.mutable_input() = std::move(in);
     return changed(kDeliveryStored, d, std::move(actions));
@@ -239,7 +244,9 @@ class DeliveryType final : public workflow::WorkflowType {
     device->set_state(messagingpb::DEVICE_DELIVERED);
     device->set_delivered_ms(signal.time_ms);
     if (is_unconfirmed(state)) {
-      return changed(kDeliveryConfirmed, d, cancel_timers());
+      d.set_push_timer_pending(false);
+      d.set_escalate_timer_pending(false);
+      return settle(kDeliveryConfirmed, d, cancel_timers());
     }
     return changed(state, d);
   }
@@ -263,15 +270,38 @@ class DeliveryType final : public workflow::WorkflowType {
   static Decision on_timer(std::string_view state, std::string_view data, DeliveryData d,
                            const Event& event) {
     if (event.tag == kPushTimer && state == kDeliveryStored) {
-      return dispatch_push(state, data, std::move(d));
+      d.set_push_timer_pending(false);
+      return dispatch_push(state, std::move(d));
     }
     if (event.tag == kEscalateTimer && is_unconfirmed(state)) {
+      d.set_escalate_timer_pending(false);
       return escalate(state, std::move(d));
+    }
+    if (event.tag == kCloseTimer && is_open(state)) {
+      d.set_close_due(true);
+      return settle(state, d, {});
     }
     return unchanged(state, data);  // a timer made stale by a confirmation
   }
 
-  static Decision dispatch_push(std::string_view state, std::string_view data, DeliveryData d) {
+  // A push or escalation timer still to fire, or a push or email attempt in flight.
+  static bool work_pending(const DeliveryData& d) {
+    return d.push_timer_pending() || d.escalate_timer_pending() || d.push_open() || d.email_open();
+  }
+
+  // The decision for `d` in `state` with `actions`; once the lifetime is over (close_due) and no
+  // work is pending, the run completes where it stands: history "expired", an empty result.
+  static Decision settle(std::string_view state, const DeliveryData& d,
+                         std::vector<Action> actions) {
+    if (d.close_due() && is_open(state) && !work_pending(d)) {
+      actions.push_back(Action::record(
+          kExpiredRecord, state == kDeliveryConfirmed ? kExpiredUnread : kExpiredUndelivered));
+      actions.push_back(Action::complete(""));
+    }
+    return changed(state, d, std::move(actions));
+  }
+
+  static Decision dispatch_push(std::string_view state, DeliveryData d) {
     std::vector<std::string> pending;
     for (auto& device : *d.mutable_devices()) {
       if (device.state() == messagingpb::DEVICE_PENDING) {
@@ -280,9 +310,10 @@ class DeliveryType final : public workflow::WorkflowType {
       }
     }
     if (pending.empty()) {
-      return unchanged(state, data);
+      return settle(state, d, {});
     }
     const std::string task = push_task(d.input(), std::move(pending)).SerializeAsString();
+    d.set_push_open(true);
     return changed(
         kDeliveryPushDispatched, d,
         {Action::schedule_activity(kPushActivity, kPushTag, task, push_activity_options())});
@@ -292,37 +323,41 @@ class DeliveryType final : public workflow::WorkflowType {
     d.set_escalated(true);
     std::vector<Action> actions{Action::record(kEscalatedRecord)};
     if (d.input().email_fallback()) {
+      d.set_email_open(true);
       actions.push_back(Action::schedule_activity(kEmailActivity, kEmailTag,
                                                   email_task(d.input()).SerializeAsString(),
                                                   email_activity_options()));
     }
-    return changed(state, d, std::move(actions));
+    return settle(state, d, std::move(actions));
   }
 
   static Decision on_activity(std::string_view state, std::string_view data, DeliveryData d,
                               const Event& event) {
     const bool ok = event.kind == Event::Kind::kActivityCompleted;
     const std::string error = event.error_type + ": " + event.error_message;
-    if (event.tag == kPushTag && ok) {
-      return unchanged(state, data, {Action::record(kPushSentRecord)});
-    }
+    std::vector<Action> actions;
     if (event.tag == kPushTag) {
-      d.set_push_error(error);
-      for (auto& device : *d.mutable_devices()) {
-        if (device.state() == messagingpb::DEVICE_PUSHED) {
-          device.set_state(messagingpb::DEVICE_PENDING);  // no notification reached it
+      d.set_push_open(false);
+      if (ok) {
+        actions.push_back(Action::record(kPushSentRecord));
+      } else {
+        d.set_push_error(error);
+        for (auto& device : *d.mutable_devices()) {
+          if (device.state() == messagingpb::DEVICE_PUSHED) {
+            device.set_state(messagingpb::DEVICE_PENDING);  // no notification reached it
+          }
         }
+        actions.push_back(Action::record(kPushFailedRecord, error));
       }
-      return changed(state, d, {Action::record(kPushFailedRecord, error)});
+    } else if (event.tag == kEmailTag) {
+      d.set_email_open(false);
+      d.set_emailed(d.emailed() || ok);
+      actions.push_back(ok ? Action::record(kEmailSentRecord)
+                           : Action::record(kEmailFailedRecord, error));
+    } else {
+      return unchanged(state, data);
     }
-    if (event.tag == kEmailTag && ok) {
-      d.set_emailed(true);
-      return changed(state, d, {Action::record(kEmailSentRecord)});
-    }
-    if (event.tag == kEmailTag) {
-      return unchanged(state, data, {Action::record(kEmailFailedRecord, error)});
-    }
-    return unchanged(state, data);
+    return settle(state, d, std::move(actions));
   }
 };
 
@@ -377,6 +412,9 @@ std::string check_delivery_input(const DeliveryInput& input) {
   if (!valid_delay(input.push_after_ms()) || !valid_delay(input.escalate_after_ms())) {
     return fmt::format("push_after_ms and escalate_after_ms must be within [0, {}] ms",
                        kMaxDeliveryDelayMs);
+  }
+  if (input.close_after_ms() < 0 || input.close_after_ms() > kMaxDeliveryLifetimeMs) {
+    return fmt::format("close_after_ms must be within [0, {}] ms", kMaxDeliveryLifetimeMs);
   }
   return {};
 }

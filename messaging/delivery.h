@@ -12,7 +12,8 @@
 //   "initiated"           the run exists; its kStarted event has not been decided yet.
 //   "stored"              the message is stored; every device is pending. Timer "push" (the
 //                         grace for delivery over a live socket) runs when push is enabled and
-//                         there are devices; timer "escalate" runs when escalate_after_ms > 0.
+//                         there are devices; timer "escalate" runs when escalate_after_ms > 0;
+//                         timer "close" (the run's lifetime) when close_after_ms > 0.
 //   "push_dispatched"     "push" fired: activity "messaging.push" notifies the pending devices.
 //   "delivery_confirmed"  some device acknowledged: the timers are canceled.
 //   "read_acknowledged"   some device read it: the run completes (result = that device's id).
@@ -23,7 +24,8 @@
 //    "push_dispatched" to "delivery_confirmed" and cancels timers "push" and "escalate". A device
 //    already delivered or read changes nothing (duplicate signals are harmless).
 //  - signal "read" (DeviceSignal), in any open state: the device becomes DEVICE_READ (read
-//    implies delivered), the timers are canceled and the run completes in "read_acknowledged".
+//    implies delivered), the timers are canceled and the run completes in "read_acknowledged"
+//    with the reading device's id as its result.
 //  - timer "push" in "stored": activity "messaging.push" with a PushTask for the devices still
 //    pending, which become DEVICE_PUSHED; state "push_dispatched". Its completion records
 //    "push_sent"; its failure (retries exhausted or non-retryable) sets data.push_error, puts the
@@ -31,6 +33,13 @@
 //  - timer "escalate" before confirmation: records "escalated", sets data.escalated and, when
 //    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
 //    sets data.emailed and records "email_sent"; its failure records "email_failed".
+//  - timer "close" in an open state: the run has lived its lifetime unread; data.close_due is set.
+//    The run completes as soon as no work is pending — no "push" or "escalate" timer still to
+//    fire, no push or email attempt in flight (data.push_timer_pending, escalate_timer_pending,
+//    push_open, email_open) — at once or after the event that ends the last of it, so the
+//    lifetime never cuts a push, an escalation or an attempt short: history records "expired"
+//    (payload "unread" in "delivery_confirmed", else "undelivered") and the run completes in its
+//    state with an empty result.
 //  - a cancel request (e.g. the message was deleted): the type adds nothing, so the engine closes
 //    the run as CANCELED and drops its timers and open activities (workflow/engine.h).
 //  - an unknown signal, or a signal whose payload is not a DeviceSignal with a device id of
@@ -75,6 +84,7 @@ inline constexpr char kMessageDeletedReason[] = "message_deleted";
 // USER timer tags.
 inline constexpr char kPushTimer[] = "push";
 inline constexpr char kEscalateTimer[] = "escalate";
+inline constexpr char kCloseTimer[] = "close";
 
 // Activity types (the handlers' names) and the tags the workflow schedules them under.
 inline constexpr char kPushActivity[] = "messaging.push";    // input: messagingpb::PushTask
@@ -89,6 +99,10 @@ inline constexpr char kEscalatedRecord[] = "escalated";
 inline constexpr char kEmailSentRecord[] = "email_sent";
 inline constexpr char kEmailFailedRecord[] = "email_failed";
 inline constexpr char kSignalIgnoredRecord[] = "signal_ignored";
+// The run lived its lifetime without a read; payload kExpiredUnread or kExpiredUndelivered.
+inline constexpr char kExpiredRecord[] = "expired";
+inline constexpr char kExpiredUnread[] = "unread";
+inline constexpr char kExpiredUndelivered[] = "undelivered";
 // A "delivered" or "read" signal from an unknown device when kMaxDeliveryDevices are tracked.
 inline constexpr char kDeviceIgnoredRecord[] = "device_ignored";
 
@@ -103,6 +117,8 @@ inline constexpr std::size_t kMaxDeliveryDevices = 128;
 inline constexpr std::size_t kMaxDeviceIdBytes = 256;
 // Bound of push_after_ms and escalate_after_ms.
 inline constexpr std::int64_t kMaxDeliveryDelayMs = 30LL * 24 * 3600 * 1000;  // 30 days
+// Bound of close_after_ms (the run's lifetime).
+inline constexpr std::int64_t kMaxDeliveryLifetimeMs = 3650LL * 24 * 3600 * 1000;  // 10 years
 
 // The retry policy of the provider activities (push and email): exponential backoff with full
 // jitter, 1 s, 2 s, 4 s, ... capped at 60 s, at most 8 attempts, 30 s per attempt.
@@ -138,7 +154,7 @@ inline constexpr std::uint64_t kProviderStartToCloseTimeoutMs = 30'000;
 
 // Empty when `input` is acceptable, else why not: a recipient user, conversation and sender;
 // at most kMaxDeliveryDevices device ids, each of 1..kMaxDeviceIdBytes bytes; delays within
-// [0, kMaxDeliveryDelayMs].
+// [0, kMaxDeliveryDelayMs]; close_after_ms within [0, kMaxDeliveryLifetimeMs].
 [[nodiscard]] std::string check_delivery_input(const messagingpb::DeliveryInput& input);
 
 // The data of a delivery run (WorkflowRecord.data); nullopt when it does not decode.

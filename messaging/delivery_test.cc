@@ -241,13 +241,15 @@ TEST(DeliveryType, UndecodableInputFailsTheRun) {
 }
 
 TEST(DeliveryType, InputBreakingABoundFailsTheRun) {
-  std::vector<DeliveryInput> bad(4, make_input());
+  std::vector<DeliveryInput> bad(6, make_input());
   bad[0].clear_recipient_user_id();
   bad[1].set_push_after_ms(-1);
   bad[2].set_escalate_after_ms(kMaxDeliveryDelayMs + 1);
   for (std::size_t i = 0; i <= kMaxDeliveryDevices; ++i) {
     bad[3].add_device_ids("d" + std::to_string(i));
   }
+  bad[4].set_close_after_ms(-1);
+  bad[5].set_close_after_ms(kMaxDeliveryLifetimeMs + 1);
   const auto type = make_delivery_type();
   for (const auto& in : bad) {
     const Decision d = type->on_event(kDeliveryInitiated, "", started(in));
@@ -314,10 +316,11 @@ TEST(DeliveryType, PushCompletedRecordsPushSent) {
   Delivery w;
   (void)w.start();
   (void)w.on(timer(kPushTimer));
-  const std::string data = w.data();
+  EXPECT_TRUE(w.decoded().push_open());
   const Decision d = w.on(completed(kPushTag));
   EXPECT_EQ(d.state, kDeliveryPushDispatched);
-  EXPECT_EQ(d.data, data);
+  EXPECT_FALSE(w.decoded().push_open());
+  EXPECT_EQ(w.device("bob-phone"), messagingpb::DEVICE_PUSHED);
   EXPECT_EQ(records(d), std::vector<std::string>{"push_sent"});
 }
 
@@ -523,6 +526,130 @@ TEST(DeliveryType, ReadKeepsTheEarlierDeliveryTime) {
   EXPECT_EQ(w.decoded().devices(0).read_ms(), kT0 + 90);
 }
 
+// ---------------------------------------------------------------- lifetime
+
+constexpr std::int64_t kLifetimeMs = 3'600'000;
+
+DeliveryInput with_lifetime() {
+  DeliveryInput in = make_input();
+  in.set_close_after_ms(kLifetimeMs);
+  return in;
+}
+
+std::vector<Action> completions(const Decision& d) {
+  return of_kind(d, Action::Kind::kComplete);
+}
+
+TEST(DeliveryType, StartRunsTheCloseTimerForTheLifetime) {
+  Delivery w;
+  const Decision d = w.start(with_lifetime());
+  EXPECT_EQ(timers_started(d), (std::vector<std::string>{kPushTimer, kEscalateTimer, kCloseTimer}));
+  EXPECT_EQ(d.actions[2].delay_ms, kLifetimeMs);
+}
+
+TEST(DeliveryType, NoCloseTimerWithoutALifetime) {
+  Delivery w;
+  const Decision d = w.start();
+  EXPECT_EQ(timers_started(d), (std::vector<std::string>{kPushTimer, kEscalateTimer}));
+}
+
+TEST(DeliveryType, CloseTimerCompletesADeliveredRunAsUnread) {
+  Delivery w;
+  (void)w.start(with_lifetime());
+  (void)w.on(signal(kDeliveredSignal, "bob-phone"));
+  const Decision d = w.on(timer(kCloseTimer));
+  EXPECT_EQ(d.state, kDeliveryConfirmed);
+  EXPECT_EQ(records(d), std::vector<std::string>{kExpiredRecord});
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord)[0].payload, kExpiredUnread);
+  ASSERT_EQ(completions(d).size(), 1U);
+  EXPECT_EQ(completions(d)[0].payload, "");  // no reading device
+  EXPECT_EQ(w.device("bob-phone"), messagingpb::DEVICE_DELIVERED);
+}
+
+TEST(DeliveryType, CloseTimerCompletesAnUnconfirmedRunWithNothingPendingAsUndelivered) {
+  DeliveryInput in = with_lifetime();
+  in.set_push_enabled(false);
+  in.set_escalate_after_ms(0);
+  Delivery w;
+  (void)w.start(in);
+  const Decision d = w.on(timer(kCloseTimer));
+  EXPECT_EQ(d.state, kDeliveryStored);
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(0).payload, kExpiredUndelivered);
+  EXPECT_EQ(completions(d).size(), 1U);
+}
+
+TEST(DeliveryType, ALifetimeShorterThanThePushAndEscalationWaitsForBoth) {
+  Delivery w;
+  (void)w.start(with_lifetime());
+  Decision d = w.on(timer(kCloseTimer));
+  EXPECT_EQ(d.state, kDeliveryStored);
+  EXPECT_TRUE(completions(d).empty());
+  EXPECT_TRUE(w.decoded().close_due());
+  d = w.on(timer(kPushTimer));  // still pushes
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 1U);
+  d = w.on(completed(kPushTag));
+  EXPECT_TRUE(completions(d).empty());  // the escalation is still to come
+  d = w.on(timer(kEscalateTimer));      // still escalates, and emails
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 1U);
+  EXPECT_TRUE(completions(d).empty());
+  d = w.on(failed(kEmailTag, kEmailRejected));
+  EXPECT_EQ(records(d), (std::vector<std::string>{kEmailFailedRecord, kExpiredRecord}));
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(1).payload, kExpiredUndelivered);
+  EXPECT_EQ(completions(d).size(), 1U);
+}
+
+TEST(DeliveryType, AConfirmationWhileTheCloseWaitsCompletesAsUnread) {
+  Delivery w;
+  (void)w.start(with_lifetime());
+  (void)w.on(timer(kCloseTimer));
+  const Decision d = w.on(signal(kDeliveredSignal, "bob-phone"));
+  EXPECT_EQ(d.state, kDeliveryConfirmed);
+  EXPECT_EQ(timers_canceled(d), (std::vector<std::string>{kPushTimer, kEscalateTimer}));
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(0).payload, kExpiredUnread);
+  EXPECT_EQ(completions(d).size(), 1U);
+}
+
+TEST(DeliveryType, CloseWaitsForTheOpenPushAndCompletesWithItsOutcome) {
+  DeliveryInput in = with_lifetime();
+  in.set_escalate_after_ms(0);
+  Delivery w;
+  (void)w.start(in);
+  (void)w.on(timer(kPushTimer));
+  Decision d = w.on(timer(kCloseTimer));
+  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_TRUE(completions(d).empty());
+  EXPECT_TRUE(w.decoded().close_due());
+  d = w.on(failed(kPushTag, kPushUnavailable));
+  EXPECT_EQ(records(d), (std::vector<std::string>{kPushFailedRecord, kExpiredRecord}));
+  EXPECT_EQ(completions(d).size(), 1U);
+  EXPECT_EQ(w.decoded().push_error(), "push.unavailable: gone");
+}
+
+TEST(DeliveryType, CloseWaitsForTheOpenEmailToo) {
+  Delivery w;
+  (void)w.start(with_lifetime());
+  (void)w.on(timer(kPushTimer));
+  (void)w.on(timer(kEscalateTimer));  // schedules the email
+  EXPECT_TRUE(completions(w.on(timer(kCloseTimer))).empty());
+  Decision d = w.on(completed(kPushTag));
+  EXPECT_TRUE(completions(d).empty());  // the email is still in flight
+  d = w.on(completed(kEmailTag));
+  EXPECT_EQ(records(d), (std::vector<std::string>{kEmailSentRecord, kExpiredRecord}));
+  EXPECT_EQ(completions(d).size(), 1U);
+  EXPECT_TRUE(w.decoded().emailed());
+}
+
+TEST(DeliveryType, AReadWhileTheCloseWaitsCompletesAsRead) {
+  Delivery w;
+  (void)w.start(with_lifetime());
+  (void)w.on(timer(kPushTimer));
+  (void)w.on(timer(kCloseTimer));
+  const Decision d = w.on(signal(kReadSignal, "bob-laptop"));
+  EXPECT_EQ(d.state, kDeliveryReadAcknowledged);
+  ASSERT_EQ(completions(d).size(), 1U);
+  EXPECT_EQ(completions(d)[0].payload, "bob-laptop");
+}
+
 // ---------------------------------------------------------------- other events
 
 TEST(DeliveryType, UnknownSignalIsRecordedAndIgnored) {
@@ -603,11 +730,11 @@ class DeliveryEngineTest : public ::testing::Test {
     return result;
   }
 
-  void start(std::int64_t wall_ms) {
+  void start(std::int64_t wall_ms, const DeliveryInput& input = make_input()) {
     workflowpb::WorkflowCommand c;
     c.mutable_start()->set_workflow_id(id_);
     c.mutable_start()->set_type(kDeliveryType);
-    c.mutable_start()->set_input(make_input().SerializeAsString());
+    c.mutable_start()->set_input(input.SerializeAsString());
     (void)apply(c, wall_ms);
   }
 
@@ -753,6 +880,38 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
                                       "activity_retry_scheduled", "activity_completed", "push_sent",
                                       "signaled", "state:delivery_confirmed", "timer_canceled",
                                       "signaled", "state:read_acknowledged", "completed"}));
+}
+
+TEST_F(DeliveryEngineTest, ADeliveredRunNobodyReadsCompletesAtTheEndOfItsLifetime) {
+  start(kT0, with_lifetime());
+  ASSERT_TRUE(user_timer(kCloseTimer).has_value());
+  EXPECT_EQ(user_timer(kCloseTimer)->due_ms(), kT0 + kLifetimeMs);
+  signal_device(kDeliveredSignal, "bob-laptop", kT0 + 500);  // before the push
+  EXPECT_FALSE(user_timer(kPushTimer).has_value());
+  EXPECT_TRUE(user_timer(kCloseTimer).has_value());  // a confirmation keeps the lifetime
+
+  fire(user_timer(kCloseTimer));
+  const auto rec = record();
+  EXPECT_EQ(rec.status(), workflowpb::COMPLETED);
+  EXPECT_EQ(rec.state(), kDeliveryConfirmed);
+  EXPECT_EQ(rec.result(), "");
+  EXPECT_FALSE(user_timer(kCloseTimer).has_value());
+  const auto kinds = history();
+  EXPECT_EQ(kinds.back(), "completed");
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), kExpiredRecord), 1);
+
+  // A read after the close finds no open run: the engine answers kNotFound, which the domain and
+  // the read-sync saga treat as done.
+  workflowpb::WorkflowCommand late;
+  late.mutable_signal()->set_workflow_id(id_);
+  late.mutable_signal()->set_name(kReadSignal);
+  late.mutable_signal()->set_payload(device_signal("bob-phone", kT0 + kLifetimeMs + 1));
+  rsmpb::Command c;
+  c.set_wall_ms(kT0 + kLifetimeMs + 1);
+  c.mutable_module()->set_name(workflow::kModuleName);
+  c.mutable_module()->set_payload(late.SerializeAsString());
+  rsm::ApplyBatch batch(&store_);
+  EXPECT_EQ(engine_.apply(++index_, c, batch).code(), static_cast<std::uint32_t>(Code::kNotFound));
 }
 
 TEST_F(DeliveryEngineTest, PermanentPushFailureThenEscalationByEmailThenCancel) {

@@ -346,6 +346,9 @@ Result<messagingpb::RetentionSettings> retention_of(const Source& source) {
   if (settings.change_retention_ms() == 0) {
     settings.set_change_retention_ms(kDefaultChangeRetentionMs);
   }
+  if (settings.delivery_lifetime_ms() == 0) {
+    settings.set_delivery_lifetime_ms(kDefaultDeliveryLifetimeMs);
+  }
   return settings;
 }
 
@@ -1086,6 +1089,9 @@ Status Applier::deliver(const ConversationRecord& conv, const MessageRecord& mes
   return own ? Status::ok_status() : start_delivery(message, preview, state);
 }
 
+static_assert(kMaxRetentionMs <= kMaxDeliveryLifetimeMs,
+              "every delivery lifetime the domain allows passes check_delivery_input");
+
 Status Applier::start_delivery(const MessageRecord& message, std::string_view preview,
                                const MemberState& state) {
   HERALD_ASSIGN_OR_RETURN(UserRecord user,
@@ -1103,6 +1109,8 @@ Status Applier::start_delivery(const MessageRecord& message, std::string_view pr
   input.set_escalate_after_ms(prefs.email_delay_ms);
   input.set_push_enabled(prefs.push_enabled && !prefs.muted);
   input.set_email_fallback(prefs.email_fallback && !prefs.muted);
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  input.set_close_after_ms(retention.delivery_lifetime_ms());
   return sink_.start(batch_, now_ms_,
                      delivery_workflow_id(message.conversation_id(), message.seq(), user.user_id()),
                      kDeliveryType, input.SerializeAsString());
@@ -1478,7 +1486,8 @@ Status Applier::expire_tombstones(messagingpb::DeviceQueue& queue) {
 Result<rsmpb::CommandResult> Applier::set_retention(const messagingpb::SetRetention& op) {
   const auto& s = op.settings();
   for (const auto& [what, ms] : {std::pair{"dedup_window_ms", s.dedup_window_ms()},
-                                 std::pair{"change_retention_ms", s.change_retention_ms()}}) {
+                                 std::pair{"change_retention_ms", s.change_retention_ms()},
+                                 std::pair{"delivery_lifetime_ms", s.delivery_lifetime_ms()}}) {
     if (ms != 0 && (ms < kMinRetentionMs || ms > kMaxRetentionMs)) {
       return Status::invalid_argument(fmt::format("{} = {} is outside [{}, {}] ms (0: default)",
                                                   what, ms, kMinRetentionMs, kMaxRetentionMs));

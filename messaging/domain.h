@@ -96,6 +96,10 @@ inline constexpr std::size_t kMaxReadLimit = 1000;
 inline constexpr std::int64_t kDefaultDedupWindowMs = 7LL * 24 * 60 * 60 * 1000;
 // Change-stream entries older than this are trimmed; a device behind them must resync.
 inline constexpr std::int64_t kDefaultChangeRetentionMs = 30LL * 24 * 60 * 60 * 1000;
+// An unread message's delivery workflows complete this long after it was sent, or once its push
+// and escalation have run if they come later (messaging/delivery.h), so open workflows do not
+// pile up.
+inline constexpr std::int64_t kDefaultDeliveryLifetimeMs = 30LL * 24 * 60 * 60 * 1000;
 inline constexpr std::int64_t kMinRetentionMs = 1000;
 inline constexpr std::int64_t kMaxRetentionMs = 3650LL * 24 * 60 * 60 * 1000;
 // Expired records one command removes at most: dedup records per send, stream entries per

@@ -937,8 +937,28 @@ TEST_F(DomainTest, SendStartsOneDeliveryWorkflowPerRecipient) {
   EXPECT_EQ(bob.preview(), "hello");
   EXPECT_EQ(bob.push_after_ms(), kPushAfterMs);
   EXPECT_EQ(bob.escalate_after_ms(), kDefaultEmailDelayMs);
+  EXPECT_EQ(bob.close_after_ms(), kDefaultDeliveryLifetimeMs);
   EXPECT_TRUE(bob.push_enabled());
   EXPECT_FALSE(bob.email_fallback());
+}
+
+TEST_F(DomainTest, DeliveryLifetimeFollowsTheRetentionSetting) {
+  make_trio();
+  MessagingCommand c;
+  c.mutable_set_retention()->mutable_settings()->set_delivery_lifetime_ms(kMinRetentionMs);
+  ok(c);
+  send("g", "alice", "short");
+  // Shorter than the escalation delay: the workflow waits for its escalation (delivery.h).
+  EXPECT_EQ(deliveries("g", 1).at("bob").close_after_ms(), kMinRetentionMs);
+  c.mutable_set_retention()->mutable_settings()->set_delivery_lifetime_ms(2 * kDefaultEmailDelayMs);
+  ok(c);
+  send("g", "alice", "long");
+  EXPECT_EQ(deliveries("g", 2).at("bob").close_after_ms(), 2 * kDefaultEmailDelayMs);
+  c.mutable_set_retention()->mutable_settings()->set_delivery_lifetime_ms(kMaxRetentionMs + 1);
+  EXPECT_EQ(code_of(apply(c)), Code::kInvalidArgument);
+  auto settings = Domain::retention(store_);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_EQ(settings->delivery_lifetime_ms(), 2 * kDefaultEmailDelayMs);
 }
 
 TEST_F(DomainTest, TheLongestDeliveryWorkflowIdFitsTheWorkflowEngine) {

@@ -36,6 +36,12 @@ constexpr std::int64_t kMaxDevicesPerUser = 3;
 constexpr double kPushTokenChance = 0.7;  // of the devices on a platform with push
 constexpr double kEmailFallbackChance = 0.4;
 constexpr std::int64_t kMaxSimEmailDelayMs = 3'000;  // short, so that escalations happen in a run
+// In this share of the seeds every delivery has a lifetime within the bounds below, so that
+// deliveries nobody reads complete under the faults too.
+constexpr std::uint64_t kLifetimeSalt = 25;
+constexpr double kShortLifetimeChance = 0.3;
+constexpr std::int64_t kMinSimLifetimeMs = 1'000;
+constexpr std::int64_t kMaxSimLifetimeMs = 6'000;
 constexpr char kGroupId[] = "g-all";
 constexpr std::array<const char*, 3> kPlatforms = {"ios", "android", "web"};
 
@@ -456,6 +462,14 @@ void MessagingScenario::plan_world() {
 // Three phases; the commands of one phase do not depend on each other.
 void MessagingScenario::plan_setup_commands() {
   setup_.resize(3);
+  Rng lifetime_rng(derive_seed(options_.seed, kLifetimeSalt));
+  if (lifetime_rng.chance(kShortLifetimeChance)) {
+    delivery_lifetime_ms_ = lifetime_rng.range(kMinSimLifetimeMs, kMaxSimLifetimeMs);
+    stats_.delivery_lifetime_ms = delivery_lifetime_ms_;
+    messagingpb::MessagingCommand c;
+    c.mutable_set_retention()->mutable_settings()->set_delivery_lifetime_ms(delivery_lifetime_ms_);
+    setup_[0].push_back(std::move(c));
+  }
   for (const User& user : users_) {
     messagingpb::MessagingCommand c;
     c.mutable_create_user()->set_user_id(user.id);
@@ -1264,6 +1278,25 @@ std::string MessagingScenario::check_delivery(const storage::Reader& state, cons
                          named);
     }
     ++stats_.deliveries;
+    return {};
+  }
+  if ((*record)->status() == workflowpb::COMPLETED &&
+      named != messaging::kDeliveryReadAcknowledged) {
+    // Completed unread: only at the end of a lifetime, which the run lived in full.
+    if (delivery_lifetime_ms_ == 0) {
+      return fmt::format("delivery workflow {} completed unread in \"{}\" with no lifetime set", id,
+                         named);
+    }
+    if ((*record)->updated_ms() - (*record)->created_ms() < delivery_lifetime_ms_ ||
+        !(*record)->result().empty()) {
+      return fmt::format(
+          "delivery workflow {} completed unread {} ms after it started (lifetime {} ms), result "
+          "\"{}\"",
+          id, (*record)->updated_ms() - (*record)->created_ms(), delivery_lifetime_ms_,
+          (*record)->result());
+    }
+    ++stats_.deliveries;
+    ++stats_.deliveries_expired;
     return {};
   }
   std::uint64_t acked = 0;

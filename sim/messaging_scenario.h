@@ -101,6 +101,8 @@ struct MessagingStats {
   std::uint64_t deliveries = 0;            // delivery workflows checked at the end
   std::uint64_t deliveries_confirmed = 0;  // of them, in delivery_confirmed
   std::uint64_t deliveries_read = 0;       // of them, in read_acknowledged
+  std::uint64_t deliveries_expired = 0;    // of them, completed unread at the end of their lifetime
+  std::int64_t delivery_lifetime_ms = 0;   // the lifetime set in this run; 0 = the default
 };
 
 struct MessagingRunResult {
@@ -220,6 +222,9 @@ class MessagingScenario final : public ClusterScenario {
   Rng device_rng_;
   Rng provider_rng_;
   Rng skew_rng_;
+  // A short delivery lifetime (SetRetention) in some seeds, drawn from a stream of its own so the
+  // rest of the seed's schedule is unchanged; 0 = the default (longer than any run).
+  std::int64_t delivery_lifetime_ms_ = 0;
   std::vector<User> users_;
   std::vector<Device> devices_;
   std::vector<Conversation> conversations_;

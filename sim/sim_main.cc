@@ -85,12 +85,13 @@ std::string messaging_stats_line(std::uint64_t seed, const MessagingStats& s) {
       "{} answered as existing), {} deletes, {} acknowledgements; {} reads: {} completed, {} "
       "beyond the last seq, {} not a member, {} compensated after transient failures; {} changes "
       "received, {} connects, {} dropped connections, {} snapshot catch-ups; {} pushes ({} "
-      "failed), {} emails ({} failed); {} deliveries: {} confirmed, {} read\n",
+      "failed), {} emails ({} failed); {} deliveries: {} confirmed, {} read, {} expired (lifetime "
+      "{} ms)\n",
       seed, s.users, s.devices, s.sends, s.retransmissions, s.existed_answers, s.deletes, s.acks,
       s.reads, s.reads_completed, s.reads_beyond, s.reads_not_member, s.reads_transient,
       s.changes_received, s.connects, s.dropped_connections, s.snapshot_catch_ups, s.pushes,
       s.push_failures, s.emails, s.email_failures, s.deliveries, s.deliveries_confirmed,
-      s.deliveries_read);
+      s.deliveries_read, s.deliveries_expired, s.delivery_lifetime_ms);
 }
 
 ClusterOptions options_for(std::string_view scenario, std::uint64_t seed, bool verbose) {

@@ -4,6 +4,7 @@
 // carol (c-phone); alice and bob share a direct conversation, alice and carol a group.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -243,6 +244,39 @@ TEST_F(OneNode, ADeletedMessageIsNotPushedAndClosedDeliveriesArePurgedToASummary
   EXPECT_EQ(summary.status, 200) << summary.body;
   EXPECT_NE(summary.body.find(R"("status":"CANCELED")"), std::string::npos) << summary.body;
   EXPECT_NE(summary.body.find(R"("kind":"canceled")"), std::string::npos) << summary.body;
+}
+
+TEST_F(OneNode, ADeliveredMessageNobodyReadsCompletesAtTheEndOfItsLifetime) {
+  const client::HttpReply set =
+      must(admin_->request("PUT", "/v1/admin/retention", R"({"delivery_lifetime_ms": 1500})"),
+           "shortening the delivery lifetime");
+  ASSERT_EQ(set.status, 200) << set.body;
+  const client::HttpReply got =
+      must(admin_->request("GET", "/v1/admin/retention"), "reading the retention");
+  EXPECT_NE(got.body.find(R"("delivery_lifetime_ms":1500)"), std::string::npos) << got.body;
+
+  auto bob = open(b_phone_);
+  auto alice = open(a_phone_);
+  const std::uint64_t seq = send(*alice, "unread", "never read");
+  must(bob->ack(direct_, seq), "bob acknowledges");
+  ASSERT_TRUE(delivery_reaches(seq, "delivery_confirmed"));
+  // Nobody reads it: the run completes once its lifetime is over, where it stands.
+  const auto completed = [&] {
+    auto timeline = admin_->timeline(direct_, seq);
+    const client::RecipientTimeline* r = timeline.ok() ? timeline->recipient("bob") : nullptr;
+    return r != nullptr && r->status == "completed";
+  };
+  ASSERT_TRUE(eventually(completed, kDeliveryWaitMs));
+  const client::MessageTimeline timeline = must(admin_->timeline(direct_, seq), "the timeline");
+  const client::RecipientTimeline* r = timeline.recipient("bob");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->state, "delivery_confirmed");
+  EXPECT_EQ(std::count_if(r->history.begin(), r->history.end(),
+                          [](const client::TimelineEvent& e) { return e.kind == "expired"; }),
+            1);
+  // A read afterwards still moves the read state; the closed delivery is left as it was.
+  must(bob->read(direct_, seq), "bob reads");
+  EXPECT_EQ(delivery_state(*admin_, direct_, seq, "bob"), "delivery_confirmed");
 }
 
 TEST_F(OneNode, InternalWorkflowTypesCannotBeStartedThroughTheApi) {
