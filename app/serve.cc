@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "messaging/host.h"
 #include "messaging/providers.h"
+#include "server/damage_report.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
 #include "server/kv_api.h"
@@ -193,6 +194,16 @@ int run_serve(const ServeFlags& flags) {
     spdlog::critical("cannot start node {}: {}", config->id, host.status().to_string());
     return kExitRuntime;
   }
+  // A client read that finds damaged data makes the replica rebuild (server/damage_report.h).
+  server::NodeHost* const node_host = host->get();
+  server::set_damage_handler(
+      [node_host](const Status& damage) { node_host->report_damage(damage); });
+  struct RemoveDamageHandler {
+    RemoveDamageHandler() = default;
+    RemoveDamageHandler(const RemoveDamageHandler&) = delete;
+    RemoveDamageHandler& operator=(const RemoveDamageHandler&) = delete;
+    ~RemoveDamageHandler() { server::set_damage_handler(nullptr); }
+  } const remove_damage_handler;
   server::KvApi kv_api(host->get());
   std::set<std::string, std::less<>> internal_types;
   for (const auto& type : messaging::Host::types()) {

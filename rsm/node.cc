@@ -75,6 +75,17 @@ std::string encode_applied_state(raft::Index index, raft::Term term, const raftp
   return seal_record(state.SerializeAsString());
 }
 
+// `key` with every byte outside printable ASCII shown as '.', for a log line.
+std::string printable(std::string_view key) {
+  std::string out(key);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) {
+      c = '.';
+    }
+  }
+  return out;
+}
+
 rsmpb::CommandResult status_result(const Status& status) {
   rsmpb::CommandResult r;
   r.set_code(static_cast<std::uint32_t>(status.code()));
@@ -533,8 +544,10 @@ Status Node::process() {
 }
 
 Status Node::process_round() {
-  // A damaged log record met by the core: nothing more is persisted or sent on its view.
+  // A damaged log record met by the core, or a damaged state record met by a snapshot stream:
+  // nothing more is persisted or sent on its view.
   HERALD_RETURN_IF_ERROR(raft_->storage_fault());
+  HERALD_RETURN_IF_ERROR(state_fault_);
   issue_read_index();
   if (raft_->has_ready()) {
     raft::Ready rd = raft_->ready();
@@ -542,7 +555,7 @@ Status Node::process_round() {
     HERALD_RETURN_IF_ERROR(handle_ready(rd));
   }
   pump_streams();
-  return Status::ok_status();
+  return state_fault_;
 }
 
 bool Node::may_send_before_persist(const raft::Ready& rd) const {
@@ -920,6 +933,15 @@ bool Node::pump_stream(OutboundStream& stream) {
   while (!stream.finished && transport_->queued_bytes(stream.to) < kSnapshotWindowBytes) {
     std::string data;
     while (stream.it->valid() && data.size() < config_.snapshot_chunk_bytes) {
+      // Every state value is a sealed record: a damaged one is never sent.
+      std::string_view payload;
+      if (!open_record(stream.it->value(), payload)) {
+        state_fault_ = Status::corruption(
+            fmt::format("snapshot for replica {}: the state record under key \"{}\" fails its "
+                        "checksum",
+                        stream.to, printable(stream.it->key())));
+        return false;
+      }
       append_record(data, stream.it->key(), stream.it->value());
       stream.it->next();
     }
@@ -1017,6 +1039,10 @@ Result<std::vector<SnapshotRecord>> decode_snapshot_chunk(std::string_view data)
       return Status::corruption("truncated snapshot record");
     }
     const std::string_view value = payload.substr(8 + key_len, value_len);
+    std::string_view sealed_payload;
+    if (!open_record(value, sealed_payload)) {  // damaged on the sender's disk
+      return Status::corruption("a state record in the snapshot fails its checksum");
+    }
     records.push_back({key, value});
     payload.remove_prefix(8 + key_len + value_len);
   }

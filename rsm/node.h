@@ -273,6 +273,9 @@ class Node {
   int now_ticks_ = 0;
 
   std::map<raft::NodeId, std::unique_ptr<OutboundStream>> out_streams_;
+  // A state record that failed its checksum while this replica streamed a snapshot: its applied
+  // state is damaged, and process_round() reports it as it reports a damaged log record.
+  Status state_fault_;
   std::unique_ptr<InboundStream> in_stream_;
   std::optional<raftpb::SnapshotMetadata> staged_snapshot_;
   std::uint64_t next_stream_id_ = 1;

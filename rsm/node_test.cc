@@ -5,6 +5,7 @@
 #include <deque>
 #include <set>
 
+#include "base/encoding.h"
 #include "rsm/kv_state_machine.h"
 #include "rsm/rebuild.h"
 #include "storage/mem_engine.h"
@@ -110,12 +111,23 @@ class NodeTest : public ::testing::Test {
 
   Replica& replica(raft::NodeId id) { return *replicas_[id - 1]; }
 
+  // When set, a replica whose process() fails is stopped and its status kept in faults_.
+  bool tolerate_faults_ = false;
+  std::vector<Status> faults_;
+
   // Delivers messages and processes every node until the network is quiet.
   void settle() {
     for (int round = 0; round < 10'000; ++round) {
       for (auto& r : replicas_) {
         if (r->node) {
-          ASSERT_TRUE(r->node->process().ok());
+          const Status processed = r->node->process();
+          if (tolerate_faults_ && !processed.ok()) {
+            faults_.push_back(processed);  // the host stops a replica that faults
+            net_.down.insert(r->node->status().id);
+            r->node.reset();
+            continue;
+          }
+          ASSERT_TRUE(processed.ok()) << processed.to_string();
         }
       }
       if (net_.queue.empty()) {
@@ -312,6 +324,62 @@ TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
   EXPECT_GT(net_.chunks_sent, 20);
   EXPECT_EQ(replica(lagging).node->applied_index(), replica(lead).node->applied_index());
   EXPECT_EQ(read(lagging, "k119"), std::string(20, 'v'));
+}
+
+// A leader never sends a state record that fails its checksum: its snapshot stream stops and it
+// reports the damage as it reports a damaged log record (its host rebuilds it).
+TEST_F(NodeTest, ALeaderWithADamagedStateRecordNeverStreamsItAndReportsTheDamage) {
+  NodeConfig base;
+  base.compaction_threshold_entries = 40;
+  base.log_tail_entries = 5;
+  base.snapshot_chunk_bytes = 256;
+  start(3, base);
+  tick_all(40);
+  const raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId lagging = lead == 3 ? 2 : 3;
+  net_.down.insert(lagging);
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
+  }
+  std::string damaged_key;
+  for (auto it = replica(lead).engine.scan(storage::Space::kState, "", ""); it->valid();
+       it->next()) {
+    if (it->key().ends_with("k7")) damaged_key = std::string(it->key());
+  }
+  ASSERT_FALSE(damaged_key.empty());
+  ASSERT_TRUE(replica(lead).engine.corrupt(storage::Space::kState, damaged_key));
+  tolerate_faults_ = true;
+  net_.down.erase(lagging);
+  tick_all(20);
+  ASSERT_EQ(faults_.size(), 1U);
+  EXPECT_EQ(faults_[0].code(), Code::kCorruption);
+  EXPECT_NE(faults_[0].message().find("fails its checksum"), std::string::npos)
+      << faults_[0].to_string();
+  EXPECT_EQ(replica(lead).node, nullptr);
+  // The other two elect a leader, whose sound copy brings the lagging follower up to date.
+  tick_all(100);
+  EXPECT_EQ(faults_.size(), 1U);
+  EXPECT_EQ(read(lagging, "k7"), std::string(20, 'v'));
+  EXPECT_EQ(read(lagging, "k119"), std::string(20, 'v'));
+}
+
+TEST(SnapshotChunk, AChunkCarryingADamagedStateRecordIsRefused) {
+  const auto chunk = [](std::string_view value) {
+    std::string payload;
+    put_fixed32_be(payload, 1);
+    payload += "k";
+    put_fixed32_be(payload, static_cast<std::uint32_t>(value.size()));
+    payload += value;
+    return seal_record(payload);
+  };
+  const std::string sealed = seal_record("value");
+  auto records = decode_snapshot_chunk(chunk(sealed));
+  ASSERT_TRUE(records.ok()) << records.status().to_string();
+  EXPECT_EQ(records->size(), 1U);
+  std::string damaged = sealed;
+  damaged.back() = static_cast<char>(damaged.back() ^ 0x01);
+  EXPECT_EQ(decode_snapshot_chunk(chunk(damaged)).status().code(), Code::kCorruption);
 }
 
 }  // namespace

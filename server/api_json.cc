@@ -1,6 +1,7 @@
 #include "server/api_json.h"
 
 #include "rsm/node.h"
+#include "server/damage_report.h"
 
 namespace herald::server {
 
@@ -31,6 +32,7 @@ HttpResponse json_response(unsigned status, const json::value& body) {
 }
 
 HttpResponse error_response(const Status& status, const json::object& extra) {
+  report_damage(status);
   json::object err{{"code", std::string(code_name(status.code()))}, {"message", status.message()}};
   for (auto& [k, v] : extra) {
     err[k] = v;

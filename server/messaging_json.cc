@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "rsm/node.h"
+#include "server/damage_report.h"
 
 namespace herald::server {
 
@@ -48,6 +49,7 @@ FrameError wrong(std::string_view field, std::string_view what) {
 }  // namespace
 
 FrameError frame_error_of(const Status& status) {
+  report_damage(status);
   const std::string& m = status.message();
   switch (status.code()) {
     case Code::kNotFound: return {"not_found", m};

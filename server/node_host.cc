@@ -19,6 +19,7 @@
 #include "base/process.h"
 #include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
+#include "rsm/rebuild.h"
 #include "server/peer_transport.h"
 #include "server/replica_rebuild.h"
 #include "server/workflow_host.h"
@@ -116,6 +117,7 @@ struct NodeHost::Impl {
   // Set once, by the raft thread, when a storage write found the disk full: the replica stops
   // (see run_process) but the process stays up.
   std::atomic<bool> halted{false};
+  std::atomic<bool> damage_logged{false};  // report_damage() logs a damage it leaves alone once
   std::unique_ptr<storage::StatvfsDiskSpace> disk;
   // What health() reports besides the atomics; written by the raft thread when it changes.
   mutable std::mutex health_mu;
@@ -426,6 +428,28 @@ void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
 void NodeHost::set_change_listener(ChangeListener listener) {
   asio::post(impl_->io, [this, listener = std::move(listener)]() mutable {
     impl_->change_listener = std::move(listener);
+  });
+}
+
+void NodeHost::report_damage(const Status& damage) {
+  asio::post(impl_->io, [this, damage] {
+    Impl& i = *impl_;
+    auto mark = rsm::read_rebuild_mark(*i.engine);
+    const std::optional<rsmpb::RebuildMark> last =
+        mark.ok() ? *std::move(mark) : std::optional<rsmpb::RebuildMark>();
+    if (rebuild_on_read_damage(damage, i.options.peers.size(), last, SystemClock().wall_ms())) {
+      i.rebuild_and_restart(damage);
+    }
+    if (!i.damage_logged.exchange(true)) {
+      spdlog::critical(
+          "replica {} found damaged data while serving a read ({}) and does not rebuild: {}",
+          i.options.node.id, damage.to_string(),
+          !is_checksum_failure(damage) ? "it is not a checksum failure, so every replica holds "
+                                         "the same record"
+          : i.options.peers.size() < 2 ? "it is the only replica"
+                                       : "it was rebuilt less than 10 minutes ago, perhaps from "
+                                         "a damaged copy; check the leader's data");
+    }
   });
 }
 

@@ -102,6 +102,11 @@ class NodeHost {
   void set_change_listener(ChangeListener listener);
   // Runs `fn` on the raft thread.
   void post(std::function<void()> fn);
+  // A read outside the apply path found `damage` in this replica's stored data. On a checksum
+  // failure the replica stops serving and rebuilds as when the apply path finds damage, unless
+  // it is the only voter or was rebuilt less than kMinRebuildIntervalMs ago
+  // (server/replica_rebuild.h); otherwise the damage is logged once. Thread-safe.
+  void report_damage(const Status& damage);
   // Sends an ephemeral event to every other voter, best-effort (a peer that is down or whose
   // queue is full misses it). Thread-safe.
   void broadcast(std::string kind, std::string payload);

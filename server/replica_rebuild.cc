@@ -122,4 +122,17 @@ Result<bool> rebuild_if_requested(const std::string& data_dir, std::size_t voter
   return true;
 }
 
+bool is_checksum_failure(const Status& damage) {
+  return damage.code() == Code::kCorruption &&
+         damage.message().find("checksum") != std::string::npos;
+}
+
+bool rebuild_on_read_damage(const Status& damage, std::size_t voters,
+                            const std::optional<rsmpb::RebuildMark>& mark, std::int64_t now_ms) {
+  if (!is_checksum_failure(damage) || voters < 2) {
+    return false;
+  }
+  return !mark.has_value() || now_ms - mark->wall_ms() >= kMinRebuildIntervalMs;
+}
+
 }  // namespace herald::server

@@ -12,12 +12,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "base/status.h"
+#include "rsm/rsm.pb.h"
 
 namespace herald::server {
+
+// A replica whose reads find damage again this soon after its last rebuild is not rebuilt again:
+// it was probably rebuilt from a damaged copy, and rebuilding in a loop would not help.
+inline constexpr std::int64_t kMinRebuildIntervalMs = 10LL * 60 * 1000;  // 10 minutes
 
 // The request file inside a data directory; it holds the reason as text.
 inline constexpr char kRebuildRequestFile[] = "REBUILD-REQUESTED";
@@ -35,5 +41,18 @@ inline constexpr char kDamagedSuffix[] = ".damaged";  // the damaged store, kept
 // operator must replace the replica), kIOError.
 [[nodiscard]] Result<bool> rebuild_if_requested(const std::string& data_dir, std::size_t voters,
                                                 std::int64_t wall_ms);
+
+// Whether `damage` is a failed checksum: bytes that changed on this replica's disk after they
+// were written (a sealed record's CRC-32C, a RocksDB block checksum). Such damage is local, so a
+// rebuild from the leader repairs it; other kCorruption (a record that does not decode, state
+// that contradicts itself) was written that way and is the same on every replica.
+[[nodiscard]] bool is_checksum_failure(const Status& damage);
+
+// Whether a read that found `damage` (while serving a client, outside the apply path) makes
+// this replica rebuild: only a checksum failure, only with peers (voters >= 2), and not within
+// kMinRebuildIntervalMs after the last rebuild (`mark`, nullopt if never rebuilt) at `now_ms`.
+[[nodiscard]] bool rebuild_on_read_damage(const Status& damage, std::size_t voters,
+                                          const std::optional<rsmpb::RebuildMark>& mark,
+                                          std::int64_t now_ms);
 
 }  // namespace herald::server

@@ -824,7 +824,8 @@ void Applier::arm_attempt(ActivityRecord& act) {
   const std::string activity_key =
       keys::activity_key(act.workflow_id(), act.run_id(), act.activity_id());
   batch_.put(storage::Space::kState,
-             keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()), activity_key);
+             keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()),
+             seal_record(activity_key));
   dispatchable_.push_back(
       ActivityRef{act.workflow_id(), act.run_id(), act.activity_id(), act.attempt()});
 }
@@ -1347,7 +1348,11 @@ Result<std::vector<ActivityRecord>> Engine::dispatchable_activities(const storag
   std::vector<ActivityRecord> out;
   auto it = reader.scan(storage::Space::kState, prefix, keys::prefix_end(prefix));
   for (; it->valid() && out.size() < std::min(limit, kMaxReadLimit); it->next()) {
-    HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, it->value()));
+    std::string_view activity_key;
+    if (!open_record(it->value(), activity_key)) {
+      return Status::corruption("dispatch index record fails its checksum");
+    }
+    HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, activity_key));
     HERALD_ASSIGN_OR_RETURN(auto act, keys::open_optional<ActivityRecord>(raw, "activity"));
     if (!act || act->phase() != workflowpb::DISPATCHABLE) {
       return Status::corruption("the dispatch index names an activity that is not dispatchable");

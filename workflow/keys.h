@@ -22,7 +22,7 @@ inline constexpr char kKeyPrefix = 'w';
 inline constexpr char kRecordSub = 'r';      // "w" "r" workflow-id -> WorkflowRecord
 inline constexpr char kHistorySub = 'h';     // "w" "h" id run seq -> HistoryEvent
 inline constexpr char kActivitySub = 'a';    // "w" "a" id run activity -> ActivityRecord
-inline constexpr char kDispatchSub = 'd';    // "w" "d" id run activity -> activity key
+inline constexpr char kDispatchSub = 'd';    // "w" "d" id run activity -> sealed activity key
 inline constexpr char kTimerSub = 't';       // "w" "t" due id run timer -> TimerRecord
 inline constexpr char kVisibilitySub = 'v';  // "w" "v" type state updated id -> summary
 inline constexpr char kSettingsSub = 'g';    // "w" "g" -> RetentionSettings
@@ -72,14 +72,18 @@ template <typename Message>
   return seal_record(message.SerializeAsString());
 }
 
-// kCorruption naming `what` when `raw` fails its checksum or does not decode.
+// kCorruption naming `what` when `raw` fails its checksum ("... record fails its checksum": the
+// bytes changed after they were written, so this copy is damaged) or does not decode ("... record
+// does not decode": it was written that way, so every replica holds the same).
 template <typename Message>
 [[nodiscard]] Result<Message> open(std::string_view raw, std::string_view what) {
   std::string_view payload;
+  if (!open_record(raw, payload)) {
+    return Status::corruption(std::string(what) + " record fails its checksum");
+  }
   Message message;
-  if (!open_record(raw, payload) ||
-      !message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return Status::corruption(std::string(what) + " record fails its checksum or does not decode");
+  if (!message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return Status::corruption(std::string(what) + " record does not decode");
   }
   return message;
 }

@@ -43,24 +43,59 @@ bool log_says(const Cluster& cluster, std::uint64_t id, const std::string& text)
   return cluster.log_tail(id, kWholeLog).find(text) != std::string::npos;
 }
 
-TEST(Rebuild, ADamagedFollowerRebuildsFromTheLeaderWhileTheClusterServes) {
-  auto cluster = must(Cluster::create(3), "creating the cluster");
-  must(cluster->start_all(), "starting the nodes");
-  const std::uint64_t lead = must(cluster->leader(kStartupTimeoutMs), "a leader");
-  client::AdminClient admin = cluster->admin(lead);
-  must(admin.create_user("alice", "alice"), "alice");
-  must(admin.create_user("bob", "bob"), "bob");
-  const DeviceCredentials a_phone = must(provision_device(admin, "alice", "a-phone"), "a-phone");
-  const DeviceCredentials b_phone = must(provision_device(admin, "bob", "b-phone"), "b-phone");
-  const std::string direct =
-      must(admin.create_conversation({"alice", "direct", {"bob"}, "", ""}), "direct")
-          .conversation_id;
-  auto alice = must(connect_device(cluster->node(lead).client_port, a_phone, std::nullopt),
-                    "connecting alice");
-  for (int i = 0; i < kMessagesBefore; ++i) {
-    must(alice->send(direct, fmt::format("before-{}", i), "hello"), "sending");
+// Three nodes, alice and bob in a direct conversation with kMessagesBefore messages.
+class Rebuild : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster = must(Cluster::create(3), "creating the cluster");
+    must(cluster->start_all(), "starting the nodes");
+    lead = must(cluster->leader(kStartupTimeoutMs), "a leader");
+    client::AdminClient admin = cluster->admin(lead);
+    must(admin.create_user("alice", "alice"), "alice");
+    must(admin.create_user("bob", "bob"), "bob");
+    a_phone = must(provision_device(admin, "alice", "a-phone"), "a-phone");
+    b_phone = must(provision_device(admin, "bob", "b-phone"), "b-phone");
+    direct = must(admin.create_conversation({"alice", "direct", {"bob"}, "", ""}), "direct")
+                 .conversation_id;
+    alice = must(connect_device(cluster->node(lead).client_port, a_phone, std::nullopt),
+                 "connecting alice");
+    for (int i = 0; i < kMessagesBefore; ++i) {
+      must(alice->send(direct, fmt::format("before-{}", i), "hello"), "sending");
+    }
   }
 
+  // Waits until node `id` logs that it rebuilt; false at the deadline.
+  bool rebuilt_by(std::uint64_t id, std::chrono::steady_clock::time_point deadline) const {
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (log_says(*cluster, id, "holds a new store")) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
+    }
+    return false;
+  }
+
+  // Bob on node `id`, once its history holds `count` messages; nullptr at the deadline.
+  std::unique_ptr<client::HeraldClient> bob_with_history(
+      std::uint64_t id, std::size_t count, std::chrono::steady_clock::time_point deadline) const {
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto connected = connect_device(cluster->node(id).client_port, b_phone, std::nullopt);
+      if (connected.ok()) {
+        auto page = (*connected)->history(direct, std::nullopt, 100);
+        if (page.ok() && page->messages.size() == count) return std::move(connected).value();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10 * kPollIntervalMs));
+    }
+    return nullptr;
+  }
+
+  std::unique_ptr<Cluster> cluster;
+  std::uint64_t lead = 0;
+  DeviceCredentials a_phone;
+  DeviceCredentials b_phone;
+  std::string direct;
+  std::unique_ptr<client::HeraldClient> alice;
+};
+
+TEST_F(Rebuild, ADamagedFollowerRebuildsFromTheLeaderWhileTheClusterServes) {
   // The follower goes down and comes back with its conversation record damaged; nothing reads
   // the record while it opens.
   const std::uint64_t damaged = cluster->other_live_node(lead);
@@ -77,29 +112,13 @@ TEST(Rebuild, ADamagedFollowerRebuildsFromTheLeaderWhileTheClusterServes) {
   }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kRebuildTimeoutMs);
-  bool rebuilt = false;
-  while (!rebuilt && std::chrono::steady_clock::now() < deadline) {
-    rebuilt = log_says(*cluster, damaged, "holds a new store");
-    if (!rebuilt) std::this_thread::sleep_for(std::chrono::milliseconds(kPollIntervalMs));
-  }
-  ASSERT_TRUE(rebuilt) << cluster->log_tail(damaged);
+  ASSERT_TRUE(rebuilt_by(damaged, deadline)) << cluster->log_tail(damaged);
   EXPECT_TRUE(log_says(*cluster, damaged, "found damaged data"));
   EXPECT_TRUE(cluster->alive(damaged)) << "it restarts in place, it does not exit";
   EXPECT_TRUE(std::filesystem::exists(cluster->node(damaged).data_dir + ".damaged"));
 
   // Served by the rebuilt replica itself (a linearizable read there): every message is back.
-  std::unique_ptr<client::HeraldClient> bob;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto connected = connect_device(cluster->node(damaged).client_port, b_phone, std::nullopt);
-    if (connected.ok()) {
-      auto page = (*connected)->history(direct, std::nullopt, 100);
-      if (page.ok() && page->messages.size() == std::size_t{2} * kMessagesBefore) {
-        bob = std::move(connected).value();
-        break;
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10 * kPollIntervalMs));
-  }
+  const auto bob = bob_with_history(damaged, std::size_t{2} * kMessagesBefore, deadline);
   ASSERT_NE(bob, nullptr) << cluster->log_tail(damaged);
   const auto page = must(bob->history(direct, std::nullopt, 100), "history on the rebuilt node");
   EXPECT_EQ(page.messages.front().seq, static_cast<std::uint64_t>(2 * kMessagesBefore));
@@ -112,6 +131,35 @@ TEST(Rebuild, ADamagedFollowerRebuildsFromTheLeaderWhileTheClusterServes) {
   auto again = must(connect_device(cluster->node(damaged).client_port, b_phone, std::nullopt),
                     "connecting to the rebuilt node");
   must(again->send(direct, "after-failover", "and on"), "sending after the failover");
+}
+
+TEST_F(Rebuild, AFollowerWhoseReadFindsDamageRebuildsToo) {
+  // A message record only reads touch (history), damaged while the follower is down.
+  const std::uint64_t damaged = cluster->other_live_node(lead);
+  cluster->kill(damaged);
+  ASSERT_TRUE(
+      damage_record(cluster->node(damaged).data_dir, messaging::keys::message_key(direct, 5)).ok());
+  must(cluster->start(damaged), "restarting the damaged follower");
+  must(alice->send(direct, "after", "the follower applies this without reading message 5"),
+       "sending");
+
+  // Bob's history there reads message 5: the read fails, and the replica rebuilds.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kRebuildTimeoutMs);
+  while (!log_says(*cluster, damaged, "found damaged data") &&
+         std::chrono::steady_clock::now() < deadline) {
+    auto bob = connect_device(cluster->node(damaged).client_port, b_phone, std::nullopt);
+    if (bob.ok()) {
+      auto page = (*bob)->history(direct, std::nullopt, 100);
+      EXPECT_FALSE(page.ok() && page->messages.size() != std::size_t{kMessagesBefore} + 1)
+          << "a damaged history is never served";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 * kPollIntervalMs));
+  }
+  ASSERT_TRUE(rebuilt_by(damaged, deadline)) << cluster->log_tail(damaged);
+  EXPECT_TRUE(log_says(*cluster, damaged, "message record fails its checksum"));
+  const auto bob = bob_with_history(damaged, std::size_t{kMessagesBefore} + 1, deadline);
+  ASSERT_NE(bob, nullptr) << cluster->log_tail(damaged);
 }
 
 }  // namespace
