@@ -1,0 +1,20 @@
+// Keys for tests only: generated through OpenSSL directly, so that a test can hold keys the
+// production factories refuse (short RSA, other curves, encrypted PEM) as well as good ones.
+#pragma once
+
+#include <string>
+
+namespace herald::crypto::testing {
+
+// An unencrypted PKCS#8 PEM of a fresh RSA key of `bits`. Aborts the test binary on failure.
+std::string rsa_private_pem(int bits);
+// An unencrypted PKCS#8 PEM of a fresh EC key on `curve` (an OpenSSL group name, e.g. "P-384").
+std::string ec_private_pem(const char* curve);
+// An unencrypted PKCS#8 PEM of a fresh Ed25519 key.
+std::string ed25519_private_pem();
+// A fresh P-256 key as PKCS#8 PEM encrypted with AES-256-CBC under `password`.
+std::string encrypted_p256_pem(const std::string& password);
+// The SubjectPublicKeyInfo PEM of the private key in `private_pem`.
+std::string public_pem_of(const std::string& private_pem);
+
+}  // namespace herald::crypto::testing
