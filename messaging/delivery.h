@@ -31,7 +31,8 @@
 //  - timer "escalate" before confirmation: records "escalated", sets data.escalated and, when
 //    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
 //    sets data.emailed and records "email_sent"; its failure records "email_failed".
-//  - a cancel request (e.g. the message was deleted): the type adds nothing, so the engine closes
+//  - a cancel request (e.g. the message was deleted or expired): the type adds nothing, so the
+//  engine closes
 //    the run as CANCELED and drops its timers and open activities (workflow/engine.h).
 //  - an unknown signal, or a signal whose payload is not a DeviceSignal with a device id of
 //    1..kMaxDeviceIdBytes bytes: history records "signal_ignored" (payload: the signal name and
@@ -71,6 +72,9 @@ inline constexpr char kDeliveredSignal[] = "delivered";
 inline constexpr char kReadSignal[] = "read";
 // The cancel reason in a delivery's history when its message is deleted (the run closes canceled).
 inline constexpr char kMessageDeletedReason[] = "message_deleted";
+// The cancel reason when its message expires under the message retention (docs/messaging.md,
+// "Retention").
+inline constexpr char kMessageExpiredReason[] = "message_expired";
 
 // USER timer tags.
 inline constexpr char kPushTimer[] = "push";
