@@ -32,8 +32,8 @@
 //    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
 //    sets data.emailed and records "email_sent"; its failure records "email_failed".
 //  - a cancel request (e.g. the message was deleted or expired): the type adds nothing, so the
-//  engine closes
-//    the run as CANCELED and drops its timers and open activities (workflow/engine.h).
+//    engine closes the run as CANCELED and drops its timers and open activities
+//    (workflow/engine.h).
 //  - an unknown signal, or a signal whose payload is not a DeviceSignal with a device id of
 //    1..kMaxDeviceIdBytes bytes: history records "signal_ignored" (payload: the signal name and
 //    why); state and data are unchanged.
