@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Soak: millions of messages through one node with every retention window set short, to show
-# that what it keeps levels off. The load is bench/messaging.sh's (herald_loadgen: sender and
-# recipient pairs, a window of sends in flight, every message acknowledged), run in SEGMENTS
-# segments of SEGMENT_S seconds on the same node. After each segment the node is SIGKILLed and
-# started again, and the script prints, per segment:
+# Soak: millions of messages through one node with every retention window set short (send dedup,
+# change streams, message history, closed workflows), to show that what it keeps levels off. The
+# load is bench/messaging.sh's (herald_loadgen: sender and recipient pairs, a window of sends in
+# flight, every message acknowledged), run in SEGMENTS segments of SEGMENT_S seconds on the same
+# node. After each segment the node is SIGKILLed and started again, and the script prints, per
+# segment:
 #   messages so far, messages/s in the segment, the data directory's size on disk, the live
 #   state and log bytes the node reports (GET /v1/cluster "storage": about what a snapshot
 #   streams), its resident memory, and the restart time (SIGKILL until /v1/health answers 200).
@@ -96,8 +97,11 @@ admin() {
 }
 
 set_short_retention() {
-  admin -X PUT -H 'Content-Type: application/json' \
-    -d "{\"dedup_window_ms\": $RETENTION_MS, \"change_retention_ms\": $RETENTION_MS, \"delivery_lifetime_ms\": $RETENTION_MS, \"closed_workflow_ms\": $RETENTION_MS}" \
+  local window body=""
+  for window in dedup_window_ms change_retention_ms message_retention_ms delivery_lifetime_ms closed_workflow_ms; do
+    body+="${body:+, }\"$window\": $RETENTION_MS"
+  done
+  admin -X PUT -H 'Content-Type: application/json' -d "{$body}" \
     "http://$HOST:$CLIENT_PORT/v1/admin/retention" >/dev/null
 }
 

@@ -40,8 +40,9 @@
 //    lifetime never cuts a push, an escalation or an attempt short: history records "expired"
 //    (payload "unread" in "delivery_confirmed", else "undelivered") and the run completes in its
 //    state with an empty result.
-//  - a cancel request (e.g. the message was deleted): the type adds nothing, so the engine closes
-//    the run as CANCELED and drops its timers and open activities (workflow/engine.h).
+//  - a cancel request (e.g. the message was deleted or expired): the type adds nothing, so the
+//    engine closes the run as CANCELED and drops its timers and open activities
+//    (workflow/engine.h).
 //  - an unknown signal, or a signal whose payload is not a DeviceSignal with a device id of
 //    1..kMaxDeviceIdBytes bytes: history records "signal_ignored" (payload: the signal name and
 //    why); state and data are unchanged.
@@ -80,6 +81,9 @@ inline constexpr char kDeliveredSignal[] = "delivered";
 inline constexpr char kReadSignal[] = "read";
 // The cancel reason in a delivery's history when its message is deleted (the run closes canceled).
 inline constexpr char kMessageDeletedReason[] = "message_deleted";
+// The cancel reason when its message expires under the message retention (docs/messaging.md,
+// "Retention").
+inline constexpr char kMessageExpiredReason[] = "message_expired";
 
 // USER timer tags.
 inline constexpr char kPushTimer[] = "push";

@@ -411,6 +411,10 @@ class Applier {
   // MessagingCommand.acting_*: the device a command came from is still an active device of its
   // user. Both empty: an operator or workflow command, nothing to check.
   Status check_acting_device(std::string_view user_id, std::string_view device_id);
+  // Deletes up to kMaxMessageExpiriesPerCommand messages from the front of the message queue
+  // whose message_retention_ms has passed (none while it is 0), canceling their open deliveries.
+  // Run after every command that applied.
+  Status expire_messages();
 
  private:
   template <typename Message>
@@ -460,6 +464,12 @@ class Applier {
   Result<rsmpb::CommandResult> revise(ConversationRecord& conv, const MessageRecord& message,
                                       ChangeKind kind, std::string_view actor_user_id);
   Status refresh_previews(const ConversationRecord& conv, const MessageRecord& message);
+  // Requests the cancellation of the message's delivery workflows, one per member but the sender.
+  Status cancel_deliveries(const ConversationRecord& conv, const MessageRecord& message,
+                           std::string_view reason);
+  // Appends the message just stored to the message queue.
+  Status enqueue_message(const MessageRecord& message);
+  Status expire_message(const messagingpb::MessageExpiry& entry);
   Status signal(std::string_view conversation_id, std::uint64_t seq, std::string_view user_id,
                 std::string_view name, std::string_view device_id);
 
@@ -1044,6 +1054,7 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   message.set_wall_ms(now_ms_);
   message.set_body(op.body());
   put(keys::message_key(op.conversation_id(), message.seq()), message);
+  HERALD_RETURN_IF_ERROR(enqueue_message(message));
   result.set_seq(message.seq());
   if (!op.client_message_id().empty()) {
     messagingpb::SendDedup dedup;
@@ -1139,17 +1150,23 @@ Result<rsmpb::CommandResult> Applier::erase(const messagingpb::DeleteMessage& op
   message.clear_body();
   message.set_deleted(true);
   message.set_deleted_ms(now_ms_);
-  // Nobody is pushed or emailed about a message that no longer exists: its pending deliveries
-  // end (a delivery that already closed is not found, which is no error).
+  HERALD_RETURN_IF_ERROR(cancel_deliveries(conv, message, kMessageDeletedReason));
+  return revise(conv, message, messagingpb::MESSAGE_DELETED, op.user_id());
+}
+
+// Nobody is pushed or emailed about a message that no longer exists: its pending deliveries end
+// (a delivery that already closed, or never started, is not found, which is no error). They were
+// started for the members of the send; one who left since keeps theirs.
+Status Applier::cancel_deliveries(const ConversationRecord& conv, const MessageRecord& message,
+                                  std::string_view reason) {
   for (const Member& member : conv.members()) {
     if (member.user_id() == message.sender_user_id()) continue;
-    const Status canceled =
-        sink_.cancel(batch_, now_ms_,
-                     delivery_workflow_id(conv.conversation_id(), message.seq(), member.user_id()),
-                     kMessageDeletedReason);
+    Status canceled = sink_.cancel(
+        batch_, now_ms_,
+        delivery_workflow_id(conv.conversation_id(), message.seq(), member.user_id()), reason);
     if (!canceled.ok() && canceled.code() != Code::kNotFound) return canceled;
   }
-  return revise(conv, message, messagingpb::MESSAGE_DELETED, op.user_id());
+  return Status::ok_status();
 }
 
 // Stores an edited or deleted message and tells every member.
@@ -1212,7 +1229,8 @@ Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDeliver
     return mark_result(previous);
   }
   const std::uint64_t up_to = std::min(op.seq(), previous + kMaxSignalsPerCommand);
-  for (std::uint64_t seq = previous + 1; seq <= up_to; ++seq) {
+  // Expired messages are gone, and their deliveries were canceled: nothing to signal.
+  for (std::uint64_t seq = std::max(previous, conv.expired_up_to()) + 1; seq <= up_to; ++seq) {
     HERALD_ASSIGN_OR_RETURN(MessageRecord message, stored_message(op.conversation_id(), seq));
     if (message.sender_user_id() != op.user_id()) {
       HERALD_RETURN_IF_ERROR(
@@ -1315,7 +1333,9 @@ Result<rsmpb::CommandResult> Applier::publish_receipts(const messagingpb::Publis
   }
   const std::uint64_t end = std::min(target, state.receipted_up_to() + kMaxSignalsPerCommand);
   std::vector<std::string> senders;  // distinct, in order of first appearance
-  for (std::uint64_t seq = state.receipted_up_to() + 1; seq <= end; ++seq) {
+  // Expired messages are gone, and their deliveries were canceled: nothing to signal.
+  for (std::uint64_t seq = std::max(state.receipted_up_to(), conv.expired_up_to()) + 1; seq <= end;
+       ++seq) {
     HERALD_ASSIGN_OR_RETURN(MessageRecord message, stored_message(op.conversation_id(), seq));
     if (message.sender_user_id() == op.user_id()) {
       continue;
@@ -1483,10 +1503,86 @@ Status Applier::expire_tombstones(messagingpb::DeviceQueue& queue) {
   return Status::ok_status();
 }
 
+// ---------------------------------------------------------------- message history
+
+// Every message is queued, whatever the retention: a window set later applies to the messages
+// sent before it too, and a conversation's messages leave in seq order, so those still stored
+// are always the range after ConversationRecord.expired_up_to.
+Status Applier::enqueue_message(const MessageRecord& message) {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::MessageQueue>(
+                                           batch_, keys::message_queue_key(), "message queue"));
+  messagingpb::MessageQueue queue = stored.value_or(messagingpb::MessageQueue());
+  messagingpb::MessageExpiry entry;
+  entry.set_conversation_id(message.conversation_id());
+  entry.set_seq(message.seq());
+  entry.set_wall_ms(message.wall_ms());
+  put(keys::message_expiry_key(queue.tail()), entry);
+  queue.set_tail(queue.tail() + 1);
+  put(keys::message_queue_key(), queue);
+  return Status::ok_status();
+}
+
+// Each entry is checked against the window in force now: shortening it expires the older
+// messages in the next commands, lengthening it (or 0) keeps those not yet deleted.
+Status Applier::expire_messages() {
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  const std::int64_t window_ms = retention.message_retention_ms();
+  if (window_ms == 0) return Status::ok_status();  // kept forever: the queue waits
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::MessageQueue>(
+                                           batch_, keys::message_queue_key(), "message queue"));
+  if (!stored || stored->head() == stored->tail()) return Status::ok_status();
+  if (stored->head() > stored->tail()) {
+    return Status::corruption("the message queue's bounds are out of order");
+  }
+  messagingpb::MessageQueue queue = *stored;
+  for (std::size_t n = 0; n < kMaxMessageExpiriesPerCommand && queue.head() < queue.tail(); ++n) {
+    const std::string key = keys::message_expiry_key(queue.head());
+    HERALD_ASSIGN_OR_RETURN(
+        const messagingpb::MessageExpiry entry,
+        referenced(load<messagingpb::MessageExpiry>(batch_, key, "message expiry"),
+                   "message expiry", std::to_string(queue.head())));
+    // Send times only grow along the queue (times in the log only grow): the rest is younger.
+    if (now_ms_ - entry.wall_ms() < window_ms) break;
+    HERALD_RETURN_IF_ERROR(expire_message(entry));
+    del(key);
+    queue.set_head(queue.head() + 1);
+  }
+  if (queue.head() != stored->head()) put(keys::message_queue_key(), queue);
+  return Status::ok_status();
+}
+
+// Deletes the message the entry names, which the queue's order makes the oldest one its
+// conversation still stores. The conversation's last_seq, the members' read state and chat
+// entries stay as they are.
+Status Applier::expire_message(const messagingpb::MessageExpiry& entry) {
+  const std::string& id = entry.conversation_id();
+  HERALD_ASSIGN_OR_RETURN(ConversationRecord conv,
+                          referenced(find_conversation(batch_, id), "conversation", id));
+  if (entry.seq() != conv.expired_up_to() + 1 || entry.seq() > conv.last_seq()) {
+    return Status::corruption(fmt::format(
+        "the message queue names message {} of conversation \"{}\", whose oldest stored is {}",
+        entry.seq(), id, conv.expired_up_to() + 1));
+  }
+  HERALD_ASSIGN_OR_RETURN(const MessageRecord message, stored_message(id, entry.seq()));
+  if (message.wall_ms() != entry.wall_ms()) {
+    return Status::corruption(fmt::format(
+        "the message queue's time of message {} of conversation \"{}\" is not the message's",
+        entry.seq(), id));
+  }
+  if (!message.deleted()) {  // a deleted message's deliveries were canceled then
+    HERALD_RETURN_IF_ERROR(cancel_deliveries(conv, message, kMessageExpiredReason));
+  }
+  del(keys::message_key(id, entry.seq()));
+  conv.set_expired_up_to(entry.seq());
+  put(keys::conversation_key(id), conv);
+  return Status::ok_status();
+}
+
 Result<rsmpb::CommandResult> Applier::set_retention(const messagingpb::SetRetention& op) {
   const auto& s = op.settings();
   for (const auto& [what, ms] : {std::pair{"dedup_window_ms", s.dedup_window_ms()},
                                  std::pair{"change_retention_ms", s.change_retention_ms()},
+                                 std::pair{"message_retention_ms", s.message_retention_ms()},
                                  std::pair{"delivery_lifetime_ms", s.delivery_lifetime_ms()}}) {
     if (ms != 0 && (ms < kMinRetentionMs || ms > kMaxRetentionMs)) {
       return Status::invalid_argument(fmt::format("{} = {} is outside [{}, {}] ms (0: default)",
@@ -1505,9 +1601,8 @@ Status Applier::fan_out(const ConversationRecord& conv, const ChangeRecord& chan
   return Status::ok_status();
 }
 
-Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCommand& c) {
+Result<rsmpb::CommandResult> run(Applier& a, const messagingpb::MessagingCommand& c) {
   using C = messagingpb::MessagingCommand;
-  HERALD_RETURN_IF_ERROR(a.check_acting_device(c.acting_user_id(), c.acting_device_id()));
   switch (c.op_case()) {
     case C::kCreateUser: return a.create_user(c.create_user());
     case C::kCreateDevice: return a.create_device(c.create_device());
@@ -1532,6 +1627,14 @@ Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCo
     case C::OP_NOT_SET: break;
   }
   return Status::invalid_argument("a messaging command names no operation");
+}
+
+// The command, then the message-history sweep (which rereads what the command staged).
+Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCommand& c) {
+  HERALD_RETURN_IF_ERROR(a.check_acting_device(c.acting_user_id(), c.acting_device_id()));
+  HERALD_ASSIGN_OR_RETURN(rsmpb::CommandResult result, run(a, c));
+  HERALD_RETURN_IF_ERROR(a.expire_messages());
+  return result;
 }
 
 // ---------------------------------------------------------------- readers
@@ -1562,6 +1665,21 @@ Result<ChatSummary> summarize(const storage::Reader& reader, std::string_view us
   summary.muted = state.preferences().muted();
   summary.entry = std::move(entry);
   return summary;
+}
+
+// ok when the conversation's message `seq` expired under the message retention, else (a change
+// names a message that should be stored) kCorruption.
+Status check_expired(const storage::Reader& reader, std::string_view conversation_id,
+                     std::uint64_t seq) {
+  HERALD_ASSIGN_OR_RETURN(
+      const ConversationRecord conv,
+      referenced(find_conversation(reader, conversation_id), "conversation", conversation_id));
+  if (seq > conv.expired_up_to()) {
+    return Status::corruption(
+        fmt::format("message {} of conversation \"{}\", which a change names, is missing", seq,
+                    conversation_id));
+  }
+  return Status::ok_status();
 }
 
 }  // namespace
@@ -1717,8 +1835,9 @@ Result<SyncPage> Domain::sync(const storage::Reader& reader, std::string_view us
   }
   auto it = reader.scan(storage::Space::kState, keys::change_key(user_id, after_change_seq + 1),
                         keys::prefix_end(keys::user_prefix(keys::kChangeSub, user_id)));
-  for (; it->valid(); it->next()) {
-    if (page.entries.size() == limit) {
+  // `limit` counts the changes read, those of expired messages (skipped) too.
+  for (std::size_t read = 0; it->valid(); it->next(), ++read) {
+    if (read == limit) {
       page.has_more = true;
       break;
     }
@@ -1726,13 +1845,16 @@ Result<SyncPage> Domain::sync(const storage::Reader& reader, std::string_view us
     HERALD_ASSIGN_OR_RETURN(*entry.mutable_change(),
                             keys::open<ChangeRecord>(it->value(), "change"));
     const ChangeRecord& change = entry.change();
-    if (is_message_change(change.kind())) {
-      HERALD_ASSIGN_OR_RETURN(
-          *entry.mutable_message(),
-          referenced(find_message(reader, change.conversation_id(), change.seq()), "message",
-                     change.conversation_id()));
-    }
     page.next_cursor = change.change_seq();
+    if (is_message_change(change.kind())) {
+      HERALD_ASSIGN_OR_RETURN(auto message,
+                              find_message(reader, change.conversation_id(), change.seq()));
+      if (!message) {
+        HERALD_RETURN_IF_ERROR(check_expired(reader, change.conversation_id(), change.seq()));
+        continue;
+      }
+      *entry.mutable_message() = std::move(*message);
+    }
     page.entries.push_back(std::move(entry));
   }
   HERALD_RETURN_IF_ERROR(it->status());
@@ -1749,8 +1871,8 @@ Result<ConversationRecord> member_conversation(const storage::Reader& reader,
   return referenced(find_conversation(reader, conversation_id), "conversation", conversation_id);
 }
 
-// The stored messages with seqs in [begin, end), oldest first (seqs trimmed by retention are
-// absent).
+// The stored messages with seqs in [begin, end), oldest first. The callers start past the
+// conversation's expired messages, so every seq in the range is there.
 Result<std::vector<MessageRecord>> messages_between(const storage::Reader& reader,
                                                     std::string_view conversation_id,
                                                     std::uint64_t begin, std::uint64_t end) {
@@ -1775,12 +1897,13 @@ Result<HistoryPage> Domain::history(const storage::Reader& reader, std::string_v
   limit = std::clamp<std::size_t>(limit, 1, kMaxReadLimit);
   const std::uint64_t end =
       before_seq == 0 ? conv.last_seq() + 1 : std::min(before_seq, conv.last_seq() + 1);
-  const std::uint64_t begin = end > limit ? end - limit : 1;
+  const std::uint64_t oldest = conv.expired_up_to() + 1;  // the oldest message stored
+  const std::uint64_t begin = std::max(end > limit ? end - limit : 1, oldest);
   HistoryPage page;
-  if (end <= 1) return page;
+  if (end <= oldest) return page;
   HERALD_ASSIGN_OR_RETURN(page.messages, messages_between(reader, conversation_id, begin, end));
   std::reverse(page.messages.begin(), page.messages.end());
-  page.next_before = begin > 1 ? begin : 0;
+  page.next_before = begin > oldest ? begin : 0;
   return page;
 }
 
@@ -1793,9 +1916,10 @@ Result<HistoryPage> Domain::history_after(const storage::Reader& reader, std::st
   HistoryPage page;
   page.next_after = after_seq;
   if (after_seq >= conv.last_seq()) return page;
-  const std::uint64_t last = std::min(conv.last_seq(), after_seq + limit);
+  const std::uint64_t from = std::max(after_seq, conv.expired_up_to());  // skips expired seqs
+  const std::uint64_t last = std::min(conv.last_seq(), from + limit);
   HERALD_ASSIGN_OR_RETURN(page.messages,
-                          messages_between(reader, conversation_id, after_seq + 1, last + 1));
+                          messages_between(reader, conversation_id, from + 1, last + 1));
   page.next_after = last;
   page.has_more = last < conv.last_seq();
   return page;

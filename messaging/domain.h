@@ -7,7 +7,8 @@
 // the command's apply batch, under the key prefix "m" of storage::Space::kState (docs/messaging.md,
 // "Key layout"). apply() is deterministic: it reads only the batch and the command; time is the
 // command's wall_ms. Every apply is a bounded number of point reads and bounded scans (at most
-// kMaxDeviceMarksSweptPerCommand keys in all, by rsm::ApplyBatch::scan).
+// kMaxDeviceMarksSweptPerCommand keys in all, by rsm::ApplyBatch::scan). Every command that
+// applies ends with the message-history sweep (kMaxMessageExpiriesPerCommand).
 //
 // Semantics other parts rely on (docs/messaging.md, "Commands"):
 //  - SendMessage stores the message under the conversation's next seq (strictly increasing, no
@@ -24,6 +25,12 @@
 //    is reclaimed, no sooner than max(dedup_window_ms, change_retention_ms) after the removal; the
 //    id may then be registered again as a new device. Its marks are deleted sooner (see
 //    kMaxDeviceMarksSweptPerCommand) and no reader shows them meanwhile.
+//  - With a message retention set, a message is deleted once that long has passed since its send,
+//    by the sweep of a later command: oldest first, so a conversation's stored messages are the
+//    seqs after ConversationRecord.expired_up_to. Its open deliveries are canceled
+//    (kMessageExpiredReason); the conversation's last_seq, read cursors, unread counts and chat
+//    entries do not change. Readers skip it; commands naming it answer kNotFound (edit, delete)
+//    or pass over it (AckDelivery, PublishReadReceipts).
 //  - A result with a non-ok code has no effect: the caller (rsm::Node) rolls the command's writes
 //    back. kCorruption means a stored record failed its checksum, did not decode or broke an
 //    invariant; it is never built upon and stops the replica.
@@ -106,6 +113,12 @@ inline constexpr std::int64_t kMaxRetentionMs = 3650LL * 24 * 60 * 60 * 1000;
 // appended change. Each adds one, so removal keeps up with any steady rate.
 inline constexpr std::size_t kMaxDedupExpiriesPerSend = 8;
 inline constexpr std::size_t kMaxChangeTrimsPerAppend = 4;
+// Message history (message_retention_ms; 0, the default, keeps every message). Every send queues
+// its message; a message older than the window is deleted, oldest first, by the sweep that ends
+// every applied command: at most this many per command. A send adds one, so the sweep keeps up
+// with any steady rate, and every other command sweeps too. Each expiry cancels the message's
+// open deliveries (one cancel per member, as DeleteMessage), hence a small bound.
+inline constexpr std::size_t kMaxMessageExpiriesPerCommand = 4;
 // Removed devices. Their marks are deleted from their removal on, in removal order, by
 // RemoveDevice, CreateDevice and every AckDelivery or SetReadMarker that creates a marks record:
 // at most this many keys deleted per command, in scans that read one key more each (a scan that
@@ -230,20 +243,22 @@ class Domain final : public rsm::StateMachine {
   [[nodiscard]] static Result<ChatPage> chat_index(const storage::Reader& reader,
                                                    std::string_view user_id, std::size_t limit,
                                                    std::string_view page_token);
-  // The user's changes after `after_change_seq`, at most `limit` (<= kMaxReadLimit), each message
-  // change joined with the message as it is now.
+  // The user's changes after `after_change_seq`: of the next `limit` (<= kMaxReadLimit) changes,
+  // those whose message expired are skipped (next_cursor passes them; the page may be short, even
+  // empty, with has_more), and each other message change is joined with the message as it is now.
   [[nodiscard]] static Result<SyncPage> sync(const storage::Reader& reader,
                                              std::string_view user_id,
                                              std::uint64_t after_change_seq, std::size_t limit);
   // The conversation's messages before `before_seq` (0: from the newest), newest first, at most
-  // `limit` (clamped to [1, kMaxReadLimit]). kNotFound when the user is not a member.
+  // `limit` (clamped to [1, kMaxReadLimit]) seqs; expired messages are skipped, and next_before is
+  // 0 once no older message is stored. kNotFound when the user is not a member.
   [[nodiscard]] static Result<HistoryPage> history(const storage::Reader& reader,
                                                    std::string_view user_id,
                                                    std::string_view conversation_id,
                                                    std::uint64_t before_seq, std::size_t limit);
   // The conversation's messages after `after_seq`, oldest first, at most `limit` (clamped to
-  // [1, kMaxReadLimit]) seqs; seqs trimmed by retention are skipped. kNotFound when the user is
-  // not a member.
+  // [1, kMaxReadLimit]) seqs; expired messages are skipped. kNotFound when the user is not a
+  // member.
   [[nodiscard]] static Result<HistoryPage> history_after(const storage::Reader& reader,
                                                          std::string_view user_id,
                                                          std::string_view conversation_id,

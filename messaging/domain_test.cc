@@ -266,7 +266,7 @@ class DomainTest : public ::testing::Test {
     c.mutable_module()->set_payload(mc.SerializeAsString());
     rsm::ApplyBatch batch(&store_);
     const rsm::ApplyBatch::Savepoint before = batch.savepoint();
-    rsmpb::CommandResult result = domain_.apply(++index_, c, batch);
+    rsmpb::CommandResult result = domain_->apply(++index_, c, batch);
     if (result.code() != 0) {
       batch.rollback(before);
     }
@@ -396,6 +396,7 @@ class DomainTest : public ::testing::Test {
   // The domain's invariants, after every command.
   void check_invariants() {
     check_devices();
+    check_message_queue();
     std::size_t memberships = 0;
     for (const auto& conv : scan_sub<messagingpb::ConversationRecord>(keys::kConversationSub)) {
       check_conversation(conv);
@@ -407,14 +408,25 @@ class DomainTest : public ::testing::Test {
       // Retention trims from the front, never the newest entry.
       const std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
       EXPECT_LE(first, std::max<std::uint64_t>(user.last_change_seq(), 1)) << user.user_id();
+      EXPECT_EQ(count_keys(keys::user_prefix(keys::kChangeSub, user.user_id())),
+                user.last_change_seq() + 1 - first)
+          << "the stream from first_change_seq on, without gaps: " << user.user_id();
+      // Sync shows it in order, each message change with its message, but those of expired
+      // messages (which it passes over).
       auto all = Domain::sync(store_, user.user_id(), first - 1, kMaxReadLimit);
       ASSERT_TRUE(all.ok());
       EXPECT_FALSE(all->resync_required);
       if (!all->has_more) {
-        EXPECT_EQ(all->entries.size(), user.last_change_seq() + 1 - first) << user.user_id();
+        EXPECT_EQ(all->next_cursor, user.last_change_seq()) << user.user_id();
       }
-      for (std::size_t i = 0; i < all->entries.size(); ++i) {
-        EXPECT_EQ(all->entries[i].change().change_seq(), first + i);
+      std::uint64_t previous = first - 1;
+      for (const auto& entry : all->entries) {
+        EXPECT_GT(entry.change().change_seq(), previous);
+        previous = entry.change().change_seq();
+        const ChangeKind kind = entry.change().kind();
+        EXPECT_EQ(entry.has_message(), kind == messagingpb::MESSAGE_NEW ||
+                                           kind == messagingpb::MESSAGE_EDITED ||
+                                           kind == messagingpb::MESSAGE_DELETED);
       }
     }
   }
@@ -514,16 +526,59 @@ class DomainTest : public ::testing::Test {
     } else {
       EXPECT_EQ(owners, conv.members().empty() ? 0 : 1) << conv.conversation_id();
     }
+    // Expired messages are a prefix of the seqs; every later one is stored.
+    ASSERT_LE(conv.expired_up_to(), conv.last_seq());
     for (std::uint64_t seq = 1; seq <= conv.last_seq() + 1; ++seq) {
       auto m = store_.get(storage::Space::kState, keys::message_key(conv.conversation_id(), seq));
       ASSERT_TRUE(m.ok());
-      EXPECT_EQ(m->has_value(), seq <= conv.last_seq()) << "message " << seq;
+      EXPECT_EQ(m->has_value(), seq > conv.expired_up_to() && seq <= conv.last_seq())
+          << "message " << seq;
     }
+  }
+
+  // Every stored message is queued exactly once, in send order, with its time.
+  void check_message_queue() {
+    const messagingpb::MessageQueue queue = message_queue();
+    ASSERT_LE(queue.head(), queue.tail());
+    std::int64_t previous_ms = 0;
+    std::set<std::pair<std::string, std::uint64_t>> queued;
+    for (std::uint64_t n = queue.head(); n < queue.tail(); ++n) {
+      auto raw = store_.get(storage::Space::kState, keys::message_expiry_key(n));
+      ASSERT_TRUE(raw.ok() && raw->has_value()) << "queue entry " << n;
+      auto entry = keys::open<messagingpb::MessageExpiry>(**raw, "test");
+      ASSERT_TRUE(entry.ok());
+      EXPECT_GE(entry->wall_ms(), previous_ms);
+      previous_ms = entry->wall_ms();
+      EXPECT_TRUE(queued.emplace(entry->conversation_id(), entry->seq()).second);
+      EXPECT_EQ(message(entry->conversation_id(), entry->seq()).wall_ms(), entry->wall_ms());
+    }
+    EXPECT_EQ(scan_sub<messagingpb::MessageExpiry>(keys::kMessageExpirySub).size(), queued.size());
+    EXPECT_EQ(stored_messages(), queued.size());
+  }
+
+  messagingpb::MessageQueue message_queue() {
+    auto raw = store_.get(storage::Space::kState, keys::message_queue_key());
+    EXPECT_TRUE(raw.ok());
+    if (!raw.ok() || !raw->has_value()) return {};
+    auto queue = keys::open<messagingpb::MessageQueue>(**raw, "test");
+    EXPECT_TRUE(queue.ok());
+    return queue.ok() ? *queue : messagingpb::MessageQueue();
+  }
+
+  std::size_t stored_messages() {
+    return count_keys(std::string{keys::kKeyPrefix, keys::kMessageSub});
+  }
+
+  bool stored(const std::string& conv, std::uint64_t seq) {
+    auto r = Domain::get_message(store_, conv, seq);
+    EXPECT_TRUE(r.ok());
+    return r.ok() && r->has_value();
   }
 
   storage::MemEngine store_;
   FakeSink sink_;
-  Domain domain_{&sink_};
+  Domain first_domain_{&sink_};
+  Domain* domain_ = &first_domain_;  // the replica's domain object; a test may restart it
   raft::Index index_ = 0;
   std::int64_t now_ = kT0;
   int client_id_ = 0;
@@ -1388,6 +1443,283 @@ TEST_F(DomainTest, ChangeStreamsAreTrimmedAndAReaderBehindThemMustResync) {
   EXPECT_EQ(caught_up->entries.size(), last - first + 1);
 }
 
+// ---------------------------------------------------------------- message history
+
+MessagingCommand message_retention_cmd(std::int64_t message_retention_ms) {
+  MessagingCommand c;
+  c.mutable_set_retention()->mutable_settings()->set_message_retention_ms(message_retention_ms);
+  return c;
+}
+
+// The retention windows these tests set, in ticks of the test clock (one per command).
+constexpr std::int64_t kMessageWindowTicks = 5;
+
+class MessageRetentionTest : public DomainTest {
+ protected:
+  // One command that changes nothing but lets the clock move and the sweep run.
+  void tick() { ok(cursor_cmd("alice", "g", 0)); }
+
+  // Commands until the clock reads `ms`.
+  void tick_until(std::int64_t ms) {
+    while (now_ < ms) tick();
+  }
+
+  std::vector<std::uint64_t> history_seqs(const std::string& user, const std::string& conv) {
+    auto page = Domain::history(store_, user, conv, 0, kMaxReadLimit);
+    EXPECT_TRUE(page.ok());
+    std::vector<std::uint64_t> seqs;
+    if (page.ok()) {
+      for (const auto& m : page->messages) seqs.push_back(m.seq());
+    }
+    return seqs;
+  }
+
+  // The delivery cancels requested for `reason`, as "<workflow id>".
+  std::set<std::string> canceled(std::string_view reason) {
+    std::set<std::string> ids;
+    for (const auto& call : sink_.cancels) {
+      if (call.payload == reason) ids.insert(call.workflow_id);
+    }
+    return ids;
+  }
+};
+
+TEST_F(MessageRetentionTest, MessageRetentionIsForeverByDefaultAndBounded) {
+  auto settings = Domain::retention(store_);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_EQ(settings->message_retention_ms(), 0);
+  EXPECT_EQ(code_of(apply(message_retention_cmd(kMinRetentionMs - 1))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(message_retention_cmd(kMaxRetentionMs + 1))), Code::kInvalidArgument);
+  EXPECT_EQ(code_of(apply(message_retention_cmd(-1))), Code::kInvalidArgument);
+  ok(message_retention_cmd(kMaxRetentionMs));
+  ok(message_retention_cmd(kMinRetentionMs));
+  settings = Domain::retention(store_);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_EQ(settings->message_retention_ms(), kMinRetentionMs);
+  EXPECT_EQ(settings->dedup_window_ms(), kDefaultDedupWindowMs);  // the other windows: defaults
+}
+
+TEST_F(MessageRetentionTest, AMessageGoesOnceItsWindowHasPassedAndNotBefore) {
+  make_trio();
+  ok(message_retention_cmd(kMessageWindowTicks * kTickMs));
+  const std::uint64_t seq = send("g", "alice", "short-lived");
+  const std::int64_t sent_ms = now_;
+  tick_until(sent_ms + (kMessageWindowTicks - 1) * kTickMs);
+  EXPECT_TRUE(stored("g", seq)) << "one tick before the window has passed";
+  EXPECT_EQ(conversation("g").expired_up_to(), 0U);
+  tick();
+  ASSERT_EQ(now_ - sent_ms, kMessageWindowTicks * kTickMs);
+  EXPECT_FALSE(stored("g", seq));
+  EXPECT_EQ(conversation("g").expired_up_to(), seq);
+  EXPECT_EQ(message_queue().head(), message_queue().tail());
+}
+
+TEST_F(MessageRetentionTest, ExpiryIsBoundedPerCommandAndKeepsPaceWithSends) {
+  make_trio();
+  constexpr std::size_t kBacklog = 3 * kMaxMessageExpiriesPerCommand + 1;
+  for (std::size_t i = 0; i < kBacklog; ++i) send("g", "alice", "kept until a window is set");
+  ASSERT_EQ(stored_messages(), kBacklog);
+  // Every queued message is due at once: each command deletes the bound, no more.
+  ok(message_retention_cmd(kMinRetentionMs));
+  EXPECT_EQ(stored_messages(), kBacklog - kMaxMessageExpiriesPerCommand);
+  tick();
+  EXPECT_EQ(stored_messages(), kBacklog - 2 * kMaxMessageExpiriesPerCommand);
+  // A send adds one and deletes up to the bound, so the backlog still shrinks.
+  send("g", "bob", "new");
+  EXPECT_EQ(stored_messages(), kBacklog + 1 - 3 * kMaxMessageExpiriesPerCommand);
+  tick();
+  EXPECT_EQ(stored_messages(), 0U);
+  EXPECT_EQ(conversation("g").expired_up_to(), kBacklog + 1);
+  EXPECT_EQ(conversation("g").last_seq(), kBacklog + 1);
+
+  // Under a steady stream of sends alone, what is stored levels off at one window's sends.
+  ok(message_retention_cmd(10 * kTickMs));
+  check_invariants_ = false;  // a thousand sends: the full check is quadratic
+  std::size_t most = 0;
+  for (int i = 0; i < 1000; ++i) {
+    send("g", i % 2 == 0 ? "alice" : "bob", "m");
+    most = std::max(most, stored_messages());
+  }
+  EXPECT_LE(most, 10U);
+  check_invariants_ = true;
+  check_invariants();
+}
+
+TEST_F(MessageRetentionTest, EachQueuedMessageIsJudgedByTheWindowInForceWhenTheSweepReachesIt) {
+  make_trio();
+  ok(message_retention_cmd(100 * kTickMs));
+  const std::int64_t first_ms = now_ + kTickMs;
+  for (int i = 0; i < 10; ++i) send("g", "alice", "m" + std::to_string(i));  // seqs 1..10
+  // Shortened: the messages past the new window go, a bounded number per command.
+  ok(message_retention_cmd(kMessageWindowTicks * kTickMs));
+  const std::uint64_t due = (now_ - first_ms) / kTickMs - kMessageWindowTicks + 1;
+  ASSERT_GT(due, kMaxMessageExpiriesPerCommand);
+  EXPECT_EQ(conversation("g").expired_up_to(), kMaxMessageExpiriesPerCommand);
+  tick();
+  EXPECT_EQ(conversation("g").expired_up_to(), due + 1);  // one more came due meanwhile
+  // Lengthened: what is still queued is kept for the new window, though the old one has passed.
+  ok(message_retention_cmd(100 * kTickMs));
+  const std::uint64_t kept_from = conversation("g").expired_up_to() + 1;
+  for (int i = 0; i < 2 * kMessageWindowTicks; ++i) tick();
+  EXPECT_EQ(conversation("g").expired_up_to(), kept_from - 1);
+  EXPECT_EQ(history_seqs("bob", "g").back(), kept_from);
+  EXPECT_EQ(history_seqs("bob", "g").size(), 10 - kept_from + 1);
+}
+
+TEST_F(MessageRetentionTest, WithoutAWindowEveryMessageStaysQueuedAndAWindowSetLaterReachesIt) {
+  make_trio();
+  for (int i = 0; i < 6; ++i) send("g", "alice", "m" + std::to_string(i));
+  for (int i = 0; i < 20; ++i) tick();
+  EXPECT_EQ(stored_messages(), 6U);
+  EXPECT_EQ(message_queue().tail() - message_queue().head(), 6U);
+  // A window and back to forever before the sweep finished: the rest stays.
+  ok(message_retention_cmd(kMinRetentionMs));
+  EXPECT_EQ(conversation("g").expired_up_to(), kMaxMessageExpiriesPerCommand);
+  ok(message_retention_cmd(0));
+  for (int i = 0; i < 20; ++i) tick();
+  EXPECT_EQ(stored_messages(), 6U - kMaxMessageExpiriesPerCommand);
+  // The messages sent before any window expire like the later ones, oldest first.
+  ok(message_retention_cmd(kMinRetentionMs));
+  EXPECT_EQ(stored_messages(), 0U);
+  EXPECT_TRUE(history_seqs("bob", "g").empty());
+}
+
+TEST_F(MessageRetentionTest, AnExpiredMessagesOpenDeliveriesAreCanceled) {
+  make_trio();
+  ok(message_retention_cmd(kMessageWindowTicks * kTickMs));
+  send("g", "alice", "never read");
+  send("g", "alice", "deleted");
+  ok(delete_cmd("alice", "g", 2));
+  ASSERT_EQ(canceled(kMessageDeletedReason).size(), 2U);
+  tick_until(now_ + kMessageWindowTicks * kTickMs);
+  ASSERT_EQ(conversation("g").expired_up_to(), 2U);
+  // Each recipient's delivery of the first (the sender has none); the deleted one's were
+  // canceled when it was deleted, and are not asked again.
+  EXPECT_EQ(canceled(kMessageExpiredReason),
+            (std::set<std::string>{delivery_workflow_id("g", 1, "bob"),
+                                   delivery_workflow_id("g", 1, "carol")}));
+  EXPECT_EQ(canceled(kMessageDeletedReason).size(), 2U);
+}
+
+TEST_F(MessageRetentionTest, CommandsNamingAnExpiredMessageAnswerNotFoundOrPassOverIt) {
+  make_trio();
+  constexpr std::int64_t kWindowTicks = 2 * kMessageWindowTicks;  // "fresh" outlives the test
+  ok(message_retention_cmd(kWindowTicks * kTickMs));
+  send("g", "alice", "old");
+  send("g", "alice", "old too");
+  tick_until(now_ + kWindowTicks * kTickMs);
+  ASSERT_EQ(conversation("g").expired_up_to(), 2U);
+  const std::uint64_t fresh = send("g", "alice", "fresh");
+  const auto edit = apply(edit_cmd("alice", "g", 1, "revived"));
+  EXPECT_EQ(code_of(edit), Code::kNotFound) << edit.message();
+  EXPECT_EQ(code_of(apply(delete_cmd("alice", "g", 2))), Code::kNotFound);
+  // Acknowledging and reading across the expired seqs signals only the stored message.
+  sink_.signals.clear();
+  const auto ack = apply(ack_cmd("bob", "bob-phone", "g", fresh));
+  ASSERT_EQ(ack.code(), 0U) << ack.message();
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(ack).mark(), fresh);
+  ok(cursor_cmd("bob", "g", fresh));
+  const auto receipts = apply(receipts_cmd("bob", "g", fresh));
+  ASSERT_EQ(receipts.code(), 0U) << receipts.message();
+  EXPECT_TRUE(payload_of<messagingpb::ReceiptResult>(receipts).complete());
+  EXPECT_EQ(signaled(kDeliveredSignal),
+            std::vector<std::string>{delivery_workflow_id("g", fresh, "bob")});
+  EXPECT_EQ(signaled(kReadSignal),
+            std::vector<std::string>{delivery_workflow_id("g", fresh, "bob")});
+}
+
+TEST_F(MessageRetentionTest, ReadersSkipExpiredMessagesAndTheConversationKeepsItsCounters) {
+  make_trio();
+  ok(message_retention_cmd(kMessageWindowTicks * kTickMs));
+  for (int i = 1; i <= 3; ++i) send("g", "alice", "old " + std::to_string(i));
+  tick_until(now_ + (kMessageWindowTicks - 1) * kTickMs);
+  send("g", "alice", "new 4");  // as seq 3's window passes: 1..3 are gone after this send
+  send("g", "alice", "new 5");
+  ASSERT_EQ(conversation("g").expired_up_to(), 3U);
+  EXPECT_EQ(conversation("g").last_seq(), 5U);
+
+  // History, backwards and forwards, holds what is stored and says nothing older is.
+  EXPECT_EQ(history_seqs("bob", "g"), (std::vector<std::uint64_t>{5, 4}));
+  auto back = Domain::history(store_, "bob", "g", 0, 1);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->next_before, 5U);
+  back = Domain::history(store_, "bob", "g", 5, 10);
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->messages.size(), 1U);
+  EXPECT_EQ(back->next_before, 0U);
+  back = Domain::history(store_, "bob", "g", 3, 10);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->messages.empty());
+  EXPECT_EQ(back->next_before, 0U);
+  auto forwards = Domain::history_after(store_, "bob", "g", 0, 1);
+  ASSERT_TRUE(forwards.ok());
+  ASSERT_EQ(forwards->messages.size(), 1U);
+  EXPECT_EQ(forwards->messages[0].seq(), 4U);
+  EXPECT_EQ(forwards->next_after, 4U);
+  EXPECT_TRUE(forwards->has_more);
+
+  // Sync passes over the expired messages' changes; a page of them alone is empty, not the end.
+  const auto entries = changes("bob");
+  std::vector<std::uint64_t> message_seqs;
+  for (const auto& e : entries) {
+    if (e.change().kind() == messagingpb::MESSAGE_NEW) message_seqs.push_back(e.message().seq());
+  }
+  EXPECT_EQ(message_seqs, (std::vector<std::uint64_t>{4, 5}));
+  auto page = Domain::sync(store_, "bob", 1, 3);  // bob's changes 2..4: messages 1..3
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->entries.empty());
+  EXPECT_TRUE(page->has_more);
+  EXPECT_EQ(page->next_cursor, 4U);
+  EXPECT_EQ(changes("bob", page->next_cursor).size(), 2U);
+
+  // The counters and the chat index stay: unread counts every message, read or not.
+  auto chats = Domain::chat_index(store_, "carol", 10, "");
+  ASSERT_TRUE(chats.ok());
+  ASSERT_EQ(chats->entries.size(), 1U);
+  EXPECT_EQ(chats->entries[0].unread, 5U);
+  EXPECT_EQ(chats->entries[0].entry.last_seq(), 5U);
+  EXPECT_EQ(chats->entries[0].entry.preview(), "new 5");
+  auto cursor = Domain::read_cursor(store_, "alice", "g");
+  ASSERT_TRUE(cursor.ok());
+  EXPECT_EQ(*cursor, 5U);
+  EXPECT_EQ(send("g", "bob", "next"), 6U);
+}
+
+TEST_F(MessageRetentionTest, ARestartedDomainContinuesTheSweepFromTheStoredQueue) {
+  make_trio();
+  for (int i = 0; i < 10; ++i) send("g", "alice", "m" + std::to_string(i));
+  ok(message_retention_cmd(kMinRetentionMs));
+  ASSERT_EQ(conversation("g").expired_up_to(), kMaxMessageExpiriesPerCommand);
+  // The domain keeps no state of its own: a replica restarted from its store (or from a
+  // snapshot of it) carries on where the queue says.
+  Domain restarted(&sink_);
+  domain_ = &restarted;
+  tick();
+  EXPECT_EQ(conversation("g").expired_up_to(), 2 * kMaxMessageExpiriesPerCommand);
+  tick();
+  EXPECT_EQ(conversation("g").expired_up_to(), 10U);
+  EXPECT_EQ(stored_messages(), 0U);
+  domain_ = &first_domain_;
+}
+
+TEST_F(MessageRetentionTest, AQueueEntryThatIsNotItsConversationsOldestIsCorruption) {
+  make_trio();
+  send("g", "alice", "one");
+  send("g", "alice", "two");
+  // Swap the queue's two entries: the sweep would reach seq 2 while seq 1 is stored.
+  auto first = store_.get(storage::Space::kState, keys::message_expiry_key(0));
+  auto second = store_.get(storage::Space::kState, keys::message_expiry_key(1));
+  ASSERT_TRUE(first.ok() && first->has_value() && second.ok() && second->has_value());
+  storage::WriteBatch swap;
+  swap.put(storage::Space::kState, keys::message_expiry_key(0), **second);
+  swap.put(storage::Space::kState, keys::message_expiry_key(1), **first);
+  ASSERT_TRUE(store_.write(swap, false).ok());
+  check_invariants_ = false;
+  EXPECT_EQ(code_of(apply(message_retention_cmd(kMinRetentionMs))), Code::kCorruption);
+  EXPECT_TRUE(stored("g", 1));
+  EXPECT_TRUE(stored("g", 2));
+}
+
 // ---------------------------------------------------------------- removed devices
 
 MessagingCommand remove_device_cmd(const std::string& user, const std::string& device) {
@@ -1639,22 +1971,22 @@ TEST_F(DomainTest, ACorruptedRecordIsReportedAsCorruption) {
 TEST_F(DomainTest, AFailedCommandLeavesNoWritesAndNoNotices) {
   make_trio();
   send("g", "alice", "first");
-  static_cast<void>(domain_.take_changes());
+  static_cast<void>(domain_->take_changes());
   const auto before = dump();
   sink_.fail_start_of = delivery_workflow_id("g", 2, "carol");  // the last recipient
   const auto r = apply(send_cmd("g", "alice", "alice-phone", "m-2", "second"));
   EXPECT_EQ(code_of(r), Code::kResourceExhausted);
   EXPECT_EQ(dump(), before);
-  EXPECT_TRUE(domain_.take_changes().empty());
+  EXPECT_TRUE(domain_->take_changes().empty());
   sink_.fail_start_of.clear();
   EXPECT_EQ(send("g", "alice", "second"), 2U);
 }
 
 TEST_F(DomainTest, TakeChangesReportsEveryAppendedChangeOnce) {
   make_trio();
-  static_cast<void>(domain_.take_changes());
+  static_cast<void>(domain_->take_changes());
   send("g", "alice", "hi");
-  const auto notices = domain_.take_changes();
+  const auto notices = domain_->take_changes();
   ASSERT_EQ(notices.size(), 3U);
   std::set<std::string> users;
   for (const auto& n : notices) {
@@ -1663,7 +1995,7 @@ TEST_F(DomainTest, TakeChangesReportsEveryAppendedChangeOnce) {
     EXPECT_EQ(n.change_seq, last_change(n.user_id));
   }
   EXPECT_EQ(users, (std::set<std::string>{"alice", "bob", "carol"}));
-  EXPECT_TRUE(domain_.take_changes().empty());
+  EXPECT_TRUE(domain_->take_changes().empty());
 }
 
 }  // namespace

@@ -116,4 +116,14 @@ std::string device_expiry_key(std::uint64_t n) {
   return out;
 }
 
+std::string message_queue_key() {
+  return start(kMessageQueueSub);
+}
+
+std::string message_expiry_key(std::uint64_t n) {
+  std::string out = start(kMessageExpirySub);
+  put_fixed64_be(out, n);
+  return out;
+}
+
 }  // namespace herald::messaging::keys

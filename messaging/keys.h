@@ -36,6 +36,8 @@ inline constexpr char kDedupQueueSub = 'h';    // "m" "h" -> DedupQueue
 inline constexpr char kDedupExpirySub = 'q';   // "m" "q" n -> DedupExpiry
 inline constexpr char kDeviceQueueSub = 'k';   // "m" "k" -> DeviceQueue
 inline constexpr char kDeviceExpirySub = 'r';  // "m" "r" n -> DeviceExpiry
+inline constexpr char kMessageQueueSub = 'e';  // "m" "e" -> MessageQueue
+inline constexpr char kMessageExpirySub = 't';  // "m" "t" n -> MessageExpiry
 
 [[nodiscard]] std::string user_key(std::string_view user_id);
 [[nodiscard]] std::string device_key(std::string_view device_id);
@@ -54,6 +56,8 @@ inline constexpr char kDeviceExpirySub = 'r';  // "m" "r" n -> DeviceExpiry
 [[nodiscard]] std::string dedup_expiry_key(std::uint64_t n);
 [[nodiscard]] std::string device_queue_key();
 [[nodiscard]] std::string device_expiry_key(std::uint64_t n);
+[[nodiscard]] std::string message_queue_key();
+[[nodiscard]] std::string message_expiry_key(std::uint64_t n);
 // "m" "v" str(user) str(device): the prefix of one device's marks in every conversation.
 [[nodiscard]] std::string device_marks_prefix(std::string_view user_id, std::string_view device_id);
 

@@ -707,7 +707,8 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
                           entry.change().device_id() == s->device_id &&
                           entry.change().change_seq() > s->device_registered_after);
   }
-  if (!paused && !page->entries.empty()) s->cursor = page->next_cursor;
+  // next_cursor also passes the changes of expired messages, which the page leaves out.
+  if (!paused) s->cursor = page->next_cursor;
   if (removed) {  // after the change itself, so the device learns why
     s->conn->close(kCloseDeviceRemoved, "this device was removed");
     return;
@@ -979,7 +980,7 @@ void Gateway::Core::sync(Request r) {
          if (page->resync_required) return self->resync_required(req, page->next_cursor);
          json::array changes;
          std::size_t bytes = 0;
-         std::uint64_t cursor = page->entries.empty() ? since : page->next_cursor;
+         std::uint64_t cursor = page->next_cursor;  // past expired messages' changes too
          bool cut = false;
          for (const auto& entry : page->entries) {
            json::value change = change_json(entry);

@@ -391,6 +391,7 @@ json::object retention_json(const messagingpb::RetentionSettings& r,
                             const workflowpb::RetentionSettings& w) {
   return json::object{{"dedup_window_ms", r.dedup_window_ms()},
                       {"change_retention_ms", r.change_retention_ms()},
+                      {"message_retention_ms", r.message_retention_ms()},
                       {"delivery_lifetime_ms", r.delivery_lifetime_ms()},
                       {"closed_workflow_ms", w.closed_retention_ms()}};
 }
@@ -414,6 +415,8 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
   std::optional<std::int64_t> change_ms;
   if (auto e = get_i64(*body, "dedup_window_ms", dedup_ms)) return respond(error_of(*e));
   if (auto e = get_i64(*body, "change_retention_ms", change_ms)) return respond(error_of(*e));
+  std::optional<std::int64_t> message_ms;
+  if (auto e = get_i64(*body, "message_retention_ms", message_ms)) return respond(error_of(*e));
   std::optional<std::int64_t> lifetime_ms;
   if (auto e = get_i64(*body, "delivery_lifetime_ms", lifetime_ms)) return respond(error_of(*e));
   std::optional<std::int64_t> closed_ms;
@@ -430,6 +433,7 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
   auto* settings = c.mutable_set_retention()->mutable_settings();
   settings->set_dedup_window_ms(dedup_ms.value_or(0));
   settings->set_change_retention_ms(change_ms.value_or(0));
+  settings->set_message_retention_ms(message_ms.value_or(0));
   settings->set_delivery_lifetime_ms(lifetime_ms.value_or(0));
   // The messaging settings first, then the engine's: each is its own command, and a failed
   // second one is reported (a retry sets both again).

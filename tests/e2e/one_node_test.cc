@@ -209,6 +209,34 @@ TEST_F(OneNode, PastRetentionADeviceResyncsFromHistoryAndARetransmissionIsNew) {
   EXPECT_GT(again.seq, first + 5);
 }
 
+TEST_F(OneNode, PastTheMessageRetentionAMessageLeavesHistoryAndSyncAndCannotBeEdited) {
+  const client::HttpReply set =
+      must(admin_->request("PUT", "/v1/admin/retention", R"({"message_retention_ms": 1000})"),
+           "setting a message retention");
+  ASSERT_EQ(set.status, 200) << set.body;
+  const client::HttpReply got =
+      must(admin_->request("GET", "/v1/admin/retention"), "reading the retention");
+  EXPECT_NE(got.body.find(R"("message_retention_ms":1000)"), std::string::npos) << got.body;
+  auto alice = open(a_phone_);
+  const std::uint64_t old_seq = send(*alice, "old", "soon gone");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const std::uint64_t new_seq = send(*alice, "new", "still here");  // its apply sweeps "old"
+
+  auto bob = open(b_phone_);
+  const client::HistoryResult history = must(bob->history(direct_), "history");
+  ASSERT_EQ(history.messages.size(), 1U);
+  EXPECT_EQ(history.messages[0].seq, new_seq);
+  EXPECT_EQ(history.next_before, 0U);
+  const client::SyncResult synced = must(bob->sync(0), "sync from 0");
+  for (const Change& c : synced.changes) {
+    EXPECT_FALSE(is_new_message(c, old_seq)) << "the expired message's change is skipped";
+  }
+  EXPECT_TRUE(std::any_of(synced.changes.begin(), synced.changes.end(),
+                          [&](const Change& c) { return is_new_message(c, new_seq); }));
+  EXPECT_EQ(client::protocol_error_code(alice->edit(direct_, old_seq, "revived")), "not_found");
+  EXPECT_EQ(client::protocol_error_code(alice->remove(direct_, old_seq)), "not_found");
+}
+
 TEST_F(OneNode, ADeletedMessageIsNotPushedAndClosedDeliveriesArePurgedToASummary) {
   const client::HttpReply set =
       must(admin_->request("PUT", "/v1/admin/retention", R"({"closed_workflow_ms": 1000})"),
