@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: millions of messages through one node with every retention window set short (send dedup,
-# change streams, message history, closed workflows), to show that what it keeps levels off. The
-# load is bench/messaging.sh's (herald_loadgen: sender and recipient pairs, a window of sends in
+# change streams, message history, delivery lifetime, closed workflows), to show that what it
+# keeps levels off. The load is bench/messaging.sh's (herald_loadgen: sender and recipient pairs, a window of sends in
 # flight, every message acknowledged), run in SEGMENTS segments of SEGMENT_S seconds on the same
 # node. After each segment the node is SIGKILLed and started again, and the script prints, per
 # segment:

@@ -7,7 +7,13 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdarg>
+#include <cstdio>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -22,6 +28,8 @@ constexpr double kBloomBitsPerKey = 10.0;
 // Background syncing of table files while they are written, so that a flush or compaction does
 // not end with one large fsync.
 constexpr std::uint64_t kBytesPerSync = 1 * kMiB;
+// Longest line of RocksDB's log passed on to Herald's; the rest of a longer one is cut.
+constexpr std::size_t kMaxLogLineBytes = 1024;
 
 constexpr std::array<Space, kSpaceCount> kAllSpaces = {Space::kLog, Space::kMeta, Space::kState};
 
@@ -63,9 +71,45 @@ class NoAutomaticRecovery final : public rocksdb::EventListener {
   }
 };
 
+// RocksDB's own log goes to Herald's log instead of a LOG file in the data directory: on a full
+// disk a failed append to that file trips an assertion of RocksDB's (the process aborts) the next
+// time RocksDB logs, which it does while reporting the very write that found the disk full. Its
+// informational lines (flushes, compactions, statistics) are debug lines here.
+class HeraldLogger final : public rocksdb::Logger {
+ public:
+  HeraldLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {}
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) {
+      return;
+    }
+    std::array<char, kMaxLogLineBytes> line{};
+    const int n = std::vsnprintf(line.data(), line.size(), format, ap);
+    if (n < 0) {
+      return;
+    }
+    const std::string_view text(line.data(),
+                                std::min(static_cast<std::size_t>(n), line.size() - 1));
+    switch (level) {
+      case rocksdb::InfoLogLevel::DEBUG_LEVEL:
+      case rocksdb::InfoLogLevel::INFO_LEVEL:
+      case rocksdb::InfoLogLevel::HEADER_LEVEL: spdlog::debug("rocksdb: {}", text); break;
+      case rocksdb::InfoLogLevel::WARN_LEVEL: spdlog::warn("rocksdb: {}", text); break;
+      case rocksdb::InfoLogLevel::ERROR_LEVEL:
+      case rocksdb::InfoLogLevel::FATAL_LEVEL:
+      case rocksdb::InfoLogLevel::NUM_INFO_LOG_LEVELS: spdlog::error("rocksdb: {}", text); break;
+    }
+  }
+};
+
 rocksdb::DBOptions make_db_options(const RocksDbOptions& options) {
   rocksdb::DBOptions db;
   db.listeners.push_back(std::make_shared<NoAutomaticRecovery>());
+  db.info_log = std::make_shared<HeraldLogger>();
   db.create_if_missing = options.create_if_missing;
   db.create_missing_column_families = true;
   // Verify as much as RocksDB can on open and in the background; a replicated state machine must
