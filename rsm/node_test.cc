@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <set>
+#include <utility>
 
 #include "base/encoding.h"
 #include "rsm/kv_state_machine.h"
@@ -110,6 +111,27 @@ class NodeTest : public ::testing::Test {
   }
 
   Replica& replica(raft::NodeId id) { return *replicas_[id - 1]; }
+
+  // Three replicas that compact their logs early, snapshots streamed in chunks of `chunk_bytes`;
+  // the leader takes 120 writes while a follower is down, so that follower can only catch up
+  // from a snapshot. Returns {leader, that follower} (still down); the leader is kNoNode when
+  // none was elected.
+  std::pair<raft::NodeId, raft::NodeId> leave_a_follower_behind(std::size_t chunk_bytes) {
+    NodeConfig base;
+    base.compaction_threshold_entries = 40;
+    base.log_tail_entries = 5;
+    base.snapshot_chunk_bytes = chunk_bytes;
+    start(3, base);
+    tick_all(40);
+    const raft::NodeId lead = leader();
+    if (lead == raft::kNoNode) return {raft::kNoNode, raft::kNoNode};
+    const raft::NodeId lagging = lead == 3 ? 2 : 3;
+    net_.down.insert(lagging);
+    for (int i = 0; i < 120; ++i) {
+      EXPECT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
+    }
+    return {lead, lagging};
+  }
 
   // When set, a replica whose process() fails is stopped and its status kept in faults_.
   bool tolerate_faults_ = false;
@@ -276,19 +298,8 @@ TEST_F(NodeTest, DuplicatedForwardedProposalIsAppliedOnce) {
 }
 
 TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
-  NodeConfig base;
-  base.compaction_threshold_entries = 40;
-  base.log_tail_entries = 5;
-  base.snapshot_chunk_bytes = 256;
-  start(3, base);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const auto [lead, lagging] = leave_a_follower_behind(256);
   ASSERT_NE(lead, raft::kNoNode);
-  const raft::NodeId lagging = lead == 3 ? 2 : 3;
-  net_.down.insert(lagging);
-  for (int i = 0; i < 120; ++i) {
-    ASSERT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
-  }
   EXPECT_GT(replica(lead).node->log().first_index(), 50U) << "the log was compacted";
   net_.down.erase(lagging);
   tick_all(100);
@@ -305,19 +316,8 @@ TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
 // A transport that refuses sends at a small bound (backpressure) must only delay a snapshot stream
 // of many more chunks than the bound, not abandon it on every attempt.
 TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
-  NodeConfig base;
-  base.compaction_threshold_entries = 40;
-  base.log_tail_entries = 5;
-  base.snapshot_chunk_bytes = 64;
-  start(3, base);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const auto [lead, lagging] = leave_a_follower_behind(64);
   ASSERT_NE(lead, raft::kNoNode);
-  const raft::NodeId lagging = lead == 3 ? 2 : 3;
-  net_.down.insert(lagging);
-  for (int i = 0; i < 120; ++i) {
-    ASSERT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
-  }
   net_.max_queued = 4;  // far fewer than the snapshot's chunks
   net_.down.erase(lagging);
   tick_all(200);
@@ -329,19 +329,8 @@ TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
 // A leader never sends a state record that fails its checksum: its snapshot stream stops and it
 // reports the damage as it reports a damaged log record (its host rebuilds it).
 TEST_F(NodeTest, ALeaderWithADamagedStateRecordNeverStreamsItAndReportsTheDamage) {
-  NodeConfig base;
-  base.compaction_threshold_entries = 40;
-  base.log_tail_entries = 5;
-  base.snapshot_chunk_bytes = 256;
-  start(3, base);
-  tick_all(40);
-  const raft::NodeId lead = leader();
+  const auto [lead, lagging] = leave_a_follower_behind(256);
   ASSERT_NE(lead, raft::kNoNode);
-  const raft::NodeId lagging = lead == 3 ? 2 : 3;
-  net_.down.insert(lagging);
-  for (int i = 0; i < 120; ++i) {
-    ASSERT_TRUE(put(lead, "k" + std::to_string(i), std::string(20, 'v')).ok());
-  }
   std::string damaged_key;
   for (auto it = replica(lead).engine.scan(storage::Space::kState, "", ""); it->valid();
        it->next()) {
