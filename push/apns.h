@@ -157,7 +157,7 @@ class ApnsClient final : public messaging::PushProvider {
   [[nodiscard]] static Result<std::unique_ptr<ApnsClient>> create(ApnsConfig config,
                                                                   const Clock& clock);
   // Fails every request not yet answered with kPushUnavailable, closes the connection, and joins
-  // the I/O thread.
+  // the I/O thread. Precondition: not called from a `done` callback (that runs on the I/O thread).
   ~ApnsClient() override;
   ApnsClient(const ApnsClient&) = delete;
   ApnsClient& operator=(const ApnsClient&) = delete;

@@ -177,6 +177,7 @@ struct ApnsMock::Impl {
   std::size_t connections = 0;                  // guarded by mu
 
   // I/O thread only.
+  std::uint64_t next_connection_id = 1;
   std::list<std::shared_ptr<asio::steady_timer>> held;
   std::set<std::shared_ptr<ServerConnection>> open;
 };
@@ -486,8 +487,8 @@ void ApnsMock::Impl::accept() {
     if (ec) {
       return;  // the acceptor was closed
     }
-    static std::atomic<std::uint64_t> next_id{1};
-    auto connection = std::make_shared<ServerConnection>(*this, std::move(socket), next_id++);
+    auto connection =
+        std::make_shared<ServerConnection>(*this, std::move(socket), next_connection_id++);
     open.insert(connection);
     connection->begin();
     accept();
