@@ -10,9 +10,10 @@
 //    possibly later on another thread. The caller posts the outcome back to its own thread
 //    (workflow::Runtime requires callbacks on the replica's thread).
 //  - A request carries an idempotency key, the same for every attempt of one activity (across
-//    retries and leaders). A real provider passes it on where the service supports it (the
-//    apns-collapse-id, FCM's message id, the email's Message-ID) so that a retried send does not
-//    notify twice.
+//    retries and leaders). A real provider passes it on where the service supports it (APNs: the
+//    apns-id is derived from it, and the apns-collapse-id from the conversation, so a retried
+//    send replaces its notification instead of adding one; FCM's message id; the email's
+//    Message-ID) so that a retried send does not notify twice.
 //  - A failure's error_type is one of the constants below when one fits. The non-retryable ones
 //    are listed in the delivery workflow's retry policies (messaging/delivery.h); any other
 //    error type is retried.
@@ -27,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -46,6 +48,11 @@ inline constexpr char kPushUnavailable[] = "push.unavailable";    // retryable: 
 inline constexpr char kPushUnregistered[] = "push.unregistered";  // the token is gone for good
 inline constexpr char kPushInvalidToken[] = "push.invalid_token";
 inline constexpr char kPushPayloadTooLarge[] = "push.payload_too_large";
+// The service refused this request for a reason no retry of the same request can fix (APNs: a
+// 4xx other than the ones above, e.g. BadTopic, TopicDisallowed, BadCertificateEnvironment); the
+// message names the status and the service's reason. Often an operator's configuration error.
+// Not yet among the delivery workflow's non-retryable types, so it is retried by its policy.
+inline constexpr char kPushRejected[] = "push.rejected";
 inline constexpr char kEmailUnavailable[] = "email.unavailable";  // retryable
 inline constexpr char kEmailRejected[] = "email.rejected";        // the server refused it for good
 
@@ -80,10 +87,25 @@ struct ProviderResult {
   bool ok = false;
   std::string error_type;  // when !ok
   std::string error_message;
+  // When ok: the service's id for what it accepted (APNs: the apns-id response header), for logs
+  // and support requests; empty when the service gives none.
+  std::string provider_id;
+  // When !ok and the service said when to come back (HTTP Retry-After), in milliseconds from
+  // the failure. A hint for the caller's retry policy; the delivery workflow does not read it
+  // yet and backs off by its own policy.
+  std::optional<std::int64_t> retry_after_ms;
 
-  [[nodiscard]] static ProviderResult success() { return ProviderResult{true, {}, {}}; }
+  [[nodiscard]] static ProviderResult success(std::string provider_id = {}) {
+    ProviderResult result;
+    result.ok = true;
+    result.provider_id = std::move(provider_id);
+    return result;
+  }
   [[nodiscard]] static ProviderResult failure(std::string error_type, std::string error_message) {
-    return ProviderResult{false, std::move(error_type), std::move(error_message)};
+    ProviderResult result;
+    result.error_type = std::move(error_type);
+    result.error_message = std::move(error_message);
+    return result;
   }
   friend bool operator==(const ProviderResult&, const ProviderResult&) = default;
 };

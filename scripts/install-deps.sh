@@ -11,7 +11,7 @@ build_packages=(
   libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev
   libcli11-dev libtomlplusplus-dev
-  libssl-dev libcurl4-openssl-dev
+  libssl-dev libcurl4-openssl-dev libnghttp2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   curl python3
