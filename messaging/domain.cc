@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "messaging/delivery.pb.h"
@@ -423,6 +424,14 @@ class Applier {
   }
   void del(const std::string& key) { batch_.del(storage::Space::kState, key); }
 
+  // The retention windows in force (retention_of), cached for the rest of the command.
+  Result<messagingpb::RetentionSettings> retention() {
+    if (!retention_) {
+      HERALD_ASSIGN_OR_RETURN(retention_, retention_of(batch_));
+    }
+    return *retention_;
+  }
+
   // ---- Lookups with their errors ----
   Result<UserRecord> require_user(std::string_view user_id);
   Result<ConversationRecord> require_conversation(std::string_view conversation_id);
@@ -498,6 +507,9 @@ class Applier {
   rsm::ApplyBatch& batch_;
   WorkflowSink& sink_;
   const std::int64_t now_ms_;
+  // The retention settings, read once per command (a send consults them for every member);
+  // set_retention() drops them.
+  std::optional<messagingpb::RetentionSettings> retention_;
   std::vector<ChangeNotice>& notices_;
 };
 
@@ -1033,7 +1045,7 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   messagingpb::SendResult result;
   if (!op.client_message_id().empty()) {
     HERALD_ASSIGN_OR_RETURN(auto dedup, load<messagingpb::SendDedup>(batch_, dedup_key, "dedup"));
-    HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+    HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
     // A record past the window is not swept yet: the send is new, and overwrites it.
     if (dedup && now_ms_ - dedup->wall_ms() < retention.dedup_window_ms()) {
       result.set_seq(dedup->seq());
@@ -1120,7 +1132,7 @@ Status Applier::start_delivery(const MessageRecord& message, std::string_view pr
   input.set_escalate_after_ms(prefs.email_delay_ms);
   input.set_push_enabled(prefs.push_enabled && !prefs.muted);
   input.set_email_fallback(prefs.email_fallback && !prefs.muted);
-  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
   input.set_close_after_ms(retention.delivery_lifetime_ms());
   return sink_.start(batch_, now_ms_,
                      delivery_workflow_id(message.conversation_id(), message.seq(), user.user_id()),
@@ -1376,7 +1388,7 @@ Status Applier::append_change(std::string_view user_id, ChangeRecord change) {
 }
 
 Status Applier::trim_changes(UserRecord& user) {
-  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
   const std::int64_t horizon_ms = now_ms_ - retention.change_retention_ms();
   std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
   // The newest entry always stays, so the stream's cursor is never trimmed away.
@@ -1400,7 +1412,7 @@ Status Applier::remember_dedup(const std::string& dedup_key) {
   entry.set_wall_ms(now_ms_);
   put(keys::dedup_expiry_key(queue.tail()), entry);
   queue.set_tail(queue.tail() + 1);
-  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
   const std::int64_t horizon_ms = now_ms_ - retention.dedup_window_ms();
   for (std::size_t n = 0; n < kMaxDedupExpiriesPerSend && queue.head() < queue.tail(); ++n) {
     const std::string key = keys::dedup_expiry_key(queue.head());
@@ -1481,7 +1493,7 @@ Status Applier::sweep_marks(messagingpb::DeviceQueue& queue) {
 // (change_retention_ms): past both windows from the removal, none of them is in force, and the
 // id may start over as a new device.
 Status Applier::expire_tombstones(messagingpb::DeviceQueue& queue) {
-  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
   const std::int64_t window_ms =
       std::max(retention.dedup_window_ms(), retention.change_retention_ms());
   for (std::size_t n = 0; n < kMaxDeviceExpiriesPerCommand && queue.head() < queue.marks_swept();
@@ -1525,7 +1537,7 @@ Status Applier::enqueue_message(const MessageRecord& message) {
 // Each entry is checked against the window in force now: shortening it expires the older
 // messages in the next commands, lengthening it (or 0) keeps those not yet deleted.
 Status Applier::expire_messages() {
-  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention_of(batch_));
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
   const std::int64_t window_ms = retention.message_retention_ms();
   if (window_ms == 0) return Status::ok_status();  // kept forever: the queue waits
   HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::MessageQueue>(
@@ -1590,6 +1602,7 @@ Result<rsmpb::CommandResult> Applier::set_retention(const messagingpb::SetRetent
     }
   }
   put(keys::retention_key(), s);
+  retention_.reset();  // the sweep after this command uses the new windows
   return ok_result();
 }
 
