@@ -20,12 +20,13 @@ readonly rss_limit_mb=2048
 readonly max_input_bytes=65536
 shift || true
 
+source scripts/ccache.sh
 jobs="${JOBS:-$(nproc)}"
 # -O1 with line tables only: a cold build costs a fraction of an optimized one, and the
 # sanitizers find the same faults.
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_FLAGS_RELEASE=-O1 -DCMAKE_C_FLAGS_RELEASE=-O1 \
-  -DHERALD_FUZZ=ON -DHERALD_WERROR=OFF >/dev/null
+  -DHERALD_FUZZ=ON -DHERALD_WERROR=OFF "${ccache_flags[@]}" >/dev/null
 cmake --build build-fuzz -j "$jobs" --target fuzz_all
 
 if (($# > 0)); then

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_packages=(
-  build-essential cmake ninja-build pkg-config
+  build-essential cmake ninja-build pkg-config ccache
   librocksdb-dev
   libboost1.81-dev libboost-json1.81-dev
   libprotobuf-dev protobuf-compiler

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs clang-tidy (config: .clang-tidy) over every C++ source, using build/compile_commands.json;
 # the fuzz targets (fuzz/) use build-fuzz/compile_commands.json and are checked when scripts/fuzz.sh
-# has configured it. Slower than the format check, so it is a separate command:
-# bash scripts/tidy.sh [FILE...]
+# has configured it. A file whose compile command and included text are unchanged since a clean
+# run is skipped (scripts/tidy_cached.py; HERALD_TIDY_NO_CACHE=1 checks every file).
+# Slower than the format check, so it is a separate command: bash scripts/tidy.sh [FILE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -f build/compile_commands.json ]]; then
@@ -25,19 +26,17 @@ for f in "${files[@]}"; do
     main_files+=("$f")
   fi
 done
-jobs="${JOBS:-$(nproc)}"
 if ((${#main_files[@]} > 0)); then
-  printf '%s\n' "${main_files[@]}" | xargs -P "$jobs" -n 4 clang-tidy -p build --quiet
+  python3 scripts/tidy_cached.py build -- "${main_files[@]}"
 fi
 # Tests get every check but the static analyzer (clang-analyzer-*), which costs most of the
 # time and finds its defects in the code under test, checked above.
 if ((${#test_files[@]} > 0)); then
-  printf '%s\n' "${test_files[@]}" |
-    xargs -P "$jobs" -n 4 clang-tidy -p build --quiet --checks='-clang-analyzer-*'
+  python3 scripts/tidy_cached.py build --checks='-clang-analyzer-*' -- "${test_files[@]}"
 fi
 if ((${#fuzz_files[@]} > 0)); then
   if [[ -f build-fuzz/compile_commands.json ]]; then
-    printf '%s\n' "${fuzz_files[@]}" | xargs -P "$jobs" -n 4 clang-tidy -p build-fuzz --quiet
+    python3 scripts/tidy_cached.py build-fuzz -- "${fuzz_files[@]}"
   else
     echo "tidy: fuzz/ skipped (run scripts/fuzz.sh first to configure build-fuzz)"
     fuzz_files=()
