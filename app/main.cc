@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
   serve->add_option("--cluster-secret-file", serve_flags.cluster_secret_file,
                     "File holding the secret peers prove to each other; needed with several "
                     "nodes (also HERALD_CLUSTER_SECRET_FILE)");
+  serve->add_option("--max-connections", serve_flags.max_connections,
+                    "Open client connections (HTTP and WebSocket) at most");
   serve->add_option("--min-free-mb", serve_flags.min_free_mb,
                     "Free-space floor of the data disk in MiB: below it the cluster refuses new "
                     "content (default 1024)");

@@ -2,7 +2,9 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <set>
@@ -30,6 +32,38 @@ constexpr int kExitRuntime = 1;
 // The data directory failed its checks: restarting cannot help (docs/operations.md).
 constexpr int kExitDamagedData = 3;
 constexpr std::size_t kHttpIoThreads = 1;
+// File descriptors kept for everything but client connections: RocksDB's files, peer
+// connections, logs and journals.
+constexpr std::size_t kReservedDescriptors = 4096;
+
+// Raises the soft limit on open files so that `wanted` client connections fit beside
+// kReservedDescriptors, as far as the hard limit allows, and returns how many connections fit:
+// `wanted`, or fewer (with a warning) when the hard limit is lower.
+std::size_t fit_connections_to_descriptors(std::size_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return wanted;
+  }
+  const rlim_t need = wanted + kReservedDescriptors;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < need) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? need : std::min(limit.rlim_max, need);
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= need) {
+    return wanted;
+  }
+  const std::size_t fits = limit.rlim_cur > 2 * kReservedDescriptors
+                               ? limit.rlim_cur - kReservedDescriptors
+                               : limit.rlim_cur / 2;
+  spdlog::warn(
+      "max_connections {} lowered to {}: the open-file limit is {} (raise the hard limit: ulimit "
+      "-Hn, or LimitNOFILE= in a systemd unit)",
+      wanted, fits, static_cast<std::uint64_t>(limit.rlim_cur));
+  return fits;
+}
 
 Result<ServeConfig> resolve(const ServeFlags& flags) {
   ServeConfig config;
@@ -57,6 +91,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   if (flags.cluster_secret_file) config.cluster_secret_file = *flags.cluster_secret_file;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
+  if (flags.max_connections) config.max_connections = *flags.max_connections;
   if (flags.peers) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*flags.peers));
   }
@@ -215,6 +250,7 @@ int run_serve(const ServeFlags& flags) {
   server::Gateway gateway(host->get(), config->device_limits);
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
+  http_config.max_connections = fit_connections_to_descriptors(config->max_connections);
   http_config.websocket_paths.emplace(std::string(server::kDeviceSocketPath), &gateway);
   server::HttpServer http(
       http_config, [&](server::HttpRequest&& request, server::Responder respond) {

@@ -27,6 +27,7 @@ struct ServeFlags {
   std::optional<std::string> email_journal;
   std::optional<std::string> cluster_secret_file;
   std::optional<std::uint64_t> min_free_mb;
+  std::optional<std::size_t> max_connections;
   // Let a cluster of several nodes run without a cluster secret (peers not authenticated).
   bool insecure_peers = false;
   // Run demo traffic against the node (app/demo.h); generates an admin token and journals in the

@@ -185,6 +185,13 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
     }
     config.min_free_mb = static_cast<std::uint64_t>(*mb);
   }
+  if (table.contains("max_connections")) {
+    const auto n = integer_of(table["max_connections"]);
+    if (!n || *n < 1) {
+      return Status::invalid_argument("max_connections must be a positive integer");
+    }
+    config.max_connections = static_cast<std::size_t>(*n);
+  }
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
@@ -238,6 +245,10 @@ Status finalize(ServeConfig& config) {
   if (config.min_free_mb > kMaxMinFreeMb) {
     return Status::invalid_argument(fmt::format("min_free_mb {} is above the largest floor, {}",
                                                 config.min_free_mb, kMaxMinFreeMb));
+  }
+  if (config.max_connections < 1 || config.max_connections > kMaxMaxConnections) {
+    return Status::invalid_argument(fmt::format("max_connections {} is outside 1..{}",
+                                                config.max_connections, kMaxMaxConnections));
   }
   if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
       config.election_ticks <= config.heartbeat_ticks) {

@@ -17,6 +17,7 @@
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
 //   min_free_mb = 1024             # free-space floor of the data disk (docs/operations.md)
+//   max_connections = 100000       # open client connections (HTTP and WebSocket) at most
 //   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
 //   requests_per_s = 100           # per device, after auth; 0: unlimited
 //   request_burst = 400
@@ -44,6 +45,13 @@ namespace herald::app {
 inline constexpr std::uint64_t kDefaultMinFreeMb = 1024;
 // The largest floor accepted (1 PiB in MiB): a bigger figure is a typo, not a disk.
 inline constexpr std::uint64_t kMaxMinFreeMb = 1ULL << 30U;
+// Open client connections at most, by default: a node holds 50,000 connected devices with room
+// to spare. Each needs a file descriptor; `herald serve` raises its descriptor limit to fit
+// (docs/operations.md, "Connections").
+inline constexpr std::size_t kDefaultMaxConnections = 100'000;
+// The largest max_connections accepted: beyond it a figure is a typo (the kernel's own ceiling on
+// descriptors per process, fs.nr_open, defaults to 1,048,576).
+inline constexpr std::size_t kMaxMaxConnections = 1'000'000;
 
 struct ServeConfig {
   std::uint64_t id = 1;
@@ -65,6 +73,7 @@ struct ServeConfig {
   bool insecure_peers = false;
   // Below this much free space on the data disk (MiB), the cluster refuses new content.
   std::uint64_t min_free_mb = kDefaultMinFreeMb;
+  std::size_t max_connections = kDefaultMaxConnections;  // 1..kMaxMaxConnections
   server::GatewayLimits device_limits;
 };
 

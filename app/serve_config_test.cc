@@ -124,6 +124,23 @@ TEST(ServeConfigTest, TheFreeSpaceFloorLoadsAndBadValuesAreRefused) {
   EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
 }
 
+TEST(ServeConfigTest, TheConnectionLimitLoadsAndBadValuesAreRefused) {
+  ServeConfig config;
+  EXPECT_EQ(config.max_connections, kDefaultMaxConnections);
+  ASSERT_TRUE(load_text("max_connections = 60000\n", config).ok());
+  EXPECT_EQ(config.max_connections, 60000U);
+  ASSERT_TRUE(finalize(config).ok());
+  for (const char* text :
+       {"max_connections = 0\n", "max_connections = -5\n", "max_connections = \"many\"\n"}) {
+    ServeConfig bad;
+    const Status s = load_text(text, bad);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find("max_connections"), std::string::npos) << s.message();
+  }
+  config.max_connections = kMaxMaxConnections + 1;
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigTest, AFloatOrAStringWhereAnIntegerBelongsIsRefusedByName) {
   for (const char* text : {"id = 1e37\n", "tick_ms = 1e37\n", "tick_ms = \"10\"\n",
                            "election_ticks = 99999999999999\n", "insecure_peers = 1\n",
