@@ -122,13 +122,7 @@ std::string apns_id_for(std::string_view idempotency_key) {
 }
 
 std::string apns_collapse_id(std::string_view conversation_id) {
-  const bool printable = std::all_of(conversation_id.begin(), conversation_id.end(),
-                                     [](char c) { return c > ' ' && c < '\x7f'; });
-  if (printable && !conversation_id.empty() && conversation_id.size() <= kApnsMaxCollapseIdBytes) {
-    return std::string(conversation_id);
-  }
-  const std::array<unsigned char, kSha256Bytes> digest = sha256(conversation_id);
-  return hex(digest.data(), digest.size());
+  return collapse_key_for(conversation_id);
 }
 
 Result<std::string> apns_payload(const messaging::PushRequest& request) {

@@ -59,7 +59,7 @@ inline constexpr std::uint16_t kApnsPort = 443;
 // Largest payload APNs accepts for a regular remote notification, in bytes.
 inline constexpr std::size_t kApnsMaxPayloadBytes = 4096;
 // Longest apns-collapse-id APNs accepts, in bytes.
-inline constexpr std::size_t kApnsMaxCollapseIdBytes = 64;
+inline constexpr std::size_t kApnsMaxCollapseIdBytes = kMaxCollapseKeyBytes;
 // Longest device token accepted, in hex characters (tokens are 64 today; Apple says they may
 // grow, so this leaves room).
 inline constexpr std::size_t kApnsMaxDeviceTokenChars = 200;

@@ -1,8 +1,10 @@
 #include "push/common.h"
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -16,8 +18,30 @@ namespace {
 // Longest delta-seconds accepted in Retry-After, in digits (more would overflow nothing, but
 // such a value is garbage).
 constexpr std::size_t kMaxRetryAfterDigits = 10;
+constexpr std::size_t kSha256Bytes = 32;
+constexpr char kHexDigits[] = "0123456789abcdef";
 
 }  // namespace
+
+std::string collapse_key_for(std::string_view conversation_id) {
+  const bool printable = std::all_of(conversation_id.begin(), conversation_id.end(),
+                                     [](char c) { return c > ' ' && c < '\x7f'; });
+  if (printable && !conversation_id.empty() && conversation_id.size() <= kMaxCollapseKeyBytes) {
+    return std::string(conversation_id);
+  }
+  std::array<unsigned char, kSha256Bytes> digest{};
+  unsigned int size = 0;
+  const int ok = EVP_Digest(conversation_id.data(), conversation_id.size(), digest.data(), &size,
+                            EVP_sha256(), nullptr);
+  HERALD_ASSERT(ok == 1 && size == kSha256Bytes, "SHA-256 failed");
+  std::string out;
+  out.reserve(2 * kSha256Bytes);
+  for (const unsigned char byte : digest) {
+    out.push_back(kHexDigits[byte >> 4]);
+    out.push_back(kHexDigits[byte & 0x0f]);
+  }
+  return out;
+}
 
 std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes) {
   if (text.size() <= max_bytes) {

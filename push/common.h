@@ -23,6 +23,13 @@ inline constexpr std::int64_t kReconnectMaxMs = 30'000;
 // Appended to a preview cut to fit a payload: U+2026 HORIZONTAL ELLIPSIS.
 inline constexpr char kCutMarker[] = "\u2026";
 
+// Longest collapse key the providers send, in bytes (APNs' apns-collapse-id limit).
+inline constexpr std::size_t kMaxCollapseKeyBytes = 64;
+
+// A collapse key for a conversation: the id itself when it has 1 to kMaxCollapseKeyBytes
+// printable ASCII bytes, else the 64 hex digits of its SHA-256.
+[[nodiscard]] std::string collapse_key_for(std::string_view conversation_id);
+
 // The longest prefix of `text` of at most `max_bytes` bytes that does not end inside a UTF-8
 // sequence (continuation bytes after the cut are dropped with their lead byte).
 [[nodiscard]] std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes);

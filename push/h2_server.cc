@@ -368,7 +368,8 @@ int ServerConnection::on_request(std::int32_t stream_id) {
     impl_.max_pending = std::max(impl_.max_pending, impl_.pending);
   }
   state.awaiting_answer = true;
-  if (goaway_after > 0 && ++requests_ == goaway_after) {
+  ++requests_;
+  if (goaway_after > 0 && requests_ == goaway_after) {
     // Decided now, sent with this request's answer: requests arriving meanwhile on higher
     // streams are left unanswered, as a server that is going away would.
     goaway_last_stream_ = stream_id;
