@@ -26,6 +26,7 @@ using std::chrono::milliseconds;
 using testing::ApnsMock;
 using testing::ApnsMockOptions;
 using testing::ApnsMockRequest;
+using testing::kHoldMs;
 using testing::Pending;
 using testing::TestClock;
 using testing::wait_until;
@@ -34,22 +35,9 @@ constexpr char kKeyId[] = "KEY1234567";
 constexpr char kTeamId[] = "TEAM987654";
 constexpr char kTopic[] = "org.herald.app";
 constexpr char kToken[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-// Answers held until release_held(): longer than any test.
-constexpr std::int64_t kHoldMs = 60'000;
 
 PushRequest push(const std::string& key, const std::string& token = kToken) {
-  PushRequest request;
-  request.idempotency_key = key;
-  request.user_id = "u1";
-  request.device_id = "d1";
-  request.platform = "ios";
-  request.provider = messaging::kApnsProvider;
-  request.token = token;
-  request.conversation_id = "c-42";
-  request.seq = 7;
-  request.title = "Ada";
-  request.body = "hello";
-  return request;
+  return testing::sample_push(key, "ios", messaging::kApnsProvider, token);
 }
 
 class ApnsTest : public ::testing::Test {
@@ -88,18 +76,13 @@ class ApnsTest : public ::testing::Test {
     return config;
   }
 
-  ApnsClient& start_client(const ApnsConfig& config) {
-    Result<std::unique_ptr<ApnsClient>> client = ApnsClient::create(config, clock_);
-    EXPECT_TRUE(client.ok()) << client.status().to_string();
-    client_ = std::move(client).value();
-    return *client_;
+  void start_client(const ApnsConfig& config) {
+    client_ = testing::create_client<ApnsClient>(config, clock_);
+    ASSERT_NE(client_, nullptr);
   }
-  ApnsClient& start_client() { return start_client(config()); }
-
+  void start_client() { start_client(config()); }
   ProviderResult send_now(const PushRequest& request) {
-    Pending pending;
-    client_->send(request, pending.done());
-    return pending.get();
+    return testing::send_and_wait(*client_, request);
   }
 
   static std::string write_key(const std::string& pem) {

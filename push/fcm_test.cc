@@ -32,6 +32,7 @@ using testing::FcmMockError;
 using testing::FcmMockMessage;
 using testing::FcmMockOptions;
 using testing::FcmMockRequest;
+using testing::kHoldMs;
 using testing::Pending;
 using testing::TestClock;
 using testing::wait_until;
@@ -39,8 +40,6 @@ using testing::wait_until;
 constexpr char kProject[] = "herald-test";
 constexpr char kEmail[] = "herald@herald-test.iam.gserviceaccount.com";
 constexpr char kToken[] = "dQw4w9WgXcQ:APA91bH_herald-test-token-0123456789";
-// Answers held until release_held(): longer than any test.
-constexpr std::int64_t kHoldMs = 60'000;
 constexpr std::int64_t kTokenLifetimeS = 3600;
 
 const std::string& service_account_pem() {
@@ -49,18 +48,7 @@ const std::string& service_account_pem() {
 }
 
 PushRequest push(const std::string& key, const std::string& token = kToken) {
-  PushRequest request;
-  request.idempotency_key = key;
-  request.user_id = "u1";
-  request.device_id = "d1";
-  request.platform = "android";
-  request.provider = messaging::kFcmProvider;
-  request.token = token;
-  request.conversation_id = "c-42";
-  request.seq = 7;
-  request.title = "Ada";
-  request.body = "hello";
-  return request;
+  return testing::sample_push(key, "android", messaging::kFcmProvider, token);
 }
 
 FcmMockError fcm_error(int status, const char* error_status, const char* error_code,
@@ -126,18 +114,13 @@ class FcmTest : public ::testing::Test {
     return config;
   }
 
-  FcmClient& start_client(const FcmConfig& config) {
-    Result<std::unique_ptr<FcmClient>> client = FcmClient::create(config, clock_);
-    EXPECT_TRUE(client.ok()) << client.status().to_string();
-    client_ = std::move(client).value();
-    return *client_;
+  void start_client(const FcmConfig& config) {
+    client_ = testing::create_client<FcmClient>(config, clock_);
+    ASSERT_NE(client_, nullptr);
   }
-  FcmClient& start_client() { return start_client(config()); }
-
+  void start_client() { start_client(config()); }
   ProviderResult send_now(const PushRequest& request) {
-    Pending pending;
-    client_->send(request, pending.done());
-    return pending.get();
+    return testing::send_and_wait(*client_, request);
   }
 
   std::vector<FcmMockRequest> requests_of(bool token_requests) const {

@@ -27,6 +27,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "crypto/openssl_util.h"
 #include "push/h2_io.h"
 
 namespace herald::push::testing {
@@ -40,17 +41,10 @@ namespace {
 // Validity of the self-signed certificate, in seconds.
 constexpr long kCertificateLifetimeSeconds = 24L * 3600;
 
-template <auto kFree>
-struct Free {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Free<&EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Free<&X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Free<&BIO_free_all>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Free<&X509_EXTENSION_free>>;
+using crypto::BioPtr;
+using crypto::PkeyPtr;
+using X509Ptr = std::unique_ptr<X509, crypto::OpensslDeleter<&X509_free>>;
+using ExtPtr = std::unique_ptr<X509_EXTENSION, crypto::OpensslDeleter<&X509_EXTENSION_free>>;
 
 // A P-256 key and a self-signed certificate for 127.0.0.1 / localhost, as PEM.
 Status make_certificate(PkeyPtr& key, X509Ptr& cert) {

@@ -9,10 +9,12 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 
 #include "base/clock.h"
+#include "base/status.h"
 #include "messaging/providers.h"
 
 namespace herald::push::testing {
@@ -69,5 +71,41 @@ class Pending {
   std::shared_ptr<std::promise<messaging::ProviderResult>> promise_;
   std::future<messaging::ProviderResult> future_;
 };
+
+// Answers a double holds until release_held(): longer than any test, in milliseconds.
+inline constexpr std::int64_t kHoldMs = 60'000;
+
+// A push from Ada in conversation c-42 (seq 7, body "hello") to device d1 of user u1.
+inline messaging::PushRequest sample_push(const std::string& key, const char* platform,
+                                          const char* provider, const std::string& token) {
+  messaging::PushRequest request;
+  request.idempotency_key = key;
+  request.user_id = "u1";
+  request.device_id = "d1";
+  request.platform = platform;
+  request.provider = provider;
+  request.token = token;
+  request.conversation_id = "c-42";
+  request.seq = 7;
+  request.title = "Ada";
+  request.body = "hello";
+  return request;
+}
+
+// The outcome of provider.send(request), awaited.
+inline messaging::ProviderResult send_and_wait(messaging::PushProvider& provider,
+                                               const messaging::PushRequest& request) {
+  Pending pending;
+  provider.send(request, pending.done());
+  return pending.get();
+}
+
+// Client::create(config, clock), or null with a test failure.
+template <typename Client, typename Config>
+std::unique_ptr<Client> create_client(const Config& config, const Clock& clock) {
+  Result<std::unique_ptr<Client>> client = Client::create(config, clock);
+  EXPECT_TRUE(client.ok()) << client.status().to_string();
+  return client.ok() ? std::move(client).value() : nullptr;
+}
 
 }  // namespace herald::push::testing
