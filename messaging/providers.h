@@ -12,8 +12,9 @@
 //  - A request carries an idempotency key, the same for every attempt of one activity (across
 //    retries and leaders). A real provider passes it on where the service supports it (APNs: the
 //    apns-id is derived from it, and the apns-collapse-id from the conversation, so a retried
-//    send replaces its notification instead of adding one; FCM's message id; the email's
-//    Message-ID) so that a retried send does not notify twice.
+//    send replaces its notification instead of adding one; FCM: the message's data carries it
+//    and the collapse key is per conversation; the email's Message-ID) so that a retried send
+//    does not notify twice.
 //  - A failure's error_type is one of the constants below when one fits. The non-retryable ones
 //    are listed in the delivery workflow's retry policies (messaging/delivery.h); any other
 //    error type is retried.

@@ -15,7 +15,8 @@
 // the first request arrives, owned by one I/O thread of the client. Requests run as concurrent
 // streams, at most min(the server's SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams);
 // the rest wait in a FIFO of at most max_queued_requests, beyond which send() fails at once with
-// kPushUnavailable. A lost connection is reopened with exponential backoff and full jitter. On
+// kPushUnavailable. A lost connection is reopened with exponential backoff and full jitter
+// (kReconnectInitialMs, kReconnectMaxMs in push/common.h). On
 // GOAWAY the streams the server accepted (id <= last-stream-id) finish on the old connection;
 // the others, which the server never processed, go back to the head of the queue and are sent
 // on a new connection with the same apns-id. A request not answered within request_timeout_ms of
@@ -47,6 +48,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "messaging/providers.h"
+#include "push/common.h"
 
 namespace herald::push {
 
@@ -57,12 +59,12 @@ inline constexpr std::uint16_t kApnsPort = 443;
 // Largest payload APNs accepts for a regular remote notification, in bytes.
 inline constexpr std::size_t kApnsMaxPayloadBytes = 4096;
 // Longest apns-collapse-id APNs accepts, in bytes.
-inline constexpr std::size_t kApnsMaxCollapseIdBytes = 64;
+inline constexpr std::size_t kApnsMaxCollapseIdBytes = kMaxCollapseKeyBytes;
 // Longest device token accepted, in hex characters (tokens are 64 today; Apple says they may
 // grow, so this leaves room).
 inline constexpr std::size_t kApnsMaxDeviceTokenChars = 200;
-// Appended to a preview cut to fit the payload: U+2026 HORIZONTAL ELLIPSIS.
-inline constexpr char kApnsCutMarker[] = "\u2026";
+// Appended to a preview cut to fit the payload (push/common.h).
+inline constexpr const char* kApnsCutMarker = kCutMarker;
 // How long APNs keeps trying to reach an offline device, in seconds (apns-expiration = now +
 // this). A day, like Matrix's pushers, so stale notifications are not shown much later.
 inline constexpr std::int64_t kApnsExpirationSeconds = 24 * 3600;
@@ -81,11 +83,8 @@ inline constexpr std::size_t kApnsMaxQueuedRequests = 10'000;
 inline constexpr std::int64_t kApnsRequestTimeoutMs = 10'000;
 // From starting to connect to the server's SETTINGS frame (TCP, TLS, HTTP/2 preface).
 inline constexpr std::int64_t kApnsConnectTimeoutMs = 10'000;
-// Reconnect backoff: full jitter over min(max, initial * 2^(failures - 1)).
-inline constexpr std::int64_t kApnsReconnectInitialMs = 100;
-inline constexpr std::int64_t kApnsReconnectMaxMs = 30'000;
-// Largest Retry-After honoured, in milliseconds; longer hints are clamped to it.
-inline constexpr std::int64_t kApnsMaxRetryAfterMs = 3600LL * 1000;
+// Largest Retry-After honoured, in milliseconds (push/common.h).
+inline constexpr std::int64_t kApnsMaxRetryAfterMs = kMaxRetryAfterMs;
 // Response body kept for the reason, at most, in bytes (APNs sends a small JSON object).
 inline constexpr std::size_t kApnsMaxResponseBodyBytes = 4096;
 
@@ -116,10 +115,6 @@ struct ApnsConfig {
 // kApnsMaxCollapseIdBytes printable ASCII bytes, else the 64 hex digits of its SHA-256.
 [[nodiscard]] std::string apns_collapse_id(std::string_view conversation_id);
 
-// The longest prefix of `text` of at most `max_bytes` bytes that does not end inside a UTF-8
-// sequence (continuation bytes after the cut are dropped with their lead byte).
-[[nodiscard]] std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes);
-
 // The JSON payload for `request` (shape above), at most kApnsMaxPayloadBytes: when too long, the
 // body is cut at a UTF-8 boundary and kApnsCutMarker appended; if the payload still does not
 // fit with an empty body, the title is cut the same way. kResourceExhausted when even that does
@@ -128,10 +123,6 @@ struct ApnsConfig {
 
 // OK when `token` is 1..kApnsMaxDeviceTokenChars hex digits (what goes into the path).
 [[nodiscard]] Status check_device_token(std::string_view token);
-
-// A parsed Retry-After value (delta-seconds only; an HTTP date is ignored), clamped to
-// kApnsMaxRetryAfterMs.
-[[nodiscard]] std::optional<std::int64_t> parse_retry_after_ms(std::string_view value);
 
 // The outcome of one final response (the 403 token retry is decided before this): see the
 // table in docs/push.md. `reason` is the response body's "reason"; `apns_id` its apns-id header.

@@ -15,6 +15,7 @@
 
 #include "crypto/test_keys.h"
 #include "push/apns_mock.h"
+#include "push/test_support.h"
 
 namespace herald::push {
 namespace {
@@ -25,74 +26,19 @@ using std::chrono::milliseconds;
 using testing::ApnsMock;
 using testing::ApnsMockOptions;
 using testing::ApnsMockRequest;
+using testing::kHoldMs;
+using testing::Pending;
+using testing::TestClock;
+using testing::wait_until;
 
-constexpr milliseconds kWait{10'000};
 constexpr char kKeyId[] = "KEY1234567";
 constexpr char kTeamId[] = "TEAM987654";
 constexpr char kTopic[] = "org.herald.app";
 constexpr char kToken[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-// Answers held until release_held(): longer than any test.
-constexpr std::int64_t kHoldMs = 60'000;
-
-// A clock both the client and the mock read, moved by the test thread.
-class TestClock final : public Clock {
- public:
-  [[nodiscard]] MonoMs mono_ms() const override { return now_ms_.load(); }
-  [[nodiscard]] WallMs wall_ms() const override { return kWallEpochMs + now_ms_.load(); }
-  void advance_ms(MonoMs delta_ms) { now_ms_ += delta_ms; }
-
-  static constexpr WallMs kWallEpochMs = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
-
- private:
-  std::atomic<MonoMs> now_ms_{0};
-};
-
-bool wait_until(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kWait;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return true;
-}
 
 PushRequest push(const std::string& key, const std::string& token = kToken) {
-  PushRequest request;
-  request.idempotency_key = key;
-  request.user_id = "u1";
-  request.device_id = "d1";
-  request.platform = "ios";
-  request.provider = messaging::kApnsProvider;
-  request.token = token;
-  request.conversation_id = "c-42";
-  request.seq = 7;
-  request.title = "Ada";
-  request.body = "hello";
-  return request;
+  return testing::sample_push(key, "ios", messaging::kApnsProvider, token);
 }
-
-// The outcome of one send, awaited with a deadline.
-class Pending {
- public:
-  Pending() : promise_(std::make_shared<std::promise<ProviderResult>>()) {
-    future_ = promise_->get_future();
-  }
-  messaging::ProviderDone done() {
-    return [promise = promise_](ProviderResult result) { promise->set_value(std::move(result)); };
-  }
-  ProviderResult get() {
-    if (future_.wait_for(kWait) != std::future_status::ready) {
-      ADD_FAILURE() << "no outcome within the deadline";
-      return ProviderResult::failure("test.timeout", "");
-    }
-    return future_.get();
-  }
-  bool ready() { return future_.wait_for(milliseconds(0)) == std::future_status::ready; }
-
- private:
-  std::shared_ptr<std::promise<ProviderResult>> promise_;
-  std::future<ProviderResult> future_;
-};
 
 class ApnsTest : public ::testing::Test {
  protected:
@@ -130,18 +76,13 @@ class ApnsTest : public ::testing::Test {
     return config;
   }
 
-  ApnsClient& start_client(const ApnsConfig& config) {
-    Result<std::unique_ptr<ApnsClient>> client = ApnsClient::create(config, clock_);
-    EXPECT_TRUE(client.ok()) << client.status().to_string();
-    client_ = std::move(client).value();
-    return *client_;
+  void start_client(const ApnsConfig& config) {
+    client_ = testing::create_client<ApnsClient>(config, clock_);
+    ASSERT_NE(client_, nullptr);
   }
-  ApnsClient& start_client() { return start_client(config()); }
-
+  void start_client() { start_client(config()); }
   ProviderResult send_now(const PushRequest& request) {
-    Pending pending;
-    client_->send(request, pending.done());
-    return pending.get();
+    return testing::send_and_wait(*client_, request);
   }
 
   static std::string write_key(const std::string& pem) {

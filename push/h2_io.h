@@ -1,6 +1,6 @@
 // One HTTP/2 connection over TLS: the byte pump between an Asio TLS stream and an nghttp2 session.
-// Shared by the APNs client (push/apns.cc) and its test double (push/apns_mock.cc); not a public
-// header of push/.
+// Shared by the providers' HTTP/2 client (push/h2_client.cc) and the test server of their doubles
+// (push/h2_server.cc); not a public header of push/.
 //
 // nghttp2 is used through its memory interface: bytes read from the socket go to
 // nghttp2_session_mem_recv, which calls the owner's callbacks (headers, data, stream close); the
