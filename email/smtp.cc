@@ -660,7 +660,6 @@ Status SmtpClient::Impl::start(const std::shared_ptr<Call>& call) {
   set(CURLOPT_URL, url.c_str());
   set(CURLOPT_PROTOCOLS_STR, "smtp,smtps");
   set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_PRIVATE, call.get());
   set(CURLOPT_ERRORBUFFER, call->error.data());
   const curl_usessl use_ssl = config.tls == SmtpTls::kStartTls ? CURLUSESSL_ALL : CURLUSESSL_NONE;
   set(CURLOPT_USE_SSL, static_cast<long>(use_ssl));
@@ -675,6 +674,8 @@ Status SmtpClient::Impl::start(const std::shared_ptr<Call>& call) {
   set(CURLOPT_MAIL_FROM, from.c_str());  // copied by libcurl
   set(CURLOPT_MAIL_RCPT, call->recipients.get());
   set(CURLOPT_UPLOAD, 1L);
+  // Announced as SIZE= in MAIL FROM when the server offers SIZE, so it can refuse early.
+  set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(call->message.size()));
   set(CURLOPT_READFUNCTION, &read_message);
   set(CURLOPT_READDATA, call.get());
   set(CURLOPT_HEADERFUNCTION, &read_reply_line);

@@ -94,6 +94,22 @@ std::optional<std::string> parse_path(std::string_view argument, std::string_vie
   return std::string(argument.substr(1, close - 1));
 }
 
+// The SIZE= parameter of a MAIL command (RFC 1870); 0 when absent or malformed.
+std::size_t declared_size(std::string_view argument) {
+  const std::string upper_argument = upper(argument);
+  const std::size_t at = upper_argument.find(" SIZE=");
+  if (at == std::string::npos) {
+    return 0;
+  }
+  std::size_t size = 0;
+  for (std::size_t i = at + 6; i < upper_argument.size() && upper_argument[i] >= '0' &&
+                               upper_argument[i] <= '9' && size < kMaxLineBytes * 1024;
+       ++i) {
+    size = size * 10 + static_cast<std::size_t>(upper_argument[i] - '0');
+  }
+  return size;
+}
+
 }  // namespace
 
 struct SmtpSink::Impl {
@@ -475,6 +491,8 @@ awaitable<void> Session::run() {
         ok = co_await reply(530, "5.7.0 Authentication required");
       } else if (!from) {
         ok = co_await reply(501, "5.5.4 syntax: MAIL FROM:<address>");
+      } else if (declared_size(argument) > impl_.options.max_message_bytes) {
+        ok = co_await reply(552, "5.3.4 message size exceeds fixed limit");
       } else {
         reset_transaction();
         mail_from_ = std::move(from);

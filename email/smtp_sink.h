@@ -5,11 +5,11 @@
 // certificate (public) is written to a temporary file for the client's ca_file. It speaks
 // RFC 5321 with the extensions a submission server offers: EHLO (and HELO), STARTTLS (RFC 3207;
 // whatever the client sent before the handshake is discarded), AUTH PLAIN and LOGIN (RFC 4954,
-// checked against the configured credentials, only over TLS unless allow_plain_auth), MAIL FROM,
-// RCPT TO, DATA (dot-unstuffed, RFC 5321 section 4.5.2), RSET, NOOP and QUIT. A connection may
-// carry any number of transactions. When credentials are configured, MAIL FROM before a
-// successful AUTH is answered 530. Every message accepted (250 after its data) is recorded with
-// its envelope.
+// checked against the configured credentials, only over TLS unless allow_plain_auth), MAIL FROM
+// (a SIZE= over max_message_bytes, RFC 1870, is answered 552), RCPT TO, DATA (dot-unstuffed,
+// RFC 5321 section 4.5.2), RSET, NOOP and QUIT. A connection may carry any number of
+// transactions. When credentials are configured, MAIL FROM before a successful AUTH is answered
+// 530. Every message accepted (250 after its data) is recorded with its envelope.
 //
 // Fault modes, set any time from the test thread: the next answers to a command (fail_next),
 // slow answers (set_delay_ms), a connection closed in the middle of the data (drop_in_data), and

@@ -199,18 +199,19 @@ EmailRequest request(const std::string& key, const std::string& preview = "see y
 
 class SmtpTest : public ::testing::Test {
  protected:
-  // A sink with STARTTLS and AUTH (kUser / kPassword) unless `options` says otherwise.
+  // STARTTLS offered, AUTH PLAIN and LOGIN with kUser / kPassword.
+  static SmtpSinkOptions auth_options() {
+    SmtpSinkOptions options;
+    options.username = kUser;
+    options.password = kPassword;
+    return options;
+  }
   void start_sink(SmtpSinkOptions options) {
     Result<std::unique_ptr<SmtpSink>> started = SmtpSink::start(std::move(options));
     ASSERT_TRUE(started.ok()) << started.status().to_string();
     sink_ = std::move(started).value();
   }
-  void start_sink() {
-    SmtpSinkOptions options;
-    options.username = kUser;
-    options.password = kPassword;
-    start_sink(std::move(options));
-  }
+  void start_sink() { start_sink(auth_options()); }
   [[nodiscard]] SmtpConfig config() const {
     SmtpConfig c;
     c.host = "127.0.0.1";
@@ -472,9 +473,7 @@ TEST_F(SmtpTest, APreviewLineStartingWithADotArrivesIntact) {
 }
 
 TEST_F(SmtpTest, AuthWorksWithTheLoginMechanism) {
-  SmtpSinkOptions options;
-  options.username = kUser;
-  options.password = kPassword;
+  SmtpSinkOptions options = auth_options();
   options.auth_mechanisms = {"LOGIN"};
   start_sink(std::move(options));
   start_client(config());
@@ -510,11 +509,9 @@ TEST_F(SmtpTest, MissingCredentialsAreRetryable) {
 }
 
 TEST_F(SmtpTest, StartTlsRequiredAndNotOfferedSendsNothing) {
-  SmtpSinkOptions options;
+  SmtpSinkOptions options = auth_options();
   options.offer_starttls = false;
   options.allow_plain_auth = true;
-  options.username = kUser;
-  options.password = kPassword;
   start_sink(std::move(options));
   start_client(config());
   const ProviderResult result = send_one(request("k"));
@@ -538,11 +535,9 @@ TEST_F(SmtpTest, StartTlsRefusedByTheServerIsRetryable) {
 }
 
 TEST_F(SmtpTest, ImplicitTlsSpeaksTlsFromTheFirstByte) {
-  SmtpSinkOptions options;
+  SmtpSinkOptions options = auth_options();
   options.implicit_tls = true;
   options.offer_starttls = false;
-  options.username = kUser;
-  options.password = kPassword;
   start_sink(std::move(options));
   SmtpConfig c = config();
   c.tls = SmtpTls::kImplicit;
@@ -607,6 +602,17 @@ TEST_F(SmtpTest, EachReplyFaultMapsToItsErrorType) {
   }
   EXPECT_EQ(sink_->message_count(), 0U);
   ASSERT_TRUE(send_one(request("k")).ok);  // and the client still works
+}
+
+TEST_F(SmtpTest, AMessageOverTheServersSizeLimitIsRejected) {
+  SmtpSinkOptions options = auth_options();
+  options.max_message_bytes = 200;
+  start_sink(std::move(options));
+  start_client(config());
+  const ProviderResult result = send_one(request("k"));
+  EXPECT_EQ(result.error_type, kEmailRejected);
+  EXPECT_THAT(result.error_message, HasSubstr("552"));
+  EXPECT_EQ(sink_->message_count(), 0U);
 }
 
 TEST_F(SmtpTest, AConnectionDroppedInTheDataIsRetryable) {
