@@ -2,6 +2,11 @@
 
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <utility>
 
 #include "base/assert.h"
 #include "crypto/openssl_util.h"
@@ -38,6 +43,12 @@ std::string pem_of(EVP_PKEY* key, const EVP_CIPHER* cipher, const std::string& p
   return {data, static_cast<std::size_t>(size)};
 }
 
+// Validity of a self-signed test certificate, in seconds.
+constexpr long kCertificateLifetimeSeconds = 24L * 3600;
+
+using X509Ptr = std::unique_ptr<X509, OpensslDeleter<&X509_free>>;
+using ExtensionPtr = std::unique_ptr<X509_EXTENSION, OpensslDeleter<&X509_EXTENSION_free>>;
+
 }  // namespace
 
 std::string rsa_private_pem(int bits) {
@@ -65,6 +76,37 @@ std::string public_pem_of(const std::string& private_pem) {
   char* data = nullptr;
   const long size = BIO_get_mem_data(out.get(), &data);
   return {data, static_cast<std::size_t>(size)};
+}
+
+SelfSignedCertificate self_signed_loopback_certificate(const std::string& common_name) {
+  const PkeyPtr key = generate("EC", "P-256", 0);
+  const X509Ptr cert(X509_new());
+  HERALD_ASSERT(cert != nullptr, "X509_new");
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), kCertificateLifetimeSeconds);
+  X509_set_pubkey(cert.get(), key.get());
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
+  X509_set_issuer_name(cert.get(), name);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
+  for (const auto& [nid, value] : {std::pair{NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost"},
+                                   std::pair{NID_basic_constraints, "critical,CA:TRUE"}}) {
+    const ExtensionPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
+    HERALD_ASSERT(ext != nullptr && X509_add_ext(cert.get(), ext.get(), -1) == 1,
+                  "certificate extension");
+  }
+  HERALD_ASSERT(X509_sign(cert.get(), key.get(), EVP_sha256()) != 0, "certificate signature");
+  const BioPtr out(BIO_new(BIO_s_mem()));
+  HERALD_ASSERT(out != nullptr && PEM_write_bio_X509(out.get(), cert.get()) == 1, "PEM write");
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(out.get(), &data);
+  return {pem_of(key.get(), nullptr, ""), std::string(data, static_cast<std::size_t>(size))};
 }
 
 }  // namespace herald::crypto::testing

@@ -17,4 +17,13 @@ std::string encrypted_p256_pem(const std::string& password);
 // The SubjectPublicKeyInfo PEM of the private key in `private_pem`.
 std::string public_pem_of(const std::string& private_pem);
 
+// A fresh P-256 key and a certificate for it, self-signed, valid from a minute ago for a day,
+// for the names 127.0.0.1 and localhost (subjectAltName) with `common_name` as its subject: what
+// a test server on loopback presents. A client trusts it by loading cert_pem as its CA file.
+struct SelfSignedCertificate {
+  std::string key_pem;   // unencrypted PKCS#8
+  std::string cert_pem;  // X.509
+};
+SelfSignedCertificate self_signed_loopback_certificate(const std::string& common_name);
+
 }  // namespace herald::crypto::testing

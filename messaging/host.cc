@@ -253,6 +253,7 @@ void Activities::email(const workflow::ActivityTask& task, Done done) {
   request.user_id = email_task.user_id();
   request.conversation_id = email_task.conversation_id();
   request.seq = email_task.seq();
+  request.sender_user_id = email_task.sender_user_id();
   email_->send(request, [this, done = std::move(done)](ProviderResult r) mutable {
     post_([r = std::move(r), done = std::move(done)] {
       done(r.ok

@@ -52,6 +52,7 @@ json::object journal_line(const EmailRequest& r, std::uint64_t call, const Provi
   line["user_id"] = js(r.user_id);
   line["conversation_id"] = js(r.conversation_id);
   line["seq"] = r.seq;
+  line["sender_user_id"] = js(r.sender_user_id);
   return line;
 }
 

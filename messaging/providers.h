@@ -80,6 +80,7 @@ struct EmailRequest {
   std::string user_id;
   std::string conversation_id;
   std::uint64_t seq = 0;
+  std::string sender_user_id;  // who wrote the message; empty when unknown
 
   friend bool operator==(const EmailRequest&, const EmailRequest&) = default;
 };

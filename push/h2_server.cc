@@ -28,6 +28,7 @@
 
 #include "base/assert.h"
 #include "crypto/openssl_util.h"
+#include "crypto/test_keys.h"
 #include "push/h2_io.h"
 
 namespace herald::push::testing {
@@ -37,57 +38,6 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 namespace {
-
-// Validity of the self-signed certificate, in seconds.
-constexpr long kCertificateLifetimeSeconds = 24L * 3600;
-
-using crypto::BioPtr;
-using crypto::PkeyPtr;
-using X509Ptr = std::unique_ptr<X509, crypto::OpensslDeleter<&X509_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, crypto::OpensslDeleter<&X509_EXTENSION_free>>;
-
-// A P-256 key and a self-signed certificate for 127.0.0.1 / localhost, as PEM.
-Status make_certificate(PkeyPtr& key, X509Ptr& cert) {
-  key.reset(EVP_EC_gen("P-256"));
-  cert.reset(X509_new());
-  if (!key || !cert) {
-    return Status::io_error("cannot generate the mock's key");
-  }
-  X509_set_version(cert.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), kCertificateLifetimeSeconds);
-  X509_set_pubkey(cert.get(), key.get());
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>("herald-test-server"), -1, -1,
-                             0);
-  X509_set_issuer_name(cert.get(), name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
-  for (const auto& [nid, value] : {std::pair{NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost"},
-                                   std::pair{NID_basic_constraints, "critical,CA:TRUE"}}) {
-    const ExtPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
-    if (!ext || X509_add_ext(cert.get(), ext.get(), -1) != 1) {
-      return Status::io_error("cannot add a certificate extension");
-    }
-  }
-  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
-    return Status::io_error("cannot sign the mock's certificate");
-  }
-  return Status::ok_status();
-}
-
-Result<std::string> certificate_pem(X509* cert) {
-  const BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) {
-    return Status::io_error("cannot write the certificate");
-  }
-  char* data = nullptr;
-  const long size = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(size));
-}
 
 int select_h2(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
               unsigned int in_len, void*) {
@@ -436,22 +386,22 @@ void H2TestServer::Impl::accept() {
 Result<std::unique_ptr<H2TestServer>> H2TestServer::start(H2ServerHandler& handler,
                                                           std::uint32_t max_concurrent_streams) {
   auto impl = std::make_unique<Impl>(handler, max_concurrent_streams);
-  PkeyPtr key;
-  X509Ptr cert;
-  HERALD_RETURN_IF_ERROR(make_certificate(key, cert));
-  HERALD_ASSIGN_OR_RETURN(const std::string pem, certificate_pem(cert.get()));
+  const crypto::testing::SelfSignedCertificate certificate =
+      crypto::testing::self_signed_loopback_certificate("herald-test-server");
   static std::atomic<int> counter{0};
   impl->ca_path = (std::filesystem::temp_directory_path() /
                    fmt::format("herald-test-server-{}-{}.pem", ::getpid(), counter++))
                       .string();
-  std::ofstream(impl->ca_path) << pem;
-  SSL_CTX* ctx = impl->tls.native_handle();
-  if (SSL_CTX_use_certificate(ctx, cert.get()) != 1 ||
-      SSL_CTX_use_PrivateKey(ctx, key.get()) != 1) {
-    return Status::io_error("cannot install the test server's certificate");
-  }
-  SSL_CTX_set_alpn_select_cb(ctx, &select_h2, nullptr);
+  std::ofstream(impl->ca_path) << certificate.cert_pem;
   boost::system::error_code ec;
+  impl->tls.use_certificate_chain(asio::buffer(certificate.cert_pem), ec);
+  if (!ec) {
+    impl->tls.use_private_key(asio::buffer(certificate.key_pem), ssl::context::pem, ec);
+  }
+  if (ec) {
+    return Status::io_error("cannot install the test server's certificate: " + ec.message());
+  }
+  SSL_CTX_set_alpn_select_cb(impl->tls.native_handle(), &select_h2, nullptr);
   const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) {
