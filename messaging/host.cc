@@ -20,11 +20,11 @@ using Done = std::function<void(ActivityOutcome)>;
 constexpr char kUnavailableError[] = "unavailable";
 
 ActivityOutcome failure(std::string error_type, std::string message) {
-  return ActivityOutcome{false, {}, std::move(error_type), std::move(message)};
+  return ActivityOutcome{false, {}, std::move(error_type), std::move(message), 0, {}};
 }
 
 ActivityOutcome success(std::string output = {}) {
-  return ActivityOutcome{true, std::move(output), {}, {}};
+  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}};
 }
 
 Status status_of(const rsmpb::CommandResult& result) {
