@@ -288,6 +288,9 @@ void Activities::record_answer(messagingpb::ProviderAttempt& attempt, const Prov
     attempt.set_provider_id(bounded_reason(r.provider_id));
     return;
   }
+  if (r.error_type == kPushNoProvider || r.error_type == kEmailNoProvider) {
+    attempt.set_status(kAttemptNotSent);  // refused before any dispatch: say so, not "failed"
+  }
   attempt.set_error_type(r.error_type.empty() ? kPushUnavailable : r.error_type);
   attempt.set_reason(bounded_reason(r.error_message));
   attempt.set_retry_after_ms(r.retry_after_ms.value_or(0));

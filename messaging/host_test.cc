@@ -212,5 +212,23 @@ TEST_F(HostTest, ADeviceWithoutATokenFailsItsPerDeviceTaskAsNoTarget) {
   EXPECT_TRUE(push_.calls.empty());
 }
 
+TEST_F(HostTest, APlatformWithoutAProviderIsRecordedAsNotSentAndNotRetried) {
+  answer_ = [](const PushRequest& r) {
+    return ProviderResult::failure(kPushNoProvider,
+                                   "no provider configured for \"" + r.provider + "\"");
+  };
+  const ActivityOutcome outcome = push("bob-phone");
+  EXPECT_EQ(outcome.error_type, kPushNoProvider);
+  const auto attempt = only_attempt(outcome);
+  EXPECT_EQ(attempt.status(), "not_sent");
+  EXPECT_EQ(attempt.reason(), "no provider configured for \"apns\"");
+  bool listed = false;
+  const workflowpb::RetryPolicy policy = push_retry_policy();
+  for (const auto& type : policy.non_retryable_error_types()) {
+    listed = listed || type == kPushNoProvider;
+  }
+  EXPECT_TRUE(listed);
+}
+
 }  // namespace
 }  // namespace herald::messaging
