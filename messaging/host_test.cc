@@ -44,11 +44,11 @@ class HostTest : public ::testing::Test {
       : push_(&clock_, [this](const PushRequest& r) { return answer_(r); }),
         host_(
             &store_,
-            [this](rsmpb::Command command, rsm::ProposeCallback done) {
+            [this](const rsmpb::Command& command, const rsm::ProposeCallback& done) {
               proposed_.push_back(command);
               done(apply(command));
             },
-            [](std::function<void()> fn) { fn(); }, &push_, &email_, &clock_) {
+            [](const std::function<void()>& fn) { fn(); }, &push_, &email_, &clock_) {
     host_.bind_engine(&engine_);
     ok(user("bob"));
     ok(device("bob", "bob-phone"));
@@ -111,7 +111,7 @@ class HostTest : public ::testing::Test {
     host_.handlers()
         .at(kPushActivity)
         ->run(
-            t, [] {}, [&](ActivityOutcome o) { outcome = o; });
+            t, [] {}, [&](ActivityOutcome o) { outcome = std::move(o); });
     EXPECT_TRUE(outcome.has_value());
     return outcome.value_or(ActivityOutcome{});
   }

@@ -48,7 +48,8 @@ ProviderResult unavailable() {
 
 // Sends one request through `guard` and returns its answer if it came at once (an answer given
 // later lands in a slot of its own).
-std::optional<ProviderResult> send(messaging::PushProvider& guard, PushRequest r = request()) {
+std::optional<ProviderResult> send(messaging::PushProvider& guard,
+                                   const PushRequest& r = request()) {
   auto out = std::make_shared<std::optional<ProviderResult>>();
   guard.send(r, [out](ProviderResult result) { *out = std::move(result); });
   return *out;
