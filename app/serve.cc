@@ -6,14 +6,18 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "app/demo.h"
 #include "base/log.h"
 #include "messaging/host.h"
 #include "messaging/providers.h"
+#include "push/guard.h"
 #include "server/damage_report.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
@@ -140,10 +144,47 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
   return std::move(secret.bytes);
 }
 
+// The providers the leader's delivery activities call: each service behind its own guard
+// (push/guard.h), pushes routed by platform.
 struct Providers {
+  SystemClock clock;
   std::unique_ptr<messaging::RecordingPushProvider> push;
   std::unique_ptr<messaging::RecordingEmailProvider> email;
+  std::vector<std::unique_ptr<push::PushGuard>> push_guards;  // one per platform
+  std::unique_ptr<push::PushRouter> router;
+  std::unique_ptr<push::EmailGuard> email_guard;
 };
+
+// The push platforms a device may register for (SetPushToken's providers).
+const std::vector<std::string>& push_platforms() {
+  static const std::vector<std::string> platforms{messaging::kApnsProvider,
+                                                  messaging::kFcmProvider};
+  return platforms;
+}
+
+// Wraps the providers in their guards and says at start where each platform's pushes go; a
+// platform without a provider is named, and its pushes fail with push.no_provider.
+void guard_providers(Providers& p) {
+  std::map<std::string, messaging::PushProvider*, std::less<>> by_platform;
+  for (const std::string& platform : push_platforms()) {
+    p.push_guards.push_back(std::make_unique<push::PushGuard>(platform, p.push.get(), &p.clock,
+                                                              messaging::kPushUnavailable));
+    by_platform.emplace(platform, p.push_guards.back().get());
+    spdlog::info(
+        "push: {} notifications go to the recording provider (no {} client is configured; "
+        "nothing leaves this node)",
+        platform, platform);
+  }
+  p.router = std::make_unique<push::PushRouter>(std::move(by_platform));
+  for (const std::string& platform : p.router->unconfigured(push_platforms())) {
+    spdlog::warn(
+        "push: no provider configured for {}; its devices are not pushed and their "
+        "delivery timelines say \"no provider configured\"",
+        platform);
+  }
+  p.email_guard = std::make_unique<push::EmailGuard>("email", p.email.get(), &p.clock,
+                                                     messaging::kEmailUnavailable);
+}
 
 // Push and email go to recording providers (the APNs, FCM and SMTP clients are not part of this
 // build); with a journal path each call is also appended to that file as one JSON line.
@@ -212,8 +253,9 @@ int run_serve(const ServeFlags& flags) {
   }
   server::NodeHostOptions options = host_options(*config);
   options.cluster_secret = *std::move(secret);
-  options.push = providers->push.get();
-  options.email = providers->email.get();
+  guard_providers(*providers);
+  options.push = providers->router.get();
+  options.email = providers->email_guard.get();
   auto host = server::NodeHost::start(options);
   if (!host.ok() && host.status().code() == Code::kCorruption) {
     // Serving from a damaged store could vote twice or lose acknowledged entries; only the

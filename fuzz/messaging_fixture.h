@@ -64,8 +64,13 @@ struct Replica {
   workflow::Engine workflows{&registry()};
   messaging::RecordingPushProvider push;
   messaging::RecordingEmailProvider email;
-  messaging::Host host{&engine, [](rsmpb::Command, rsm::ProposeCallback) {},
-                       [](std::function<void()>) {}, &push, &email};
+  ManualClock clock;
+  messaging::Host host{&engine,
+                       [](rsmpb::Command, rsm::ProposeCallback) {},
+                       [](std::function<void()>) {},
+                       &push,
+                       &email,
+                       &clock};
   rsm::StateMachineRouter router{&kv};
 
   Replica() {

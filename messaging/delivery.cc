@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <utility>
 #include <vector>
 
@@ -44,12 +45,13 @@ std::vector<Action> cancel_timers() {
   return {Action::cancel_timer(kPushTimer), Action::cancel_timer(kEscalateTimer)};
 }
 
-workflowpb::RetryPolicy provider_retry_policy(std::initializer_list<std::string_view> permanent) {
+// The backoff shared by every provider policy, with `permanent` and kUnknownActivityType
+// non-retryable.
+workflowpb::RetryPolicy provider_backoff(std::initializer_list<std::string_view> permanent) {
   workflowpb::RetryPolicy policy;
   policy.set_initial_interval_ms(kProviderRetryInitialIntervalMs);
   policy.set_backoff_coefficient(kProviderRetryBackoffCoefficient);
   policy.set_maximum_interval_ms(kProviderRetryMaximumIntervalMs);
-  policy.set_maximum_attempts(kProviderRetryMaximumAttempts);
   for (const std::string_view type : permanent) {
     policy.add_non_retryable_error_types(std::string(type));
   }
@@ -57,11 +59,42 @@ workflowpb::RetryPolicy provider_retry_policy(std::initializer_list<std::string_
   return policy;
 }
 
+// Version 1: a count of attempts, no hints, no schedule-to-close. Frozen.
+workflowpb::ActivityOptions provider_options_v1(std::initializer_list<std::string_view> permanent) {
+  workflowpb::ActivityOptions options;
+  *options.mutable_retry() = provider_backoff(permanent);
+  options.mutable_retry()->set_maximum_attempts(kProviderRetryMaximumAttempts);
+  options.set_start_to_close_timeout_ms(kProviderStartToCloseTimeoutMs);
+  return options;
+}
+
+// Version 2: unlimited attempts within the retry window, hints honoured.
+workflowpb::RetryPolicy provider_retry_policy(std::initializer_list<std::string_view> permanent) {
+  workflowpb::RetryPolicy policy = provider_backoff(permanent);
+  policy.set_maximum_retry_after_ms(kProviderMaxRetryAfterMs);
+  return policy;
+}
+
 workflowpb::ActivityOptions provider_options(workflowpb::RetryPolicy policy) {
   workflowpb::ActivityOptions options;
   *options.mutable_retry() = std::move(policy);
   options.set_start_to_close_timeout_ms(kProviderStartToCloseTimeoutMs);
+  options.set_schedule_to_close_timeout_ms(kProviderRetryWindowMs);
   return options;
+}
+
+// The device index a version 2 push activity's tag names; nullopt for any other tag.
+std::optional<std::size_t> push_device_index(std::string_view tag) {
+  if (!tag.starts_with(kPushDeviceTagPrefix)) {
+    return std::nullopt;
+  }
+  const std::string_view digits = tag.substr(std::string_view(kPushDeviceTagPrefix).size());
+  std::size_t index = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+  if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty()) {
+    return std::nullopt;
+  }
+  return index;
 }
 
 void append_escaped(std::string& out, std::string_view part) {
@@ -195,6 +228,7 @@ class DeliveryType final : public workflow::WorkflowType {
       return fail(kDeliveryInitiated, "", kDeliveryInvalidInput, std::move(problem));
     }
     DeliveryData d;
+    d.set_version(kDeliveryVersion);
     for (const auto& id : in.device_ids()) {
       (void)find_or_add_device(d, id);  // within the bound: checked above
     }
@@ -271,7 +305,12 @@ class DeliveryType final : public workflow::WorkflowType {
                            const Event& event) {
     if (event.tag == kPushTimer && state == kDeliveryStored) {
       d.set_push_timer_pending(false);
-      return dispatch_push(state, std::move(d));
+      return per_device(d) ? dispatch_device_pushes(state, std::move(d))
+                           : dispatch_push(state, std::move(d));
+    }
+    if (event.tag == kPushTimer && state == kDeliveryPushDispatched && per_device(d)) {
+      d.set_push_timer_pending(false);  // the next share of a large dispatch
+      return dispatch_device_pushes(state, std::move(d));
     }
     if (event.tag == kEscalateTimer && is_unconfirmed(state)) {
       d.set_escalate_timer_pending(false);
@@ -286,8 +325,12 @@ class DeliveryType final : public workflow::WorkflowType {
 
   // A push or escalation timer still to fire, or a push or email attempt in flight.
   static bool work_pending(const DeliveryData& d) {
-    return d.push_timer_pending() || d.escalate_timer_pending() || d.push_open() || d.email_open();
+    return d.push_timer_pending() || d.escalate_timer_pending() || d.push_open() ||
+           d.pushes_open() > 0 || d.email_open();
   }
+
+  // Version 2 rules: one push activity per device.
+  static bool per_device(const DeliveryData& d) { return d.version() >= kDeliveryVersion; }
 
   // The decision for `d` in `state` with `actions`; once the lifetime is over (close_due) and no
   // work is pending, the run completes where it stands: history "expired", an empty result.
@@ -316,7 +359,39 @@ class DeliveryType final : public workflow::WorkflowType {
     d.set_push_open(true);
     return changed(
         kDeliveryPushDispatched, d,
-        {Action::schedule_activity(kPushActivity, kPushTag, task, push_activity_options())});
+        {Action::schedule_activity(kPushActivity, kPushTag, task, push_activity_options_v1())});
+  }
+
+  // Version 2: one activity per pending device not pushed yet in this run, each under its own
+  // idempotency key, retried on its own, so a device whose push was accepted is never pushed
+  // again. At most kMaxPushActivitiesPerDecision at once; a zero-delay "push" timer brings the
+  // rest.
+  static Decision dispatch_device_pushes(std::string_view state, DeliveryData d) {
+    std::vector<Action> actions;
+    const DeliveryInput& in = d.input();
+    for (int i = 0; i < d.devices_size(); ++i) {
+      DeviceDelivery& device = *d.mutable_devices(i);
+      if (device.state() != messagingpb::DEVICE_PENDING || device.push_scheduled()) {
+        continue;
+      }
+      if (actions.size() == kMaxPushActivitiesPerDecision) {
+        actions.push_back(Action::start_timer(kPushTimer, 0));
+        d.set_push_timer_pending(true);
+        break;
+      }
+      device.set_push_scheduled(true);
+      device.set_state(messagingpb::DEVICE_PUSHED);
+      d.set_pushes_open(d.pushes_open() + 1);
+      messagingpb::PushTask task = push_task(in, {device.device_id()});
+      task.set_per_device(true);
+      actions.push_back(
+          Action::schedule_activity(kPushActivity, fmt::format("{}{}", kPushDeviceTagPrefix, i),
+                                    task.SerializeAsString(), push_activity_options()));
+    }
+    if (d.pushes_open() == 0) {
+      return settle(state, d, std::move(actions));
+    }
+    return changed(kDeliveryPushDispatched, d, std::move(actions));
   }
 
   static Decision escalate(std::string_view state, DeliveryData d) {
@@ -324,11 +399,29 @@ class DeliveryType final : public workflow::WorkflowType {
     std::vector<Action> actions{Action::record(kEscalatedRecord)};
     if (d.input().email_fallback()) {
       d.set_email_open(true);
-      actions.push_back(Action::schedule_activity(kEmailActivity, kEmailTag,
-                                                  email_task(d.input()).SerializeAsString(),
-                                                  email_activity_options()));
+      actions.push_back(Action::schedule_activity(
+          kEmailActivity, kEmailTag, email_task(d.input()).SerializeAsString(),
+          per_device(d) ? email_activity_options() : email_activity_options_v1()));
     }
     return settle(state, d, std::move(actions));
+  }
+
+  // Version 2: one device's push activity finished.
+  static void on_device_push(DeliveryData& d, DeviceDelivery& device, bool ok,
+                             const std::string& error, std::int64_t time_ms,
+                             std::vector<Action>& actions) {
+    if (ok) {
+      device.set_push_accepted(true);
+      device.set_pushed_ms(time_ms);
+      actions.push_back(Action::record(kPushSentRecord, device.device_id()));
+      return;
+    }
+    device.set_push_error(error);
+    d.set_push_error(error);
+    if (device.state() == messagingpb::DEVICE_PUSHED) {
+      device.set_state(messagingpb::DEVICE_PENDING);  // no notification reached it
+    }
+    actions.push_back(Action::record(kPushFailedRecord, device.device_id() + ": " + error));
   }
 
   static Decision on_activity(std::string_view state, std::string_view data, DeliveryData d,
@@ -336,7 +429,14 @@ class DeliveryType final : public workflow::WorkflowType {
     const bool ok = event.kind == Event::Kind::kActivityCompleted;
     const std::string error = event.error_type + ": " + event.error_message;
     std::vector<Action> actions;
-    if (event.tag == kPushTag) {
+    if (const auto index = push_device_index(event.tag); index && per_device(d)) {
+      if (*index >= static_cast<std::size_t>(d.devices_size()) || d.pushes_open() == 0) {
+        return unchanged(state, data);  // never scheduled by this run
+      }
+      d.set_pushes_open(d.pushes_open() - 1);
+      on_device_push(d, *d.mutable_devices(static_cast<int>(*index)), ok, error, event.time_ms,
+                     actions);
+    } else if (event.tag == kPushTag) {
       d.set_push_open(false);
       if (ok) {
         actions.push_back(Action::record(kPushSentRecord));
@@ -364,11 +464,12 @@ class DeliveryType final : public workflow::WorkflowType {
 }  // namespace
 
 workflowpb::RetryPolicy push_retry_policy() {
-  return provider_retry_policy({kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge});
+  return provider_retry_policy({kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge,
+                                kPushRejected, kPushNoProvider, kPushNoTarget});
 }
 
 workflowpb::RetryPolicy email_retry_policy() {
-  return provider_retry_policy({kEmailRejected});
+  return provider_retry_policy({kEmailRejected, kEmailNoProvider});
 }
 
 workflowpb::ActivityOptions push_activity_options() {
@@ -377,6 +478,14 @@ workflowpb::ActivityOptions push_activity_options() {
 
 workflowpb::ActivityOptions email_activity_options() {
   return provider_options(email_retry_policy());
+}
+
+workflowpb::ActivityOptions push_activity_options_v1() {
+  return provider_options_v1({kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge});
+}
+
+workflowpb::ActivityOptions email_activity_options_v1() {
+  return provider_options_v1({kEmailRejected});
 }
 
 std::string compose_workflow_id(std::string_view prefix,

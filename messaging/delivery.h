@@ -26,10 +26,15 @@
 //  - signal "read" (DeviceSignal), in any open state: the device becomes DEVICE_READ (read
 //    implies delivered), the timers are canceled and the run completes in "read_acknowledged"
 //    with the reading device's id as its result.
-//  - timer "push" in "stored": activity "messaging.push" with a PushTask for the devices still
-//    pending, which become DEVICE_PUSHED; state "push_dispatched". Its completion records
-//    "push_sent"; its failure (retries exhausted or non-retryable) sets data.push_error, puts the
-//    devices it was for back to DEVICE_PENDING and records "push_failed"; the state stays.
+//  - timer "push" in "stored" (version 2, kDeliveryVersion): one activity "messaging.push" per
+//    device still pending (tag kPushDeviceTagPrefix + index, a PushTask with per_device), which
+//    becomes DEVICE_PUSHED; at most kMaxPushActivitiesPerDecision per decision, the rest after a
+//    zero-delay "push" timer; state "push_dispatched". Each device is given one push activity per
+//    run. A completion marks that device push_accepted and records "push_sent" (payload: the
+//    device); a failure (non-retryable, or the retry window is over) sets its push_error and
+//    data.push_error, puts it back to DEVICE_PENDING and records "push_failed"; the other devices
+//    and the state stay. Version 1 runs (stored before versions): one activity for every pending
+//    device under kPushTag, with the version 1 policies; its failure puts them all back.
 //  - timer "escalate" before confirmation: records "escalated", sets data.escalated and, when
 //    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
 //    sets data.emailed and records "email_sent"; its failure records "email_failed".
@@ -93,7 +98,11 @@ inline constexpr char kCloseTimer[] = "close";
 // Activity types (the handlers' names) and the tags the workflow schedules them under.
 inline constexpr char kPushActivity[] = "messaging.push";    // input: messagingpb::PushTask
 inline constexpr char kEmailActivity[] = "messaging.email";  // input: messagingpb::EmailTask
+// Version 1 runs push every device in one activity under kPushTag; version 2 runs give each
+// device its own activity, tagged kPushDeviceTagPrefix + the device's index in
+// DeliveryData.devices.
 inline constexpr char kPushTag[] = "push";
+inline constexpr char kPushDeviceTagPrefix[] = "push/";
 inline constexpr char kEmailTag[] = "email";
 
 // History records this type adds (Action::record).
@@ -110,6 +119,13 @@ inline constexpr char kExpiredUndelivered[] = "undelivered";
 // A "delivered" or "read" signal from an unknown device when kMaxDeliveryDevices are tracked.
 inline constexpr char kDeviceIgnoredRecord[] = "device_ignored";
 
+// The decision rules a new run follows. A run keeps the version it started with until it closes,
+// so a run stored by an earlier Herald decides as it always did (0 and 1 are version 1).
+inline constexpr std::uint32_t kDeliveryVersion = 2;
+// Version 2: per-device push activities one decision schedules at most (the engine allows
+// workflow::kMaxActionsPerDecision actions); the rest follow through a zero-delay "push" timer.
+inline constexpr std::size_t kMaxPushActivitiesPerDecision = 32;
+
 // Error types the run fails with.
 inline constexpr char kDeliveryCorruptInput[] = "delivery.corrupt_input";
 inline constexpr char kDeliveryInvalidInput[] = "delivery.invalid_input";
@@ -125,24 +141,41 @@ inline constexpr std::int64_t kMaxDeliveryDelayMs = 30LL * 24 * 3600 * 1000;  //
 inline constexpr std::int64_t kMaxDeliveryLifetimeMs = 3650LL * 24 * 3600 * 1000;  // 10 years
 
 // The retry policy of the provider activities (push and email): exponential backoff with full
-// jitter, 1 s, 2 s, 4 s, ... capped at 60 s, at most 8 attempts, 30 s per attempt.
+// jitter, 1 s, 2 s, 4 s, ... capped at 60 s, 30 s per attempt.
 inline constexpr std::uint64_t kProviderRetryInitialIntervalMs = 1'000;
 inline constexpr double kProviderRetryBackoffCoefficient = 2.0;
 inline constexpr std::uint64_t kProviderRetryMaximumIntervalMs = 60'000;
-inline constexpr std::uint32_t kProviderRetryMaximumAttempts = 8;
 inline constexpr std::uint64_t kProviderStartToCloseTimeoutMs = 30'000;
+// Version 1: at most 8 attempts.
+inline constexpr std::uint32_t kProviderRetryMaximumAttempts = 8;
+// Version 2: attempts are bounded by time instead (schedule-to-close), since an attempt refused
+// at once by an open circuit breaker, or held back by a Retry-After, costs the service nothing;
+// a notification more than an hour late is not worth sending (the email escalation covers it).
+inline constexpr std::uint64_t kProviderRetryWindowMs = 3'600'000;  // 1 h
+// Version 2: a provider's retry hint (ProviderResult::retry_after_ms, e.g. APNs' or FCM's
+// Retry-After, or the remaining open time of a circuit breaker) holds the next attempt back at
+// most this long (workflowpb::RetryPolicy.maximum_retry_after_ms).
+inline constexpr std::uint64_t kProviderMaxRetryAfterMs = 900'000;  // 15 min
 
-// The provider retry policy with the push error types that no retry can fix
-// (kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge; messaging/providers.h) and
-// workflow::kUnknownActivityType non-retryable.
+// The push policy of version 2 runs: the provider policy above with every push error type that
+// no retry of the same request can fix non-retryable — kPushUnregistered, kPushInvalidToken,
+// kPushPayloadTooLarge, kPushRejected, kPushNoProvider, kPushNoTarget (messaging/providers.h) —
+// and workflow::kUnknownActivityType; unlimited attempts within kProviderRetryWindowMs; retry
+// hints honoured up to kProviderMaxRetryAfterMs.
 [[nodiscard]] workflowpb::RetryPolicy push_retry_policy();
-// The provider retry policy with kEmailRejected and workflow::kUnknownActivityType
-// non-retryable.
+// The email policy of version 2 runs: kEmailRejected, kEmailNoProvider and
+// workflow::kUnknownActivityType non-retryable; attempts and hints as for push.
 [[nodiscard]] workflowpb::RetryPolicy email_retry_policy();
-// The options "messaging.push" / "messaging.email" are scheduled with: the policy above and
-// kProviderStartToCloseTimeoutMs.
+// The options version 2 runs schedule "messaging.push" / "messaging.email" with: the policies
+// above, kProviderStartToCloseTimeoutMs and schedule-to-close kProviderRetryWindowMs.
 [[nodiscard]] workflowpb::ActivityOptions push_activity_options();
 [[nodiscard]] workflowpb::ActivityOptions email_activity_options();
+// Version 1 (frozen: runs started before version 2 keep scheduling with these): at most
+// kProviderRetryMaximumAttempts attempts, no retry hints, no schedule-to-close; push
+// non-retryable kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge; email
+// kEmailRejected; both workflow::kUnknownActivityType.
+[[nodiscard]] workflowpb::ActivityOptions push_activity_options_v1();
+[[nodiscard]] workflowpb::ActivityOptions email_activity_options_v1();
 
 // "<prefix>/<part>/<part>..." with '%' and '/' in each part percent-escaped ("%25", "%2F"), so
 // distinct parts never compose the same id. The engine refuses ids over

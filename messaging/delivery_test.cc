@@ -93,9 +93,15 @@ Event failed(std::string tag, std::string error_type) {
 }
 
 // Plays the engine's part: keeps (state, data) between events, as the workflow record does.
+// Version 1 runs are those stored before versions existed: their data has no version.
+constexpr std::uint32_t kVersion1 = 0;
+
 class Delivery {
  public:
-  Delivery() : type_(make_delivery_type()), state_(type_->initial_state()) {}
+  // `version`: the rules the run is made to follow (kDeliveryVersion, or kVersion1 to replay a
+  // run stored by an earlier Herald).
+  explicit Delivery(std::uint32_t version = kDeliveryVersion)
+      : type_(make_delivery_type()), state_(type_->initial_state()), version_(version) {}
 
   Decision on(const Event& event) {
     Decision d = type_->on_event(state_, data_, event);
@@ -103,7 +109,15 @@ class Delivery {
     data_ = d.data;
     return d;
   }
-  Decision start(const DeliveryInput& in = make_input()) { return on(started(in)); }
+  Decision start(const DeliveryInput& in = make_input()) {
+    Decision d = on(started(in));
+    if (version_ != kDeliveryVersion) {
+      DeliveryData data = decoded();
+      data.set_version(version_);
+      data_ = data.SerializeAsString();
+    }
+    return d;
+  }
 
   const std::string& state() const { return state_; }
   const std::string& data() const { return data_; }
@@ -126,7 +140,19 @@ class Delivery {
   std::shared_ptr<const workflow::WorkflowType> type_;
   std::string state_;
   std::string data_;
+  std::uint32_t version_;
 };
+
+// The tag of the version 2 push activity of the device at `index`.
+std::string push_tag(int index) {
+  return std::string(kPushDeviceTagPrefix) + std::to_string(index);
+}
+
+// Completes the push activities of both devices of make_input().
+Decision complete_pushes(Delivery& w) {
+  (void)w.on(completed(push_tag(0)));
+  return w.on(completed(push_tag(1)));
+}
 
 std::vector<Action> of_kind(const Decision& d, Action::Kind kind) {
   std::vector<Action> out;
@@ -269,8 +295,8 @@ TEST(DeliveryType, UndecodableDataFailsTheRun) {
 
 // ---------------------------------------------------------------- push
 
-TEST(DeliveryType, PushTimerPushesThePendingDevicesWithTheProviderPolicy) {
-  Delivery w;
+TEST(DeliveryType, Version1RunPushesEveryPendingDeviceInOneActivityWithItsFrozenPolicy) {
+  Delivery w(kVersion1);
   (void)w.start();
   const Decision d = w.on(timer(kPushTimer));
   EXPECT_EQ(d.state, kDeliveryPushDispatched);
@@ -299,10 +325,10 @@ TEST(DeliveryType, PushTimerPushesThePendingDevicesWithTheProviderPolicy) {
   EXPECT_EQ(w.device("bob-laptop"), messagingpb::DEVICE_PUSHED);
 }
 
-TEST(DeliveryType, PushSkipsDevicesThatAreNotPending) {
+TEST(DeliveryType, Version1PushSkipsDevicesThatAreNotPending) {
   // A device is never anything but pending while "stored" (a confirmation leaves that state);
   // the rule is pinned on hand-made data all the same.
-  Delivery w;
+  Delivery w(kVersion1);
   (void)w.start();
   DeliveryData data = w.decoded();
   data.mutable_devices(0)->set_state(messagingpb::DEVICE_DELIVERED);
@@ -312,8 +338,8 @@ TEST(DeliveryType, PushSkipsDevicesThatAreNotPending) {
   EXPECT_EQ(ids(push_task_of(d.actions[0]).device_ids()), std::vector<std::string>{"bob-laptop"});
 }
 
-TEST(DeliveryType, PushCompletedRecordsPushSent) {
-  Delivery w;
+TEST(DeliveryType, Version1PushCompletedRecordsPushSent) {
+  Delivery w(kVersion1);
   (void)w.start();
   (void)w.on(timer(kPushTimer));
   EXPECT_TRUE(w.decoded().push_open());
@@ -324,8 +350,8 @@ TEST(DeliveryType, PushCompletedRecordsPushSent) {
   EXPECT_EQ(records(d), std::vector<std::string>{"push_sent"});
 }
 
-TEST(DeliveryType, PushFailedRecordsTheErrorAndStaysDispatched) {
-  Delivery w;
+TEST(DeliveryType, Version1PushFailedRecordsTheErrorAndStaysDispatched) {
+  Delivery w(kVersion1);
   (void)w.start();
   (void)w.on(timer(kPushTimer));
   Decision d = w.on(failed(kPushTag, kPushUnregistered));
@@ -337,6 +363,125 @@ TEST(DeliveryType, PushFailedRecordsTheErrorAndStaysDispatched) {
   // Delivery can still be confirmed.
   d = w.on(signal(kDeliveredSignal, "bob-phone"));
   EXPECT_EQ(d.state, kDeliveryConfirmed);
+}
+
+TEST(DeliveryType, PushTimerGivesEachPendingDeviceItsOwnActivityWithTheProviderPolicy) {
+  Delivery w;
+  (void)w.start();
+  EXPECT_EQ(w.decoded().version(), kDeliveryVersion);
+  const Decision d = w.on(timer(kPushTimer));
+  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  const auto pushes = of_kind(d, Action::Kind::kScheduleActivity);
+  ASSERT_EQ(pushes.size(), 2U);
+  const std::vector<std::string> devices{"bob-phone", "bob-laptop"};
+  for (int i = 0; i < 2; ++i) {
+    const Action& push = pushes[static_cast<std::size_t>(i)];
+    EXPECT_EQ(push.activity_type, "messaging.push");
+    EXPECT_EQ(push.tag, push_tag(i));
+    const messagingpb::PushTask task = push_task_of(push);
+    EXPECT_TRUE(task.per_device());
+    EXPECT_EQ(ids(task.device_ids()),
+              std::vector<std::string>{devices[static_cast<std::size_t>(i)]});
+    EXPECT_EQ(task.user_id(), "bob");
+    EXPECT_EQ(task.seq(), 7U);
+    EXPECT_EQ(task.preview(), "lunch?");
+    const auto& retry = push.options.retry();
+    EXPECT_EQ(retry.initial_interval_ms(), 1'000U);
+    EXPECT_EQ(retry.maximum_interval_ms(), 60'000U);
+    EXPECT_EQ(retry.maximum_attempts(), 0U);
+    EXPECT_EQ(retry.maximum_retry_after_ms(), kProviderMaxRetryAfterMs);
+    EXPECT_EQ(
+        ids(retry.non_retryable_error_types()),
+        (std::vector<std::string>{"push.unregistered", "push.invalid_token",
+                                  "push.payload_too_large", "push.rejected", "push.no_provider",
+                                  "push.no_target", workflow::kUnknownActivityType}));
+    EXPECT_EQ(push.options.start_to_close_timeout_ms(), 30'000U);
+    EXPECT_EQ(push.options.schedule_to_close_timeout_ms(), kProviderRetryWindowMs);
+  }
+  EXPECT_EQ(w.decoded().pushes_open(), 2U);
+  EXPECT_EQ(w.device("bob-phone"), messagingpb::DEVICE_PUSHED);
+  EXPECT_EQ(w.device("bob-laptop"), messagingpb::DEVICE_PUSHED);
+}
+
+TEST(DeliveryType, ADevicesFailedPushLeavesTheOtherDevicesAcceptedPushAlone) {
+  Delivery w;
+  (void)w.start();
+  (void)w.on(timer(kPushTimer));
+  Event ok = completed(push_tag(0));
+  ok.time_ms = kT0 + 6'000;
+  Decision d = w.on(ok);
+  EXPECT_EQ(records(d), std::vector<std::string>{"push_sent"});
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(0).payload, "bob-phone");
+  d = w.on(failed(push_tag(1), kPushInvalidToken));
+  EXPECT_EQ(records(d), std::vector<std::string>{"push_failed"});
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(0).payload,
+            "bob-laptop: push.invalid_token: gone");
+  EXPECT_TRUE(of_kind(d, Action::Kind::kScheduleActivity).empty());  // nothing is pushed again
+  const DeliveryData data = w.decoded();
+  EXPECT_TRUE(data.devices(0).push_accepted());
+  EXPECT_EQ(data.devices(0).pushed_ms(), kT0 + 6'000);
+  EXPECT_EQ(data.devices(0).state(), messagingpb::DEVICE_PUSHED);
+  EXPECT_FALSE(data.devices(1).push_accepted());
+  EXPECT_EQ(data.devices(1).state(), messagingpb::DEVICE_PENDING);
+  EXPECT_EQ(data.devices(1).push_error(), "push.invalid_token: gone");
+  EXPECT_EQ(data.pushes_open(), 0U);
+  EXPECT_EQ(w.state(), kDeliveryPushDispatched);
+}
+
+TEST(DeliveryType, AStalePushTimerNeverPushesADeviceTwice) {
+  Delivery w;
+  (void)w.start();
+  (void)w.on(timer(kPushTimer));
+  (void)w.on(completed(push_tag(0)));
+  (void)w.on(failed(push_tag(1), kPushUnavailable));
+  // A "push" timer fire that was in flight (or replayed) finds every device scheduled once.
+  const Decision d = w.on(timer(kPushTimer));
+  EXPECT_TRUE(of_kind(d, Action::Kind::kScheduleActivity).empty());
+}
+
+TEST(DeliveryType, AReportForAPushTagTheRunNeverScheduledChangesNothing) {
+  Delivery w;
+  (void)w.start();
+  (void)w.on(timer(kPushTimer));
+  const std::string state = w.state();
+  const std::string data = w.data();
+  expect_unchanged(w.on(completed(push_tag(9))), state, data);
+  expect_unchanged(w.on(completed("push/x")), state, data);
+}
+
+TEST(DeliveryType, ManyDevicesArePushedInSharesWithinTheDecisionBound) {
+  DeliveryInput in = make_input();
+  in.clear_device_ids();
+  const std::size_t devices = kMaxPushActivitiesPerDecision + 5;
+  for (std::size_t i = 0; i < devices; ++i) {
+    in.add_device_ids("d" + std::to_string(i));
+  }
+  Delivery w;
+  (void)w.start(in);
+  Decision d = w.on(timer(kPushTimer));
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), kMaxPushActivitiesPerDecision);
+  EXPECT_EQ(timers_started(d), std::vector<std::string>{kPushTimer});
+  EXPECT_LE(d.actions.size(), workflow::kMaxActionsPerDecision);
+  d = w.on(timer(kPushTimer));
+  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 5U);
+  EXPECT_TRUE(timers_started(d).empty());
+  EXPECT_EQ(w.decoded().pushes_open(), devices);
+}
+
+TEST(DeliveryType, Version1RunKeepsItsRulesAfterVersion2Exists) {
+  Delivery v1(kVersion1);
+  (void)v1.start();
+  Decision d = v1.on(timer(kPushTimer));
+  ASSERT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 1U);
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity)[0].tag, kPushTag);
+  d = v1.on(timer(kEscalateTimer));
+  const auto emails = of_kind(d, Action::Kind::kScheduleActivity);
+  ASSERT_EQ(emails.size(), 1U);
+  EXPECT_EQ(emails[0].options.retry().maximum_attempts(), kProviderRetryMaximumAttempts);
+  EXPECT_EQ(emails[0].options.retry().maximum_retry_after_ms(), 0U);
+  EXPECT_EQ(emails[0].options.schedule_to_close_timeout_ms(), 0U);
+  EXPECT_EQ(v1.decoded().version(), 0U);
 }
 
 // ---------------------------------------------------------------- delivered
@@ -448,7 +593,9 @@ TEST(DeliveryType, EscalationWithEmailFallbackSendsTheEmail) {
   EXPECT_EQ(task.sender_user_id(), "alice");
   EXPECT_EQ(task.preview(), "lunch?");
   EXPECT_EQ(ids(emails[0].options.retry().non_retryable_error_types()),
-            (std::vector<std::string>{"email.rejected", workflow::kUnknownActivityType}));
+            (std::vector<std::string>{"email.rejected", "email.no_provider",
+                                      workflow::kUnknownActivityType}));
+  EXPECT_EQ(emails[0].options.retry().maximum_retry_after_ms(), kProviderMaxRetryAfterMs);
   EXPECT_TRUE(w.decoded().escalated());
   EXPECT_FALSE(w.decoded().emailed());
 
@@ -586,8 +733,8 @@ TEST(DeliveryType, ALifetimeShorterThanThePushAndEscalationWaitsForBoth) {
   EXPECT_TRUE(completions(d).empty());
   EXPECT_TRUE(w.decoded().close_due());
   d = w.on(timer(kPushTimer));  // still pushes
-  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 1U);
-  d = w.on(completed(kPushTag));
+  EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 2U);
+  d = complete_pushes(w);
   EXPECT_TRUE(completions(d).empty());  // the escalation is still to come
   d = w.on(timer(kEscalateTimer));      // still escalates, and emails
   EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 1U);
@@ -619,7 +766,9 @@ TEST(DeliveryType, CloseWaitsForTheOpenPushAndCompletesWithItsOutcome) {
   EXPECT_EQ(d.state, kDeliveryPushDispatched);
   EXPECT_TRUE(completions(d).empty());
   EXPECT_TRUE(w.decoded().close_due());
-  d = w.on(failed(kPushTag, kPushUnavailable));
+  d = w.on(completed(push_tag(0)));
+  EXPECT_TRUE(completions(d).empty());  // the other device's push is still out
+  d = w.on(failed(push_tag(1), kPushUnavailable));
   EXPECT_EQ(records(d), (std::vector<std::string>{kPushFailedRecord, kExpiredRecord}));
   EXPECT_EQ(completions(d).size(), 1U);
   EXPECT_EQ(w.decoded().push_error(), "push.unavailable: gone");
@@ -631,7 +780,7 @@ TEST(DeliveryType, CloseWaitsForTheOpenEmailToo) {
   (void)w.on(timer(kPushTimer));
   (void)w.on(timer(kEscalateTimer));  // schedules the email
   EXPECT_TRUE(completions(w.on(timer(kCloseTimer))).empty());
-  Decision d = w.on(completed(kPushTag));
+  Decision d = complete_pushes(w);
   EXPECT_TRUE(completions(d).empty());  // the email is still in flight
   d = w.on(completed(kEmailTag));
   EXPECT_EQ(records(d), (std::vector<std::string>{kEmailSentRecord, kExpiredRecord}));
@@ -759,8 +908,9 @@ class DeliveryEngineTest : public ::testing::Test {
   }
 
   void report(const workflowpb::ActivityRecord& a, bool ok, std::string error_type,
-              std::int64_t wall_ms) {
+              std::int64_t wall_ms, std::uint64_t retry_after_ms = 0) {
     workflowpb::WorkflowCommand c;
+    c.mutable_report()->set_retry_after_ms(retry_after_ms);
     auto* r = c.mutable_report();
     r->set_workflow_id(a.workflow_id());
     r->set_run_id(a.run_id());
@@ -843,10 +993,15 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   EXPECT_TRUE(listed(kDeliveryStored).empty());
   EXPECT_EQ(listed(kDeliveryPushDispatched), std::vector<std::string>{id_});
   auto push = dispatchable();
-  ASSERT_EQ(push.size(), 1U);
+  ASSERT_EQ(push.size(), 2U);  // one activity per device
   EXPECT_EQ(push[0].activity_type(), kPushActivity);
+  EXPECT_EQ(push[0].tag(), "push/0");
+  EXPECT_EQ(push[1].tag(), "push/1");
+  EXPECT_NE(push[0].idempotency_key(), push[1].idempotency_key());
 
-  // A transient provider failure is retried after a jittered backoff of at most 1 s.
+  // The laptop's push is accepted; the phone's fails for now and is retried after a jittered
+  // backoff of at most 1 s, alone: the laptop is never pushed again.
+  report(push[1], true, {}, kT0 + kPushAfterMs + 5);
   report(push[0], false, kPushUnavailable, kT0 + kPushAfterMs + 10);
   EXPECT_TRUE(dispatchable().empty());
   const auto retry = timer_of(workflowpb::ACTIVITY_RETRY);
@@ -855,8 +1010,13 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   fire(retry);
   push = dispatchable();
   ASSERT_EQ(push.size(), 1U);
+  EXPECT_EQ(push[0].tag(), "push/0");
   EXPECT_EQ(push[0].attempt(), 2U);
   report(push[0], true, {}, kT0 + kPushAfterMs + 2'000);
+  auto pushed = decode_delivery_data(record().data());
+  ASSERT_TRUE(pushed.has_value());
+  EXPECT_TRUE(pushed->devices(0).push_accepted());
+  EXPECT_TRUE(pushed->devices(1).push_accepted());
 
   signal_device(kDeliveredSignal, "bob-laptop", kT0 + 20'000);
   EXPECT_EQ(record().state(), kDeliveryConfirmed);
@@ -877,6 +1037,7 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   EXPECT_EQ(history(),
             (std::vector<std::string>{"started", "state:stored", "timer_started", "timer_started",
                                       "timer_fired", "state:push_dispatched", "activity_scheduled",
+                                      "activity_scheduled", "activity_completed", "push_sent",
                                       "activity_retry_scheduled", "activity_completed", "push_sent",
                                       "signaled", "state:delivery_confirmed", "timer_canceled",
                                       "signaled", "state:read_acknowledged", "completed"}));
@@ -918,13 +1079,14 @@ TEST_F(DeliveryEngineTest, PermanentPushFailureThenEscalationByEmailThenCancel) 
   start(kT0);
   fire(user_timer(kPushTimer));
   auto push = dispatchable();
-  ASSERT_EQ(push.size(), 1U);
+  ASSERT_EQ(push.size(), 2U);
   report(push[0], false, kPushUnregistered, kT0 + kPushAfterMs + 10);
-  EXPECT_FALSE(timer_of(workflowpb::ACTIVITY_RETRY).has_value());  // not retried
+  report(push[1], false, kPushRejected, kT0 + kPushAfterMs + 10);
+  EXPECT_FALSE(timer_of(workflowpb::ACTIVITY_RETRY).has_value());  // neither is retried
   auto rec = record();
   EXPECT_EQ(rec.status(), workflowpb::RUNNING);
   EXPECT_EQ(rec.state(), kDeliveryPushDispatched);
-  EXPECT_EQ(decode_delivery_data(rec.data())->push_error(), "push.unregistered: ");
+  EXPECT_EQ(decode_delivery_data(rec.data())->push_error(), "push.rejected: ");
 
   fire(user_timer(kEscalateTimer));
   auto email = dispatchable();
@@ -942,10 +1104,35 @@ TEST_F(DeliveryEngineTest, PermanentPushFailureThenEscalationByEmailThenCancel) 
   EXPECT_EQ(rec.state(), kDeliveryPushDispatched);
   EXPECT_TRUE(dispatchable().empty());
   const auto kinds = history();
-  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_failed"), 1);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_failed"), 2);
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "escalated"), 1);
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "email_sent"), 1);
   EXPECT_EQ(kinds.back(), "canceled");
+}
+
+TEST_F(DeliveryEngineTest, AProvidersRetryAfterHoldsTheDevicesNextAttemptBackDurably) {
+  start(kT0);
+  fire(user_timer(kPushTimer));
+  auto push = dispatchable();
+  ASSERT_EQ(push.size(), 2U);
+  const std::int64_t failed_ms = kT0 + kPushAfterMs + 10;
+  report(push[0], false, kPushUnavailable, failed_ms, /*retry_after_ms=*/120'000);
+  const auto retry = timer_of(workflowpb::ACTIVITY_RETRY);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(retry->due_ms(), failed_ms + 120'000);  // the jittered backoff is at most 1 s
+  // A hint beyond the bound counts as the bound.
+  report(push[1], false, kPushUnavailable, failed_ms, /*retry_after_ms=*/24 * 3'600'000ULL);
+  std::vector<std::int64_t> due;
+  auto timers = workflow::Engine::due_timers(store_, std::numeric_limits<std::int64_t>::max(), 100);
+  ASSERT_TRUE(timers.ok());
+  for (const auto& t : *timers) {
+    if (t.kind() == workflowpb::ACTIVITY_RETRY) {
+      due.push_back(t.due_ms());
+    }
+  }
+  EXPECT_EQ(due, (std::vector<std::int64_t>{
+                     failed_ms + 120'000,
+                     failed_ms + static_cast<std::int64_t>(kProviderMaxRetryAfterMs)}));
 }
 
 }  // namespace

@@ -392,6 +392,7 @@ class Applier {
   Result<rsmpb::CommandResult> create_user(const messagingpb::CreateUser& op);
   Result<rsmpb::CommandResult> create_device(const messagingpb::CreateDevice& op);
   Result<rsmpb::CommandResult> set_push_token(const messagingpb::SetPushToken& op);
+  Result<rsmpb::CommandResult> invalidate_push_target(const messagingpb::InvalidatePushTarget& op);
   Result<rsmpb::CommandResult> remove_device(const messagingpb::RemoveDevice& op);
   Result<rsmpb::CommandResult> create_conversation(const messagingpb::CreateConversation& op);
   Result<rsmpb::CommandResult> rename(const messagingpb::RenameConversation& op);
@@ -669,7 +670,35 @@ Result<rsmpb::CommandResult> Applier::set_push_token(const messagingpb::SetPushT
   HERALD_ASSIGN_OR_RETURN(DeviceRecord device, require_device_of(op.user_id(), op.device_id()));
   device.set_push_provider(op.push_provider());
   device.set_push_token(op.push_token());
+  // Registering (or clearing) a token is the app's word that the old mark no longer holds.
+  device.clear_push_target_invalid();
+  device.clear_push_invalid_error_type();
+  device.clear_push_invalid_reason();
+  device.clear_push_invalid_ms();
   put(keys::device_key(op.device_id()), device);
+  return ok_result();
+}
+
+Result<rsmpb::CommandResult> Applier::invalidate_push_target(
+    const messagingpb::InvalidatePushTarget& op) {
+  HERALD_RETURN_IF_ERROR(check_id("a user id", op.user_id()));
+  HERALD_RETURN_IF_ERROR(check_id("a device id", op.device_id()));
+  HERALD_RETURN_IF_ERROR(check_size("an error type", op.error_type(), kMaxPushInvalidReasonBytes));
+  HERALD_RETURN_IF_ERROR(check_size("a reason", op.reason(), kMaxPushInvalidReasonBytes));
+  HERALD_ASSIGN_OR_RETURN(DeviceRecord device, require_device_of(op.user_id(), op.device_id()));
+  if (op.push_token().empty() || device.push_token() != op.push_token() ||
+      device.push_provider() != op.push_provider() || device.push_target_invalid()) {
+    return ok_result();  // a newer token, no token, or marked before: nothing to do
+  }
+  device.set_push_target_invalid(true);
+  device.set_push_invalid_error_type(op.error_type());
+  device.set_push_invalid_reason(op.reason());
+  device.set_push_invalid_ms(now_ms_);
+  put(keys::device_key(op.device_id()), device);
+  ChangeRecord change = make_change(messagingpb::PUSH_TARGET_INVALID, "", "");
+  change.set_device_id(op.device_id());
+  change.set_title(op.error_type());
+  HERALD_RETURN_IF_ERROR(append_change(op.user_id(), std::move(change)));
   return ok_result();
 }
 
@@ -1637,6 +1666,7 @@ Result<rsmpb::CommandResult> run(Applier& a, const messagingpb::MessagingCommand
     case C::kAdvanceReadCursor: return a.advance_read_cursor(c.advance_read_cursor());
     case C::kPublishReadReceipts: return a.publish_receipts(c.publish_read_receipts());
     case C::kSetRetention: return a.set_retention(c.set_retention());
+    case C::kInvalidatePushTarget: return a.invalidate_push_target(c.invalidate_push_target());
     case C::OP_NOT_SET: break;
   }
   return Status::invalid_argument("a messaging command names no operation");
@@ -1737,6 +1767,7 @@ bool Domain::allowed_when_disk_low(const rsmpb::Command& command) const {
     case C::kRestoreReadMarker:
     case C::kAdvanceReadCursor:
     case C::kPublishReadReceipts:
+    case C::kInvalidatePushTarget:
     case C::kSetRetention: return true;
     default: return false;
   }

@@ -74,6 +74,8 @@ inline constexpr std::size_t kMaxDisplayNameBytes = 128;
 inline constexpr std::size_t kMaxEmailBytes = 254;
 inline constexpr std::size_t kMaxTitleBytes = 256;
 inline constexpr std::size_t kMaxPushTokenBytes = 512;
+// InvalidatePushTarget.reason and error_type (the provider's words), at most.
+inline constexpr std::size_t kMaxPushInvalidReasonBytes = 512;
 inline constexpr std::size_t kCredentialBytes = 32;  // SHA-256
 inline constexpr std::size_t kMaxMessageBodyBytes = 64 * 1024;
 inline constexpr std::size_t kMaxPreviewBytes = 120;

@@ -1341,6 +1341,92 @@ TEST_F(DomainTest, RemovingADeviceTellsTheUsersStream) {
   EXPECT_EQ(last.device_id(), "alice-laptop");
 }
 
+MessagingCommand push_token_cmd(const std::string& user, const std::string& device,
+                                const std::string& token) {
+  MessagingCommand c;
+  auto* t = c.mutable_set_push_token();
+  t->set_user_id(user);
+  t->set_device_id(device);
+  t->set_push_provider(token.empty() ? "" : "apns");
+  t->set_push_token(token);
+  return c;
+}
+
+MessagingCommand invalidate_cmd(const std::string& user, const std::string& device,
+                                const std::string& token) {
+  MessagingCommand c;
+  auto* op = c.mutable_invalidate_push_target();
+  op->set_user_id(user);
+  op->set_device_id(device);
+  op->set_push_provider("apns");
+  op->set_push_token(token);
+  op->set_error_type("push.unregistered");
+  op->set_reason("APNs answered 410 Unregistered");
+  return c;
+}
+
+TEST_F(DomainTest, APermanentTokenErrorMarksThePushTargetInvalidAndTellsTheUsersStream) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-ipad"));
+  ok(push_token_cmd("alice", "alice-ipad", "tok-1"));
+  const std::size_t before = changes("alice").size();
+  ok(invalidate_cmd("alice", "alice-ipad", "tok-1"));
+  auto device = Domain::get_device(store_, "alice-ipad");
+  ASSERT_TRUE(device.ok() && device->has_value());
+  EXPECT_TRUE((*device)->push_target_invalid());
+  EXPECT_EQ((*device)->push_invalid_error_type(), "push.unregistered");
+  EXPECT_EQ((*device)->push_invalid_reason(), "APNs answered 410 Unregistered");
+  EXPECT_EQ((*device)->push_invalid_ms(), now_);
+  EXPECT_EQ((*device)->push_token(), "tok-1");  // kept: the mark says what was refused
+  const auto all = changes("alice");
+  ASSERT_EQ(all.size(), before + 1);
+  EXPECT_EQ(all.back().change().kind(), messagingpb::PUSH_TARGET_INVALID);
+  EXPECT_EQ(all.back().change().device_id(), "alice-ipad");
+  EXPECT_EQ(all.back().change().title(), "push.unregistered");
+  // A re-run after a failover changes nothing more.
+  ok(invalidate_cmd("alice", "alice-ipad", "tok-1"));
+  EXPECT_EQ(changes("alice").size(), before + 1);
+}
+
+TEST_F(DomainTest, RegisteringATokenClearsTheInvalidMark) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-ipad"));
+  ok(push_token_cmd("alice", "alice-ipad", "tok-1"));
+  ok(invalidate_cmd("alice", "alice-ipad", "tok-1"));
+  ok(push_token_cmd("alice", "alice-ipad", "tok-2"));
+  auto device = Domain::get_device(store_, "alice-ipad");
+  ASSERT_TRUE(device.ok() && device->has_value());
+  EXPECT_FALSE((*device)->push_target_invalid());
+  EXPECT_TRUE((*device)->push_invalid_reason().empty());
+  EXPECT_EQ((*device)->push_token(), "tok-2");
+}
+
+TEST_F(DomainTest, AnInvalidationOfAnOlderTokenChangesNothing) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-ipad"));
+  ok(push_token_cmd("alice", "alice-ipad", "tok-2"));
+  const std::size_t before = changes("alice").size();
+  ok(invalidate_cmd("alice", "alice-ipad", "tok-1"));  // refused before tok-2 was registered
+  auto device = Domain::get_device(store_, "alice-ipad");
+  ASSERT_TRUE(device.ok() && device->has_value());
+  EXPECT_FALSE((*device)->push_target_invalid());
+  EXPECT_EQ(changes("alice").size(), before);
+}
+
+TEST_F(DomainTest, AnInvalidationForAnotherUsersOrAnUnknownDeviceIsRefused) {
+  make_user("alice");
+  make_user("bob");
+  ok(device_cmd("alice", "alice-ipad"));
+  ok(push_token_cmd("alice", "alice-ipad", "tok-1"));
+  EXPECT_EQ(code_of(apply(invalidate_cmd("bob", "alice-ipad", "tok-1"))),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(invalidate_cmd("alice", "nope", "tok-1"))), Code::kNotFound);
+  MessagingCommand long_reason = invalidate_cmd("alice", "alice-ipad", "tok-1");
+  long_reason.mutable_invalidate_push_target()->set_reason(
+      std::string(kMaxPushInvalidReasonBytes + 1, 'x'));
+  EXPECT_EQ(code_of(apply(long_reason)), Code::kResourceExhausted);
+}
+
 TEST_F(DomainTest, CommandsOfARemovedOrForeignDeviceChangeNothing) {
   make_trio();
   const std::uint64_t seq = send("g", "alice", "first");

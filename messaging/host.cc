@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <memory>
+#include <optional>
 #include <utility>
 
 #include "base/assert.h"
@@ -19,12 +22,17 @@ using Done = std::function<void(ActivityOutcome)>;
 // Proposals that did not reach the log (no leader, leadership lost) are worth retrying.
 constexpr char kUnavailableError[] = "unavailable";
 
+// ProviderAttempt.status values.
+constexpr char kAttemptAccepted[] = "accepted";
+constexpr char kAttemptFailed[] = "failed";
+constexpr char kAttemptNotSent[] = "not_sent";
+
 ActivityOutcome failure(std::string error_type, std::string message) {
-  return ActivityOutcome{false, {}, std::move(error_type), std::move(message)};
+  return ActivityOutcome{false, {}, std::move(error_type), std::move(message), 0, {}};
 }
 
 ActivityOutcome success(std::string output = {}) {
-  return ActivityOutcome{true, std::move(output), {}, {}};
+  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}};
 }
 
 Status status_of(const rsmpb::CommandResult& result) {
@@ -120,12 +128,13 @@ namespace {
 class Activities {
  public:
   Activities(const storage::Reader* state, Host::ProposeFn propose, Host::PostFn post,
-             PushProvider* push, EmailProvider* email)
+             PushProvider* push, EmailProvider* email, const Clock* clock)
       : state_(state),
         propose_(std::move(propose)),
         post_(std::move(post)),
         push_(push),
-        email_(email) {}
+        email_(email),
+        clock_(clock) {}
 
   void push(const workflow::ActivityTask& task, Done done);
   void email(const workflow::ActivityTask& task, Done done);
@@ -139,95 +148,252 @@ class Activities {
     propose_(module_command(command), std::move(done));
   }
   void publish_from(messagingpb::PublishReadReceipts op, Done done);
-  // The push requests for `task`'s devices that can be reached (a token is registered).
-  [[nodiscard]] Result<std::vector<PushRequest>> push_requests(
+
+  // One device of a push task: its request, or why none is sent; then the provider's answer.
+  struct DevicePush {
+    PushRequest request;
+    std::string not_sent;  // non-empty: nothing is dispatched, for this reason
+    std::optional<ProviderResult> result;
+    messagingpb::ProviderAttempt attempt;  // what the timeline shows
+  };
+  struct PushGather {
+    bool per_device = false;
+    std::vector<DevicePush> pushes;
+    std::size_t pending = 0;  // answers still to come
+    Done done;
+  };
+  [[nodiscard]] Result<std::vector<DevicePush>> plan_pushes(
       const workflow::ActivityTask& task, const messagingpb::PushTask& push_task) const;
+  static void record_answer(messagingpb::ProviderAttempt& attempt, const ProviderResult& r,
+                            MonoMs latency_ms);
+  void invalidate_then_finish(const std::shared_ptr<PushGather>& gather, std::size_t from);
+  static void finish_push(const std::shared_ptr<PushGather>& gather);
+  [[nodiscard]] static ActivityOutcome device_outcome(const std::vector<DevicePush>& pushes);
+  [[nodiscard]] static ActivityOutcome combined_outcome(const std::vector<DevicePush>& pushes);
 
   const storage::Reader* state_;
   Host::ProposeFn propose_;
   Host::PostFn post_;
   PushProvider* push_;
   EmailProvider* email_;
+  const Clock* clock_;
 };
 
-Result<std::vector<PushRequest>> Activities::push_requests(
-    const workflow::ActivityTask& task, const messagingpb::PushTask& push_task) const {
-  std::vector<PushRequest> requests;
-  for (const std::string& device_id : push_task.device_ids()) {
-    HERALD_ASSIGN_OR_RETURN(auto device, Domain::get_device(*state_, device_id));
-    if (!device || device->push_token().empty() || device->user_id() != push_task.user_id()) {
-      continue;  // removed, or never registered for push: nothing to notify
-    }
-    PushRequest r;
-    r.idempotency_key = task.idempotency_key + "/" + device_id;
-    r.user_id = push_task.user_id();
-    r.device_id = device_id;
-    r.platform = device->platform();
-    r.provider = device->push_provider();
-    r.token = device->push_token();
-    r.conversation_id = push_task.conversation_id();
-    r.seq = push_task.seq();
-    r.title = push_task.sender_user_id().empty() ? "Herald" : push_task.sender_user_id();
-    r.body = push_task.preview();
-    requests.push_back(std::move(r));
+// A reason kept in a timeline or a device record: at most kMaxAttemptReasonBytes, cut at a UTF-8
+// character boundary.
+std::string bounded_reason(std::string_view reason) {
+  if (reason.size() <= kMaxAttemptReasonBytes) {
+    return std::string(reason);
   }
-  return requests;
+  std::size_t cut = kMaxAttemptReasonBytes;
+  while (cut > 0 && (static_cast<unsigned char>(reason[cut]) & 0xC0U) == 0x80U) {
+    --cut;  // a continuation byte: the character started earlier
+  }
+  return std::string(reason.substr(0, cut));
 }
 
-// Pushes to every reachable device at once. The attempt succeeds when every notification was
-// accepted, or when the only failures are permanent (a dead token) and some device was reached;
-// a retryable failure fails the attempt, so the whole push is retried with backoff.
+bool is_permanent_token_error(std::string_view error_type) {
+  return error_type == kPushUnregistered || error_type == kPushInvalidToken;
+}
+
+Result<std::vector<Activities::DevicePush>> Activities::plan_pushes(
+    const workflow::ActivityTask& task, const messagingpb::PushTask& push_task) const {
+  std::vector<DevicePush> plan;
+  for (const std::string& device_id : push_task.device_ids()) {
+    HERALD_ASSIGN_OR_RETURN(auto device, Domain::get_device(*state_, device_id));
+    DevicePush p;
+    p.attempt.set_device_id(device_id);
+    if (!device || device->user_id() != push_task.user_id()) {
+      p.not_sent = "the device was removed";
+    } else if (device->push_token().empty()) {
+      p.not_sent = "the device has no push token";
+    } else if (device->push_target_invalid()) {
+      p.not_sent = fmt::format(
+          "the device's push target is invalid ({}) until it registers a "
+          "new token",
+          device->push_invalid_error_type());
+    }
+    if (device) {
+      p.attempt.set_provider(device->push_provider());
+    }
+    if (p.not_sent.empty()) {
+      PushRequest& r = p.request;
+      r.idempotency_key = task.idempotency_key + "/" + device_id;
+      r.user_id = push_task.user_id();
+      r.device_id = device_id;
+      r.platform = device->platform();
+      r.provider = device->push_provider();
+      r.token = device->push_token();
+      r.conversation_id = push_task.conversation_id();
+      r.seq = push_task.seq();
+      r.title = push_task.sender_user_id().empty() ? "Herald" : push_task.sender_user_id();
+      r.body = push_task.preview();
+      r.attempt = task.attempt;
+    } else {
+      p.attempt.set_status(kAttemptNotSent);
+      p.attempt.set_error_type(kPushNoTarget);
+      p.attempt.set_reason(p.not_sent);
+    }
+    plan.push_back(std::move(p));
+  }
+  return plan;
+}
+
+// Sends every planned push at once; `finish` runs on the raft thread once all have answered.
 void Activities::push(const workflow::ActivityTask& task, Done done) {
   messagingpb::PushTask push_task;
   if (!push_task.ParseFromString(task.input)) {
     done(failure(kPushPayloadTooLarge, "the push task does not decode"));
     return;
   }
-  auto requests = push_requests(task, push_task);
-  if (!requests.ok()) {
-    done(failure(kUnavailableError, requests.status().to_string()));
+  auto plan = plan_pushes(task, push_task);
+  if (!plan.ok()) {
+    done(failure(kUnavailableError, plan.status().to_string()));
     return;
   }
-  if (requests->empty()) {
-    done(success("no device to notify"));
-    return;
-  }
-  struct Gather {
-    std::size_t pending = 0;
-    std::size_t sent = 0;
-    std::optional<ProviderResult> retryable;
-    std::optional<ProviderResult> permanent;
-    Done done;
-  };
-  auto gather = std::make_shared<Gather>();
-  gather->pending = requests->size();
+  auto gather = std::make_shared<PushGather>();
+  gather->per_device = push_task.per_device();
+  gather->pushes = std::move(plan).value();
   gather->done = std::move(done);
-  for (const auto& request : *requests) {
-    push_->send(request, [this, gather](ProviderResult r) {
-      post_([gather, r = std::move(r)]() mutable {
-        if (r.ok) {
-          ++gather->sent;
-        } else if (r.error_type == kPushUnavailable || r.error_type.empty()) {
-          gather->retryable = std::move(r);
-        } else {
-          gather->permanent = std::move(r);
-        }
-        if (--gather->pending > 0) {
-          return;
-        }
-        if (gather->retryable) {
-          gather->done(failure(gather->retryable->error_type.empty()
-                                   ? std::string(kPushUnavailable)
-                                   : gather->retryable->error_type,
-                               gather->retryable->error_message));
-        } else if (gather->permanent && gather->sent == 0) {
-          gather->done(failure(gather->permanent->error_type, gather->permanent->error_message));
-        } else {
-          gather->done(success(fmt::format("pushed to {} device(s)", gather->sent)));
+  for (const DevicePush& p : gather->pushes) {
+    gather->pending += p.not_sent.empty() ? 1 : 0;
+  }
+  if (gather->pending == 0) {
+    finish_push(gather);
+    return;
+  }
+  for (std::size_t i = 0; i < gather->pushes.size(); ++i) {
+    if (!gather->pushes[i].not_sent.empty()) {
+      continue;
+    }
+    const MonoMs sent_ms = clock_->mono_ms();
+    push_->send(gather->pushes[i].request, [this, gather, i, sent_ms](ProviderResult r) {
+      const MonoMs latency_ms = clock_->mono_ms() - sent_ms;
+      post_([this, gather, i, latency_ms, r = std::move(r)]() mutable {
+        record_answer(gather->pushes[i].attempt, r, latency_ms);
+        gather->pushes[i].result = std::move(r);
+        if (--gather->pending == 0) {
+          invalidate_then_finish(gather, 0);
         }
       });
     });
   }
+}
+
+void Activities::record_answer(messagingpb::ProviderAttempt& attempt, const ProviderResult& r,
+                               MonoMs latency_ms) {
+  attempt.set_status(r.ok ? kAttemptAccepted : kAttemptFailed);
+  attempt.set_latency_ms(latency_ms);
+  if (r.ok) {
+    attempt.set_provider_id(bounded_reason(r.provider_id));
+    return;
+  }
+  if (r.error_type == kPushNoProvider || r.error_type == kEmailNoProvider) {
+    attempt.set_status(kAttemptNotSent);  // refused before any dispatch: say so, not "failed"
+  }
+  attempt.set_error_type(r.error_type.empty() ? kPushUnavailable : r.error_type);
+  attempt.set_reason(bounded_reason(r.error_message));
+  attempt.set_retry_after_ms(r.retry_after_ms.value_or(0));
+}
+
+// A permanent token error marks the device's push target invalid, through the log, before the
+// attempt reports: one device at a time from `from`, whatever each proposal's outcome (a lost one
+// is proposed again by the next push that meets the same token).
+void Activities::invalidate_then_finish(const std::shared_ptr<PushGather>& gather,
+                                        std::size_t from) {
+  for (std::size_t i = from; i < gather->pushes.size(); ++i) {
+    const DevicePush& p = gather->pushes[i];
+    if (!p.result || p.result->ok || !is_permanent_token_error(p.result->error_type)) {
+      continue;
+    }
+    messagingpb::MessagingCommand c;
+    auto* op = c.mutable_invalidate_push_target();
+    op->set_user_id(p.request.user_id);
+    op->set_device_id(p.request.device_id);
+    op->set_push_provider(p.request.provider);
+    op->set_push_token(p.request.token);
+    op->set_error_type(bounded_reason(p.result->error_type));
+    op->set_reason(bounded_reason(p.result->error_message));
+    propose(c, [this, gather, i](const Result<rsmpb::CommandResult>& r) {
+      if (!r.ok() || r->code() != 0) {
+        SPDLOG_WARN("marking the push target of device {} invalid failed: {}",
+                    gather->pushes[i].request.device_id,
+                    r.ok() ? r->message() : r.status().to_string());
+      }
+      invalidate_then_finish(gather, i + 1);
+    });
+    return;
+  }
+  finish_push(gather);
+}
+
+void Activities::finish_push(const std::shared_ptr<PushGather>& gather) {
+  messagingpb::ProviderAttempts details;
+  for (const DevicePush& p : gather->pushes) {
+    *details.add_attempts() = p.attempt;
+  }
+  std::string encoded = details.SerializeAsString();
+  while (encoded.size() > workflow::kMaxAttemptDetailsBytes && details.attempts_size() > 0) {
+    details.mutable_attempts()->RemoveLast();  // a version 1 task over many devices
+    encoded = details.SerializeAsString();
+  }
+  ActivityOutcome outcome =
+      gather->per_device ? device_outcome(gather->pushes) : combined_outcome(gather->pushes);
+  outcome.details = std::move(encoded);
+  gather->done(std::move(outcome));
+}
+
+// Version 2: the task's one device decides.
+ActivityOutcome Activities::device_outcome(const std::vector<DevicePush>& pushes) {
+  if (pushes.size() != 1) {
+    return failure(kPushNoTarget, fmt::format("a per-device task names {} devices", pushes.size()));
+  }
+  const DevicePush& p = pushes.front();
+  if (!p.not_sent.empty()) {
+    return failure(kPushNoTarget, p.not_sent);
+  }
+  HERALD_ASSERT(p.result.has_value(), "every sent push has its answer");
+  if (p.result->ok) {
+    return success(p.result->provider_id.empty() ? "pushed" : p.result->provider_id);
+  }
+  ActivityOutcome outcome =
+      failure(p.result->error_type.empty() ? kPushUnavailable : p.result->error_type,
+              p.result->error_message);
+  outcome.retry_after_ms =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, p.result->retry_after_ms.value_or(0)));
+  return outcome;
+}
+
+// Version 1: the attempt succeeds when every notification was accepted, or when the only
+// failures are permanent (a dead token) and some device was reached; a retryable failure fails
+// the attempt, so the whole push is retried with backoff. Devices with nothing to push to are
+// passed over.
+ActivityOutcome Activities::combined_outcome(const std::vector<DevicePush>& pushes) {
+  std::size_t sent = 0;
+  const ProviderResult* retryable = nullptr;
+  const ProviderResult* permanent = nullptr;
+  for (const DevicePush& p : pushes) {
+    if (!p.result) {
+      continue;
+    }
+    if (p.result->ok) {
+      ++sent;
+    } else if (p.result->error_type == kPushUnavailable || p.result->error_type.empty()) {
+      retryable = &*p.result;
+    } else {
+      permanent = &*p.result;
+    }
+  }
+  if (retryable != nullptr) {
+    return failure(kPushUnavailable, retryable->error_message);
+  }
+  if (permanent != nullptr && sent == 0) {
+    return failure(permanent->error_type, permanent->error_message);
+  }
+  if (sent == 0) {
+    return success("no device to notify");
+  }
+  return success(fmt::format("pushed to {} device(s)", sent));
 }
 
 void Activities::email(const workflow::ActivityTask& task, Done done) {
@@ -254,11 +420,25 @@ void Activities::email(const workflow::ActivityTask& task, Done done) {
   request.conversation_id = email_task.conversation_id();
   request.seq = email_task.seq();
   request.sender_user_id = email_task.sender_user_id();
-  email_->send(request, [this, done = std::move(done)](ProviderResult r) mutable {
-    post_([r = std::move(r), done = std::move(done)] {
-      done(r.ok
-               ? success("sent")
-               : failure(r.error_type.empty() ? kEmailUnavailable : r.error_type, r.error_message));
+  request.attempt = task.attempt;
+  const MonoMs sent_ms = clock_->mono_ms();
+  email_->send(request, [this, sent_ms, done = std::move(done)](ProviderResult r) mutable {
+    const MonoMs latency_ms = clock_->mono_ms() - sent_ms;
+    post_([r = std::move(r), latency_ms, done = std::move(done)] {
+      messagingpb::ProviderAttempts details;
+      messagingpb::ProviderAttempt* attempt = details.add_attempts();
+      attempt->set_provider("email");
+      record_answer(*attempt, r, latency_ms);
+      if (!r.ok && r.error_type.empty()) {
+        attempt->set_error_type(kEmailUnavailable);
+      }
+      ActivityOutcome outcome =
+          r.ok ? success("sent")
+               : failure(r.error_type.empty() ? kEmailUnavailable : r.error_type, r.error_message);
+      outcome.retry_after_ms =
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, r.retry_after_ms.value_or(0)));
+      outcome.details = details.SerializeAsString();
+      done(std::move(outcome));
     });
   });
 }
@@ -368,12 +548,12 @@ void Activities::publish_from(messagingpb::PublishReadReceipts op, Done done) {
 }  // namespace
 
 Host::Host(const storage::Reader* state, ProposeFn propose, PostFn post, PushProvider* push,
-           EmailProvider* email)
+           EmailProvider* email, const Clock* clock)
     : sink_(std::make_unique<EngineSink>()), domain_(std::make_unique<Domain>(sink_.get())) {
-  HERALD_ASSERT(state != nullptr && push != nullptr && email != nullptr,
-                "the messaging host needs state and providers");
+  HERALD_ASSERT(state != nullptr && push != nullptr && email != nullptr && clock != nullptr,
+                "the messaging host needs state, providers and a clock");
   auto activities =
-      std::make_shared<Activities>(state, std::move(propose), std::move(post), push, email);
+      std::make_shared<Activities>(state, std::move(propose), std::move(post), push, email, clock);
   auto bind = [activities](void (Activities::*fn)(const workflow::ActivityTask&, Done)) {
     return std::make_unique<Handler>(
         [activities, fn](const workflow::ActivityTask& task, Done done) {

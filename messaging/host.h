@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "messaging/domain.h"
 #include "messaging/providers.h"
 #include "rsm/node.h"
@@ -37,10 +38,11 @@ class Host {
   using ProposeFn = std::function<void(rsmpb::Command, rsm::ProposeCallback)>;
   using PostFn = std::function<void(std::function<void()>)>;
 
-  // `state` (the replica's engine), `push` and `email` are borrowed and must outlive the host.
-  // `propose` submits a command from the raft thread; `post` runs a function on it later.
+  // `state` (the replica's engine), `push`, `email` and `clock` are borrowed and must outlive the
+  // host. `propose` submits a command from the raft thread; `post` runs a function on it later.
+  // `clock` times provider calls for the delivery timeline (any thread).
   Host(const storage::Reader* state, ProposeFn propose, PostFn post, PushProvider* push,
-       EmailProvider* email);
+       EmailProvider* email, const Clock* clock);
   ~Host();
   Host(const Host&) = delete;
   Host& operator=(const Host&) = delete;
@@ -62,6 +64,10 @@ class Host {
   std::unique_ptr<Domain> domain_;
   std::map<std::string, std::unique_ptr<Handler>, std::less<>> handlers_;  // by activity type
 };
+
+// ProviderAttempt.reason (and provider ids) kept in a timeline or a device record, at most.
+// It bounds the reason an InvalidatePushTarget carries too.
+inline constexpr std::size_t kMaxAttemptReasonBytes = kMaxPushInvalidReasonBytes;
 
 // Maps a proposal's outcome to an activity outcome: ok, or a failure whose error type is
 // "unavailable" (retryable) for a proposal that did not reach the log, else the result's code

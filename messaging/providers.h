@@ -52,10 +52,20 @@ inline constexpr char kPushPayloadTooLarge[] = "push.payload_too_large";
 // The service refused this request for a reason no retry of the same request can fix (APNs: a
 // 4xx other than the ones above, e.g. BadTopic, TopicDisallowed, BadCertificateEnvironment); the
 // message names the status and the service's reason. Often an operator's configuration error.
-// Not yet among the delivery workflow's non-retryable types, so it is retried by its policy.
+// Non-retryable for delivery runs of version 2 (messaging/delivery.h); version 1 runs retry it.
 inline constexpr char kPushRejected[] = "push.rejected";
+// No provider is configured on this node for the request's platform (PushRequest::provider):
+// nothing was dispatched. Non-retryable for version 2 runs: configuration does not change
+// between attempts; the node logs which platforms have no provider when it starts.
+inline constexpr char kPushNoProvider[] = "push.no_provider";
+// The device cannot be pushed: removed, no push token registered, or its push target was marked
+// invalid after a permanent token error (until a new token is registered). Nothing was
+// dispatched. Non-retryable for version 2 runs.
+inline constexpr char kPushNoTarget[] = "push.no_target";
 inline constexpr char kEmailUnavailable[] = "email.unavailable";  // retryable
 inline constexpr char kEmailRejected[] = "email.rejected";        // the server refused it for good
+// No email provider is configured on this node; non-retryable for version 2 runs.
+inline constexpr char kEmailNoProvider[] = "email.no_provider";
 
 struct PushRequest {
   std::string idempotency_key;
@@ -68,6 +78,9 @@ struct PushRequest {
   std::uint64_t seq = 0;
   std::string title;
   std::string body;
+  // The activity attempt this request belongs to, 1-based (a guard counts retries against its
+  // retry budget; push/guard.h).
+  std::uint32_t attempt = 1;
 
   friend bool operator==(const PushRequest&, const PushRequest&) = default;
 };
@@ -81,6 +94,7 @@ struct EmailRequest {
   std::string conversation_id;
   std::uint64_t seq = 0;
   std::string sender_user_id;  // who wrote the message; empty when unknown
+  std::uint32_t attempt = 1;  // as PushRequest::attempt
 
   friend bool operator==(const EmailRequest&, const EmailRequest&) = default;
 };
@@ -92,9 +106,10 @@ struct ProviderResult {
   // When ok: the service's id for what it accepted (APNs: the apns-id response header), for logs
   // and support requests; empty when the service gives none.
   std::string provider_id;
-  // When !ok and the service said when to come back (HTTP Retry-After), in milliseconds from
-  // the failure. A hint for the caller's retry policy; the delivery workflow does not read it
-  // yet and backs off by its own policy.
+  // When !ok and the service said when to come back (HTTP Retry-After, or a circuit breaker's
+  // remaining open time), in milliseconds from the failure. The delivery workflow's next attempt
+  // waits at least this long (version 2 runs; bounded by kProviderMaxRetryAfterMs,
+  // messaging/delivery.h).
   std::optional<std::int64_t> retry_after_ms;
 
   [[nodiscard]] static ProviderResult success(std::string provider_id = {}) {

@@ -88,6 +88,26 @@ std::string lower_status(workflowpb::WorkflowStatus status) {
   return name;
 }
 
+// The provider calls of one push or email attempt (the attempt's history details).
+json::array provider_attempts_json(const std::string& details) {
+  messagingpb::ProviderAttempts attempts;
+  json::array out;
+  if (!attempts.ParseFromString(details)) {
+    return out;
+  }
+  for (const auto& a : attempts.attempts()) {
+    json::object o{{"provider", a.provider()}, {"status", a.status()}};
+    if (!a.device_id().empty()) o["device_id"] = a.device_id();
+    if (!a.error_type().empty()) o["error_type"] = a.error_type();
+    if (!a.reason().empty()) o["reason"] = a.reason();
+    if (!a.provider_id().empty()) o["provider_id"] = a.provider_id();
+    if (a.status() != "not_sent") o["latency_ms"] = a.latency_ms();
+    if (a.retry_after_ms() > 0) o["retry_after_ms"] = a.retry_after_ms();
+    out.emplace_back(std::move(o));
+  }
+  return out;
+}
+
 // One recipient's delivery workflow as a timeline entry.
 json::object recipient_timeline(const storage::Reader& reader, const std::string& workflow_id,
                                 const std::string& user_id) {
@@ -123,10 +143,16 @@ json::object recipient_timeline(const storage::Reader& reader, const std::string
   if (auto data = messaging::decode_delivery_data(r.data())) {
     json::array devices;
     for (const auto& d : data->devices()) {
-      devices.emplace_back(json::object{{"device_id", d.device_id()},
-                                        {"state", device_state_name(d.state())},
-                                        {"delivered_ms", d.delivered_ms()},
-                                        {"read_ms", d.read_ms()}});
+      json::object device{{"device_id", d.device_id()},
+                          {"state", device_state_name(d.state())},
+                          {"delivered_ms", d.delivered_ms()},
+                          {"read_ms", d.read_ms()}};
+      if (d.push_scheduled()) {
+        device["push_accepted"] = d.push_accepted();
+        device["pushed_ms"] = d.pushed_ms();
+        if (!d.push_error().empty()) device["push_error"] = d.push_error();
+      }
+      devices.emplace_back(std::move(device));
     }
     out["devices"] = std::move(devices);
     out["escalated"] = data->escalated();
@@ -141,6 +167,9 @@ json::object recipient_timeline(const storage::Reader& reader, const std::string
           {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
       if (!e.error_type().empty()) o["error_type"] = e.error_type();
       if (!e.error_message().empty()) o["error_message"] = e.error_message();
+      if (e.attempt() > 0) o["attempt"] = e.attempt();
+      if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
+      if (!e.details().empty()) o["attempts"] = provider_attempts_json(e.details());
       history.emplace_back(std::move(o));
     }
   }

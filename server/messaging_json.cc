@@ -172,11 +172,20 @@ json::object user_json(const messagingpb::UserRecord& user) {
 }
 
 json::object device_json(const messagingpb::DeviceRecord& device) {
-  return json::object{
-      {"device_id", device.device_id()},         {"platform", device.platform()},
-      {"push_provider", device.push_provider()}, {"has_push_token", !device.push_token().empty()},
+  json::object out{
+      {"device_id", device.device_id()},
+      {"platform", device.platform()},
+      {"push_provider", device.push_provider()},
+      {"has_push_token", !device.push_token().empty()},
       {"created_ms", device.created_ms()},
+      {"push_target_invalid", device.push_target_invalid()},
   };
+  if (device.push_target_invalid()) {
+    out["push_invalid_error_type"] = device.push_invalid_error_type();
+    out["push_invalid_reason"] = device.push_invalid_reason();
+    out["push_invalid_ms"] = device.push_invalid_ms();
+  }
+  return out;
 }
 
 std::string_view role_name(messagingpb::Role role) {

@@ -356,7 +356,8 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   }
   impl->messaging = std::make_unique<messaging::Host>(
       impl->engine.get(), propose,
-      [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email);
+      [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email,
+      &impl->clock);
   impl->workflows = std::make_unique<WorkflowHost>(
       impl->engine.get(), propose, messaging::Host::types(), impl->messaging->handlers());
   impl->messaging->bind_engine(impl->workflows->engine());

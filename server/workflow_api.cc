@@ -40,6 +40,7 @@ json::object event_json(const workflowpb::HistoryEvent& e) {
   if (!e.error_message().empty()) o["error_message"] = e.error_message();
   if (e.activity_id() != 0) o["activity_id"] = e.activity_id();
   if (e.attempt() != 0) o["attempt"] = e.attempt();
+  if (e.next_attempt_ms() != 0) o["next_attempt_ms"] = e.next_attempt_ms();
   return o;
 }
 

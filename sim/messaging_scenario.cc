@@ -288,7 +288,7 @@ rsm::StateMachine* MessagingScenario::open_replica(raft::NodeId id, const storag
   app->engine = std::make_unique<workflow::Engine>(&registry_);
   app->push = std::make_unique<SimPushProvider>(
       [this, id, inc](const messaging::PushRequest& request, messaging::ProviderDone done) {
-        record_push(request);
+        record_push(id, request);
         provider_call(id, inc, /*push=*/true, std::move(done));
       });
   app->email = std::make_unique<SimEmailProvider>(
@@ -302,7 +302,7 @@ rsm::StateMachine* MessagingScenario::open_replica(raft::NodeId id, const storag
         propose_later(id, inc, std::move(command), std::move(done));
       },
       [this, id, inc](std::function<void()> fn) { post_later(id, inc, std::move(fn)); },
-      app->push.get(), app->email.get());
+      app->push.get(), app->email.get(), &cluster_.clock());
   app->host->bind_engine(app->engine.get());
   app->router = std::make_unique<rsm::StateMachineRouter>(&app->kv);
   const Status workflow_added = app->router->add_module(workflow::kModuleName, app->engine.get());
@@ -409,8 +409,32 @@ void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation
   });
 }
 
-void MessagingScenario::record_push(const messaging::PushRequest& request) {
+// Per device, exactly once: a push is never sent to a device whose push for the same message the
+// calling replica has already seen accepted (its delivery workflow says so).
+void MessagingScenario::record_push(raft::NodeId id, const messaging::PushRequest& request) {
   pushes_.push_back(request);
+  const auto state = states_.find(id);
+  if (state == states_.end() || state->second == nullptr) {
+    return;
+  }
+  const std::string workflow_id =
+      messaging::delivery_workflow_id(request.conversation_id, request.seq, request.user_id);
+  auto record = workflow::Engine::read_workflow(*state->second, workflow_id);
+  if (!record.ok() || !record->has_value()) {
+    return;
+  }
+  const auto data = messaging::decode_delivery_data((*record)->data());
+  if (!data) {
+    return;
+  }
+  for (const auto& device : data->devices()) {
+    if (device.device_id() == request.device_id && device.push_accepted()) {
+      violation(fmt::format(
+          "device {} pushed again for message {} of {} after its push was "
+          "accepted (key {})",
+          request.device_id, request.seq, request.conversation_id, request.idempotency_key));
+    }
+  }
 }
 
 void MessagingScenario::record_email(const messaging::EmailRequest& request) {
@@ -1474,6 +1498,17 @@ std::string MessagingScenario::check_providers(const storage::Reader& state) con
         id.empty() || !p.idempotency_key.starts_with(id + "/")) {
       return fmt::format("push to device {} of {} for message {} of {} (key {}) has no delivery",
                          p.device_id, p.user_id, p.seq, p.conversation_id, p.idempotency_key);
+    }
+  }
+  // One idempotency key per (delivery, device): every attempt of a device's push is the same
+  // push, and no device is given a second, distinct push for one message.
+  std::map<std::pair<std::string, std::string>, std::string> key_of;
+  for (const messaging::PushRequest& p : pushes_) {
+    const std::string id = messaging::delivery_workflow_id(p.conversation_id, p.seq, p.user_id);
+    const auto [it, added] = key_of.emplace(std::pair(id, p.device_id), p.idempotency_key);
+    if (!added && it->second != p.idempotency_key) {
+      return fmt::format("device {} got two distinct pushes for message {} of {} ({} and {})",
+                         p.device_id, p.seq, p.conversation_id, it->second, p.idempotency_key);
     }
   }
   for (const messaging::EmailRequest& e : emails_) {

@@ -196,7 +196,7 @@ class MessagingScenario final : public ClusterScenario {
   void back_off(std::size_t device);
 
   // Outside services.
-  void record_push(const messaging::PushRequest& request);
+  void record_push(raft::NodeId id, const messaging::PushRequest& request);
   void record_email(const messaging::EmailRequest& request);
 
   // Final checks.

@@ -436,10 +436,13 @@ class Applier {
   void drop_activity(const ActivityRecord& act);
   void arm_attempt(ActivityRecord& act);
   void disarm_attempt(ActivityRecord& act);
-  Status complete_activity(const ActivityRecord& act, std::string_view output);
-  Status fail_attempt(ActivityRecord act, std::string_view error_type, std::string_view message);
+  Status complete_activity(const ActivityRecord& act, std::string_view output,
+                           std::string_view details = {});
+  // `retry_after_ms` and `details` come from the attempt's report (none for a timeout).
+  Status fail_attempt(ActivityRecord act, std::string_view error_type, std::string_view message,
+                      std::uint64_t retry_after_ms = 0, std::string_view details = {});
   Status fail_activity(const ActivityRecord& act, std::string_view error_type,
-                       std::string_view message);
+                       std::string_view message, std::string_view details = {});
   Status fire_activity_timer(const TimerRecord& timer);
 
   rsm::ApplyBatch& batch_;
@@ -845,9 +848,12 @@ void Applier::disarm_attempt(ActivityRecord& act) {
              keys::dispatch_key(act.workflow_id(), act.run_id(), act.activity_id()));
 }
 
-Status Applier::complete_activity(const ActivityRecord& act, std::string_view output) {
+Status Applier::complete_activity(const ActivityRecord& act, std::string_view output,
+                                  std::string_view details) {
   drop_activity(act);
-  append(activity_event("activity_completed", act));
+  HistoryEvent completed = activity_event("activity_completed", act);
+  completed.set_details(std::string(details));
+  append(std::move(completed));
   Event event = type_event(Event::Kind::kActivityCompleted, {}, act.tag(), std::string(output));
   event.activity_id = act.activity_id();
   event.attempt = act.attempt();
@@ -857,7 +863,8 @@ Status Applier::complete_activity(const ActivityRecord& act, std::string_view ou
 // A failed attempt: retried after a jittered backoff when its policy allows and the retry would
 // begin before the schedule-to-close deadline, else the activity fails with this error.
 Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
-                             std::string_view message) {
+                             std::string_view message, std::uint64_t retry_after_ms,
+                             std::string_view details) {
   disarm_attempt(act);
   act.set_last_error_type(std::string(error_type));
   act.set_last_error_message(bounded_message(message));
@@ -865,13 +872,15 @@ Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
   if (should_retry(policy, act.attempt(), error_type)) {
     const std::uint64_t seed =
         retry_seed(act.workflow_id(), act.run_id(), act.activity_id(), act.attempt());
-    const auto due_ms =
-        now_ms_ + static_cast<std::int64_t>(jittered_delay_ms(policy, act.attempt(), seed));
+    const auto due_ms = now_ms_ + static_cast<std::int64_t>(
+                                      retry_delay_ms(policy, act.attempt(), seed, retry_after_ms));
     const auto s2c = static_cast<std::int64_t>(act.options().schedule_to_close_timeout_ms());
     if (s2c == 0 || due_ms < act.scheduled_ms() + s2c) {
       HistoryEvent event = activity_event("activity_retry_scheduled", act);
       event.set_error_type(act.last_error_type());
       event.set_error_message(act.last_error_message());
+      event.set_details(std::string(details));
+      event.set_next_attempt_ms(due_ms);
       append(std::move(event));
       act.set_phase(workflowpb::BACKOFF);
       *act.add_timers() =
@@ -880,15 +889,16 @@ Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
       return Status::ok_status();
     }
   }
-  return fail_activity(act, act.last_error_type(), act.last_error_message());
+  return fail_activity(act, act.last_error_type(), act.last_error_message(), details);
 }
 
 Status Applier::fail_activity(const ActivityRecord& act, std::string_view error_type,
-                              std::string_view message) {
+                              std::string_view message, std::string_view details) {
   drop_activity(act);
   HistoryEvent recorded = activity_event("activity_failed", act);
   recorded.set_error_type(std::string(error_type));
   recorded.set_error_message(bounded_message(message));
+  recorded.set_details(std::string(details));
   append(recorded);
   Event event = type_event(Event::Kind::kActivityFailed, {}, act.tag());
   event.error_type = recorded.error_type();
@@ -1007,6 +1017,10 @@ Result<rsmpb::CommandResult> Applier::cancel(const workflowpb::CancelWorkflow& o
 Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& op) {
   HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
   HERALD_RETURN_IF_ERROR(check_payload("the activity output", op.output()));
+  if (op.details().size() > kMaxAttemptDetailsBytes) {
+    return Status::invalid_argument(fmt::format("attempt details of {} bytes; the bound is {}",
+                                                op.details().size(), kMaxAttemptDetailsBytes));
+  }
   HERALD_RETURN_IF_ERROR(check_name("an error type", op.error_type(), /*allow_empty=*/true));
   if (!valid_utf8(op.error_message())) {
     return Status::invalid_argument("the error message is not valid UTF-8");
@@ -1018,9 +1032,10 @@ Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& o
   }
   HERALD_RETURN_IF_ERROR(require_type());
   if (op.ok()) {
-    HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output()));
+    HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output(), op.details()));
   } else {
-    HERALD_RETURN_IF_ERROR(fail_attempt(std::move(*act), op.error_type(), op.error_message()));
+    HERALD_RETURN_IF_ERROR(fail_attempt(std::move(*act), op.error_type(), op.error_message(),
+                                        op.retry_after_ms(), op.details()));
   }
   HERALD_RETURN_IF_ERROR(save_run());
   return rsmpb::CommandResult();

@@ -14,7 +14,10 @@
 //    ReportActivity. A failed attempt is retried per its RetryPolicy (full jitter from a seed
 //    derived from (workflow id, run id, activity id, attempt), so every replica draws the same
 //    delay) through a durable ACTIVITY_RETRY timer; non-retryable error types, exhausted
-//    attempts and schedule-to-close expiry deliver kActivityFailed to the workflow. Reports for
+//    attempts and schedule-to-close expiry deliver kActivityFailed to the workflow. A failure's
+//    retry hint (ReportActivity.retry_after_ms) holds the retry back at least that long, as far as
+//    the policy's maximum_retry_after_ms allows; the history event of each attempt keeps the
+//    handler's details and, for a retry, when the next attempt is due. Reports for
 //    a stale attempt or a finished activity are ignored (ok, no effect): each attempt's outcome
 //    takes effect at most once.
 //  - Timeouts are durable timers: START_TO_CLOSE and HEARTBEAT fail the attempt with error type
@@ -57,6 +60,8 @@ inline constexpr std::uint64_t kMaxHistoryEvents = 10'000;
 inline constexpr std::size_t kMaxWorkflowIdBytes = 256;
 inline constexpr std::size_t kMaxPayloadBytes = 256 * 1024;
 inline constexpr std::size_t kMaxActionsPerDecision = 64;
+// ReportActivity.details (what a handler keeps about one attempt in its history event), at most.
+inline constexpr std::size_t kMaxAttemptDetailsBytes = 4 * 1024;
 // Timers one FireTimers command may carry.
 inline constexpr std::size_t kMaxTimersPerFireCommand = 512;
 

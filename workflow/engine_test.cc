@@ -539,6 +539,86 @@ TEST_F(EngineTest, FailedAttemptIsRetriedWithJitteredBackoff) {
   EXPECT_EQ(retries, 4);
 }
 
+// The failure's retry hint as a test report: error "unavailable", `retry_after_ms`, `details`.
+WorkflowCommand hinted_failure(const ActivityRef& ref, std::uint64_t retry_after_ms,
+                               std::string details = {}) {
+  WorkflowCommand c = report_cmd(ref, false, "unavailable");
+  c.mutable_report()->set_retry_after_ms(retry_after_ms);
+  c.mutable_report()->set_details(std::move(details));
+  return c;
+}
+
+TEST_F(EngineTest, RetryAfterHintHoldsTheNextAttemptBackWhenThePolicyHonoursHints) {
+  add_order_type();
+  options_.mutable_retry()->set_initial_interval_ms(100);
+  options_.mutable_retry()->set_maximum_retry_after_ms(60'000);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(hinted_failure(only_dispatchable(), 30'000, "who:apns"), kT0 + 5)),
+            Code::kOk);
+  const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+  EXPECT_EQ(retry.due_ms(), kT0 + 5 + 30'000);  // the jittered delay is at most 100 ms
+  // Durable: the next attempt is refused before the hint has passed.
+  EXPECT_EQ(code_of(apply(fire_cmd(retry), kT0 + 5 + 29'999)), Code::kFailedPrecondition);
+  auto h = Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_TRUE(h.ok());
+  const auto& event = h->back();
+  EXPECT_EQ(event.kind(), "activity_retry_scheduled");
+  EXPECT_EQ(event.next_attempt_ms(), retry.due_ms());
+  EXPECT_EQ(event.details(), "who:apns");
+}
+
+TEST_F(EngineTest, RetryAfterHintIsCappedByThePolicysMaximum) {
+  add_order_type();
+  options_.mutable_retry()->set_initial_interval_ms(100);
+  options_.mutable_retry()->set_maximum_retry_after_ms(10'000);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(hinted_failure(only_dispatchable(), 3'600'000), kT0)), Code::kOk);
+  EXPECT_EQ(only_timer(workflowpb::ACTIVITY_RETRY).due_ms(), kT0 + 10'000);
+}
+
+TEST_F(EngineTest, RetryAfterHintIsIgnoredByAPolicyWithoutAMaximum) {
+  add_order_type();
+  options_.mutable_retry()->set_initial_interval_ms(100);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const auto ref = only_dispatchable();
+  ASSERT_EQ(code_of(apply(hinted_failure(ref, 30'000), kT0)), Code::kOk);
+  auto act = Engine::read_activity(store_, ref);
+  const auto expected = jittered_delay_ms((*act)->options().retry(), 1, retry_seed("o1", 1, 1, 1));
+  EXPECT_EQ(only_timer(workflowpb::ACTIVITY_RETRY).due_ms(),
+            kT0 + static_cast<std::int64_t>(expected));
+}
+
+TEST_F(EngineTest, AttemptDetailsAreKeptInTheAttemptsHistoryEvents) {
+  add_order_type();
+  options_.mutable_retry()->add_non_retryable_error_types("gone");
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  WorkflowCommand ok = report_cmd(only_dispatchable(), true, "out");
+  ok.mutable_report()->set_details("first");
+  ASSERT_EQ(code_of(apply(ok, kT0 + 1)), Code::kOk);
+  ASSERT_EQ(code_of(apply(fire_cmd(only_timer(workflowpb::USER)), kT0 + 1001)), Code::kOk);
+  WorkflowCommand gone = report_cmd(only_dispatchable(), false, "gone");
+  gone.mutable_report()->set_details("second");
+  ASSERT_EQ(code_of(apply(gone, kT0 + 1002)), Code::kOk);
+  std::map<std::string, std::string> details;
+  auto h = Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_TRUE(h.ok());
+  for (const auto& e : *h) {
+    if (!e.details().empty()) {
+      details[e.kind()] = e.details();
+    }
+  }
+  EXPECT_EQ(details, (std::map<std::string, std::string>{{"activity_completed", "first"},
+                                                         {"activity_failed", "second"}}));
+}
+
+TEST_F(EngineTest, OversizeAttemptDetailsAreRefused) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  WorkflowCommand c = report_cmd(only_dispatchable(), true);
+  c.mutable_report()->set_details(std::string(kMaxAttemptDetailsBytes + 1, 'x'));
+  EXPECT_EQ(code_of(apply(c, kT0 + 1)), Code::kInvalidArgument);
+}
+
 TEST_F(EngineTest, NonRetryableErrorTypeStopsRetries) {
   add_order_type();
   options_.mutable_retry()->add_non_retryable_error_types("BadDeviceToken");

@@ -84,6 +84,10 @@ Result<workflowpb::RetryPolicy> normalize_retry_policy(const workflowpb::RetryPo
     return Status::invalid_argument(fmt::format("maximum interval {} ms exceeds the bound {} ms",
                                                 out.maximum_interval_ms(), kMaxRetryIntervalMs));
   }
+  if (out.maximum_retry_after_ms() > kMaxRetryIntervalMs) {
+    return Status::invalid_argument(fmt::format("maximum retry-after {} ms exceeds the bound {} ms",
+                                                out.maximum_retry_after_ms(), kMaxRetryIntervalMs));
+  }
   HERALD_RETURN_IF_ERROR(validate_error_types(out));
   return out;
 }
@@ -109,6 +113,13 @@ std::uint64_t jittered_delay_ms(const workflowpb::RetryPolicy& policy, std::uint
   HERALD_ASSERT(interval <= kMaxRetryIntervalMs, "a normalized interval is bounded");
   Rng rng(seed);
   return rng.uniform(interval + 1);
+}
+
+std::uint64_t retry_delay_ms(const workflowpb::RetryPolicy& policy, std::uint32_t attempt,
+                             std::uint64_t seed, std::uint64_t retry_after_ms) {
+  const std::uint64_t jittered = jittered_delay_ms(policy, attempt, seed);
+  const std::uint64_t hint = std::min(retry_after_ms, policy.maximum_retry_after_ms());
+  return std::max(jittered, hint);
 }
 
 std::uint64_t retry_seed(std::string_view workflow_id, std::uint64_t run_id,

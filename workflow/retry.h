@@ -27,9 +27,9 @@ inline constexpr std::size_t kMaxErrorTypeBytes = 256;
 
 // The policy with Temporal's defaults filled in (initial 1000 ms, coefficient 2.0, maximum
 // 100 x initial, unlimited attempts). kInvalidArgument when the coefficient is below 1 or not
-// finite, the maximum is below the initial interval, an interval exceeds kMaxRetryIntervalMs, or
-// the non-retryable list is longer than kMaxNonRetryableErrorTypes or holds an empty or
-// over-long (kMaxErrorTypeBytes) type.
+// finite, the maximum is below the initial interval, an interval or
+// maximum_retry_after_ms exceeds kMaxRetryIntervalMs, the non-retryable list is longer than
+// kMaxNonRetryableErrorTypes or holds an empty or over-long (kMaxErrorTypeBytes) type.
 [[nodiscard]] Result<workflowpb::RetryPolicy> normalize_retry_policy(
     const workflowpb::RetryPolicy& policy);
 
@@ -46,6 +46,14 @@ inline constexpr std::size_t kMaxErrorTypeBytes = 256;
 // activity id and the attempt through splitmix64.
 [[nodiscard]] std::uint64_t retry_seed(std::string_view workflow_id, std::uint64_t run_id,
                                        std::uint64_t activity_id, std::uint32_t attempt);
+
+// The delay before the retry of failed attempt `attempt`: jittered_delay_ms(), held back to at
+// least min(retry_after_ms, policy.maximum_retry_after_ms) when the failure gave a hint
+// (retry_after_ms > 0) and the policy honours hints (maximum_retry_after_ms > 0).
+// Preconditions as jittered_delay_ms().
+[[nodiscard]] std::uint64_t retry_delay_ms(const workflowpb::RetryPolicy& policy,
+                                           std::uint32_t attempt, std::uint64_t seed,
+                                           std::uint64_t retry_after_ms);
 
 // Whether attempt number `attempts_made` (1-based: the attempts made so far, the failed one
 // included) may be followed by another: false for a non-retryable error type (matched exactly)

@@ -149,3 +149,32 @@ TEST(ShouldRetryTest, MaximumAttemptsCountsAttempts) {
 
 }  // namespace
 }  // namespace herald::workflow
+
+namespace herald::workflow {
+namespace {
+
+TEST(RetryDelay, AHintWithinThePolicysMaximumIsALowerBound) {
+  workflowpb::RetryPolicy p;
+  p.set_initial_interval_ms(100);
+  p.set_maximum_retry_after_ms(5'000);
+  auto policy = normalize_retry_policy(p);
+  ASSERT_TRUE(policy.ok());
+  EXPECT_EQ(retry_delay_ms(*policy, 1, 7, 2'000), 2'000U);
+  EXPECT_EQ(retry_delay_ms(*policy, 1, 7, 50'000), 5'000U);
+  EXPECT_EQ(retry_delay_ms(*policy, 1, 7, 0), jittered_delay_ms(*policy, 1, 7));
+}
+
+TEST(RetryDelay, APolicyWithoutAMaximumIgnoresHints) {
+  auto policy = normalize_retry_policy(workflowpb::RetryPolicy());
+  ASSERT_TRUE(policy.ok());
+  EXPECT_EQ(retry_delay_ms(*policy, 3, 9, 3'600'000), jittered_delay_ms(*policy, 3, 9));
+}
+
+TEST(RetryDelay, AMaximumRetryAfterBeyondTheIntervalBoundIsRefused) {
+  workflowpb::RetryPolicy p;
+  p.set_maximum_retry_after_ms(kMaxRetryIntervalMs + 1);
+  EXPECT_EQ(normalize_retry_policy(p).status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace herald::workflow

@@ -164,7 +164,9 @@ void Runtime::start(const workflowpb::ActivityRecord& record) {
            ActivityOutcome{false,
                            {},
                            kUnknownActivityType,
-                           "no handler for activity type '" + record.activity_type() + "'"});
+                           "no handler for activity type '" + record.activity_type() + "'",
+                           0,
+                           {}});
     return;
   }
   const ActivityTask task{record.workflow_id(),    record.run_id(),        record.activity_id(),
@@ -207,6 +209,10 @@ void Runtime::finish(std::uint64_t epoch, const std::string& key, const Activity
   report->set_output(std::move(outcome.output));
   report->set_error_type(std::move(outcome.error_type));
   report->set_error_message(std::move(outcome.error_message));
+  report->set_retry_after_ms(outcome.retry_after_ms);
+  if (outcome.details.size() <= kMaxAttemptDetailsBytes) {
+    report->set_details(std::move(outcome.details));
+  }
   propose_(std::move(command));
 }
 

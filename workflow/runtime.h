@@ -59,6 +59,12 @@ struct ActivityOutcome {
   std::string output;
   std::string error_type;  // matched against the retry policy's non-retryable types
   std::string error_message;
+  // A failure's hint: do not try again before this many ms have passed (0 = no hint). The
+  // activity's RetryPolicy.maximum_retry_after_ms bounds how much of it the engine honours.
+  std::uint64_t retry_after_ms = 0;
+  // Kept in the attempt's history event (at most kMaxAttemptDetailsBytes; longer details are
+  // dropped, not truncated, since they are usually an encoded message).
+  std::string details;
 };
 
 class ActivityHandler {

@@ -156,7 +156,7 @@ class Harness {
 };
 
 ActivityOutcome success(std::string output) {
-  return ActivityOutcome{true, std::move(output), {}, {}};
+  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}};
 }
 
 TEST(Runtime, ActivityIsDispatchedOnceAndItsResultReported) {
@@ -410,11 +410,11 @@ class SagaRun {
  private:
   ActivityOutcome outcome(const ActivityTask& task) {
     if (task.activity_type == "do.ship") {
-      return ActivityOutcome{false, {}, "declined", "no carrier"};
+      return ActivityOutcome{false, {}, "declined", "no carrier", 0, {}};
     }
     if (task.activity_type == "undo.reserve" && failures_left_ > 0) {
       --failures_left_;
-      return ActivityOutcome{false, {}, "stock_down", "stock service down"};
+      return ActivityOutcome{false, {}, "stock_down", "stock service down", 0, {}};
     }
     return success("ok:" + task.activity_type);
   }
