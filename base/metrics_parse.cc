@@ -119,7 +119,7 @@ std::string family_of(const std::map<std::string, ParsedFamily>& families,
                       const std::string& sample) {
   for (const std::string_view suffix : {"_bucket", "_sum", "_count"}) {
     if (sample.ends_with(suffix)) {
-      const std::string base = sample.substr(0, sample.size() - suffix.size());
+      std::string base = sample.substr(0, sample.size() - suffix.size());
       const auto it = families.find(base);
       if (it != families.end() && it->second.type == "histogram") return base;
     }

@@ -148,6 +148,7 @@ TEST(MetricsTest, ConcurrentIncrementsAreAllCounted) {
   CounterFamily& f = r.counter_family("herald_c_total", "C.", {"t"});
   Histogram& h = r.histogram("herald_h_seconds", "H.", kFastLatencyBucketsSeconds);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&f, &h, t] {
       for (int i = 0; i < kPerThread; ++i) {
@@ -168,7 +169,7 @@ TEST(MetricsTest, ConcurrentIncrementsAreAllCounted) {
 // ---- The reader the e2e test checks a live node's scrape with must itself refuse bad text ----
 
 TEST(MetricsParseTest, RefusesTextThatBreaksTheFormat) {
-  const std::vector<std::string> bad = {
+  std::vector<std::string> bad = {
       "herald_x 1",                                     // no final line feed
       "1bad 1\n",                                       // name
       "herald_x{a=\"b} 1\n",                            // unterminated value
@@ -179,13 +180,13 @@ TEST(MetricsParseTest, RefusesTextThatBreaksTheFormat) {
       "herald_x 1\nherald_x 2\n",                       // repeated series
       "herald_x 1\nherald_y 1\nherald_x{a=\"b\"} 1\n",  // interleaved
       "# TYPE herald_x gauge\n# TYPE herald_x gauge\nherald_x 1\n",
-      "# TYPE herald_h histogram\nherald_h_bucket{le=\"1\"} 1\nherald_h_sum 1\n"
-      "herald_h_count 1\n",  // no +Inf
-      "# TYPE herald_h histogram\nherald_h_bucket{le=\"1\"} 2\nherald_h_bucket{le=\"+Inf\"} 1\n"
-      "herald_h_sum 1\nherald_h_count 1\n",  // not cumulative
-      "# TYPE herald_h histogram\nherald_h_bucket{le=\"+Inf\"} 2\nherald_h_sum 1\n"
-      "herald_h_count 3\n",  // count != +Inf
   };
+  // Histograms: no +Inf bucket; buckets not cumulative; _count different from +Inf.
+  const std::string h = "# TYPE herald_h histogram\n";
+  bad.push_back(h + "herald_h_bucket{le=\"1\"} 1\nherald_h_sum 1\nherald_h_count 1\n");
+  bad.push_back(h + "herald_h_bucket{le=\"1\"} 2\nherald_h_bucket{le=\"+Inf\"} 1\n" +
+                "herald_h_sum 1\nherald_h_count 1\n");
+  bad.push_back(h + "herald_h_bucket{le=\"+Inf\"} 2\nherald_h_sum 1\nherald_h_count 3\n");
   for (const std::string& text : bad) {
     EXPECT_FALSE(parse_exposition(text).ok()) << text;
   }
