@@ -15,6 +15,7 @@
 
 #include "app/demo.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "messaging/host.h"
 #include "messaging/providers.h"
 #include "push/guard.h"
@@ -224,6 +225,25 @@ Result<std::unique_ptr<Demo>> start_demo(const ServeFlags& flags, const ServeCon
   return Demo::start(std::move(options));
 }
 
+// GET /metrics: the Prometheus exposition (docs/metrics.md); behind the operator credential like
+// every path but the device socket and the health probe.
+void serve_metrics(server::NodeHost& host, const server::HttpRequest& request,
+                   server::Responder respond) {
+  if (request.method != "GET") {
+    server::HttpResponse r =
+        server::HttpResponse::error(405, "method_not_allowed", "GET /metrics only");
+    r.headers.emplace_back("Allow", "GET");
+    respond(std::move(r));
+    return;
+  }
+  host.scrape([respond = std::move(respond)](std::string text) {
+    server::HttpResponse r;
+    r.content_type = std::string(metrics::kContentType);
+    r.body = std::move(text);
+    respond(std::move(r));
+  });
+}
+
 }  // namespace
 
 int run_serve(const ServeFlags& flags) {
@@ -298,6 +318,10 @@ int run_serve(const ServeFlags& flags) {
       http_config, [&](server::HttpRequest&& request, server::Responder respond) {
         if (auto refusal = gate.refuse(request)) {
           respond(*std::move(refusal));
+          return;
+        }
+        if (request.path == server::kMetricsPath) {
+          serve_metrics(**host, request, std::move(respond));
           return;
         }
         if (!messaging_api.handle(request, respond) && !workflow_api.handle(request, respond)) {

@@ -12,6 +12,12 @@ MonoMs SystemClock::mono_ms() const {
       .count();
 }
 
+std::int64_t SystemClock::mono_us() const {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 WallMs SystemClock::wall_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())

@@ -326,6 +326,7 @@ Status Node::validate_forwarded(raft::NodeId from, const raftpb::Message& messag
 }
 
 void Node::propose(rsmpb::Command command, ProposeCallback done) {
+  ++stats_.proposals;
   if (!disk_alarms_.empty() && !command.has_disk_alarm() &&
       !state_machine_->allowed_when_disk_low(command)) {
     // Not proposed: the caller may retry it as new once the alarm clears.
@@ -333,12 +334,14 @@ void Node::propose(rsmpb::Command command, ProposeCallback done) {
         "{}the disk of node(s) {} is below its free-space floor: new content is refused until "
         "space is freed; reads and deletions still work",
         kDiskAlarmRefusal, fmt::join(disk_alarms_, ", "))));
+    ++stats_.proposals_refused;
     return;
   }
   if (proposals_.size() >= kMaxPendingProposals) {
     // Not proposed: the caller may retry it as new once the backlog drains.
     done(Status::unavailable(fmt::format("{} proposals are pending; the bound is {}",
                                          proposals_.size(), kMaxPendingProposals)));
+    ++stats_.proposals_refused;
     return;
   }
   const std::uint64_t request_id = next_request_id_++;
@@ -352,6 +355,7 @@ void Node::propose(rsmpb::Command command, ProposeCallback done) {
              ? Status::unavailable("the leader's uncommitted log is at its bound; retry: " +
                                    s.message())
              : s);
+    ++stats_.proposals_refused;
     return;
   }
   auto pending = std::make_unique<PendingProposal>();
@@ -386,6 +390,7 @@ void Node::on_soft_state(const raft::SoftState& next) {
     listener_->on_leadership(leader);
   }
   log_transition(previous, next);
+  count_transition(previous, next);
   if (next.term == previous.term) {
     // The same term has at most one leader: forwarded proposals and reads in flight to it are
     // still valid even while this replica briefly knows no leader (a pre-vote that lost), and
@@ -401,6 +406,14 @@ void Node::on_soft_state(const raft::SoftState& next) {
                      "outcome is unknown (retry with the same id)",
                      previous.term, next.term)),
                  Status::unavailable("the leader changed during the read; retry"));
+}
+
+void Node::count_transition(const raft::SoftState& previous, const raft::SoftState& next) {
+  if (next.role == raft::Role::kCandidate && previous.role != raft::Role::kCandidate) {
+    ++stats_.elections;
+  }
+  if (next.term != previous.term) ++stats_.term_changes;
+  if (next.leader != raft::kNoNode && next.leader != previous.leader) ++stats_.leader_changes;
 }
 
 void Node::log_transition(const raft::SoftState& previous, const raft::SoftState& next) const {
@@ -601,8 +614,13 @@ Status Node::persist(const raft::Ready& rd) {
   if (rd.snapshot) {
     HERALD_RETURN_IF_ERROR(build_install_batch(*rd.snapshot, install));
   }
+  const std::int64_t start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
   HERALD_RETURN_IF_ERROR(log_->save(rd.hard_state, rd.snapshot, rd.entries, rd.must_sync,
                                     rd.snapshot ? &install : nullptr));
+  if (rd.must_sync) {
+    ++stats_.log_syncs;
+    stats_.last_log_sync_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
+  }
   if (rd.snapshot) {
     applied_ = rd.snapshot->index();
     applied_term_ = rd.snapshot->term();
@@ -647,6 +665,7 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
   ApplyBatch batch(engine_);
   std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
   const MonoMs start_ms = config_.clock != nullptr ? config_.clock->mono_ms() : 0;
+  const std::int64_t start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const raftpb::Entry& entry = entries[i];
     HERALD_ASSERT(entry.index() == applied_ + 1, "committed entries must apply in order");
@@ -669,6 +688,9 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
     sessions_.clear();  // It cached records that never reached the engine.
     return s;
   }
+  ++stats_.apply_rounds;
+  stats_.entries_applied += entries.size();
+  stats_.last_apply_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
   keep_followers_alive();
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);

@@ -131,6 +131,24 @@ class NodeListener {
   virtual void on_snapshot_installed() {}
 };
 
+// What this replica did since it opened, as plain numbers for the node host's metrics
+// (docs/metrics.md): the node counts on its own thread and the host reads them there (stats()).
+struct NodeStats {
+  std::uint64_t proposals = 0;          // commands handed to the core by propose()
+  std::uint64_t proposals_refused = 0;  // answered at once, without reaching the log
+  std::uint64_t entries_applied = 0;    // committed entries applied (commands, config, no-ops)
+  std::uint64_t elections = 0;          // campaigns started: this replica became a candidate
+  std::uint64_t term_changes = 0;
+  std::uint64_t leader_changes = 0;  // the known leader became another node (not "none")
+  // Log writes with a disk sync (one per Ready round that persisted durably) and the duration of
+  // the latest, with NodeConfig::clock (0 without one).
+  std::uint64_t log_syncs = 0;
+  std::int64_t last_log_sync_us = 0;
+  // Rounds that applied entries, and the latest one's duration (state machines and batch write).
+  std::uint64_t apply_rounds = 0;
+  std::int64_t last_apply_us = 0;
+};
+
 struct PeerReport {
   rsmpb::NodeReport report;
   int age_ticks = 0;
@@ -193,6 +211,7 @@ class Node {
   [[nodiscard]] bool is_leader() const { return soft_state_.role == raft::Role::kLeader; }
   // The nodes whose disk alarm stands, as of the applied state.
   [[nodiscard]] const std::set<raft::NodeId>& disk_alarms() const { return disk_alarms_; }
+  [[nodiscard]] const NodeStats& stats() const { return stats_; }
 
  private:
   struct PendingProposal;
@@ -223,6 +242,7 @@ class Node {
   // A safe point of a long round: sends heartbeats when in_round_heartbeat_ms has passed.
   void keep_followers_alive();
   void log_transition(const raft::SoftState& previous, const raft::SoftState& next) const;
+  void count_transition(const raft::SoftState& previous, const raft::SoftState& next);
   // Answers the proposals and reads in flight that were made before `term`.
   void fail_in_flight(raft::Term term, const Status& proposal_status, const Status& read_status);
   void handle_read_states(const std::vector<raft::ReadState>& read_states);
@@ -283,6 +303,7 @@ class Node {
   std::map<raft::NodeId, PeerReport> peer_reports_;
   ApplyObserver apply_observer_;
   NodeListener* listener_ = nullptr;
+  NodeStats stats_;
 };
 
 // Keys of the node's own records in the engine (docs/storage-format.md).

@@ -237,6 +237,28 @@ TEST_F(NodeTest, SingleNodeElectsItselfAndAppliesProposals) {
   EXPECT_EQ(read(1, "a"), "1");
 }
 
+TEST_F(NodeTest, StatsCountProposalsAppliedEntriesElectionsAndSyncs) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  const NodeStats before = replica(lead).node->stats();
+  EXPECT_GE(before.elections, 1U);
+  EXPECT_GE(before.term_changes, 1U);
+  EXPECT_EQ(before.leader_changes, 1U);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(put(lead, "k" + std::to_string(i), "v").ok());
+  }
+  const NodeStats after = replica(lead).node->stats();
+  EXPECT_EQ(after.proposals - before.proposals, 5U);
+  EXPECT_EQ(after.proposals_refused, 0U);
+  EXPECT_GE(after.entries_applied - before.entries_applied, 5U);
+  EXPECT_GT(after.log_syncs, before.log_syncs);
+  EXPECT_GT(after.apply_rounds, before.apply_rounds);
+  // A follower saw the same leader once and applied the same entries.
+  const raft::NodeId follower = lead == 1 ? 2 : 1;
+  EXPECT_EQ(replica(follower).node->stats().leader_changes, 1U);
+  EXPECT_EQ(replica(follower).node->stats().proposals, 0U);
+}
+
 TEST_F(NodeTest, ReadBarrierCompletesAfterApply) {
   start(1);
   tick_all(30);

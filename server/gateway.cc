@@ -69,6 +69,11 @@ std::string address_of(const std::string& endpoint) {
   return colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
 }
 
+constexpr double kMicrosPerSecond = 1e6;
+constexpr double kMillisPerSecond = 1e3;
+// Conversations whose latest acknowledgement a session remembers; past it the memory starts over.
+constexpr std::size_t kMaxAckTimesPerSession = 64;
+
 FrameError read_error(std::string_view error_type, std::string message) {
   if (error_type == messaging::kReadBeyondLastSeq) return {"read_beyond_last_seq", message};
   if (error_type == messaging::kReadNotMember) return {"read_not_member", message};
@@ -107,6 +112,12 @@ struct Gateway::Session {
     bool active = false;
   };
   std::unordered_map<std::string, TypingRelay> typing_relays;  // by conversation
+  // The latest acknowledgement per conversation, for the delivered-to-read latency.
+  struct Ack {
+    std::uint64_t seq = 0;
+    std::int64_t at_us = 0;  // mono
+  };
+  std::unordered_map<std::string, Ack> acks;  // by conversation
 };
 
 struct Gateway::Request {
@@ -121,6 +132,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
  public:
   Core(NodeHost* node, const GatewayLimits& limits)
       : node_(node),
+        metrics_(node->metrics()),
         limits_(limits),
         device_limiter_(limits.device_requests, kMaxRateLimitKeys),
         address_auth_limiter_(limits.address_auths, kMaxRateLimitKeys) {}
@@ -161,6 +173,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
     auto session = std::make_shared<Session>(conn, std::move(address));
     auth_deadlines_.push_back({clock_.mono_ms() + limits_.auth_deadline_ms, session});
     sessions_.emplace(conn->id(), std::move(session));
+    metrics_.ws_connections.add(1);
     return std::nullopt;
   }
 
@@ -177,6 +190,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
                     "every open session is counted under its address");
       if (--count->second == 0) connections_by_address_.erase(count);
     }
+    metrics_.ws_connections.add(-1);
     {
       std::lock_guard lock(s->mu);
       s->closed = true;
@@ -196,6 +210,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
 
   // ---- Answers ----
   void send(const std::shared_ptr<Session>& s, const json::object& frame) {
+    metrics_.ws_frames_sent.inc();
     const Status sent = s->conn->send_text(json::serialize(frame));
     if (!sent.ok()) {
       spdlog::debug("gateway: dropping a frame to connection {}: {}", s->conn->id(),
@@ -203,11 +218,13 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
     }
   }
   void reply_error(const std::shared_ptr<Session>& s, const json::value& re, const FrameError& e) {
+    metrics_.ws_errors.with({e.code}).inc();
     send(s, json::object{{"type", "error"}, {"re", re}, {"code", e.code}, {"message", e.message}});
   }
   // Answers `r` with resync_required: the changes after its cursor were trimmed by retention;
   // the device rebuilds from `chats` and `history`, then continues from `cursor`.
   void resync_required(const Request& r, std::uint64_t cursor) {
+    metrics_.ws_errors.with({"resync_required"}).inc();
     send(r.session, json::object{{"type", "error"},
                                  {"re", r.re},
                                  {"code", "resync_required"},
@@ -219,6 +236,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   }
   // Answers `r` with rate_limited and the wait before a retry can succeed.
   void rate_limited(const Request& r, std::string_view what, std::int64_t retry_after_ms) {
+    metrics_.ws_errors.with({"rate_limited"}).inc();
     send(r.session, json::object{{"type", "error"},
                                  {"re", r.re},
                                  {"code", "rate_limited"},
@@ -338,6 +356,28 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void relay_to_members(const messagingpb::ConversationRecord& conv, const Session* except,
                         const json::object& frame);
   void check_reads(std::int64_t now_ms);
+  // Raft thread: a device acknowledged `seq` of `conversation_id`: observes the message's time
+  // from stored to delivered and remembers when, for the read that follows.
+  void observe_delivered(Session& s, const std::string& conversation_id, std::uint64_t seq) {
+    auto m = Domain::get_message(node_->engine(), conversation_id, seq);
+    if (m.ok() && m->has_value()) {
+      const std::int64_t waited_ms = clock_.wall_ms() - (*m)->wall_ms();
+      if (waited_ms >= 0) {
+        metrics_.stored_to_delivered.observe(static_cast<double>(waited_ms) / kMillisPerSecond);
+      }
+    }
+    if (s.acks.size() >= kMaxAckTimesPerSession) s.acks.clear();
+    s.acks[conversation_id] = Session::Ack{seq, clock_.mono_us()};
+  }
+  // Raft thread: the device read up to `seq`: observes the time since it acknowledged that
+  // message on this connection, if it did.
+  void observe_read(Session& s, const std::string& conversation_id, std::uint64_t seq) {
+    const auto it = s.acks.find(conversation_id);
+    if (it == s.acks.end() || it->second.seq < seq) return;
+    metrics_.delivered_to_read.observe(static_cast<double>(clock_.mono_us() - it->second.at_us) /
+                                       kMicrosPerSecond);
+    s.acks.erase(it);
+  }
   // Closes the connections whose auth deadline passed without a successful auth.
   void expire_unauthenticated();
   // Raft thread: closes the sessions whose stream stayed paused for kMaxStreamStallMs.
@@ -358,6 +398,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   };
 
   NodeHost* node_;
+  NodeMetrics& metrics_;  // the node's
   const GatewayLimits limits_;
   SystemClock clock_;
   mutable std::mutex mu_;
@@ -468,6 +509,7 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
     if (it == sessions_.end()) return;
     s = it->second;
   }
+  metrics_.ws_frames_received.inc();
   RequestFrame parsed = parse_request_frame(text);
   if (parsed.error) {
     reply_error(s, parsed.id, *parsed.error);
@@ -818,9 +860,12 @@ void Gateway::Core::send_message(Request r) {
   op->set_sender_device_id(r.device_id);
   op->set_client_message_id(std::move(client_id));
   op->set_body(std::move(body));
+  const std::int64_t start_us = clock_.mono_us();
   propose_domain(std::move(r), c,
-                 [self = shared_from_this(), conv = op->conversation_id()](
+                 [self = shared_from_this(), conv = op->conversation_id(), start_us](
                      Request& req, const rsmpb::CommandResult& result) {
+                   self->metrics_.send_to_stored.observe(
+                       static_cast<double>(self->clock_.mono_us() - start_us) / kMicrosPerSecond);
                    messagingpb::SendResult sent;
                    if (!sent.ParseFromString(result.payload())) {
                      return self->fail(req, {"internal", "the send result does not decode"});
@@ -892,6 +937,7 @@ void Gateway::Core::ack_from(Request r, const messagingpb::AckDelivery& op) {
                    if (mark.mark() < op.seq()) {
                      return self->ack_from(std::move(req), op);
                    }
+                   self->observe_delivered(*req.session, op.conversation_id(), op.seq());
                    self->ok(req, json::object{{"acked_up_to", mark.mark()}});
                  });
 }
@@ -915,8 +961,9 @@ void Gateway::Core::read_up_to(Request r) {
   const std::string workflow_id = start->workflow_id();
   propose(
       std::move(r), module_command(workflow::kModuleName, c),
-      [self = shared_from_this(), workflow_id, conversation_id](Request& req,
-                                                                const rsmpb::CommandResult&) {
+      [self = shared_from_this(), workflow_id, conversation_id, seq](Request& req,
+                                                                     const rsmpb::CommandResult&) {
+        self->observe_read(*req.session, conversation_id, seq);
         self->read_waiters_.push_back(ReadWaiter{std::move(req), workflow_id, conversation_id,
                                                  self->clock_.wall_ms() + kReadAnswerTimeoutMs});
         self->check_reads(self->clock_.wall_ms());

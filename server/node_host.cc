@@ -63,6 +63,7 @@ struct NodeHost::Impl {
   SystemClock clock;
   std::unique_ptr<storage::RocksDbEngine> engine;
   std::unique_ptr<TcpPeerTransport> transport;
+  NodeMetrics metrics;
   rsm::KvStateMachine kv;
   rsm::StateMachineRouter router{&kv};
   std::unique_ptr<messaging::RecordingPushProvider> default_push;
@@ -223,6 +224,7 @@ struct NodeHost::Impl {
       spdlog::default_logger()->flush();
       std::_Exit(EXIT_FAILURE);
     }
+    metrics.observe_round(node->stats());
     publish_progress();
     if (node->has_work()) {
       schedule_process();
@@ -358,8 +360,9 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
       impl->engine.get(), propose,
       [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email,
       &impl->clock);
-  impl->workflows = std::make_unique<WorkflowHost>(
-      impl->engine.get(), propose, messaging::Host::types(), impl->messaging->handlers());
+  impl->workflows =
+      std::make_unique<WorkflowHost>(impl->engine.get(), propose, messaging::Host::types(),
+                                     impl->messaging->handlers(), &impl->metrics);
   impl->messaging->bind_engine(impl->workflows->engine());
   HERALD_RETURN_IF_ERROR(impl->router.add_module(workflow::kModuleName, impl->workflows->engine()));
   HERALD_RETURN_IF_ERROR(
@@ -493,6 +496,18 @@ HostHealth NodeHost::health() const {
   h.halt_reason = impl_->halt_reason;
   h.disk_alarms = impl_->disk_alarms;
   return h;
+}
+
+NodeMetrics& NodeHost::metrics() {
+  return impl_->metrics;
+}
+
+void NodeHost::scrape(std::function<void(std::string)> done) {
+  asio::post(impl_->io, [this, done = std::move(done)] {
+    Impl& i = *impl_;
+    i.metrics.collect(*i.node, i.workflows->engine()->stats(), i.clock.wall_ms(), *i.engine);
+    done(i.metrics.expose());
+  });
 }
 
 raft::NodeId NodeHost::id() const {

@@ -28,6 +28,7 @@
 #include "messaging/domain.h"
 #include "messaging/providers.h"
 #include "rsm/node.h"
+#include "server/node_metrics.h"
 #include "storage/rocksdb_engine.h"
 
 namespace herald::server {
@@ -115,6 +116,12 @@ class NodeHost {
 
   // Thread-safe and non-blocking.
   [[nodiscard]] HostHealth health() const;
+
+  // The node's metrics (docs/metrics.md); adapters feed them from any thread.
+  [[nodiscard]] NodeMetrics& metrics();
+  // `done(text)` gets the Prometheus exposition of every metric, with the replica's counters and
+  // status copied in on the raft thread (after the current round); it runs there.
+  void scrape(std::function<void(std::string)> done);
 
   // The engine, for stale reads (RocksDB reads are thread-safe).
   [[nodiscard]] const storage::Engine& engine() const;

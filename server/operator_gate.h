@@ -4,7 +4,8 @@
 // Open to anyone who reaches the port:
 //   GET /v1/ws      the device WebSocket (it authenticates with its own `auth` frame)
 //   GET /v1/health  liveness for load balancers; reveals nothing about the cluster
-// Everything else — the KV API, workflows, sagas, the cluster view, messaging administration —
+// Everything else — the KV API, workflows, sagas, the cluster view, messaging administration,
+// the metrics at /metrics —
 // requires the operator credential, "Authorization: Bearer <admin_token>", compared in constant
 // time. Without it the answer is 401 `unauthorized` (with a WWW-Authenticate challenge); a node
 // started without an admin token answers 403 `admin_disabled`, so an operator surface is never
@@ -23,6 +24,9 @@ namespace herald::server {
 // Paths served without the operator credential.
 inline constexpr std::string_view kDeviceSocketPath = "/v1/ws";
 inline constexpr std::string_view kHealthPath = "/v1/health";
+// The Prometheus scrape path (docs/metrics.md): an operator surface, so it needs the credential;
+// Prometheus sends it with `authorization: {type: Bearer, credentials: ...}` in its scrape config.
+inline constexpr std::string_view kMetricsPath = "/metrics";
 
 class OperatorGate {
  public:

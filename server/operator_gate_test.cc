@@ -16,7 +16,7 @@ HttpRequest request_to(std::string path, std::string authorization = {}) {
 TEST(OperatorGateTest, OperatorPathsWithoutCredentialAreRefusedWithAChallenge) {
   const OperatorGate gate("s3cret");
   for (const char* path : {"/v1/kv/a", "/v1/cluster", "/v1/workflows", "/v1/sagas/x/actions/y",
-                           "/v1/admin/users", "/", "/v1/wsx", "/v1/ws/"}) {
+                           "/v1/admin/users", "/", "/v1/wsx", "/v1/ws/", "/metrics"}) {
     const auto refusal = gate.refuse(request_to(path));
     ASSERT_TRUE(refusal.has_value()) << path;
     EXPECT_EQ(refusal->status, 401u) << path;
@@ -40,6 +40,7 @@ TEST(OperatorGateTest, TheRightCredentialPasses) {
   const OperatorGate gate("s3cret");
   EXPECT_FALSE(gate.refuse(request_to("/v1/kv/a", "Bearer s3cret")).has_value());
   EXPECT_FALSE(gate.refuse(request_to("/v1/cluster", "Bearer s3cret")).has_value());
+  EXPECT_FALSE(gate.refuse(request_to("/metrics", "Bearer s3cret")).has_value());
 }
 
 TEST(OperatorGateTest, DeviceSocketAndHealthNeedNoCredential) {

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "messaging/delivery.h"
+#include "messaging/providers.h"
+#include "server/node_metrics.h"
 #include "workflow/demo.h"
 
 namespace herald::server {
@@ -38,10 +41,42 @@ class WorkflowHost::DemoEffectHandler final : public workflow::ActivityHandler {
   ProposeFn propose_;
 };
 
-WorkflowHost::WorkflowHost(
-    const storage::Reader* state, const ProposeFn& propose,
-    std::vector<std::shared_ptr<const workflow::WorkflowType>> types,
-    std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers) {
+// Runs another handler and counts each attempt's outcome in the node's metrics.
+class WorkflowHost::CountingHandler final : public workflow::ActivityHandler {
+ public:
+  CountingHandler(const std::string& activity, workflow::ActivityHandler* inner,
+                  NodeMetrics* metrics)
+      : activity_(activity), inner_(inner), metrics_(metrics) {}
+
+  void run(const workflow::ActivityTask& task, std::function<void()> heartbeat,
+           std::function<void(workflow::ActivityOutcome)> done) override {
+    if (task.attempt > 1) metrics_->activity_retries.with({activity_}).inc();
+    if (task.attempt == 1 && activity_ == messaging::kEmailActivity) metrics_->escalations.inc();
+    inner_->run(task, std::move(heartbeat),
+                [this, done = std::move(done)](workflow::ActivityOutcome outcome) {
+                  count(outcome);
+                  done(std::move(outcome));
+                });
+  }
+
+ private:
+  void count(const workflow::ActivityOutcome& outcome) {
+    const std::string_view result = outcome.ok ? std::string_view("ok") : outcome.error_type;
+    metrics_->activity_attempts.with({activity_, result}).inc();
+    if (result == messaging::kPushUnregistered || result == messaging::kPushInvalidToken) {
+      metrics_->push_tokens_invalidated.inc();
+    }
+  }
+
+  const std::string activity_;
+  workflow::ActivityHandler* inner_;
+  NodeMetrics* metrics_;
+};
+
+WorkflowHost::WorkflowHost(const storage::Reader* state, const ProposeFn& propose,
+                           std::vector<std::shared_ptr<const workflow::WorkflowType>> types,
+                           std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers,
+                           NodeMetrics* metrics) {
   for (auto type : {workflow::make_demo_pipeline_type(), workflow::make_demo_sleep_type(),
                     workflow::make_demo_inbox_type()}) {
     types.push_back(std::move(type));
@@ -54,6 +89,12 @@ WorkflowHost::WorkflowHost(
   demo_effect_ = std::make_unique<DemoEffectHandler>(propose);
   const bool inserted = handlers.emplace(workflow::kDemoEffectActivity, demo_effect_.get()).second;
   HERALD_ASSERT(inserted, "the demo activity type is built in");
+  if (metrics != nullptr) {
+    for (auto& [activity, handler] : handlers) {
+      counting_.push_back(std::make_unique<CountingHandler>(activity, handler, metrics));
+      handler = counting_.back().get();
+    }
+  }
   runtime_ = std::make_unique<workflow::Runtime>(
       state, engine_.get(), std::move(handlers),
       [propose](const workflowpb::WorkflowCommand& command) {

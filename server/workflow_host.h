@@ -20,6 +20,7 @@
 namespace herald::server {
 
 class NodeHost;
+class NodeMetrics;
 
 class WorkflowHost final : public rsm::NodeListener {
  public:
@@ -28,9 +29,11 @@ class WorkflowHost final : public rsm::NodeListener {
   // `state` is the replica's engine (borrowed); `propose` submits a command from the raft
   // thread (it must not re-enter the replica's Ready loop: post it). `types` and `handlers`
   // (borrowed) are registered besides the built-in demo types and handler.
+  // With `metrics` (borrowed), every activity attempt is counted by type and outcome.
   WorkflowHost(const storage::Reader* state, const ProposeFn& propose,
                std::vector<std::shared_ptr<const workflow::WorkflowType>> types = {},
-               std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers = {});
+               std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers = {},
+               NodeMetrics* metrics = nullptr);
   ~WorkflowHost() override;
 
   [[nodiscard]] workflow::Engine* engine() { return engine_.get(); }
@@ -41,10 +44,12 @@ class WorkflowHost final : public rsm::NodeListener {
 
  private:
   class DemoEffectHandler;
+  class CountingHandler;
 
   workflow::Registry registry_;
   std::unique_ptr<workflow::Engine> engine_;
   std::unique_ptr<DemoEffectHandler> demo_effect_;
+  std::vector<std::unique_ptr<CountingHandler>> counting_;
   std::unique_ptr<workflow::Runtime> runtime_;
 };
 

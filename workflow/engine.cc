@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 #include <utility>
 
@@ -386,12 +387,14 @@ Result<rsmpb::CommandResult> set_retention(rsm::ApplyBatch& batch,
 class Applier {
  public:
   Applier(rsm::ApplyBatch& batch, const Registry& registry, std::int64_t now_ms,
-          std::vector<ActivityRef>& dispatchable, std::size_t& closed_runs)
+          std::vector<ActivityRef>& dispatchable, std::size_t& closed_runs,
+          std::vector<StateEntered>& entered)
       : batch_(batch),
         registry_(registry),
         now_ms_(now_ms),
         dispatchable_(dispatchable),
-        closed_runs_(closed_runs) {}
+        closed_runs_(closed_runs),
+        entered_(entered) {}
 
   Result<rsmpb::CommandResult> start(const workflowpb::StartWorkflow& op);
   Result<rsmpb::CommandResult> signal(const workflowpb::SignalWorkflow& op);
@@ -450,6 +453,11 @@ class Applier {
   const std::int64_t now_ms_;
   std::vector<ActivityRef>& dispatchable_;
   std::size_t& closed_runs_;
+  std::vector<StateEntered>& entered_;
+  std::optional<std::string> saved_state_;  // the state label as last loaded or saved
+
+  // The run's state for the metrics (StateEntered::state).
+  [[nodiscard]] std::string state_label() const;
 
   WorkflowRecord rec_;
   const WorkflowType* type_ = nullptr;
@@ -472,6 +480,7 @@ Result<bool> Applier::load_run(std::string_view workflow_id) {
     return Status::corruption("workflow record is stored under another id");
   }
   rec_ = std::move(*record);
+  saved_state_ = state_label();
   old_visibility_key_ =
       keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
   return true;
@@ -510,7 +519,19 @@ Status Applier::save_run() {
   summary.set_updated_ms(rec_.updated_ms());
   batch_.put(storage::Space::kState, vis_key, keys::seal(summary));
   old_visibility_key_ = vis_key;
+  if (std::string label = state_label(); label != saved_state_) {
+    entered_.push_back(StateEntered{rec_.type(), label});
+    saved_state_ = std::move(label);
+  }
   return Status::ok_status();
+}
+
+std::string Applier::state_label() const {
+  if (running()) return rec_.state();
+  std::string status = workflowpb::WorkflowStatus_Name(rec_.status());
+  std::transform(status.begin(), status.end(), status.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return status;
 }
 
 // Resets the record to a fresh run (run_id + 1) and records its "started" event.
@@ -1183,7 +1204,7 @@ rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& co
         HERALD_RETURN_IF_ERROR(purge_due(batch, now_ms));
         return rsmpb::CommandResult();
       }
-      Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_);
+      Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_);
       return herald::workflow::apply_command(applier, command);
     }();
     return applied.ok() ? std::move(applied).value() : error_result(applied.status());
@@ -1191,9 +1212,14 @@ rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& co
   // A command that closed a run purges as well, so purging keeps pace with closing.
   if (result.code() == 0 && closed_runs_ > 0) {
     if (Status purged = purge_due(batch, now_ms); !purged.ok()) {
+      entered_.clear();
       return error_result(purged);
     }
   }
+  if (result.code() == 0) {
+    for (const StateEntered& e : entered_) ++stats_.transitions[e];
+  }
+  entered_.clear();
   return result;
 }
 
@@ -1201,10 +1227,11 @@ Result<rsmpb::CommandResult> Engine::fire_one(const workflowpb::FireTimer& fire,
                                               std::int64_t now_ms, rsm::ApplyBatch& batch) {
   applied_fires_.push_back(
       AppliedFire{fire.workflow_id(), fire.run_id(), fire.timer_id(), fire.due_ms(), false});
-  Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_);
+  Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_);
   bool fired = false;
   auto result = applier.fire_timer(fire, &fired);
   applied_fires_.back().fired = result.ok() && fired;
+  if (applied_fires_.back().fired) ++stats_.timers_fired;
   return result;
 }
 

@@ -41,7 +41,9 @@
 // thread against any storage::Reader.
 #pragma once
 
+#include <compare>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -119,6 +121,21 @@ struct ListPage {
   std::string next_page_token;           // empty on the last page
 };
 
+// A workflow type entering a state: a named state while the run is RUNNING, else the run's
+// closing status in lower case ("completed", "failed", "canceled", ...).
+struct StateEntered {
+  std::string type;
+  std::string state;
+  auto operator<=>(const StateEntered&) const = default;
+};
+
+// What this replica's engine applied since it opened, as plain numbers for the node's metrics
+// (docs/metrics.md). Counted only for commands whose result was ok; every replica counts the same.
+struct EngineStats {
+  std::map<StateEntered, std::uint64_t> transitions;  // bounded by the types' states
+  std::uint64_t timers_fired = 0;                     // timers that existed and fired
+};
+
 class Engine final : public rsm::StateMachine {
  public:
   explicit Engine(const Registry* registry) : registry_(registry) {}
@@ -144,6 +161,8 @@ class Engine final : public rsm::StateMachine {
   [[nodiscard]] std::vector<AppliedFire> take_applied_fires();
   // The same list without taking it (for observers that audit fires, like the simulator).
   [[nodiscard]] const std::vector<AppliedFire>& applied_fires() const { return applied_fires_; }
+  // Read on the apply thread.
+  [[nodiscard]] const EngineStats& stats() const { return stats_; }
 
   // ---- Reads of applied state ----
   [[nodiscard]] static Result<std::optional<workflowpb::WorkflowRecord>> read_workflow(
@@ -188,6 +207,8 @@ class Engine final : public rsm::StateMachine {
   std::size_t closed_runs_ = 0;  // runs closed by the command being applied
   std::vector<ActivityRef> dispatchable_;
   std::vector<AppliedFire> applied_fires_;
+  std::vector<StateEntered> entered_;  // by the command being applied
+  EngineStats stats_;
 };
 
 }  // namespace herald::workflow

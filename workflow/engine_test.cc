@@ -297,6 +297,24 @@ TEST_F(EngineTest, TwoActivitySequenceWithTimerCompletes) {
   EXPECT_TRUE(timers().empty());
 }
 
+TEST_F(EngineTest, StatsCountEachStateEnteredAndEachTimerFiredOnce) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);  // deduped: no transition
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true), kT0)), Code::kOk);
+  const auto cool = only_timer(workflowpb::USER);
+  ASSERT_EQ(code_of(apply(fire_cmd(cool), cool.due_ms() - 1)), Code::kFailedPrecondition);
+  ASSERT_EQ(code_of(apply(fire_cmd(cool), cool.due_ms())), Code::kOk);
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true), cool.due_ms())), Code::kOk);
+  const EngineStats& stats = engine_.stats();
+  EXPECT_EQ(stats.transitions,
+            (std::map<StateEntered, std::uint64_t>{{{"order", "charging"}, 1},
+                                                   {{"order", "cooling"}, 1},
+                                                   {{"order", "shipping"}, 1},
+                                                   {{"order", "completed"}, 1}}));
+  EXPECT_EQ(stats.timers_fired, 1U);
+}
+
 TEST_F(EngineTest, StartIsDedupedById) {
   add_order_type();
   auto first = apply(start_cmd("o1", "order", "a"), kT0);
