@@ -94,7 +94,7 @@ struct EmailRequest {
   std::string conversation_id;
   std::uint64_t seq = 0;
   std::string sender_user_id;  // who wrote the message; empty when unknown
-  std::uint32_t attempt = 1;  // as PushRequest::attempt
+  std::uint32_t attempt = 1;   // as PushRequest::attempt
 
   friend bool operator==(const EmailRequest&, const EmailRequest&) = default;
 };
