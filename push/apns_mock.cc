@@ -69,9 +69,15 @@ struct ApnsMock::Impl final : H2ServerHandler {
   H2ServerAnswer decide(const H2ServerRequest& request, std::size_t& tag) override;
   void unanswered(const H2ServerRequest& request) override {
     const std::lock_guard lock(mu);
-    log.push_back(to_apns_request(request));
+    ++count;
+    if (options.record_requests) {
+      log.push_back(to_apns_request(request));
+    }
   }
   void answered(std::size_t tag, const H2ServerAnswer& answer) override {
+    if (!options.record_requests) {
+      return;
+    }
     const std::lock_guard lock(mu);
     HERALD_ASSERT(tag < log.size(), "an answered request is logged");
     log[tag].status = answer.status;
@@ -86,7 +92,8 @@ struct ApnsMock::Impl final : H2ServerHandler {
   mutable std::mutex mu;
   std::deque<Answer> scripted;                  // guarded by mu
   std::map<std::string, Answer> token_answers;  // guarded by mu
-  std::vector<ApnsMockRequest> log;             // guarded by mu
+  std::vector<ApnsMockRequest> log;             // guarded by mu; when options.record_requests
+  std::size_t count = 0;                        // guarded by mu: requests handled
 };
 
 std::string ApnsMock::Impl::check(ApnsMockRequest& request, Answer& answer) const {
@@ -175,8 +182,11 @@ H2ServerAnswer ApnsMock::Impl::decide(const H2ServerRequest& raw, std::size_t& t
     }
   }
   request.reason = answer.reason;
+  ++count;
   tag = log.size();
-  log.push_back(request);
+  if (options.record_requests) {
+    log.push_back(request);
+  }
 
   H2ServerAnswer out;
   out.status = answer.status;
@@ -252,7 +262,7 @@ std::vector<ApnsMockRequest> ApnsMock::requests() const {
 
 std::size_t ApnsMock::request_count() const {
   const std::lock_guard lock(impl_->mu);
-  return impl_->log.size();
+  return impl_->count;
 }
 
 std::size_t ApnsMock::connections() const {

@@ -47,6 +47,9 @@ struct ApnsMockOptions {
   std::string team_id;
   std::string topic;
   std::uint32_t max_concurrent_streams = 1000;  // advertised in SETTINGS
+  // Keep every request for requests(). Off (benchmarks sending millions): requests() is empty and
+  // only request_count() counts them.
+  bool record_requests = true;
 };
 
 struct ApnsMockRequest {
@@ -95,7 +98,7 @@ class ApnsMock {
   // unanswered (the client sees them refused). 0 turns it off.
   void goaway_after(std::size_t requests);
 
-  // Every request handled so far, in arrival order.
+  // Every request handled so far, in arrival order (empty unless record_requests).
   [[nodiscard]] std::vector<ApnsMockRequest> requests() const;
   [[nodiscard]] std::size_t request_count() const;
   // Connections accepted (TLS and HTTP/2 established).
