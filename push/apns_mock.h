@@ -16,6 +16,8 @@
 //  - a JSON object body with "aps" (400 PayloadEmpty / BadPayload) of at most 4096 bytes (413
 //    PayloadTooLarge).
 // A request that passes gets 200 with its apns-id echoed, unless a fault mode says otherwise.
+// A token that verified is remembered (at most 16) and accepted again without a new signature
+// check while every time check would still pass it; the answers are those of a fresh check.
 // Every request that reached the handler is recorded (requests()), with the check that failed.
 //
 // Fault modes, set any time from the test thread: scripted answers for the next requests
