@@ -26,12 +26,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
-#include <optional>
 #include <semaphore>
 #include <sstream>
 #include <string>
@@ -243,7 +244,7 @@ std::uint64_t drive(push::ApnsClient& client, const Options& o, std::uint64_t fi
     request.seq = first + index;
     const SteadyClock::time_point start = SteadyClock::now();
     client.send(request, [&latencies_us, &tally, window, index,
-                          start](messaging::ProviderResult result) {
+                          start](const messaging::ProviderResult& result) {
       latencies_us[index] =
           std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - start).count();
       if (result.ok) {
@@ -267,7 +268,8 @@ std::int64_t percentile(const std::vector<std::int64_t>& sorted, double p) {
   if (sorted.empty()) {
     return 0;
   }
-  const auto rank = static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  const auto rank =
+      static_cast<std::size_t>(std::lround(p * static_cast<double>(sorted.size() - 1)));
   return sorted[std::min(rank, sorted.size() - 1)];
 }
 
