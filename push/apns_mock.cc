@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -22,6 +23,17 @@ namespace {
 // Age APNs accepts a provider token for, in seconds.
 constexpr std::int64_t kTokenMaxAgeSeconds = 3600;
 constexpr std::size_t kUuidChars = 36;
+// Distinct provider tokens whose successful verification is remembered, at most (a client uses
+// one at a time; the table is emptied when full).
+constexpr std::size_t kMaxVerifiedTokens = 16;
+
+// A token that verified at verified_at_s, and the last second through which every time check of
+// verify() passes for it too (before its age or exp runs out).
+struct VerifiedToken {
+  crypto::VerifiedJwt jwt;
+  std::int64_t verified_at_s = 0;
+  std::int64_t valid_until_s = 0;
+};
 
 struct Answer {
   int status = 200;
@@ -69,14 +81,26 @@ struct ApnsMock::Impl final : H2ServerHandler {
   H2ServerAnswer decide(const H2ServerRequest& request, std::size_t& tag) override;
   void unanswered(const H2ServerRequest& request) override {
     const std::lock_guard lock(mu);
-    log.push_back(to_apns_request(request));
+    ++count;
+    if (options.record_requests) {
+      log.push_back(to_apns_request(request));
+    }
   }
   void answered(std::size_t tag, const H2ServerAnswer& answer) override {
+    if (!options.record_requests) {
+      return;
+    }
     const std::lock_guard lock(mu);
     HERALD_ASSERT(tag < log.size(), "an answered request is logged");
     log[tag].status = answer.status;
   }
   [[nodiscard]] std::string check(ApnsMockRequest& request, Answer& answer) const;
+  // verifier.verify(token, checks), remembering tokens that passed: the ES256 signature check
+  // dominated the double's CPU. A remembered token is answered without a new signature check
+  // only while checks.now_s is within [verified_at_s, valid_until_s], where verify() would pass
+  // it again; outside, it is verified afresh.
+  [[nodiscard]] Result<crypto::VerifiedJwt> verify_token(const std::string& token,
+                                                         const crypto::JwtChecks& checks) const;
 
   const ApnsMockOptions options;
   const Clock& clock;
@@ -86,8 +110,45 @@ struct ApnsMock::Impl final : H2ServerHandler {
   mutable std::mutex mu;
   std::deque<Answer> scripted;                  // guarded by mu
   std::map<std::string, Answer> token_answers;  // guarded by mu
-  std::vector<ApnsMockRequest> log;             // guarded by mu
+  std::vector<ApnsMockRequest> log;             // guarded by mu; when options.record_requests
+  std::size_t count = 0;                        // guarded by mu: requests handled
+
+  mutable std::mutex verified_mu;
+  mutable std::map<std::string, VerifiedToken> verified;  // guarded by verified_mu
 };
+
+Result<crypto::VerifiedJwt> ApnsMock::Impl::verify_token(const std::string& token,
+                                                         const crypto::JwtChecks& checks) const {
+  {
+    const std::lock_guard lock(verified_mu);
+    const auto it = verified.find(token);
+    if (it != verified.end() && checks.now_s >= it->second.verified_at_s &&
+        checks.now_s <= it->second.valid_until_s) {
+      return it->second.jwt;
+    }
+  }
+  Result<crypto::VerifiedJwt> jwt = verifier.verify(token, checks);
+  if (!jwt.ok() || !checks.max_age_s || checks.clock_skew_s != 0) {
+    return jwt;
+  }
+  const boost::json::value* iat = jwt->claims.if_contains("iat");
+  const boost::json::value* exp = jwt->claims.if_contains("exp");
+  const boost::json::value* nbf = jwt->claims.if_contains("nbf");
+  if (iat == nullptr || !iat->is_int64() || (exp != nullptr && !exp->is_int64()) ||
+      (nbf != nullptr && !nbf->is_int64())) {
+    return jwt;  // only plain integer times are remembered
+  }
+  VerifiedToken entry{*jwt, checks.now_s, iat->as_int64() + *checks.max_age_s};
+  if (exp != nullptr) {
+    entry.valid_until_s = std::min(entry.valid_until_s, exp->as_int64() - 1);
+  }
+  const std::lock_guard lock(verified_mu);
+  if (verified.size() >= kMaxVerifiedTokens) {
+    verified.clear();
+  }
+  verified.insert_or_assign(token, std::move(entry));
+  return jwt;
+}
 
 std::string ApnsMock::Impl::check(ApnsMockRequest& request, Answer& answer) const {
   const auto fail = [&](int status, const char* reason, std::string why) {
@@ -110,7 +171,7 @@ std::string ApnsMock::Impl::check(ApnsMockRequest& request, Answer& answer) cons
   checks.require_exp = false;
   checks.max_age_s = kTokenMaxAgeSeconds;
   checks.issuer = options.team_id;
-  const Result<crypto::VerifiedJwt> jwt = verifier.verify(request.jwt, checks);
+  const Result<crypto::VerifiedJwt> jwt = verify_token(request.jwt, checks);
   if (!jwt.ok()) {
     return jwt.status().code() == Code::kFailedPrecondition
                ? fail(403, "ExpiredProviderToken", jwt.status().to_string())
@@ -175,8 +236,11 @@ H2ServerAnswer ApnsMock::Impl::decide(const H2ServerRequest& raw, std::size_t& t
     }
   }
   request.reason = answer.reason;
+  ++count;
   tag = log.size();
-  log.push_back(request);
+  if (options.record_requests) {
+    log.push_back(request);
+  }
 
   H2ServerAnswer out;
   out.status = answer.status;
@@ -252,7 +316,7 @@ std::vector<ApnsMockRequest> ApnsMock::requests() const {
 
 std::size_t ApnsMock::request_count() const {
   const std::lock_guard lock(impl_->mu);
-  return impl_->log.size();
+  return impl_->count;
 }
 
 std::size_t ApnsMock::connections() const {

@@ -16,6 +16,8 @@
 //  - a JSON object body with "aps" (400 PayloadEmpty / BadPayload) of at most 4096 bytes (413
 //    PayloadTooLarge).
 // A request that passes gets 200 with its apns-id echoed, unless a fault mode says otherwise.
+// A token that verified is remembered (at most 16) and accepted again without a new signature
+// check while every time check would still pass it; the answers are those of a fresh check.
 // Every request that reached the handler is recorded (requests()), with the check that failed.
 //
 // Fault modes, set any time from the test thread: scripted answers for the next requests
@@ -47,6 +49,9 @@ struct ApnsMockOptions {
   std::string team_id;
   std::string topic;
   std::uint32_t max_concurrent_streams = 1000;  // advertised in SETTINGS
+  // Keep every request for requests(). Off (benchmarks sending millions): requests() is empty and
+  // only request_count() counts them.
+  bool record_requests = true;
 };
 
 struct ApnsMockRequest {
@@ -95,7 +100,7 @@ class ApnsMock {
   // unanswered (the client sees them refused). 0 turns it off.
   void goaway_after(std::size_t requests);
 
-  // Every request handled so far, in arrival order.
+  // Every request handled so far, in arrival order (empty unless record_requests).
   [[nodiscard]] std::vector<ApnsMockRequest> requests() const;
   [[nodiscard]] std::size_t request_count() const;
   // Connections accepted (TLS and HTTP/2 established).

@@ -193,8 +193,12 @@ Status Connection::begin_session() {
     return Status::unavailable(std::string("HTTP/2 session: ") + nghttp2_strerror(rv));
   }
   adopt_session(session);
-  const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-  if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, 1) != 0) {
+  // No RFC 7540 priorities: nghttp2 then schedules DATA round-robin (RFC 9218 scheduler). With
+  // the dependency-tree scheduler, a request body cut short by the server's connection window
+  // waited for the rest until the connection went quiet (seconds under load).
+  const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                             {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1}};
+  if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings)) != 0) {
     return Status::unavailable("HTTP/2 SETTINGS could not be queued");
   }
   return Status::ok_status();
