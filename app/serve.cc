@@ -163,7 +163,8 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
 // before it is destroyed: a client fails its outstanding requests when it goes, and their
 // completions reach the host's activities and the guards, which must still exist.
 struct Providers {
-  SystemClock clock;
+  // On the heap: the clients and guards keep its address, and Providers is moved.
+  std::unique_ptr<SystemClock> clock = std::make_unique<SystemClock>();
   std::unique_ptr<messaging::RecordingPushProvider> recording_push;    // null: no platform uses it
   std::unique_ptr<messaging::RecordingEmailProvider> recording_email;  // null: SMTP configured
   std::vector<std::unique_ptr<push::PushGuard>> push_guards;           // one per platform
@@ -209,8 +210,8 @@ void guard_providers(Providers& p) {
           "nothing leaves this node)",
           platform, platform);
     }
-    p.push_guards.push_back(
-        std::make_unique<push::PushGuard>(platform, inner, &p.clock, messaging::kPushUnavailable));
+    p.push_guards.push_back(std::make_unique<push::PushGuard>(platform, inner, p.clock.get(),
+                                                              messaging::kPushUnavailable));
     by_platform.emplace(platform, p.push_guards.back().get());
   }
   p.router = std::make_unique<push::PushRouter>(std::move(by_platform));
@@ -227,8 +228,8 @@ void guard_providers(Providers& p) {
         "email: escalation emails go to the recording provider (no SMTP server is configured; "
         "nothing leaves this node)");
   }
-  p.email_guard =
-      std::make_unique<push::EmailGuard>("email", email, &p.clock, messaging::kEmailUnavailable);
+  p.email_guard = std::make_unique<push::EmailGuard>("email", email, p.clock.get(),
+                                                     messaging::kEmailUnavailable);
 }
 
 // Checks that a secret file configured under `what` can be read, and warns when others than its
@@ -250,7 +251,7 @@ Status make_push_clients(const ServeConfig& config, Providers& p) {
     apns.seed = std::random_device()();
     const std::string where = describe_apns(apns);
     HERALD_ASSIGN_OR_RETURN(p.push_clients[messaging::kApnsProvider],
-                            push::ApnsClient::create(std::move(apns), p.clock));
+                            push::ApnsClient::create(std::move(apns), *p.clock));
     spdlog::info("{}", where);
   }
   if (config.fcm.configured()) {
@@ -260,7 +261,7 @@ Status make_push_clients(const ServeConfig& config, Providers& p) {
     fcm.seed = std::random_device()();
     const std::string where = describe_fcm(fcm);
     HERALD_ASSIGN_OR_RETURN(p.push_clients[messaging::kFcmProvider],
-                            push::FcmClient::create(std::move(fcm), p.clock));
+                            push::FcmClient::create(std::move(fcm), *p.clock));
     spdlog::info("{}", where);
   }
   // Web Push: its client (push/webpush.h) is created here from a [webpush] section, under the
@@ -277,7 +278,7 @@ Status make_email_client(const ServeConfig& config, Providers& p) {
     HERALD_ASSIGN_OR_RETURN(smtp.password, read_smtp_password(config.smtp.password_file));
   }
   const std::string where = describe_smtp(smtp);
-  HERALD_ASSIGN_OR_RETURN(p.email_client, email::SmtpClient::create(std::move(smtp), p.clock));
+  HERALD_ASSIGN_OR_RETURN(p.email_client, email::SmtpClient::create(std::move(smtp), *p.clock));
   spdlog::info("{}", where);
   return Status::ok_status();
 }
