@@ -384,8 +384,9 @@ Status Demo::Session::provision_device(const DeviceSpec& spec, Device& device) {
   device.spec = &spec;
   HERALD_ASSIGN_OR_RETURN(device.token, create_device(spec, generation, device.device_id));
   if (*spec.push_provider != '\0') {
-    HERALD_RETURN_IF_ERROR(admin_.set_push_token(spec.user_id, device.device_id, spec.push_provider,
-                                                 fmt::format("demo-token-{}", device.device_id)));
+    HERALD_RETURN_IF_ERROR(
+        admin_.set_push_token(spec.user_id, device.device_id, spec.push_provider,
+                              demo_push_token(spec.push_provider, device.device_id)));
   }
   for (const std::string& id : active) {
     if (demo_device_generation(spec.label, id).has_value()) {
@@ -835,6 +836,13 @@ void Demo::run() {
 
 // ------------------------------------------------------------------ configuration
 
+std::string demo_push_token(std::string_view provider, std::string_view device_id) {
+  if (provider != messaging::kApnsProvider) return fmt::format("demo-token-{}", device_id);
+  std::string hex;
+  for (const char c : device_id) hex += fmt::format("{:02x}", static_cast<unsigned char>(c));
+  return hex;
+}
+
 DemoSetup apply_demo_defaults(ServeConfig& config, const std::string& generated_token) {
   DemoSetup setup;
   const std::filesystem::path data(config.data_dir);
@@ -871,10 +879,6 @@ Status prepare_demo(ServeConfig& config) {
         "--admin-token to choose one)",
         config.admin_token);
   }
-  spdlog::info(
-      "demo: push notifications are journaled to {}, escalation emails to {} (tail -f "
-      "them)",
-      config.push_journal, config.email_journal);
   return Status::ok_status();
 }
 

@@ -53,7 +53,8 @@ inline constexpr std::int64_t kDemoRestartDelayMs = 2'000;
 inline constexpr std::int64_t kDemoMaxRestartDelayMs = 60'000;
 // Bytes of randomness in a generated admin token (written as hex, twice as many characters).
 inline constexpr std::size_t kDemoAdminTokenBytes = 16;
-// File names of the journals a demo keeps in the data directory when none is configured.
+// File names of the journals a demo keeps in the data directory when none is configured; they
+// record what goes to a recording provider (a push platform without a client or a double).
 inline constexpr char kDemoPushJournal[] = "push-journal.jsonl";
 inline constexpr char kDemoEmailJournal[] = "email-journal.jsonl";
 
@@ -116,8 +117,8 @@ struct DemoSetup {
 // Prepares a node for --demo: refuses a configuration of more than one voter
 // (kInvalidArgument: demos on several nodes would remove each other's devices), applies
 // apply_demo_defaults() with a random token, creates the data directory (so that the journals can
-// be opened before the node starts; kIOError when it cannot be) and logs the admin token and
-// where the journals are.
+// be opened before the node starts; kIOError when it cannot be) and logs a generated admin token
+// (the journals' paths are logged when a recording provider opens one).
 [[nodiscard]] Status prepare_demo(ServeConfig& config);
 
 // The options of a demo against a node serving clients on `listen` (the --client address) at the
@@ -128,6 +129,10 @@ struct DemoSetup {
 
 // A hex string of kDemoAdminTokenBytes random bytes from the operating system.
 [[nodiscard]] std::string random_admin_token();
+
+// The push token a demo device registers at `provider`: for APNs the device id's bytes in hex
+// (APNs tokens are hex digits), for any other "demo-token-<device id>". Pure.
+[[nodiscard]] std::string demo_push_token(std::string_view provider, std::string_view device_id);
 
 // ------------------------------------------------------------------ device generations
 

@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "app/demo_doubles.h"
+#include "messaging/providers.h"
+
 namespace herald::app {
 namespace {
 
@@ -91,6 +94,24 @@ TEST(DemoDevicesTest, NextGenerationFollowsTheHighestActive) {
   EXPECT_EQ(next_demo_device_generation("bob-phone", {"bob-phone"}), 2U);
   EXPECT_EQ(next_demo_device_generation("bob-phone", {"bob-phone-7", "bob-phone-3", "bob-tablet"}),
             8U);
+}
+
+TEST(DemoPushTokens, ApnsTokensAreHexDigitsAndOthersNameTheDevice) {
+  EXPECT_EQ(demo_push_token(messaging::kApnsProvider, "bob-phone"), "626f622d70686f6e65");
+  EXPECT_EQ(demo_push_token(messaging::kFcmProvider, "carol-phone"), "demo-token-carol-phone");
+}
+
+TEST(DemoDoublesLines, PushAndEmailLinesQuoteWhatWasDelivered) {
+  const std::string push = describe_demo_apns_push(
+      "626f62", R"({"aps":{"alert":{"title":"Alice","body":"lunch?"}}})", "id-1");
+  EXPECT_NE(push.find("626f62"), std::string::npos) << push;
+  EXPECT_NE(push.find("\"Alice: lunch?\""), std::string::npos) << push;
+  EXPECT_NE(push.find("id-1"), std::string::npos) << push;
+  const std::string email = describe_demo_email(
+      "Date: x\r\nTo: carol@example.com\r\nSubject: You have an unread message in "
+      "team\r\n\r\nbody");
+  EXPECT_NE(email.find("to carol@example.com:"), std::string::npos) << email;
+  EXPECT_NE(email.find("\"You have an unread message in team\""), std::string::npos) << email;
 }
 
 }  // namespace

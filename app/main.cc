@@ -56,6 +56,14 @@ int main(int argc, char** argv) {
   serve->add_option("--cluster-secret-file", serve_flags.cluster_secret_file,
                     "File holding the secret peers prove to each other; needed with several "
                     "nodes (also HERALD_CLUSTER_SECRET_FILE)");
+  serve->add_option("--apns-key-file", serve_flags.apns_key_file,
+                    "The APNs .p8 signing key; the other [apns] keys come from --config (also "
+                    "HERALD_APNS_KEY_FILE)");
+  serve->add_option("--fcm-service-account-file", serve_flags.fcm_service_account_file,
+                    "The FCM service account's key file (also HERALD_FCM_SERVICE_ACCOUNT_FILE)");
+  serve->add_option("--smtp-password-file", serve_flags.smtp_password_file,
+                    "File holding the SMTP password (also HERALD_SMTP_PASSWORD_FILE, or the "
+                    "password itself in HERALD_SMTP_PASSWORD)");
   serve->add_option("--max-connections", serve_flags.max_connections,
                     "Open client connections (HTTP and WebSocket) at most");
   serve->add_option("--min-free-mb", serve_flags.min_free_mb,

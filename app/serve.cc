@@ -14,10 +14,14 @@
 #include <vector>
 
 #include "app/demo.h"
+#include "app/demo_doubles.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "email/smtp.h"
 #include "messaging/host.h"
 #include "messaging/providers.h"
+#include "push/apns.h"
+#include "push/fcm.h"
 #include "push/guard.h"
 #include "server/damage_report.h"
 #include "server/gateway.h"
@@ -94,6 +98,12 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
     config.cluster_secret_file = file;
   }
   if (flags.cluster_secret_file) config.cluster_secret_file = *flags.cluster_secret_file;
+  apply_environment([](const char* name) { return std::getenv(name); }, config);
+  if (flags.apns_key_file) config.apns.key_file = *flags.apns_key_file;
+  if (flags.fcm_service_account_file) {
+    config.fcm.service_account_file = *flags.fcm_service_account_file;
+  }
+  if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
   if (flags.max_connections) config.max_connections = *flags.max_connections;
@@ -146,17 +156,40 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
 }
 
 // The providers the leader's delivery activities call: each service behind its own guard
-// (push/guard.h), pushes routed by platform.
+// (push/guard.h), pushes routed by platform. A platform with a client configured gets it; one
+// without gets the recording provider (nothing leaves the node).
+//
+// Shutdown: shutdown_clients() after the node host has stopped (no activity sends any more) and
+// before it is destroyed: a client fails its outstanding requests when it goes, and their
+// completions reach the host's activities and the guards, which must still exist.
 struct Providers {
-  SystemClock clock;
-  std::unique_ptr<messaging::RecordingPushProvider> push;
-  std::unique_ptr<messaging::RecordingEmailProvider> email;
-  std::vector<std::unique_ptr<push::PushGuard>> push_guards;  // one per platform
+  // On the heap: the clients and guards keep its address, and Providers is moved.
+  std::unique_ptr<SystemClock> clock = std::make_unique<SystemClock>();
+  std::unique_ptr<messaging::RecordingPushProvider> recording_push;    // null: no platform uses it
+  std::unique_ptr<messaging::RecordingEmailProvider> recording_email;  // null: SMTP configured
+  std::vector<std::unique_ptr<push::PushGuard>> push_guards;           // one per platform
   std::unique_ptr<push::PushRouter> router;
   std::unique_ptr<push::EmailGuard> email_guard;
+  // Declared last, destroyed first (the guards must outlive every completion).
+  std::map<std::string, std::unique_ptr<messaging::PushProvider>, std::less<>> push_clients;
+  std::unique_ptr<messaging::EmailProvider> email_client;
+
+  // Closes the clients: each fails what it has not answered yet and joins its I/O thread.
+  void shutdown_clients() {
+    for (auto& [platform, client] : push_clients) {
+      client.reset();
+      spdlog::info("push: {} client closed", platform);
+    }
+    if (email_client != nullptr) {
+      email_client.reset();
+      spdlog::info("email: SMTP client closed");
+    }
+  }
 };
 
-// The push platforms a device may register for (SetPushToken's providers).
+// The push platforms a device may register for (SetPushToken's providers). Web Push
+// (push/webpush.h, platform "webpush") joins this list, and make_push_clients() below, once its
+// client is part of the build.
 const std::vector<std::string>& push_platforms() {
   static const std::vector<std::string> platforms{messaging::kApnsProvider,
                                                   messaging::kFcmProvider};
@@ -168,13 +201,18 @@ const std::vector<std::string>& push_platforms() {
 void guard_providers(Providers& p) {
   std::map<std::string, messaging::PushProvider*, std::less<>> by_platform;
   for (const std::string& platform : push_platforms()) {
-    p.push_guards.push_back(std::make_unique<push::PushGuard>(platform, p.push.get(), &p.clock,
+    messaging::PushProvider* inner = p.recording_push.get();
+    if (const auto client = p.push_clients.find(platform); client != p.push_clients.end()) {
+      inner = client->second.get();
+    } else {
+      spdlog::info(
+          "push: {} notifications go to the recording provider (no {} client is configured; "
+          "nothing leaves this node)",
+          platform, platform);
+    }
+    p.push_guards.push_back(std::make_unique<push::PushGuard>(platform, inner, p.clock.get(),
                                                               messaging::kPushUnavailable));
     by_platform.emplace(platform, p.push_guards.back().get());
-    spdlog::info(
-        "push: {} notifications go to the recording provider (no {} client is configured; "
-        "nothing leaves this node)",
-        platform, platform);
   }
   p.router = std::make_unique<push::PushRouter>(std::move(by_platform));
   for (const std::string& platform : p.router->unconfigured(push_platforms())) {
@@ -183,25 +221,91 @@ void guard_providers(Providers& p) {
         "delivery timelines say \"no provider configured\"",
         platform);
   }
-  p.email_guard = std::make_unique<push::EmailGuard>("email", p.email.get(), &p.clock,
+  messaging::EmailProvider* email = p.email_client.get();
+  if (email == nullptr) {
+    email = p.recording_email.get();
+    spdlog::info(
+        "email: escalation emails go to the recording provider (no SMTP server is configured; "
+        "nothing leaves this node)");
+  }
+  p.email_guard = std::make_unique<push::EmailGuard>("email", email, p.clock.get(),
                                                      messaging::kEmailUnavailable);
 }
 
-// Push and email go to recording providers (the APNs, FCM and SMTP clients are not part of this
-// build); with a journal path each call is also appended to that file as one JSON line.
+// Checks that a secret file configured under `what` can be read, and warns when others than its
+// owner may read it (as for the cluster secret). Does nothing for an empty path.
+Status check_secret_file(const std::string& path, std::string_view what) {
+  if (path.empty()) return Status::ok_status();
+  HERALD_ASSIGN_OR_RETURN(const bool loose, secret_file_readable_by_others(path, what));
+  if (loose) {
+    spdlog::warn("{} {} is readable by other users than its owner; chmod 600 it", what, path);
+  }
+  return Status::ok_status();
+}
+
+// The APNs and FCM clients the configuration asks for, by platform; each logs where it sends.
+Status make_push_clients(const ServeConfig& config, Providers& p) {
+  if (config.apns.configured()) {
+    HERALD_RETURN_IF_ERROR(check_secret_file(config.apns.key_file, "apns.key_file"));
+    HERALD_ASSIGN_OR_RETURN(push::ApnsConfig apns, apns_client_config(config.apns));
+    apns.seed = std::random_device()();
+    const std::string where = describe_apns(apns);
+    HERALD_ASSIGN_OR_RETURN(p.push_clients[messaging::kApnsProvider],
+                            push::ApnsClient::create(std::move(apns), *p.clock));
+    spdlog::info("{}", where);
+  }
+  if (config.fcm.configured()) {
+    HERALD_RETURN_IF_ERROR(
+        check_secret_file(config.fcm.service_account_file, "fcm.service_account_file"));
+    HERALD_ASSIGN_OR_RETURN(push::FcmConfig fcm, fcm_client_config(config.fcm));
+    fcm.seed = std::random_device()();
+    const std::string where = describe_fcm(fcm);
+    HERALD_ASSIGN_OR_RETURN(p.push_clients[messaging::kFcmProvider],
+                            push::FcmClient::create(std::move(fcm), *p.clock));
+    spdlog::info("{}", where);
+  }
+  // Web Push: its client (push/webpush.h) is created here from a [webpush] section, under the
+  // platform name "webpush", once it is part of the build.
+  return Status::ok_status();
+}
+
+// The SMTP client when the configuration asks for one; it logs where it sends.
+Status make_email_client(const ServeConfig& config, Providers& p) {
+  if (!config.smtp.configured()) return Status::ok_status();
+  HERALD_ASSIGN_OR_RETURN(email::SmtpConfig smtp, smtp_client_config(config.smtp));
+  if (!config.smtp.password_file.empty()) {
+    HERALD_RETURN_IF_ERROR(check_secret_file(config.smtp.password_file, "smtp.password_file"));
+    HERALD_ASSIGN_OR_RETURN(smtp.password, read_smtp_password(config.smtp.password_file));
+  }
+  const std::string where = describe_smtp(smtp);
+  HERALD_ASSIGN_OR_RETURN(p.email_client, email::SmtpClient::create(std::move(smtp), *p.clock));
+  spdlog::info("{}", where);
+  return Status::ok_status();
+}
+
+// The clients the configuration asks for, and recording providers for the rest; with a journal
+// path each recorded call is also appended to that file as one JSON line.
 Result<Providers> make_providers(const ServeConfig& config) {
   Providers p;
-  if (config.push_journal.empty()) {
-    p.push = std::make_unique<messaging::RecordingPushProvider>();
-  } else {
-    HERALD_ASSIGN_OR_RETURN(p.push,
-                            messaging::RecordingPushProvider::with_journal(config.push_journal));
+  HERALD_RETURN_IF_ERROR(make_push_clients(config, p));
+  HERALD_RETURN_IF_ERROR(make_email_client(config, p));
+  if (p.push_clients.size() < push_platforms().size()) {
+    if (config.push_journal.empty()) {
+      p.recording_push = std::make_unique<messaging::RecordingPushProvider>();
+    } else {
+      HERALD_ASSIGN_OR_RETURN(p.recording_push,
+                              messaging::RecordingPushProvider::with_journal(config.push_journal));
+      spdlog::info("push: recorded notifications are appended to {}", config.push_journal);
+    }
   }
-  if (config.email_journal.empty()) {
-    p.email = std::make_unique<messaging::RecordingEmailProvider>();
-  } else {
-    HERALD_ASSIGN_OR_RETURN(p.email,
-                            messaging::RecordingEmailProvider::with_journal(config.email_journal));
+  if (p.email_client == nullptr) {
+    if (config.email_journal.empty()) {
+      p.recording_email = std::make_unique<messaging::RecordingEmailProvider>();
+    } else {
+      HERALD_ASSIGN_OR_RETURN(
+          p.recording_email, messaging::RecordingEmailProvider::with_journal(config.email_journal));
+      spdlog::info("email: recorded emails are appended to {}", config.email_journal);
+    }
   }
   return p;
 }
@@ -261,9 +365,22 @@ int run_serve(const ServeFlags& flags) {
   }
   const sigset_t signals = block_termination_signals();
 
+  // With --demo, the provider doubles stand in for every provider not configured; they outlive
+  // the clients that reach them (declared before them).
+  std::unique_ptr<DemoDoubles> doubles;
+  if (flags.demo) {
+    auto started = DemoDoubles::start(*config);
+    if (!started.ok()) {
+      spdlog::critical("cannot start the demo's provider doubles: {}",
+                       started.status().to_string());
+      return kExitConfig;
+    }
+    doubles = std::move(started).value();
+  }
   auto providers = make_providers(*config);
   if (!providers.ok()) {
-    spdlog::critical("cannot open a provider journal: {}", providers.status().to_string());
+    spdlog::critical("cannot set up the push and email providers: {}",
+                     providers.status().to_string());
     return kExitConfig;
   }
   auto secret = cluster_secret(*config);
@@ -331,6 +448,7 @@ int run_serve(const ServeFlags& flags) {
   if (const Status s = http.run(kHttpIoThreads); !s.ok()) {
     spdlog::critical("cannot serve clients on {}: {}", config->client, s.to_string());
     (*host)->stop();
+    providers->shutdown_clients();
     return kExitRuntime;
   }
   spdlog::info("node {} serving clients on {} and peers on {}, data in {}", config->id,
@@ -340,6 +458,7 @@ int run_serve(const ServeFlags& flags) {
     spdlog::critical("cannot start the demo: {}", demo.status().to_string());
     http.stop();
     (*host)->stop();
+    providers->shutdown_clients();
     return kExitConfig;
   }
 
@@ -349,6 +468,7 @@ int run_serve(const ServeFlags& flags) {
   if (*demo != nullptr) (*demo)->stop();  // before the HTTP server: its clients need it
   http.stop();
   (*host)->stop();
+  providers->shutdown_clients();
   return 0;
 }
 

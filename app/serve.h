@@ -26,6 +26,11 @@ struct ServeFlags {
   std::optional<std::string> push_journal;
   std::optional<std::string> email_journal;
   std::optional<std::string> cluster_secret_file;
+  // The providers' secret files ([apns] key_file, [fcm] service_account_file, [smtp]
+  // password_file); the other provider keys come from the configuration file.
+  std::optional<std::string> apns_key_file;
+  std::optional<std::string> fcm_service_account_file;
+  std::optional<std::string> smtp_password_file;
   std::optional<std::uint64_t> min_free_mb;
   std::optional<std::size_t> max_connections;
   // Let a cluster of several nodes run without a cluster secret (peers not authenticated).

@@ -1,11 +1,14 @@
 #include "app/serve_config.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <sstream>
 #include <type_traits>
@@ -111,7 +114,372 @@ Status load_device_limits(const toml::table& table, server::GatewayLimits& limit
   return Status::ok_status();
 }
 
+// The string at <section>.<key> when present; kInvalidArgument naming both when it is not a string.
+Status read_section_string(const toml::table& section, std::string_view section_name,
+                           const char* key, std::string& out) {
+  if (!section.contains(key)) return Status::ok_status();
+  if (const auto* v = section[key].as_string()) {
+    out = v->get();
+    return Status::ok_status();
+  }
+  return Status::invalid_argument(fmt::format("{}.{} must be a string", section_name, key));
+}
+
+// kInvalidArgument naming the first key of `section` not among `known` (a typo would otherwise
+// leave a provider silently unconfigured).
+Status refuse_unknown_keys(const toml::table& section, std::string_view section_name,
+                           std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : section) {
+    if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+      return Status::invalid_argument(fmt::format("{}.{} is not a known key (known: {})",
+                                                  section_name, key.str(), fmt::join(known, ", ")));
+    }
+  }
+  return Status::ok_status();
+}
+
+// The [<name>] table, or null when the file has none; kInvalidArgument when <name> is not a table.
+Result<const toml::table*> section_of(const toml::table& table, const char* name) {
+  if (!table.contains(name)) return static_cast<const toml::table*>(nullptr);
+  const toml::table* section = table[name].as_table();
+  if (section == nullptr) {
+    return Status::invalid_argument(fmt::format("{} must be a table ([{}])", name, name));
+  }
+  return section;
+}
+
+Status load_apns(const toml::table& table, ApnsSettings& apns) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "apns"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(refuse_unknown_keys(
+      *section, "apns", {"key_file", "key_id", "team_id", "topic", "endpoint", "ca_file"}));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "apns", "key_file", apns.key_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "apns", "key_id", apns.key_id));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "apns", "team_id", apns.team_id));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "apns", "topic", apns.topic));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "apns", "endpoint", apns.endpoint));
+  return read_section_string(*section, "apns", "ca_file", apns.ca_file);
+}
+
+Status load_fcm(const toml::table& table, FcmSettings& fcm) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "fcm"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(refuse_unknown_keys(
+      *section, "fcm", {"service_account_file", "endpoint", "token_endpoint", "ca_file"}));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "fcm", "service_account_file", fcm.service_account_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "fcm", "endpoint", fcm.endpoint));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "fcm", "token_endpoint", fcm.token_endpoint));
+  return read_section_string(*section, "fcm", "ca_file", fcm.ca_file);
+}
+
+Status load_smtp(const toml::table& table, SmtpSettings& smtp) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "smtp"));
+  if (section == nullptr) return Status::ok_status();
+  if (section->contains("password")) {
+    return Status::invalid_argument(
+        "smtp.password is not read from the configuration file: give smtp.password_file (a "
+        "file of mode 0600) or the HERALD_SMTP_PASSWORD environment variable");
+  }
+  HERALD_RETURN_IF_ERROR(refuse_unknown_keys(
+      *section, "smtp",
+      {"url", "host", "port", "tls", "username", "password_file", "from", "from_name", "ca_file"}));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "url", smtp.url));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "host", smtp.host));
+  if (section->contains("port")) {
+    const auto port = integer_of((*section)["port"]);
+    if (!port || *port < 1 || *port > 65535) {
+      return Status::invalid_argument("smtp.port must be an integer from 1 to 65535");
+    }
+    smtp.port = static_cast<std::uint16_t>(*port);
+  }
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "tls", smtp.tls));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "username", smtp.username));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "smtp", "password_file", smtp.password_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "from", smtp.from));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "smtp", "from_name", smtp.from_name));
+  return read_section_string(*section, "smtp", "ca_file", smtp.ca_file);
+}
+
+// An https://host[:port] URL with no path (or "/"), for an endpoint key named `key`.
+Result<push::HttpsUrl> endpoint_url(std::string_view url, std::string_view key) {
+  Result<push::HttpsUrl> parsed = push::parse_https_url(url);
+  if (!parsed.ok()) {
+    return Status::invalid_argument(
+        fmt::format("{} \"{}\": {}", key, url, parsed.status().message()));
+  }
+  if (parsed->path != "/") {
+    return Status::invalid_argument(
+        fmt::format("{} \"{}\" must be https://host[:port], without a path", key, url));
+  }
+  return parsed;
+}
+
+// The file at `path`, at most `max_bytes` of it (one byte more tells it is too large).
+// kNotFound when it cannot be read.
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes,
+                                    std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) {
+    return Status::not_found(fmt::format("{} {} cannot be read", what, path));
+  }
+  std::string bytes;
+  bytes.resize(max_bytes + 1);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (in.bad()) {
+    return Status::not_found(fmt::format("{} {} cannot be read", what, path));
+  }
+  bytes.resize(static_cast<std::size_t>(in.gcount()));
+  return bytes;
+}
+
+bool readable_by_others(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::perms perms = fs::status(path, ec).permissions();
+  return !ec && (perms & (fs::perms::group_read | fs::perms::others_read)) != fs::perms::none;
+}
+
+// finalize()'s checks of the provider settings.
+Status check_providers(const ServeConfig& config) {
+  if (config.apns.configured()) {
+    HERALD_RETURN_IF_ERROR(apns_client_config(config.apns).status());
+  }
+  if (config.fcm.configured()) {
+    HERALD_RETURN_IF_ERROR(fcm_client_config(config.fcm).status());
+  }
+  if (config.smtp.configured()) {
+    HERALD_RETURN_IF_ERROR(smtp_client_config(config.smtp).status());
+  }
+  return Status::ok_status();
+}
+
 }  // namespace
+
+bool ApnsSettings::configured() const {
+  return !key_file.empty() || !key_id.empty() || !team_id.empty() || !topic.empty() ||
+         !endpoint.empty() || !ca_file.empty();
+}
+
+bool FcmSettings::configured() const {
+  return !service_account_file.empty() || !endpoint.empty() || !token_endpoint.empty() ||
+         !ca_file.empty();
+}
+
+bool SmtpSettings::configured() const {
+  return !url.empty() || !host.empty() || port != 0 || !tls.empty() || !username.empty() ||
+         !password_file.empty() || !password.empty() || !from.empty() || !ca_file.empty();
+}
+
+Result<push::ApnsConfig> apns_client_config(const ApnsSettings& settings) {
+  for (const auto& [key, value] :
+       {std::pair{"apns.key_file", &settings.key_file}, std::pair{"apns.key_id", &settings.key_id},
+        std::pair{"apns.team_id", &settings.team_id}, std::pair{"apns.topic", &settings.topic}}) {
+    if (value->empty()) {
+      return Status::invalid_argument(fmt::format(
+          "{} is missing: APNs needs key_file, key_id, team_id and topic (docs/operations.md)",
+          key));
+    }
+  }
+  push::ApnsConfig config;
+  if (settings.endpoint.empty() || settings.endpoint == "production") {
+    config.host = push::kApnsProductionHost;
+  } else if (settings.endpoint == "sandbox") {
+    config.host = push::kApnsSandboxHost;
+  } else {
+    HERALD_ASSIGN_OR_RETURN(const push::HttpsUrl url, endpoint_url(settings.endpoint,
+                                                                   "apns.endpoint (\"production\", "
+                                                                   "\"sandbox\" or an https URL)"));
+    config.host = url.host;
+    config.port = url.port;
+  }
+  config.ca_file = settings.ca_file;
+  config.key_pem_path = settings.key_file;
+  config.key_id = settings.key_id;
+  config.team_id = settings.team_id;
+  config.topic = settings.topic;
+  return config;
+}
+
+Result<push::FcmConfig> fcm_client_config(const FcmSettings& settings) {
+  if (settings.service_account_file.empty()) {
+    return Status::invalid_argument(
+        "fcm.service_account_file is missing: FCM needs the service account's key file");
+  }
+  push::FcmConfig config;
+  config.service_account_path = settings.service_account_file;
+  if (!settings.endpoint.empty()) {
+    HERALD_ASSIGN_OR_RETURN(const push::HttpsUrl url,
+                            endpoint_url(settings.endpoint, "fcm.endpoint"));
+    config.host = url.host;
+    config.port = url.port;
+  }
+  if (!settings.token_endpoint.empty()) {
+    HERALD_ASSIGN_OR_RETURN(const push::HttpsUrl url,
+                            endpoint_url(settings.token_endpoint, "fcm.token_endpoint"));
+    config.token_host = url.host;
+    config.token_port = url.port;
+  }
+  config.ca_file = settings.ca_file;
+  return config;
+}
+
+namespace {
+
+// The TLS mode of smtp.tls: "starttls" (or empty), "implicit" (or "tls", email/smtp.h's word),
+// "none".
+Result<email::SmtpTls> smtp_tls_of(const std::string& tls) {
+  if (tls.empty() || tls == "starttls") return email::SmtpTls::kStartTls;
+  if (tls == "implicit" || tls == "tls") return email::SmtpTls::kImplicit;
+  if (tls == "none") return email::SmtpTls::kNone;
+  return Status::invalid_argument(
+      fmt::format("smtp.tls must be \"starttls\", \"implicit\" or \"none\", not \"{}\"", tls));
+}
+
+std::uint16_t usual_smtp_port(email::SmtpTls tls) {
+  switch (tls) {
+    case email::SmtpTls::kStartTls: return email::kSmtpSubmissionPort;
+    case email::SmtpTls::kImplicit: return email::kSmtpImplicitTlsPort;
+    case email::SmtpTls::kNone: return kSmtpRelayPort;
+  }
+  return email::kSmtpSubmissionPort;
+}
+
+// smtp.url into host, port and the TLS mode its scheme implies (smtps: implicit).
+Status apply_smtp_url(const SmtpSettings& settings, email::SmtpConfig& config) {
+  std::string_view rest = settings.url;
+  bool implicit = false;
+  if (rest.starts_with("smtps://")) {
+    implicit = true;
+    rest.remove_prefix(std::string_view("smtps://").size());
+  } else if (rest.starts_with("smtp://")) {
+    rest.remove_prefix(std::string_view("smtp://").size());
+  } else {
+    return Status::invalid_argument(fmt::format(
+        "smtp.url \"{}\" must be smtp://host[:port] or smtps://host[:port]", settings.url));
+  }
+  // The authority's grammar is an https URL's: parse it as one.
+  HERALD_ASSIGN_OR_RETURN(const push::HttpsUrl url,
+                          endpoint_url(fmt::format("https://{}", rest), "smtp.url"));
+  if (implicit && config.tls != email::SmtpTls::kImplicit) {
+    if (!settings.tls.empty()) {
+      return Status::invalid_argument(fmt::format(
+          "smtp.url is smtps:// (TLS from the first byte) but smtp.tls is \"{}\"", settings.tls));
+    }
+    config.tls = email::SmtpTls::kImplicit;
+  }
+  config.host = url.host;
+  const bool port_given = rest.find(':') != std::string_view::npos;
+  config.port = port_given ? url.port : usual_smtp_port(config.tls);
+  return Status::ok_status();
+}
+
+}  // namespace
+
+Result<email::SmtpConfig> smtp_client_config(const SmtpSettings& settings) {
+  email::SmtpConfig config;
+  HERALD_ASSIGN_OR_RETURN(config.tls, smtp_tls_of(settings.tls));
+  if (!settings.url.empty()) {
+    if (!settings.host.empty() || settings.port != 0) {
+      return Status::invalid_argument("smtp.url excludes smtp.host and smtp.port: give one way");
+    }
+    HERALD_RETURN_IF_ERROR(apply_smtp_url(settings, config));
+  } else if (settings.host.empty()) {
+    return Status::invalid_argument("smtp needs a server: smtp.url, or smtp.host (and port)");
+  } else {
+    config.host = settings.host;
+    config.port = settings.port != 0 ? settings.port : usual_smtp_port(config.tls);
+  }
+  if (settings.from.empty()) {
+    return Status::invalid_argument(
+        "smtp.from is missing: the address escalation emails come from");
+  }
+  if (!settings.password_file.empty() && !settings.password.empty()) {
+    return Status::invalid_argument(
+        fmt::format("the SMTP password is given twice, by smtp.password_file and {}: drop one",
+                    kSmtpPasswordEnv));
+  }
+  const bool password_given = !settings.password_file.empty() || !settings.password.empty();
+  if (settings.username.empty() && password_given) {
+    return Status::invalid_argument("an SMTP password without smtp.username: give the user name");
+  }
+  if (!settings.username.empty() && !password_given) {
+    return Status::invalid_argument(
+        fmt::format("smtp.username needs a password: smtp.password_file or {}", kSmtpPasswordEnv));
+  }
+  config.username = settings.username;
+  config.password = settings.password;
+  config.from_address = settings.from;
+  config.from_name = settings.from_name;
+  config.ca_file = settings.ca_file;
+  if (const Status s = email::check_smtp_config(config); !s.ok()) {
+    return Status::invalid_argument(fmt::format("smtp: {}", s.message()));
+  }
+  return config;
+}
+
+Result<std::string> read_smtp_password(const std::string& path) {
+  HERALD_ASSIGN_OR_RETURN(std::string bytes,
+                          read_small_file(path, kMaxPasswordFileBytes, "smtp.password_file"));
+  if (bytes.size() > kMaxPasswordFileBytes) {
+    return Status::invalid_argument(
+        fmt::format("smtp.password_file {} is larger than {} bytes", path, kMaxPasswordFileBytes));
+  }
+  while (!bytes.empty() && (bytes.back() == '\n' || bytes.back() == '\r')) {
+    bytes.pop_back();
+  }
+  if (bytes.empty()) {
+    return Status::invalid_argument(fmt::format("smtp.password_file {} is empty", path));
+  }
+  return bytes;
+}
+
+Result<bool> secret_file_readable_by_others(const std::string& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good() || in.peek() == std::ifstream::traits_type::eof() || in.bad()) {
+    return Status::not_found(fmt::format("{} {} cannot be read (or is empty)", what, path));
+  }
+  return readable_by_others(path);
+}
+
+void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
+  const auto set = [&](const char* name, std::string& out) {
+    const char* value = getenv(name);
+    if (value != nullptr && *value != '\0') out = value;
+  };
+  set(kApnsKeyFileEnv, config.apns.key_file);
+  set(kFcmServiceAccountFileEnv, config.fcm.service_account_file);
+  set(kSmtpPasswordFileEnv, config.smtp.password_file);
+  set(kSmtpPasswordEnv, config.smtp.password);
+}
+
+std::string describe_apns(const push::ApnsConfig& config) {
+  return fmt::format(
+      "push: apns notifications go to https://{}:{} (topic {}, key id {}, team {}{})", config.host,
+      config.port, config.topic, config.key_id, config.team_id,
+      config.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", config.ca_file));
+}
+
+std::string describe_fcm(const push::FcmConfig& config) {
+  return fmt::format(
+      "push: fcm notifications go to https://{}:{} (service account in {}{}{})", config.host,
+      config.port, config.service_account_path,
+      config.token_host.empty()
+          ? std::string()
+          : fmt::format(", tokens from {}:{}", config.token_host, config.token_port),
+      config.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", config.ca_file));
+}
+
+std::string describe_smtp(const email::SmtpConfig& config) {
+  return fmt::format(
+      "email: escalation emails go to SMTP server {}:{} (tls {}, {}, from {}{})", config.host,
+      config.port, email::smtp_tls_name(config.tls),
+      config.username.empty() ? std::string("no AUTH") : fmt::format("AUTH as {}", config.username),
+      config.from_address,
+      config.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", config.ca_file));
+}
 
 Result<std::map<std::uint64_t, std::string>> parse_peers(const std::string& spec) {
   std::map<std::uint64_t, std::string> peers;
@@ -193,6 +561,9 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
     config.max_connections = static_cast<std::size_t>(*n);
   }
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
+  HERALD_RETURN_IF_ERROR(load_apns(table, config.apns));
+  HERALD_RETURN_IF_ERROR(load_fcm(table, config.fcm));
+  HERALD_RETURN_IF_ERROR(load_smtp(table, config.smtp));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {
@@ -254,7 +625,7 @@ Status finalize(ServeConfig& config) {
       config.election_ticks <= config.heartbeat_ticks) {
     return Status::invalid_argument("need tick_ms > 0 and 0 < heartbeat_ticks < election_ticks");
   }
-  return Status::ok_status();
+  return check_providers(config);
 }
 
 Result<ClusterSecret> load_cluster_secret(const std::string& path) {
@@ -279,12 +650,8 @@ Result<ClusterSecret> load_cluster_secret(const std::string& path) {
         "cluster secret file {}: {} (generate one with `head -c 32 /dev/urandom | base64`)", path,
         s.message()));
   }
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::perms perms = fs::status(path, ec).permissions();
   ClusterSecret secret{.bytes = std::move(bytes)};
-  secret.readable_by_others =
-      !ec && (perms & (fs::perms::group_read | fs::perms::others_read)) != fs::perms::none;
+  secret.readable_by_others = readable_by_others(path);
   return secret;
 }
 

@@ -28,16 +28,41 @@
 //   auth_deadline_ms = 10000
 //   typing_relay_interval_ms = 2000
 //   stalled_reader_ms = 30000      # a stream paused on a full queue this long closes (1008)
-// Flags given on the command line override the file.
+//   [apns]                         # push to Apple devices (docs/operations.md, "Push and email")
+//   key_file = "/etc/herald/apns-key.p8"   # the .p8 signing key; secret, mode 0600
+//   key_id = "ABC123DEFG"
+//   team_id = "DEF123GHIJ"
+//   topic = "com.example.chat"     # the app's bundle id
+//   endpoint = "production"        # "production", "sandbox" or an https://host[:port] URL
+//   ca_file = ""                   # CAs to trust instead of the system's (test doubles)
+//   [fcm]                          # push to Android devices
+//   service_account_file = "/etc/herald/fcm-service-account.json"   # secret, mode 0600
+//   endpoint = "https://fcm.googleapis.com"   # optional override
+//   token_endpoint = ""            # optional: where token_uri's requests connect instead
+//   ca_file = ""
+//   [smtp]                         # escalation emails
+//   url = "smtp://mail.example.com:587"   # or host = "..." and port = 587
+//   tls = "starttls"               # "starttls" (default), "implicit" or "none"
+//   username = "herald"            # AUTH when set
+//   password_file = "/etc/herald/smtp-password"   # or HERALD_SMTP_PASSWORD; never inline
+//   from = "herald@example.com"
+//   from_name = "Herald"
+//   ca_file = ""
+// Flags given on the command line override the file; environment variables (docs/operations.md)
+// override the file and are overridden by flags.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
 
 #include "base/status.h"
+#include "email/smtp.h"
+#include "push/apns.h"
+#include "push/fcm.h"
 #include "server/gateway.h"
 
 namespace herald::app {
@@ -52,6 +77,50 @@ inline constexpr std::size_t kDefaultMaxConnections = 100'000;
 // The largest max_connections accepted: beyond it a figure is a typo (the kernel's own ceiling on
 // descriptors per process, fs.nr_open, defaults to 1,048,576).
 inline constexpr std::size_t kMaxMaxConnections = 1'000'000;
+
+// APNs: where to push Apple devices and with which credentials. Configured when any field is set;
+// then key_file, key_id, team_id and topic are required (finalize()).
+struct ApnsSettings {
+  std::string key_file;  // the .p8 signing key (PKCS#8 PEM, P-256); its bytes are secret
+  std::string key_id;
+  std::string team_id;
+  std::string topic;
+  std::string endpoint;  // "production" (when empty), "sandbox" or https://host[:port]
+  std::string ca_file;   // CAs to trust instead of the system's; empty: the system's
+
+  [[nodiscard]] bool configured() const;
+};
+
+// FCM: configured when any field is set; then service_account_file is required.
+struct FcmSettings {
+  std::string service_account_file;  // the service-account key JSON; secret
+  std::string endpoint;              // https://host[:port]; empty: https://fcm.googleapis.com
+  // Where the token endpoint is reached instead of the key's token_uri host and port (the
+  // assertion's audience and the request path stay token_uri's); empty: token_uri's.
+  std::string token_endpoint;
+  std::string ca_file;
+
+  [[nodiscard]] bool configured() const;
+};
+
+// SMTP: configured when any field other than the password is set (or a password given); then a
+// server (url or host) and from are required.
+struct SmtpSettings {
+  std::string url;  // smtp://host[:port] or smtps://host[:port]; excludes host and port
+  std::string host;
+  std::uint16_t port = 0;  // 0: the TLS mode's usual port (587 STARTTLS, 465 implicit, 25 none)
+  std::string tls;         // "starttls" (when empty), "implicit" or "none"
+  std::string username;    // AUTH when not empty
+  std::string password_file;
+  // The password itself, from HERALD_SMTP_PASSWORD (apply_environment()); never from the TOML
+  // file, never logged.
+  std::string password;
+  std::string from;
+  std::string from_name = "Herald";
+  std::string ca_file;
+
+  [[nodiscard]] bool configured() const;
+};
 
 struct ServeConfig {
   std::uint64_t id = 1;
@@ -75,6 +144,9 @@ struct ServeConfig {
   std::uint64_t min_free_mb = kDefaultMinFreeMb;
   std::size_t max_connections = kDefaultMaxConnections;  // 1..kMaxMaxConnections
   server::GatewayLimits device_limits;
+  ApnsSettings apns;
+  FcmSettings fcm;
+  SmtpSettings smtp;
 };
 
 // The cluster secret read from its file, and whether the file's mode lets others than its owner
@@ -104,5 +176,49 @@ struct ClusterSecret {
 
 // A secret file larger than this is refused (it is not a secret file).
 inline constexpr std::size_t kMaxClusterSecretFileBytes = 4096;
+// The port of an SMTP relay without TLS (smtp.tls = "none" and no port given).
+inline constexpr std::uint16_t kSmtpRelayPort = 25;
+// An SMTP password file larger than this is refused.
+inline constexpr std::size_t kMaxPasswordFileBytes = 4096;
+
+// The environment variables the providers read (apply_environment()).
+inline constexpr char kApnsKeyFileEnv[] = "HERALD_APNS_KEY_FILE";
+inline constexpr char kFcmServiceAccountFileEnv[] = "HERALD_FCM_SERVICE_ACCOUNT_FILE";
+inline constexpr char kSmtpPasswordFileEnv[] = "HERALD_SMTP_PASSWORD_FILE";
+inline constexpr char kSmtpPasswordEnv[] = "HERALD_SMTP_PASSWORD";
+
+// Reads one environment variable: its value, or null when it is not set (std::getenv in
+// production, a map in tests).
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Sets the provider keys the environment gives over those of the file: the key files' paths
+// (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kSmtpPasswordFileEnv) and the SMTP password
+// itself (kSmtpPasswordEnv). An empty variable counts as unset.
+void apply_environment(const EnvLookup& getenv, ServeConfig& config);
+
+// Whether a file's mode lets others than its owner read it: kNotFound naming `what` and the path
+// when the file cannot be opened for reading.
+[[nodiscard]] Result<bool> secret_file_readable_by_others(const std::string& path,
+                                                          std::string_view what);
+
+// The clients' configurations. Each checks its settings' combination (finalize() calls them) and
+// reads no file: the clients read their key files when they are created. kInvalidArgument naming
+// the key ("apns.endpoint", "smtp.tls", ...), never a secret.
+[[nodiscard]] Result<push::ApnsConfig> apns_client_config(const ApnsSettings& settings);
+[[nodiscard]] Result<push::FcmConfig> fcm_client_config(const FcmSettings& settings);
+// Without the password: the caller reads password_file (read_smtp_password) or takes the
+// environment's.
+[[nodiscard]] Result<email::SmtpConfig> smtp_client_config(const SmtpSettings& settings);
+
+// The password in `path`: its bytes without a trailing line break. kNotFound when the file cannot
+// be read, kInvalidArgument when it is empty or larger than kMaxPasswordFileBytes. The error
+// names the file, never its content.
+[[nodiscard]] Result<std::string> read_smtp_password(const std::string& path);
+
+// One line each, for the start-up log: where the provider sends, never a credential (the key id,
+// team id, service account's file and SMTP user name are named; key bytes and passwords never).
+[[nodiscard]] std::string describe_apns(const push::ApnsConfig& config);
+[[nodiscard]] std::string describe_fcm(const push::FcmConfig& config);
+[[nodiscard]] std::string describe_smtp(const email::SmtpConfig& config);
 
 }  // namespace herald::app

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "server/peer_auth.h"
@@ -239,6 +240,242 @@ TEST(ServeConfigTest, SecretFileReadableByOthersIsFlagged) {
   ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
   EXPECT_TRUE(loaded->readable_by_others);
   std::remove(path.c_str());
+}
+
+// ---------------------------------------------------------------- providers
+
+constexpr char kProvidersToml[] = R"(
+[apns]
+key_file = "/etc/herald/apns.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+topic = "com.example.chat"
+endpoint = "sandbox"
+[fcm]
+service_account_file = "/etc/herald/fcm.json"
+endpoint = "https://127.0.0.1:8443"
+token_endpoint = "https://127.0.0.1:8444"
+ca_file = "/tmp/ca.pem"
+[smtp]
+url = "smtps://mail.example.com"
+username = "herald"
+password_file = "/etc/herald/smtp-password"
+from = "herald@example.com"
+)";
+
+TEST(ServeConfigProviders, NothingConfiguredLeavesEveryProviderOff) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text("id = 1\n", config).ok());
+  ASSERT_TRUE(finalize(config).ok());
+  EXPECT_FALSE(config.apns.configured());
+  EXPECT_FALSE(config.fcm.configured());
+  EXPECT_FALSE(config.smtp.configured());
+}
+
+TEST(ServeConfigProviders, SectionsLoadAndMapToTheClientsConfigurations) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text(kProvidersToml, config).ok());
+  ASSERT_TRUE(finalize(config).ok());
+  Result<push::ApnsConfig> apns = apns_client_config(config.apns);
+  ASSERT_TRUE(apns.ok()) << apns.status().to_string();
+  EXPECT_EQ(apns->host, push::kApnsSandboxHost);
+  EXPECT_EQ(apns->port, push::kApnsPort);
+  EXPECT_EQ(apns->key_pem_path, "/etc/herald/apns.p8");
+  EXPECT_EQ(apns->topic, "com.example.chat");
+  Result<push::FcmConfig> fcm = fcm_client_config(config.fcm);
+  ASSERT_TRUE(fcm.ok()) << fcm.status().to_string();
+  EXPECT_EQ(fcm->host, "127.0.0.1");
+  EXPECT_EQ(fcm->port, 8443);
+  EXPECT_EQ(fcm->token_host, "127.0.0.1");
+  EXPECT_EQ(fcm->token_port, 8444);
+  EXPECT_EQ(fcm->ca_file, "/tmp/ca.pem");
+  Result<email::SmtpConfig> smtp = smtp_client_config(config.smtp);
+  ASSERT_TRUE(smtp.ok()) << smtp.status().to_string();
+  EXPECT_EQ(smtp->host, "mail.example.com");
+  EXPECT_EQ(smtp->port, email::kSmtpImplicitTlsPort);
+  EXPECT_EQ(smtp->tls, email::SmtpTls::kImplicit);
+  EXPECT_EQ(smtp->username, "herald");
+  EXPECT_EQ(smtp->from_address, "herald@example.com");
+}
+
+TEST(ServeConfigProviders, ApnsEndpointIsProductionSandboxOrAnHttpsUrl) {
+  ApnsSettings apns;
+  apns.key_file = "k.p8";
+  apns.key_id = "K";
+  apns.team_id = "T";
+  apns.topic = "t";
+  EXPECT_EQ(apns_client_config(apns)->host, push::kApnsProductionHost);
+  apns.endpoint = "production";
+  EXPECT_EQ(apns_client_config(apns)->host, push::kApnsProductionHost);
+  apns.endpoint = "https://127.0.0.1:9443";
+  ASSERT_TRUE(apns_client_config(apns).ok());
+  EXPECT_EQ(apns_client_config(apns)->port, 9443);
+  for (const char* bad : {"staging", "http://127.0.0.1:9443", "https://h:0", "https://h/3/x"}) {
+    apns.endpoint = bad;
+    const Status s = apns_client_config(apns).status();
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("apns.endpoint"), std::string::npos) << s.message();
+  }
+}
+
+TEST(ServeConfigProviders, AnIncompleteSectionIsRefusedNamingTheMissingKey) {
+  ServeConfig config;
+  ASSERT_TRUE(
+      load_text("[apns]\nkey_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"\n", config).ok());
+  Status s = finalize(config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("apns.topic"), std::string::npos) << s.message();
+
+  ServeConfig fcm;
+  ASSERT_TRUE(load_text("[fcm]\nendpoint = \"https://127.0.0.1:1\"\n", fcm).ok());
+  s = finalize(fcm);
+  EXPECT_NE(s.message().find("fcm.service_account_file"), std::string::npos) << s.message();
+
+  ServeConfig smtp;
+  ASSERT_TRUE(load_text("[smtp]\nhost = \"mail.example.com\"\n", smtp).ok());
+  s = finalize(smtp);
+  EXPECT_NE(s.message().find("smtp.from"), std::string::npos) << s.message();
+}
+
+TEST(ServeConfigProviders, UnknownKeysAndAnInlinePasswordAreRefused) {
+  ServeConfig config;
+  Status s = load_text("[apns]\nkeyfile = \"k.p8\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("apns.keyfile"), std::string::npos) << s.message();
+  s = load_text("[smtp]\nhost = \"h\"\npassword = \"hunter2-secret\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("password_file"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("hunter2-secret"), std::string::npos) << s.message();
+  EXPECT_EQ(load_text("apns = 3\n", config).code(), Code::kInvalidArgument);
+  EXPECT_EQ(load_text("[smtp]\nport = 70000\n", config).code(), Code::kInvalidArgument);
+  EXPECT_EQ(load_text("[fcm]\nca_file = 1\n", config).code(), Code::kInvalidArgument);
+}
+
+TEST(ServeConfigProviders, SmtpServerTlsAndPortCombine) {
+  SmtpSettings smtp;
+  smtp.host = "mail.example.com";
+  smtp.from = "herald@example.com";
+  Result<email::SmtpConfig> config = smtp_client_config(smtp);
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  EXPECT_EQ(config->tls, email::SmtpTls::kStartTls);
+  EXPECT_EQ(config->port, email::kSmtpSubmissionPort);
+  EXPECT_TRUE(config->username.empty());
+  smtp.tls = "none";
+  EXPECT_EQ(smtp_client_config(smtp)->port, kSmtpRelayPort);
+  smtp.tls = "implicit";
+  EXPECT_EQ(smtp_client_config(smtp)->port, email::kSmtpImplicitTlsPort);
+  smtp.port = 2525;
+  EXPECT_EQ(smtp_client_config(smtp)->port, 2525);
+  smtp.tls = "ssl";
+  EXPECT_NE(smtp_client_config(smtp).status().message().find("smtp.tls"), std::string::npos);
+
+  SmtpSettings url;
+  url.url = "smtp://127.0.0.1:2525";
+  url.tls = "none";
+  url.from = "h@example.com";
+  ASSERT_TRUE(smtp_client_config(url).ok());
+  EXPECT_EQ(smtp_client_config(url)->port, 2525);
+  EXPECT_EQ(smtp_client_config(url)->tls, email::SmtpTls::kNone);
+  url.host = "other";
+  EXPECT_EQ(smtp_client_config(url).status().code(), Code::kInvalidArgument);
+  url.host.clear();
+  url.url = "smtps://127.0.0.1";
+  url.tls = "starttls";
+  EXPECT_EQ(smtp_client_config(url).status().code(), Code::kInvalidArgument);
+  url.url = "imap://127.0.0.1";
+  EXPECT_NE(smtp_client_config(url).status().message().find("smtp.url"), std::string::npos);
+}
+
+TEST(ServeConfigProviders, SmtpUserAndPasswordComeTogetherAndOnce) {
+  SmtpSettings smtp;
+  smtp.host = "h";
+  smtp.username = "herald";
+  smtp.from = "herald@example.com";
+  Status s = smtp_client_config(smtp).status();
+  EXPECT_NE(s.message().find(kSmtpPasswordEnv), std::string::npos) << s.message();
+  smtp.password = "from-the-environment";
+  EXPECT_TRUE(smtp_client_config(smtp).ok());
+  smtp.password_file = "/etc/herald/smtp-password";
+  s = smtp_client_config(smtp).status();
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_EQ(s.message().find("from-the-environment"), std::string::npos);
+  smtp.password.clear();
+  smtp.username.clear();
+  EXPECT_EQ(smtp_client_config(smtp).status().code(), Code::kInvalidArgument);
+}
+
+TEST(ServeConfigProviders, EnvironmentOverridesTheFilesKeyPathsAndGivesThePassword) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text(kProvidersToml, config).ok());
+  const std::map<std::string, std::string> env{{kApnsKeyFileEnv, "/run/secrets/apns.p8"},
+                                               {kFcmServiceAccountFileEnv, ""},
+                                               {kSmtpPasswordEnv, "s3cret"}};
+  apply_environment(
+      [&](const char* name) -> const char* {
+        const auto it = env.find(name);
+        return it == env.end() ? nullptr : it->second.c_str();
+      },
+      config);
+  EXPECT_EQ(config.apns.key_file, "/run/secrets/apns.p8");
+  EXPECT_EQ(config.fcm.service_account_file, "/etc/herald/fcm.json");  // empty: unset
+  EXPECT_EQ(config.smtp.password, "s3cret");
+  // The file names a password file too: given twice.
+  EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
+TEST(ServeConfigProviders, StartupLinesNameEndpointsNeverSecrets) {
+  ApnsSettings apns;
+  apns.key_file = "/k/apns.p8";
+  apns.key_id = "KEYID12345";
+  apns.team_id = "TEAM123456";
+  apns.topic = "com.example.chat";
+  apns.endpoint = "https://127.0.0.1:9443";
+  const std::string a = describe_apns(*apns_client_config(apns));
+  EXPECT_NE(a.find("https://127.0.0.1:9443"), std::string::npos) << a;
+  EXPECT_NE(a.find("com.example.chat"), std::string::npos) << a;
+  SmtpSettings smtp;
+  smtp.host = "mail.example.com";
+  smtp.username = "herald";
+  smtp.password = "hunter2-pw";
+  smtp.from = "herald@example.com";
+  const std::string m = describe_smtp(*smtp_client_config(smtp));
+  EXPECT_NE(m.find("mail.example.com:587"), std::string::npos) << m;
+  EXPECT_NE(m.find("starttls"), std::string::npos) << m;
+  EXPECT_EQ(m.find("hunter2-pw"), std::string::npos) << m;
+  FcmSettings fcm;
+  fcm.service_account_file = "/k/fcm.json";
+  const std::string f = describe_fcm(*fcm_client_config(fcm));
+  EXPECT_NE(f.find("https://fcm.googleapis.com:443"), std::string::npos) << f;
+}
+
+TEST(ServeConfigProviders, PasswordFileIsReadWithoutItsLineBreak) {
+  using std::filesystem::perms;
+  const std::string path = write_secret_file("herald-smtp-password", "pass word\n",
+                                             perms::owner_read | perms::owner_write);
+  Result<std::string> password = read_smtp_password(path);
+  ASSERT_TRUE(password.ok()) << password.status().to_string();
+  EXPECT_EQ(*password, "pass word");
+  EXPECT_EQ(secret_file_readable_by_others(path, "smtp.password_file").value(), false);
+  std::remove(path.c_str());
+
+  const std::string empty = write_secret_file("herald-smtp-empty", "\n", perms::owner_read);
+  EXPECT_EQ(read_smtp_password(empty).status().code(), Code::kInvalidArgument);
+  std::remove(empty.c_str());
+  const Status missing = read_smtp_password("/nonexistent/smtp-password").status();
+  EXPECT_EQ(missing.code(), Code::kNotFound);
+  EXPECT_NE(missing.message().find("/nonexistent/smtp-password"), std::string::npos);
+}
+
+TEST(ServeConfigProviders, KeyFileChecksSayMissingAndWorldReadable) {
+  using std::filesystem::perms;
+  const std::string loose = write_secret_file(
+      "herald-apns-loose", "-----BEGIN PRIVATE KEY-----\n",
+      perms::owner_read | perms::owner_write | perms::group_read | perms::others_read);
+  EXPECT_EQ(secret_file_readable_by_others(loose, "apns.key_file").value(), true);
+  std::remove(loose.c_str());
+  const Status s = secret_file_readable_by_others("/nonexistent/a.p8", "apns.key_file").status();
+  EXPECT_EQ(s.code(), Code::kNotFound);
+  EXPECT_NE(s.message().find("apns.key_file /nonexistent/a.p8"), std::string::npos);
 }
 
 }  // namespace

@@ -413,17 +413,18 @@ awaitable<bool> Session::data() {
     co_return co_await reply(forced->code, forced->text);
   }
   std::size_t number = 0;
+  SmtpSinkMessage message;
+  message.connection = id_;
+  message.tls = tls_ != nullptr;
+  message.auth_user = auth_user_;
+  message.auth_mechanism = auth_mechanism_;
+  message.ehlo_name = ehlo_name_;
+  message.mail_from = *mail_from_;
+  message.rcpt_to = rcpt_to_;
+  message.data = std::move(body);
+  if (impl_.options.on_message) impl_.options.on_message(message);
   {
     const std::lock_guard lock(impl_.mu);
-    SmtpSinkMessage message;
-    message.connection = id_;
-    message.tls = tls_ != nullptr;
-    message.auth_user = auth_user_;
-    message.auth_mechanism = auth_mechanism_;
-    message.ehlo_name = ehlo_name_;
-    message.mail_from = *mail_from_;
-    message.rcpt_to = rcpt_to_;
-    message.data = std::move(body);
     impl_.log.push_back(std::move(message));
     number = impl_.log.size();
   }

@@ -1,5 +1,5 @@
 // A test double of an SMTP server: a real server on 127.0.0.1 for tests of the SMTP client
-// (email/smtp.h) over real sockets. Tests only.
+// (email/smtp.h) over real sockets. Tests and `herald serve --demo` only (app/demo_doubles.h).
 //
 // At start it generates a P-256 key and a self-signed certificate for 127.0.0.1 in memory; the
 // certificate (public) is written to a temporary file for the client's ca_file. It speaks
@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,17 +42,6 @@ enum class SmtpStage : std::uint8_t {
   kDataEnd,  // the answer after the data's final "."
 };
 
-struct SmtpSinkOptions {
-  bool implicit_tls = false;   // TLS from the first byte (the client's tls = "tls")
-  bool offer_starttls = true;  // advertise STARTTLS (without implicit_tls)
-  // AUTH is offered and required when username is not empty.
-  std::string username;
-  std::string password;
-  std::vector<std::string> auth_mechanisms = {"PLAIN", "LOGIN"};
-  bool allow_plain_auth = false;                         // offer AUTH before TLS too
-  std::size_t max_message_bytes = std::size_t{1} << 20;  // SIZE; larger data is answered 552
-};
-
 struct SmtpSinkMessage {
   std::uint64_t connection = 0;  // 1-based, in accept order
   bool tls = false;              // the transaction ran over TLS
@@ -61,6 +51,20 @@ struct SmtpSinkMessage {
   std::string mail_from;             // the reverse path, without brackets
   std::vector<std::string> rcpt_to;  // the forward paths, without brackets
   std::string data;                  // what followed DATA, unstuffed, without the final "."
+};
+
+struct SmtpSinkOptions {
+  bool implicit_tls = false;   // TLS from the first byte (the client's tls = "tls")
+  bool offer_starttls = true;  // advertise STARTTLS (without implicit_tls)
+  // AUTH is offered and required when username is not empty.
+  std::string username;
+  std::string password;
+  std::vector<std::string> auth_mechanisms = {"PLAIN", "LOGIN"};
+  bool allow_plain_auth = false;                         // offer AUTH before TLS too
+  std::size_t max_message_bytes = std::size_t{1} << 20;  // SIZE; larger data is answered 552
+  // Called on the sink's I/O thread with every message accepted, before the 250 goes out, without
+  // the sink's lock held; empty: not called.
+  std::function<void(const SmtpSinkMessage&)> on_message;
 };
 
 class SmtpSink {

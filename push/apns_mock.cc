@@ -225,21 +225,27 @@ H2ServerAnswer ApnsMock::Impl::decide(const H2ServerRequest& raw, std::size_t& t
   ApnsMockRequest request = to_apns_request(raw);
   Answer answer;
   request.check_failed = check(request, answer);
-  const std::lock_guard lock(mu);
-  if (request.check_failed.empty()) {
-    if (!scripted.empty()) {
-      answer = scripted.front();
-      scripted.pop_front();
-    } else if (const auto it = token_answers.find(request.device_token);
-               it != token_answers.end()) {
-      answer = it->second;
+  {
+    const std::lock_guard lock(mu);
+    if (request.check_failed.empty()) {
+      if (!scripted.empty()) {
+        answer = scripted.front();
+        scripted.pop_front();
+      } else if (const auto it = token_answers.find(request.device_token);
+                 it != token_answers.end()) {
+        answer = it->second;
+      }
+    }
+    request.reason = answer.reason;
+    ++count;
+    tag = log.size();
+    if (options.record_requests) {
+      log.push_back(request);
     }
   }
-  request.reason = answer.reason;
-  ++count;
-  tag = log.size();
-  if (options.record_requests) {
-    log.push_back(request);
+  if (options.on_request) {
+    request.status = answer.status;
+    options.on_request(request);
   }
 
   H2ServerAnswer out;

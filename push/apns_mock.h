@@ -1,5 +1,5 @@
 // A test double of APNs: a real HTTP/2 server over TLS on 127.0.0.1, for tests of the APNs client
-// (push/apns.h) over real sockets. Tests only.
+// (push/apns.h) over real sockets. Tests and `herald serve --demo` only (app/demo_doubles.h).
 //
 // At start it generates a P-256 key and a self-signed certificate for 127.0.0.1 in memory; the
 // certificate (public) is written to a temporary file for the client's ca_file, the key never
@@ -32,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -42,17 +43,6 @@
 #include "base/status.h"
 
 namespace herald::push::testing {
-
-struct ApnsMockOptions {
-  std::string provider_public_pem;  // verifies the provider tokens
-  std::string key_id;
-  std::string team_id;
-  std::string topic;
-  std::uint32_t max_concurrent_streams = 1000;  // advertised in SETTINGS
-  // Keep every request for requests(). Off (benchmarks sending millions): requests() is empty and
-  // only request_count() counts them.
-  bool record_requests = true;
-};
 
 struct ApnsMockRequest {
   std::uint64_t connection = 0;  // 1-based, in accept order
@@ -67,6 +57,20 @@ struct ApnsMockRequest {
   int status = 0;            // what the mock answered; 0 when it did not (dropped, or above GOAWAY)
   std::string reason;        // the answer's reason, empty for 200
   std::string check_failed;  // the check that failed, empty when it passed
+};
+
+struct ApnsMockOptions {
+  std::string provider_public_pem;  // verifies the provider tokens
+  std::string key_id;
+  std::string team_id;
+  std::string topic;
+  std::uint32_t max_concurrent_streams = 1000;  // advertised in SETTINGS
+  // Called on the mock's I/O thread with every request that reached the handler, once its answer
+  // is decided (status and reason filled in), without the mock's lock held; empty: not called.
+  std::function<void(const ApnsMockRequest&)> on_request;
+  // Keep every request for requests(). Off (benchmarks sending millions): requests() is empty and
+  // only request_count() counts them.
+  bool record_requests = true;
 };
 
 class ApnsMock {

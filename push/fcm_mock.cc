@@ -197,18 +197,26 @@ struct FcmMock::Impl final : H2ServerHandler {
 
 H2ServerAnswer FcmMock::Impl::decide(const H2ServerRequest& request, std::size_t& tag) {
   FcmMockRequest record = to_record(request, options.token_path);
-  const std::lock_guard lock(mu);
   H2ServerAnswer answer;
-  if (record.method != "POST") {
-    record.check_failed = "method " + record.method;
-    answer = json_answer(405, {{"error", "method not allowed"}});
-  } else if (record.token_request) {
-    answer = token_endpoint(record);
-  } else {
-    answer = messages_send(record);
+  std::optional<FcmMockMessage> accepted_now;
+  {
+    const std::lock_guard lock(mu);
+    const std::size_t accepted_before = accepted.size();
+    if (record.method != "POST") {
+      record.check_failed = "method " + record.method;
+      answer = json_answer(405, {{"error", "method not allowed"}});
+    } else if (record.token_request) {
+      answer = token_endpoint(record);
+    } else {
+      answer = messages_send(record);
+    }
+    tag = log.size();
+    log.push_back(std::move(record));
+    if (accepted.size() > accepted_before && options.on_message) {
+      accepted_now = accepted.back();
+    }
   }
-  tag = log.size();
-  log.push_back(std::move(record));
+  if (accepted_now) options.on_message(*accepted_now);
   return answer;
 }
 

@@ -1,6 +1,7 @@
 // A test double of FCM: one real HTTP/2 server over TLS on 127.0.0.1 (push/h2_server.h) that
 // serves both Google's OAuth2 token endpoint and FCM's HTTP v1 messages:send, for tests of the
-// FCM client (push/fcm.h) over real sockets. Tests only.
+// FCM client (push/fcm.h) over real sockets. Tests and `herald serve --demo` only
+// (app/demo_doubles.h).
 //
 // Token endpoint (POST <token_path>): the form body must be
 // grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>, the JWT must verify
@@ -29,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -39,15 +41,6 @@
 #include "base/status.h"
 
 namespace herald::push::testing {
-
-struct FcmMockOptions {
-  std::string project_id;
-  std::string client_email;
-  std::string service_account_public_pem;  // verifies the assertions
-  std::string token_path = "/token";
-  std::int64_t token_lifetime_s = 3600;  // expires_in of the tokens issued
-  std::uint32_t max_concurrent_streams = 1000;
-};
 
 struct FcmMockRequest {
   std::uint64_t connection = 0;  // 1-based, in accept order
@@ -72,6 +65,18 @@ struct FcmMockMessage {
   std::string priority;
   bool has_notification = false;
   std::string access_token;  // the bearer it came with
+};
+
+struct FcmMockOptions {
+  std::string project_id;
+  std::string client_email;
+  std::string service_account_public_pem;  // verifies the assertions
+  std::string token_path = "/token";
+  std::int64_t token_lifetime_s = 3600;  // expires_in of the tokens issued
+  std::uint32_t max_concurrent_streams = 1000;
+  // Called on the mock's I/O thread with every message accepted (answered 200), without the
+  // mock's lock held; empty: not called.
+  std::function<void(const FcmMockMessage&)> on_message;
 };
 
 // An FCM error answer.
