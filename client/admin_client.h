@@ -127,7 +127,8 @@ class AdminClient {
   [[nodiscard]] Result<std::string> create_device(const std::string& user_id,
                                                   const std::string& device_id,
                                                   const std::string& platform = "ios") const;
-  // `provider` "apns", "fcm", or "" to clear the token.
+  // `provider` "apns", "fcm", "webpush" (the token is the subscription JSON), or "" to clear the
+  // token.
   [[nodiscard]] Status set_push_token(const std::string& user_id, const std::string& device_id,
                                       const std::string& provider, const std::string& token) const;
   [[nodiscard]] Result<Conversation> create_conversation(const AdminConversation& spec) const;

@@ -18,6 +18,7 @@
 #include "base/encoding.h"
 #include "fuzz/messaging_fixture.h"
 #include "fuzz/peer_fixture.h"
+#include "fuzz/push_fixture.h"
 #include "messaging/delivery.h"
 #include "messaging/domain.h"
 #include "messaging/messaging.pb.h"
@@ -748,6 +749,47 @@ void snapshot_chunks(const Writer& w, const seed::Replica& replica) {
   w.write(t, "truncated_record.bin", std::string(1, '\x01') + truncated);
 }
 
+// webpush: subscription tokens and aes128gcm bodies (fuzz/webpush_fuzz.cc), from RFC 8291
+// Appendix A.
+void webpush_inputs(const Writer& w) {
+  namespace v = herald::fuzz::push_vectors;
+  const std::string_view t = "webpush";
+  w.write(t, "subscription.json", v::subscription("https://push.example.net/wpush/v2/abc"));
+  w.write(t, "subscription_port.json", v::subscription("https://push.example.net:8443/p?x=1"));
+  w.write(t, "subscription_http.json", v::subscription("http://push.example.net/wpush/v2/abc"));
+  w.write(t, "subscription_user_info.json", v::subscription("https://u:p@push.example.net/a"));
+  w.write(t, "subscription_no_auth.json",
+          R"({"endpoint":"https://push.example.net/a","keys":{"p256dh":")" +
+              std::string(v::kUaPublic) + R"("}})");
+  const std::string body = v::unb64(v::kBody);
+  w.write(t, "rfc8291_body.bin", body);
+  w.write(t, "truncated_body.bin", body.substr(0, body.size() - 1));
+  std::string small_record_size = body;
+  small_record_size[16] = small_record_size[17] = small_record_size[18] = '\0';
+  small_record_size[19] = '\x11';  // rs = 17, below the minimum of 18
+  w.write(t, "record_size_17.bin", small_record_size);
+}
+
+// jwt: compact tokens (fuzz/jwt_fuzz.cc), from RFC 7515 Appendix A.
+void jwt_tokens(const Writer& w) {
+  namespace v = herald::fuzz::push_vectors;
+  const std::string_view t = "jwt";
+  const auto token = [&](std::string_view header, std::string_view signature) {
+    return std::string(header) + "." + std::string(v::kJwtPayload) + "." + std::string(signature);
+  };
+  w.write(t, "rfc7515_a1_hs256.txt", token(v::kHs256Header, v::kHs256Signature));
+  w.write(t, "rfc7515_a2_rs256.txt", token(v::kRs256Header, v::kRs256Signature));
+  w.write(t, "rfc7515_a3_es256.txt", token(v::kEs256Header, v::kEs256Signature));
+  // {"alg":"none"} with no signature.
+  w.write(t, "alg_none.txt", token("eyJhbGciOiJub25lIn0", ""));
+  // {"alg":"HS256"} presented where RS256 and ES256 are expected: algorithm confusion.
+  w.write(t, "hs256_header_es256_signature.txt", token("eyJhbGciOiJIUzI1NiJ9", v::kEs256Signature));
+  // {"alg":"ES256","crit":["exp"]}.
+  w.write(t, "crit.txt", token("eyJhbGciOiJFUzI1NiIsImNyaXQiOlsiZXhwIl19", v::kEs256Signature));
+  w.write(t, "two_segments.txt", std::string(v::kEs256Header) + "." + std::string(v::kJwtPayload));
+  w.write(t, "four_segments.txt", token(v::kEs256Header, v::kEs256Signature) + ".x");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -766,5 +808,7 @@ int main(int argc, char** argv) {
   messaging_applies(w, replica);
   state_records(w, replica);
   snapshot_chunks(w, replica);
+  webpush_inputs(w);
+  jwt_tokens(w);
   return 0;
 }

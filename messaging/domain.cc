@@ -10,6 +10,7 @@
 
 #include "messaging/delivery.pb.h"
 #include "messaging/keys.h"
+#include "messaging/providers.h"
 
 namespace herald::messaging {
 
@@ -30,7 +31,7 @@ using messagingpb::UserPreferences;
 using messagingpb::UserRecord;
 
 constexpr std::string_view kPlatforms[] = {"ios", "android", "web"};
-constexpr std::string_view kPushProviders[] = {"apns", "fcm", ""};
+constexpr std::string_view kPushProviders[] = {kApnsProvider, kFcmProvider, kWebPushProvider, ""};
 
 // Who may do what in a conversation.
 enum class Authority : std::uint8_t {
@@ -661,9 +662,13 @@ Result<rsmpb::CommandResult> Applier::set_push_token(const messagingpb::SetPushT
   HERALD_RETURN_IF_ERROR(check_id("a user id", op.user_id()));
   HERALD_RETURN_IF_ERROR(check_id("a device id", op.device_id()));
   if (!contains(kPushProviders, op.push_provider())) {
-    return Status::invalid_argument("a push provider is \"apns\", \"fcm\" or \"\"");
+    return Status::invalid_argument("a push provider is \"apns\", \"fcm\", \"webpush\" or \"\"");
   }
-  HERALD_RETURN_IF_ERROR(check_text("a push token", op.push_token(), kMaxPushTokenBytes));
+  // A Web Push token is a whole subscription (an endpoint URL and two keys), so it has a bound of
+  // its own.
+  const std::size_t max_token_bytes =
+      op.push_provider() == kWebPushProvider ? kMaxWebPushTokenBytes : kMaxPushTokenBytes;
+  HERALD_RETURN_IF_ERROR(check_text("a push token", op.push_token(), max_token_bytes));
   if (op.push_provider().empty() != op.push_token().empty()) {
     return Status::invalid_argument("a push token needs a provider, and a provider a token");
   }

@@ -8,6 +8,7 @@
 
 #include "messaging/delivery.pb.h"
 #include "messaging/keys.h"
+#include "messaging/providers.h"
 #include "storage/mem_engine.h"
 #include "workflow/engine.h"
 
@@ -1363,6 +1364,30 @@ MessagingCommand invalidate_cmd(const std::string& user, const std::string& devi
   op->set_error_type("push.unregistered");
   op->set_reason("APNs answered 410 Unregistered");
   return c;
+}
+
+TEST_F(DomainTest, AWebPushSubscriptionHasItsOwnTokenBound) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-laptop"));
+  const auto set = [&](const char* provider, std::size_t bytes) {
+    MessagingCommand c;
+    auto* t = c.mutable_set_push_token();
+    t->set_user_id("alice");
+    t->set_device_id("alice-laptop");
+    t->set_push_provider(provider);
+    t->set_push_token(std::string(bytes, 'x'));
+    return apply(c);
+  };
+  // A subscription (endpoint and keys) is longer than the bound of APNs and FCM tokens.
+  ASSERT_GT(kMaxWebPushTokenBytes, kMaxPushTokenBytes);
+  EXPECT_EQ(code_of(set(kApnsProvider, kMaxPushTokenBytes + 1)), Code::kResourceExhausted);
+  EXPECT_EQ(code_of(set(kWebPushProvider, kMaxWebPushTokenBytes)), Code::kOk);
+  auto device = Domain::get_device(store_, "alice-laptop");
+  ASSERT_TRUE(device.ok() && device->has_value());
+  EXPECT_EQ((*device)->push_provider(), kWebPushProvider);
+  EXPECT_EQ((*device)->push_token().size(), kMaxWebPushTokenBytes);
+  EXPECT_EQ(code_of(set(kWebPushProvider, kMaxWebPushTokenBytes + 1)), Code::kResourceExhausted);
+  EXPECT_EQ(code_of(set("webpushx", 10)), Code::kInvalidArgument);
 }
 
 TEST_F(DomainTest, APermanentTokenErrorMarksThePushTargetInvalidAndTellsTheUsersStream) {

@@ -13,8 +13,9 @@
 //    retries and leaders). A real provider passes it on where the service supports it (APNs: the
 //    apns-id is derived from it, and the apns-collapse-id from the conversation, so a retried
 //    send replaces its notification instead of adding one; FCM: the message's data carries it
-//    and the collapse key is per conversation; the email's Message-ID) so that a retried send
-//    does not notify twice.
+//    and the collapse key is per conversation; Web Push: the encrypted payload carries it, as no
+//    header for it exists, and the Topic is per conversation; the email's Message-ID) so that a
+//    retried send does not notify twice.
 //  - A failure's error_type is one of the constants below when one fits. The non-retryable ones
 //    are listed in the delivery workflow's retry policies (messaging/delivery.h); any other
 //    error type is retried.
@@ -43,6 +44,16 @@ namespace herald::messaging {
 // Push platforms, PushRequest::provider.
 inline constexpr char kApnsProvider[] = "apns";
 inline constexpr char kFcmProvider[] = "fcm";
+// Web Push (RFC 8030): the push token is the browser's subscription as
+// PushSubscription.toJSON() gives it, {"endpoint": "https://...", "keys": {"p256dh": ...,
+// "auth": ...}} (push/webpush.h parses it; docs/push.md, "Web Push").
+inline constexpr char kWebPushProvider[] = "webpush";
+
+// Longest push token a kWebPushProvider device may register, in bytes: an endpoint of at most
+// push::kMaxPushEndpointBytes (2,048) plus the keys (about 110 bytes of base64url), member names,
+// an "expirationTime" and whitespace, with room to spare. Other providers' tokens are bounded by
+// kMaxPushTokenBytes (messaging/domain.h).
+inline constexpr std::size_t kMaxWebPushTokenBytes = 3072;
 
 // Error types providers report.
 inline constexpr char kPushUnavailable[] = "push.unavailable";    // retryable: try again later
@@ -72,8 +83,8 @@ struct PushRequest {
   std::string user_id;
   std::string device_id;
   std::string platform;  // the device's platform, e.g. "ios", "android", "web"
-  std::string provider;  // kApnsProvider or kFcmProvider
-  std::string token;     // the device's push token at that provider
+  std::string provider;  // kApnsProvider, kFcmProvider or kWebPushProvider
+  std::string token;     // the device's push token at that provider (Web Push: the subscription)
   std::string conversation_id;
   std::uint64_t seq = 0;
   std::string title;
