@@ -23,6 +23,7 @@
 #include "push/apns.h"
 #include "push/fcm.h"
 #include "push/guard.h"
+#include "push/webpush.h"
 #include "server/damage_report.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
@@ -187,12 +188,10 @@ struct Providers {
   }
 };
 
-// The push platforms a device may register for (SetPushToken's providers). Web Push
-// (push/webpush.h, platform "webpush") joins this list, and make_push_clients() below, once its
-// client is part of the build.
+// The push platforms a device may register for (SetPushToken's providers).
 const std::vector<std::string>& push_platforms() {
-  static const std::vector<std::string> platforms{messaging::kApnsProvider,
-                                                  messaging::kFcmProvider};
+  static const std::vector<std::string> platforms{messaging::kApnsProvider, messaging::kFcmProvider,
+                                                  messaging::kWebPushProvider};
   return platforms;
 }
 
@@ -243,7 +242,8 @@ Status check_secret_file(const std::string& path, std::string_view what) {
   return Status::ok_status();
 }
 
-// The APNs and FCM clients the configuration asks for, by platform; each logs where it sends.
+// The APNs, FCM and Web Push clients the configuration asks for, by platform; each logs where it
+// sends.
 Status make_push_clients(const ServeConfig& config, Providers& p) {
   if (config.apns.configured()) {
     HERALD_RETURN_IF_ERROR(check_secret_file(config.apns.key_file, "apns.key_file"));
@@ -264,8 +264,16 @@ Status make_push_clients(const ServeConfig& config, Providers& p) {
                             push::FcmClient::create(std::move(fcm), *p.clock));
     spdlog::info("{}", where);
   }
-  // Web Push: its client (push/webpush.h) is created here from a [webpush] section, under the
-  // platform name "webpush", once it is part of the build.
+  if (config.webpush.configured()) {
+    HERALD_RETURN_IF_ERROR(
+        check_secret_file(config.webpush.vapid_key_file, "webpush.vapid_key_file"));
+    HERALD_ASSIGN_OR_RETURN(push::WebPushOptions webpush, webpush_client_config(config.webpush));
+    const push::WebPushOptions described = webpush;
+    HERALD_ASSIGN_OR_RETURN(auto client,
+                            push::WebPushProvider::create(std::move(webpush), *p.clock));
+    spdlog::info("{}", describe_webpush(described, client->vapid_public_key()));
+    p.push_clients[messaging::kWebPushProvider] = std::move(client);
+  }
   return Status::ok_status();
 }
 

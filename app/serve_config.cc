@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "push/vapid.h"
 #include "server/peer_auth.h"
 
 namespace herald::app {
@@ -174,6 +175,17 @@ Status load_fcm(const toml::table& table, FcmSettings& fcm) {
   return read_section_string(*section, "fcm", "ca_file", fcm.ca_file);
 }
 
+Status load_webpush(const toml::table& table, WebPushSettings& webpush) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "webpush"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(
+      refuse_unknown_keys(*section, "webpush", {"vapid_key_file", "subject", "ca_file"}));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "webpush", "vapid_key_file", webpush.vapid_key_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "webpush", "subject", webpush.subject));
+  return read_section_string(*section, "webpush", "ca_file", webpush.ca_file);
+}
+
 Status load_smtp(const toml::table& table, SmtpSettings& smtp) {
   HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "smtp"));
   if (section == nullptr) return Status::ok_status();
@@ -250,6 +262,9 @@ Status check_providers(const ServeConfig& config) {
   if (config.fcm.configured()) {
     HERALD_RETURN_IF_ERROR(fcm_client_config(config.fcm).status());
   }
+  if (config.webpush.configured()) {
+    HERALD_RETURN_IF_ERROR(webpush_client_config(config.webpush).status());
+  }
   if (config.smtp.configured()) {
     HERALD_RETURN_IF_ERROR(smtp_client_config(config.smtp).status());
   }
@@ -266,6 +281,10 @@ bool ApnsSettings::configured() const {
 bool FcmSettings::configured() const {
   return !service_account_file.empty() || !endpoint.empty() || !token_endpoint.empty() ||
          !ca_file.empty();
+}
+
+bool WebPushSettings::configured() const {
+  return !vapid_key_file.empty() || !subject.empty() || !ca_file.empty();
 }
 
 bool SmtpSettings::configured() const {
@@ -324,6 +343,21 @@ Result<push::FcmConfig> fcm_client_config(const FcmSettings& settings) {
   }
   config.ca_file = settings.ca_file;
   return config;
+}
+
+Result<push::WebPushOptions> webpush_client_config(const WebPushSettings& settings) {
+  if (settings.vapid_key_file.empty()) {
+    return Status::invalid_argument(
+        "webpush.vapid_key_file is missing: Web Push needs the application server's VAPID key");
+  }
+  if (Status s = push::check_vapid_subject(settings.subject); !s.ok()) {
+    return Status::invalid_argument(fmt::format("webpush.subject: {}", s.message()));
+  }
+  push::WebPushOptions options;
+  options.vapid_private_key_path = settings.vapid_key_file;
+  options.vapid_subject = settings.subject;
+  options.ca_file = settings.ca_file;
+  return options;
 }
 
 namespace {
@@ -451,6 +485,7 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
   };
   set(kApnsKeyFileEnv, config.apns.key_file);
   set(kFcmServiceAccountFileEnv, config.fcm.service_account_file);
+  set(kWebPushVapidKeyFileEnv, config.webpush.vapid_key_file);
   set(kSmtpPasswordFileEnv, config.smtp.password_file);
   set(kSmtpPasswordEnv, config.smtp.password);
 }
@@ -470,6 +505,15 @@ std::string describe_fcm(const push::FcmConfig& config) {
           ? std::string()
           : fmt::format(", tokens from {}:{}", config.token_host, config.token_port),
       config.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", config.ca_file));
+}
+
+std::string describe_webpush(const push::WebPushOptions& options,
+                             const std::string& vapid_public_key) {
+  return fmt::format(
+      "push: webpush notifications go to each subscription's endpoint (VAPID key in {}, "
+      "applicationServerKey {}, subject {}{})",
+      options.vapid_private_key_path, vapid_public_key, options.vapid_subject,
+      options.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", options.ca_file));
 }
 
 std::string describe_smtp(const email::SmtpConfig& config) {
@@ -563,6 +607,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   HERALD_RETURN_IF_ERROR(load_apns(table, config.apns));
   HERALD_RETURN_IF_ERROR(load_fcm(table, config.fcm));
+  HERALD_RETURN_IF_ERROR(load_webpush(table, config.webpush));
   HERALD_RETURN_IF_ERROR(load_smtp(table, config.smtp));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));

@@ -40,6 +40,10 @@
 //   endpoint = "https://fcm.googleapis.com"   # optional override
 //   token_endpoint = ""            # optional: where token_uri's requests connect instead
 //   ca_file = ""
+//   [webpush]                      # push to browsers (RFC 8030, VAPID, aes128gcm)
+//   vapid_key_file = "/etc/herald/vapid-key.pem"   # P-256 PKCS#8 PEM; secret, mode 0600
+//   subject = "mailto:ops@example.com"   # the VAPID contact: mailto: or https:
+//   ca_file = ""
 //   [smtp]                         # escalation emails
 //   url = "smtp://mail.example.com:587"   # or host = "..." and port = 587
 //   tls = "starttls"               # "starttls" (default), "implicit" or "none"
@@ -63,6 +67,7 @@
 #include "email/smtp.h"
 #include "push/apns.h"
 #include "push/fcm.h"
+#include "push/webpush.h"
 #include "server/gateway.h"
 
 namespace herald::app {
@@ -99,6 +104,15 @@ struct FcmSettings {
   // assertion's audience and the request path stay token_uri's); empty: token_uri's.
   std::string token_endpoint;
   std::string ca_file;
+
+  [[nodiscard]] bool configured() const;
+};
+
+// Web Push: configured when any field is set; then vapid_key_file and subject are required.
+struct WebPushSettings {
+  std::string vapid_key_file;  // the application server's VAPID key, PKCS#8 PEM; secret
+  std::string subject;         // VAPID "sub": a mailto: or https: URI
+  std::string ca_file;         // CAs to trust instead of the system's; empty: the system's
 
   [[nodiscard]] bool configured() const;
 };
@@ -146,6 +160,7 @@ struct ServeConfig {
   server::GatewayLimits device_limits;
   ApnsSettings apns;
   FcmSettings fcm;
+  WebPushSettings webpush;
   SmtpSettings smtp;
 };
 
@@ -184,6 +199,7 @@ inline constexpr std::size_t kMaxPasswordFileBytes = 4096;
 // The environment variables the providers read (apply_environment()).
 inline constexpr char kApnsKeyFileEnv[] = "HERALD_APNS_KEY_FILE";
 inline constexpr char kFcmServiceAccountFileEnv[] = "HERALD_FCM_SERVICE_ACCOUNT_FILE";
+inline constexpr char kWebPushVapidKeyFileEnv[] = "HERALD_WEBPUSH_VAPID_KEY_FILE";
 inline constexpr char kSmtpPasswordFileEnv[] = "HERALD_SMTP_PASSWORD_FILE";
 inline constexpr char kSmtpPasswordEnv[] = "HERALD_SMTP_PASSWORD";
 
@@ -192,8 +208,8 @@ inline constexpr char kSmtpPasswordEnv[] = "HERALD_SMTP_PASSWORD";
 using EnvLookup = std::function<const char*(const char*)>;
 
 // Sets the provider keys the environment gives over those of the file: the key files' paths
-// (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kSmtpPasswordFileEnv) and the SMTP password
-// itself (kSmtpPasswordEnv). An empty variable counts as unset.
+// (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kWebPushVapidKeyFileEnv, kSmtpPasswordFileEnv) and
+// the SMTP password itself (kSmtpPasswordEnv). An empty variable counts as unset.
 void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 
 // Whether a file's mode lets others than its owner read it: kNotFound naming `what` and the path
@@ -206,6 +222,9 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 // the key ("apns.endpoint", "smtp.tls", ...), never a secret.
 [[nodiscard]] Result<push::ApnsConfig> apns_client_config(const ApnsSettings& settings);
 [[nodiscard]] Result<push::FcmConfig> fcm_client_config(const FcmSettings& settings);
+// Endpoints come from each device's subscription, so only the key, the contact and the CAs are
+// configured; private addresses stay refused (push/webpush.h).
+[[nodiscard]] Result<push::WebPushOptions> webpush_client_config(const WebPushSettings& settings);
 // Without the password: the caller reads password_file (read_smtp_password) or takes the
 // environment's.
 [[nodiscard]] Result<email::SmtpConfig> smtp_client_config(const SmtpSettings& settings);
@@ -219,6 +238,9 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 // team id, service account's file and SMTP user name are named; key bytes and passwords never).
 [[nodiscard]] std::string describe_apns(const push::ApnsConfig& config);
 [[nodiscard]] std::string describe_fcm(const push::FcmConfig& config);
+// Names the key file and the public key browsers subscribe with (applicationServerKey).
+[[nodiscard]] std::string describe_webpush(const push::WebPushOptions& options,
+                                           const std::string& vapid_public_key);
 [[nodiscard]] std::string describe_smtp(const email::SmtpConfig& config);
 
 }  // namespace herald::app

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "server/peer_auth.h"
 
@@ -476,6 +477,55 @@ TEST(ServeConfigProviders, KeyFileChecksSayMissingAndWorldReadable) {
   const Status s = secret_file_readable_by_others("/nonexistent/a.p8", "apns.key_file").status();
   EXPECT_EQ(s.code(), Code::kNotFound);
   EXPECT_NE(s.message().find("apns.key_file /nonexistent/a.p8"), std::string::npos);
+}
+
+
+TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknownKeys) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text("id = 1\n", config).ok());
+  EXPECT_FALSE(config.webpush.configured());
+
+  ServeConfig full;
+  ASSERT_TRUE(load_text("[webpush]\nvapid_key_file = \"/etc/herald/vapid.pem\"\n"
+                        "subject = \"mailto:ops@example.com\"\nca_file = \"/tmp/ca.pem\"\n",
+                        full)
+                  .ok());
+  ASSERT_TRUE(finalize(full).ok());
+  Result<push::WebPushOptions> options = webpush_client_config(full.webpush);
+  ASSERT_TRUE(options.ok()) << options.status().to_string();
+  EXPECT_EQ(options->vapid_private_key_path, "/etc/herald/vapid.pem");
+  EXPECT_EQ(options->vapid_subject, "mailto:ops@example.com");
+  EXPECT_EQ(options->ca_file, "/tmp/ca.pem");
+  EXPECT_FALSE(options->allow_private_addresses);  // endpoints are device input
+
+  ServeConfig no_key;
+  ASSERT_TRUE(load_text("[webpush]\nsubject = \"mailto:ops@example.com\"\n", no_key).ok());
+  Status s = finalize(no_key);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("webpush.vapid_key_file"), std::string::npos) << s.message();
+
+  ServeConfig bad_subject;
+  ASSERT_TRUE(
+      load_text("[webpush]\nvapid_key_file = \"k.pem\"\nsubject = \"ops\"\n", bad_subject).ok());
+  s = finalize(bad_subject);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("webpush.subject"), std::string::npos) << s.message();
+
+  s = load_text("[webpush]\nvapid_key = \"k.pem\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("webpush.vapid_key"), std::string::npos) << s.message();
+
+  ServeConfig env_config;
+  ASSERT_TRUE(load_text("[webpush]\nvapid_key_file = \"k.pem\"\nsubject = \"https://x.example\"\n",
+                        env_config)
+                  .ok());
+  apply_environment(
+      [](const char* name) -> const char* {
+        return std::string_view(name) == kWebPushVapidKeyFileEnv ? "/run/secrets/vapid.pem"
+                                                                 : nullptr;
+      },
+      env_config);
+  EXPECT_EQ(env_config.webpush.vapid_key_file, "/run/secrets/vapid.pem");
 }
 
 }  // namespace
