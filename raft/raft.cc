@@ -297,6 +297,9 @@ void Raft::handle_vote_request(const Message& m) {
       vote_ = m.from();  // persisted by the same Ready that carries the response
     }
   } else {
+    // A node still at term 0 (a recovering one that restarted before any election) has no term
+    // to reject with; silence is a rejection too.
+    if (term_ == 0) return;
     resp.set_term(term_);
     resp.set_reject(true);
   }

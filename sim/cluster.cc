@@ -51,7 +51,7 @@ constexpr double kDamageChance = 0.3;
 constexpr MonoMs kDamageRestartMs = 100;
 constexpr std::uint64_t kDamageSalt = 7;
 // A disk that lies about fsync: on this share of seeds one replica (chosen from a stream of its
-// own, salt 8; never the damaged one) loses, at each crash with kLieChance, a suffix of the
+// own, salt 8; never the damaged one, and none on a 3-replica seed that has a damaged one) loses, at each crash with kLieChance, a suffix of the
 // writes it had synced (storage::MemEngine::crash_lying). Restarted replicas must recover
 // (docs/raft.md, "Recovering after a restart") so that every check still holds.
 constexpr double kLyingDiskChance = 0.3;
@@ -596,9 +596,17 @@ void SimCluster::plan_lying_disk() {
     return;
   }
   auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
-  if (target == damage_target_) {
-    // A rollback could bring a damaged record back after its rebuild; one bad disk at a time.
-    target = target % replicas_.size() + 1;
+  if (damage_target_ != raft::kNoNode) {
+    // Bad disks stay a minority: with 3 replicas a damaged one is already the one bad disk
+    // allowed (a liar beside it could lose, with the rebuilt one, the only two copies of a
+    // commit); with 5 the liar is another replica (a rollback could also bring a damaged record
+    // back after its rebuild).
+    if ((replicas_.size() - 1) / 2 < 2) {
+      return;
+    }
+    if (target == damage_target_) {
+      target = target % replicas_.size() + 1;
+    }
   }
   Replica& r = replica(target);
   r.lies = true;
