@@ -287,10 +287,9 @@ void Raft::handle_vote_request(const Message& m) {
   Message resp = make_message(pre ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP, m.from());
   // After a restart on a disk that may lie, no vote until recovery ended, never in a term it may
   // have voted in before, and only for a log holding what it may have acknowledged and lost.
-  const bool recovered = !recovering_ && m.term() >= vote_term_floor_ &&
-                         covers_recovery_log(m.log_term(), m.index());
-  if (can_vote && recovered && above_vote_floor() &&
-      log_.is_up_to_date(m.index(), m.log_term())) {
+  const bool recovered =
+      !recovering_ && m.term() >= vote_term_floor_ && covers_recovery_log(m.log_term(), m.index());
+  if (can_vote && recovered && above_vote_floor() && log_.is_up_to_date(m.index(), m.log_term())) {
     resp.set_term(m.term());
     if (!pre) {
       election_elapsed_ = 0;

@@ -130,8 +130,8 @@ struct ReadState {
 
 // What a recovering node learned from the other voters after it restarted (RawNode::end_recovery).
 struct RecoveryEvidence {
-  Term max_term = 0;         // the highest current term any of them reported
-  Term last_term = 0;        // the most up-to-date durable log any of them reported (§5.4.1 order)
+  Term max_term = 0;   // the highest current term any of them reported
+  Term last_term = 0;  // the most up-to-date durable log any of them reported (§5.4.1 order)
   Index last_index = 0;
 };
 

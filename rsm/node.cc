@@ -957,8 +957,8 @@ void Node::maybe_end_recovery() {
         config_.id, heard, others, now_ticks_ - recovery_started_tick_, evidence.max_term,
         evidence.last_term, evidence.last_index);
   } else {
-    spdlog::info("replica {}: recovered on every voter's report: term {}, log ({}, {})",
-                 config_.id, evidence.max_term, evidence.last_term, evidence.last_index);
+    spdlog::info("replica {}: recovered on every voter's report: term {}, log ({}, {})", config_.id,
+                 evidence.max_term, evidence.last_term, evidence.last_index);
   }
   raft_->end_recovery(evidence);
   recovery_reports_.clear();

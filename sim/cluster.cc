@@ -51,9 +51,10 @@ constexpr double kDamageChance = 0.3;
 constexpr MonoMs kDamageRestartMs = 100;
 constexpr std::uint64_t kDamageSalt = 7;
 // A disk that lies about fsync: on this share of seeds one replica (chosen from a stream of its
-// own, salt 8; never the damaged one, and none on a 3-replica seed that has a damaged one) loses, at each crash with kLieChance, a suffix of the
-// writes it had synced (storage::MemEngine::crash_lying). Restarted replicas must recover
-// (docs/raft.md, "Recovering after a restart") so that every check still holds.
+// own, salt 8; never the damaged one, and none on a 3-replica seed that has a damaged one) loses,
+// at each crash with kLieChance, a suffix of the writes it had synced
+// (storage::MemEngine::crash_lying). Restarted replicas must recover (docs/raft.md, "Recovering
+// after a restart") so that every check still holds.
 constexpr double kLyingDiskChance = 0.3;
 constexpr double kLieChance = 0.5;
 constexpr std::uint64_t kLyingDiskSalt = 8;
@@ -446,6 +447,11 @@ Status SimCluster::open_replica(Replica& r) {
   // The strict recovery rule: a restarted replica waits for every voter's report (the majority
   // fallback is only safe with high probability, docs/raft.md).
   config.recovery_fallback_ticks = 0;
+  // Only a replica whose disk lies recovers after a restart; the others run with the operator's
+  // "trust my disk". With every restart recovering, a replica rebuilt after damage can take with
+  // it the log that a recovering peer was told to wait for, and a 3-replica cluster then has no
+  // electable candidate (seed 493; docs/raft.md, "Recovering after a restart").
+  config.trust_disk = !r.lies;
   rsm::StateMachine* state_machine =
       scenario_ != nullptr ? scenario_->open_replica(r.id, &r.engine) : &r.state_machine;
   HERALD_ASSIGN_OR_RETURN(r.node, rsm::Node::open(config, &r.engine, r.transport, state_machine));
@@ -497,8 +503,8 @@ void SimCluster::crash_replica(Replica& r, MonoMs down_for_ms) {
     const std::uint64_t lost = r.engine.crash_lying(lie_rng_);
     if (lost > 0) {
       ++stats_.lying_disks;
-      log_event(fmt::format("replica {}: its disk lied: {} synced writes lost in the crash", r.id,
-                            lost));
+      log_event(
+          fmt::format("replica {}: its disk lied: {} synced writes lost in the crash", r.id, lost));
     }
   } else {
     r.engine.crash(crash_rng_);

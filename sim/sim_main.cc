@@ -1,5 +1,6 @@
 #include "sim/sim_main.h"
 
+#include <cstdlib>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -159,7 +160,7 @@ int run_sim(const SimOptions& opts) {
     return 2;
   }
   const spdlog::level::level_enum saved_level = spdlog::get_level();
-  spdlog::set_level(opts.verbose ? spdlog::level::warn : spdlog::level::off);
+  spdlog::set_level(opts.verbose ? (std::getenv("HERALD_SIM_INFO") != nullptr ? spdlog::level::info : spdlog::level::warn) : spdlog::level::off);
   auto* const saved_handler = std::signal(SIGABRT, on_abort_signal);
   int passed = 0;
   int failed = 0;

@@ -34,12 +34,12 @@ namespace herald::storage {
 
 // What MemEngine has done since it was created, for tests and benchmarks.
 struct MemEngineCounters {
-  std::uint64_t writes = 0;         // successful write() calls
-  std::uint64_t syncs = 0;          // successful write() calls with sync=true
-  std::uint64_t bytes_written = 0;  // sum of WriteBatch::byte_size() of successful writes
-  std::uint64_t failed_writes = 0;  // writes rejected by fail_writes()
-  std::uint64_t crashes = 0;        // crash() calls
-  std::uint64_t lost_batches = 0;   // unsynced batches dropped by crash()
+  std::uint64_t writes = 0;               // successful write() calls
+  std::uint64_t syncs = 0;                // successful write() calls with sync=true
+  std::uint64_t bytes_written = 0;        // sum of WriteBatch::byte_size() of successful writes
+  std::uint64_t failed_writes = 0;        // writes rejected by fail_writes()
+  std::uint64_t crashes = 0;              // crash() calls
+  std::uint64_t lost_batches = 0;         // unsynced batches dropped by crash()
   std::uint64_t lost_synced_batches = 0;  // synced batches dropped by crash_lying()
 };
 
