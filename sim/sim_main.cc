@@ -1,6 +1,5 @@
 #include "sim/sim_main.h"
 
-#include <cstdlib>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -9,6 +8,7 @@
 #include <array>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -160,7 +160,9 @@ int run_sim(const SimOptions& opts) {
     return 2;
   }
   const spdlog::level::level_enum saved_level = spdlog::get_level();
-  spdlog::set_level(opts.verbose ? (std::getenv("HERALD_SIM_INFO") != nullptr ? spdlog::level::info : spdlog::level::warn) : spdlog::level::off);
+  spdlog::set_level(opts.verbose ? (std::getenv("HERALD_SIM_INFO") != nullptr ? spdlog::level::info
+                                                                              : spdlog::level::warn)
+                                 : spdlog::level::off);
   auto* const saved_handler = std::signal(SIGABRT, on_abort_signal);
   int passed = 0;
   int failed = 0;
