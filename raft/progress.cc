@@ -78,6 +78,15 @@ void Progress::become_probe() {
   inflights.reset();
 }
 
+void Progress::forget_match() {
+  match = 0;
+  probe_sent = false;
+  if (state == ProgressState::kReplicate) {
+    state = ProgressState::kProbe;
+    inflights.reset();
+  }
+}
+
 void Progress::regress_to(Index last_index) {
   HERALD_ASSERT(last_index < match, "regressing forwards");
   match = last_index;

@@ -57,6 +57,10 @@ struct Progress {
   Progress(Index next_index, std::size_t max_inflight_msgs, std::uint64_t max_inflight_bytes,
            bool is_learner);
 
+  // The peer restarted on a disk that may have lost what it acknowledged: match goes back to 0
+  // (commitment only waits longer; the commit index never moves back) and a replicating peer
+  // probes again from its next index.
+  void forget_match();
   void become_probe();
   // The follower lost entries it had acknowledged (it was rebuilt empty): match falls to its
   // `last_index` and replication probes again from there. Precondition: last_index < match.

@@ -53,7 +53,8 @@ Raft::Raft(const Config& config, const InitialState& state, Index committed, Ind
       id_(config.id),
       log_(config.storage, committed, applied),
       tracker_(config.max_inflight_msgs, config.max_inflight_bytes),
-      rng_(seed_for(config)) {
+      rng_(seed_for(config)),
+      recovering_(config.recovering) {
   tracker_.set_config(state.conf_state, log_.last_index() + 1);
   become_follower(state.hard_state.term(), kNoNode);
   vote_ = state.hard_state.vote();
@@ -183,7 +184,15 @@ void Raft::tick_heartbeat() {
 // Elections
 
 bool Raft::promotable() const {
-  return tracker_.is_voter(id_) && !log_.unstable_snapshot().has_value() && above_vote_floor();
+  // A campaign votes for itself at term_ + 1: never in a term it may have voted in and forgotten.
+  return tracker_.is_voter(id_) && !log_.unstable_snapshot().has_value() && above_vote_floor() &&
+         !recovering_ && term_ + 1 >= vote_term_floor_ &&
+         covers_recovery_log(log_.last_term(), log_.last_index());
+}
+
+bool Raft::covers_recovery_log(Term last_term, Index last_index) const {
+  return last_term > recovery_last_term_ ||
+         (last_term == recovery_last_term_ && last_index >= recovery_last_index_);
 }
 
 bool Raft::above_vote_floor() const {
@@ -276,13 +285,20 @@ void Raft::handle_vote_request(const Message& m) {
   const bool can_vote =
       vote_ == m.from() || (vote_ == kNoNode && lead_ == kNoNode) || (pre && m.term() > term_);
   Message resp = make_message(pre ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP, m.from());
-  if (can_vote && above_vote_floor() && log_.is_up_to_date(m.index(), m.log_term())) {
+  // After a restart on a disk that may lie, no vote until recovery ended, never in a term it may
+  // have voted in before, and only for a log holding what it may have acknowledged and lost.
+  const bool recovered =
+      !recovering_ && m.term() >= vote_term_floor_ && covers_recovery_log(m.log_term(), m.index());
+  if (can_vote && recovered && above_vote_floor() && log_.is_up_to_date(m.index(), m.log_term())) {
     resp.set_term(m.term());
     if (!pre) {
       election_elapsed_ = 0;
       vote_ = m.from();  // persisted by the same Ready that carries the response
     }
   } else {
+    // A node still at term 0 (a recovering one that restarted before any election) has no term
+    // to reject with; silence is a rejection too.
+    if (term_ == 0) return;
     resp.set_term(term_);
     resp.set_reject(true);
   }
@@ -430,14 +446,14 @@ void Raft::handle_append(const Message& m) {
   Message resp = make_message(raftpb::MSG_APP_RESP, m.from());
   if (m.index() < log_.committed()) {
     resp.set_index(log_.committed());  // already have (and committed) everything up to here
-    send(std::move(resp));
+    send_ack(std::move(resp));
     return;
   }
   const std::vector<Entry> entries(m.entries().begin(), m.entries().end());
   if (std::optional<Index> last_new =
           log_.maybe_append(m.index(), m.log_term(), m.commit(), entries)) {
     resp.set_index(*last_new);
-    send(std::move(resp));
+    send_ack(std::move(resp));
     return;
   }
   // Fast back-off: point the leader at the last entry whose term is <= the probe's term, so it
@@ -449,7 +465,7 @@ void Raft::handle_append(const Message& m) {
   resp.set_reject_hint(hint_index);
   resp.set_hint_term(hint_term);
   resp.set_log_lost(!above_vote_floor());
-  send(std::move(resp));
+  send_ack(std::move(resp));
 }
 
 void Raft::handle_heartbeat(const Message& m) {
@@ -459,13 +475,13 @@ void Raft::handle_heartbeat(const Message& m) {
   if (m.commit() <= log_.last_index()) log_.commit_to(m.commit());
   Message resp = make_message(raftpb::MSG_HEARTBEAT_RESP, m.from());
   resp.set_context(m.context());
-  send(std::move(resp));
+  send_ack(std::move(resp));
 }
 
 void Raft::handle_snapshot(const Message& m) {
   Message resp = make_message(raftpb::MSG_APP_RESP, m.from());
   resp.set_index(restore(m.snapshot()) ? log_.last_index() : log_.committed());
-  send(std::move(resp));
+  send_ack(std::move(resp));
 }
 
 bool Raft::restore(const raftpb::SnapshotMetadata& snapshot) {
@@ -856,6 +872,28 @@ void Raft::report_unreachable(NodeId id) {
   if (role_ != Role::kLeader) return;
   Progress* pr = tracker_.find(id);
   if (pr != nullptr && pr->state == ProgressState::kReplicate) pr->become_probe();
+}
+
+void Raft::end_recovery(const RecoveryEvidence& evidence) {
+  if (!recovering_) return;
+  recovering_ = false;
+  if (evidence.max_term > term_) {
+    note(Transition::kRecovered);
+    become_follower(evidence.max_term, kNoNode);
+  }
+  vote_term_floor_ = evidence.max_term + 1;
+  recovery_last_term_ = evidence.last_term;
+  recovery_last_index_ = evidence.last_index;
+}
+
+void Raft::forget_match(NodeId peer) {
+  if (role_ != Role::kLeader || peer == id_) return;
+  Progress* pr = tracker_.find(peer);
+  if (pr != nullptr) pr->forget_match();
+}
+
+void Raft::send_ack(Message m) {
+  if (!recovering_) send(std::move(m));
 }
 
 void Raft::report_snapshot(NodeId id, bool success) {

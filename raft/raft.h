@@ -44,6 +44,9 @@ class Raft {
   void transfer_leadership(NodeId transferee);
   void report_unreachable(NodeId id);
   void report_snapshot(NodeId id, bool success);
+  void end_recovery(const RecoveryEvidence& evidence);
+  [[nodiscard]] bool recovering() const { return recovering_; }
+  void forget_match(NodeId peer);
 
   // Bookkeeping from RawNode::advance: the Ready's snapshot/entries are durable; its committed
   // entries are applied.
@@ -79,6 +82,11 @@ class Raft {
   [[nodiscard]] bool promotable() const;
   // False while the log is below Config::vote_floor: no votes granted, no campaign.
   [[nodiscard]] bool above_vote_floor() const;
+  // A (last_term, last_index) log at least as up to date as what end_recovery() learned (§5.4.1
+  // order); always true for a node that never recovered.
+  [[nodiscard]] bool covers_recovery_log(Term last_term, Index last_index) const;
+  // Sends `m` unless this node is recovering: the answers a leader counts toward a quorum.
+  void send_ack(raftpb::Message m);
   [[nodiscard]] bool has_unapplied_conf_change() const;
   [[nodiscard]] Status hup(CampaignKind kind);
   void start_campaign(CampaignKind kind);
@@ -147,6 +155,12 @@ class Raft {
   int heartbeat_elapsed_ = 0;  // leader: ticks since the last heartbeat broadcast
   int randomized_election_timeout_ = 0;
   NodeId lead_transferee_ = kNoNode;
+  // Config::recovering until end_recovery(); then (pre-)votes only for terms at or above
+  // vote_term_floor_, to candidates whose log covers (recovery_last_term_, recovery_last_index_).
+  bool recovering_ = false;
+  Term vote_term_floor_ = 0;
+  Term recovery_last_term_ = 0;
+  Index recovery_last_index_ = 0;
   Index pending_conf_index_ = 0;         // leader: index of the last proposed config change
   std::uint64_t uncommitted_bytes_ = 0;  // leader: payload bytes proposed and not yet applied
 

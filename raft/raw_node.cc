@@ -50,6 +50,7 @@ const char* transition_name(Transition transition) {
     case Transition::kTransferCampaign: return "leadership transfer";
     case Transition::kRemovedFromConfig: return "removed from the configuration";
     case Transition::kForcedCampaign: return "campaign requested";
+    case Transition::kRecovered: return "recovered after a restart";
   }
   return "unknown";
 }
@@ -139,6 +140,15 @@ void RawNode::report_unreachable(NodeId id) {
 }
 void RawNode::report_snapshot(NodeId id, bool success) {
   impl_->raft.report_snapshot(id, success);
+}
+void RawNode::end_recovery(const RecoveryEvidence& evidence) {
+  impl_->raft.end_recovery(evidence);
+}
+bool RawNode::recovering() const {
+  return impl_->raft.recovering();
+}
+void RawNode::forget_match(NodeId peer) {
+  impl_->raft.forget_match(peer);
 }
 
 bool RawNode::has_ready() const {

@@ -69,6 +69,13 @@ struct Config {
   // help elect a leader that lacks them (the majority-intersection argument of §5.4.3 needs
   // every voter's log to be at least what it acknowledged). 0: no floor.
   Index vote_floor = 0;
+  // The node restarted on a disk that may have lost writes it had synced (a disk that lies about
+  // fsync): it may have forgotten a vote it cast or entries it acknowledged. While recovering it
+  // grants no vote or pre-vote, never campaigns, and answers no MSG_APP, MSG_HEARTBEAT or MSG_SNAP
+  // (so no leader counts it toward a commit or a read quorum) until end_recovery(). It still
+  // appends what leaders send and follows their commit index. false: the node trusts its disk (a
+  // brand-new node, or an operator's override). docs/raft.md, "Recovering after a restart".
+  bool recovering = false;
   // Seed for the randomized election timeout; the only randomness in the core. The node id is
   // mixed in, so nodes given the same seed still draw different timeouts.
   std::uint64_t seed = 0;
@@ -91,6 +98,7 @@ enum class Transition : std::uint8_t {
   kTransferCampaign,   // the leader (`peer`) handed leadership over (MSG_TIMEOUT_NOW)
   kRemovedFromConfig,  // as leader, removed or demoted by a configuration change
   kForcedCampaign,     // the caller asked for a campaign (campaign())
+  kRecovered,          // recovery ended on the other voters' reports, at their highest term
 };
 [[nodiscard]] const char* transition_name(Transition transition);
 
@@ -118,6 +126,13 @@ struct SoftState {
 struct ReadState {
   Index index = 0;
   std::string context;
+};
+
+// What a recovering node learned from the other voters after it restarted (RawNode::end_recovery).
+struct RecoveryEvidence {
+  Term max_term = 0;   // the highest current term any of them reported
+  Term last_term = 0;  // the most up-to-date durable log any of them reported (§5.4.1 order)
+  Index last_index = 0;
 };
 
 struct Ready {
@@ -192,6 +207,19 @@ class RawNode {
   // The caller finished (or failed) streaming a snapshot to `id`. Must be called for every
   // MSG_SNAP sent: the peer stays in snapshot state (no appends) until then or until it answers.
   void report_snapshot(NodeId id, bool success);
+
+  // Ends recovery (Config::recovering) on what the other voters reported after this node
+  // restarted. The node adopts evidence.max_term if it is higher than its own (as a follower,
+  // without a vote); from then on it grants a (pre-)vote only for a term above max_term — it may
+  // have voted in any term up to there and forgotten it — and only to a candidate whose log is at
+  // least as up to date as the evidence's log, which holds every committed entry this node may
+  // have acknowledged and lost; it campaigns only once its own log is that up to date. A no-op
+  // when not recovering.
+  void end_recovery(const RecoveryEvidence& evidence);
+  [[nodiscard]] bool recovering() const;
+  // On a leader: `peer` restarted, and its disk may have lost what it acknowledged before; its
+  // match index is forgotten (it probes again from its next index). A no-op elsewhere.
+  void forget_match(NodeId peer);
 
   // False while a Ready is outstanding (ready() returned it and advance() was not yet called).
   [[nodiscard]] bool has_ready() const;

@@ -713,3 +713,167 @@ TEST(RawNodeTest, AReplicaThatReachedItsVoteFloorVotesAgain) {
 
 }  // namespace
 }  // namespace herald::raft
+
+namespace herald::raft {
+namespace {
+
+// A replica restarted on a disk that may have lost synced writes: voters {1, 2, 3}, term 5, its
+// log at the bootstrap point (index 1, term 1), recovering (Config::recovering).
+struct RestartedReplica {
+  static constexpr Term kTerm = 5;
+  MemoryLogStorage storage;
+  std::unique_ptr<RawNode> node;
+
+  RestartedReplica() {
+    raftpb::ConfState cs;
+    for (NodeId id : {1, 2, 3}) cs.add_voters(id);
+    storage.set_conf_state(cs);
+    raftpb::SnapshotMetadata meta;
+    meta.set_index(1);
+    meta.set_term(1);
+    *meta.mutable_conf_state() = cs;
+    EXPECT_TRUE(storage.apply_snapshot(meta).ok());
+    raftpb::HardState hs;
+    hs.set_term(kTerm);
+    hs.set_commit(1);
+    storage.set_hard_state(hs);
+    Config config;
+    config.id = 2;
+    config.applied = 1;
+    config.recovering = true;
+    config.storage = &storage;
+    node = std::move(RawNode::create(config)).value();
+  }
+
+  // Steps `m` (from node 3 or 1 to node 2), persists the Ready, and returns what node 2 sent.
+  std::vector<raftpb::Message> step(raftpb::Message m) {
+    m.set_to(2);
+    EXPECT_TRUE(node->step(m).ok());
+    return drain();
+  }
+  std::vector<raftpb::Message> drain() {
+    std::vector<raftpb::Message> out;
+    while (node->has_ready()) {
+      Ready rd = node->ready();
+      if (rd.hard_state) storage.set_hard_state(*rd.hard_state);
+      if (!rd.entries.empty()) {
+        EXPECT_TRUE(storage.append(rd.entries).ok());
+      }
+      out.insert(out.end(), rd.messages.begin(), rd.messages.end());
+      node->advance(rd);
+    }
+    return out;
+  }
+  // Whether node 2 grants a (pre-)vote of node 3 at `term` for a log ending at (index, log_term).
+  bool grants(raftpb::MessageType type, Term term, Index index, Term log_term) {
+    raftpb::Message m;
+    m.set_type(type);
+    m.set_from(3);
+    m.set_term(term);
+    m.set_index(index);
+    m.set_log_term(log_term);
+    bool granted = false;
+    for (const raftpb::Message& out : step(m)) {
+      if (out.to() == 3) granted = !out.reject();
+    }
+    return granted;
+  }
+  // Node 1, leader of `term`, appends one entry after (1, 1) and heartbeats.
+  std::vector<raftpb::Message> append_and_heartbeat(Term term) {
+    raftpb::Message app;
+    app.set_type(raftpb::MSG_APP);
+    app.set_from(1);
+    app.set_term(term);
+    app.set_index(1);
+    app.set_log_term(1);
+    app.set_commit(1);
+    raftpb::Entry& e = *app.add_entries();
+    e.set_index(2);
+    e.set_term(term);
+    std::vector<raftpb::Message> out = step(app);
+    raftpb::Message hb;
+    hb.set_type(raftpb::MSG_HEARTBEAT);
+    hb.set_from(1);
+    hb.set_term(term);
+    hb.set_commit(1);
+    for (raftpb::Message& m : step(hb)) out.push_back(std::move(m));
+    return out;
+  }
+};
+
+TEST(RawNodeTest, ARecoveringReplicaGrantsNoVoteAcknowledgesNothingAndNeverCampaigns) {
+  RestartedReplica r;
+  EXPECT_FALSE(r.grants(raftpb::MSG_PRE_VOTE, RestartedReplica::kTerm + 1, 100, 4));
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, RestartedReplica::kTerm + 1, 100, 4));
+  EXPECT_FALSE(r.node->campaign().ok());
+  // It appends what a leader sends, but answers neither the append nor the heartbeat: a stale
+  // leader of a term it may have moved past must not count it toward a commit or a read.
+  EXPECT_TRUE(r.append_and_heartbeat(RestartedReplica::kTerm + 1).empty());
+  EXPECT_EQ(r.storage.last_index(), 2u);
+  for (int k = 0; k < 5 * kTicksToElect; ++k) {
+    r.node->tick();
+    for (const raftpb::Message& m : r.drain()) {
+      EXPECT_NE(m.type(), raftpb::MSG_VOTE);
+      EXPECT_NE(m.type(), raftpb::MSG_PRE_VOTE);
+    }
+  }
+  EXPECT_TRUE(r.node->recovering());
+  EXPECT_EQ(r.node->status().role, Role::kFollower);
+}
+
+TEST(RawNodeTest, RecoveryAdoptsTheHighestReportedTermAndNeverVotesInIt) {
+  RestartedReplica r;
+  constexpr Term kReported = RestartedReplica::kTerm + 3;
+  r.node->end_recovery(RecoveryEvidence{kReported, 1, 1});
+  r.drain();
+  EXPECT_FALSE(r.node->recovering());
+  EXPECT_EQ(r.node->status().term, kReported);
+  EXPECT_EQ(r.storage.hard_state().term(), kReported);
+  // It may have voted in kReported before its disk lost the vote: no vote in that term.
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, kReported, 1, 1));
+  EXPECT_TRUE(r.grants(raftpb::MSG_PRE_VOTE, kReported + 1, 1, 1));
+  EXPECT_TRUE(r.grants(raftpb::MSG_VOTE, kReported + 1, 1, 1));
+  // And it acknowledges again.
+  std::size_t acks = 0;
+  for (const raftpb::Message& m : r.append_and_heartbeat(kReported + 1)) {
+    acks += m.type() == raftpb::MSG_APP_RESP || m.type() == raftpb::MSG_HEARTBEAT_RESP ? 1 : 0;
+  }
+  EXPECT_EQ(acks, 2u);
+}
+
+TEST(RawNodeTest, ARecoveredReplicaVotesOnlyForALogCoveringTheReportedOne) {
+  RestartedReplica r;
+  // Another voter reported a log ending at (index 20, term 3): it holds every committed entry
+  // this replica may have acknowledged and lost.
+  r.node->end_recovery(RecoveryEvidence{RestartedReplica::kTerm, 3, 20});
+  r.drain();
+  constexpr Term kNext = RestartedReplica::kTerm + 1;
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, kNext, 50, 2));  // longer, but of an older term
+  EXPECT_FALSE(r.grants(raftpb::MSG_VOTE, kNext, 19, 3));
+  EXPECT_TRUE(r.grants(raftpb::MSG_VOTE, kNext, 20, 3));
+  // Its own log (1, 1) does not cover it: it must not lead.
+  EXPECT_FALSE(r.node->campaign().ok());
+}
+
+TEST(RawNodeTest, ALeaderForgetsTheMatchOfAPeerThatRestarted) {
+  auto c = elected(3);
+  ASSERT_TRUE(c->node(1).propose("x").ok());
+  c->stabilize();
+  auto match_of = [&c](NodeId peer) {
+    for (const PeerProgress& p : c->node(1).status().progress) {
+      if (p.id == peer) return p.match;
+    }
+    return Index{0};
+  };
+  const Index before = match_of(2);
+  ASSERT_GT(before, 0u);
+  c->node(1).forget_match(2);
+  EXPECT_EQ(match_of(2), 0u);
+  // The next heartbeat round probes it again and its answers restore the match.
+  c->tick(1, kDefaultHeartbeatTicks);
+  c->stabilize();
+  EXPECT_EQ(match_of(2), before);
+}
+
+}  // namespace
+}  // namespace herald::raft

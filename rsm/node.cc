@@ -93,8 +93,10 @@ rsmpb::CommandResult status_result(const Status& status) {
   return r;
 }
 
-// Reads, increments and durably stores this replica's incarnation counter.
-Result<std::uint64_t> next_incarnation(storage::Engine& engine) {
+// Reads, increments and durably stores this replica's incarnation counter, never below `floor`
+// (the host's wall clock): a disk that lost the stored counter must not bring back a number an
+// earlier run used, whose commands may still be in other replicas' logs.
+Result<std::uint64_t> next_incarnation(storage::Engine& engine, std::uint64_t floor) {
   HERALD_ASSIGN_OR_RETURN(auto raw, engine.get(storage::Space::kMeta, kIncarnationKey));
   std::uint64_t previous = 0;
   if (raw) {
@@ -104,12 +106,13 @@ Result<std::uint64_t> next_incarnation(storage::Engine& engine) {
     }
     previous = get_fixed64_be(payload);
   }
+  const std::uint64_t next = std::max(previous + 1, floor);
   std::string payload;
-  put_fixed64_be(payload, previous + 1);
+  put_fixed64_be(payload, next);
   storage::WriteBatch batch;
   batch.put(storage::Space::kMeta, kIncarnationKey, seal_record(payload));
   HERALD_RETURN_IF_ERROR(engine.write(batch, /*sync=*/true));
-  return previous + 1;
+  return next;
 }
 
 void append_record(std::string& out, std::string_view key, std::string_view value) {
@@ -143,9 +146,12 @@ Result<std::unique_ptr<Node>> Node::open(const NodeConfig& config, storage::Engi
   return node;
 }
 
-Status Node::bootstrap_if_empty() {
+Result<bool> Node::bootstrap_if_empty() {
   auto existing = read_applied_state(*engine_);
-  if (existing.ok() || existing.status().code() != Code::kNotFound) {
+  if (existing.ok()) {
+    return false;
+  }
+  if (existing.status().code() != Code::kNotFound) {
     return existing.status();
   }
   if (config_.initial_voters.empty()) {
@@ -158,11 +164,12 @@ Status Node::bootstrap_if_empty() {
   storage::WriteBatch batch;
   batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0, {}));
   spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
-  return engine_->write(batch, /*sync=*/true);
+  HERALD_RETURN_IF_ERROR(engine_->write(batch, /*sync=*/true));
+  return true;
 }
 
 Status Node::init() {
-  HERALD_RETURN_IF_ERROR(bootstrap_if_empty());
+  HERALD_ASSIGN_OR_RETURN(const bool brand_new, bootstrap_if_empty());
   HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState applied, read_applied_state(*engine_));
   HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
   applied_ = applied.index();
@@ -193,13 +200,25 @@ Status Node::init() {
           config_.id, rebuilt->reason(), rc.vote_floor, log_->last_index());
     }
   }
+  // A restart cannot tell whether the disk lost synced writes: the replica recovers first, unless
+  // it is brand new (it never voted nor acknowledged anything), the operator vouches for its
+  // disk, or it is the only voter (no one else can tell it anything).
+  const bool alone = std::all_of(conf_state_.voters().begin(), conf_state_.voters().end(),
+                                 [this](raft::NodeId v) { return v == config_.id; });
+  rc.recovering = !brand_new && !config_.trust_disk && !alone;
+  if (rc.recovering) {
+    spdlog::info(
+        "replica {}: restarted; it grants no vote and acknowledges nothing until the other "
+        "voters have reported (its disk may have lost synced writes)",
+        config_.id);
+  }
   rc.seed = rng_.next_u64();
   rc.storage = log_.get();
   HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));
   soft_state_.term = raft_->status().term;
   // A new incarnation keeps this run's request ids apart from those of earlier runs of this
   // node that may still be in the log.
-  HERALD_ASSIGN_OR_RETURN(incarnation_, next_incarnation(*engine_));
+  HERALD_ASSIGN_OR_RETURN(incarnation_, next_incarnation(*engine_, config_.incarnation_floor));
   next_request_id_ = 1;
   if (conf_state_.voters_size() == 1 && conf_state_.voters(0) == config_.id) {
     // A single voter needs no election timeout to know it is alone.
@@ -213,6 +232,12 @@ Status Node::init() {
 void Node::tick() {
   ++now_ticks_;
   raft_->tick();
+  if (raft_->recovering()) {
+    if (now_ticks_ == 1) {
+      broadcast_report();  // the peers answer at once (receive_report)
+    }
+    maybe_end_recovery();
+  }
   keep_followers_alive();
   expire_requests();
   pump_streams();
@@ -288,12 +313,7 @@ void Node::receive(const rsmpb::PeerEnvelope& envelope) {
     }
     case rsmpb::PeerEnvelope::kChunk: receive_chunk(envelope.from(), envelope.chunk()); break;
     case rsmpb::PeerEnvelope::kAck: receive_ack(envelope.from(), envelope.ack()); break;
-    case rsmpb::PeerEnvelope::kReport: {
-      auto& entry = peer_reports_[envelope.from()];
-      entry.report = envelope.report();
-      entry.age_ticks = 0;
-      break;
-    }
+    case rsmpb::PeerEnvelope::kReport: receive_report(envelope.from(), envelope.report()); break;
     default: break;
   }
 }
@@ -866,7 +886,85 @@ void Node::maybe_compact() {
   }
 }
 
-void Node::broadcast_report() {
+void Node::receive_report(raft::NodeId from, const rsmpb::NodeReport& report) {
+  auto& entry = peer_reports_[from];
+  entry.report = report;
+  entry.age_ticks = 0;
+  const auto [known, first] = peer_incarnations_.try_emplace(from, report.incarnation());
+  if (!first && report.incarnation() < known->second) {
+    return;  // from an earlier run of the peer, delivered late
+  }
+  if (first || report.incarnation() > known->second) {
+    known->second = report.incarnation();
+    // A peer restarted (or is new to this run): what it acknowledged to this leader may be gone.
+    raft_->forget_match(from);
+    // Answer at once, naming its new incarnation, so that it ends its recovery within a round
+    // trip instead of a report interval.
+    rsmpb::PeerEnvelope answer = make_report();
+    answer.set_to(from);
+    transport_->send(from, answer);
+  }
+  if (!raft_->recovering()) {
+    return;
+  }
+  const bool after_my_start = std::any_of(
+      report.heard().begin(), report.heard().end(), [this](const rsmpb::PeerIncarnation& h) {
+        return h.id() == config_.id && h.incarnation() == incarnation_;
+      });
+  if (after_my_start) {
+    recovery_reports_[from] = report;
+    maybe_end_recovery();
+  }
+}
+
+void Node::maybe_end_recovery() {
+  if (!raft_->recovering()) {
+    return;
+  }
+  raft::RecoveryEvidence evidence;
+  evidence.max_term = raft_->status().term;
+  std::size_t others = 0;
+  std::size_t heard = 0;
+  for (const raft::NodeId voter : conf_state_.voters()) {
+    if (voter == config_.id) {
+      continue;
+    }
+    ++others;
+    const auto it = recovery_reports_.find(voter);
+    if (it == recovery_reports_.end()) {
+      continue;
+    }
+    ++heard;
+    const rsmpb::NodeReport& r = it->second;
+    evidence.max_term = std::max<raft::Term>(evidence.max_term, r.term());
+    if (r.durable_last_term() > evidence.last_term ||
+        (r.durable_last_term() == evidence.last_term &&
+         r.durable_last_index() > evidence.last_index)) {
+      evidence.last_term = r.durable_last_term();
+      evidence.last_index = r.durable_last_index();
+    }
+  }
+  const std::size_t majority = (others + 1) / 2 + 1;  // of every voter, this one included
+  const bool waited = config_.recovery_fallback_ticks > 0 &&
+                      now_ticks_ - recovery_started_tick_ >= config_.recovery_fallback_ticks;
+  if (heard < others && !(waited && heard + 1 >= majority)) {
+    return;
+  }
+  if (heard < others) {
+    spdlog::warn(
+        "replica {}: recovery ends on {} of {} other voters' reports after {} ticks (term {}, "
+        "log ({}, {})); a vote it forgot may be known only to the silent ones",
+        config_.id, heard, others, now_ticks_ - recovery_started_tick_, evidence.max_term,
+        evidence.last_term, evidence.last_index);
+  } else {
+    spdlog::info("replica {}: recovered on every voter's report: term {}, log ({}, {})", config_.id,
+                 evidence.max_term, evidence.last_term, evidence.last_index);
+  }
+  raft_->end_recovery(evidence);
+  recovery_reports_.clear();
+}
+
+rsmpb::PeerEnvelope Node::make_report() const {
   const raft::NodeStatus st = raft_->status();
   rsmpb::PeerEnvelope envelope;
   envelope.set_from(config_.id);
@@ -879,6 +977,21 @@ void Node::broadcast_report() {
   report->set_applied(applied_);
   report->set_last_index(st.last_index);
   report->set_client_address(config_.client_address);
+  report->set_incarnation(incarnation_);
+  const raft::Index durable_last = log_->last_index();
+  auto durable_term = log_->term(durable_last);
+  report->set_durable_last_index(durable_last);
+  report->set_durable_last_term(durable_term.ok() ? *durable_term : 0);
+  for (const auto& [peer, incarnation] : peer_incarnations_) {
+    rsmpb::PeerIncarnation& h = *report->add_heard();
+    h.set_id(peer);
+    h.set_incarnation(incarnation);
+  }
+  return envelope;
+}
+
+void Node::broadcast_report() {
+  rsmpb::PeerEnvelope envelope = make_report();
   for (const raft::NodeId peer : conf_state_.voters()) {
     if (peer != config_.id) {
       envelope.set_to(peer);

@@ -67,6 +67,10 @@ inline constexpr int kDiskCheckIntervalTicks = 100;
 // A raised alarm clears once free space is this much (percent of the floor) above the floor, so
 // a disk hovering at the floor does not flap.
 inline constexpr std::uint64_t kDiskAlarmClearMarginPercent = 10;
+// A restarted replica that has heard from a majority of the voters, but not from all of them,
+// ends its recovery on the majority's reports after this many ticks (docs/raft.md, "Recovering
+// after a restart": safe only with high probability).
+inline constexpr int kRecoveryFallbackTicks = 20 * raft::kDefaultElectionTicks;
 
 // The message of every refusal for a standing disk alarm starts with this, so that the API layers
 // can tell it from other bounds (it maps to `resource_exhausted` on the WebSocket and to 507).
@@ -111,6 +115,16 @@ struct NodeConfig {
   // raises (or clears) its replicated DiskAlarm when it crosses min_free_bytes.
   const storage::DiskSpace* disk = nullptr;
   std::uint64_t min_free_bytes = kDefaultMinFreeBytes;
+  // The incarnation counter never goes below this: the host passes its wall clock in
+  // milliseconds, so that a disk that lost the stored counter (a lying fsync) cannot make the
+  // replica reuse request ids of an earlier run. 0: the stored counter alone.
+  std::uint64_t incarnation_floor = 0;
+  // The operator vouches that this disk never lost a synced write: the replica skips recovery
+  // and votes at once after a restart (docs/raft.md, "Recovering after a restart").
+  bool trust_disk = false;
+  // Ticks after which recovery may end on a majority's reports (kRecoveryFallbackTicks); 0: only
+  // on every voter's.
+  int recovery_fallback_ticks = kRecoveryFallbackTicks;
 };
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
@@ -212,6 +226,10 @@ class Node {
   // The nodes whose disk alarm stands, as of the applied state.
   [[nodiscard]] const std::set<raft::NodeId>& disk_alarms() const { return disk_alarms_; }
   [[nodiscard]] const NodeStats& stats() const { return stats_; }
+  // True after a restart until the other voters have reported (docs/raft.md, "Recovering after a
+  // restart"): until then this replica grants no vote and acknowledges nothing.
+  [[nodiscard]] bool recovering() const { return raft_->recovering(); }
+  [[nodiscard]] std::uint64_t incarnation() const { return incarnation_; }
 
  private:
   struct PendingProposal;
@@ -225,7 +243,8 @@ class Node {
   // Checks a MSG_PROP from peer `from` as the leader checks its own proposals: normal entries
   // only, each a decodable command of `from`'s own session (origin, incarnation, request id > 0).
   [[nodiscard]] static Status validate_forwarded(raft::NodeId from, const raftpb::Message& message);
-  [[nodiscard]] Status bootstrap_if_empty();
+  // True when it bootstrapped (the engine was empty: a brand-new replica).
+  [[nodiscard]] Result<bool> bootstrap_if_empty();
   [[nodiscard]] Status handle_ready(raft::Ready& rd);
   [[nodiscard]] bool may_send_before_persist(const raft::Ready& rd) const;
   [[nodiscard]] Status persist(const raft::Ready& rd);
@@ -251,6 +270,12 @@ class Node {
   void expire_requests();
   void maybe_compact();
   void broadcast_report();
+  [[nodiscard]] rsmpb::PeerEnvelope make_report() const;
+  // A peer's report: forgets the match of a peer that restarted, feeds recovery.
+  void receive_report(raft::NodeId from, const rsmpb::NodeReport& report);
+  // Ends recovery once every other voter (or, after recovery_fallback_ticks, a majority) has
+  // reported since this replica started.
+  void maybe_end_recovery();
   // Measures free space and proposes a DiskAlarm when this node crosses its floor.
   void check_disk();
 
@@ -301,6 +326,11 @@ class Node {
   std::uint64_t next_stream_id_ = 1;
 
   std::map<raft::NodeId, PeerReport> peer_reports_;
+  // Recovery: the latest incarnation reported by each peer, and the reports of the voters sent
+  // after this replica started (they name its incarnation).
+  std::map<raft::NodeId, std::uint64_t> peer_incarnations_;
+  std::map<raft::NodeId, rsmpb::NodeReport> recovery_reports_;
+  int recovery_started_tick_ = 0;
   ApplyObserver apply_observer_;
   NodeListener* listener_ = nullptr;
   NodeStats stats_;

@@ -499,7 +499,9 @@ TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
   c.set_wall_ms(6'000);
   ASSERT_TRUE(run(second, c).ok());
   EXPECT_EQ(replica(second).wall.seen, (std::vector<std::int64_t>{5'000, 5'000, 6'000}));
-  // The floor is durable: a restarted replica keeps it.
+  // The floor is durable: a restarted replica keeps it. (The first leader is back, so that the
+  // restarted replica hears every voter and ends its recovery.)
+  net_.down.erase(first);
   replica(second).node.reset();
   open(second);
   tick_all(60);
@@ -827,6 +829,98 @@ TEST_F(NodeTest, ARebuiltReplicaDoesNotHelpElectALeaderThatLacksWhatItAcknowledg
       EXPECT_EQ(read(id, "committed-" + std::to_string(i)), "yes") << "replica " << id;
     }
   }
+}
+
+}  // namespace
+}  // namespace herald::rsm
+
+namespace herald::rsm {
+namespace {
+
+class RecoveryTest : public NodeTest {
+ protected:
+  // Crashes replica `id` (its engine keeps what it holds) and opens it again.
+  void restart(raft::NodeId id) {
+    replica(id).node.reset();
+    open(id);
+  }
+};
+
+TEST_F(RecoveryTest, ABrandNewReplicaNeedsNoRecoveryButARestartedOneDoes) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  EXPECT_FALSE(replica(f).node->recovering());
+  restart(f);
+  EXPECT_TRUE(replica(f).node->recovering());
+}
+
+TEST_F(RecoveryTest, ARestartedReplicaRecoversOnceEveryOtherVoterReported) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  restart(f);
+  ASSERT_TRUE(replica(f).node->recovering());
+  // Its first tick sends a report; both peers answer at once, naming its new incarnation.
+  tick_all(1);
+  EXPECT_FALSE(replica(f).node->recovering());
+  EXPECT_TRUE(put(f, "k", "v").ok());
+}
+
+TEST_F(RecoveryTest, WithAVoterDownRecoveryWaitsForTheMajorityFallback) {
+  NodeConfig base;
+  base.recovery_fallback_ticks = 100;
+  const raft::NodeId lead = start_three(base);
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  const raft::NodeId other = 6 - lead - f;
+  net_.down.insert(other);
+  restart(f);
+  tick_all(90);
+  EXPECT_TRUE(replica(f).node->recovering());
+  tick_all(20);
+  EXPECT_FALSE(replica(f).node->recovering());
+  EXPECT_TRUE(put(lead, "k", "v").ok());  // the leader and f are a majority again
+}
+
+TEST_F(RecoveryTest, WithoutTheFallbackASilentVoterKeepsARestartedReplicaRecovering) {
+  NodeConfig base;
+  base.recovery_fallback_ticks = 0;
+  const raft::NodeId lead = start_three(base);
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  net_.down.insert(6 - lead - f);
+  restart(f);
+  tick_all(300);
+  EXPECT_TRUE(replica(f).node->recovering());
+}
+
+TEST_F(RecoveryTest, TrustDiskSkipsRecovery) {
+  NodeConfig base;
+  base.trust_disk = true;
+  const raft::NodeId lead = start_three(base);
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  restart(f);
+  EXPECT_FALSE(replica(f).node->recovering());
+}
+
+TEST_F(RecoveryTest, TheIncarnationNeverGoesBelowItsFloorNorBackwards) {
+  NodeConfig base;
+  base.incarnation_floor = 5'000;
+  start(1, base);
+  EXPECT_EQ(replica(1).node->incarnation(), 5'000u);
+  config_.incarnation_floor = 10;  // a clock set back: the stored counter still rises
+  restart(1);
+  EXPECT_EQ(replica(1).node->incarnation(), 5'001u);
+  // A disk that lost the stored counter: the floor alone keeps request ids of earlier runs
+  // unused.
+  storage::WriteBatch wipe;
+  wipe.del(storage::Space::kMeta, kIncarnationKey);
+  ASSERT_TRUE(replica(1).engine.write(wipe, true).ok());
+  config_.incarnation_floor = 6'000;
+  restart(1);
+  EXPECT_EQ(replica(1).node->incarnation(), 6'000u);
 }
 
 }  // namespace

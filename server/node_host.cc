@@ -338,6 +338,11 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   // Bounds each round's apply work in time and keeps followers hearing from a busy leader
   // (docs/ARCHITECTURE.md, "Liveness under load").
   nc.clock = &impl->clock;
+  if (nc.incarnation_floor == 0) {
+    // Incarnations keep rising even if the disk lost the stored counter (docs/raft.md,
+    // "Recovering after a restart").
+    nc.incarnation_floor = static_cast<std::uint64_t>(impl->clock.wall_ms());
+  }
   nc.in_round_heartbeat_ms = static_cast<MonoMs>(options.node.heartbeat_ticks) * options.tick_ms;
   if (nc.seed == 0) {
     nc.seed = (static_cast<std::uint64_t>(std::random_device{}()) << 32U) ^

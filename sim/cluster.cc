@@ -50,6 +50,15 @@ constexpr MonoMs kMaxFullDiskMs = 3'000;
 constexpr double kDamageChance = 0.3;
 constexpr MonoMs kDamageRestartMs = 100;
 constexpr std::uint64_t kDamageSalt = 7;
+// A disk that lies about fsync: on this share of seeds one replica (chosen from a stream of its
+// own, salt 8; never the damaged one, and none on a 3-replica seed that has a damaged one) loses,
+// at each crash with kLieChance, a suffix of the writes it had synced
+// (storage::MemEngine::crash_lying). Restarted replicas must recover (docs/raft.md, "Recovering
+// after a restart") so that every check still holds.
+constexpr double kLyingDiskChance = 0.3;
+constexpr double kLieChance = 0.5;
+constexpr std::uint64_t kLyingDiskSalt = 8;
+constexpr std::uint64_t kLieSalt = 9;
 constexpr std::uint64_t kSimDiskFreeBytes = 1ULL << 30U;
 constexpr std::uint64_t kSimMinFreeBytes = 64ULL << 20U;
 constexpr double kTargetLeaderChance = 0.5;
@@ -331,6 +340,7 @@ struct SimCluster::Replica {
   std::uint64_t failed_writes_seen = 0;  // engine failures already accounted for
   storage::ManualDiskSpace disk{kSimDiskFreeBytes};
   bool damaged = false;  // a record of its store was damaged on purpose and not yet found
+  bool lies = false;     // its disk may lose synced writes when it crashes
   // What the log looked like at the last log check: (first, last, term of last).
   std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
 };
@@ -356,6 +366,7 @@ SimCluster::SimCluster(const ClusterOptions& options, ClusterScenario* scenario)
       fault_rng_(derive_seed(options.seed, 1)),
       client_rng_(derive_seed(options.seed, 2)),
       crash_rng_(derive_seed(options.seed, 3)),
+      lie_rng_(derive_seed(options.seed, kLieSalt)),
       network_(derive_seed(options.seed, 4), &clock_, link_bounds_for(options.seed)),
       storm_(fault_rng_.chance(kStormChance)) {
   HERALD_ASSERT(options.replicas == 3 || options.replicas == 5, "a cluster has 3 or 5 replicas");
@@ -431,6 +442,16 @@ Status SimCluster::open_replica(Replica& r) {
   config.snapshot_chunk_bytes = kSimSnapshotChunkBytes;
   config.disk = &r.disk;
   config.min_free_bytes = kSimMinFreeBytes;
+  // As `herald serve` does: the wall clock keeps incarnations rising whatever the disk lost.
+  config.incarnation_floor = static_cast<std::uint64_t>(clock_.wall_ms());
+  // The strict recovery rule: a restarted replica waits for every voter's report (the majority
+  // fallback is only safe with high probability, docs/raft.md).
+  config.recovery_fallback_ticks = 0;
+  // Only a replica whose disk lies recovers after a restart; the others run with the operator's
+  // "trust my disk". With every restart recovering, a replica rebuilt after damage can take with
+  // it the log that a recovering peer was told to wait for, and a 3-replica cluster then has no
+  // electable candidate (seed 493; docs/raft.md, "Recovering after a restart").
+  config.trust_disk = !r.lies;
   rsm::StateMachine* state_machine =
       scenario_ != nullptr ? scenario_->open_replica(r.id, &r.engine) : &r.state_machine;
   HERALD_ASSIGN_OR_RETURN(r.node, rsm::Node::open(config, &r.engine, r.transport, state_machine));
@@ -478,7 +499,16 @@ void SimCluster::crash_replica(Replica& r, MonoMs down_for_ms) {
     scenario_->on_replica_down(r.id);
   }
   network_.set_up(r.id, false);
-  r.engine.crash(crash_rng_);
+  if (r.lies && lie_rng_.chance(kLieChance)) {
+    const std::uint64_t lost = r.engine.crash_lying(lie_rng_);
+    if (lost > 0) {
+      ++stats_.lying_disks;
+      log_event(
+          fmt::format("replica {}: its disk lied: {} synced writes lost in the crash", r.id, lost));
+    }
+  } else {
+    r.engine.crash(crash_rng_);
+  }
   ++stats_.crashes;
   schedule(clock_.mono_ms() + down_for_ms, Event{EventKind::kRestart, r.id, -1, r.incarnation});
 }
@@ -566,6 +596,32 @@ void SimCluster::rebuild_replica(Replica& r, const Status& cause) {
            Event{EventKind::kRestart, r.id, -1, r.incarnation});
 }
 
+void SimCluster::plan_lying_disk() {
+  Rng rng(derive_seed(options_.seed, kLyingDiskSalt));
+  if (!rng.chance(kLyingDiskChance)) {
+    return;
+  }
+  auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  if (damage_target_ != raft::kNoNode) {
+    // Bad disks stay a minority: with 3 replicas a damaged one is already the one bad disk
+    // allowed (a liar beside it could lose, with the rebuilt one, the only two copies of a
+    // commit); with 5 the liar is another replica (a rollback could also bring a damaged record
+    // back after its rebuild).
+    if ((replicas_.size() - 1) / 2 < 2) {
+      return;
+    }
+    if (target == damage_target_) {
+      target = target % replicas_.size() + 1;
+    }
+  }
+  Replica& r = replica(target);
+  r.lies = true;
+  // From its first open on: losing the bootstrap itself would make it a brand-new replica,
+  // which is an operator's mistake (a new disk under an old id), not a lying disk.
+  r.engine.record_history();
+  log_event(fmt::format("replica {}: its disk lies about fsync", target));
+}
+
 void SimCluster::plan_damage() {
   Rng rng(derive_seed(options_.seed, kDamageSalt));
   if (!rng.chance(kDamageChance)) {
@@ -574,6 +630,7 @@ void SimCluster::plan_damage() {
   const auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
   const MonoMs at = rng.range(kFirstFaultMs, options_.faults_end_ms);
   const bool in_log = rng.chance(0.5);
+  damage_target_ = target;
   schedule_call(at, [this, target, in_log] {
     Replica& r = replica(target);
     if (!r.node || r.damaged) {
@@ -1219,6 +1276,7 @@ RunResult SimCluster::run() {
     schedule(kFirstFaultMs, Event{EventKind::kFault});
     plan_full_disk();
     plan_damage();
+    plan_lying_disk();
   }
   schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});

@@ -10,7 +10,8 @@
 // schedule drawn from the seed crashes and restarts replicas (losing unsynced writes), fails
 // disk writes, partitions and heals links, and turns loss, duplication and delay up and down.
 // After every event every running replica runs process(), and SafetyChecker verifies Raft's
-// safety properties and that every command takes effect at most once. At the end every fault is
+// safety properties and that every command takes effect at most once. On some seeds one replica's
+// disk lies: a crash of it may also lose writes it had synced. At the end every fault is
 // healed, the cluster must converge, and the clients' history must be linearizable
 // (sim/linearizability.h).
 //
@@ -77,6 +78,7 @@ struct RunStats {
   std::uint64_t full_disks = 0;       // episodes of a disk below its free-space floor
   std::uint64_t damaged_records = 0;  // records damaged on purpose (log entries, applied states)
   std::uint64_t rebuilds = 0;         // replicas rebuilt empty after finding one
+  std::uint64_t lying_disks = 0;      // crashes that lost synced writes (a disk that lied)
   std::uint64_t partitions = 0;
   std::uint64_t leaders = 0;  // distinct (term, leader) pairs
   std::uint64_t max_compacted_index = 0;
@@ -249,6 +251,9 @@ class SimCluster {
   void plan_full_disk();
   // On some seeds, damages a record one replica reads when it next starts (see kDamageChance).
   void plan_damage();
+  // On some seeds, one replica (never the damaged one) has a disk that lies about fsync: some of
+  // its crashes also lose writes it had synced (see kLyingDiskChance).
+  void plan_lying_disk();
   // Rebuilds a stopped replica whose damage was found, as server/replica_rebuild.h does on disk,
   // and restarts it.
   void rebuild_replica(Replica& r, const Status& cause);
@@ -284,6 +289,8 @@ class SimCluster {
   Rng fault_rng_;
   Rng client_rng_;
   Rng crash_rng_;
+  Rng lie_rng_;
+  raft::NodeId damage_target_ = raft::kNoNode;
   SimNetwork network_;
   std::map<raft::NodeId, std::unique_ptr<Replica>> replicas_;
   std::vector<std::unique_ptr<Client>> clients_;

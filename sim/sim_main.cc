@@ -8,6 +8,7 @@
 #include <array>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -58,12 +59,12 @@ void print_stats(std::uint64_t seed, int replicas, const RunStats& s) {
   fmt::print(
       "sim: seed {} ok: {} replicas, {} faults, {} events, {} ms simulated, {} writes and {} "
       "reads acknowledged, {} unknown, {} rejected, {} crashes, {} disk faults, {} full disks, {} "
-      "damaged records, {} rebuilds, {} partitions, "
+      "damaged records, {} rebuilds, {} lying disks, {} partitions, "
       "{} leaders, compacted to {}, {} snapshot chunks (max seq {}), network {} delivered {} "
       "lost {} duplicated {} cut {} refused, {} linearizability steps\n",
       seed, replicas, s.storm ? "storm" : "steady", s.events, s.end_ms, s.acked_writes,
       s.acked_reads, s.unknown_ops, s.rejected_ops, s.crashes, s.io_faults, s.full_disks,
-      s.damaged_records, s.rebuilds, s.partitions, s.leaders, s.max_compacted_index,
+      s.damaged_records, s.rebuilds, s.lying_disks, s.partitions, s.leaders, s.max_compacted_index,
       s.network.snapshot_chunks, s.network.max_chunk_seq, s.network.delivered, s.network.lost,
       s.network.duplicated, s.network.cut, s.network.rejected, s.linearizability_steps);
 }
@@ -159,7 +160,9 @@ int run_sim(const SimOptions& opts) {
     return 2;
   }
   const spdlog::level::level_enum saved_level = spdlog::get_level();
-  spdlog::set_level(opts.verbose ? spdlog::level::warn : spdlog::level::off);
+  spdlog::set_level(opts.verbose ? (std::getenv("HERALD_SIM_INFO") != nullptr ? spdlog::level::info
+                                                                              : spdlog::level::warn)
+                                 : spdlog::level::off);
   auto* const saved_handler = std::signal(SIGABRT, on_abort_signal);
   int passed = 0;
   int failed = 0;

@@ -129,9 +129,60 @@ Status MemEngine::write(const WriteBatch& batch, bool sync) {
   } else {
     unsynced_.push_back(batch);
   }
+  if (recording_) {
+    history_.emplace_back(batch, sync);
+    if (history_.size() > kMaxHistoryBatches) {
+      apply_batch(history_.front().first, history_base_);
+      history_.erase(history_.begin());
+    }
+  }
   ++counters_.writes;
   counters_.bytes_written += batch.byte_size();
   return Status::ok_status();
+}
+
+void MemEngine::record_history() {
+  if (recording_) {
+    return;
+  }
+  recording_ = true;
+  // Everything up to now is the base; unsynced batches are remembered like later writes.
+  history_base_ = durable_;
+  for (const WriteBatch& pending : unsynced_) {
+    history_.emplace_back(pending, false);
+  }
+}
+
+std::uint64_t MemEngine::crash_lying(Rng& rng) {
+  std::size_t last_synced = history_.size();
+  for (std::size_t i = history_.size(); i-- > 0;) {
+    if (history_[i].second) {
+      last_synced = i;
+      break;
+    }
+  }
+  if (last_synced == history_.size()) {
+    crash(rng);
+    return 0;
+  }
+  const std::size_t kept = rng.uniform(last_synced + 1);  // in [0, last_synced]
+  std::uint64_t lost_synced = 0;
+  durable_ = history_base_;
+  for (std::size_t i = 0; i < history_.size(); ++i) {
+    if (i < kept) {
+      apply_batch(history_[i].first, durable_);
+    } else if (history_[i].second) {
+      ++lost_synced;
+    }
+  }
+  HERALD_ASSERT(lost_synced > 0, "a lying crash loses at least one synced write");
+  counters_.lost_batches += unsynced_.size();
+  counters_.lost_synced_batches += lost_synced;
+  ++counters_.crashes;
+  history_.erase(history_.begin() + static_cast<std::ptrdiff_t>(kept), history_.end());
+  unsynced_.clear();
+  live_ = std::make_shared<Image>(durable_);
+  return lost_synced;
 }
 
 void MemEngine::crash(Rng& rng) {

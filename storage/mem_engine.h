@@ -9,7 +9,9 @@
 //
 // Faults: fail_writes(n) makes the next n writes fail with kIOError without changing anything;
 // corrupt() flips a bit in a stored value (in the live view and in the durable image), as a
-// damaged disk sector would.
+// damaged disk sector would. A disk that lies about fsync: once record_history() is on, the
+// engine remembers its last kMaxHistoryBatches writes, and crash_lying() loses synced writes too
+// — it rolls the store back to what it held after some earlier write, before the last sync.
 //
 // Snapshots and iterators share the image they were taken from (copy-on-write): a write while
 // one is alive copies the live view first, so they never observe later writes.
@@ -32,13 +34,17 @@ namespace herald::storage {
 
 // What MemEngine has done since it was created, for tests and benchmarks.
 struct MemEngineCounters {
-  std::uint64_t writes = 0;         // successful write() calls
-  std::uint64_t syncs = 0;          // successful write() calls with sync=true
-  std::uint64_t bytes_written = 0;  // sum of WriteBatch::byte_size() of successful writes
-  std::uint64_t failed_writes = 0;  // writes rejected by fail_writes()
-  std::uint64_t crashes = 0;        // crash() calls
-  std::uint64_t lost_batches = 0;   // unsynced batches dropped by crash()
+  std::uint64_t writes = 0;               // successful write() calls
+  std::uint64_t syncs = 0;                // successful write() calls with sync=true
+  std::uint64_t bytes_written = 0;        // sum of WriteBatch::byte_size() of successful writes
+  std::uint64_t failed_writes = 0;        // writes rejected by fail_writes()
+  std::uint64_t crashes = 0;              // crash() calls
+  std::uint64_t lost_batches = 0;         // unsynced batches dropped by crash()
+  std::uint64_t lost_synced_batches = 0;  // synced batches dropped by crash_lying()
 };
+
+// How many of its latest writes a lying MemEngine can roll back.
+inline constexpr std::size_t kMaxHistoryBatches = 256;
 
 class MemEngine final : public Engine {
  public:
@@ -55,6 +61,14 @@ class MemEngine final : public Engine {
   // Simulates a power loss and restart: the live view becomes the durable image plus the first k
   // unsynced batches, k uniform in [0, unsynced_batches()]. What survives is durable afterwards.
   void crash(Rng& rng);
+  // From now on, remembers the latest kMaxHistoryBatches writes, so that crash_lying() can drop
+  // synced ones; what was written before is never lost.
+  void record_history();
+  // Simulates a power loss on a disk that acknowledged syncs it had not made durable: the store
+  // becomes what it held after the first k remembered writes, k uniform over the positions before
+  // the last synced one, so at least one synced write is lost. Returns the number of synced writes
+  // lost; 0 (and a plain crash(rng)) when no synced write is remembered.
+  std::uint64_t crash_lying(Rng& rng);
   // The next `count` writes fail with kIOError and change nothing.
   void fail_writes(std::uint64_t count);
   // Flips one bit of the value stored under `key`, in the live view and, when it holds the same
@@ -77,6 +91,11 @@ class MemEngine final : public Engine {
   std::shared_ptr<Image> live_;
   Image durable_;
   std::vector<WriteBatch> unsynced_;
+  // With record_history(): the store before the first remembered write, and those writes in
+  // order (each with whether it was synced).
+  bool recording_ = false;
+  Image history_base_;
+  std::vector<std::pair<WriteBatch, bool>> history_;
   std::uint64_t failures_pending_ = 0;
   MemEngineCounters counters_;
 };

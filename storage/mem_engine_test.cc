@@ -86,6 +86,42 @@ TEST(MemEngineTest, CrashKeepsPrefixNotHoles) {
   EXPECT_EQ(survivors_seen.size(), static_cast<std::size_t>(kBatches + 1));
 }
 
+TEST(MemEngineTest, ALyingCrashLosesSyncedWritesAsASuffixNeverBeforeTheRecording) {
+  constexpr int kBatches = 4;
+  std::set<std::size_t> survivors_seen;
+  for (std::uint64_t seed = 0; seed < kCrashSeeds; ++seed) {
+    MemEngine engine;
+    must_write(engine, put_batch(Space::kLog, "a", "x"), /*sync=*/true);  // before recording
+    engine.record_history();
+    for (int i = 0; i < kBatches; ++i) {
+      must_write(engine, put_batch(Space::kLog, "b" + std::to_string(i), "x"), /*sync=*/true);
+    }
+    Rng rng(seed);
+    const std::uint64_t lost = engine.crash_lying(rng);
+    const KeyValues left = scan_all(engine, Space::kLog);
+    ASSERT_FALSE(left.empty());
+    EXPECT_EQ(left[0].first, "a") << "a write from before record_history() was lost";
+    for (std::size_t i = 1; i < left.size(); ++i) {
+      EXPECT_EQ(left[i].first, "b" + std::to_string(i - 1)) << "seed " << seed << ": a hole";
+    }
+    EXPECT_GE(lost, 1U);
+    EXPECT_EQ(left.size() - 1 + lost, static_cast<std::size_t>(kBatches));
+    survivors_seen.insert(left.size() - 1);
+    EXPECT_EQ(engine.counters().lost_synced_batches, lost);
+  }
+  // Anything from none to all but the last synced write survives.
+  EXPECT_EQ(survivors_seen.size(), static_cast<std::size_t>(kBatches));
+}
+
+TEST(MemEngineTest, ALyingCrashWithNoSyncedWriteRememberedIsAPlainCrash) {
+  MemEngine engine;
+  must_write(engine, put_batch(Space::kLog, "a", "x"), /*sync=*/true);
+  engine.record_history();
+  Rng rng(1);
+  EXPECT_EQ(engine.crash_lying(rng), 0U);
+  EXPECT_EQ(get_or_absent(engine, Space::kLog, "a"), "x");
+}
+
 TEST(MemEngineTest, CrashSurvivorsStayDurable) {
   for (std::uint64_t seed = 0; seed < kCrashSeeds; ++seed) {
     MemEngine engine;
