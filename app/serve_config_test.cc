@@ -479,7 +479,6 @@ TEST(ServeConfigProviders, KeyFileChecksSayMissingAndWorldReadable) {
   EXPECT_NE(s.message().find("apns.key_file /nonexistent/a.p8"), std::string::npos);
 }
 
-
 TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknownKeys) {
   ServeConfig config;
   ASSERT_TRUE(load_text("id = 1\n", config).ok());

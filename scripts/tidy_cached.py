@@ -114,6 +114,8 @@ def main() -> int:
     def check(name: str):
         source = str((REPO / name).resolve())
         entry = entries.get(source)
+        if entry is None:  # not part of this build (a driver whose library is not installed)
+            return name, True, False, f"tidy: {name} is not in this build; not checked\n"
         key = key_of(source, entry, hasher, salt) if (entry and use_cache) else ""
         if key and (cache / key).exists():
             return name, True, True, ""
@@ -132,6 +134,7 @@ def main() -> int:
             cached += hit
             if not clean:
                 failed.append(name)
+            if output and (not clean or output.startswith("tidy: ")):
                 sys.stdout.write(output)
     print(f"tidy: {len(files)} files under {build_dir.name}, {cached} unchanged since a clean run")
     if failed:
