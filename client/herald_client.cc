@@ -335,6 +335,7 @@ Result<Prefs> parse_prefs(const json::value& v) {
   HERALD_RETURN_IF_ERROR(read_json_field(*o, "email_fallback", p.email_fallback));
   HERALD_RETURN_IF_ERROR(read_json_field(*o, "email_delay_ms", p.email_delay_ms));
   HERALD_RETURN_IF_ERROR(read_json_field(*o, "muted", p.muted));
+  HERALD_RETURN_IF_ERROR(read_json_field(*o, "hide_previews", p.hide_previews));
   return p;
 }
 
@@ -597,6 +598,7 @@ Result<Prefs> HeraldClient::prefs_set(const std::optional<std::string>& conversa
   if (update.email_fallback.has_value()) fields["email_fallback"] = *update.email_fallback;
   if (update.email_delay_ms.has_value()) fields["email_delay_ms"] = *update.email_delay_ms;
   if (update.muted.has_value()) fields["muted"] = *update.muted;
+  if (update.hide_previews.has_value()) fields["hide_previews"] = *update.hide_previews;
   HERALD_ASSIGN_OR_RETURN(Fields ok, call("prefs.set", fields));
   return read_object(*ok, "prefs", parse_prefs);
 }

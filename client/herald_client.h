@@ -144,6 +144,7 @@ struct Prefs {
   bool email_fallback = false;
   std::int64_t email_delay_ms = 0;
   bool muted = false;
+  bool hide_previews = false;
 };
 
 // ------------------------------------------------------------------ call arguments and results
@@ -207,7 +208,8 @@ struct PrefsUpdate {
   std::optional<bool> push_enabled;
   std::optional<bool> email_fallback;
   std::optional<std::int64_t> email_delay_ms;
-  std::optional<bool> muted;  // conversation preferences only
+  std::optional<bool> muted;          // conversation preferences only
+  std::optional<bool> hide_previews;  // the user's own preferences only
 };
 
 // An answer frame as received (next_answer()).

@@ -188,6 +188,7 @@ EffectivePreferences effective(const UserPreferences& user, const ConversationPr
   prefs.email_fallback = conv.has_email_fallback() ? conv.email_fallback() : user.email_fallback();
   prefs.email_delay_ms = conv.has_email_delay_ms() ? conv.email_delay_ms() : user.email_delay_ms();
   prefs.muted = conv.muted();
+  prefs.hide_previews = user.hide_previews();
   return prefs;
 }
 
@@ -1007,6 +1008,9 @@ Result<rsmpb::CommandResult> Applier::set_user_preferences(const messagingpb::Se
   }
   HERALD_ASSIGN_OR_RETURN(UserRecord user, require_user(op.user_id()));
   UserPreferences* prefs = user.mutable_preferences();
+  if (op.has_hide_previews()) {
+    prefs->set_hide_previews(op.hide_previews());
+  }
   if (op.has_push_enabled()) {
     prefs->set_push_enabled(op.push_enabled());
   }
@@ -1024,6 +1028,10 @@ Result<rsmpb::CommandResult> Applier::set_user_preferences(const messagingpb::Se
 
 Result<rsmpb::CommandResult> Applier::set_conversation_preferences(
     const messagingpb::SetPreferences& op) {
+  if (op.has_hide_previews()) {
+    return Status::invalid_argument(
+        "hiding previews is a setting of the user, not of a conversation");
+  }
   HERALD_ASSIGN_OR_RETURN(ConversationRecord conv,
                           authorized(op.user_id(), op.conversation_id(), Authority::kMember));
   HERALD_ASSIGN_OR_RETURN(MemberState state, member_state(op.user_id(), op.conversation_id()));
@@ -1161,7 +1169,7 @@ Status Applier::start_delivery(const MessageRecord& message, std::string_view pr
   input.set_sender_device_id(message.sender_device_id());
   input.set_recipient_user_id(user.user_id());
   *input.mutable_device_ids() = user.device_ids();
-  input.set_preview(std::string(preview));
+  input.set_preview(prefs.hide_previews ? std::string(kHiddenPreviewText) : std::string(preview));
   input.set_push_after_ms(kPushAfterMs);
   input.set_escalate_after_ms(prefs.email_delay_ms);
   input.set_push_enabled(prefs.push_enabled && !prefs.muted);

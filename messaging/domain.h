@@ -92,6 +92,9 @@ inline constexpr std::size_t kMaxRecentMarkAnswers = 64;
 
 // Delivery timing and preferences.
 inline constexpr std::int64_t kPushAfterMs = 1000;  // socket grace before a push
+// What pushes and escalation emails carry instead of the message's words for a user who hides
+// previews.
+inline constexpr char kHiddenPreviewText[] = "New message";
 inline constexpr std::int64_t kDefaultEmailDelayMs = 15 * 60 * 1000;
 inline constexpr std::int64_t kMinEmailDelayMs = 1000;
 inline constexpr std::int64_t kMaxEmailDelayMs = 7 * 24 * 60 * 60 * 1000;
@@ -163,6 +166,7 @@ struct EffectivePreferences {
   bool email_fallback = false;
   std::int64_t email_delay_ms = kDefaultEmailDelayMs;
   bool muted = false;
+  bool hide_previews = false;  // the user's own setting; no conversation overrides it
 };
 
 // One chat-index entry joined with its conversation and the user's read cursor.

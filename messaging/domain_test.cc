@@ -1062,6 +1062,32 @@ TEST_F(DomainTest, PreferencesShapeTheDeliveryInput) {
   EXPECT_EQ(code_of(apply(user_prefs)), Code::kInvalidArgument);
 }
 
+TEST_F(DomainTest, HiddenPreviewsReplaceTheTextInPushesAndEmailsOfThatUserOnly) {
+  make_trio();
+  MessagingCommand hide;
+  hide.mutable_set_preferences()->set_user_id("bob");
+  hide.mutable_set_preferences()->set_hide_previews(true);
+  ok(hide);
+  auto prefs = Domain::preferences(store_, "bob", "");
+  ASSERT_TRUE(prefs.ok());
+  EXPECT_TRUE(prefs->hide_previews);
+  send("g", "alice", "the launch code is 1234");
+  const auto started = deliveries("g", 1);
+  EXPECT_EQ(started.at("bob").preview(), kHiddenPreviewText);
+  EXPECT_EQ(started.at("carol").preview(), "the launch code is 1234");
+  // The chat index keeps the words: it is the user's own view, not a notification.
+  EXPECT_EQ(changes("bob").back().change().kind(), messagingpb::MESSAGE_NEW);
+
+  // A conversation cannot override it; turning it off brings the text back.
+  MessagingCommand per_conversation = hide;
+  per_conversation.mutable_set_preferences()->set_conversation_id("g");
+  EXPECT_EQ(code_of(apply(per_conversation)), Code::kInvalidArgument);
+  hide.mutable_set_preferences()->set_hide_previews(false);
+  ok(hide);
+  send("g", "alice", "never mind");
+  EXPECT_EQ(deliveries("g", 2).at("bob").preview(), "never mind");
+}
+
 TEST_F(DomainTest, MutingDisablesPushAndEmail) {
   make_trio();
   MessagingCommand prefs;

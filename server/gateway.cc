@@ -1271,17 +1271,20 @@ void Gateway::Core::prefs_set(Request r) {
   std::optional<bool> push_enabled;
   std::optional<bool> email_fallback;
   std::optional<bool> muted;
+  std::optional<bool> hide_previews;
   std::optional<std::int64_t> delay_ms;
   if (auto e = get_string(r.frame, "conversation_id", id, false)) return fail(r, *e);
   if (auto e = get_bool(r.frame, "push_enabled", push_enabled)) return fail(r, *e);
   if (auto e = get_bool(r.frame, "email_fallback", email_fallback)) return fail(r, *e);
   if (auto e = get_bool(r.frame, "muted", muted)) return fail(r, *e);
+  if (auto e = get_bool(r.frame, "hide_previews", hide_previews)) return fail(r, *e);
   if (auto e = get_i64(r.frame, "email_delay_ms", delay_ms)) return fail(r, *e);
   op->set_user_id(r.user_id);
   op->set_conversation_id(id);
   if (push_enabled) op->set_push_enabled(*push_enabled);
   if (email_fallback) op->set_email_fallback(*email_fallback);
   if (muted) op->set_muted(*muted);
+  if (hide_previews) op->set_hide_previews(*hide_previews);
   if (delay_ms) op->set_email_delay_ms(*delay_ms);
   propose_domain(std::move(r), c,
                  [self = shared_from_this(), id](Request& req, const rsmpb::CommandResult&) {

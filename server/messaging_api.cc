@@ -352,6 +352,7 @@ void MessagingApi::set_preferences(const std::string& user_id, const HttpRequest
   std::optional<bool> push_enabled;
   std::optional<bool> email_fallback;
   std::optional<bool> muted;
+  std::optional<bool> hide_previews;
   std::optional<std::int64_t> delay_ms;
   if (auto e = get_string(*body, "conversation_id", conversation_id, false)) {
     return respond(error_of(*e));
@@ -359,6 +360,7 @@ void MessagingApi::set_preferences(const std::string& user_id, const HttpRequest
   if (auto e = get_bool(*body, "push_enabled", push_enabled)) return respond(error_of(*e));
   if (auto e = get_bool(*body, "email_fallback", email_fallback)) return respond(error_of(*e));
   if (auto e = get_bool(*body, "muted", muted)) return respond(error_of(*e));
+  if (auto e = get_bool(*body, "hide_previews", hide_previews)) return respond(error_of(*e));
   if (auto e = get_i64(*body, "email_delay_ms", delay_ms)) return respond(error_of(*e));
   messagingpb::MessagingCommand c;
   auto* op = c.mutable_set_preferences();
@@ -367,6 +369,7 @@ void MessagingApi::set_preferences(const std::string& user_id, const HttpRequest
   if (push_enabled) op->set_push_enabled(*push_enabled);
   if (email_fallback) op->set_email_fallback(*email_fallback);
   if (muted) op->set_muted(*muted);
+  if (hide_previews) op->set_hide_previews(*hide_previews);
   if (delay_ms) op->set_email_delay_ms(*delay_ms);
   propose(host_, c, std::move(respond), empty_ok);
 }

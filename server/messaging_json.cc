@@ -154,10 +154,9 @@ json::object chat_json(const messaging::ChatSummary& chat) {
 
 json::object prefs_json(const messaging::EffectivePreferences& prefs) {
   return json::object{
-      {"push_enabled", prefs.push_enabled},
-      {"email_fallback", prefs.email_fallback},
-      {"email_delay_ms", prefs.email_delay_ms},
-      {"muted", prefs.muted},
+      {"push_enabled", prefs.push_enabled},     {"email_fallback", prefs.email_fallback},
+      {"email_delay_ms", prefs.email_delay_ms}, {"muted", prefs.muted},
+      {"hide_previews", prefs.hide_previews},
   };
 }
 

@@ -610,6 +610,11 @@ TEST_F(OneNode, GroupLifecycleThroughTheProtocol) {
   EXPECT_TRUE(must(b_phone->prefs_set(id, mute), "mute").muted);
   EXPECT_TRUE(must(b_phone->prefs_get(id), "prefs").muted);
   EXPECT_TRUE(must(b_phone->prefs_get(), "user prefs").push_enabled);
+  client::PrefsUpdate hide;
+  hide.hide_previews = true;
+  EXPECT_TRUE(must(b_phone->prefs_set(std::nullopt, hide), "hide previews").hide_previews);
+  EXPECT_TRUE(must(b_phone->prefs_get(), "user prefs").hide_previews);
+  EXPECT_FALSE(b_phone->prefs_set(id, hide).ok());  // not a conversation's setting
   const client::ChatsResult chats = must(b_phone->chats(), "bob's chats");
   bool listed = false;
   for (const client::Chat& chat : chats.chats) {
