@@ -51,8 +51,7 @@ constexpr char kBobApnsToken[] = "00112233445566778899aabbccddeeff00112233445566
 
 // `bytes` written to a fresh file of mode 0600 under the test's temporary directory.
 std::string private_file(const std::string& name, const std::string& bytes) {
-  const std::string path =
-      fmt::format("{}/herald-e2e-{}-{}", ::testing::TempDir(), ::getpid(), name);
+  std::string path = fmt::format("{}/herald-e2e-{}-{}", ::testing::TempDir(), ::getpid(), name);
   std::remove(path.c_str());
   std::ofstream(path, std::ios::binary) << bytes;
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
@@ -186,7 +185,8 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   EXPECT_EQ(r.device_token, kBobApnsToken);
   EXPECT_EQ(r.headers.at("apns-topic"), kTopic);
   EXPECT_NE(r.body.find("ship it"), std::string::npos) << r.body;
-  EXPECT_TRUE(eventually([&] { return delivery_state(*admin_, direct, 1, "bob") != ""; }, 2'000));
+  EXPECT_TRUE(
+      eventually([&] { return !delivery_state(*admin_, direct, 1, "bob").empty(); }, 2'000));
 
   const std::string log = whole_log();
   EXPECT_NE(
