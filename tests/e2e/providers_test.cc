@@ -6,13 +6,17 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "base/clock.h"
@@ -194,6 +198,198 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
       std::string::npos);
   EXPECT_EQ(log.find("PRIVATE KEY"), std::string::npos) << "key material was logged";
   EXPECT_EQ(log.find(r.jwt), std::string::npos) << "the provider token was logged";
+  std::remove(key_file.c_str());
+}
+
+// ---- A leader failover with pushes in flight ----
+//
+// Three nodes, each configured with the APNs double, so whichever node leads pushes through it.
+// Bob's and carol's two devices each are offline with APNs tokens; alice, connected to a
+// follower, writes to their group. What is checked, per (message, device):
+//  - a push whose success the cluster had recorded (history `push_sent`) before the leader was
+//    killed is never sent again by the next leader;
+//  - a push the killed leader had sent without its outcome recorded (held by the double, its
+//    answer lost with the process) is sent again by the next leader exactly once, with the same
+//    `apns-id` (derived from the attempt's idempotency key) and collapse id, so the provider and
+//    the device can take it for the same notification;
+//  - every device ends with a push the double accepted.
+// That is the most a sender can promise to a provider with no idempotent send (docs/push.md,
+// "Across a leader failover").
+
+constexpr std::size_t kFailoverNodes = 3;
+// Messages whose pushes settle before the kill, and messages whose pushes are in flight at it.
+constexpr std::uint64_t kSettledMessages = 4;
+constexpr std::uint64_t kInFlightMessages = 4;
+// How long the double holds its answers while the leader is killed: longer than the wait for
+// every in-flight push to arrive, so that none is answered before the kill.
+constexpr std::int64_t kHoldMs = 20'000;
+// Bound on a new leader after the kill, and on the next leader's pushes.
+constexpr std::uint32_t kFailoverTimeoutMs = 15'000;
+constexpr std::uint32_t kRepushWaitMs = 20'000;
+constexpr char kFailoverGroup[] = "g-failover";
+
+struct PushedDevice {
+  std::string user_id;
+  std::string device_id;
+  std::string token;
+};
+
+// The `herald.seq` of an APNs body (push/apns.cc), or 0.
+std::uint64_t seq_of(const std::string& body) {
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return 0;
+  const boost::json::object* herald = v.as_object().if_contains("herald") != nullptr
+                                          ? v.as_object().at("herald").if_object()
+                                          : nullptr;
+  if (herald == nullptr || !herald->contains("seq") || !herald->at("seq").is_int64()) return 0;
+  return static_cast<std::uint64_t>(herald->at("seq").as_int64());
+}
+
+// `push_sent` records in the timeline of `user_id` for message `seq`.
+std::size_t pushes_recorded(const client::AdminClient& admin, std::uint64_t seq,
+                            const std::string& user_id) {
+  const Result<client::MessageTimeline> timeline = admin.timeline(kFailoverGroup, seq);
+  if (!timeline.ok()) return 0;
+  const client::RecipientTimeline* r = timeline.value().recipient(user_id);
+  if (r == nullptr) return 0;
+  return static_cast<std::size_t>(
+      std::count_if(r->history.begin(), r->history.end(),
+                    [](const client::TimelineEvent& e) { return e.name == "push_sent"; }));
+}
+
+TEST(PushFailover, LeaderKillWithPushesInFlightPushesEveryDeviceAndRepeatsNoRecordedPush) {
+  SystemClock clock;
+  const std::string key_pem = crypto::testing::ec_private_pem("P-256");
+  push::testing::ApnsMockOptions options;
+  options.provider_public_pem = crypto::testing::public_pem_of(key_pem);
+  options.key_id = kKeyId;
+  options.team_id = kTeamId;
+  options.topic = kTopic;
+  auto mock = must(push::testing::ApnsMock::start(options, clock), "starting the APNs mock");
+  const std::string key_file = private_file("failover-apns.p8", key_pem);
+  auto cluster = must(Cluster::create(kFailoverNodes), "creating the cluster");
+  must(cluster->set_config(fmt::format(
+           "[apns]\nkey_file = \"{}\"\nkey_id = \"{}\"\nteam_id = \"{}\"\ntopic = \"{}\"\n"
+           "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n",
+           key_file, kKeyId, kTeamId, kTopic, mock->port(), mock->ca_file())),
+       "writing the configuration");
+  must(cluster->start_all(), "starting the nodes");
+  const std::uint64_t leader = must(cluster->leader(kStartupTimeoutMs), "the first leader");
+  const std::uint64_t follower = cluster->other_live_node(leader);
+  const client::AdminClient admin = cluster->admin(follower);  // forwarded to the leader
+
+  must(admin.create_user("alice", "Alice"), "creating alice");
+  const DeviceCredentials a_phone = must(provision_device(admin, "alice", "a-phone"), "a-phone");
+  const std::vector<PushedDevice> devices = {
+      {"bob", "b-phone", std::string(64, 'b')},
+      {"bob", "b-pad", std::string(63, 'b') + "1"},
+      {"carol", "c-phone", std::string(64, 'c')},
+      {"carol", "c-pad", std::string(63, 'c') + "1"},
+  };
+  must(admin.create_user("bob", "Bob"), "creating bob");
+  must(admin.create_user("carol", "Carol"), "creating carol");
+  for (const PushedDevice& d : devices) {
+    must(provision_device(admin, d.user_id, d.device_id), "a recipient device");  // never online
+    must(admin.set_push_token(d.user_id, d.device_id, "apns", d.token), "a push token");
+  }
+  must(admin.create_conversation({"alice", "group", {"bob", "carol"}, kFailoverGroup, "failover"}),
+       "the group");
+  auto alice = must(connect_device(cluster->node(follower).client_port, a_phone), "alice");
+
+  // Settled: every push answered and its success recorded while the first leader lives.
+  for (std::uint64_t i = 1; i <= kSettledMessages; ++i) {
+    must(alice->send(kFailoverGroup, fmt::format("settled-{}", i), fmt::format("settled {}", i)),
+         "a settled message");
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (std::uint64_t seq = 1; seq <= kSettledMessages; ++seq) {
+          if (pushes_recorded(admin, seq, "bob") < 2 || pushes_recorded(admin, seq, "carol") < 2) {
+            return false;
+          }
+        }
+        return true;
+      },
+      kArrivalWaitMs * 2))
+      << "the settled pushes were not recorded";
+
+  // In flight: the double holds every answer; the leader dies with the pushes sent.
+  mock->set_delay_ms(kHoldMs);
+  for (std::uint64_t i = 1; i <= kInFlightMessages; ++i) {
+    must(alice->send(kFailoverGroup, fmt::format("inflight-{}", i), fmt::format("in flight {}", i)),
+         "an in-flight message");
+  }
+  const std::size_t in_flight = kInFlightMessages * devices.size();
+  ASSERT_TRUE(eventually([&] { return mock->pending() >= in_flight; }, kArrivalWaitMs * 2))
+      << "only " << mock->pending() << " pushes reached the double before the kill";
+  const std::size_t requests_before_kill = mock->request_count();
+  cluster->kill(leader);
+  mock->set_delay_ms(0);
+  mock->release_held();  // answers to a dead connection: the outcome is lost with the leader
+  const std::uint64_t next = must(cluster->leader(kFailoverTimeoutMs), "the next leader");
+  ASSERT_NE(next, leader);
+
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (std::uint64_t seq = kSettledMessages + 1; seq <= kSettledMessages + kInFlightMessages;
+             ++seq) {
+          if (pushes_recorded(admin, seq, "bob") < 2 || pushes_recorded(admin, seq, "carol") < 2) {
+            return false;
+          }
+        }
+        return true;
+      },
+      kRepushWaitMs))
+      << "the next leader did not record every in-flight push";
+  std::this_thread::sleep_for(std::chrono::milliseconds(kDuplicateWatchMs));
+
+  // (seq, token) -> its requests, in arrival order, with their index.
+  std::map<std::pair<std::uint64_t, std::string>, std::vector<std::size_t>> by_pair;
+  const std::vector<push::testing::ApnsMockRequest> requests = mock->requests();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(requests[i].check_failed, "") << "request " << i;
+    const std::uint64_t seq = seq_of(requests[i].body);
+    ASSERT_NE(seq, 0U) << requests[i].body;
+    by_pair[{seq, requests[i].device_token}].push_back(i);
+  }
+  std::size_t repeated = 0;
+  for (std::uint64_t seq = 1; seq <= kSettledMessages + kInFlightMessages; ++seq) {
+    for (const PushedDevice& d : devices) {
+      const auto it = by_pair.find({seq, d.token});
+      ASSERT_NE(it, by_pair.end()) << "seq " << seq << " never pushed to " << d.device_id;
+      const std::vector<std::size_t>& sent = it->second;
+      const std::string& apns_id = requests[sent.front()].headers.at("apns-id");
+      std::size_t accepted = 0;
+      std::size_t after_kill = 0;
+      for (const std::size_t i : sent) {
+        EXPECT_EQ(requests[i].headers.at("apns-id"), apns_id) << "seq " << seq << d.device_id;
+        EXPECT_EQ(requests[i].headers.at("apns-collapse-id"),
+                  requests[sent.front()].headers.at("apns-collapse-id"));
+        if (requests[i].status == 200) ++accepted;
+        if (i >= requests_before_kill) ++after_kill;
+      }
+      EXPECT_GE(accepted, 1U) << "seq " << seq << " to " << d.device_id;
+      if (seq <= kSettledMessages) {
+        EXPECT_EQ(sent.size(), 1U)
+            << "a recorded push of seq " << seq << " to " << d.device_id << " was sent again";
+      } else {
+        EXPECT_LE(after_kill, 1U) << "seq " << seq << " to " << d.device_id
+                                  << " was pushed more than once by the next leader";
+        EXPECT_LE(sent.size(), 2U);
+        repeated += sent.size() - 1;
+      }
+    }
+  }
+  // Every in-flight push was held at the kill, so the next leader sent each once more.
+  EXPECT_EQ(repeated, in_flight);
+  std::printf("leader %lu killed with %zu pushes in flight; leader %lu re-sent %zu of them\n",
+              static_cast<unsigned long>(leader), in_flight, static_cast<unsigned long>(next),
+              repeated);
+  if (HasFailure()) {
+    std::fprintf(stderr, "---- node %lu log (tail) ----\n%s\n", static_cast<unsigned long>(next),
+                 cluster->log_tail(next).c_str());
+  }
   std::remove(key_file.c_str());
 }
 
