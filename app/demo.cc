@@ -83,10 +83,11 @@ struct UserSpec {
   bool email_fallback;
 };
 
-constexpr std::array<UserSpec, 3> kUsers{{
+constexpr std::array<UserSpec, 4> kUsers{{
     {"alice", "Alice", "alice@example.com", false},
     {"bob", "Bob", "bob@example.com", false},
     {"carol", "Carol", "carol@example.com", true},
+    {"dave", "Dave", "dave@example.com", false},
 }};
 
 // A demo device, and how often and how long it goes offline (never when offline_chance is 0).
@@ -100,7 +101,7 @@ struct DeviceSpec {
   std::int64_t max_offline_ms;
 };
 
-constexpr std::array<DeviceSpec, 4> kDevices{{
+constexpr std::array<DeviceSpec, 5> kDevices{{
     {"alice", "alice-phone", "ios", "", 0, 0, 0},
     {"alice", "alice-laptop", "web", "", 0, 0, 0},
     // Long enough offline for a push (after kPushAfterMs).
@@ -108,6 +109,8 @@ constexpr std::array<DeviceSpec, 4> kDevices{{
     // Long enough offline for the email fallback (after kDemoEmailDelayMs).
     {"carol", "carol-phone", "android", messaging::kFcmProvider, 0.06, kDemoEmailDelayMs + 3'000,
      kDemoEmailDelayMs + 10'000},
+    // A browser tab subscribed to Web Push; offline long enough for a push.
+    {"dave", "dave-browser", "web", messaging::kWebPushProvider, 0.08, 5'000, 12'000},
 }};
 
 constexpr std::array<const char*, 10> kDirectLines{
@@ -162,6 +165,7 @@ struct Device {
   const DeviceSpec* spec = nullptr;
   std::string device_id;
   std::string token;
+  bool push_target = false;              // a push token is registered
   std::unique_ptr<HeraldClient> client;  // null while offline
   std::uint64_t cursor = 0;              // the newest change of the user's stream it processed
   std::int64_t offline_since_ms = 0;     // while offline
@@ -383,10 +387,22 @@ Status Demo::Session::provision_device(const DeviceSpec& spec, Device& device) {
   const std::uint64_t generation = next_demo_device_generation(spec.label, active);
   device.spec = &spec;
   HERALD_ASSIGN_OR_RETURN(device.token, create_device(spec, generation, device.device_id));
-  if (*spec.push_provider != '\0') {
+  if (std::string_view(spec.push_provider) == messaging::kWebPushProvider) {
+    // A browser's subscription is made by the push service, not chosen: the double makes one.
+    if (demo_.options_.webpush_subscribe) {
+      HERALD_ASSIGN_OR_RETURN(const std::string subscription, demo_.options_.webpush_subscribe());
+      HERALD_RETURN_IF_ERROR(
+          admin_.set_push_token(spec.user_id, device.device_id, spec.push_provider, subscription));
+      device.push_target = true;
+    } else {
+      spdlog::info("demo: {} has no Web Push subscription ([webpush] points at a real service)",
+                   device.device_id);
+    }
+  } else if (*spec.push_provider != '\0') {
     HERALD_RETURN_IF_ERROR(
         admin_.set_push_token(spec.user_id, device.device_id, spec.push_provider,
                               demo_push_token(spec.push_provider, device.device_id)));
+    device.push_target = true;
   }
   for (const std::string& id : active) {
     if (demo_device_generation(spec.label, id).has_value()) {
@@ -422,10 +438,10 @@ Status Demo::Session::provision_conversations() {
   HERALD_ASSIGN_OR_RETURN(client::Conversation direct,
                           admin_.create_conversation({"alice", "direct", {"bob"}, "", ""}));
   const Result<client::Conversation> team =
-      admin_.create_conversation({"alice", "group", {"bob", "carol"}, kTeamId, kTeamId});
+      admin_.create_conversation({"alice", "group", {"bob", "carol", "dave"}, kTeamId, kTeamId});
   if (!team.ok() && !is_conflict(team.status())) return team.status();  // conflict: it exists
   conversations_.push_back({direct.conversation_id, {"alice", "bob"}, &kDirectLines});
-  conversations_.push_back({kTeamId, {"alice", "bob", "carol"}, &kTeamLines});
+  conversations_.push_back({kTeamId, {"alice", "bob", "carol", "dave"}, &kTeamLines});
   return Status::ok_status();
 }
 
@@ -446,7 +462,7 @@ void Demo::Session::log_cast() const {
   std::vector<std::string> cast;
   for (const Device& d : devices_) {
     std::string line = fmt::format("{} ({})", d.device_id, d.user());
-    if (*d.spec->push_provider != '\0') line += fmt::format(" push via {}", d.spec->push_provider);
+    if (d.push_target) line += fmt::format(" push via {}", d.spec->push_provider);
     cast.push_back(std::move(line));
   }
   spdlog::info("demo: devices {}; carol is emailed after {} s offline; conversations {} and {}",
@@ -714,7 +730,7 @@ Result<std::string> Demo::Session::receive_live(Device& d, const Conversation& c
 void Demo::Session::watch_offline(const Device& d, const Conversation& conv, std::uint64_t seq) {
   const std::int64_t now = now_ms();
   const std::string user(d.user());
-  if (watches_.size() < kMaxWatches && *d.spec->push_provider != '\0') {
+  if (watches_.size() < kMaxWatches && d.push_target) {
     watches_.push_back(
         {false, conv.id, seq, user, d.device_id, now + kPushCheckAfterMs, now + kWatchGiveUpMs});
   }

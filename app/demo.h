@@ -4,17 +4,18 @@
 // The demo is an ordinary client of the node: a thread in the same process drives the device
 // protocol (client/herald_client.h) and the admin API (client/admin_client.h) over the node's
 // client address, exactly as phones and an operator would. It
-//   1. provisions users alice, bob and carol (existing users are kept), their devices (alice: a
-//      phone and a laptop; bob: a phone with an APNs token; carol: a phone with an FCM token and
-//      email fallback after kDemoEmailDelayMs), the direct conversation alice–bob and the group
-//      "team". A device secret is shown only once and device ids are never reused, so each run
-//      creates the next generation of every demo device ("bob-phone", "bob-phone-2", ...) and then
-//      removes the previous one;
+//   1. provisions users alice, bob, carol and dave (existing users are kept), their devices
+//      (alice: a phone and a laptop; bob: a phone with an APNs token; carol: a phone with an FCM
+//      token and email fallback after kDemoEmailDelayMs; dave: a browser with a Web Push
+//      subscription), the direct conversation alice–bob and the group "team". A device secret is
+//      shown only once and device ids are never reused, so each run creates the next generation of
+//      every demo device ("bob-phone", "bob-phone-2", ...) and then removes the previous one;
 //   2. loops, one step every 1 to 2 s: a member sends a message, the recipients' connected
 //      devices receive it live and acknowledge it, a reader reports a read (the read-sync saga),
 //      now and then a message is edited or deleted or a typing indicator goes out; bob's phone
 //      goes offline for a while (its messages are pushed) and comes back with `since` to catch
-//      up; carol's phone stays offline long enough for an escalation email.
+//      up; so does dave's browser; carol's phone stays offline long enough for an escalation
+//      email.
 // Each event is told as one info line through spdlog, starting "demo: ". Random choices come from
 // a herald::Rng seeded with DemoOptions::seed.
 //
@@ -30,6 +31,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -64,6 +66,9 @@ struct DemoOptions {
   std::uint16_t port = 0;
   std::string admin_token;  // the node's admin token
   std::uint64_t seed = 0;   // seeds every random choice of the demo
+  // Makes a browser subscription for dave's browser (the Web Push double's, app/demo_doubles.h);
+  // empty: the web device registers no push token.
+  std::function<Result<std::string>()> webpush_subscribe;
 };
 
 // The demo thread. Created by start(), ended by stop() or the destructor.

@@ -14,6 +14,8 @@
 #include "email/smtp_sink.h"
 #include "push/apns_mock.h"
 #include "push/fcm_mock.h"
+#include "push/vapid.h"
+#include "push/webpush_mock.h"
 
 namespace herald::app {
 
@@ -89,6 +91,15 @@ std::string describe_demo_apns_push(const std::string& device_token, const std::
                      device_token, string_at(alert, "title"), string_at(alert, "body"), apns_id);
 }
 
+std::string describe_demo_webpush(const std::string& subscription_id,
+                                  const std::string& plaintext) {
+  boost::system::error_code ec;
+  const json::value payload = json::parse(plaintext, ec);
+  const json::object* fields = !ec && payload.is_object() ? &payload.as_object() : nullptr;
+  return fmt::format("demo: Web Push mock decrypted a push to subscription {}: \"{}: {}\"",
+                     subscription_id, string_at(fields, "title"), string_at(fields, "body"));
+}
+
 std::string describe_demo_email(const std::string& data) {
   return fmt::format("demo: SMTP sink received an email to {}: \"{}\"", header_of(data, "To"),
                      header_of(data, "Subject"));
@@ -161,6 +172,28 @@ Result<std::unique_ptr<push::testing::FcmMock>> start_fcm(const Clock& clock, co
   return mock;
 }
 
+Result<std::unique_ptr<push::testing::WebPushMock>> start_webpush(const Clock& clock,
+                                                                  const fs::path& dir,
+                                                                  WebPushSettings& webpush) {
+  HERALD_ASSIGN_OR_RETURN(const push::VapidKey key, push::VapidKey::generate());
+  HERALD_ASSIGN_OR_RETURN(const std::string key_pem, key.private_pem());
+  push::testing::WebPushMockOptions options;
+  options.vapid_public_key = key.public_key_b64url();
+  options.on_message = [](const push::testing::WebPushMockMessage& message) {
+    spdlog::info("{}", describe_demo_webpush(message.subscription_id, message.plaintext));
+  };
+  HERALD_ASSIGN_OR_RETURN(auto mock, push::testing::WebPushMock::start(std::move(options), clock));
+  const fs::path key_file = dir / "webpush-vapid.pem";
+  HERALD_RETURN_IF_ERROR(write_private_file(key_file, key_pem));
+  webpush.vapid_key_file = key_file.string();
+  webpush.subject = kDemoVapidSubject;
+  webpush.ca_file = mock->ca_file();
+  webpush.allow_private_addresses = true;
+  spdlog::info("demo: Web Push mock listening on {} (HTTP/2, TLS; decrypts every push)",
+               mock->origin());
+  return mock;
+}
+
 Result<std::unique_ptr<email::testing::SmtpSink>> start_smtp(SmtpSettings& smtp) {
   email::testing::SmtpSinkOptions options;
   options.username = kDemoSmtpUser;
@@ -185,7 +218,8 @@ Result<std::unique_ptr<email::testing::SmtpSink>> start_smtp(SmtpSettings& smtp)
 
 Result<std::unique_ptr<DemoDoubles>> DemoDoubles::start(ServeConfig& config) {
   std::unique_ptr<DemoDoubles> doubles(new DemoDoubles());
-  if (config.apns.configured() && config.fcm.configured() && config.smtp.configured()) {
+  if (config.apns.configured() && config.fcm.configured() && config.webpush.configured() &&
+      config.smtp.configured()) {
     return doubles;
   }
   HERALD_ASSIGN_OR_RETURN(const fs::path dir, doubles_dir(config));
@@ -195,10 +229,22 @@ Result<std::unique_ptr<DemoDoubles>> DemoDoubles::start(ServeConfig& config) {
   if (!config.fcm.configured()) {
     HERALD_ASSIGN_OR_RETURN(doubles->fcm_, start_fcm(doubles->clock_, dir, config.fcm));
   }
+  if (!config.webpush.configured()) {
+    HERALD_ASSIGN_OR_RETURN(doubles->webpush_, start_webpush(doubles->clock_, dir, config.webpush));
+  }
   if (!config.smtp.configured()) {
     HERALD_ASSIGN_OR_RETURN(doubles->smtp_, start_smtp(config.smtp));
   }
   return doubles;
+}
+
+std::function<Result<std::string>()> DemoDoubles::webpush_subscriber() const {
+  if (webpush_ == nullptr) return {};
+  push::testing::WebPushMock* mock = webpush_.get();
+  return [mock]() -> Result<std::string> {
+    HERALD_ASSIGN_OR_RETURN(push::testing::WebPushMockSubscription subscription, mock->subscribe());
+    return std::move(subscription.token);
+  };
 }
 
 }  // namespace herald::app

@@ -114,5 +114,14 @@ TEST(DemoDoublesLines, PushAndEmailLinesQuoteWhatWasDelivered) {
   EXPECT_NE(email.find("\"You have an unread message in team\""), std::string::npos) << email;
 }
 
+TEST(DemoDoublesLines, WebPushLineQuotesTheDecryptedTitleAndBody) {
+  const std::string line = describe_demo_webpush(
+      "sub-3", R"({"title":"Alice","body":"standup in 5","conversation_id":"team","seq":4})");
+  EXPECT_NE(line.find("subscription sub-3"), std::string::npos) << line;
+  EXPECT_NE(line.find("\"Alice: standup in 5\""), std::string::npos) << line;
+  // A payload that is not JSON still gives a line (empty quotes), never a throw.
+  EXPECT_NE(describe_demo_webpush("sub-4", "not json").find("\": \""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace herald::app

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
                     "HERALD_APNS_KEY_FILE)");
   serve->add_option("--fcm-service-account-file", serve_flags.fcm_service_account_file,
                     "The FCM service account's key file (also HERALD_FCM_SERVICE_ACCOUNT_FILE)");
+  serve->add_option("--webpush-vapid-key-file", serve_flags.webpush_vapid_key_file,
+                    "The Web Push VAPID private key; the other [webpush] keys come from --config "
+                    "(also HERALD_WEBPUSH_VAPID_KEY_FILE)");
   serve->add_option("--smtp-password-file", serve_flags.smtp_password_file,
                     "File holding the SMTP password (also HERALD_SMTP_PASSWORD_FILE, or the "
                     "password itself in HERALD_SMTP_PASSWORD)");
@@ -72,7 +75,7 @@ int main(int argc, char** argv) {
   serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
                   "Run several nodes without a cluster secret: peers are not authenticated");
   serve->add_flag("--demo", serve_flags.demo,
-                  "Drive demo traffic (users alice, bob, carol) against this single node");
+                  "Drive demo traffic (users alice, bob, carol, dave) against this single node");
 
   std::string scenario = "raft";
   int seeds = 100;

@@ -104,6 +104,9 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   if (flags.fcm_service_account_file) {
     config.fcm.service_account_file = *flags.fcm_service_account_file;
   }
+  if (flags.webpush_vapid_key_file) {
+    config.webpush.vapid_key_file = *flags.webpush_vapid_key_file;
+  }
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
@@ -331,9 +334,10 @@ sigset_t block_termination_signals() {
 // With --demo, starts demo traffic against the node's client port, bound at `port`; null
 // without --demo.
 Result<std::unique_ptr<Demo>> start_demo(const ServeFlags& flags, const ServeConfig& config,
-                                         std::uint16_t port) {
+                                         std::uint16_t port, const DemoDoubles* doubles) {
   if (!flags.demo) return std::unique_ptr<Demo>();
   HERALD_ASSIGN_OR_RETURN(DemoOptions options, demo_options(config, port, std::random_device()()));
+  if (doubles != nullptr) options.webpush_subscribe = doubles->webpush_subscriber();
   return Demo::start(std::move(options));
 }
 
@@ -461,7 +465,7 @@ int run_serve(const ServeFlags& flags) {
   }
   spdlog::info("node {} serving clients on {} and peers on {}, data in {}", config->id,
                config->client, config->peer, config->data_dir);
-  auto demo = start_demo(flags, *config, http.port());
+  auto demo = start_demo(flags, *config, http.port(), doubles.get());
   if (!demo.ok()) {
     spdlog::critical("cannot start the demo: {}", demo.status().to_string());
     http.stop();

@@ -26,10 +26,12 @@ struct ServeFlags {
   std::optional<std::string> push_journal;
   std::optional<std::string> email_journal;
   std::optional<std::string> cluster_secret_file;
-  // The providers' secret files ([apns] key_file, [fcm] service_account_file, [smtp]
-  // password_file); the other provider keys come from the configuration file.
+  // The providers' secret files ([apns] key_file, [fcm] service_account_file, [webpush]
+  // vapid_key_file, [smtp] password_file); the other provider keys come from the configuration
+  // file.
   std::optional<std::string> apns_key_file;
   std::optional<std::string> fcm_service_account_file;
+  std::optional<std::string> webpush_vapid_key_file;
   std::optional<std::string> smtp_password_file;
   std::optional<std::uint64_t> min_free_mb;
   std::optional<std::size_t> max_connections;

@@ -357,6 +357,7 @@ Result<push::WebPushOptions> webpush_client_config(const WebPushSettings& settin
   options.vapid_private_key_path = settings.vapid_key_file;
   options.vapid_subject = settings.subject;
   options.ca_file = settings.ca_file;
+  options.allow_private_addresses = settings.allow_private_addresses;
   return options;
 }
 
@@ -511,9 +512,10 @@ std::string describe_webpush(const push::WebPushOptions& options,
                              const std::string& vapid_public_key) {
   return fmt::format(
       "push: webpush notifications go to each subscription's endpoint (VAPID key in {}, "
-      "applicationServerKey {}, subject {}{})",
+      "applicationServerKey {}, subject {}{}{})",
       options.vapid_private_key_path, vapid_public_key, options.vapid_subject,
-      options.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", options.ca_file));
+      options.ca_file.empty() ? "" : fmt::format(", trusting the CAs in {}", options.ca_file),
+      options.allow_private_addresses ? ", private addresses allowed" : "");
 }
 
 std::string describe_smtp(const email::SmtpConfig& config) {

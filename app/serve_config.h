@@ -113,6 +113,9 @@ struct WebPushSettings {
   std::string vapid_key_file;  // the application server's VAPID key, PKCS#8 PEM; secret
   std::string subject;         // VAPID "sub": a mailto: or https: URI
   std::string ca_file;         // CAs to trust instead of the system's; empty: the system's
+  // Lets subscription endpoints resolve to loopback and private addresses. Not a configuration
+  // key: only `herald serve --demo` sets it, for its Web Push double on 127.0.0.1.
+  bool allow_private_addresses = false;
 
   [[nodiscard]] bool configured() const;
 };

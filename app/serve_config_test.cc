@@ -513,6 +513,10 @@ TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknow
   s = load_text("[webpush]\nvapid_key = \"k.pem\"\n", config);
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   EXPECT_NE(s.message().find("webpush.vapid_key"), std::string::npos) << s.message();
+  // Only the demo's double on loopback lifts the private-address refusal; no file can.
+  s = load_text("[webpush]\nallow_private_addresses = true\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("webpush.allow_private_addresses"), std::string::npos) << s.message();
 
   ServeConfig env_config;
   ASSERT_TRUE(load_text("[webpush]\nvapid_key_file = \"k.pem\"\nsubject = \"https://x.example\"\n",

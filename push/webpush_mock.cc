@@ -117,16 +117,22 @@ struct WebPushMock::Impl final : H2ServerHandler {
 
 H2ServerAnswer WebPushMock::Impl::decide(const H2ServerRequest& request, std::size_t& tag) {
   WebPushMockRequest record = to_record(request);
-  const std::lock_guard lock(mu);
   H2ServerAnswer answer;
-  if (record.method != "POST") {
-    record.check_failed = "method " + record.method;
-    answer = plain_answer(405);
-  } else {
-    answer = push(request, record);
+  std::optional<WebPushMockMessage> delivered;
+  {
+    const std::lock_guard lock(mu);
+    const std::size_t accepted_before = accepted.size();
+    if (record.method != "POST") {
+      record.check_failed = "method " + record.method;
+      answer = plain_answer(405);
+    } else {
+      answer = push(request, record);
+    }
+    tag = log.size();
+    log.push_back(std::move(record));
+    if (options.on_message && accepted.size() > accepted_before) delivered = accepted.back();
   }
-  tag = log.size();
-  log.push_back(std::move(record));
+  if (delivered.has_value()) options.on_message(*delivered);
   return answer;
 }
 

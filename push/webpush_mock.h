@@ -1,6 +1,6 @@
 // A test double of a Web Push service (RFC 8030): a real HTTP/2 server over TLS on 127.0.0.1
 // (push/h2_server.h) that plays the browser's side too, for tests of the Web Push provider
-// (push/webpush.h) over real sockets. Tests only.
+// (push/webpush.h) over real sockets. Tests and `herald serve --demo` (app/demo_doubles.h).
 //
 // subscribe() makes a subscription as a browser would: a P-256 key pair and a 16-byte auth
 // secret, kept by the mock, and the token PushSubscription.toJSON() would give, with the endpoint
@@ -28,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,12 +39,6 @@
 #include "base/status.h"
 
 namespace herald::push::testing {
-
-struct WebPushMockOptions {
-  std::string vapid_public_key;   // base64url: the k= every push must carry
-  std::int64_t clock_skew_s = 0;  // allowed by the VAPID check
-  std::uint32_t max_concurrent_streams = 1000;
-};
 
 struct WebPushMockSubscription {
   std::string id;
@@ -75,6 +70,15 @@ struct WebPushMockMessage {
   std::string vapid_audience;
   std::string vapid_subject;
   std::int64_t vapid_expires_s = 0;
+};
+
+struct WebPushMockOptions {
+  std::string vapid_public_key;   // base64url: the k= every push must carry
+  std::int64_t clock_skew_s = 0;  // allowed by the VAPID check
+  std::uint32_t max_concurrent_streams = 1000;
+  // Called with every push that passed the checks and was accepted, on the mock's I/O thread,
+  // without the mock's lock held; empty: not called.
+  std::function<void(const WebPushMockMessage&)> on_message;
 };
 
 // An answer a fault mode gives instead of 201.
