@@ -70,6 +70,34 @@ std::string without_soft_breaks(std::string data) {
   return data;
 }
 
+// The APNs double, started with a fresh signing key, and the [apns] table that points a node at
+// it (the key written to a private file named `key_name`).
+struct ApnsDouble {
+  std::unique_ptr<push::testing::ApnsMock> mock;
+  std::string key_file;
+
+  ApnsDouble(const Clock& clock, const std::string& key_name) {
+    const std::string key_pem = crypto::testing::ec_private_pem("P-256");
+    push::testing::ApnsMockOptions options;
+    options.provider_public_pem = crypto::testing::public_pem_of(key_pem);
+    options.key_id = kKeyId;
+    options.team_id = kTeamId;
+    options.topic = kTopic;
+    mock = must(push::testing::ApnsMock::start(options, clock), "starting the APNs mock");
+    key_file = private_file(key_name, key_pem);
+  }
+  ~ApnsDouble() { std::remove(key_file.c_str()); }
+  ApnsDouble(const ApnsDouble&) = delete;
+  ApnsDouble& operator=(const ApnsDouble&) = delete;
+
+  [[nodiscard]] std::string toml() const {
+    return fmt::format(
+        "[apns]\nkey_file = \"{}\"\nkey_id = \"{}\"\nteam_id = \"{}\"\ntopic = \"{}\"\n"
+        "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n",
+        key_file, kKeyId, kTeamId, kTopic, mock->port(), mock->ca_file());
+  }
+};
+
 class Providers : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -154,18 +182,9 @@ TEST_F(Providers, EscalationEmailGoesThroughSmtpExactlyOnceAfterTheDelay) {
 
 TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   SystemClock clock;
-  const std::string key_pem = crypto::testing::ec_private_pem("P-256");
-  push::testing::ApnsMockOptions options;
-  options.provider_public_pem = crypto::testing::public_pem_of(key_pem);
-  options.key_id = kKeyId;
-  options.team_id = kTeamId;
-  options.topic = kTopic;
-  auto mock = must(push::testing::ApnsMock::start(options, clock), "starting the APNs mock");
-  const std::string key_file = private_file("apns.p8", key_pem);
-  start_node(
-      fmt::format("[apns]\nkey_file = \"{}\"\nkey_id = \"{}\"\nteam_id = \"{}\"\ntopic = \"{}\"\n"
-                  "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n",
-                  key_file, kKeyId, kTeamId, kTopic, mock->port(), mock->ca_file()));
+  const ApnsDouble apns(clock, "apns.p8");
+  push::testing::ApnsMock* mock = apns.mock.get();
+  start_node(apns.toml());
 
   must(admin_->create_user("alice", "Alice"), "creating alice");
   must(admin_->create_user("bob", "Bob"), "creating bob");
@@ -198,7 +217,6 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
       std::string::npos);
   EXPECT_EQ(log.find("PRIVATE KEY"), std::string::npos) << "key material was logged";
   EXPECT_EQ(log.find(r.jwt), std::string::npos) << "the provider token was logged";
-  std::remove(key_file.c_str());
 }
 
 // ---- A leader failover with pushes in flight ----
@@ -260,20 +278,10 @@ std::size_t pushes_recorded(const client::AdminClient& admin, std::uint64_t seq,
 
 TEST(PushFailover, LeaderKillWithPushesInFlightPushesEveryDeviceAndRepeatsNoRecordedPush) {
   SystemClock clock;
-  const std::string key_pem = crypto::testing::ec_private_pem("P-256");
-  push::testing::ApnsMockOptions options;
-  options.provider_public_pem = crypto::testing::public_pem_of(key_pem);
-  options.key_id = kKeyId;
-  options.team_id = kTeamId;
-  options.topic = kTopic;
-  auto mock = must(push::testing::ApnsMock::start(options, clock), "starting the APNs mock");
-  const std::string key_file = private_file("failover-apns.p8", key_pem);
+  const ApnsDouble apns(clock, "failover-apns.p8");
+  push::testing::ApnsMock* mock = apns.mock.get();
   auto cluster = must(Cluster::create(kFailoverNodes), "creating the cluster");
-  must(cluster->set_config(fmt::format(
-           "[apns]\nkey_file = \"{}\"\nkey_id = \"{}\"\nteam_id = \"{}\"\ntopic = \"{}\"\n"
-           "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n",
-           key_file, kKeyId, kTeamId, kTopic, mock->port(), mock->ca_file())),
-       "writing the configuration");
+  must(cluster->set_config(apns.toml()), "writing the configuration");
   must(cluster->start_all(), "starting the nodes");
   const std::uint64_t leader = must(cluster->leader(kStartupTimeoutMs), "the first leader");
   const std::uint64_t follower = cluster->other_live_node(leader);
@@ -390,7 +398,6 @@ TEST(PushFailover, LeaderKillWithPushesInFlightPushesEveryDeviceAndRepeatsNoReco
     std::fprintf(stderr, "---- node %lu log (tail) ----\n%s\n", static_cast<unsigned long>(next),
                  cluster->log_tail(next).c_str());
   }
-  std::remove(key_file.c_str());
 }
 
 }  // namespace
