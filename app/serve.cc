@@ -21,6 +21,7 @@
 #include "messaging/host.h"
 #include "messaging/providers.h"
 #include "push/apns.h"
+#include "push/common.h"
 #include "push/fcm.h"
 #include "push/guard.h"
 #include "push/webpush.h"
@@ -280,6 +281,42 @@ Status make_push_clients(const ServeConfig& config, Providers& p) {
   return Status::ok_status();
 }
 
+// The verifier of the app's sign-in tokens when [signin] is configured, else null; logs what it
+// trusts (never the secret).
+Result<std::shared_ptr<const server::SignInVerifier>> make_sign_in(const ServeConfig& config) {
+  const SignInSettings& s = config.signin;
+  if (!s.configured()) {
+    spdlog::info("signin: devices authenticate with device secrets only ([signin] not configured)");
+    return std::shared_ptr<const server::SignInVerifier>();
+  }
+  server::SignInConfig c;
+  if (!s.hs256_secret_file.empty()) {
+    HERALD_RETURN_IF_ERROR(check_secret_file(s.hs256_secret_file, "signin.hs256_secret_file"));
+    HERALD_ASSIGN_OR_RETURN(c.hs256_secret,
+                            push::read_small_file(s.hs256_secret_file, crypto::kMaxJwtBytes));
+    while (!c.hs256_secret.empty() &&
+           (c.hs256_secret.back() == '\n' || c.hs256_secret.back() == '\r')) {
+      c.hs256_secret.pop_back();
+    }
+  } else if (!s.public_key_file.empty()) {
+    HERALD_ASSIGN_OR_RETURN(c.public_key_pem,
+                            push::read_small_file(s.public_key_file, crypto::kMaxJwtBytes));
+  } else {
+    HERALD_ASSIGN_OR_RETURN(c.jwks_json, push::read_small_file(s.jwks_file, server::kMaxJwksBytes));
+  }
+  if (!s.audience.empty()) c.audience = s.audience;
+  if (!s.issuer.empty()) c.issuer = s.issuer;
+  if (!s.device_claim.empty()) c.device_claim = s.device_claim;
+  c.clock_skew_s = s.clock_skew_s;
+  Result<server::SignInVerifier> verifier = server::SignInVerifier::create(c);
+  if (!verifier.ok()) {
+    return Status::invalid_argument("[signin]: " + verifier.status().message());
+  }
+  spdlog::info("signin: devices may also sign in with tokens verified by the {}",
+               verifier->describe());
+  return std::make_shared<const server::SignInVerifier>(std::move(verifier).value());
+}
+
 // The SMTP client when the configuration asks for one; it logs where it sends.
 Status make_email_client(const ServeConfig& config, Providers& p) {
   if (!config.smtp.configured()) return Status::ok_status();
@@ -395,6 +432,11 @@ int run_serve(const ServeFlags& flags) {
                      providers.status().to_string());
     return kExitConfig;
   }
+  auto sign_in = make_sign_in(*config);
+  if (!sign_in.ok()) {
+    spdlog::critical("cannot set up sign-in tokens: {}", sign_in.status().to_string());
+    return kExitConfig;
+  }
   auto secret = cluster_secret(*config);
   if (!secret.ok()) {
     spdlog::critical("cannot load the cluster secret: {}", secret.status().to_string());
@@ -438,7 +480,7 @@ int run_serve(const ServeFlags& flags) {
   server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
   server::MessagingApi messaging_api(host->get());
   const server::OperatorGate gate(config->admin_token);
-  server::Gateway gateway(host->get(), config->device_limits);
+  server::Gateway gateway(host->get(), config->device_limits, *std::move(sign_in));
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
   http_config.max_connections = fit_connections_to_descriptors(config->max_connections);

@@ -186,6 +186,40 @@ Status load_webpush(const toml::table& table, WebPushSettings& webpush) {
   return read_section_string(*section, "webpush", "ca_file", webpush.ca_file);
 }
 
+Status load_signin(const toml::table& table, SignInSettings& signin) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "signin"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(
+      refuse_unknown_keys(*section, "signin",
+                          {"hs256_secret_file", "public_key_file", "jwks_file", "audience",
+                           "issuer", "device_claim", "clock_skew_s"}));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "signin", "hs256_secret_file", signin.hs256_secret_file));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "signin", "public_key_file", signin.public_key_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "signin", "jwks_file", signin.jwks_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "signin", "audience", signin.audience));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "signin", "issuer", signin.issuer));
+  HERALD_RETURN_IF_ERROR(
+      read_section_string(*section, "signin", "device_claim", signin.device_claim));
+  if (section->contains("clock_skew_s")) {
+    const auto skew = integer_of((*section)["clock_skew_s"]);
+    if (!skew || *skew < 0 || *skew > crypto::kMaxJwtClockSkewSeconds) {
+      return Status::invalid_argument(fmt::format("signin.clock_skew_s must be an integer of 0..{}",
+                                                  crypto::kMaxJwtClockSkewSeconds));
+    }
+    signin.clock_skew_s = *skew;
+  }
+  const int key_files = static_cast<int>(!signin.hs256_secret_file.empty()) +
+                        static_cast<int>(!signin.public_key_file.empty()) +
+                        static_cast<int>(!signin.jwks_file.empty());
+  if (key_files != 1) {
+    return Status::invalid_argument(
+        "[signin] needs exactly one of hs256_secret_file, public_key_file and jwks_file");
+  }
+  return Status::ok_status();
+}
+
 Status load_smtp(const toml::table& table, SmtpSettings& smtp) {
   HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "smtp"));
   if (section == nullptr) return Status::ok_status();
@@ -281,6 +315,11 @@ bool ApnsSettings::configured() const {
 bool FcmSettings::configured() const {
   return !service_account_file.empty() || !endpoint.empty() || !token_endpoint.empty() ||
          !ca_file.empty();
+}
+
+bool SignInSettings::configured() const {
+  return !hs256_secret_file.empty() || !public_key_file.empty() || !jwks_file.empty() ||
+         !audience.empty() || !issuer.empty() || !device_claim.empty();
 }
 
 bool WebPushSettings::configured() const {
@@ -611,6 +650,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(load_fcm(table, config.fcm));
   HERALD_RETURN_IF_ERROR(load_webpush(table, config.webpush));
   HERALD_RETURN_IF_ERROR(load_smtp(table, config.smtp));
+  HERALD_RETURN_IF_ERROR(load_signin(table, config.signin));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {

@@ -52,6 +52,12 @@
 //   from = "herald@example.com"
 //   from_name = "Herald"
 //   ca_file = ""
+//   [signin]                       # devices may sign in with the app's own JWTs
+//   hs256_secret_file = "/etc/herald/signin-secret"   # or public_key_file, or jwks_file
+//   audience = "herald"            # optional: "aud" must name it
+//   issuer = "https://app.example" # optional: "iss" must equal it
+//   device_claim = "device_id"     # the claim holding the device id
+//   clock_skew_s = 60              # tolerance for the issuer's clock, 0..300
 // Flags given on the command line override the file; environment variables (docs/operations.md)
 // override the file and are overridden by flags.
 #pragma once
@@ -120,6 +126,20 @@ struct WebPushSettings {
   [[nodiscard]] bool configured() const;
 };
 
+// Sign-in with the app's own tokens ([signin], docs/operations.md "Sign-in tokens"): configured
+// when any field is set; then exactly one of the three key files is required.
+struct SignInSettings {
+  std::string hs256_secret_file;  // the HS256 shared secret (its bytes, trailing newline cut)
+  std::string public_key_file;    // an RS256 or ES256 public key, PEM
+  std::string jwks_file;          // a JWKS document
+  std::string audience;           // empty: "aud" is not checked
+  std::string issuer;             // empty: "iss" is not checked
+  std::string device_claim;       // empty: server::kDefaultDeviceClaim
+  std::int64_t clock_skew_s = server::kDefaultSignInClockSkewS;
+
+  [[nodiscard]] bool configured() const;
+};
+
 // SMTP: configured when any field other than the password is set (or a password given); then a
 // server (url or host) and from are required.
 struct SmtpSettings {
@@ -165,6 +185,7 @@ struct ServeConfig {
   FcmSettings fcm;
   WebPushSettings webpush;
   SmtpSettings smtp;
+  SignInSettings signin;
 };
 
 // The cluster secret read from its file, and whether the file's mode lets others than its owner

@@ -424,6 +424,24 @@ Result<AuthInfo> HeraldClient::auth(const std::string& user_id, const std::strin
                                     const std::string& token, std::optional<std::uint64_t> since) {
   json::object fields{{"user_id", user_id}, {"device_id", device_id}, {"token", token}};
   if (since.has_value()) fields["since"] = *since;
+  return authenticate(fields);
+}
+
+Result<AuthInfo> HeraldClient::auth_with_token(const std::string& jwt,
+                                               std::optional<std::uint64_t> since) {
+  json::object fields{{"jwt", jwt}};
+  if (since.has_value()) fields["since"] = *since;
+  return authenticate(fields);
+}
+
+Result<std::int64_t> HeraldClient::refresh(const std::string& jwt) {
+  HERALD_ASSIGN_OR_RETURN(Fields ok, call("refresh", {{"jwt", jwt}}));
+  std::int64_t expires_at_ms = 0;
+  HERALD_RETURN_IF_ERROR(read_json_field(*ok, "expires_at_ms", expires_at_ms));
+  return expires_at_ms;
+}
+
+Result<AuthInfo> HeraldClient::authenticate(const json::object& fields) {
   HERALD_ASSIGN_OR_RETURN(Fields ok, call("auth", fields));
   AuthInfo info;
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "user_id", info.user_id));
@@ -432,6 +450,8 @@ Result<AuthInfo> HeraldClient::auth(const std::string& user_id, const std::strin
   HERALD_RETURN_IF_ERROR(read_json_field(*ok, "cursor", info.cursor));
   HERALD_RETURN_IF_ERROR(
       read_json_field(*ok, "resync_required", info.resync_required, /*required=*/false));
+  HERALD_RETURN_IF_ERROR(
+      read_json_field(*ok, "expires_at_ms", info.expires_at_ms, /*required=*/false));
   return info;
 }
 

@@ -156,6 +156,9 @@ struct AuthInfo {
   std::uint64_t cursor = 0;  // the user's newest change cursor
   // `since` was older than the server keeps: the stream starts at `cursor`; rebuild first.
   bool resync_required = false;
+  // Signed in with a token: when the server ends the session (close code 4004) unless a
+  // refresh() brings a newer token first; 0 after an auth with a device secret.
+  std::int64_t expires_at_ms = 0;
 };
 
 struct SendResult {
@@ -320,6 +323,13 @@ class HeraldClient {
   [[nodiscard]] Result<AuthInfo> auth(const std::string& user_id, const std::string& device_id,
                                       const std::string& token,
                                       std::optional<std::uint64_t> since = std::nullopt);
+  // Signs in with a token the app's backend issued (a JWT naming the user and the device); the
+  // first sign-in of a device creates it (docs/protocol.md, "Signing in with the app's token").
+  [[nodiscard]] Result<AuthInfo> auth_with_token(const std::string& jwt,
+                                                 std::optional<std::uint64_t> since = std::nullopt);
+  // Replaces the sign-in token of this connection with a newer one of the same user and device;
+  // returns the new expiry (wall-clock ms).
+  [[nodiscard]] Result<std::int64_t> refresh(const std::string& jwt);
   [[nodiscard]] Result<SendResult> send(const std::string& conversation_id,
                                         const std::string& client_message_id,
                                         const std::string& body);
@@ -400,6 +410,8 @@ class HeraldClient {
 
   // Sends {type, id, ...fields} and waits for the answer to that id: its frame, or its error
   // (whose whole frame goes to `error_frame` when given).
+  // Sends an `auth` with `fields` and reads its answer.
+  [[nodiscard]] Result<AuthInfo> authenticate(const boost::json::object& fields);
   [[nodiscard]] Result<Fields> call(std::string_view type, const boost::json::object& fields,
                                     Fields* error_frame = nullptr);
   // call() that expects no ok fields.

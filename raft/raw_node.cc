@@ -211,6 +211,10 @@ NodeStatus RawNode::status() const {
   return impl_->raft.status();
 }
 
+NodeId RawNode::leader() const {
+  return impl_->raft.soft_state().leader;
+}
+
 const Status& RawNode::storage_fault() const {
   return impl_->raft.log().fault();
 }

@@ -242,6 +242,8 @@ class RawNode {
   void advance(const Ready& rd);
 
   [[nodiscard]] NodeStatus status() const;
+  // The leader the core knows now (kNoNode: none), which a Ready's soft_state reports later.
+  [[nodiscard]] NodeId leader() const;
   // The first failure of the log storage besides "compacted" and "unavailable" (RaftLog::fault):
   // once it is not ok, the caller stops driving this node and does not act on the Ready it may
   // hold (the node's view of its log is unreliable).

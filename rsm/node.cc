@@ -543,7 +543,9 @@ void Node::issue_read_index() {
   if (unsent_reads_.empty()) {
     return;
   }
-  if (soft_state_.leader == raft::kNoNode) {
+  // The core's own view, not soft_state_: that one catches up only when the next Ready is
+  // handled, and a read arriving just after an election would be failed for nothing.
+  if (raft_->leader() == raft::kNoNode) {
     // The core drops read requests while no leader is known; fail them at once instead.
     auto reads = std::move(unsent_reads_);
     unsent_reads_.clear();

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 
@@ -95,6 +96,9 @@ struct Gateway::Session {
   bool authenticated = false;   // guarded by mu; user_id and device_id are fixed once true
   bool closed = false;          // guarded by mu
   int failed_auths = 0;         // guarded by mu
+  // The sign-in token's expiry in wall-clock ms; 0 when the session authenticated with a device
+  // secret (it does not expire). Guarded by mu.
+  std::int64_t token_expires_ms = 0;
   std::string user_id;
   std::string device_id;
 
@@ -120,6 +124,12 @@ struct Gateway::Session {
   std::unordered_map<std::string, Ack> acks;  // by conversation
 };
 
+// What an `auth` proved: a device secret (its digest) or a verified sign-in token (its expiry).
+struct AuthProof {
+  std::string credential_sha256;      // empty for a sign-in token
+  std::int64_t token_expires_ms = 0;  // > 0 exactly for a sign-in token
+};
+
 struct Gateway::Request {
   std::shared_ptr<Session> session;
   json::value re;  // the request's id, or null
@@ -130,8 +140,9 @@ struct Gateway::Request {
 
 class Gateway::Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(NodeHost* node, const GatewayLimits& limits)
-      : node_(node),
+  Core(NodeHost* node, const GatewayLimits& limits, std::shared_ptr<const SignInVerifier> sign_in)
+      : sign_in_(std::move(sign_in)),
+        node_(node),
         metrics_(node->metrics()),
         limits_(limits),
         device_limiter_(limits.device_requests, kMaxRateLimitKeys),
@@ -185,6 +196,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
       if (it == sessions_.end()) return;
       s = std::move(it->second);
       sessions_.erase(it);
+      forget_token_expiry(*s);
       const auto count = connections_by_address_.find(s->address);
       HERALD_ASSERT(count != connections_by_address_.end() && count->second > 0,
                     "every open session is counted under its address");
@@ -302,8 +314,31 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
 
   // ---- Requests ----
   void auth(Request r);
-  void finish_auth(Request r, const storage::Engine& engine, const std::string& credential,
+  // `auth` with a sign-in token (`jwt`).
+  void auth_with_token(Request r);
+  // Raft thread: signs `who` in, first creating its user and device when they do not exist.
+  void sign_in_device(Request r, const storage::Engine& engine, const SignedInDevice& who,
+                      std::optional<std::uint64_t> since);
+  // Proposes the creation of `who`'s user (create_user) or device, then carries on signing in.
+  void provision_signed_in(Request r, const SignedInDevice& who, std::optional<std::uint64_t> since,
+                           bool create_user);
+  void finish_auth(Request r, const storage::Engine& engine, const AuthProof& proof,
                    std::optional<std::uint64_t> since);
+  // Answers a failed `auth` with unauthorized (`why`), and closes the connection after
+  // kMaxAuthFailures of them.
+  void refuse_auth(const Request& r, const std::string& why);
+  // The authenticating flag is cleared: the auth ended without an answer of its own.
+  static void auth_ended(Request& r) {
+    std::lock_guard lock(r.session->mu);
+    r.session->authenticating = false;
+  }
+  void refresh(Request r);
+  // Records (or moves) session `s`'s token expiry in token_expiries_. Caller holds mu_.
+  void track_token_expiry(const std::shared_ptr<Session>& s, std::int64_t expires_ms);
+  // Drops `s`'s entry from token_expiries_. Caller holds mu_.
+  void forget_token_expiry(const Session& s);
+  // Closes the sessions whose sign-in token expired without a refresh.
+  void expire_tokens();
   void send_message(Request r);
   void edit(Request r);
   void remove(Request r);
@@ -397,6 +432,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
     std::weak_ptr<Session> session;
   };
 
+  const std::shared_ptr<const SignInVerifier> sign_in_;  // null: sign-in tokens are refused
   NodeHost* node_;
   NodeMetrics& metrics_;  // the node's
   const GatewayLimits limits_;
@@ -408,6 +444,11 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   KeyedLimiter address_auth_limiter_;                                     // guarded by mu_
   // In opening order, so in deadline order (the deadline is a fixed delay). Guarded by mu_.
   std::deque<AuthDeadline> auth_deadlines_;
+  // Sessions signed in with a token, by its expiry in wall-clock ms: one entry per such session
+  // (token_entries_ finds it to move it on a refresh or drop it on close). Guarded by mu_.
+  std::multimap<std::int64_t, std::weak_ptr<Session>> token_expiries_;
+  std::unordered_map<const Session*, std::multimap<std::int64_t, std::weak_ptr<Session>>::iterator>
+      token_entries_;  // guarded by mu_
   // Raft thread only: sessions whose stream paused on a full outbound queue (maybe resumed since).
   std::vector<std::shared_ptr<Session>> paused_;
   // Raft thread only.
@@ -438,6 +479,7 @@ const std::map<std::string, Gateway::Core::Op, std::less<>>& Gateway::Core::ops(
       {"prefs.set", &Core::prefs_set},
       {"typing", &Core::typing},
       {"ping", &Core::ping},
+      {"refresh", &Core::refresh},
   };
   return table;
 }
@@ -564,6 +606,10 @@ void Gateway::Core::text(const std::shared_ptr<WsConnection>& conn, std::string_
 // ------------------------------------------------------------------ auth
 
 void Gateway::Core::auth(Request r) {
+  if (r.frame.contains("jwt")) {
+    auth_with_token(std::move(r));
+    return;
+  }
   std::string user_id;
   std::string device_id;
   std::string token;
@@ -582,60 +628,244 @@ void Gateway::Core::auth(Request r) {
   }
   r.user_id = std::move(user_id);
   r.device_id = std::move(device_id);
-  const std::string credential = sha256(token);
+  AuthProof proof{sha256(token), 0};
   std::optional<std::uint64_t> from;
   if (has_since) from = since;
   read(
       std::move(r),
-      [self = shared_from_this(), credential, from](Request& req, const storage::Engine& engine) {
-        self->finish_auth(std::move(req), engine, credential, from);
+      [self = shared_from_this(), proof = std::move(proof), from](Request& req,
+                                                                  const storage::Engine& engine) {
+        self->finish_auth(std::move(req), engine, proof, from);
       },
       // No answer from the cluster (no leader, a timeout): the device may simply try again.
-      [](Request& req) {
-        std::lock_guard lock(req.session->mu);
-        req.session->authenticating = false;
+      auth_ended);
+}
+
+void Gateway::Core::auth_with_token(Request r) {
+  std::string jwt;
+  std::string user_id;
+  std::string device_id;
+  std::uint64_t since = 0;
+  if (auto e = get_string(r.frame, "jwt", jwt)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "user_id", user_id, false)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "device_id", device_id, false)) return fail(r, *e);
+  if (auto e = get_u64(r.frame, "since", since, false)) return fail(r, *e);
+  const bool has_since = r.frame.contains("since") && !r.frame.at("since").is_null();
+  {
+    std::lock_guard lock(r.session->mu);
+    if (r.session->authenticated)
+      return fail(r, {"already_authenticated", "already authenticated"});
+    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
+  }
+  if (sign_in_ == nullptr) return refuse_auth(r, "sign-in tokens are not enabled on this node");
+  Result<SignedInDevice> who = sign_in_->verify(jwt, clock_.wall_ms() / 1000);
+  if (!who.ok()) return refuse_auth(r, "the sign-in token is refused: " + who.status().message());
+  // Ids sent beside the token must be the token's own.
+  if ((!user_id.empty() && user_id != who->user_id) ||
+      (!device_id.empty() && device_id != who->device_id)) {
+    return refuse_auth(r, "user_id or device_id differs from the sign-in token's");
+  }
+  {
+    std::lock_guard lock(r.session->mu);
+    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
+    r.session->authenticating = true;
+  }
+  r.user_id = who->user_id;
+  r.device_id = who->device_id;
+  std::optional<std::uint64_t> from;
+  if (has_since) from = since;
+  read(
+      std::move(r),
+      [self = shared_from_this(), who = *std::move(who), from](Request& req,
+                                                               const storage::Engine& engine) {
+        self->sign_in_device(std::move(req), engine, who, from);
+      },
+      auth_ended);
+}
+
+void Gateway::Core::sign_in_device(Request r, const storage::Engine& engine,
+                                   const SignedInDevice& who, std::optional<std::uint64_t> since) {
+  auto user = Domain::get_user(engine, who.user_id);
+  auto device = Domain::get_device(engine, who.device_id);
+  if (!user.ok() || !device.ok()) {
+    auth_ended(r);
+    return fail(r, frame_error_of(user.ok() ? device.status() : user.status()));
+  }
+  if (user->has_value() && device->has_value()) {
+    finish_auth(std::move(r), engine, AuthProof{{}, who.expires_s * 1000}, since);
+    return;
+  }
+  provision_signed_in(std::move(r), who, since, !user->has_value());
+}
+
+void Gateway::Core::provision_signed_in(Request r, const SignedInDevice& who,
+                                        std::optional<std::uint64_t> since, bool create_user) {
+  messagingpb::MessagingCommand c;
+  if (create_user) {
+    auto* op = c.mutable_create_user();
+    op->set_user_id(who.user_id);
+    op->set_display_name(who.display_name);
+  } else {
+    // The device gets a random credential digest: no device secret exists for it, so it signs in
+    // with tokens only.
+    std::string digest(SHA256_DIGEST_LENGTH, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(digest.data()),
+                   static_cast<int>(digest.size())) != 1) {
+      auth_ended(r);
+      return fail(r, {"internal", "no randomness for the device's credential"});
+    }
+    auto* op = c.mutable_create_device();
+    op->set_user_id(who.user_id);
+    op->set_device_id(who.device_id);
+    op->set_platform(who.platform);
+    op->set_credential_sha256(std::move(digest));
+  }
+  node_->propose(
+      module_command(messaging::kModuleName, c),
+      [self = shared_from_this(), r = std::move(r), who, since,
+       create_user](const Result<rsmpb::CommandResult>& result) mutable {
+        // kAlreadyExists: another sign-in got there first, or the id is held (a device of another
+        // user, a removed device's tombstone): the check below decides.
+        const bool exists =
+            result.ok() && static_cast<Code>(result->code()) == Code::kAlreadyExists;
+        if (!result.ok() || (result->code() != 0 && !exists)) {
+          auth_ended(r);
+          self->fail(r, result.ok() ? frame_error_of(*result) : frame_error_of(result.status()));
+          return;
+        }
+        if (create_user) {
+          self->provision_signed_in(std::move(r), who, since, false);
+          return;
+        }
+        const AuthProof proof{{}, who.expires_s * 1000};
+        self->read(
+            std::move(r),
+            [self, proof, since](Request& req, const storage::Engine& engine) {
+              self->finish_auth(std::move(req), engine, proof, since);
+            },
+            auth_ended);
       });
 }
 
-// Raft thread: checks the credential, then registers the session's stream.
-void Gateway::Core::finish_auth(Request r, const storage::Engine& engine,
-                                const std::string& credential, std::optional<std::uint64_t> since) {
+void Gateway::Core::refuse_auth(const Request& r, const std::string& why) {
   const auto& s = r.session;
-  auto device = Domain::get_device(engine, r.device_id);
-  auto user = Domain::get_user(engine, r.user_id);
-  const bool valid = device.ok() && user.ok() && device->has_value() && user->has_value() &&
-                     (*device)->user_id() == r.user_id &&
-                     same_secret((*device)->credential_sha256(), credential);
-  bool closed = false;
   int failures = 0;
   {
     std::lock_guard lock(s->mu);
     s->authenticating = false;
-    if (valid) {
-      s->authenticated = true;
-      s->user_id = r.user_id;
-      s->device_id = r.device_id;
-    } else {
-      ++s->failed_auths;
+    failures = ++s->failed_auths;
+  }
+  fail(r, {"unauthorized", why});
+  if (failures >= kMaxAuthFailures) {  // after the answer: a closing connection sends nothing
+    s->conn->close(kWsClosePolicyViolation, "too many failed authentications");
+  }
+}
+
+void Gateway::Core::refresh(Request r) {
+  std::string jwt;
+  if (auto e = get_string(r.frame, "jwt", jwt)) return fail(r, *e);
+  const auto& s = r.session;
+  {
+    std::lock_guard lock(s->mu);
+    if (s->token_expires_ms == 0) {
+      return fail(r, {"conflict",
+                      "this connection authenticated with a device secret; it does not expire"});
     }
-    failures = s->failed_auths;
+  }
+  HERALD_ASSERT(sign_in_ != nullptr, "a session signed in with a token without a verifier");
+  Result<SignedInDevice> who = sign_in_->verify(jwt, clock_.wall_ms() / 1000);
+  // A refused refresh leaves the session as it was: it still ends when its current token expires.
+  if (!who.ok())
+    return fail(r, {"unauthorized", "the sign-in token is refused: " + who.status().message()});
+  if (who->user_id != r.user_id || who->device_id != r.device_id) {
+    return fail(r, {"unauthorized", "the sign-in token names another user or device"});
+  }
+  std::int64_t expires_ms = who->expires_s * 1000;
+  {
+    std::lock_guard lock(s->mu);
+    expires_ms = std::max(expires_ms, s->token_expires_ms);
+    s->token_expires_ms = expires_ms;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.contains(s->conn->id())) track_token_expiry(s, expires_ms);
+  }
+  ok(r, json::object{{"expires_at_ms", expires_ms}});
+}
+
+void Gateway::Core::track_token_expiry(const std::shared_ptr<Session>& s, std::int64_t expires_ms) {
+  forget_token_expiry(*s);
+  token_entries_[s.get()] = token_expiries_.emplace(expires_ms, s);
+}
+
+void Gateway::Core::forget_token_expiry(const Session& s) {
+  const auto it = token_entries_.find(&s);
+  if (it == token_entries_.end()) return;
+  token_expiries_.erase(it->second);
+  token_entries_.erase(it);
+}
+
+void Gateway::Core::expire_tokens() {
+  std::vector<std::shared_ptr<Session>> expired;
+  {
+    std::lock_guard lock(mu_);
+    const std::int64_t now = clock_.wall_ms();
+    while (!token_expiries_.empty() && token_expiries_.begin()->first <= now) {
+      if (auto s = token_expiries_.begin()->second.lock()) {
+        token_entries_.erase(s.get());
+        expired.push_back(std::move(s));
+      }
+      token_expiries_.erase(token_expiries_.begin());
+    }
+  }
+  for (const auto& s : expired) {
+    spdlog::info("gateway: device {}/{}'s sign-in token expired: closing its session", s->user_id,
+                 s->device_id);
+    s->conn->close(kCloseTokenExpired, "the sign-in token expired");
+  }
+}
+
+// Raft thread: checks the credential, then registers the session's stream.
+void Gateway::Core::finish_auth(Request r, const storage::Engine& engine, const AuthProof& proof,
+                                std::optional<std::uint64_t> since) {
+  const auto& s = r.session;
+  auto device = Domain::get_device(engine, r.device_id);
+  auto user = Domain::get_user(engine, r.user_id);
+  const bool signed_in_with_token = proof.token_expires_ms > 0;
+  const bool valid = device.ok() && user.ok() && device->has_value() && user->has_value() &&
+                     (*device)->user_id() == r.user_id &&
+                     (signed_in_with_token ||
+                      same_secret((*device)->credential_sha256(), proof.credential_sha256));
+  if (!valid) {
+    refuse_auth(r, signed_in_with_token
+                       ? "the sign-in token's device belongs to another user or was removed"
+                       : "unknown user or device, or a wrong token");
+    return;
+  }
+  bool closed = false;
+  {
+    std::lock_guard lock(s->mu);
+    s->authenticating = false;
+    s->authenticated = true;
+    s->user_id = r.user_id;
+    s->device_id = r.device_id;
+    s->token_expires_ms = proof.token_expires_ms;
     closed = s->closed;
   }
-  if (!valid) {
-    fail(r, {"unauthorized", "unknown user or device, or a wrong token"});
-    if (failures >= kMaxAuthFailures) {  // after the answer: a closing connection sends nothing
-      s->conn->close(kWsClosePolicyViolation, "too many failed authentications");
-    }
-    return;
+  if (signed_in_with_token) {
+    std::lock_guard lock(mu_);
+    if (sessions_.contains(s->conn->id())) track_token_expiry(s, proof.token_expires_ms);
   }
   const std::uint64_t last = (*user)->last_change_seq();
   // A `since` below the trimmed floor cannot be streamed from: the device rebuilds instead.
   const bool resync = since && *since + 1 < (*user)->first_change_seq();
-  ok(r, json::object{{"user_id", r.user_id},
-                     {"device_id", r.device_id},
-                     {"server_time_ms", clock_.wall_ms()},
-                     {"cursor", last},
-                     {"resync_required", resync}});
+  json::object answer{{"user_id", r.user_id},
+                      {"device_id", r.device_id},
+                      {"server_time_ms", clock_.wall_ms()},
+                      {"cursor", last},
+                      {"resync_required", resync}};
+  if (signed_in_with_token) answer["expires_at_ms"] = proof.token_expires_ms;
+  ok(r, answer);
   if (closed) return;  // unregister already ran (or will find nothing)
   s->cursor = since && !resync ? std::min(*since, last) : last;
   s->device_registered_after = (*device)->registered_after_change_seq();
@@ -704,6 +934,7 @@ void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& chang
   }
   if (!read_waiters_.empty()) check_reads(now_ms);
   expire_unauthenticated();
+  expire_tokens();
   if (!paused_.empty()) close_stalled_readers();
 }
 
@@ -1333,8 +1564,9 @@ void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& pay
 
 // ------------------------------------------------------------------ Gateway
 
-Gateway::Gateway(NodeHost* node, GatewayLimits limits)
-    : core_(std::make_shared<Core>(node, limits)) {
+Gateway::Gateway(NodeHost* node, GatewayLimits limits,
+                 std::shared_ptr<const SignInVerifier> sign_in)
+    : core_(std::make_shared<Core>(node, limits, std::move(sign_in))) {
   HERALD_ASSERT(node != nullptr, "the gateway needs a node");
   HERALD_ASSERT(limits.max_sessions_per_device >= 1, "a device may have a session");
   core_->install();

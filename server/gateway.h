@@ -31,6 +31,7 @@
 #include "server/messaging_json.h"
 #include "server/node_host.h"
 #include "server/rate_limiter.h"
+#include "server/sign_in.h"
 #include "server/websocket.h"
 
 namespace herald::server {
@@ -95,6 +96,7 @@ inline constexpr std::size_t kMaxRateLimitKeys = 100'000;
 inline constexpr std::uint16_t kCloseDeviceRemoved = 4001;  // the device was removed
 inline constexpr std::uint16_t kCloseAuthDeadline = 4002;   // no successful auth in time
 inline constexpr std::uint16_t kCloseReplaced = 4003;  // more than kMaxSessionsPerDevice sessions
+inline constexpr std::uint16_t kCloseTokenExpired = 4004;  // the sign-in token expired unrefreshed
 
 struct GatewayLimits {
   std::int64_t auth_deadline_ms = kAuthDeadlineMs;
@@ -140,9 +142,13 @@ struct RelayedEvent {
 
 class Gateway final : public WsHandler {
  public:
-  // `node` is borrowed. Installs the gateway as the node's change listener.
+  // `node` is borrowed. Installs the gateway as the node's change listener. With `sign_in`,
+  // devices may also authenticate with the app's sign-in tokens (server/sign_in.h): a first
+  // sign-in creates the user and the device; the session ends when the token expires unless a
+  // `refresh` frame brings a newer one. Without it, an `auth` with `jwt` is refused.
   // Precondition (asserted): limits.max_sessions_per_device >= 1.
-  explicit Gateway(NodeHost* node, GatewayLimits limits = {});
+  explicit Gateway(NodeHost* node, GatewayLimits limits = {},
+                   std::shared_ptr<const SignInVerifier> sign_in = nullptr);
   ~Gateway() override;
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

@@ -66,15 +66,6 @@ class DeviceLimits : public ::testing::Test {
   std::string direct_;
 };
 
-// Reads (and drops) frames until the server closes the connection; the close code, or nullopt
-// when it stays open for `wait_ms`.
-std::optional<std::uint16_t> close_code_within(HeraldClient& device, std::uint32_t wait_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  while (std::chrono::steady_clock::now() < deadline && device.receive_raw(wait_ms).ok()) {
-  }
-  return device.close_code();
-}
-
 TEST_F(DeviceLimits, RemovingADeviceClosesItsOpenSocketAndItCannotComeBack) {
   start("");
   auto phone = open(a_phone_);

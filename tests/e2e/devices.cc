@@ -77,4 +77,12 @@ std::string delivery_state(const client::AdminClient& admin, const std::string& 
   return r == nullptr ? std::string() : r->state;
 }
 
+std::optional<std::uint16_t> close_code_within(client::HeraldClient& device,
+                                               std::uint32_t wait_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (std::chrono::steady_clock::now() < deadline && device.receive_raw(wait_ms).ok()) {
+  }
+  return device.close_code();
+}
+
 }  // namespace herald::e2e

@@ -64,6 +64,11 @@ struct DeviceCredentials {
     client::HeraldClient& device, const std::function<bool(const client::Change&)>& wanted,
     std::uint32_t timeout_ms = kChangeWaitMs, std::vector<client::Change>* skipped = nullptr);
 
+// Reads (and drops) frames until the server closes the connection; the close code, or nullopt
+// when it stays open for `wait_ms`.
+[[nodiscard]] std::optional<std::uint16_t> close_code_within(client::HeraldClient& device,
+                                                             std::uint32_t wait_ms);
+
 // Calls `probe` every few milliseconds until it returns true (then true) or `timeout_ms` passes
 // (then false).
 [[nodiscard]] bool eventually(const std::function<bool()>& probe, std::uint32_t timeout_ms);

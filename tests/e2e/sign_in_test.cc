@@ -1,0 +1,181 @@
+// Devices signing in with the app's own tokens on a real node ([signin], docs/protocol.md,
+// "Signing in with the app's token"): a first sign-in creates the user and the device, refused
+// tokens leave the connection able to retry, a token that expires ends the session unless it was
+// refreshed, and a removed device cannot sign in again.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "client/admin_client.h"
+#include "client/herald_client.h"
+#include "crypto/base64url.h"
+#include "crypto/jwt.h"
+#include "server/gateway.h"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/devices.h"
+
+namespace herald::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using client::HeraldClient;
+
+constexpr std::uint32_t kStartupTimeoutMs = 15'000;
+constexpr char kSecret[] = "the-app-backends-sign-in-secret-0123456789";
+constexpr char kAudience[] = "herald-e2e";
+// A token's lifetime when the test does not wait for its end.
+constexpr std::int64_t kLongLifetimeS = 3'600;
+
+std::int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A token of the app's backend for (user, device), valid until `exp`.
+std::string token(const std::string& user, const std::string& device, std::int64_t exp,
+                  const std::string& secret = kSecret, const std::string& audience = kAudience) {
+  const json::object claims{{"sub", user},    {"device_id", device}, {"aud", audience},
+                            {"iat", now_s()}, {"exp", exp},          {"name", "From the app"}};
+  return crypto::JwtSigner::hmac(secret).value().sign(claims).value();
+}
+
+class SignIn : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    secret_file_ = fmt::format("{}/herald-e2e-{}-signin-secret", ::testing::TempDir(), ::getpid());
+    std::ofstream(secret_file_) << kSecret << "\n";
+    fs::permissions(secret_file_, fs::perms::owner_read | fs::perms::owner_write);
+    cluster_ = must(Cluster::create(1), "creating the cluster");
+    must(cluster_->set_config(fmt::format(
+             "[signin]\nhs256_secret_file = \"{}\"\naudience = \"{}\"\nclock_skew_s = 0\n",
+             secret_file_, kAudience)),
+         "writing the configuration");
+    must(cluster_->start_all(), "starting the node");
+    must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
+    admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::fprintf(stderr, "---- node log (tail) ----\n%s\n", cluster_->log_tail(1).c_str());
+    }
+    std::remove(secret_file_.c_str());
+  }
+
+  std::unique_ptr<HeraldClient> socket() {
+    return must(HeraldClient::connect("127.0.0.1", cluster_->node(1).client_port), "connecting");
+  }
+
+  std::string secret_file_;
+  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<client::AdminClient> admin_;
+};
+
+TEST_F(SignIn, FirstSignInCreatesTheUserAndDeviceWhichThenChats) {
+  must(admin_->create_user("alice", "Alice"), "creating alice");
+  const DeviceCredentials a_phone = must(provision_device(*admin_, "alice", "a-phone"), "a-phone");
+
+  auto dana = socket();
+  const client::AuthInfo info = must(
+      dana->auth_with_token(token("dana", "dana-web", now_s() + kLongLifetimeS)), "signing in");
+  EXPECT_EQ(info.user_id, "dana");
+  EXPECT_EQ(info.device_id, "dana-web");
+  EXPECT_GT(info.expires_at_ms, 0);
+  const client::UserInfo user = must(admin_->get_user("dana"), "dana, created by the sign-in");
+  EXPECT_EQ(user.display_name, "From the app");
+  ASSERT_EQ(user.devices.size(), 1U);
+  EXPECT_EQ(user.devices[0].device_id, "dana-web");
+  EXPECT_EQ(user.devices[0].platform, "web");
+
+  const std::string direct =
+      must(admin_->create_conversation({"alice", "direct", {"dana"}, "", ""}),
+           "the direct conversation")
+          .conversation_id;
+  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "alice");
+  must(dana->send(direct, "d1", "hello from the web"), "dana sends");
+  const client::Change got =
+      must(wait_for_change(*alice,
+                           [&](const client::Change& c) {
+                             return c.kind == "message_new" && c.conversation_id == direct;
+                           }),
+           "alice receives");
+  EXPECT_EQ(got.seq, 1U);
+
+  // A second sign-in of the same device (another tab, a new token) finds it and creates nothing.
+  auto again = socket();
+  must(again->auth_with_token(token("dana", "dana-web", now_s() + kLongLifetimeS)), "again");
+  EXPECT_EQ(must(admin_->get_user("dana"), "dana").devices.size(), 1U);
+}
+
+TEST_F(SignIn, RefusedTokensLeaveTheConnectionAbleToRetryUntilTheThirdFailure) {
+  auto device = socket();
+  const auto code = [&](const std::string& jwt) {
+    return std::string(client::protocol_error_code(device->auth_with_token(jwt).status()));
+  };
+  EXPECT_EQ(code(token("erin", "erin-web", now_s() - 5)), "unauthorized") << "expired";
+  EXPECT_EQ(code(token("erin", "erin-web", now_s() + 60, "another-secret-of-sufficient-length!!")),
+            "unauthorized")
+      << "wrong signature";
+  // The third failure closes the connection.
+  EXPECT_EQ(code(token("erin", "erin-web", now_s() + 60, kSecret, "another-service")),
+            "unauthorized")
+      << "wrong audience";
+  EXPECT_EQ(close_code_within(*device, kChangeWaitMs), 1008);
+  EXPECT_EQ(admin_->get_user("erin").status().code(), Code::kNotFound) << "nothing was created";
+
+  // alg none, then a valid token on the same connection.
+  auto retry = socket();
+  const std::string none =
+      crypto::base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." +
+      crypto::base64url_encode(json::serialize(json::object{
+          {"sub", "erin"}, {"device_id", "erin-web"}, {"aud", kAudience}, {"exp", now_s() + 60}})) +
+      ".";
+  EXPECT_EQ(client::protocol_error_code(retry->auth_with_token(none).status()), "unauthorized");
+  must(retry->auth_with_token(token("erin", "erin-web", now_s() + 60)), "a valid token");
+  EXPECT_TRUE(retry->ping().ok());
+}
+
+TEST_F(SignIn, AnExpiringTokenEndsTheSessionUnlessRefreshed) {
+  // Whole seconds: "exp" is in seconds.
+  const std::int64_t start = now_s();
+  auto refreshed = socket();
+  auto left_alone = socket();
+  must(refreshed->auth_with_token(token("fred", "fred-web", start + 2)), "fred signs in");
+  must(left_alone->auth_with_token(token("fred", "fred-tab", start + 2)), "fred's tab signs in");
+  // A token of another device does not refresh this one.
+  EXPECT_EQ(client::protocol_error_code(
+                refreshed->refresh(token("fred", "fred-tab", start + 60)).status()),
+            "unauthorized");
+  const std::int64_t until =
+      must(refreshed->refresh(token("fred", "fred-web", start + 60)), "refreshing");
+  EXPECT_EQ(until, (start + 60) * 1000);
+  // The unrefreshed session is closed once its token expires; the refreshed one stays.
+  EXPECT_EQ(close_code_within(*left_alone, 5'000), server::kCloseTokenExpired);
+  EXPECT_TRUE(refreshed->ping().ok());
+  EXPECT_FALSE(refreshed->close_code().has_value());
+}
+
+TEST_F(SignIn, ARemovedDeviceIsClosedAndCannotSignInAgain) {
+  auto device = socket();
+  must(device->auth_with_token(token("gina", "gina-web", now_s() + kLongLifetimeS)), "signing in");
+  must(admin_->request("DELETE", "/v1/admin/users/gina/devices/gina-web"), "removing gina-web");
+  EXPECT_EQ(close_code_within(*device, kChangeWaitMs), server::kCloseDeviceRemoved);
+  auto again = socket();
+  EXPECT_EQ(
+      client::protocol_error_code(
+          again->auth_with_token(token("gina", "gina-web", now_s() + kLongLifetimeS)).status()),
+      "unauthorized");
+}
+
+}  // namespace
+}  // namespace herald::e2e
