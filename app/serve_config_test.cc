@@ -531,5 +531,37 @@ TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknow
   EXPECT_EQ(env_config.webpush.vapid_key_file, "/run/secrets/vapid.pem");
 }
 
+TEST(ServeConfigSignIn, SectionNeedsExactlyOneKeyFileAndBoundsTheSkew) {
+  ServeConfig none;
+  ASSERT_TRUE(load_text("id = 1\n", none).ok());
+  EXPECT_FALSE(none.signin.configured());
+
+  ServeConfig full;
+  ASSERT_TRUE(load_text("[signin]\nhs256_secret_file = \"/etc/herald/s\"\naudience = \"herald\"\n"
+                        "issuer = \"https://app.example\"\ndevice_claim = \"did\"\n"
+                        "clock_skew_s = 30\n",
+                        full)
+                  .ok());
+  EXPECT_TRUE(full.signin.configured());
+  EXPECT_EQ(full.signin.hs256_secret_file, "/etc/herald/s");
+  EXPECT_EQ(full.signin.audience, "herald");
+  EXPECT_EQ(full.signin.issuer, "https://app.example");
+  EXPECT_EQ(full.signin.device_claim, "did");
+  EXPECT_EQ(full.signin.clock_skew_s, 30);
+
+  ServeConfig config;
+  Status s = load_text("[signin]\naudience = \"herald\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("exactly one"), std::string::npos) << s.message();
+  s = load_text("[signin]\nhs256_secret_file = \"a\"\njwks_file = \"b\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  s = load_text("[signin]\njwks_file = \"b\"\nclock_skew_s = 301\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("signin.clock_skew_s"), std::string::npos) << s.message();
+  s = load_text("[signin]\njwks_file = \"b\"\nsecret = \"inline\"\n", config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("signin.secret"), std::string::npos) << s.message();
+}
+
 }  // namespace
 }  // namespace herald::app
