@@ -32,6 +32,7 @@
 #include "server/messaging_api.h"
 #include "server/node_host.h"
 #include "server/operator_gate.h"
+#include "server/recording_provider.h"
 #include "server/workflow_api.h"
 
 namespace herald::app {
@@ -162,7 +163,9 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
 
 // The providers the leader's delivery activities call: each service behind its own guard
 // (push/guard.h), pushes routed by platform. A platform with a client configured gets it; one
-// without gets the recording provider (nothing leaves the node).
+// without gets the recording provider when a journal is configured (nothing leaves the node, the
+// journal shows what would have), and none otherwise: its pushes fail with push.no_provider and
+// emails with email.no_provider, which the delivery timeline shows.
 //
 // Shutdown: shutdown_clients() after the node host has stopped (no activity sends any more) and
 // before it is destroyed: a client fails its outstanding requests when it goes, and their
@@ -170,9 +173,10 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
 struct Providers {
   // On the heap: the clients and guards keep its address, and Providers is moved.
   std::unique_ptr<SystemClock> clock = std::make_unique<SystemClock>();
-  std::unique_ptr<messaging::RecordingPushProvider> recording_push;    // null: no platform uses it
-  std::unique_ptr<messaging::RecordingEmailProvider> recording_email;  // null: SMTP configured
-  std::vector<std::unique_ptr<push::PushGuard>> push_guards;           // one per platform
+  std::unique_ptr<server::RecordingPushProvider> recording_push;    // null: no push journal
+  std::unique_ptr<server::RecordingEmailProvider> recording_email;  // null: no email journal
+  std::unique_ptr<messaging::EmailProvider> no_email;         // when neither SMTP nor a journal
+  std::vector<std::unique_ptr<push::PushGuard>> push_guards;  // one per platform
   std::unique_ptr<push::PushRouter> router;
   std::unique_ptr<push::EmailGuard> email_guard;
   // Declared last, destroyed first (the guards must outlive every completion).
@@ -192,6 +196,16 @@ struct Providers {
   }
 };
 
+// What escalation emails meet when no SMTP server and no email journal are configured: each fails
+// at once with email.no_provider (not retried; the delivery timeline shows it).
+class NoEmailProvider final : public messaging::EmailProvider {
+ public:
+  void send(const messaging::EmailRequest& /*request*/, messaging::ProviderDone done) override {
+    done(messaging::ProviderResult::failure(messaging::kEmailNoProvider,
+                                            "no email provider configured ([smtp])"));
+  }
+};
+
 // The push platforms a device may register for (SetPushToken's providers).
 const std::vector<std::string>& push_platforms() {
   static const std::vector<std::string> platforms{messaging::kApnsProvider, messaging::kFcmProvider,
@@ -207,11 +221,13 @@ void guard_providers(Providers& p) {
     messaging::PushProvider* inner = p.recording_push.get();
     if (const auto client = p.push_clients.find(platform); client != p.push_clients.end()) {
       inner = client->second.get();
-    } else {
+    } else if (inner != nullptr) {
       spdlog::info(
           "push: {} notifications go to the recording provider (no {} client is configured; "
           "nothing leaves this node)",
           platform, platform);
+    } else {
+      continue;  // no provider: the router answers push.no_provider (warned below)
     }
     p.push_guards.push_back(std::make_unique<push::PushGuard>(platform, inner, p.clock.get(),
                                                               messaging::kPushUnavailable));
@@ -225,11 +241,17 @@ void guard_providers(Providers& p) {
         platform);
   }
   messaging::EmailProvider* email = p.email_client.get();
-  if (email == nullptr) {
+  if (email == nullptr && p.recording_email != nullptr) {
     email = p.recording_email.get();
     spdlog::info(
         "email: escalation emails go to the recording provider (no SMTP server is configured; "
         "nothing leaves this node)");
+  } else if (email == nullptr) {
+    p.no_email = std::make_unique<NoEmailProvider>();
+    email = p.no_email.get();
+    spdlog::warn(
+        "email: no SMTP server configured ([smtp]); escalation emails are not sent and their "
+        "delivery timelines say \"no provider configured\"");
   }
   p.email_guard = std::make_unique<push::EmailGuard>("email", email, p.clock.get(),
                                                      messaging::kEmailUnavailable);
@@ -331,29 +353,21 @@ Status make_email_client(const ServeConfig& config, Providers& p) {
   return Status::ok_status();
 }
 
-// The clients the configuration asks for, and recording providers for the rest; with a journal
-// path each recorded call is also appended to that file as one JSON line.
+// The clients the configuration asks for; for the services without one, a recording provider
+// when its journal path is set (each call appended to that file as one JSON line).
 Result<Providers> make_providers(const ServeConfig& config) {
   Providers p;
   HERALD_RETURN_IF_ERROR(make_push_clients(config, p));
   HERALD_RETURN_IF_ERROR(make_email_client(config, p));
-  if (p.push_clients.size() < push_platforms().size()) {
-    if (config.push_journal.empty()) {
-      p.recording_push = std::make_unique<messaging::RecordingPushProvider>();
-    } else {
-      HERALD_ASSIGN_OR_RETURN(p.recording_push,
-                              messaging::RecordingPushProvider::with_journal(config.push_journal));
-      spdlog::info("push: recorded notifications are appended to {}", config.push_journal);
-    }
+  if (p.push_clients.size() < push_platforms().size() && !config.push_journal.empty()) {
+    HERALD_ASSIGN_OR_RETURN(p.recording_push,
+                            server::RecordingPushProvider::with_journal(config.push_journal));
+    spdlog::info("push: recorded notifications are appended to {}", config.push_journal);
   }
-  if (p.email_client == nullptr) {
-    if (config.email_journal.empty()) {
-      p.recording_email = std::make_unique<messaging::RecordingEmailProvider>();
-    } else {
-      HERALD_ASSIGN_OR_RETURN(
-          p.recording_email, messaging::RecordingEmailProvider::with_journal(config.email_journal));
-      spdlog::info("email: recorded emails are appended to {}", config.email_journal);
-    }
+  if (p.email_client == nullptr && !config.email_journal.empty()) {
+    HERALD_ASSIGN_OR_RETURN(p.recording_email,
+                            server::RecordingEmailProvider::with_journal(config.email_journal));
+    spdlog::info("email: recorded emails are appended to {}", config.email_journal);
   }
   return p;
 }

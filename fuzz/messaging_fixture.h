@@ -16,6 +16,7 @@
 #include "rsm/kv_state_machine.h"
 #include "rsm/rsm.pb.h"
 #include "rsm/state_machine.h"
+#include "server/recording_provider.h"
 #include "storage/mem_engine.h"
 #include "workflow/definition.h"
 #include "workflow/engine.h"
@@ -62,8 +63,8 @@ struct Replica {
   storage::MemEngine engine;
   rsm::KvStateMachine kv;
   workflow::Engine workflows{&registry()};
-  messaging::RecordingPushProvider push;
-  messaging::RecordingEmailProvider email;
+  server::RecordingPushProvider push;
+  server::RecordingEmailProvider email;
   ManualClock clock;
   messaging::Host host{&engine,
                        [](rsmpb::Command, rsm::ProposeCallback) {},

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "messaging/delivery.h"
+#include "server/recording_provider.h"
 #include "storage/mem_engine.h"
 
 namespace herald::messaging {
@@ -137,7 +138,7 @@ class HostTest : public ::testing::Test {
   workflow::Registry registry_;
   workflow::Engine engine_{&registry_};
   ScriptedPush push_;
-  RecordingEmailProvider email_;
+  server::RecordingEmailProvider email_;
   Host host_;
   raft::Index index_ = 0;
   std::vector<rsmpb::Command> proposed_;

@@ -761,7 +761,8 @@ void Gateway::Core::refuse_auth(const Request& r, const std::string& why) {
   }
 }
 
-void Gateway::Core::refresh(Request r) {
+void Gateway::Core::refresh(Request req) {
+  const Request r = std::move(req);
   std::string jwt;
   if (auto e = get_string(r.frame, "jwt", jwt)) return fail(r, *e);
   const auto& s = r.session;

@@ -21,6 +21,7 @@
 #include "rsm/kv_state_machine.h"
 #include "rsm/rebuild.h"
 #include "server/peer_transport.h"
+#include "server/recording_provider.h"
 #include "server/replica_rebuild.h"
 #include "server/workflow_host.h"
 #include "storage/rocksdb_engine.h"
@@ -66,8 +67,8 @@ struct NodeHost::Impl {
   NodeMetrics metrics;
   rsm::KvStateMachine kv;
   rsm::StateMachineRouter router{&kv};
-  std::unique_ptr<messaging::RecordingPushProvider> default_push;
-  std::unique_ptr<messaging::RecordingEmailProvider> default_email;
+  std::unique_ptr<RecordingPushProvider> default_push;
+  std::unique_ptr<RecordingEmailProvider> default_email;
   std::unique_ptr<messaging::Host> messaging;
   std::unique_ptr<WorkflowHost> workflows;
   std::unique_ptr<rsm::Node> node;
@@ -354,11 +355,11 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   messaging::PushProvider* push = options.push;
   messaging::EmailProvider* email = options.email;
   if (push == nullptr) {
-    impl->default_push = std::make_unique<messaging::RecordingPushProvider>();
+    impl->default_push = std::make_unique<RecordingPushProvider>();
     push = impl->default_push.get();
   }
   if (email == nullptr) {
-    impl->default_email = std::make_unique<messaging::RecordingEmailProvider>();
+    impl->default_email = std::make_unique<RecordingEmailProvider>();
     email = impl->default_email.get();
   }
   impl->messaging = std::make_unique<messaging::Host>(

@@ -235,14 +235,14 @@ Status Cluster::set_config(const std::string& toml) {
 Status Cluster::start(std::uint64_t id) {
   Node& n = mutable_node(id);
   HERALD_ASSERT(n.pid < 0, "the node is running");
-  std::vector<std::string> args{herald_binary(),  "serve",
-                                "--id",           std::to_string(n.id),
-                                "--data",         n.data_dir,
-                                "--client",       fmt::format("127.0.0.1:{}", n.client_port),
-                                "--peer",         fmt::format("127.0.0.1:{}", n.peer_port),
-                                "--peers",        peers_spec(),
-                                "--admin-token",  kAdminToken,
-                                "--push-journal", n.push_journal};
+  std::vector<std::string> args{herald_binary(), "serve",
+                                "--id",          std::to_string(n.id),
+                                "--data",        n.data_dir,
+                                "--client",      fmt::format("127.0.0.1:{}", n.client_port),
+                                "--peer",        fmt::format("127.0.0.1:{}", n.peer_port),
+                                "--peers",       peers_spec(),
+                                "--admin-token", kAdminToken};
+  if (push_journal_) args.insert(args.end(), {"--push-journal", n.push_journal});
   if (!n.secret_file.empty()) args.insert(args.end(), {"--cluster-secret-file", n.secret_file});
   if (!config_file_.empty()) args.insert(args.end(), {"--config", config_file_});
   std::vector<char*> argv;

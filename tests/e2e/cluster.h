@@ -81,6 +81,10 @@ class Cluster {
   // it). Empty: no config file.
   [[nodiscard]] Status set_config(const std::string& toml);
 
+  // From their next start on, nodes run without a push journal: platforms without a client then
+  // have no provider (push.no_provider) instead of the recording provider.
+  void set_push_journal(bool on) { push_journal_ = on; }
+
   // Starts every node that is not running.
   [[nodiscard]] Status start_all();
   // Starts node `id` on its data directory. Precondition: it is not running.
@@ -127,6 +131,7 @@ class Cluster {
 
   std::string root_;
   std::string config_file_;  // empty: none
+  bool push_journal_ = true;
   std::vector<Node> nodes_;  // nodes_[i].id == i + 1
 };
 

@@ -219,6 +219,49 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   EXPECT_EQ(log.find(r.jwt), std::string::npos) << "the provider token was logged";
 }
 
+TEST_F(Providers, WithoutAProviderTheTimelineSaysSoAndNothingIsDispatched) {
+  cluster_ = must(Cluster::create(1), "creating the cluster");
+  cluster_->set_push_journal(false);
+  must(cluster_->start_all(), "starting the node");
+  must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
+  admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
+  must(admin_->create_user("alice", "Alice"), "creating alice");
+  must(admin_->create_user("bob", "Bob"), "creating bob");
+  const DeviceCredentials a_phone = must(provision_device(*admin_, "alice", "a-phone"), "a-phone");
+  must(provision_device(*admin_, "bob", "b-phone"), "b-phone");  // offline: never connected
+  must(admin_->set_push_token("bob", "b-phone", "apns", kBobApnsToken), "bob's push token");
+  const std::string direct = must(admin_->create_conversation({"alice", "direct", {"bob"}, "", ""}),
+                                  "the direct conversation")
+                                 .conversation_id;
+  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone");
+  must(alice->send(direct, "m1", "anyone there?"), "sending");
+
+  // The push is due after the socket grace; its attempt fails at once, and is not retried.
+  bool failed = false;
+  bool no_provider = false;
+  bool sent = false;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const Result<client::MessageTimeline> t = admin_->timeline(direct, 1);
+        const client::RecipientTimeline* bob = t.ok() ? t->recipient("bob") : nullptr;
+        if (bob == nullptr) return false;
+        for (const client::TimelineEvent& e : bob->history) {
+          failed = failed || e.name == "push_failed";
+          no_provider = no_provider || e.error_type == "push.no_provider";
+          sent = sent || e.name == "push_sent";
+        }
+        return failed;
+      },
+      kArrivalWaitMs))
+      << "no failed push in bob's timeline";
+  EXPECT_TRUE(no_provider) << "the attempt's error is push.no_provider";
+  EXPECT_FALSE(sent) << "a push was recorded as sent without any provider";
+  const std::string log = whole_log();
+  EXPECT_NE(log.find("push: no provider configured for apns"), std::string::npos);
+  EXPECT_NE(log.find("email: no SMTP server configured"), std::string::npos);
+  EXPECT_EQ(log.find("go to the recording provider"), std::string::npos);
+}
+
 // ---- A leader failover with pushes in flight ----
 //
 // Three nodes, each configured with the APNs double, so whichever node leads pushes through it.

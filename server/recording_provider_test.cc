@@ -1,4 +1,4 @@
-#include "messaging/providers.h"
+#include "server/recording_provider.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-namespace herald::messaging {
+namespace herald::server {
 namespace {
 
 namespace json = boost::json;
@@ -23,7 +23,7 @@ PushRequest push(std::string key, std::string device = "bob-phone") {
   r.user_id = "bob";
   r.device_id = std::move(device);
   r.platform = "ios";
-  r.provider = kApnsProvider;
+  r.provider = messaging::kApnsProvider;
   r.token = "tok-1";
   r.conversation_id = "c1";
   r.seq = 7;
@@ -98,21 +98,22 @@ TEST(RecordingProvider, RetriesWithTheSameKeyAreOneDistinctSend) {
 
 TEST(RecordingProvider, ScriptedFailuresComeFirstInOrderThenSuccess) {
   RecordingPushProvider provider;
-  provider.fail_next(2, kPushUnavailable, "apns is down");
-  provider.fail_next(1, kPushUnregistered);
+  provider.fail_next(2, messaging::kPushUnavailable, "apns is down");
+  provider.fail_next(1, messaging::kPushUnregistered);
   EXPECT_EQ(send_now(provider, push("k")),
-            ProviderResult::failure(kPushUnavailable, "apns is down"));
+            ProviderResult::failure(messaging::kPushUnavailable, "apns is down"));
   EXPECT_EQ(send_now(provider, push("k")),
-            ProviderResult::failure(kPushUnavailable, "apns is down"));
-  EXPECT_EQ(send_now(provider, push("k")), ProviderResult::failure(kPushUnregistered, ""));
+            ProviderResult::failure(messaging::kPushUnavailable, "apns is down"));
+  EXPECT_EQ(send_now(provider, push("k")),
+            ProviderResult::failure(messaging::kPushUnregistered, ""));
   EXPECT_EQ(send_now(provider, push("k")), ProviderResult::success());
   EXPECT_EQ(provider.calls().size(), 4U);  // failed calls are recorded too
 }
 
 TEST(RecordingProvider, EmailProviderRecordsAndScriptsTheSameWay) {
   RecordingEmailProvider provider;
-  provider.fail_next(1, kEmailRejected, "550 no such user");
-  EXPECT_EQ(send_now(provider, email("e1")).error_type, kEmailRejected);
+  provider.fail_next(1, messaging::kEmailRejected, "550 no such user");
+  EXPECT_EQ(send_now(provider, email("e1")).error_type, messaging::kEmailRejected);
   EXPECT_TRUE(send_now(provider, email("e1")).ok);
   EXPECT_EQ(provider.calls(), (std::vector<EmailRequest>{email("e1"), email("e1")}));
   EXPECT_EQ(provider.distinct_keys().size(), 1U);
@@ -125,7 +126,7 @@ TEST(RecordingProvider, JournalHasOneEscapedJsonLinePerCall) {
   PushRequest tricky = push("k1");
   tricky.body = "say \"hi\"\nback\\slash \xc3\xa9 \x01";
   (void)send_now(**provider, tricky);
-  (*provider)->fail_next(1, kPushInvalidToken, "bad token");
+  (*provider)->fail_next(1, messaging::kPushInvalidToken, "bad token");
   (void)send_now(**provider, push("k2"));
   EXPECT_TRUE((*provider)->journal_status().ok());
 
@@ -195,7 +196,7 @@ TEST(RecordingProvider, ConcurrentSendsAreAllRecordedAndJournaledWhole) {
   const std::string path = journal_path("concurrent");
   auto provider = RecordingPushProvider::with_journal(path);
   ASSERT_TRUE(provider.ok());
-  (*provider)->fail_next(10, kPushUnavailable);
+  (*provider)->fail_next(10, messaging::kPushUnavailable);
   std::vector<std::thread> threads;
   threads.reserve(kThreads);
   std::atomic<int> failures{0};
@@ -228,4 +229,4 @@ TEST(RecordingProvider, CallsBeyondTheBoundAreCountedButNotKept) {
 }
 
 }  // namespace
-}  // namespace herald::messaging
+}  // namespace herald::server

@@ -1,4 +1,4 @@
-#include "messaging/providers.h"
+#include "server/recording_provider.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <fstream>
 #include <utility>
 
-namespace herald::messaging {
+namespace herald::server {
 
 namespace {
 
@@ -201,4 +201,4 @@ Status RecordingProvider<Request, Interface>::journal_status() const {
 template class RecordingProvider<PushRequest, PushProvider>;
 template class RecordingProvider<EmailRequest, EmailProvider>;
 
-}  // namespace herald::messaging
+}  // namespace herald::server
