@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   serve->add_option("--peers", serve_flags.peers, "Initial voters: 1=HOST:PORT,2=HOST:PORT,...");
   serve->add_option("--cluster", serve_flags.cluster, "Cluster name (peers must agree)");
   serve->add_option("--log-level", serve_flags.log_level, "trace|debug|info|warn|error");
+  serve->add_option("--log-format", serve_flags.log_format,
+                    "text (default) or json: one JSON object per line (also HERALD_LOG_FORMAT)");
   serve->add_option("--election-ticks", serve_flags.election_ticks, "Election timeout in ticks");
   serve->add_option("--heartbeat-ticks", serve_flags.heartbeat_ticks, "Heartbeat in ticks");
   serve->add_option("--tick-ms", serve_flags.tick_ms, "Tick length in milliseconds");

@@ -153,6 +153,28 @@ TEST(ServeConfigTest, AFloatOrAStringWhereAnIntegerBelongsIsRefusedByName) {
   }
 }
 
+TEST(ServeConfigTest, LogFormatComesFromTheFileThenTheEnvironmentAndMustBeKnown) {
+  ServeConfig config;
+  EXPECT_EQ(config.log_format, "text");
+  ASSERT_TRUE(load_toml_text("log_format = \"json\"\n", "t.toml", config).ok());
+  EXPECT_EQ(config.log_format, "json");
+  ASSERT_TRUE(finalize(config).ok());
+  const auto env = [](const char* value) {
+    return [value](const char* name) -> const char* {
+      return std::string_view(name) == kLogFormatEnv ? value : nullptr;
+    };
+  };
+  apply_environment(env("text"), config);
+  EXPECT_EQ(config.log_format, "text");
+  apply_environment(env(""), config);  // empty: unset
+  EXPECT_EQ(config.log_format, "text");
+  apply_environment(env("xml"), config);
+  const Status s = finalize(config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("log_format \"xml\""), std::string::npos) << s.message();
+  EXPECT_EQ(load_toml_text("log_format = 1\n", "t.toml", config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {
   const std::string path = ::testing::TempDir() + "/herald-broken.toml";
   {
