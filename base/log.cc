@@ -214,19 +214,24 @@ void append_json_line(const Record& record, std::string& out) {
   out += ",\"level\":\"";
   out += level_name(record.level);
   fmt::format_to(std::back_inserter(out), "\",\"node\":{}", record.node);
-  bool term_given = false;
+  // A call site's own term takes the current term's place (the first one, if several).
+  const Field* term_field = nullptr;
   for (const Field& f : record.fields) {
-    term_given = term_given || f.key() == kTermKey;
+    if (f.key() == kTermKey && term_field == nullptr) term_field = &f;
   }
-  if (!term_given) {
-    fmt::format_to(std::back_inserter(out), ",\"term\":{}", record.term);
+  out += ",\"term\":";
+  if (term_field != nullptr) {
+    append_value(term_field->value(), out);
+  } else {
+    fmt::format_to(std::back_inserter(out), "{}", record.term);
   }
   out += ",\"msg\":";
   append_json_string(record.message, out);
   for (std::size_t i = 0; i < record.fields.size(); ++i) {
     const Field& f = record.fields[i];
-    if ((is_reserved_key(f.key()) && f.key() != kTermKey) ||
-        repeats_earlier_key(record.fields, i)) {
+    const auto* text = std::get_if<std::string_view>(&f.value());
+    if (is_reserved_key(f.key()) || repeats_earlier_key(record.fields, i) ||
+        (text != nullptr && text->empty())) {
       continue;
     }
     out.push_back(',');

@@ -117,8 +117,10 @@ struct Record {
 // Appends `record` to `out` as one JSON object and a '\n'. The time is UTC with milliseconds.
 // Strings are escaped for any bytes: quotes, backslashes and control characters as JSON escapes,
 // and a byte that is not part of valid UTF-8 (overlong forms and surrogates included) as U+FFFD,
-// so a strict parser accepts every line. A field with a reserved key other than "term" is dropped;
-// a later field with the key of an earlier one is dropped too (a line never repeats a key).
+// so a strict parser accepts every line. A "term" field takes the current term's place; a field
+// with another reserved key is dropped; a later field with the key of an earlier one is dropped too
+// (a line never repeats a key); a string field with an empty value is left out (an id that does not
+// apply to this line).
 void append_json_line(const Record& record, std::string& out);
 
 // Appends `text` to `out` as a JSON string literal (quotes included), escaped as above.

@@ -89,6 +89,8 @@ TEST(LogJson, CallSiteTermReplacesTheCurrentTerm) {
   EXPECT_EQ(o.at("term").to_number<std::uint64_t>(), 9U);
   EXPECT_EQ(o.at("leader").to_number<std::uint64_t>(), 2U);
   EXPECT_EQ(o.size(), 6U);
+  EXPECT_NE(line_of("m", fields, 8).find(R"("node":3,"term":9,"msg":"m","leader":2})"),
+            std::string::npos);
 }
 
 TEST(LogJson, ReservedAndRepeatedKeysAreDropped) {
@@ -101,6 +103,14 @@ TEST(LogJson, ReservedAndRepeatedKeysAreDropped) {
   EXPECT_EQ(o.at("level").as_string(), "warn");
   EXPECT_EQ(o.at("seq").to_number<std::uint64_t>(), 1U);
   EXPECT_EQ(line.find("\"seq\":2"), std::string::npos);
+}
+
+TEST(LogJson, EmptyStringFieldsAreLeftOut) {
+  const std::vector<Field> fields{device(""), conversation("c"), user("")};
+  const boost::json::object o = parse_line(line_of("m", fields, 1));
+  EXPECT_FALSE(o.contains("device"));
+  EXPECT_FALSE(o.contains("user"));
+  EXPECT_EQ(o.at("conversation").as_string(), "c");
 }
 
 TEST(LogJson, EverySingleByteMakesAStrictlyValidLine) {
