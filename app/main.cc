@@ -3,6 +3,7 @@
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
 //   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
+//   herald --version
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -32,6 +33,7 @@ int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, 
 int main(int argc, char** argv) {
   herald::remember_command_line(argc, argv);
   CLI::App app{"Herald: a fault-tolerant messaging backend"};
+  app.set_version_flag("--version", std::string("herald ") + HERALD_VERSION);
   app.require_subcommand(0, 1);
 
   herald::app::ServeFlags serve_flags;
