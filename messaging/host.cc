@@ -196,6 +196,14 @@ std::string bounded_reason(std::string_view reason) {
   return std::string(reason.substr(0, cut));
 }
 
+// A provider's answer in a log line: "accepted", or "failed, <error type>: <message>" (an answer
+// without an error type counts as `unavailable`).
+std::string answer_text(const ProviderResult& r, std::string_view unavailable) {
+  if (r.ok) return "accepted";
+  return fmt::format("failed, {}: {}", r.error_type.empty() ? unavailable : r.error_type,
+                     r.error_message);
+}
+
 bool is_permanent_token_error(std::string_view error_type) {
   return error_type == kPushUnregistered || error_type == kPushInvalidToken;
 }
@@ -298,17 +306,13 @@ void Activities::push(const workflow::ActivityTask& task, Done done) {
 void Activities::log_push_answer(std::string_view workflow_id, const PushRequest& request,
                                  const ProviderResult& r, MonoMs latency_ms) {
   const auto level = r.ok ? spdlog::level::debug : spdlog::level::info;
-  log::write(
-      level,
-      {log::conversation(request.conversation_id), log::seq(request.seq),
-       log::workflow(workflow_id), log::user(request.user_id), log::device(request.device_id),
-       log::Field("attempt", request.attempt)},
-      "push for {}#{} to device {}/{} ({}, attempt {}): {} after {} ms", request.conversation_id,
-      request.seq, request.user_id, request.device_id, request.provider, request.attempt,
-      r.ok ? std::string("accepted")
-           : fmt::format("failed, {}: {}", r.error_type.empty() ? kPushUnavailable : r.error_type,
-                         r.error_message),
-      latency_ms);
+  log::write(level,
+             {log::conversation(request.conversation_id), log::seq(request.seq),
+              log::workflow(workflow_id), log::user(request.user_id),
+              log::device(request.device_id), log::Field("attempt", request.attempt)},
+             "push for {}#{} to device {}/{} ({}, attempt {}): {} after {} ms",
+             request.conversation_id, request.seq, request.user_id, request.device_id,
+             request.provider, request.attempt, answer_text(r, kPushUnavailable), latency_ms);
 }
 
 void Activities::record_answer(messagingpb::ProviderAttempt& attempt, const ProviderResult& r,
@@ -464,11 +468,7 @@ void Activities::email(const workflow::ActivityTask& task, Done done) {
                   log::Field("attempt", request.attempt)},
                  "escalation email for {}#{} to {} (attempt {}): {} after {} ms",
                  request.conversation_id, request.seq, request.user_id, request.attempt,
-                 r.ok ? std::string("accepted")
-                      : fmt::format("failed, {}: {}",
-                                    r.error_type.empty() ? kEmailUnavailable : r.error_type,
-                                    r.error_message),
-                 latency_ms);
+                 answer_text(r, kEmailUnavailable), latency_ms);
       messagingpb::ProviderAttempts details;
       messagingpb::ProviderAttempt* attempt = details.add_attempts();
       attempt->set_provider("email");
