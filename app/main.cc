@@ -3,6 +3,7 @@
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
 //   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
+//   herald --version
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -32,6 +33,7 @@ int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, 
 int main(int argc, char** argv) {
   herald::remember_command_line(argc, argv);
   CLI::App app{"Herald: a fault-tolerant messaging backend"};
+  app.set_version_flag("--version", std::string("herald ") + HERALD_VERSION);
   app.require_subcommand(0, 1);
 
   herald::app::ServeFlags serve_flags;
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
   serve->add_option("--peers", serve_flags.peers, "Initial voters: 1=HOST:PORT,2=HOST:PORT,...");
   serve->add_option("--cluster", serve_flags.cluster, "Cluster name (peers must agree)");
   serve->add_option("--log-level", serve_flags.log_level, "trace|debug|info|warn|error");
+  serve->add_option("--log-format", serve_flags.log_format,
+                    "text (default) or json: one JSON object per line (also HERALD_LOG_FORMAT)");
   serve->add_option("--election-ticks", serve_flags.election_ticks, "Election timeout in ticks");
   serve->add_option("--heartbeat-ticks", serve_flags.heartbeat_ticks, "Heartbeat in ticks");
   serve->add_option("--tick-ms", serve_flags.tick_ms, "Tick length in milliseconds");

@@ -110,6 +110,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
     config.webpush.vapid_key_file = *flags.webpush_vapid_key_file;
   }
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
+  if (flags.log_format) config.log_format = *flags.log_format;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
   if (flags.max_connections) config.max_connections = *flags.max_connections;
@@ -419,7 +420,8 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "herald serve: %s\n", config.status().to_string().c_str());
     return kExitConfig;
   }
-  init_logging(config->log_level, config->id);
+  init_logging(config->log_level, config->id,
+               parse_log_format(config->log_format).value_or(LogFormat::kText));
   if (flags.demo) {
     if (const Status s = prepare_demo(*config); !s.ok()) {
       spdlog::critical("cannot prepare the demo: {}", s.to_string());

@@ -19,6 +19,7 @@ struct ServeFlags {
   std::optional<std::string> peers;
   std::optional<std::string> cluster;
   std::optional<std::string> log_level;
+  std::optional<std::string> log_format;
   std::optional<int> election_ticks;
   std::optional<int> heartbeat_ticks;
   std::optional<int> tick_ms;

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/log.h"
 #include "push/vapid.h"
 #include "server/peer_auth.h"
 
@@ -523,6 +524,7 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
     const char* value = getenv(name);
     if (value != nullptr && *value != '\0') out = value;
   };
+  set(kLogFormatEnv, config.log_format);
   set(kApnsKeyFileEnv, config.apns.key_file);
   set(kFcmServiceAccountFileEnv, config.fcm.service_account_file);
   set(kWebPushVapidKeyFileEnv, config.webpush.vapid_key_file);
@@ -623,6 +625,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(read_value(table, "peer", config.peer));
   HERALD_RETURN_IF_ERROR(read_value(table, "cluster", config.cluster));
   HERALD_RETURN_IF_ERROR(read_value(table, "log_level", config.log_level));
+  HERALD_RETURN_IF_ERROR(read_value(table, "log_format", config.log_format));
   HERALD_RETURN_IF_ERROR(read_value(table, "tick_ms", config.tick_ms));
   HERALD_RETURN_IF_ERROR(read_value(table, "admin_token", config.admin_token));
   HERALD_RETURN_IF_ERROR(read_value(table, "push_journal", config.push_journal));
@@ -670,6 +673,10 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
 Status finalize(ServeConfig& config) {
   if (config.id == 0) {
     return Status::invalid_argument("--id must be positive");
+  }
+  if (!parse_log_format(config.log_format)) {
+    return Status::invalid_argument(
+        fmt::format("log_format \"{}\" is neither \"text\" nor \"json\"", config.log_format));
   }
   if (config.peers.empty()) {
     config.peers[config.id] = config.peer;

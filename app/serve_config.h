@@ -8,6 +8,7 @@
 //   peers = "1=127.0.0.1:7401,2=127.0.0.1:7411,3=127.0.0.1:7421"   # or a table { 1 = "..." }
 //   cluster = "herald"
 //   log_level = "info"
+//   log_format = "text"            # or "json" (docs/operations.md, "Logs")
 //   tick_ms = 10
 //   election_ticks = 6
 //   heartbeat_ticks = 2
@@ -167,6 +168,7 @@ struct ServeConfig {
   std::map<std::uint64_t, std::string> peers;  // empty: a single node made of just this one
   std::string cluster = "herald";
   std::string log_level = "info";
+  std::string log_format = "text";  // "text" or "json" (base/log.h)
   int tick_ms = 10;
   int election_ticks = 6;
   int heartbeat_ticks = 2;
@@ -205,7 +207,7 @@ struct ClusterSecret {
 [[nodiscard]] Status load_toml_text(std::string_view text, const std::string& source,
                                     ServeConfig& config);
 // Checks the combination (id among peers, sane timings, a secret file or insecure_peers with
-// more than one voter, not both). Fills peers for a single node.
+// more than one voter, not both, a known log format). Fills peers for a single node.
 [[nodiscard]] Status finalize(ServeConfig& config);
 // Reads the secret from `path`: the file's bytes, without trailing whitespace (so that a line
 // written by `base64` works). Errors: kNotFound when the file cannot be read; kInvalidArgument,
@@ -226,14 +228,17 @@ inline constexpr char kFcmServiceAccountFileEnv[] = "HERALD_FCM_SERVICE_ACCOUNT_
 inline constexpr char kWebPushVapidKeyFileEnv[] = "HERALD_WEBPUSH_VAPID_KEY_FILE";
 inline constexpr char kSmtpPasswordFileEnv[] = "HERALD_SMTP_PASSWORD_FILE";
 inline constexpr char kSmtpPasswordEnv[] = "HERALD_SMTP_PASSWORD";
+// The log line format, "text" or "json" (apply_environment()).
+inline constexpr char kLogFormatEnv[] = "HERALD_LOG_FORMAT";
 
 // Reads one environment variable: its value, or null when it is not set (std::getenv in
 // production, a map in tests).
 using EnvLookup = std::function<const char*(const char*)>;
 
-// Sets the provider keys the environment gives over those of the file: the key files' paths
-// (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kWebPushVapidKeyFileEnv, kSmtpPasswordFileEnv) and
-// the SMTP password itself (kSmtpPasswordEnv). An empty variable counts as unset.
+// Sets the keys the environment gives over those of the file: the log format (kLogFormatEnv), the
+// provider key files' paths (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kWebPushVapidKeyFileEnv,
+// kSmtpPasswordFileEnv) and the SMTP password itself (kSmtpPasswordEnv). An empty variable counts
+// as unset.
 void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 
 // Whether a file's mode lets others than its owner read it: kNotFound naming `what` and the path

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -151,6 +153,62 @@ TEST(ServeConfigTest, AFloatOrAStringWhereAnIntegerBelongsIsRefusedByName) {
     const Status s = load_text(text, config);
     EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
   }
+}
+
+TEST(ServeConfigTest, LogFormatComesFromTheFileThenTheEnvironmentAndMustBeKnown) {
+  ServeConfig config;
+  EXPECT_EQ(config.log_format, "text");
+  ASSERT_TRUE(load_toml_text("log_format = \"json\"\n", "t.toml", config).ok());
+  EXPECT_EQ(config.log_format, "json");
+  ASSERT_TRUE(finalize(config).ok());
+  const auto env = [](const char* value) {
+    return [value](const char* name) -> const char* {
+      return std::string_view(name) == kLogFormatEnv ? value : nullptr;
+    };
+  };
+  apply_environment(env("text"), config);
+  EXPECT_EQ(config.log_format, "text");
+  apply_environment(env(""), config);  // empty: unset
+  EXPECT_EQ(config.log_format, "text");
+  apply_environment(env("xml"), config);
+  const Status s = finalize(config);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("log_format \"xml\""), std::string::npos) << s.message();
+  EXPECT_EQ(load_toml_text("log_format = 1\n", "t.toml", config).code(), Code::kInvalidArgument);
+}
+
+// The example configuration the package installs (packaging/herald.toml.in), with its install-time
+// paths filled in as for the prefix /usr.
+std::string example_config() {
+  std::ifstream in(HERALD_EXAMPLE_CONFIG);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string s =
+      std::regex_replace(text.str(), std::regex("@HERALD_STATE_DIR@"), "/var/lib/herald");
+  return std::regex_replace(s, std::regex("@HERALD_CONFIG_DIR@"), "/etc/herald");
+}
+
+TEST(ServeConfigExample, TheInstalledExampleLoadsAsASingleNode) {
+  const std::string text = example_config();
+  ASSERT_FALSE(text.empty()) << HERALD_EXAMPLE_CONFIG;
+  ServeConfig config;
+  ASSERT_TRUE(load_toml_text(text, "herald.toml", config).ok());
+  EXPECT_EQ(config.data_dir, "/var/lib/herald/data");
+  EXPECT_TRUE(finalize(config).ok());
+  EXPECT_EQ(config.peers.size(), 1U);
+}
+
+TEST(ServeConfigExample, EveryCommentedKeyUncommentedHasAKnownNameAndType) {
+  // "# key = value" and "# [table]" lines become settings; explanations ("#   ...") stay comments.
+  const std::string text = std::regex_replace(
+      example_config(), std::regex("^# (\\[[a-z]+\\]|[a-z_]+ = )", std::regex::multiline), "$1");
+  ASSERT_NE(text.find("\n[apns]"), std::string::npos);
+  ASSERT_NE(text.find("\nlog_format = \"text\""), std::string::npos);
+  ServeConfig config;
+  const Status s = load_toml_text(text, "herald.toml", config);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(config.apns.topic, "com.example.chat");
+  EXPECT_EQ(config.device_limits.max_sessions_per_device, 4U);
 }
 
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {

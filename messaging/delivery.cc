@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/log.h"
 #include "messaging/providers.h"
 #include "workflow/runtime.h"
 
@@ -199,6 +200,16 @@ class DeliveryType final : public workflow::WorkflowType {
 
   [[nodiscard]] Decision on_event(std::string_view state, std::string_view data,
                                   const Event& event) const override {
+    Decision decision = decide(state, data, event);
+    if (log::enabled(spdlog::level::debug)) {
+      log_decision(state, decision, event);
+    }
+    return decision;
+  }
+
+ private:
+  [[nodiscard]] static Decision decide(std::string_view state, std::string_view data,
+                                       const Event& event) {
     if (event.kind == Event::Kind::kStarted) {
       return state == kDeliveryInitiated ? start(event) : unchanged(state, data);
     }
@@ -217,7 +228,50 @@ class DeliveryType final : public workflow::WorkflowType {
     return unchanged(state, data);
   }
 
- private:
+  // One debug line per event, with the message's and the workflow's ids as fields (base/log.h):
+  // the event, the state before and after, and the actions taken. Output only: it reads the
+  // decision, never changes it.
+  static void log_decision(std::string_view before, const Decision& decision, const Event& event) {
+    const std::optional<DeliveryData> d = decode_delivery_data(decision.data);
+    if (!d.has_value()) {
+      return;  // a run that failed on its input: the engine logs nothing more useful
+    }
+    const DeliveryInput& in = d->input();
+    std::string device_id;
+    std::string what(workflow::event_kind_name(event.kind));
+    if (event.kind == Event::Kind::kSignal) {
+      what += " " + event.name;
+      device_id = parse_signal(event).device_id;
+    } else if (event.kind == Event::Kind::kTimerFired ||
+               event.kind == Event::Kind::kActivityCompleted ||
+               event.kind == Event::Kind::kActivityFailed) {
+      what += " " + event.tag;
+      const auto index = push_device_index(event.tag);
+      if (index && *index < static_cast<std::size_t>(d->devices_size())) {
+        device_id = d->devices(static_cast<int>(*index)).device_id();
+      }
+    }
+    std::string actions;
+    for (const Action& a : decision.actions) {
+      switch (a.kind) {
+        case Action::Kind::kScheduleActivity: actions += " schedule " + a.activity_type; break;
+        case Action::Kind::kStartTimer: actions += " timer " + a.tag; break;
+        case Action::Kind::kCancelTimer: actions += " cancel " + a.tag; break;
+        case Action::Kind::kRecord: actions += " record " + a.name; break;
+        case Action::Kind::kComplete: actions += " complete"; break;
+        case Action::Kind::kFail: actions += " fail " + a.error_type; break;
+        case Action::Kind::kContinueAsNew: actions += " continue"; break;
+      }
+    }
+    const std::string id =
+        delivery_workflow_id(in.conversation_id(), in.seq(), in.recipient_user_id());
+    log::debug({log::conversation(in.conversation_id()), log::seq(in.seq()), log::workflow(id),
+                log::user(in.recipient_user_id()), log::device(device_id)},
+               "delivery {}#{} to {}: {} in {} -> {}{}", in.conversation_id(), in.seq(),
+               in.recipient_user_id(), what, before, decision.state,
+               actions.empty() ? std::string() : ";" + actions);
+  }
+
   static Decision start(const Event& event) {
     DeliveryInput in;
     if (!in.ParseFromString(event.payload)) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "base/log.h"
 #include "messaging/delivery.pb.h"
 #include "messaging/keys.h"
 #include "messaging/providers.h"
@@ -1125,6 +1126,11 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   for (const Member& member : conv.members()) {
     HERALD_RETURN_IF_ERROR(deliver(conv, message, preview, member.user_id()));
   }
+  log::debug({log::conversation(message.conversation_id()), log::seq(message.seq()),
+              log::user(message.sender_user_id()), log::device(message.sender_device_id())},
+             "message {}#{} stored (from {}, {} members)", message.conversation_id(), message.seq(),
+             system ? std::string_view("the system") : std::string_view(message.sender_user_id()),
+             conv.members_size());
   return payload_result(result);
 }
 
@@ -1294,6 +1300,10 @@ Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDeliver
   marks.set_delivered_up_to(up_to);
   put(key, marks);
   if (!stored) HERALD_RETURN_IF_ERROR(reclaim_devices(Reclaim::kMarks));  // a new record pays
+  log::debug({log::conversation(op.conversation_id()), log::seq(up_to), log::user(op.user_id()),
+              log::device(op.device_id())},
+             "device {}/{} acknowledged {} up to #{}", op.user_id(), op.device_id(),
+             op.conversation_id(), up_to);
   return mark_result(up_to);
 }
 
@@ -1411,6 +1421,9 @@ Result<rsmpb::CommandResult> Applier::publish_receipts(const messagingpb::Publis
   }
   result.set_receipted_up_to(end);
   result.set_complete(end == target);
+  log::debug({log::conversation(op.conversation_id()), log::seq(end), log::user(op.user_id()),
+              log::device(op.device_id())},
+             "{} read {} up to #{}: receipts published", op.user_id(), op.conversation_id(), end);
   return payload_result(result);
 }
 

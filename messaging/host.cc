@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "base/log.h"
 #include "messaging/delivery.h"
 #include "messaging/read_sync.h"
 
@@ -157,6 +158,7 @@ class Activities {
     messagingpb::ProviderAttempt attempt;  // what the timeline shows
   };
   struct PushGather {
+    std::string workflow_id;  // the delivery the pushes are for (log lines name it)
     bool per_device = false;
     std::vector<DevicePush> pushes;
     std::size_t pending = 0;  // answers still to come
@@ -166,6 +168,8 @@ class Activities {
       const workflow::ActivityTask& task, const messagingpb::PushTask& push_task) const;
   static void record_answer(messagingpb::ProviderAttempt& attempt, const ProviderResult& r,
                             MonoMs latency_ms);
+  static void log_push_answer(std::string_view workflow_id, const PushRequest& request,
+                              const ProviderResult& r, MonoMs latency_ms);
   void invalidate_then_finish(const std::shared_ptr<PushGather>& gather, std::size_t from);
   static void finish_push(const std::shared_ptr<PushGather>& gather);
   [[nodiscard]] static ActivityOutcome device_outcome(const std::vector<DevicePush>& pushes);
@@ -190,6 +194,14 @@ std::string bounded_reason(std::string_view reason) {
     --cut;  // a continuation byte: the character started earlier
   }
   return std::string(reason.substr(0, cut));
+}
+
+// A provider's answer in a log line: "accepted", or "failed, <error type>: <message>" (an answer
+// without an error type counts as `unavailable`).
+std::string answer_text(const ProviderResult& r, std::string_view unavailable) {
+  if (r.ok) return "accepted";
+  return fmt::format("failed, {}: {}", r.error_type.empty() ? unavailable : r.error_type,
+                     r.error_message);
 }
 
 bool is_permanent_token_error(std::string_view error_type) {
@@ -252,11 +264,19 @@ void Activities::push(const workflow::ActivityTask& task, Done done) {
     return;
   }
   auto gather = std::make_shared<PushGather>();
+  gather->workflow_id = task.workflow_id;
   gather->per_device = push_task.per_device();
   gather->pushes = std::move(plan).value();
   gather->done = std::move(done);
   for (const DevicePush& p : gather->pushes) {
     gather->pending += p.not_sent.empty() ? 1 : 0;
+    if (!p.not_sent.empty()) {
+      log::info({log::conversation(push_task.conversation_id()), log::seq(push_task.seq()),
+                 log::workflow(task.workflow_id), log::user(push_task.user_id()),
+                 log::device(p.attempt.device_id())},
+                "push for {}#{} to device {}/{} not sent: {}", push_task.conversation_id(),
+                push_task.seq(), push_task.user_id(), p.attempt.device_id(), p.not_sent);
+    }
   }
   if (gather->pending == 0) {
     finish_push(gather);
@@ -270,6 +290,7 @@ void Activities::push(const workflow::ActivityTask& task, Done done) {
     push_->send(gather->pushes[i].request, [this, gather, i, sent_ms](ProviderResult r) {
       const MonoMs latency_ms = clock_->mono_ms() - sent_ms;
       post_([this, gather, i, latency_ms, r = std::move(r)]() mutable {
+        log_push_answer(gather->workflow_id, gather->pushes[i].request, r, latency_ms);
         record_answer(gather->pushes[i].attempt, r, latency_ms);
         gather->pushes[i].result = std::move(r);
         if (--gather->pending == 0) {
@@ -278,6 +299,20 @@ void Activities::push(const workflow::ActivityTask& task, Done done) {
       });
     });
   }
+}
+
+// A push the provider took at debug level, one it refused at info: the message's, workflow's and
+// device's ids as fields (base/log.h).
+void Activities::log_push_answer(std::string_view workflow_id, const PushRequest& request,
+                                 const ProviderResult& r, MonoMs latency_ms) {
+  const auto level = r.ok ? spdlog::level::debug : spdlog::level::info;
+  log::write(level,
+             {log::conversation(request.conversation_id), log::seq(request.seq),
+              log::workflow(workflow_id), log::user(request.user_id),
+              log::device(request.device_id), log::Field("attempt", request.attempt)},
+             "push for {}#{} to device {}/{} ({}, attempt {}): {} after {} ms",
+             request.conversation_id, request.seq, request.user_id, request.device_id,
+             request.provider, request.attempt, answer_text(r, kPushUnavailable), latency_ms);
 }
 
 void Activities::record_answer(messagingpb::ProviderAttempt& attempt, const ProviderResult& r,
@@ -422,9 +457,18 @@ void Activities::email(const workflow::ActivityTask& task, Done done) {
   request.sender_user_id = email_task.sender_user_id();
   request.attempt = task.attempt;
   const MonoMs sent_ms = clock_->mono_ms();
-  email_->send(request, [this, sent_ms, done = std::move(done)](ProviderResult r) mutable {
+  email_->send(request, [this, sent_ms, request, workflow_id = task.workflow_id,
+                         done = std::move(done)](ProviderResult r) mutable {
     const MonoMs latency_ms = clock_->mono_ms() - sent_ms;
-    post_([r = std::move(r), latency_ms, done = std::move(done)] {
+    post_([r = std::move(r), latency_ms, request = std::move(request),
+           workflow_id = std::move(workflow_id), done = std::move(done)] {
+      log::write(r.ok ? spdlog::level::debug : spdlog::level::info,
+                 {log::conversation(request.conversation_id), log::seq(request.seq),
+                  log::workflow(workflow_id), log::user(request.user_id),
+                  log::Field("attempt", request.attempt)},
+                 "escalation email for {}#{} to {} (attempt {}): {} after {} ms",
+                 request.conversation_id, request.seq, request.user_id, request.attempt,
+                 answer_text(r, kEmailUnavailable), latency_ms);
       messagingpb::ProviderAttempts details;
       messagingpb::ProviderAttempt* attempt = details.add_attempts();
       attempt->set_provider("email");

@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "base/encoding.h"
+#include "base/log.h"
 #include "rsm/rebuild.h"
 #include "rsm/session.h"
 
@@ -441,33 +442,38 @@ void Node::log_transition(const raft::SoftState& previous, const raft::SoftState
     return;  // A role change inside a term without a leader change (e.g. a pre-vote that lost).
   }
   const std::string why = raft::describe(next.reason);
+  // Every line carries the new term and leader (0: none known) as fields (base/log.h).
+  const log::Field term = log::term(next.term);
+  const log::Field leader("leader", next.leader);
   if (previous.term == 0 && previous.leader == raft::kNoNode) {
-    spdlog::info("replica {}: term {}, leader {} ({}): {}", config_.id, next.term, next.leader,
-                 raft::role_name(next.role), why);
+    log::info({term, leader}, "replica {}: term {}, leader {} ({}): {}", config_.id, next.term,
+              next.leader, raft::role_name(next.role), why);
     return;
   }
   if (next.leader == previous.leader) {
     // A term change that kept the leader is still an election somebody started.
-    spdlog::warn("replica {}: term {} -> {}, {} ({}): {}", config_.id, previous.term, next.term,
-                 next.leader == raft::kNoNode ? std::string("no leader known")
-                                              : fmt::format("leader {}", next.leader),
-                 raft::role_name(next.role), why);
+    log::warn({term, leader}, "replica {}: term {} -> {}, {} ({}): {}", config_.id, previous.term,
+              next.term,
+              next.leader == raft::kNoNode ? std::string("no leader known")
+                                           : fmt::format("leader {}", next.leader),
+              raft::role_name(next.role), why);
     return;
   }
   if (next.leader == raft::kNoNode) {
-    spdlog::warn("replica {}: lost leader {} in term {} ({} now): {}", config_.id, previous.leader,
-                 previous.term, raft::role_name(next.role), why);
+    log::warn({term, leader}, "replica {}: lost leader {} in term {} ({} now): {}", config_.id,
+              previous.leader, previous.term, raft::role_name(next.role), why);
     return;
   }
   if (previous.leader == raft::kNoNode && next.term == previous.term) {
     // The leader of this term heard again after a silence: no leader change happened.
-    spdlog::info("replica {}: leader {} of term {} heard again: {}", config_.id, next.leader,
-                 next.term, why);
+    log::info({term, leader}, "replica {}: leader {} of term {} heard again: {}", config_.id,
+              next.leader, next.term, why);
     return;
   }
-  spdlog::warn("replica {}: leader is now {} in term {} (was {} in term {}; {} now): {}",
-               config_.id, next.leader, next.term, previous.leader, previous.term,
-               raft::role_name(next.role), why);
+  log::warn({term, leader},
+            "replica {}: leader is now {} in term {} (was {} in term {}; {} now): {}", config_.id,
+            next.leader, next.term, previous.leader, previous.term, raft::role_name(next.role),
+            why);
 }
 
 void Node::keep_followers_alive() {

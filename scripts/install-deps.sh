@@ -15,6 +15,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   curl python3
+  file dpkg-dev
 )
 bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev mosquitto libmosquitto-dev)
 # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).

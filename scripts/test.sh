@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Herald and runs every check: clang-format, the unit and scenario tests, the
 # deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests (ctest),
+# the Debian package installed into a scratch root and run from there (scripts/package_test.sh),
 # then each libFuzzer target for a bounded time (scripts/fuzz.sh), then clang-tidy over every
 # source. Exits non-zero on any failure.
 # HERALD_SKIP_TIDY=1 skips the clang-tidy pass (it takes several minutes on two cores).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)
+bash scripts/package_test.sh build
 if [[ "${HERALD_SKIP_FUZZ:-0}" != "1" ]]; then
   bash scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-10}"
 fi

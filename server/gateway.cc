@@ -17,6 +17,7 @@
 
 #include "base/assert.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "messaging/read_sync.h"
 #include "server/messaging_json.h"
 #include "workflow/engine.h"
@@ -1105,6 +1106,10 @@ void Gateway::Core::send_message(Request r) {
                    std::int64_t time_ms = 0;
                    auto m = Domain::get_message(self->node_->engine(), conv, sent.seq());
                    if (m.ok() && m->has_value()) time_ms = (*m)->wall_ms();
+                   log::debug({log::conversation(conv), log::seq(sent.seq()),
+                               log::user(req.user_id), log::device(req.device_id)},
+                              "gateway: device {}/{} sent {}#{}{}", req.user_id, req.device_id,
+                              conv, sent.seq(), result.existed() ? " (a retransmission)" : "");
                    self->ok(req, json::object{{"seq", sent.seq()},
                                               {"existed", result.existed()},
                                               {"server_time_ms", time_ms}});
@@ -1170,6 +1175,10 @@ void Gateway::Core::ack_from(Request r, const messagingpb::AckDelivery& op) {
                      return self->ack_from(std::move(req), op);
                    }
                    self->observe_delivered(*req.session, op.conversation_id(), op.seq());
+                   log::debug({log::conversation(op.conversation_id()), log::seq(op.seq()),
+                               log::user(op.user_id()), log::device(op.device_id())},
+                              "gateway: device {}/{} acknowledged {} up to #{}", op.user_id(),
+                              op.device_id(), op.conversation_id(), op.seq());
                    self->ok(req, json::object{{"acked_up_to", mark.mark()}});
                  });
 }
@@ -1196,6 +1205,10 @@ void Gateway::Core::read_up_to(Request r) {
       [self = shared_from_this(), workflow_id, conversation_id, seq](Request& req,
                                                                      const rsmpb::CommandResult&) {
         self->observe_read(*req.session, conversation_id, seq);
+        log::debug({log::conversation(conversation_id), log::seq(seq), log::workflow(workflow_id),
+                    log::user(req.user_id), log::device(req.device_id)},
+                   "gateway: device {}/{} read {} up to #{}: read-sync saga {} started",
+                   req.user_id, req.device_id, conversation_id, seq, workflow_id);
         self->read_waiters_.push_back(ReadWaiter{std::move(req), workflow_id, conversation_id,
                                                  self->clock_.wall_ms() + kReadAnswerTimeoutMs});
         self->check_reads(self->clock_.wall_ms());

@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "base/log.h"
 #include "base/process.h"
 #include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
@@ -130,6 +131,7 @@ struct NodeHost::Impl {
   // Raft thread: records progress and whether this replica leads, after each handler.
   void publish_progress() {
     const raft::NodeStatus st = node->status();
+    set_log_term(st.term);  // every JSON log line of this process carries it (base/log.h)
     leader_term.store(st.role == raft::Role::kLeader ? st.term : 0);
     known_leader.store(st.leader);
     raft_progress_ms.store(clock.mono_ms());
