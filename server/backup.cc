@@ -302,6 +302,9 @@ Result<BackupInfo> restore_backup(const std::string& dir, const std::string& dat
     return Status::failed_precondition(
         fmt::format("data directory {} exists and is not empty; restore into a new one", data_dir));
   }
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) return Status::io_error(fmt::format("cannot create {}: {}", data_dir, ec.message()));
   HERALD_ASSIGN_OR_RETURN(auto engine,
                           storage::RocksDbEngine::open(data_dir, storage::RocksDbOptions{}));
   rsmpb::AppliedState applied;
