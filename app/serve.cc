@@ -24,6 +24,7 @@
 #include "push/fcm.h"
 #include "push/guard.h"
 #include "push/webpush.h"
+#include "server/cluster_api.h"
 #include "server/damage_report.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
@@ -106,6 +107,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   }
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
   if (flags.insecure_peers) config.insecure_peers = true;
+  if (flags.join) config.join = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
   if (flags.max_connections) config.max_connections = *flags.max_connections;
   if (flags.peers) {
@@ -121,6 +123,7 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   for (const auto& [id, address] : config.peers) {
     o.node.initial_voters.push_back(id);
   }
+  o.node.join = config.join;
   o.node.election_ticks = config.election_ticks;
   o.node.heartbeat_ticks = config.heartbeat_ticks;
   o.node.client_address = config.client;
@@ -433,6 +436,7 @@ int run_serve(const ServeFlags& flags) {
   }
   server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
   server::MessagingApi messaging_api(host->get());
+  server::ClusterApi cluster_api(host->get());
   const server::OperatorGate gate(config->admin_token);
   server::Gateway gateway(host->get(), config->device_limits);
   server::HttpServerConfig http_config;
@@ -449,7 +453,8 @@ int run_serve(const ServeFlags& flags) {
           serve_metrics(**host, request, std::move(respond));
           return;
         }
-        if (!messaging_api.handle(request, respond) && !workflow_api.handle(request, respond)) {
+        if (!cluster_api.handle(request, respond) && !messaging_api.handle(request, respond) &&
+            !workflow_api.handle(request, respond)) {
           kv_api.handle(std::move(request), std::move(respond));
         }
       });
