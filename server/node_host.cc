@@ -478,6 +478,9 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   impl->node->set_listener(&impl->listener);
   HERALD_RETURN_IF_ERROR(impl->transport->start());
   impl->arm_tick();
+  // The first round runs before any request: a single voter elected itself while opening, and
+  // requests must see that (a read before the round would find no leader yet).
+  impl->schedule_process();
   impl->publish_progress();
   impl->raft_thread = std::thread([raw] { raw->io.run(); });
   impl->beacon_thread = std::thread([raw] { raw->run_beacon(); });
