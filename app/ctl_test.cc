@@ -14,12 +14,13 @@ CtlEnv env_of(std::map<std::string, std::string> vars) {
   };
 }
 
-Result<CtlArgs> parse(std::vector<std::string> argv, std::map<std::string, std::string> env = {}) {
+Result<CtlArgs> parse(const std::vector<std::string>& argv,
+                      std::map<std::string, std::string> env = {}) {
   return parse_ctl_args(argv, env_of(std::move(env)));
 }
 
-Result<CtlHttpCall> call(std::vector<std::string> argv) {
-  auto args = parse(std::move(argv));
+Result<CtlHttpCall> call(const std::vector<std::string>& argv) {
+  auto args = parse(argv);
   if (!args.ok()) return args.status();
   return http_call_for(*args);
 }

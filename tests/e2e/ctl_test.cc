@@ -52,6 +52,7 @@ CtlRun ctl(const Cluster& cluster, std::uint64_t id, std::vector<std::string> ar
   argv.insert(argv.end(), {"--timeout-ms", kCtlTimeoutMs});
   const std::string base = fmt::format("{}/ctl{}", cluster.root(), ++runs);
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (std::string& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   const pid_t pid = ::fork();
@@ -218,6 +219,7 @@ TEST_F(Ctl, ABackupUnderWriteLoadRestoresIntoAFreshNodeThatServesEveryAcknowledg
   std::atomic<bool> stop{false};
   std::vector<std::map<std::string, std::string>> required(kWriters);  // acked before the backup
   std::vector<std::thread> writers;
+  writers.reserve(kWriters);
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
       for (int i = 0; !stop.load(); ++i) {
