@@ -2,14 +2,20 @@
 //   herald serve [--config FILE] [--id N] [--data DIR] [--client HOST:PORT] [--peer HOST:PORT]
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
+//                [--join]
 //   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
 //   herald --version
+//   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
 // See docs/operations.md.
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
 
+#include "app/ctl.h"
 #include "app/serve.h"
 #include "base/process.h"
 #include "sim/sim_main.h"
@@ -32,6 +38,10 @@ int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, 
 
 int main(int argc, char** argv) {
   herald::remember_command_line(argc, argv);
+  if (argc >= 2 && std::string_view(argv[1]) == "ctl") {
+    // The operator CLI parses its own arguments (flags anywhere on the line).
+    return herald::app::run_ctl(std::vector<std::string>(argv + 2, argv + argc));
+  }
   CLI::App app{"Herald: a fault-tolerant messaging backend"};
   app.set_version_flag("--version", std::string("herald ") + HERALD_VERSION);
   app.require_subcommand(0, 1);
@@ -76,6 +86,9 @@ int main(int argc, char** argv) {
   serve->add_option("--min-free-mb", serve_flags.min_free_mb,
                     "Free-space floor of the data disk in MiB: below it the cluster refuses new "
                     "content (default 1024)");
+  serve->add_flag("--join", serve_flags.join,
+                  "A new node joining a running cluster: --peers names running members; an "
+                  "operator then adds it (herald ctl member add)");
   serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
                   "Run several nodes without a cluster secret: peers are not authenticated");
   serve->add_flag("--demo", serve_flags.demo,

@@ -25,6 +25,7 @@
 #include "push/fcm.h"
 #include "push/guard.h"
 #include "push/webpush.h"
+#include "server/cluster_api.h"
 #include "server/damage_report.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
@@ -112,6 +113,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
   if (flags.log_format) config.log_format = *flags.log_format;
   if (flags.insecure_peers) config.insecure_peers = true;
+  if (flags.join) config.join = true;
   if (flags.min_free_mb) config.min_free_mb = *flags.min_free_mb;
   if (flags.max_connections) config.max_connections = *flags.max_connections;
   if (flags.peers) {
@@ -127,6 +129,7 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   for (const auto& [id, address] : config.peers) {
     o.node.initial_voters.push_back(id);
   }
+  o.node.join = config.join;
   o.node.election_ticks = config.election_ticks;
   o.node.heartbeat_ticks = config.heartbeat_ticks;
   o.node.client_address = config.client;
@@ -495,6 +498,7 @@ int run_serve(const ServeFlags& flags) {
   }
   server::WorkflowApi workflow_api(host->get(), std::move(internal_types));
   server::MessagingApi messaging_api(host->get());
+  server::ClusterApi cluster_api(host->get());
   const server::OperatorGate gate(config->admin_token);
   server::Gateway gateway(host->get(), config->device_limits, *std::move(sign_in));
   server::HttpServerConfig http_config;
@@ -511,7 +515,8 @@ int run_serve(const ServeFlags& flags) {
           serve_metrics(**host, request, std::move(respond));
           return;
         }
-        if (!messaging_api.handle(request, respond) && !workflow_api.handle(request, respond)) {
+        if (!cluster_api.handle(request, respond) && !messaging_api.handle(request, respond) &&
+            !workflow_api.handle(request, respond)) {
           kv_api.handle(std::move(request), std::move(respond));
         }
       });

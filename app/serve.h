@@ -38,6 +38,8 @@ struct ServeFlags {
   std::optional<std::size_t> max_connections;
   // Let a cluster of several nodes run without a cluster secret (peers not authenticated).
   bool insecure_peers = false;
+  // A brand-new node joining a running cluster (ServeConfig::join).
+  bool join = false;
   // Run demo traffic against the node (app/demo.h); generates an admin token and journals in the
   // data directory when none are configured. Single node only.
   bool demo = false;

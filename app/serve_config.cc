@@ -634,6 +634,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(read_value(table, "heartbeat_ticks", config.heartbeat_ticks));
   HERALD_RETURN_IF_ERROR(read_value(table, "cluster_secret_file", config.cluster_secret_file));
   HERALD_RETURN_IF_ERROR(read_value(table, "insecure_peers", config.insecure_peers));
+  HERALD_RETURN_IF_ERROR(read_value(table, "join", config.join));
   if (table.contains("min_free_mb")) {
     const auto mb = integer_of(table["min_free_mb"]);
     if (!mb || *mb < 0) {
@@ -684,6 +685,10 @@ Status finalize(ServeConfig& config) {
   if (!config.peers.contains(config.id)) {
     return Status::invalid_argument(
         fmt::format("--peers does not list this node's id {}", config.id));
+  }
+  if (config.join && config.peers.size() < 2) {
+    return Status::invalid_argument(
+        "--join needs --peers naming at least one running member besides this node");
   }
   if (config.peers.size() > 1 && config.cluster_secret_file.empty() && !config.insecure_peers) {
     return Status::invalid_argument(fmt::format(

@@ -17,6 +17,7 @@
 //   email_journal = "email.jsonl"  # record escalation emails as JSON lines
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
+//   join = false                   # true: a new node joining a running cluster
 //   min_free_mb = 1024             # free-space floor of the data disk (docs/operations.md)
 //   max_connections = 100000       # open client connections (HTTP and WebSocket) at most
 //   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
@@ -179,6 +180,10 @@ struct ServeConfig {
   // unless insecure_peers; a single node needs none.
   std::string cluster_secret_file;
   bool insecure_peers = false;
+  // A brand-new node that joins a running cluster instead of bootstrapping one: `peers` names
+  // the running members (and this node), and an operator adds it as a learner (docs/operations.md,
+  // "Membership"). Ignored once the data directory holds state.
+  bool join = false;
   // Below this much free space on the data disk (MiB), the cluster refuses new content.
   std::uint64_t min_free_mb = kDefaultMinFreeMb;
   std::size_t max_connections = kDefaultMaxConnections;  // 1..kMaxMaxConnections

@@ -252,6 +252,21 @@ TEST(ServeConfigTest, SingleNodeNeedsNoSecret) {
   EXPECT_TRUE(finalize(config).ok());
 }
 
+TEST(ServeConfigTest, JoiningNeedsARunningMemberToJoinAndLoadsFromToml) {
+  ServeConfig alone;
+  alone.join = true;
+  EXPECT_EQ(finalize(alone).code(), Code::kInvalidArgument) << "no member to join";
+  ServeConfig config;
+  ASSERT_TRUE(load_toml_text("id = 4\njoin = true\ninsecure_peers = true\n"
+                             "peers = \"1=a:1,4=d:4\"\n",
+                             "test", config)
+                  .ok());
+  EXPECT_TRUE(config.join);
+  EXPECT_TRUE(finalize(config).ok());
+  ServeConfig wrong;
+  EXPECT_EQ(load_toml_text("join = 1\n", "test", wrong).code(), Code::kInvalidArgument);
+}
+
 // Writes `contents` to a fresh file with mode `perms`; returns its path.
 std::string write_secret_file(const std::string& name, const std::string& contents,
                               std::filesystem::perms perms) {

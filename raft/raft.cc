@@ -586,6 +586,13 @@ bool Raft::maybe_send_append(NodeId to, bool send_if_empty) {
   Progress& pr = tracker_.at(to);
   if (pr.paused()) return false;
   const Index prev = pr.next - 1;
+  // The initial membership is not in the log: every initial member starts with it as its state
+  // at index 0. A peer that needs the log from its first entry may not hold that state (a member
+  // added later starts empty), so once there is a snapshot it starts from one, which carries the
+  // membership (docs/raft.md, "Membership changes").
+  if (prev == 0 && pr.match == 0 && config_.storage->snapshot_metadata().index() > 0) {
+    return send_snapshot(to, pr);
+  }
   Result<Term> prev_term = log_.term(prev);
   if (!prev_term.ok()) {
     const Code code = prev_term.status().code();

@@ -155,16 +155,23 @@ Result<bool> Node::bootstrap_if_empty() {
   if (existing.status().code() != Code::kNotFound) {
     return existing.status();
   }
-  if (config_.initial_voters.empty()) {
+  if (config_.initial_voters.empty() && !config_.join) {
     return Status::invalid_argument("a new replica needs its initial voters");
   }
   raftpb::ConfState conf;
-  for (const raft::NodeId voter : config_.initial_voters) {
-    conf.add_voters(voter);
+  if (!config_.join) {
+    for (const raft::NodeId voter : config_.initial_voters) {
+      conf.add_voters(voter);
+    }
   }
   storage::WriteBatch batch;
   batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0, {}));
-  spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
+  if (config_.join) {
+    spdlog::info("replica {} is new and joins a running cluster: it waits for the leader to add it",
+                 config_.id);
+  } else {
+    spdlog::info("bootstrapping a new replica with {} voters", conf.voters_size());
+  }
   HERALD_RETURN_IF_ERROR(engine_->write(batch, /*sync=*/true));
   return true;
 }
@@ -402,6 +409,52 @@ void Node::transfer_leadership(raft::NodeId transferee) {
   raft_->transfer_leadership(transferee);
 }
 
+void Node::change_membership(const MemberChange& change, MembershipCallback done) {
+  const raft::NodeStatus st = raft_->status();
+  if (st.role != raft::Role::kLeader) {
+    done(Status::not_leader(st.leader == raft::kNoNode
+                                ? std::string("no leader is known; retry")
+                                : fmt::format("node {} is the leader", st.leader)));
+    return;
+  }
+  if (member_change_.has_value()) {
+    done(Status::failed_precondition(fmt::format(
+        "a membership change ({} of node {}) is still in progress; retry once it is applied",
+        raftpb::ConfChangeType_Name(member_change_->change.type()),
+        member_change_->change.node_id())));
+    return;
+  }
+  MembershipView view;
+  view.conf = conf_state_;
+  view.leader = config_.id;
+  view.leader_last_index = st.last_index;
+  for (const raft::PeerProgress& p : st.progress) {
+    if (p.id == change.node) view.node_match = p.match;
+  }
+  if (Status s = check_member_change(view, change); !s.ok()) {
+    done(std::move(s));
+    return;
+  }
+  const raftpb::ConfChange cc = to_conf_change(change);
+  if (Status s = raft_->propose_conf_change(cc); !s.ok()) {
+    done(std::move(s));
+    return;
+  }
+  spdlog::warn("replica {}: proposed membership change: {} node {}{}", config_.id,
+               member_op_name(change.op), change.node,
+               change.peer_address.empty() ? std::string() : " at " + change.peer_address);
+  member_change_ =
+      PendingMemberChange{cc, std::move(done), now_ticks_ + kRequestTimeoutTicks, st.term};
+}
+
+void Node::finish_member_change(const Status& status) {
+  if (!member_change_.has_value()) return;
+  MembershipCallback done = std::move(member_change_->done);
+  member_change_.reset();
+  member_change_applied_ = false;
+  done(status);
+}
+
 void Node::on_soft_state(const raft::SoftState& next) {
   const raft::SoftState previous = soft_state_;
   const bool was_leader = previous.role == raft::Role::kLeader;
@@ -421,6 +474,12 @@ void Node::on_soft_state(const raft::SoftState& next) {
   // A new term: the old leader's uncommitted entries may be lost or may still commit under the
   // new one. Answer the requests made in an older term now, rather than at their deadline, so
   // clients can retry within an election's time — with "outcome unknown" for writes.
+  if (member_change_.has_value() && member_change_->term < next.term && !member_change_applied_) {
+    finish_member_change(Status::aborted(
+        fmt::format("the term changed from {} to {} while the membership change was in flight; "
+                    "check the membership (cluster status) before retrying",
+                    previous.term, next.term)));
+  }
   fail_in_flight(next.term,
                  Status::aborted(fmt::format(
                      "the term changed from {} to {} while the command was in flight; its "
@@ -536,6 +595,7 @@ void Node::abandon_requests(const Status& proposal_status, const Status& read_st
     reads.push_back(std::move(read));
   }
   reads_awaiting_apply_.clear();
+  finish_member_change(proposal_status);
   // Callbacks last: they may propose or read again.
   for (auto& done : proposals) {
     done(proposal_status);
@@ -725,6 +785,9 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
   meta.set_term(applied_term_);
   *meta.mutable_conf_state() = conf_state_;
   log_->set_snapshot_metadata(meta);
+  if (member_change_applied_) {
+    finish_member_change(Status::ok_status());
+  }
   for (auto& [request_id, result] : answers) {
     auto it = proposals_.find(request_id);
     if (it == proposals_.end()) {
@@ -750,13 +813,7 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
 Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
                        std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
   if (entry.type() == raftpb::ENTRY_CONF_CHANGE) {
-    raftpb::ConfChange change;
-    if (!change.ParseFromString(entry.data())) {
-      spdlog::error("replica {}: undecodable conf change at {}", config_.id, entry.index());
-      return Status::ok_status();
-    }
-    conf_state_ = raft_->apply_conf_change(change);
-    log_->set_conf_state(conf_state_);
+    apply_conf_change(entry, batch);
     return Status::ok_status();
   }
   if (entry.data().empty()) {
@@ -796,6 +853,29 @@ Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,
     answers.emplace_back(command.request_id(), std::move(result));
   }
   return Status::ok_status();
+}
+
+void Node::apply_conf_change(const raftpb::Entry& entry, ApplyBatch& batch) {
+  raftpb::ConfChange change;
+  if (!change.ParseFromString(entry.data())) {
+    spdlog::error("replica {}: undecodable conf change at {}", config_.id, entry.index());
+    return;
+  }
+  conf_state_ = raft_->apply_conf_change(change);
+  log_->set_conf_state(conf_state_);
+  const std::string key = member_address_key(change.node_id());
+  if (change.type() == raftpb::CONF_CHANGE_REMOVE_NODE) {
+    batch.del(storage::Space::kState, key);
+  } else if (change.type() == raftpb::CONF_CHANGE_ADD_LEARNER && !change.context().empty()) {
+    batch.put(storage::Space::kState, key, seal_record(change.context()));
+  }
+  spdlog::warn("replica {}: membership at index {}: {} node {}; voters [{}], learners [{}]",
+               config_.id, entry.index(), raftpb::ConfChangeType_Name(change.type()),
+               change.node_id(), fmt::join(conf_state_.voters(), ", "),
+               fmt::join(conf_state_.learners(), ", "));
+  if (member_change_.has_value() && same_conf_change(member_change_->change, change)) {
+    member_change_applied_ = true;  // answered once the batch is written
+  }
 }
 
 Status Node::apply_command(raft::Index index, const rsmpb::Command& command, ApplyBatch& batch,
@@ -851,6 +931,9 @@ void Node::serve_reads() {
 
 void Node::expire_requests() {
   const Status timeout = Status::timeout("no answer from the cluster in time");
+  if (member_change_.has_value() && member_change_->deadline_tick <= now_ticks_) {
+    finish_member_change(timeout);
+  }
   for (auto it = proposals_.begin(); it != proposals_.end();) {
     if (it->second->deadline_tick > now_ticks_) {
       ++it;

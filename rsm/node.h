@@ -32,6 +32,7 @@
 #include "base/random.h"
 #include "base/status.h"
 #include "raft/raw_node.h"
+#include "rsm/membership.h"
 #include "rsm/rsm.pb.h"
 #include "rsm/session.h"
 #include "rsm/state_machine.h"
@@ -95,6 +96,10 @@ struct NodeConfig {
   raft::NodeId id = raft::kNoNode;
   // The initial voters; used only when the engine holds no state yet.
   std::vector<raft::NodeId> initial_voters;
+  // A brand-new replica that joins a running cluster: with an empty engine it starts with no
+  // membership at all (initial_voters is ignored) and waits for the leader, which adds it as a
+  // learner (Node::change_membership) and sends it the log or a snapshot.
+  bool join = false;
   int election_ticks = raft::kDefaultElectionTicks;
   int heartbeat_ticks = raft::kDefaultHeartbeatTicks;
   std::uint64_t seed = 0;
@@ -129,6 +134,7 @@ struct NodeConfig {
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
 using ReadCallback = std::function<void(Status)>;
+using MembershipCallback = std::function<void(Status)>;
 // Observes every applied entry, after its batch is written (simulator invariants, metrics).
 using ApplyObserver = std::function<void(const raftpb::Entry&)>;
 
@@ -198,6 +204,12 @@ class Node {
   // or it changed), kTimeout or kResourceExhausted; a failed read may simply be retried.
   void read_barrier(ReadCallback done);
   void transfer_leadership(raft::NodeId transferee);
+  // Proposes a membership change (rsm/membership.h) on the leader. `done(ok)` once the change is
+  // applied on this replica (the new membership is then in force here); otherwise kNotLeader
+  // (this replica is not the leader), kFailedPrecondition (a change is still in flight, or
+  // check_member_change() refused it), the other refusals of check_member_change(), kAborted
+  // (the term changed: the outcome is unknown) or kTimeout (no answer in kRequestTimeoutTicks).
+  void change_membership(const MemberChange& change, MembershipCallback done);
   // Answers every proposal in flight with `proposal_status` and every pending read with
   // `read_status` (a replica that stops taking part, e.g. on a full disk).
   void abandon_requests(const Status& proposal_status, const Status& read_status);
@@ -213,6 +225,9 @@ class Node {
 
   [[nodiscard]] raft::NodeStatus status() const;
   [[nodiscard]] raft::Index applied_index() const { return applied_; }
+  [[nodiscard]] raft::Term applied_term() const { return applied_term_; }
+  // The membership in force on this replica (as of its applied state).
+  [[nodiscard]] const raftpb::ConfState& conf_state() const { return conf_state_; }
   [[nodiscard]] const storage::Engine& engine() const { return *engine_; }
   // The durable log as the core sees it (simulator invariant checks).
   [[nodiscard]] const raft::LogStorage& log() const;
@@ -234,6 +249,12 @@ class Node {
  private:
   struct PendingProposal;
   struct PendingRead;
+  struct PendingMemberChange {
+    raftpb::ConfChange change;
+    MembershipCallback done;
+    int deadline_tick = 0;
+    raft::Term term = 0;
+  };
   struct OutboundStream;
   struct InboundStream;
 
@@ -262,6 +283,10 @@ class Node {
   void keep_followers_alive();
   void log_transition(const raft::SoftState& previous, const raft::SoftState& next) const;
   void count_transition(const raft::SoftState& previous, const raft::SoftState& next);
+  // A committed config change: the new membership, and its member address record in `batch`.
+  void apply_conf_change(const raftpb::Entry& entry, ApplyBatch& batch);
+  // Answers the pending membership change with `status` (no-op when there is none).
+  void finish_member_change(const Status& status);
   // Answers the proposals and reads in flight that were made before `term`.
   void fail_in_flight(raft::Term term, const Status& proposal_status, const Status& read_status);
   void handle_read_states(const std::vector<raft::ReadState>& read_states);
@@ -312,6 +337,8 @@ class Node {
   std::uint64_t next_request_id_ = 1;
   std::uint64_t next_read_id_ = 1;
   std::unordered_map<std::uint64_t, std::unique_ptr<PendingProposal>> proposals_;
+  std::optional<PendingMemberChange> member_change_;
+  bool member_change_applied_ = false;  // the pending change applied in this round
   std::deque<std::unique_ptr<PendingRead>> unsent_reads_;
   std::map<std::string, std::vector<std::unique_ptr<PendingRead>>> reads_awaiting_index_;
   std::multimap<raft::Index, std::unique_ptr<PendingRead>> reads_awaiting_apply_;

@@ -923,5 +923,99 @@ TEST_F(RecoveryTest, TheIncarnationNeverGoesBelowItsFloorNorBackwards) {
   EXPECT_EQ(replica(1).node->incarnation(), 6'000u);
 }
 
+// Membership through rsm::Node (docs/operations.md, "Membership"): a new replica joins as a
+// learner, catches up, is promoted; another voter is removed; the leader refuses a second change
+// while one is in flight and refuses to remove itself.
+class MembershipTest : public NodeTest {
+ protected:
+  // Adds replica `id` (the next one) to the network, opened as a joining replica.
+  void open_joining(raft::NodeId id) {
+    auto r = std::make_unique<Replica>();
+    r->endpoint = std::make_unique<TestNetwork::Endpoint>(&net_, id);
+    replicas_.push_back(std::move(r));
+    NodeConfig c = config_;
+    c.id = id;
+    c.seed = 42;
+    c.join = true;
+    Replica& joined = replica(id);
+    auto node = Node::open(c, &joined.engine, joined.endpoint.get(), &joined.sm);
+    ASSERT_TRUE(node.ok()) << node.status().to_string();
+    joined.node = std::move(node).value();
+  }
+
+  // Asks `at` for `change` and ticks until it is answered.
+  Status change_at(raft::NodeId at, const MemberChange& change) {
+    std::optional<Status> out;
+    replica(at).node->change_membership(change, [&](Status s) { out = std::move(s); });
+    for (int i = 0; i < 200 && !out; ++i) tick_all(1);
+    return out.value_or(Status::timeout("no answer"));
+  }
+};
+
+TEST_F(MembershipTest, AJoiningReplicaIsAddedAsLearnerPromotedAndAnotherVoterRemoved) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  ASSERT_TRUE(put(lead, "before", "1").ok());
+  open_joining(4);
+  EXPECT_TRUE(replica(4).node->conf_state().voters().empty());
+
+  ASSERT_TRUE(change_at(lead, {MemberOp::kAddLearner, 4, "127.0.0.1:7441"}).ok());
+  tick_all(20);
+  // It learned the initial voters too (they are not in the log: it started from a snapshot).
+  EXPECT_EQ(replica(4).node->conf_state().SerializeAsString(),
+            replica(lead).node->conf_state().SerializeAsString());
+  EXPECT_EQ(replica(4).node->conf_state().voters_size(), 3);
+  EXPECT_EQ(replica(4).node->conf_state().learners_size(), 1);
+  EXPECT_EQ(read(4, "before"), "1");
+  // The address record travels with the state, to every replica.
+  for (const raft::NodeId id : {1, 2, 3, 4}) {
+    auto rec = replica(id).node->engine().get(storage::Space::kState, member_address_key(4));
+    ASSERT_TRUE(rec.ok() && rec->has_value()) << id;
+    std::string_view address;
+    ASSERT_TRUE(open_record(**rec, address));
+    EXPECT_EQ(address, "127.0.0.1:7441");
+  }
+
+  ASSERT_TRUE(change_at(lead, {MemberOp::kPromote, 4, {}}).ok());
+  tick_all(5);
+  EXPECT_EQ(replica(4).node->conf_state().voters_size(), 4);
+  const raft::NodeId removed = lead == 3 ? 2 : 3;
+  ASSERT_TRUE(change_at(lead, {MemberOp::kRemove, removed, {}}).ok());
+  const raftpb::ConfState& conf = replica(lead).node->conf_state();
+  EXPECT_EQ(conf.voters_size(), 3);
+  EXPECT_EQ(conf.learners_size(), 0);
+  EXPECT_EQ(std::count(conf.voters().begin(), conf.voters().end(), removed), 0);
+  auto rec = replica(lead).node->engine().get(storage::Space::kState, member_address_key(removed));
+  ASSERT_TRUE(rec.ok());
+  EXPECT_FALSE(rec->has_value());
+
+  // The cluster without `removed` still commits, and the new voter has it.
+  net_.down.insert(removed);
+  ASSERT_TRUE(put(lead, "after", "2").ok());
+  tick_all(5);
+  EXPECT_EQ(read(4, "after"), "2");
+}
+
+TEST_F(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNonLeadersRefuseAll) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  std::optional<Status> first;
+  std::optional<Status> second;
+  replica(lead).node->change_membership({MemberOp::kAddLearner, 4, "127.0.0.1:7441"},
+                                        [&](Status s) { first = std::move(s); });
+  replica(lead).node->change_membership({MemberOp::kAddLearner, 5, "127.0.0.1:7451"},
+                                        [&](Status s) { second = std::move(s); });
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->code(), Code::kFailedPrecondition) << second->to_string();
+  for (int i = 0; i < 50 && !first; ++i) tick_all(1);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->ok()) << first->to_string();
+
+  EXPECT_EQ(change_at(lead, {MemberOp::kRemove, lead, {}}).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(change_at(lead, {MemberOp::kRemove, 9, {}}).code(), Code::kNotFound);
+  const raft::NodeId follower = lead == 1 ? 2 : 1;
+  EXPECT_EQ(change_at(follower, {MemberOp::kRemove, 4, {}}).code(), Code::kNotLeader);
+}
+
 }  // namespace
 }  // namespace herald::rsm

@@ -230,6 +230,12 @@ void KvApi::cluster(Responder respond) {
       nodes.push_back(n);
     }
     json::object body{{"id", self.id}, {"term", self.term}, {"nodes", nodes}};
+    json::array voters;
+    json::array learners;
+    for (const raft::NodeId id : self.conf_state.voters()) voters.emplace_back(id);
+    for (const raft::NodeId id : self.conf_state.learners()) learners.emplace_back(id);
+    body["voters"] = std::move(voters);
+    body["learners"] = std::move(learners);
     body["memory"] = json::object{{"resident_bytes", view.resident_bytes},
                                   {"block_cache_bytes", view.memory.block_cache_bytes},
                                   {"block_cache_capacity", view.memory.block_cache_capacity},

@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "base/encoding.h"
 #include "base/log.h"
 #include "base/process.h"
 #include "messaging/host.h"
@@ -76,11 +77,28 @@ struct NodeHost::Impl {
   ChangeListener change_listener;        // raft thread only
   EphemeralListener ephemeral_listener;  // raft thread only
 
+  // Every member's peer address, self included: options.peers until the membership is known,
+  // then the members of the applied configuration (sync_members()). Read by the beacon thread.
+  mutable std::mutex peers_mu;
+  std::map<raft::NodeId, std::string> peers;  // guarded by peers_mu
+  std::string synced_conf;                    // raft thread: the ConfState last synced, serialized
+
+  struct PendingTransfer {
+    raft::NodeId to = raft::kNoNode;
+    MonoMs deadline_ms = 0;
+    std::function<void(Status)> done;
+  };
+  std::vector<PendingTransfer> transfers;  // raft thread only
+
+  std::atomic<bool> backup_running{false};
+  std::thread backup_thread;  // the last backup's writer; joined by stop() and the next backup
+
   // The replica's listener: the workflow runtime, then the messaging changes.
   class Listener final : public rsm::NodeListener {
    public:
     explicit Listener(Impl* impl) : impl_(impl) {}
     void on_applied() override {
+      impl_->sync_members();
       impl_->workflows->on_applied();
       std::vector<messaging::ChangeNotice> changes = impl_->messaging->domain()->take_changes();
       if (impl_->change_listener) {
@@ -90,6 +108,7 @@ struct NodeHost::Impl {
     void on_leadership(bool leader) override { impl_->workflows->on_leadership(leader); }
     // Every user's stream may have moved: one notice with an empty user id says so.
     void on_snapshot_installed() override {
+      impl_->sync_members();
       if (impl_->change_listener) {
         impl_->change_listener({messaging::ChangeNotice{}}, impl_->clock.wall_ms());
       }
@@ -127,6 +146,85 @@ struct NodeHost::Impl {
   std::string halt_reason;                  // guarded by health_mu
   std::vector<raft::NodeId> disk_alarms;    // guarded by health_mu
   std::set<raft::NodeId> published_alarms;  // raft thread only: what disk_alarms last took
+
+  // The other members' ids (beacon, broadcast). Any thread.
+  std::vector<raft::NodeId> other_members() const {
+    const std::lock_guard lock(peers_mu);
+    std::vector<raft::NodeId> ids;
+    for (const auto& [id, address] : peers) {
+      if (id != options.node.id) ids.push_back(id);
+    }
+    return ids;
+  }
+
+  // How many members this replica knows, itself included. Any thread.
+  std::size_t member_count() const {
+    const std::lock_guard lock(peers_mu);
+    return peers.size();
+  }
+
+  // Where member `id` is reached: the --peers flag's address, else its address record.
+  std::optional<std::string> member_address(raft::NodeId id) const {
+    if (const auto it = options.peers.find(id); it != options.peers.end()) return it->second;
+    auto record = engine->get(storage::Space::kState, rsm::member_address_key(id));
+    std::string_view address;
+    if (!record.ok() || !record->has_value() || !open_record(**record, address)) {
+      return std::nullopt;
+    }
+    return std::string(address);
+  }
+
+  // Raft thread, after each applied batch and snapshot: when the membership changed, the
+  // transport learns every new member's address and `peers` becomes the members.
+  void sync_members() {
+    const raftpb::ConfState& conf = node->conf_state();
+    std::string seen = conf.SerializeAsString();
+    if (seen == synced_conf || (conf.voters().empty() && conf.learners().empty())) return;
+    synced_conf = std::move(seen);
+    std::map<raft::NodeId, std::string> members;
+    for (const auto* ids : {&conf.voters(), &conf.learners()}) {
+      for (const raft::NodeId id : *ids) {
+        std::optional<std::string> address = member_address(id);
+        if (!address.has_value()) {
+          spdlog::warn("replica {}: no peer address is known for member {}", options.node.id, id);
+          continue;
+        }
+        if (id != options.node.id) {
+          if (const Status s = transport->add_peer(id, *address); !s.ok()) {
+            spdlog::warn("replica {}: cannot reach member {} at {}: {}", options.node.id, id,
+                         *address, s.to_string());
+            continue;
+          }
+        }
+        members.emplace(id, std::move(*address));
+      }
+    }
+    const std::lock_guard lock(peers_mu);
+    peers = std::move(members);
+  }
+
+  // Raft thread: answers the leadership transfers that completed or ran out of time.
+  void check_transfers() {
+    if (transfers.empty()) return;
+    const raft::NodeId leader = known_leader.load();
+    const MonoMs now = clock.mono_ms();
+    std::vector<std::pair<std::function<void(Status)>, Status>> answers;
+    std::erase_if(transfers, [&](PendingTransfer& t) {
+      if (leader == t.to) {
+        answers.emplace_back(std::move(t.done), Status::ok_status());
+        return true;
+      }
+      if (now >= t.deadline_ms) {
+        answers.emplace_back(
+            std::move(t.done),
+            Status::timeout(fmt::format("node {} did not take over within {} ms (the leader is {})",
+                                        t.to, kTransferTimeoutMs, leader)));
+        return true;
+      }
+      return false;
+    });
+    for (auto& [done, status] : answers) done(status);
+  }
 
   // Raft thread: records progress and whether this replica leads, after each handler.
   void publish_progress() {
@@ -193,8 +291,7 @@ struct NodeHost::Impl {
       if (term == 0 || stalled_ms < period.count() || stalled_ms > kBeaconMaxStallMs) {
         continue;
       }
-      for (const auto& [id, address] : options.peers) {
-        if (id == options.node.id) continue;
+      for (const raft::NodeId id : other_members()) {
         rsmpb::PeerEnvelope envelope;
         envelope.set_from(options.node.id);
         envelope.set_to(id);
@@ -219,7 +316,7 @@ struct NodeHost::Impl {
       halt(s);
       return;
     }
-    if (s.code() == Code::kCorruption && options.peers.size() > 1) {
+    if (s.code() == Code::kCorruption && member_count() > 1) {
       rebuild_and_restart(s);
     }
     if (!s.ok()) {
@@ -229,6 +326,7 @@ struct NodeHost::Impl {
     }
     metrics.observe_round(node->stats());
     publish_progress();
+    check_transfers();
     if (node->has_work()) {
       schedule_process();
     }
@@ -250,6 +348,7 @@ struct NodeHost::Impl {
       }
       node->tick();
       publish_progress();
+      check_transfers();
       workflows->tick(clock.wall_ms());
       if (change_listener) {
         change_listener({}, clock.wall_ms());
@@ -377,9 +476,14 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
       impl->router.add_module(messaging::kModuleName, impl->messaging->domain()));
   HERALD_ASSIGN_OR_RETURN(
       impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(), &impl->router));
+  impl->peers = options.peers;
+  impl->sync_members();  // members added after the flags were written
   impl->node->set_listener(&impl->listener);
   HERALD_RETURN_IF_ERROR(impl->transport->start());
   impl->arm_tick();
+  // The first round runs before any request: a single voter elected itself while opening, and
+  // requests must see that (a read before the round would find no leader yet).
+  impl->schedule_process();
   impl->publish_progress();
   impl->raft_thread = std::thread([raw] { raw->io.run(); });
   impl->beacon_thread = std::thread([raw] { raw->run_beacon(); });
@@ -404,6 +508,9 @@ void NodeHost::stop() {
     impl_->beacon_thread.join();
   }
   impl_->transport->stop();
+  if (impl_->backup_thread.joinable()) {
+    impl_->backup_thread.join();  // it reads an engine snapshot
+  }
   impl_->node.reset();
   impl_->engine.reset();
   spdlog::info("replica {} stopped", impl_->options.node.id);
@@ -449,7 +556,7 @@ void NodeHost::report_damage(const Status& damage) {
     auto mark = rsm::read_rebuild_mark(*i.engine);
     const std::optional<rsmpb::RebuildMark> last =
         mark.ok() ? *std::move(mark) : std::optional<rsmpb::RebuildMark>();
-    if (rebuild_on_read_damage(damage, i.options.peers.size(), last, SystemClock().wall_ms())) {
+    if (rebuild_on_read_damage(damage, i.member_count(), last, SystemClock().wall_ms())) {
       i.rebuild_and_restart(damage);
     }
     if (!i.damage_logged.exchange(true)) {
@@ -458,7 +565,7 @@ void NodeHost::report_damage(const Status& damage) {
           i.options.node.id, damage.to_string(),
           !is_checksum_failure(damage) ? "it is not a checksum failure, so every replica holds "
                                          "the same record"
-          : i.options.peers.size() < 2 ? "it is the only replica"
+          : i.member_count() < 2       ? "it is the only replica"
                                        : "it was rebuilt less than 10 minutes ago, perhaps from "
                                          "a damaged copy; check the leader's data");
     }
@@ -469,10 +576,82 @@ void NodeHost::post(std::function<void()> fn) {
   asio::post(impl_->io, std::move(fn));
 }
 
+void NodeHost::change_membership(const rsm::MemberChange& change,
+                                 std::function<void(Status)> done) {
+  asio::post(impl_->io, [this, change, done = std::move(done)]() mutable {
+    if (impl_->halted.load()) {
+      done(Status::unavailable("this replica halted on a full disk; try another node"));
+      return;
+    }
+    impl_->node->change_membership(change, std::move(done));
+    impl_->schedule_process();
+  });
+}
+
+void NodeHost::transfer_leadership(raft::NodeId transferee, std::function<void(Status)> done) {
+  asio::post(impl_->io, [this, transferee, done = std::move(done)]() mutable {
+    Impl& i = *impl_;
+    const auto& voters = i.node->conf_state().voters();
+    if (std::find(voters.begin(), voters.end(), transferee) == voters.end()) {
+      done(Status::not_found(fmt::format("node {} is not a voter", transferee)));
+      return;
+    }
+    const raft::NodeId leader = i.node->status().leader;
+    if (leader == transferee) {
+      done(Status::ok_status());
+      return;
+    }
+    if (leader == raft::kNoNode || i.halted.load()) {
+      done(Status::unavailable("no leader is known; retry"));
+      return;
+    }
+    spdlog::warn("replica {}: leadership transfer from node {} to node {} requested",
+                 i.options.node.id, leader, transferee);
+    i.node->transfer_leadership(transferee);
+    i.transfers.push_back({transferee, i.clock.mono_ms() + kTransferTimeoutMs, std::move(done)});
+    i.schedule_process();
+  });
+}
+
+void NodeHost::backup(std::string dir, std::function<void(Result<BackupInfo>)> done) {
+  if (impl_->backup_running.exchange(true)) {
+    done(Status::failed_precondition("a backup of this node is already running"));
+    return;
+  }
+  asio::post(impl_->io, [this, dir = std::move(dir), done = std::move(done)]() mutable {
+    Impl& i = *impl_;
+    i.node->read_barrier([&i, dir, done](const Status& s) {
+      if (!s.ok()) {
+        i.backup_running.store(false);
+        done(s);
+        return;
+      }
+      // Everything acknowledged before the request is applied here now: the snapshot holds it.
+      std::unique_ptr<storage::Reader> view = i.engine->snapshot();
+      if (i.backup_thread.joinable()) i.backup_thread.join();  // finished: backup_running was off
+      spdlog::info("replica {}: backing up applied index {} into {}", i.options.node.id,
+                   i.node->applied_index(), dir);
+      i.backup_thread = std::thread([&i, view = std::move(view), dir, done] {
+        Result<BackupInfo> written = write_backup(*view, dir, i.clock.wall_ms());
+        if (written.ok()) {
+          spdlog::info("replica {}: backup of index {} written to {}: {} records, {} bytes",
+                       i.options.node.id, written->index, dir, written->records,
+                       written->data_bytes);
+        } else {
+          spdlog::error("replica {}: backup into {} failed: {}", i.options.node.id, dir,
+                        written.status().to_string());
+        }
+        i.backup_running.store(false);
+        done(std::move(written));
+      });
+    });
+    i.schedule_process();
+  });
+}
+
 void NodeHost::broadcast(std::string kind, std::string payload) {
   asio::post(impl_->io, [this, kind = std::move(kind), payload = std::move(payload)] {
-    for (const auto& [id, address] : impl_->options.peers) {
-      if (id == impl_->options.node.id) continue;
+    for (const raft::NodeId id : impl_->other_members()) {
       rsmpb::PeerEnvelope envelope;
       envelope.set_from(impl_->options.node.id);
       envelope.set_to(id);

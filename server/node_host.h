@@ -27,20 +27,27 @@
 #include "base/status.h"
 #include "messaging/domain.h"
 #include "messaging/providers.h"
+#include "rsm/membership.h"
 #include "rsm/node.h"
+#include "server/backup.h"
 #include "server/node_metrics.h"
 #include "storage/rocksdb_engine.h"
 
 namespace herald::server {
 
 inline constexpr int kDefaultTickMs = 10;
+// A leadership transfer not seen to complete within this long fails with kTimeout.
+inline constexpr std::int64_t kTransferTimeoutMs = 5'000;
 
 struct NodeHostOptions {
   rsm::NodeConfig node;
   std::string data_dir;
   std::string cluster_name = "herald";
-  std::string peer_listen;                    // host:port
-  std::map<raft::NodeId, std::string> peers;  // every voter's peer address, self included
+  std::string peer_listen;  // host:port
+  // Every initial voter's peer address, self included (with node.join: the members to reach,
+  // self included). Members added later are reached at the address their change carried
+  // (rsm/membership.h), kept in the state space; an address given here wins over a stored one.
+  std::map<raft::NodeId, std::string> peers;
   // The secret peers prove to each other (PeerTransportConfig::cluster_secret); required with
   // more than one voter unless insecure_peers.
   std::string cluster_secret;
@@ -103,6 +110,20 @@ class NodeHost {
   void set_change_listener(ChangeListener listener);
   // Runs `fn` on the raft thread.
   void post(std::function<void()> fn);
+
+  // The operator's membership change (rsm::Node::change_membership: the same answers). `done`
+  // runs on the raft thread once the change is applied here, or with the refusal.
+  void change_membership(const rsm::MemberChange& change, std::function<void(Status)> done);
+  // Hands leadership to voter `transferee` (relayed to the leader when this replica is not it).
+  // `done(ok)` once this replica sees `transferee` lead; kNotFound when it is not a voter,
+  // kUnavailable when no leader is known, kTimeout after kTransferTimeoutMs. Runs on the raft
+  // thread.
+  void transfer_leadership(raft::NodeId transferee, std::function<void(Status)> done);
+  // An online backup into `dir` on this node's disk (server/backup.h): after a linearizable read
+  // barrier, from a point-in-time snapshot of the state, written on a thread of its own while
+  // the replica serves. `done` runs on that thread. kFailedPrecondition while another backup
+  // runs, and write_backup()'s errors.
+  void backup(std::string dir, std::function<void(Result<BackupInfo>)> done);
   // A read outside the apply path found `damage` in this replica's stored data. On a checksum
   // failure the replica stops serving and rebuilds as when the apply path finds damage, unless
   // it is the only voter or was rebuilt less than kMinRebuildIntervalMs ago

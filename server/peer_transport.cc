@@ -221,6 +221,7 @@ class TcpPeerTransport::Impl {
   void stop();
   [[nodiscard]] std::uint16_t listen_port() const { return listen_port_; }
   [[nodiscard]] Status set_peer_address(NodeId id, std::string address);
+  [[nodiscard]] Status add_peer(NodeId id, std::string address);
   bool send(NodeId to, const rsmpb::PeerEnvelope& envelope);
   [[nodiscard]] std::uint64_t queued_bytes(NodeId to) const;
   [[nodiscard]] PeerTransportCounters counters() const;
@@ -260,6 +261,8 @@ class TcpPeerTransport::Impl {
     std::array<char, 1> probe{};
   };
 
+  // The link to `id`, or null; the pointer stays valid while the transport lives.
+  [[nodiscard]] Outbound* find_outbound(NodeId id) const;
   bool has_queued(Outbound& peer);
   void flush(Outbound& peer);
   void connect(Outbound& peer);
@@ -289,7 +292,8 @@ class TcpPeerTransport::Impl {
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   tcp::acceptor acceptor_;
   asio::steady_timer accept_retry_timer_;
-  std::map<NodeId, std::unique_ptr<Outbound>> outbound_;     // keys fixed at construction
+  // Guarded by mu_ (add_peer() adds links while the transport runs); a link, once added, stays.
+  std::map<NodeId, std::unique_ptr<Outbound>> outbound_;
   std::map<std::uint64_t, std::weak_ptr<Inbound>> inbound_;  // io thread only
   std::uint64_t next_inbound_id_ = 0;                        // io thread only
   Rng rng_;                                                  // io thread only
@@ -407,8 +411,9 @@ class TcpPeerTransport::Impl::Inbound : public std::enable_shared_from_this<Inbo
   // Returns false (having closed the connection) unless `envelope` is a Hello from a known peer
   // of this cluster, addressed to this node; then answers with a HelloReply.
   bool accept_hello(const rsmpb::PeerEnvelope& envelope) {
-    const Status checked = check_hello(envelope, t_.config_.cluster, t_.config_.self_id,
-                                       [this](NodeId id) { return t_.outbound_.contains(id); });
+    const Status checked =
+        check_hello(envelope, t_.config_.cluster, t_.config_.self_id,
+                    [this](NodeId id) { return t_.find_outbound(id) != nullptr; });
     if (!checked.ok()) {
       reject(checked.message());
       return false;
@@ -582,7 +587,12 @@ void TcpPeerTransport::Impl::shutdown_all() {
   error_code ignored;
   acceptor_.close(ignored);
   accept_retry_timer_.cancel();
-  for (auto& [id, peer] : outbound_) {
+  std::vector<Outbound*> peers;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, peer] : outbound_) peers.push_back(peer.get());
+  }
+  for (Outbound* peer : peers) {
     peer->socket.close(ignored);
     peer->resolver.cancel();
     peer->timer.cancel();
@@ -601,13 +611,13 @@ bool TcpPeerTransport::Impl::send(NodeId to, const rsmpb::PeerEnvelope& envelope
                     envelope.body_case() != rsmpb::PeerEnvelope::BODY_NOT_SET &&
                     !is_handshake(envelope),
                 "send() needs from == self, to == destination and a body outside the handshake");
-  const auto it = outbound_.find(to);
-  std::string frame = it == outbound_.end() || !running_ ? std::string() : encode_frame(envelope);
+  Outbound* const found = find_outbound(to);
+  std::string frame = found == nullptr || !running_ ? std::string() : encode_frame(envelope);
   if (frame.empty()) {
     counters_.frames_dropped.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  Outbound& peer = *it->second;
+  Outbound& peer = *found;
   bool post_flush = false;
   {
     std::lock_guard lock(mu_);
@@ -632,24 +642,45 @@ bool TcpPeerTransport::Impl::send(NodeId to, const rsmpb::PeerEnvelope& envelope
   return true;
 }
 
-Status TcpPeerTransport::Impl::set_peer_address(NodeId id, std::string address) {
+TcpPeerTransport::Impl::Outbound* TcpPeerTransport::Impl::find_outbound(NodeId id) const {
+  std::lock_guard lock(mu_);
   const auto it = outbound_.find(id);
-  if (it == outbound_.end()) {
+  return it == outbound_.end() ? nullptr : it->second.get();
+}
+
+Status TcpPeerTransport::Impl::set_peer_address(NodeId id, std::string address) {
+  Outbound* const peer = find_outbound(id);
+  if (peer == nullptr) {
     return Status::not_found("node " + std::to_string(id) + " is not a configured peer");
   }
   HERALD_RETURN_IF_ERROR(parse_host_port(address).status());
   std::lock_guard lock(mu_);
-  it->second->address = std::move(address);
+  peer->address = std::move(address);
+  return Status::ok_status();
+}
+
+Status TcpPeerTransport::Impl::add_peer(NodeId id, std::string address) {
+  if (id == raft::kNoNode || id == config_.self_id) {
+    return Status::invalid_argument("a peer is another node, with a positive id");
+  }
+  HERALD_RETURN_IF_ERROR(parse_host_port(address).status());
+  std::lock_guard lock(mu_);
+  auto& peer = outbound_[id];
+  if (peer == nullptr) {
+    peer = std::make_unique<Outbound>(io_, id, std::move(address));
+  } else {
+    peer->address = std::move(address);
+  }
   return Status::ok_status();
 }
 
 std::uint64_t TcpPeerTransport::Impl::queued_bytes(NodeId to) const {
-  const auto it = outbound_.find(to);
-  if (it == outbound_.end()) {
+  Outbound* const peer = find_outbound(to);
+  if (peer == nullptr) {
     return 0;
   }
   std::lock_guard lock(mu_);
-  return it->second->queued_bytes;
+  return peer->queued_bytes;
 }
 
 PeerTransportCounters TcpPeerTransport::Impl::counters() const {
@@ -983,6 +1014,10 @@ std::uint16_t TcpPeerTransport::listen_port() const {
 
 Status TcpPeerTransport::set_peer_address(NodeId id, std::string address) {
   return impl_->set_peer_address(id, std::move(address));
+}
+
+Status TcpPeerTransport::add_peer(NodeId id, std::string address) {
+  return impl_->add_peer(id, std::move(address));
 }
 
 bool TcpPeerTransport::send(NodeId to, const rsmpb::PeerEnvelope& envelope) {

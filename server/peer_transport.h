@@ -158,6 +158,11 @@ class TcpPeerTransport final : public rsm::Transport {
   // the current connection is kept. Thread-safe. Errors: kNotFound for an id not configured as a
   // peer, kInvalidArgument for a malformed address.
   [[nodiscard]] Status set_peer_address(raft::NodeId id, std::string address);
+  // Adds peer `id` at `address` ("host:port"), or changes its address when it is known already:
+  // a member added to the cluster while the transport runs. From then on send() reaches it and
+  // its inbound connections are accepted. Thread-safe. Errors: kInvalidArgument for this node's
+  // own id, id 0 or a malformed address.
+  [[nodiscard]] Status add_peer(raft::NodeId id, std::string address);
 
   // Queues `envelope` for `to`. Returns false, dropping it, when `to` is unknown, its queue is at
   // a bound, the envelope exceeds kMaxFrameBytes, or the transport is not running.

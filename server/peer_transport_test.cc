@@ -181,6 +181,31 @@ TEST(TcpPeerTransport, ThreeNodesExchangeEnvelopesInOrder) {
   }
 }
 
+TEST(TcpPeerTransport, APeerAddedWhileRunningIsReachedAndAcceptedBothWays) {
+  TestNode a(1, {2}), b(2, {1}), c(3, {1, 2});
+  a.point_at(2, b);
+  c.point_at(1, a);
+  c.point_at(2, b);
+  // Unknown to a until added: its connection is refused, and a cannot address it.
+  EXPECT_FALSE(a.transport->send(3, make_envelope(1, 3, 0)));
+  ASSERT_TRUE(c.transport->send(1, make_envelope(3, 1, 0)));
+  ASSERT_TRUE(wait_until([&] { return a.transport->counters().rejected_hellos >= 1; }));
+  EXPECT_EQ(a.inbox.size(), 0U);
+
+  ASSERT_TRUE(a.transport->add_peer(3, loopback(c.transport->listen_port())).ok());
+  ASSERT_TRUE(a.transport->send(3, make_envelope(1, 3, 0)));
+  ASSERT_TRUE(wait_until([&] { return c.inbox.size() == 1; }));
+  std::uint64_t seq = 1;  // c's link backs off after the refusal: resend until one arrives
+  ASSERT_TRUE(wait_until([&] {
+    static_cast<void>(c.transport->send(1, make_envelope(3, 1, seq++)));
+    std::this_thread::sleep_for(milliseconds(5));
+    return a.inbox.size() >= 1;
+  }));
+  EXPECT_EQ(a.transport->add_peer(1, "127.0.0.1:9").code(), Code::kInvalidArgument) << "self";
+  EXPECT_EQ(a.transport->add_peer(4, "no-port").code(), Code::kInvalidArgument);
+  EXPECT_TRUE(a.transport->add_peer(3, "127.0.0.1:9").ok()) << "a known peer moves";
+}
+
 TEST(TcpPeerTransport, ReconnectsAfterReceiverRestarts) {
   TestNode a(1, {2});
   auto b = std::make_unique<TestNode>(2, std::vector<raft::NodeId>{1});

@@ -203,9 +203,20 @@ const Cluster::Node& Cluster::node(std::uint64_t id) const {
   return nodes_[id - 1];
 }
 
-std::string Cluster::peers_spec() const {
+void Cluster::set_initial_members(std::size_t count) {
+  HERALD_ASSERT(count >= 1, "a cluster needs an initial member");
+  initial_members_ = count;
+}
+
+std::vector<std::string> Cluster::ctl_args(std::uint64_t id) const {
+  return {herald_binary(), "ctl",      "--node", fmt::format("127.0.0.1:{}", node(id).client_port),
+          "--token",       kAdminToken};
+}
+
+std::string Cluster::peers_spec(std::size_t count) const {
   std::string spec;
   for (const Node& n : nodes_) {
+    if (n.id > count) break;
     spec += fmt::format("{}{}=127.0.0.1:{}", spec.empty() ? "" : ",", n.id, n.peer_port);
   }
   return spec;
@@ -235,16 +246,19 @@ Status Cluster::set_config(const std::string& toml) {
 Status Cluster::start(std::uint64_t id) {
   Node& n = mutable_node(id);
   HERALD_ASSERT(n.pid < 0, "the node is running");
-  std::vector<std::string> args{herald_binary(), "serve",
-                                "--id",          std::to_string(n.id),
-                                "--data",        n.data_dir,
-                                "--client",      fmt::format("127.0.0.1:{}", n.client_port),
-                                "--peer",        fmt::format("127.0.0.1:{}", n.peer_port),
-                                "--peers",       peers_spec(),
-                                "--admin-token", kAdminToken};
+  const bool joining = n.id > initial_members_;
+  std::vector<std::string> args{
+      herald_binary(), "serve",
+      "--id",          std::to_string(n.id),
+      "--data",        n.data_dir,
+      "--client",      fmt::format("127.0.0.1:{}", n.client_port),
+      "--peer",        fmt::format("127.0.0.1:{}", n.peer_port),
+      "--peers",       peers_spec(joining ? nodes_.size() : initial_members_),
+      "--admin-token", kAdminToken};
   if (push_journal_) args.insert(args.end(), {"--push-journal", n.push_journal});
   if (!n.secret_file.empty()) args.insert(args.end(), {"--cluster-secret-file", n.secret_file});
   if (!config_file_.empty()) args.insert(args.end(), {"--config", config_file_});
+  if (joining) args.emplace_back("--join");
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());

@@ -77,6 +77,15 @@ class Cluster {
   // From its next start on, node `id` uses `secret` as its cluster secret instead of the
   // cluster's (written to a file of its own); an empty `secret` starts it without any.
   [[nodiscard]] Status set_secret(std::uint64_t id, const std::string& secret);
+  // Only nodes 1..count bootstrap the cluster (their --peers lists just them); every node above
+  // starts with --join and --peers listing all nodes, and waits until an operator adds it
+  // (herald ctl member add). Default: every node is an initial member.
+  void set_initial_members(std::size_t count);
+  // The arguments `herald ctl` needs to reach node `id` with the operator credential.
+  [[nodiscard]] std::vector<std::string> ctl_args(std::uint64_t id) const;
+  // The root directory of the cluster's files (for backups and other scratch files).
+  [[nodiscard]] const std::string& root() const { return root_; }
+
   // From their next start on, every node reads `toml` as its --config file (flags still override
   // it). Empty: no config file.
   [[nodiscard]] Status set_config(const std::string& toml);
@@ -122,8 +131,8 @@ class Cluster {
  private:
   Cluster() = default;
   Node& mutable_node(std::uint64_t id);
-  // "1=127.0.0.1:p1,2=127.0.0.1:p2,..."
-  [[nodiscard]] std::string peers_spec() const;
+  // "1=127.0.0.1:p1,2=127.0.0.1:p2,..." for the first `count` nodes.
+  [[nodiscard]] std::string peers_spec(std::size_t count) const;
   // Writes `secret` to `path`, readable by its owner only.
   [[nodiscard]] static Status write_secret_file(const std::string& path, const std::string& secret);
   // The leader node `id` reports; 0 when none is known or the node does not answer.
@@ -132,6 +141,7 @@ class Cluster {
   std::string root_;
   std::string config_file_;  // empty: none
   bool push_journal_ = true;
+  std::size_t initial_members_ = kMaxNodes;
   std::vector<Node> nodes_;  // nodes_[i].id == i + 1
 };
 
