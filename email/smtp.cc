@@ -15,7 +15,7 @@
 
 #include "base/assert.h"
 #include "base/log.h"
-#include "net/curl_multi_loop.h"
+#include "net/curl_provider.h"
 
 namespace herald::email {
 
@@ -414,26 +414,29 @@ messaging::ProviderResult map_smtp_failure(SmtpFailure failure, int reply_code,
 }
 
 // ---------------------------------------------------------------------------------------------
-// The client's I/O side: one transfer loop (net/curl_multi_loop.h) runs every request as a job.
+// The client's I/O side: every request is a job of one transfer loop (net/curl_provider.h).
 
 namespace {
 
 using net::SteadyTime;
 
-// One request, from send() to done.
-struct Call final : net::CurlJob {
-  explicit Call(SmtpClient::Impl& impl_in) : impl(impl_in) {}
+// One request, from send() to done: one SMTP transaction.
+struct Call final : net::CurlRequest {
+  Call(SmtpClient::Impl& impl_in, messaging::ProviderDone done, SteadyTime deadline);
 
+  // Sets the transaction up (the transfer's options).
   [[nodiscard]] Result<CURL*> begin() override;
+  // Maps libcurl's outcome and the server's last reply to the result (docs/email.md, "Errors").
   void ended(CURLcode code) override;
-  void abandoned(net::CurlAbandon why, const Status& status) override;
+  void release() override {
+    easy.reset();
+    recipients.reset();
+  }
 
   SmtpClient::Impl& impl;
   std::string message;  // what follows DATA
   std::string message_id;
   std::string to;
-  messaging::ProviderDone done;
-  SteadyTime deadline;
   // While the transfer runs.
   net::CurlEasyPtr easy;
   net::CurlSlistPtr recipients;
@@ -503,12 +506,8 @@ struct SmtpClient::Impl {
   // Any thread.
   void send(const messaging::EmailRequest& request, messaging::ProviderDone done);
 
-  // I/O thread.
-  Status set_options(Call& call);
-  void complete(Call& call, CURLcode code);
-  void finish(Call& call, ProviderResult result);
-  // When the loop stops: shuts every socket down, so that the transfers on them fail rather than
-  // end their data (see shutdown in CurlMultiLoop's contract).
+  // I/O thread. When the loop stops: shuts every socket down, so that the transfers on them fail
+  // rather than end their data (libcurl completes an upload it is made to remove).
   void shut_sockets();
   // libcurl's socket callbacks: every socket of the client is known, so that shut_sockets can
   // end the transfers on them.
@@ -522,132 +521,97 @@ struct SmtpClient::Impl {
   // I/O thread only (and the loop's destructor, which closes the idle connections).
   std::set<curl_socket_t> sockets;  // open sockets, connected or not
 
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<std::uint64_t> failed{0};
   // Last, so that it is destroyed first: its cached connections close through close_socket.
-  std::unique_ptr<net::CurlMultiLoop> loop;
+  std::unique_ptr<net::CurlProvider> transfers;
 };
 
+Call::Call(SmtpClient::Impl& impl_in, messaging::ProviderDone done, SteadyTime deadline)
+    : net::CurlRequest(*impl_in.transfers, std::move(done), deadline), impl(impl_in) {}
+
 void SmtpClient::Impl::send(const messaging::EmailRequest& request, messaging::ProviderDone done) {
-  const auto fail_now = [&](const char* type, std::string message) {
-    ++failed;
-    done(ProviderResult::failure(type, std::move(message)));
-  };
   Result<std::string> message = build_email(config, request, clock.wall_ms());
   if (!message.ok()) {
-    fail_now(messaging::kEmailRejected, message.status().message());
+    transfers->fail_now(done, messaging::kEmailRejected, message.status().message());
     return;
   }
-  auto call = std::make_shared<Call>(*this);
+  auto call = std::make_shared<Call>(
+      *this, std::move(done),
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(config.request_timeout_ms));
   call->message = std::move(message).value();
   call->message_id = smtp_message_id(request.idempotency_key, config.from_address);
   call->to = "<" + request.to + ">";
-  call->deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(config.request_timeout_ms);
-  call->done = std::move(done);
-  const net::CurlSubmit submitted = loop->submit(call, call->deadline);
-  if (submitted == net::CurlSubmit::kAccepted) {
-    return;  // `call` may be over already: the I/O thread has it
-  }
-  done = std::move(call->done);
-  if (submitted == net::CurlSubmit::kStopped) {
-    fail_now(messaging::kEmailUnavailable, "the SMTP client is stopped");
-    return;
-  }
-  fail_now(
-      messaging::kEmailUnavailable,
-      fmt::format("the SMTP queue is full ({} emails wait for a connection)", config.max_queued));
+  transfers->submit(call);
 }
 
 Result<CURL*> Call::begin() {
-  HERALD_RETURN_IF_ERROR(impl.set_options(*this));
-  return easy.get();
-}
-
-void Call::ended(CURLcode code) {
-  impl.complete(*this, code);
-}
-
-void Call::abandoned(net::CurlAbandon why, const Status& status) {
-  std::string reason;
-  switch (why) {
-    case net::CurlAbandon::kExpired:
-      reason = fmt::format("no connection to the SMTP server was free within {} ms",
-                           impl.config.request_timeout_ms);
-      break;
-    case net::CurlAbandon::kStopping: reason = "the SMTP client is stopping"; break;
-    case net::CurlAbandon::kBeginFailed: reason = status.message(); break;
-  }
-  impl.finish(*this, ProviderResult::failure(messaging::kEmailUnavailable, std::move(reason)));
-}
-
-Status SmtpClient::Impl::set_options(Call& call) {
-  call.easy.reset(curl_easy_init());
-  call.recipients.reset(curl_slist_append(nullptr, call.to.c_str()));
-  if (!call.easy || !call.recipients) {
+  easy.reset(curl_easy_init());
+  recipients.reset(curl_slist_append(nullptr, to.c_str()));
+  if (!easy || !recipients) {
     return Status::unavailable("libcurl could not set up a transfer (out of memory)");
   }
   const auto remaining_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                call.deadline - std::chrono::steady_clock::now())
+                                deadline - std::chrono::steady_clock::now())
                                 .count();
-  CURL* easy = call.easy.get();
-  const std::string from = "<" + config.from_address + ">";
+  CURL* handle = easy.get();
+  const std::string from = "<" + impl.config.from_address + ">";
   bool ok = true;
   const auto set = [&](CURLoption option, auto value) {
-    ok = ok && curl_easy_setopt(easy, option, value) == CURLE_OK;
+    ok = ok && curl_easy_setopt(handle, option, value) == CURLE_OK;
   };
-  set(CURLOPT_URL, url.c_str());
+  set(CURLOPT_URL, impl.url.c_str());
   set(CURLOPT_PROTOCOLS_STR, "smtp,smtps");
   set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_ERRORBUFFER, call.error.data());
-  const curl_usessl use_ssl = config.tls == SmtpTls::kStartTls ? CURLUSESSL_ALL : CURLUSESSL_NONE;
+  set(CURLOPT_ERRORBUFFER, error.data());
+  const curl_usessl use_ssl =
+      impl.config.tls == SmtpTls::kStartTls ? CURLUSESSL_ALL : CURLUSESSL_NONE;
   set(CURLOPT_USE_SSL, static_cast<long>(use_ssl));
   set(CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-  if (!config.ca_file.empty()) {
-    set(CURLOPT_CAINFO, config.ca_file.c_str());
+  if (!impl.config.ca_file.empty()) {
+    set(CURLOPT_CAINFO, impl.config.ca_file.c_str());
   }
-  if (!config.username.empty()) {
-    set(CURLOPT_USERNAME, config.username.c_str());
-    set(CURLOPT_PASSWORD, config.password.c_str());
+  if (!impl.config.username.empty()) {
+    set(CURLOPT_USERNAME, impl.config.username.c_str());
+    set(CURLOPT_PASSWORD, impl.config.password.c_str());
   }
   set(CURLOPT_MAIL_FROM, from.c_str());  // copied by libcurl
-  set(CURLOPT_MAIL_RCPT, call.recipients.get());
+  set(CURLOPT_MAIL_RCPT, recipients.get());
   set(CURLOPT_UPLOAD, 1L);
   // Announced as SIZE= in MAIL FROM when the server offers SIZE, so it can refuse early.
-  set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(call.message.size()));
+  set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(message.size()));
   set(CURLOPT_READFUNCTION, &read_message);
-  set(CURLOPT_READDATA, &call);
+  set(CURLOPT_READDATA, this);
   set(CURLOPT_HEADERFUNCTION, &read_reply_line);
-  set(CURLOPT_HEADERDATA, &call);
+  set(CURLOPT_HEADERDATA, this);
   set(CURLOPT_CONNECTTIMEOUT_MS,
       static_cast<long>(
-          std::min(config.connect_timeout_ms, std::max<std::int64_t>(remaining_ms, 1))));
+          std::min(impl.config.connect_timeout_ms, std::max<std::int64_t>(remaining_ms, 1))));
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<std::int64_t>(remaining_ms, 1)));
   set(CURLOPT_MAXAGE_CONN, kSmtpMaxIdleConnectionSeconds);
   // Bounds each wait for a reply outside the transfer's own timeout (a QUIT at shutdown).
-  set(CURLOPT_SERVER_RESPONSE_TIMEOUT, static_cast<long>((config.request_timeout_ms + 999) / 1000));
-  set(CURLOPT_OPENSOCKETFUNCTION, &Impl::open_socket);
-  set(CURLOPT_OPENSOCKETDATA, this);
-  set(CURLOPT_CLOSESOCKETFUNCTION, &Impl::close_socket);
-  set(CURLOPT_CLOSESOCKETDATA, this);
+  set(CURLOPT_SERVER_RESPONSE_TIMEOUT,
+      static_cast<long>((impl.config.request_timeout_ms + 999) / 1000));
+  set(CURLOPT_OPENSOCKETFUNCTION, &SmtpClient::Impl::open_socket);
+  set(CURLOPT_OPENSOCKETDATA, &impl);
+  set(CURLOPT_CLOSESOCKETFUNCTION, &SmtpClient::Impl::close_socket);
+  set(CURLOPT_CLOSESOCKETDATA, &impl);
   if (!ok) {
     return Status::unavailable("libcurl refused an SMTP option (built without SMTP or TLS?)");
   }
-  return Status::ok_status();
+  return handle;
 }
 
-void SmtpClient::Impl::complete(Call& call, CURLcode code) {
+void Call::ended(CURLcode code) {
   if (code == CURLE_OK) {
-    finish(call, ProviderResult::success(call.message_id));
+    provider.finish(*this, ProviderResult::success(message_id));
     return;
   }
   long reply = 0;
-  if (curl_easy_getinfo(call.easy.get(), CURLINFO_RESPONSE_CODE, &reply) != CURLE_OK) {
+  if (curl_easy_getinfo(easy.get(), CURLINFO_RESPONSE_CODE, &reply) != CURLE_OK) {
     reply = 0;
   }
-  const std::string detail =
-      call.error[0] != '\0' ? fmt::format("{} ({})", curl_easy_strerror(code), call.error.data())
-                            : std::string(curl_easy_strerror(code));
+  const std::string detail = error[0] != '\0'
+                                 ? fmt::format("{} ({})", curl_easy_strerror(code), error.data())
+                                 : std::string(curl_easy_strerror(code));
   // Failures of the connection itself, whatever the server said before.
   const bool transport = code == CURLE_OPERATION_TIMEDOUT || code == CURLE_COULDNT_CONNECT ||
                          code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_SSL_CONNECT_ERROR ||
@@ -663,7 +627,7 @@ void SmtpClient::Impl::complete(Call& call, CURLcode code) {
     failure = SmtpFailure::kReply;
   }
   const std::string_view text =
-      call.error_code == reply ? std::string_view(call.error_text) : std::string_view();
+      error_code == reply ? std::string_view(error_text) : std::string_view();
   ProviderResult result = map_smtp_failure(failure, static_cast<int>(reply), text, detail);
   if (failure == SmtpFailure::kAuthRefused || failure == SmtpFailure::kStartTlsMissing ||
       (failure == SmtpFailure::kReply && result.error_type == messaging::kEmailUnavailable &&
@@ -672,19 +636,9 @@ void SmtpClient::Impl::complete(Call& call, CURLcode code) {
     spdlog::error("smtp: {} — emails wait and are retried until this is fixed",
                   result.error_message);
   } else {
-    spdlog::warn("smtp: email {} failed: {}", call.message_id, result.error_message);
+    spdlog::warn("smtp: email {} failed: {}", message_id, result.error_message);
   }
-  finish(call, std::move(result));
-}
-
-void SmtpClient::Impl::finish(Call& call, ProviderResult result) {
-  HERALD_ASSERT(call.done != nullptr, "an SMTP request finished twice");
-  ++(result.ok ? sent : failed);
-  call.easy.reset();
-  call.recipients.reset();
-  messaging::ProviderDone done = std::move(call.done);
-  call.done = nullptr;
-  done(std::move(result));
+  provider.finish(*this, std::move(result));
 }
 
 void SmtpClient::Impl::shut_sockets() {
@@ -725,14 +679,23 @@ Result<std::unique_ptr<SmtpClient>> SmtpClient::create(SmtpConfig config, const 
   options.max_connections = static_cast<long>(client.config.max_concurrent);
   options.on_stop = [&client] { client.shut_sockets(); };
   options.stop_drain_ms = kShutdownDrainMs;
-  HERALD_ASSIGN_OR_RETURN(client.loop, net::CurlMultiLoop::create(std::move(options)));
+  net::CurlProviderWords words;
+  words.error_type = messaging::kEmailUnavailable;
+  words.stopped = "the SMTP client is stopped";
+  words.full = fmt::format("the SMTP queue is full ({} emails wait for a connection)",
+                           client.config.max_queued);
+  words.expired = fmt::format("no connection to the SMTP server was free within {} ms",
+                              client.config.request_timeout_ms);
+  words.stopping = "the SMTP client is stopping";
+  HERALD_ASSIGN_OR_RETURN(client.transfers,
+                          net::CurlProvider::create(std::move(options), std::move(words)));
   return std::unique_ptr<SmtpClient>(new SmtpClient(std::move(impl)));
 }
 
 SmtpClient::SmtpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 SmtpClient::~SmtpClient() {
-  impl_->loop->stop();
+  impl_->transfers->stop();
 }
 
 void SmtpClient::send(const messaging::EmailRequest& request, messaging::ProviderDone done) {
@@ -740,11 +703,7 @@ void SmtpClient::send(const messaging::EmailRequest& request, messaging::Provide
 }
 
 SmtpStats SmtpClient::stats() const {
-  SmtpStats stats;
-  static_cast<net::TransferStats&>(stats) = impl_->loop->stats();
-  stats.sent = impl_->sent.load();
-  stats.failed = impl_->failed.load();
-  return stats;
+  return impl_->transfers->stats();
 }
 
 }  // namespace herald::email

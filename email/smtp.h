@@ -167,12 +167,9 @@ enum class SmtpFailure : std::uint8_t {
                                                          std::string_view reply_text,
                                                          std::string_view detail);
 
-// Counters, for tests and metrics: the transfer loop's (started, queued, in_flight,
-// max_in_flight) and the outcomes.
-struct SmtpStats : net::TransferStats {
-  std::uint64_t sent = 0;    // accepted by the server
-  std::uint64_t failed = 0;  // every failure, fast ones included
-};
+// Counters, for tests and metrics: transfers (started, queued, in_flight, max_in_flight) and
+// outcomes (sent: accepted by the server; failed: every failure, fast ones included).
+using SmtpStats = net::ProviderStats;
 
 class SmtpClient final : public messaging::EmailProvider {
  public:

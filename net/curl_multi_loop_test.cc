@@ -1,6 +1,6 @@
-// The transfer loop against a real HTTP/2 + TLS server on 127.0.0.1 (push/h2_server.h, the server
-// the push doubles are built on): each job is one GET through libcurl, and the server holds its
-// answers when a test needs transfers that stay running.
+// The transfer loop and the provider requests on it against a real HTTP/2 + TLS server on 127.0.0.1
+// (push/h2_server.h, the server the push doubles are built on): each job is one GET through
+// libcurl, and the server holds its answers when a test needs transfers that stay running.
 #include "net/curl_multi_loop.h"
 
 #include <gtest/gtest.h>
@@ -9,11 +9,14 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "net/curl_provider.h"
 #include "push/h2_server.h"
 
 namespace herald::net {
@@ -341,6 +344,149 @@ TEST_F(CurlMultiLoopTest, AJobThatCannotBeginAgainIsAbandoned) {
   EXPECT_EQ(outcome.why, CurlAbandon::kBeginFailed);
   EXPECT_EQ(loop->stats().started, 1U);
   EXPECT_EQ(loop->stats().in_flight, 0U);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CurlProvider: the loop's refusals and abandons in a provider's words, each `done` once.
+
+// One GET as a provider request; `done` gets ok and the HTTP status as provider_id.
+class GetRequest final : public CurlRequest {
+ public:
+  GetRequest(CurlProvider& provider, messaging::ProviderDone done, SteadyTime deadline,
+             std::string url, std::string ca_file)
+      : CurlRequest(provider, std::move(done), deadline),
+        url_(std::move(url)),
+        ca_file_(std::move(ca_file)) {}
+
+  Result<CURL*> begin() override {
+    easy_.reset(curl_easy_init());
+    if (!easy_ || curl_easy_setopt(easy_.get(), CURLOPT_URL, url_.c_str()) != CURLE_OK ||
+        curl_easy_setopt(easy_.get(), CURLOPT_CAINFO, ca_file_.c_str()) != CURLE_OK ||
+        curl_easy_setopt(easy_.get(), CURLOPT_HTTP_VERSION,
+                         static_cast<long>(CURL_HTTP_VERSION_2TLS)) != CURLE_OK) {
+      return Status::unavailable("cannot set the GET up");
+    }
+    return easy_.get();
+  }
+  void ended(CURLcode code) override {
+    long status = 0;
+    if (curl_easy_getinfo(easy_.get(), CURLINFO_RESPONSE_CODE, &status) != CURLE_OK) {
+      status = 0;
+    }
+    provider.finish(*this, code == CURLE_OK
+                               ? messaging::ProviderResult::success(std::to_string(status))
+                               : messaging::ProviderResult::failure("test.failed", "transfer"));
+  }
+  void release() override {
+    ++releases;
+    easy_.reset();
+  }
+
+  int releases = 0;
+
+ private:
+  const std::string url_;
+  const std::string ca_file_;
+  CurlEasyPtr easy_;
+};
+
+// Every outcome a `done` got, by request.
+class Outcomes {
+ public:
+  messaging::ProviderDone done(int id) {
+    return [this, id](messaging::ProviderResult result) {
+      const std::lock_guard lock(mu_);
+      results_.emplace(id, std::move(result));
+      ++calls_[id];
+    };
+  }
+  bool wait_for(std::size_t count) {
+    return wait_until([&] {
+      const std::lock_guard lock(mu_);
+      return results_.size() >= count;
+    });
+  }
+  messaging::ProviderResult result(int id) {
+    const std::lock_guard lock(mu_);
+    return results_.count(id) == 1 ? results_.at(id) : messaging::ProviderResult{};
+  }
+  int calls(int id) {
+    const std::lock_guard lock(mu_);
+    return calls_[id];
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<int, messaging::ProviderResult> results_;
+  std::map<int, int> calls_;
+};
+
+CurlProviderWords test_words() {
+  CurlProviderWords words;
+  words.error_type = "test.unavailable";
+  words.stopped = "test: stopped";
+  words.full = "test: full";
+  words.expired = "test: expired";
+  words.stopping = "test: stopping";
+  return words;
+}
+
+class CurlProviderTest : public CurlMultiLoopTest {
+ protected:
+  std::shared_ptr<GetRequest> request(CurlProvider& provider, int id, std::int64_t deadline_ms) {
+    return std::make_shared<GetRequest>(
+        provider, outcomes_.done(id), in_ms(deadline_ms),
+        "https://127.0.0.1:" + std::to_string(server_->port()) + "/", server_->ca_file());
+  }
+
+  Outcomes outcomes_;
+};
+
+TEST_F(CurlProviderTest, TheLoopsFailuresUseTheProvidersWordsAndEachDoneRunsOnce) {
+  server_->set_delay_ms(kHoldMs);
+  Result<std::unique_ptr<CurlProvider>> created = CurlProvider::create(bounded(1, 1), test_words());
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  CurlProvider& provider = **created;
+  const auto running = request(provider, 1, kTestWait.count());
+  provider.submit(running);
+  ASSERT_TRUE(wait_until([&] { return handler_.requests.load() == 1; }));
+  provider.submit(request(provider, 2, kShortDeadlineMs));  // expires in the queue
+  ASSERT_TRUE(outcomes_.wait_for(1));
+  provider.submit(request(provider, 3, kTestWait.count()));  // queued
+  provider.submit(request(provider, 4, kTestWait.count()));  // beyond the bound: refused at once
+  EXPECT_EQ(outcomes_.result(4).error_message, "test: full");
+  provider.fail_now(outcomes_.done(5), "test.rejected", "test: malformed");
+
+  provider.stop();  // the running and the queued one
+  provider.submit(request(provider, 6, kTestWait.count()));
+  ASSERT_TRUE(outcomes_.wait_for(6));
+  const std::map<int, std::string> expected = {{1, "test: stopping"},  {2, "test: expired"},
+                                               {3, "test: stopping"},  {4, "test: full"},
+                                               {5, "test: malformed"}, {6, "test: stopped"}};
+  for (const auto& [id, message] : expected) {
+    const messaging::ProviderResult result = outcomes_.result(id);
+    EXPECT_FALSE(result.ok) << id;
+    EXPECT_EQ(result.error_type, id == 5 ? "test.rejected" : "test.unavailable") << id;
+    EXPECT_EQ(result.error_message, message) << id;
+    EXPECT_EQ(outcomes_.calls(id), 1) << id;
+  }
+  EXPECT_EQ(running->releases, 1);
+  const ProviderStats stats = provider.stats();
+  EXPECT_EQ(stats.sent, 0U);
+  EXPECT_EQ(stats.failed, 6U);
+  EXPECT_EQ(stats.started, 1U);
+}
+
+TEST_F(CurlProviderTest, AFinishedRequestIsCountedAsSent) {
+  Result<std::unique_ptr<CurlProvider>> created = CurlProvider::create(bounded(1, 0), test_words());
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  CurlProvider& provider = **created;
+  provider.submit(request(provider, 1, kTestWait.count()));
+  ASSERT_TRUE(outcomes_.wait_for(1));
+  EXPECT_TRUE(outcomes_.result(1).ok);
+  EXPECT_EQ(outcomes_.result(1).provider_id, "200");
+  EXPECT_EQ(provider.stats().sent, 1U);
+  EXPECT_EQ(provider.stats().failed, 0U);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@
 #include "base/assert.h"
 #include "base/log.h"
 #include "crypto/base64url.h"
-#include "net/curl_multi_loop.h"
+#include "net/curl_provider.h"
 #include "push/common.h"
 
 namespace herald::push {
@@ -287,22 +287,23 @@ struct CachedVapid {
 }  // namespace
 
 // One request, from send() to done, across its attempts (the first, and one more after a VAPID
-// refusal): a job of the provider's transfer loop.
-struct WebPushCall final : net::CurlJob {
-  WebPushCall(WebPushProvider::Impl* impl_in, WebPushSubscription subscription_in)
-      : impl(impl_in), subscription(std::move(subscription_in)) {}
+// refusal): a job of the provider's transfer loop (net/curl_provider.h).
+struct WebPushCall final : net::CurlRequest {
+  WebPushCall(WebPushProvider::Impl* impl_in, messaging::ProviderDone done, SteadyTime deadline,
+              WebPushSubscription subscription_in);
 
   [[nodiscard]] Result<CURL*> begin() override;
   [[nodiscard]] bool run_again(CURLcode code) override;
   void ended(CURLcode code) override;
-  void abandoned(net::CurlAbandon why, const Status& status) override;
+  void release() override {
+    easy.reset();
+    headers.reset();
+  }
 
   WebPushProvider::Impl* impl = nullptr;
   WebPushSubscription subscription;
   std::string plaintext;
   std::string topic;
-  messaging::ProviderDone done;
-  SteadyTime deadline;
   bool vapid_retry_used = false;
   // The current attempt.
   std::string body;           // encrypted
@@ -379,7 +380,6 @@ struct WebPushProvider::Impl {
   // is dropped, so that the attempt to follow signs a new one.
   bool vapid_refused(WebPushCall& call, CURLcode code);
   void complete(WebPushCall& call, CURLcode code);
-  void finish(WebPushCall& call, ProviderResult result);
   static curl_socket_t open_socket(void* call, curlsocktype purpose, curl_sockaddr* address);
 
   const WebPushOptions options;
@@ -389,50 +389,39 @@ struct WebPushProvider::Impl {
   // I/O thread only.
   std::map<std::string, CachedVapid> vapid_cache;  // by origin
 
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> vapid_signed{0};
   std::atomic<std::uint64_t> vapid_retries{0};
   std::atomic<std::uint64_t> connections_opened{0};
   std::atomic<std::uint64_t> addresses_refused{0};
   // Last, so that it is destroyed first.
-  std::unique_ptr<net::CurlMultiLoop> loop;
+  std::unique_ptr<net::CurlProvider> transfers;
 };
+
+WebPushCall::WebPushCall(WebPushProvider::Impl* impl_in, messaging::ProviderDone done,
+                         SteadyTime deadline, WebPushSubscription subscription_in)
+    : net::CurlRequest(*impl_in->transfers, std::move(done), deadline),
+      impl(impl_in),
+      subscription(std::move(subscription_in)) {}
 
 void WebPushProvider::Impl::send(const messaging::PushRequest& request,
                                  messaging::ProviderDone done) {
-  const auto fail_now = [&](const char* type, std::string message) {
-    ++failed;
-    done(ProviderResult::failure(type, std::move(message)));
-  };
   Result<WebPushSubscription> subscription = parse_subscription(request.token);
   if (!subscription.ok()) {
-    fail_now(messaging::kPushInvalidToken, subscription.status().message());
+    transfers->fail_now(done, messaging::kPushInvalidToken, subscription.status().message());
     return;
   }
   Result<std::string> plaintext = webpush_payload(request);
   if (!plaintext.ok()) {
-    fail_now(messaging::kPushPayloadTooLarge, plaintext.status().message());
+    transfers->fail_now(done, messaging::kPushPayloadTooLarge, plaintext.status().message());
     return;
   }
-  auto call = std::make_shared<WebPushCall>(this, std::move(subscription).value());
+  auto call = std::make_shared<WebPushCall>(
+      this, std::move(done),
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.request_timeout_ms),
+      std::move(subscription).value());
   call->plaintext = std::move(plaintext).value();
   call->topic = webpush_topic(request.conversation_id);
-  call->deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.request_timeout_ms);
-  call->done = std::move(done);
-  const net::CurlSubmit submitted = loop->submit(call, call->deadline);
-  if (submitted == net::CurlSubmit::kAccepted) {
-    return;  // `call` may be over already: the I/O thread has it
-  }
-  done = std::move(call->done);
-  if (submitted == net::CurlSubmit::kStopped) {
-    fail_now(messaging::kPushUnavailable, "the Web Push provider is stopped");
-    return;
-  }
-  fail_now(messaging::kPushUnavailable,
-           fmt::format("the Web Push queue is full ({} requests wait for a transfer)",
-                       options.max_queued));
+  transfers->submit(call);
 }
 
 Result<CURL*> WebPushCall::begin() {
@@ -446,19 +435,6 @@ bool WebPushCall::run_again(CURLcode code) {
 
 void WebPushCall::ended(CURLcode code) {
   impl->complete(*this, code);
-}
-
-void WebPushCall::abandoned(net::CurlAbandon why, const Status& status) {
-  std::string reason;
-  switch (why) {
-    case net::CurlAbandon::kExpired:
-      reason = fmt::format("no Web Push transfer was free within {} ms",
-                           impl->options.request_timeout_ms);
-      break;
-    case net::CurlAbandon::kStopping: reason = "the Web Push provider is stopping"; break;
-    case net::CurlAbandon::kBeginFailed: reason = status.message(); break;
-  }
-  impl->finish(*this, ProviderResult::failure(messaging::kPushUnavailable, std::move(reason)));
 }
 
 Result<std::string> WebPushProvider::Impl::vapid_for(const WebPushSubscription& subscription) {
@@ -591,18 +567,20 @@ bool WebPushProvider::Impl::vapid_refused(WebPushCall& call, CURLcode code) {
 void WebPushProvider::Impl::complete(WebPushCall& call, CURLcode code) {
   if (code != CURLE_OK) {
     if (call.address_refused) {
-      finish(call, ProviderResult::failure(
-                       messaging::kPushRejected,
-                       fmt::format("the Web Push endpoint's host {} resolves to a private address",
-                                   call.subscription.origin)));
+      call.provider.finish(
+          call, ProviderResult::failure(
+                    messaging::kPushRejected,
+                    fmt::format("the Web Push endpoint's host {} resolves to a private address",
+                                call.subscription.origin)));
       return;
     }
     const std::string detail =
         call.error[0] != '\0' ? fmt::format("{} ({})", curl_easy_strerror(code), call.error.data())
                               : std::string(curl_easy_strerror(code));
-    finish(call, ProviderResult::failure(messaging::kPushUnavailable,
-                                         fmt::format("no answer from the push service {}: {}",
-                                                     call.subscription.origin, detail)));
+    call.provider.finish(
+        call, ProviderResult::failure(messaging::kPushUnavailable,
+                                      fmt::format("no answer from the push service {}: {}",
+                                                  call.subscription.origin, detail)));
     return;
   }
   ProviderResult result = map_webpush_response(static_cast<int>(response_status(call.easy.get())),
@@ -611,17 +589,7 @@ void WebPushProvider::Impl::complete(WebPushCall& call, CURLcode code) {
   if (!result.ok) {
     result.error_message += fmt::format(" ({})", call.subscription.origin);
   }
-  finish(call, std::move(result));
-}
-
-void WebPushProvider::Impl::finish(WebPushCall& call, ProviderResult result) {
-  HERALD_ASSERT(call.done != nullptr, "a Web Push request finished twice");
-  ++(result.ok ? sent : failed);
-  call.easy.reset();
-  call.headers.reset();
-  messaging::ProviderDone done = std::move(call.done);
-  call.done = nullptr;
-  done(std::move(result));
+  call.provider.finish(call, std::move(result));
 }
 
 curl_socket_t WebPushProvider::Impl::open_socket(void* call_ptr, curlsocktype /*purpose*/,
@@ -662,14 +630,23 @@ Result<std::unique_ptr<WebPushProvider>> WebPushProvider::create(Options options
   // An HTTP transfer removed while it runs is abandoned (its stream reset): the push service may
   // or may not have taken the message, which the retry's idempotency key covers. So no draining.
   loop_options.stop_drain_ms = 0;
-  HERALD_ASSIGN_OR_RETURN(impl->loop, net::CurlMultiLoop::create(std::move(loop_options)));
+  net::CurlProviderWords words;
+  words.error_type = messaging::kPushUnavailable;
+  words.stopped = "the Web Push provider is stopped";
+  words.full = fmt::format("the Web Push queue is full ({} requests wait for a transfer)",
+                           impl->options.max_queued);
+  words.expired =
+      fmt::format("no Web Push transfer was free within {} ms", impl->options.request_timeout_ms);
+  words.stopping = "the Web Push provider is stopping";
+  HERALD_ASSIGN_OR_RETURN(impl->transfers,
+                          net::CurlProvider::create(std::move(loop_options), std::move(words)));
   return std::unique_ptr<WebPushProvider>(new WebPushProvider(std::move(impl)));
 }
 
 WebPushProvider::WebPushProvider(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 WebPushProvider::~WebPushProvider() {
-  impl_->loop->stop();
+  impl_->transfers->stop();
 }
 
 void WebPushProvider::send(const messaging::PushRequest& request, messaging::ProviderDone done) {
@@ -682,9 +659,7 @@ const std::string& WebPushProvider::vapid_public_key() const {
 
 WebPushStats WebPushProvider::stats() const {
   WebPushStats stats;
-  static_cast<net::TransferStats&>(stats) = impl_->loop->stats();
-  stats.sent = impl_->sent.load();
-  stats.failed = impl_->failed.load();
+  static_cast<net::ProviderStats&>(stats) = impl_->transfers->stats();
   stats.vapid_tokens_signed = impl_->vapid_signed.load();
   stats.vapid_retries = impl_->vapid_retries.load();
   stats.connections_opened = impl_->connections_opened.load();

@@ -138,11 +138,10 @@ struct WebPushOptions {
   std::int64_t connect_timeout_ms = kWebPushConnectTimeoutMs;  // > 0
 };
 
-// Counters, for tests and metrics: the transfer loop's (started counts the VAPID retries too,
-// queued, in_flight, max_in_flight) and the provider's own.
-struct WebPushStats : net::TransferStats {
-  std::uint64_t sent = 0;    // sends answered with success
-  std::uint64_t failed = 0;  // sends that failed, whatever the reason
+// Counters, for tests and metrics: transfers (started counts the VAPID retries too, queued,
+// in_flight, max_in_flight), outcomes (sent: answered with success; failed: whatever the reason)
+// and the provider's own.
+struct WebPushStats : net::ProviderStats {
   std::uint64_t vapid_tokens_signed = 0;
   std::uint64_t vapid_retries = 0;       // sends repeated after a 401/403
   std::uint64_t connections_opened = 0;  // sockets opened to push services
