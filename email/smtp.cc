@@ -10,16 +10,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <deque>
-#include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 #include <utility>
-#include <vector>
 
 #include "base/assert.h"
 #include "base/log.h"
+#include "net/curl_provider.h"
 
 namespace herald::email {
 
@@ -39,13 +35,9 @@ constexpr std::size_t kEncodedWordTextBytes = 45;
 constexpr std::size_t kQpLineChars = 76;
 // RFC 5322 recommends lines of at most 78 characters; "Subject: " takes 9 of them.
 constexpr std::size_t kSubjectRoomBytes = 78 - 9;
-// How long the I/O thread waits for libcurl's sockets at most before it looks at its queue's
-// deadlines again, in milliseconds.
-constexpr int kPollMaxMs = 1000;
 // At shutdown, how long the transfers whose sockets were shut down may take to fail, in
-// milliseconds, and how long each wait for them is.
+// milliseconds.
 constexpr std::int64_t kShutdownDrainMs = 1000;
-constexpr int kShutdownPollMs = 10;
 
 // The longest prefix of `text` of at most `max_bytes` that does not end inside a UTF-8 sequence.
 std::string_view utf8_cut(std::string_view text, std::size_t max_bytes) {
@@ -422,29 +414,32 @@ messaging::ProviderResult map_smtp_failure(SmtpFailure failure, int reply_code,
 }
 
 // ---------------------------------------------------------------------------------------------
-// The client's I/O side.
+// The client's I/O side: every request is a job of one transfer loop (net/curl_provider.h).
 
 namespace {
 
-using SteadyTime = std::chrono::steady_clock::time_point;
+using net::SteadyTime;
 
-struct CurlEasyFree {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-struct CurlSlistFree {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
+// One request, from send() to done: one SMTP transaction.
+struct Call final : net::CurlRequest {
+  Call(SmtpClient::Impl& impl_in, messaging::ProviderDone done, SteadyTime deadline);
 
-// One request, from send() to done.
-struct Call {
+  // Sets the transaction up (the transfer's options).
+  [[nodiscard]] Result<CURL*> begin() override;
+  // Maps libcurl's outcome and the server's last reply to the result (docs/email.md, "Errors").
+  void ended(CURLcode code) override;
+  void release() override {
+    easy.reset();
+    recipients.reset();
+  }
+
+  SmtpClient::Impl& impl;
   std::string message;  // what follows DATA
   std::string message_id;
   std::string to;
-  messaging::ProviderDone done;
-  SteadyTime deadline;
   // While the transfer runs.
-  std::unique_ptr<CURL, CurlEasyFree> easy;
-  std::unique_ptr<curl_slist, CurlSlistFree> recipients;
+  net::CurlEasyPtr easy;
+  net::CurlSlistPtr recipients;
   std::size_t read_offset = 0;
   std::string reply_lines;  // the reply being received, joined
   // The last error reply (4xx or 5xx): its code and text. A later success (but for QUIT's 221,
@@ -507,240 +502,116 @@ std::string smtp_url(const SmtpConfig& config) {
 struct SmtpClient::Impl {
   Impl(SmtpConfig config_in, const Clock& clock_in)
       : config(std::move(config_in)), clock(clock_in), url(smtp_url(config)) {}
-  ~Impl() {
-    if (multi != nullptr) {
-      curl_multi_cleanup(multi);
-    }
-  }
-  Impl(const Impl&) = delete;
-  Impl& operator=(const Impl&) = delete;
 
   // Any thread.
   void send(const messaging::EmailRequest& request, messaging::ProviderDone done);
-  void stop();
 
-  // I/O thread.
-  void run();
-  // Starts queued calls while transfers are free; fails the ones past their deadline.
-  void start_queued();
-  Status start(const std::shared_ptr<Call>& call);
-  void collect_finished();
-  void complete(const std::shared_ptr<Call>& call, CURLcode code);
-  void finish(const std::shared_ptr<Call>& call, ProviderResult result);
-  void shutdown();
-  [[nodiscard]] int poll_timeout_ms();
-  // libcurl's socket callbacks: every socket of the client is known, so that shutdown can end
-  // the transfers on them.
+  // I/O thread. When the loop stops: shuts every socket down, so that the transfers on them fail
+  // rather than end their data (libcurl completes an upload it is made to remove).
+  void shut_sockets();
+  // libcurl's socket callbacks: every socket of the client is known, so that shut_sockets can
+  // end the transfers on them.
   static curl_socket_t open_socket(void* impl, curlsocktype purpose, curl_sockaddr* address);
   static int close_socket(void* impl, curl_socket_t socket);
 
   const SmtpConfig config;
   const Clock& clock;
   const std::string url;
-  CURLM* multi = nullptr;
-  std::thread thread;
 
-  std::mutex mu;
-  bool stopped = false;                     // guarded by mu
-  std::deque<std::shared_ptr<Call>> queue;  // guarded by mu
-
-  // I/O thread only (and the destructor, after the thread is joined).
-  std::map<CURL*, std::shared_ptr<Call>> running;
+  // I/O thread only (and the loop's destructor, which closes the idle connections).
   std::set<curl_socket_t> sockets;  // open sockets, connected or not
-  bool stopping = false;
 
-  std::atomic<std::uint64_t> started{0};
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<std::uint64_t> failed{0};
-  std::atomic<std::size_t> queued{0};
-  std::atomic<std::size_t> in_flight{0};
-  std::atomic<std::size_t> max_in_flight{0};
-  // Accepted by send() and not finished (queued, starting or running): what the queue bound
-  // counts. Increased only under mu.
-  std::atomic<std::size_t> outstanding{0};
+  // Last, so that it is destroyed first: its cached connections close through close_socket.
+  std::unique_ptr<net::CurlProvider> transfers;
 };
 
+Call::Call(SmtpClient::Impl& impl_in, messaging::ProviderDone done, SteadyTime deadline)
+    : net::CurlRequest(*impl_in.transfers, std::move(done), deadline), impl(impl_in) {}
+
 void SmtpClient::Impl::send(const messaging::EmailRequest& request, messaging::ProviderDone done) {
-  const auto fail_now = [&](const char* type, std::string message) {
-    ++failed;
-    done(ProviderResult::failure(type, std::move(message)));
-  };
   Result<std::string> message = build_email(config, request, clock.wall_ms());
   if (!message.ok()) {
-    fail_now(messaging::kEmailRejected, message.status().message());
+    transfers->fail_now(done, messaging::kEmailRejected, message.status().message());
     return;
   }
-  auto call = std::make_shared<Call>();
+  auto call = std::make_shared<Call>(
+      *this, std::move(done),
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(config.request_timeout_ms));
   call->message = std::move(message).value();
   call->message_id = smtp_message_id(request.idempotency_key, config.from_address);
   call->to = "<" + request.to + ">";
-  call->deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(config.request_timeout_ms);
-  std::unique_lock lock(mu);
-  if (stopped) {
-    lock.unlock();
-    fail_now(messaging::kEmailUnavailable, "the SMTP client is stopped");
-    return;
-  }
-  if (outstanding.load() >= config.max_concurrent + config.max_queued) {
-    lock.unlock();
-    fail_now(
-        messaging::kEmailUnavailable,
-        fmt::format("the SMTP queue is full ({} emails wait for a connection)", config.max_queued));
-    return;
-  }
-  call->done = std::move(done);
-  queue.push_back(std::move(call));
-  ++queued;
-  ++outstanding;
-  lock.unlock();
-  curl_multi_wakeup(multi);
+  transfers->submit(call);
 }
 
-void SmtpClient::Impl::run() {
-  for (;;) {
-    {
-      const std::lock_guard lock(mu);
-      if (stopped) {
-        break;
-      }
-    }
-    start_queued();
-    int still_running = 0;
-    const CURLMcode performed = curl_multi_perform(multi, &still_running);
-    HERALD_ASSERT(performed == CURLM_OK, "curl_multi_perform failed");
-    collect_finished();
-    const CURLMcode polled = curl_multi_poll(multi, nullptr, 0, poll_timeout_ms(), nullptr);
-    HERALD_ASSERT(polled == CURLM_OK, "curl_multi_poll failed");
-  }
-  shutdown();
-}
-
-void SmtpClient::Impl::start_queued() {
-  const SteadyTime now = std::chrono::steady_clock::now();
-  std::vector<std::shared_ptr<Call>> expired;
-  std::vector<std::shared_ptr<Call>> to_start;
-  {
-    const std::lock_guard lock(mu);
-    while (!queue.empty() && (queue.front()->deadline <= now ||
-                              running.size() + to_start.size() < config.max_concurrent)) {
-      (queue.front()->deadline <= now ? expired : to_start).push_back(std::move(queue.front()));
-      queue.pop_front();
-      --queued;
-    }
-  }
-  for (const auto& call : expired) {
-    finish(call, ProviderResult::failure(
-                     messaging::kEmailUnavailable,
-                     fmt::format("no connection to the SMTP server was free within {} ms",
-                                 config.request_timeout_ms)));
-  }
-  for (const auto& call : to_start) {
-    if (Status status = start(call); !status.ok()) {
-      finish(call, ProviderResult::failure(messaging::kEmailUnavailable, status.message()));
-    }
-  }
-}
-
-Status SmtpClient::Impl::start(const std::shared_ptr<Call>& call) {
-  call->easy.reset(curl_easy_init());
-  call->recipients.reset(curl_slist_append(nullptr, call->to.c_str()));
-  if (!call->easy || !call->recipients) {
+Result<CURL*> Call::begin() {
+  easy.reset(curl_easy_init());
+  recipients.reset(curl_slist_append(nullptr, to.c_str()));
+  if (!easy || !recipients) {
     return Status::unavailable("libcurl could not set up a transfer (out of memory)");
   }
   const auto remaining_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                call->deadline - std::chrono::steady_clock::now())
+                                deadline - std::chrono::steady_clock::now())
                                 .count();
-  CURL* easy = call->easy.get();
-  const std::string from = "<" + config.from_address + ">";
+  CURL* handle = easy.get();
+  const std::string from = "<" + impl.config.from_address + ">";
   bool ok = true;
   const auto set = [&](CURLoption option, auto value) {
-    ok = ok && curl_easy_setopt(easy, option, value) == CURLE_OK;
+    ok = ok && curl_easy_setopt(handle, option, value) == CURLE_OK;
   };
-  set(CURLOPT_URL, url.c_str());
+  set(CURLOPT_URL, impl.url.c_str());
   set(CURLOPT_PROTOCOLS_STR, "smtp,smtps");
   set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_ERRORBUFFER, call->error.data());
-  const curl_usessl use_ssl = config.tls == SmtpTls::kStartTls ? CURLUSESSL_ALL : CURLUSESSL_NONE;
+  set(CURLOPT_ERRORBUFFER, error.data());
+  const curl_usessl use_ssl =
+      impl.config.tls == SmtpTls::kStartTls ? CURLUSESSL_ALL : CURLUSESSL_NONE;
   set(CURLOPT_USE_SSL, static_cast<long>(use_ssl));
   set(CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-  if (!config.ca_file.empty()) {
-    set(CURLOPT_CAINFO, config.ca_file.c_str());
+  if (!impl.config.ca_file.empty()) {
+    set(CURLOPT_CAINFO, impl.config.ca_file.c_str());
   }
-  if (!config.username.empty()) {
-    set(CURLOPT_USERNAME, config.username.c_str());
-    set(CURLOPT_PASSWORD, config.password.c_str());
+  if (!impl.config.username.empty()) {
+    set(CURLOPT_USERNAME, impl.config.username.c_str());
+    set(CURLOPT_PASSWORD, impl.config.password.c_str());
   }
   set(CURLOPT_MAIL_FROM, from.c_str());  // copied by libcurl
-  set(CURLOPT_MAIL_RCPT, call->recipients.get());
+  set(CURLOPT_MAIL_RCPT, recipients.get());
   set(CURLOPT_UPLOAD, 1L);
   // Announced as SIZE= in MAIL FROM when the server offers SIZE, so it can refuse early.
-  set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(call->message.size()));
+  set(CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(message.size()));
   set(CURLOPT_READFUNCTION, &read_message);
-  set(CURLOPT_READDATA, call.get());
+  set(CURLOPT_READDATA, this);
   set(CURLOPT_HEADERFUNCTION, &read_reply_line);
-  set(CURLOPT_HEADERDATA, call.get());
+  set(CURLOPT_HEADERDATA, this);
   set(CURLOPT_CONNECTTIMEOUT_MS,
       static_cast<long>(
-          std::min(config.connect_timeout_ms, std::max<std::int64_t>(remaining_ms, 1))));
+          std::min(impl.config.connect_timeout_ms, std::max<std::int64_t>(remaining_ms, 1))));
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<std::int64_t>(remaining_ms, 1)));
   set(CURLOPT_MAXAGE_CONN, kSmtpMaxIdleConnectionSeconds);
   // Bounds each wait for a reply outside the transfer's own timeout (a QUIT at shutdown).
-  set(CURLOPT_SERVER_RESPONSE_TIMEOUT, static_cast<long>((config.request_timeout_ms + 999) / 1000));
-  set(CURLOPT_OPENSOCKETFUNCTION, &Impl::open_socket);
-  set(CURLOPT_OPENSOCKETDATA, this);
-  set(CURLOPT_CLOSESOCKETFUNCTION, &Impl::close_socket);
-  set(CURLOPT_CLOSESOCKETDATA, this);
+  set(CURLOPT_SERVER_RESPONSE_TIMEOUT,
+      static_cast<long>((impl.config.request_timeout_ms + 999) / 1000));
+  set(CURLOPT_OPENSOCKETFUNCTION, &SmtpClient::Impl::open_socket);
+  set(CURLOPT_OPENSOCKETDATA, &impl);
+  set(CURLOPT_CLOSESOCKETFUNCTION, &SmtpClient::Impl::close_socket);
+  set(CURLOPT_CLOSESOCKETDATA, &impl);
   if (!ok) {
     return Status::unavailable("libcurl refused an SMTP option (built without SMTP or TLS?)");
   }
-  if (curl_multi_add_handle(multi, easy) != CURLM_OK) {
-    return Status::unavailable("libcurl could not start the transfer");
-  }
-  running.emplace(easy, call);
-  ++started;
-  const std::size_t now_running = ++in_flight;
-  std::size_t seen = max_in_flight.load();
-  while (now_running > seen && !max_in_flight.compare_exchange_weak(seen, now_running)) {
-  }
-  return Status::ok_status();
+  return handle;
 }
 
-void SmtpClient::Impl::collect_finished() {
-  int left = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
-    if (msg->msg != CURLMSG_DONE) {
-      continue;
-    }
-    const auto it = running.find(msg->easy_handle);
-    HERALD_ASSERT(it != running.end(), "a finished transfer that is not running");
-    const std::shared_ptr<Call> call = it->second;
-    const CURLcode code = msg->data.result;  // read before the handle is removed
-    running.erase(it);
-    --in_flight;
-    const CURLMcode removed = curl_multi_remove_handle(multi, call->easy.get());
-    HERALD_ASSERT(removed == CURLM_OK, "curl_multi_remove_handle failed");
-    complete(call, code);
-  }
-}
-
-void SmtpClient::Impl::complete(const std::shared_ptr<Call>& call, CURLcode code) {
-  if (stopping) {
-    finish(call,
-           ProviderResult::failure(messaging::kEmailUnavailable, "the SMTP client is stopping"));
-    return;
-  }
+void Call::ended(CURLcode code) {
   if (code == CURLE_OK) {
-    finish(call, ProviderResult::success(call->message_id));
+    provider.finish(*this, ProviderResult::success(message_id));
     return;
   }
   long reply = 0;
-  if (curl_easy_getinfo(call->easy.get(), CURLINFO_RESPONSE_CODE, &reply) != CURLE_OK) {
+  if (curl_easy_getinfo(easy.get(), CURLINFO_RESPONSE_CODE, &reply) != CURLE_OK) {
     reply = 0;
   }
-  const std::string detail =
-      call->error[0] != '\0' ? fmt::format("{} ({})", curl_easy_strerror(code), call->error.data())
-                             : std::string(curl_easy_strerror(code));
+  const std::string detail = error[0] != '\0'
+                                 ? fmt::format("{} ({})", curl_easy_strerror(code), error.data())
+                                 : std::string(curl_easy_strerror(code));
   // Failures of the connection itself, whatever the server said before.
   const bool transport = code == CURLE_OPERATION_TIMEDOUT || code == CURLE_COULDNT_CONNECT ||
                          code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_SSL_CONNECT_ERROR ||
@@ -756,7 +627,7 @@ void SmtpClient::Impl::complete(const std::shared_ptr<Call>& call, CURLcode code
     failure = SmtpFailure::kReply;
   }
   const std::string_view text =
-      call->error_code == reply ? std::string_view(call->error_text) : std::string_view();
+      error_code == reply ? std::string_view(error_text) : std::string_view();
   ProviderResult result = map_smtp_failure(failure, static_cast<int>(reply), text, detail);
   if (failure == SmtpFailure::kAuthRefused || failure == SmtpFailure::kStartTlsMissing ||
       (failure == SmtpFailure::kReply && result.error_type == messaging::kEmailUnavailable &&
@@ -765,62 +636,18 @@ void SmtpClient::Impl::complete(const std::shared_ptr<Call>& call, CURLcode code
     spdlog::error("smtp: {} — emails wait and are retried until this is fixed",
                   result.error_message);
   } else {
-    spdlog::warn("smtp: email {} failed: {}", call->message_id, result.error_message);
+    spdlog::warn("smtp: email {} failed: {}", message_id, result.error_message);
   }
-  finish(call, std::move(result));
+  provider.finish(*this, std::move(result));
 }
 
-void SmtpClient::Impl::finish(const std::shared_ptr<Call>& call, ProviderResult result) {
-  HERALD_ASSERT(call->done != nullptr, "an SMTP request finished twice");
-  ++(result.ok ? sent : failed);
-  --outstanding;
-  call->easy.reset();
-  call->recipients.reset();
-  messaging::ProviderDone done = std::move(call->done);
-  call->done = nullptr;
-  done(std::move(result));
-}
-
-void SmtpClient::Impl::shutdown() {
-  stopping = true;
-  std::deque<std::shared_ptr<Call>> waiting;
-  {
-    const std::lock_guard lock(mu);
-    waiting.swap(queue);
-    queued = 0;
-  }
-  for (auto& call : waiting) {
-    finish(call,
-           ProviderResult::failure(messaging::kEmailUnavailable, "the SMTP client is stopping"));
-  }
+void SmtpClient::Impl::shut_sockets() {
   // A transfer removed while it runs would be ended by libcurl as if it were complete: it sends
   // the end of the data (".") and waits for the reply, which could deliver a cut message. So the
   // transfers are made to fail first, by shutting their sockets down (idle connections too, so
-  // that closing them does not wait for QUIT's reply), and collected as failures.
+  // that closing them does not wait for QUIT's reply), and the loop collects them as failures.
   for (const curl_socket_t socket : sockets) {
     ::shutdown(socket, SHUT_RDWR);
-  }
-  const SteadyTime deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(kShutdownDrainMs);
-  while (!running.empty() && std::chrono::steady_clock::now() < deadline) {
-    int still_running = 0;
-    const CURLMcode performed = curl_multi_perform(multi, &still_running);
-    HERALD_ASSERT(performed == CURLM_OK, "curl_multi_perform failed");
-    collect_finished();
-    if (!running.empty()) {
-      const CURLMcode polled = curl_multi_poll(multi, nullptr, 0, kShutdownPollMs, nullptr);
-      HERALD_ASSERT(polled == CURLM_OK, "curl_multi_poll failed");
-    }
-  }
-  // Not expected: a transfer that did not notice its socket's shutdown is removed as it is.
-  std::map<CURL*, std::shared_ptr<Call>> lost;
-  lost.swap(running);
-  for (auto& [easy, call] : lost) {
-    const CURLMcode removed = curl_multi_remove_handle(multi, easy);
-    HERALD_ASSERT(removed == CURLM_OK, "curl_multi_remove_handle failed");
-    --in_flight;
-    finish(call,
-           ProviderResult::failure(messaging::kEmailUnavailable, "the SMTP client is stopping"));
   }
 }
 
@@ -838,61 +665,37 @@ int SmtpClient::Impl::close_socket(void* impl, curl_socket_t socket) {
   return ::close(socket);
 }
 
-int SmtpClient::Impl::poll_timeout_ms() {
-  const std::lock_guard lock(mu);
-  if (queue.empty()) {
-    return kPollMaxMs;
-  }
-  if (running.size() < config.max_concurrent) {
-    return 0;  // a transfer is free: start the next one at once
-  }
-  const auto until_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  queue.front()->deadline - std::chrono::steady_clock::now())
-                                  .count();
-  return static_cast<int>(std::clamp<std::int64_t>(until_deadline + 1, 0, kPollMaxMs));
-}
-
-void SmtpClient::Impl::stop() {
-  {
-    const std::lock_guard lock(mu);
-    stopped = true;
-  }
-  curl_multi_wakeup(multi);
-  if (thread.joinable()) {
-    thread.join();
-  }
-}
-
 Result<std::unique_ptr<SmtpClient>> SmtpClient::create(SmtpConfig config, const Clock& clock) {
   HERALD_RETURN_IF_ERROR(check_smtp_config(config));
-  static std::once_flag global_init;
-  static CURLcode global_status = CURLE_OK;
-  std::call_once(global_init, [] { global_status = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (global_status != CURLE_OK) {
-    return Status::io_error(std::string("libcurl: ") + curl_easy_strerror(global_status));
-  }
   if (config.tls == SmtpTls::kNone) {
     spdlog::warn("smtp: TLS is off (tls = \"none\"): emails{} cross the network in clear to {}",
                  config.username.empty() ? "" : " and the SMTP password", config.host);
   }
   auto impl = std::make_unique<Impl>(std::move(config), clock);
-  impl->multi = curl_multi_init();
-  if (impl->multi == nullptr) {
-    return Status::io_error("libcurl: cannot create a multi handle");
-  }
-  if (curl_multi_setopt(impl->multi, CURLMOPT_MAXCONNECTS,
-                        static_cast<long>(impl->config.max_concurrent)) != CURLM_OK) {
-    return Status::io_error("libcurl: cannot bound the connection cache");
-  }
-  Impl& running = *impl;
-  running.thread = std::thread([&running] { running.run(); });
+  Impl& client = *impl;
+  net::CurlMultiLoopOptions options;
+  options.max_concurrent = client.config.max_concurrent;
+  options.max_queued = client.config.max_queued;
+  options.max_connections = static_cast<long>(client.config.max_concurrent);
+  options.on_stop = [&client] { client.shut_sockets(); };
+  options.stop_drain_ms = kShutdownDrainMs;
+  net::CurlProviderWords words;
+  words.error_type = messaging::kEmailUnavailable;
+  words.stopped = "the SMTP client is stopped";
+  words.full = fmt::format("the SMTP queue is full ({} emails wait for a connection)",
+                           client.config.max_queued);
+  words.expired = fmt::format("no connection to the SMTP server was free within {} ms",
+                              client.config.request_timeout_ms);
+  words.stopping = "the SMTP client is stopping";
+  HERALD_ASSIGN_OR_RETURN(client.transfers,
+                          net::CurlProvider::create(std::move(options), std::move(words)));
   return std::unique_ptr<SmtpClient>(new SmtpClient(std::move(impl)));
 }
 
 SmtpClient::SmtpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 SmtpClient::~SmtpClient() {
-  impl_->stop();
+  impl_->transfers->stop();
 }
 
 void SmtpClient::send(const messaging::EmailRequest& request, messaging::ProviderDone done) {
@@ -900,14 +703,7 @@ void SmtpClient::send(const messaging::EmailRequest& request, messaging::Provide
 }
 
 SmtpStats SmtpClient::stats() const {
-  SmtpStats stats;
-  stats.started = impl_->started.load();
-  stats.sent = impl_->sent.load();
-  stats.failed = impl_->failed.load();
-  stats.queued = impl_->queued.load();
-  stats.in_flight = impl_->in_flight.load();
-  stats.max_in_flight = impl_->max_in_flight.load();
-  return stats;
+  return impl_->transfers->stats();
 }
 
 }  // namespace herald::email

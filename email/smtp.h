@@ -14,10 +14,10 @@
 // ca_file, and its name against host. AUTH (libcurl picks PLAIN, LOGIN or a stronger mechanism
 // the server offers) when a username is configured.
 //
-// Concurrency: one I/O thread of the client drives every transfer through one libcurl multi
-// handle, which keeps idle connections for reuse (at most max_concurrent, each for at most
-// kSmtpMaxIdleConnectionSeconds). At most max_concurrent transfers run at once; the rest wait in
-// a FIFO of at most max_queued requests, beyond which send() fails at once with
+// Concurrency: one I/O thread of the client (a net::CurlMultiLoop) drives every transfer through
+// one libcurl multi handle, which keeps idle connections for reuse (at most max_concurrent, each
+// for at most kSmtpMaxIdleConnectionSeconds). At most max_concurrent transfers run at once; the
+// rest wait in a FIFO of at most max_queued requests, beyond which send() fails at once with
 // kEmailUnavailable. A request not answered within request_timeout_ms of send() (queueing
 // included) fails with kEmailUnavailable.
 //
@@ -46,6 +46,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "messaging/providers.h"
+#include "net/transfer_stats.h"
 
 namespace herald::email {
 
@@ -166,15 +167,9 @@ enum class SmtpFailure : std::uint8_t {
                                                          std::string_view reply_text,
                                                          std::string_view detail);
 
-// Counters, for tests and metrics.
-struct SmtpStats {
-  std::uint64_t started = 0;  // transfers begun
-  std::uint64_t sent = 0;     // accepted by the server
-  std::uint64_t failed = 0;   // every failure, fast ones included
-  std::size_t queued = 0;     // waiting for a transfer now
-  std::size_t in_flight = 0;  // transfers running now
-  std::size_t max_in_flight = 0;
-};
+// Counters, for tests and metrics: transfers (started, queued, in_flight, max_in_flight) and
+// outcomes (sent: accepted by the server; failed: every failure, fast ones included).
+using SmtpStats = net::ProviderStats;
 
 class SmtpClient final : public messaging::EmailProvider {
  public:

@@ -2,17 +2,14 @@
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -22,16 +19,13 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "base/assert.h"
-#include "crypto/test_keys.h"
+#include "net/tls_test_listener.h"
 
 namespace herald::email::testing {
 
@@ -113,8 +107,7 @@ std::size_t declared_size(std::string_view argument) {
 }  // namespace
 
 struct SmtpSink::Impl {
-  explicit Impl(SmtpSinkOptions options_in)
-      : options(std::move(options_in)), tls(ssl::context::tls_server), acceptor(io) {}
+  explicit Impl(SmtpSinkOptions options_in) : options(std::move(options_in)) {}
 
   // The scripted answer for `stage`, if one is pending.
   std::optional<Reply> scripted(SmtpStage stage);
@@ -128,14 +121,10 @@ struct SmtpSink::Impl {
   }
 
   // Declared first so that it is destroyed last: the sessions' coroutine frames, destroyed with
-  // it, hold sockets and timers of its services.
-  asio::io_context io;
+  // its io_context, hold sockets and timers of its services.
+  net::testing::TlsTestListener listener;
+  asio::io_context& io = listener.io();
   const SmtpSinkOptions options;
-  ssl::context tls;
-  tcp::acceptor acceptor;
-  std::thread thread;
-  std::string ca_path;
-  std::uint16_t port = 0;
 
   mutable std::mutex mu;
   std::map<SmtpStage, std::deque<Reply>> script;  // guarded by mu
@@ -248,7 +237,7 @@ awaitable<bool> Session::reply(std::string lines) {
 }
 
 awaitable<bool> Session::start_tls() {
-  tls_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, impl_.tls);
+  tls_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, impl_.listener.tls());
   in_.clear();  // RFC 3207: nothing the client sent before TLS counts
   boost::system::error_code ec;
   co_await tls_->async_handshake(ssl::stream_base::server,
@@ -532,8 +521,8 @@ awaitable<void> Session::run() {
 awaitable<void> accept_loop(SmtpSink::Impl& impl) {
   for (;;) {
     boost::system::error_code ec;
-    tcp::socket socket =
-        co_await impl.acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket = co_await impl.listener.acceptor().async_accept(
+        asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       co_return;
     }
@@ -560,58 +549,24 @@ awaitable<void> accept_loop(SmtpSink::Impl& impl) {
 
 Result<std::unique_ptr<SmtpSink>> SmtpSink::start(SmtpSinkOptions options) {
   auto impl = std::make_shared<Impl>(std::move(options));
-  const crypto::testing::SelfSignedCertificate certificate =
-      crypto::testing::self_signed_loopback_certificate(kServerName);
-  static std::atomic<int> counter{0};
-  impl->ca_path = (std::filesystem::temp_directory_path() /
-                   fmt::format("herald-smtp-sink-{}-{}.pem", ::getpid(), counter++))
-                      .string();
-  std::ofstream(impl->ca_path) << certificate.cert_pem;
-  boost::system::error_code ec;
-  impl->tls.use_certificate_chain(asio::buffer(certificate.cert_pem), ec);
-  if (!ec) {
-    impl->tls.use_private_key(asio::buffer(certificate.key_pem), ssl::context::pem, ec);
-  }
-  if (ec) {
-    return Status::io_error("the sink cannot install its certificate: " + ec.message());
-  }
-  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) {
-    impl->acceptor.bind(endpoint, ec);
-  }
-  if (!ec) {
-    impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  }
-  if (ec) {
-    return Status::io_error("the sink cannot listen: " + ec.message());
-  }
-  impl->port = impl->acceptor.local_endpoint().port();
+  HERALD_RETURN_IF_ERROR(impl->listener.open(kServerName));
   asio::co_spawn(impl->io, accept_loop(*impl), asio::detached);
-  Impl& running = *impl;
-  running.thread = std::thread([&running] { running.io.run(); });
+  impl->listener.run();
   return std::unique_ptr<SmtpSink>(new SmtpSink(std::move(impl)));
 }
 
 SmtpSink::SmtpSink(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 SmtpSink::~SmtpSink() {
-  asio::post(impl_->io, [impl = impl_.get()] {
-    boost::system::error_code ignored;
-    impl->acceptor.close(ignored);
-    impl->io.stop();
-  });
-  impl_->thread.join();
-  std::error_code ignored;
-  std::filesystem::remove(impl_->ca_path, ignored);
+  impl_->listener.stop();
 }
 
 std::uint16_t SmtpSink::port() const {
-  return impl_->port;
+  return impl_->listener.port();
 }
 
 const std::string& SmtpSink::ca_file() const {
-  return impl_->ca_path;
+  return impl_->listener.ca_file();
 }
 
 void SmtpSink::fail_next(SmtpStage stage, std::size_t count, int code, const std::string& text) {

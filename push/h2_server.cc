@@ -1,15 +1,9 @@
 #include "push/h2_server.h"
 
-#include <fmt/format.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -17,18 +11,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <list>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <thread>
 #include <utility>
 
 #include "base/assert.h"
 #include "crypto/openssl_util.h"
-#include "crypto/test_keys.h"
+#include "net/tls_test_listener.h"
 #include "push/h2_io.h"
 
 namespace herald::push::testing {
@@ -57,21 +48,14 @@ class ServerConnection;
 
 struct H2TestServer::Impl {
   Impl(H2ServerHandler& handler_in, std::uint32_t max_streams)
-      : handler(handler_in),
-        max_concurrent_streams(max_streams),
-        tls(ssl::context::tls_server),
-        acceptor(io) {}
+      : handler(handler_in), max_concurrent_streams(max_streams) {}
 
   void accept();
 
   H2ServerHandler& handler;
   const std::uint32_t max_concurrent_streams;
-  asio::io_context io;
-  ssl::context tls;
-  tcp::acceptor acceptor;
-  std::thread thread;
-  std::string ca_path;
-  std::uint16_t port = 0;
+  net::testing::TlsTestListener listener;
+  asio::io_context& io = listener.io();
 
   mutable std::mutex mu;
   std::int64_t delay_ms = 0;     // guarded by mu
@@ -93,7 +77,7 @@ namespace {
 class ServerConnection final : public h2::H2Io {
  public:
   ServerConnection(H2TestServer::Impl& impl, tcp::socket socket, std::uint64_t id)
-      : h2::H2Io(h2::TlsStream(std::move(socket), impl.tls)), impl_(impl), id_(id) {}
+      : h2::H2Io(h2::TlsStream(std::move(socket), impl.listener.tls())), impl_(impl), id_(id) {}
 
   void begin();
 
@@ -371,7 +355,7 @@ void ServerConnection::answer(std::int32_t stream_id, const H2ServerAnswer& outc
 }  // namespace
 
 void H2TestServer::Impl::accept() {
-  acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
+  listener.acceptor().async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (ec) {
       return;  // the acceptor was closed
     }
@@ -386,46 +370,17 @@ void H2TestServer::Impl::accept() {
 Result<std::unique_ptr<H2TestServer>> H2TestServer::start(H2ServerHandler& handler,
                                                           std::uint32_t max_concurrent_streams) {
   auto impl = std::make_unique<Impl>(handler, max_concurrent_streams);
-  const crypto::testing::SelfSignedCertificate certificate =
-      crypto::testing::self_signed_loopback_certificate("herald-test-server");
-  static std::atomic<int> counter{0};
-  impl->ca_path = (std::filesystem::temp_directory_path() /
-                   fmt::format("herald-test-server-{}-{}.pem", ::getpid(), counter++))
-                      .string();
-  std::ofstream(impl->ca_path) << certificate.cert_pem;
-  boost::system::error_code ec;
-  impl->tls.use_certificate_chain(asio::buffer(certificate.cert_pem), ec);
-  if (!ec) {
-    impl->tls.use_private_key(asio::buffer(certificate.key_pem), ssl::context::pem, ec);
-  }
-  if (ec) {
-    return Status::io_error("cannot install the test server's certificate: " + ec.message());
-  }
-  SSL_CTX_set_alpn_select_cb(impl->tls.native_handle(), &select_h2, nullptr);
-  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) {
-    impl->acceptor.bind(endpoint, ec);
-  }
-  if (!ec) {
-    impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  }
-  if (ec) {
-    return Status::io_error("the test server cannot listen: " + ec.message());
-  }
-  impl->port = impl->acceptor.local_endpoint().port();
+  HERALD_RETURN_IF_ERROR(impl->listener.open("herald-test-server"));
+  SSL_CTX_set_alpn_select_cb(impl->listener.tls().native_handle(), &select_h2, nullptr);
   impl->accept();
-  Impl& running = *impl;
-  running.thread = std::thread([&running] { running.io.run(); });
+  impl->listener.run();
   return std::unique_ptr<H2TestServer>(new H2TestServer(std::move(impl)));
 }
 
 H2TestServer::H2TestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 H2TestServer::~H2TestServer() {
-  asio::post(impl_->io, [impl = impl_.get()] {
-    boost::system::error_code ignored;
-    impl->acceptor.close(ignored);
+  impl_->listener.stop([impl = impl_.get()] {
     for (const auto& timer : impl->held) {
       timer->cancel();
     }
@@ -433,18 +388,14 @@ H2TestServer::~H2TestServer() {
     for (const auto& connection : open) {
       connection->close("the test server is stopping");
     }
-    impl->io.stop();
   });
-  impl_->thread.join();
-  std::error_code ignored;
-  std::filesystem::remove(impl_->ca_path, ignored);
 }
 
 std::uint16_t H2TestServer::port() const {
-  return impl_->port;
+  return impl_->listener.port();
 }
 const std::string& H2TestServer::ca_file() const {
-  return impl_->ca_path;
+  return impl_->listener.ca_file();
 }
 
 void H2TestServer::set_delay_ms(std::int64_t delay_ms) {

@@ -16,16 +16,13 @@
 #include <boost/json/serialize.hpp>
 #include <cctype>
 #include <chrono>
-#include <deque>
 #include <map>
-#include <mutex>
-#include <thread>
 #include <utility>
-#include <vector>
 
 #include "base/assert.h"
 #include "base/log.h"
 #include "crypto/base64url.h"
+#include "net/curl_provider.h"
 #include "push/common.h"
 
 namespace herald::push {
@@ -44,9 +41,6 @@ constexpr std::size_t kSha256Bytes = 32;
 constexpr std::int64_t kMaxTtlSeconds = 28 * kWebPushTtlSeconds;
 // Response text quoted in an error message, at most, in bytes.
 constexpr std::size_t kQuotedBodyBytes = 200;
-// How long the I/O thread waits for libcurl's sockets at most before it looks at its queue's
-// deadlines again, in milliseconds.
-constexpr int kPollMaxMs = 1000;
 // Response headers of interest, and how long a kept value may be.
 constexpr std::size_t kMaxRetryAfterChars = 32;
 
@@ -283,14 +277,7 @@ messaging::ProviderResult map_webpush_response(int status,
 
 namespace {
 
-using SteadyTime = std::chrono::steady_clock::time_point;
-
-struct CurlEasyFree {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-struct CurlSlistFree {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
+using net::SteadyTime;
 
 struct CachedVapid {
   std::string header;
@@ -300,23 +287,29 @@ struct CachedVapid {
 }  // namespace
 
 // One request, from send() to done, across its attempts (the first, and one more after a VAPID
-// refusal).
-struct WebPushCall {
-  WebPushCall(WebPushProvider::Impl* impl_in, WebPushSubscription subscription_in)
-      : impl(impl_in), subscription(std::move(subscription_in)) {}
+// refusal): a job of the provider's transfer loop (net/curl_provider.h).
+struct WebPushCall final : net::CurlRequest {
+  WebPushCall(WebPushProvider::Impl* impl_in, messaging::ProviderDone done, SteadyTime deadline,
+              WebPushSubscription subscription_in);
+
+  [[nodiscard]] Result<CURL*> begin() override;
+  [[nodiscard]] bool run_again(CURLcode code) override;
+  void ended(CURLcode code) override;
+  void release() override {
+    easy.reset();
+    headers.reset();
+  }
 
   WebPushProvider::Impl* impl = nullptr;
   WebPushSubscription subscription;
   std::string plaintext;
   std::string topic;
-  messaging::ProviderDone done;
-  SteadyTime deadline;
   bool vapid_retry_used = false;
   // The current attempt.
   std::string body;           // encrypted
   std::string authorization;  // the VAPID header value sent
-  std::unique_ptr<CURL, CurlEasyFree> easy;
-  std::unique_ptr<curl_slist, CurlSlistFree> headers;
+  net::CurlEasyPtr easy;
+  net::CurlSlistPtr headers;
   std::string location;
   std::string retry_after;
   std::string response_body;
@@ -325,8 +318,6 @@ struct WebPushCall {
 };
 
 namespace {
-
-using CallPtr = std::shared_ptr<WebPushCall>;
 
 std::size_t read_header(char* buffer, std::size_t size, std::size_t count, void* user) {
   auto& call = *static_cast<WebPushCall*>(user);
@@ -356,6 +347,15 @@ std::size_t read_header(char* buffer, std::size_t size, std::size_t count, void*
   return size * count;
 }
 
+// The HTTP status of the response the transfer got; 0 when there was none.
+long response_status(CURL* easy) {
+  long status = 0;
+  if (curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK) {
+    status = 0;
+  }
+  return status;
+}
+
 std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* user) {
   auto& call = *static_cast<WebPushCall*>(user);
   const std::size_t room = kWebPushMaxResponseBodyBytes - call.response_body.size();
@@ -368,143 +368,73 @@ std::size_t read_body(char* buffer, std::size_t size, std::size_t count, void* u
 struct WebPushProvider::Impl {
   Impl(WebPushOptions options_in, const Clock& clock_in, VapidKey key_in)
       : options(std::move(options_in)), clock(clock_in), key(std::move(key_in)) {}
-  ~Impl() {
-    if (multi != nullptr) {
-      curl_multi_cleanup(multi);
-    }
-  }
-  Impl(const Impl&) = delete;
-  Impl& operator=(const Impl&) = delete;
 
   // Any thread.
   void send(const messaging::PushRequest& request, messaging::ProviderDone done);
-  void stop();
 
   // I/O thread.
-  void run();
-  void start_queued();
-  Status start(const CallPtr& call);
-  Status set_options(const CallPtr& call);
+  Status start(WebPushCall& call);
+  Status set_options(WebPushCall& call);
   Result<std::string> vapid_for(const WebPushSubscription& subscription);
-  void collect_finished();
-  void complete(const CallPtr& call, CURLcode code);
-  void finish(const CallPtr& call, ProviderResult result);
-  void shutdown();
-  [[nodiscard]] int poll_timeout_ms();
+  // True when the push service refused the first attempt's VAPID token (401 or 403): that token
+  // is dropped, so that the attempt to follow signs a new one.
+  bool vapid_refused(WebPushCall& call, CURLcode code);
+  void complete(WebPushCall& call, CURLcode code);
   static curl_socket_t open_socket(void* call, curlsocktype purpose, curl_sockaddr* address);
 
   const WebPushOptions options;
   const Clock& clock;
   const VapidKey key;
-  CURLM* multi = nullptr;
-  std::thread thread;
 
-  std::mutex mu;
-  bool stopped = false;       // guarded by mu
-  std::deque<CallPtr> queue;  // guarded by mu
-
-  // I/O thread only (and the destructor, after the thread is joined).
-  std::map<CURL*, CallPtr> running;
+  // I/O thread only.
   std::map<std::string, CachedVapid> vapid_cache;  // by origin
 
-  std::atomic<std::uint64_t> started{0};
-  std::atomic<std::uint64_t> sent{0};
-  std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> vapid_signed{0};
   std::atomic<std::uint64_t> vapid_retries{0};
   std::atomic<std::uint64_t> connections_opened{0};
   std::atomic<std::uint64_t> addresses_refused{0};
-  std::atomic<std::size_t> queued{0};
-  std::atomic<std::size_t> in_flight{0};
-  std::atomic<std::size_t> max_in_flight{0};
-  // Accepted by send() and not finished: what the queue bound counts. Increased only under mu.
-  std::atomic<std::size_t> outstanding{0};
+  // Last, so that it is destroyed first.
+  std::unique_ptr<net::CurlProvider> transfers;
 };
+
+WebPushCall::WebPushCall(WebPushProvider::Impl* impl_in, messaging::ProviderDone done,
+                         SteadyTime deadline, WebPushSubscription subscription_in)
+    : net::CurlRequest(*impl_in->transfers, std::move(done), deadline),
+      impl(impl_in),
+      subscription(std::move(subscription_in)) {}
 
 void WebPushProvider::Impl::send(const messaging::PushRequest& request,
                                  messaging::ProviderDone done) {
-  const auto fail_now = [&](const char* type, std::string message) {
-    ++failed;
-    done(ProviderResult::failure(type, std::move(message)));
-  };
   Result<WebPushSubscription> subscription = parse_subscription(request.token);
   if (!subscription.ok()) {
-    fail_now(messaging::kPushInvalidToken, subscription.status().message());
+    transfers->fail_now(done, messaging::kPushInvalidToken, subscription.status().message());
     return;
   }
   Result<std::string> plaintext = webpush_payload(request);
   if (!plaintext.ok()) {
-    fail_now(messaging::kPushPayloadTooLarge, plaintext.status().message());
+    transfers->fail_now(done, messaging::kPushPayloadTooLarge, plaintext.status().message());
     return;
   }
-  auto call = std::make_shared<WebPushCall>(this, std::move(subscription).value());
+  auto call = std::make_shared<WebPushCall>(
+      this, std::move(done),
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.request_timeout_ms),
+      std::move(subscription).value());
   call->plaintext = std::move(plaintext).value();
   call->topic = webpush_topic(request.conversation_id);
-  call->deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.request_timeout_ms);
-  std::unique_lock lock(mu);
-  if (stopped) {
-    lock.unlock();
-    fail_now(messaging::kPushUnavailable, "the Web Push provider is stopped");
-    return;
-  }
-  if (outstanding.load() >= options.max_concurrent + options.max_queued) {
-    lock.unlock();
-    fail_now(messaging::kPushUnavailable,
-             fmt::format("the Web Push queue is full ({} requests wait for a transfer)",
-                         options.max_queued));
-    return;
-  }
-  call->done = std::move(done);
-  queue.push_back(std::move(call));
-  ++queued;
-  ++outstanding;
-  lock.unlock();
-  curl_multi_wakeup(multi);
+  transfers->submit(call);
 }
 
-void WebPushProvider::Impl::run() {
-  for (;;) {
-    {
-      const std::lock_guard lock(mu);
-      if (stopped) {
-        break;
-      }
-    }
-    start_queued();
-    int still_running = 0;
-    const CURLMcode performed = curl_multi_perform(multi, &still_running);
-    HERALD_ASSERT(performed == CURLM_OK, "curl_multi_perform failed");
-    collect_finished();
-    const CURLMcode polled = curl_multi_poll(multi, nullptr, 0, poll_timeout_ms(), nullptr);
-    HERALD_ASSERT(polled == CURLM_OK, "curl_multi_poll failed");
-  }
-  shutdown();
+Result<CURL*> WebPushCall::begin() {
+  HERALD_RETURN_IF_ERROR(impl->start(*this));
+  return easy.get();
 }
 
-void WebPushProvider::Impl::start_queued() {
-  const SteadyTime now = std::chrono::steady_clock::now();
-  std::vector<CallPtr> expired;
-  std::vector<CallPtr> to_start;
-  {
-    const std::lock_guard lock(mu);
-    while (!queue.empty() && (queue.front()->deadline <= now ||
-                              running.size() + to_start.size() < options.max_concurrent)) {
-      (queue.front()->deadline <= now ? expired : to_start).push_back(std::move(queue.front()));
-      queue.pop_front();
-      --queued;
-    }
-  }
-  for (const CallPtr& call : expired) {
-    finish(call, ProviderResult::failure(messaging::kPushUnavailable,
-                                         fmt::format("no Web Push transfer was free within {} ms",
-                                                     options.request_timeout_ms)));
-  }
-  for (const CallPtr& call : to_start) {
-    if (Status status = start(call); !status.ok()) {
-      finish(call, ProviderResult::failure(messaging::kPushUnavailable, status.message()));
-    }
-  }
+bool WebPushCall::run_again(CURLcode code) {
+  return impl->vapid_refused(*this, code);
+}
+
+void WebPushCall::ended(CURLcode code) {
+  impl->complete(*this, code);
 }
 
 Result<std::string> WebPushProvider::Impl::vapid_for(const WebPushSubscription& subscription) {
@@ -528,49 +458,39 @@ Result<std::string> WebPushProvider::Impl::vapid_for(const WebPushSubscription& 
   return header;
 }
 
-Status WebPushProvider::Impl::start(const CallPtr& call) {
+Status WebPushProvider::Impl::start(WebPushCall& call) {
   // Fresh secrets for every attempt: a sender key and salt are never used twice.
   Result<WebPushSenderSecrets> secrets = fresh_sender_secrets();
   if (!secrets.ok()) {
     return Status::unavailable("cannot draw Web Push sender secrets: " +
                                secrets.status().message());
   }
-  Result<std::string> body = encrypt_webpush(call->subscription.keys, call->plaintext, *secrets);
+  Result<std::string> body = encrypt_webpush(call.subscription.keys, call.plaintext, *secrets);
   if (!body.ok()) {
     return Status::unavailable("cannot encrypt the Web Push message: " + body.status().message());
   }
-  call->body = std::move(body).value();
-  Result<std::string> authorization = vapid_for(call->subscription);
+  call.body = std::move(body).value();
+  Result<std::string> authorization = vapid_for(call.subscription);
   if (!authorization.ok()) {
     return Status::unavailable("cannot sign the VAPID token: " + authorization.status().message());
   }
-  call->authorization = std::move(authorization).value();
-  call->location.clear();
-  call->retry_after.clear();
-  call->response_body.clear();
-  call->address_refused = false;
-  call->error[0] = '\0';
-  HERALD_RETURN_IF_ERROR(set_options(call));
-  if (curl_multi_add_handle(multi, call->easy.get()) != CURLM_OK) {
-    return Status::unavailable("libcurl could not start the transfer");
-  }
-  running.emplace(call->easy.get(), call);
-  ++started;
-  const std::size_t now_running = ++in_flight;
-  std::size_t seen = max_in_flight.load();
-  while (now_running > seen && !max_in_flight.compare_exchange_weak(seen, now_running)) {
-  }
-  return Status::ok_status();
+  call.authorization = std::move(authorization).value();
+  call.location.clear();
+  call.retry_after.clear();
+  call.response_body.clear();
+  call.address_refused = false;
+  call.error[0] = '\0';
+  return set_options(call);
 }
 
-Status WebPushProvider::Impl::set_options(const CallPtr& call) {
-  call->easy.reset(curl_easy_init());
+Status WebPushProvider::Impl::set_options(WebPushCall& call) {
+  call.easy.reset(curl_easy_init());
   curl_slist* headers = nullptr;
   for (const std::string& header :
-       {fmt::format("TTL: {}", options.ttl_s), std::string("Urgency: high"),
-        "Topic: " + call->topic, std::string("Content-Encoding: aes128gcm"),
+       {fmt::format("TTL: {}", options.ttl_s), std::string("Urgency: high"), "Topic: " + call.topic,
+        std::string("Content-Encoding: aes128gcm"),
         std::string("Content-Type: application/octet-stream"),
-        "Authorization: " + call->authorization,
+        "Authorization: " + call.authorization,
         std::string("Expect:")}) {  // no 100-continue round trip over HTTP/1.1
     curl_slist* appended = curl_slist_append(headers, header.c_str());
     if (appended == nullptr) {
@@ -580,25 +500,25 @@ Status WebPushProvider::Impl::set_options(const CallPtr& call) {
     }
     headers = appended;
   }
-  call->headers.reset(headers);
-  if (!call->easy || !call->headers) {
+  call.headers.reset(headers);
+  if (!call.easy || !call.headers) {
     return Status::unavailable("libcurl could not set up a transfer (out of memory)");
   }
   const auto remaining_ms =
       std::max<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 call->deadline - std::chrono::steady_clock::now())
+                                 call.deadline - std::chrono::steady_clock::now())
                                  .count(),
                              1);
-  CURL* easy = call->easy.get();
+  CURL* easy = call.easy.get();
   bool ok = true;
   const auto set = [&](CURLoption option, auto value) {
     ok = ok && curl_easy_setopt(easy, option, value) == CURLE_OK;
   };
-  set(CURLOPT_URL, call->subscription.endpoint.c_str());
+  set(CURLOPT_URL, call.subscription.endpoint.c_str());
   set(CURLOPT_PROTOCOLS_STR, "https");
   set(CURLOPT_FOLLOWLOCATION, 0L);
   set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_ERRORBUFFER, call->error.data());
+  set(CURLOPT_ERRORBUFFER, call.error.data());
   set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
   // Wait for a connection being opened to the same host to say whether it multiplexes, rather
   // than opening one per request.
@@ -608,119 +528,68 @@ Status WebPushProvider::Impl::set_options(const CallPtr& call) {
     set(CURLOPT_CAINFO, options.ca_file.c_str());
   }
   set(CURLOPT_POST, 1L);
-  set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call->body.size()));
-  set(CURLOPT_POSTFIELDS, call->body.data());  // not copied: the call keeps it
-  set(CURLOPT_HTTPHEADER, call->headers.get());
+  set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
+  set(CURLOPT_POSTFIELDS, call.body.data());  // not copied: the call keeps it
+  set(CURLOPT_HTTPHEADER, call.headers.get());
   set(CURLOPT_HEADERFUNCTION, &read_header);
-  set(CURLOPT_HEADERDATA, call.get());
+  set(CURLOPT_HEADERDATA, &call);
   set(CURLOPT_WRITEFUNCTION, &read_body);
-  set(CURLOPT_WRITEDATA, call.get());
+  set(CURLOPT_WRITEDATA, &call);
   set(CURLOPT_CONNECTTIMEOUT_MS,
       static_cast<long>(std::min(options.connect_timeout_ms, remaining_ms)));
   set(CURLOPT_TIMEOUT_MS, static_cast<long>(remaining_ms));
   set(CURLOPT_OPENSOCKETFUNCTION, &Impl::open_socket);
-  set(CURLOPT_OPENSOCKETDATA, call.get());
+  set(CURLOPT_OPENSOCKETDATA, &call);
   if (!ok) {
     return Status::unavailable("libcurl refused an option (built without HTTPS or HTTP/2?)");
   }
   return Status::ok_status();
 }
 
-void WebPushProvider::Impl::collect_finished() {
-  int left = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
-    if (msg->msg != CURLMSG_DONE) {
-      continue;
-    }
-    const auto it = running.find(msg->easy_handle);
-    HERALD_ASSERT(it != running.end(), "a finished transfer that is not running");
-    const CallPtr call = it->second;
-    const CURLcode code = msg->data.result;  // read before the handle is removed
-    running.erase(it);
-    --in_flight;
-    const CURLMcode removed = curl_multi_remove_handle(multi, call->easy.get());
-    HERALD_ASSERT(removed == CURLM_OK, "curl_multi_remove_handle failed");
-    complete(call, code);
+bool WebPushProvider::Impl::vapid_refused(WebPushCall& call, CURLcode code) {
+  if (code != CURLE_OK || call.vapid_retry_used) {
+    return false;
   }
+  const long status = response_status(call.easy.get());
+  if (status != 401 && status != 403) {
+    return false;
+  }
+  // The push service refused the VAPID token: sign a new one and try once more.
+  call.vapid_retry_used = true;
+  ++vapid_retries;
+  if (const auto it = vapid_cache.find(call.subscription.origin);
+      it != vapid_cache.end() && it->second.header == call.authorization) {
+    vapid_cache.erase(it);
+  }
+  return true;
 }
 
-void WebPushProvider::Impl::complete(const CallPtr& call, CURLcode code) {
+void WebPushProvider::Impl::complete(WebPushCall& call, CURLcode code) {
   if (code != CURLE_OK) {
-    if (call->address_refused) {
-      finish(call, ProviderResult::failure(
-                       messaging::kPushRejected,
-                       fmt::format("the Web Push endpoint's host {} resolves to a private address",
-                                   call->subscription.origin)));
+    if (call.address_refused) {
+      call.provider.finish(
+          call, ProviderResult::failure(
+                    messaging::kPushRejected,
+                    fmt::format("the Web Push endpoint's host {} resolves to a private address",
+                                call.subscription.origin)));
       return;
     }
     const std::string detail =
-        call->error[0] != '\0'
-            ? fmt::format("{} ({})", curl_easy_strerror(code), call->error.data())
-            : std::string(curl_easy_strerror(code));
-    finish(call, ProviderResult::failure(messaging::kPushUnavailable,
-                                         fmt::format("no answer from the push service {}: {}",
-                                                     call->subscription.origin, detail)));
+        call.error[0] != '\0' ? fmt::format("{} ({})", curl_easy_strerror(code), call.error.data())
+                              : std::string(curl_easy_strerror(code));
+    call.provider.finish(
+        call, ProviderResult::failure(messaging::kPushUnavailable,
+                                      fmt::format("no answer from the push service {}: {}",
+                                                  call.subscription.origin, detail)));
     return;
   }
-  long status = 0;
-  if (curl_easy_getinfo(call->easy.get(), CURLINFO_RESPONSE_CODE, &status) != CURLE_OK) {
-    status = 0;
-  }
-  if ((status == 401 || status == 403) && !call->vapid_retry_used) {
-    // The push service refused the VAPID token: sign a new one and try once more.
-    call->vapid_retry_used = true;
-    ++vapid_retries;
-    if (const auto it = vapid_cache.find(call->subscription.origin);
-        it != vapid_cache.end() && it->second.header == call->authorization) {
-      vapid_cache.erase(it);
-    }
-    if (Status restarted = start(call); !restarted.ok()) {
-      finish(call, ProviderResult::failure(messaging::kPushUnavailable, restarted.message()));
-    }
-    return;
-  }
-  ProviderResult result =
-      map_webpush_response(static_cast<int>(status), parse_retry_after_ms(call->retry_after),
-                           std::move(call->location), call->response_body);
+  ProviderResult result = map_webpush_response(static_cast<int>(response_status(call.easy.get())),
+                                               parse_retry_after_ms(call.retry_after),
+                                               std::move(call.location), call.response_body);
   if (!result.ok) {
-    result.error_message += fmt::format(" ({})", call->subscription.origin);
+    result.error_message += fmt::format(" ({})", call.subscription.origin);
   }
-  finish(call, std::move(result));
-}
-
-void WebPushProvider::Impl::finish(const CallPtr& call, ProviderResult result) {
-  HERALD_ASSERT(call->done != nullptr, "a Web Push request finished twice");
-  ++(result.ok ? sent : failed);
-  --outstanding;
-  call->easy.reset();
-  call->headers.reset();
-  messaging::ProviderDone done = std::move(call->done);
-  call->done = nullptr;
-  done(std::move(result));
-}
-
-void WebPushProvider::Impl::shutdown() {
-  std::deque<CallPtr> waiting;
-  {
-    const std::lock_guard lock(mu);
-    waiting.swap(queue);
-    queued = 0;
-  }
-  for (const CallPtr& call : waiting) {
-    finish(call, ProviderResult::failure(messaging::kPushUnavailable,
-                                         "the Web Push provider is stopping"));
-  }
-  // An HTTP transfer removed while it runs is abandoned (its stream reset): the push service
-  // may or may not have taken the message, which the retry's idempotency key covers.
-  std::map<CURL*, CallPtr> lost;
-  lost.swap(running);
-  for (auto& [easy, call] : lost) {
-    const CURLMcode removed = curl_multi_remove_handle(multi, easy);
-    HERALD_ASSERT(removed == CURLM_OK, "curl_multi_remove_handle failed");
-    --in_flight;
-    finish(call, ProviderResult::failure(messaging::kPushUnavailable,
-                                         "the Web Push provider is stopping"));
-  }
+  call.provider.finish(call, std::move(result));
 }
 
 curl_socket_t WebPushProvider::Impl::open_socket(void* call_ptr, curlsocktype /*purpose*/,
@@ -740,31 +609,6 @@ curl_socket_t WebPushProvider::Impl::open_socket(void* call_ptr, curlsocktype /*
   return socket;
 }
 
-int WebPushProvider::Impl::poll_timeout_ms() {
-  const std::lock_guard lock(mu);
-  if (queue.empty()) {
-    return kPollMaxMs;
-  }
-  if (running.size() < options.max_concurrent) {
-    return 0;  // a transfer is free: start the next one at once
-  }
-  const auto until_deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  queue.front()->deadline - std::chrono::steady_clock::now())
-                                  .count();
-  return static_cast<int>(std::clamp<std::int64_t>(until_deadline + 1, 0, kPollMaxMs));
-}
-
-void WebPushProvider::Impl::stop() {
-  {
-    const std::lock_guard lock(mu);
-    stopped = true;
-  }
-  curl_multi_wakeup(multi);
-  if (thread.joinable()) {
-    thread.join();
-  }
-}
-
 Result<std::unique_ptr<WebPushProvider>> WebPushProvider::create(Options options,
                                                                  const Clock& clock) {
   HERALD_RETURN_IF_ERROR(check_options(options));
@@ -774,34 +618,35 @@ Result<std::unique_ptr<WebPushProvider>> WebPushProvider::create(Options options
   if (!key.ok()) {
     return Status(key.status().code(), "Web Push: the VAPID key: " + key.status().message());
   }
-  static std::once_flag global_init;
-  static CURLcode global_status = CURLE_OK;
-  std::call_once(global_init, [] { global_status = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (global_status != CURLE_OK) {
-    return Status::io_error(std::string("libcurl: ") + curl_easy_strerror(global_status));
-  }
   if (options.allow_private_addresses) {
     spdlog::warn("webpush: endpoints may resolve to private addresses (a test setting)");
   }
   auto impl = std::make_unique<Impl>(std::move(options), clock, std::move(key).value());
-  impl->multi = curl_multi_init();
-  if (impl->multi == nullptr) {
-    return Status::io_error("libcurl: cannot create a multi handle");
-  }
-  if (curl_multi_setopt(impl->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) != CURLM_OK ||
-      curl_multi_setopt(impl->multi, CURLMOPT_MAXCONNECTS,
-                        static_cast<long>(kWebPushMaxCachedOrigins)) != CURLM_OK) {
-    return Status::io_error("libcurl: cannot set up the multi handle");
-  }
-  Impl& running = *impl;
-  running.thread = std::thread([&running] { running.run(); });
+  net::CurlMultiLoopOptions loop_options;
+  loop_options.max_concurrent = impl->options.max_concurrent;
+  loop_options.max_queued = impl->options.max_queued;
+  loop_options.max_connections = static_cast<long>(kWebPushMaxCachedOrigins);
+  loop_options.multiplex = true;
+  // An HTTP transfer removed while it runs is abandoned (its stream reset): the push service may
+  // or may not have taken the message, which the retry's idempotency key covers. So no draining.
+  loop_options.stop_drain_ms = 0;
+  net::CurlProviderWords words;
+  words.error_type = messaging::kPushUnavailable;
+  words.stopped = "the Web Push provider is stopped";
+  words.full = fmt::format("the Web Push queue is full ({} requests wait for a transfer)",
+                           impl->options.max_queued);
+  words.expired =
+      fmt::format("no Web Push transfer was free within {} ms", impl->options.request_timeout_ms);
+  words.stopping = "the Web Push provider is stopping";
+  HERALD_ASSIGN_OR_RETURN(impl->transfers,
+                          net::CurlProvider::create(std::move(loop_options), std::move(words)));
   return std::unique_ptr<WebPushProvider>(new WebPushProvider(std::move(impl)));
 }
 
 WebPushProvider::WebPushProvider(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 WebPushProvider::~WebPushProvider() {
-  impl_->stop();
+  impl_->transfers->stop();
 }
 
 void WebPushProvider::send(const messaging::PushRequest& request, messaging::ProviderDone done) {
@@ -814,16 +659,11 @@ const std::string& WebPushProvider::vapid_public_key() const {
 
 WebPushStats WebPushProvider::stats() const {
   WebPushStats stats;
-  stats.started = impl_->started.load();
-  stats.sent = impl_->sent.load();
-  stats.failed = impl_->failed.load();
+  static_cast<net::ProviderStats&>(stats) = impl_->transfers->stats();
   stats.vapid_tokens_signed = impl_->vapid_signed.load();
   stats.vapid_retries = impl_->vapid_retries.load();
   stats.connections_opened = impl_->connections_opened.load();
   stats.addresses_refused = impl_->addresses_refused.load();
-  stats.queued = impl_->queued.load();
-  stats.in_flight = impl_->in_flight.load();
-  stats.max_in_flight = impl_->max_in_flight.load();
   return stats;
 }
 

@@ -25,10 +25,11 @@
 // until vapid_refresh_margin_s before it expires. A 401 or 403 answer drops that origin's token
 // and the request is sent once more with a new one.
 //
-// Transfers: libcurl's multi interface on one I/O thread of the provider's own. At most
-// max_concurrent transfers run at once (HTTP/2 streams share a connection per push service);
-// at most max_queued more wait, beyond which send() fails at once. A request not answered within
-// request_timeout_ms of send() (queueing included) fails with kPushUnavailable.
+// Transfers: libcurl's multi interface on one I/O thread of the provider's own (a
+// net::CurlMultiLoop). At most max_concurrent transfers run at once (HTTP/2 streams share a
+// connection per push service); at most max_queued more wait, beyond which send() fails at once.
+// A request not answered within request_timeout_ms of send() (queueing included) fails with
+// kPushUnavailable.
 //
 // Endpoints: https only, no user info; the address the endpoint's host resolves to must be a
 // public one unless allow_private_addresses (a subscription is data from a client: it must not
@@ -51,6 +52,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "messaging/providers.h"
+#include "net/transfer_stats.h"
 #include "push/vapid.h"
 #include "push/webpush_crypto.h"
 
@@ -136,18 +138,14 @@ struct WebPushOptions {
   std::int64_t connect_timeout_ms = kWebPushConnectTimeoutMs;  // > 0
 };
 
-// Counters, for tests and metrics.
-struct WebPushStats {
-  std::uint64_t started = 0;  // transfers started, VAPID retries included
-  std::uint64_t sent = 0;     // sends answered with success
-  std::uint64_t failed = 0;   // sends that failed, whatever the reason
+// Counters, for tests and metrics: transfers (started counts the VAPID retries too, queued,
+// in_flight, max_in_flight), outcomes (sent: answered with success; failed: whatever the reason)
+// and the provider's own.
+struct WebPushStats : net::ProviderStats {
   std::uint64_t vapid_tokens_signed = 0;
   std::uint64_t vapid_retries = 0;       // sends repeated after a 401/403
   std::uint64_t connections_opened = 0;  // sockets opened to push services
   std::uint64_t addresses_refused = 0;   // connections refused: a private address
-  std::size_t queued = 0;
-  std::size_t in_flight = 0;
-  std::size_t max_in_flight = 0;
 };
 
 class WebPushProvider final : public messaging::PushProvider {
