@@ -710,6 +710,10 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
   }
   ++stats_.apply_rounds;
   stats_.entries_applied += entries.size();
+  const WriteCounts written = batch.counts();
+  stats_.state_puts += written.puts;
+  stats_.state_deletes += written.deletes;
+  stats_.state_write_bytes += written.bytes;
   stats_.last_apply_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
   keep_followers_alive();
   raftpb::SnapshotMetadata meta;

@@ -161,6 +161,12 @@ struct NodeStats {
   // Rounds that applied entries, and the latest one's duration (state machines and batch write).
   std::uint64_t apply_rounds = 0;
   std::int64_t last_apply_us = 0;
+  // What the applied rounds wrote to the engine (every state machine's writes, the session
+  // records and the applied state; rsm::WriteCounts): deterministic, so that the write cost of a
+  // workload can be profiled exactly (sim/write_profile.h).
+  std::uint64_t state_puts = 0;
+  std::uint64_t state_deletes = 0;
+  std::uint64_t state_write_bytes = 0;
 };
 
 struct PeerReport {
