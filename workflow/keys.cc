@@ -59,9 +59,10 @@ std::string run_prefix(char sub, std::string_view workflow_id, std::uint64_t run
   return out;
 }
 
-std::string history_key(std::string_view workflow_id, std::uint64_t run_id, std::uint64_t seq) {
+std::string history_key(std::string_view workflow_id, std::uint64_t run_id,
+                        std::uint64_t last_seq) {
   std::string out = run_prefix(kHistorySub, workflow_id, run_id);
-  put_fixed64_be(out, seq);
+  put_fixed64_be(out, last_seq);
   return out;
 }
 
