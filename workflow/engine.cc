@@ -345,7 +345,7 @@ Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntr
   summary.set_history_length(record.history_length());
   batch.del(storage::Space::kState, keys::record_key(record.workflow_id()));
   batch.del(storage::Space::kState,
-            keys::visibility_key(record.type(), record.state(), record.updated_ms(),
+            keys::visibility_key(record.type(), record.state(), record.state_since_ms(),
                                  record.workflow_id()));
   batch.put(storage::Space::kState, keys::summary_key(record.workflow_id()), keys::seal(summary));
   entry.set_summarized(true);
@@ -503,7 +503,15 @@ class Applier {
 
   WorkflowRecord rec_;
   const WorkflowType* type_ = nullptr;
-  std::optional<std::string> old_visibility_key_;
+  // What the run's visibility entry indexes, as loaded or last saved (nullopt: no entry yet).
+  struct Indexed {
+    std::uint64_t run_id = 0;
+    workflowpb::WorkflowStatus status = workflowpb::RUNNING;
+    std::string state;
+    std::string key;
+  };
+  std::optional<Indexed> indexed_;
+  void save_visibility();
   bool history_full_ = false;  // an event of this run did not fit: the run fails on save
   std::optional<std::string> continue_input_;
   int runs_begun_ = 0;
@@ -524,8 +532,9 @@ Result<bool> Applier::load_run(std::string_view workflow_id) {
   }
   rec_ = std::move(*record);
   saved_state_ = state_label();
-  old_visibility_key_ =
-      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
+  indexed_ = Indexed{
+      rec_.run_id(), rec_.status(), rec_.state(),
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.state_since_ms(), rec_.workflow_id())};
   return true;
 }
 
@@ -549,25 +558,37 @@ Status Applier::save_run() {
   HERALD_ASSERT(rec_.history_length() <= kMaxHistoryEvents, "history is bounded");
   flush_history();
   rec_.set_updated_ms(now_ms_);
+  save_visibility();
   batch_.put(storage::Space::kState, keys::record_key(rec_.workflow_id()), keys::seal(rec_));
-  const std::string vis_key =
-      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
-  if (old_visibility_key_ && *old_visibility_key_ != vis_key) {
-    batch_.del(storage::Space::kState, *old_visibility_key_);
+  if (std::string label = state_label(); label != saved_state_) {
+    entered_.push_back(StateEntered{rec_.type(), label});
+    saved_state_ = std::move(label);
+  }
+  return Status::ok_status();
+}
+
+// The visibility entry moves only when what it indexes changes — the run, its status or its state
+// — not on every transition: its key carries the time of that change (state_since_ms), which the
+// record keeps so that the next change finds the entry to delete.
+void Applier::save_visibility() {
+  if (indexed_ && indexed_->run_id == rec_.run_id() && indexed_->status == rec_.status() &&
+      indexed_->state == rec_.state()) {
+    return;
+  }
+  rec_.set_state_since_ms(now_ms_);
+  std::string key =
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.state_since_ms(), rec_.workflow_id());
+  if (indexed_ && indexed_->key != key) {
+    batch_.del(storage::Space::kState, indexed_->key);
   }
   WorkflowRecord summary;
   summary.set_workflow_id(rec_.workflow_id());
   summary.set_type(rec_.type());
   summary.set_status(rec_.status());
   summary.set_state(rec_.state());
-  summary.set_updated_ms(rec_.updated_ms());
-  batch_.put(storage::Space::kState, vis_key, keys::seal(summary));
-  old_visibility_key_ = vis_key;
-  if (std::string label = state_label(); label != saved_state_) {
-    entered_.push_back(StateEntered{rec_.type(), label});
-    saved_state_ = std::move(label);
-  }
-  return Status::ok_status();
+  summary.set_state_since_ms(rec_.state_since_ms());
+  batch_.put(storage::Space::kState, key, keys::seal(summary));
+  indexed_ = Indexed{rec_.run_id(), rec_.status(), rec_.state(), std::move(key)};
 }
 
 std::string Applier::state_label() const {
@@ -1391,7 +1412,7 @@ Result<ListPage> Engine::list(const storage::Reader& reader, const ListFilter& f
   for (; it->valid() && page.entries.size() < limit; it->next()) {
     HERALD_ASSIGN_OR_RETURN(auto summary, keys::open<WorkflowRecord>(it->value(), "visibility"));
     page.entries.push_back(VisibilityEntry{summary.workflow_id(), summary.type(), summary.status(),
-                                           summary.state(), summary.updated_ms()});
+                                           summary.state(), summary.state_since_ms()});
     last_key = std::string(it->key());
   }
   HERALD_RETURN_IF_ERROR(it->status());

@@ -107,7 +107,7 @@ struct VisibilityEntry {
   std::string type;
   workflowpb::WorkflowStatus status = workflowpb::RUNNING;
   std::string state;
-  std::int64_t updated_ms = 0;
+  std::int64_t state_since_ms = 0;  // when the run entered this state and status
 };
 
 struct ListFilter {
@@ -118,7 +118,7 @@ struct ListFilter {
 };
 
 struct ListPage {
-  std::vector<VisibilityEntry> entries;  // ordered by (state, updated_ms, workflow_id)
+  std::vector<VisibilityEntry> entries;  // ordered by (state, state_since_ms, workflow_id)
   std::string next_page_token;           // empty on the last page
 };
 

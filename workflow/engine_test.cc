@@ -222,7 +222,7 @@ class EngineTest : public ::testing::Test {
     std::set<std::tuple<std::string, int, std::string, std::int64_t>> expected;
     std::set<std::tuple<std::string, int, std::string, std::int64_t>> listed;
     for (const auto& [id, r] : records) {
-      expected.emplace(id, r.status(), r.state(), r.updated_ms());
+      expected.emplace(id, r.status(), r.state(), r.state_since_ms());
       EXPECT_EQ(Engine::read_history(store_, id, r.run_id(), 0, kMaxHistoryEvents)->size(),
                 r.history_length());
     }
@@ -230,8 +230,8 @@ class EngineTest : public ::testing::Test {
       auto v = keys::open<workflowpb::WorkflowRecord>(value, "visibility");
       ASSERT_TRUE(v.ok());
       EXPECT_EQ(key,
-                keys::visibility_key(v->type(), v->state(), v->updated_ms(), v->workflow_id()));
-      listed.emplace(v->workflow_id(), v->status(), v->state(), v->updated_ms());
+                keys::visibility_key(v->type(), v->state(), v->state_since_ms(), v->workflow_id()));
+      listed.emplace(v->workflow_id(), v->status(), v->state(), v->state_since_ms());
     }
     EXPECT_EQ(listed, expected);
     std::size_t open_activities = 0;
@@ -948,6 +948,34 @@ TEST_F(EngineTest, ListPagesInStableOrder) {
   EXPECT_EQ(all->entries.back().status, workflowpb::FAILED);
   filter.page_token = "zz";
   EXPECT_EQ(Engine::list(store_, filter).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(EngineTest, TheVisibilityEntryMovesOnlyWhenItsStateChanges) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const auto first = scan_sub(keys::kVisibilitySub);
+  ASSERT_EQ(first.size(), 1U);
+  // A signal the type only notes: the record changes, its visibility entry is not written.
+  rsm::ApplyBatch batch(&store_);
+  ASSERT_EQ(code_of(apply_into(batch, signal_cmd("o1", "note", "x"), kT0 + 5)), Code::kOk);
+  for (const auto& op : batch.writes().ops()) {
+    EXPECT_FALSE(op.key.starts_with(keys::sub_prefix(keys::kVisibilitySub)));
+  }
+  ASSERT_TRUE(store_.write(batch.writes(), false).ok());
+  EXPECT_EQ(scan_sub(keys::kVisibilitySub), first);
+  EXPECT_EQ(record("o1").updated_ms(), kT0 + 5);
+  EXPECT_EQ(record("o1").state_since_ms(), kT0);
+  // A cancel moves it to the new state, stamped with the time of the change.
+  ASSERT_EQ(code_of(apply(cancel_cmd("o1", "r"), kT0 + 9)), Code::kOk);
+  const auto moved = scan_sub(keys::kVisibilitySub);
+  ASSERT_EQ(moved.size(), 1U);
+  EXPECT_NE(moved.front().first, first.front().first);
+  auto page =
+      Engine::list(store_, ListFilter{.type = "order", .state = {}, .limit = 10, .page_token = {}});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->entries.size(), 1U);
+  EXPECT_EQ(page->entries.front().state, record("o1").state());
+  EXPECT_EQ(page->entries.front().state_since_ms, kT0 + 9);
 }
 
 TEST_F(EngineTest, VisibilityAlwaysMatchesRecord) {

@@ -104,12 +104,12 @@ std::string visibility_prefix(std::string_view type, const std::optional<std::st
   return out;
 }
 
-std::string visibility_key(std::string_view type, std::string_view state, std::int64_t updated_ms,
-                           std::string_view workflow_id) {
+std::string visibility_key(std::string_view type, std::string_view state,
+                           std::int64_t state_since_ms, std::string_view workflow_id) {
   std::string out = start(kVisibilitySub);
   put_string(out, type);
   put_string(out, state);
-  put_time(out, updated_ms);
+  put_time(out, state_since_ms);
   put_string(out, workflow_id);
   return out;
 }
