@@ -344,6 +344,12 @@ class Node {
 
 // Keys of the node's own records in the engine (docs/storage-format.md).
 inline constexpr char kAppliedStateKey[] = "a";
+// The layout version of the state space (docs/storage-format.md, "State format"), stored under
+// kStateFormatKey when a replica bootstraps and carried by every snapshot. Format 1 (stores
+// written before the key existed: no key beside an applied state) kept one workflow history
+// event per key and rewrote visibility entries on every transition.
+inline constexpr char kStateFormatKey[] = "f";
+inline constexpr std::uint32_t kStateFormat = 2;
 inline constexpr char kIncarnationKey[] = "incarnation";  // Space::kMeta
 inline constexpr char kRebuildMarkKey[] = "rebuild";      // Space::kMeta (rebuild.h)
 inline constexpr char kSnapshotStagePrefix[] = "snapstage/";
