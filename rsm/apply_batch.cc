@@ -73,6 +73,15 @@ void ApplyBatch::rollback(const Savepoint& point) {
   writes_.truncate(point.ops);
 }
 
+WriteCounts ApplyBatch::counts() const {
+  WriteCounts counts;
+  for (const storage::WriteBatch::Op& op : writes_.ops()) {
+    ++(op.type == storage::WriteBatch::OpType::kPut ? counts.puts : counts.deletes);
+  }
+  counts.bytes = writes_.byte_size();
+  return counts;
+}
+
 void ApplyBatch::clear() {
   writes_.clear();
   overlay_.clear();

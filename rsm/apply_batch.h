@@ -6,6 +6,7 @@
 // Not thread-safe; owned by the apply loop.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,6 +18,14 @@
 #include "storage/engine.h"
 
 namespace herald::rsm {
+
+// What a batch writes to the engine: point puts, deletes (a range delete counts as one) and the
+// bytes of their keys and values (storage::WriteBatch::byte_size()).
+struct WriteCounts {
+  std::uint64_t puts = 0;
+  std::uint64_t deletes = 0;
+  std::uint64_t bytes = 0;
+};
 
 class ApplyBatch {
  public:
@@ -50,6 +59,8 @@ class ApplyBatch {
   void rollback(const Savepoint& point);
 
   [[nodiscard]] const storage::WriteBatch& writes() const { return writes_; }
+  // The writes staged now (after any rollback), counted; work O(writes).
+  [[nodiscard]] WriteCounts counts() const;
   [[nodiscard]] storage::WriteBatch& mutable_writes() { return writes_; }
   void clear();
 

@@ -47,6 +47,20 @@ TEST(ApplyBatchTest, RollbackRestoresReadsAndDropsWrites) {
   EXPECT_EQ(batch.writes().byte_size(), 5U);  // "b" + "kept"
 }
 
+TEST(ApplyBatchTest, CountsWhatIsWrittenAfterARollback) {
+  storage::MemEngine engine;
+  ApplyBatch batch(&engine);
+  batch.put(Space::kState, "a", "12345");
+  batch.del(Space::kState, "b");
+  const auto point = batch.savepoint();
+  batch.put(Space::kState, "c", "undone");
+  batch.rollback(point);
+  const WriteCounts counts = batch.counts();
+  EXPECT_EQ(counts.puts, 1U);
+  EXPECT_EQ(counts.deletes, 1U);
+  EXPECT_EQ(counts.bytes, 7U);  // "a" + "12345" + "b"
+}
+
 TEST(ApplyBatchTest, NestedSavepointsRollBackInnermostFirst) {
   storage::MemEngine engine;
   ApplyBatch batch(&engine);

@@ -62,6 +62,34 @@ Result<rsmpb::AppliedState> read_applied_state(const storage::Reader& reader) {
   return state;
 }
 
+// kFailedPrecondition unless the state space `reader` holds is in kStateFormat. A replica never
+// converts a state space: an older one is refused whole, before anything is applied to it.
+Status check_state_format(const storage::Reader& reader) {
+  HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, kStateFormatKey));
+  std::uint32_t format = 1;  // written before the format had a record
+  if (raw) {
+    std::string_view payload;
+    if (!open_record(*raw, payload) || payload.size() != sizeof(std::uint32_t)) {
+      return Status::corruption("state format record fails its checksum");
+    }
+    format = get_fixed32_be(payload);
+  }
+  if (format != kStateFormat) {
+    return Status::failed_precondition(fmt::format(
+        "the state space is in format {}, and this Herald reads format {} only "
+        "(docs/storage-format.md, \"State format\"): start this replica on an empty data "
+        "directory",
+        format, kStateFormat));
+  }
+  return Status::ok_status();
+}
+
+std::string encode_state_format() {
+  std::string payload;
+  put_fixed32_be(payload, kStateFormat);
+  return seal_record(payload);
+}
+
 std::string encode_applied_state(raft::Index index, raft::Term term, const raftpb::ConfState& conf,
                                  std::int64_t wall_ms_floor,
                                  const std::set<raft::NodeId>& disk_alarms) {
@@ -166,6 +194,7 @@ Result<bool> Node::bootstrap_if_empty() {
   }
   storage::WriteBatch batch;
   batch.put(storage::Space::kState, kAppliedStateKey, encode_applied_state(0, 0, conf, 0, {}));
+  batch.put(storage::Space::kState, kStateFormatKey, encode_state_format());
   if (config_.join) {
     spdlog::info("replica {} is new and joins a running cluster: it waits for the leader to add it",
                  config_.id);
@@ -178,6 +207,7 @@ Result<bool> Node::bootstrap_if_empty() {
 
 Status Node::init() {
   HERALD_ASSIGN_OR_RETURN(const bool brand_new, bootstrap_if_empty());
+  HERALD_RETURN_IF_ERROR(check_state_format(*engine_));
   HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState applied, read_applied_state(*engine_));
   HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
   applied_ = applied.index();
@@ -717,6 +747,8 @@ Status Node::persist(const raft::Ready& rd) {
     log_->set_snapshot_metadata(*rd.snapshot);
     staged_snapshot_.reset();
     sessions_.clear();  // The state space was replaced.
+    // A leader running an older Herald sends an older state space: this replica stops on it.
+    HERALD_RETURN_IF_ERROR(check_state_format(*engine_));
     HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState installed, read_applied_state(*engine_));
     wall_ms_floor_ = installed.wall_ms_floor();
     disk_alarms_ = {installed.disk_alarms().begin(), installed.disk_alarms().end()};
@@ -778,6 +810,10 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
   }
   ++stats_.apply_rounds;
   stats_.entries_applied += entries.size();
+  const WriteCounts written = batch.counts();
+  stats_.state_puts += written.puts;
+  stats_.state_deletes += written.deletes;
+  stats_.state_write_bytes += written.bytes;
   stats_.last_apply_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
   keep_followers_alive();
   raftpb::SnapshotMetadata meta;

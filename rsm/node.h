@@ -167,6 +167,12 @@ struct NodeStats {
   // Rounds that applied entries, and the latest one's duration (state machines and batch write).
   std::uint64_t apply_rounds = 0;
   std::int64_t last_apply_us = 0;
+  // What the applied rounds wrote to the engine (every state machine's writes, the session
+  // records and the applied state; rsm::WriteCounts): deterministic, so that the write cost of a
+  // workload can be profiled exactly (sim/write_profile.h).
+  std::uint64_t state_puts = 0;
+  std::uint64_t state_deletes = 0;
+  std::uint64_t state_write_bytes = 0;
 };
 
 struct PeerReport {
@@ -365,6 +371,12 @@ class Node {
 
 // Keys of the node's own records in the engine (docs/storage-format.md).
 inline constexpr char kAppliedStateKey[] = "a";
+// The layout version of the state space (docs/storage-format.md, "State format"), stored under
+// kStateFormatKey when a replica bootstraps and carried by every snapshot. Format 1 (stores
+// written before the key existed: no key beside an applied state) kept one workflow history
+// event per key and rewrote visibility entries on every transition.
+inline constexpr char kStateFormatKey[] = "f";
+inline constexpr std::uint32_t kStateFormat = 2;
 inline constexpr char kIncarnationKey[] = "incarnation";  // Space::kMeta
 inline constexpr char kRebuildMarkKey[] = "rebuild";      // Space::kMeta (rebuild.h)
 inline constexpr char kSnapshotStagePrefix[] = "snapstage/";

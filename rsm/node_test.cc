@@ -287,6 +287,47 @@ TEST_F(NodeTest, RestartRecoversAppliedStateWithoutReplayingTwice) {
   EXPECT_EQ(read(1, "k19"), "19");
 }
 
+// Reopens replica 1 on its engine after its state format record was replaced by `record` (or
+// removed, when nullopt) and returns the open's status.
+Status reopen_with_format(Replica& r, const NodeConfig& config,
+                          const std::optional<std::string>& record) {
+  r.node.reset();
+  storage::WriteBatch batch;
+  if (record) {
+    batch.put(storage::Space::kState, kStateFormatKey, *record);
+  } else {
+    batch.del(storage::Space::kState, kStateFormatKey);
+  }
+  EXPECT_TRUE(r.engine.write(batch, true).ok());
+  NodeConfig c = config;
+  c.id = 1;
+  return Node::open(c, &r.engine, r.endpoint.get(), &r.sm).status();
+}
+
+TEST_F(NodeTest, AStateSpaceOfAnotherFormatIsRefusedOnOpen) {
+  start(1);
+  tick_all(30);
+  ASSERT_TRUE(put(1, "a", "1").ok());
+  // A new replica records the format it writes.
+  auto stored = replica(1).engine.get(storage::Space::kState, kStateFormatKey);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  std::string_view stored_payload;
+  ASSERT_TRUE(open_record(**stored, stored_payload));
+  EXPECT_EQ(get_fixed32_be(stored_payload), kStateFormat);
+  // Format 1: written before the format had a record.
+  const Status older = reopen_with_format(replica(1), config_, std::nullopt);
+  EXPECT_EQ(older.code(), Code::kFailedPrecondition);
+  EXPECT_NE(older.message().find("format 1"), std::string::npos) << older.to_string();
+  std::string payload;
+  put_fixed32_be(payload, kStateFormat + 1);
+  const Status newer = reopen_with_format(replica(1), config_, seal_record(payload));
+  EXPECT_EQ(newer.code(), Code::kFailedPrecondition);
+  std::string current;
+  put_fixed32_be(current, kStateFormat);
+  EXPECT_TRUE(reopen_with_format(replica(1), config_, seal_record(current)).ok());
+  EXPECT_EQ(reopen_with_format(replica(1), config_, "junk").code(), Code::kCorruption);
+}
+
 TEST_F(NodeTest, FollowerForwardsProposalAndAnswersWhenItApplies) {
   start(3);
   tick_all(40);

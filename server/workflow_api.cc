@@ -295,7 +295,7 @@ void WorkflowApi::list(const HttpRequest& request, Responder respond) {
                                  {"type", e.type},
                                  {"status", workflowpb::WorkflowStatus_Name(e.status)},
                                  {"state", e.state},
-                                 {"updated_ms", e.updated_ms}});
+                                 {"state_since_ms", e.state_since_ms}});
     }
     respond(json_response(
         200, json::object{{"workflows", out}, {"next_page_token", page->next_page_token}}));

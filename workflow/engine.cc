@@ -15,6 +15,7 @@ namespace herald::workflow {
 namespace {
 
 using workflowpb::ActivityRecord;
+using workflowpb::HistoryChunk;
 using workflowpb::HistoryEvent;
 using workflowpb::PurgeEntry;
 using workflowpb::PurgeQueue;
@@ -217,6 +218,25 @@ void erase_timer(google::protobuf::RepeatedPtrField<TimerRef>& timers, std::uint
   }
 }
 
+// ---------------------------------------------------------------- history
+
+// Decodes the history chunk stored under `key`: at least one event, consecutive seqs, the last
+// one named by the key (docs/workflow.md, "Key layout"). kCorruption otherwise.
+Result<HistoryChunk> open_chunk(std::string_view key, std::string_view value) {
+  HERALD_ASSIGN_OR_RETURN(HistoryChunk chunk, keys::open<HistoryChunk>(value, "history"));
+  const auto& events = chunk.events();
+  if (events.empty() || key.size() < sizeof(std::uint64_t) ||
+      events.rbegin()->seq() != get_fixed64_be(key.substr(key.size() - sizeof(std::uint64_t)))) {
+    return Status::corruption("history chunk does not hold the events its key names");
+  }
+  for (int i = 1; i < events.size(); ++i) {
+    if (events[i].seq() != events[i - 1].seq() + 1) {
+      return Status::corruption("history chunk's events are not consecutive");
+    }
+  }
+  return chunk;
+}
+
 // ---------------------------------------------------------------- retention
 
 template <typename Message>
@@ -257,30 +277,50 @@ Status enqueue_purge(rsm::ApplyBatch& batch, const WorkflowRecord& rec, std::int
   return Status::ok_status();
 }
 
-// Deletes up to `budget` history events of `entry`'s run, oldest first, keeping the milestones in
-// `summary` when it is given.
+// Keeps `event` in `summary` when it is a milestone, while there is room.
+void keep_milestone(const HistoryEvent& event, WorkflowSummary& summary) {
+  if (!is_milestone(event.kind())) {
+    return;
+  }
+  if (static_cast<std::size_t>(summary.milestones_size()) >= kMaxSummaryMilestones) {
+    summary.set_milestones_truncated(true);
+    return;
+  }
+  HistoryEvent* kept = summary.add_milestones();
+  kept->set_seq(event.seq());
+  kept->set_time_ms(event.time_ms());
+  kept->set_kind(event.kind());
+  kept->set_name(event.name());
+  kept->set_error_type(event.error_type());
+}
+
+// Deletes up to `budget` history chunks of `entry`'s run, oldest first, keeping the milestones in
+// `summary` when it is given. Each chunk is found by a one-key scan from the next event to purge.
 Status purge_history(rsm::ApplyBatch& batch, PurgeEntry& entry, WorkflowSummary* summary,
                      std::size_t& budget) {
+  const std::string end =
+      keys::prefix_end(keys::run_prefix(keys::kHistorySub, entry.workflow_id(), entry.run_id()));
   while (entry.purged_up_to() < entry.history_length() && budget > 0) {
-    const std::uint64_t seq = entry.purged_up_to() + 1;
-    const std::string key = keys::history_key(entry.workflow_id(), entry.run_id(), seq);
-    if (summary != nullptr) {
-      HERALD_ASSIGN_OR_RETURN(auto event, load<HistoryEvent>(batch, key, "history event"));
-      if (event && is_milestone(event->kind())) {
-        if (static_cast<std::size_t>(summary->milestones_size()) < kMaxSummaryMilestones) {
-          HistoryEvent* kept = summary->add_milestones();
-          kept->set_seq(event->seq());
-          kept->set_time_ms(event->time_ms());
-          kept->set_kind(event->kind());
-          kept->set_name(event->name());
-          kept->set_error_type(event->error_type());
-        } else {
-          summary->set_milestones_truncated(true);
-        }
-      }
+    const std::uint64_t next = entry.purged_up_to() + 1;
+    HERALD_ASSIGN_OR_RETURN(
+        auto found,
+        batch.scan(storage::Space::kState,
+                   keys::history_key(entry.workflow_id(), entry.run_id(), next), end, 1));
+    if (found.empty()) {
+      return Status::corruption(
+          fmt::format("history of workflow \"{}\" run {} ends before event {}", entry.workflow_id(),
+                      entry.run_id(), next));
     }
-    batch.del(storage::Space::kState, key);
-    entry.set_purged_up_to(seq);
+    HERALD_ASSIGN_OR_RETURN(HistoryChunk chunk, open_chunk(found.front().key, found.front().value));
+    if (chunk.events(0).seq() != next) {
+      return Status::corruption(fmt::format("history of workflow \"{}\" run {} lacks event {}",
+                                            entry.workflow_id(), entry.run_id(), next));
+    }
+    if (summary != nullptr) {
+      for (const HistoryEvent& event : chunk.events()) keep_milestone(event, *summary);
+    }
+    batch.del(storage::Space::kState, found.front().key);
+    entry.set_purged_up_to(chunk.events().rbegin()->seq());
     --budget;
   }
   return Status::ok_status();
@@ -305,7 +345,7 @@ Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntr
   summary.set_history_length(record.history_length());
   batch.del(storage::Space::kState, keys::record_key(record.workflow_id()));
   batch.del(storage::Space::kState,
-            keys::visibility_key(record.type(), record.state(), record.updated_ms(),
+            keys::visibility_key(record.type(), record.state(), record.state_since_ms(),
                                  record.workflow_id()));
   batch.put(storage::Space::kState, keys::summary_key(record.workflow_id()), keys::seal(summary));
   entry.set_summarized(true);
@@ -313,8 +353,8 @@ Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntr
 }
 
 // Purges the closed runs at the head of the queue whose retention has passed by `now_ms`, deleting
-// at most kMaxPurgedEventsPerCommand history events. A run that is its workflow's latest loses
-// its record and visibility entry and leaves a WorkflowSummary; an older run (the workflow
+// at most kMaxPurgedHistoryChunksPerCommand history chunks. A run that is its workflow's latest
+// loses its record and visibility entry and leaves a WorkflowSummary; an older run (the workflow
 // continued as new) loses its history only. A run purged in part carries on in the next command.
 Status purge_due(rsm::ApplyBatch& batch, std::int64_t now_ms) {
   HERALD_ASSIGN_OR_RETURN(auto stored_queue,
@@ -327,7 +367,7 @@ Status purge_due(rsm::ApplyBatch& batch, std::int64_t now_ms) {
                                              batch, keys::settings_key(), "retention settings"));
   const std::int64_t horizon_ms =
       now_ms - closed_retention_ms(settings.value_or(workflowpb::RetentionSettings()));
-  std::size_t budget = kMaxPurgedEventsPerCommand;
+  std::size_t budget = kMaxPurgedHistoryChunksPerCommand;
   while (queue.head() < queue.tail() && budget > 0) {
     const std::string entry_key = keys::purge_entry_key(queue.head());
     HERALD_ASSIGN_OR_RETURN(auto stored, load<PurgeEntry>(batch, entry_key, "purge entry"));
@@ -414,6 +454,8 @@ class Applier {
   Status close_run(workflowpb::WorkflowStatus status, HistoryEvent event);
   Status close_failed(std::string_view error_type, std::string_view message);
   void append(HistoryEvent event, bool closing = false);
+  // Writes the events appended since the last flush as one history chunk of the current run.
+  void flush_history();
 
   // ---- Decisions ----
   Status decide(Event event, bool* acted = nullptr);
@@ -461,10 +503,19 @@ class Applier {
 
   WorkflowRecord rec_;
   const WorkflowType* type_ = nullptr;
-  std::optional<std::string> old_visibility_key_;
+  // What the run's visibility entry indexes, as loaded or last saved (nullopt: no entry yet).
+  struct Indexed {
+    std::uint64_t run_id = 0;
+    workflowpb::WorkflowStatus status = workflowpb::RUNNING;
+    std::string state;
+    std::string key;
+  };
+  std::optional<Indexed> indexed_;
+  void save_visibility();
   bool history_full_ = false;  // an event of this run did not fit: the run fails on save
   std::optional<std::string> continue_input_;
   int runs_begun_ = 0;
+  HistoryChunk unflushed_;  // events of the current run appended by this command, not yet staged
 };
 
 // ---------------------------------------------------------------- the run
@@ -481,8 +532,9 @@ Result<bool> Applier::load_run(std::string_view workflow_id) {
   }
   rec_ = std::move(*record);
   saved_state_ = state_label();
-  old_visibility_key_ =
-      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
+  indexed_ = Indexed{
+      rec_.run_id(), rec_.status(), rec_.state(),
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.state_since_ms(), rec_.workflow_id())};
   return true;
 }
 
@@ -504,26 +556,39 @@ Status Applier::save_run() {
                                  kMaxHistoryEvents)));
   }
   HERALD_ASSERT(rec_.history_length() <= kMaxHistoryEvents, "history is bounded");
+  flush_history();
   rec_.set_updated_ms(now_ms_);
+  save_visibility();
   batch_.put(storage::Space::kState, keys::record_key(rec_.workflow_id()), keys::seal(rec_));
-  const std::string vis_key =
-      keys::visibility_key(rec_.type(), rec_.state(), rec_.updated_ms(), rec_.workflow_id());
-  if (old_visibility_key_ && *old_visibility_key_ != vis_key) {
-    batch_.del(storage::Space::kState, *old_visibility_key_);
+  if (std::string label = state_label(); label != saved_state_) {
+    entered_.push_back(StateEntered{rec_.type(), label});
+    saved_state_ = std::move(label);
+  }
+  return Status::ok_status();
+}
+
+// The visibility entry moves only when what it indexes changes — the run, its status or its state
+// — not on every transition: its key carries the time of that change (state_since_ms), which the
+// record keeps so that the next change finds the entry to delete.
+void Applier::save_visibility() {
+  if (indexed_ && indexed_->run_id == rec_.run_id() && indexed_->status == rec_.status() &&
+      indexed_->state == rec_.state()) {
+    return;
+  }
+  rec_.set_state_since_ms(now_ms_);
+  std::string key =
+      keys::visibility_key(rec_.type(), rec_.state(), rec_.state_since_ms(), rec_.workflow_id());
+  if (indexed_ && indexed_->key != key) {
+    batch_.del(storage::Space::kState, indexed_->key);
   }
   WorkflowRecord summary;
   summary.set_workflow_id(rec_.workflow_id());
   summary.set_type(rec_.type());
   summary.set_status(rec_.status());
   summary.set_state(rec_.state());
-  summary.set_updated_ms(rec_.updated_ms());
-  batch_.put(storage::Space::kState, vis_key, keys::seal(summary));
-  old_visibility_key_ = vis_key;
-  if (std::string label = state_label(); label != saved_state_) {
-    entered_.push_back(StateEntered{rec_.type(), label});
-    saved_state_ = std::move(label);
-  }
-  return Status::ok_status();
+  summary.set_state_since_ms(rec_.state_since_ms());
+  batch_.put(storage::Space::kState, key, keys::seal(summary));
+  indexed_ = Indexed{rec_.run_id(), rec_.status(), rec_.state(), std::move(key)};
 }
 
 std::string Applier::state_label() const {
@@ -537,6 +602,7 @@ std::string Applier::state_label() const {
 // Resets the record to a fresh run (run_id + 1) and records its "started" event.
 void Applier::begin_run(const std::string& input) {
   HERALD_ASSERT(type_ != nullptr, "a run needs its type");
+  flush_history();  // the closing events of the run before, under its own run id
   rec_.set_run_id(rec_.run_id() + 1);
   rec_.set_status(workflowpb::RUNNING);
   rec_.set_state(std::string(type_->initial_state()));
@@ -568,9 +634,20 @@ void Applier::append(HistoryEvent event, bool closing) {
   const std::uint64_t seq = rec_.history_length() + 1;
   event.set_seq(seq);
   event.set_time_ms(now_ms_);
-  batch_.put(storage::Space::kState, keys::history_key(rec_.workflow_id(), rec_.run_id(), seq),
-             keys::seal(event));
+  *unflushed_.add_events() = std::move(event);
   rec_.set_history_length(seq);
+}
+
+void Applier::flush_history() {
+  if (unflushed_.events().empty()) {
+    return;
+  }
+  HERALD_ASSERT(unflushed_.events().rbegin()->seq() == rec_.history_length(),
+                "the unflushed events end the run's history");
+  batch_.put(storage::Space::kState,
+             keys::history_key(rec_.workflow_id(), rec_.run_id(), rec_.history_length()),
+             keys::seal(unflushed_));
+  unflushed_.Clear();
 }
 
 // Closes the run: every open activity and timer of it goes, then the closing event is recorded.
@@ -1133,21 +1210,6 @@ Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::W
   }
 }
 
-// Scans [begin, end) of the state space, decoding at most `limit` records of type Message.
-template <typename Message>
-Result<std::vector<Message>> scan_records(const storage::Reader& reader, std::string_view begin,
-                                          std::string_view end, std::size_t limit,
-                                          std::string_view what) {
-  std::vector<Message> out;
-  auto it = reader.scan(storage::Space::kState, begin, end);
-  for (; it->valid() && out.size() < limit; it->next()) {
-    HERALD_ASSIGN_OR_RETURN(Message message, keys::open<Message>(it->value(), what));
-    out.push_back(std::move(message));
-  }
-  HERALD_RETURN_IF_ERROR(it->status());
-  return out;
-}
-
 }  // namespace
 
 rsmpb::CommandResult Engine::apply(raft::Index /*index*/, const rsmpb::Command& command,
@@ -1314,12 +1376,23 @@ Result<std::vector<HistoryEvent>> Engine::read_history(const storage::Reader& re
                                                        std::uint64_t run_id,
                                                        std::uint64_t after_seq, std::size_t limit) {
   const std::string prefix = keys::run_prefix(keys::kHistorySub, workflow_id, run_id);
+  std::vector<HistoryEvent> out;
   if (after_seq == std::numeric_limits<std::uint64_t>::max()) {
-    return std::vector<HistoryEvent>();
+    return out;
   }
-  return scan_records<HistoryEvent>(reader, keys::history_key(workflow_id, run_id, after_seq + 1),
-                                    keys::prefix_end(prefix), std::min(limit, kMaxReadLimit),
-                                    "history event");
+  limit = std::min(limit, kMaxReadLimit);
+  // The first chunk may begin before after_seq + 1; its earlier events are skipped.
+  auto it =
+      reader.scan(storage::Space::kState, keys::history_key(workflow_id, run_id, after_seq + 1),
+                  keys::prefix_end(prefix));
+  for (; it->valid() && out.size() < limit; it->next()) {
+    HERALD_ASSIGN_OR_RETURN(HistoryChunk chunk, open_chunk(it->key(), it->value()));
+    for (HistoryEvent& event : *chunk.mutable_events()) {
+      if (event.seq() > after_seq && out.size() < limit) out.push_back(std::move(event));
+    }
+  }
+  HERALD_RETURN_IF_ERROR(it->status());
+  return out;
 }
 
 Result<ListPage> Engine::list(const storage::Reader& reader, const ListFilter& filter) {
@@ -1339,7 +1412,7 @@ Result<ListPage> Engine::list(const storage::Reader& reader, const ListFilter& f
   for (; it->valid() && page.entries.size() < limit; it->next()) {
     HERALD_ASSIGN_OR_RETURN(auto summary, keys::open<WorkflowRecord>(it->value(), "visibility"));
     page.entries.push_back(VisibilityEntry{summary.workflow_id(), summary.type(), summary.status(),
-                                           summary.state(), summary.updated_ms()});
+                                           summary.state(), summary.state_since_ms()});
     last_key = std::string(it->key());
   }
   HERALD_RETURN_IF_ERROR(it->status());

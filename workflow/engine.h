@@ -72,9 +72,10 @@ inline constexpr std::size_t kMaxTimersPerFireCommand = 512;
 inline constexpr std::int64_t kDefaultClosedRetentionMs = 7LL * 24 * 3600 * 1000;  // 7 days
 inline constexpr std::int64_t kMinClosedRetentionMs = 1'000;
 inline constexpr std::int64_t kMaxClosedRetentionMs = 10LL * 365 * 24 * 3600 * 1000;  // 10 years
-// History events one command deletes at most while purging (a command that closes a run purges
-// as well as PurgeClosed does, so purging keeps pace with closing).
-inline constexpr std::size_t kMaxPurgedEventsPerCommand = 64;
+// History chunks (the events one command appended to a run, stored as one value) one command
+// deletes at most while purging (a command that closes a run purges as well as PurgeClosed does,
+// so purging keeps pace with closing).
+inline constexpr std::size_t kMaxPurgedHistoryChunksPerCommand = 64;
 // Milestones a purged workflow's summary keeps at most.
 inline constexpr std::size_t kMaxSummaryMilestones = 32;
 
@@ -106,7 +107,7 @@ struct VisibilityEntry {
   std::string type;
   workflowpb::WorkflowStatus status = workflowpb::RUNNING;
   std::string state;
-  std::int64_t updated_ms = 0;
+  std::int64_t state_since_ms = 0;  // when the run entered this state and status
 };
 
 struct ListFilter {
@@ -117,7 +118,7 @@ struct ListFilter {
 };
 
 struct ListPage {
-  std::vector<VisibilityEntry> entries;  // ordered by (state, updated_ms, workflow_id)
+  std::vector<VisibilityEntry> entries;  // ordered by (state, state_since_ms, workflow_id)
   std::string next_page_token;           // empty on the last page
 };
 

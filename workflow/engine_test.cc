@@ -222,7 +222,7 @@ class EngineTest : public ::testing::Test {
     std::set<std::tuple<std::string, int, std::string, std::int64_t>> expected;
     std::set<std::tuple<std::string, int, std::string, std::int64_t>> listed;
     for (const auto& [id, r] : records) {
-      expected.emplace(id, r.status(), r.state(), r.updated_ms());
+      expected.emplace(id, r.status(), r.state(), r.state_since_ms());
       EXPECT_EQ(Engine::read_history(store_, id, r.run_id(), 0, kMaxHistoryEvents)->size(),
                 r.history_length());
     }
@@ -230,8 +230,8 @@ class EngineTest : public ::testing::Test {
       auto v = keys::open<workflowpb::WorkflowRecord>(value, "visibility");
       ASSERT_TRUE(v.ok());
       EXPECT_EQ(key,
-                keys::visibility_key(v->type(), v->state(), v->updated_ms(), v->workflow_id()));
-      listed.emplace(v->workflow_id(), v->status(), v->state(), v->updated_ms());
+                keys::visibility_key(v->type(), v->state(), v->state_since_ms(), v->workflow_id()));
+      listed.emplace(v->workflow_id(), v->status(), v->state(), v->state_since_ms());
     }
     EXPECT_EQ(listed, expected);
     std::size_t open_activities = 0;
@@ -385,6 +385,44 @@ TEST_F(EngineTest, HistoryIsPagedBySeq) {
   ASSERT_TRUE(page2.ok());
   EXPECT_EQ(page2->front().seq(), 5U);
   EXPECT_EQ(page1->size() + page2->size(), record("o1").history_length());
+}
+
+TEST_F(EngineTest, ATransitionStoresItsEventsAsOneValue) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const std::size_t chunks = scan_sub(keys::kHistorySub).size();
+  const std::uint64_t events = record("o1").history_length();
+  ASSERT_GT(events, 1U);  // started, state_changed, activity_scheduled: one value
+  EXPECT_EQ(chunks, 1U);
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true), kT0 + 1)), Code::kOk);
+  EXPECT_GT(record("o1").history_length(), events + 1);
+  EXPECT_EQ(scan_sub(keys::kHistorySub).size(), chunks + 1);
+  // Every page boundary, inside a chunk or between two, reads the same events in order.
+  const auto all = *Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_EQ(all.size(), record("o1").history_length());
+  for (std::uint64_t after = 0; after <= all.size(); ++after) {
+    const auto page = *Engine::read_history(store_, "o1", 1, after, 2);
+    ASSERT_EQ(page.size(), std::min<std::size_t>(2, all.size() - after)) << after;
+    for (std::size_t i = 0; i < page.size(); ++i) {
+      EXPECT_EQ(page[i].seq(), after + i + 1);
+      EXPECT_EQ(page[i].kind(), all[after + i].kind());
+    }
+  }
+}
+
+TEST_F(EngineTest, AHistoryChunkWithAGapIsCorruption) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const auto stored = scan_sub(keys::kHistorySub);
+  ASSERT_EQ(stored.size(), 1U);
+  auto chunk = keys::open<workflowpb::HistoryChunk>(stored.front().second, "history");
+  ASSERT_TRUE(chunk.ok());
+  ASSERT_GT(chunk->events_size(), 1);
+  chunk->mutable_events(0)->set_seq(0);
+  storage::WriteBatch damage;
+  damage.put(storage::Space::kState, stored.front().first, keys::seal(*chunk));
+  ASSERT_TRUE(store_.write(damage, false).ok());
+  EXPECT_EQ(Engine::read_history(store_, "o1", 1, 0, 100).status().code(), Code::kCorruption);
 }
 
 // ---------------------------------------------------------------- timers
@@ -912,6 +950,34 @@ TEST_F(EngineTest, ListPagesInStableOrder) {
   EXPECT_EQ(Engine::list(store_, filter).status().code(), Code::kInvalidArgument);
 }
 
+TEST_F(EngineTest, TheVisibilityEntryMovesOnlyWhenItsStateChanges) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const auto first = scan_sub(keys::kVisibilitySub);
+  ASSERT_EQ(first.size(), 1U);
+  // A signal the type only notes: the record changes, its visibility entry is not written.
+  rsm::ApplyBatch batch(&store_);
+  ASSERT_EQ(code_of(apply_into(batch, signal_cmd("o1", "note", "x"), kT0 + 5)), Code::kOk);
+  for (const auto& op : batch.writes().ops()) {
+    EXPECT_FALSE(op.key.starts_with(keys::sub_prefix(keys::kVisibilitySub)));
+  }
+  ASSERT_TRUE(store_.write(batch.writes(), false).ok());
+  EXPECT_EQ(scan_sub(keys::kVisibilitySub), first);
+  EXPECT_EQ(record("o1").updated_ms(), kT0 + 5);
+  EXPECT_EQ(record("o1").state_since_ms(), kT0);
+  // A cancel moves it to the new state, stamped with the time of the change.
+  ASSERT_EQ(code_of(apply(cancel_cmd("o1", "r"), kT0 + 9)), Code::kOk);
+  const auto moved = scan_sub(keys::kVisibilitySub);
+  ASSERT_EQ(moved.size(), 1U);
+  EXPECT_NE(moved.front().first, first.front().first);
+  auto page =
+      Engine::list(store_, ListFilter{.type = "order", .state = {}, .limit = 10, .page_token = {}});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->entries.size(), 1U);
+  EXPECT_EQ(page->entries.front().state, record("o1").state());
+  EXPECT_EQ(page->entries.front().state_since_ms, kT0 + 9);
+}
+
 TEST_F(EngineTest, VisibilityAlwaysMatchesRecord) {
   add_order_type();
   options_.set_start_to_close_timeout_ms(3000);
@@ -1082,22 +1148,22 @@ TEST_F(RetentionTest, AClosedRunIsPurgedOnlyAfterItsRetentionAndLeavesASummary) 
 }
 
 TEST_F(RetentionTest, ALongHistoryIsPurgedOverSeveralCommandsWithBoundedWork) {
-  constexpr int kNotes = 100;  // two events each: "signaled" and "noted"
+  constexpr int kNotes = 200;  // two events each, in one chunk: "signaled" and "noted"
   run_to_completion("long", kT0, kNotes);
-  const std::uint64_t events = record("long").history_length();
-  ASSERT_GT(events, 2 * kMaxPurgedEventsPerCommand);
+  const std::size_t chunks = scan_sub(keys::kHistorySub).size();
+  ASSERT_GT(chunks, 2 * kMaxPurgedHistoryChunksPerCommand);
   std::int64_t now = kT0 + kRetentionMs;
   ASSERT_EQ(code_of(apply(purge_cmd(), now)), Code::kOk);
   // The record goes at once; the history trails, at most the budget per command.
   EXPECT_FALSE(exists("long"));
-  EXPECT_EQ(history_kinds("long").size(), events - kMaxPurgedEventsPerCommand);
+  EXPECT_EQ(scan_sub(keys::kHistorySub).size(), chunks - kMaxPurgedHistoryChunksPerCommand);
   int commands = 1;
-  while (!history_kinds("long").empty()) {
+  while (!scan_sub(keys::kHistorySub).empty()) {
     ASSERT_EQ(code_of(apply(purge_cmd(), ++now)), Code::kOk);
     ASSERT_LE(++commands, 10);
   }
-  EXPECT_EQ(static_cast<std::uint64_t>(commands),
-            (events + kMaxPurgedEventsPerCommand - 1) / kMaxPurgedEventsPerCommand);
+  EXPECT_EQ(static_cast<std::size_t>(commands),
+            (chunks + kMaxPurgedHistoryChunksPerCommand - 1) / kMaxPurgedHistoryChunksPerCommand);
   const auto s = summary("long");
   ASSERT_TRUE(s.has_value());
   // The "noted" records are milestones: the summary keeps the first ones and says so.

@@ -59,9 +59,10 @@ std::string run_prefix(char sub, std::string_view workflow_id, std::uint64_t run
   return out;
 }
 
-std::string history_key(std::string_view workflow_id, std::uint64_t run_id, std::uint64_t seq) {
+std::string history_key(std::string_view workflow_id, std::uint64_t run_id,
+                        std::uint64_t last_seq) {
   std::string out = run_prefix(kHistorySub, workflow_id, run_id);
-  put_fixed64_be(out, seq);
+  put_fixed64_be(out, last_seq);
   return out;
 }
 
@@ -103,12 +104,12 @@ std::string visibility_prefix(std::string_view type, const std::optional<std::st
   return out;
 }
 
-std::string visibility_key(std::string_view type, std::string_view state, std::int64_t updated_ms,
-                           std::string_view workflow_id) {
+std::string visibility_key(std::string_view type, std::string_view state,
+                           std::int64_t state_since_ms, std::string_view workflow_id) {
   std::string out = start(kVisibilitySub);
   put_string(out, type);
   put_string(out, state);
-  put_time(out, updated_ms);
+  put_time(out, state_since_ms);
   put_string(out, workflow_id);
   return out;
 }

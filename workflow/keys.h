@@ -20,11 +20,11 @@ namespace herald::workflow::keys {
 
 inline constexpr char kKeyPrefix = 'w';
 inline constexpr char kRecordSub = 'r';      // "w" "r" workflow-id -> WorkflowRecord
-inline constexpr char kHistorySub = 'h';     // "w" "h" id run seq -> HistoryEvent
+inline constexpr char kHistorySub = 'h';     // "w" "h" id run last-seq -> HistoryChunk
 inline constexpr char kActivitySub = 'a';    // "w" "a" id run activity -> ActivityRecord
 inline constexpr char kDispatchSub = 'd';    // "w" "d" id run activity -> sealed activity key
 inline constexpr char kTimerSub = 't';       // "w" "t" due id run timer -> TimerRecord
-inline constexpr char kVisibilitySub = 'v';  // "w" "v" type state updated id -> summary
+inline constexpr char kVisibilitySub = 'v';  // "w" "v" type state since id -> summary
 inline constexpr char kSettingsSub = 'g';    // "w" "g" -> RetentionSettings
 inline constexpr char kPurgeQueueSub = 'Q';  // "w" "Q" -> PurgeQueue
 inline constexpr char kPurgeEntrySub = 'q';  // "w" "q" n -> PurgeEntry
@@ -38,8 +38,10 @@ void put_time(std::string& out, std::int64_t ms);
 [[nodiscard]] std::string record_key(std::string_view workflow_id);
 // "w" sub id run: the prefix of one run's keys of kind `sub`.
 [[nodiscard]] std::string run_prefix(char sub, std::string_view workflow_id, std::uint64_t run_id);
+// The key of the history chunk whose last event is `last_seq`. A run's chunks sort by their events,
+// so the chunk holding event s is the first key at or above history_key(id, run, s).
 [[nodiscard]] std::string history_key(std::string_view workflow_id, std::uint64_t run_id,
-                                      std::uint64_t seq);
+                                      std::uint64_t last_seq);
 [[nodiscard]] std::string activity_key(std::string_view workflow_id, std::uint64_t run_id,
                                        std::uint64_t activity_id);
 [[nodiscard]] std::string dispatch_key(std::string_view workflow_id, std::uint64_t run_id,
@@ -50,8 +52,9 @@ void put_time(std::string& out, std::int64_t ms);
 [[nodiscard]] std::string timer_bound(std::int64_t due_ms);
 [[nodiscard]] std::string visibility_prefix(std::string_view type,
                                             const std::optional<std::string>& state);
+// `state_since_ms`: when the run entered the state and status the entry indexes.
 [[nodiscard]] std::string visibility_key(std::string_view type, std::string_view state,
-                                         std::int64_t updated_ms, std::string_view workflow_id);
+                                         std::int64_t state_since_ms, std::string_view workflow_id);
 [[nodiscard]] std::string settings_key();
 [[nodiscard]] std::string purge_queue_key();
 [[nodiscard]] std::string purge_entry_key(std::uint64_t n);

@@ -38,7 +38,8 @@ inline constexpr std::int64_t kResendAfterMs = 5'000;
 // The leader re-reads every DISPATCHABLE activity this often, so none is stranded by a lost hint.
 inline constexpr std::int64_t kActivityRescanIntervalMs = 1'000;
 // How often the leader checks whether the oldest closed run is due for purging, and proposes one
-// PurgeClosed (kMaxPurgedEventsPerCommand events) when it is; closing runs purge as they go too.
+// PurgeClosed (kMaxPurgedHistoryChunksPerCommand history chunks) when it is; closing runs purge as
+// they go too.
 inline constexpr std::int64_t kPurgeCheckIntervalMs = 200;
 // The error type reported for an activity whose type has no handler on this leader. By
 // convention it is listed among a policy's non_retryable_error_types (sagas add it themselves).
