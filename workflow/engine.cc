@@ -202,6 +202,12 @@ Event type_event(Event::Kind kind, std::string name = {}, std::string tag = {},
   return event;
 }
 
+// The events that tell one attempt's outcome.
+bool is_attempt_event(std::string_view kind) {
+  return kind == "activity_completed" || kind == "activity_retry_scheduled" ||
+         kind == "activity_failed";
+}
+
 HistoryEvent activity_event(std::string_view kind, const ActivityRecord& act) {
   HistoryEvent e = make_event(kind, act.activity_type());
   e.set_activity_id(act.activity_id());
@@ -455,6 +461,8 @@ class Applier {
   std::size_t& closed_runs_;
   std::vector<StateEntered>& entered_;
   std::optional<std::string> saved_state_;  // the state label as last loaded or saved
+  // The report being applied: its attempt events name the node and term that ran the attempt.
+  const workflowpb::ReportActivity* report_ = nullptr;
 
   // The run's state for the metrics (StateEntered::state).
   [[nodiscard]] std::string state_label() const;
@@ -566,6 +574,11 @@ void Applier::append(HistoryEvent event, bool closing) {
     }
   }
   const std::uint64_t seq = rec_.history_length() + 1;
+  if (report_ != nullptr && is_attempt_event(event.kind()) &&
+      event.activity_id() == report_->activity_id()) {
+    event.set_node_id(report_->node_id());
+    event.set_term(report_->term());
+  }
   event.set_seq(seq);
   event.set_time_ms(now_ms_);
   batch_.put(storage::Space::kState, keys::history_key(rec_.workflow_id(), rec_.run_id(), seq),
@@ -1052,6 +1065,7 @@ Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& o
     return rsmpb::CommandResult();  // stale attempt or finished activity: no effect
   }
   HERALD_RETURN_IF_ERROR(require_type());
+  report_ = &op;
   if (op.ok()) {
     HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output(), op.details()));
   } else {

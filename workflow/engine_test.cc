@@ -557,6 +557,39 @@ TEST_F(EngineTest, FailedAttemptIsRetriedWithJitteredBackoff) {
   EXPECT_EQ(retries, 4);
 }
 
+TEST_F(EngineTest, AttemptEventsNameTheNodeAndTermThatRanTheAttempt) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  WorkflowCommand failed = report_cmd(only_dispatchable(), false, "unavailable");
+  failed.mutable_report()->set_node_id(2);
+  failed.mutable_report()->set_term(7);
+  ASSERT_EQ(code_of(apply(failed, kT0 + 1)), Code::kOk);
+  const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+  ASSERT_EQ(code_of(apply(fire_cmd(retry), retry.due_ms())), Code::kOk);
+  WorkflowCommand completed = report_cmd(only_dispatchable(), true, "charged");
+  completed.mutable_report()->set_node_id(3);
+  completed.mutable_report()->set_term(8);
+  ASSERT_EQ(code_of(apply(completed, retry.due_ms() + 1)), Code::kOk);
+  auto h = Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_TRUE(h.ok());
+  int attempts = 0;
+  for (const auto& e : *h) {
+    if (e.kind() == "activity_retry_scheduled") {
+      EXPECT_EQ(e.node_id(), 2U);
+      EXPECT_EQ(e.term(), 7U);
+      ++attempts;
+    } else if (e.kind() == "activity_completed") {
+      EXPECT_EQ(e.node_id(), 3U);
+      EXPECT_EQ(e.term(), 8U);
+      ++attempts;
+    } else {
+      // Events that are not an attempt's outcome (its scheduling, the timer) name no node.
+      EXPECT_EQ(e.node_id(), 0U) << e.kind();
+    }
+  }
+  EXPECT_EQ(attempts, 2);
+}
+
 // The failure's retry hint as a test report: error "unavailable", `retry_after_ms`, `details`.
 WorkflowCommand hinted_failure(const ActivityRef& ref, std::uint64_t retry_after_ms,
                                std::string details = {}) {
