@@ -1,9 +1,13 @@
 #include "server/workflow_api.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <limits>
 
+#include "base/clock.h"
 #include "server/api_json.h"
+#include "server/workflow_overview.h"
 #include "workflow/engine.h"
 
 namespace herald::server {
@@ -41,6 +45,8 @@ json::object event_json(const workflowpb::HistoryEvent& e) {
   if (e.activity_id() != 0) o["activity_id"] = e.activity_id();
   if (e.attempt() != 0) o["attempt"] = e.attempt();
   if (e.next_attempt_ms() != 0) o["next_attempt_ms"] = e.next_attempt_ms();
+  if (e.node_id() != 0) o["node_id"] = e.node_id();
+  if (e.term() != 0) o["term"] = e.term();
   return o;
 }
 
@@ -103,6 +109,14 @@ bool WorkflowApi::handle(HttpRequest& request, Responder& respond) {
     return false;
   }
   const std::vector<std::string>& s = *segments;
+  if (s.size() == 3 && s[0] == "v1" && s[1] == "overview" && s[2] == "workflows") {
+    if (request.method == "GET") {
+      overview(request, std::move(respond));
+    } else {
+      respond(error_response(Status::not_found("no such endpoint or method")));
+    }
+    return true;
+  }
   if (s.size() < 2 || s[0] != "v1" || (s[1] != "workflows" && s[1] != "sagas")) {
     return false;
   }
@@ -299,6 +313,75 @@ void WorkflowApi::list(const HttpRequest& request, Responder respond) {
     }
     respond(json_response(
         200, json::object{{"workflows", out}, {"next_page_token", page->next_page_token}}));
+  });
+}
+
+namespace {
+
+json::array overview_items_json(const std::vector<OverviewItem>& items) {
+  json::array out;
+  for (const OverviewItem& item : items) {
+    json::object o{{"id", item.workflow_id},
+                   {"type", item.type},
+                   {"status", item.status},
+                   {"state", item.state},
+                   {"updated_ms", item.updated_ms}};
+    if (!item.activity_type.empty()) {
+      o["activity_type"] = item.activity_type;
+      o["attempt"] = item.attempt;
+      o["next_attempt_ms"] = item.next_attempt_ms;
+      o["error_type"] = item.error_type;
+      o["error_message"] = item.error_message;
+    }
+    out.emplace_back(std::move(o));
+  }
+  return out;
+}
+
+json::object overview_json(const WorkflowOverview& view, std::int64_t now_ms) {
+  json::array counts;
+  for (const auto& [key, n] : view.counts) {
+    counts.emplace_back(json::object{{"type", key.first}, {"state", key.second}, {"count", n}});
+  }
+  return json::object{{"now_ms", now_ms},
+                      {"counts", std::move(counts)},
+                      {"stuck", overview_items_json(view.stuck)},
+                      {"retrying", overview_items_json(view.retrying)},
+                      {"escalated", overview_items_json(view.escalated)},
+                      {"failed", overview_items_json(view.failed)},
+                      {"compensation_failed", overview_items_json(view.compensation_failed)},
+                      {"scanned", view.scanned},
+                      {"truncated", view.truncated}};
+}
+
+}  // namespace
+
+void WorkflowApi::overview(const HttpRequest& request, Responder respond) {
+  auto stuck = query_number(request, "stuck_after_ms", kDefaultStuckAfterMs);
+  auto limit = query_number(request, "limit", kDefaultOverviewListLimit);
+  for (const Status* s : {&stuck.status(), &limit.status()}) {
+    if (!s->ok()) {
+      respond(error_response(*s));
+      return;
+    }
+  }
+  OverviewOptions options;
+  options.now_ms = SystemClock().wall_ms();
+  options.stuck_after_ms = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(*stuck, std::numeric_limits<std::int64_t>::max()));
+  options.list_limit = std::clamp<std::size_t>(*limit, 1, kMaxOverviewListLimit);
+  host_->read([types = host_->workflow_types(), options, respond = std::move(respond)](
+                  const Status& s, const storage::Engine& engine) {
+    if (!s.ok()) {
+      respond(error_response(s));
+      return;
+    }
+    auto view = workflow_overview(engine, types, options);
+    if (!view.ok()) {
+      respond(error_response(view.status()));
+      return;
+    }
+    respond(json_response(200, overview_json(*view, options.now_ms)));
   });
 }
 

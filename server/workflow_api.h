@@ -7,6 +7,7 @@
 //   POST /v1/workflows/{id}/signals/{name}   body = payload
 //   POST /v1/workflows/{id}/cancel           body = reason
 //   POST /v1/sagas/{id}/retry | /resolve     operator actions on a saga in compensation_failed
+//   GET  /v1/overview/workflows[?stuck_after_ms=MS][&limit=N]  → counts and attention lists
 // Workflow types that the system starts itself (the messaging delivery workflow and read-sync
 // saga) cannot be started through POST /v1/workflows: a start names one of `internal_types` is
 // refused with 403 `internal_type`. Reads, signals and cancellation are not restricted here.
@@ -34,6 +35,7 @@ class WorkflowApi {
  private:
   void start(const HttpRequest& request, Responder respond);
   void list(const HttpRequest& request, Responder respond);
+  void overview(const HttpRequest& request, Responder respond);
   void get(std::string id, Responder respond);
   void history(const HttpRequest& request, std::string id, Responder respond);
   void propose(const workflowpb::WorkflowCommand& command, Responder respond);
