@@ -407,6 +407,7 @@ class Applier {
   Result<rsmpb::CommandResult> cancel(const workflowpb::CancelWorkflow& op);
   Result<rsmpb::CommandResult> report(const workflowpb::ReportActivity& op);
   Result<rsmpb::CommandResult> heartbeat(const workflowpb::HeartbeatActivity& op);
+  Result<rsmpb::CommandResult> operator_action(const workflowpb::OperatorAction& op);
   // `fired` (optional) is set when the timer existed and fired.
   Result<rsmpb::CommandResult> fire_timer(const workflowpb::FireTimer& op, bool* fired = nullptr);
 
@@ -453,6 +454,9 @@ class Applier {
   Status fail_activity(const ActivityRecord& act, std::string_view error_type,
                        std::string_view message, std::string_view details = {});
   Status fire_activity_timer(const TimerRecord& timer);
+  Status check_backoff();
+  Status retry_now();
+  Status fire_user_timer_now(std::string_view tag);
 
   rsm::ApplyBatch& batch_;
   const Registry& registry_;
@@ -1096,6 +1100,110 @@ Result<rsmpb::CommandResult> Applier::heartbeat(const workflowpb::HeartbeatActiv
   return rsmpb::CommandResult();
 }
 
+// kFailedPrecondition unless some activity of the loaded run waits out a retry backoff.
+Status Applier::check_backoff() {
+  for (const std::uint64_t activity_id : rec_.open_activity_ids()) {
+    HERALD_ASSIGN_OR_RETURN(auto act, load_activity(rec_.run_id(), activity_id));
+    if (act && act->phase() == workflowpb::BACKOFF) return Status::ok_status();
+  }
+  return Status::failed_precondition(
+      fmt::format("no activity of workflow \"{}\" waits for a retry", rec_.workflow_id()));
+}
+
+// Every activity of the loaded run that waits out a retry backoff: its retry timer fires now.
+Status Applier::retry_now() {
+  const std::vector<std::uint64_t> open(rec_.open_activity_ids().begin(),
+                                        rec_.open_activity_ids().end());
+  bool any = false;
+  for (const std::uint64_t activity_id : open) {
+    HERALD_ASSIGN_OR_RETURN(auto act, load_activity(rec_.run_id(), activity_id));
+    if (!act || act->phase() != workflowpb::BACKOFF) continue;
+    for (const TimerRef& ref : act->timers()) {
+      if (ref.kind() != workflowpb::ACTIVITY_RETRY) continue;
+      TimerRecord timer;
+      timer.set_workflow_id(rec_.workflow_id());
+      timer.set_run_id(rec_.run_id());
+      timer.set_timer_id(ref.timer_id());
+      timer.set_due_ms(ref.due_ms());
+      timer.set_kind(ref.kind());
+      timer.set_activity_id(activity_id);
+      timer.set_attempt(act->attempt());
+      del_timer(ref);
+      HERALD_RETURN_IF_ERROR(fire_activity_timer(timer));
+      any = true;
+      break;
+    }
+  }
+  return any ? Status::ok_status()
+             : Status::corruption(
+                   fmt::format("an activity of workflow \"{}\" in backoff has no retry timer",
+                               rec_.workflow_id()));
+}
+
+// The loaded run's USER timer `tag` fires now.
+Status Applier::fire_user_timer_now(std::string_view tag) {
+  const auto& timers = rec_.user_timers();
+  const auto it =
+      std::find_if(timers.begin(), timers.end(), [&](const TimerRef& t) { return t.tag() == tag; });
+  HERALD_ASSERT(it != timers.end(), "checked before the action was recorded");
+  const TimerRef ref = *it;
+  del_timer(ref);
+  erase_timer(*rec_.mutable_user_timers(), ref.timer_id());
+  append(make_event("timer_fired", ref.tag()));
+  return decide(type_event(Event::Kind::kTimerFired, {}, ref.tag()));
+}
+
+Result<rsmpb::CommandResult> Applier::operator_action(const workflowpb::OperatorAction& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_name("an operator action", op.action()));
+  HERALD_RETURN_IF_ERROR(check_name("the operator", op.actor()));
+  HERALD_RETURN_IF_ERROR(check_name("the action's name", op.name(), /*allow_empty=*/true));
+  HERALD_RETURN_IF_ERROR(check_payload("the reason", op.reason()));
+  if (!valid_utf8(op.reason())) {
+    return Status::invalid_argument("the reason is not valid UTF-8");
+  }
+  const std::string& action = op.action();
+  if (action != "retry_now" && action != "fire_timer" && action != "cancel" && action != "signal") {
+    return Status::invalid_argument(fmt::format("unknown operator action \"{}\"", action));
+  }
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (!found || !running()) {
+    return Status::not_found(fmt::format("no running workflow \"{}\"", op.workflow_id()));
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  if (action == "signal") {
+    HERALD_RETURN_IF_ERROR(check_name("a signal name", op.name()));
+  } else if (action == "retry_now") {
+    HERALD_RETURN_IF_ERROR(check_backoff());
+  } else if (action == "fire_timer") {
+    const auto& timers = rec_.user_timers();
+    if (std::none_of(timers.begin(), timers.end(),
+                     [&](const TimerRef& t) { return t.tag() == op.name(); })) {
+      return Status::failed_precondition(fmt::format("workflow \"{}\" has no running timer \"{}\"",
+                                                     rec_.workflow_id(), op.name()));
+    }
+  }
+  // Recorded first, so the effects that follow (and a closing event) come after it.
+  append(make_event("operator_action", action, fmt::format("{}: {}", op.actor(), op.reason())));
+  if (action == "cancel" || action == "signal") {
+    HERALD_RETURN_IF_ERROR(save_run());
+    if (action == "cancel") {
+      workflowpb::CancelWorkflow cancel_op;
+      cancel_op.set_workflow_id(op.workflow_id());
+      cancel_op.set_reason(op.reason());
+      return cancel(cancel_op);
+    }
+    workflowpb::SignalWorkflow signal_op;
+    signal_op.set_workflow_id(op.workflow_id());
+    signal_op.set_name(op.name());
+    signal_op.set_payload(op.reason());
+    return signal(signal_op);
+  }
+  HERALD_RETURN_IF_ERROR(action == "retry_now" ? retry_now() : fire_user_timer_now(op.name()));
+  HERALD_RETURN_IF_ERROR(save_run());
+  return record_result(rec_, /*existed=*/true);
+}
+
 Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op, bool* fired) {
   HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
   if (now_ms_ < op.due_ms()) {
@@ -1137,6 +1245,8 @@ Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::W
     case workflowpb::WorkflowCommand::kCancel: return applier.cancel(c.cancel());
     case workflowpb::WorkflowCommand::kReport: return applier.report(c.report());
     case workflowpb::WorkflowCommand::kHeartbeat: return applier.heartbeat(c.heartbeat());
+    case workflowpb::WorkflowCommand::kOperatorAction:
+      return applier.operator_action(c.operator_action());
     case workflowpb::WorkflowCommand::kFireTimer: return applier.fire_timer(c.fire_timer());
     case workflowpb::WorkflowCommand::kFireTimers:
       return Status::invalid_argument("FireTimers is applied timer by timer");
@@ -1194,7 +1304,8 @@ bool Engine::allowed_when_disk_low(const rsmpb::Command& command) const {
     case workflowpb::WorkflowCommand::kFireTimer:
     case workflowpb::WorkflowCommand::kFireTimers:
     case workflowpb::WorkflowCommand::kPurgeClosed:
-    case workflowpb::WorkflowCommand::kSetRetention: return true;
+    case workflowpb::WorkflowCommand::kSetRetention:
+    case workflowpb::WorkflowCommand::kOperatorAction: return true;
     default: return false;
   }
 }
