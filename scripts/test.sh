@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Herald and runs every check: clang-format, the unit and scenario tests, the
-# deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests (ctest),
+# deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests and the
+# dashboard's browser test in headless Chromium (ctest),
 # then each libFuzzer target for a bounded time (scripts/fuzz.sh), then clang-tidy over every
 # source. Exits non-zero on any failure.
 # HERALD_SKIP_TIDY=1 skips the clang-tidy pass (it takes several minutes on two cores).
@@ -8,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+# The dashboard's browser test needs Chromium and playwright-core.
+bash scripts/install-deps.sh --browser
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)
 if [[ "${HERALD_SKIP_FUZZ:-0}" != "1" ]]; then

@@ -1,14 +1,20 @@
 #include "server/workflow_api.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
 #include <limits>
+#include <memory>
+#include <mutex>
 
 #include "base/clock.h"
+#include "messaging/delivery.h"
 #include "server/api_json.h"
 #include "server/workflow_overview.h"
 #include "workflow/engine.h"
+#include "workflow/saga.h"
 
 namespace herald::server {
 
@@ -142,6 +148,10 @@ bool WorkflowApi::handle(HttpRequest& request, Responder& respond) {
     signal->set_name(s[4]);
     signal->set_payload(std::move(request.body));
     propose(command, std::move(respond));
+  } else if (s.size() == 3 && s[2] == "actions" && m == "POST") {
+    batch_action(request, std::move(respond));
+  } else if (s.size() == 4 && s[3] == "actions" && m == "POST") {
+    action(request, s[2], std::move(respond));
   } else if (s.size() == 4 && s[3] == "cancel" && m == "POST") {
     command.mutable_cancel()->set_workflow_id(s[2]);
     command.mutable_cancel()->set_reason(std::move(request.body));
@@ -355,6 +365,158 @@ json::object overview_json(const WorkflowOverview& view, std::int64_t now_ms) {
 }
 
 }  // namespace
+
+namespace {
+
+// The operator action a request body asks for on `workflow_id`: {"action", "operator", "reason"?}
+// with action retry_now, escalate_now, cancel, saga_retry or saga_resolve.
+Result<workflowpb::OperatorAction> operator_action_of(const json::object& body) {
+  HERALD_ASSIGN_OR_RETURN(std::string action, string_field(body, "action", true));
+  HERALD_ASSIGN_OR_RETURN(std::string actor, string_field(body, "operator", true));
+  HERALD_ASSIGN_OR_RETURN(std::string reason, string_field(body, "reason", false));
+  if (actor.empty() || actor.size() > kMaxOperatorNameBytes) {
+    return Status::invalid_argument("\"operator\" names who acts: 1 to 256 bytes");
+  }
+  workflowpb::OperatorAction op;
+  if (action == "retry_now") {
+    op.set_action("retry_now");
+  } else if (action == "escalate_now") {
+    op.set_action("fire_timer");
+    op.set_name(messaging::kEscalateTimer);
+  } else if (action == "cancel") {
+    op.set_action("cancel");
+  } else if (action == "saga_retry" || action == "saga_resolve") {
+    op.set_action("signal");
+    op.set_name(action == "saga_retry" ? workflow::kSagaRetrySignal : workflow::kSagaResolveSignal);
+  } else {
+    return Status::invalid_argument(
+        "\"action\" is one of retry_now, escalate_now, cancel, saga_retry, saga_resolve");
+  }
+  op.set_actor(std::move(actor));
+  op.set_reason(std::move(reason));
+  return op;
+}
+
+Result<json::object> body_of(const HttpRequest& request) {
+  boost::system::error_code ec;
+  json::value body = json::parse(request.body, ec);
+  if (ec || !body.is_object()) {
+    return Status::invalid_argument("the body must be a JSON object");
+  }
+  return std::move(body.as_object());
+}
+
+rsmpb::Command workflow_command(const workflowpb::WorkflowCommand& command) {
+  rsmpb::Command c;
+  c.mutable_module()->set_name(workflow::kModuleName);
+  c.mutable_module()->set_payload(command.SerializeAsString());
+  return c;
+}
+
+// Collects the outcome of each command of a batch and answers once every one is known.
+struct BatchAnswer {
+  std::mutex mu;
+  json::array results;      // GUARDED_BY(mu)
+  std::size_t pending = 0;  // GUARDED_BY(mu)
+  Responder respond;
+
+  void done(std::size_t index, const Status& status) {
+    std::lock_guard lock(mu);
+    json::object& o = results[index].as_object();
+    o["ok"] = status.ok();
+    if (!status.ok()) {
+      o["error"] = json::object{{"code", std::string(code_name(status.code()))},
+                                {"message", status.message()}};
+    }
+    if (--pending == 0) respond(json_response(200, json::object{{"results", results}}));
+  }
+};
+
+}  // namespace
+
+void WorkflowApi::action(const HttpRequest& request, std::string id, Responder respond) {
+  auto body = body_of(request);
+  if (!body.ok()) return respond(error_response(body.status()));
+  auto op = operator_action_of(*body);
+  if (!op.ok()) return respond(error_response(op.status()));
+  op->set_workflow_id(std::move(id));
+  workflowpb::WorkflowCommand command;
+  *command.mutable_operator_action() = std::move(*op);
+  propose(command, std::move(respond));
+}
+
+void WorkflowApi::batch_action(const HttpRequest& request, Responder respond) {
+  auto body = body_of(request);
+  if (!body.ok()) return respond(error_response(body.status()));
+  auto op = operator_action_of(*body);
+  if (!op.ok()) return respond(error_response(op.status()));
+  const json::value* ids = body->if_contains("ids");
+  const json::value* filter = body->if_contains("filter");
+  if ((ids == nullptr) == (filter == nullptr)) {
+    return respond(error_response(
+        Status::invalid_argument("name the workflows with \"ids\" or with a \"filter\"")));
+  }
+  if (ids != nullptr) {
+    std::vector<std::string> list;
+    if (!ids->is_array() || ids->as_array().size() > kMaxBatchActions) {
+      return respond(error_response(Status::invalid_argument(
+          fmt::format("\"ids\" is an array of at most {} workflow ids", kMaxBatchActions))));
+    }
+    for (const json::value& v : ids->as_array()) {
+      if (!v.is_string()) {
+        return respond(error_response(Status::invalid_argument("every id is a string")));
+      }
+      list.emplace_back(v.as_string());
+    }
+    return act_on(std::move(*op), std::move(list), std::move(respond));
+  }
+  workflow::ListFilter list_filter;
+  if (!filter->is_object()) {
+    return respond(
+        error_response(Status::invalid_argument("\"filter\" is {\"type\", \"state\"?}")));
+  }
+  auto type = string_field(filter->as_object(), "type", true);
+  auto state = string_field(filter->as_object(), "state", false);
+  if (!type.ok() || !state.ok()) {
+    return respond(error_response(type.ok() ? state.status() : type.status()));
+  }
+  list_filter.type = std::move(*type);
+  if (!state->empty()) list_filter.state = std::move(*state);
+  list_filter.limit = kMaxBatchActions;
+  host_->read(
+      [this, op = std::move(*op), list_filter = std::move(list_filter),
+       respond = std::move(respond)](const Status& s, const storage::Engine& engine) mutable {
+        if (!s.ok()) return respond(error_response(s));
+        auto page = workflow::Engine::list(engine, list_filter);
+        if (!page.ok()) return respond(error_response(page.status()));
+        std::vector<std::string> list;
+        for (const auto& e : page->entries) {
+          if (e.status == workflowpb::RUNNING) list.push_back(e.workflow_id);
+        }
+        act_on(std::move(op), std::move(list), std::move(respond));
+      });
+}
+
+void WorkflowApi::act_on(workflowpb::OperatorAction op, std::vector<std::string> ids,
+                         Responder respond) {
+  if (ids.empty()) {
+    return respond(json_response(200, json::object{{"results", json::array()}}));
+  }
+  auto answer = std::make_shared<BatchAnswer>();
+  answer->respond = std::move(respond);
+  answer->pending = ids.size();
+  for (const std::string& id : ids) answer->results.emplace_back(json::object{{"id", id}});
+  // One command per workflow, each recorded in that workflow's history.
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    workflowpb::WorkflowCommand command;
+    *command.mutable_operator_action() = op;
+    command.mutable_operator_action()->set_workflow_id(ids[i]);
+    host_->propose(workflow_command(command), [answer, i](const Result<rsmpb::CommandResult>& r) {
+      if (!r.ok()) return answer->done(i, r.status());
+      answer->done(i, Status(static_cast<Code>(r->code()), r->message()));
+    });
+  }
+}
 
 void WorkflowApi::overview(const HttpRequest& request, Responder respond) {
   auto stuck = query_number(request, "stuck_after_ms", kDefaultStuckAfterMs);

@@ -23,12 +23,26 @@ function confirmDialog(text) {
   });
 }
 
+// Tells the outcome of the last action in the header.
+function report(text, ok) {
+  const node = document.getElementById("action-result");
+  node.textContent = text;
+  node.className = ok ? "ok" : "error";
+}
+
 // Runs `action` on one workflow after confirmation; resolves to the API's answer, or null.
 export async function actOne(id, action) {
   const reason = await confirmDialog(`${ACTIONS[action]}: workflow ${id}?`);
   if (reason === null) return null;
-  return postJson(`/v1/workflows/${enc(id)}/actions`,
-    { action, operator: operator(), reason });
+  try {
+    const answer = await postJson(`/v1/workflows/${enc(id)}/actions`,
+      { action, operator: operator(), reason });
+    report(`${ACTIONS[action]} ${id}: done (${answer.workflow.status} · ${answer.workflow.state})`, true);
+    return answer;
+  } catch (error) {
+    report(`${ACTIONS[action]} ${id}: ${error.code}: ${error.message}`, false);
+    return null;
+  }
 }
 
 // Runs `action` on every workflow of `ids` after one confirmation; resolves to the per-workflow
@@ -37,5 +51,14 @@ export async function actBatch(ids, action) {
   if (ids.length === 0) return null;
   const reason = await confirmDialog(`${ACTIONS[action]}: ${ids.length} workflow(s)?`);
   if (reason === null) return null;
-  return postJson("/v1/workflows/actions", { action, operator: operator(), reason, ids });
+  try {
+    const answer = await postJson("/v1/workflows/actions", { action, operator: operator(), reason, ids });
+    const failed = answer.results.filter((r) => !r.ok);
+    report(`${ACTIONS[action]}: ${answer.results.length - failed.length} done, ${failed.length} refused` +
+      (failed.length ? ` (${failed[0].id}: ${failed[0].error.message})` : ""), failed.length === 0);
+    return answer;
+  } catch (error) {
+    report(`${ACTIONS[action]}: ${error.code}: ${error.message}`, false);
+    return null;
+  }
 }

@@ -9,23 +9,29 @@ import { parseMetrics, histogramDelta } from "./metrics.js";
 // Leader changes remembered in the view, at most.
 const MAX_LEADER_CHANGES = 20;
 
+// A peer report older than this is shown as stale (the node may be down).
+const STALE_REPORT_MS = 500;
+const TICK_MS = 10;
+
 function nodesTable(view) {
-  const leader = view.nodes.find((n) => n.role === "leader");
+  const leader = view.nodes.find((n) => n.id === view.leader);
   const rows = view.nodes.map((n) => {
-    const lag = leader && n.id !== leader.id
-      ? (n.match !== undefined ? leader.last_index - n.match : leader.commit - n.applied) : 0;
-    return el("tr", { dataset: { node: n.id, role: n.role } },
+    const ageMs = n.report_age_ticks !== undefined ? n.report_age_ticks * TICK_MS : 0;
+    const stale = ageMs > STALE_REPORT_MS;
+    let lag = "";
+    if (leader && n.id !== leader.id && !stale) {
+      lag = n.match !== undefined ? leader.last_index - n.match : Math.max(0, leader.commit - n.applied);
+    }
+    return el("tr", { dataset: { node: n.id, role: n.role, stale: stale ? "yes" : "no" } },
       el("td", {}, n.id, n.id === view.id ? " (this node)" : ""),
-      el("td.role", {}, n.role), el("td", {}, n.term), el("td", {}, n.commit), el("td", {}, n.applied),
-      el("td", {}, n.last_index), el("td.lag", {}, n.id === (leader && leader.id) ? "" : lag),
-      el("td", {}, n.report_age_ticks !== undefined ? `${n.report_age_ticks * 10} ms` : "now"),
-      el("td", {}, n.connections !== undefined ? n.connections : ""),
-      el("td", {}, n.log_sync_ms !== undefined ? `${n.log_sync_ms} ms` : ""),
-      el("td", {}, n.apply_ms !== undefined ? `${n.apply_ms} ms` : ""),
+      el("td.role", {}, stale ? `${n.role} (last heard ${ageMs} ms ago)` : n.role),
+      el("td", {}, n.term), el("td", {}, n.commit), el("td", {}, n.applied),
+      el("td", {}, n.last_index), el("td.lag", {}, lag),
+      el("td", {}, n.report_age_ticks !== undefined ? `${ageMs} ms` : "now"),
       el("td", {}, n.client_address || ""));
   });
   return table(["node", "role", "term", "commit", "applied", "last index", "lag (entries)", "report age",
-    "devices", "fsync (recent)", "apply (recent)", "client address"], rows, { id: "nodes" });
+    "client address"], rows, { id: "nodes" });
 }
 
 function latencyRow(label, delta) {

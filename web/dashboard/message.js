@@ -86,7 +86,7 @@ function lanesTable(data) {
   const rows = [];
   let last = data.message.time_ms;
   rows.push(el("tr", {}, el("td.time", {}, clock(last)),
-    el("td.origin", { colspan: lanes.length }, `stored · seq ${data.message.seq} from ${data.message.sender_user_id || "(system)"}`)));
+    el("td.origin", { colspan: lanes.length }, `stored · seq ${data.message.seq} from ${data.message.sender || "(system)"}`)));
   for (const c of cells) {
     if (c.time - last > IDLE_GAP_MS) {
       rows.push(el("tr.gap", {}, el("td", { colspan: lanes.length + 1 }, `⋯ ${duration(c.time - last)} idle ⋯`)));
@@ -140,11 +140,12 @@ export function mount(container, parts) {
     const data = await getJson(`/v1/admin/conversations/${enc(conversation)}/messages/${enc(seq)}`);
     const m = data.message;
     body.replaceChildren(
-      el("p.message", {}, `from ${m.sender_user_id || "(system)"} at ${time(m.time_ms)}: `, el("q", {}, m.body || "")),
+      el("p.message", {}, `from ${m.sender || "(system)"} at ${time(m.time_ms)}: `, el("q", {}, m.body || "")),
       el("div.recipients", {}, data.recipients.map((r) => recipientSummary(r, () => live.now()))),
       el("div.scroll", {}, lanesTable(data)),
       el("h3", {}, "Read sync"),
-      data.reads.length ? data.reads.map((r) => readSaga(r, () => live.now())) : el("p.empty", {}, "No read of this message yet."));
+      data.reads.length ? el("div", {}, data.reads.map((r) => readSaga(r, () => live.now())))
+        : el("p.empty", {}, "No read of this message yet."));
   }, status);
   return () => live.stop();
 }

@@ -17,7 +17,7 @@ function render(result) {
     case "message": {
       const m = result.message;
       return card("message", messageLink(result.conversation_id, result.seq),
-        el("p", {}, `from ${m.sender_user_id || "(system)"} at ${time(m.time_ms)}`));
+        el("p", {}, `from ${m.sender || "(system)"} at ${time(m.time_ms)}`));
     }
     case "conversation": {
       const c = result.conversation;

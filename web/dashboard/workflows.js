@@ -68,7 +68,7 @@ export function mount(container, _parts, query) {
     const view = await getJson(`/v1/overview/workflows?stuck_after_ms=${stuckMs}&limit=100`);
     body.replaceChildren(countsTable(view.counts),
       view.truncated ? el("p.error", {}, `Only the first ${view.scanned} workflows were read.`) : "",
-      Object.keys(LIST_ACTIONS).map((name) => listSection(name, view[name], view.now_ms, selected, () => live.now())));
+      el("div", {}, Object.keys(LIST_ACTIONS).map((name) => listSection(name, view[name], view.now_ms, selected, () => live.now()))));
   }, status);
   stuckInput.addEventListener("change", () => live.now());
   return () => live.stop();
