@@ -468,7 +468,7 @@ void WorkflowApi::batch_action(const HttpRequest& request, Responder respond) {
       }
       list.emplace_back(v.as_string());
     }
-    return act_on(std::move(*op), std::move(list), std::move(respond));
+    return act_on(*op, list, std::move(respond));
   }
   workflow::ListFilter list_filter;
   if (!filter->is_object()) {
@@ -493,11 +493,11 @@ void WorkflowApi::batch_action(const HttpRequest& request, Responder respond) {
         for (const auto& e : page->entries) {
           if (e.status == workflowpb::RUNNING) list.push_back(e.workflow_id);
         }
-        act_on(std::move(op), std::move(list), std::move(respond));
+        act_on(op, list, std::move(respond));
       });
 }
 
-void WorkflowApi::act_on(workflowpb::OperatorAction op, std::vector<std::string> ids,
+void WorkflowApi::act_on(const workflowpb::OperatorAction& op, const std::vector<std::string>& ids,
                          Responder respond) {
   if (ids.empty()) {
     return respond(json_response(200, json::object{{"results", json::array()}}));

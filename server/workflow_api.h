@@ -47,7 +47,8 @@ class WorkflowApi {
   void overview(const HttpRequest& request, Responder respond);
   void action(const HttpRequest& request, std::string id, Responder respond);
   void batch_action(const HttpRequest& request, Responder respond);
-  void act_on(workflowpb::OperatorAction op, std::vector<std::string> ids, Responder respond);
+  void act_on(const workflowpb::OperatorAction& op, const std::vector<std::string>& ids,
+              Responder respond);
   void get(std::string id, Responder respond);
   void history(const HttpRequest& request, std::string id, Responder respond);
   void propose(const workflowpb::WorkflowCommand& command, Responder respond);
