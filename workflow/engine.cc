@@ -1146,11 +1146,10 @@ Status Applier::fire_user_timer_now(std::string_view tag) {
   const auto it =
       std::find_if(timers.begin(), timers.end(), [&](const TimerRef& t) { return t.tag() == tag; });
   HERALD_ASSERT(it != timers.end(), "checked before the action was recorded");
-  const TimerRef ref = *it;
-  del_timer(ref);
-  erase_timer(*rec_.mutable_user_timers(), ref.timer_id());
-  append(make_event("timer_fired", ref.tag()));
-  return decide(type_event(Event::Kind::kTimerFired, {}, ref.tag()));
+  del_timer(*it);
+  erase_timer(*rec_.mutable_user_timers(), it->timer_id());  // `it` is not used after this
+  append(make_event("timer_fired", tag));
+  return decide(type_event(Event::Kind::kTimerFired, {}, std::string(tag)));
 }
 
 Result<rsmpb::CommandResult> Applier::operator_action(const workflowpb::OperatorAction& op) {
