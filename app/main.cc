@@ -71,8 +71,9 @@ int main(int argc, char** argv) {
                     "content (default 1024)");
   serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
                   "Run several nodes without a cluster secret: peers are not authenticated");
-  serve->add_flag("--demo", serve_flags.demo,
-                  "Drive demo traffic (users alice, bob, carol) against this node (one node of a cluster)");
+  serve->add_flag(
+      "--demo", serve_flags.demo,
+      "Drive demo traffic (users alice, bob, carol) against this node (one node of a cluster)");
 
   std::string scenario = "raft";
   int seeds = 100;
