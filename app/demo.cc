@@ -878,9 +878,12 @@ DemoSetup apply_demo_defaults(ServeConfig& config, const std::string& generated_
 }
 
 Status prepare_demo(ServeConfig& config) {
-  if (config.peers.size() > 1) {
+  // In a cluster the demo runs on one node; the operator gives the cluster's admin token, since
+  // a token generated here would be this node's alone.
+  if (config.peers.size() > 1 && config.admin_token.empty()) {
     return Status::invalid_argument(
-        "--demo runs on a single node (demos on several nodes would remove each other's devices)");
+        "--demo in a cluster needs the cluster's --admin-token (or HERALD_ADMIN_TOKEN); run it on "
+        "one node only (demos on several nodes would remove each other's devices)");
   }
   const DemoSetup setup = apply_demo_defaults(config, random_admin_token());
   std::error_code ec;

@@ -119,8 +119,9 @@ struct DemoSetup {
 [[nodiscard]] DemoSetup apply_demo_defaults(ServeConfig& config,
                                             const std::string& generated_token);
 
-// Prepares a node for --demo: refuses a configuration of more than one voter
-// (kInvalidArgument: demos on several nodes would remove each other's devices), applies
+// Prepares a node for --demo: refuses a configuration of more than one voter without an admin
+// token (kInvalidArgument: a generated token would be this node's alone; the demo runs on one
+// node of a cluster, since demos on several nodes would remove each other's devices), applies
 // apply_demo_defaults() with a random token, creates the data directory (so that the journals can
 // be opened before the node starts; kIOError when it cannot be) and logs a generated admin token
 // (the journals' paths are logged when a recording provider opens one).

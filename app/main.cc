@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
   serve->add_flag("--insecure-peers", serve_flags.insecure_peers,
                   "Run several nodes without a cluster secret: peers are not authenticated");
   serve->add_flag("--demo", serve_flags.demo,
-                  "Drive demo traffic (users alice, bob, carol, dave) against this single node");
+                  "Drive demo traffic (users alice, bob, carol, dave) against this node (one node "
+                  "of a cluster)");
 
   std::string scenario = "raft";
   int seeds = 100;

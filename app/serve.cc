@@ -27,6 +27,7 @@
 #include "push/webpush.h"
 #include "server/cluster_api.h"
 #include "server/damage_report.h"
+#include "server/dashboard.h"
 #include "server/gateway.h"
 #include "server/http_server.h"
 #include "server/kv_api.h"
@@ -509,6 +510,10 @@ int run_serve(const ServeFlags& flags) {
       http_config, [&](server::HttpRequest&& request, server::Responder respond) {
         if (auto refusal = gate.refuse(request)) {
           respond(*std::move(refusal));
+          return;
+        }
+        if (server::is_dashboard_path(request.path)) {
+          respond(server::serve_dashboard(request));
           return;
         }
         if (request.path == server::kMetricsPath) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package that building, testing and benchmarking Herald needs.
 # Idempotent: packages already present are skipped, and apt is only consulted when one is missing.
-# Usage: scripts/install-deps.sh [--bench | --fuzz]
+# Usage: scripts/install-deps.sh [--bench] [--fuzz] [--browser]
+# --browser: Debian's chromium, node and npm when missing, then the dashboard test's npm packages
+# (tests/browser/package-lock.json: playwright-core) into tests/browser/node_modules.
 set -euo pipefail
 
 build_packages=(
@@ -21,11 +23,35 @@ bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev m
 # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
 fuzz_packages=(clang-14 libclang-rt-14-dev)
 
+# The dashboard's browser test (tests/browser/): Chromium, driven by playwright-core from npm.
+browser_packages=(chromium)
+
 wanted=("${build_packages[@]}")
-case "${1:-}" in
-  --bench) wanted+=("${bench_packages[@]}") ;;
-  --fuzz) wanted+=("${fuzz_packages[@]}") ;;
-esac
+browser=0
+for option in "$@"; do
+  case "$option" in
+    --bench) wanted+=("${bench_packages[@]}") ;;
+    --fuzz) wanted+=("${fuzz_packages[@]}") ;;
+    --browser)
+      browser=1
+      wanted+=("${browser_packages[@]}")
+      # node and npm may come from another package source; ask Debian only when they are absent.
+      command -v node >/dev/null || wanted+=(nodejs)
+      command -v npm >/dev/null || wanted+=(npm)
+      ;;
+    *) echo "install-deps: unknown option $option" >&2; exit 2 ;;
+  esac
+done
+
+# The browser test's npm packages, pinned by tests/browser/package-lock.json.
+install_browser_modules() {
+  local dir
+  dir="$(dirname "$0")/../tests/browser"
+  if [[ ! -d "$dir/node_modules/playwright-core" ]]; then
+    echo "install-deps: npm ci in tests/browser"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
 
 missing=()
 for pkg in "${wanted[@]}"; do
@@ -35,6 +61,7 @@ for pkg in "${wanted[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+  if ((browser)); then install_browser_modules; fi
   exit 0
 fi
 
@@ -46,3 +73,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ((browser)); then install_browser_modules; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Herald and runs every check: clang-format, the unit and scenario tests, the
-# deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests (ctest),
+# deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests and the
+# dashboard's browser test in headless Chromium (ctest),
 # the Debian package installed into a scratch root and run from there (scripts/package_test.sh),
 # then each libFuzzer target for a bounded time (scripts/fuzz.sh), then clang-tidy over every
 # source. Exits non-zero on any failure.
@@ -9,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+# The dashboard's browser test needs Chromium and playwright-core.
+bash scripts/install-deps.sh --browser
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)
 bash scripts/package_test.sh build

@@ -223,7 +223,8 @@ void KvApi::cluster(Responder respond) {
                      {"commit", peer.report.commit()},
                      {"applied", peer.report.applied()},
                      {"last_index", peer.report.last_index()},
-                     {"report_age_ticks", peer.age_ticks}};
+                     {"report_age_ticks", peer.age_ticks},
+                     {"client_address", peer.report.client_address()}};
       if (self.role == raft::Role::kLeader && match.contains(id)) {
         n["match"] = match[id];
       }

@@ -10,7 +10,9 @@
 
 #include "messaging/delivery.h"
 #include "messaging/domain.h"
+#include "messaging/read_sync.h"
 #include "server/messaging_json.h"
+#include "server/search.h"
 #include "workflow/engine.h"
 
 namespace herald::server {
@@ -22,6 +24,8 @@ namespace {
 
 // Delivery history events listed per recipient in a timeline, at most.
 constexpr std::size_t kMaxTimelineEvents = 200;
+// Read positions probed per device for the read-sync saga that covered a message, at most.
+constexpr std::uint64_t kMaxReadSagaProbes = 64;
 
 unsigned http_status_of(std::string_view code) {
   if (code == "not_found") return 404;
@@ -169,12 +173,64 @@ json::object recipient_timeline(const storage::Reader& reader, const std::string
       if (!e.error_message().empty()) o["error_message"] = e.error_message();
       if (e.attempt() > 0) o["attempt"] = e.attempt();
       if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
+      if (e.node_id() > 0) o["node_id"] = e.node_id();
+      if (e.term() > 0) o["term"] = e.term();
       if (!e.details().empty()) o["attempts"] = provider_attempts_json(e.details());
       history.emplace_back(std::move(o));
     }
   }
   out["history"] = std::move(history);
   return out;
+}
+
+// A read-sync saga as a timeline entry: its state and its history (steps, compensations).
+json::object read_saga_json(const storage::Reader& reader, const workflowpb::WorkflowRecord& r,
+                            const std::string& user_id, const std::string& device_id,
+                            std::uint64_t up_to_seq) {
+  json::object out{
+      {"workflow_id", r.workflow_id()}, {"user_id", user_id}, {"device_id", device_id},
+      {"up_to_seq", up_to_seq},         {"state", r.state()}, {"status", lower_status(r.status())}};
+  json::array history;
+  auto events =
+      workflow::Engine::read_history(reader, r.workflow_id(), r.run_id(), 0, kMaxTimelineEvents);
+  if (events.ok()) {
+    for (const auto& e : *events) {
+      json::object o{
+          {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
+      if (!e.error_type().empty()) o["error_type"] = e.error_type();
+      if (!e.error_message().empty()) o["error_message"] = e.error_message();
+      if (e.attempt() > 0) o["attempt"] = e.attempt();
+      if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
+      if (e.node_id() > 0) o["node_id"] = e.node_id();
+      if (e.term() > 0) o["term"] = e.term();
+      if (e.kind() == "compensation_failed" || e.kind() == "resolved_by_operator") {
+        o["payload"] = e.payload();
+      }
+      history.emplace_back(std::move(o));
+    }
+  }
+  out["history"] = std::move(history);
+  return out;
+}
+
+// The read-sync sagas that first covered message `seq` on each of `user_id`'s devices: for a
+// device whose read marker reached `seq`, the saga of the lowest read position at or after it
+// (probing at most kMaxReadSagaProbes positions).
+void append_read_sagas(const storage::Reader& reader, const std::string& conversation_id,
+                       std::uint64_t seq, const std::string& user_id, json::array& out) {
+  auto marks = Domain::device_marks(reader, user_id, conversation_id);
+  if (!marks.ok()) return;
+  for (const auto& mark : *marks) {
+    const std::uint64_t last = std::min(mark.read_marker, seq + kMaxReadSagaProbes - 1);
+    for (std::uint64_t at = seq; at <= last; ++at) {
+      auto record = workflow::Engine::read_workflow(
+          reader, messaging::read_sync_workflow_id(user_id, mark.device_id, conversation_id, at));
+      if (record.ok() && record->has_value()) {
+        out.emplace_back(read_saga_json(reader, **record, user_id, mark.device_id, at));
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -210,6 +266,8 @@ void MessagingApi::route(const std::vector<std::string>& s, HttpRequest& request
     if (n == 7 && s[4] == "devices" && s[6] == "push" && m == "PUT") {
       return set_push(s[3], s[5], request, std::move(respond));
     }
+  } else if (n == 3 && s[2] == "search" && m == "GET") {
+    return search(request, std::move(respond));
   } else if (n == 3 && s[2] == "retention") {
     if (m == "GET") return get_retention(std::move(respond));
     if (m == "PUT") return set_retention(request, std::move(respond));
@@ -524,6 +582,20 @@ void MessagingApi::system_message(const std::string& id, const HttpRequest& requ
   });
 }
 
+void MessagingApi::search(const HttpRequest& request, Responder respond) {
+  const auto q = request.query.find("q");
+  if (q == request.query.end()) {
+    return respond(error_of({"missing_field", "the query parameter q is required"}));
+  }
+  host_->read([query = q->second, respond = std::move(respond)](const Status& s,
+                                                                const storage::Engine& engine) {
+    if (!s.ok()) return respond(error_of(frame_error_of(s)));
+    auto results = server::search(engine, query);
+    if (!results.ok()) return respond(error_of(frame_error_of(results.status())));
+    respond(json_of(200, json::object{{"query", query}, {"results", std::move(*results)}}));
+  });
+}
+
 void MessagingApi::timeline(const std::string& id, std::uint64_t seq, Responder respond) {
   host_->read([id, seq, respond = std::move(respond)](const Status& s,
                                                       const storage::Engine& engine) {
@@ -537,13 +609,16 @@ void MessagingApi::timeline(const std::string& id, std::uint64_t seq, Responder 
       return respond(error_of({"not_found", "no such message"}));
     }
     json::array recipients;
+    json::array reads;
     for (const auto& member : (*conv)->members()) {
       if (member.user_id() == (*message)->sender_user_id()) continue;
       recipients.emplace_back(recipient_timeline(
           engine, messaging::delivery_workflow_id(id, seq, member.user_id()), member.user_id()));
+      append_read_sagas(engine, id, seq, member.user_id(), reads);
     }
     respond(json_of(200, json::object{{"message", message_json(**message)},
-                                      {"recipients", std::move(recipients)}}));
+                                      {"recipients", std::move(recipients)},
+                                      {"reads", std::move(reads)}}));
   });
 }
 

@@ -43,6 +43,7 @@ class MessagingApi {
   void get_conversation(const std::string& id, Responder respond);
   void system_message(const std::string& id, const HttpRequest& request, Responder respond);
   void timeline(const std::string& id, std::uint64_t seq, Responder respond);
+  void search(const HttpRequest& request, Responder respond);
 
   NodeHost* host_;
 };

@@ -467,9 +467,11 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
       impl->engine.get(), propose,
       [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email,
       &impl->clock);
-  impl->workflows =
-      std::make_unique<WorkflowHost>(impl->engine.get(), propose, messaging::Host::types(),
-                                     impl->messaging->handlers(), &impl->metrics);
+  impl->workflows = std::make_unique<WorkflowHost>(
+      impl->engine.get(), propose, messaging::Host::types(), impl->messaging->handlers(),
+      &impl->metrics, [raw] {
+        return AttemptOrigin{raw->node->status().id, raw->node->status().term};
+      });
   impl->messaging->bind_engine(impl->workflows->engine());
   HERALD_RETURN_IF_ERROR(impl->router.add_module(workflow::kModuleName, impl->workflows->engine()));
   HERALD_RETURN_IF_ERROR(
@@ -699,6 +701,10 @@ void NodeHost::scrape(std::function<void(std::string)> done) {
 
 raft::NodeId NodeHost::id() const {
   return impl_->options.node.id;
+}
+
+const std::vector<std::string>& NodeHost::workflow_types() const {
+  return impl_->workflows->type_names();
 }
 
 }  // namespace herald::server

@@ -147,6 +147,8 @@ class NodeHost {
   // The engine, for stale reads (RocksDB reads are thread-safe).
   [[nodiscard]] const storage::Engine& engine() const;
   [[nodiscard]] raft::NodeId id() const;
+  // The names of the registered workflow types (fixed at start).
+  [[nodiscard]] const std::vector<std::string>& workflow_types() const;
 
  private:
   struct Impl;

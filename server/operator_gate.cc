@@ -4,13 +4,16 @@
 
 #include <utility>
 
+#include "server/dashboard.h"
+
 namespace herald::server {
 
 OperatorGate::OperatorGate(std::string admin_token)
     : expected_(admin_token.empty() ? std::string() : "Bearer " + std::move(admin_token)) {}
 
 bool OperatorGate::is_public(const HttpRequest& request) {
-  return request.path == kDeviceSocketPath || request.path == kHealthPath;
+  return request.path == kDeviceSocketPath || request.path == kHealthPath ||
+         is_dashboard_path(request.path);
 }
 
 std::optional<HttpResponse> OperatorGate::refuse(const HttpRequest& request) const {

@@ -4,6 +4,8 @@
 // Open to anyone who reaches the port:
 //   GET /v1/ws      the device WebSocket (it authenticates with its own `auth` frame)
 //   GET /v1/health  liveness for load balancers; reveals nothing about the cluster
+//   /dashboard/...  the dashboard's static files (server/dashboard.h): no data, no secret; the
+//                   page calls the operator APIs with the token the operator types
 // Everything else — the KV API, workflows, sagas, the cluster view, messaging administration,
 // the metrics at /metrics —
 // requires the operator credential, "Authorization: Bearer <admin_token>", compared in constant

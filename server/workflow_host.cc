@@ -76,12 +76,13 @@ class WorkflowHost::CountingHandler final : public workflow::ActivityHandler {
 WorkflowHost::WorkflowHost(const storage::Reader* state, const ProposeFn& propose,
                            std::vector<std::shared_ptr<const workflow::WorkflowType>> types,
                            std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers,
-                           NodeMetrics* metrics) {
+                           NodeMetrics* metrics, AttemptOriginFn origin) {
   for (auto type : {workflow::make_demo_pipeline_type(), workflow::make_demo_sleep_type(),
                     workflow::make_demo_inbox_type()}) {
     types.push_back(std::move(type));
   }
   for (auto& type : types) {
+    type_names_.emplace_back(type->name());
     const Status added = registry_.add(std::move(type));
     HERALD_ASSERT(added.ok(), "every workflow type registers once");
   }
@@ -97,7 +98,12 @@ WorkflowHost::WorkflowHost(const storage::Reader* state, const ProposeFn& propos
   }
   runtime_ = std::make_unique<workflow::Runtime>(
       state, engine_.get(), std::move(handlers),
-      [propose](const workflowpb::WorkflowCommand& command) {
+      [propose, origin = std::move(origin)](workflowpb::WorkflowCommand command) {
+        if (command.has_report() && origin) {
+          const AttemptOrigin who = origin();
+          command.mutable_report()->set_node_id(who.node_id);
+          command.mutable_report()->set_term(who.term);
+        }
         rsmpb::Command c;
         c.mutable_module()->set_name(workflow::kModuleName);
         c.mutable_module()->set_payload(command.SerializeAsString());

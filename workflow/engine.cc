@@ -203,6 +203,12 @@ Event type_event(Event::Kind kind, std::string name = {}, std::string tag = {},
   return event;
 }
 
+// The events that tell one attempt's outcome.
+bool is_attempt_event(std::string_view kind) {
+  return kind == "activity_completed" || kind == "activity_retry_scheduled" ||
+         kind == "activity_failed";
+}
+
 HistoryEvent activity_event(std::string_view kind, const ActivityRecord& act) {
   HistoryEvent e = make_event(kind, act.activity_type());
   e.set_activity_id(act.activity_id());
@@ -441,6 +447,7 @@ class Applier {
   Result<rsmpb::CommandResult> cancel(const workflowpb::CancelWorkflow& op);
   Result<rsmpb::CommandResult> report(const workflowpb::ReportActivity& op);
   Result<rsmpb::CommandResult> heartbeat(const workflowpb::HeartbeatActivity& op);
+  Result<rsmpb::CommandResult> operator_action(const workflowpb::OperatorAction& op);
   // `fired` (optional) is set when the timer existed and fired.
   Result<rsmpb::CommandResult> fire_timer(const workflowpb::FireTimer& op, bool* fired = nullptr);
 
@@ -489,6 +496,9 @@ class Applier {
   Status fail_activity(const ActivityRecord& act, std::string_view error_type,
                        std::string_view message, std::string_view details = {});
   Status fire_activity_timer(const TimerRecord& timer);
+  Status check_backoff();
+  Status retry_now();
+  Status fire_user_timer_now(std::string_view tag);
 
   rsm::ApplyBatch& batch_;
   const Registry& registry_;
@@ -497,6 +507,8 @@ class Applier {
   std::size_t& closed_runs_;
   std::vector<StateEntered>& entered_;
   std::optional<std::string> saved_state_;  // the state label as last loaded or saved
+  // The report being applied: its attempt events name the node and term that ran the attempt.
+  const workflowpb::ReportActivity* report_ = nullptr;
 
   // The run's state for the metrics (StateEntered::state).
   [[nodiscard]] std::string state_label() const;
@@ -632,6 +644,11 @@ void Applier::append(HistoryEvent event, bool closing) {
     }
   }
   const std::uint64_t seq = rec_.history_length() + 1;
+  if (report_ != nullptr && is_attempt_event(event.kind()) &&
+      event.activity_id() == report_->activity_id()) {
+    event.set_node_id(report_->node_id());
+    event.set_term(report_->term());
+  }
   event.set_seq(seq);
   event.set_time_ms(now_ms_);
   *unflushed_.add_events() = std::move(event);
@@ -1129,6 +1146,7 @@ Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& o
     return rsmpb::CommandResult();  // stale attempt or finished activity: no effect
   }
   HERALD_RETURN_IF_ERROR(require_type());
+  report_ = &op;
   if (op.ok()) {
     HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output(), op.details()));
   } else {
@@ -1157,6 +1175,109 @@ Result<rsmpb::CommandResult> Applier::heartbeat(const workflowpb::HeartbeatActiv
   }
   put_activity(*act);
   return rsmpb::CommandResult();
+}
+
+// kFailedPrecondition unless some activity of the loaded run waits out a retry backoff.
+Status Applier::check_backoff() {
+  for (const std::uint64_t activity_id : rec_.open_activity_ids()) {
+    HERALD_ASSIGN_OR_RETURN(auto act, load_activity(rec_.run_id(), activity_id));
+    if (act && act->phase() == workflowpb::BACKOFF) return Status::ok_status();
+  }
+  return Status::failed_precondition(
+      fmt::format("no activity of workflow \"{}\" waits for a retry", rec_.workflow_id()));
+}
+
+// Every activity of the loaded run that waits out a retry backoff: its retry timer fires now.
+Status Applier::retry_now() {
+  const std::vector<std::uint64_t> open(rec_.open_activity_ids().begin(),
+                                        rec_.open_activity_ids().end());
+  bool any = false;
+  for (const std::uint64_t activity_id : open) {
+    HERALD_ASSIGN_OR_RETURN(auto act, load_activity(rec_.run_id(), activity_id));
+    if (!act || act->phase() != workflowpb::BACKOFF) continue;
+    for (const TimerRef& ref : act->timers()) {
+      if (ref.kind() != workflowpb::ACTIVITY_RETRY) continue;
+      TimerRecord timer;
+      timer.set_workflow_id(rec_.workflow_id());
+      timer.set_run_id(rec_.run_id());
+      timer.set_timer_id(ref.timer_id());
+      timer.set_due_ms(ref.due_ms());
+      timer.set_kind(ref.kind());
+      timer.set_activity_id(activity_id);
+      timer.set_attempt(act->attempt());
+      del_timer(ref);
+      HERALD_RETURN_IF_ERROR(fire_activity_timer(timer));
+      any = true;
+      break;
+    }
+  }
+  return any ? Status::ok_status()
+             : Status::corruption(
+                   fmt::format("an activity of workflow \"{}\" in backoff has no retry timer",
+                               rec_.workflow_id()));
+}
+
+// The loaded run's USER timer `tag` fires now.
+Status Applier::fire_user_timer_now(std::string_view tag) {
+  const auto& timers = rec_.user_timers();
+  const auto it =
+      std::find_if(timers.begin(), timers.end(), [&](const TimerRef& t) { return t.tag() == tag; });
+  HERALD_ASSERT(it != timers.end(), "checked before the action was recorded");
+  del_timer(*it);
+  erase_timer(*rec_.mutable_user_timers(), it->timer_id());  // `it` is not used after this
+  append(make_event("timer_fired", tag));
+  return decide(type_event(Event::Kind::kTimerFired, {}, std::string(tag)));
+}
+
+Result<rsmpb::CommandResult> Applier::operator_action(const workflowpb::OperatorAction& op) {
+  HERALD_RETURN_IF_ERROR(check_workflow_id(op.workflow_id()));
+  HERALD_RETURN_IF_ERROR(check_name("an operator action", op.action()));
+  HERALD_RETURN_IF_ERROR(check_name("the operator", op.actor()));
+  HERALD_RETURN_IF_ERROR(check_name("the action's name", op.name(), /*allow_empty=*/true));
+  HERALD_RETURN_IF_ERROR(check_payload("the reason", op.reason()));
+  if (!valid_utf8(op.reason())) {
+    return Status::invalid_argument("the reason is not valid UTF-8");
+  }
+  const std::string& action = op.action();
+  if (action != "retry_now" && action != "fire_timer" && action != "cancel" && action != "signal") {
+    return Status::invalid_argument(fmt::format("unknown operator action \"{}\"", action));
+  }
+  HERALD_ASSIGN_OR_RETURN(const bool found, load_run(op.workflow_id()));
+  if (!found || !running()) {
+    return Status::not_found(fmt::format("no running workflow \"{}\"", op.workflow_id()));
+  }
+  HERALD_RETURN_IF_ERROR(require_type());
+  if (action == "signal") {
+    HERALD_RETURN_IF_ERROR(check_name("a signal name", op.name()));
+  } else if (action == "retry_now") {
+    HERALD_RETURN_IF_ERROR(check_backoff());
+  } else if (action == "fire_timer") {
+    const auto& timers = rec_.user_timers();
+    if (std::none_of(timers.begin(), timers.end(),
+                     [&](const TimerRef& t) { return t.tag() == op.name(); })) {
+      return Status::failed_precondition(fmt::format("workflow \"{}\" has no running timer \"{}\"",
+                                                     rec_.workflow_id(), op.name()));
+    }
+  }
+  // Recorded first, so the effects that follow (and a closing event) come after it.
+  append(make_event("operator_action", action, fmt::format("{}: {}", op.actor(), op.reason())));
+  if (action == "cancel" || action == "signal") {
+    HERALD_RETURN_IF_ERROR(save_run());
+    if (action == "cancel") {
+      workflowpb::CancelWorkflow cancel_op;
+      cancel_op.set_workflow_id(op.workflow_id());
+      cancel_op.set_reason(op.reason());
+      return cancel(cancel_op);
+    }
+    workflowpb::SignalWorkflow signal_op;
+    signal_op.set_workflow_id(op.workflow_id());
+    signal_op.set_name(op.name());
+    signal_op.set_payload(op.reason());
+    return signal(signal_op);
+  }
+  HERALD_RETURN_IF_ERROR(action == "retry_now" ? retry_now() : fire_user_timer_now(op.name()));
+  HERALD_RETURN_IF_ERROR(save_run());
+  return record_result(rec_, /*existed=*/true);
 }
 
 Result<rsmpb::CommandResult> Applier::fire_timer(const workflowpb::FireTimer& op, bool* fired) {
@@ -1200,6 +1321,8 @@ Result<rsmpb::CommandResult> apply_command(Applier& applier, const workflowpb::W
     case workflowpb::WorkflowCommand::kCancel: return applier.cancel(c.cancel());
     case workflowpb::WorkflowCommand::kReport: return applier.report(c.report());
     case workflowpb::WorkflowCommand::kHeartbeat: return applier.heartbeat(c.heartbeat());
+    case workflowpb::WorkflowCommand::kOperatorAction:
+      return applier.operator_action(c.operator_action());
     case workflowpb::WorkflowCommand::kFireTimer: return applier.fire_timer(c.fire_timer());
     case workflowpb::WorkflowCommand::kFireTimers:
       return Status::invalid_argument("FireTimers is applied timer by timer");
@@ -1242,7 +1365,8 @@ bool Engine::allowed_when_disk_low(const rsmpb::Command& command) const {
     case workflowpb::WorkflowCommand::kFireTimer:
     case workflowpb::WorkflowCommand::kFireTimers:
     case workflowpb::WorkflowCommand::kPurgeClosed:
-    case workflowpb::WorkflowCommand::kSetRetention: return true;
+    case workflowpb::WorkflowCommand::kSetRetention:
+    case workflowpb::WorkflowCommand::kOperatorAction: return true;
     default: return false;
   }
 }

@@ -595,6 +595,39 @@ TEST_F(EngineTest, FailedAttemptIsRetriedWithJitteredBackoff) {
   EXPECT_EQ(retries, 4);
 }
 
+TEST_F(EngineTest, AttemptEventsNameTheNodeAndTermThatRanTheAttempt) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  WorkflowCommand failed = report_cmd(only_dispatchable(), false, "unavailable");
+  failed.mutable_report()->set_node_id(2);
+  failed.mutable_report()->set_term(7);
+  ASSERT_EQ(code_of(apply(failed, kT0 + 1)), Code::kOk);
+  const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+  ASSERT_EQ(code_of(apply(fire_cmd(retry), retry.due_ms())), Code::kOk);
+  WorkflowCommand completed = report_cmd(only_dispatchable(), true, "charged");
+  completed.mutable_report()->set_node_id(3);
+  completed.mutable_report()->set_term(8);
+  ASSERT_EQ(code_of(apply(completed, retry.due_ms() + 1)), Code::kOk);
+  auto h = Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_TRUE(h.ok());
+  int attempts = 0;
+  for (const auto& e : *h) {
+    if (e.kind() == "activity_retry_scheduled") {
+      EXPECT_EQ(e.node_id(), 2U);
+      EXPECT_EQ(e.term(), 7U);
+      ++attempts;
+    } else if (e.kind() == "activity_completed") {
+      EXPECT_EQ(e.node_id(), 3U);
+      EXPECT_EQ(e.term(), 8U);
+      ++attempts;
+    } else {
+      // Events that are not an attempt's outcome (its scheduling, the timer) name no node.
+      EXPECT_EQ(e.node_id(), 0U) << e.kind();
+    }
+  }
+  EXPECT_EQ(attempts, 2);
+}
+
 // The failure's retry hint as a test report: error "unavailable", `retry_after_ms`, `details`.
 WorkflowCommand hinted_failure(const ActivityRef& ref, std::uint64_t retry_after_ms,
                                std::string details = {}) {
@@ -1219,6 +1252,93 @@ TEST_F(RetentionTest, RetentionOutsideItsBoundsIsRefused) {
   EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kRetentionMs);
   ASSERT_EQ(code_of(apply(retention_cmd(0), kT0)), Code::kOk);
   EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kDefaultClosedRetentionMs);
+}
+
+}  // namespace
+}  // namespace herald::workflow
+
+namespace herald::workflow {
+namespace {
+
+WorkflowCommand operator_cmd(std::string id, std::string action, std::string name = {},
+                             std::string reason = "on call") {
+  WorkflowCommand c;
+  auto* op = c.mutable_operator_action();
+  op->set_workflow_id(std::move(id));
+  op->set_action(std::move(action));
+  op->set_name(std::move(name));
+  op->set_actor("ana");
+  op->set_reason(std::move(reason));
+  return c;
+}
+
+TEST_F(EngineTest, RetryNowAttemptsABackedOffActivityAtOnceAndRecordsWhoAskedFor) {
+  add_order_type();
+  options_.mutable_retry()->set_initial_interval_ms(60'000);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), false, "unavailable"), kT0 + 1)),
+            Code::kOk);
+  const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+  ASSERT_GT(retry.due_ms(), kT0 + 2);
+  ASSERT_EQ(code_of(apply(operator_cmd("o1", "retry_now"), kT0 + 2)), Code::kOk);
+  EXPECT_EQ(only_dispatchable().attempt, 2U);
+  for (const auto& t : timers()) EXPECT_NE(t.kind(), workflowpb::ACTIVITY_RETRY);
+  auto h = Engine::read_history(store_, "o1", 1, 0, 100);
+  ASSERT_TRUE(h.ok());
+  const auto it = std::find_if(h->begin(), h->end(),
+                               [](const auto& e) { return e.kind() == "operator_action"; });
+  ASSERT_NE(it, h->end());
+  EXPECT_EQ(it->name(), "retry_now");
+  EXPECT_EQ(it->payload(), "ana: on call");
+  // The engine's own timer fire for the old due time finds its timer gone: no second attempt.
+  (void)engine_.take_dispatchable();
+  ASSERT_EQ(code_of(apply(fire_cmd(retry), retry.due_ms())), Code::kOk);
+  EXPECT_TRUE(engine_.take_dispatchable().empty());
+}
+
+TEST_F(EngineTest, RetryNowWithoutABackoffIsRefused) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  EXPECT_EQ(code_of(apply(operator_cmd("o1", "retry_now"), kT0 + 1)), Code::kFailedPrecondition);
+  EXPECT_EQ(code_of(apply(operator_cmd("nobody", "retry_now"), kT0 + 1)), Code::kNotFound);
+  EXPECT_EQ(code_of(apply(operator_cmd("o1", "reboot"), kT0 + 1)), Code::kInvalidArgument);
+  WorkflowCommand anonymous = operator_cmd("o1", "cancel");
+  anonymous.mutable_operator_action()->clear_actor();
+  EXPECT_EQ(code_of(apply(anonymous, kT0 + 1)), Code::kInvalidArgument);
+}
+
+TEST_F(EngineTest, FireTimerNowFiresAUserTimerEarly) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(report_cmd(only_dispatchable(), true, "ok"), kT0 + 1)), Code::kOk);
+  EXPECT_EQ(record("o1").state(), "cooling");
+  EXPECT_EQ(code_of(apply(operator_cmd("o1", "fire_timer", "warm"), kT0 + 2)),
+            Code::kFailedPrecondition);
+  ASSERT_EQ(code_of(apply(operator_cmd("o1", "fire_timer", "cool"), kT0 + 2)), Code::kOk);
+  EXPECT_EQ(record("o1").state(), "shipping");
+  for (const auto& t : timers()) EXPECT_NE(t.kind(), workflowpb::USER);
+}
+
+TEST_F(EngineTest, AnOperatorCancelIsRecordedBeforeTheCancelItCauses) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(operator_cmd("o1", "cancel", {}, "customer asked"), kT0 + 1)), Code::kOk);
+  const auto kinds = history_kinds("o1");
+  const auto at = std::find(kinds.begin(), kinds.end(), "operator_action");
+  ASSERT_NE(at, kinds.end());
+  ASSERT_NE(at + 1, kinds.end());
+  EXPECT_EQ(*(at + 1), "cancel_requested");
+  EXPECT_EQ(record("o1").status(), workflowpb::FAILED);
+}
+
+TEST_F(EngineTest, AnOperatorSignalReachesTheTypeWithTheReasonAsPayload) {
+  add_order_type();
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  ASSERT_EQ(code_of(apply(operator_cmd("o1", "signal", "note", "+x"), kT0 + 1)), Code::kOk);
+  EXPECT_EQ(record("o1").data(), "+x");
+  const auto kinds = history_kinds("o1");
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "operator_action"), kinds.end());
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "signaled"), kinds.end());
 }
 
 }  // namespace
