@@ -441,6 +441,10 @@ Result<std::int64_t> HeraldClient::refresh(const std::string& jwt) {
   return expires_at_ms;
 }
 
+Status HeraldClient::push_register(const std::string& provider, const std::string& token) {
+  return call("push.register", {{"provider", provider}, {"token", token}}).status();
+}
+
 Result<AuthInfo> HeraldClient::authenticate(const json::object& fields) {
   HERALD_ASSIGN_OR_RETURN(Fields ok, call("auth", fields));
   AuthInfo info;

@@ -330,6 +330,9 @@ class HeraldClient {
   // Replaces the sign-in token of this connection with a newer one of the same user and device;
   // returns the new expiry (wall-clock ms).
   [[nodiscard]] Result<std::int64_t> refresh(const std::string& jwt);
+  // Registers this device's push target ("apns", "fcm" or "webpush" and its token); empty
+  // provider and token clear it.
+  [[nodiscard]] Status push_register(const std::string& provider, const std::string& token);
   [[nodiscard]] Result<SendResult> send(const std::string& conversation_id,
                                         const std::string& client_message_id,
                                         const std::string& body);

@@ -317,6 +317,11 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void auth(Request r);
   // `auth` with a sign-in token (`jwt`).
   void auth_with_token(Request r);
+  // Reads an `auth`'s optional `since`.
+  static std::optional<FrameError> auth_since(const Request& r,
+                                              std::optional<std::uint64_t>& since);
+  // Marks the session as authenticating; the error when it is already authenticated or busy.
+  static std::optional<FrameError> begin_auth(const Request& r);
   // Raft thread: signs `who` in, first creating its user and device when they do not exist.
   void sign_in_device(Request r, const storage::Engine& engine, const SignedInDevice& who,
                       std::optional<std::uint64_t> since);
@@ -359,6 +364,8 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   void prefs_get(Request r);
   void prefs_set(Request r);
   void typing(Request r);
+  // Sets (or with provider and token empty, clears) the push target of the connection's device.
+  void push_register(Request r);
   // Raft thread: whether this typing state is relayed now (it changed, or the last relay for the
   // conversation is kTypingRelayIntervalMs old); records it when it is.
   bool typing_due(Session& s, const std::string& conversation_id, bool active) {
@@ -479,6 +486,7 @@ const std::map<std::string, Gateway::Core::Op, std::less<>>& Gateway::Core::ops(
       {"prefs.get", &Core::prefs_get},
       {"prefs.set", &Core::prefs_set},
       {"typing", &Core::typing},
+      {"push.register", &Core::push_register},
       {"ping", &Core::ping},
       {"refresh", &Core::refresh},
   };
@@ -614,24 +622,15 @@ void Gateway::Core::auth(Request r) {
   std::string user_id;
   std::string device_id;
   std::string token;
-  std::uint64_t since = 0;
   if (auto e = get_string(r.frame, "user_id", user_id)) return fail(r, *e);
   if (auto e = get_string(r.frame, "device_id", device_id)) return fail(r, *e);
   if (auto e = get_string(r.frame, "token", token)) return fail(r, *e);
-  if (auto e = get_u64(r.frame, "since", since, false)) return fail(r, *e);
-  const bool has_since = r.frame.contains("since") && !r.frame.at("since").is_null();
-  {
-    std::lock_guard lock(r.session->mu);
-    if (r.session->authenticated)
-      return fail(r, {"already_authenticated", "already authenticated"});
-    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
-    r.session->authenticating = true;
-  }
+  std::optional<std::uint64_t> from;
+  if (auto e = auth_since(r, from)) return fail(r, *e);
+  if (auto e = begin_auth(r)) return fail(r, *e);
   r.user_id = std::move(user_id);
   r.device_id = std::move(device_id);
   AuthProof proof{sha256(token), 0};
-  std::optional<std::uint64_t> from;
-  if (has_since) from = since;
   read(
       std::move(r),
       [self = shared_from_this(), proof = std::move(proof), from](Request& req,
@@ -642,22 +641,33 @@ void Gateway::Core::auth(Request r) {
       auth_ended);
 }
 
+std::optional<FrameError> Gateway::Core::auth_since(const Request& r,
+                                                    std::optional<std::uint64_t>& since) {
+  std::uint64_t value = 0;
+  if (auto e = get_u64(r.frame, "since", value, false)) return e;
+  if (r.frame.contains("since") && !r.frame.at("since").is_null()) since = value;
+  return std::nullopt;
+}
+
+std::optional<FrameError> Gateway::Core::begin_auth(const Request& r) {
+  std::lock_guard lock(r.session->mu);
+  if (r.session->authenticated) return FrameError{"already_authenticated", "already authenticated"};
+  if (r.session->authenticating) return FrameError{"conflict", "an auth is in progress"};
+  r.session->authenticating = true;
+  return std::nullopt;
+}
+
 void Gateway::Core::auth_with_token(Request r) {
   std::string jwt;
   std::string user_id;
   std::string device_id;
-  std::uint64_t since = 0;
   if (auto e = get_string(r.frame, "jwt", jwt)) return fail(r, *e);
   if (auto e = get_string(r.frame, "user_id", user_id, false)) return fail(r, *e);
   if (auto e = get_string(r.frame, "device_id", device_id, false)) return fail(r, *e);
-  if (auto e = get_u64(r.frame, "since", since, false)) return fail(r, *e);
-  const bool has_since = r.frame.contains("since") && !r.frame.at("since").is_null();
-  {
-    std::lock_guard lock(r.session->mu);
-    if (r.session->authenticated)
-      return fail(r, {"already_authenticated", "already authenticated"});
-    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
-  }
+  std::optional<std::uint64_t> from;
+  if (auto e = auth_since(r, from)) return fail(r, *e);
+  if (auto e = begin_auth(r)) return fail(r, *e);
+  // From here every refusal goes through refuse_auth, which ends the authenticating state.
   if (sign_in_ == nullptr) return refuse_auth(r, "sign-in tokens are not enabled on this node");
   Result<SignedInDevice> who = sign_in_->verify(jwt, clock_.wall_ms() / 1000);
   if (!who.ok()) return refuse_auth(r, "the sign-in token is refused: " + who.status().message());
@@ -666,15 +676,8 @@ void Gateway::Core::auth_with_token(Request r) {
       (!device_id.empty() && device_id != who->device_id)) {
     return refuse_auth(r, "user_id or device_id differs from the sign-in token's");
   }
-  {
-    std::lock_guard lock(r.session->mu);
-    if (r.session->authenticating) return fail(r, {"conflict", "an auth is in progress"});
-    r.session->authenticating = true;
-  }
   r.user_id = who->user_id;
   r.device_id = who->device_id;
-  std::optional<std::uint64_t> from;
-  if (has_since) from = since;
   read(
       std::move(r),
       [self = shared_from_this(), who = *std::move(who), from](Request& req,
@@ -1537,6 +1540,20 @@ void Gateway::Core::prefs_set(Request r) {
                    if (!prefs.ok()) return self->fail(req, frame_error_of(prefs.status()));
                    self->ok(req, json::object{{"prefs", prefs_json(*prefs)}});
                  });
+}
+
+void Gateway::Core::push_register(Request r) {
+  std::string provider;
+  std::string token;
+  if (auto e = get_string(r.frame, "provider", provider, false)) return fail(r, *e);
+  if (auto e = get_string(r.frame, "token", token, false)) return fail(r, *e);
+  messagingpb::MessagingCommand c;
+  auto* op = c.mutable_set_push_token();
+  op->set_user_id(r.user_id);
+  op->set_device_id(r.device_id);  // only the connection's own device
+  op->set_push_provider(std::move(provider));
+  op->set_push_token(std::move(token));
+  propose_simple(std::move(r), c);
 }
 
 void Gateway::Core::typing(Request r) {

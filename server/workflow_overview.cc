@@ -20,13 +20,14 @@ std::string lower(std::string s) {
   return s;
 }
 
-OverviewItem item_of(const workflow::VisibilityEntry& e) {
+// `updated_ms`: the run's last transition (its record's), or for a closed run when it closed.
+OverviewItem item_of(const workflow::VisibilityEntry& e, std::int64_t updated_ms) {
   OverviewItem item;
   item.workflow_id = e.workflow_id;
   item.type = e.type;
   item.status = lower(workflowpb::WorkflowStatus_Name(e.status));
   item.state = e.state;
-  item.updated_ms = e.updated_ms;
+  item.updated_ms = updated_ms;
   return item;
 }
 
@@ -34,15 +35,25 @@ void add_bounded(std::vector<OverviewItem>& list, OverviewItem item, std::size_t
   if (list.size() < limit) list.push_back(std::move(item));
 }
 
-// The retrying activities of a running workflow (waiting out a backoff), and whether it is an
-// escalated delivery.
+// A running workflow's place in the lists: stuck (no transition for stuck_after_ms, by its
+// record's updated_ms), compensation_failed, escalated, and its retrying activities (waiting out
+// a backoff).
 Status inspect_running(const storage::Reader& reader, const workflow::VisibilityEntry& entry,
                        const OverviewOptions& options, WorkflowOverview& out) {
   HERALD_ASSIGN_OR_RETURN(auto record, workflow::Engine::read_workflow(reader, entry.workflow_id));
   if (!record) return Status::ok_status();  // purged between the index and the record
+  const std::int64_t updated_ms = record->updated_ms();
+  if (entry.state == workflow::kSagaCompensationFailed) {
+    add_bounded(out.compensation_failed, item_of(entry, updated_ms), options.list_limit);
+  }
+  if (options.now_ms - updated_ms >= options.stuck_after_ms) {
+    add_bounded(out.stuck, item_of(entry, updated_ms), options.list_limit);
+  }
   if (record->type() == messaging::kDeliveryType) {
     const auto data = messaging::decode_delivery_data(record->data());
-    if (data && data->escalated()) add_bounded(out.escalated, item_of(entry), options.list_limit);
+    if (data && data->escalated()) {
+      add_bounded(out.escalated, item_of(entry, updated_ms), options.list_limit);
+    }
   }
   std::size_t read = 0;
   for (const std::uint64_t activity_id : record->open_activity_ids()) {
@@ -52,7 +63,7 @@ Status inspect_running(const storage::Reader& reader, const workflow::Visibility
                       reader, workflow::ActivityRef{record->workflow_id(), record->run_id(),
                                                     activity_id, 0}));
     if (!act || act->phase() != workflowpb::BACKOFF) continue;
-    OverviewItem item = item_of(entry);
+    OverviewItem item = item_of(entry, updated_ms);
     item.activity_type = act->activity_type();
     item.attempt = act->attempt();
     item.error_type = act->last_error_type();
@@ -72,15 +83,10 @@ Status account(const storage::Reader& reader, const workflow::VisibilityEntry& e
       running ? entry.state : lower(workflowpb::WorkflowStatus_Name(entry.status));
   ++out.counts[{entry.type, label}];
   if (entry.status == workflowpb::FAILED) {
-    add_bounded(out.failed, item_of(entry), options.list_limit);
+    // A closed run's status and state last changed when it closed.
+    add_bounded(out.failed, item_of(entry, entry.state_since_ms), options.list_limit);
   }
   if (!running) return Status::ok_status();
-  if (entry.state == workflow::kSagaCompensationFailed) {
-    add_bounded(out.compensation_failed, item_of(entry), options.list_limit);
-  }
-  if (options.now_ms - entry.updated_ms >= options.stuck_after_ms) {
-    add_bounded(out.stuck, item_of(entry), options.list_limit);
-  }
   return inspect_running(reader, entry, options, out);
 }
 

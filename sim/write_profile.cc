@@ -13,6 +13,7 @@
 #include "messaging/host.h"
 #include "messaging/providers.h"
 #include "rsm/kv_state_machine.h"
+#include "server/recording_provider.h"
 #include "rsm/node.h"
 #include "storage/mem_engine.h"
 #include "workflow/engine.h"
@@ -184,8 +185,8 @@ class Replica {
   NoPeers transport_;
   workflow::Registry registry_;
   workflow::Engine workflows_{&registry_};
-  messaging::RecordingPushProvider push_;
-  messaging::RecordingEmailProvider email_;
+  server::RecordingPushProvider push_;
+  server::RecordingEmailProvider email_;
   std::unique_ptr<messaging::Host> host_;
   rsm::KvStateMachine kv_;
   rsm::StateMachineRouter router_{&kv_};

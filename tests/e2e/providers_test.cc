@@ -117,6 +117,22 @@ class Providers : public ::testing::Test {
 
   [[nodiscard]] std::string whole_log() const { return cluster_->log_tail(1, 1U << 24U); }
 
+  // Alice (connected, returned) and bob, whose phone never connects and has an APNs token, in
+  // their direct conversation (its id returned).
+  std::pair<std::unique_ptr<client::HeraldClient>, std::string> alice_and_offline_bob() {
+    must(admin_->create_user("alice", "Alice"), "creating alice");
+    must(admin_->create_user("bob", "Bob"), "creating bob");
+    const DeviceCredentials a_phone =
+        must(provision_device(*admin_, "alice", "a-phone"), "a-phone");
+    must(provision_device(*admin_, "bob", "b-phone"), "b-phone");  // offline: never connected
+    must(admin_->set_push_token("bob", "b-phone", "apns", kBobApnsToken), "bob's push token");
+    std::string direct = must(admin_->create_conversation({"alice", "direct", {"bob"}, "", ""}),
+                              "the direct conversation")
+                             .conversation_id;
+    return {must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone"),
+            std::move(direct)};
+  }
+
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<client::AdminClient> admin_;
 };
@@ -186,15 +202,7 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   push::testing::ApnsMock* mock = apns.mock.get();
   start_node(apns.toml());
 
-  must(admin_->create_user("alice", "Alice"), "creating alice");
-  must(admin_->create_user("bob", "Bob"), "creating bob");
-  const DeviceCredentials a_phone = must(provision_device(*admin_, "alice", "a-phone"), "a-phone");
-  must(provision_device(*admin_, "bob", "b-phone"), "b-phone");  // offline: never connected
-  must(admin_->set_push_token("bob", "b-phone", "apns", kBobApnsToken), "bob's push token");
-  const std::string direct = must(admin_->create_conversation({"alice", "direct", {"bob"}, "", ""}),
-                                  "the direct conversation")
-                                 .conversation_id;
-  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone");
+  auto [alice, direct] = alice_and_offline_bob();
   must(alice->send(direct, "m1", "ship it"), "sending");
 
   ASSERT_TRUE(eventually([&] { return mock->request_count() >= 1; }, kArrivalWaitMs))
@@ -225,15 +233,7 @@ TEST_F(Providers, WithoutAProviderTheTimelineSaysSoAndNothingIsDispatched) {
   must(cluster_->start_all(), "starting the node");
   must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
   admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
-  must(admin_->create_user("alice", "Alice"), "creating alice");
-  must(admin_->create_user("bob", "Bob"), "creating bob");
-  const DeviceCredentials a_phone = must(provision_device(*admin_, "alice", "a-phone"), "a-phone");
-  must(provision_device(*admin_, "bob", "b-phone"), "b-phone");  // offline: never connected
-  must(admin_->set_push_token("bob", "b-phone", "apns", kBobApnsToken), "bob's push token");
-  const std::string direct = must(admin_->create_conversation({"alice", "direct", {"bob"}, "", ""}),
-                                  "the direct conversation")
-                                 .conversation_id;
-  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone");
+  auto [alice, direct] = alice_and_offline_bob();
   must(alice->send(direct, "m1", "anyone there?"), "sending");
 
   // The push is due after the socket grace; its attempt fails at once, and is not retried.

@@ -111,6 +111,15 @@ TEST_F(SignIn, FirstSignInCreatesTheUserAndDeviceWhichThenChats) {
            "alice receives");
   EXPECT_EQ(got.seq, 1U);
 
+  // The device registers its push target over the socket.
+  must(dana->push_register("webpush", R"({"endpoint":"https://push.example.net/s/1","keys":{}})"),
+       "registering a push target");
+  const client::UserInfo pushed = must(admin_->get_user("dana"), "dana");
+  ASSERT_EQ(pushed.devices.size(), 1U);
+  EXPECT_EQ(pushed.devices[0].push_provider, "webpush");
+  EXPECT_EQ(client::protocol_error_code(dana->push_register("carrier-pigeon", "x")),
+            "invalid_argument");
+
   // A second sign-in of the same device (another tab, a new token) finds it and creates nothing.
   auto again = socket();
   must(again->auth_with_token(token("dana", "dana-web", now_s() + kLongLifetimeS)), "again");
