@@ -13,8 +13,8 @@
 #include "messaging/host.h"
 #include "messaging/providers.h"
 #include "rsm/kv_state_machine.h"
-#include "server/recording_provider.h"
 #include "rsm/node.h"
+#include "server/recording_provider.h"
 #include "storage/mem_engine.h"
 #include "workflow/engine.h"
 
