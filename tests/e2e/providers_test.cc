@@ -202,7 +202,9 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   push::testing::ApnsMock* mock = apns.mock.get();
   start_node(apns.toml());
 
-  auto [alice, direct] = alice_and_offline_bob();
+  auto setup = alice_and_offline_bob();
+  auto alice = std::move(setup.first);
+  const std::string direct = setup.second;  // a plain variable: lambdas capture it
   must(alice->send(direct, "m1", "ship it"), "sending");
 
   ASSERT_TRUE(eventually([&] { return mock->request_count() >= 1; }, kArrivalWaitMs))
@@ -233,7 +235,9 @@ TEST_F(Providers, WithoutAProviderTheTimelineSaysSoAndNothingIsDispatched) {
   must(cluster_->start_all(), "starting the node");
   must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
   admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
-  auto [alice, direct] = alice_and_offline_bob();
+  auto setup = alice_and_offline_bob();
+  auto alice = std::move(setup.first);
+  const std::string direct = setup.second;  // a plain variable: lambdas capture it
   must(alice->send(direct, "m1", "anyone there?"), "sending");
 
   // The push is due after the socket grace; its attempt fails at once, and is not retried.
