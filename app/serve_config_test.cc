@@ -1,6 +1,7 @@
 #include "app/serve_config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +16,12 @@
 
 namespace herald::app {
 namespace {
+
+// A path in the test's temporary directory that no other test process uses:
+// ctest runs test cases of this binary in parallel, each in its own process.
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "/" + std::to_string(::getpid()) + "-" + name;
+}
 
 TEST(ServeConfigTest, ParsesPeerList) {
   auto peers = parse_peers("1=127.0.0.1:7401,2=127.0.0.1:7411");
@@ -47,7 +54,7 @@ TEST(ServeConfigTest, IdMustBeAmongPeers) {
 }
 
 TEST(ServeConfigTest, LoadsTomlFile) {
-  const std::string path = ::testing::TempDir() + "/herald-serve-config.toml";
+  const std::string path = temp_path("herald-serve-config.toml");
   {
     std::ofstream out(path);
     out << "id = 2\ndata = \"/var/lib/herald\"\nclient = \"127.0.0.1:9000\"\n"
@@ -66,7 +73,7 @@ TEST(ServeConfigTest, LoadsTomlFile) {
 
 // Loads `text` as a TOML file over a default config.
 Status load_text(const std::string& text, ServeConfig& config) {
-  const std::string path = ::testing::TempDir() + "/herald-devices.toml";
+  const std::string path = temp_path("herald-devices.toml");
   {
     std::ofstream out(path);
     out << text;
@@ -212,7 +219,7 @@ TEST(ServeConfigExample, EveryCommentedKeyUncommentedHasAKnownNameAndType) {
 }
 
 TEST(ServeConfigTest, BrokenTomlGivesClearError) {
-  const std::string path = ::testing::TempDir() + "/herald-broken.toml";
+  const std::string path = temp_path("herald-broken.toml");
   {
     std::ofstream out(path);
     out << "id = = 2\n";
@@ -270,7 +277,7 @@ TEST(ServeConfigTest, JoiningNeedsARunningMemberToJoinAndLoadsFromToml) {
 // Writes `contents` to a fresh file with mode `perms`; returns its path.
 std::string write_secret_file(const std::string& name, const std::string& contents,
                               std::filesystem::perms perms) {
-  std::string path = ::testing::TempDir() + "/" + name;
+  std::string path = temp_path(name);
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << contents;

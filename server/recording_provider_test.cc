@@ -1,6 +1,7 @@
 #include "server/recording_provider.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/json.hpp>
@@ -60,7 +61,8 @@ ProviderResult send_now(Provider& provider, const Request& request) {
 
 // A journal path of this test's own, removed first.
 std::string journal_path(const std::string& name) {
-  std::string path = ::testing::TempDir() + "herald_providers_" + name + ".jsonl";
+  std::string path = ::testing::TempDir() + "herald_providers_" + std::to_string(::getpid()) + "_" +
+                     name + ".jsonl";
   std::remove(path.c_str());
   return path;
 }
