@@ -112,6 +112,20 @@ json::array provider_attempts_json(const std::string& details) {
   return out;
 }
 
+// One workflow history event as the timeline shows it: the fields every event has, and those of
+// an attempt (error, attempt number, next retry, node and term) when set.
+json::object history_event_json(const workflowpb::HistoryEvent& e) {
+  json::object o{
+      {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
+  if (!e.error_type().empty()) o["error_type"] = e.error_type();
+  if (!e.error_message().empty()) o["error_message"] = e.error_message();
+  if (e.attempt() > 0) o["attempt"] = e.attempt();
+  if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
+  if (e.node_id() > 0) o["node_id"] = e.node_id();
+  if (e.term() > 0) o["term"] = e.term();
+  return o;
+}
+
 // One recipient's delivery workflow as a timeline entry.
 json::object recipient_timeline(const storage::Reader& reader, const std::string& workflow_id,
                                 const std::string& user_id) {
@@ -167,14 +181,7 @@ json::object recipient_timeline(const storage::Reader& reader, const std::string
       workflow::Engine::read_history(reader, workflow_id, r.run_id(), 0, kMaxTimelineEvents);
   if (events.ok()) {
     for (const auto& e : *events) {
-      json::object o{
-          {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
-      if (!e.error_type().empty()) o["error_type"] = e.error_type();
-      if (!e.error_message().empty()) o["error_message"] = e.error_message();
-      if (e.attempt() > 0) o["attempt"] = e.attempt();
-      if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
-      if (e.node_id() > 0) o["node_id"] = e.node_id();
-      if (e.term() > 0) o["term"] = e.term();
+      json::object o = history_event_json(e);
       if (!e.details().empty()) o["attempts"] = provider_attempts_json(e.details());
       history.emplace_back(std::move(o));
     }
@@ -195,14 +202,7 @@ json::object read_saga_json(const storage::Reader& reader, const workflowpb::Wor
       workflow::Engine::read_history(reader, r.workflow_id(), r.run_id(), 0, kMaxTimelineEvents);
   if (events.ok()) {
     for (const auto& e : *events) {
-      json::object o{
-          {"seq", e.seq()}, {"time_ms", e.time_ms()}, {"kind", e.kind()}, {"name", e.name()}};
-      if (!e.error_type().empty()) o["error_type"] = e.error_type();
-      if (!e.error_message().empty()) o["error_message"] = e.error_message();
-      if (e.attempt() > 0) o["attempt"] = e.attempt();
-      if (e.next_attempt_ms() > 0) o["next_attempt_ms"] = e.next_attempt_ms();
-      if (e.node_id() > 0) o["node_id"] = e.node_id();
-      if (e.term() > 0) o["term"] = e.term();
+      json::object o = history_event_json(e);
       if (e.kind() == "compensation_failed" || e.kind() == "resolved_by_operator") {
         o["payload"] = e.payload();
       }

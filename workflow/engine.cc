@@ -476,6 +476,9 @@ class Applier {
   // ---- Timers and activities ----
   TimerRef put_timer(workflowpb::TimerKind kind, std::int64_t due_ms, std::string_view tag,
                      std::uint64_t activity_id, std::uint32_t attempt);
+  // The stored timer of `ref`, owned by the loaded run.
+  [[nodiscard]] TimerRecord timer_record(const TimerRef& ref, std::uint64_t activity_id,
+                                         std::uint32_t attempt) const;
   void write_timer(const TimerRef& ref, std::uint64_t activity_id, std::uint32_t attempt);
   void del_timer(const TimerRef& ref);
   Result<std::optional<ActivityRecord>> load_activity(std::uint64_t run_id,
@@ -860,7 +863,8 @@ TimerRef Applier::put_timer(workflowpb::TimerKind kind, std::int64_t due_ms, std
   return ref;
 }
 
-void Applier::write_timer(const TimerRef& ref, std::uint64_t activity_id, std::uint32_t attempt) {
+TimerRecord Applier::timer_record(const TimerRef& ref, std::uint64_t activity_id,
+                                  std::uint32_t attempt) const {
   TimerRecord timer;
   timer.set_workflow_id(rec_.workflow_id());
   timer.set_run_id(rec_.run_id());
@@ -870,6 +874,11 @@ void Applier::write_timer(const TimerRef& ref, std::uint64_t activity_id, std::u
   timer.set_tag(ref.tag());
   timer.set_activity_id(activity_id);
   timer.set_attempt(attempt);
+  return timer;
+}
+
+void Applier::write_timer(const TimerRef& ref, std::uint64_t activity_id, std::uint32_t attempt) {
+  const TimerRecord timer = timer_record(ref, activity_id, attempt);
   batch_.put(storage::Space::kState,
              keys::timer_key(ref.due_ms(), rec_.workflow_id(), rec_.run_id(), ref.timer_id()),
              keys::seal(timer));
@@ -1197,14 +1206,7 @@ Status Applier::retry_now() {
     if (!act || act->phase() != workflowpb::BACKOFF) continue;
     for (const TimerRef& ref : act->timers()) {
       if (ref.kind() != workflowpb::ACTIVITY_RETRY) continue;
-      TimerRecord timer;
-      timer.set_workflow_id(rec_.workflow_id());
-      timer.set_run_id(rec_.run_id());
-      timer.set_timer_id(ref.timer_id());
-      timer.set_due_ms(ref.due_ms());
-      timer.set_kind(ref.kind());
-      timer.set_activity_id(activity_id);
-      timer.set_attempt(act->attempt());
+      const TimerRecord timer = timer_record(ref, activity_id, act->attempt());
       del_timer(ref);
       HERALD_RETURN_IF_ERROR(fire_activity_timer(timer));
       any = true;
