@@ -25,6 +25,8 @@ namespace {
 
 // Bloom filter density for point lookups in the state column family.
 constexpr double kBloomBitsPerKey = 10.0;
+// The memtable bloom filter's size as a fraction of write_buffer_size (RocksDB's unit).
+constexpr double kMemtableBloomRatio = 0.02;
 // Background syncing of table files while they are written, so that a flush or compaction does
 // not end with one large fsync.
 constexpr std::uint64_t kBytesPerSync = 1 * kMiB;
@@ -146,6 +148,11 @@ rocksdb::ColumnFamilyOptions make_cf_options(Space space, const RocksDbOptions& 
   } else {
     cf.write_buffer_size = options.state_write_buffer_bytes;
     table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
+    // Most point reads ask for keys the memtable does not hold (state written before the last
+    // flush, or absent keys such as a fresh dedup record): a bloom filter over the memtable's
+    // whole keys answers those without a skiplist search.
+    cf.memtable_prefix_bloom_size_ratio = kMemtableBloomRatio;
+    cf.memtable_whole_key_filtering = true;
   }
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return cf;
