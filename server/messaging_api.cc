@@ -483,7 +483,8 @@ json::object retention_json(const messagingpb::RetentionSettings& r,
                       {"change_retention_ms", r.change_retention_ms()},
                       {"message_retention_ms", r.message_retention_ms()},
                       {"delivery_lifetime_ms", r.delivery_lifetime_ms()},
-                      {"closed_workflow_ms", w.closed_retention_ms()}};
+                      {"closed_workflow_ms", w.closed_retention_ms()},
+                      {"workflow_summary_ms", w.summary_retention_ms()}};
 }
 }  // namespace
 
@@ -519,6 +520,16 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
                   fmt::format("closed_workflow_ms is outside [{}, {}] ms (0: default)",
                               workflow::kMinClosedRetentionMs, workflow::kMaxClosedRetentionMs)}));
   }
+  std::optional<std::int64_t> summary_ms;
+  if (auto e = get_i64(*body, "workflow_summary_ms", summary_ms)) return respond(error_of(*e));
+  if (summary_ms && *summary_ms != 0 &&
+      (*summary_ms < workflow::kMinClosedRetentionMs ||
+       *summary_ms > workflow::kMaxSummaryRetentionMs)) {
+    return respond(error_of(
+        {"invalid_argument",
+         fmt::format("workflow_summary_ms is outside [{}, {}] ms (0: kept forever)",
+                     workflow::kMinClosedRetentionMs, workflow::kMaxSummaryRetentionMs)}));
+  }
   messagingpb::MessagingCommand c;
   auto* settings = c.mutable_set_retention()->mutable_settings();
   settings->set_dedup_window_ms(dedup_ms.value_or(0));
@@ -528,13 +539,16 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
   // The messaging settings first, then the engine's: each is its own command, and a failed
   // second one is reported (a retry sets both again).
   NodeHost* host = host_;
-  host_->propose(domain_command(c), [host, closed_ms, respond = std::move(respond)](
+  // The engine's two windows are set together: one given alone resets the other to its default.
+  host_->propose(domain_command(c), [host, closed_ms, summary_ms, respond = std::move(respond)](
                                         const Result<rsmpb::CommandResult>& r) mutable {
     if (!r.ok()) return respond(error_of(frame_error_of(r.status())));
     if (r->code() != 0) return respond(error_of(frame_error_of(*r)));
-    if (!closed_ms) return respond(json_of(200, json::object{}));
+    if (!closed_ms && !summary_ms) return respond(json_of(200, json::object{}));
     workflowpb::WorkflowCommand wc;
-    wc.mutable_set_retention()->mutable_settings()->set_closed_retention_ms(*closed_ms);
+    auto* engine_settings = wc.mutable_set_retention()->mutable_settings();
+    engine_settings->set_closed_retention_ms(closed_ms.value_or(0));
+    engine_settings->set_summary_retention_ms(summary_ms.value_or(0));
     rsmpb::Command command;
     command.mutable_module()->set_name(workflow::kModuleName);
     command.mutable_module()->set_payload(wc.SerializeAsString());

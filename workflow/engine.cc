@@ -358,6 +358,41 @@ Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntr
   return Status::ok_status();
 }
 
+// The purged runs kept for their summaries, [summary_head, head), oldest first: once
+// `retention`'s summary window has passed since a run's purge (its close plus both windows), its
+// summary is deleted when it is still that run's, and so is its entry; at most
+// kMaxSummaryExpiriesPerCommand of them. Without a summary window (it was turned off), the kept
+// entries are dropped and their summaries stay.
+Status expire_summaries(rsm::ApplyBatch& batch, const workflowpb::RetentionSettings& retention,
+                        std::int64_t now_ms, PurgeQueue& queue) {
+  if (!queue.has_summary_head()) {
+    return Status::ok_status();
+  }
+  const std::int64_t summary_ms = retention.summary_retention_ms();
+  const std::int64_t horizon_ms = now_ms - closed_retention_ms(retention) - summary_ms;
+  for (std::size_t n = 0; n < kMaxSummaryExpiriesPerCommand && queue.summary_head() < queue.head();
+       ++n) {
+    const std::string entry_key = keys::purge_entry_key(queue.summary_head());
+    HERALD_ASSIGN_OR_RETURN(auto entry, load<PurgeEntry>(batch, entry_key, "purge entry"));
+    if (!entry) {
+      return Status::corruption(
+          fmt::format("kept purge queue entry {} is missing", queue.summary_head()));
+    }
+    if (summary_ms > 0 && entry->closed_ms() > horizon_ms) {
+      break;
+    }
+    if (summary_ms > 0) {
+      const std::string key = keys::summary_key(entry->workflow_id());
+      HERALD_ASSIGN_OR_RETURN(auto summary, load<WorkflowSummary>(batch, key, "workflow summary"));
+      if (summary && summary->run_id() == entry->run_id()) batch.del(storage::Space::kState, key);
+    }
+    batch.del(storage::Space::kState, entry_key);
+    queue.set_summary_head(queue.summary_head() + 1);
+  }
+  if (queue.summary_head() == queue.head()) queue.clear_summary_head();
+  return Status::ok_status();
+}
+
 // Purges the closed runs at the head of the queue whose retention has passed by `now_ms`, deleting
 // at most kMaxPurgedHistoryChunksPerCommand history chunks. A run that is its workflow's latest
 // loses its record and visibility entry and leaves a WorkflowSummary; an older run (the workflow
@@ -365,14 +400,17 @@ Status summarize(rsm::ApplyBatch& batch, const WorkflowRecord& record, PurgeEntr
 Status purge_due(rsm::ApplyBatch& batch, std::int64_t now_ms) {
   HERALD_ASSIGN_OR_RETURN(auto stored_queue,
                           load<PurgeQueue>(batch, keys::purge_queue_key(), "purge queue"));
-  if (!stored_queue || stored_queue->head() == stored_queue->tail()) {
+  if (!stored_queue ||
+      (stored_queue->head() == stored_queue->tail() && !stored_queue->has_summary_head())) {
     return Status::ok_status();
   }
   PurgeQueue queue = *stored_queue;
   HERALD_ASSIGN_OR_RETURN(auto settings, load<workflowpb::RetentionSettings>(
                                              batch, keys::settings_key(), "retention settings"));
-  const std::int64_t horizon_ms =
-      now_ms - closed_retention_ms(settings.value_or(workflowpb::RetentionSettings()));
+  const workflowpb::RetentionSettings retention =
+      settings.value_or(workflowpb::RetentionSettings());
+  const bool keep_summaries = retention.summary_retention_ms() > 0;
+  const std::int64_t horizon_ms = now_ms - closed_retention_ms(retention);
   std::size_t budget = kMaxPurgedHistoryChunksPerCommand;
   while (queue.head() < queue.tail() && budget > 0) {
     const std::string entry_key = keys::purge_entry_key(queue.head());
@@ -409,9 +447,16 @@ Status purge_due(rsm::ApplyBatch& batch, std::int64_t now_ms) {
       batch.put(storage::Space::kState, entry_key, keys::seal(entry));
       break;
     }
-    batch.del(storage::Space::kState, entry_key);
+    if (keep_summaries || queue.has_summary_head()) {
+      // The entry stays, as it is stored, until its summary expires (expire_summaries); kept
+      // entries stay contiguous, so one kept while the window is off is dropped there.
+      if (!queue.has_summary_head()) queue.set_summary_head(queue.head());
+    } else {
+      batch.del(storage::Space::kState, entry_key);
+    }
     queue.set_head(queue.head() + 1);
   }
+  HERALD_RETURN_IF_ERROR(expire_summaries(batch, retention, now_ms, queue));
   batch.put(storage::Space::kState, keys::purge_queue_key(), keys::seal(queue));
   return Status::ok_status();
 }
@@ -423,6 +468,13 @@ Result<rsmpb::CommandResult> set_retention(rsm::ApplyBatch& batch,
     return Status::invalid_argument(
         fmt::format("closed_retention_ms = {} is outside [{}, {}] ms (0: default)", ms,
                     kMinClosedRetentionMs, kMaxClosedRetentionMs));
+  }
+  const std::int64_t summary_ms = op.settings().summary_retention_ms();
+  if (summary_ms != 0 &&
+      (summary_ms < kMinClosedRetentionMs || summary_ms > kMaxSummaryRetentionMs)) {
+    return Status::invalid_argument(
+        fmt::format("summary_retention_ms = {} is outside [{}, {}] ms (0: kept forever)",
+                    summary_ms, kMinClosedRetentionMs, kMaxSummaryRetentionMs));
   }
   batch.put(storage::Space::kState, keys::settings_key(), keys::seal(op.settings()));
   return rsmpb::CommandResult();
@@ -1484,17 +1536,32 @@ Result<workflowpb::RetentionSettings> Engine::read_retention(const storage::Read
 Result<std::optional<std::int64_t>> Engine::next_purge_due_ms(const storage::Reader& reader) {
   HERALD_ASSIGN_OR_RETURN(auto raw, reader.get(storage::Space::kState, keys::purge_queue_key()));
   HERALD_ASSIGN_OR_RETURN(auto queue, keys::open_optional<PurgeQueue>(raw, "purge queue"));
-  if (!queue || queue->head() >= queue->tail()) {
+  if (!queue) {
     return std::optional<std::int64_t>();
   }
-  HERALD_ASSIGN_OR_RETURN(auto raw_entry,
-                          reader.get(storage::Space::kState, keys::purge_entry_key(queue->head())));
-  HERALD_ASSIGN_OR_RETURN(auto entry, keys::open_optional<PurgeEntry>(raw_entry, "purge entry"));
-  if (!entry) {
-    return Status::corruption("the purge queue's head entry is missing");
-  }
   HERALD_ASSIGN_OR_RETURN(const workflowpb::RetentionSettings settings, read_retention(reader));
-  return std::optional<std::int64_t>(entry->closed_ms() + settings.closed_retention_ms());
+  // The close time of the entry at `slot`.
+  const auto closed_at = [&reader](std::uint64_t slot) -> Result<std::int64_t> {
+    HERALD_ASSIGN_OR_RETURN(auto raw,
+                            reader.get(storage::Space::kState, keys::purge_entry_key(slot)));
+    HERALD_ASSIGN_OR_RETURN(auto entry, keys::open_optional<PurgeEntry>(raw, "purge entry"));
+    if (!entry) {
+      return Status::corruption(fmt::format("purge queue entry {} is missing", slot));
+    }
+    return entry->closed_ms();
+  };
+  std::optional<std::int64_t> due;
+  if (queue->head() < queue->tail()) {
+    HERALD_ASSIGN_OR_RETURN(const std::int64_t closed_ms, closed_at(queue->head()));
+    due = closed_ms + settings.closed_retention_ms();
+  }
+  if (queue->has_summary_head() && queue->summary_head() < queue->head()) {
+    HERALD_ASSIGN_OR_RETURN(const std::int64_t closed_ms, closed_at(queue->summary_head()));
+    const std::int64_t expiry_ms =
+        closed_ms + settings.closed_retention_ms() + settings.summary_retention_ms();
+    due = due ? std::min(*due, expiry_ms) : expiry_ms;
+  }
+  return due;
 }
 
 Result<std::vector<HistoryEvent>> Engine::read_history(const storage::Reader& reader,

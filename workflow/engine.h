@@ -33,7 +33,9 @@
 //    kDefaultClosedRetentionMs) has passed, its history is deleted and, when it is the workflow's
 //    latest run, its record and visibility entry too, leaving a WorkflowSummary (read_summary).
 //    A later start under the same id begins after the purged run id, so idempotency keys are
-//    never reused.
+//    never reused — while the summary is kept. With a summary retention (a domain whose ids
+//    never come back, such as a message's deliveries), the summary is deleted that long after
+//    the purge, and a start under the same id after that begins at run 1 again.
 //  - History: each run keeps at most kMaxHistoryEvents events. An event that would exceed it
 //    fails the run with error type "history_limit" and a message naming continue-as-new, the way
 //    to carry on with a fresh history (same workflow id, run_id + 1).
@@ -76,6 +78,11 @@ inline constexpr std::int64_t kMaxClosedRetentionMs = 10LL * 365 * 24 * 3600 * 1
 // deletes at most while purging (a command that closes a run purges as well as PurgeClosed does,
 // so purging keeps pace with closing).
 inline constexpr std::size_t kMaxPurgedHistoryChunksPerCommand = 64;
+// Summary retention (RetentionSettings.summary_retention_ms; 0, the default, keeps summaries):
+// at most this long, and summaries one command deletes at most. Each purged run adds one, and
+// every command that purges also expires, so expiry keeps pace with purging.
+inline constexpr std::int64_t kMaxSummaryRetentionMs = kMaxClosedRetentionMs;
+inline constexpr std::size_t kMaxSummaryExpiriesPerCommand = 8;
 // Milestones a purged workflow's summary keeps at most.
 inline constexpr std::size_t kMaxSummaryMilestones = 32;
 
@@ -174,8 +181,10 @@ class Engine final : public rsm::StateMachine {
   // The engine's retention settings, defaults filled in.
   [[nodiscard]] static Result<workflowpb::RetentionSettings> read_retention(
       const storage::Reader& reader);
-  // When the oldest closed run waiting in the purge queue becomes due (its close time plus the
-  // retention); nullopt when the queue is empty. The leader proposes PurgeClosed from then on.
+  // When the purge queue next has work: the oldest closed run waiting becomes due (its close
+  // time plus the retention) or the oldest kept summary expires (plus the summary retention),
+  // whichever comes first; nullopt when there is neither. The leader proposes PurgeClosed from
+  // then on.
   [[nodiscard]] static Result<std::optional<std::int64_t>> next_purge_due_ms(
       const storage::Reader& reader);
   [[nodiscard]] static Result<std::vector<workflowpb::HistoryEvent>> read_history(

@@ -1246,12 +1246,82 @@ TEST_F(RetentionTest, AnOlderRunOfAContinuedWorkflowLosesOnlyItsHistory) {
   EXPECT_FALSE(summary("r1").has_value());
 }
 
+TEST_F(RetentionTest, ASummaryIsDeletedItsRetentionAfterThePurgeAndTheIdStartsOver) {
+  constexpr std::int64_t kSummaryMs = 30'000;
+  WorkflowCommand set = retention_cmd(kRetentionMs);
+  set.mutable_set_retention()->mutable_settings()->set_summary_retention_ms(kSummaryMs);
+  ASSERT_EQ(code_of(apply(set, kT0)), Code::kOk);
+  run_to_completion("s1", kT0 + 10);
+  run_to_completion("s2", kT0 + 20);
+  const std::int64_t purged_at = kT0 + 20 + kRetentionMs;
+  ASSERT_EQ(code_of(apply(purge_cmd(), purged_at)), Code::kOk);
+  ASSERT_TRUE(summary("s1").has_value());
+  ASSERT_TRUE(summary("s2").has_value());
+  // The purged runs' entries wait for their summaries' expiry, which is the next work due.
+  EXPECT_EQ(scan_sub(keys::kPurgeEntrySub).size(), 2U);
+  EXPECT_EQ(Engine::next_purge_due_ms(store_)->value_or(0), kT0 + 10 + kRetentionMs + kSummaryMs);
+
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 10 + kRetentionMs + kSummaryMs)), Code::kOk);
+  EXPECT_FALSE(summary("s1").has_value());
+  EXPECT_TRUE(summary("s2").has_value());
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 20 + kRetentionMs + kSummaryMs)), Code::kOk);
+  EXPECT_FALSE(summary("s2").has_value());
+  EXPECT_TRUE(scan_sub(keys::kPurgeEntrySub).empty());
+  EXPECT_TRUE(scan_sub(keys::kSummarySub).empty());
+  EXPECT_FALSE(Engine::next_purge_due_ms(store_)->has_value());
+
+  // Nothing of s1 is left, so a start under its id begins at run 1 again.
+  ASSERT_EQ(code_of(apply(start_cmd("s1", "waiter"), kT0 + 30 + kRetentionMs + kSummaryMs)),
+            Code::kOk);
+  EXPECT_EQ(record("s1").run_id(), 1U);
+}
+
+TEST_F(RetentionTest, ASummaryOfALaterRunIsNotDeletedByAnOlderRunsExpiry) {
+  constexpr std::int64_t kSummaryMs = 2 * kRetentionMs;
+  WorkflowCommand set = retention_cmd(kRetentionMs);
+  set.mutable_set_retention()->mutable_settings()->set_summary_retention_ms(kSummaryMs);
+  ASSERT_EQ(code_of(apply(set, kT0)), Code::kOk);
+  run_to_completion("again", kT0);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + kRetentionMs)), Code::kOk);
+  const std::int64_t second_closed = kT0 + kRetentionMs + 1;
+  run_to_completion("again", second_closed);  // run 2
+  ASSERT_EQ(code_of(apply(purge_cmd(), second_closed + kRetentionMs)), Code::kOk);
+  ASSERT_EQ(summary("again")->run_id(), 2U);
+  // Run 1's summary window ends first; the summary is run 2's by then and stays.
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + kRetentionMs + kSummaryMs)), Code::kOk);
+  ASSERT_TRUE(summary("again").has_value());
+  EXPECT_EQ(summary("again")->run_id(), 2U);
+  ASSERT_EQ(code_of(apply(purge_cmd(), second_closed + kRetentionMs + kSummaryMs)), Code::kOk);
+  EXPECT_FALSE(summary("again").has_value());
+}
+
+TEST_F(RetentionTest, TurningTheSummaryWindowOffKeepsSummariesAndDropsTheKeptEntries) {
+  WorkflowCommand set = retention_cmd(kRetentionMs);
+  set.mutable_set_retention()->mutable_settings()->set_summary_retention_ms(kRetentionMs);
+  ASSERT_EQ(code_of(apply(set, kT0)), Code::kOk);
+  run_to_completion("k1", kT0);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + kRetentionMs)), Code::kOk);
+  ASSERT_EQ(scan_sub(keys::kPurgeEntrySub).size(), 1U);
+  ASSERT_EQ(code_of(apply(retention_cmd(kRetentionMs), kT0 + kRetentionMs + 1)), Code::kOk);
+  run_to_completion("k2", kT0 + kRetentionMs + 2);
+  ASSERT_EQ(code_of(apply(purge_cmd(), kT0 + 2 * kRetentionMs + 2)), Code::kOk);
+  EXPECT_TRUE(scan_sub(keys::kPurgeEntrySub).empty());
+  EXPECT_TRUE(summary("k1").has_value());
+  EXPECT_TRUE(summary("k2").has_value());
+  EXPECT_FALSE(Engine::next_purge_due_ms(store_)->has_value());
+}
+
 TEST_F(RetentionTest, RetentionOutsideItsBoundsIsRefused) {
   EXPECT_EQ(code_of(apply(retention_cmd(kMinClosedRetentionMs - 1), kT0)), Code::kInvalidArgument);
   EXPECT_EQ(code_of(apply(retention_cmd(kMaxClosedRetentionMs + 1), kT0)), Code::kInvalidArgument);
   EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kRetentionMs);
   ASSERT_EQ(code_of(apply(retention_cmd(0), kT0)), Code::kOk);
   EXPECT_EQ(Engine::read_retention(store_)->closed_retention_ms(), kDefaultClosedRetentionMs);
+  WorkflowCommand summary_too_short = retention_cmd(0);
+  summary_too_short.mutable_set_retention()->mutable_settings()->set_summary_retention_ms(
+      kMinClosedRetentionMs - 1);
+  EXPECT_EQ(code_of(apply(summary_too_short, kT0)), Code::kInvalidArgument);
+  EXPECT_EQ(Engine::read_retention(store_)->summary_retention_ms(), 0);
 }
 
 }  // namespace
