@@ -98,7 +98,7 @@ admin() {
 
 set_short_retention() {
   local window body=""
-  for window in dedup_window_ms change_retention_ms message_retention_ms delivery_lifetime_ms closed_workflow_ms; do
+  for window in dedup_window_ms change_retention_ms message_retention_ms delivery_lifetime_ms closed_workflow_ms workflow_summary_ms; do
     body+="${body:+, }\"$window\": $RETENTION_MS"
   done
   admin -X PUT -H 'Content-Type: application/json' -d "{$body}" \

@@ -420,6 +420,11 @@ class Applier {
   // whose message_retention_ms has passed (none while it is 0), canceling their open deliveries.
   // Run after every command that applied.
   Status expire_messages();
+  // Trims the stream at the front of the stream-trim queue once its window has passed: up to
+  // kMaxIdleStreamTrimsPerCommand entries past the change retention, never the newest. A stream
+  // trimmed as far as it can be leaves the queue, and is queued again when it still holds
+  // entries. Run after every command that applied.
+  Status trim_idle_streams();
 
  private:
   template <typename Message>
@@ -491,6 +496,9 @@ class Applier {
   // Drops the user's oldest stream entries past the change retention (at most
   // kMaxChangeTrimsPerAppend, never the newest) and moves first_change_seq past them.
   Status trim_changes(UserRecord& user);
+  // Queues the user's stream for trimming once the change retention has passed (a user has at
+  // most one queue entry), and marks the record.
+  Status queue_stream_trim(UserRecord& user);
   // Queues the send-dedup record just written for expiry, and removes up to
   // kMaxDedupExpiriesPerSend expired ones from the front of the queue.
   Status remember_dedup(const std::string& dedup_key);
@@ -1437,6 +1445,7 @@ Status Applier::append_change(std::string_view user_id, ChangeRecord change) {
   put(keys::change_key(user_id, seq), change);
   user.set_last_change_seq(seq);
   HERALD_RETURN_IF_ERROR(trim_changes(user));
+  if (!user.trim_queued()) HERALD_RETURN_IF_ERROR(queue_stream_trim(user));
   put(keys::user_key(user_id), user);
   notices_.push_back(ChangeNotice{std::string(user_id), seq, change.conversation_id()});
   return Status::ok_status();
@@ -1455,6 +1464,69 @@ Status Applier::trim_changes(UserRecord& user) {
     ++first;
   }
   if (first > 1) user.set_first_change_seq(first);
+  return Status::ok_status();
+}
+
+Status Applier::queue_stream_trim(UserRecord& user) {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::StreamQueue>(
+                                           batch_, keys::stream_queue_key(), "stream queue"));
+  messagingpb::StreamQueue queue = stored.value_or(messagingpb::StreamQueue());
+  messagingpb::StreamTrim entry;
+  entry.set_user_id(user.user_id());
+  entry.set_wall_ms(now_ms_);
+  put(keys::stream_trim_key(queue.tail()), entry);
+  queue.set_tail(queue.tail() + 1);
+  put(keys::stream_queue_key(), queue);
+  user.set_trim_queued(true);
+  return Status::ok_status();
+}
+
+// Queue times only grow along the queue (times in the log only grow), so the head is the first
+// due. The head's stream is trimmed over as many commands as it needs.
+Status Applier::trim_idle_streams() {
+  HERALD_ASSIGN_OR_RETURN(auto stored, load<messagingpb::StreamQueue>(
+                                           batch_, keys::stream_queue_key(), "stream queue"));
+  if (!stored || stored->head() == stored->tail()) return Status::ok_status();
+  if (stored->head() > stored->tail()) {
+    return Status::corruption("the stream-trim queue's bounds are out of order");
+  }
+  messagingpb::StreamQueue queue = *stored;
+  HERALD_ASSIGN_OR_RETURN(const messagingpb::RetentionSettings retention, retention());
+  const std::int64_t horizon_ms = now_ms_ - retention.change_retention_ms();
+  const std::string entry_key = keys::stream_trim_key(queue.head());
+  HERALD_ASSIGN_OR_RETURN(
+      const messagingpb::StreamTrim entry,
+      referenced(load<messagingpb::StreamTrim>(batch_, entry_key, "stream trim"), "stream trim",
+                 std::to_string(queue.head())));
+  if (entry.wall_ms() >= horizon_ms) return Status::ok_status();
+  HERALD_ASSIGN_OR_RETURN(UserRecord user,
+                          referenced(find_user(batch_, entry.user_id()), "user", entry.user_id()));
+  std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
+  bool trimmed_all_due = false;
+  for (std::size_t n = 0; n < kMaxIdleStreamTrimsPerCommand; ++n) {
+    if (first >= user.last_change_seq()) {  // the newest entry always stays
+      trimmed_all_due = true;
+      break;
+    }
+    const std::string key = keys::change_key(user.user_id(), first);
+    HERALD_ASSIGN_OR_RETURN(auto oldest, load<ChangeRecord>(batch_, key, "change"));
+    if (oldest && oldest->time_ms() >= horizon_ms) {
+      trimmed_all_due = true;
+      break;
+    }
+    if (oldest) del(key);
+    ++first;
+  }
+  if (first > 1) user.set_first_change_seq(first);
+  if (trimmed_all_due) {
+    del(entry_key);
+    queue.set_head(queue.head() + 1);
+    put(keys::stream_queue_key(), queue);
+    user.set_trim_queued(false);
+    // Entries within the window remain: they are due one window from now at the latest.
+    if (first < user.last_change_seq()) HERALD_RETURN_IF_ERROR(queue_stream_trim(user));
+  }
+  put(keys::user_key(user.user_id()), user);
   return Status::ok_status();
 }
 
@@ -1703,6 +1775,7 @@ Result<rsmpb::CommandResult> dispatch(Applier& a, const messagingpb::MessagingCo
   HERALD_RETURN_IF_ERROR(a.check_acting_device(c.acting_user_id(), c.acting_device_id()));
   HERALD_ASSIGN_OR_RETURN(rsmpb::CommandResult result, run(a, c));
   HERALD_RETURN_IF_ERROR(a.expire_messages());
+  HERALD_RETURN_IF_ERROR(a.trim_idle_streams());
   return result;
 }
 

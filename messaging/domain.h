@@ -118,6 +118,12 @@ inline constexpr std::int64_t kMaxRetentionMs = 3650LL * 24 * 60 * 60 * 1000;
 // appended change. Each adds one, so removal keeps up with any steady rate.
 inline constexpr std::size_t kMaxDedupExpiriesPerSend = 8;
 inline constexpr std::size_t kMaxChangeTrimsPerAppend = 4;
+// Streams nothing is appended to any more: each user's stream is queued once per window
+// (UserRecord.trim_queued) and, once the window has passed, trimmed by the sweep that ends every
+// applied command, at most this many entries per command (the queue's head stays until its
+// stream holds no entry past the window but the newest). An entry is gone between one and two
+// windows after it was appended.
+inline constexpr std::size_t kMaxIdleStreamTrimsPerCommand = 16;
 // Message history (message_retention_ms; 0, the default, keeps every message). Every send queues
 // its message; a message older than the window is deleted, oldest first, by the sweep that ends
 // every applied command: at most this many per command. A send adds one, so the sweep keeps up

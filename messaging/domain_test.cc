@@ -405,6 +405,16 @@ class DomainTest : public ::testing::Test {
     }
     EXPECT_EQ(scan_sub<messagingpb::MemberState>(keys::kMemberSub).size(), memberships);
     EXPECT_EQ(scan_sub<messagingpb::ChatEntry>(keys::kChatSub).size(), memberships);
+    // The stream-trim queue holds one entry per user marked trim_queued, and no other.
+    std::multiset<std::string> queued_streams;
+    for (const auto& entry : scan_sub<messagingpb::StreamTrim>(keys::kStreamTrimSub)) {
+      queued_streams.insert(entry.user_id());
+    }
+    std::multiset<std::string> marked_streams;
+    for (const auto& user : scan_sub<messagingpb::UserRecord>(keys::kUserSub)) {
+      if (user.trim_queued()) marked_streams.insert(user.user_id());
+    }
+    EXPECT_EQ(queued_streams, marked_streams);
     for (const auto& user : scan_sub<messagingpb::UserRecord>(keys::kUserSub)) {
       // Retention trims from the front, never the newest entry.
       const std::uint64_t first = std::max<std::uint64_t>(user.first_change_seq(), 1);
@@ -1578,6 +1588,47 @@ TEST_F(DomainTest, ChangeStreamsAreTrimmedAndAReaderBehindThemMustResync) {
   ASSERT_TRUE(caught_up.ok());
   EXPECT_FALSE(caught_up->resync_required);
   EXPECT_EQ(caught_up->entries.size(), last - first + 1);
+}
+
+TEST_F(DomainTest, AStreamNothingIsAppendedToIsTrimmedToItsNewestEntryWithinTwoWindows) {
+  make_trio();
+  constexpr std::int64_t kWindowMs = 10 * kTickMs;
+  ok(retention_cmd(0, kWindowMs));
+  for (int i = 0; i < 50; ++i) send("g", "alice", "m" + std::to_string(i));
+  const std::int64_t last_append_ms = now_;
+  // Commands that append to no stream, for two windows plus the commands a backlog needs.
+  while (now_ < last_append_ms + 2 * kWindowMs + 4 * kTickMs) ok(retention_cmd(0, kWindowMs));
+  for (const std::string user : {"alice", "bob", "carol"}) {
+    const auto record = Domain::get_user(store_, user);
+    ASSERT_TRUE(record.ok() && record->has_value());
+    EXPECT_EQ((*record)->first_change_seq(), (*record)->last_change_seq()) << user;
+    EXPECT_FALSE((*record)->trim_queued()) << user;
+  }
+  EXPECT_TRUE(scan_sub<messagingpb::StreamTrim>(keys::kStreamTrimSub).empty());
+  // A new append queues the stream again.
+  send("g", "alice", "again");
+  EXPECT_EQ(scan_sub<messagingpb::StreamTrim>(keys::kStreamTrimSub).size(), 3U);
+}
+
+TEST_F(DomainTest, ALongIdleBacklogIsTrimmedOverSeveralCommandsWithBoundedWork) {
+  make_trio();
+  // The default window: 300 entries pile up in bob's stream, untrimmed.
+  for (int i = 0; i < 300; ++i) send("g", "alice", "m" + std::to_string(i));
+  const auto before = Domain::get_user(store_, "bob");
+  ASSERT_TRUE(before.ok() && before->has_value());
+  ASSERT_LE((*before)->first_change_seq(), 1U);
+  constexpr std::int64_t kWindowMs = 10 * kTickMs;
+  ok(retention_cmd(0, kWindowMs));  // now shortened: the whole backlog is past it
+  for (std::size_t n = 0; n < 300 / kMaxIdleStreamTrimsPerCommand + 1; ++n) {
+    const std::size_t kept_before = scan_sub<messagingpb::ChangeRecord>(keys::kChangeSub).size();
+    ok(retention_cmd(0, kWindowMs));
+    EXPECT_LE(kept_before - scan_sub<messagingpb::ChangeRecord>(keys::kChangeSub).size(),
+              kMaxIdleStreamTrimsPerCommand);
+  }
+  for (int n = 0; n < 3 * 300 / static_cast<int>(kMaxIdleStreamTrimsPerCommand) + 3; ++n) {
+    ok(retention_cmd(0, kWindowMs));
+  }
+  EXPECT_EQ(scan_sub<messagingpb::ChangeRecord>(keys::kChangeSub).size(), 3U);
 }
 
 // ---------------------------------------------------------------- message history

@@ -126,4 +126,14 @@ std::string message_expiry_key(std::uint64_t n) {
   return out;
 }
 
+std::string stream_queue_key() {
+  return start(kStreamQueueSub);
+}
+
+std::string stream_trim_key(std::uint64_t n) {
+  std::string out = start(kStreamTrimSub);
+  put_fixed64_be(out, n);
+  return out;
+}
+
 }  // namespace herald::messaging::keys

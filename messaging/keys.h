@@ -38,6 +38,8 @@ inline constexpr char kDeviceQueueSub = 'k';   // "m" "k" -> DeviceQueue
 inline constexpr char kDeviceExpirySub = 'r';  // "m" "r" n -> DeviceExpiry
 inline constexpr char kMessageQueueSub = 'e';  // "m" "e" -> MessageQueue
 inline constexpr char kMessageExpirySub = 't';  // "m" "t" n -> MessageExpiry
+inline constexpr char kStreamQueueSub = 'a';    // "m" "a" -> StreamQueue
+inline constexpr char kStreamTrimSub = 'b';     // "m" "b" n -> StreamTrim
 
 [[nodiscard]] std::string user_key(std::string_view user_id);
 [[nodiscard]] std::string device_key(std::string_view device_id);
@@ -58,6 +60,8 @@ inline constexpr char kMessageExpirySub = 't';  // "m" "t" n -> MessageExpiry
 [[nodiscard]] std::string device_expiry_key(std::uint64_t n);
 [[nodiscard]] std::string message_queue_key();
 [[nodiscard]] std::string message_expiry_key(std::uint64_t n);
+[[nodiscard]] std::string stream_queue_key();
+[[nodiscard]] std::string stream_trim_key(std::uint64_t n);
 // "m" "v" str(user) str(device): the prefix of one device's marks in every conversation.
 [[nodiscard]] std::string device_marks_prefix(std::string_view user_id, std::string_view device_id);
 
