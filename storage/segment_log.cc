@@ -151,9 +151,9 @@ bool parse_segment_name(std::string_view name, std::uint64_t& seq) {
     const char c = name[i];
     std::uint64_t digit = 0;
     if (c >= '0' && c <= '9') {
-      digit = static_cast<std::uint64_t>(c - '0');
+      digit = static_cast<std::uint64_t>(c) - '0';
     } else if (c >= 'a' && c <= 'f') {
-      digit = static_cast<std::uint64_t>(c - 'a' + 10);
+      digit = static_cast<std::uint64_t>(c) - 'a' + 10;
     } else {
       return false;
     }

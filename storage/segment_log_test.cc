@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,12 +23,12 @@ using testing::TempDir;
 // Small segments, so that a few dozen entries span several of them.
 constexpr std::uint64_t kSmallSegmentBytes = 1024;
 // The segment size of tests that need no rollover (the full size only costs memory and time).
-constexpr std::uint64_t kTestSegmentBytes = 64 * 1024;
+constexpr std::uint64_t kTestSegmentBytes = std::uint64_t{64} << 10U;
 // Seeds of the randomized crash test (HERALD_SEGMENT_LOG_SEEDS overrides, for long runs).
-const std::uint64_t kRandomSeeds = [] {
+std::uint64_t random_seeds() {
   const char* env = std::getenv("HERALD_SEGMENT_LOG_SEEDS");
   return env != nullptr ? std::strtoull(env, nullptr, 10) : 60;
-}();
+}
 
 raftpb::Entry make_entry(raft::Index index, raft::Term term) {
   raftpb::Entry entry;
@@ -128,6 +131,42 @@ TEST(SegmentLogTest, AppendReadRestartOnDisk) {
   EXPECT_EQ(log->last_index(), 39U);
   EXPECT_EQ(log->hard_state().vote(), 1U);
   expect_readable(*log);
+}
+
+TEST(SegmentLogTest, TornTailOnDiskIsDroppedAndCleared) {
+  TempDir dir;
+  std::uint64_t torn_end = 0;
+  {
+    auto fs = PosixLogFs::open_dir(dir.path());
+    ASSERT_TRUE(fs.ok());
+    const auto log = open_log(**fs);
+    append(*log, 1, 4, 1);
+    append(*log, 4, 6, 1, /*sync=*/false);
+  }
+  // As a crash would leave it: the last bytes of the unsynced batch never reached the disk, and
+  // a segment's creation was cut short.
+  const std::string path = dir.path() + "/" + segment_name(1);
+  {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    torn_end = bytes.find_last_not_of('\0') + 1;
+    file.seekp(static_cast<std::streamoff>(torn_end - 5));
+    file.write("\0\0\0\0\0", 5);
+  }
+  std::ofstream(dir.path() + "/" + segment_name(2) + std::string(kSegmentTempSuffix)) << "x";
+  auto fs = PosixLogFs::open_dir(dir.path());
+  ASSERT_TRUE(fs.ok());
+  const auto log = open_log(**fs);
+  EXPECT_EQ(log->last_index(), 3U);
+  EXPECT_GT(log->recovery().torn_bytes_zeroed, 0U);
+  EXPECT_EQ(log->recovery().temp_files_removed, 1U);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/" + segment_name(2) +
+                                       std::string(kSegmentTempSuffix)));
+  append(*log, 4, 5, 2);
+  const auto reopened = open_log(**fs);
+  EXPECT_EQ(reopened->last_index(), 4U);
+  EXPECT_EQ(*reopened->term(4), 2U);
+  expect_readable(*reopened);
 }
 
 TEST(SegmentLogTest, EntriesHonourTheByteBudget) {
@@ -560,7 +599,7 @@ TEST(SegmentLogTest, RandomRoundsAndCrashesKeepEverySyncedBatch) {
   // Random rounds (appends, conflicting appends, hard states, snapshots, compaction, synced or
   // not), then a crash: the reopened log must show the state after some round at or after the
   // last synced one, never a mix. Then the same log goes on from there.
-  for (std::uint64_t seed = 0; seed < kRandomSeeds; ++seed) {
+  for (std::uint64_t seed = 0; seed < random_seeds(); ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     Rng rng(seed);
     MemLogFs fs;
