@@ -29,6 +29,8 @@
 #include "server/peer_transport.h"
 #include "storage/log_store.h"
 #include "storage/mem_engine.h"
+#include "storage/mem_log_fs.h"
+#include "storage/segment_log.h"
 #include "workflow/engine.h"
 #include "workflow/workflow.pb.h"
 
@@ -405,6 +407,70 @@ void log_stores(const Writer& w) {
   wrong_index += key;
   put_long(wrong_index, log_entry(2, 1).SerializeAsString());
   w.write(t, "wrong_index.bin", wrong_index);
+}
+
+// ---------------------------------------------------------------- segment log
+
+// The segment_log input for the segment files `fs` holds.
+std::string dump_segments(const herald::storage::MemLogFs& fs, std::uint64_t segments,
+                          std::uint64_t first = 1) {
+  std::string out;
+  put_fixed64_be(out, first);
+  put_u8(out, segments);
+  for (std::uint64_t seq = first; seq < first + segments; ++seq) {
+    put_long(out, fs.contents(herald::storage::segment_name(seq)));
+  }
+  return out;
+}
+
+void segment_logs(const Writer& w) {
+  namespace storage = herald::storage;
+  const std::string_view t = "segment_log";
+  // As fuzz/segment_log_fuzz.cc's kFuzzSegmentBytes.
+  const storage::SegmentLogOptions options{1024};
+  storage::MemLogFs fs;
+  auto log = storage::SegmentLog::open(&fs, options);
+  HERALD_ASSERT(log.ok(), "an empty directory opens");
+  w.write(t, "empty.bin", dump_segments(fs, 1));
+  herald::raftpb::HardState hs;
+  hs.set_term(2);
+  hs.set_vote(1);
+  for (herald::raft::Index i = 1; i <= 30; ++i) {
+    hs.set_commit(i - 1);
+    HERALD_ASSERT((*log)->save(hs, std::nullopt, {log_entry(i, 1 + i / 10)}, i % 4 != 0).ok(),
+                  "saves");
+  }
+  HERALD_ASSERT((*log)->segment_count() >= 2, "30 entries span segments of 1 KiB");
+  w.write(t, "two_segments.bin", dump_segments(fs, (*log)->segment_count()));
+  // A conflicting suffix, then an unsynced batch cut in its middle (a torn tail).
+  std::vector<herald::raftpb::Entry> conflict{log_entry(28, 4), log_entry(29, 4)};
+  HERALD_ASSERT((*log)->save(std::nullopt, std::nullopt, conflict, true).ok(), "saves");
+  const std::uint64_t segments = (*log)->segment_count();
+  const std::string before = fs.contents(storage::segment_name(segments));
+  HERALD_ASSERT((*log)->save(hs, std::nullopt, {log_entry(30, 4), log_entry(31, 4)}, false).ok(),
+                "saves");
+  HERALD_ASSERT((*log)->segment_count() == segments, "the batch fits the last segment");
+  w.write(t, "conflict_then_unsynced.bin", dump_segments(fs, segments));
+  std::string torn = fs.contents(storage::segment_name(segments));
+  std::size_t end = torn.size();
+  while (end > 0 && torn[end - 1] == before[end - 1]) --end;
+  torn.replace(end - 10, 10, before, end - 10, 10);
+  storage::MemLogFs torn_fs;
+  for (std::uint64_t seq = 1; seq <= segments; ++seq) {
+    const std::string name = storage::segment_name(seq);
+    torn_fs.put_durable(name, seq == segments ? torn : fs.contents(name));
+  }
+  w.write(t, "torn_tail.bin", dump_segments(torn_fs, segments));
+  // A snapshot that restarts the log, then compaction of every older segment.
+  herald::raftpb::SnapshotMetadata snapshot;
+  snapshot.set_index(200);
+  snapshot.set_term(5);
+  hs.set_term(5);
+  hs.set_commit(200);
+  HERALD_ASSERT((*log)->save(hs, snapshot, {log_entry(201, 5)}, true).ok(), "saves a snapshot");
+  HERALD_ASSERT((*log)->compact(200).ok(), "compacts");
+  w.write(t, "snapshot_then_compacted.bin",
+          dump_segments(fs, (*log)->segment_count(), (*log)->first_segment_seq()));
 }
 
 // ---------------------------------------------------------------- the messaging domain
@@ -804,6 +870,7 @@ int main(int argc, char** argv) {
   serve_configs(w);
   peer_frames(w);
   log_stores(w);
+  segment_logs(w);
   seed::Replica replica;
   messaging_applies(w, replica);
   state_records(w, replica);

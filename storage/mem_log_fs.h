@@ -1,0 +1,92 @@
+// MemLogFs: the in-memory LogFs the simulator runs the segment log on, with injectable disk
+// faults. It models exactly the LogFs contract (storage/log_fs.h), and nothing kinder:
+//
+//  - Each file has a durable image and a live one. Writes change the live image at once and are
+//    remembered, in order, until the file's next sync(), which makes the live image durable.
+//  - crash(rng) is a power loss and restart. Every file keeps its durable image plus the first k
+//    of its unsynced writes, k uniform in [0, n]; when k < n the next write is torn with even odds:
+//    a random prefix of its bytes (possibly none) lands, the rest stays as it was.
+//  - Names: the directory seen by list() and open() changes at once; the durable directory is a
+//    copy taken at each sync_dir(). A crash restores the durable directory, so a create, rename
+//    or remove not followed by sync_dir() is undone (a removed file comes back with its contents).
+//
+// Faults beyond a crash: fail_ops(n) makes the next n write() or sync() calls fail with kIOError
+// without changing anything; corrupt() flips one bit of a file, in both images, as a damaged
+// sector would.
+//
+// Ownership: files returned by open() and create() borrow the MemLogFs, which must outlive them;
+// after crash() old handles must not be used. Thread-safety: none; deterministic and meant for
+// single-threaded use (the simulator).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/random.h"
+#include "storage/log_fs.h"
+
+namespace herald::storage {
+
+// What a MemLogFs has done since it was created, for tests and the simulator.
+struct MemLogFsCounters {
+  std::uint64_t writes = 0;         // successful LogFile::write() calls
+  std::uint64_t bytes_written = 0;  // their bytes
+  std::uint64_t syncs = 0;          // successful LogFile::sync() calls
+  std::uint64_t dir_syncs = 0;      // sync_dir() calls
+  std::uint64_t failed_ops = 0;     // writes and syncs rejected by fail_ops()
+  std::uint64_t crashes = 0;        // crash() calls
+  std::uint64_t lost_writes = 0;    // unsynced writes dropped by crash() (a torn one included)
+  std::uint64_t torn_writes = 0;    // writes of which crash() kept only a prefix
+};
+
+class MemLogFs final : public LogFs {
+ public:
+  struct FileData {
+    std::string durable;
+    std::string live;
+    std::vector<std::pair<std::uint64_t, std::string>> unsynced;  // {offset, bytes}, in order
+  };
+
+  [[nodiscard]] Result<std::vector<std::string>> list() const override;
+  [[nodiscard]] Result<std::unique_ptr<LogFile>> open(std::string_view name) override;
+  [[nodiscard]] Result<std::unique_ptr<LogFile>> create(std::string_view name,
+                                                        std::uint64_t size_bytes) override;
+  [[nodiscard]] Status rename(std::string_view from, std::string_view to) override;
+  [[nodiscard]] Status remove(std::string_view name) override;
+  [[nodiscard]] Status sync_dir() override;
+
+  // Simulates a power loss and restart (see the header comment).
+  void crash(Rng& rng);
+  // The next `count` write() or sync() calls fail with kIOError and change nothing.
+  void fail_ops(std::uint64_t count) { failures_pending_ = count; }
+  // Flips bit `bit` (0..7) of byte `offset` of file `name`, in the live and the durable image.
+  // Returns false (and changes nothing) if there is no such file or byte.
+  [[nodiscard]] bool corrupt(std::string_view name, std::uint64_t offset, unsigned bit = 0);
+  // The live contents of a file (empty if absent), for tests.
+  [[nodiscard]] std::string contents(std::string_view name) const;
+  // Replaces a file's contents, durably (a file written by another program), for tests and fuzzing.
+  void put_durable(std::string_view name, std::string contents);
+  // Whether a name is in the durable directory.
+  [[nodiscard]] bool durable_name(std::string_view name) const;
+
+  [[nodiscard]] const MemLogFsCounters& counters() const { return counters_; }
+
+  // Used by the files: consumes one pending failure, if any.
+  [[nodiscard]] bool take_failure();
+  MemLogFsCounters& mutable_counters() { return counters_; }
+
+ private:
+  using Directory = std::map<std::string, std::shared_ptr<FileData>, std::less<>>;
+
+  Directory live_;
+  Directory durable_;
+  std::uint64_t failures_pending_ = 0;
+  MemLogFsCounters counters_;
+};
+
+}  // namespace herald::storage
