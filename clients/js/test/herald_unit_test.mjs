@@ -20,7 +20,11 @@ function fakeSockets() {
       this.sent = [];
       this.closedWith = null;
       sockets.push(this);
-      setTimeout(() => this.onopen && this.onopen(), 0);
+      // A refused connection (FakeSocket.refuseNext) reports an error and no close, as Node 20's
+      // WebSocket does.
+      const refused = FakeSocket.refuseNext;
+      FakeSocket.refuseNext = false;
+      setTimeout(() => (refused ? this.onerror && this.onerror({}) : this.onopen && this.onopen()), 0);
     }
     send(text) {
       if (this.closedWith) throw new Error("closed");
@@ -345,4 +349,32 @@ test("OversizeBodyIsRefusedLocally", async () => {
   const client = newClient(FakeSocket);
   await assert.rejects(client.send("c", "é".repeat(40_000)), (e) => e.code === "too_large");
   await assert.rejects(client.send("c", ""), (e) => e.code === "invalid_argument");
+});
+
+test("GoingOfflineDropsTheSocketAndComingBackReconnectsAtOnce", async () => {
+  const { sockets, FakeSocket } = fakeSockets();
+  const client = newClient(FakeSocket, { reconnectInitialMs: 60_000, reconnectMaxMs: 60_000 });
+  client.connect();
+  await answerAuth(await until("socket", () => sockets[0]), 1);
+  client.setNetwork(false);
+  await until("offline", () => client.state === "offline");
+  await tick(30);
+  assert.equal(sockets.length, 1, "no reconnect while offline");
+  client.setNetwork(true);
+  // Without waiting out the (one minute) backoff.
+  const auth = await answerAuth(await until("a second socket", () => sockets[1], 500), 1);
+  assert.equal(auth.since, 1);
+  assert.equal(client.state, "online");
+  client.close();
+});
+
+test("AConnectionThatFailsWithoutACloseEventIsRetried", async () => {
+  // Node 20's WebSocket reports a refused connection with an error and no close event.
+  const { sockets, FakeSocket } = fakeSockets();
+  FakeSocket.refuseNext = true;
+  const client = newClient(FakeSocket);
+  const ready = client.connect();
+  await answerAuth(await until("a second socket", () => sockets[1]), 2);
+  assert.equal((await ready).cursor, 2);
+  client.close();
 });
