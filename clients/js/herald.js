@@ -424,8 +424,13 @@ export class HeraldClient {
   scheduleRefresh(expiresAtMs) {
     this.jwtExpiresAtMs = expiresAtMs;
     if (!this.options.getJwt) return;
+    // One refresh timer at a time: a reconnect's auth replaces the one of the previous session.
+    if (this.refreshTimer) {
+      clearTimeout(this.refreshTimer);
+      this.timers.delete(this.refreshTimer);
+    }
     const wait = Math.max(0, expiresAtMs - Date.now() - kRefreshBeforeExpiryMs);
-    this.later(wait, async () => {
+    this.refreshTimer = this.later(wait, async () => {
       if (this.state !== "online") return;
       try {
         this.jwtStale = true;
@@ -502,8 +507,9 @@ export class HeraldClient {
 
   // Sends a request of `type` with `fields` once the session is online and resolves with the
   // `ok` answer (without `type` and `re`), or rejects with a HeraldError. A request made while
-  // offline waits for the connection; one in flight when the connection drops rejects with
-  // `disconnected` (outcome unknown).
+  // the session is not online waits for the next authenticated connection, and rejects with
+  // `disconnected` if that attempt fails; one in flight when the connection drops rejects with
+  // `disconnected` (outcome unknown). Sends go through the outbox instead, which retries them.
   request(type, fields = {}) {
     if (this.state === "closed") {
       return Promise.reject(new HeraldError("disconnected", "the client is closed"));
