@@ -72,6 +72,10 @@ constexpr std::size_t kMaxWatches = 64;
 constexpr std::size_t kMaxRecentMessages = 16;
 // Device ids tried past the next generation when it is taken (device ids are never reused).
 constexpr std::uint64_t kMaxDeviceIdAttempts = 100;
+// Browser tabs of the web chat (/chat/) the demo makes devices for, per user (alice and bob).
+constexpr int kChatTabsPerUser = 2;
+// Largest random suffix of a web chat device id (six hex digits).
+constexpr std::int64_t kChatDeviceSuffixMax = 0xffffff;
 
 constexpr char kTeamId[] = "team";
 constexpr char kConflictCode[] = "conflict";
@@ -258,6 +262,7 @@ class Demo::Session {
   [[nodiscard]] Status provision_conversations();
   [[nodiscard]] Status complete_team();
   void log_cast() const;
+  [[nodiscard]] Status log_chat_links();
 
   // ---- Devices.
   // Connects and authenticates `d`; without `since`, its cursor becomes the user's newest.
@@ -327,6 +332,10 @@ Status Demo::Session::run() {
   }
   HERALD_RETURN_IF_ERROR(in_context(complete_team(), "completing the team"));
   log_cast();
+  if (!demo_.chat_links_logged_) {
+    HERALD_RETURN_IF_ERROR(in_context(log_chat_links(), "provisioning the web chat's devices"));
+    demo_.chat_links_logged_ = true;
+  }
   while (demo_.pause_ms(rng_.range(kMinStepMs, kMaxStepMs))) {
     HERALD_RETURN_IF_ERROR(in_context(step(), "traffic"));
     ++steps_;
@@ -472,6 +481,29 @@ void Demo::Session::log_cast() const {
       "demo: follow a message: curl -H 'Authorization: Bearer {}' "
       "http://{}:{}/v1/admin/conversations/{}/messages/<seq>",
       demo_.options_.admin_token, demo_.options_.host, demo_.options_.port, kTeamId);
+}
+
+// Makes a device per web chat tab for alice and bob and prints each tab's sign-in link: the
+// device secret travels in the address's fragment, which the browser does not send to the node
+// (docs/js-client.md, "The web chat"). Demo mode only, like the admin token it prints; each
+// process makes new devices, with random ids.
+Status Demo::Session::log_chat_links() {
+  for (const char* user : {"alice", "bob"}) {
+    for (int tab = 1; tab <= kChatTabsPerUser; ++tab) {
+      Result<std::string> token = Status::resource_exhausted("no free web chat device id");
+      std::string device_id;
+      for (std::uint64_t attempt = 0; attempt < kMaxDeviceIdAttempts; ++attempt) {
+        device_id = fmt::format("{}-chat{}-{:06x}", user, tab, rng_.range(0, kChatDeviceSuffixMax));
+        token = admin_.create_device(user, device_id, "web");
+        if (token.ok() || !is_conflict(token.status())) break;
+      }
+      if (!token.ok()) return token.status();
+      spdlog::info("demo: web chat as {} (tab {}): http://{}:{}/chat/#user={}&device={}&token={}",
+                   user, tab, demo_.options_.host, demo_.options_.port, user, device_id,
+                   client::encode_path_segment(*token));
+    }
+  }
+  return Status::ok_status();
 }
 
 // ------------------------------------------------------------------ devices

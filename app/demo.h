@@ -101,6 +101,8 @@ class Demo {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;  // guarded by mu_
+  // Whether the web chat's sign-in links were printed (once per process; demo thread only).
+  bool chat_links_logged_ = false;
   std::thread thread_;
 };
 

@@ -25,6 +25,7 @@
 #include "push/fcm.h"
 #include "push/guard.h"
 #include "push/webpush.h"
+#include "server/chat_page.h"
 #include "server/cluster_api.h"
 #include "server/damage_report.h"
 #include "server/dashboard.h"
@@ -514,6 +515,10 @@ int run_serve(const ServeFlags& flags) {
         }
         if (server::is_dashboard_path(request.path)) {
           respond(server::serve_dashboard(request));
+          return;
+        }
+        if (server::is_chat_path(request.path)) {
+          respond(server::serve_chat(request));
           return;
         }
         if (request.path == server::kMetricsPath) {

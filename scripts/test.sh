@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Herald and runs every check: clang-format, the unit and scenario tests, the
 # deterministic simulator (raft and workflow scenarios), the process-level SIGKILL tests and the
-# dashboard's browser test in headless Chromium (ctest),
+# browser tests of the dashboard and the web chat in headless Chromium and the JavaScript
+# client's tests under node (ctest),
 # the Debian package installed into a scratch root and run from there (scripts/package_test.sh),
 # then each libFuzzer target for a bounded time (scripts/fuzz.sh), then clang-tidy over every
 # source. Exits non-zero on any failure.
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-# The dashboard's browser test needs Chromium and playwright-core.
+# The browser tests need Chromium and playwright-core; the JavaScript client's tests need node.
 bash scripts/install-deps.sh --browser
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)

@@ -15,17 +15,15 @@
 #include <string_view>
 
 #include "server/http_server.h"
+#include "server/static_site.h"
 
 namespace herald::server {
 
 // The dashboard's path; "/dashboard" redirects to "/dashboard/", which serves index.html.
 inline constexpr std::string_view kDashboardPath = "/dashboard";
 
-struct DashboardAsset {
-  std::string_view name;  // file name under web/dashboard/, e.g. "app.js"
-  std::string_view content_type;
-  std::string_view bytes;
-};
+// A file under web/dashboard/, e.g. "app.js".
+using DashboardAsset = EmbeddedAsset;
 
 // Every embedded file, sorted by name (generated at build time).
 [[nodiscard]] std::span<const DashboardAsset> dashboard_assets();
@@ -33,8 +31,9 @@ struct DashboardAsset {
 // Whether `path` (raw, without the query) is "/dashboard" or below it.
 [[nodiscard]] bool is_dashboard_path(std::string_view path);
 
-// The answer to `request` on a dashboard path: GET or HEAD of an embedded file (HEAD without a
-// body), 301 from "/dashboard" to "/dashboard/", 404 for an unknown file, 405 for other methods.
+// The answer to `request` on a dashboard path (serve_site in server/static_site.h): GET or HEAD
+// of an embedded file, 301 from "/dashboard" to "/dashboard/", 404 for an unknown file, 405 for
+// other methods.
 // Precondition: is_dashboard_path(request.path).
 [[nodiscard]] HttpResponse serve_dashboard(const HttpRequest& request);
 

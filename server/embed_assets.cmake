@@ -1,18 +1,33 @@
-# Writes a C++ source that embeds every file of a directory (the dashboard's static files) as a
-# byte array, with its content type by extension. Run at build time:
-#   cmake -DASSET_DIR=<dir> -DOUTPUT=<file.cc> -P embed_assets.cmake
-# The generated source defines herald::server::dashboard_assets() (server/dashboard.h).
+# Writes a C++ source that embeds every file of a directory (a static site: the dashboard, the web
+# chat) as a byte array, with its content type by extension. Run at build time:
+#   cmake -DASSET_DIR=<dir> -DOUTPUT=<file.cc> [-DFUNCTION=<name> -DHEADER=<header>]
+#         [-DEXTRA_FILES=<file;file>] -P embed_assets.cmake
+# The generated source defines std::span<const herald::server::EmbeddedAsset> FUNCTION()
+# (default dashboard_assets, declared in HEADER, default server/dashboard.h). EXTRA_FILES are
+# embedded too, under their base names (the web chat serves the client module beside its page).
+if(NOT DEFINED FUNCTION)
+  set(FUNCTION dashboard_assets)
+endif()
+if(NOT DEFINED HEADER)
+  set(HEADER server/dashboard.h)
+endif()
 file(GLOB names RELATIVE "${ASSET_DIR}" "${ASSET_DIR}/*")
-list(SORT names)
-set(body "// Generated from web/dashboard/ by server/embed_assets.cmake at build time; do not edit.\n")
-string(APPEND body "#include \"server/dashboard.h\"\n\nnamespace herald::server {\nnamespace {\n")
+set(paths "")
+foreach(name IN LISTS names)
+  list(APPEND paths "${ASSET_DIR}/${name}")
+endforeach()
+list(APPEND paths ${EXTRA_FILES})
+list(SORT paths)
+set(body "// Generated from ${ASSET_DIR} by server/embed_assets.cmake at build time; do not edit.\n")
+string(APPEND body "#include \"${HEADER}\"\n\nnamespace herald::server {\nnamespace {\n")
 set(table "")
 set(index 0)
-foreach(name IN LISTS names)
-  if(IS_DIRECTORY "${ASSET_DIR}/${name}")
+foreach(path IN LISTS paths)
+  if(IS_DIRECTORY "${path}")
     continue()
   endif()
-  file(READ "${ASSET_DIR}/${name}" hex HEX)
+  get_filename_component(name "${path}" NAME)
+  file(READ "${path}" hex HEX)
   string(LENGTH "${hex}" hex_length)
   math(EXPR size "${hex_length} / 2")
   if(size EQUAL 0)
@@ -37,8 +52,8 @@ foreach(name IN LISTS names)
   string(APPEND table "    {\"${name}\", \"${type}\", std::string_view(kAsset${index}, ${size})},\n")
   math(EXPR index "${index} + 1")
 endforeach()
-string(APPEND body "}  // namespace\n\nstd::span<const DashboardAsset> dashboard_assets() {\n")
-string(APPEND body "  static const DashboardAsset kAssets[] = {\n${table}  };\n  return kAssets;\n}\n\n")
+string(APPEND body "}  // namespace\n\nstd::span<const EmbeddedAsset> ${FUNCTION}() {\n")
+string(APPEND body "  static const EmbeddedAsset kAssets[] = {\n${table}  };\n  return kAssets;\n}\n\n")
 string(APPEND body "}  // namespace herald::server\n")
 file(WRITE "${OUTPUT}.tmp" "${body}")
 file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "server/chat_page.h"
 #include "server/dashboard.h"
 
 namespace herald::server {
@@ -13,7 +14,7 @@ OperatorGate::OperatorGate(std::string admin_token)
 
 bool OperatorGate::is_public(const HttpRequest& request) {
   return request.path == kDeviceSocketPath || request.path == kHealthPath ||
-         is_dashboard_path(request.path);
+         is_dashboard_path(request.path) || is_chat_path(request.path);
 }
 
 std::optional<HttpResponse> OperatorGate::refuse(const HttpRequest& request) const {

@@ -6,6 +6,8 @@
 //   GET /v1/health  liveness for load balancers; reveals nothing about the cluster
 //   /dashboard/...  the dashboard's static files (server/dashboard.h): no data, no secret; the
 //                   page calls the operator APIs with the token the operator types
+//   /chat/...       the web chat's static files (server/chat_page.h): no data, no secret; the
+//                   page signs a device in over /v1/ws with the credentials the user gives it
 // Everything else — the KV API, workflows, sagas, the cluster view, messaging administration,
 // the metrics at /metrics —
 // requires the operator credential, "Authorization: Bearer <admin_token>", compared in constant

@@ -1,0 +1,196 @@
+// Type declarations of Herald's JavaScript client (herald.js; docs/js-client.md).
+
+export declare const kReconnectInitialMs: number;
+export declare const kReconnectMaxMs: number;
+export declare const kReconnectFactor: number;
+export declare const kRequestTimeoutMs: number;
+export declare const kSendRetryWindowMs: number;
+export declare const kRefreshBeforeExpiryMs: number;
+export declare const kKeepAliveMs: number;
+export declare const kMaxIteratorBuffer: number;
+export declare const kMaxOutbox: number;
+export declare const kMaxInflight: number;
+export declare const kChatsPageSize: number;
+export declare const kMaxBodyBytes: number;
+
+/** The protocol's error codes (docs/protocol.md, "Errors"), and the client's own. */
+export type ErrorCode =
+  | "malformed_json" | "unknown_type" | "missing_field" | "wrong_type" | "too_large"
+  | "not_authenticated" | "already_authenticated" | "unauthorized" | "not_member"
+  | "read_beyond_last_seq" | "read_not_member" | "timeout" | "forbidden" | "not_found"
+  | "conflict" | "invalid_argument" | "overloaded" | "resync_required" | "resource_exhausted"
+  | "rate_limited" | "unavailable" | "outcome_unknown" | "internal"
+  // the client's own: the connection dropped with the request in flight (outcome unknown), the
+  // device was removed, a send outlived its retry window, a send was discarded, no WebSocket.
+  | "disconnected" | "device_removed" | "expired" | "canceled" | "no_websocket";
+
+export declare class HeraldError extends Error {
+  readonly code: ErrorCode | string;
+  /** Sending again may succeed. */
+  readonly retryable: boolean;
+  /** Certainly not applied (unavailable, overloaded, rate_limited, ...): safe to retry as new. */
+  readonly notApplied: boolean;
+  /** May have been applied (outcome_unknown, timeout, internal, disconnected): retry idempotently. */
+  readonly outcomeUnknown: boolean;
+  /** rate_limited: the wait before the same request can be served. */
+  readonly retryAfterMs: number | null;
+  /** resync_required: the user's newest change cursor. */
+  readonly cursor: number | null;
+}
+
+/** Where a device keeps its change cursor and outbox. Methods may return promises. */
+export interface Storage {
+  get(key: string): string | null | Promise<string | null>;
+  set(key: string, value: string): void | Promise<void>;
+  remove(key: string): void | Promise<void>;
+}
+export declare class MemoryStorage implements Storage {
+  get(key: string): string | null;
+  set(key: string, value: string): void;
+  remove(key: string): void;
+}
+/** A browser's localStorage (or any Web Storage object). */
+export declare class WebStorage implements Storage {
+  constructor(store?: globalThis.Storage);
+  get(key: string): string | null;
+  set(key: string, value: string): void;
+  remove(key: string): void;
+}
+/** Node: one JSON file, replaced atomically on every change. */
+export declare class FileStorage implements Storage {
+  constructor(path: string);
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string): Promise<void>;
+  remove(key: string): Promise<void>;
+}
+
+export declare function backoffDelay(attempt: number, random?: () => number, initialMs?: number,
+  maxMs?: number): number;
+
+export interface Message {
+  conversation_id: string; seq: number; kind: "user" | "system"; sender: string;
+  sender_device: string; client_message_id: string; time_ms: number; body: string;
+  edited: boolean; edited_ms: number; deleted: boolean;
+}
+export type ChangeKind =
+  | "message_new" | "message_edited" | "message_deleted" | "conversation_created"
+  | "conversation_renamed" | "members_added" | "member_removed" | "member_left" | "role_changed"
+  | "read_cursor" | "read_receipt" | "preferences_changed" | "push_target_invalid"
+  | "device_removed";
+export interface Change {
+  cursor: number; kind: ChangeKind; conversation_id: string; seq: number; actor: string;
+  time_ms: number; message?: Message; title?: string; users?: string[]; role?: string;
+  device_id?: string;
+}
+export interface Chat {
+  conversation_id: string; kind: "direct" | "group"; title: string; activity_ms: number;
+  last_seq: number; last_sender: string; preview: string; unread: number; muted: boolean;
+  /** The user's read cursor in the conversation (a message seq). */
+  read_cursor: number;
+}
+export interface Member { user_id: string; role: "owner" | "admin" | "member"; joined_ms: number; }
+export interface Conversation {
+  conversation_id: string; kind: "direct" | "group"; title: string; created_by: string;
+  created_ms: number; last_seq: number; members: Member[];
+}
+export interface AuthAnswer {
+  user_id: string; device_id: string; server_time_ms: number; cursor: number;
+  resync_required: boolean; expires_at_ms?: number;
+}
+export interface SendAnswer {
+  seq: number; existed: boolean; server_time_ms: number | null;
+  client_message_id: string; conversation_id: string;
+}
+export interface OutboxEntry {
+  conversation_id: string; client_message_id: string; body: string; queued_ms: number;
+  status: "queued" | "sending" | "sent" | "failed"; seq?: number;
+}
+export type ClientState =
+  "idle" | "connecting" | "authenticating" | "online" | "offline" | "closed";
+
+export interface EventMap {
+  state: { type: "state"; state: ClientState };
+  connected: { type: "connected"; answer: AuthAnswer };
+  disconnected: { type: "disconnected"; code: number; reason: string };
+  auth: { type: "auth"; answer: AuthAnswer };
+  change: { type: "change"; change: Change };
+  message: { type: "message"; change: Change; message: Message; kind: ChangeKind };
+  read: { type: "read"; conversation_id: string; seq: number; device_id: string };
+  receipt: { type: "receipt"; conversation_id: string; user_id: string; seq: number };
+  typing: { type: "typing"; conversation_id: string; user_id: string; active: boolean };
+  presence: { type: "presence"; user_id: string; online: boolean; last_seen_ms: number };
+  chat: { type: "chat"; conversation_id: string; chat: Chat | null };
+  outbox: { type: "outbox"; entry: OutboxEntry; error?: HeraldError | null };
+  resync: { type: "resync"; cursor: number };
+  error: { type: "error"; error: Error };
+  removed: { type: "removed" };
+}
+export type HeraldEvent = EventMap[keyof EventMap];
+
+export interface ClientOptions {
+  /** ws(s)://host:port/v1/ws */
+  url: string;
+  userId: string;
+  deviceId: string;
+  /** The device secret from the admin API; or one of jwt / getJwt. */
+  token?: string;
+  /** A sign-in token from the app's backend. */
+  jwt?: string;
+  /** Returns a fresh sign-in token; called to connect and before the current one expires. */
+  getJwt?: () => Promise<string>;
+  storage?: Storage;
+  WebSocket?: new (url: string) => WebSocket;
+  /** Acknowledge every message from others as it arrives (default true). */
+  autoAck?: boolean;
+  /** Follow the browser's online/offline events (default: in a browser). */
+  watchNetwork?: boolean;
+  random?: () => number;
+  requestTimeoutMs?: number;
+  sendRetryWindowMs?: number;
+  reconnectInitialMs?: number;
+  reconnectMaxMs?: number;
+}
+
+export declare class HeraldClient {
+  constructor(options: ClientOptions);
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly state: ClientState;
+  /** The change cursor of the last change processed, stored; null before the first connect. */
+  readonly cursor: number | null;
+
+  on<K extends keyof EventMap>(type: K, callback: (event: EventMap[K]) => void): () => void;
+  on(type: "*", callback: (event: HeraldEvent) => void): () => void;
+  events<K extends keyof EventMap>(types?: K | K[]): AsyncIterableIterator<EventMap[K]>;
+
+  connect(): Promise<AuthAnswer>;
+  close(): void;
+  setNetwork(online: boolean): void;
+
+  request(type: string, fields?: Record<string, unknown>): Promise<Record<string, any>>;
+
+  send(conversationId: string, body: string, clientMessageId?: string): Promise<SendAnswer>;
+  waitForSend(clientMessageId: string): Promise<SendAnswer>;
+  pendingSends(): OutboxEntry[];
+  discard(clientMessageId: string): Promise<void>;
+
+  ack(conversationId: string, seq: number): Promise<{ acked_up_to: number }>;
+  markRead(conversationId: string, seq: number): Promise<{ saga_id: string; cursor: number }>;
+  typing(conversationId: string, active?: boolean): Promise<Record<string, never>>;
+  presence(userId: string): { online: boolean; last_seen_ms: number } | null;
+
+  loadChats(): Promise<Chat[]>;
+  chatList(): Chat[];
+  unreadTotal(): number;
+  history(conversationId: string, options?: { beforeSeq?: number; afterSeq?: number; limit?: number }):
+    Promise<{ messages: Message[]; next_before?: number; next_after?: number; has_more?: boolean }>;
+  sync(since: number, limit?: number): Promise<{ changes: Change[]; cursor: number; has_more: boolean }>;
+
+  createDirect(userId: string): Promise<Conversation>;
+  createGroup(members: string[], title?: string, conversationId?: string): Promise<Conversation>;
+  conversation(conversationId: string): Promise<Conversation>;
+  edit(conversationId: string, seq: number, body: string): Promise<Record<string, never>>;
+  remove(conversationId: string, seq: number): Promise<Record<string, never>>;
+  addMembers(conversationId: string, members: string[]): Promise<Record<string, never>>;
+  leave(conversationId: string): Promise<Record<string, never>>;
+}
