@@ -90,8 +90,11 @@ Result<Built> build_context(const TlsServerFiles& files) {
   context->use_private_key(asio::buffer(key), ssl::context::pem, ec);
   OPENSSL_cleanse(key.data(), key.size());
   if (ec) {
+    // OpenSSL checks the key against the certificate here already ("key values mismatch").
     return Status::invalid_argument(
-        fmt::format("tls.key_file {} is not a PEM private key: {}", files.key_file, ec.message()));
+        fmt::format("tls.key_file {} is not a PEM private key of the certificate in tls.cert_file "
+                    "{}: {}",
+                    files.key_file, files.cert_file, ec.message()));
   }
   if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
     return Status::invalid_argument(
