@@ -36,6 +36,7 @@
 #include "server/node_host.h"
 #include "server/operator_gate.h"
 #include "server/recording_provider.h"
+#include "server/tls.h"
 #include "server/workflow_api.h"
 
 namespace herald::app {
@@ -378,14 +379,43 @@ Result<Providers> make_providers(const ServeConfig& config) {
   return p;
 }
 
-// Blocks SIGTERM and SIGINT in every thread (call before starting any) and returns the set.
-sigset_t block_termination_signals() {
+// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any) and returns the
+// set: the main thread waits for them.
+sigset_t block_handled_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
+}
+
+// The client port's TLS context ([tls]), or null for plaintext. Errors name the file.
+Result<std::shared_ptr<server::TlsServerContext>> make_tls(const ServeConfig& config) {
+  if (!config.tls.configured()) return std::shared_ptr<server::TlsServerContext>();
+  HERALD_ASSIGN_OR_RETURN(server::TlsServerFiles files, tls_server_files(config.tls));
+  HERALD_ASSIGN_OR_RETURN(std::shared_ptr<server::TlsServerContext> tls,
+                          server::TlsServerContext::load(std::move(files)));
+  spdlog::info("tls: the client port serves HTTPS and WSS with {} (certificate {})",
+               config.tls.cert_file, tls->fingerprint());
+  return tls;
+}
+
+// SIGHUP: reloads the client port's certificate and key. Connections stay open; a reload that
+// fails keeps the certificate in use.
+void reload_on_hangup(server::TlsServerContext* tls) {
+  if (tls == nullptr) {
+    spdlog::info("SIGHUP received: no [tls] configured, nothing to reload");
+    return;
+  }
+  if (const Status s = tls->reload(); !s.ok()) {
+    spdlog::error("tls: reloading the certificate failed, still serving certificate {}: {}",
+                  tls->fingerprint(), s.to_string());
+    return;
+  }
+  spdlog::info("tls: certificate reloaded from {}: new connections get certificate {}",
+               tls->files().cert_file, tls->fingerprint());
 }
 
 // With --demo, starts demo traffic against the node's client port, bound at `port`; null
@@ -433,7 +463,11 @@ int run_serve(const ServeFlags& flags) {
       return kExitConfig;
     }
   }
-  const sigset_t signals = block_termination_signals();
+  if (flags.demo && config->tls.configured()) {
+    spdlog::warn("--demo serves the client port in plaintext: [tls] is ignored");
+    config->tls = TlsSettings{};
+  }
+  const sigset_t signals = block_handled_signals();
 
   // With --demo, the provider doubles stand in for every provider not configured; they outlive
   // the clients that reach them (declared before them).
@@ -456,6 +490,11 @@ int run_serve(const ServeFlags& flags) {
   auto sign_in = make_sign_in(*config);
   if (!sign_in.ok()) {
     spdlog::critical("cannot set up sign-in tokens: {}", sign_in.status().to_string());
+    return kExitConfig;
+  }
+  auto tls = make_tls(*config);
+  if (!tls.ok()) {
+    spdlog::critical("cannot set up TLS on the client port: {}", tls.status().to_string());
     return kExitConfig;
   }
   auto secret = cluster_secret(*config);
@@ -507,6 +546,7 @@ int run_serve(const ServeFlags& flags) {
   http_config.listen = config->client;
   http_config.max_connections = fit_connections_to_descriptors(config->max_connections);
   http_config.websocket_paths.emplace(std::string(server::kDeviceSocketPath), &gateway);
+  http_config.tls = *tls;
   server::HttpServer http(
       http_config, [&](server::HttpRequest&& request, server::Responder respond) {
         if (auto refusal = gate.refuse(request)) {
@@ -548,7 +588,9 @@ int run_serve(const ServeFlags& flags) {
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    reload_on_hangup(tls->get());
+  }
   spdlog::info("signal {} received: shutting down", signal_number);
   if (*demo != nullptr) (*demo)->stop();  // before the HTTP server: its clients need it
   http.stop();

@@ -221,6 +221,16 @@ Status load_signin(const toml::table& table, SignInSettings& signin) {
   return Status::ok_status();
 }
 
+Status load_tls(const toml::table& table, TlsSettings& tls) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "tls"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(
+      refuse_unknown_keys(*section, "tls", {"cert_file", "key_file", "min_version"}));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "tls", "cert_file", tls.cert_file));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "tls", "key_file", tls.key_file));
+  return read_section_string(*section, "tls", "min_version", tls.min_version);
+}
+
 Status load_smtp(const toml::table& table, SmtpSettings& smtp) {
   HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "smtp"));
   if (section == nullptr) return Status::ok_status();
@@ -511,6 +521,23 @@ Result<std::string> read_smtp_password(const std::string& path) {
   return bytes;
 }
 
+bool TlsSettings::configured() const {
+  return !cert_file.empty() || !key_file.empty() || !min_version.empty();
+}
+
+Result<server::TlsServerFiles> tls_server_files(const TlsSettings& settings) {
+  if (settings.cert_file.empty() || settings.key_file.empty()) {
+    return Status::invalid_argument("[tls] needs both cert_file and key_file");
+  }
+  server::TlsServerFiles files;
+  files.cert_file = settings.cert_file;
+  files.key_file = settings.key_file;
+  if (!settings.min_version.empty()) {
+    HERALD_ASSIGN_OR_RETURN(files.min_version, server::parse_tls_min_version(settings.min_version));
+  }
+  return files;
+}
+
 Result<bool> secret_file_readable_by_others(const std::string& path, std::string_view what) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good() || in.peek() == std::ifstream::traits_type::eof() || in.bad()) {
@@ -655,6 +682,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(load_webpush(table, config.webpush));
   HERALD_RETURN_IF_ERROR(load_smtp(table, config.smtp));
   HERALD_RETURN_IF_ERROR(load_signin(table, config.signin));
+  HERALD_RETURN_IF_ERROR(load_tls(table, config.tls));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {
@@ -723,6 +751,9 @@ Status finalize(ServeConfig& config) {
   if (config.tick_ms <= 0 || config.heartbeat_ticks <= 0 ||
       config.election_ticks <= config.heartbeat_ticks) {
     return Status::invalid_argument("need tick_ms > 0 and 0 < heartbeat_ticks < election_ticks");
+  }
+  if (config.tls.configured()) {
+    HERALD_RETURN_IF_ERROR(tls_server_files(config.tls).status());
   }
   return check_providers(config);
 }

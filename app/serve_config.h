@@ -60,6 +60,10 @@
 //   issuer = "https://app.example" # optional: "iss" must equal it
 //   device_claim = "device_id"     # the claim holding the device id
 //   clock_skew_s = 60              # tolerance for the issuer's clock, 0..300
+//   [tls]                          # HTTPS and WSS on the client port (docs/operations.md, "TLS")
+//   cert_file = "/etc/herald/tls/fullchain.pem"   # the certificate, then its intermediates
+//   key_file = "/etc/herald/tls/key.pem"          # its private key; not readable by every user
+//   min_version = "1.2"            # or "1.3"
 // Flags given on the command line override the file; environment variables (docs/operations.md)
 // override the file and are overridden by flags.
 #pragma once
@@ -77,6 +81,7 @@
 #include "push/fcm.h"
 #include "push/webpush.h"
 #include "server/gateway.h"
+#include "server/tls.h"
 
 namespace herald::app {
 
@@ -142,6 +147,16 @@ struct SignInSettings {
   [[nodiscard]] bool configured() const;
 };
 
+// TLS on the client port ([tls], docs/operations.md "TLS"): configured when any field is set; then
+// cert_file and key_file are required. Not configured: the client port speaks plaintext.
+struct TlsSettings {
+  std::string cert_file;    // PEM chain, the server's certificate first
+  std::string key_file;     // PEM private key; refused when every user may read it
+  std::string min_version;  // "1.2" (when empty) or "1.3"
+
+  [[nodiscard]] bool configured() const;
+};
+
 // SMTP: configured when any field other than the password is set (or a password given); then a
 // server (url or host) and from are required.
 struct SmtpSettings {
@@ -193,6 +208,7 @@ struct ServeConfig {
   WebPushSettings webpush;
   SmtpSettings smtp;
   SignInSettings signin;
+  TlsSettings tls;
 };
 
 // The cluster secret read from its file, and whether the file's mode lets others than its owner
@@ -259,6 +275,9 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 // Endpoints come from each device's subscription, so only the key, the contact and the CAs are
 // configured; private addresses stay refused (push/webpush.h).
 [[nodiscard]] Result<push::WebPushOptions> webpush_client_config(const WebPushSettings& settings);
+// The files and version of [tls] (server/tls.h); reads no file. kInvalidArgument naming the key
+// when cert_file or key_file is missing or min_version is neither "1.2" nor "1.3".
+[[nodiscard]] Result<server::TlsServerFiles> tls_server_files(const TlsSettings& settings);
 // Without the password: the caller reads password_file (read_smtp_password) or takes the
 // environment's.
 [[nodiscard]] Result<email::SmtpConfig> smtp_client_config(const SmtpSettings& settings);

@@ -611,6 +611,56 @@ TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknow
   EXPECT_EQ(env_config.webpush.vapid_key_file, "/run/secrets/vapid.pem");
 }
 
+TEST(ServeConfigTls, WithoutTheSectionTheClientPortIsPlaintext) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text("id = 1\n", config).ok());
+  EXPECT_FALSE(config.tls.configured());
+  EXPECT_TRUE(finalize(config).ok());
+}
+
+TEST(ServeConfigTls, ReadsTheFilesAndTheMinimumVersion) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text("[tls]\ncert_file = \"/etc/herald/tls/chain.pem\"\n"
+                        "key_file = \"/etc/herald/tls/key.pem\"\nmin_version = \"1.3\"\n",
+                        config)
+                  .ok());
+  EXPECT_TRUE(config.tls.configured());
+  ASSERT_TRUE(finalize(config).ok());
+  const auto files = tls_server_files(config.tls);
+  ASSERT_TRUE(files.ok()) << files.status().to_string();
+  EXPECT_EQ(files->cert_file, "/etc/herald/tls/chain.pem");
+  EXPECT_EQ(files->key_file, "/etc/herald/tls/key.pem");
+  EXPECT_EQ(files->min_version, server::TlsMinVersion::kTls13);
+}
+
+TEST(ServeConfigTls, TheMinimumVersionDefaultsToTwelve) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", config).ok());
+  EXPECT_EQ(tls_server_files(config.tls).value().min_version, server::TlsMinVersion::kTls12);
+}
+
+TEST(ServeConfigTls, NeedsBothFilesAndAKnownVersion) {
+  for (const char* text : {"[tls]\ncert_file = \"c.pem\"\n", "[tls]\nkey_file = \"k.pem\"\n",
+                           "[tls]\nmin_version = \"1.3\"\n",
+                           "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+                           "min_version = \"1.1\"\n"}) {
+    ServeConfig config;
+    ASSERT_TRUE(load_text(text, config).ok()) << text;
+    const Status s = finalize(config);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find("tls"), std::string::npos) << s.to_string();
+  }
+}
+
+TEST(ServeConfigTls, RefusesAnUnknownKeyAndAWrongType) {
+  ServeConfig config;
+  const Status typo = load_text("[tls]\ncert_fle = \"c.pem\"\n", config);
+  EXPECT_EQ(typo.code(), Code::kInvalidArgument);
+  EXPECT_NE(typo.message().find("tls.cert_fle"), std::string::npos) << typo.to_string();
+  EXPECT_EQ(load_text("[tls]\ncert_file = 3\n", config).code(), Code::kInvalidArgument);
+  EXPECT_EQ(load_text("tls = \"on\"\n", config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigSignIn, SectionNeedsExactlyOneKeyFileAndBoundsTheSkew) {
   ServeConfig none;
   ASSERT_TRUE(load_text("id = 1\n", none).ok());

@@ -12,12 +12,14 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <utility>
 #include <vector>
 
 #include "base/assert.h"
+#include "client/tls.h"
 
 namespace herald::client {
 
@@ -26,8 +28,11 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
+namespace ssl = asio::ssl;
 
 namespace {
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 constexpr unsigned kHttpVersion11 = 11;
 constexpr unsigned kFirstSuccess = 200;
@@ -37,13 +42,15 @@ constexpr std::size_t kMaxQuotedBodyBytes = 200;
 
 // ---- One request over its own connection. Every asynchronous step runs the io_context until it
 // completes; the tcp_stream's expiry (one deadline for the whole request) completes any step
-// that would outlast it with beast::error::timeout.
+// that would outlast it with beast::error::timeout. `Stream` is beast::tcp_stream (http://) or
+// TlsStream (https://, with the TLS context `tls`, which must outlive the exchange).
+template <class Stream>
 class Exchange {
  public:
-  explicit Exchange(std::uint32_t timeout_ms)
+  Exchange(std::uint32_t timeout_ms, ssl::context* tls)
       : timeout_ms_(timeout_ms),
         deadline_(std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms)),
-        stream_(io_) {}
+        stream_(make_stream(io_, tls)) {}
 
   [[nodiscard]] Result<HttpReply> run(const std::string& host, std::uint16_t port,
                                       const http::request<http::string_body>& request);
@@ -68,13 +75,35 @@ class Exchange {
     return Status::io_error(fmt::format("the request failed while {}: {}", step, ec.message()));
   }
 
+  static Stream make_stream(asio::io_context& io, ssl::context* tls) {
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      return Stream(io, *tls);
+    } else {
+      return Stream(io);
+    }
+  }
+  // TLS only: the client handshake, expecting a certificate for `host`.
+  [[nodiscard]] Status tls_handshake(const std::string& host) {
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      HERALD_RETURN_IF_ERROR(expect_server_name(stream_.native_handle(), host));
+      beast::error_code ec;
+      stream_.async_handshake(ssl::stream_base::client,
+                              [&](const beast::error_code& e) { ec = e; });
+      drive();
+      if (ec) return failed("in the TLS handshake", ec);
+    }
+    return Status::ok_status();
+  }
+
   const std::uint32_t timeout_ms_;
   const std::chrono::steady_clock::time_point deadline_;
   asio::io_context io_;  // first: destroyed last
-  beast::tcp_stream stream_;
+  Stream stream_;
 };
 
-Result<std::vector<tcp::endpoint>> Exchange::resolve(const std::string& host, std::uint16_t port) {
+template <class Stream>
+Result<std::vector<tcp::endpoint>> Exchange<Stream>::resolve(const std::string& host,
+                                                             std::uint16_t port) {
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(host, ec);
   if (!ec) return std::vector<tcp::endpoint>{tcp::endpoint(address, port)};
@@ -99,15 +128,18 @@ Result<std::vector<tcp::endpoint>> Exchange::resolve(const std::string& host, st
   return endpoints;
 }
 
-Result<HttpReply> Exchange::run(const std::string& host, std::uint16_t port,
-                                const http::request<http::string_body>& request) {
+template <class Stream>
+Result<HttpReply> Exchange<Stream>::run(const std::string& host, std::uint16_t port,
+                                        const http::request<http::string_body>& request) {
   HERALD_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> endpoints, resolve(host, port));
-  stream_.expires_at(deadline_);
+  beast::tcp_stream& tcp_stream = beast::get_lowest_layer(stream_);
+  tcp_stream.expires_at(deadline_);
   beast::error_code ec;
-  stream_.async_connect(endpoints,
-                        [&](const beast::error_code& e, const tcp::endpoint&) { ec = e; });
+  tcp_stream.async_connect(endpoints,
+                           [&](const beast::error_code& e, const tcp::endpoint&) { ec = e; });
   drive();
   if (ec) return failed("connecting", ec);
+  HERALD_RETURN_IF_ERROR(tls_handshake(host));
   http::async_write(stream_, request, [&](const beast::error_code& e, std::size_t) { ec = e; });
   drive();
   if (ec) return failed("writing", ec);
@@ -119,7 +151,7 @@ Result<HttpReply> Exchange::run(const std::string& host, std::uint16_t port,
   drive();
   if (ec) return failed("reading", ec);
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  tcp_stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   http::response<http::string_body> response = parser.release();
   return HttpReply{response.result_int(), std::move(response.body())};
 }
@@ -277,8 +309,12 @@ std::string encode_path_segment(std::string_view segment) {
 // ------------------------------------------------------------------ the client
 
 AdminClient::AdminClient(std::string host, std::uint16_t port, std::string token,
-                         std::uint32_t timeout_ms)
-    : host_(std::move(host)), port_(port), token_(std::move(token)), timeout_ms_(timeout_ms) {
+                         std::uint32_t timeout_ms, std::optional<ClientTls> tls)
+    : host_(std::move(host)),
+      port_(port),
+      token_(std::move(token)),
+      timeout_ms_(timeout_ms),
+      tls_(std::move(tls)) {
   HERALD_ASSERT(timeout_ms_ > 0, "an admin request timeout must be positive");
 }
 
@@ -292,7 +328,13 @@ Result<HttpReply> AdminClient::request(std::string_view method, const std::strin
   if (!body.empty()) request.set(http::field::content_type, "application/json");
   request.body() = body;
   request.prepare_payload();
-  Exchange exchange(timeout_ms_);
+  if (tls_.has_value()) {
+    HERALD_ASSIGN_OR_RETURN(const std::unique_ptr<ssl::context> context,
+                            make_client_tls_context(*tls_));
+    Exchange<TlsStream> exchange(timeout_ms_, context.get());
+    return exchange.run(host_, port_, request);
+  }
+  Exchange<beast::tcp_stream> exchange(timeout_ms_, nullptr);
   return exchange.run(host_, port_, request);
 }
 
@@ -335,6 +377,16 @@ Result<std::string> AdminClient::create_device(const std::string& user_id,
   std::string token;
   HERALD_RETURN_IF_ERROR(read_json_field(o, "token", token));
   return token;
+}
+
+Result<std::int64_t> AdminClient::revoke_user(const std::string& user_id) const {
+  HERALD_ASSIGN_OR_RETURN(
+      std::string body,
+      checked("POST", fmt::format("/v1/admin/users/{}/revoke", encode_path_segment(user_id))));
+  HERALD_ASSIGN_OR_RETURN(json::object o, parse_object(body));
+  std::int64_t revoked_at_ms = 0;
+  HERALD_RETURN_IF_ERROR(read_json_field(o, "revoked_at_ms", revoked_at_ms));
+  return revoked_at_ms;
 }
 
 Status AdminClient::set_push_token(const std::string& user_id, const std::string& device_id,

@@ -2,9 +2,9 @@
 // (docs/api-http.md, "Messaging administration") and its other plain HTTP endpoints
 // (GET /v1/cluster), for tests, benchmarks and tools.
 //
-// Every request opens its own TCP connection to host:port (so a restarted node needs no
-// reconnection logic), sends the admin token as "Authorization: Bearer <token>", and is bounded
-// as a whole (resolve, connect, write, read) by the client's timeout.
+// Every request opens its own TCP connection (with TLS, its own TLS session) to host:port (so a
+// restarted node needs no reconnection logic), sends the admin token as "Authorization: Bearer
+// <token>", and is bounded as a whole (resolve, connect, write, read) by the client's timeout.
 //
 // Errors. A non-2xx answer with Herald's JSON error body {"error": {"code", "message"}} becomes
 // status_of_error(code, message) (client/herald_client.h): its message starts with "<code>: " and
@@ -26,6 +26,7 @@
 
 #include "base/status.h"
 #include "client/herald_client.h"
+#include "client/ws_client.h"
 
 namespace herald::client {
 
@@ -110,8 +111,11 @@ class AdminClient {
  public:
   // `host` is an IP literal or a name; `token` the node's --admin-token. Precondition (asserted):
   // timeout_ms > 0.
+  // With `tls`, requests go over HTTPS, the server's certificate checked as ClientTls says (a
+  // certificate that does not verify fails the request with kIOError).
   AdminClient(std::string host, std::uint16_t port, std::string token,
-              std::uint32_t timeout_ms = kDefaultAdminTimeoutMs);
+              std::uint32_t timeout_ms = kDefaultAdminTimeoutMs,
+              std::optional<ClientTls> tls = std::nullopt);
 
   // Any request, any answer: the status and body as received. `body` non-empty is sent as
   // application/json. Errors: only the client's own (see the file comment).
@@ -127,6 +131,9 @@ class AdminClient {
   [[nodiscard]] Result<std::string> create_device(const std::string& user_id,
                                                   const std::string& device_id,
                                                   const std::string& platform = "ios") const;
+  // POST /v1/admin/users/{user_id}/revoke: the user's live sessions end, device secrets stop
+  // working, and sign-in tokens issued before the returned stamp (ms) are refused.
+  [[nodiscard]] Result<std::int64_t> revoke_user(const std::string& user_id) const;
   // `provider` "apns", "fcm", "webpush" (the token is the subscription JSON), or "" to clear the
   // token.
   [[nodiscard]] Status set_push_token(const std::string& user_id, const std::string& device_id,
@@ -148,6 +155,7 @@ class AdminClient {
   std::uint16_t port_;
   std::string token_;
   std::uint32_t timeout_ms_;
+  std::optional<ClientTls> tls_;
 };
 
 // Parsers of the admin API's JSON bodies (exposed for tests). kCorruption names the first

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
 #include <limits>
 #include <map>
@@ -347,10 +348,69 @@ HeraldClient::~HeraldClient() = default;
 
 Result<std::unique_ptr<HeraldClient>> HeraldClient::connect(const std::string& host,
                                                             std::uint16_t port,
-                                                            std::uint32_t timeout_ms) {
+                                                            std::uint32_t timeout_ms,
+                                                            const std::optional<ClientTls>& tls) {
   HERALD_ASSIGN_OR_RETURN(std::unique_ptr<WsClient> ws,
-                          WsClient::connect(host, port, kClientSocketPath, {}, timeout_ms));
+                          WsClient::connect(host, port, kClientSocketPath, {}, timeout_ms, tls));
   return std::unique_ptr<HeraldClient>(new HeraldClient(std::move(ws)));
+}
+
+Result<std::unique_ptr<HeraldClient>> HeraldClient::connect_url(std::string_view url,
+                                                                const ClientTls& tls,
+                                                                std::uint32_t timeout_ms) {
+  HERALD_ASSIGN_OR_RETURN(const ServerUrl server, parse_server_url(url));
+  return connect(server.host, server.port, timeout_ms,
+                 server.tls ? std::optional<ClientTls>(tls) : std::nullopt);
+}
+
+Result<ServerUrl> parse_server_url(std::string_view url) {
+  ServerUrl out;
+  const std::size_t separator = url.find("://");
+  const std::string_view scheme = url.substr(0, separator);
+  if (separator == std::string_view::npos ||
+      (scheme != "ws" && scheme != "wss" && scheme != "http" && scheme != "https")) {
+    return Status::invalid_argument("a server URL starts with ws://, wss://, http:// or https://");
+  }
+  out.tls = scheme == "wss" || scheme == "https";
+  std::string_view rest = url.substr(separator + 3);
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.find_first_of("/?#@") != std::string_view::npos) {
+    return Status::invalid_argument("a server URL names a host and port only");
+  }
+  std::string_view port_text;
+  if (!rest.empty() && rest.front() == '[') {
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) {
+      return Status::invalid_argument("an IPv6 literal lacks its ']'");
+    }
+    out.host = std::string(rest.substr(1, close - 1));
+    const std::string_view after = rest.substr(close + 1);
+    if (!after.empty() && after.front() != ':') {
+      return Status::invalid_argument("only a port may follow the host");
+    }
+    port_text = after.empty() ? after : after.substr(1);
+    if (after == ":") return Status::invalid_argument("the port is empty");
+  } else {
+    const std::size_t colon = rest.find(':');
+    out.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = rest.substr(colon + 1);
+      if (port_text.empty()) return Status::invalid_argument("the port is empty");
+    }
+  }
+  if (out.host.empty()) return Status::invalid_argument("the server URL names no host");
+  out.port = out.tls ? kDefaultTlsPort : kDefaultPlainPort;
+  if (!port_text.empty()) {
+    unsigned port = 0;
+    const auto [ptr, ec] =
+        std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port == 0 ||
+        port > std::numeric_limits<std::uint16_t>::max()) {
+      return Status::invalid_argument("the port is not a number from 1 to 65535");
+    }
+    out.port = static_cast<std::uint16_t>(port);
+  }
+  return out;
 }
 
 void HeraldClient::set_request_timeout_ms(std::uint32_t timeout_ms) {

@@ -300,14 +300,39 @@ template <typename T, typename Parse>
   return out;
 }
 
+// ------------------------------------------------------------------ server addresses
+
+// The port of a wss:// or https:// URL without one, and of a ws:// or http:// URL without one.
+inline constexpr std::uint16_t kDefaultTlsPort = 443;
+inline constexpr std::uint16_t kDefaultPlainPort = 80;
+
+// A node's client port as a URL names it.
+struct ServerUrl {
+  std::string host;  // a name or an IP literal (an IPv6 literal without its brackets)
+  std::uint16_t port = 0;
+  bool tls = false;  // wss:// or https://
+};
+
+// Parses "ws://", "wss://", "http://" or "https://" + host (a name, an IPv4 literal or
+// "[IPv6]") + optional ":port", with an optional trailing '/'. kInvalidArgument naming what is
+// wrong for another scheme, a path, a query, user info, an empty host or a bad port.
+[[nodiscard]] Result<ServerUrl> parse_server_url(std::string_view url);
+
 // ------------------------------------------------------------------ the client
 
 class HeraldClient {
  public:
-  // Opens a WebSocket to host:port at kClientSocketPath. Errors as WsClient::connect(): kTimeout,
-  // kIOError, or the refused upgrade's status.
+  // Opens a WebSocket to host:port at kClientSocketPath; with `tls`, over TLS (WSS). Errors as
+  // WsClient::connect(): kTimeout, kIOError (also a certificate that does not verify), or the
+  // refused upgrade's status.
   [[nodiscard]] static Result<std::unique_ptr<HeraldClient>> connect(
       const std::string& host, std::uint16_t port,
+      std::uint32_t timeout_ms = kDefaultConnectTimeoutMs,
+      const std::optional<ClientTls>& tls = std::nullopt);
+  // connect() to a URL (parse_server_url): wss:// and https:// connect over TLS trusting `tls`'s
+  // CAs; ws:// and http:// in plaintext (`tls` unused). kInvalidArgument for a malformed URL.
+  [[nodiscard]] static Result<std::unique_ptr<HeraldClient>> connect_url(
+      std::string_view url, const ClientTls& tls = {},
       std::uint32_t timeout_ms = kDefaultConnectTimeoutMs);
 
   // Drops the connection without a close handshake; call close() first for a clean one.

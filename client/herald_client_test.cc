@@ -18,6 +18,36 @@ constexpr char kMessageJson[] =
     R"("client_message_id":"m-1","time_ms":1764150000000,"body":"hi","edited":false,)"
     R"("edited_ms":0,"deleted":false})";
 
+TEST(ParseServerUrl, SchemesChooseTlsAndTheDefaultPort) {
+  const ServerUrl wss = parse_server_url("wss://chat.example.com").value();
+  EXPECT_EQ(wss.host, "chat.example.com");
+  EXPECT_EQ(wss.port, kDefaultTlsPort);
+  EXPECT_TRUE(wss.tls);
+  const ServerUrl https = parse_server_url("https://127.0.0.1:7400/").value();
+  EXPECT_EQ(https.host, "127.0.0.1");
+  EXPECT_EQ(https.port, 7400);
+  EXPECT_TRUE(https.tls);
+  const ServerUrl ws = parse_server_url("ws://localhost").value();
+  EXPECT_EQ(ws.port, kDefaultPlainPort);
+  EXPECT_FALSE(ws.tls);
+  EXPECT_FALSE(parse_server_url("http://h:80").value().tls);
+}
+
+TEST(ParseServerUrl, AnIpv6LiteralLosesItsBrackets) {
+  const ServerUrl url = parse_server_url("wss://[::1]:8443").value();
+  EXPECT_EQ(url.host, "::1");
+  EXPECT_EQ(url.port, 8443);
+  EXPECT_EQ(parse_server_url("wss://[::1]").value().port, kDefaultTlsPort);
+}
+
+TEST(ParseServerUrl, RefusesWhatIsNotAHostAndPort) {
+  for (const char* bad : {"chat.example.com:443", "ftp://h", "wss://", "wss://:443",
+                          "wss://h:", "wss://h:0", "wss://h:65536", "wss://h:44x", "wss://h/v1/ws",
+                          "wss://u@h", "wss://h?x=1", "wss://[::1", "wss://[::1]x", "WSS://h"}) {
+    EXPECT_EQ(parse_server_url(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
+}
+
 TEST(EncodeRequest, PutsTypeAndIdFirstThenTheFields) {
   const std::string frame = encode_request("send", "c-1", {{"conversation_id", "g1"}, {"seq", 3}});
   EXPECT_EQ(frame, R"({"type":"send","id":"c-1","conversation_id":"g1","seq":3})");

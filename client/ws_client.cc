@@ -3,17 +3,21 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <chrono>
 #include <functional>
 
 #include "base/assert.h"
+#include "client/tls.h"
 
 namespace herald::client {
 
@@ -21,6 +25,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -51,27 +56,60 @@ Status refused(const websocket::response_type& response) {
 
 }  // namespace
 
-// The connection, driven by an io_context that runs only inside calls. Completion handlers touch
-// members only, so that an operation outliving the call that started it (a read after a receive
-// timed out) is harmless.
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// The connection's interface; StreamImpl drives it over plaintext TCP or TLS.
 class WsClient::Impl {
  public:
-  explicit Impl(std::uint32_t timeout_ms) : timeout_ms_(timeout_ms), ws_(io_) {}
-  ~Impl() { tear_down(); }
-  Impl(const Impl&) = delete;
-  Impl& operator=(const Impl&) = delete;
+  virtual ~Impl() = default;
+  [[nodiscard]] virtual Status connect(const std::string& host, std::uint16_t port,
+                                       const std::string& path, Headers headers) = 0;
+  [[nodiscard]] virtual Status send(std::string_view payload, bool binary) = 0;
+  [[nodiscard]] virtual Result<std::string> receive(std::uint32_t timeout_ms) = 0;
+  [[nodiscard]] virtual Status close(std::uint16_t code, std::string_view reason) = 0;
+  [[nodiscard]] virtual bool is_open() const = 0;
+  [[nodiscard]] virtual std::optional<std::uint16_t> close_code() const = 0;
+  [[nodiscard]] virtual const std::string& close_reason() const = 0;
+};
+
+namespace {
+
+// The connection, driven by an io_context that runs only inside calls. Completion handlers touch
+// members only, so that an operation outliving the call that started it (a read after a receive
+// timed out) is harmless. `NextLayer` is beast::tcp_stream or TlsStream; `tls` is the TLS
+// context of the latter (null for the former), which the stream uses until it is destroyed.
+template <class NextLayer>
+class StreamImpl final : public WsClient::Impl {
+ public:
+  using Headers = WsClient::Headers;
+  static constexpr bool kTls = std::is_same_v<NextLayer, TlsStream>;
+
+  StreamImpl(std::uint32_t timeout_ms, std::unique_ptr<ssl::context> tls)
+      : timeout_ms_(timeout_ms), tls_(std::move(tls)), ws_(make_ws(io_, tls_.get())) {}
+  ~StreamImpl() override { tear_down(); }
+  StreamImpl(const StreamImpl&) = delete;
+  StreamImpl& operator=(const StreamImpl&) = delete;
 
   [[nodiscard]] Status connect(const std::string& host, std::uint16_t port, const std::string& path,
-                               Headers headers);
-  [[nodiscard]] Status send(std::string_view payload, bool binary);
-  [[nodiscard]] Result<std::string> receive(std::uint32_t timeout_ms);
-  [[nodiscard]] Status close(std::uint16_t code, std::string_view reason);
+                               Headers headers) override;
+  [[nodiscard]] Status send(std::string_view payload, bool binary) override;
+  [[nodiscard]] Result<std::string> receive(std::uint32_t timeout_ms) override;
+  [[nodiscard]] Status close(std::uint16_t code, std::string_view reason) override;
 
-  [[nodiscard]] bool is_open() const { return !ended_.has_value(); }
-  [[nodiscard]] std::optional<std::uint16_t> close_code() const { return close_code_; }
-  [[nodiscard]] const std::string& close_reason() const { return close_reason_; }
+  [[nodiscard]] bool is_open() const override { return !ended_.has_value(); }
+  [[nodiscard]] std::optional<std::uint16_t> close_code() const override { return close_code_; }
+  [[nodiscard]] const std::string& close_reason() const override { return close_reason_; }
 
  private:
+  static websocket::stream<NextLayer> make_ws(asio::io_context& io, ssl::context* tls) {
+    if constexpr (kTls) {
+      return websocket::stream<NextLayer>(io, *tls);
+    } else {
+      return websocket::stream<NextLayer>(io);
+    }
+  }
+  // TLS only: the handshake, checking the certificate against the CAs and `host`.
+  [[nodiscard]] Status tls_handshake(const std::string& host, Clock::time_point deadline);
   [[nodiscard]] Result<std::vector<tcp::endpoint>> resolve(const std::string& host,
                                                            std::uint16_t port,
                                                            Clock::time_point deadline);
@@ -96,7 +134,8 @@ class WsClient::Impl {
 
   const std::uint32_t timeout_ms_;
   asio::io_context io_;  // first: destroyed last
-  websocket::stream<beast::tcp_stream> ws_;
+  const std::unique_ptr<ssl::context> tls_;
+  websocket::stream<NextLayer> ws_;
   websocket::response_type handshake_response_;
   beast::flat_buffer read_buffer_;
   std::string outgoing_;
@@ -112,7 +151,9 @@ class WsClient::Impl {
   std::string close_reason_;
 };
 
-bool WsClient::Impl::run_until(const std::function<bool()>& done, Clock::time_point deadline) {
+template <class NextLayer>
+bool StreamImpl<NextLayer>::run_until(const std::function<bool()>& done,
+                                      Clock::time_point deadline) {
   while (!done()) {
     if (Clock::now() >= deadline) return false;
     if (io_.stopped()) io_.restart();
@@ -122,18 +163,23 @@ bool WsClient::Impl::run_until(const std::function<bool()>& done, Clock::time_po
   return true;
 }
 
-Status WsClient::Impl::connect(const std::string& host, std::uint16_t port, const std::string& path,
-                               Headers headers) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::connect(const std::string& host, std::uint16_t port,
+                                      const std::string& path, Headers headers) {
   const Clock::time_point deadline = deadline_after(timeout_ms_);
   HERALD_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> endpoints,
                           resolve(host, port, deadline));
   HERALD_RETURN_IF_ERROR(connect_tcp(endpoints, deadline));
+  if constexpr (kTls) {
+    HERALD_RETURN_IF_ERROR(tls_handshake(host, deadline));
+  }
   return handshake(host_header(host, port), path, std::move(headers), deadline);
 }
 
-Result<std::vector<tcp::endpoint>> WsClient::Impl::resolve(const std::string& host,
-                                                           std::uint16_t port,
-                                                           Clock::time_point deadline) {
+template <class NextLayer>
+Result<std::vector<tcp::endpoint>> StreamImpl<NextLayer>::resolve(const std::string& host,
+                                                                  std::uint16_t port,
+                                                                  Clock::time_point deadline) {
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(host, ec);
   if (!ec) return std::vector<tcp::endpoint>{tcp::endpoint(address, port)};
@@ -161,8 +207,9 @@ Result<std::vector<tcp::endpoint>> WsClient::Impl::resolve(const std::string& ho
   return std::move(resolution->endpoints);
 }
 
-Status WsClient::Impl::connect_tcp(const std::vector<tcp::endpoint>& endpoints,
-                                   Clock::time_point deadline) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::connect_tcp(const std::vector<tcp::endpoint>& endpoints,
+                                          Clock::time_point deadline) {
   beast::tcp_stream& stream = beast::get_lowest_layer(ws_);
   stream.expires_at(deadline);
   op_result_.reset();
@@ -186,8 +233,38 @@ Status WsClient::Impl::connect_tcp(const std::vector<tcp::endpoint>& endpoints,
   return Status::ok_status();
 }
 
-Status WsClient::Impl::handshake(const std::string& host, const std::string& path, Headers headers,
-                                 Clock::time_point deadline) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::tls_handshake(const std::string& host, Clock::time_point deadline) {
+  if constexpr (kTls) {
+    NextLayer& tls = ws_.next_layer();
+    if (Status s = expect_server_name(tls.native_handle(), host); !s.ok()) {
+      return end(std::move(s), kWsCloseAbnormal);
+    }
+    beast::get_lowest_layer(ws_).expires_at(deadline);
+    op_result_.reset();
+    op_pending_ = true;
+    tls.async_handshake(ssl::stream_base::client, [this](const beast::error_code& ec) {
+      op_pending_ = false;
+      op_result_ = ec;
+    });
+    const bool done = run_until([this] { return op_result_.has_value(); }, deadline);
+    beast::get_lowest_layer(ws_).expires_never();
+    if (!done || *op_result_ == beast::error::timeout) {
+      return end(Status::timeout("the TLS handshake took longer than " +
+                                 std::to_string(timeout_ms_) + " ms"),
+                 kWsCloseAbnormal);
+    }
+    if (*op_result_) {
+      return end(Status::io_error("the TLS handshake failed: " + op_result_->message()),
+                 kWsCloseAbnormal);
+    }
+  }
+  return Status::ok_status();
+}
+
+template <class NextLayer>
+Status StreamImpl<NextLayer>::handshake(const std::string& host, const std::string& path,
+                                        Headers headers, Clock::time_point deadline) {
   // The handshake timeout also bounds a close handshake later.
   ws_.set_option(websocket::stream_base::timeout{
       milliseconds(timeout_ms_), websocket::stream_base::none(), /*keep_alive_pings=*/false});
@@ -218,7 +295,8 @@ Status WsClient::Impl::handshake(const std::string& host, const std::string& pat
   return Status::ok_status();
 }
 
-Status WsClient::Impl::send(std::string_view payload, bool binary) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::send(std::string_view payload, bool binary) {
   if (ended_.has_value()) return ended_status();
   outgoing_.assign(payload);
   ws_.binary(binary);
@@ -236,7 +314,8 @@ Status WsClient::Impl::send(std::string_view payload, bool binary) {
   return Status::ok_status();
 }
 
-Result<std::string> WsClient::Impl::receive(std::uint32_t timeout_ms) {
+template <class NextLayer>
+Result<std::string> StreamImpl<NextLayer>::receive(std::uint32_t timeout_ms) {
   if (ended_.has_value()) return *ended_;
   if (!read_pending_ && !read_result_.has_value()) {
     read_pending_ = true;
@@ -259,7 +338,8 @@ Result<std::string> WsClient::Impl::receive(std::uint32_t timeout_ms) {
   return message;
 }
 
-Status WsClient::Impl::close(std::uint16_t code, std::string_view reason) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::close(std::uint16_t code, std::string_view reason) {
   if (ended_.has_value()) return ended_status();
   op_result_.reset();
   op_pending_ = true;
@@ -282,7 +362,8 @@ Status WsClient::Impl::close(std::uint16_t code, std::string_view reason) {
   return Status::ok_status();
 }
 
-Status WsClient::Impl::end(Status status, std::uint16_t close_code, std::string reason) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::end(Status status, std::uint16_t close_code, std::string reason) {
   if (!ended_.has_value()) {
     ended_ = std::move(status);
     close_code_ = close_code;
@@ -292,7 +373,8 @@ Status WsClient::Impl::end(Status status, std::uint16_t close_code, std::string 
   return *ended_;
 }
 
-Status WsClient::Impl::end_after(const beast::error_code& ec) {
+template <class NextLayer>
+Status StreamImpl<NextLayer>::end_after(const beast::error_code& ec) {
   const websocket::close_reason& frame = ws_.reason();
   if (ec == websocket::error::closed && frame.code != websocket::close_code::none) {
     std::string reason(frame.reason.data(), frame.reason.size());
@@ -309,7 +391,8 @@ Status WsClient::Impl::end_after(const beast::error_code& ec) {
   return end(Status::io_error("the connection failed: " + ec.message()), kWsCloseAbnormal);
 }
 
-void WsClient::Impl::tear_down() {
+template <class NextLayer>
+void StreamImpl<NextLayer>::tear_down() {
   // Turning both timeouts off cancels the WebSocket's timer; closing the socket completes the rest.
   ws_.set_option(websocket::stream_base::timeout{websocket::stream_base::none(),
                                                  websocket::stream_base::none(), false});
@@ -320,14 +403,23 @@ void WsClient::Impl::tear_down() {
   HERALD_ASSERT(drained, "operations still pending after the socket was closed");
 }
 
+}  // namespace
+
 WsClient::WsClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 WsClient::~WsClient() = default;
 
 Result<std::unique_ptr<WsClient>> WsClient::connect(const std::string& host, std::uint16_t port,
                                                     const std::string& path, Headers headers,
-                                                    std::uint32_t timeout_ms) {
-  auto impl = std::make_unique<Impl>(timeout_ms);
+                                                    std::uint32_t timeout_ms,
+                                                    const std::optional<ClientTls>& tls) {
+  std::unique_ptr<Impl> impl;
+  if (tls.has_value()) {
+    HERALD_ASSIGN_OR_RETURN(std::unique_ptr<ssl::context> context, make_client_tls_context(*tls));
+    impl = std::make_unique<StreamImpl<TlsStream>>(timeout_ms, std::move(context));
+  } else {
+    impl = std::make_unique<StreamImpl<beast::tcp_stream>>(timeout_ms, nullptr);
+  }
   HERALD_RETURN_IF_ERROR(impl->connect(host, port, path, std::move(headers)));
   return std::unique_ptr<WsClient>(new WsClient(std::move(impl)));
 }

@@ -1,5 +1,5 @@
-// WsClient: a small blocking WebSocket client (RFC 6455, no TLS, no compression) for tests,
-// benchmarks and tools that speak to Herald's WebSocket endpoints.
+// WsClient: a small blocking WebSocket client (RFC 6455, optionally over TLS, no compression) for
+// tests, benchmarks and tools that speak to Herald's WebSocket endpoints.
 //
 // Every call blocks for at most its timeout: connect() for the timeout it is given, receive() for
 // its own, and send_text(), send_binary() and close() for the timeout given to connect(). The
@@ -34,19 +34,30 @@ inline constexpr std::uint16_t kWsCloseNormal = 1000;
 // Reported by close_code() when the connection ended without a close frame; never sent.
 inline constexpr std::uint16_t kWsCloseAbnormal = 1006;
 
+// TLS for a client connection (wss://, https://): the server's certificate must chain to one of
+// the CAs and name the host connected to (a DNS name, or an IP address for an IP literal).
+struct ClientTls {
+  std::string ca_file;  // PEM CAs to trust; empty: the system's
+};
+
 class WsClient {
  public:
   using Headers = std::vector<std::pair<std::string, std::string>>;
+  class Impl;  // in ws_client.cc
 
   // Connects to host:port (an IP literal, or a name resolved by the system resolver, whose own
   // timeouts bound it) and opens a WebSocket on `path` (with its query, e.g. "/v1/ws?x=1"), with
   // `headers` added to the upgrade request. Errors: kTimeout when `timeout_ms` passes; kIOError
   // when the TCP connection fails; for an upgrade the server refuses, an error whose message names
   // the HTTP status and carries the response body: kNotFound for 404, kUnavailable for 503,
-  // kFailedPrecondition otherwise (e.g. 401).
+  // kFailedPrecondition otherwise (e.g. 401). With `tls`, the connection is WSS: a TLS handshake
+  // after the TCP connection, bounded by the same timeout; a certificate that does not verify, or
+  // a server that does not speak TLS, fails with kIOError; kInvalidArgument when the CA file
+  // cannot be loaded.
   [[nodiscard]] static Result<std::unique_ptr<WsClient>> connect(
       const std::string& host, std::uint16_t port, const std::string& path, Headers headers = {},
-      std::uint32_t timeout_ms = kDefaultWsTimeoutMs);
+      std::uint32_t timeout_ms = kDefaultWsTimeoutMs,
+      const std::optional<ClientTls>& tls = std::nullopt);
 
   // Drops the TCP connection without a close handshake (the server sees 1006); call close()
   // first for a clean close.
@@ -88,7 +99,6 @@ class WsClient {
   [[nodiscard]] const std::string& close_reason() const;
 
  private:
-  class Impl;
   explicit WsClient(std::unique_ptr<Impl> impl);
 
   std::unique_ptr<Impl> impl_;

@@ -397,6 +397,7 @@ class Applier {
   Result<rsmpb::CommandResult> set_push_token(const messagingpb::SetPushToken& op);
   Result<rsmpb::CommandResult> invalidate_push_target(const messagingpb::InvalidatePushTarget& op);
   Result<rsmpb::CommandResult> remove_device(const messagingpb::RemoveDevice& op);
+  Result<rsmpb::CommandResult> revoke_user(const messagingpb::RevokeUser& op);
   Result<rsmpb::CommandResult> create_conversation(const messagingpb::CreateConversation& op);
   Result<rsmpb::CommandResult> rename(const messagingpb::RenameConversation& op);
   Result<rsmpb::CommandResult> add_members(const messagingpb::AddMembers& op);
@@ -736,6 +737,25 @@ Result<rsmpb::CommandResult> Applier::remove_device(const messagingpb::RemoveDev
   HERALD_RETURN_IF_ERROR(append_change(op.user_id(), std::move(change)));
   HERALD_RETURN_IF_ERROR(enqueue_removed(device));
   return ok_result();
+}
+
+Result<rsmpb::CommandResult> Applier::revoke_user(const messagingpb::RevokeUser& op) {
+  HERALD_RETURN_IF_ERROR(check_id("a user id", op.user_id()));
+  HERALD_ASSIGN_OR_RETURN(UserRecord user, require_user(op.user_id()));
+  for (const std::string& device_id : user.device_ids()) {
+    HERALD_ASSIGN_OR_RETURN(DeviceRecord device, require_device_of(op.user_id(), device_id));
+    // An empty digest matches no secret (the gateway compares 32-byte digests).
+    device.clear_credential_sha256();
+    put(keys::device_key(device_id), device);
+  }
+  // Never moves back: a command stamped by a proposer whose clock lags keeps the later stamp.
+  user.set_revoked_at_ms(std::max(user.revoked_at_ms(), now_ms_));
+  put(keys::user_key(op.user_id()), user);
+  HERALD_RETURN_IF_ERROR(
+      append_change(op.user_id(), make_change(messagingpb::USER_REVOKED, "", "")));
+  messagingpb::RevokeResult result;
+  result.set_revoked_at_ms(user.revoked_at_ms());
+  return payload_result(result);
 }
 
 // ---------------------------------------------------------------- conversations
@@ -1765,6 +1785,7 @@ Result<rsmpb::CommandResult> run(Applier& a, const messagingpb::MessagingCommand
     case C::kPublishReadReceipts: return a.publish_receipts(c.publish_read_receipts());
     case C::kSetRetention: return a.set_retention(c.set_retention());
     case C::kInvalidatePushTarget: return a.invalidate_push_target(c.invalidate_push_target());
+    case C::kRevokeUser: return a.revoke_user(c.revoke_user());
     case C::OP_NOT_SET: break;
   }
   return Status::invalid_argument("a messaging command names no operation");
@@ -1858,6 +1879,7 @@ bool Domain::allowed_when_disk_low(const rsmpb::Command& command) const {
   using C = messagingpb::MessagingCommand;
   switch (mc.op_case()) {
     case C::kRemoveDevice:
+    case C::kRevokeUser:
     case C::kRemoveMember:
     case C::kLeaveConversation:
     case C::kDeleteMessage:

@@ -1378,6 +1378,66 @@ TEST_F(DomainTest, RemovingADeviceTellsTheUsersStream) {
   EXPECT_EQ(last.device_id(), "alice-laptop");
 }
 
+MessagingCommand revoke_cmd(const std::string& user) {
+  MessagingCommand c;
+  c.mutable_revoke_user()->set_user_id(user);
+  return c;
+}
+
+TEST_F(DomainTest, RevokingAUserClearsEveryDeviceSecretAndStampsTheUser) {
+  make_user("alice");
+  ok(device_cmd("alice", "alice-laptop"));
+  make_user("bob");
+  const auto r = apply(revoke_cmd("alice"));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  const std::int64_t stamp = payload_of<messagingpb::RevokeResult>(r).revoked_at_ms();
+  EXPECT_GT(stamp, kT0);
+  const auto user = Domain::get_user(store_, "alice");
+  ASSERT_TRUE(user.ok() && user->has_value());
+  EXPECT_EQ((*user)->revoked_at_ms(), stamp);
+  // The devices stay, without a secret that any token could match.
+  EXPECT_EQ((*user)->device_ids_size(), 2);
+  for (const std::string id : {"alice-phone", "alice-laptop"}) {
+    const auto device = Domain::get_device(store_, id);
+    ASSERT_TRUE(device.ok() && device->has_value()) << id;
+    EXPECT_TRUE((*device)->credential_sha256().empty()) << id;
+    EXPECT_FALSE((*device)->removed()) << id;
+  }
+  // Another user is untouched.
+  EXPECT_EQ((*Domain::get_device(store_, "bob-phone"))->credential_sha256().size(),
+            kCredentialBytes);
+  EXPECT_EQ((*Domain::get_user(store_, "bob"))->revoked_at_ms(), 0);
+}
+
+TEST_F(DomainTest, RevokingAUserTellsTheUsersStream) {
+  make_user("alice");
+  const std::uint64_t before = (*Domain::get_user(store_, "alice"))->last_change_seq();
+  ok(revoke_cmd("alice"));
+  const auto last = changes("alice").back().change();
+  EXPECT_EQ(last.kind(), messagingpb::USER_REVOKED);
+  EXPECT_GT(last.change_seq(), before);
+}
+
+TEST_F(DomainTest, ASecondRevocationMovesTheStampForward) {
+  make_user("alice");
+  const auto first = payload_of<messagingpb::RevokeResult>(apply(revoke_cmd("alice")));
+  const auto second = payload_of<messagingpb::RevokeResult>(apply(revoke_cmd("alice")));
+  EXPECT_GT(second.revoked_at_ms(), first.revoked_at_ms());
+}
+
+TEST_F(DomainTest, RevokingAnUnknownUserIsNotFound) {
+  EXPECT_EQ(code_of(apply(revoke_cmd("nobody"))), Code::kNotFound);
+  EXPECT_EQ(code_of(apply(revoke_cmd(""))), Code::kInvalidArgument);
+}
+
+TEST_F(DomainTest, ADeviceCreatedAfterARevocationKeepsItsSecret) {
+  make_user("alice");
+  ok(revoke_cmd("alice"));
+  ok(device_cmd("alice", "alice-tablet"));
+  EXPECT_EQ((*Domain::get_device(store_, "alice-tablet"))->credential_sha256().size(),
+            kCredentialBytes);
+}
+
 MessagingCommand push_token_cmd(const std::string& user, const std::string& device,
                                 const std::string& token) {
   MessagingCommand c;

@@ -100,6 +100,9 @@ struct Gateway::Session {
   // The sign-in token's expiry in wall-clock ms; 0 when the session authenticated with a device
   // secret (it does not expire). Guarded by mu.
   std::int64_t token_expires_ms = 0;
+  // UserRecord.revoked_at_ms when the session authenticated: a refresh token issued before it is
+  // refused. Guarded by mu.
+  std::int64_t revoked_at_ms = 0;
   std::string user_id;
   std::string device_id;
 
@@ -110,6 +113,9 @@ struct Gateway::Session {
   // DeviceRecord.registered_after_change_seq: a DEVICE_REMOVED at or before it is of an earlier
   // device that had the same id, and does not close this session.
   std::uint64_t device_registered_after = 0;
+  // The user's last_change_seq when the session authenticated: a USER_REVOKED after it ends the
+  // session, one at or before it was answered by the auth itself.
+  std::uint64_t authenticated_after = 0;
   // While the stream waits for the outbound queue to drain: since when (mono ms); 0 otherwise.
   std::int64_t paused_since_ms = 0;
   struct TypingRelay {
@@ -127,9 +133,26 @@ struct Gateway::Session {
 
 // What an `auth` proved: a device secret (its digest) or a verified sign-in token (its expiry).
 struct AuthProof {
-  std::string credential_sha256;      // empty for a sign-in token
-  std::int64_t token_expires_ms = 0;  // > 0 exactly for a sign-in token
+  std::string credential_sha256;               // empty for a sign-in token
+  std::int64_t token_expires_ms = 0;           // > 0 exactly for a sign-in token
+  std::optional<std::int64_t> token_issued_s;  // the token's "iat", when it has one
 };
+
+namespace {
+
+AuthProof token_proof(const SignedInDevice& who) {
+  return AuthProof{{}, who.expires_s * 1000, who.issued_at_s};
+}
+
+// A sign-in token stands against a revocation stamp (UserRecord.revoked_at_ms, 0 = never) only
+// when it was issued at or after it: iat in whole seconds, so a token issued in the revocation's
+// own second is refused (it may predate it), and a token without "iat" never stands.
+bool issued_after_revocation(std::optional<std::int64_t> issued_s, std::int64_t revoked_at_ms) {
+  if (revoked_at_ms == 0) return true;
+  return issued_s.has_value() && *issued_s * 1000 >= revoked_at_ms;
+}
+
+}  // namespace
 
 struct Gateway::Request {
   std::shared_ptr<Session> session;
@@ -630,7 +653,7 @@ void Gateway::Core::auth(Request r) {
   if (auto e = begin_auth(r)) return fail(r, *e);
   r.user_id = std::move(user_id);
   r.device_id = std::move(device_id);
-  AuthProof proof{sha256(token), 0};
+  AuthProof proof{sha256(token), 0, std::nullopt};
   read(
       std::move(r),
       [self = shared_from_this(), proof = std::move(proof), from](Request& req,
@@ -696,7 +719,7 @@ void Gateway::Core::sign_in_device(Request r, const storage::Engine& engine,
     return fail(r, frame_error_of(user.ok() ? device.status() : user.status()));
   }
   if (user->has_value() && device->has_value()) {
-    finish_auth(std::move(r), engine, AuthProof{{}, who.expires_s * 1000}, since);
+    finish_auth(std::move(r), engine, token_proof(who), since);
     return;
   }
   provision_signed_in(std::move(r), who, since, !user->has_value());
@@ -741,7 +764,7 @@ void Gateway::Core::provision_signed_in(Request r, const SignedInDevice& who,
           self->provision_signed_in(std::move(r), who, since, false);
           return;
         }
-        const AuthProof proof{{}, who.expires_s * 1000};
+        const AuthProof proof = token_proof(who);
         self->read(
             std::move(r),
             [self, proof, since](Request& req, const storage::Engine& engine) {
@@ -770,12 +793,14 @@ void Gateway::Core::refresh(Request req) {
   std::string jwt;
   if (auto e = get_string(r.frame, "jwt", jwt)) return fail(r, *e);
   const auto& s = r.session;
+  std::int64_t revoked_at_ms = 0;
   {
     std::lock_guard lock(s->mu);
     if (s->token_expires_ms == 0) {
       return fail(r, {"conflict",
                       "this connection authenticated with a device secret; it does not expire"});
     }
+    revoked_at_ms = s->revoked_at_ms;
   }
   HERALD_ASSERT(sign_in_ != nullptr, "a session signed in with a token without a verifier");
   Result<SignedInDevice> who = sign_in_->verify(jwt, clock_.wall_ms() / 1000);
@@ -784,6 +809,9 @@ void Gateway::Core::refresh(Request req) {
     return fail(r, {"unauthorized", "the sign-in token is refused: " + who.status().message()});
   if (who->user_id != r.user_id || who->device_id != r.device_id) {
     return fail(r, {"unauthorized", "the sign-in token names another user or device"});
+  }
+  if (!issued_after_revocation(who->issued_at_s, revoked_at_ms)) {
+    return fail(r, {"unauthorized", "the sign-in token was issued before the user was revoked"});
   }
   std::int64_t expires_ms = who->expires_s * 1000;
   {
@@ -847,6 +875,11 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine, const 
                        : "unknown user or device, or a wrong token");
     return;
   }
+  const std::int64_t revoked_at_ms = (*user)->revoked_at_ms();
+  if (signed_in_with_token && !issued_after_revocation(proof.token_issued_s, revoked_at_ms)) {
+    refuse_auth(r, "the sign-in token was issued before the user was revoked");
+    return;
+  }
   bool closed = false;
   {
     std::lock_guard lock(s->mu);
@@ -855,6 +888,7 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine, const 
     s->user_id = r.user_id;
     s->device_id = r.device_id;
     s->token_expires_ms = proof.token_expires_ms;
+    s->revoked_at_ms = revoked_at_ms;
     closed = s->closed;
   }
   if (signed_in_with_token) {
@@ -874,6 +908,7 @@ void Gateway::Core::finish_auth(Request r, const storage::Engine& engine, const 
   if (closed) return;  // unregister already ran (or will find nothing)
   s->cursor = since && !resync ? std::min(*since, last) : last;
   s->device_registered_after = (*device)->registered_after_change_seq();
+  s->authenticated_after = last;
   s->registered = true;
   auto& list = streams_[r.user_id];
   list.push_back(s);
@@ -973,6 +1008,7 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
     return;
   }
   bool removed = false;
+  bool revoked = false;
   bool paused = false;
   for (const auto& entry : page->entries) {
     if (s->conn->queued_bytes() > kStreamHighWaterBytes) {
@@ -984,11 +1020,19 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
     removed = removed || (entry.change().kind() == messagingpb::DEVICE_REMOVED &&
                           entry.change().device_id() == s->device_id &&
                           entry.change().change_seq() > s->device_registered_after);
+    revoked = revoked || (entry.change().kind() == messagingpb::USER_REVOKED &&
+                          entry.change().change_seq() > s->authenticated_after);
   }
   // next_cursor also passes the changes of expired messages, which the page leaves out.
   if (!paused) s->cursor = page->next_cursor;
   if (removed) {  // after the change itself, so the device learns why
     s->conn->close(kCloseDeviceRemoved, "this device was removed");
+    return;
+  }
+  if (revoked) {
+    spdlog::info("gateway: user {} was revoked: closing the session of device {}", s->user_id,
+                 s->device_id);
+    s->conn->close(kCloseUserRevoked, "the user was revoked");
     return;
   }
   if (paused) {

@@ -97,6 +97,7 @@ inline constexpr std::uint16_t kCloseDeviceRemoved = 4001;  // the device was re
 inline constexpr std::uint16_t kCloseAuthDeadline = 4002;   // no successful auth in time
 inline constexpr std::uint16_t kCloseReplaced = 4003;  // more than kMaxSessionsPerDevice sessions
 inline constexpr std::uint16_t kCloseTokenExpired = 4004;  // the sign-in token expired unrefreshed
+inline constexpr std::uint16_t kCloseUserRevoked = 4005;   // the operator revoked the user
 
 struct GatewayLimits {
   std::int64_t auth_deadline_ms = kAuthDeadlineMs;

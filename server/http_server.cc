@@ -11,6 +11,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -24,7 +26,9 @@
 #include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -38,6 +42,7 @@
 #include "base/assert.h"
 #include "base/encoding.h"
 #include "server/listener.h"
+#include "server/tls.h"
 #include "server/websocket.h"
 
 namespace herald::server {
@@ -46,6 +51,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 
@@ -239,6 +245,26 @@ void async_teardown(beast::role_type role, LingeringTcpStream& stream, TeardownH
                      std::forward<TeardownHandler>(handler));
 }
 
+// A TLS connection of the client port: OpenSSL over a lingering TCP stream, so that a WebSocket
+// torn down after its TLS close (Beast's TLS teardown ends with the next layer's) lingers too.
+using TlsStream = beast::ssl_stream<LingeringTcpStream>;
+// A plaintext connection is a bare TCP stream until it becomes a WebSocket.
+using PlainStream = beast::tcp_stream;
+
+// The transport a WebSocket grown from a connection over `Stream` runs on.
+template <class Stream>
+struct WsTransport {
+  using type = TlsStream;
+};
+template <>
+struct WsTransport<PlainStream> {
+  using type = LingeringTcpStream;
+};
+
+// True for the TLS stream type.
+template <class Stream>
+inline constexpr bool is_tls_stream = std::is_same_v<Stream, TlsStream>;
+
 // "ip:port", or "[ip6]:port".
 std::string endpoint_string(const tcp::endpoint& endpoint) {
   const std::string address = endpoint.address().to_string();
@@ -326,11 +352,15 @@ Result<std::vector<std::string>> split_path(std::string_view path) {
 class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
  public:
   class Tracked;
+  class Answerable;
+  template <class Stream>
   class Connection;
+  template <class Stream>
   class WsSession;
 
   Impl(HttpServerConfig config, Handler handler)
       : config_(std::move(config)),
+        tls_(config_.tls),
         handler_(std::move(handler)),
         work_(asio::make_work_guard(io_)),
         acceptor_(asio::make_strand(io_)),
@@ -372,14 +402,19 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
     return !stopping_;
   }
   // Hands `response` to the connection's strand unless the connection or the server is gone.
-  void post_response(const std::weak_ptr<Connection>& connection, HttpResponse response);
-  [[nodiscard]] Responder make_responder(const std::shared_ptr<Connection>& connection);
+  void post_response(const std::weak_ptr<Answerable>& connection, HttpResponse response);
+  [[nodiscard]] Responder make_responder(const std::shared_ptr<Answerable>& connection);
 
  private:
   void accept();
   void on_accept(const beast::error_code& ec, tcp::socket socket);
+  // Registers and starts `connection`; false when stop() has begun (it is dropped unstarted).
+  template <class Stream>
+  bool start_connection(const std::shared_ptr<Connection<Stream>>& connection);
 
   const HttpServerConfig config_;
+  // Null for a plaintext server; else where each new connection takes its TLS context.
+  const std::shared_ptr<TlsServerContext> tls_;
   const Handler handler_;
   mutable std::mutex mu_;
   bool stopping_ = false;                                             // guarded by mu_
@@ -403,28 +438,53 @@ class HttpServer::Impl::Tracked {
   virtual void shut_down() = 0;
 };
 
+// A connection the handler answers through a Responder.
+class HttpServer::Impl::Answerable : public Tracked {
+ public:
+  // Any thread: hands `response` to the connection's strand.
+  virtual void post_answer(HttpResponse response) = 0;
+};
+
 // One client connection, driven on its own strand: read a request, hand it to the handler, wait
 // for the Responder, write the response, repeat. A WebSocket upgrade hands the stream over to a
 // WsSession (see handle_upgrade()).
-class HttpServer::Impl::Connection final : public Tracked,
-                                           public std::enable_shared_from_this<Connection> {
+template <class Stream>
+class HttpServer::Impl::Connection final : public Answerable,
+                                           public std::enable_shared_from_this<Connection<Stream>> {
  public:
-  Connection(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+  // `tls` is the context of a TLS connection (null for a plaintext one); the connection and the
+  // WebSocket it may become hold it until they close.
+  Connection(Impl& server, tcp::socket socket, std::shared_ptr<ssl::context> tls)
+      : server_(server),
+        tls_(std::move(tls)),
+        stream_(make_stream(std::move(socket), tls_.get())) {}
   ~Connection() override { server_.unregister(this); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
 
-  // Starts reading requests.
+  // Starts reading requests (after the TLS handshake, on a TLS connection).
   void start() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_request(); });
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->after_handshake([self] { self->read_request(); });
+    });
   }
   // Answers 503 and closes: the server is at its connection limit.
   void start_rejecting() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      self->write_error(503, "unavailable", "too many connections", /*close_after=*/true);
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->after_handshake([self] {
+        self->write_error(503, "unavailable", "too many connections", /*close_after=*/true);
+      });
     });
   }
   // Closes from any thread; a pending Responder then does nothing.
   void shut_down() override {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->close_now(); });
+  }
+  void post_answer(HttpResponse response) override {
+    asio::post(stream_.get_executor(),
+               [self = this->shared_from_this(), response = std::move(response)]() mutable {
+                 self->respond(std::move(response));
+               });
   }
   // On the strand: writes the handler's response.
   void respond(HttpResponse response) {
@@ -432,9 +492,23 @@ class HttpServer::Impl::Connection final : public Tracked,
     if (closed_) return;
     write(std::move(response), /*close_after=*/!keep_alive_);
   }
-  [[nodiscard]] auto executor() { return stream_.get_executor(); }
 
  private:
+  static Stream make_stream(tcp::socket&& socket, ssl::context* tls) {
+    if constexpr (is_tls_stream<Stream>) {
+      HERALD_ASSERT(tls != nullptr, "a TLS connection without a TLS context");
+      return Stream(beast::tcp_stream(std::move(socket)), *tls);
+    } else {
+      HERALD_ASSERT(tls == nullptr, "a plaintext connection with a TLS context");
+      return Stream(std::move(socket));
+    }
+  }
+  [[nodiscard]] auto& lowest() { return beast::get_lowest_layer(stream_); }
+  [[nodiscard]] const auto& lowest() const { return beast::get_lowest_layer(stream_); }
+  // On the strand: runs `next` at once on a plaintext connection, after a successful server
+  // handshake (bounded by kTlsHandshakeTimeoutMs) on a TLS one; a failed handshake closes.
+  template <class Next>
+  void after_handshake(Next next);
   void read_request();
   void on_read(const beast::error_code& ec);
   void dispatch_request(http::request<http::string_body>&& request);
@@ -449,7 +523,8 @@ class HttpServer::Impl::Connection final : public Tracked,
   void close_now();
 
   Impl& server_;
-  beast::tcp_stream stream_;
+  const std::shared_ptr<ssl::context> tls_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   // Keeps the connection alive while the handler holds the Responder.
@@ -468,13 +543,15 @@ class HttpServer::Impl::Connection final : public Tracked,
 //
 // The session keeps the server's core (and so its io_context) alive: the handler may hold the
 // session after the server is gone, and the session's I/O objects must die before the io_context.
+template <class Stream>
 class HttpServer::Impl::WsSession final : public Tracked,
                                           public WsConnection,
-                                          public std::enable_shared_from_this<WsSession> {
+                                          public std::enable_shared_from_this<WsSession<Stream>> {
  public:
   WsSession(std::shared_ptr<Impl> server, WsHandler& handler, const asio::any_io_executor& strand,
-            std::string remote_endpoint)
+            std::string remote_endpoint, std::shared_ptr<ssl::context> tls)
       : server_(std::move(server)),
+        tls_(std::move(tls)),
         handler_(handler),
         strand_(strand),
         id_(server_->next_websocket_id()),
@@ -488,7 +565,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
   WsSession& operator=(const WsSession&) = delete;
 
   // On the strand, once on_open accepted: takes over the stream and answers the handshake.
-  void start(beast::tcp_stream&& stream, const http::request<http::string_body>& request);
+  void start(Stream&& stream, const http::request<http::string_body>& request);
   // On the strand, when on_open refused: the session never opens and never calls the handler.
   void refuse() {
     finished_ = true;
@@ -547,7 +624,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
     drain_fn_ = nullptr;  // a closing connection drains nothing more
   }
   void post_close(CloseRequest request) {
-    asio::post(strand_, [self = shared_from_this(), request = std::move(request)]() mutable {
+    asio::post(strand_, [self = this->shared_from_this(), request = std::move(request)]() mutable {
       self->request_close(std::move(request));
     });
   }
@@ -563,7 +640,8 @@ class HttpServer::Impl::WsSession final : public Tracked,
   void on_close_frame_done();
   void finish();
 
-  const std::shared_ptr<Impl> server_;  // first: destroyed last
+  const std::shared_ptr<Impl> server_;       // first: destroyed last
+  const std::shared_ptr<ssl::context> tls_;  // the TLS connection's context; null for plaintext
   WsHandler& handler_;
   const asio::any_io_executor strand_;
   const std::uint64_t id_;
@@ -584,7 +662,7 @@ class HttpServer::Impl::WsSession final : public Tracked,
   std::size_t drain_below_ = 0;     // guarded by mu_
 
   // The strand's state.
-  std::optional<websocket::stream<LingeringTcpStream>> ws_;
+  std::optional<websocket::stream<typename WsTransport<Stream>::type>> ws_;
   beast::flat_buffer read_buffer_;
   std::string writing_;
   asio::steady_timer close_deadline_;
@@ -596,17 +674,45 @@ class HttpServer::Impl::WsSession final : public Tracked,
   bool finished_ = false;
 };
 
-void HttpServer::Impl::Connection::read_request() {
-  parser_.emplace();
-  limit_request_parser(*parser_);
-  stream_.expires_after(milliseconds(server_.config().idle_read_timeout_ms));
-  http::async_read(
-      stream_, buffer_, *parser_,
-      [self = shared_from_this()](const beast::error_code& ec, std::size_t) { self->on_read(ec); });
+template <class Stream>
+template <class Next>
+void HttpServer::Impl::Connection<Stream>::after_handshake(Next next) {
+  if constexpr (is_tls_stream<Stream>) {
+    lowest().expires_after(milliseconds(kTlsHandshakeTimeoutMs));
+    stream_.async_handshake(
+        ssl::stream_base::server,
+        [self = this->shared_from_this(), next = std::move(next)](const beast::error_code& ec) {
+          self->lowest().expires_never();
+          if (self->closed_) return;
+          if (ec) {
+            // A plaintext client, a client that distrusts the certificate, a scanner: not the
+            // server's trouble, so not a warning.
+            spdlog::debug("http server: TLS handshake with {} failed: {}", self->remote_endpoint(),
+                          ec.message());
+            self->close_now();
+            return;
+          }
+          next();
+        });
+  } else {
+    next();
+  }
 }
 
-void HttpServer::Impl::Connection::on_read(const beast::error_code& ec) {
-  stream_.expires_never();
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::read_request() {
+  parser_.emplace();
+  limit_request_parser(*parser_);
+  lowest().expires_after(milliseconds(server_.config().idle_read_timeout_ms));
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
+                     self->on_read(ec);
+                   });
+}
+
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::on_read(const beast::error_code& ec) {
+  lowest().expires_never();
   if (closed_) return;
   if (ec == http::error::body_limit) {
     write_error(413, "payload_too_large", body_limit_message(), true);
@@ -622,7 +728,9 @@ void HttpServer::Impl::Connection::on_read(const beast::error_code& ec) {
   }
 }
 
-void HttpServer::Impl::Connection::dispatch_request(http::request<http::string_body>&& request) {
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::dispatch_request(
+    http::request<http::string_body>&& request) {
   version_ = request.version();
   keep_alive_ = request.keep_alive();
   const bool upgrade = !request[http::field::upgrade].empty();
@@ -639,14 +747,15 @@ void HttpServer::Impl::Connection::dispatch_request(http::request<http::string_b
     handle_upgrade(request, std::move(out).value());
     return;
   }
-  awaiting_response_ = shared_from_this();
+  awaiting_response_ = this->shared_from_this();
   server_.handler()(std::move(out).value(), server_.make_responder(awaiting_response_));
 }
 
 // A WebSocket upgrade: the path's handler decides, and an accepted upgrade hands stream_ to a
 // WsSession, which answers the handshake. Every refusal closes the connection.
-void HttpServer::Impl::Connection::handle_upgrade(const http::request<http::string_body>& request,
-                                                  HttpRequest&& upgrade) {
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::handle_upgrade(
+    const http::request<http::string_body>& request, HttpRequest&& upgrade) {
   WsHandler* handler = server_.websocket_handler(upgrade.path);
   if (handler == nullptr) {
     write_error(404, "not_found", "no WebSocket endpoint at this path", true);
@@ -656,8 +765,8 @@ void HttpServer::Impl::Connection::handle_upgrade(const http::request<http::stri
     write_error(400, "bad_request", "malformed WebSocket upgrade request", true);
     return;
   }
-  auto session = std::make_shared<WsSession>(server_.shared_from_this(), *handler,
-                                             stream_.get_executor(), remote_endpoint());
+  auto session = std::make_shared<WsSession<Stream>>(
+      server_.shared_from_this(), *handler, stream_.get_executor(), remote_endpoint(), tls_);
   std::optional<HttpResponse> refusal = handler->on_open(session, upgrade);
   if (refusal.has_value()) {
     HERALD_ASSERT(refusal->status >= 400, "a refused WebSocket upgrade needs an error status");
@@ -671,13 +780,15 @@ void HttpServer::Impl::Connection::handle_upgrade(const http::request<http::stri
   if (!adopted) session->shut_down();
 }
 
-std::string HttpServer::Impl::Connection::remote_endpoint() const {
+template <class Stream>
+std::string HttpServer::Impl::Connection<Stream>::remote_endpoint() const {
   beast::error_code ec;
-  const tcp::endpoint endpoint = stream_.socket().remote_endpoint(ec);
+  const tcp::endpoint endpoint = lowest().socket().remote_endpoint(ec);
   return ec ? std::string("unknown") : endpoint_string(endpoint);
 }
 
-void HttpServer::Impl::Connection::write(HttpResponse response, bool close_after) {
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::write(HttpResponse response, bool close_after) {
   auto message = std::make_shared<http::response<http::string_body>>();
   message->version(version_);
   message->result(response.status);
@@ -689,39 +800,43 @@ void HttpServer::Impl::Connection::write(HttpResponse response, bool close_after
   message->keep_alive(!close_after);
   message->body() = std::move(response.body);
   message->prepare_payload();
-  stream_.expires_after(milliseconds(kWriteTimeoutMs));
-  http::async_write(
-      stream_, *message,
-      [self = shared_from_this(), message, close_after](const beast::error_code& ec, std::size_t) {
-        self->stream_.expires_never();
-        if (ec || self->closed_) {
-          self->close_now();
-        } else if (close_after) {
-          self->linger_close();
-        } else {
-          self->read_request();
-        }
-      });
+  lowest().expires_after(milliseconds(kWriteTimeoutMs));
+  http::async_write(stream_, *message,
+                    [self = this->shared_from_this(), message, close_after](
+                        const beast::error_code& ec, std::size_t) {
+                      self->lowest().expires_never();
+                      if (ec || self->closed_) {
+                        self->close_now();
+                      } else if (close_after) {
+                        self->linger_close();
+                      } else {
+                        self->read_request();
+                      }
+                    });
 }
 
 // Drains what the client is still sending (bounded in time and bytes) before closing, so that the
 // client reads the response instead of a reset.
-void HttpServer::Impl::Connection::linger_close() {
-  async_linger_close(stream_, asio::buffer(drain_buffer_), {kLingerMs, kMaxLingerBytes},
-                     [self = shared_from_this()](const beast::error_code&) { self->close_now(); });
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::linger_close() {
+  async_linger_close(
+      lowest(), asio::buffer(drain_buffer_), {kLingerMs, kMaxLingerBytes},
+      [self = this->shared_from_this()](const beast::error_code&) { self->close_now(); });
 }
 
-void HttpServer::Impl::Connection::close_now() {
+template <class Stream>
+void HttpServer::Impl::Connection<Stream>::close_now() {
   awaiting_response_.reset();
   if (closed_) return;
   closed_ = true;
   beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream_.close();
+  lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  lowest().close();
 }
 
-void HttpServer::Impl::WsSession::start(beast::tcp_stream&& stream,
-                                        const http::request<http::string_body>& request) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::start(Stream&& stream,
+                                                const http::request<http::string_body>& request) {
   ws_.emplace(std::move(stream));
   // The WebSocket's own timeouts replace the TCP stream's (Beast requires one or the other).
   beast::get_lowest_layer(*ws_).expires_never();
@@ -732,12 +847,13 @@ void HttpServer::Impl::WsSession::start(beast::tcp_stream&& stream,
       [](websocket::response_type& response) { response.set(http::field::server, "herald"); }));
   ws_->read_message_max(max_message_bytes_);
   ws_->text(true);
-  ws_->async_accept(request, [self = shared_from_this()](const beast::error_code& ec) {
+  ws_->async_accept(request, [self = this->shared_from_this()](const beast::error_code& ec) {
     self->on_handshake(ec);
   });
 }
 
-Status HttpServer::Impl::WsSession::send_text(std::string text) {
+template <class Stream>
+Status HttpServer::Impl::WsSession<Stream>::send_text(std::string text) {
   {
     std::lock_guard lock(mu_);
     if (phase_ != Phase::kOpen) return Status::failed_precondition("the WebSocket is closed");
@@ -750,7 +866,7 @@ Status HttpServer::Impl::WsSession::send_text(std::string text) {
       queued_bytes_ += text.size();
       queue_.push_back(std::move(text));
       if (!std::exchange(pump_posted_, true)) {
-        asio::post(strand_, [self = shared_from_this()] { self->pump(); });
+        asio::post(strand_, [self = this->shared_from_this()] { self->pump(); });
       }
       return Status::ok_status();
     }
@@ -763,13 +879,15 @@ Status HttpServer::Impl::WsSession::send_text(std::string text) {
                                     std::to_string(max_queued_bytes_) + " bytes queued");
 }
 
-void HttpServer::Impl::WsSession::close(std::uint16_t code, std::string reason) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::close(std::uint16_t code, std::string reason) {
   HERALD_ASSERT(is_sendable_ws_close_code(code), "not a close code an endpoint may send");
   if (!enter_closing(/*drop=*/false)) return;
   post_close({code, truncate_ws_close_reason(reason), /*flush=*/true});
 }
 
-void HttpServer::Impl::WsSession::on_handshake(const beast::error_code& ec) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::on_handshake(const beast::error_code& ec) {
   if (finished_) return;
   if (ec) {
     spdlog::debug("websocket {} ({}): handshake failed: {}", id_, remote_endpoint_, ec.message());
@@ -781,12 +899,16 @@ void HttpServer::Impl::WsSession::on_handshake(const beast::error_code& ec) {
   pump();
 }
 
-void HttpServer::Impl::WsSession::read_next() {
-  ws_->async_read(read_buffer_, [self = shared_from_this()](const beast::error_code& ec,
-                                                            std::size_t) { self->on_read(ec); });
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::read_next() {
+  ws_->async_read(read_buffer_,
+                  [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
+                    self->on_read(ec);
+                  });
 }
 
-void HttpServer::Impl::WsSession::on_read(const beast::error_code& ec) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::on_read(const beast::error_code& ec) {
   if (finished_) return;
   if (ec) {
     // The client closed, a limit was hit (Beast has sent 1009 or 1007 and lingered), the idle
@@ -806,19 +928,20 @@ void HttpServer::Impl::WsSession::on_read(const beast::error_code& ec) {
   std::string text = beast::buffers_to_string(read_buffer_.data());
   read_buffer_.clear();
   if (read_buffer_.capacity() > kMaxKeptWsReadBufferBytes) read_buffer_.shrink_to_fit();
-  handler_.on_text(shared_from_this(), std::move(text));
+  handler_.on_text(this->shared_from_this(), std::move(text));
   read_next();
 }
 
 // On the strand. The first request wins; a later one can only stop the flushing.
-void HttpServer::Impl::WsSession::request_close(CloseRequest request) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::request_close(CloseRequest request) {
   if (finished_) return;
   if (close_request_.has_value()) {
     close_request_->flush = close_request_->flush && request.flush;
   } else {
     close_request_ = std::move(request);
     close_deadline_.expires_after(milliseconds(kWsCloseTimeoutMs));
-    close_deadline_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
+    close_deadline_.async_wait([self = this->shared_from_this()](const beast::error_code& ec) {
       if (!ec) self->finish();
     });
   }
@@ -826,7 +949,8 @@ void HttpServer::Impl::WsSession::request_close(CloseRequest request) {
 }
 
 // On the strand: starts the next write, or the close frame once nothing is left to write.
-void HttpServer::Impl::WsSession::pump() {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::pump() {
   std::optional<std::string> next;
   {
     std::lock_guard lock(mu_);
@@ -847,16 +971,18 @@ void HttpServer::Impl::WsSession::pump() {
   }
 }
 
-void HttpServer::Impl::WsSession::write(std::string message) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::write(std::string message) {
   writing_ = std::move(message);
   write_in_flight_ = true;
   ws_->async_write(asio::buffer(writing_),
-                   [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
+                   [self = this->shared_from_this()](const beast::error_code& ec, std::size_t) {
                      self->on_write(ec);
                    });
 }
 
-void HttpServer::Impl::WsSession::on_write(const beast::error_code& ec) {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::on_write(const beast::error_code& ec) {
   write_in_flight_ = false;
   writing_ = std::string();  // give the memory back: queued bytes are the bound
   std::function<void()> drained;
@@ -876,15 +1002,17 @@ void HttpServer::Impl::WsSession::on_write(const beast::error_code& ec) {
   pump();
 }
 
-void HttpServer::Impl::WsSession::send_close_frame() {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::send_close_frame() {
   close_in_flight_ = true;
   ws_->async_close(
       websocket::close_reason(static_cast<websocket::close_code>(close_request_->code),
                               close_request_->reason),
-      [self = shared_from_this()](const beast::error_code&) { self->on_close_frame_done(); });
+      [self = this->shared_from_this()](const beast::error_code&) { self->on_close_frame_done(); });
 }
 
-void HttpServer::Impl::WsSession::on_close_frame_done() {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::on_close_frame_done() {
   close_in_flight_ = false;
   if (finished_) return;
   // Beast has torn the socket down, so a read still pending completes at once and finishes.
@@ -894,7 +1022,8 @@ void HttpServer::Impl::WsSession::on_close_frame_done() {
 // On the strand, exactly once for an accepted session: closes the socket, stops the timers,
 // leaves the server's count and tells the handler. Operations still pending complete with
 // errors and find finished_ set.
-void HttpServer::Impl::WsSession::finish() {
+template <class Stream>
+void HttpServer::Impl::WsSession<Stream>::finish() {
   if (finished_) return;
   finished_ = true;
   close_deadline_.cancel();
@@ -910,7 +1039,7 @@ void HttpServer::Impl::WsSession::finish() {
     drop_queue();
   }
   server_->unregister(this);
-  handler_.on_close(shared_from_this());
+  handler_.on_close(this->shared_from_this());
 }
 
 // Shared by every copy of one Responder: answers exactly once, or 500 when dropped unanswered.
@@ -937,20 +1066,18 @@ class PendingResponse {
 };
 }  // namespace
 
-Responder HttpServer::Impl::make_responder(const std::shared_ptr<Connection>& connection) {
+Responder HttpServer::Impl::make_responder(const std::shared_ptr<Answerable>& connection) {
   auto pending = std::make_shared<PendingResponse>(
-      [server = shared_from_this(), weak = std::weak_ptr<Connection>(connection)](
+      [server = shared_from_this(), weak = std::weak_ptr<Answerable>(connection)](
           HttpResponse response) { server->post_response(weak, std::move(response)); });
   return [pending](HttpResponse response) { pending->answer(std::move(response)); };
 }
 
-void HttpServer::Impl::post_response(const std::weak_ptr<Connection>& weak, HttpResponse response) {
-  std::shared_ptr<Connection> connection;  // released after the lock: its destructor takes mu_
+void HttpServer::Impl::post_response(const std::weak_ptr<Answerable>& weak, HttpResponse response) {
+  std::shared_ptr<Answerable> connection;  // released after the lock: its destructor takes mu_
   std::lock_guard lock(mu_);
   if (stopping_ || !(connection = weak.lock())) return;
-  asio::post(connection->executor(), [connection, response = std::move(response)]() mutable {
-    connection->respond(std::move(response));
-  });
+  connection->post_answer(std::move(response));
 }
 
 Status HttpServer::Impl::run(std::size_t io_threads) {
@@ -1016,11 +1143,21 @@ void HttpServer::Impl::on_accept(const beast::error_code& ec, tcp::socket socket
   // Answers and events are small and latency-bound: send them now, not after the client's ACK.
   beast::error_code nodelay_ec;
   socket.set_option(tcp::no_delay(true), nodelay_ec);
-  auto connection = std::make_shared<Connection>(*this, std::move(socket));
+  // Each connection takes the TLS context current at its accept: a reload changes only later ones.
+  const bool keep_accepting = tls_ != nullptr
+                                  ? start_connection(std::make_shared<Connection<TlsStream>>(
+                                        *this, std::move(socket), tls_->current()))
+                                  : start_connection(std::make_shared<Connection<PlainStream>>(
+                                        *this, std::move(socket), nullptr));
+  if (keep_accepting) accept();
+}
+
+template <class Stream>
+bool HttpServer::Impl::start_connection(const std::shared_ptr<Connection<Stream>>& connection) {
   bool over_limit = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return;
+    if (stopping_) return false;
     over_limit = connections_.size() >= config_.max_connections;
     connections_.emplace(connection.get(), connection);
   }
@@ -1030,7 +1167,7 @@ void HttpServer::Impl::on_accept(const beast::error_code& ec, tcp::socket socket
   } else {
     connection->start();
   }
-  accept();
+  return true;
 }
 
 HttpServer::HttpServer(HttpServerConfig config, Handler handler)

@@ -17,6 +17,8 @@
 // server/websocket.h for the handler's contract and the connection's guarantees). A WebSocket
 // upgrade to any other path is answered 404; an upgrade to another protocol is answered 501. Open
 // WebSockets count against max_connections like HTTP connections.
+// TLS: with HttpServerConfig::tls set, the server speaks HTTPS and WSS only; a client that does not
+// complete a TLS handshake within kTlsHandshakeTimeoutMs (server/tls.h) is disconnected.
 // Beast stays in http_server.cc, so including this header does not compile it.
 #pragma once
 
@@ -105,7 +107,8 @@ using Handler = std::function<void(HttpRequest&&, Responder)>;
 // applies the same parser settings and conversion to what it reads from a socket.
 [[nodiscard]] Result<HttpRequest> parse_http_request(std::string_view bytes);
 
-class WsHandler;  // server/websocket.h
+class WsHandler;         // server/websocket.h
+class TlsServerContext;  // server/tls.h
 
 struct HttpServerConfig {
   std::string listen = "127.0.0.1:0";  // ip:port; port 0 picks an ephemeral port
@@ -118,6 +121,10 @@ struct HttpServerConfig {
   std::size_t ws_max_queued_bytes = kMaxWsQueuedBytes;
   // Also sets the ping interval, which is always half of it.
   std::uint32_t ws_idle_timeout_ms = kWsIdleTimeoutMs;
+  // Null: plaintext HTTP and WebSocket. Set: every connection starts with a TLS handshake (HTTPS
+  // and WSS) using the context's current certificate, taken when the connection is accepted, so
+  // a TlsServerContext::reload() changes the certificate of later connections only.
+  std::shared_ptr<TlsServerContext> tls;
 };
 
 class HttpServer {

@@ -260,6 +260,7 @@ void MessagingApi::route(const std::vector<std::string>& s, HttpRequest& request
     if (n == 5 && s[4] == "preferences" && m == "PUT") {
       return set_preferences(s[3], request, std::move(respond));
     }
+    if (n == 5 && s[4] == "revoke" && m == "POST") return revoke_user(s[3], std::move(respond));
     if (n == 6 && s[4] == "devices" && m == "DELETE") {
       return remove_device(s[3], s[5], std::move(respond));
     }
@@ -400,6 +401,18 @@ void MessagingApi::remove_device(const std::string& user_id, const std::string& 
   op->set_user_id(user_id);
   op->set_device_id(device_id);
   propose(host_, c, std::move(respond), empty_ok);
+}
+
+void MessagingApi::revoke_user(const std::string& user_id, Responder respond) {
+  messagingpb::MessagingCommand c;
+  c.mutable_revoke_user()->set_user_id(user_id);
+  propose(host_, c, std::move(respond), [](const rsmpb::CommandResult& r) {
+    messagingpb::RevokeResult revoked;
+    if (!revoked.ParseFromString(r.payload())) {
+      return error_of({"internal", "the revocation result does not decode"});
+    }
+    return json_of(200, json::object{{"revoked_at_ms", revoked.revoked_at_ms()}});
+  });
 }
 
 void MessagingApi::set_preferences(const std::string& user_id, const HttpRequest& request,

@@ -36,6 +36,8 @@ class MessagingApi {
   void set_push(const std::string& user_id, const std::string& device_id,
                 const HttpRequest& request, Responder respond);
   void remove_device(const std::string& user_id, const std::string& device_id, Responder respond);
+  // POST /v1/admin/users/{user}/revoke: RevokeUser; answers {"revoked_at_ms": N}.
+  void revoke_user(const std::string& user_id, Responder respond);
   void set_preferences(const std::string& user_id, const HttpRequest& request, Responder respond);
   void create_conversation(const HttpRequest& request, Responder respond);
   void get_retention(Responder respond);

@@ -256,6 +256,12 @@ Result<SignedInDevice> SignInVerifier::verify(std::string_view token, std::int64
   if (out.expires_s <= 0) {
     return Status::invalid_argument("the token's exp is not a positive integer");
   }
+  // verify() checked that an "iat" present is a NumericDate too.
+  if (const json::value* iat = jwt.claims.if_contains("iat"); iat != nullptr && iat->is_int64()) {
+    out.issued_at_s = iat->as_int64();
+  } else if (iat != nullptr && iat->is_double()) {
+    out.issued_at_s = static_cast<std::int64_t>(std::floor(iat->as_double()));
+  }
   return out;
 }
 

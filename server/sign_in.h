@@ -71,6 +71,9 @@ struct SignedInDevice {
   std::string platform;        // "ios", "android" or "web"
   std::string display_name;    // the "name" claim, empty when absent
   std::int64_t expires_s = 0;  // the token's "exp"
+  // The token's "iat" (whole seconds), when it has one: a user's revocation refuses the tokens
+  // issued before it (docs/protocol.md, "Revocation").
+  std::optional<std::int64_t> issued_at_s;
 };
 
 class SignInVerifier {

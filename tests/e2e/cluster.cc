@@ -318,7 +318,7 @@ bool Cluster::alive(std::uint64_t id) {
 std::vector<std::uint64_t> Cluster::terms() const {
   std::vector<std::uint64_t> out;
   for (const Node& n : nodes_) {
-    client::AdminClient probe("127.0.0.1", n.client_port, kAdminToken, kClusterProbeTimeoutMs);
+    const client::AdminClient probe = prober(n.client_port);
     auto body = probe.get("/v1/cluster");
     boost::system::error_code ec;
     const json::value v = body.ok() ? json::parse(*body, ec) : json::value();
@@ -330,7 +330,7 @@ std::vector<std::uint64_t> Cluster::terms() const {
 }
 
 std::uint64_t Cluster::reported_leader(std::uint64_t id) const {
-  client::AdminClient probe("127.0.0.1", node(id).client_port, kAdminToken, kClusterProbeTimeoutMs);
+  const client::AdminClient probe = prober(node(id).client_port);
   auto body = probe.get("/v1/cluster");
   if (!body.ok()) return 0;
   boost::system::error_code ec;
@@ -367,8 +367,14 @@ std::uint64_t Cluster::other_live_node(std::uint64_t id) {
   return 0;
 }
 
+client::AdminClient Cluster::prober(std::uint16_t client_port) const {
+  return client::AdminClient("127.0.0.1", client_port, kAdminToken, kClusterProbeTimeoutMs,
+                             client_tls_);
+}
+
 client::AdminClient Cluster::admin(std::uint64_t id) const {
-  return client::AdminClient("127.0.0.1", node(id).client_port, kAdminToken);
+  return client::AdminClient("127.0.0.1", node(id).client_port, kAdminToken,
+                             client::kDefaultAdminTimeoutMs, client_tls_);
 }
 
 Result<std::vector<PushRecord>> Cluster::pushes(std::uint64_t id) const {

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,9 @@ class Cluster {
   // it). Empty: no config file.
   [[nodiscard]] Status set_config(const std::string& toml);
 
+  // How the test's admin clients and probes reach the client ports: over HTTPS trusting `tls`'s
+  // CAs (for nodes whose configuration has [tls]), or in plaintext (nullopt, the default).
+  void set_client_tls(std::optional<client::ClientTls> tls) { client_tls_ = std::move(tls); }
   // From their next start on, nodes run without a push journal: platforms without a client then
   // have no provider (push.no_provider) instead of the recording provider.
   void set_push_journal(bool on) { push_journal_ = on; }
@@ -123,6 +127,8 @@ class Cluster {
   [[nodiscard]] std::size_t size() const { return nodes_.size(); }
   // An admin client of node `id`.
   [[nodiscard]] client::AdminClient admin(std::uint64_t id) const;
+  // An admin client of the node on `client_port` for probes: kClusterProbeTimeoutMs.
+  [[nodiscard]] client::AdminClient prober(std::uint16_t client_port) const;
   // The pushes node `id` journaled so far, in order. A line that does not parse is an error.
   [[nodiscard]] Result<std::vector<PushRecord>> pushes(std::uint64_t id) const;
   // The last `bytes` of node `id`'s log, for failure messages.
@@ -140,6 +146,7 @@ class Cluster {
 
   std::string root_;
   std::string config_file_;  // empty: none
+  std::optional<client::ClientTls> client_tls_;
   bool push_journal_ = true;
   std::size_t initial_members_ = kMaxNodes;
   std::vector<Node> nodes_;  // nodes_[i].id == i + 1

@@ -20,9 +20,11 @@ Result<DeviceCredentials> provision_device(const client::AdminClient& admin,
 
 Result<std::unique_ptr<HeraldClient>> connect_device(std::uint16_t port,
                                                      const DeviceCredentials& device,
-                                                     std::optional<std::uint64_t> since) {
-  HERALD_ASSIGN_OR_RETURN(std::unique_ptr<HeraldClient> c,
-                          HeraldClient::connect("127.0.0.1", port));
+                                                     std::optional<std::uint64_t> since,
+                                                     const std::optional<client::ClientTls>& tls) {
+  HERALD_ASSIGN_OR_RETURN(
+      std::unique_ptr<HeraldClient> c,
+      HeraldClient::connect("127.0.0.1", port, client::kDefaultConnectTimeoutMs, tls));
   HERALD_RETURN_IF_ERROR(c->auth(device.user_id, device.device_id, device.token, since).status());
   return c;
 }

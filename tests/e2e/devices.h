@@ -49,10 +49,11 @@ struct DeviceCredentials {
                                                          const std::string& user_id,
                                                          const std::string& device_id);
 
-// Connects to 127.0.0.1:`port` and authenticates as `device`.
+// Connects to 127.0.0.1:`port` (over TLS with `tls`) and authenticates as `device`.
 [[nodiscard]] Result<std::unique_ptr<client::HeraldClient>> connect_device(
     std::uint16_t port, const DeviceCredentials& device,
-    std::optional<std::uint64_t> since = std::nullopt);
+    std::optional<std::uint64_t> since = std::nullopt,
+    const std::optional<client::ClientTls>& tls = std::nullopt);
 
 // Pops changes until none arrives for `quiet_ms`; returns them in arrival order.
 [[nodiscard]] std::vector<client::Change> collect_changes(client::HeraldClient& device,

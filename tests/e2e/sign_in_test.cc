@@ -1,7 +1,8 @@
 // Devices signing in with the app's own tokens on a real node ([signin], docs/protocol.md,
 // "Signing in with the app's token"): a first sign-in creates the user and the device, refused
 // tokens leave the connection able to retry, a token that expires ends the session unless it was
-// refreshed, and a removed device cannot sign in again.
+// refreshed, a removed device cannot sign in again, and revoking a user ends its sessions and
+// refuses the tokens issued before.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -48,6 +50,14 @@ std::string token(const std::string& user, const std::string& device, std::int64
   const json::object claims{{"sub", user},    {"device_id", device}, {"aud", audience},
                             {"iat", now_s()}, {"exp", exp},          {"name", "From the app"}};
   return crypto::JwtSigner::hmac(secret).value().sign(claims).value();
+}
+
+// A token issued at `iat`, or without "iat" when it is nullopt.
+std::string token_issued(const std::string& user, const std::string& device,
+                         std::optional<std::int64_t> iat, std::int64_t exp) {
+  json::object claims{{"sub", user}, {"device_id", device}, {"aud", kAudience}, {"exp", exp}};
+  if (iat) claims["iat"] = *iat;
+  return crypto::JwtSigner::hmac(kSecret).value().sign(claims).value();
 }
 
 class SignIn : public ::testing::Test {
@@ -184,6 +194,58 @@ TEST_F(SignIn, ARemovedDeviceIsClosedAndCannotSignInAgain) {
       client::protocol_error_code(
           again->auth_with_token(token("gina", "gina-web", now_s() + kLongLifetimeS)).status()),
       "unauthorized");
+}
+
+TEST_F(SignIn, RevokingAUserEndsItsSessionsAndRefusesOlderTokens) {
+  // One device with a secret, one signed in with a token, and a bystander.
+  must(admin_->create_user("hank", "Hank"), "creating hank");
+  const DeviceCredentials phone = must(provision_device(*admin_, "hank", "hank-phone"), "phone");
+  auto by_secret = must(connect_device(cluster_->node(1).client_port, phone), "hank-phone");
+  auto by_token = socket();
+  const std::string old_token = token("hank", "hank-web", now_s() + kLongLifetimeS);
+  must(by_token->auth_with_token(old_token), "hank-web signs in");
+  must(admin_->create_user("ivy"), "creating ivy");
+  const DeviceCredentials ivy = must(provision_device(*admin_, "ivy", "ivy-phone"), "ivy-phone");
+  auto bystander = must(connect_device(cluster_->node(1).client_port, ivy), "ivy connects");
+
+  const auto revoked_at = std::chrono::steady_clock::now();
+  const std::int64_t stamp_ms = must(admin_->revoke_user("hank"), "revoking hank");
+  EXPECT_EQ(close_code_within(*by_secret, kChangeWaitMs), server::kCloseUserRevoked);
+  EXPECT_EQ(close_code_within(*by_token, kChangeWaitMs), server::kCloseUserRevoked);
+  EXPECT_LT(std::chrono::steady_clock::now() - revoked_at,
+            std::chrono::milliseconds(kChangeWaitMs));
+  EXPECT_TRUE(bystander->ping().ok());
+  EXPECT_FALSE(bystander->close_code().has_value());
+
+  // The device secret no longer works; neither do tokens issued before the stamp, or without iat.
+  EXPECT_EQ(
+      client::protocol_error_code(connect_device(cluster_->node(1).client_port, phone).status()),
+      "unauthorized");
+  const auto refused = [&](const std::string& jwt) {
+    return std::string(client::protocol_error_code(socket()->auth_with_token(jwt).status()));
+  };
+  EXPECT_EQ(refused(old_token), "unauthorized");
+  EXPECT_EQ(refused(token_issued("hank", "hank-web", std::nullopt, now_s() + kLongLifetimeS)),
+            "unauthorized");
+  EXPECT_EQ(
+      refused(token_issued("hank", "hank-phone", stamp_ms / 1000 - 1, now_s() + kLongLifetimeS)),
+      "unauthorized");
+
+  // A token issued from the stamp's next whole second on signs in again, on either device (the
+  // clock skew is 0 here: wait until that second has come).
+  const std::int64_t fresh_iat = stamp_ms / 1000 + 1;
+  while (now_s() < fresh_iat) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto again = socket();
+  must(again->auth_with_token(token_issued("hank", "hank-web", fresh_iat, now_s() + 60)),
+       "a fresh token");
+  EXPECT_TRUE(again->ping().ok());
+  auto phone_again = socket();
+  must(phone_again->auth_with_token(token_issued("hank", "hank-phone", fresh_iat, now_s() + 60)),
+       "a fresh token for the phone");
+  // A refresh with a token from before the revocation is refused; a fresh one is taken.
+  EXPECT_EQ(client::protocol_error_code(again->refresh(old_token).status()), "unauthorized");
+  must(again->refresh(token_issued("hank", "hank-web", fresh_iat, now_s() + 120)), "refreshing");
+  EXPECT_FALSE(again->close_code().has_value());
 }
 
 }  // namespace
