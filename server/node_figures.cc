@@ -125,9 +125,8 @@ Result<NodeFigures> decode_node_figures(const rsmpb::NodeFigures& message, raft:
   return f;
 }
 
-void FiguresBook::record(NodeFigures figures, MonoMs now_ms) {
-  const raft::NodeId id = figures.id;
-  entries_[id] = Entry{std::move(figures), now_ms};
+void FiguresBook::record(const NodeFigures& figures, MonoMs now_ms) {
+  entries_[figures.id] = Entry{figures, now_ms};
 }
 
 }  // namespace herald::server

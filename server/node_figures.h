@@ -92,7 +92,7 @@ class FiguresBook {
     NodeFigures figures;
     MonoMs received_ms = 0;
   };
-  void record(NodeFigures figures, MonoMs now_ms);
+  void record(const NodeFigures& figures, MonoMs now_ms);
   // Forgets the peers for which `keep` is false (members that left).
   template <typename Keep>
   void retain(Keep keep) {

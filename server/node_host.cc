@@ -453,7 +453,7 @@ struct NodeHost::Impl {
     Result<NodeFigures> figures = decode_node_figures(message, from);
     const MonoMs now = clock.mono_ms();
     if (figures.ok()) {
-      peer_figures.record(*std::move(figures), now);
+      peer_figures.record(*figures, now);
       return;
     }
     ++figures_dropped;
