@@ -25,6 +25,7 @@
 #include "rsm/apply_batch.h"
 #include "rsm/rsm.pb.h"
 #include "rsm/session.h"
+#include "server/node_figures.h"
 #include "server/peer_auth.h"
 #include "server/peer_transport.h"
 #include "storage/log_store.h"
@@ -305,6 +306,19 @@ void peer_frames(const Writer& w) {
   typing.mutable_ephemeral()->set_payload(R"({"user_id":"a","conversation_id":"g","active":true})");
   w.write(t, "handshake_then_chunk_report_ephemeral.bin",
           handshake() + frame(chunk) + frame(report) + frame(typing));
+
+  herald::server::NodeFigures own;
+  own.id = peer::kCaller;
+  own.fsync = {40, 900, 2'500, 3'000};
+  own.commit = {12, 4'000, 9'000, 9'500};
+  own.apply = {40, 150, 700, 1'200};
+  own.devices = 17;
+  own.leader_changes = 2;
+  auto figures = envelope(peer::kCaller, peer::kAcceptor);
+  *figures.mutable_figures() = herald::server::encode_node_figures(own);
+  auto disordered = figures;
+  disordered.mutable_figures()->mutable_commit()->set_p50_us(10'000);  // above its p99
+  w.write(t, "handshake_then_figures.bin", handshake() + frame(figures) + frame(disordered));
 
   // Near-valid: a forged sender after the handshake, a Hello for another cluster, a bad CRC.
   auto forged = append;

@@ -8,8 +8,10 @@
 // first frame, check_hello_proof for the second, impersonation for the rest. Every decoded
 // envelope is also checked as a caller would check a HelloReply (check_hello_reply). The nonces
 // and the cluster secret are fixed, so the seed corpus carries valid proofs and the fuzzer can
-// reach the authenticated stage. Asserts: no crash, leak or undefined behaviour; decode errors are
-// kCorruption and handshake refusals kInvalidArgument, each with a message.
+// reach the authenticated stage. Node figures there are decoded as the node host decodes them
+// (server/node_figures.h). Asserts: no crash, leak or undefined behaviour; decode errors are
+// kCorruption, handshake refusals and malformed figures kInvalidArgument, each with a message, and
+// figures that decode encode back to the same figures.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +21,7 @@
 #include "base/status.h"
 #include "fuzz/fuzz_input.h"
 #include "fuzz/peer_fixture.h"
+#include "server/node_figures.h"
 #include "server/peer_transport.h"
 
 namespace {
@@ -34,6 +37,17 @@ void check_refusal(const Status& status) {
   HERALD_ASSERT(
       status.ok() || (status.code() == Code::kInvalidArgument && !status.message().empty()),
       "a handshake check refuses with kInvalidArgument and says why");
+}
+
+void check_figures(const herald::rsmpb::NodeFigures& message) {
+  const herald::Result<server::NodeFigures> figures =
+      server::decode_node_figures(message, fixture::kCaller);
+  check_refusal(figures.status());
+  if (figures.ok()) {
+    const herald::Result<server::NodeFigures> again =
+        server::decode_node_figures(server::encode_node_figures(*figures), fixture::kCaller);
+    HERALD_ASSERT(again.ok() && *again == *figures, "decoded figures encode to the same figures");
+  }
 }
 
 }  // namespace
@@ -76,6 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       case Stage::kAuthenticated:
         static_cast<void>(server::impersonation(*envelope, fixture::kCaller, fixture::kAcceptor));
+        if (envelope->has_figures()) check_figures(envelope->figures());
         break;
     }
   }

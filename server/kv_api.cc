@@ -204,6 +204,31 @@ void KvApi::get(const HttpRequest& request, std::string key, Responder respond) 
   });
 }
 
+namespace {
+
+constexpr double kMicrosPerMilli = 1000.0;
+
+json::object latency_json(const LatencySummary& s) {
+  return json::object{{"count", s.count},
+                      {"p50_ms", static_cast<double>(s.p50_us) / kMicrosPerMilli},
+                      {"p99_ms", static_cast<double>(s.p99_us) / kMicrosPerMilli},
+                      {"max_ms", static_cast<double>(s.max_us) / kMicrosPerMilli}};
+}
+
+// A node's figures (server/node_figures.h) as GET /v1/cluster shows them (docs/api-http.md).
+json::object figures_json(const NodeFigures& f, MonoMs age_ms) {
+  return json::object{{"window_ms", f.window_ms},
+                      {"age_ms", age_ms},
+                      {"stale", age_ms > kNodeFiguresStaleMs},
+                      {"fsync", latency_json(f.fsync)},
+                      {"commit", latency_json(f.commit)},
+                      {"apply", latency_json(f.apply)},
+                      {"devices", f.devices},
+                      {"leader_changes", f.leader_changes}};
+}
+
+}  // namespace
+
 void KvApi::cluster(Responder respond) {
   host_->inspect([respond = std::move(respond)](const ClusterView& view) {
     const raft::NodeStatus& self = view.self;
@@ -215,6 +240,7 @@ void KvApi::cluster(Responder respond) {
     json::object me{{"id", self.id},           {"role", raft::role_name(self.role)},
                     {"term", self.term},       {"commit", self.commit},
                     {"applied", self.applied}, {"last_index", self.last_index}};
+    me["figures"] = figures_json(view.figures, 0);
     nodes.push_back(me);
     for (const auto& [id, peer] : view.peers) {
       json::object n{{"id", id},
@@ -228,6 +254,10 @@ void KvApi::cluster(Responder respond) {
       if (self.role == raft::Role::kLeader && match.contains(id)) {
         n["match"] = match[id];
       }
+      const auto figures = view.peer_figures.find(id);
+      n["figures"] = figures == view.peer_figures.end()
+                         ? json::value(nullptr)
+                         : figures_json(figures->second.figures, figures->second.age_ms);
       nodes.push_back(n);
     }
     json::object body{{"id", self.id}, {"term", self.term}, {"nodes", nodes}};

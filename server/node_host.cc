@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -34,6 +35,8 @@ namespace asio = boost::asio;
 
 // The liveness beacon stands in for a raft thread blocked at most this long (NodeHost::Impl).
 inline constexpr MonoMs kBeaconMaxStallMs = 1'000;
+// Malformed node figures from peers are logged at most once per this interval.
+inline constexpr MonoMs kFiguresWarnIntervalMs = 10'000;
 
 namespace {
 
@@ -146,6 +149,18 @@ struct NodeHost::Impl {
   std::string halt_reason;                  // guarded by health_mu
   std::vector<raft::NodeId> disk_alarms;    // guarded by health_mu
   std::set<raft::NodeId> published_alarms;  // raft thread only: what disk_alarms last took
+
+  // Node figures (server/node_figures.h), raft thread only: this node's recent latencies, the
+  // latest figures of each other member, and when this node last sent its own.
+  RecentLatency fsync_latency;
+  RecentLatency commit_latency;
+  RecentLatency apply_latency;
+  std::uint64_t figures_seen_syncs = 0;
+  std::uint64_t figures_seen_applies = 0;
+  FiguresBook peer_figures;
+  MonoMs figures_sent_ms = 0;
+  MonoMs figures_warned_ms = 0;
+  std::uint64_t figures_dropped = 0;  // malformed figures received (dropped)
 
   // The other members' ids (beacon, broadcast). Any thread.
   std::vector<raft::NodeId> other_members() const {
@@ -325,6 +340,7 @@ struct NodeHost::Impl {
       std::_Exit(EXIT_FAILURE);
     }
     metrics.observe_round(node->stats());
+    observe_figures();
     publish_progress();
     check_transfers();
     if (node->has_work()) {
@@ -349,6 +365,7 @@ struct NodeHost::Impl {
       node->tick();
       publish_progress();
       check_transfers();
+      maybe_send_figures();
       workflows->tick(clock.wall_ms());
       if (change_listener) {
         change_listener({}, clock.wall_ms());
@@ -359,17 +376,92 @@ struct NodeHost::Impl {
     });
   }
 
-  // Stamps and proposes `command` on the raft thread, after the current Ready round.
+  // Stamps and proposes `command` on the raft thread, after the current Ready round. A command
+  // that applies counts its time from here in the commit latency of the node figures.
   void post_propose(rsmpb::Command command, rsm::ProposeCallback done) {
     command.set_wall_ms(clock.wall_ms());
-    asio::post(io, [this, command = std::move(command), done = std::move(done)]() mutable {
+    const std::int64_t start_us = clock.mono_us();
+    asio::post(io, [this, start_us, command = std::move(command),
+                    done = std::move(done)]() mutable {
       if (halted.load()) {
         done(Status::unavailable("this replica halted on a full disk; try another node"));
         return;
       }
-      node->propose(std::move(command), std::move(done));
+      node->propose(std::move(command),
+                    [this, start_us, done = std::move(done)](Result<rsmpb::CommandResult> result) {
+                      if (result.ok()) {
+                        commit_latency.observe(clock.mono_ms(), clock.mono_us() - start_us);
+                      }
+                      done(std::move(result));
+                    });
       schedule_process();
     });
+  }
+
+  // Raft thread, after each round: the round's log sync and apply durations, when it had them.
+  void observe_figures() {
+    const rsm::NodeStats& s = node->stats();
+    const MonoMs now = clock.mono_ms();
+    if (s.log_syncs != figures_seen_syncs) {
+      figures_seen_syncs = s.log_syncs;
+      fsync_latency.observe(now, s.last_log_sync_us);
+    }
+    if (s.apply_rounds != figures_seen_applies) {
+      figures_seen_applies = s.apply_rounds;
+      apply_latency.observe(now, s.last_apply_us);
+    }
+  }
+
+  // Raft thread: this node's figures as of now.
+  NodeFigures own_figures() {
+    const MonoMs now = clock.mono_ms();
+    NodeFigures f;
+    f.id = options.node.id;
+    f.window_ms = kLatencyWindowMs;
+    f.fsync = fsync_latency.summary(now);
+    f.commit = commit_latency.summary(now);
+    f.apply = apply_latency.summary(now);
+    const double devices = metrics.ws_connections.value();
+    f.devices = devices > 0 ? static_cast<std::uint64_t>(devices) : 0;
+    f.leader_changes = node->stats().leader_changes;
+    return f;
+  }
+
+  // Raft thread, on each tick: every kNodeFiguresIntervalMs, sends this node's figures to every
+  // other member (best effort, like an ephemeral event) and forgets former members' figures.
+  void maybe_send_figures() {
+    const MonoMs now = clock.mono_ms();
+    if (figures_sent_ms != 0 && now - figures_sent_ms < kNodeFiguresIntervalMs) return;
+    figures_sent_ms = now;
+    const std::vector<raft::NodeId> others = other_members();
+    peer_figures.retain([&](raft::NodeId id) {
+      return std::find(others.begin(), others.end(), id) != others.end();
+    });
+    rsmpb::PeerEnvelope envelope;
+    envelope.set_from(options.node.id);
+    *envelope.mutable_figures() = encode_node_figures(own_figures());
+    for (const raft::NodeId id : others) {
+      envelope.set_to(id);
+      if (!transport->send(id, envelope)) {
+        spdlog::debug("node figures to node {} dropped", id);
+      }
+    }
+  }
+
+  // Raft thread: figures another member sent. Malformed ones are dropped, counted and logged.
+  void receive_figures(raft::NodeId from, const rsmpb::NodeFigures& message) {
+    Result<NodeFigures> figures = decode_node_figures(message, from);
+    const MonoMs now = clock.mono_ms();
+    if (figures.ok()) {
+      peer_figures.record(*figures, now);
+      return;
+    }
+    ++figures_dropped;
+    if (figures_warned_ms == 0 || now - figures_warned_ms >= kFiguresWarnIntervalMs) {
+      figures_warned_ms = now;
+      spdlog::warn("replica {}: dropped malformed node figures from node {} ({} so far): {}",
+                   options.node.id, from, figures_dropped, figures.status().message());
+    }
   }
 
   void on_inbound(rsmpb::PeerEnvelope&& envelope) {
@@ -381,6 +473,10 @@ struct NodeHost::Impl {
         if (ephemeral_listener) {
           ephemeral_listener(env.from(), env.ephemeral().kind(), env.ephemeral().payload());
         }
+        return;
+      }
+      if (env.has_figures()) {
+        receive_figures(env.from(), env.figures());
         return;
       }
       node->receive(env);
@@ -540,6 +636,11 @@ void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
     ClusterView view;
     view.self = impl_->node->status();
     view.peers = impl_->node->peer_reports();
+    view.figures = impl_->own_figures();
+    const MonoMs now = impl_->clock.mono_ms();
+    for (const auto& [id, entry] : impl_->peer_figures.entries()) {
+      view.peer_figures.emplace(id, ReceivedFigures{entry.figures, now - entry.received_ms});
+    }
     view.memory = impl_->engine->memory();
     view.resident_bytes = resident_bytes();
     fn(view);

@@ -30,6 +30,7 @@
 #include "rsm/membership.h"
 #include "rsm/node.h"
 #include "server/backup.h"
+#include "server/node_figures.h"
 #include "server/node_metrics.h"
 #include "storage/rocksdb_engine.h"
 
@@ -65,11 +66,19 @@ struct NodeHostOptions {
 using ChangeListener =
     std::function<void(std::vector<messaging::ChangeNotice> changes, std::int64_t now_ms)>;
 
+// Another node's figures as this node last received them (server/node_figures.h).
+struct ReceivedFigures {
+  NodeFigures figures;
+  MonoMs age_ms = 0;  // since they arrived; stale beyond kNodeFiguresStaleMs
+};
+
 // A consistent answer for GET /v1/cluster, assembled on the raft thread.
 struct ClusterView {
   raft::NodeStatus self;
   std::map<raft::NodeId, rsm::PeerReport> peers;
-  storage::EngineMemory memory;      // this node's storage engine
+  NodeFigures figures;                                   // this node's own, as of now
+  std::map<raft::NodeId, ReceivedFigures> peer_figures;  // the other members' latest
+  storage::EngineMemory memory;                          // this node's storage engine
   std::uint64_t resident_bytes = 0;  // this process's resident set (0 when unknown)
 };
 

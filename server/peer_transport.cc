@@ -211,6 +211,9 @@ std::string impersonation(const rsmpb::PeerEnvelope& envelope, NodeId peer, Node
   if (why.empty() && envelope.has_report() && envelope.report().id() != peer) {
     why = fmt::format("report claims node {}", envelope.report().id());
   }
+  if (why.empty() && envelope.has_figures() && envelope.figures().id() != peer) {
+    why = fmt::format("node figures claim node {}", envelope.figures().id());
+  }
   return why;
 }
 

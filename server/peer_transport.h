@@ -94,8 +94,8 @@ struct PeerFrameHeader {
                                        const HandshakeTranscript& transcript);
 // Why `envelope`, received on a connection authenticated as node `peer` by node `self`, speaks
 // for another node than `peer` or to another node than `self`; empty when it does not. The ids
-// inside the body (a raft message, the raft message closing a snapshot stream, a report) must
-// agree with the envelope's.
+// inside the body (a raft message, the raft message closing a snapshot stream, a report, node
+// figures) must agree with the envelope's.
 [[nodiscard]] std::string impersonation(const rsmpb::PeerEnvelope& envelope, raft::NodeId peer,
                                         raft::NodeId self);
 

@@ -420,8 +420,8 @@ TEST_F(BadInputTest, UnparsablePayloadClosesWithoutDelivering) {
 }
 
 // Node 3, authenticated, tries to speak for node 2 (in the envelope, or only inside the raft
-// message or the report) and to address node 2: each frame is dropped and counted, and the
-// connection keeps carrying node 3's own frames.
+// message, the report or the node figures) and to address node 2: each frame is dropped and
+// counted, and the connection keeps carrying node 3's own frames.
 TEST_F(BadInputTest, ForgedSenderOnAnAuthenticatedConnectionIsDroppedAndCounted) {
   RawPeer raw(port());
   ASSERT_TRUE(raw.handshake(3, good_secret()));
@@ -438,12 +438,18 @@ TEST_F(BadInputTest, ForgedSenderOnAnAuthenticatedConnectionIsDroppedAndCounted)
   report_forgery.set_to(1);
   report_forgery.mutable_report()->set_id(2);
   raw.write_envelope(report_forgery);
+  rsmpb::PeerEnvelope figures_forgery;
+  figures_forgery.set_from(3);
+  figures_forgery.set_to(1);
+  figures_forgery.mutable_figures()->set_version(1);
+  figures_forgery.mutable_figures()->set_id(2);
+  raw.write_envelope(figures_forgery);
   raw.write_envelope(make_envelope(3, 1, 5));  // its own: delivered
   ASSERT_TRUE(wait_until([&] { return a_.inbox.size() == 1; }));
   const rsmpb::PeerEnvelope delivered = a_.inbox.snapshot()[0];
   EXPECT_EQ(delivered.from(), 3U);
   EXPECT_EQ(delivered.ack().stream_id(), 5U);
-  EXPECT_EQ(a_.transport->counters().forged_frames, 4U);
+  EXPECT_EQ(a_.transport->counters().forged_frames, 5U);
   EXPECT_EQ(a_.transport->counters().frames_received, 1U);
   EXPECT_EQ(a_.transport->counters().bad_frames, 0U);
 }

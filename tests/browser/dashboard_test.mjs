@@ -231,6 +231,8 @@ test("the dashboard follows demo traffic, retries a workflow and a leader kill",
       await page.click("#login-form button[type=submit]");
     }
     await page.waitForFunction((id) => document.getElementById("leader")?.textContent === String(id), leader);
+    // Every node's own figures (sent between the nodes every second) are shown on this one.
+    await page.waitForFunction(() => document.querySelectorAll('#nodes tr[data-figures-stale="no"] td.fsync').length === 3);
     await page.screenshot({ path: path.join(SHOTS, "cluster-before.png"), fullPage: true });
     procs.get(leader).kill("SIGKILL");
     procs.delete(leader);

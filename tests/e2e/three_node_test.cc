@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -43,6 +44,30 @@ constexpr std::uint32_t kCatchUpMs = 15'000;
 constexpr std::uint64_t kSyncPage = 100;
 // One wait for an ephemeral event inside a bounded retry loop.
 constexpr std::uint32_t kProbeWaitMs = 500;
+// Bound on every node's figures reaching every other node (sent every second).
+constexpr std::uint32_t kFiguresWaitMs = 10'000;
+
+// Why node `id`'s entry in a GET /v1/cluster answer does not show its own live figures with one
+// connected device and latency samples of each kind; empty when it does.
+std::string figures_problem(const boost::json::object& view, std::uint64_t id) {
+  for (const boost::json::value& n : view.at("nodes").as_array()) {
+    const boost::json::object& node = n.as_object();
+    if (node.at("id").to_number<std::uint64_t>() != id) continue;
+    if (!node.at("figures").is_object()) return "no figures";
+    const boost::json::object& f = node.at("figures").as_object();
+    if (f.at("stale").as_bool()) return "stale figures";
+    if (f.at("devices").to_number<std::uint64_t>() != 1) return "devices != 1";
+    for (const char* kind : {"fsync", "commit", "apply"}) {
+      const boost::json::object& l = f.at(kind).as_object();
+      if (l.at("count").to_number<std::uint64_t>() == 0) return std::string("no ") + kind;
+      if (l.at("p99_ms").to_number<double>() < l.at("p50_ms").to_number<double>()) {
+        return std::string(kind) + " p99 below p50";
+      }
+    }
+    return {};
+  }
+  return "not listed";
+}
 
 // Alice's device, which moves to another node when hers dies.
 class RoamingDevice {
@@ -341,6 +366,41 @@ TEST_F(ThreeNodes, TypingAndPresenceReachDevicesOnOtherNodes) {
       },
       kChangeWaitMs);
   EXPECT_TRUE(typing) << "bob, on another node, sees alice typing";
+}
+
+// One device on each node, each sending: GET /v1/cluster on every node shows all three nodes'
+// own figures (node figures travel between the nodes as peer frames): one device each, and
+// fsync, commit and apply latency samples each.
+TEST_F(ThreeNodes, ClusterViewOnAnyNodeShowsEveryNodesLatenciesAndDevices) {
+  auto alice = must(connect_device(cluster_->node(follower_a_).client_port, a_phone_), "alice");
+  auto phone = must(connect_device(cluster_->node(follower_b_).client_port, b_phone_), "phone");
+  auto laptop = must(connect_device(cluster_->node(leader_).client_port, b_laptop_), "laptop");
+  must(alice->send(conv_, "f-1", "from a follower").status(), "alice's send");
+  must(phone->send(conv_, "f-2", "from the other follower").status(), "the phone's send");
+  must(laptop->send(conv_, "f-3", "from the leader").status(), "the laptop's send");
+  std::string problem;
+  const bool shown = eventually(
+      [&] {
+        for (std::uint64_t asked = 1; asked <= 3; ++asked) {
+          auto body = cluster_->admin(asked).get("/v1/cluster");
+          if (!body.ok()) {
+            problem = body.status().to_string();
+            return false;
+          }
+          const boost::json::object view = boost::json::parse(*body).as_object();
+          for (std::uint64_t id = 1; id <= 3; ++id) {
+            problem = figures_problem(view, id);
+            if (!problem.empty()) {
+              problem = "node " + std::to_string(asked) + " shows node " + std::to_string(id) +
+                        ": " + problem;
+              return false;
+            }
+          }
+        }
+        return true;
+      },
+      kFiguresWaitMs);
+  EXPECT_TRUE(shown) << problem;
 }
 
 }  // namespace
