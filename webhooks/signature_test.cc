@@ -6,7 +6,8 @@ namespace herald::webhooks {
 namespace {
 
 // Computed once outside Herald, with
-//   printf 'msg_1.1700000000.{"a":1}' | openssl dgst -sha256 -hmac 'test-secret-0123456789' -binary | base64
+//   printf 'msg_1.1700000000.{"a":1}' |
+//     openssl dgst -sha256 -hmac 'test-secret-0123456789' -binary | base64
 constexpr char kVectorKey[] = "test-secret-0123456789";
 constexpr char kVectorSignature[] = "v1,ejoQzE/TImEcA/FC5ytYqR3cdqCks6mARgAZD391JFI=";
 constexpr std::int64_t kVectorTime = 1'700'000'000;

@@ -586,8 +586,8 @@ Status Applier::save_run() {
   if (observer_ != nullptr && transitions_ != nullptr && (entered || !records_.empty()) &&
       observer_->observes(rec_.type())) {
     transitions_->push_back(Transition{rec_.type(), rec_.workflow_id(), rec_.run_id(),
-                                       entered ? rec_.state() : std::string(),
-                                       std::move(records_), rec_.data()});
+                                       entered ? rec_.state() : std::string(), std::move(records_),
+                                       rec_.data()});
   }
   records_.clear();
   named_state_ = rec_.state();
