@@ -52,7 +52,7 @@ bool signature_valid(const WebhookRequest& r) {
   unsigned int mac_len = 0;
   HMAC(EVP_sha256(), kSecret, static_cast<int>(std::string_view(kSecret).size()),
        reinterpret_cast<const unsigned char*>(content.data()), content.size(), mac, &mac_len);
-  std::string b64(4 * ((mac_len + 2) / 3), '\0');
+  std::string b64(std::size_t{4} * ((std::size_t{mac_len} + 2) / 3), '\0');
   EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), mac, static_cast<int>(mac_len));
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
