@@ -38,6 +38,7 @@
 #include "server/recording_provider.h"
 #include "server/tls.h"
 #include "server/workflow_api.h"
+#include "webhooks/curl_poster.h"
 
 namespace herald::app {
 
@@ -189,9 +190,14 @@ struct Providers {
   // Declared last, destroyed first (the guards must outlive every completion).
   std::map<std::string, std::unique_ptr<messaging::PushProvider>, std::less<>> push_clients;
   std::unique_ptr<messaging::EmailProvider> email_client;
+  std::unique_ptr<webhooks::CurlPoster> webhook_client;  // webhook deliveries' HTTP client
 
   // Closes the clients: each fails what it has not answered yet and joins its I/O thread.
   void shutdown_clients() {
+    if (webhook_client != nullptr) {
+      webhook_client.reset();
+      spdlog::info("webhooks: HTTP client closed");
+    }
     for (auto& [platform, client] : push_clients) {
       client.reset();
       spdlog::info("push: {} client closed", platform);
@@ -366,6 +372,11 @@ Result<Providers> make_providers(const ServeConfig& config) {
   Providers p;
   HERALD_RETURN_IF_ERROR(make_push_clients(config, p));
   HERALD_RETURN_IF_ERROR(make_email_client(config, p));
+  webhooks::CurlPosterOptions webhook_options;
+  webhook_options.timeout_ms = config.webhooks.timeout_ms;
+  webhook_options.ca_file = config.webhooks.ca_file;
+  HERALD_ASSIGN_OR_RETURN(p.webhook_client,
+                          webhooks::CurlPoster::create(std::move(webhook_options)));
   if (p.push_clients.size() < push_platforms().size() && !config.push_journal.empty()) {
     HERALD_ASSIGN_OR_RETURN(p.recording_push,
                             server::RecordingPushProvider::with_journal(config.push_journal));
@@ -507,6 +518,7 @@ int run_serve(const ServeFlags& flags) {
   guard_providers(*providers);
   options.push = providers->router.get();
   options.email = providers->email_guard.get();
+  options.webhook_poster = providers->webhook_client.get();
   auto host = server::NodeHost::start(options);
   if (!host.ok() && host.status().code() == Code::kCorruption) {
     // Serving from a damaged store could vote twice or lose acknowledged entries; only the

@@ -231,6 +231,22 @@ Status load_tls(const toml::table& table, TlsSettings& tls) {
   return read_section_string(*section, "tls", "min_version", tls.min_version);
 }
 
+Status load_webhooks(const toml::table& table, WebhookSettings& webhooks) {
+  HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "webhooks"));
+  if (section == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(refuse_unknown_keys(*section, "webhooks", {"timeout_ms", "ca_file"}));
+  HERALD_RETURN_IF_ERROR(read_section_string(*section, "webhooks", "ca_file", webhooks.ca_file));
+  if (section->contains("timeout_ms")) {
+    const auto timeout = integer_of((*section)["timeout_ms"]);
+    if (!timeout || *timeout < 1 || *timeout > kMaxWebhookTimeoutMs) {
+      return Status::invalid_argument(
+          fmt::format("webhooks.timeout_ms must be an integer of 1..{}", kMaxWebhookTimeoutMs));
+    }
+    webhooks.timeout_ms = *timeout;
+  }
+  return Status::ok_status();
+}
+
 Status load_smtp(const toml::table& table, SmtpSettings& smtp) {
   HERALD_ASSIGN_OR_RETURN(const toml::table* section, section_of(table, "smtp"));
   if (section == nullptr) return Status::ok_status();
@@ -683,6 +699,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
   HERALD_RETURN_IF_ERROR(load_smtp(table, config.smtp));
   HERALD_RETURN_IF_ERROR(load_signin(table, config.signin));
   HERALD_RETURN_IF_ERROR(load_tls(table, config.tls));
+  HERALD_RETURN_IF_ERROR(load_webhooks(table, config.webhooks));
   if (auto spec = table["peers"].value<std::string>()) {
     HERALD_ASSIGN_OR_RETURN(config.peers, parse_peers(*spec));
   } else if (const auto* peers = table["peers"].as_table()) {

@@ -64,6 +64,9 @@
 //   cert_file = "/etc/herald/tls/fullchain.pem"   # the certificate, then its intermediates
 //   key_file = "/etc/herald/tls/key.pem"          # its private key; not readable by every user
 //   min_version = "1.2"            # or "1.3"
+//   [webhooks]                     # the HTTP client of webhook deliveries (docs/webhooks.md)
+//   timeout_ms = 10000             # one request at most, connect included; 1..25000
+//   ca_file = ""                   # CAs to trust for https endpoints instead of the system's
 // Flags given on the command line override the file; environment variables (docs/operations.md)
 // override the file and are overridden by flags.
 #pragma once
@@ -95,6 +98,8 @@ inline constexpr std::size_t kDefaultMaxConnections = 100'000;
 // The largest max_connections accepted: beyond it a figure is a typo (the kernel's own ceiling on
 // descriptors per process, fs.nr_open, defaults to 1,048,576).
 inline constexpr std::size_t kMaxMaxConnections = 1'000'000;
+// webhooks.timeout_ms at most (webhooks::kMaxPostTimeoutMs).
+inline constexpr std::int64_t kMaxWebhookTimeoutMs = 25'000;
 
 // APNs: where to push Apple devices and with which credentials. Configured when any field is set;
 // then key_file, key_id, team_id and topic are required (finalize()).
@@ -157,6 +162,13 @@ struct TlsSettings {
   [[nodiscard]] bool configured() const;
 };
 
+// The webhook HTTP client ([webhooks], docs/webhooks.md). Endpoints themselves are replicated
+// state, registered through the admin API.
+struct WebhookSettings {
+  std::int64_t timeout_ms = 10'000;  // webhooks::kDefaultPostTimeoutMs
+  std::string ca_file;               // empty: the system's CAs
+};
+
 // SMTP: configured when any field other than the password is set (or a password given); then a
 // server (url or host) and from are required.
 struct SmtpSettings {
@@ -209,6 +221,7 @@ struct ServeConfig {
   SmtpSettings smtp;
   SignInSettings signin;
   TlsSettings tls;
+  WebhookSettings webhooks;
 };
 
 // The cluster secret read from its file, and whether the file's mode lets others than its owner

@@ -661,6 +661,24 @@ TEST(ServeConfigTls, RefusesAnUnknownKeyAndAWrongType) {
   EXPECT_EQ(load_text("tls = \"on\"\n", config).code(), Code::kInvalidArgument);
 }
 
+TEST(ServeConfigWebhooks, TimeoutIsBoundedAndTheCaFileKept) {
+  ServeConfig defaults;
+  ASSERT_TRUE(load_text("id = 1\n", defaults).ok());
+  EXPECT_EQ(defaults.webhooks.timeout_ms, 10'000);
+  EXPECT_EQ(defaults.webhooks.ca_file, "");
+
+  ServeConfig set;
+  ASSERT_TRUE(
+      load_text("[webhooks]\ntimeout_ms = 1500\nca_file = \"/etc/herald/ca.pem\"\n", set).ok());
+  EXPECT_EQ(set.webhooks.timeout_ms, 1'500);
+  EXPECT_EQ(set.webhooks.ca_file, "/etc/herald/ca.pem");
+
+  ServeConfig config;
+  EXPECT_EQ(load_text("[webhooks]\ntimeout_ms = 0\n", config).code(), Code::kInvalidArgument);
+  EXPECT_EQ(load_text("[webhooks]\ntimeout_ms = 25001\n", config).code(), Code::kInvalidArgument);
+  EXPECT_EQ(load_text("[webhooks]\nurl = \"http://x\"\n", config).code(), Code::kInvalidArgument);
+}
+
 TEST(ServeConfigSignIn, SectionNeedsExactlyOneKeyFileAndBoundsTheSkew) {
   ServeConfig none;
   ASSERT_TRUE(load_text("id = 1\n", none).ok());

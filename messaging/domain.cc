@@ -715,6 +715,15 @@ Result<rsmpb::CommandResult> Applier::invalidate_push_target(
   change.set_device_id(op.device_id());
   change.set_title(op.error_type());
   HERALD_RETURN_IF_ERROR(append_change(op.user_id(), std::move(change)));
+  DomainEvent event;
+  event.type = kEventPushTokenInvalidated;
+  // A token is marked invalid once (a second report is a no-op above): its device and the time it
+  // was marked name the occurrence.
+  event.key = fmt::format("{}/{}", op.device_id(), now_ms_);
+  event.user_id = op.user_id();
+  event.device_id = op.device_id();
+  event.detail = op.error_type();
+  HERALD_RETURN_IF_ERROR(sink_.emit(batch_, now_ms_, event));
   return ok_result();
 }
 
@@ -1154,6 +1163,14 @@ Result<rsmpb::CommandResult> Applier::send(const messagingpb::SendMessage& op) {
   for (const Member& member : conv.members()) {
     HERALD_RETURN_IF_ERROR(deliver(conv, message, preview, member.user_id()));
   }
+  DomainEvent event;
+  event.type = kEventMessageSent;
+  event.key = fmt::format("{}/{}", message.conversation_id(), message.seq());
+  event.conversation_id = message.conversation_id();
+  event.seq = message.seq();
+  event.sender_user_id = message.sender_user_id();
+  event.device_id = message.sender_device_id();
+  HERALD_RETURN_IF_ERROR(sink_.emit(batch_, now_ms_, event));
   log::debug({log::conversation(message.conversation_id()), log::seq(message.seq()),
               log::user(message.sender_user_id()), log::device(message.sender_device_id())},
              "message {}#{} stored (from {}, {} members)", message.conversation_id(), message.seq(),

@@ -141,11 +141,39 @@ inline constexpr std::size_t kMaxDeviceMarksSweptPerCommand = 16;
 // at most this many per RemoveDevice or CreateDevice. Each removal adds one.
 inline constexpr std::size_t kMaxDeviceExpiriesPerCommand = 4;
 
+// Event types the domain and its workflows report to the app's backend (webhooks,
+// docs/webhooks.md).
+inline constexpr char kEventMessageSent[] = "message.sent";
+inline constexpr char kEventMessageDelivered[] = "message.delivered";
+inline constexpr char kEventMessageRead[] = "message.read";
+inline constexpr char kEventMessageEscalated[] = "message.escalated";
+inline constexpr char kEventPushTokenInvalidated[] = "push_token.invalidated";
+inline constexpr char kEventCompensationFailed[] = "saga.compensation_failed";
+
+// Something that happened, as an applied command decided it (every replica alike). `key` tells
+// occurrences of one type apart and is the same whenever the same occurrence is decided again;
+// the other fields are the event's data, empty (0) when they do not apply.
+struct DomainEvent {
+  std::string type;  // one of the kEvent* names
+  std::string key;
+  std::string conversation_id;
+  std::uint64_t seq = 0;
+  std::string sender_user_id;
+  std::string user_id;  // the recipient, the reader, or the device's owner
+  std::string device_id;
+  std::string detail;  // an error type or reason
+};
+
 // Starts and signals workflows in the same apply batch as the command that asks (implemented on
 // top of workflow::Engine). Called only from apply(), with the command's batch and time.
 class WorkflowSink {
  public:
   virtual ~WorkflowSink() = default;
+  // Reports `event` (a webhook delivery may start in the same batch). The default drops it.
+  [[nodiscard]] virtual Status emit(rsm::ApplyBatch& batch, std::int64_t now_ms,
+                                    const DomainEvent& event) {
+    return Status::ok_status();
+  }
   [[nodiscard]] virtual Status start(rsm::ApplyBatch& batch, std::int64_t now_ms,
                                      std::string_view workflow_id, std::string_view type,
                                      std::string input) = 0;

@@ -69,6 +69,21 @@ ActivityOutcome outcome_of(const Result<rsmpb::CommandResult>& result) {
 class Host::EngineSink final : public WorkflowSink {
  public:
   void bind(workflow::Engine* engine) { engine_ = engine; }
+  void set_event_starts(EventStarts starts) { event_starts_ = std::move(starts); }
+
+  Status emit(rsm::ApplyBatch& batch, std::int64_t now_ms, const DomainEvent& event) override {
+    if (!event_starts_) {
+      return Status::ok_status();
+    }
+    std::vector<workflowpb::StartWorkflow> starts;
+    HERALD_RETURN_IF_ERROR(event_starts_(batch, now_ms, event, starts));
+    for (workflowpb::StartWorkflow& start : starts) {
+      workflowpb::WorkflowCommand c;
+      *c.mutable_start() = std::move(start);
+      HERALD_RETURN_IF_ERROR(apply(c, now_ms, batch));
+    }
+    return Status::ok_status();
+  }
 
   Status start(rsm::ApplyBatch& batch, std::int64_t now_ms, std::string_view workflow_id,
                std::string_view type, std::string input) override {
@@ -106,6 +121,7 @@ class Host::EngineSink final : public WorkflowSink {
   }
 
   workflow::Engine* engine_ = nullptr;
+  EventStarts event_starts_;
 };
 
 // One activity type's handler: a function of the task.
@@ -630,6 +646,10 @@ std::map<std::string, workflow::ActivityHandler*, std::less<>> Host::handlers() 
     out.emplace(type, handler.get());
   }
   return out;
+}
+
+void Host::set_event_starts(EventStarts starts) {
+  sink_->set_event_starts(std::move(starts));
 }
 
 void Host::bind_engine(workflow::Engine* engine) {

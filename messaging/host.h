@@ -33,6 +33,11 @@
 
 namespace herald::messaging {
 
+// Decides, in apply, which workflows an event starts (webhooks/emitter.h): appends them.
+using EventStarts =
+    std::function<Status(const rsm::ApplyBatch& state, std::int64_t now_ms,
+                         const DomainEvent& event, std::vector<workflowpb::StartWorkflow>& starts)>;
+
 class Host {
  public:
   using ProposeFn = std::function<void(rsmpb::Command, rsm::ProposeCallback)>;
@@ -53,6 +58,10 @@ class Host {
   [[nodiscard]] std::map<std::string, workflow::ActivityHandler*, std::less<>> handlers();
   // Precondition: called once, before the first command is applied.
   void bind_engine(workflow::Engine* engine);
+  // The workflows to start for each event the domain reports (WorkflowSink::emit), applied in the
+  // reporting command's batch; unset, events are dropped. Must be deterministic (it runs in
+  // apply). Precondition: set before the first command is applied.
+  void set_event_starts(EventStarts starts);
 
   [[nodiscard]] Domain* domain() { return domain_.get(); }
 

@@ -13,6 +13,7 @@
 #include "messaging/read_sync.h"
 #include "server/messaging_json.h"
 #include "server/search.h"
+#include "server/webhooks_api.h"
 #include "workflow/engine.h"
 
 namespace herald::server {
@@ -267,6 +268,8 @@ void MessagingApi::route(const std::vector<std::string>& s, HttpRequest& request
     if (n == 7 && s[4] == "devices" && s[6] == "push" && m == "PUT") {
       return set_push(s[3], s[5], request, std::move(respond));
     }
+  } else if (n >= 3 && s[2] == "webhooks") {
+    return WebhooksApi(host_).handle(s, request, std::move(respond));
   } else if (n == 3 && s[2] == "search" && m == "GET") {
     return search(request, std::move(respond));
   } else if (n == 3 && s[2] == "retention") {
@@ -645,7 +648,8 @@ void MessagingApi::timeline(const std::string& id, std::uint64_t seq, Responder 
     }
     respond(json_of(200, json::object{{"message", message_json(**message)},
                                       {"recipients", std::move(recipients)},
-                                      {"reads", std::move(reads)}}));
+                                      {"reads", std::move(reads)},
+                                      {"webhooks", webhook_timeline(engine, id, seq)}}));
   });
 }
 

@@ -28,6 +28,10 @@
 #include "server/replica_rebuild.h"
 #include "server/workflow_host.h"
 #include "storage/rocksdb_engine.h"
+#include "webhooks/delivery.h"
+#include "webhooks/emitter.h"
+#include "webhooks/endpoints.h"
+#include "webhooks/handler.h"
 
 namespace herald::server {
 
@@ -75,6 +79,9 @@ struct NodeHost::Impl {
   std::unique_ptr<RecordingPushProvider> default_push;
   std::unique_ptr<RecordingEmailProvider> default_email;
   std::unique_ptr<messaging::Host> messaging;
+  webhooks::Endpoints webhook_endpoints;
+  webhooks::Emitter webhook_emitter;
+  std::unique_ptr<webhooks::PostHandler> webhook_handler;
   std::unique_ptr<WorkflowHost> workflows;
   std::unique_ptr<rsm::Node> node;
   ChangeListener change_listener;        // raft thread only
@@ -563,15 +570,26 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
       impl->engine.get(), propose,
       [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); }, push, email,
       &impl->clock);
+  // Webhooks (docs/webhooks.md): the endpoints module, the delivery type and its handler, and
+  // the emitter that starts deliveries in the apply of the commands that decide events.
+  impl->webhook_handler = std::make_unique<webhooks::PostHandler>(
+      impl->engine.get(), options.webhook_poster, &impl->clock,
+      [raw](std::function<void()> fn) { asio::post(raw->io, std::move(fn)); });
+  auto types = messaging::Host::types();
+  types.push_back(webhooks::make_webhook_type());
+  auto handlers = impl->messaging->handlers();
+  handlers.emplace(webhooks::kPostActivity, impl->webhook_handler.get());
   impl->workflows = std::make_unique<WorkflowHost>(
-      impl->engine.get(), propose, messaging::Host::types(), impl->messaging->handlers(),
-      &impl->metrics, [raw] {
+      impl->engine.get(), propose, std::move(types), std::move(handlers), &impl->metrics, [raw] {
         return AttemptOrigin{raw->node->status().id, raw->node->status().term};
       });
   impl->messaging->bind_engine(impl->workflows->engine());
+  impl->messaging->set_event_starts(&webhooks::Emitter::starts_for);
+  impl->workflows->engine()->set_observer(&impl->webhook_emitter);
   HERALD_RETURN_IF_ERROR(impl->router.add_module(workflow::kModuleName, impl->workflows->engine()));
   HERALD_RETURN_IF_ERROR(
       impl->router.add_module(messaging::kModuleName, impl->messaging->domain()));
+  HERALD_RETURN_IF_ERROR(impl->router.add_module(webhooks::kModuleName, &impl->webhook_endpoints));
   HERALD_ASSIGN_OR_RETURN(
       impl->node, rsm::Node::open(nc, impl->engine.get(), impl->transport.get(), &impl->router));
   impl->peers = options.peers;

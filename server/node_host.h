@@ -34,6 +34,10 @@
 #include "server/node_metrics.h"
 #include "storage/rocksdb_engine.h"
 
+namespace herald::webhooks {
+class Poster;
+}  // namespace herald::webhooks
+
 namespace herald::server {
 
 inline constexpr int kDefaultTickMs = 10;
@@ -58,6 +62,9 @@ struct NodeHostOptions {
   // host). Null: a recording provider that only keeps the calls in memory.
   messaging::PushProvider* push = nullptr;
   messaging::EmailProvider* email = nullptr;
+  // Where the leader posts webhook deliveries (borrowed; must outlive the host). Null: every
+  // attempt fails (retried) until a leader with a client runs it (docs/webhooks.md).
+  webhooks::Poster* webhook_poster = nullptr;
 };
 
 // Runs on the raft thread after each applied batch, with the change-stream entries it appended

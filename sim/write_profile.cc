@@ -16,6 +16,9 @@
 #include "rsm/node.h"
 #include "server/recording_provider.h"
 #include "storage/mem_engine.h"
+#include "webhooks/delivery.h"
+#include "webhooks/emitter.h"
+#include "webhooks/endpoints.h"
 #include "workflow/engine.h"
 
 namespace herald::sim {
@@ -128,12 +131,18 @@ class Replica {
     for (auto& type : messaging::Host::types()) {
       HERALD_RETURN_IF_ERROR(registry_.add(std::move(type)));
     }
+    HERALD_RETURN_IF_ERROR(registry_.add(webhooks::make_webhook_type()));
     host_ = std::make_unique<messaging::Host>(
         &engine_, [](const rsmpb::Command&, const rsm::ProposeCallback&) {},
         [](const std::function<void()>& fn) { fn(); }, &push_, &email_, &clock_);
     host_->bind_engine(&workflows_);
+    // The webhook hooks as a node wires them (server/node_host.cc), with no endpoint registered:
+    // the figures are those of a cluster without webhooks (docs/webhooks.md, "Cost").
+    host_->set_event_starts(&webhooks::Emitter::starts_for);
+    workflows_.set_observer(&emitter_);
     HERALD_RETURN_IF_ERROR(router_.add_module(workflow::kModuleName, &workflows_));
     HERALD_RETURN_IF_ERROR(router_.add_module(messaging::kModuleName, host_->domain()));
+    HERALD_RETURN_IF_ERROR(router_.add_module(webhooks::kModuleName, &endpoints_));
     rsm::NodeConfig config;
     config.id = kReplicaId;
     config.initial_voters = {kReplicaId};
@@ -185,6 +194,8 @@ class Replica {
   NoPeers transport_;
   workflow::Registry registry_;
   workflow::Engine workflows_{&registry_};
+  webhooks::Emitter emitter_;
+  webhooks::Endpoints endpoints_;
   server::RecordingPushProvider push_;
   server::RecordingEmailProvider email_;
   std::unique_ptr<messaging::Host> host_;

@@ -486,13 +486,16 @@ class Applier {
  public:
   Applier(rsm::ApplyBatch& batch, const Registry& registry, std::int64_t now_ms,
           std::vector<ActivityRef>& dispatchable, std::size_t& closed_runs,
-          std::vector<StateEntered>& entered)
+          std::vector<StateEntered>& entered, const TransitionObserver* observer = nullptr,
+          std::vector<Transition>* transitions = nullptr)
       : batch_(batch),
         registry_(registry),
         now_ms_(now_ms),
         dispatchable_(dispatchable),
         closed_runs_(closed_runs),
-        entered_(entered) {}
+        entered_(entered),
+        observer_(observer),
+        transitions_(transitions) {}
 
   Result<rsmpb::CommandResult> start(const workflowpb::StartWorkflow& op);
   Result<rsmpb::CommandResult> signal(const workflowpb::SignalWorkflow& op);
@@ -561,6 +564,10 @@ class Applier {
   std::vector<ActivityRef>& dispatchable_;
   std::size_t& closed_runs_;
   std::vector<StateEntered>& entered_;
+  const TransitionObserver* observer_;    // may be null
+  std::vector<Transition>* transitions_;  // for observer_, when it observes the run's type
+  std::vector<std::pair<std::string, std::string>> records_;  // Action::record since the save
+  std::string named_state_;  // the run's named state as last loaded or saved, for transitions_
   std::optional<std::string> saved_state_;  // the state label as last loaded or saved
   // The report being applied: its attempt events name the node and term that ran the attempt.
   const workflowpb::ReportActivity* report_ = nullptr;
@@ -599,6 +606,7 @@ Result<bool> Applier::load_run(std::string_view workflow_id) {
   }
   rec_ = std::move(*record);
   saved_state_ = state_label();
+  named_state_ = rec_.state();
   indexed_ = Indexed{
       rec_.run_id(), rec_.status(), rec_.state(),
       keys::visibility_key(rec_.type(), rec_.state(), rec_.state_since_ms(), rec_.workflow_id())};
@@ -627,7 +635,18 @@ Status Applier::save_run() {
   rec_.set_updated_ms(now_ms_);
   save_visibility();
   batch_.put(storage::Space::kState, keys::record_key(rec_.workflow_id()), keys::seal(rec_));
-  if (std::string label = state_label(); label != saved_state_) {
+  std::string label = state_label();
+  const bool moved = label != saved_state_;
+  const bool entered = rec_.state() != named_state_;
+  if (observer_ != nullptr && transitions_ != nullptr && (entered || !records_.empty()) &&
+      observer_->observes(rec_.type())) {
+    transitions_->push_back(Transition{rec_.type(), rec_.workflow_id(), rec_.run_id(),
+                                       entered ? rec_.state() : std::string(), std::move(records_),
+                                       rec_.data()});
+  }
+  records_.clear();
+  named_state_ = rec_.state();
+  if (moved) {
     entered_.push_back(StateEntered{rec_.type(), label});
     saved_state_ = std::move(label);
   }
@@ -834,7 +853,10 @@ Status Applier::apply_action(const Action& a) {
     case Action::Kind::kCancelTimer:
       cancel_user_timer(a.tag, /*record=*/true);
       return Status::ok_status();
-    case Action::Kind::kRecord: append(make_event(a.name, a.name, a.payload)); break;
+    case Action::Kind::kRecord:
+      append(make_event(a.name, a.name, a.payload));
+      if (observer_ != nullptr) records_.emplace_back(a.name, a.payload);
+      break;
     case Action::Kind::kComplete:
       rec_.set_result(a.payload);
       return close_run(workflowpb::COMPLETED, make_event("completed", {}, a.payload));
@@ -1444,11 +1466,19 @@ rsmpb::CommandResult Engine::apply_command(const workflowpb::WorkflowCommand& co
         HERALD_RETURN_IF_ERROR(purge_due(batch, now_ms));
         return rsmpb::CommandResult();
       }
-      Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_);
+      Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_, observer_,
+                      &transitions_);
       return herald::workflow::apply_command(applier, command);
     }();
     return applied.ok() ? std::move(applied).value() : error_result(applied.status());
   }();
+  if (result.code() == 0 && !transitions_.empty()) {
+    if (Status observed = notify_observer(now_ms, batch); !observed.ok()) {
+      entered_.clear();
+      return error_result(observed);
+    }
+  }
+  transitions_.clear();
   // A command that closed a run purges as well, so purging keeps pace with closing.
   if (result.code() == 0 && closed_runs_ > 0) {
     if (Status purged = purge_due(batch, now_ms); !purged.ok()) {
@@ -1467,7 +1497,8 @@ Result<rsmpb::CommandResult> Engine::fire_one(const workflowpb::FireTimer& fire,
                                               std::int64_t now_ms, rsm::ApplyBatch& batch) {
   applied_fires_.push_back(
       AppliedFire{fire.workflow_id(), fire.run_id(), fire.timer_id(), fire.due_ms(), false});
-  Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_);
+  Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_, observer_,
+                  &transitions_);
   bool fired = false;
   auto result = applier.fire_timer(fire, &fired);
   applied_fires_.back().fired = result.ok() && fired;
@@ -1488,6 +1519,7 @@ rsmpb::CommandResult Engine::fire_timers(const workflowpb::FireTimers& op, std::
   for (const workflowpb::FireTimer& fire : op.timers()) {
     const rsm::ApplyBatch::Savepoint point = batch.savepoint();
     const std::size_t hints = dispatchable_.size();
+    const std::size_t observed = transitions_.size();
     auto result = fire_one(fire, now_ms, batch);
     if (result.ok()) {
       continue;
@@ -1498,8 +1530,28 @@ rsmpb::CommandResult Engine::fire_timers(const workflowpb::FireTimers& op, std::
     }
     batch.rollback(point);
     dispatchable_.resize(hints);
+    transitions_.resize(observed);
   }
   return rsmpb::CommandResult();
+}
+
+// The observer's starts are applied after the command's own work, in the same batch; they are
+// not observed in turn (transitions_ is cleared first), so an observer cannot loop.
+Status Engine::notify_observer(std::int64_t now_ms, rsm::ApplyBatch& batch) {
+  std::vector<Transition> transitions = std::move(transitions_);
+  transitions_.clear();
+  std::vector<workflowpb::StartWorkflow> starts;
+  for (const Transition& t : transitions) {
+    HERALD_RETURN_IF_ERROR(observer_->observe(batch, now_ms, t, starts));
+  }
+  for (const workflowpb::StartWorkflow& start : starts) {
+    Applier applier(batch, *registry_, now_ms, dispatchable_, closed_runs_, entered_);
+    HERALD_ASSIGN_OR_RETURN(rsmpb::CommandResult started, applier.start(start));
+    if (started.code() != 0) {
+      return Status(static_cast<Code>(started.code()), started.message());
+    }
+  }
+  return Status::ok_status();
 }
 
 std::vector<ActivityRef> Engine::take_dispatchable() {

@@ -49,6 +49,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -144,9 +145,41 @@ struct EngineStats {
   std::uint64_t timers_fired = 0;                     // timers that existed and fired
 };
 
+// What one command did to a run of an observed type (see TransitionObserver).
+struct Transition {
+  std::string type;
+  std::string workflow_id;
+  std::uint64_t run_id = 0;
+  // The named state the run entered (a run that closes keeps its last named state: a closing
+  // decision that moves it reports it here); empty when the command left the run in its state.
+  std::string entered;
+  // The Action::record events the command appended, in order: (name, payload).
+  std::vector<std::pair<std::string, std::string>> records;
+  std::string data;  // the run's data after the command
+};
+
+// Sees, inside the command's apply, what commands do to runs of the types it observes, and may
+// start workflows in the same batch in answer (webhook deliveries, webhooks/emitter.h). Called on
+// the apply thread, after a command whose result is ok, once per run it changed, in order; every
+// replica makes the same calls. An error fails the command (and is rolled back with it). Runs the
+// observer's starts begin are not observed.
+class TransitionObserver {
+ public:
+  virtual ~TransitionObserver() = default;
+  // Pure and cheap: whether transitions of `type` are of interest (no other is collected).
+  [[nodiscard]] virtual bool observes(std::string_view type) const = 0;
+  // Appends to `starts` the workflows to start for `transition`; `state` is the command's batch.
+  [[nodiscard]] virtual Status observe(const rsm::ApplyBatch& state, std::int64_t now_ms,
+                                       const Transition& transition,
+                                       std::vector<workflowpb::StartWorkflow>& starts) = 0;
+};
+
 class Engine final : public rsm::StateMachine {
  public:
   explicit Engine(const Registry* registry) : registry_(registry) {}
+
+  // Borrowed; nullptr (the default) observes nothing. Precondition: set before the first apply.
+  void set_observer(TransitionObserver* observer) { observer_ = observer; }
 
   // rsm::StateMachine. `command` carries module "workflow" and a serialized WorkflowCommand.
   // The CommandResult's payload is a serialized workflowpb::WorkflowRecord for start, signal and
@@ -213,8 +246,13 @@ class Engine final : public rsm::StateMachine {
   [[nodiscard]] Result<rsmpb::CommandResult> fire_one(const workflowpb::FireTimer& fire,
                                                       std::int64_t now_ms, rsm::ApplyBatch& batch);
 
-  const Registry* registry_;     // borrowed
-  std::size_t closed_runs_ = 0;  // runs closed by the command being applied
+  // Hands the transitions collected by the command to the observer and starts what it asks.
+  [[nodiscard]] Status notify_observer(std::int64_t now_ms, rsm::ApplyBatch& batch);
+
+  const Registry* registry_;                // borrowed
+  TransitionObserver* observer_ = nullptr;  // borrowed
+  std::vector<Transition> transitions_;     // by the command being applied, for observer_
+  std::size_t closed_runs_ = 0;             // runs closed by the command being applied
   std::vector<ActivityRef> dispatchable_;
   std::vector<AppliedFire> applied_fires_;
   std::vector<StateEntered> entered_;  // by the command being applied

@@ -1,0 +1,167 @@
+#include "tests/e2e/webhook_receiver.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <memory>
+
+namespace herald::e2e {
+
+namespace {
+
+// How often the accept loop looks at the stop flag.
+constexpr int kAcceptPollMs = 50;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// Reads into `buffer` until `done(buffer)` or the peer closes or the read times out.
+bool read_until(int fd, std::string& buffer, const std::function<bool(const std::string&)>& done) {
+  char chunk[4096];
+  while (!done(buffer)) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, kReceiverReadTimeoutMs) <= 0) return false;
+    const ssize_t n = ::read(fd, chunk, sizeof(chunk));
+    if (n <= 0) return false;
+    buffer.append(chunk, static_cast<std::size_t>(n));
+    if (buffer.size() > kMaxReceiverBodyBytes) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<WebhookReceiver>> WebhookReceiver::start(Decide decide) {
+  std::unique_ptr<WebhookReceiver> r(new WebhookReceiver());
+  r->decide_ = std::move(decide);
+  r->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (r->listen_fd_ < 0) return Status::io_error("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (::bind(r->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(r->listen_fd_, 128) != 0 ||
+      ::getsockname(r->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return Status::io_error("bind/listen on 127.0.0.1");
+  }
+  r->port_ = ntohs(addr.sin_port);
+  r->acceptor_ = std::thread([raw = r.get()] { raw->accept_loop(); });
+  return r;
+}
+
+WebhookReceiver::~WebhookReceiver() {
+  stopping_ = true;
+  release_hung();
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<std::thread> connections;
+  {
+    std::lock_guard lock(mu_);
+    connections.swap(connections_);
+  }
+  for (auto& t : connections) t.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void WebhookReceiver::set_decide(Decide decide) {
+  std::lock_guard lock(mu_);
+  decide_ = std::move(decide);
+}
+
+void WebhookReceiver::release_hung() {
+  std::lock_guard lock(mu_);
+  ++release_generation_;
+  released_cv_.notify_all();
+}
+
+std::vector<WebhookRequest> WebhookReceiver::requests() const {
+  std::lock_guard lock(mu_);
+  return requests_;
+}
+
+std::size_t WebhookReceiver::hung() const {
+  std::lock_guard lock(mu_);
+  return hung_;
+}
+
+void WebhookReceiver::accept_loop() {
+  while (!stopping_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, kAcceptPollMs) <= 0) continue;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::lock_guard lock(mu_);
+    connections_.emplace_back([this, fd] { serve(fd); });
+  }
+}
+
+void WebhookReceiver::serve(int fd) {
+  std::string buffer;
+  const bool head = read_until(
+      fd, buffer, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
+  if (!head) {
+    ::close(fd);
+    return;
+  }
+  const std::size_t head_end = buffer.find("\r\n\r\n");
+  WebhookRequest request;
+  std::size_t content_length = 0;
+  std::size_t pos = buffer.find("\r\n") + 2;  // past the request line
+  while (pos < head_end) {
+    const std::size_t eol = buffer.find("\r\n", pos);
+    const std::string_view line(buffer.data() + pos, eol - pos);
+    const std::size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      const std::string name = lower(std::string(line.substr(0, colon)));
+      const std::string value = trim(line.substr(colon + 1));
+      if (name == "content-length") content_length = std::stoul(value);
+      if (name == "webhook-id") request.id = value;
+      if (name == "webhook-timestamp") request.timestamp = value;
+      if (name == "webhook-signature") request.signature = value;
+      if (name == "herald-event-type") request.event_type = value;
+    }
+    pos = eol + 2;
+  }
+  const std::size_t body_start = head_end + 4;
+  if (!read_until(fd, buffer,
+                  [&](const std::string& b) { return b.size() >= body_start + content_length; })) {
+    ::close(fd);
+    return;
+  }
+  request.body = buffer.substr(body_start, content_length);
+  std::unique_lock lock(mu_);
+  request.status = decide_(request);
+  requests_.push_back(request);
+  if (request.status == 0) {
+    ++hung_;
+    const std::uint64_t generation = release_generation_;
+    released_cv_.wait(lock, [&] { return release_generation_ != generation || stopping_; });
+    --hung_;
+    lock.unlock();
+    ::close(fd);
+    return;
+  }
+  lock.unlock();
+  const std::string answer = fmt::format(
+      "HTTP/1.1 {} Webhook Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", request.status);
+  (void)::write(fd, answer.data(), answer.size());
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
+}  // namespace herald::e2e
