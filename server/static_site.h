@@ -17,6 +17,13 @@ struct EmbeddedAsset {
   std::string_view bytes;
 };
 
+// The content security policy of Herald's own pages (the dashboard, the web chat): scripts, styles
+// and connections (API calls, and WebSockets: 'self' covers ws: and wss: of the same host and
+// port) only to this node; no framing, no plugins.
+inline constexpr std::string_view kSiteContentSecurityPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 // Whether `path` (raw, without the query) is `base` (e.g. "/dashboard") or below it.
 [[nodiscard]] bool is_site_path(std::string_view base, std::string_view path);
 

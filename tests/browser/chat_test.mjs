@@ -10,11 +10,11 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { freePort, sleep, operatorApi } from "../support/node_util.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BINARY = process.env.HERALD_BINARY;
@@ -36,28 +36,8 @@ after(async () => {
   if (!process.env.HERALD_KEEP) fs.rmSync(root, { recursive: true, force: true });
 });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function api(port, method, urlPath, body) {
-  const response = await fetch(`http://127.0.0.1:${port}${urlPath}`, {
-    method, headers: { Authorization: `Bearer ${TOKEN}` },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(3000),
-  });
-  const text = await response.text();
-  return { status: response.status, json: text ? JSON.parse(text) : null };
-}
+const api = operatorApi(TOKEN);
 
 async function startNode() {
   const client = await freePort();

@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { HeraldClient, FileStorage, MemoryStorage } from "../herald.js";
+import { freePort, sleep, waitFor as waitForEvery } from "../../../tests/support/node_util.mjs";
 
 const BINARY = process.env.HERALD_BINARY;
 const TOKEN = crypto.randomBytes(16).toString("hex");
@@ -25,33 +25,8 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), `herald-js-${process.pid}-`))
 let node = null;  // {proc, client, peer}
 const clients = [];
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, timeoutMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (error) {
-      last = error;
-    }
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? ": " + last.message : ""}`);
-}
+const waitFor = (what, timeoutMs, probe) => waitForEvery(what, timeoutMs, probe, 50);
 
 async function startNode(ports) {
   const config = path.join(root, "herald.toml");
