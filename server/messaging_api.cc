@@ -541,10 +541,10 @@ void MessagingApi::set_retention(const HttpRequest& request, Responder respond) 
   if (summary_ms && *summary_ms != 0 &&
       (*summary_ms < workflow::kMinClosedRetentionMs ||
        *summary_ms > workflow::kMaxSummaryRetentionMs)) {
-    return respond(error_of(
-        {"invalid_argument",
-         fmt::format("workflow_summary_ms is outside [{}, {}] ms (0: kept forever)",
-                     workflow::kMinClosedRetentionMs, workflow::kMaxSummaryRetentionMs)}));
+    return respond(
+        error_of({"invalid_argument",
+                  fmt::format("workflow_summary_ms is outside [{}, {}] ms (0: kept forever)",
+                              workflow::kMinClosedRetentionMs, workflow::kMaxSummaryRetentionMs)}));
   }
   messagingpb::MessagingCommand c;
   auto* settings = c.mutable_set_retention()->mutable_settings();
