@@ -101,7 +101,7 @@ TEST(NodeFiguresTest, FiguresBeyondTheirBoundsAreRefused) {
 
 TEST(NodeFiguresTest, RecentLatencyGivesNearestRankPercentiles) {
   RecentLatency latency;
-  for (int i = 1; i <= 200; ++i) latency.observe(1'000, i * 10);
+  for (int i = 1; i <= 200; ++i) latency.observe(1'000, std::int64_t{i} * 10);
   const LatencySummary s = latency.summary(1'000);
   EXPECT_EQ(s.count, 200U);
   EXPECT_EQ(s.p50_us, 1'000U);  // the 100th of 200

@@ -2,6 +2,7 @@
 // the leader SIGKILLed while alice keeps sending. Every acknowledged message must reach bob's
 // devices exactly once, in order and without gaps, and the killed node must catch up after a
 // restart.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -391,8 +392,7 @@ TEST_F(ThreeNodes, ClusterViewOnAnyNodeShowsEveryNodesLatenciesAndDevices) {
           for (std::uint64_t id = 1; id <= 3; ++id) {
             problem = figures_problem(view, id);
             if (!problem.empty()) {
-              problem = "node " + std::to_string(asked) + " shows node " + std::to_string(id) +
-                        ": " + problem;
+              problem = fmt::format("node {} shows node {}: {}", asked, id, problem);
               return false;
             }
           }
