@@ -241,6 +241,7 @@ TEST_F(TlsE2e, AReloadUnderLoadKeepsLiveConnectionsAndReachesNewOnes) {
   std::vector<std::atomic<int>> sent(kSenders);
   std::vector<std::string> first_failure(kSenders);
   std::vector<std::thread> threads;
+  threads.reserve(kSenders);
   for (int i = 0; i < kSenders; ++i) {
     threads.emplace_back([&, i] {
       for (int n = 0; !stop.load(); ++n) {
@@ -255,6 +256,7 @@ TEST_F(TlsE2e, AReloadUnderLoadKeepsLiveConnectionsAndReachesNewOnes) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(kSendBeforeReloadMs));
   std::vector<int> before_reload;
+  before_reload.reserve(sent.size());
   for (const auto& count : sent) before_reload.push_back(count.load());
 
   install(second_);
