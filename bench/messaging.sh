@@ -267,6 +267,9 @@ run_once() {
   dir="$WORK_DIR/run-$system-$run"
   RUN_TAG="$system-$run"
   mkdir -p "$dir"
+  # Dirty pages left by earlier work (a build, the previous run) would be written back while the
+  # systems under test fsync; flush them first so every run starts with the disk alike.
+  sync
   TARGET_ARGS=()
   case "$system" in
     herald-1) herald_target 1 "$dir" ;;
