@@ -85,6 +85,22 @@ def check_sends(sends, streams, members, unanswered):
     return problems
 
 
+def check_send_order(sends):
+    """A device sends its next message only once the previous one was acknowledged, so in each
+    conversation its messages' seqs grow in the order it sent them. `sends` is in send order."""
+    problems = []
+    last = {}
+    for (conv, device, cmid), seqs in sends.items():
+        if not seqs:
+            continue
+        if seqs[0] <= last.get((conv, device), (0, None))[0]:
+            before = last[(conv, device)]
+            problems.append(f"{device} sent {cmid} after {before[1]} in {conv}, and it got seq"
+                            f" {seqs[0]}, not after {before[0]}")
+        last[(conv, device)] = (seqs[0], cmid)
+    return problems
+
+
 def check_marks(kind, answers):
     """`ack` and `read` answers per device and conversation: each at least what was asked, and
     never below an earlier one (marks only move forward)."""

@@ -82,6 +82,14 @@ class CheckSendsTest(unittest.TestCase):
         sends = {(CONV, "alice-phone", "a-1"): [2]}
         self.assertTrue(checks.check_sends(sends, self.streams, self.members, []))
 
+    def test_sends_in_seq_order_pass(self):
+        sends = {(CONV, "alice-phone", "a-1"): [1], (CONV, "alice-phone", "a-2"): [3]}
+        self.assertEqual(checks.check_send_order(sends), [])
+
+    def test_a_later_send_ordered_before_an_earlier_one_is_found(self):
+        sends = {(CONV, "alice-phone", "a-1"): [2], (CONV, "alice-phone", "a-2"): [1]}
+        self.assertEqual(len(checks.check_send_order(sends)), 1)
+
     def test_an_unanswered_send_is_found(self):
         key = (CONV, "alice-phone", "a-3")
         self.assertTrue(checks.check_sends({key: []}, self.streams, self.members, [key]))

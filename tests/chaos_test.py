@@ -65,7 +65,7 @@ FAULT_GAP_S = (0.3, 2.0)
 DOWN_S = (0.1, 2.5)
 FAULTS = {  # name: weight
     "kill": 3, "term": 1, "pause": 2, "isolate": 2, "one_way": 2, "bridge": 1, "link_down": 1,
-    "quorum_loss": 1,
+    "quorum_loss": 1, "restart_isolated": 1,
 }
 # Retryable errors in a row after which a device tries another node (its own may be cut off).
 SWITCH_AFTER_ERRORS = 2
@@ -388,7 +388,7 @@ async def nemesis(run, rng, end):
         ids = [n.id for n in run.nodes]
         target = leader if leader and rng.random() < 0.5 else rng.choice(ids)
         others = [i for i in ids if i != target]
-        hold = rng.uniform(*FAULT_HOLD_S)
+        hold = rng.uniform(*(DOWN_S if fault in ("kill", "term") else FAULT_HOLD_S))
         node = run.nodes[target - 1]
         run.faults.append(fault)
         run.log(f"nemesis: {fault} node {target} (leader {leader}) for {hold:.2f} s")
@@ -399,7 +399,7 @@ async def nemesis(run, rng, end):
                 status = await asyncio.to_thread(node.terminate)
                 if status != 0:
                     run.problem(f"SIGTERM of node {target} ended with status {status}")
-            await asyncio.sleep(rng.uniform(*DOWN_S))
+            await asyncio.sleep(hold)
             node.start()
         elif fault == "pause":
             node.pause()
@@ -409,6 +409,15 @@ async def nemesis(run, rng, end):
             for i in others:
                 await asyncio.to_thread(topology.link, i, False)
             await asyncio.sleep(hold)
+            await asyncio.to_thread(topology.heal)
+        elif fault == "restart_isolated":
+            for o in others:
+                await asyncio.to_thread(topology.cut, target, o)
+                await asyncio.to_thread(topology.cut, o, target)
+            await asyncio.sleep(hold / 2)
+            node.kill()
+            node.start()
+            await asyncio.sleep(hold / 2)
             await asyncio.to_thread(topology.heal)
         else:
             pairs = {"isolate": [(target, o) for o in others] + [(o, target) for o in others],
@@ -549,6 +558,8 @@ def check_history(run, streams, chats):
             run.problem(problem)
     unanswered = [k for k, v in run.sends.items() if not v]
     for problem in chaos_checks.check_sends(run.sends, streams, run.members, unanswered):
+        run.problem(problem)
+    for problem in chaos_checks.check_send_order(run.sends):
         run.problem(problem)
     for problem in chaos_checks.check_marks("ack", run.acks):
         run.problem(problem)
