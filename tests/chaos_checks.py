@@ -187,6 +187,29 @@ def check_chats(user, chats, stream, last_seqs):
     return problems
 
 
+# Delivery workflow states once a device of the recipient acknowledged the message.
+CONFIRMED_STATES = ("delivery_confirmed", "read_acknowledged")
+
+
+def check_deliveries(timelines, members):
+    """Message timelines (the admin API's answer for (conversation, seq)) after every device
+    acknowledged and read everything: one delivery workflow per member but the sender, each
+    confirmed."""
+    problems = []
+    for (conv, seq), answer in sorted(timelines.items()):
+        sender = answer["message"]["sender"]
+        states = {r["user_id"]: r["state"] for r in answer["recipients"]}
+        expected = sorted(u for u in members[conv] if u != sender)
+        if sorted(states) != expected:
+            problems.append(f"{conv} seq {seq} has delivery workflows for {sorted(states)},"
+                            f" not {expected}")
+        for user, state in sorted(states.items()):
+            if state not in CONFIRMED_STATES:
+                problems.append(f"{conv} seq {seq}: the delivery to {user} is {state} although"
+                                f" its devices acknowledged it")
+    return problems
+
+
 def check_same(what, views):
     """`views` maps a source (a node, a phase) to what it returned; all must be equal."""
     items = sorted(views.items(), key=lambda kv: str(kv[0]))

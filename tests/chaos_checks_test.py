@@ -149,6 +149,24 @@ class ReadCursorTest(unittest.TestCase):
         self.assertTrue(checks.check_chats("bob", [(CONV, 3, 1)], bob_stream(), {CONV: 3}))
 
 
+class CheckDeliveriesTest(unittest.TestCase):
+    def timeline(self, *states):
+        return {"message": {"sender": "alice"},
+                "recipients": [{"user_id": u, "state": st} for u, st in states]}
+
+    def test_confirmed_deliveries_pass(self):
+        timelines = {(CONV, 1): self.timeline(("bob", "read_acknowledged"))}
+        self.assertEqual(checks.check_deliveries(timelines, {CONV: ["alice", "bob"]}), [])
+
+    def test_an_unconfirmed_delivery_is_found(self):
+        timelines = {(CONV, 1): self.timeline(("bob", "push_dispatched"))}
+        self.assertEqual(len(checks.check_deliveries(timelines, {CONV: ["alice", "bob"]})), 1)
+
+    def test_a_missing_recipient_is_found(self):
+        timelines = {(CONV, 1): self.timeline()}
+        self.assertEqual(len(checks.check_deliveries(timelines, {CONV: ["alice", "bob"]})), 1)
+
+
 class CompareTest(unittest.TestCase):
     def test_nodes_that_differ_are_found(self):
         other = bob_stream()[:4]

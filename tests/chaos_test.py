@@ -54,6 +54,8 @@ SYNC_PAGE_LIMIT = 50
 RESTART_SYNC_BOUND_S = 30.0
 # Bound on the cluster electing a leader at the start.
 LEADER_TIMEOUT_S = 20.0
+# Messages per conversation whose delivery workflows are read: the newest, and as many drawn.
+DELIVERY_SAMPLE = 20
 # Bound on one admin HTTP request.
 HTTP_TIMEOUT_S = 5.0
 # Bound on the nodes reporting one applied index once the run is quiet.
@@ -548,6 +550,32 @@ def wait_for_agreement(run):
     run.problem(f"the nodes did not reach one applied index within {AGREE_TIMEOUT_S} s: {seen}")
 
 
+def check_deliveries(run, seqs):
+    """The delivery workflows of a sample of messages (the newest and some drawn by the seed in
+    each conversation), read through every node in turn, waiting up to SETTLE_S for the last
+    signals to apply."""
+    rng = random.Random(f"{run.args.seed}-deliveries")
+    sample = []
+    for conv, last in sorted(seqs.items()):
+        picked = set(range(max(1, last - DELIVERY_SAMPLE + 1), last + 1))
+        picked |= set(rng.sample(range(1, last + 1), min(last, DELIVERY_SAMPLE)))
+        sample += [(conv, seq) for seq in sorted(picked)]
+    end = time.monotonic() + SETTLE_S
+    while True:
+        timelines = {}
+        for i, (conv, seq) in enumerate(sample):
+            node = run.nodes[i % NODES]
+            timelines[(conv, seq)] = admin([node], "GET",
+                                           f"/v1/admin/conversations/{conv}/messages/{seq}")
+        problems = chaos_checks.check_deliveries(timelines, run.members)
+        if not problems or time.monotonic() > end:
+            break
+        time.sleep(1)
+    run.log(f"delivery workflows of {len(sample)} messages read")
+    for problem in problems:
+        run.problem(problem)
+
+
 def check_history(run, streams, chats):
     seqs = last_seqs(run)
     for user, stream in sorted(streams.items()):
@@ -650,6 +678,7 @@ async def drive(run):
     await asyncio.to_thread(wait_for_agreement, run)
     streams, chats = await read_state(run, "after the run")
     seqs = await asyncio.to_thread(check_history, run, streams, chats)
+    await asyncio.to_thread(check_deliveries, run, seqs)
     streams = await restart_all(run, "SIGTERM", streams)
     await restart_all(run, "SIGKILL", streams)
     await asyncio.to_thread(run.check_crashes)
