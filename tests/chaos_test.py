@@ -15,6 +15,7 @@ one failed (the node logs are kept and their directory printed), 77 when it cann
 import argparse
 import asyncio
 import base64
+import collections
 import http.client
 import json
 import os
@@ -243,6 +244,7 @@ class Device:
                 answer = await self.request("send", conversation_id=conv, client_message_id=cmid,
                                             body=f"{cmid} from {self.id}")
             except Disconnected:
+                self.run.errors["send lost"] += 1
                 await asyncio.sleep(RETRY_GAP_S)
                 continue
             if answer["type"] == "ok":
@@ -253,6 +255,7 @@ class Device:
                 self.run.problem(f"{self.id}: send {cmid} answered {answer}")
                 return
             errors += 1
+            self.run.errors[answer.get("code")] += 1
             if errors >= SWITCH_AFTER_ERRORS:
                 errors = 0
                 await self.drop()
@@ -305,6 +308,7 @@ class Run:
         self.acks = {}
         self.reads = {}
         self.existed = 0
+        self.errors = collections.Counter()  # retryable error answers and lost requests
         self.faults = []
         self.stop_new = False
         self.stop_clients = False
@@ -696,7 +700,8 @@ async def drive(run):
             f" {acked} sends acknowledged ({run.existed} answered existed: true after a retry),"
             f" {sum(d.reconnects for d in run.devices)} connections,"
             f" {sum(len(v) for v in run.acks.values())} acks,"
-            f" {sum(len(v) for v in run.reads.values())} reads, messages per conversation {seqs}")
+            f" {sum(len(v) for v in run.reads.values())} reads, messages per conversation {seqs};"
+            f" send retries after {dict(run.errors)}")
     if acked == 0:
         run.problem("no send was acknowledged")
 
