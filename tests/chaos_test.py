@@ -51,6 +51,9 @@ QUIET_S = 2.0
 # Bound on one page of a full sync from cursor 0, once the device is authenticated.
 SYNC_PAGE_BOUND_S = 2.0
 SYNC_PAGE_LIMIT = 50
+# Tries of one sync page answered with a retryable error (`unavailable` when the leader changed
+# during the read), within the page's bound.
+SYNC_PAGE_ATTEMPTS = 5
 # Bound on a whole restart: every node started until each answered the first page of a full sync
 # of every user (the pages after it are bounded one by one).
 RESTART_SYNC_BOUND_S = 30.0
@@ -309,6 +312,7 @@ class Run:
         self.reads = {}
         self.existed = 0
         self.errors = collections.Counter()  # retryable error answers and lost requests
+        self.sync_retries = collections.Counter()  # sync pages tried again, by error
         self.faults = []
         self.stop_new = False
         self.stop_clients = False
@@ -472,7 +476,12 @@ async def full_sync(run, device, node, max_pages=None):
     try:
         while True:
             began = time.monotonic()
-            answer = await probe.request("sync", since=since, limit=SYNC_PAGE_LIMIT)
+            for attempt in range(SYNC_PAGE_ATTEMPTS):
+                answer = await probe.request("sync", since=since, limit=SYNC_PAGE_LIMIT)
+                if answer["type"] == "ok" or answer.get("code") not in RETRYABLE:
+                    break
+                run.sync_retries[answer.get("code")] += 1  # a client retries the same page
+                await asyncio.sleep(RETRY_GAP_S)
             took = time.monotonic() - began
             slowest = max(slowest, took)
             pages += 1
@@ -701,7 +710,8 @@ async def drive(run):
             f" {sum(d.reconnects for d in run.devices)} connections,"
             f" {sum(len(v) for v in run.acks.values())} acks,"
             f" {sum(len(v) for v in run.reads.values())} reads, messages per conversation {seqs};"
-            f" send retries after {dict(run.errors)}")
+            f" send retries after {dict(run.errors)}, sync page retries after"
+            f" {dict(run.sync_retries)}")
     if acked == 0:
         run.problem("no send was acknowledged")
 
