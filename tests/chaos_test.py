@@ -36,6 +36,15 @@ USERS = 4
 DEVICES_PER_USER = 2
 # Bound on opening a WebSocket (TCP and the upgrade); a paused node accepts but never answers.
 CONNECT_TIMEOUT_S = 2.0
+# Pause between two polls of a condition that is waited for.
+POLL_GAP_S = 0.2
+# Bound on closing a WebSocket; a paused node never answers the close.
+CLOSE_TIMEOUT_S = 1.0
+# Largest frame a device accepts: above the server's 256 KiB pages (docs/protocol.md, "Limits").
+MAX_FRAME_BYTES = 2 * 1024 * 1024
+# Bound on an admin request retried through every node, and the pause between two rounds.
+ADMIN_DEADLINE_S = 30.0
+ADMIN_RETRY_GAP_S = 0.2
 # Bound on one request's answer; the server answers `timeout` itself after 5 s (a `read` after
 # 10 s, kReadAnswerTimeoutMs).
 REQUEST_TIMEOUT_S = 12.0
@@ -101,7 +110,7 @@ def http_request(address, method, path, body=None):
         conn.close()
 
 
-def admin(nodes, method, path, body=None, deadline_s=30.0):
+def admin(nodes, method, path, body=None, deadline_s=ADMIN_DEADLINE_S):
     """An admin request retried on every node until one answers 2xx (or the deadline)."""
     end = time.monotonic() + deadline_s
     last = None
@@ -117,7 +126,7 @@ def admin(nodes, method, path, body=None, deadline_s=30.0):
             last = f"{status} {data[:200]!r}"
             if status == 409:  # created by an earlier try whose answer was lost
                 return None
-        time.sleep(0.2)
+        time.sleep(ADMIN_RETRY_GAP_S)
     raise RuntimeError(f"{method} {path}: {last}")
 
 
@@ -154,7 +163,7 @@ class Device:
             try:
                 ws = await asyncio.wait_for(
                     websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, ping_interval=None,
-                                       close_timeout=1, max_size=2 ** 21),
+                                       close_timeout=CLOSE_TIMEOUT_S, max_size=MAX_FRAME_BYTES),
                     CONNECT_TIMEOUT_S + 1)
             except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
                 self.node_index += 1
@@ -182,7 +191,7 @@ class Device:
         ws, self.ws = self.ws, None
         if ws is not None:
             try:
-                await asyncio.wait_for(ws.close(), 2)
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S + 1)
             except Exception:  # the node may be paused or gone; the socket is closed regardless
                 pass
         for fut in self.pending.values():
@@ -351,7 +360,7 @@ class Run:
             leader = self.leader()
             if leader:
                 return leader
-            time.sleep(0.1)
+            time.sleep(POLL_GAP_S)
         raise RuntimeError(f"no leader within {timeout_s} s")
 
     def check_crashes(self):
@@ -460,7 +469,8 @@ async def full_sync(run, device, node, max_pages=None):
     while True:
         try:
             probe.ws = await websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S,
-                                                ping_interval=None, max_size=2 ** 21)
+                                                ping_interval=None, close_timeout=CLOSE_TIMEOUT_S,
+                                                max_size=MAX_FRAME_BYTES)
             probe.reader = asyncio.ensure_future(probe.read_frames(probe.ws))
             answer = await probe.request("auth", user_id=device.user, device_id=device.id,
                                          token=device.token)
@@ -561,7 +571,7 @@ def wait_for_agreement(run):
         if len(set(seen.values())) == 1 and None not in seen.values():
             run.log(f"the nodes agree: commit and applied index {seen[1]}")
             return
-        time.sleep(0.2)
+        time.sleep(POLL_GAP_S)
     run.problem(f"the nodes did not reach one applied index within {AGREE_TIMEOUT_S} s: {seen}")
 
 
@@ -585,7 +595,7 @@ def check_deliveries(run, seqs):
         problems = chaos_checks.check_deliveries(timelines, run.members)
         if not problems or time.monotonic() > end:
             break
-        time.sleep(1)
+        time.sleep(POLL_GAP_S)
     run.log(f"delivery workflows of {len(sample)} messages read")
     for problem in problems:
         run.problem(problem)
@@ -638,7 +648,7 @@ async def settle(run, workers):
     while time.monotonic() < end:
         if all(time.monotonic() - d.last_change_at > QUIET_S for d in run.devices):
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(POLL_GAP_S)
     run.stop_clients = True
     for device in run.devices:
         await device.drop()
