@@ -771,6 +771,7 @@ def main():
         else:
             if args.keep:
                 shutil.copytree(root, args.keep, dirs_exist_ok=True)
+                shutil.rmtree(root, ignore_errors=True)
             print(f"chaos: node logs kept in {args.keep or root}")
     problems = len(run.problems) if run else 1
     print(f"chaos: seed {args.seed}: " + ("1 passed, 0 failed" if ok else
