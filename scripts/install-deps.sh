@@ -17,6 +17,7 @@ build_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   curl python3
+  python3-websockets  # the chaos test's device clients (tests/chaos_test.py)
   file dpkg-dev
 )
 bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev mosquitto libmosquitto-dev)
