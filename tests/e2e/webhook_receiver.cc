@@ -75,7 +75,10 @@ class WebhookReceiver::Connection {
 
   // The server side of the TLS handshake; false when the client gave up or it timed out.
   bool accept_tls(SSL_CTX* context) {
-    const timeval timeout{kReceiverReadTimeoutMs / 1000, (kReceiverReadTimeoutMs % 1000) * 1000};
+    constexpr long kMsPerS = 1000;
+    constexpr long kUsPerMs = 1000;
+    const timeval timeout{kReceiverReadTimeoutMs / kMsPerS,
+                          (kReceiverReadTimeoutMs % kMsPerS) * kUsPerMs};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
     ssl_ = SSL_new(context);

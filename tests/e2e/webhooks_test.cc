@@ -108,7 +108,7 @@ std::string config_trusting(const std::string& ca_file) {
 
 // Writes `pem` to `name` in the cluster's directory; returns the path.
 std::string ca_file_in(const Cluster& cluster, const std::string& name, const std::string& pem) {
-  const std::string path = fmt::format("{}/{}", cluster.root(), name);
+  std::string path = fmt::format("{}/{}", cluster.root(), name);
   std::ofstream(path, std::ios::binary) << pem;
   return path;
 }
