@@ -36,13 +36,41 @@ Result<std::uint64_t> parse_positive(std::string_view text, std::string_view wha
   return value;
 }
 
+constexpr std::string_view kHttpsScheme = "https://";
+constexpr std::string_view kHttpScheme = "http://";
+
+// What --node said about TLS: nothing (HOST:PORT), http:// or https://.
+enum class NodeScheme { kNone, kHttp, kHttps };
+
+// Applies --node: [http[s]://]HOST:PORT[/].
+Status apply_node(std::string_view value, CtlArgs& args, NodeScheme& scheme) {
+  scheme = NodeScheme::kNone;
+  if (value.starts_with(kHttpsScheme)) {
+    scheme = NodeScheme::kHttps;
+    value.remove_prefix(kHttpsScheme.size());
+  } else if (value.starts_with(kHttpScheme)) {
+    scheme = NodeScheme::kHttp;
+    value.remove_prefix(kHttpScheme.size());
+  }
+  if (scheme != NodeScheme::kNone && value.ends_with('/')) value.remove_suffix(1);
+  if (value.find('/') != std::string_view::npos) {
+    return Status::invalid_argument("--node is [http[s]://]HOST:PORT, without a path");
+  }
+  HERALD_ASSIGN_OR_RETURN(server::HostPort hp, server::parse_host_port(std::string(value)));
+  if (hp.port == 0) return Status::invalid_argument("--node needs a port");
+  args.host = std::move(hp.host);
+  args.port = hp.port;
+  return Status::ok_status();
+}
+
 // Applies one flag (`name` without its dashes) and its value to `args`.
-Status apply_flag(std::string_view name, const std::string& value, CtlArgs& args) {
+Status apply_flag(std::string_view name, const std::string& value, CtlArgs& args,
+                  NodeScheme& scheme) {
   if (name == "node") {
-    HERALD_ASSIGN_OR_RETURN(server::HostPort hp, server::parse_host_port(value));
-    if (hp.port == 0) return Status::invalid_argument("--node needs a port");
-    args.host = std::move(hp.host);
-    args.port = hp.port;
+    HERALD_RETURN_IF_ERROR(apply_node(value, args, scheme));
+  } else if (name == "ca-file") {
+    if (value.empty()) return Status::invalid_argument("--ca-file needs a file");
+    args.ca_file = value;
   } else if (name == "token") {
     args.token = value;
   } else if (name == "timeout-ms") {
@@ -58,7 +86,7 @@ Status apply_flag(std::string_view name, const std::string& value, CtlArgs& args
 }
 
 bool takes_value(std::string_view name) {
-  return name == "node" || name == "token" || name == "timeout-ms" ||
+  return name == "node" || name == "ca-file" || name == "token" || name == "timeout-ms" ||
          valued_options().contains(name);
 }
 
@@ -124,10 +152,12 @@ Result<CtlHttpCall> workflows_call(const CtlArgs& args) {
 
 Result<CtlArgs> parse_ctl_args(const std::vector<std::string>& argv, const CtlEnv& env) {
   CtlArgs args;
+  NodeScheme scheme = NodeScheme::kNone;
   if (const char* node = env(kCtlNodeEnv); node != nullptr && *node != '\0') {
-    HERALD_RETURN_IF_ERROR(apply_flag("node", node, args));
+    HERALD_RETURN_IF_ERROR(apply_flag("node", node, args, scheme));
   }
   if (const char* token = env(kCtlTokenEnv); token != nullptr) args.token = token;
+  if (const char* ca_file = env(kCtlCaFileEnv); ca_file != nullptr) args.ca_file = ca_file;
   for (std::size_t i = 0; i < argv.size(); ++i) {
     const std::string& arg = argv[i];
     if (!arg.starts_with("--")) {
@@ -144,16 +174,22 @@ Result<CtlArgs> parse_ctl_args(const std::vector<std::string>& argv, const CtlEn
         return Status::invalid_argument(fmt::format("unknown flag --{}", name.substr(0, eq)));
       }
       HERALD_RETURN_IF_ERROR(
-          apply_flag(name.substr(0, eq), std::string(name.substr(eq + 1)), args));
+          apply_flag(name.substr(0, eq), std::string(name.substr(eq + 1)), args, scheme));
     } else if (takes_value(name)) {
       if (i + 1 >= argv.size())
         return Status::invalid_argument(fmt::format("--{} needs a value", name));
-      HERALD_RETURN_IF_ERROR(apply_flag(name, argv[++i], args));
+      HERALD_RETURN_IF_ERROR(apply_flag(name, argv[++i], args, scheme));
     } else {
       return Status::invalid_argument(fmt::format("unknown flag --{}", name));
     }
   }
   if (args.words.empty()) return Status::invalid_argument("no command given");
+  // A CA file is for a TLS node: it makes a HOST:PORT node https, and contradicts http://.
+  if (scheme == NodeScheme::kHttp && !args.ca_file.empty()) {
+    return Status::invalid_argument(
+        "--ca-file (or HERALD_CA_FILE) is for a node that serves HTTPS, but --node says http://");
+  }
+  args.https = scheme == NodeScheme::kHttps || !args.ca_file.empty();
   return args;
 }
 

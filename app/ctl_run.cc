@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include "app/ctl.h"
 #include "client/admin_client.h"
@@ -139,18 +140,31 @@ std::optional<server::HostPort> leader_of(const client::HttpReply& reply) {
   return hp.ok() && hp->port != 0 ? std::optional(*std::move(hp)) : std::nullopt;
 }
 
+// A request that got no answer as a Failure: TLS refused, or the node unreachable.
+Failure failure_of(const CtlArgs& args, const std::string& host, std::uint16_t port,
+                   const Status& status) {
+  if (args.https && client::is_tls_failure(status)) {
+    return {"tls",
+            fmt::format("no TLS connection to {}:{}: {} (is the node's certificate signed by {} "
+                        "and made for {}, and does the node serve HTTPS?)",
+                        host, port, status.message(),
+                        args.ca_file.empty() ? "a CA the system trusts" : "a CA in " + args.ca_file,
+                        host),
+            kCtlTlsFailed, json::value()};
+  }
+  return {"unreachable", fmt::format("no answer from {}:{}: {}", host, port, status.message()),
+          kCtlUnreachable, json::value()};
+}
+
 int run_http(const CtlArgs& args, const CtlHttpCall& call) {
   std::string host = args.host;
   std::uint16_t port = args.port;
+  std::optional<client::ClientTls> tls;
+  if (args.https) tls = client::ClientTls{args.ca_file};
   for (int attempt = 0;; ++attempt) {
-    const client::AdminClient admin(host, port, args.token, args.timeout_ms);
+    const client::AdminClient admin(host, port, args.token, args.timeout_ms, tls);
     auto reply = admin.request(call.method, call.target, call.body);
-    if (!reply.ok()) {
-      return fail(&args,
-                  {"unreachable",
-                   fmt::format("no answer from {}:{}: {}", host, port, reply.status().message()),
-                   kCtlUnreachable, json::value()});
-    }
+    if (!reply.ok()) return fail(&args, failure_of(args, host, port, reply.status()));
     if (reply->status >= 200 && reply->status < 300) {
       boost::system::error_code ec;
       const json::value v = json::parse(reply->body, ec);

@@ -57,6 +57,49 @@ TEST(CtlArgs, UnknownFlagsMissingValuesAndBadNodesAreUsageErrors) {
   EXPECT_EQ(parse({"--json"}).status().code(), Code::kInvalidArgument) << "no command";
 }
 
+TEST(CtlArgs, AnHttpsNodeOrACaFileMeansTls) {
+  auto plain = parse({"cluster", "status", "--node", "10.0.0.1:7400"});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->https);
+  auto url = parse({"cluster", "status", "--node", "https://node-1.example:7400/"});
+  ASSERT_TRUE(url.ok()) << url.status().to_string();
+  EXPECT_TRUE(url->https);
+  EXPECT_EQ(url->host, "node-1.example");
+  EXPECT_EQ(url->port, 7400);
+  EXPECT_EQ(url->ca_file, "") << "the system's CAs";
+  auto with_ca = parse({"cluster", "status", "--ca-file", "/etc/herald/ca.pem", "--node", "h:1"});
+  ASSERT_TRUE(with_ca.ok());
+  EXPECT_TRUE(with_ca->https) << "a CA file is for a TLS node";
+  EXPECT_EQ(with_ca->ca_file, "/etc/herald/ca.pem");
+  auto http = parse({"cluster", "status", "--node", "http://h:1"});
+  ASSERT_TRUE(http.ok());
+  EXPECT_FALSE(http->https);
+  EXPECT_EQ(http->host, "h");
+  auto from_env = parse({"cluster", "status"},
+                        {{"HERALD_NODE", "https://h:2"}, {"HERALD_CA_FILE", "/tmp/ca.pem"}});
+  ASSERT_TRUE(from_env.ok());
+  EXPECT_TRUE(from_env->https);
+  EXPECT_EQ(from_env->port, 2);
+  EXPECT_EQ(from_env->ca_file, "/tmp/ca.pem");
+  // A later --node replaces the environment's, scheme included.
+  auto replaced = parse({"cluster", "status", "--node", "h:3"}, {{"HERALD_NODE", "https://h:2"}});
+  ASSERT_TRUE(replaced.ok());
+  EXPECT_FALSE(replaced->https);
+}
+
+TEST(CtlArgs, ACaFileForAnHttpNodeAndAUrlWithAPathAreUsageErrors) {
+  EXPECT_EQ(
+      parse({"cluster", "status", "--node", "http://h:1", "--ca-file", "/ca.pem"}).status().code(),
+      Code::kInvalidArgument);
+  EXPECT_EQ(parse({"cluster", "status", "--node", "https://h:1/v1"}).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(parse({"cluster", "status", "--node", "https://h"}).status().code(),
+            Code::kInvalidArgument)
+      << "the port is required";
+  EXPECT_EQ(parse({"cluster", "status", "--ca-file="}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(parse({"cluster", "status", "--ca-file"}).status().code(), Code::kInvalidArgument);
+}
+
 TEST(CtlCommands, MembershipLeadershipAndBackupMapToTheClusterEndpoints) {
   auto add = call({"member", "add", "4", "10.0.0.4:7401"});
   ASSERT_TRUE(add.ok()) << add.status().to_string();

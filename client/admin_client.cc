@@ -37,6 +37,9 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 constexpr unsigned kHttpVersion11 = 11;
 constexpr unsigned kFirstSuccess = 200;
 constexpr unsigned kFirstNonSuccess = 300;
+// The step named in the error of a failed TLS handshake (is_tls_failure() looks for it).
+constexpr std::string_view kTlsHandshakeStep = "in the TLS handshake";
+
 // Bytes of a non-JSON error body quoted in an error message, at most.
 constexpr std::size_t kMaxQuotedBodyBytes = 200;
 
@@ -90,7 +93,7 @@ class Exchange {
       stream_.async_handshake(ssl::stream_base::client,
                               [&](const beast::error_code& e) { ec = e; });
       drive();
-      if (ec) return failed("in the TLS handshake", ec);
+      if (ec) return failed(kTlsHandshakeStep, ec);
     }
     return Status::ok_status();
   }
@@ -239,6 +242,14 @@ http::verb verb_of(std::string_view method) {
 }  // namespace
 
 // ------------------------------------------------------------------ parsers
+
+bool is_tls_failure(const Status& status) {
+  // request() returns kInvalidArgument only from setting TLS up (make_client_tls_context,
+  // expect_server_name).
+  return status.code() == Code::kInvalidArgument ||
+         (status.code() == Code::kIOError &&
+          status.message().find(kTlsHandshakeStep) != std::string::npos);
+}
 
 Status status_of_reply(const HttpReply& reply) {
   HERALD_ASSERT(reply.status < kFirstSuccess || reply.status >= kFirstNonSuccess,

@@ -164,6 +164,10 @@ class AdminClient {
 [[nodiscard]] Result<MessageTimeline> parse_timeline(std::string_view body);
 // The Status of a non-2xx answer (see the file comment).
 [[nodiscard]] Status status_of_reply(const HttpReply& reply);
+// True when request() failed in TLS, before anything was sent: the CA file did not load
+// (kInvalidArgument), or the handshake failed (kIOError: the server's certificate did not verify
+// or did not name the host, or the server does not speak TLS).
+[[nodiscard]] bool is_tls_failure(const Status& status);
 
 // Percent-encodes one path segment (RFC 3986 unreserved characters pass as they are).
 [[nodiscard]] std::string encode_path_segment(std::string_view segment);

@@ -209,8 +209,15 @@ void Cluster::set_initial_members(std::size_t count) {
 }
 
 std::vector<std::string> Cluster::ctl_args(std::uint64_t id) const {
-  return {herald_binary(), "ctl",      "--node", fmt::format("127.0.0.1:{}", node(id).client_port),
-          "--token",       kAdminToken};
+  const std::uint16_t port = node(id).client_port;
+  std::vector<std::string> args{herald_binary(), "ctl", "--token", kAdminToken, "--node"};
+  if (!client_tls_.has_value()) {
+    args.push_back(fmt::format("127.0.0.1:{}", port));
+    return args;
+  }
+  args.push_back(fmt::format("https://127.0.0.1:{}", port));
+  if (!client_tls_->ca_file.empty()) args.insert(args.end(), {"--ca-file", client_tls_->ca_file});
+  return args;
 }
 
 std::string Cluster::peers_spec(std::size_t count) const {

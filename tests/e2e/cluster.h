@@ -82,7 +82,8 @@ class Cluster {
   // starts with --join and --peers listing all nodes, and waits until an operator adds it
   // (herald ctl member add). Default: every node is an initial member.
   void set_initial_members(std::size_t count);
-  // The arguments `herald ctl` needs to reach node `id` with the operator credential.
+  // The arguments `herald ctl` needs to reach node `id` with the operator credential (over HTTPS,
+  // trusting set_client_tls()'s CAs, when it is set).
   [[nodiscard]] std::vector<std::string> ctl_args(std::uint64_t id) const;
   // The root directory of the cluster's files (for backups and other scratch files).
   [[nodiscard]] const std::string& root() const { return root_; }

@@ -1,11 +1,8 @@
 // `herald ctl` against real herald processes: a three-node cluster (plus a fourth node that
 // joins), each command run as its own process, its exit code, stdout and stderr checked
 // (docs/operations.md, "herald ctl").
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <boost/json.hpp>
@@ -13,11 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include "server/backup.h"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/ctl_runner.h"
 
 namespace herald::e2e {
 namespace {
@@ -27,59 +24,6 @@ namespace json = boost::json;
 
 constexpr std::uint32_t kLeaderTimeoutMs = 10'000;
 constexpr std::uint32_t kCatchUpTimeoutMs = 10'000;
-// Bound on one ctl command (a membership change is answered once it is applied).
-constexpr char kCtlTimeoutMs[] = "20000";
-
-struct CtlRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  json::value json;  // stdout parsed, when it is JSON
-};
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream all;
-  all << in.rdbuf();
-  return all.str();
-}
-
-// Runs `herald ctl ARGS... --timeout-ms N` against node `id` of `cluster` as a child process.
-CtlRun ctl(const Cluster& cluster, std::uint64_t id, std::vector<std::string> args) {
-  static int runs = 0;
-  std::vector<std::string> argv = cluster.ctl_args(id);
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.insert(argv.end(), {"--timeout-ms", kCtlTimeoutMs});
-  const std::string base = fmt::format("{}/ctl{}", cluster.root(), ++runs);
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (std::string& a : argv) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int out = ::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = ::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(out, STDOUT_FILENO);
-    ::dup2(err, STDERR_FILENO);
-    ::execv(cargv[0], cargv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  CtlRun run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.out = read_all(base + ".out");
-  run.err = read_all(base + ".err");
-  boost::system::error_code ec;
-  run.json = json::parse(run.out, ec);
-  if (ec) run.json = nullptr;
-  return run;
-}
-
-std::string describe(const CtlRun& run) {
-  return fmt::format("exit {}; stdout: {}; stderr: {}", run.exit_code, run.out, run.err);
-}
-
 std::vector<std::uint64_t> ids_of(const json::value& v, std::string_view key) {
   std::vector<std::uint64_t> out;
   const json::value* list = v.is_object() ? v.get_object().if_contains(key) : nullptr;

@@ -4,14 +4,11 @@
 // STARTTLS and AUTH to the sink, its APNs client HTTP/2 over TLS with an ES256 token to the mock.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,16 +19,15 @@
 #include "base/clock.h"
 #include "client/admin_client.h"
 #include "client/herald_client.h"
-#include "crypto/test_keys.h"
 #include "email/smtp_sink.h"
 #include "push/apns_mock.h"
+#include "tests/e2e/apns_double.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/devices.h"
+#include "tests/e2e/one_node.h"
 
 namespace herald::e2e {
 namespace {
-
-namespace fs = std::filesystem;
 
 // Bound on a fresh node electing itself and serving.
 constexpr std::uint32_t kStartupTimeoutMs = 15'000;
@@ -48,19 +44,7 @@ constexpr char kSmtpPassword[] = "e2e-smtp-password-Zq81";
 constexpr char kFrom[] = "herald@e2e.example";
 constexpr char kCarolEmail[] = "carol@example.com";
 constexpr char kGroupId[] = "g-alice-carol";
-constexpr char kKeyId[] = "E2EKEY0001";
-constexpr char kTeamId[] = "E2ETEAM001";
-constexpr char kTopic[] = "org.herald.e2e";
 constexpr char kBobApnsToken[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-// `bytes` written to a fresh file of mode 0600 under the test's temporary directory.
-std::string private_file(const std::string& name, const std::string& bytes) {
-  std::string path = fmt::format("{}/herald-e2e-{}-{}", ::testing::TempDir(), ::getpid(), name);
-  std::remove(path.c_str());
-  std::ofstream(path, std::ios::binary) << bytes;
-  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
-  return path;
-}
 
 // `data` without quoted-printable soft line breaks, so that a phrase cut by one is found whole.
 std::string without_soft_breaks(std::string data) {
@@ -70,51 +54,8 @@ std::string without_soft_breaks(std::string data) {
   return data;
 }
 
-// The APNs double, started with a fresh signing key, and the [apns] table that points a node at
-// it (the key written to a private file named `key_name`).
-struct ApnsDouble {
-  std::unique_ptr<push::testing::ApnsMock> mock;
-  std::string key_file;
-
-  ApnsDouble(const Clock& clock, const std::string& key_name) {
-    const std::string key_pem = crypto::testing::ec_private_pem("P-256");
-    push::testing::ApnsMockOptions options;
-    options.provider_public_pem = crypto::testing::public_pem_of(key_pem);
-    options.key_id = kKeyId;
-    options.team_id = kTeamId;
-    options.topic = kTopic;
-    mock = must(push::testing::ApnsMock::start(options, clock), "starting the APNs mock");
-    key_file = private_file(key_name, key_pem);
-  }
-  ~ApnsDouble() { std::remove(key_file.c_str()); }
-  ApnsDouble(const ApnsDouble&) = delete;
-  ApnsDouble& operator=(const ApnsDouble&) = delete;
-
-  [[nodiscard]] std::string toml() const {
-    return fmt::format(
-        "[apns]\nkey_file = \"{}\"\nkey_id = \"{}\"\nteam_id = \"{}\"\ntopic = \"{}\"\n"
-        "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n",
-        key_file, kKeyId, kTeamId, kTopic, mock->port(), mock->ca_file());
-  }
-};
-
-class Providers : public ::testing::Test {
+class Providers : public OneNodeTest {
  protected:
-  void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      std::fprintf(stderr, "---- node 1 log (tail) ----\n%s\n", cluster_->log_tail(1).c_str());
-    }
-  }
-
-  // Starts one node with `toml` as its configuration file and waits until it serves.
-  void start_node(const std::string& toml) {
-    cluster_ = must(Cluster::create(1), "creating the cluster");
-    must(cluster_->set_config(toml), "writing the configuration");
-    must(cluster_->start_all(), "starting the node");
-    must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
-    admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
-  }
-
   [[nodiscard]] std::string whole_log() const { return cluster_->log_tail(1, 1U << 24U); }
 
   // Alice (connected, returned) and bob, whose phone never connects and has an APNs token, in
@@ -129,12 +70,8 @@ class Providers : public ::testing::Test {
     std::string direct = must(admin_->create_conversation({"alice", "direct", {"bob"}, "", ""}),
                               "the direct conversation")
                              .conversation_id;
-    return {must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone"),
-            std::move(direct)};
+    return {must(connect_device(port(), a_phone), "connecting a-phone"), std::move(direct)};
   }
-
-  std::unique_ptr<Cluster> cluster_;
-  std::unique_ptr<client::AdminClient> admin_;
 };
 
 TEST_F(Providers, EscalationEmailGoesThroughSmtpExactlyOnceAfterTheDelay) {
@@ -161,7 +98,7 @@ TEST_F(Providers, EscalationEmailGoesThroughSmtpExactlyOnceAfterTheDelay) {
   must(provision_device(*admin_, "carol", "c-phone"), "c-phone");  // never connected
   must(admin_->create_conversation({"alice", "group", {"carol"}, kGroupId, "alice and carol"}),
        "the group");
-  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "connecting a-phone");
+  auto alice = must(connect_device(port(), a_phone), "connecting a-phone");
 
   const auto sent_at = std::chrono::steady_clock::now();
   must(alice->send(kGroupId, "m1", "the quarterly numbers are in"), "sending");
@@ -216,7 +153,7 @@ TEST_F(Providers, OfflineDeviceGetsExactlyOneApnsPushWithTheTopic) {
   EXPECT_EQ(r.status, 200) << r.check_failed;
   EXPECT_EQ(r.check_failed, "");
   EXPECT_EQ(r.device_token, kBobApnsToken);
-  EXPECT_EQ(r.headers.at("apns-topic"), kTopic);
+  EXPECT_EQ(r.headers.at("apns-topic"), kApnsTopic);
   EXPECT_NE(r.body.find("ship it"), std::string::npos) << r.body;
   EXPECT_TRUE(
       eventually([&] { return !delivery_state(*admin_, direct, 1, "bob").empty(); }, 2'000));

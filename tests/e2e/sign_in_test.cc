@@ -24,6 +24,7 @@
 #include "server/gateway.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/devices.h"
+#include "tests/e2e/one_node.h"
 
 namespace herald::e2e {
 namespace {
@@ -32,7 +33,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using client::HeraldClient;
 
-constexpr std::uint32_t kStartupTimeoutMs = 15'000;
 constexpr char kSecret[] = "the-app-backends-sign-in-secret-0123456789";
 constexpr char kAudience[] = "herald-e2e";
 // A token's lifetime when the test does not wait for its end.
@@ -60,35 +60,26 @@ std::string token_issued(const std::string& user, const std::string& device,
   return crypto::JwtSigner::hmac(kSecret).value().sign(claims).value();
 }
 
-class SignIn : public ::testing::Test {
+class SignIn : public OneNodeTest {
  protected:
   void SetUp() override {
     secret_file_ = fmt::format("{}/herald-e2e-{}-signin-secret", ::testing::TempDir(), ::getpid());
     std::ofstream(secret_file_) << kSecret << "\n";
     fs::permissions(secret_file_, fs::perms::owner_read | fs::perms::owner_write);
-    cluster_ = must(Cluster::create(1), "creating the cluster");
-    must(cluster_->set_config(fmt::format(
-             "[signin]\nhs256_secret_file = \"{}\"\naudience = \"{}\"\nclock_skew_s = 0\n",
-             secret_file_, kAudience)),
-         "writing the configuration");
-    must(cluster_->start_all(), "starting the node");
-    must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
-    admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
+    start_node(
+        fmt::format("[signin]\nhs256_secret_file = \"{}\"\naudience = \"{}\"\nclock_skew_s = 0\n",
+                    secret_file_, kAudience));
   }
   void TearDown() override {
-    if (HasFailure()) {
-      std::fprintf(stderr, "---- node log (tail) ----\n%s\n", cluster_->log_tail(1).c_str());
-    }
+    OneNodeTest::TearDown();
     std::remove(secret_file_.c_str());
   }
 
   std::unique_ptr<HeraldClient> socket() {
-    return must(HeraldClient::connect("127.0.0.1", cluster_->node(1).client_port), "connecting");
+    return must(HeraldClient::connect("127.0.0.1", port()), "connecting");
   }
 
   std::string secret_file_;
-  std::unique_ptr<Cluster> cluster_;
-  std::unique_ptr<client::AdminClient> admin_;
 };
 
 TEST_F(SignIn, FirstSignInCreatesTheUserAndDeviceWhichThenChats) {
@@ -111,7 +102,7 @@ TEST_F(SignIn, FirstSignInCreatesTheUserAndDeviceWhichThenChats) {
       must(admin_->create_conversation({"alice", "direct", {"dana"}, "", ""}),
            "the direct conversation")
           .conversation_id;
-  auto alice = must(connect_device(cluster_->node(1).client_port, a_phone), "alice");
+  auto alice = must(connect_device(port(), a_phone), "alice");
   must(dana->send(direct, "d1", "hello from the web"), "dana sends");
   const client::Change got =
       must(wait_for_change(*alice,
@@ -200,13 +191,13 @@ TEST_F(SignIn, RevokingAUserEndsItsSessionsAndRefusesOlderTokens) {
   // One device with a secret, one signed in with a token, and a bystander.
   must(admin_->create_user("hank", "Hank"), "creating hank");
   const DeviceCredentials phone = must(provision_device(*admin_, "hank", "hank-phone"), "phone");
-  auto by_secret = must(connect_device(cluster_->node(1).client_port, phone), "hank-phone");
+  auto by_secret = must(connect_device(port(), phone), "hank-phone");
   auto by_token = socket();
   const std::string old_token = token("hank", "hank-web", now_s() + kLongLifetimeS);
   must(by_token->auth_with_token(old_token), "hank-web signs in");
   must(admin_->create_user("ivy"), "creating ivy");
   const DeviceCredentials ivy = must(provision_device(*admin_, "ivy", "ivy-phone"), "ivy-phone");
-  auto bystander = must(connect_device(cluster_->node(1).client_port, ivy), "ivy connects");
+  auto bystander = must(connect_device(port(), ivy), "ivy connects");
 
   const auto revoked_at = std::chrono::steady_clock::now();
   const std::int64_t stamp_ms = must(admin_->revoke_user("hank"), "revoking hank");
@@ -218,9 +209,7 @@ TEST_F(SignIn, RevokingAUserEndsItsSessionsAndRefusesOlderTokens) {
   EXPECT_FALSE(bystander->close_code().has_value());
 
   // The device secret no longer works; neither do tokens issued before the stamp, or without iat.
-  EXPECT_EQ(
-      client::protocol_error_code(connect_device(cluster_->node(1).client_port, phone).status()),
-      "unauthorized");
+  EXPECT_EQ(client::protocol_error_code(connect_device(port(), phone).status()), "unauthorized");
   const auto refused = [&](const std::string& jwt) {
     return std::string(client::protocol_error_code(socket()->auth_with_token(jwt).status()));
   };

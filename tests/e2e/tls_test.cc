@@ -1,7 +1,8 @@
 // TLS on the client port of a real node ([tls], docs/operations.md "TLS"), with self-signed
 // certificates made by the test: HTTPS and WSS work, a plaintext client and a client trusting
 // another CA fail cleanly, and a certificate replaced and reloaded with SIGHUP while devices keep
-// sending reaches new connections without dropping a live one or failing a send.
+// sending reaches new connections without dropping a live one or failing a send. `herald ctl`
+// reaches the node over HTTPS trusting the test's CA, and refuses a certificate it does not trust.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -27,11 +28,14 @@
 #include <thread>
 #include <vector>
 
+#include "app/ctl.h"
 #include "client/admin_client.h"
 #include "client/herald_client.h"
 #include "crypto/test_keys.h"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/ctl_runner.h"
 #include "tests/e2e/devices.h"
+#include "tests/e2e/one_node.h"
 
 namespace herald::e2e {
 namespace {
@@ -42,7 +46,6 @@ namespace ssl = asio::ssl;
 using client::ClientTls;
 using client::HeraldClient;
 
-constexpr std::uint32_t kStartupTimeoutMs = 15'000;
 // Devices sending over live WSS connections while the certificate is reloaded.
 constexpr int kSenders = 4;
 // How long they send before the reload and after a new connection sees the new certificate.
@@ -110,7 +113,7 @@ std::int64_t elapsed_ms(std::chrono::steady_clock::time_point since) {
       .count();
 }
 
-class TlsE2e : public ::testing::Test {
+class TlsE2e : public OneNodeTest {
  protected:
   void SetUp() override {
     dir_ = fmt::format("{}/herald-e2e-tls-{}", ::testing::TempDir(), ::getpid());
@@ -121,19 +124,12 @@ class TlsE2e : public ::testing::Test {
     // The clients trust both certificates, so that a connection verifies before and after the
     // reload; each certificate is its own CA.
     std::ofstream(ca_file()) << first_.cert_pem << second_.cert_pem;
-    cluster_ = must(Cluster::create(1), "creating the cluster");
-    cluster_->set_client_tls(tls());
-    must(cluster_->set_config(fmt::format("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-                                          cert_file(), key_file())),
-         "writing the configuration");
-    must(cluster_->start_all(), "starting the node");
-    must(cluster_->leader(kStartupTimeoutMs), "waiting for a leader");
-    admin_ = std::make_unique<client::AdminClient>(cluster_->admin(1));
+    start_node(
+        fmt::format("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", cert_file(), key_file()),
+        tls());
   }
   void TearDown() override {
-    if (HasFailure()) {
-      std::fprintf(stderr, "---- node log (tail) ----\n%s\n", cluster_->log_tail(1).c_str());
-    }
+    OneNodeTest::TearDown();
     std::error_code ignored;
     fs::remove_all(dir_, ignored);
   }
@@ -142,7 +138,6 @@ class TlsE2e : public ::testing::Test {
   [[nodiscard]] std::string key_file() const { return dir_ + "/key.pem"; }
   [[nodiscard]] std::string ca_file() const { return dir_ + "/ca.pem"; }
   [[nodiscard]] ClientTls tls() const { return ClientTls{ca_file()}; }
-  [[nodiscard]] std::uint16_t port() const { return cluster_->node(1).client_port; }
 
   void install(const crypto::testing::SelfSignedCertificate& cert) const {
     write_file(key_file(), cert.key_pem, fs::perms::owner_read | fs::perms::owner_write);
@@ -160,8 +155,6 @@ class TlsE2e : public ::testing::Test {
   std::string dir_;
   crypto::testing::SelfSignedCertificate first_;
   crypto::testing::SelfSignedCertificate second_;
-  std::unique_ptr<Cluster> cluster_;
-  std::unique_ptr<client::AdminClient> admin_;
 };
 
 TEST_F(TlsE2e, HttpsAnswersAndWssDevicesChat) {
@@ -305,6 +298,54 @@ TEST_F(TlsE2e, AFailedReloadKeepsTheCertificateInUse) {
       },
       kReloadSeenMs));
   EXPECT_EQ(presented_fingerprint(port()), first);
+  EXPECT_EQ(must(admin_->request("GET", "/v1/health"), "health").status, 200U);
+}
+
+TEST_F(TlsE2e, HeraldCtlTrustsTheNodeThroughItsCaFileAndRefusesAnyOtherCertificate) {
+  // https://127.0.0.1:PORT --ca-file CA (Cluster::ctl_args with the client TLS set).
+  const CtlRun status = ctl(*cluster_, 1, {"cluster", "status", "--json"});
+  ASSERT_EQ(status.exit_code, app::kCtlOk) << describe(status);
+  EXPECT_EQ(status.json.at("leader").to_number<std::uint64_t>(), 1U);
+  // A DNS name the certificate names, given as HOST:PORT: the CA file alone means HTTPS.
+  const CtlRun by_name = ctl(
+      *cluster_, 1,
+      {"cluster", "status", "--node", fmt::format("localhost:{}", port()), "--ca-file", ca_file()});
+  ASSERT_EQ(by_name.exit_code, app::kCtlOk) << describe(by_name);
+  EXPECT_NE(by_name.out.find("sees leader 1"), std::string::npos) << by_name.out;
+
+  // A CA that did not sign the node's certificate: refused in the handshake, said so.
+  const std::string other_ca = dir_ + "/other-ca.pem";
+  std::ofstream(other_ca) << crypto::testing::self_signed_loopback_certificate("other").cert_pem;
+  const CtlRun wrong = ctl(*cluster_, 1, {"cluster", "status", "--ca-file", other_ca});
+  EXPECT_EQ(wrong.exit_code, app::kCtlTlsFailed) << describe(wrong);
+  EXPECT_TRUE(wrong.err.starts_with("herald ctl: tls: ")) << wrong.err;
+  EXPECT_NE(wrong.err.find("certificate verify failed"), std::string::npos) << wrong.err;
+  EXPECT_NE(wrong.err.find(other_ca), std::string::npos) << "names the CA file: " << wrong.err;
+  EXPECT_EQ(wrong.out, "");
+  // Without a CA file, https:// trusts the system's CAs, which do not know the test's.
+  const std::string url = fmt::format("https://127.0.0.1:{}", port());
+  const CtlRun system = ctl_argv(*cluster_, {herald_binary(), "ctl", "--token", kAdminToken,
+                                             "--node", url, "cluster", "status"});
+  EXPECT_EQ(system.exit_code, app::kCtlTlsFailed) << describe(system);
+  EXPECT_NE(system.err.find("a CA the system trusts"), std::string::npos) << system.err;
+  const CtlRun empty = ctl(*cluster_, 1, {"cluster", "status", "--ca-file="});
+  EXPECT_EQ(empty.exit_code, app::kCtlUsage) << "an empty --ca-file is a mistake, not a default";
+  // A CA file that does not exist is a TLS failure too, named.
+  const CtlRun missing =
+      ctl(*cluster_, 1, {"cluster", "status", "--ca-file", dir_ + "/no-such-ca.pem"});
+  EXPECT_EQ(missing.exit_code, app::kCtlTlsFailed) << describe(missing);
+  EXPECT_NE(missing.err.find("no-such-ca.pem"), std::string::npos) << missing.err;
+  // Plain HTTP to the TLS port gets no answer it can read, and says so at once.
+  const auto started = std::chrono::steady_clock::now();
+  const CtlRun plain =
+      ctl_argv(*cluster_, {herald_binary(), "ctl", "--token", kAdminToken, "--node",
+                           fmt::format("http://127.0.0.1:{}", port()), "cluster", "status"});
+  EXPECT_EQ(plain.exit_code, app::kCtlUnreachable) << describe(plain);
+  EXPECT_LT(elapsed_ms(started), kRefusalBoundMs);
+  // --ca-file with an http:// node is a contradiction on the command line.
+  const CtlRun contradiction = ctl(
+      *cluster_, 1, {"cluster", "status", "--node", fmt::format("http://127.0.0.1:{}", port())});
+  EXPECT_EQ(contradiction.exit_code, app::kCtlUsage) << describe(contradiction);
   EXPECT_EQ(must(admin_->request("GET", "/v1/health"), "health").status, 200U);
 }
 

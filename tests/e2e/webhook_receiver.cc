@@ -3,8 +3,12 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,25 +34,101 @@ std::string trim(std::string_view s) {
   return std::string(s);
 }
 
-// Reads into `buffer` until `done(buffer)` or the peer closes or the read times out.
-bool read_until(int fd, std::string& buffer, const std::function<bool(const std::string&)>& done) {
-  char chunk[4096];
-  while (!done(buffer)) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, kReceiverReadTimeoutMs) <= 0) return false;
-    const ssize_t n = ::read(fd, chunk, sizeof(chunk));
-    if (n <= 0) return false;
-    buffer.append(chunk, static_cast<std::size_t>(n));
-    if (buffer.size() > kMaxReceiverBodyBytes) return false;
+// An SSL_CTX serving `tls`'s certificate and key, TLS 1.2 or later.
+Result<std::shared_ptr<SSL_CTX>> server_context(const ReceiverTls& tls) {
+  std::shared_ptr<SSL_CTX> context(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (!context) return Status::io_error("SSL_CTX_new");
+  std::unique_ptr<BIO, decltype(&BIO_free)> cert_bio(
+      BIO_new_mem_buf(tls.cert_pem.data(), static_cast<int>(tls.cert_pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> key_bio(
+      BIO_new_mem_buf(tls.key_pem.data(), static_cast<int>(tls.key_pem.size())), BIO_free);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      cert_bio ? PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr) : nullptr, X509_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr) : nullptr,
+      EVP_PKEY_free);
+  if (!cert || !key || SSL_CTX_set_min_proto_version(context.get(), TLS1_2_VERSION) != 1 ||
+      SSL_CTX_use_certificate(context.get(), cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(context.get(), key.get()) != 1 ||
+      SSL_CTX_check_private_key(context.get()) != 1) {
+    return Status::invalid_argument("the receiver's certificate or key does not load");
   }
-  return true;
+  return context;
 }
 
 }  // namespace
 
-Result<std::unique_ptr<WebhookReceiver>> WebhookReceiver::start(Decide decide) {
+// One accepted connection, in plaintext or over TLS (blocking I/O; reads bounded by
+// kReceiverReadTimeoutMs each).
+class WebhookReceiver::Connection {
+ public:
+  explicit Connection(int fd) : fd_(fd) {}
+  ~Connection() {
+    if (ssl_ != nullptr) {
+      SSL_shutdown(ssl_);
+      SSL_free(ssl_);
+    }
+    ::close(fd_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // The server side of the TLS handshake; false when the client gave up or it timed out.
+  bool accept_tls(SSL_CTX* context) {
+    constexpr long kMsPerS = 1000;
+    constexpr long kUsPerMs = 1000;
+    const timeval timeout{kReceiverReadTimeoutMs / kMsPerS,
+                          (kReceiverReadTimeoutMs % kMsPerS) * kUsPerMs};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    ssl_ = SSL_new(context);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1 || SSL_accept(ssl_) != 1) {
+      ERR_clear_error();
+      if (ssl_ != nullptr) SSL_free(ssl_);
+      ssl_ = nullptr;
+      return false;
+    }
+    return true;
+  }
+
+  // Reads into `buffer` until `done(buffer)` or the peer closes or a read times out.
+  bool read_until(std::string& buffer, const std::function<bool(const std::string&)>& done) {
+    char chunk[4096];
+    while (!done(buffer)) {
+      if (ssl_ == nullptr || SSL_pending(ssl_) == 0) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, kReceiverReadTimeoutMs) <= 0) return false;
+      }
+      const ssize_t n = ssl_ != nullptr ? SSL_read(ssl_, chunk, sizeof(chunk))
+                                        : ::read(fd_, chunk, sizeof(chunk));
+      if (n <= 0) return false;
+      buffer.append(chunk, static_cast<std::size_t>(n));
+      if (buffer.size() > kMaxReceiverBodyBytes) return false;
+    }
+    return true;
+  }
+
+  void write_all(const std::string& bytes) {
+    if (ssl_ != nullptr) {
+      (void)SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size()));
+    } else {
+      (void)::write(fd_, bytes.data(), bytes.size());
+      ::shutdown(fd_, SHUT_WR);
+    }
+  }
+
+ private:
+  int fd_;
+  SSL* ssl_ = nullptr;
+};
+
+Result<std::unique_ptr<WebhookReceiver>> WebhookReceiver::start(Decide decide,
+                                                                std::optional<ReceiverTls> tls) {
   std::unique_ptr<WebhookReceiver> r(new WebhookReceiver());
   r->decide_ = std::move(decide);
+  if (tls.has_value()) {
+    HERALD_ASSIGN_OR_RETURN(r->tls_, server_context(*tls));
+  }
   r->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (r->listen_fd_ < 0) return Status::io_error("socket");
   sockaddr_in addr{};
@@ -99,6 +179,11 @@ std::size_t WebhookReceiver::hung() const {
   return hung_;
 }
 
+std::size_t WebhookReceiver::tls_failures() const {
+  std::lock_guard lock(mu_);
+  return tls_failures_;
+}
+
 void WebhookReceiver::accept_loop() {
   while (!stopping_) {
     pollfd p{listen_fd_, POLLIN, 0};
@@ -111,13 +196,20 @@ void WebhookReceiver::accept_loop() {
 }
 
 void WebhookReceiver::serve(int fd) {
-  std::string buffer;
-  const bool head = read_until(
-      fd, buffer, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
-  if (!head) {
-    ::close(fd);
+  Connection connection(fd);
+  if (tls_ && !connection.accept_tls(tls_.get())) {
+    std::lock_guard lock(mu_);
+    ++tls_failures_;
     return;
   }
+  exchange(connection);
+}
+
+void WebhookReceiver::exchange(Connection& connection) {
+  std::string buffer;
+  const bool head = connection.read_until(
+      buffer, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
+  if (!head) return;
   const std::size_t head_end = buffer.find("\r\n\r\n");
   WebhookRequest request;
   std::size_t content_length = 0;
@@ -138,9 +230,8 @@ void WebhookReceiver::serve(int fd) {
     pos = eol + 2;
   }
   const std::size_t body_start = head_end + 4;
-  if (!read_until(fd, buffer,
-                  [&](const std::string& b) { return b.size() >= body_start + content_length; })) {
-    ::close(fd);
+  if (!connection.read_until(
+          buffer, [&](const std::string& b) { return b.size() >= body_start + content_length; })) {
     return;
   }
   request.body = buffer.substr(body_start, content_length);
@@ -152,16 +243,12 @@ void WebhookReceiver::serve(int fd) {
     const std::uint64_t generation = release_generation_;
     released_cv_.wait(lock, [&] { return release_generation_ != generation || stopping_; });
     --hung_;
-    lock.unlock();
-    ::close(fd);
     return;
   }
   lock.unlock();
-  const std::string answer = fmt::format(
-      "HTTP/1.1 {} Webhook Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", request.status);
-  (void)::write(fd, answer.data(), answer.size());
-  ::shutdown(fd, SHUT_WR);
-  ::close(fd);
+  connection.write_all(
+      fmt::format("HTTP/1.1 {} Webhook Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                  request.status));
 }
 
 }  // namespace herald::e2e

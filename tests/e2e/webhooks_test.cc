@@ -2,23 +2,31 @@
 // test runs on loopback (tests/e2e/webhook_receiver.h). The receiver fails, times out and
 // recovers; every event must arrive with a valid signature, its id stable across attempts, and
 // none may be lost when the leader is SIGKILLed with deliveries in flight (repeats of an id are
-// allowed and counted).
+// allowed and counted). A push token the APNs double calls dead reaches the backend as
+// push_token.invalidated. An HTTPS endpoint whose CA the node trusts through [webhooks] ca_file
+// gets signed deliveries; one whose certificate the node does not trust gets none, and its
+// delivery is retried until it is trusted.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "base/clock.h"
 #include "client/admin_client.h"
 #include "client/herald_client.h"
+#include "crypto/test_keys.h"
+#include "tests/e2e/apns_double.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/devices.h"
 #include "tests/e2e/webhook_receiver.h"
@@ -61,9 +69,10 @@ bool signature_valid(const WebhookRequest& r) {
   return r.signature == "v1," + b64 && ts > now_s - kToleranceS && ts < now_s + kToleranceS;
 }
 
-std::string endpoint_body(std::uint16_t port, const std::string& events) {
-  return fmt::format(R"({{"url":"http://127.0.0.1:{}/hooks","events":{},"secret":"{}"}})", port,
-                     events, kSecret);
+std::string endpoint_body(std::uint16_t port, const std::string& events,
+                          std::string_view scheme = "http") {
+  return fmt::format(R"({{"url":"{}://127.0.0.1:{}/hooks","events":{},"secret":"{}"}})", scheme,
+                     port, events, kSecret);
 }
 
 // The message.sent events a receiver saw answered 2xx, by the seq in their body.
@@ -90,6 +99,28 @@ std::unique_ptr<client::HeraldClient> alice_in_group(Cluster& cluster, std::uint
 
 std::string config(std::int64_t timeout_ms = kWebhookTimeoutMs) {
   return fmt::format("[webhooks]\ntimeout_ms = {}\n", timeout_ms);
+}
+
+// The [webhooks] table trusting the CAs in `ca_file` for https endpoints.
+std::string config_trusting(const std::string& ca_file) {
+  return fmt::format("{}ca_file = \"{}\"\n", config(), ca_file);
+}
+
+// Writes `pem` to `name` in the cluster's directory; returns the path.
+std::string ca_file_in(const Cluster& cluster, const std::string& name, const std::string& pem) {
+  std::string path = fmt::format("{}/{}", cluster.root(), name);
+  std::ofstream(path, std::ios::binary) << pem;
+  return path;
+}
+
+// Starts the one node of `cluster` with `toml` and registers `endpoint` as "backend".
+void start_with_endpoint(Cluster& cluster, const std::string& toml, const std::string& endpoint) {
+  must(cluster.set_config(toml), "writing the configuration");
+  must(cluster.start_all(), "starting the node");
+  must(cluster.leader(kStartupTimeoutMs), "a leader");
+  const client::HttpReply put =
+      must(cluster.admin(1).request("PUT", "/v1/admin/webhooks/backend", endpoint), "registering");
+  ASSERT_EQ(put.status, 200U) << put.body;
 }
 
 TEST(Webhooks, EndpointsAreRegisteredListedAndDeletedWithoutShowingTheSecret) {
@@ -281,6 +312,193 @@ TEST(WebhooksFailover, LeaderKillWithDeliveriesInFlightLosesNoEvent) {
   EXPECT_GE(repeated, kFailoverMessages) << "every in-flight delivery ran again";
   std::printf("leader %lu killed with %zu webhook deliveries in flight; %zu repeats by id\n",
               static_cast<unsigned long>(leader), kFailoverMessages, repeated);
+}
+
+// ---- push_token.invalidated from a real push provider ----
+
+constexpr char kTokensGroup[] = "g-tokens";
+// Bound on the pushes to offline devices (due after the socket grace) and their consequences.
+constexpr std::uint32_t kPushWaitMs = 15'000;
+// After the timeline shows a push refused for want of a target, how long the test keeps watching
+// for a webhook event that must not come.
+constexpr std::uint32_t kNoEventWatchMs = 2'000;
+
+// The push_token.invalidated events a receiver answered 2xx, by device id, as their bodies.
+std::map<std::string, json::object> invalidations(const std::vector<WebhookRequest>& requests) {
+  std::map<std::string, json::object> out;
+  for (const auto& r : requests) {
+    if (r.status < 200 || r.status >= 300 || r.event_type != "push_token.invalidated") continue;
+    const json::object body = json::parse(r.body).as_object();
+    out[std::string(body.at("data").at("device_id").as_string())] = body;
+  }
+  return out;
+}
+
+// Bob's phone and carol's phone are offline with APNs tokens the double calls dead, one as
+// Unregistered (410), one as BadDeviceToken (400). The first message's pushes mark both tokens
+// invalid, and each marking reaches the backend once as push_token.invalidated.
+TEST(WebhooksEvents, TokensTheApnsServiceCallsDeadReachTheBackendAsPushTokenInvalidated) {
+  const std::string bob_token(64, 'b');
+  const std::string carol_token(64, 'c');
+  auto receiver = must(WebhookReceiver::start([](const WebhookRequest&) { return 204; }),
+                       "starting the receiver");
+  SystemClock clock;
+  const ApnsDouble apns(clock, "webhooks-apns.p8");
+  apns.mock->answer_token(bob_token, 410, "Unregistered");
+  apns.mock->answer_token(carol_token, 400, "BadDeviceToken");
+  auto cluster = must(Cluster::create(1), "creating the cluster");
+  start_with_endpoint(*cluster, config() + apns.toml(),
+                      endpoint_body(receiver->port(), R"(["push_token.invalidated"])"));
+  const client::AdminClient admin = cluster->admin(1);
+  must(admin.create_user("alice", "Alice"), "creating alice");
+  const DeviceCredentials a_phone = must(provision_device(admin, "alice", "a-phone"), "a-phone");
+  for (const auto& [user, token] : {std::pair{"bob", bob_token}, {"carol", carol_token}}) {
+    must(admin.create_user(user), "creating a recipient");
+    const std::string device = std::string(user).substr(0, 1) + "-phone";
+    must(provision_device(admin, user, device), "a recipient's phone");  // never connected
+    must(admin.set_push_token(user, device, "apns", token), "its push token");
+  }
+  must(admin.create_conversation({"alice", "group", {"bob", "carol"}, kTokensGroup, "tokens"}),
+       "the group");
+  auto alice = must(connect_device(cluster->node(1).client_port, a_phone), "connecting alice");
+  must(alice->send(kTokensGroup, "m1", "are you there?"), "sending");
+
+  ASSERT_TRUE(
+      eventually([&] { return invalidations(receiver->requests()).size() == 2; }, kPushWaitMs))
+      << invalidations(receiver->requests()).size() << " of 2 events; the double saw "
+      << apns.mock->request_count() << " pushes\n"
+      << cluster->log_tail(1);
+  const auto events = invalidations(receiver->requests());
+  const std::map<std::string, std::pair<std::string, std::string>> expected{
+      {"b-phone", {"bob", "push.unregistered"}}, {"c-phone", {"carol", "push.invalid_token"}}};
+  for (const auto& [device, owner_and_detail] : expected) {
+    ASSERT_TRUE(events.contains(device)) << device;
+    const json::object& data = events.at(device).at("data").as_object();
+    EXPECT_EQ(std::string(data.at("user_id").as_string()), owner_and_detail.first);
+    EXPECT_EQ(std::string(data.at("detail").as_string()), owner_and_detail.second);
+    EXPECT_FALSE(data.contains("conversation_id")) << "not an event about a message";
+  }
+  for (const auto& r : receiver->requests()) {
+    EXPECT_TRUE(signature_valid(r)) << r.id;
+    EXPECT_EQ(r.event_type, "push_token.invalidated") << "the endpoint subscribed to nothing else";
+  }
+  std::map<std::string, int> answers;  // by token: what the double answered
+  for (const auto& r : apns.mock->requests()) answers[r.device_token] = r.status;
+  EXPECT_EQ(answers[bob_token], 410);
+  EXPECT_EQ(answers[carol_token], 400);
+
+  // The tokens are marked: the next message is not pushed to them, and no second event comes.
+  must(alice->send(kTokensGroup, "m2", "hello?"), "sending again");
+  ASSERT_TRUE(eventually(
+      [&] {
+        const Result<client::MessageTimeline> t = admin.timeline(kTokensGroup, 2);
+        const client::RecipientTimeline* bob = t.ok() ? t->recipient("bob") : nullptr;
+        if (bob == nullptr) return false;
+        return std::any_of(bob->history.begin(), bob->history.end(),
+                           [](const auto& e) { return e.error_type == "push.no_target"; });
+      },
+      kPushWaitMs))
+      << "message 2's push to bob was not refused for want of a target";
+  std::this_thread::sleep_for(std::chrono::milliseconds(kNoEventWatchMs));
+  std::set<std::string> ids;
+  for (const auto& r : receiver->requests()) ids.insert(r.id);
+  EXPECT_EQ(ids.size(), 2U) << "one event per token marked, none for a push not made";
+}
+
+// ---- HTTPS endpoints ----
+
+// Bound on the node's attempts at an endpoint it does not trust: the first and a retry (the
+// backoff before it is at most 1 s, then 2 s).
+constexpr std::uint32_t kRefusedAttemptsWaitMs = 15'000;
+constexpr std::size_t kHttpsMessages = 3;
+
+// The timeline of message `seq` of kConversation: its one webhook delivery.
+json::object delivery_in_timeline(const client::AdminClient& admin, std::uint64_t seq) {
+  const std::string timeline =
+      must(admin.get(fmt::format("/v1/admin/conversations/{}/messages/{}", kConversation, seq)),
+           "the timeline");
+  const json::value parsed = json::parse(timeline);
+  const json::array& hooks = parsed.at("webhooks").as_array();
+  EXPECT_EQ(hooks.size(), 1U) << timeline;
+  return hooks.empty() ? json::object() : hooks[0].as_object();
+}
+
+// The receiver serves HTTPS with a certificate of its own; the node trusts it through
+// [webhooks] ca_file and delivers every event there, signed.
+TEST(WebhooksTls, AnHttpsEndpointTrustedThroughCaFileGetsSignedDeliveries) {
+  const auto cert = crypto::testing::self_signed_loopback_certificate("herald-e2e-receiver");
+  auto receiver = must(WebhookReceiver::start([](const WebhookRequest&) { return 200; },
+                                              ReceiverTls{cert.cert_pem, cert.key_pem}),
+                       "starting the HTTPS receiver");
+  auto cluster = must(Cluster::create(1), "creating the cluster");
+  const std::string ca = ca_file_in(*cluster, "receiver-ca.pem", cert.cert_pem);
+  start_with_endpoint(*cluster, config_trusting(ca),
+                      endpoint_body(receiver->port(), R"(["message.sent"])", "https"));
+  auto alice = alice_in_group(*cluster, 1);
+  for (std::size_t i = 1; i <= kHttpsMessages; ++i) {
+    must(alice->send(kConversation, fmt::format("m{}", i), fmt::format("hello {}", i)), "send");
+  }
+  ASSERT_TRUE(
+      eventually([&] { return delivered_sends(receiver->requests()).size() == kHttpsMessages; },
+                 kArrivalTimeoutMs))
+      << delivered_sends(receiver->requests()).size() << " of " << kHttpsMessages << "; "
+      << receiver->tls_failures() << " handshakes refused\n"
+      << cluster->log_tail(1);
+  for (const auto& r : receiver->requests()) {
+    EXPECT_TRUE(signature_valid(r)) << r.id << " " << r.signature;
+  }
+  EXPECT_EQ(receiver->requests().size(), kHttpsMessages) << "each delivered at its first attempt";
+  EXPECT_EQ(receiver->tls_failures(), 0U);
+  const json::object hook = delivery_in_timeline(cluster->admin(1), 1);
+  EXPECT_EQ(hook.at("status"), "completed");
+}
+
+// The node trusts another CA than the one that made the receiver's certificate: it refuses the
+// certificate in the handshake, sends nothing, and retries; once it is restarted trusting the
+// receiver's CA, the same event (same id) is delivered.
+TEST(WebhooksTls, AnEndpointWithAnUntrustedCertificateIsRetriedNeverDeliveredInsecurely) {
+  const auto cert = crypto::testing::self_signed_loopback_certificate("herald-e2e-receiver");
+  const auto other = crypto::testing::self_signed_loopback_certificate("herald-e2e-other-ca");
+  auto receiver = must(WebhookReceiver::start([](const WebhookRequest&) { return 200; },
+                                              ReceiverTls{cert.cert_pem, cert.key_pem}),
+                       "starting the HTTPS receiver");
+  auto cluster = must(Cluster::create(1), "creating the cluster");
+  const std::string wrong_ca = ca_file_in(*cluster, "other-ca.pem", other.cert_pem);
+  const std::string right_ca = ca_file_in(*cluster, "receiver-ca.pem", cert.cert_pem);
+  start_with_endpoint(*cluster, config_trusting(wrong_ca),
+                      endpoint_body(receiver->port(), R"(["message.sent"])", "https"));
+  auto alice = alice_in_group(*cluster, 1);
+  must(alice->send(kConversation, "m1", "hello"), "send");
+
+  ASSERT_TRUE(eventually([&] { return receiver->tls_failures() >= 2; }, kRefusedAttemptsWaitMs))
+      << receiver->tls_failures() << " handshakes refused\n"
+      << cluster->log_tail(1);
+  EXPECT_TRUE(receiver->requests().empty()) << "a request reached an endpoint not trusted";
+  const client::AdminClient admin = cluster->admin(1);
+  ASSERT_TRUE(eventually(
+      [&] { return delivery_in_timeline(admin, 1).at("attempts").as_array().size() >= 2; },
+      kRefusedAttemptsWaitMs));
+  const json::object hook = delivery_in_timeline(admin, 1);
+  EXPECT_EQ(hook.at("status"), "running") << "still retried";
+  for (const json::value& attempt : hook.at("attempts").as_array()) {
+    EXPECT_EQ(attempt.at("error_type"), "webhook.transfer_error") << json::serialize(attempt);
+    EXPECT_NE(json::serialize(attempt).find("certificate"), std::string::npos)
+        << "the attempt says why: " << json::serialize(attempt);
+  }
+
+  // Trusted from the next start on: the pending delivery goes through, under its event's id.
+  cluster->kill(1);
+  must(cluster->set_config(config_trusting(right_ca)), "trusting the receiver's CA");
+  must(cluster->start(1), "restarting the node");
+  must(cluster->leader(kStartupTimeoutMs), "a leader again");
+  ASSERT_TRUE(eventually([&] { return delivered_sends(receiver->requests()).size() == 1; },
+                         kArrivalTimeoutMs))
+      << cluster->log_tail(1);
+  const WebhookRequest delivered = receiver->requests().front();
+  EXPECT_TRUE(signature_valid(delivered));
+  EXPECT_EQ(json::parse(delivered.body).at("data").at("seq").as_int64(), 1);
+  EXPECT_EQ(std::string(hook.at("event_id").as_string()), delivered.id)
+      << "the event retried is the one delivered";
 }
 
 }  // namespace
