@@ -3,7 +3,7 @@
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
 //                [--join]
-//   herald sim --scenario raft|workflow|messaging --seeds N [--seed S]
+//   herald sim --scenario raft|workflow|messaging --seeds N [--seed S] [--raft-log segments]
 //   herald --version
 //   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
 // See docs/operations.md.
@@ -23,9 +23,10 @@
 namespace {
 
 int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, bool has_seed,
-                    bool verbose) {
+                    bool verbose, const std::string& raft_log) {
   herald::sim::SimOptions options;
   options.scenario = scenario;
+  options.raft_log = raft_log;
   options.seeds = seeds;
   if (has_seed) {
     options.seed = seed;
@@ -104,11 +105,14 @@ int main(int argc, char** argv) {
   sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
   sim->add_flag("--verbose", verbose, "Print a trace of the run");
+  std::string sim_raft_log = "rocksdb";
+  sim->add_option("--raft-log", sim_raft_log,
+                  "Where replicas keep their raft log: rocksdb (default) or segments");
 
   CLI11_PARSE(app, argc, argv);
 
   if (*sim) {
-    return run_sim_command(scenario, seeds, seed, seed_option->count() > 0, verbose);
+    return run_sim_command(scenario, seeds, seed, seed_option->count() > 0, verbose, sim_raft_log);
   }
   // With no subcommand, `herald` serves with the defaults (a single node).
   return herald::app::run_serve(serve_flags);

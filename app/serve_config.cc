@@ -96,6 +96,19 @@ Status read_rate(const toml::table& devices, const char* key, double& out) {
   return Status::ok_status();
 }
 
+Status load_storage(const toml::table& table, bool& segment_log) {
+  const toml::table* storage = table["storage"].as_table();
+  if (storage == nullptr) return Status::ok_status();
+  std::string raft_log = segment_log ? "segments" : "rocksdb";
+  HERALD_RETURN_IF_ERROR(read_value(*storage, "raft_log", raft_log));
+  if (raft_log != "rocksdb" && raft_log != "segments") {
+    return Status::invalid_argument(
+        fmt::format("storage.raft_log must be \"rocksdb\" or \"segments\" (got \"{}\")", raft_log));
+  }
+  segment_log = raft_log == "segments";
+  return Status::ok_status();
+}
+
 Status load_device_limits(const toml::table& table, server::GatewayLimits& limits) {
   const toml::table* devices = table["devices"].as_table();
   if (devices == nullptr) return Status::ok_status();
@@ -692,6 +705,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
     }
     config.max_connections = static_cast<std::size_t>(*n);
   }
+  HERALD_RETURN_IF_ERROR(load_storage(table, config.segment_log));
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   HERALD_RETURN_IF_ERROR(load_apns(table, config.apns));
   HERALD_RETURN_IF_ERROR(load_fcm(table, config.fcm));

@@ -20,6 +20,8 @@
 //   join = false                   # true: a new node joining a running cluster
 //   min_free_mb = 1024             # free-space floor of the data disk (docs/operations.md)
 //   max_connections = 100000       # open client connections (HTTP and WebSocket) at most
+//   [storage]
+//   raft_log = "rocksdb"           # or "segments": the raft log in segment files (data/raftlog)
 //   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
 //   requests_per_s = 100           # per device, after auth; 0: unlimited
 //   request_burst = 400
@@ -214,6 +216,9 @@ struct ServeConfig {
   // Below this much free space on the data disk (MiB), the cluster refuses new content.
   std::uint64_t min_free_mb = kDefaultMinFreeMb;
   std::size_t max_connections = kDefaultMaxConnections;  // 1..kMaxMaxConnections
+  // [storage] raft_log: true for "segments" (the raft log in segment files under
+  // <data>/raftlog, docs/storage-format.md), false for "rocksdb" (the log in the engine).
+  bool segment_log = false;
   server::GatewayLimits device_limits;
   ApnsSettings apns;
   FcmSettings fcm;

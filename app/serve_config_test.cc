@@ -135,6 +135,19 @@ TEST(ServeConfigTest, TheFreeSpaceFloorLoadsAndBadValuesAreRefused) {
   EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
 }
 
+TEST(ServeConfigTest, TheRaftLogKindLoadsAndUnknownKindsAreRefused) {
+  ServeConfig config;
+  EXPECT_FALSE(config.segment_log);
+  ASSERT_TRUE(load_text("[storage]\nraft_log = \"segments\"\n", config).ok());
+  EXPECT_TRUE(config.segment_log);
+  ASSERT_TRUE(load_text("[storage]\nraft_log = \"rocksdb\"\n", config).ok());
+  EXPECT_FALSE(config.segment_log);
+  ServeConfig bad;
+  const Status s = load_text("[storage]\nraft_log = \"files\"\n", bad);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("raft_log"), std::string::npos) << s.message();
+}
+
 TEST(ServeConfigTest, TheConnectionLimitLoadsAndBadValuesAreRefused) {
   ServeConfig config;
   EXPECT_EQ(config.max_connections, kDefaultMaxConnections);

@@ -11,6 +11,7 @@
 #   THREADS   wrk threads (default 2)
 #   SYSTEMS   which systems to run, in order (default "etcd herald")
 #   HERALD_BIN  Herald binary (default build/herald)
+#   HERALD_RAFT_LOG  Herald's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP   parent of the scratch directory holding data and logs (default $TMPDIR or /tmp)
 #
 # Output: a table of system, connections, writes/s, p50 ms, p99 ms, and Herald/etcd ratios.
@@ -206,10 +207,15 @@ start_herald_cluster() {
   local i peers secret="$WORK_DIR/cluster-secret"
   peers="$(herald_peers)"
   (umask 077 && head -c 32 /dev/urandom | base64 >"$secret")
+  local config_args=()
+  if [[ -n "${HERALD_RAFT_LOG:-}" ]]; then
+    printf '[storage]\nraft_log = "%s"\n' "$HERALD_RAFT_LOG" >"$WORK_DIR/herald.toml"
+    config_args=(--config "$WORK_DIR/herald.toml")
+  fi
   for i in 0 1 2; do
     local id=$((i + 1))
     mkdir -p "$WORK_DIR/herald-$id"
-    "$HERALD_BIN" serve --id "$id" --data "$WORK_DIR/herald-$id" \
+    "$HERALD_BIN" serve --id "$id" --data "$WORK_DIR/herald-$id" "${config_args[@]}" \
       --client "$HOST:${HERALD_CLIENT_PORTS[i]}" --peer "$HOST:${HERALD_PEER_PORTS[i]}" \
       --peers "$peers" --cluster-secret-file "$secret" >"$WORK_DIR/herald-$id.log" 2>&1 &
     PIDS+=("$!")

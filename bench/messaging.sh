@@ -21,6 +21,7 @@
 #   GROUP_SENDERS  group mode: members that send (default 1)
 #   ELECTION_TICKS passed to `herald serve --election-ticks` when set (default: Herald's own)
 #   HERALD_BIN, LOADGEN_BIN   binaries (default build/herald, build/herald_loadgen)
+#   HERALD_RAFT_LOG  Herald's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP      parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS      directory to copy the server and load generator logs to (default: none)
 #
@@ -147,6 +148,9 @@ start_herald() {
   require_free_ports "${HERALD_CLIENT_PORTS[@]:0:nodes}" "${HERALD_PEER_PORTS[@]:0:nodes}"
   printf '[devices]\nrequests_per_s = 0\nauths_per_s_per_address = 0\nmax_connections_per_address = 0\n' \
     >"$dir/herald.toml"
+  if [[ -n "${HERALD_RAFT_LOG:-}" ]]; then
+    printf '[storage]\nraft_log = "%s"\n' "$HERALD_RAFT_LOG" >>"$dir/herald.toml"
+  fi
   if ((nodes > 1)); then
     for ((i = 0; i < nodes; i++)); do
       peers+="${peers:+,}$((i + 1))=$HOST:${HERALD_PEER_PORTS[i]}"

@@ -11,6 +11,8 @@
 #include "base/log.h"
 #include "rsm/rebuild.h"
 #include "rsm/session.h"
+#include "storage/log_store.h"
+#include "storage/segment_log.h"
 
 namespace herald::rsm {
 
@@ -209,12 +211,14 @@ Status Node::init() {
   HERALD_ASSIGN_OR_RETURN(const bool brand_new, bootstrap_if_empty());
   HERALD_RETURN_IF_ERROR(check_state_format(*engine_));
   HERALD_ASSIGN_OR_RETURN(const rsmpb::AppliedState applied, read_applied_state(*engine_));
-  HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
+  HERALD_RETURN_IF_ERROR(open_log());
   applied_ = applied.index();
   applied_term_ = applied.term();
   conf_state_ = applied.conf_state();
   wall_ms_floor_ = applied.wall_ms_floor();
   disk_alarms_ = {applied.disk_alarms().begin(), applied.disk_alarms().end()};
+  HERALD_RETURN_IF_ERROR(reconcile_log());
+  compacted_upto_ = log_->truncated_index();
   log_->set_conf_state(conf_state_);
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
@@ -265,6 +269,125 @@ Status Node::init() {
   spdlog::info("replica {} open: applied {} term {}, log [{}, {}]", config_.id, applied_,
                applied_term_, log_->first_index(), log_->last_index());
   return Status::ok_status();
+}
+
+Status Node::open_log() {
+  if (config_.log_fs == nullptr) {
+    HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
+    return Status::ok_status();
+  }
+  storage::SegmentLogOptions options;
+  if (config_.log_segment_bytes != 0) {
+    options.segment_bytes = config_.log_segment_bytes;
+  }
+  HERALD_ASSIGN_OR_RETURN(auto segments, storage::SegmentLog::open(config_.log_fs, options));
+  const storage::SegmentLogRecovery& recovery = segments->recovery();
+  if (recovery.torn_bytes_zeroed > 0) {
+    spdlog::warn("replica {}: the raft log ended in a torn batch ({}); {} bytes cleared",
+                 config_.id, recovery.torn_reason, recovery.torn_bytes_zeroed);
+  }
+  if (recovery.segments == 0) {
+    HERALD_RETURN_IF_ERROR(adopt_engine_log(*segments));
+  }
+  log_ = std::move(segments);
+  return Status::ok_status();
+}
+
+// A brand-new segment log beside an engine that holds a log (a data directory written with the
+// log in the engine, or restored from a backup, which writes its snapshot point there): the
+// engine's log moves into the segment log, synced, and only then leaves the engine. A crash in
+// between leaves both; the segment log, no longer brand new, wins from then on.
+Status Node::adopt_engine_log(storage::SegmentLog& segments) {
+  HERALD_ASSIGN_OR_RETURN(const auto stored,
+                          engine_->get(storage::Space::kMeta, storage::kHardStateKey));
+  if (!stored) {
+    return Status::ok_status();
+  }
+  HERALD_ASSIGN_OR_RETURN(const auto old, storage::LogStore::open(engine_, kAdoptChunkBytes));
+  std::optional<raftpb::SnapshotMetadata> start;
+  if (old->truncated_index() > 0) {
+    start.emplace();
+    start->set_index(old->truncated_index());
+    start->set_term(old->truncated_term());
+  }
+  raft::Index next = old->first_index();
+  while (next <= old->last_index()) {
+    HERALD_ASSIGN_OR_RETURN(auto chunk,
+                            old->entries(next, old->last_index() + 1, kAdoptChunkBytes));
+    next += chunk.size();
+    HERALD_RETURN_IF_ERROR(segments.save(std::nullopt, start, chunk, /*sync=*/false));
+    start.reset();
+  }
+  HERALD_RETURN_IF_ERROR(segments.save(old->hard_state(), start, {}, /*sync=*/true));
+  storage::WriteBatch drop;
+  drop.delete_range(storage::Space::kLog, "", kStateSpaceEnd);
+  drop.del(storage::Space::kMeta, storage::kHardStateKey);
+  drop.del(storage::Space::kMeta, storage::kTruncatedKey);
+  HERALD_RETURN_IF_ERROR(engine_->write(drop, /*sync=*/true));
+  spdlog::info("replica {}: moved the raft log [{}, {}] from the engine into segment files",
+               config_.id, old->first_index(), old->last_index());
+  return Status::ok_status();
+}
+
+// The applied state (in the engine) and the log agree after any crash when both live in the
+// engine; with the log in segment files, a crash may keep the latest writes of one store and not
+// the other's. Three cases, each made durable before the core sees the log:
+//  - applied beyond the compaction point and either beyond the log's last index or on an entry of
+//    another term: a snapshot was installed (the state space is written, synced, before the log's
+//    snapshot record) and the log's record was lost. The state is the snapshot: the log restarts
+//    empty after (applied index, applied term), as the lost record would have made it.
+//  - commit below the applied index: the apply write outlived the log's (unsynced) hard state of
+//    that round. Applied entries were committed, so commit rises to the applied index.
+//  - applied below the compaction point: the log dropped entries the state never applied, which
+//    no order of writes allows (compaction syncs the state first): kCorruption.
+// A hard state term below the applied term (a log that lost everything) rises to it, without a
+// vote; a higher term with no vote is always safe to adopt.
+Status Node::reconcile_log() {
+  const raft::Index truncated = log_->truncated_index();
+  if (applied_ < truncated) {
+    return Status::corruption(fmt::format(
+        "the raft log is compacted to index {} beyond the applied index {}", truncated, applied_));
+  }
+  bool lost_snapshot = false;
+  if (applied_ > truncated) {
+    if (applied_ > log_->last_index()) {
+      lost_snapshot = true;
+    } else {
+      HERALD_ASSIGN_OR_RETURN(const raft::Term term, log_->term(applied_));
+      lost_snapshot = term != applied_term_;
+    }
+  }
+  raftpb::HardState hs = log_->hard_state();
+  const bool raise_commit = hs.commit() < applied_;
+  const bool raise_term = hs.term() < applied_term_;
+  if (!lost_snapshot && !raise_commit && !raise_term) {
+    return Status::ok_status();
+  }
+  hs.set_commit(std::max<std::uint64_t>(hs.commit(), applied_));
+  if (raise_term) {
+    hs.set_term(applied_term_);
+    hs.set_vote(raft::kNoNode);
+  }
+  std::optional<raftpb::SnapshotMetadata> snapshot;
+  if (lost_snapshot) {
+    spdlog::warn(
+        "replica {}: its state is at index {} term {} but its log is [{}, {}]: a snapshot was "
+        "installed and the log's record of it was lost; the log restarts after index {}",
+        config_.id, applied_, applied_term_, log_->first_index(), log_->last_index(), applied_);
+    snapshot.emplace();
+    snapshot->set_index(applied_);
+    snapshot->set_term(applied_term_);
+    *snapshot->mutable_conf_state() = conf_state_;
+  }
+  return log_->save(hs, snapshot, {}, /*sync=*/true);
+}
+
+Status Node::sync_state() {
+  storage::WriteBatch batch;
+  batch.put(
+      storage::Space::kState, kAppliedStateKey,
+      encode_applied_state(applied_, applied_term_, conf_state_, wall_ms_floor_, disk_alarms_));
+  return engine_->write(batch, /*sync=*/true);
 }
 
 void Node::tick() {
@@ -728,13 +851,16 @@ Status Node::persist(const raft::Ready& rd) {
   if (!rd.hard_state && !rd.snapshot && rd.entries.empty()) {
     return Status::ok_status();
   }
-  storage::WriteBatch install;
   if (rd.snapshot) {
+    // The state space first, synced, then the log's snapshot record: a crash between the two
+    // leaves a state ahead of the log, which reconcile_log() completes on the next open. The
+    // reverse order could leave a log that skips entries the state never applied.
+    storage::WriteBatch install;
     HERALD_RETURN_IF_ERROR(build_install_batch(*rd.snapshot, install));
+    HERALD_RETURN_IF_ERROR(engine_->write(install, /*sync=*/true));
   }
   const std::int64_t start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
-  HERALD_RETURN_IF_ERROR(log_->save(rd.hard_state, rd.snapshot, rd.entries, rd.must_sync,
-                                    rd.snapshot ? &install : nullptr));
+  HERALD_RETURN_IF_ERROR(log_->save(rd.hard_state, rd.snapshot, rd.entries, rd.must_sync));
   if (rd.must_sync) {
     ++stats_.log_syncs;
     stats_.last_log_sync_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
@@ -1001,13 +1127,24 @@ void Node::expire_requests() {
 }
 
 void Node::maybe_compact() {
-  const raft::Index first = log_->first_index();
+  // The segment log drops whole segments only, so its first index may stay below what was asked:
+  // the threshold counts from the last compaction asked for, not from the first index.
+  const raft::Index first = std::max(log_->first_index(), compacted_upto_ + 1);
   if (applied_ < first || applied_ - first + 1 < config_.compaction_threshold_entries ||
       applied_ <= config_.log_tail_entries) {
     return;
   }
   const raft::Index upto = applied_ - config_.log_tail_entries;
-  const Status s = log_->compact(upto);
+  compacted_upto_ = upto;
+  Status s = Status::ok_status();
+  if (config_.log_fs != nullptr) {
+    // The state space's apply writes are not synced, and the log is another store: the state must
+    // be durable up to `upto` before the log drops entries a crash would need to replay.
+    s = sync_state();
+  }
+  if (s.ok()) {
+    s = log_->compact(upto);
+  }
   if (!s.ok()) {
     spdlog::warn("replica {}: log compaction to {} failed: {}", config_.id, upto, s.to_string());
   }

@@ -1,16 +1,20 @@
 // rsm::Node: one replica of Herald's replicated state machine.
 //
 // It drives the raft core (raft/raw_node.h) through the caller's protocol: persist (group commit:
-// one LogStore::save, one fsync, for everything that arrived since the last round), then send,
+// one RaftLog::save, one fsync, for everything that arrived since the last round), then send,
 // then apply (batched: one engine write per round), then advance. A leader whose term and vote
 // are already durable sends before persisting (Raft thesis §10.2.1; see handle_ready()). It answers
 // proposals when it applies them, serves linearizable read barriers through ReadIndex, streams
 // snapshots to lagging followers in bounded chunks, installs snapshots it receives, and compacts
 // the log.
 //
-// It does no I/O of its own beyond its borrowed Engine and Transport, reads no clock (the caller
-// stamps Command::wall_ms and calls tick() at a fixed period) and uses no threads, so the same
-// code runs under `herald serve` and inside the deterministic simulator.
+// Its raft log is a storage::LogStore on the engine, or a storage::SegmentLog on a LogFs of its
+// own (NodeConfig::log_fs): two stores that a crash may leave at different points, which init()
+// reconciles (docs/storage-format.md, "Where the raft log lives").
+//
+// It does no I/O of its own beyond its borrowed Engine, LogFs and Transport, reads no clock (the
+// caller stamps Command::wall_ms and calls tick() at a fixed period) and uses no threads, so the
+// same code runs under `herald serve` and inside the deterministic simulator.
 //
 // Thread-safety: none; one thread calls every method. Callbacks run on that thread, inside
 // process() or tick(), exactly once each.
@@ -39,7 +43,9 @@
 #include "rsm/transport.h"
 #include "storage/disk_space.h"
 #include "storage/engine.h"
-#include "storage/log_store.h"
+#include "storage/log_fs.h"
+#include "storage/raft_log.h"
+#include "storage/segment_log.h"
 
 namespace herald::rsm {
 
@@ -72,6 +78,9 @@ inline constexpr std::uint64_t kDiskAlarmClearMarginPercent = 10;
 // ends its recovery on the majority's reports after this many ticks (docs/raft.md, "Recovering
 // after a restart": safe only with high probability).
 inline constexpr int kRecoveryFallbackTicks = 20 * raft::kDefaultElectionTicks;
+// A log moved from the engine into a new segment log (Node::adopt_engine_log) is read and
+// written in batches of at most this many bytes of entries: 4 MiB.
+inline constexpr std::uint64_t kAdoptChunkBytes = std::uint64_t{4} << 20U;
 
 // The message of every refusal for a standing disk alarm starts with this, so that the API layers
 // can tell it from other bounds (it maps to `resource_exhausted` on the WebSocket and to 507).
@@ -130,6 +139,10 @@ struct NodeConfig {
   // Ticks after which recovery may end on a majority's reports (kRecoveryFallbackTicks); 0: only
   // on every voter's.
   int recovery_fallback_ticks = kRecoveryFallbackTicks;
+  // Where the raft log lives. nullptr: in the engine (storage::LogStore). Otherwise (borrowed) a
+  // storage::SegmentLog on this LogFs, with segments of log_segment_bytes.
+  storage::LogFs* log_fs = nullptr;
+  std::uint64_t log_segment_bytes = 0;  // 0: storage::kSegmentBytes
 };
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
@@ -267,6 +280,12 @@ class Node {
   Node(const NodeConfig& config, storage::Engine* engine, Transport* transport,
        StateMachine* state_machine);
   [[nodiscard]] Status init();
+  [[nodiscard]] Status open_log();
+  [[nodiscard]] Status adopt_engine_log(storage::SegmentLog& segments);
+  // Brings the log in line with the applied state read from the engine (see the .cc).
+  [[nodiscard]] Status reconcile_log();
+  // Makes every state space write so far durable (one synced write of the applied state).
+  [[nodiscard]] Status sync_state();
   // Checks a MSG_PROP from peer `from` as the leader checks its own proposals: normal entries
   // only, each a decodable command of `from`'s own session (origin, incarnation, request id > 0).
   [[nodiscard]] static Status validate_forwarded(raft::NodeId from, const raftpb::Message& message);
@@ -325,12 +344,14 @@ class Node {
   storage::Engine* engine_;
   Transport* transport_;
   StateMachine* state_machine_;
-  std::unique_ptr<storage::LogStore> log_;
+  std::unique_ptr<storage::RaftLog> log_;
   std::unique_ptr<raft::RawNode> raft_;
   Rng rng_;
 
   raft::Index applied_ = 0;
   raft::Term applied_term_ = 0;
+  // The last index maybe_compact() asked the log to drop (the segment log may keep more).
+  raft::Index compacted_upto_ = 0;
   std::int64_t wall_ms_floor_ = 0;      // AppliedState.wall_ms_floor as of applied_
   std::set<raft::NodeId> disk_alarms_;  // AppliedState.disk_alarms as of applied_
   bool disk_alarm_in_flight_ = false;   // this node's DiskAlarm is proposed and not yet answered

@@ -9,7 +9,10 @@
 #include "base/encoding.h"
 #include "rsm/kv_state_machine.h"
 #include "rsm/rebuild.h"
+#include "storage/log_store.h"
 #include "storage/mem_engine.h"
+#include "storage/mem_log_fs.h"
+#include "storage/segment_log.h"
 
 namespace herald::rsm {
 namespace {
@@ -76,6 +79,7 @@ class WallModule final : public StateMachine {
 struct Replica {
   Replica() { EXPECT_TRUE(sm.add_module("wall", &wall).ok()); }
   storage::MemEngine engine;
+  storage::MemLogFs log_fs;  // the raft log's files, when the test runs on the segment log
   std::unique_ptr<TestNetwork::Endpoint> endpoint;
   KvStateMachine kv;
   WallModule wall;
@@ -83,8 +87,26 @@ struct Replica {
   std::unique_ptr<Node> node;
 };
 
-class NodeTest : public ::testing::Test {
+// Where the replicas under test keep their raft log: every NodeTest runs on both.
+enum class LogKind : std::uint8_t { kEngine, kSegments };
+// Small segments, so that tests roll over to new segments and compaction drops some.
+inline constexpr std::uint64_t kTestSegmentBytes = std::uint64_t{2} << 10U;  // 2 KiB
+
+std::string log_kind_name(const ::testing::TestParamInfo<LogKind>& info) {
+  return info.param == LogKind::kEngine ? "EngineLog" : "SegmentLog";
+}
+
+class NodeTest : public ::testing::TestWithParam<LogKind> {
  protected:
+  // `config` for replica `r`, on the log this test runs on.
+  [[nodiscard]] NodeConfig on_log(NodeConfig config, Replica& r) const {
+    if (GetParam() == LogKind::kSegments) {
+      config.log_fs = &r.log_fs;
+      config.log_segment_bytes = kTestSegmentBytes;
+    }
+    return config;
+  }
+
   void start(int count, NodeConfig base = {}) {
     for (int i = 1; i <= count; ++i) {
       base.initial_voters.push_back(static_cast<raft::NodeId>(i));
@@ -101,10 +123,10 @@ class NodeTest : public ::testing::Test {
   }
 
   void open(raft::NodeId id) {
-    NodeConfig c = config_;
+    Replica& r = replica(id);
+    NodeConfig c = on_log(config_, r);
     c.id = id;
     c.seed = 42;
-    Replica& r = replica(id);
     auto node = Node::open(c, &r.engine, r.endpoint.get(), &r.sm);
     ASSERT_TRUE(node.ok()) << node.status().to_string();
     r.node = std::move(node).value();
@@ -227,7 +249,7 @@ class NodeTest : public ::testing::Test {
   NodeConfig config_;
 };
 
-TEST_F(NodeTest, SingleNodeElectsItselfAndAppliesProposals) {
+TEST_P(NodeTest, SingleNodeElectsItselfAndAppliesProposals) {
   start(1);
   tick_all(30);
   ASSERT_EQ(leader(), 1U);
@@ -237,7 +259,7 @@ TEST_F(NodeTest, SingleNodeElectsItselfAndAppliesProposals) {
   EXPECT_EQ(read(1, "a"), "1");
 }
 
-TEST_F(NodeTest, StatsCountProposalsAppliedEntriesElectionsAndSyncs) {
+TEST_P(NodeTest, StatsCountProposalsAppliedEntriesElectionsAndSyncs) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const NodeStats before = replica(lead).node->stats();
@@ -259,7 +281,7 @@ TEST_F(NodeTest, StatsCountProposalsAppliedEntriesElectionsAndSyncs) {
   EXPECT_EQ(replica(follower).node->stats().proposals, 0U);
 }
 
-TEST_F(NodeTest, ReadBarrierCompletesAfterApply) {
+TEST_P(NodeTest, ReadBarrierCompletesAfterApply) {
   start(1);
   tick_all(30);
   ASSERT_TRUE(put(1, "a", "1").ok());
@@ -270,7 +292,7 @@ TEST_F(NodeTest, ReadBarrierCompletesAfterApply) {
   EXPECT_TRUE(done->ok());
 }
 
-TEST_F(NodeTest, RestartRecoversAppliedStateWithoutReplayingTwice) {
+TEST_P(NodeTest, RestartRecoversAppliedStateWithoutReplayingTwice) {
   start(1);
   tick_all(30);
   for (int i = 0; i < 20; ++i) {
@@ -304,7 +326,7 @@ Status reopen_with_format(Replica& r, const NodeConfig& config,
   return Node::open(c, &r.engine, r.endpoint.get(), &r.sm).status();
 }
 
-TEST_F(NodeTest, AStateSpaceOfAnotherFormatIsRefusedOnOpen) {
+TEST_P(NodeTest, AStateSpaceOfAnotherFormatIsRefusedOnOpen) {
   start(1);
   tick_all(30);
   ASSERT_TRUE(put(1, "a", "1").ok());
@@ -315,20 +337,23 @@ TEST_F(NodeTest, AStateSpaceOfAnotherFormatIsRefusedOnOpen) {
   ASSERT_TRUE(open_record(**stored, stored_payload));
   EXPECT_EQ(get_fixed32_be(stored_payload), kStateFormat);
   // Format 1: written before the format had a record.
-  const Status older = reopen_with_format(replica(1), config_, std::nullopt);
+  const Status older = reopen_with_format(replica(1), on_log(config_, replica(1)), std::nullopt);
   EXPECT_EQ(older.code(), Code::kFailedPrecondition);
   EXPECT_NE(older.message().find("format 1"), std::string::npos) << older.to_string();
   std::string payload;
   put_fixed32_be(payload, kStateFormat + 1);
-  const Status newer = reopen_with_format(replica(1), config_, seal_record(payload));
+  const Status newer =
+      reopen_with_format(replica(1), on_log(config_, replica(1)), seal_record(payload));
   EXPECT_EQ(newer.code(), Code::kFailedPrecondition);
   std::string current;
   put_fixed32_be(current, kStateFormat);
-  EXPECT_TRUE(reopen_with_format(replica(1), config_, seal_record(current)).ok());
-  EXPECT_EQ(reopen_with_format(replica(1), config_, "junk").code(), Code::kCorruption);
+  EXPECT_TRUE(
+      reopen_with_format(replica(1), on_log(config_, replica(1)), seal_record(current)).ok());
+  EXPECT_EQ(reopen_with_format(replica(1), on_log(config_, replica(1)), "junk").code(),
+            Code::kCorruption);
 }
 
-TEST_F(NodeTest, FollowerForwardsProposalAndAnswersWhenItApplies) {
+TEST_P(NodeTest, FollowerForwardsProposalAndAnswersWhenItApplies) {
   start(3);
   tick_all(40);
   const raft::NodeId lead = leader();
@@ -343,7 +368,7 @@ TEST_F(NodeTest, FollowerForwardsProposalAndAnswersWhenItApplies) {
   }
 }
 
-TEST_F(NodeTest, DuplicatedForwardedProposalIsAppliedOnce) {
+TEST_P(NodeTest, DuplicatedForwardedProposalIsAppliedOnce) {
   start(3);
   tick_all(40);
   const raft::NodeId lead = leader();
@@ -360,7 +385,7 @@ TEST_F(NodeTest, DuplicatedForwardedProposalIsAppliedOnce) {
   EXPECT_GT(replica(lead).node->applied_index(), r->revision());
 }
 
-TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
+TEST_P(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
   const auto [lead, lagging] = leave_a_follower_behind(256);
   ASSERT_NE(lead, raft::kNoNode);
   EXPECT_GT(replica(lead).node->log().first_index(), 50U) << "the log was compacted";
@@ -378,7 +403,7 @@ TEST_F(NodeTest, LaggingFollowerCatchesUpFromSnapshotInChunks) {
 
 // A transport that refuses sends at a small bound (backpressure) must only delay a snapshot stream
 // of many more chunks than the bound, not abandon it on every attempt.
-TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
+TEST_P(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
   const auto [lead, lagging] = leave_a_follower_behind(64);
   ASSERT_NE(lead, raft::kNoNode);
   net_.max_queued = 4;  // far fewer than the snapshot's chunks
@@ -391,7 +416,7 @@ TEST_F(NodeTest, SnapshotStreamWaitsOutARefusingTransport) {
 
 // A leader never sends a state record that fails its checksum: its snapshot stream stops and it
 // reports the damage as it reports a damaged log record (its host rebuilds it).
-TEST_F(NodeTest, ALeaderWithADamagedStateRecordNeverStreamsItAndReportsTheDamage) {
+TEST_P(NodeTest, ALeaderWithADamagedStateRecordNeverStreamsItAndReportsTheDamage) {
   const auto [lead, lagging] = leave_a_follower_behind(256);
   ASSERT_NE(lead, raft::kNoNode);
   std::string damaged_key;
@@ -466,7 +491,7 @@ raftpb::Entry command_entry(std::uint64_t origin, std::uint64_t incarnation,
   return e;
 }
 
-TEST_F(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
+TEST_P(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId peer = lead == 1 ? 2 : 1;
@@ -495,7 +520,7 @@ TEST_F(NodeTest, ForgedForwardedProposalsAreRefusedAndNoReplicaStops) {
   EXPECT_EQ(r->code(), 0U);
 }
 
-TEST_F(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
+TEST_P(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId follower = lead == 1 ? 2 : 1;
@@ -522,7 +547,7 @@ TEST_F(NodeTest, PreVoteLostWithinATermDoesNotFailInFlightProposals) {
   EXPECT_EQ(read(follower, "k"), "v");
 }
 
-TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
+TEST_P(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
   const raft::NodeId first = start_three();
   ASSERT_NE(first, raft::kNoNode);
   rsmpb::Command c;
@@ -552,7 +577,7 @@ TEST_F(NodeTest, AppliedTimeNeverGoesBackwardsAcrossLeadersAndRestarts) {
   EXPECT_EQ(replica(second).wall.seen.back(), 6'000);
 }
 
-TEST_F(NodeTest, ALowDiskOnOneNodeRefusesNewContentEverywhereUntilSpaceIsFreed) {
+TEST_P(NodeTest, ALowDiskOnOneNodeRefusesNewContentEverywhereUntilSpaceIsFreed) {
   constexpr std::uint64_t kFloor = 1'000;
   storage::ManualDiskSpace plenty(10 * kFloor);
   storage::ManualDiskSpace low(10 * kFloor);
@@ -607,7 +632,7 @@ TEST_F(NodeTest, ALowDiskOnOneNodeRefusesNewContentEverywhereUntilSpaceIsFreed) 
   EXPECT_EQ(accepted->code(), 0U);
 }
 
-TEST_F(NodeTest, ANodeCannotRaiseTheDiskAlarmOfAnother) {
+TEST_P(NodeTest, ANodeCannotRaiseTheDiskAlarmOfAnother) {
   start(1);
   tick_all(30);
   rsmpb::Command c;
@@ -627,7 +652,7 @@ class RecordingListener final : public NodeListener {
   std::vector<bool> leadership;
 };
 
-TEST_F(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget) {
+TEST_P(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget) {
   ManualClock clock;
   NodeConfig base;
   base.clock = &clock;
@@ -659,7 +684,7 @@ TEST_F(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget
   replica(lead).node->set_listener(nullptr);
 }
 
-TEST_F(NodeTest, ListenerHearsLeadershipAndApplies) {
+TEST_P(NodeTest, ListenerHearsLeadershipAndApplies) {
   start(1);
   RecordingListener listener;
   replica(1).node->set_listener(&listener);
@@ -786,7 +811,10 @@ namespace {
 // A follower whose data failed a checksum is rebuilt empty (rebuild.h) and brought back by the
 // leader: through a snapshot when the leader compacted its log, with nothing lost; until its log
 // is back at its old last index it casts no vote, and afterwards it helps elect as before.
-TEST_F(NodeTest, ADamagedFollowerRebuiltEmptyCatchesUpFromTheLeaderAndVotesAgain) {
+TEST_P(NodeTest, ADamagedFollowerRebuiltEmptyCatchesUpFromTheLeaderAndVotesAgain) {
+  if (GetParam() == LogKind::kSegments) {
+    GTEST_SKIP() << "rebuilding a replica whose log is in segment files is not supported yet";
+  }
   NodeConfig base;
   base.compaction_threshold_entries = 8;
   base.log_tail_entries = 2;
@@ -836,7 +864,10 @@ namespace {
 // The case the vote floor exists for (rebuild.h): entries committed by the leader and one
 // follower; the follower is rebuilt empty while the leader is down and the third replica, which
 // never got them, asks for votes. Granting would elect a leader without committed entries.
-TEST_F(NodeTest, ARebuiltReplicaDoesNotHelpElectALeaderThatLacksWhatItAcknowledged) {
+TEST_P(NodeTest, ARebuiltReplicaDoesNotHelpElectALeaderThatLacksWhatItAcknowledged) {
+  if (GetParam() == LogKind::kSegments) {
+    GTEST_SKIP() << "rebuilding a replica whose log is in segment files is not supported yet";
+  }
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId behind = lead == 1 ? 2 : 1;
@@ -887,7 +918,7 @@ class RecoveryTest : public NodeTest {
   }
 };
 
-TEST_F(RecoveryTest, ABrandNewReplicaNeedsNoRecoveryButARestartedOneDoes) {
+TEST_P(RecoveryTest, ABrandNewReplicaNeedsNoRecoveryButARestartedOneDoes) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId f = lead == 1 ? 2 : 1;
@@ -896,7 +927,7 @@ TEST_F(RecoveryTest, ABrandNewReplicaNeedsNoRecoveryButARestartedOneDoes) {
   EXPECT_TRUE(replica(f).node->recovering());
 }
 
-TEST_F(RecoveryTest, ARestartedReplicaRecoversOnceEveryOtherVoterReported) {
+TEST_P(RecoveryTest, ARestartedReplicaRecoversOnceEveryOtherVoterReported) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   const raft::NodeId f = lead == 1 ? 2 : 1;
@@ -908,7 +939,7 @@ TEST_F(RecoveryTest, ARestartedReplicaRecoversOnceEveryOtherVoterReported) {
   EXPECT_TRUE(put(f, "k", "v").ok());
 }
 
-TEST_F(RecoveryTest, WithAVoterDownRecoveryWaitsForTheMajorityFallback) {
+TEST_P(RecoveryTest, WithAVoterDownRecoveryWaitsForTheMajorityFallback) {
   NodeConfig base;
   base.recovery_fallback_ticks = 100;
   const raft::NodeId lead = start_three(base);
@@ -924,7 +955,7 @@ TEST_F(RecoveryTest, WithAVoterDownRecoveryWaitsForTheMajorityFallback) {
   EXPECT_TRUE(put(lead, "k", "v").ok());  // the leader and f are a majority again
 }
 
-TEST_F(RecoveryTest, WithoutTheFallbackASilentVoterKeepsARestartedReplicaRecovering) {
+TEST_P(RecoveryTest, WithoutTheFallbackASilentVoterKeepsARestartedReplicaRecovering) {
   NodeConfig base;
   base.recovery_fallback_ticks = 0;
   const raft::NodeId lead = start_three(base);
@@ -936,7 +967,7 @@ TEST_F(RecoveryTest, WithoutTheFallbackASilentVoterKeepsARestartedReplicaRecover
   EXPECT_TRUE(replica(f).node->recovering());
 }
 
-TEST_F(RecoveryTest, TrustDiskSkipsRecovery) {
+TEST_P(RecoveryTest, TrustDiskSkipsRecovery) {
   NodeConfig base;
   base.trust_disk = true;
   const raft::NodeId lead = start_three(base);
@@ -946,7 +977,7 @@ TEST_F(RecoveryTest, TrustDiskSkipsRecovery) {
   EXPECT_FALSE(replica(f).node->recovering());
 }
 
-TEST_F(RecoveryTest, TheIncarnationNeverGoesBelowItsFloorNorBackwards) {
+TEST_P(RecoveryTest, TheIncarnationNeverGoesBelowItsFloorNorBackwards) {
   NodeConfig base;
   base.incarnation_floor = 5'000;
   start(1, base);
@@ -974,11 +1005,11 @@ class MembershipTest : public NodeTest {
     auto r = std::make_unique<Replica>();
     r->endpoint = std::make_unique<TestNetwork::Endpoint>(&net_, id);
     replicas_.push_back(std::move(r));
-    NodeConfig c = config_;
+    Replica& joined = replica(id);
+    NodeConfig c = on_log(config_, joined);
     c.id = id;
     c.seed = 42;
     c.join = true;
-    Replica& joined = replica(id);
     auto node = Node::open(c, &joined.engine, joined.endpoint.get(), &joined.sm);
     ASSERT_TRUE(node.ok()) << node.status().to_string();
     joined.node = std::move(node).value();
@@ -993,7 +1024,7 @@ class MembershipTest : public NodeTest {
   }
 };
 
-TEST_F(MembershipTest, AJoiningReplicaIsAddedAsLearnerPromotedAndAnotherVoterRemoved) {
+TEST_P(MembershipTest, AJoiningReplicaIsAddedAsLearnerPromotedAndAnotherVoterRemoved) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   ASSERT_TRUE(put(lead, "before", "1").ok());
@@ -1037,7 +1068,7 @@ TEST_F(MembershipTest, AJoiningReplicaIsAddedAsLearnerPromotedAndAnotherVoterRem
   EXPECT_EQ(read(4, "after"), "2");
 }
 
-TEST_F(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNonLeadersRefuseAll) {
+TEST_P(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNonLeadersRefuseAll) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
   std::optional<Status> first;
@@ -1057,6 +1088,175 @@ TEST_F(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNon
   const raft::NodeId follower = lead == 1 ? 2 : 1;
   EXPECT_EQ(change_at(follower, {MemberOp::kRemove, 4, {}}).code(), Code::kNotLeader);
 }
+
+// A crash loses the unsynced writes of the state space and of the log (each its own store on the
+// segment log) at any point, compactions included: every acknowledged write survives, and the
+// replica reopens on what is left.
+TEST_P(NodeTest, CrashesLosingUnsyncedWritesOfBothStoresKeepEveryAcknowledgedWrite) {
+  NodeConfig base;
+  base.compaction_threshold_entries = 40;
+  base.log_tail_entries = 5;
+  start(1, base);
+  tick_all(30);
+  Rng rng(7);
+  int written = 0;
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 60; ++i, ++written) {
+      ASSERT_TRUE(put(1, "k" + std::to_string(written), std::string(100, 'v')).ok());
+    }
+    replica(1).node.reset();
+    replica(1).engine.crash(rng);
+    replica(1).log_fs.crash(rng);
+    open(1);
+    tick_all(30);
+    ASSERT_EQ(leader(), 1U);
+    for (int i = 0; i < written; ++i) {
+      ASSERT_EQ(read(1, "k" + std::to_string(i)), std::string(100, 'v')) << "key " << i;
+    }
+  }
+  if (GetParam() == LogKind::kSegments) {
+    EXPECT_GT(replica(1).node->log().first_index(), 1U) << "compaction dropped no segment";
+  }
+}
+
+// The snapshot install writes the state space (synced) before the log's snapshot record; a crash
+// between the two leaves a state beyond the log's end. Here the follower's state space is
+// replaced by the leader's (as the install would) and its log is left behind: on open the state
+// counts as the snapshot, the log restarts after it, and the follower catches up from there.
+TEST_P(NodeTest, AStateAheadOfTheLogCountsAsAnInstalledSnapshotWhoseLogRecordWasLost) {
+  const auto [lead, lagging] = leave_a_follower_behind(kSnapshotChunkBytes);
+  ASSERT_NE(lead, raft::kNoNode);
+  Replica& behind = replica(lagging);
+  const raft::Index log_last = behind.node->log().last_index();
+  behind.node.reset();
+  storage::WriteBatch install;
+  install.delete_range(storage::Space::kState, "", kStateSpaceEnd);
+  for (auto it = replica(lead).engine.scan(storage::Space::kState, "", ""); it->valid();
+       it->next()) {
+    install.put(storage::Space::kState, it->key(), it->value());
+  }
+  ASSERT_TRUE(behind.engine.write(install, /*sync=*/true).ok());
+  const raft::Index applied = replica(lead).node->applied_index();
+  ASSERT_GT(applied, log_last);
+
+  open(lagging);
+  const raft::LogStorage& log = replica(lagging).node->log();
+  EXPECT_EQ(replica(lagging).node->applied_index(), applied);
+  EXPECT_EQ(log.first_index(), applied + 1);
+  EXPECT_EQ(log.last_index(), applied);
+  EXPECT_EQ(log.snapshot_metadata().index(), applied);
+  auto term = log.term(applied);
+  ASSERT_TRUE(term.ok()) << term.status().to_string();
+  EXPECT_EQ(*term, replica(lead).node->applied_term());
+  auto initial = log.initial_state();
+  ASSERT_TRUE(initial.ok());
+  EXPECT_GE(initial->hard_state.commit(), applied);
+
+  // Durable: a second open finds the log already in line.
+  replica(lagging).node.reset();
+  open(lagging);
+  EXPECT_EQ(replica(lagging).node->log().first_index(), applied + 1);
+
+  net_.down.erase(lagging);
+  ASSERT_TRUE(put(lead, "after", "install").ok());
+  tick_all(20);
+  for (int i = 0; i < 120; ++i) {
+    EXPECT_EQ(read(lagging, "k" + std::to_string(i)), std::string(20, 'v'));
+  }
+  EXPECT_EQ(read(lagging, "after"), "install");
+}
+
+// A log compacted beyond the applied state cannot be replayed: the open refuses it.
+TEST_P(NodeTest, ALogCompactedBeyondTheAppliedStateIsRefusedOnOpen) {
+  start(1);
+  tick_all(30);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(put(1, "k" + std::to_string(i), "v").ok());
+  }
+  Replica& r = replica(1);
+  const raft::Index applied = r.node->applied_index();
+  r.node.reset();
+  // Roll the applied state back to the bootstrap's, as a lost state space would.
+  storage::WriteBatch rollback;
+  raftpb::ConfState conf;
+  conf.add_voters(1);
+  rsmpb::AppliedState state;
+  *state.mutable_conf_state() = conf;
+  rollback.put(storage::Space::kState, kAppliedStateKey, seal_record(state.SerializeAsString()));
+  ASSERT_TRUE(r.engine.write(rollback, true).ok());
+  // And compact the log past it.
+  {
+    NodeConfig c = on_log(config_, r);
+    std::unique_ptr<storage::RaftLog> log;
+    if (c.log_fs != nullptr) {
+      auto opened = storage::SegmentLog::open(c.log_fs, {.segment_bytes = kTestSegmentBytes});
+      ASSERT_TRUE(opened.ok());
+      log = std::move(opened).value();
+    } else {
+      auto opened = storage::LogStore::open(&r.engine);
+      ASSERT_TRUE(opened.ok());
+      log = std::move(opened).value();
+    }
+    raftpb::SnapshotMetadata meta;
+    meta.set_index(applied);
+    meta.set_term(*log->term(applied));
+    *meta.mutable_conf_state() = conf;
+    ASSERT_TRUE(log->save(std::nullopt, meta, {}, /*sync=*/true).ok());
+  }
+  NodeConfig c = on_log(config_, r);
+  c.id = 1;
+  const Status opened = Node::open(c, &r.engine, r.endpoint.get(), &r.sm).status();
+  EXPECT_EQ(opened.code(), Code::kCorruption) << opened.to_string();
+}
+
+// A replica whose log was in the engine (or restored from a backup, which writes it there)
+// opened with a segment log: the log moves into segment files and leaves the engine.
+TEST_P(NodeTest, AnEngineLogMovesIntoANewSegmentLogOnOpen) {
+  if (GetParam() == LogKind::kSegments) {
+    GTEST_SKIP() << "the case starts on the engine log itself";
+  }
+  start(1);
+  tick_all(30);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(put(1, "k" + std::to_string(i), "v").ok());
+  }
+  Replica& r = replica(1);
+  const raft::Index last = r.node->log().last_index();
+  const raft::NodeStatus before = r.node->status();
+  r.node.reset();
+  NodeConfig c = config_;
+  c.id = 1;
+  c.log_fs = &r.log_fs;
+  c.log_segment_bytes = kTestSegmentBytes;
+  auto node = Node::open(c, &r.engine, r.endpoint.get(), &r.sm);
+  ASSERT_TRUE(node.ok()) << node.status().to_string();
+  r.node = std::move(node).value();
+  EXPECT_EQ(r.node->log().last_index(), last);
+  // The durable hard state came along (the open's own campaign is not persisted yet).
+  auto moved = r.node->log().initial_state();
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(moved->hard_state.term(), before.term);
+  EXPECT_EQ(moved->hard_state.vote(), before.vote);
+  EXPECT_FALSE(r.engine.scan(storage::Space::kLog, "", "")->valid()) << "the engine keeps a log";
+  auto stale = r.engine.get(storage::Space::kMeta, storage::kHardStateKey);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_FALSE(stale->has_value());
+  config_ = c;  // from now on, every open uses the segment log
+  tick_all(30);
+  ASSERT_TRUE(put(1, "after", "move").ok());
+  r.node.reset();
+  open(1);
+  tick_all(30);
+  EXPECT_EQ(read(1, "k19"), "v");
+  EXPECT_EQ(read(1, "after"), "move");
+}
+
+INSTANTIATE_TEST_SUITE_P(BothLogs, NodeTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(BothLogs, RecoveryTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(BothLogs, MembershipTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
 
 }  // namespace
 }  // namespace herald::rsm

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -27,6 +28,7 @@
 #include "server/recording_provider.h"
 #include "server/replica_rebuild.h"
 #include "server/workflow_host.h"
+#include "storage/log_fs.h"
 #include "storage/rocksdb_engine.h"
 #include "webhooks/delivery.h"
 #include "webhooks/emitter.h"
@@ -72,6 +74,7 @@ struct NodeHost::Impl {
   NodeHostOptions options;
   SystemClock clock;
   std::unique_ptr<storage::RocksDbEngine> engine;
+  std::unique_ptr<storage::PosixLogFs> log_fs;  // the raft log's directory (options.segment_log)
   std::unique_ptr<TcpPeerTransport> transport;
   NodeMetrics metrics;
   rsm::KvStateMachine kv;
@@ -498,6 +501,28 @@ NodeHost::~NodeHost() {
   stop();
 }
 
+namespace {
+
+// The raft log's directory with options.segment_log (nullptr without). A data directory whose log
+// is in segment files is refused when the engine is asked to hold the log: the engine's copy, if
+// any, is older than the segments (docs/storage-format.md, "Where the raft log lives").
+Result<std::unique_ptr<storage::PosixLogFs>> open_raft_log_dir(const NodeHostOptions& options) {
+  const std::filesystem::path dir = std::filesystem::path(options.data_dir) / kRaftLogDir;
+  if (options.segment_log) {
+    return storage::PosixLogFs::open_dir(dir.string());
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {
+    return Status::failed_precondition(
+        fmt::format("{} holds this replica's raft log in segment files: set [storage] raft_log = "
+                    "\"segments\"",
+                    dir.string()));
+  }
+  return std::unique_ptr<storage::PosixLogFs>();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options) {
   const std::size_t voters = options.peers.size();
   HERALD_RETURN_IF_ERROR(
@@ -520,6 +545,7 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   impl->options = options;
   HERALD_ASSIGN_OR_RETURN(
       impl->engine, storage::RocksDbEngine::open(options.data_dir, storage::RocksDbOptions{}));
+  HERALD_ASSIGN_OR_RETURN(impl->log_fs, open_raft_log_dir(options));
   PeerTransportConfig tc;
   tc.self_id = options.node.id;
   tc.cluster = options.cluster_name;
@@ -536,6 +562,7 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   impl->transport = std::make_unique<TcpPeerTransport>(
       tc, [raw](rsmpb::PeerEnvelope&& env) { raw->on_inbound(std::move(env)); });
   rsm::NodeConfig nc = options.node;
+  nc.log_fs = impl->log_fs.get();
   if (nc.disk == nullptr) {
     impl->disk = std::make_unique<storage::StatvfsDiskSpace>(options.data_dir);
     nc.disk = impl->disk.get();
@@ -628,6 +655,7 @@ void NodeHost::stop() {
     impl_->backup_thread.join();  // it reads an engine snapshot
   }
   impl_->node.reset();
+  impl_->log_fs.reset();
   impl_->engine.reset();
   spdlog::info("replica {} stopped", impl_->options.node.id);
 }

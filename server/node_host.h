@@ -47,6 +47,11 @@ inline constexpr std::int64_t kTransferTimeoutMs = 5'000;
 struct NodeHostOptions {
   rsm::NodeConfig node;
   std::string data_dir;
+  // The raft log in segment files under data_dir/kRaftLogDir (server/replica_rebuild.h;
+  // storage::SegmentLog) instead of
+  // the engine. A data directory keeps the kind it was created with: opening it with the other
+  // one is refused.
+  bool segment_log = false;
   std::string cluster_name = "herald";
   std::string peer_listen;  // host:port
   // Every initial voter's peer address, self included (with node.join: the members to reach,

@@ -101,6 +101,15 @@ Result<bool> rebuild_if_requested(const std::string& data_dir, std::size_t voter
   const fs::path request = dir / kRebuildRequestFile;
   if (!fs::exists(request, ec)) return false;
   const std::string reason = read_reason(request);
+  const fs::path segments = dir / kRaftLogDir;
+  if (fs::exists(segments, ec) && !fs::is_empty(segments, ec)) {
+    return Status::failed_precondition(fmt::format(
+        "{} asks for a rebuild ({}), but this replica keeps its raft log in segment files ({}), "
+        "which a rebuild does not carry over yet. Replace the replica through a membership change "
+        "(remove it, then add a new node with an empty data directory), or restore it from a "
+        "backup",
+        request.string(), reason, segments.string()));
+  }
   if (voters < 2) {
     return Status::failed_precondition(fmt::format(
         "{} asks for a rebuild ({}), but this is the cluster's only replica: there is no leader "

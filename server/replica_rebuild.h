@@ -27,6 +27,9 @@ inline constexpr std::int64_t kMinRebuildIntervalMs = 10LL * 60 * 1000;  // 10 m
 
 // The request file inside a data directory; it holds the reason as text.
 inline constexpr char kRebuildRequestFile[] = "REBUILD-REQUESTED";
+// The directory of the raft log's segment files inside a data directory (NodeHostOptions::
+// segment_log). A replica whose log is there is not rebuilt: rebuild_if_requested() refuses.
+inline constexpr char kRaftLogDir[] = "raftlog";
 // Suffixes of the directories beside the data directory.
 inline constexpr char kRebuiltSuffix[] = ".rebuilt";  // the new store, while it is written
 inline constexpr char kDamagedSuffix[] = ".damaged";  // the damaged store, kept for inspection

@@ -41,6 +41,7 @@
 #include "sim/linearizability.h"
 #include "sim/sim_network.h"
 #include "storage/mem_engine.h"
+#include "storage/mem_log_fs.h"
 
 namespace herald::sim {
 
@@ -49,6 +50,9 @@ inline constexpr MonoMs kTickMs = 10;
 // Small log settings, so that compaction and chunked snapshot streaming happen in a short run.
 inline constexpr raft::Index kSimCompactionThresholdEntries = 200;
 inline constexpr raft::Index kSimLogTailEntries = 50;
+// The segment size of a replica's raft log with ClusterOptions::segment_log: small, so that runs
+// roll over to new segments and compaction drops some.
+inline constexpr std::uint64_t kSimSegmentBytes = 8ULL << 10U;        // 8 KiB
 inline constexpr std::uint64_t kSimSnapshotChunkBytes = 4ULL << 10U;  // 4 KiB
 
 struct ClusterOptions {
@@ -63,6 +67,10 @@ struct ClusterOptions {
   MonoMs traffic_end_ms = 11'000;   // clients start no new operation after this
   MonoMs settle_limit_ms = 25'000;  // the run fails if it has not converged by then
   bool verbose = false;             // print the fault schedule as it happens
+  // Replicas keep their raft log in segment files on a storage::MemLogFs (storage::SegmentLog)
+  // instead of their engine; a crash drops both stores' unsynced writes together. Damaged records
+  // and lying disks are not planned then (docs/testing.md, "Simulator").
+  bool segment_log = false;
 };
 
 struct RunStats {
@@ -237,6 +245,9 @@ class SimCluster {
   void on_tick(const Event& event);
   void on_restart(const Event& event);
   void handle_process_error(Replica& r, const Status& status);
+  // True (and the failure counted as seen) when `r`'s stores rejected a write by injection since
+  // the last call: a kIOError then is the injected fault, not a bug.
+  [[nodiscard]] bool take_injected_failure(Replica& r);
   void on_call(const Event& event);
 
   // Faults.

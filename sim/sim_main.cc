@@ -38,11 +38,16 @@ extern "C" void on_abort_signal(int signal_number) {
   std::raise(signal_number);
 }
 
-void arm_abort_message(std::string_view scenario, std::uint64_t seed) {
+// The flag a replay line needs to run the same log as this run.
+std::string_view raft_log_flag(bool segment_log) {
+  return segment_log ? " --raft-log segments" : "";
+}
+
+void arm_abort_message(std::string_view scenario, std::uint64_t seed, bool segment_log) {
   const std::string message = fmt::format(
       "sim: seed {} FAILED: the process aborted (see the assertion above)\n"
-      "replay: herald sim --scenario {} --seed {}\n",
-      seed, scenario, seed);
+      "replay: herald sim --scenario {} --seed {}{}\n",
+      seed, scenario, seed, raft_log_flag(segment_log));
   g_abort_message_len = std::min(message.size(), g_abort_message.size());
   std::memcpy(g_abort_message.data(), message.data(), g_abort_message_len);
 }
@@ -127,17 +132,18 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
 }
 
 // Runs one seed of `scenario` (known); true when it passed.
-bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose) {
-  arm_abort_message(scenario, seed);
-  const ClusterOptions options = options_for(scenario, seed, verbose);
+bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose, bool segment_log) {
+  arm_abort_message(scenario, seed, segment_log);
+  ClusterOptions options = options_for(scenario, seed, verbose);
+  options.segment_log = segment_log;
   if (verbose) {
     fmt::print("sim: seed {}: {} replicas\n", seed, options.replicas);
   }
   const SeedResult run = run_scenario(scenario, options);
   const RunResult& result = run.cluster;
   if (!result.ok) {
-    fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}\n", seed,
-               result.failure, scenario, seed);
+    fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}{}\n", seed,
+               result.failure, scenario, seed, raft_log_flag(segment_log));
   } else if (verbose) {
     print_stats(seed, options.replicas, result.stats);
     fmt::print("{}", run.scenario_stats);
@@ -155,6 +161,10 @@ int run_sim(const SimOptions& opts) {
                kRaftScenario, kWorkflowScenario, kMessagingScenario);
     return 2;
   }
+  if (opts.raft_log != "rocksdb" && opts.raft_log != "segments") {
+    fmt::print(stderr, "sim: unknown raft log '{}' (rocksdb or segments)\n", opts.raft_log);
+    return 2;
+  }
   if (!opts.seed && opts.seeds < 1) {
     fmt::print(stderr, "sim: --seeds must be at least 1 (got {})\n", opts.seeds);
     return 2;
@@ -169,7 +179,7 @@ int run_sim(const SimOptions& opts) {
   const std::uint64_t first = opts.seed.value_or(1);
   const std::uint64_t last = opts.seed.value_or(static_cast<std::uint64_t>(opts.seeds));
   for (std::uint64_t seed = first; seed <= last; ++seed) {
-    ++(run_seed(opts.scenario, seed, opts.verbose) ? passed : failed);
+    ++(run_seed(opts.scenario, seed, opts.verbose, opts.raft_log == "segments") ? passed : failed);
   }
   std::signal(SIGABRT, saved_handler);
   spdlog::set_level(saved_level);

@@ -20,6 +20,9 @@
 // then the summary line `sim: N passed, M failed`. With verbose, every seed's statistics and
 // the fault schedule as it unfolds. A seed replays exactly: same seed, same run.
 //
+// With raft_log "segments", every scenario runs with the replicas' raft logs in segment files; a
+// failing seed's replay line then carries --raft-log segments.
+//
 // Returns 0 when every seed passed, 1 when some failed, 2 for an unknown scenario or bad options.
 // Thread-safety: runs on the calling thread; not reentrant (it sets the global log level).
 #pragma once
@@ -35,6 +38,9 @@ struct SimOptions {
   int seeds = 100;
   std::optional<std::uint64_t> seed;  // run only this seed
   bool verbose = false;
+  // Where the replicas keep their raft log: "rocksdb" (in the engine) or "segments" (segment
+  // files on a simulated file system; ClusterOptions::segment_log).
+  std::string raft_log = "rocksdb";
 };
 
 [[nodiscard]] int run_sim(const SimOptions& opts);

@@ -30,6 +30,7 @@
 #include "raft/log_storage.h"
 #include "raft/types.h"
 #include "storage/engine.h"
+#include "storage/raft_log.h"
 
 namespace herald::storage {
 
@@ -50,7 +51,7 @@ struct SalvagedLog {
   raft::Index last_index = 0;    // the highest index the log held (or committed, or compacted)
 };
 
-class LogStore final : public raft::LogStorage {
+class LogStore final : public RaftLog {
  public:
   // Reads what a rebuild must keep from a store that may be damaged anywhere but in the hard
   // state: the hard state, and the highest index among the log's keys, the compaction point and
@@ -89,25 +90,31 @@ class LogStore final : public raft::LogStorage {
   [[nodiscard]] Status save(const std::optional<raftpb::HardState>& hs,
                             const std::optional<raftpb::SnapshotMetadata>& snapshot,
                             const std::vector<raftpb::Entry>& entries, bool sync,
-                            const WriteBatch* extra = nullptr);
+                            const WriteBatch* extra);
+  // RaftLog: save() without operations of the caller's.
+  [[nodiscard]] Status save(const std::optional<raftpb::HardState>& hs,
+                            const std::optional<raftpb::SnapshotMetadata>& snapshot,
+                            const std::vector<raftpb::Entry>& entries, bool sync) override {
+    return save(hs, snapshot, entries, sync, nullptr);
+  }
 
   // Removes the entries with index <= upto and moves the compaction point there, without a sync
   // (a crash merely leaves more log). A no-op when upto is already compacted. Preconditions
   // (asserted): upto <= last_index() and upto <= snapshot_metadata().index, i.e. the caller has
   // applied up to upto and said so through set_snapshot_metadata(). Errors: the engine's, or
   // kCorruption if the entry at upto cannot be read.
-  [[nodiscard]] Status compact(raft::Index upto);
+  [[nodiscard]] Status compact(raft::Index upto) override;
 
   // Tells the store what a snapshot taken now would cover (the caller's applied state).
   // Precondition (asserted): meta.index >= the compaction index.
-  void set_snapshot_metadata(const raftpb::SnapshotMetadata& meta);
+  void set_snapshot_metadata(const raftpb::SnapshotMetadata& meta) override;
   // The membership returned by initial_state(): the caller keeps it with its applied state
   // (Space::kState) and hands it back here after open().
-  void set_conf_state(const raftpb::ConfState& conf_state);
+  void set_conf_state(const raftpb::ConfState& conf_state) override;
 
-  [[nodiscard]] const raftpb::HardState& hard_state() const { return hard_state_; }
-  [[nodiscard]] raft::Index truncated_index() const { return truncated_index_; }
-  [[nodiscard]] raft::Term truncated_term() const { return truncated_term_; }
+  [[nodiscard]] const raftpb::HardState& hard_state() const override { return hard_state_; }
+  [[nodiscard]] raft::Index truncated_index() const override { return truncated_index_; }
+  [[nodiscard]] raft::Term truncated_term() const override { return truncated_term_; }
   // Bytes currently held by the entry cache (<= the bound given to open()).
   [[nodiscard]] std::uint64_t cached_bytes() const { return cache_bytes_; }
 

@@ -42,6 +42,7 @@
 #include "raft/log_storage.h"
 #include "raft/types.h"
 #include "storage/log_fs.h"
+#include "storage/raft_log.h"
 
 namespace herald::storage {
 
@@ -110,7 +111,7 @@ struct SegmentLogRecovery {
   std::string torn_reason;  // why the last segment's tail was cut, if it was
 };
 
-class SegmentLog final : public raft::LogStorage {
+class SegmentLog final : public RaftLog {
  public:
   // Recovers the log from `fs` (creating the first segment of an empty log), as described above.
   [[nodiscard]] static Result<std::unique_ptr<SegmentLog>> open(LogFs* fs,
@@ -136,20 +137,20 @@ class SegmentLog final : public raft::LogStorage {
   // is unchanged and the log refuses later writes.
   [[nodiscard]] Status save(const std::optional<raftpb::HardState>& hs,
                             const std::optional<raftpb::SnapshotMetadata>& snapshot,
-                            const std::vector<raftpb::Entry>& entries, bool sync);
+                            const std::vector<raftpb::Entry>& entries, bool sync) override;
 
   // Deletes the oldest segments holding only entries <= upto (never the last segment), then
   // syncs the directory. Preconditions (asserted): upto <= last_index() and upto <=
   // snapshot_metadata().index. Errors: the LogFs's; segments removed before an error stay removed.
-  [[nodiscard]] Status compact(raft::Index upto);
+  [[nodiscard]] Status compact(raft::Index upto) override;
 
   // As LogStore: what a snapshot taken now would cover, and the membership initial_state() gives.
-  void set_snapshot_metadata(const raftpb::SnapshotMetadata& meta);
-  void set_conf_state(const raftpb::ConfState& conf_state) { conf_state_ = conf_state; }
+  void set_snapshot_metadata(const raftpb::SnapshotMetadata& meta) override;
+  void set_conf_state(const raftpb::ConfState& conf_state) override { conf_state_ = conf_state; }
 
-  [[nodiscard]] const raftpb::HardState& hard_state() const { return hard_state_; }
-  [[nodiscard]] raft::Index truncated_index() const { return truncated_index_; }
-  [[nodiscard]] raft::Term truncated_term() const { return truncated_term_; }
+  [[nodiscard]] const raftpb::HardState& hard_state() const override { return hard_state_; }
+  [[nodiscard]] raft::Index truncated_index() const override { return truncated_index_; }
+  [[nodiscard]] raft::Term truncated_term() const override { return truncated_term_; }
   [[nodiscard]] std::size_t segment_count() const { return segments_.size(); }
   [[nodiscard]] std::uint64_t first_segment_seq() const { return segments_.front().seq; }
   [[nodiscard]] const SegmentLogRecovery& recovery() const { return recovery_; }

@@ -40,7 +40,7 @@ def free_port():
 
 class Node:
     def __init__(self, node_id, binary, data_dir, client_port, peer_port, peers_spec, log_path,
-                 secret_file):
+                 secret_file, config_file=None):
         self.id = node_id
         self.binary = binary
         self.data_dir = data_dir
@@ -49,6 +49,7 @@ class Node:
         self.peers_spec = peers_spec
         self.log_path = log_path
         self.secret_file = secret_file
+        self.config_file = config_file
         self.proc = None
 
     def start(self):
@@ -57,7 +58,8 @@ class Node:
             [self.binary, "serve", "--id", str(self.id), "--data", self.data_dir,
              "--client", f"127.0.0.1:{self.client_port}",
              "--peer", f"127.0.0.1:{self.peer_port}", "--peers", self.peers_spec,
-             "--cluster-secret-file", self.secret_file],
+             "--cluster-secret-file", self.secret_file]
+            + (["--config", self.config_file] if self.config_file else []),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
@@ -83,14 +85,20 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, binary, size=3):
+    def __init__(self, binary, size=3, config_text=None):
+        """config_text: TOML every node also reads (--config), e.g. a [storage] table."""
         self.root = tempfile.mkdtemp(prefix="herald-cluster-")
         ports = [(free_port(), free_port()) for _ in range(size)]
         spec = ",".join(f"{i + 1}=127.0.0.1:{p[1]}" for i, p in enumerate(ports))
         secret = write_cluster_secret(self.root)
+        config_file = None
+        if config_text:
+            config_file = os.path.join(self.root, "herald.toml")
+            with open(config_file, "w") as f:
+                f.write(config_text)
         self.nodes = [
             Node(i + 1, binary, os.path.join(self.root, f"n{i + 1}"), c, p, spec,
-                 os.path.join(self.root, f"n{i + 1}.log"), secret)
+                 os.path.join(self.root, f"n{i + 1}.log"), secret, config_file)
             for i, (c, p) in enumerate(ports)]
 
     def start(self):

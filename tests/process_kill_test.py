@@ -1,7 +1,7 @@
 """Three `herald serve` processes; the leader is SIGKILLed and restarted several times under a
 steady write load. Every acknowledged write must be readable afterwards, with its value.
 
-Usage: process_kill_test.py BINARY [--rounds N]
+Usage: process_kill_test.py BINARY [--rounds N] [--raft-log rocksdb|segments]
 """
 
 import argparse
@@ -52,9 +52,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--raft-log", choices=("rocksdb", "segments"), default="rocksdb",
+                        help="where the nodes keep their raft log ([storage] raft_log)")
     args = parser.parse_args()
 
-    cluster = Cluster(args.binary)
+    cluster = Cluster(args.binary, config_text=f'[storage]\nraft_log = "{args.raft_log}"\n')
     cluster.start()
     ok = False
     try:
