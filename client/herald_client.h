@@ -74,11 +74,17 @@ struct Message {
   bool deleted = false;
 };
 
+// Change kinds the client's users look for (docs/protocol.md, "Change"; the full list is there).
+// The receipts tell a sender that another member (`actor`) has the conversation up to `seq`:
+// received by one of their devices, or read.
+inline constexpr char kDeliveryReceiptKind[] = "delivery_receipt";
+inline constexpr char kReadReceiptKind[] = "read_receipt";
+
 // One entry of the user's change stream (docs/protocol.md, "Change"). Fields the kind does not
 // carry are left empty.
 struct Change {
   std::uint64_t cursor = 0;
-  std::string kind;  // "message_new", "read_receipt", ...
+  std::string kind;  // "message_new", kReadReceiptKind, kDeliveryReceiptKind, ...
   std::string conversation_id;
   std::uint64_t seq = 0;
   std::string actor;

@@ -113,6 +113,19 @@ TEST(ParseServerFrame, ReadCursorChangeCarriesItsDevice) {
   EXPECT_FALSE(change.message.has_value());
 }
 
+TEST(ParseServerFrame, DeliveryReceiptNamesWhoReceivedHowFar) {
+  auto frame = parse_server_frame(
+      R"({"type":"change","change":{"cursor":6,"kind":"delivery_receipt",)"
+      R"("conversation_id":"direct:alice:bob","seq":2,"actor":"bob","time_ms":5}})");
+  ASSERT_TRUE(frame.ok()) << frame.status().to_string();
+  const Change& change = std::get<Change>(*frame->event);
+  EXPECT_EQ(change.kind, kDeliveryReceiptKind);
+  EXPECT_EQ(change.actor, "bob");
+  EXPECT_EQ(change.seq, 2U);
+  EXPECT_EQ(change.conversation_id, "direct:alice:bob");
+  EXPECT_FALSE(change.message.has_value());
+}
+
 TEST(ParseServerFrame, TypingAndPresenceEvents) {
   auto typing = parse_server_frame(
       R"({"type":"typing","conversation_id":"g1","user_id":"bob","active":true})");

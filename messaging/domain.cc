@@ -865,6 +865,7 @@ void Applier::join(const ConversationRecord& conv, std::string_view user_id) {
   state.set_conversation_id(conv.conversation_id());
   state.set_read_cursor(conv.last_seq());
   state.set_receipted_up_to(conv.last_seq());
+  state.set_delivered_up_to(conv.last_seq());
   state.set_index_ms(now_ms_);
   put(keys::member_key(user_id, conv.conversation_id()), state);
   ChatEntry entry;
@@ -1322,6 +1323,8 @@ Status Applier::signal(std::string_view conversation_id, std::uint64_t seq,
   return status.code() == Code::kNotFound ? Status::ok_status() : status;
 }
 
+// The device's mark moves first; the user's delivered mark (the furthest of the user's devices)
+// follows it, and only its advance over messages of other senders tells those senders.
 Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDelivery& op) {
   HERALD_ASSIGN_OR_RETURN(ConversationRecord conv,
                           device_conversation(op.user_id(), op.device_id(), op.conversation_id()));
@@ -1333,11 +1336,23 @@ Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDeliver
   if (op.seq() <= previous) {
     return mark_result(previous);
   }
-  const std::uint64_t up_to = std::min(op.seq(), previous + kMaxSignalsPerCommand);
+  HERALD_ASSIGN_OR_RETURN(MemberState state, member_state(op.user_id(), op.conversation_id()));
+  const std::uint64_t user_mark = state.delivered_up_to();
+  std::uint64_t up_to = std::min(op.seq(), previous + kMaxSignalsPerCommand);
+  std::vector<std::string> senders;  // to get a delivery receipt: distinct, in order of first seq
   // Expired messages are gone, and their deliveries were canceled: nothing to signal.
   for (std::uint64_t seq = std::max(previous, conv.expired_up_to()) + 1; seq <= up_to; ++seq) {
     HERALD_ASSIGN_OR_RETURN(MessageRecord message, stored_message(op.conversation_id(), seq));
-    if (message.sender_user_id() != op.user_id()) {
+    const std::string& sender = message.sender_user_id();
+    if (seq > user_mark && !sender.empty() && sender != op.user_id() &&
+        !contains(senders, sender)) {
+      if (senders.size() == kMaxDeliveryReceiptsPerAck) {
+        up_to = seq - 1;  // past the first message, since a sender was taken: progress is made
+        break;
+      }
+      senders.push_back(sender);
+    }
+    if (sender != op.user_id()) {
       HERALD_RETURN_IF_ERROR(
           signal(op.conversation_id(), seq, op.user_id(), kDeliveredSignal, op.device_id()));
     }
@@ -1345,6 +1360,18 @@ Result<rsmpb::CommandResult> Applier::ack_delivery(const messagingpb::AckDeliver
   marks.set_delivered_up_to(up_to);
   put(key, marks);
   if (!stored) HERALD_RETURN_IF_ERROR(reclaim_devices(Reclaim::kMarks));  // a new record pays
+  if (up_to > user_mark) {
+    state.set_delivered_up_to(up_to);
+    put(keys::member_key(op.user_id(), op.conversation_id()), state);
+    ChangeRecord receipt =
+        make_change(messagingpb::DELIVERY_RECEIPT, op.conversation_id(), op.user_id());
+    receipt.set_seq(up_to);
+    for (const std::string& sender : senders) {
+      if (find_member(conv, sender) != nullptr) {  // a sender who left no longer follows it
+        HERALD_RETURN_IF_ERROR(append_change(sender, receipt));
+      }
+    }
+  }
   log::debug({log::conversation(op.conversation_id()), log::seq(up_to), log::user(op.user_id()),
               log::device(op.device_id())},
              "device {}/{} acknowledged {} up to #{}", op.user_id(), op.device_id(),

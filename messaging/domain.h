@@ -20,7 +20,11 @@
 //    original seq with existed = true and changes nothing.
 //  - AckDelivery and PublishReadReceipts signal the delivery workflows ("delivered", "read") for
 //    at most kMaxSignalsPerCommand messages per command; their results say how far they got, and
-//    the caller repeats from there.
+//    the caller repeats from there. An AckDelivery that advances the user's delivered mark (the
+//    first of the user's devices to reach a seq) appends one DELIVERY_RECEIPT to each other
+//    sender of the newly covered messages (at most kMaxDeliveryReceiptsPerAck); a repeated or
+//    older ack, another device of the same user behind the mark, or an ack covering only the
+//    user's own messages appends none.
 //  - A removed device keeps a tombstone that holds its id (CreateDevice: kAlreadyExists) until it
 //    is reclaimed, no sooner than max(dedup_window_ms, change_retention_ms) after the removal; the
 //    id may then be registered again as a new device. Its marks are deleted sooner (see
@@ -85,6 +89,11 @@ inline constexpr std::size_t kMaxDevicesPerUser = 16;
 inline constexpr std::size_t kMaxGroupMembers = 512;
 inline constexpr std::size_t kMaxMembersPerCommand = 64;  // CreateConversation, AddMembers
 inline constexpr std::uint64_t kMaxSignalsPerCommand = 256;
+// Delivery receipts (DELIVERY_RECEIPT changes) one AckDelivery appends at most: one to each
+// distinct other sender of the messages its advance of the user's delivered mark newly covers,
+// never to every member. An ack whose range holds more senders stops short, and the caller
+// repeats it from its result. A direct conversation's ack appends at most one.
+inline constexpr std::size_t kMaxDeliveryReceiptsPerAck = 8;
 // SetReadMarker answers remembered per device and conversation (DeviceMarks.recent_answers): at
 // least as many as one connection may have reads in flight (the gateway asserts it), so that a
 // retried marker step of any of them still finds its first answer.

@@ -332,6 +332,15 @@ class DomainTest : public ::testing::Test {
     return page.ok() ? page->entries : std::vector<messagingpb::SyncEntry>();
   }
 
+  // The DELIVERY_RECEIPT changes in the user's stream, oldest first.
+  std::vector<messagingpb::ChangeRecord> delivery_receipts(const std::string& user) {
+    std::vector<messagingpb::ChangeRecord> out;
+    for (const auto& entry : changes(user)) {
+      if (entry.change().kind() == messagingpb::DELIVERY_RECEIPT) out.push_back(entry.change());
+    }
+    return out;
+  }
+
   std::vector<ChangeKind> change_kinds(const std::string& user, std::uint64_t after = 0) {
     std::vector<ChangeKind> kinds;
     for (const auto& e : changes(user, after)) {
@@ -527,6 +536,14 @@ class DomainTest : public ::testing::Test {
       ASSERT_TRUE(s.ok());
       EXPECT_LE(s->read_cursor(), conv.last_seq());
       EXPECT_LE(s->receipted_up_to(), s->read_cursor());
+      // The user's delivered mark is within the conversation and never behind any of its
+      // devices' marks.
+      EXPECT_LE(s->delivered_up_to(), conv.last_seq());
+      auto device_marks = Domain::device_marks(store_, m.user_id(), conv.conversation_id());
+      ASSERT_TRUE(device_marks.ok());
+      for (const auto& view : *device_marks) {
+        EXPECT_LE(view.delivered_up_to, s->delivered_up_to()) << view.device_id;
+      }
       auto entry = store_.get(storage::Space::kState,
                               keys::chat_key(m.user_id(), s->index_ms(), conv.conversation_id()));
       EXPECT_TRUE(entry.ok() && entry->has_value()) << "chat entry of " << m.user_id();
@@ -1171,6 +1188,116 @@ TEST_F(DomainTest, AckDeliveryIsBoundedPerCommand) {
   ASSERT_EQ(r.code(), 0U);
   EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), total);
   EXPECT_EQ(sink_.signals.size(), total);
+  check_invariants();
+}
+
+TEST_F(DomainTest, AckDeliveryTellsTheSenderOnceWhenTheUsersFirstDeviceAcknowledges) {
+  make_user("alice");
+  make_user("bob");
+  ok(device_cmd("bob", "bob-laptop"));
+  ok(direct_cmd("alice", "bob"));
+  const std::string conv = "direct:alice:bob";
+  send(conv, "alice", "1");
+  send(conv, "alice", "2");
+  ok(ack_cmd("bob", "bob-phone", conv, 1));
+  auto receipts = delivery_receipts("alice");
+  ASSERT_EQ(receipts.size(), 1U);
+  EXPECT_EQ(receipts[0].conversation_id(), conv);
+  EXPECT_EQ(receipts[0].actor_user_id(), "bob");
+  EXPECT_EQ(receipts[0].seq(), 1U);
+  EXPECT_TRUE(delivery_receipts("bob").empty()) << "the acknowledging user hears nothing";
+
+  ok(ack_cmd("bob", "bob-phone", conv, 1));   // retransmitted
+  ok(ack_cmd("bob", "bob-laptop", conv, 1));  // another device, behind the user's mark
+  EXPECT_EQ(delivery_receipts("alice").size(), 1U);
+  ok(ack_cmd("bob", "bob-laptop", conv, 2));  // the laptop is the first to reach #2
+  receipts = delivery_receipts("alice");
+  ASSERT_EQ(receipts.size(), 2U);
+  EXPECT_EQ(receipts[1].seq(), 2U);
+  ok(ack_cmd("bob", "bob-phone", conv, 2));
+  EXPECT_EQ(delivery_receipts("alice").size(), 2U);
+  auto marks = Domain::device_marks(store_, "bob", conv);
+  ASSERT_TRUE(marks.ok());
+  EXPECT_EQ(marks->size(), 2U);
+}
+
+TEST_F(DomainTest, AckDeliveryReceiptsGoOnlyToTheSendersOfTheNewlyCoveredMessages) {
+  make_trio();
+  make_user("dave");
+  ok(add_cmd("alice", "g", {"dave"}));
+  send("g", "alice", "1");
+  send("g", "carol", "2");
+  send("g", "alice", "3");
+  ok(ack_cmd("bob", "bob-phone", "g", 3));
+  for (const std::string sender : {"alice", "carol"}) {
+    const auto receipts = delivery_receipts(sender);
+    ASSERT_EQ(receipts.size(), 1U) << sender << ": one per ack, however many of its messages";
+    EXPECT_EQ(receipts[0].seq(), 3U);
+    EXPECT_EQ(receipts[0].actor_user_id(), "bob");
+  }
+  EXPECT_TRUE(delivery_receipts("dave").empty()) << "a member who sent nothing";
+  send("g", "alice", "4");
+  ok(ack_cmd("bob", "bob-phone", "g", 4));
+  EXPECT_EQ(delivery_receipts("alice").size(), 2U);
+  EXPECT_EQ(delivery_receipts("carol").size(), 1U) << "#4 is not carol's";
+}
+
+TEST_F(DomainTest, AckDeliveryOfTheUsersOwnMessagesAppendsNoReceipt) {
+  make_trio();
+  send("g", "bob", "mine");
+  send("g", "bob", "mine too");
+  ok(ack_cmd("bob", "bob-phone", "g", 2));
+  for (const std::string user : {"alice", "bob", "carol"}) {
+    EXPECT_TRUE(delivery_receipts(user).empty()) << user;
+  }
+  EXPECT_TRUE(signaled(kDeliveredSignal).empty());
+}
+
+TEST_F(DomainTest, AckDeliveryBeforeAJoinAppendsNoReceiptForEarlierMessages) {
+  make_trio();
+  send("g", "alice", "before dave");
+  make_user("dave");
+  ok(add_cmd("alice", "g", {"dave"}));
+  ok(ack_cmd("dave", "dave-phone", "g", 1));
+  EXPECT_TRUE(delivery_receipts("alice").empty());
+  send("g", "alice", "after");
+  ok(ack_cmd("dave", "dave-phone", "g", 2));
+  const auto receipts = delivery_receipts("alice");
+  ASSERT_EQ(receipts.size(), 1U);
+  EXPECT_EQ(receipts[0].seq(), 2U);
+}
+
+TEST_F(DomainTest, AckDeliveryStopsShortOfTheSenderBeyondTheReceiptBound) {
+  check_invariants_ = false;  // many users: checked at the end
+  make_user("reader");
+  std::vector<std::string> senders;
+  for (std::size_t i = 0; i < kMaxDeliveryReceiptsPerAck + 2; ++i) {
+    senders.push_back("s" + std::to_string(i));
+    make_user(senders.back());
+  }
+  std::vector<std::string> members = senders;
+  members.push_back("reader");
+  ok(group_cmd(senders[0], "big", std::vector<std::string>(members.begin() + 1, members.end())));
+  for (const std::string& sender : senders) {
+    send("big", sender, "hi");
+    send("big", sender, "again");  // a sender's second message costs no more receipts
+  }
+  const std::uint64_t total = 2 * senders.size();
+  auto r = apply(ack_cmd("reader", "reader-phone", "big", total));
+  ASSERT_EQ(r.code(), 0U) << r.message();
+  const std::uint64_t first = 2 * kMaxDeliveryReceiptsPerAck;
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), first);
+  std::size_t told = 0;
+  for (const std::string& sender : senders) told += delivery_receipts(sender).size();
+  EXPECT_EQ(told, kMaxDeliveryReceiptsPerAck);
+  r = apply(ack_cmd("reader", "reader-phone", "big", total));  // the caller repeats
+  EXPECT_EQ(payload_of<messagingpb::MarkResult>(r).mark(), total);
+  for (const std::string& sender : senders) {
+    const auto receipts = delivery_receipts(sender);
+    ASSERT_EQ(receipts.size(), 1U) << sender;
+    EXPECT_GE(receipts[0].seq(), 2 * (std::stoull(sender.substr(1)) + 1));
+  }
+  EXPECT_EQ(signaled(kDeliveredSignal).size(), total);
   check_invariants();
 }
 

@@ -75,8 +75,8 @@ export interface Message {
 export type ChangeKind =
   | "message_new" | "message_edited" | "message_deleted" | "conversation_created"
   | "conversation_renamed" | "members_added" | "member_removed" | "member_left" | "role_changed"
-  | "read_cursor" | "read_receipt" | "preferences_changed" | "push_target_invalid"
-  | "device_removed";
+  | "read_cursor" | "read_receipt" | "delivery_receipt" | "preferences_changed"
+  | "push_target_invalid" | "device_removed";
 export interface Change {
   cursor: number; kind: ChangeKind; conversation_id: string; seq: number; actor: string;
   time_ms: number; message?: Message; title?: string; users?: string[]; role?: string;
@@ -87,6 +87,11 @@ export interface Chat {
   last_seq: number; last_sender: string; preview: string; unread: number; muted: boolean;
   /** The user's read cursor in the conversation (a message seq). */
   read_cursor: number;
+  /**
+   * The highest seq another member has received (from `delivery_receipt` and `read_receipt`
+   * changes; kept in the client's storage): the user's messages up to it are delivered. 0: none.
+   */
+  delivered_up_to: number;
 }
 export interface Member { user_id: string; role: "owner" | "admin" | "member"; joined_ms: number; }
 export interface Conversation {
@@ -117,6 +122,8 @@ export interface EventMap {
   message: { type: "message"; change: Change; message: Message; kind: ChangeKind };
   read: { type: "read"; conversation_id: string; seq: number; device_id: string };
   receipt: { type: "receipt"; conversation_id: string; user_id: string; seq: number };
+  /** A device of `user_id` received the conversation up to `seq` (a `delivery_receipt`). */
+  delivered: { type: "delivered"; conversation_id: string; user_id: string; seq: number };
   typing: { type: "typing"; conversation_id: string; user_id: string; active: boolean };
   presence: { type: "presence"; user_id: string; online: boolean; last_seen_ms: number };
   chat: { type: "chat"; conversation_id: string; chat: Chat | null };
@@ -182,6 +189,8 @@ export declare class HeraldClient {
   loadChats(): Promise<Chat[]>;
   chatList(): Chat[];
   unreadTotal(): number;
+  /** The conversation's Chat.delivered_up_to, also before the chat list is loaded. */
+  deliveredUpTo(conversationId: string): number;
   history(conversationId: string, options?: { beforeSeq?: number; afterSeq?: number; limit?: number }):
     Promise<{ messages: Message[]; next_before?: number; next_after?: number; has_more?: boolean }>;
   sync(since: number, limit?: number): Promise<{ changes: Change[]; cursor: number; has_more: boolean }>;

@@ -200,7 +200,10 @@ export class HeraldClient {
     this.cursor = null;        // last change cursor processed (null: none stored)
     this.outbox = [];          // [{conversation_id, client_message_id, body, queued_ms, status, seq?}]
     this.outboxWaiters = new Map();  // client_message_id -> [{resolve, reject}]
-    this.chatMap = new Map();  // conversation_id -> Chat with read_cursor
+    this.chatMap = new Map();  // conversation_id -> Chat with read_cursor, delivered_up_to
+    // conversation_id -> the highest seq another member has received (delivery or read receipts),
+    // stored: receipts are changes, and the stored cursor does not replay them.
+    this.deliveredMap = new Map();
     this.presenceMap = new Map();
     this.ackedUpTo = new Map();
     this.ackTimers = new Map();
@@ -247,7 +250,7 @@ export class HeraldClient {
 
   // Calls `callback(event)` for each event of `type` ("*" for all); returns the unsubscribe
   // function. Types: state, connected, disconnected, auth, change, message, read, receipt,
-  // typing, presence, chat, outbox, resync, error, removed.
+  // delivered, typing, presence, chat, outbox, resync, error, removed.
   on(type, callback) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(callback);
@@ -343,6 +346,8 @@ export class HeraldClient {
     const outbox = await this.storage.get(this.prefix + "outbox");
     this.outbox = outbox ? JSON.parse(outbox) : [];
     for (const entry of this.outbox) if (entry.status === "sending") entry.status = "queued";
+    const delivered = await this.storage.get(this.prefix + "delivered");
+    this.deliveredMap = new Map(Object.entries(delivered ? JSON.parse(delivered) : {}));
     this.loaded = true;
   }
 
@@ -595,6 +600,9 @@ export class HeraldClient {
       case "read_receipt":
         this.emit("receipt", { conversation_id: conv, user_id: change.actor, seq: change.seq });
         break;
+      case "delivery_receipt":
+        this.emit("delivered", { conversation_id: conv, user_id: change.actor, seq: change.seq });
+        break;
       default:
         break;
     }
@@ -603,11 +611,14 @@ export class HeraldClient {
 
   updateChat(change) {
     const chat = this.chatMap.get(change.conversation_id);
+    const receipt = change.kind === "delivery_receipt" || change.kind === "read_receipt";
+    if (receipt && change.actor !== this.userId) this.noteDelivered(change.conversation_id, change.seq);
     if (change.kind === "conversation_created" && !chat) {
       this.chatMap.set(change.conversation_id, {
         conversation_id: change.conversation_id, kind: change.conversation_id.startsWith("direct:")
           ? "direct" : "group", title: change.title ?? "", activity_ms: change.time_ms,
         last_seq: 0, last_sender: "", preview: "", unread: 0, muted: false, read_cursor: 0,
+        delivered_up_to: this.deliveredUpTo(change.conversation_id),
       });
     } else if (!chat) {
       return;
@@ -619,6 +630,8 @@ export class HeraldClient {
       if (change.actor === this.userId) chat.read_cursor = Math.max(chat.read_cursor, change.seq);
     } else if (change.kind === "read_cursor") {
       chat.read_cursor = Math.max(chat.read_cursor, change.seq);
+    } else if (receipt && change.actor !== this.userId) {
+      chat.delivered_up_to = this.deliveredUpTo(change.conversation_id);
     } else if (change.kind === "conversation_renamed") {
       chat.title = change.title ?? chat.title;
     } else if (change.kind === "member_left" && change.actor === this.userId) {
@@ -631,6 +644,24 @@ export class HeraldClient {
     const current = this.chatMap.get(change.conversation_id);
     current.unread = Math.max(0, current.last_seq - current.read_cursor);
     this.emit("chat", { chat: { ...current }, conversation_id: change.conversation_id });
+  }
+
+  // The highest seq another member of the conversation has received, as far as this device has
+  // heard (a `delivery_receipt` or a `read_receipt`): every message of the user's up to it is
+  // delivered. 0: none known.
+  deliveredUpTo(conversationId) {
+    return this.deliveredMap.get(conversationId) ?? 0;
+  }
+
+  noteDelivered(conversationId, seq) {
+    if (seq <= this.deliveredUpTo(conversationId)) return;
+    this.deliveredMap.set(conversationId, seq);
+    this.saveDelivered().catch((error) => this.emit("error", { error }));
+  }
+
+  async saveDelivered() {
+    await this.storage.set(this.prefix + "delivered",
+      JSON.stringify(Object.fromEntries(this.deliveredMap)));
   }
 
   // Acknowledges delivery up to `seq` in a conversation, coalescing a burst into one `ack`.
@@ -790,7 +821,8 @@ export class HeraldClient {
     } while (page);
     this.chatMap.clear();
     for (const chat of chats) {
-      this.chatMap.set(chat.conversation_id, { ...chat, read_cursor: chat.last_seq - chat.unread });
+      this.chatMap.set(chat.conversation_id, { ...chat, read_cursor: chat.last_seq - chat.unread,
+        delivered_up_to: this.deliveredUpTo(chat.conversation_id) });
     }
     return this.chatList();
   }

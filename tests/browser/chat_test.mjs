@@ -120,15 +120,31 @@ test("two users chat; read state follows to a second tab; an offline tab catches
   const b2 = await openChat(bobOtherContext, port, "bob", "bob-web-2", bob["bob-web-2"]);
   for (const page of [a, b1, b2]) await page.waitForSelector(chatItem(DIRECT), { timeout: UI_MS });
 
-  // Alice writes; Bob has not opened the conversation in either tab: sent, not read, 1 unread.
+  // Alice writes while both of Bob's tabs are offline: sent (stored), not delivered.
+  for (const [context, page] of [[bobContext, b1], [bobOtherContext, b2]]) {
+    await context.setOffline(true);
+    await page.waitForSelector('#state[data-state="offline"]', { timeout: UI_MS });
+  }
   await a.click(chatItem(DIRECT));
   await send(a, "Lunch at noon?");
   await tickOf(a, "Lunch at noon?", "sent");
+  await sleep(500);
+  await tickOf(a, "Lunch at noon?", "sent");  // no device of Bob's has it yet
+
+  // Bob's tabs come back: they receive it and acknowledge it without opening the conversation:
+  // delivered, not read, 1 unread.
+  for (const [context, page] of [[bobContext, b1], [bobOtherContext, b2]]) {
+    await context.setOffline(false);
+    await page.waitForSelector('#state[data-state="online"]', { timeout: UI_MS });
+  }
+  await tickOf(a, "Lunch at noon?", "delivered");
   await expectUnread(b1, DIRECT, 1);
   await expectUnread(b2, DIRECT, 1);
   assert.equal(await b1.textContent("#unread-total"), "1");
   await sleep(500);
-  await tickOf(a, "Lunch at noon?", "sent");  // nobody read it yet
+  await tickOf(a, "Lunch at noon?", "delivered");  // nobody read it yet
+  assert.equal(await a.getAttribute('#messages li.mine:has(.body:text-is("Lunch at noon?")) .ticks',
+    "title"), "delivered to another member's device");
 
   // Bob opens it in his first tab: read there, in his second tab, and by Alice's ticks.
   await b1.click(chatItem(DIRECT));
@@ -174,7 +190,7 @@ test("two users chat; read state follows to a second tab; an offline tab catches
   await a.click("#new-chat button");
   await a.waitForSelector('#conversation-title:text-is("Lunch crew")', { timeout: UI_MS });
   await send(a, "Who else is coming?");
-  await tickOf(a, "Who else is coming?", "sent");
+  await tickOf(a, "Who else is coming?", "delivered");  // Bob's first tab has it (Carol has no device)
   const group = await a.$eval('#chat-list li[aria-selected="true"]', (li) => li.dataset.conversation);
   await expectUnread(b1, group, 1);
   assert.equal(await b1.textContent(`${chatItem(group)} .title`), "Lunch crew");

@@ -425,6 +425,44 @@ TEST_F(OneNode, ReadSyncsReceiptsToTheSenderAndTheReader) {
   EXPECT_TRUE(b_phone->ping().ok());
 }
 
+TEST_F(OneNode, AckTellsTheSenderDeliveredOnceAndResumeReplaysIt) {
+  auto a_phone = open(a_phone_);
+  auto b_phone = open(b_phone_);
+  const std::uint64_t since = must(a_phone->sync(0, 100), "alice's cursor before").cursor;
+  const std::uint64_t first = send(*a_phone, "m-1", "one");
+  const std::uint64_t second = send(*a_phone, "m-2", "two");
+  must(wait_for_change(*b_phone, [&](const Change& c) { return is_new_message(c, second); }),
+       "bob's messages");
+  EXPECT_EQ(must(b_phone->ack(direct_, first), "bob's first ack"), first);
+  const Change receipt =
+      must(wait_for_change(*a_phone,
+                           [](const Change& c) { return c.kind == client::kDeliveryReceiptKind; }),
+           "alice's delivery receipt");
+  EXPECT_EQ(receipt.actor, "bob");
+  EXPECT_EQ(receipt.seq, first);
+  EXPECT_EQ(receipt.conversation_id, direct_);
+  EXPECT_TRUE(delivery_reaches(first, "delivery_confirmed"));
+
+  EXPECT_EQ(must(b_phone->ack(direct_, first), "bob's repeated ack"), first);
+  EXPECT_EQ(must(b_phone->ack(direct_, second), "bob's second ack"), second);
+  const Change later =
+      must(wait_for_change(*a_phone,
+                           [](const Change& c) { return c.kind == client::kDeliveryReceiptKind; }),
+           "alice's second delivery receipt");
+  EXPECT_EQ(later.seq, second) << "the repeated ack told alice nothing";
+  for (const Change& c : collect_changes(*b_phone)) {
+    EXPECT_NE(c.kind, client::kDeliveryReceiptKind) << "bob is not told of his own acks";
+  }
+
+  // A device of alice's that was away gets both receipts on resume, in stream order.
+  auto a_laptop = open(a_laptop_, since);
+  std::vector<std::uint64_t> replayed;
+  for (const Change& c : collect_changes(*a_laptop)) {
+    if (c.kind == client::kDeliveryReceiptKind) replayed.push_back(c.seq);
+  }
+  EXPECT_EQ(replayed, (std::vector<std::uint64_t>{first, second}));
+}
+
 TEST_F(OneNode, RetransmittedSendKeepsItsSeq) {
   auto a_phone = open(a_phone_);
   auto b_phone = open(b_phone_);

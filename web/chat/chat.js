@@ -80,13 +80,17 @@ function renderChats() {
   document.title = client.unreadTotal() ? `(${client.unreadTotal()}) Herald chat` : "Herald chat";
 }
 
-// The tick of one of my messages: pending (in the outbox), sent (stored, seq known) or read (a
+// The tick of one of my messages: pending (in the outbox), sent (stored, seq known), delivered
+// (a device of another member acknowledged it: the client's delivered mark covers it) or read (a
 // member's read receipt covers it).
 function tickOf(conv, seq) {
   if (seq === undefined) return { status: "pending", text: "🕓" };
   const readers = [...(receipts.get(conv) ?? new Map())].filter(([user, upTo]) =>
     user !== me.user && Number(upTo) >= seq);
   if (readers.length) return { status: "read", text: "✓✓", title: `read by ${readers.map(([u]) => u).join(", ")}` };
+  if (client.deliveredUpTo(conv) >= seq) {
+    return { status: "delivered", text: "✓✓", title: "delivered to another member's device" };
+  }
   return { status: "sent", text: "✓", title: "stored by the server" };
 }
 
@@ -200,6 +204,9 @@ function wire() {
     const users = receipts.get(conv);
     if (Number(users.get(user) ?? 0) < seq) users.set(user, seq);
     saveReceipts();
+    if (conv === selected) renderMessages();
+  });
+  client.on("delivered", ({ conversation_id: conv }) => {
     if (conv === selected) renderMessages();
   });
   client.on("typing", ({ conversation_id: conv, user_id: user, active }) => {

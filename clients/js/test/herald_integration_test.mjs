@@ -120,11 +120,15 @@ test("messages, acks, read sync across devices, receipts, typing and presence", 
   assert.equal(conversation.conversation_id, "direct:alice:bob");
 
   const received = next(bob, "message", (e) => e.message.body === "Lunch at noon?");
+  // Bob's devices acknowledge it on their own: the first of them tells Alice.
+  const delivered = next(alice, "delivered", (e) => e.user_id === "bob");
   const answer = await alice.send(conversation.conversation_id, "Lunch at noon?");
   assert.equal(answer.existed, false);
   const { message } = await received;
   assert.equal(message.seq, answer.seq);
   assert.equal(message.sender_device, "alice-phone");
+  assert.equal((await delivered).seq, answer.seq);
+  assert.equal(alice.deliveredUpTo(conversation.conversation_id), answer.seq);
 
   const chats = await bobPhone.loadChats();
   assert.equal(chats.find((c) => c.conversation_id === "direct:alice:bob").unread, 1);

@@ -265,6 +265,44 @@ test("ChatListKeepsUnreadCountsFromTheStream", async () => {
   client.close();
 });
 
+test("DeliveryReceiptsRaiseTheDeliveredMarkAndSurviveARestart", async () => {
+  const storage = new MemoryStorage();
+  const { sockets, FakeSocket } = fakeSockets();
+  const client = newClient(FakeSocket, { storage });
+  const events = [];
+  client.on("delivered", (e) => events.push([e.conversation_id, e.user_id, e.seq]));
+  client.connect();
+  const s = await until("socket", () => sockets[0]);
+  await answerAuth(s, 1);
+  const loading = client.loadChats();
+  const chats = await until("chats", () => s.last("chats"));
+  s.push({ type: "ok", re: chats.id, next_page: null, chats: [{ conversation_id: "direct:alice:bob",
+    kind: "direct", title: "", activity_ms: 1, last_seq: 2, last_sender: "bob", preview: "x",
+    unread: 0, muted: false }] });
+  await loading;
+  assert.equal(client.chatList()[0].delivered_up_to, 0);
+  const receipt = (cursor, kind, seq, actor = "alice") => ({ type: "change", change: { cursor, kind,
+    conversation_id: "direct:alice:bob", seq, actor, time_ms: 7 } });
+  s.push(receipt(2, "delivery_receipt", 2));
+  assert.deepEqual(events, [["direct:alice:bob", "alice", 2]]);
+  assert.equal(client.chatList()[0].delivered_up_to, 2);
+  s.push(receipt(3, "delivery_receipt", 1));  // an older mark (another conversation member's)
+  assert.equal(client.deliveredUpTo("direct:alice:bob"), 2, "never goes back");
+  s.push(receipt(4, "read_receipt", 3));      // read implies delivered
+  assert.equal(client.chatList()[0].delivered_up_to, 3);
+  s.push(receipt(5, "read_receipt", 9, "bob"));  // the user's own reads are no delivery
+  assert.equal(client.deliveredUpTo("direct:alice:bob"), 3);
+  await tick(10);
+  client.close();
+  // The stored cursor does not replay the receipts: the mark itself is stored.
+  const again = fakeSockets();
+  const restarted = newClient(again.FakeSocket, { storage });
+  restarted.connect();
+  await answerAuth(await until("socket", () => again.sockets[0]), 5);
+  assert.equal(restarted.deliveredUpTo("direct:alice:bob"), 3);
+  restarted.close();
+});
+
 test("EventsCanBeReadAsAnAsyncIterator", async () => {
   const { sockets, FakeSocket } = fakeSockets();
   const client = newClient(FakeSocket);
