@@ -76,7 +76,7 @@ export type ChangeKind =
   | "message_new" | "message_edited" | "message_deleted" | "conversation_created"
   | "conversation_renamed" | "members_added" | "member_removed" | "member_left" | "role_changed"
   | "read_cursor" | "read_receipt" | "delivery_receipt" | "preferences_changed"
-  | "push_target_invalid" | "device_removed";
+  | "push_target_invalid" | "device_removed" | "user_revoked";
 export interface Change {
   cursor: number; kind: ChangeKind; conversation_id: string; seq: number; actor: string;
   time_ms: number; message?: Message; title?: string; users?: string[]; role?: string;
