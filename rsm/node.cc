@@ -902,6 +902,11 @@ void Node::apply_conf_change(const raftpb::Entry& entry, ApplyBatch& batch) {
   const std::string key = member_address_key(change.node_id());
   if (change.type() == raftpb::CONF_CHANGE_REMOVE_NODE) {
     batch.del(storage::Space::kState, key);
+    // A removed node never clears its own disk alarm: it would refuse new content forever.
+    if (disk_alarms_.erase(change.node_id()) > 0) {
+      spdlog::warn("replica {}: disk alarm of removed node {} cleared", config_.id,
+                   change.node_id());
+    }
   } else if (change.type() == raftpb::CONF_CHANGE_ADD_LEARNER && !change.context().empty()) {
     batch.put(storage::Space::kState, key, seal_record(change.context()));
   }
@@ -920,8 +925,16 @@ Status Node::apply_command(raft::Index index, const rsmpb::Command& command, App
   // command's own writes are undone when it fails, so a failed command has no effect.
   if (command.has_disk_alarm()) {
     const rsmpb::DiskAlarm& alarm = command.disk_alarm();
+    const bool member = std::find(conf_state_.voters().begin(), conf_state_.voters().end(),
+                                  alarm.node()) != conf_state_.voters().end() ||
+                        std::find(conf_state_.learners().begin(), conf_state_.learners().end(),
+                                  alarm.node()) != conf_state_.learners().end();
     if (alarm.node() != command.origin()) {
       result = status_result(Status::invalid_argument("a node reports only its own disk"));
+    } else if (alarm.raised() && !member) {
+      // A removed node still running could raise an alarm no member would ever clear.
+      result = status_result(Status::failed_precondition(
+          fmt::format("node {} is not a member: its disk alarm is ignored", alarm.node())));
     } else if (alarm.raised()) {
       disk_alarms_.insert(alarm.node());
       spdlog::warn("replica {}: disk alarm raised by node {} ({} bytes free)", config_.id,
