@@ -1065,7 +1065,7 @@ void Node::maybe_end_recovery() {
   evidence.max_term = raft_->status().term;
   std::size_t others = 0;
   std::size_t heard = 0;
-  for (const raft::NodeId voter : conf_state_.voters()) {
+  for (const raft::NodeId voter : recovery_voters()) {
     if (voter == config_.id) {
       continue;
     }
@@ -1104,6 +1104,22 @@ void Node::maybe_end_recovery() {
   recovery_reports_.clear();
 }
 
+std::vector<raft::NodeId> Node::recovery_voters() const {
+  // The membership this replica applied may be older than the cluster's: its disk may have lost
+  // the application of later changes. Waiting for a voter removed since, whose process may be
+  // gone, would never end; so it waits for the voters of the newest membership applied among its
+  // own and those of the reports received since it restarted.
+  raft::Index newest = applied_;
+  const google::protobuf::RepeatedField<std::uint64_t>* voters = &conf_state_.voters();
+  for (const auto& [from, report] : recovery_reports_) {
+    if (report.applied() > newest && report.voters_size() > 0) {
+      newest = report.applied();
+      voters = &report.voters();
+    }
+  }
+  return {voters->begin(), voters->end()};
+}
+
 rsmpb::PeerEnvelope Node::make_report() const {
   const raft::NodeStatus st = raft_->status();
   rsmpb::PeerEnvelope envelope;
@@ -1122,6 +1138,7 @@ rsmpb::PeerEnvelope Node::make_report() const {
   auto durable_term = log_->term(durable_last);
   report->set_durable_last_index(durable_last);
   report->set_durable_last_term(durable_term.ok() ? *durable_term : 0);
+  *report->mutable_voters() = conf_state_.voters();
   for (const auto& [peer, incarnation] : peer_incarnations_) {
     rsmpb::PeerIncarnation& h = *report->add_heard();
     h.set_id(peer);

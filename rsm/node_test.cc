@@ -1081,6 +1081,35 @@ TEST_F(MembershipTest, RemovingANodeClearsItsDiskAlarmAndANonMemberRaisesNone) {
   EXPECT_GT(replica(3).node->stats().proposals, 0U);
 }
 
+// A replica that restarts with an applied membership older than the cluster's (it was cut off,
+// or its disk lost the change) must not wait for the report of a voter removed since: that
+// node's process is gone. It waits for the voters of the newest membership its peers report.
+TEST_F(MembershipTest, ARecoveringReplicaWaitsForTheCurrentVotersNotARemovedOne) {
+  NodeConfig base;
+  base.recovery_fallback_ticks = 0;  // no majority fallback: only the rule itself can end it
+  const raft::NodeId lead = start_three(base);
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  const raft::NodeId gone = 6 - lead - f;
+  net_.down.insert(f);
+  ASSERT_TRUE(change_at(lead, {MemberOp::kRemove, gone, {}}).ok());
+  replica(gone).node.reset();  // the operator stops the removed node
+  net_.down.insert(gone);
+  // f restarts with its old membership, which still counts `gone` as a voter.
+  replica(f).node.reset();
+  open(f);
+  net_.down.erase(f);
+  ASSERT_TRUE(replica(f).node->recovering());
+  EXPECT_EQ(replica(f).node->conf_state().voters_size(), 3);
+  tick_all(50);
+  EXPECT_FALSE(replica(f).node->recovering());
+  // The two remaining voters commit again, and f applied its peer's removal.
+  ASSERT_TRUE(put(lead, "after", "1").ok());
+  tick_all(5);
+  EXPECT_EQ(replica(f).node->conf_state().voters_size(), 2);
+  EXPECT_EQ(read(f, "after"), "1");
+}
+
 TEST_F(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNonLeadersRefuseAll) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);
