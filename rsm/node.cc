@@ -1028,6 +1028,11 @@ void Node::apply_conf_change(const raftpb::Entry& entry, ApplyBatch& batch) {
   const std::string key = member_address_key(change.node_id());
   if (change.type() == raftpb::CONF_CHANGE_REMOVE_NODE) {
     batch.del(storage::Space::kState, key);
+    // A removed node never clears its own disk alarm: it would refuse new content forever.
+    if (disk_alarms_.erase(change.node_id()) > 0) {
+      spdlog::warn("replica {}: disk alarm of removed node {} cleared", config_.id,
+                   change.node_id());
+    }
   } else if (change.type() == raftpb::CONF_CHANGE_ADD_LEARNER && !change.context().empty()) {
     batch.put(storage::Space::kState, key, seal_record(change.context()));
   }
@@ -1046,8 +1051,16 @@ Status Node::apply_command(raft::Index index, const rsmpb::Command& command, App
   // command's own writes are undone when it fails, so a failed command has no effect.
   if (command.has_disk_alarm()) {
     const rsmpb::DiskAlarm& alarm = command.disk_alarm();
+    const bool member = std::find(conf_state_.voters().begin(), conf_state_.voters().end(),
+                                  alarm.node()) != conf_state_.voters().end() ||
+                        std::find(conf_state_.learners().begin(), conf_state_.learners().end(),
+                                  alarm.node()) != conf_state_.learners().end();
     if (alarm.node() != command.origin()) {
       result = status_result(Status::invalid_argument("a node reports only its own disk"));
+    } else if (alarm.raised() && !member) {
+      // A removed node still running could raise an alarm no member would ever clear.
+      result = status_result(Status::failed_precondition(
+          fmt::format("node {} is not a member: its disk alarm is ignored", alarm.node())));
     } else if (alarm.raised()) {
       disk_alarms_.insert(alarm.node());
       spdlog::warn("replica {}: disk alarm raised by node {} ({} bytes free)", config_.id,
@@ -1189,7 +1202,7 @@ void Node::maybe_end_recovery() {
   evidence.max_term = raft_->status().term;
   std::size_t others = 0;
   std::size_t heard = 0;
-  for (const raft::NodeId voter : conf_state_.voters()) {
+  for (const raft::NodeId voter : recovery_voters()) {
     if (voter == config_.id) {
       continue;
     }
@@ -1228,6 +1241,22 @@ void Node::maybe_end_recovery() {
   recovery_reports_.clear();
 }
 
+std::vector<raft::NodeId> Node::recovery_voters() const {
+  // The membership this replica applied may be older than the cluster's: its disk may have lost
+  // the application of later changes. Waiting for a voter removed since, whose process may be
+  // gone, would never end; so it waits for the voters of the newest membership applied among its
+  // own and those of the reports received since it restarted.
+  raft::Index newest = applied_;
+  const google::protobuf::RepeatedField<std::uint64_t>* voters = &conf_state_.voters();
+  for (const auto& [from, report] : recovery_reports_) {
+    if (report.applied() > newest && report.voters_size() > 0) {
+      newest = report.applied();
+      voters = &report.voters();
+    }
+  }
+  return {voters->begin(), voters->end()};
+}
+
 rsmpb::PeerEnvelope Node::make_report() const {
   const raft::NodeStatus st = raft_->status();
   rsmpb::PeerEnvelope envelope;
@@ -1246,6 +1275,7 @@ rsmpb::PeerEnvelope Node::make_report() const {
   auto durable_term = log_->term(durable_last);
   report->set_durable_last_index(durable_last);
   report->set_durable_last_term(durable_term.ok() ? *durable_term : 0);
+  *report->mutable_voters() = conf_state_.voters();
   for (const auto& [peer, incarnation] : peer_incarnations_) {
     rsmpb::PeerIncarnation& h = *report->add_heard();
     h.set_id(peer);

@@ -323,9 +323,12 @@ class Node {
   [[nodiscard]] rsmpb::PeerEnvelope make_report() const;
   // A peer's report: forgets the match of a peer that restarted, feeds recovery.
   void receive_report(raft::NodeId from, const rsmpb::NodeReport& report);
-  // Ends recovery once every other voter (or, after recovery_fallback_ticks, a majority) has
-  // reported since this replica started.
+  // Ends recovery once every other voter (or, after recovery_fallback_ticks, a majority) of
+  // recovery_voters() has reported since this replica started.
   void maybe_end_recovery();
+  // The voters a recovering replica waits for: those of the newest membership applied among its
+  // own and the reports received since it started (its own may have rolled back).
+  [[nodiscard]] std::vector<raft::NodeId> recovery_voters() const;
   // Measures free space and proposes a DiskAlarm when this node crosses its floor.
   void check_disk();
 

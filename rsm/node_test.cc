@@ -1068,6 +1068,79 @@ TEST_P(MembershipTest, AJoiningReplicaIsAddedAsLearnerPromotedAndAnotherVoterRem
   EXPECT_EQ(read(4, "after"), "2");
 }
 
+// A removed node never clears its own disk alarm; left in the applied state, it would refuse new
+// content cluster-wide forever. Removing the node clears it, and a non-member raises none.
+TEST_P(MembershipTest, RemovingANodeClearsItsDiskAlarmAndANonMemberRaisesNone) {
+  constexpr std::uint64_t kFloor = 1'000;
+  storage::ManualDiskSpace plenty(10 * kFloor);
+  storage::ManualDiskSpace low(10 * kFloor);
+  NodeConfig base;
+  base.min_free_bytes = kFloor;
+  base.disk = &plenty;
+  start(3, base);
+  config_.disk = &low;  // node 3 measures its own disk
+  replica(3).node.reset();
+  open(3);
+  tick_all(40);
+  low.set(kFloor - 1);
+  tick_all(kDiskCheckIntervalTicks + 5);
+  raft::NodeId lead = leader();
+  ASSERT_NE(lead, raft::kNoNode);
+  EXPECT_EQ(replica(lead).node->disk_alarms(), std::set<raft::NodeId>{3});
+  if (lead == 3) {
+    replica(3).node->transfer_leadership(1);
+    tick_all(20);
+    lead = leader();
+    ASSERT_NE(lead, 3U);
+  }
+
+  ASSERT_TRUE(change_at(lead, {MemberOp::kRemove, 3, {}}).ok());
+  tick_all(5);
+  for (const raft::NodeId id : {1, 2}) {
+    EXPECT_TRUE(replica(id).node->disk_alarms().empty()) << "replica " << id;
+  }
+  auto accepted = put(lead, "b", "2");
+  ASSERT_TRUE(accepted.ok()) << accepted.status().to_string();
+  EXPECT_EQ(accepted->code(), 0U);
+
+  // Node 3 still runs on its low disk and, no longer seeing its alarm applied, raises it again
+  // through the leader it knew: the members ignore it.
+  tick_all(3 * kDiskCheckIntervalTicks);
+  for (const raft::NodeId id : {1, 2}) {
+    EXPECT_TRUE(replica(id).node->disk_alarms().empty()) << "replica " << id;
+  }
+  EXPECT_GT(replica(3).node->stats().proposals, 0U);
+}
+
+// A replica that restarts with an applied membership older than the cluster's (it was cut off,
+// or its disk lost the change) must not wait for the report of a voter removed since: that
+// node's process is gone. It waits for the voters of the newest membership its peers report.
+TEST_P(MembershipTest, ARecoveringReplicaWaitsForTheCurrentVotersNotARemovedOne) {
+  NodeConfig base;
+  base.recovery_fallback_ticks = 0;  // no majority fallback: only the rule itself can end it
+  const raft::NodeId lead = start_three(base);
+  ASSERT_NE(lead, raft::kNoNode);
+  const raft::NodeId f = lead == 1 ? 2 : 1;
+  const raft::NodeId gone = 6 - lead - f;
+  net_.down.insert(f);
+  ASSERT_TRUE(change_at(lead, {MemberOp::kRemove, gone, {}}).ok());
+  replica(gone).node.reset();  // the operator stops the removed node
+  net_.down.insert(gone);
+  // f restarts with its old membership, which still counts `gone` as a voter.
+  replica(f).node.reset();
+  open(f);
+  net_.down.erase(f);
+  ASSERT_TRUE(replica(f).node->recovering());
+  EXPECT_EQ(replica(f).node->conf_state().voters_size(), 3);
+  tick_all(50);
+  EXPECT_FALSE(replica(f).node->recovering());
+  // The two remaining voters commit again, and f applied its peer's removal.
+  ASSERT_TRUE(put(lead, "after", "1").ok());
+  tick_all(5);
+  EXPECT_EQ(replica(f).node->conf_state().voters_size(), 2);
+  EXPECT_EQ(read(f, "after"), "1");
+}
+
 TEST_P(MembershipTest, TheLeaderRefusesASecondChangeInFlightRemovingItselfAndNonLeadersRefuseAll) {
   const raft::NodeId lead = start_three();
   ASSERT_NE(lead, raft::kNoNode);

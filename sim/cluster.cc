@@ -189,6 +189,10 @@ std::string SafetyChecker::on_apply(raft::NodeId id, const raftpb::Entry& entry)
   auto [it, inserted] = committed_.emplace(entry.index(), digest);
   if (inserted) {
     record_command(entry);
+    if (entry.type() == raftpb::ENTRY_CONF_CHANGE) {
+      raftpb::ConfChange change;
+      if (change.ParseFromString(entry.data())) conf_changes_.emplace(entry.index(), change);
+    }
     return {};
   }
   if (it->second == digest) {
@@ -342,6 +346,7 @@ struct SimCluster::Replica {
   storage::ManualDiskSpace disk{kSimDiskFreeBytes};
   bool damaged = false;  // a record of its store was damaged on purpose and not yet found
   bool lies = false;     // its disk may lose synced writes when it crashes
+  bool retired = false;  // stopped for good by the operator (a removed member)
   // What the log looked like at the last log check: (first, last, term of last).
   std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
 };
@@ -371,7 +376,8 @@ SimCluster::SimCluster(const ClusterOptions& options, ClusterScenario* scenario)
       network_(derive_seed(options.seed, 4), &clock_, link_bounds_for(options.seed)),
       storm_(fault_rng_.chance(kStormChance)) {
   HERALD_ASSERT(options.replicas == 3 || options.replicas == 5, "a cluster has 3 or 5 replicas");
-  for (int i = 1; i <= options.replicas; ++i) {
+  HERALD_ASSERT(options.spares >= 0, "a negative number of spares");
+  for (int i = 1; i <= options.replicas + options.spares; ++i) {
     auto r = std::make_unique<Replica>();
     r->id = static_cast<raft::NodeId>(i);
     r->transport = &network_.add_node(r->id);
@@ -418,6 +424,40 @@ std::vector<raft::NodeId> SimCluster::up_ids() const {
   return ids;
 }
 
+std::set<raft::NodeId> SimCluster::leader_members() const {
+  std::set<raft::NodeId> members;
+  const raft::NodeId leader = leader_hint();
+  if (leader == raft::kNoNode) {
+    return members;
+  }
+  const raftpb::ConfState& conf = replicas_.at(leader)->node->conf_state();
+  members.insert(conf.voters().begin(), conf.voters().end());
+  members.insert(conf.learners().begin(), conf.learners().end());
+  return members;
+}
+
+void SimCluster::retire_replica(raft::NodeId id) {
+  Replica& r = replica(id);
+  if (r.retired) {
+    return;
+  }
+  r.retired = true;
+  log_event(fmt::format("the operator stops removed replica {} for good", id));
+  if (!r.node) {
+    return;  // down already; its restart will not happen
+  }
+  abandon_ops_on(id);
+  r.node.reset();
+  if (scenario_ != nullptr) {
+    scenario_->on_replica_down(id);
+  }
+  network_.set_up(id, false);
+}
+
+bool SimCluster::retired(raft::NodeId id) const {
+  return replicas_.at(id)->retired;
+}
+
 raft::NodeId SimCluster::leader_hint() const {
   for (const auto& [id, r] : replicas_) {
     if (r->node && r->node->status().role == raft::Role::kLeader) {
@@ -433,9 +473,11 @@ Status SimCluster::open_replica(Replica& r) {
   ++r.incarnation;
   rsm::NodeConfig config;
   config.id = r.id;
-  for (const auto& [id, unused] : replicas_) {
+  for (raft::NodeId id = 1; id <= static_cast<raft::NodeId>(options_.replicas); ++id) {
     config.initial_voters.push_back(id);
   }
+  // A spare starts empty and waits for the leader to add it.
+  config.join = r.id > static_cast<raft::NodeId>(options_.replicas);
   // A fresh seed per incarnation, as a restarted process would draw.
   config.seed = derive_seed(options_.seed, (r.id << 32U) + r.incarnation);
   config.compaction_threshold_entries = kSimCompactionThresholdEntries;
@@ -535,8 +577,8 @@ void SimCluster::on_tick(const Event& event) {
 
 void SimCluster::on_restart(const Event& event) {
   Replica& r = replica(event.node);
-  if (r.node || event.generation != r.incarnation) {
-    return;  // Restarted already (the final heal restarts everyone).
+  if (r.node || r.retired || event.generation != r.incarnation) {
+    return;  // Restarted already (the final heal restarts everyone), or stopped for good.
   }
   log_event(fmt::format("restart replica {}", r.id));
   start_replica(r);
@@ -615,17 +657,18 @@ void SimCluster::plan_lying_disk() {
   if (!rng.chance(kLyingDiskChance)) {
     return;
   }
-  auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  const auto voters = static_cast<std::size_t>(options_.replicas);
+  auto target = static_cast<raft::NodeId>(1 + rng.uniform(voters));
   if (damage_target_ != raft::kNoNode) {
     // Bad disks stay a minority: with 3 replicas a damaged one is already the one bad disk
     // allowed (a liar beside it could lose, with the rebuilt one, the only two copies of a
     // commit); with 5 the liar is another replica (a rollback could also bring a damaged record
     // back after its rebuild).
-    if ((replicas_.size() - 1) / 2 < 2) {
+    if ((voters - 1) / 2 < 2) {
       return;
     }
     if (target == damage_target_) {
-      target = target % replicas_.size() + 1;
+      target = target % voters + 1;
     }
   }
   Replica& r = replica(target);
@@ -641,7 +684,8 @@ void SimCluster::plan_damage() {
   if (!rng.chance(kDamageChance)) {
     return;
   }
-  const auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  const auto target =
+      static_cast<raft::NodeId>(1 + rng.uniform(static_cast<std::uint64_t>(options_.replicas)));
   const MonoMs at = rng.range(kFirstFaultMs, options_.faults_end_ms);
   const bool in_log = rng.chance(0.5);
   damage_target_ = target;
@@ -818,7 +862,7 @@ void SimCluster::check_logs(bool full) {
 std::size_t SimCluster::impaired_count() const {
   std::set<raft::NodeId> impaired;
   for (const auto& [id, r] : replicas_) {
-    if (!r->node) {
+    if (!r->node && !r->retired) {
       impaired.insert(id);
     }
   }
@@ -849,7 +893,8 @@ void SimCluster::on_fault() {
   schedule(now + fault_rng_.range(profile.min_gap_ms, profile.max_gap_ms),
            Event{EventKind::kFault});
   const raft::NodeId target = pick_target();
-  const std::size_t minority = (replicas_.size() - 1) / 2;
+  // Of the initial voters: with spares, the membership may be smaller than the replicas.
+  const std::size_t minority = (static_cast<std::size_t>(options_.replicas) - 1) / 2;
   const bool may_impair = impaired_count() < minority || fault_rng_.chance(profile.majority_chance);
   switch (pick_fault_kind(fault_rng_)) {
     case FaultKind::kCrash:
@@ -949,7 +994,8 @@ void SimCluster::plan_full_disk() {
   if (!rng.chance(kFullDiskChance)) {
     return;
   }
-  const auto target = static_cast<raft::NodeId>(1 + rng.uniform(replicas_.size()));
+  const auto target =
+      static_cast<raft::NodeId>(1 + rng.uniform(static_cast<std::uint64_t>(options_.replicas)));
   const MonoMs length = rng.range(kMinFullDiskMs, kMaxFullDiskMs);
   const MonoMs start = rng.range(kFirstFaultMs, options_.faults_end_ms - length);
   schedule_call(start, [this, target, length] {
@@ -979,7 +1025,7 @@ void SimCluster::heal_everything() {
   network_.set_faults(NetworkFaults{});
   for (auto& [id, r] : replicas_) {
     r->disk.set(kSimDiskFreeBytes);
-    if (!r->node) {
+    if (!r->node && !r->retired) {
       start_replica(*r);
     }
   }
@@ -1196,14 +1242,19 @@ bool SimCluster::converged() const {
       return false;
     }
   }
+  // Every member the leader knows must run and have applied what it committed; other replicas
+  // (spares not added, removed ones) take no part.
+  const std::set<raft::NodeId> members = leader_members();
+  if (members.empty()) {
+    return false;
+  }
   std::optional<raft::Index> applied;
-  bool leader = false;
-  for (const auto& [id, r] : replicas_) {
+  for (const raft::NodeId id : members) {
+    const Replica* r = replicas_.at(id).get();
     if (!r->node) {
       return false;
     }
     const raft::NodeStatus st = r->node->status();
-    leader = leader || st.role == raft::Role::kLeader;
     if (st.commit != r->node->applied_index() || applied.value_or(st.commit) != st.commit) {
       return false;
     }
@@ -1212,7 +1263,7 @@ bool SimCluster::converged() const {
       return false;  // Freed disks clear their alarms within a check interval.
     }
   }
-  if (!leader || applied.value_or(0) < safety_.max_committed()) {
+  if (applied.value_or(0) < safety_.max_committed()) {
     return false;
   }
   return scenario_ == nullptr || scenario_->unsettled().empty();
@@ -1222,7 +1273,8 @@ void SimCluster::final_checks() {
   check_logs(/*full=*/true);
   std::optional<std::vector<std::pair<std::string, std::string>>> reference;
   raft::NodeId reference_id = raft::kNoNode;
-  for (const auto& [id, r] : replicas_) {
+  for (const raft::NodeId id : leader_members()) {
+    const Replica* r = replicas_.at(id).get();
     std::vector<std::pair<std::string, std::string>> contents;
     auto it = r->node->engine().scan(storage::Space::kState, "", "");
     for (; it->valid(); it->next()) {

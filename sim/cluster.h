@@ -57,7 +57,11 @@ inline constexpr std::uint64_t kSimSnapshotChunkBytes = 4ULL << 10U;  // 4 KiB
 
 struct ClusterOptions {
   std::uint64_t seed = 1;
-  int replicas = 3;  // 3 or 5
+  int replicas = 3;  // 3 or 5: the initial voters, node ids 1..replicas
+  // Spare node ids replicas+1 .. replicas+spares: replicas that start empty and wait to join
+  // (rsm::NodeConfig::join) until a scenario adds them with a membership change. Disk faults
+  // (full disks, damaged records, lying disks) only ever hit the initial voters.
+  int spares = 0;
   int clients = 6;
   bool faults = true;
   // Whether the network may deliver a message twice. A real TCP peer transport never does; the
@@ -133,6 +137,10 @@ class SafetyChecker {
                                                  std::uint64_t revision) const;
 
   [[nodiscard]] std::size_t leaders_seen() const { return leaders_.size(); }
+  // Every committed config change, by index (as replicas applied them).
+  [[nodiscard]] const std::map<raft::Index, raftpb::ConfChange>& conf_changes() const {
+    return conf_changes_;
+  }
   [[nodiscard]] raft::Index max_committed() const;
 
  private:
@@ -145,6 +153,7 @@ class SafetyChecker {
   [[nodiscard]] static std::uint64_t value_hash(std::string_view value);
 
   std::map<raft::Index, EntryDigest> committed_;
+  std::map<raft::Index, raftpb::ConfChange> conf_changes_;
   // The first index at which each command was committed. The network may duplicate a forwarded
   // proposal, and raft then commits it twice; only the first copy may take effect.
   std::map<CommandName, raft::Index> commands_;
@@ -204,6 +213,13 @@ class SimCluster {
   [[nodiscard]] rsm::Node* node(raft::NodeId id);
   [[nodiscard]] std::vector<raft::NodeId> up_ids() const;
   [[nodiscard]] raft::NodeId leader_hint() const;
+  // The members (voters and learners) in force on the leader, or empty when no leader runs.
+  [[nodiscard]] std::set<raft::NodeId> leader_members() const;
+  // The operator stops replica `id` for good (a removed member's process): it goes down without
+  // losing anything and is never restarted, not even by the final heal.
+  void retire_replica(raft::NodeId id);
+  [[nodiscard]] bool retired(raft::NodeId id) const;
+  [[nodiscard]] const SafetyChecker& safety() const { return safety_; }
   void log_event(const std::string& what) const;
 
  private:

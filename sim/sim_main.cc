@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "sim/cluster.h"
+#include "sim/membership_scenario.h"
 #include "sim/messaging_scenario.h"
 #include "sim/workflow_scenario.h"
 
@@ -24,6 +25,7 @@ namespace {
 constexpr char kRaftScenario[] = "raft";
 constexpr char kWorkflowScenario[] = "workflow";
 constexpr char kMessagingScenario[] = "messaging";
+constexpr char kMembershipScenario[] = "membership";
 
 // What to print if a seed aborts the process (a failed HERALD_ASSERT in any layer): the seed, so
 // that it can be replayed. Formatted before each run; written from the signal handler.
@@ -100,12 +102,24 @@ std::string messaging_stats_line(std::uint64_t seed, const MessagingStats& s) {
       s.deliveries_read, s.deliveries_expired, s.delivery_lifetime_ms);
 }
 
+std::string membership_stats_line(std::uint64_t seed, const MembershipStats& s) {
+  return fmt::format(
+      "sim: seed {} membership: {} changes asked, {} added, {} promoted, {} removed acknowledged, "
+      "{} refused, {} unknown; {} committed; {} removed replicas stopped; {} campaigns of removed "
+      "replicas\n",
+      seed, s.asked, s.added, s.promoted, s.removed, s.refused, s.unknown, s.committed, s.retired,
+      s.zombie_campaigns);
+}
+
 ClusterOptions options_for(std::string_view scenario, std::uint64_t seed, bool verbose) {
   if (scenario == kWorkflowScenario) {
     return workflow_cluster_options(seed, verbose);
   }
   if (scenario == kMessagingScenario) {
     return messaging_cluster_options(seed, verbose);
+  }
+  if (scenario == kMembershipScenario) {
+    return membership_cluster_options(seed, verbose);
   }
   return raft_options(seed, verbose);
 }
@@ -126,6 +140,11 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
     MessagingScenario run(options);
     const MessagingRunResult r = run.run();
     return {r.cluster, messaging_stats_line(options.seed, r.messaging)};
+  }
+  if (scenario == kMembershipScenario) {
+    MembershipScenario run(options);
+    const MembershipRunResult r = run.run();
+    return {r.cluster, membership_stats_line(options.seed, r.membership)};
   }
   SimCluster cluster(options);
   return {cluster.run(), {}};
@@ -156,9 +175,10 @@ bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose, bool 
 
 int run_sim(const SimOptions& opts) {
   if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario &&
-      opts.scenario != kMessagingScenario) {
-    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {})\n", opts.scenario,
-               kRaftScenario, kWorkflowScenario, kMessagingScenario);
+      opts.scenario != kMessagingScenario && opts.scenario != kMembershipScenario) {
+    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {})\n",
+               opts.scenario, kRaftScenario, kWorkflowScenario, kMessagingScenario,
+               kMembershipScenario);
     return 2;
   }
   if (opts.raft_log != "rocksdb" && opts.raft_log != "segments") {
