@@ -129,7 +129,7 @@ std::optional<rsm::MemberChange> MembershipScenario::pick_change(const raftpb::C
     return change;
   }
   std::vector<raft::NodeId> spares;  // never a member so far
-  const auto first_spare = static_cast<raft::NodeId>(options_.replicas + 1);
+  const raft::NodeId first_spare = static_cast<raft::NodeId>(options_.replicas) + 1;
   for (raft::NodeId id = first_spare; id < first_spare + options_.spares; ++id) {
     if (!contains(conf.voters(), id) && !retiring_.contains(id) && !cluster_.retired(id)) {
       spares.push_back(id);
