@@ -15,6 +15,11 @@
 
 namespace herald::messaging {
 
+bool is_message_change(messagingpb::ChangeKind kind) {
+  return kind == messagingpb::MESSAGE_NEW || kind == messagingpb::MESSAGE_EDITED ||
+         kind == messagingpb::MESSAGE_DELETED;
+}
+
 namespace {
 
 using messagingpb::ChangeKind;
@@ -191,11 +196,6 @@ EffectivePreferences effective(const UserPreferences& user, const ConversationPr
   prefs.muted = conv.muted();
   prefs.hide_previews = user.hide_previews();
   return prefs;
-}
-
-bool is_message_change(ChangeKind kind) {
-  return kind == messagingpb::MESSAGE_NEW || kind == messagingpb::MESSAGE_EDITED ||
-         kind == messagingpb::MESSAGE_DELETED;
 }
 
 ChangeRecord make_change(ChangeKind kind, std::string_view conversation_id,
@@ -1511,7 +1511,9 @@ Status Applier::append_change(std::string_view user_id, ChangeRecord change) {
   HERALD_RETURN_IF_ERROR(trim_changes(user));
   if (!user.trim_queued()) HERALD_RETURN_IF_ERROR(queue_stream_trim(user));
   put(keys::user_key(user_id), user);
-  notices_.push_back(ChangeNotice{std::string(user_id), seq, change.conversation_id()});
+  std::string conversation_id = change.conversation_id();
+  notices_.push_back(
+      ChangeNotice{std::string(user_id), seq, std::move(conversation_id), std::move(change)});
   return Status::ok_status();
 }
 

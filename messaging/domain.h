@@ -195,12 +195,18 @@ class WorkflowSink {
                                       std::string_view workflow_id, std::string_view reason) = 0;
 };
 
+// Whether a change of this kind is about one message (a sync entry attaches the message).
+[[nodiscard]] bool is_message_change(messagingpb::ChangeKind kind);
+
 // A change appended to a user's stream by an applied command (a hint for live push; the stream
-// is the truth).
+// is the truth). `change` is the entry as appended, so that a live session whose cursor is right
+// before it can send it without reading the stream back; a message change carries no message
+// (the reader looks up the message's current state, as a sync page does).
 struct ChangeNotice {
   std::string user_id;
   std::uint64_t change_seq = 0;
   std::string conversation_id;  // empty for user-level changes
+  messagingpb::ChangeRecord change;
 };
 
 // A user's preferences for one conversation, overrides resolved.

@@ -414,6 +414,10 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
 
   // ---- Streams (raft thread) ----
   void on_changes(const std::vector<messaging::ChangeNotice>& changes, std::int64_t now_ms);
+  // Raft thread: sends the notice's change to a live session whose cursor is right before it,
+  // without reading the stream back. False when the session must pump instead (behind, paused,
+  // its queue full, a change that ends the session, or a message that is no longer there).
+  bool send_live(const std::shared_ptr<Session>& s, const messaging::ChangeNotice& notice);
   void pump(const std::shared_ptr<Session>& s);
   void unregister(const std::shared_ptr<Session>& s);
   // Tells this node's sessions; `relay` also sends it to the other nodes.
@@ -956,7 +960,6 @@ void Gateway::Core::expire_unauthenticated() {
 
 void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& changes,
                                std::int64_t now_ms) {
-  std::string last_user;
   for (const auto& change : changes) {
     if (change.user_id.empty()) {  // a snapshot replaced the state: every stream may have moved
       for (const auto& [user, list] : streams_) {
@@ -964,12 +967,11 @@ void Gateway::Core::on_changes(const std::vector<messaging::ChangeNotice>& chang
       }
       continue;
     }
-    if (change.user_id == last_user) continue;  // notices come grouped per command
-    last_user = change.user_id;
     const auto it = streams_.find(change.user_id);
     if (it == streams_.end()) continue;
     for (const auto& s : it->second) {
-      pump(s);
+      // A session already past this change (a pump read it with an earlier one) skips it.
+      if (change.change_seq > s->cursor && !send_live(s, change)) pump(s);
     }
   }
   if (!read_waiters_.empty()) check_reads(now_ms);
@@ -992,6 +994,28 @@ void Gateway::Core::close_stalled_readers() {
     still.push_back(std::move(s));
   }
   paused_ = std::move(still);
+}
+
+bool Gateway::Core::send_live(const std::shared_ptr<Session>& s,
+                              const messaging::ChangeNotice& notice) {
+  const messagingpb::ChangeRecord& change = notice.change;
+  if (!s->registered || s->pump_pending || s->paused_since_ms != 0) return false;
+  if (change.change_seq() != notice.change_seq || notice.change_seq != s->cursor + 1) return false;
+  // Changes that end the session, and a full outbound queue, take the pump's way.
+  if (change.kind() == messagingpb::DEVICE_REMOVED || change.kind() == messagingpb::USER_REVOKED ||
+      s->conn->queued_bytes() > kStreamHighWaterBytes) {
+    return false;
+  }
+  messagingpb::SyncEntry entry;
+  *entry.mutable_change() = change;
+  if (messaging::is_message_change(change.kind())) {
+    auto message = Domain::get_message(node_->engine(), change.conversation_id(), change.seq());
+    if (!message.ok() || !message->has_value()) return false;  // expired or unreadable: the pump
+    *entry.mutable_message() = std::move(**message);
+  }
+  send(s, json::object{{"type", "change"}, {"change", change_json(entry)}});
+  s->cursor = notice.change_seq;
+  return true;
 }
 
 void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
