@@ -2373,5 +2373,23 @@ TEST_F(DomainTest, TakeChangesReportsEveryAppendedChangeOnce) {
   EXPECT_TRUE(domain_->take_changes().empty());
 }
 
+// The gateway sends a notice's change without reading the stream: it must be the stored entry.
+TEST_F(DomainTest, ANoticeCarriesTheChangeAsStoredInTheStream) {
+  make_trio();
+  static_cast<void>(domain_->take_changes());
+  send("g", "alice", "hi");
+  const auto notices = domain_->take_changes();
+  ASSERT_EQ(notices.size(), 3U);
+  for (const auto& n : notices) {
+    auto page = Domain::sync(store_, n.user_id, n.change_seq - 1, 1);
+    ASSERT_TRUE(page.ok()) << page.status().to_string();
+    ASSERT_EQ(page->entries.size(), 1U) << n.user_id;
+    EXPECT_EQ(n.change.SerializeAsString(), page->entries[0].change().SerializeAsString())
+        << n.user_id;
+    EXPECT_EQ(n.change.kind(), messagingpb::MESSAGE_NEW);
+    EXPECT_TRUE(is_message_change(n.change.kind()));
+  }
+}
+
 }  // namespace
 }  // namespace herald::messaging
