@@ -1,8 +1,11 @@
 // The web chat (/chat/, web/chat/ on clients/js/herald.js) in real headless Chromium (Debian's
 // chromium, driven by playwright-core) against a real Herald node on loopback. Alice and Bob chat
 // in two browser contexts; Bob has a second tab, a second device in its own context, whose read
-// state follows the first; that tab is taken offline (context.setOffline) and catches up when it
-// comes back. Screenshots go to tests/browser/screenshots/ (or $HERALD_SCREENSHOTS).
+// state follows the first; that tab is taken offline (context.setOffline, which applies to a whole
+// context) and catches up when it comes back. Bob then opens a third tab in the same context as
+// his first (one browser: shared localStorage), signed in as a third device: it is a device of its
+// own, follows the first tab's reading, and removing its device closes it alone. Screenshots go to
+// tests/browser/screenshots/ (or $HERALD_SCREENSHOTS).
 //
 // Usage: node --test chat_test.mjs   with HERALD_BINARY=<path to herald>
 import { test, after } from "node:test";
@@ -98,14 +101,14 @@ async function tickOf(page, body, status) {
   await page.waitForSelector(selector, { timeout: UI_MS });
 }
 
-test("two users chat; read state follows to a second tab; an offline tab catches up", { timeout: 240_000 }, async () => {
+test("two users chat; read state follows to other tabs, one in the same browser; an offline tab catches up", { timeout: 240_000 }, async () => {
   assert.ok(BINARY && fs.existsSync(BINARY), "HERALD_BINARY names the herald binary");
   assert.ok(fs.existsSync(CHROMIUM),
     `${CHROMIUM} is missing: install it with bash scripts/install-deps.sh --browser`);
   fs.mkdirSync(SHOTS, { recursive: true });
   const port = await startNode();
   const alice = await provision(port, "alice", ["alice-web"]);
-  const bob = await provision(port, "bob", ["bob-web-1", "bob-web-2"]);
+  const bob = await provision(port, "bob", ["bob-web-1", "bob-web-2", "bob-web-3"]);
   await provision(port, "carol", []);
   assert.equal((await api(port, "POST", "/v1/admin/conversations",
     { creator: "alice", kind: "direct", members: ["bob"] })).status, 201);
@@ -203,5 +206,38 @@ test("two users chat; read state follows to a second tab; an offline tab catches
   await a.screenshot({ path: path.join(SHOTS, "chat.png") });
   await b1.screenshot({ path: path.join(SHOTS, "chat-bob.png") });
 
-  for (const page of [a, b1, b2]) assert.deepEqual(page.errors, [], "no script errors");
+  // A third tab of Bob's, in the same context as his first: one browser, one localStorage. Signed
+  // in as another device, it is a device of its own: its own session, and the client's cursor and
+  // outbox under its own device's keys.
+  const b3 = await openChat(bobContext, port, "bob", "bob-web-3", bob["bob-web-3"]);
+  await expectUnread(b3, group, 1);
+  assert.equal(await b1.textContent("#who"), "bob · bob-web-1", "the first tab keeps its device");
+  assert.equal(await b3.textContent("#who"), "bob · bob-web-3");
+  assert.equal(await b1.evaluate(() => window.heraldClient.deviceId), "bob-web-1");
+
+  // Bob reads the group in his first tab: the third tab, beside it, follows.
+  await b1.click(chatItem(group));
+  await b1.waitForSelector('#messages li:has(.body:text-is("Who else is coming?"))', { timeout: UI_MS });
+  await expectUnread(b1, group, 0);
+  await expectUnread(b3, group, 0);
+  assert.equal(await b3.textContent("#unread-total"), "0");
+  // Each tab's client keeps its cursor under its own device's key of the shared localStorage.
+  for (const [page, device] of [[b1, "bob-web-1"], [b3, "bob-web-3"]]) {
+    await page.waitForFunction((key) => window.heraldClient.cursor !== null &&
+      localStorage.getItem(key) === String(window.heraldClient.cursor),
+    `herald:bob:${device}:cursor`, { timeout: UI_MS });
+  }
+  const keys = await b1.evaluate(() => Object.keys(localStorage));
+  for (const device of ["bob-web-1", "bob-web-3"]) {
+    assert.ok(keys.includes(`herald:bob:${device}:cursor`), `${device}'s cursor in ${keys.join(", ")}`);
+  }
+
+  // Removing the third tab's device closes that tab only; the first, in the same context, stays.
+  assert.equal((await api(port, "DELETE", "/v1/admin/users/bob/devices/bob-web-3")).status, 200);
+  await b3.waitForSelector('#state[data-state="closed"]', { timeout: UI_MS });
+  await send(a, "Table for three.");
+  await b1.waitForSelector(`${chatItem(DIRECT)} .preview:text-is("Table for three.")`, { timeout: UI_MS });
+  assert.equal(await b1.getAttribute("#state", "data-state"), "online");
+
+  for (const page of [a, b1, b2, b3]) assert.deepEqual(page.errors, [], "no script errors");
 });

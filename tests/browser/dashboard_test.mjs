@@ -3,8 +3,9 @@
 // APNs points at a closed local port, so pushes to iOS devices fail and retry; a user whose phone
 // never connects (ivan) keeps one delivery retrying throughout. The test finds messages by id and
 // checks their lanes and attempts, retries ivan's delivery from the dashboard and checks the
-// action in its history, then SIGKILLs the leader and checks that the cluster view follows. Screenshots go to
-// tests/browser/screenshots/ (or $HERALD_SCREENSHOTS).
+// action in its history, opens one of the web chat sign-in links the demo printed and reaches the
+// signed-in chat, then SIGKILLs the leader and checks that the cluster view follows. Screenshots go
+// to tests/browser/screenshots/ (or $HERALD_SCREENSHOTS).
 //
 // Usage: node --test dashboard_test.mjs   with HERALD_BINARY=<path to herald>
 import { test, after } from "node:test";
@@ -28,6 +29,9 @@ const OPERATOR = "dana-oncall";
 const CLUSTER_UP_MS = 20000;
 const TRAFFIC_MS = 90000;
 const FAILOVER_MS = 20000;
+const CHAT_MS = 15000;
+// Web chat sign-in links `herald serve --demo` prints: two tabs each for alice and bob.
+const DEMO_CHAT_LINKS = 4;
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "herald-dashboard-"));
 const procs = new Map();
@@ -183,6 +187,33 @@ test("the dashboard follows demo traffic, retries a workflow and a leader kill",
     await page.goto(`http://127.0.0.1:${demoPort}/dashboard/#/workflows`);
     await page.waitForSelector('#counts .count[data-type="messaging.delivery"]');
     await page.screenshot({ path: path.join(SHOTS, "workflows.png"), fullPage: true });
+  });
+
+  await t.test("a web chat link the demo printed signs its tab in", async () => {
+    const linkPattern = /demo: web chat as (\w+) \(tab (\d+)\): (\S+)/g;
+    const links = await waitFor("the demo's web chat links", TRAFFIC_MS, () => {
+      const found = [...fs.readFileSync(path.join(root, "n1.log"), "utf8").matchAll(linkPattern)];
+      return found.length >= DEMO_CHAT_LINKS ? found : null;
+    });
+    assert.equal(links.length, DEMO_CHAT_LINKS, "printed once");
+    const [, user, , link] = links.find(([, who, tab]) => who === "bob" && tab === "2");
+    const url = new URL(link);
+    assert.equal(url.port, String(demoPort), "the link points at the demo's node");
+    const device = new URLSearchParams(url.hash.slice(1)).get("device");
+    const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const chat = await context.newPage();
+    const chatProblems = [];
+    chat.on("pageerror", (e) => chatProblems.push(e.message));
+    await chat.goto(link);
+    await chat.waitForSelector('#state[data-state="online"]', { timeout: CHAT_MS });
+    assert.equal(await chat.textContent("#who"), `${user} · ${device}`);
+    assert.ok(!chat.url().includes("token="), "the secret is dropped from the address");
+    // The demo's team conversation, with its traffic, is in the chat list.
+    await chat.waitForSelector('#chat-list li[data-conversation="team"]', { timeout: CHAT_MS });
+    await chat.click('#chat-list li[data-conversation="team"]');
+    await chat.waitForSelector("#messages li .body", { timeout: CHAT_MS });
+    assert.deepEqual(chatProblems, [], "no script errors in the chat");
+    await context.close();
   });
 
   await t.test("the cluster view follows a SIGKILLed leader", async () => {

@@ -16,6 +16,7 @@
 
 #include "client/admin_client.h"
 #include "client/herald_client.h"
+#include "server/gateway.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/devices.h"
 
@@ -401,6 +402,44 @@ TEST_F(ThreeNodes, ClusterViewOnAnyNodeShowsEveryNodesLatenciesAndDevices) {
       },
       kFiguresWaitMs);
   EXPECT_TRUE(shown) << problem;
+}
+
+// Removing a device and revoking a user are replicated changes that every node applies to its own
+// sessions (docs/protocol.md, "Revocation"): asked of the leader, they close the sessions
+// connected to the followers, and leave everyone else's open.
+TEST_F(ThreeNodes, RemovingADeviceAndRevokingAUserEndTheirSessionsOnEveryNode) {
+  auto phone = must(connect_device(cluster_->node(follower_a_).client_port, b_phone_), "phone");
+  auto laptop = must(connect_device(cluster_->node(follower_b_).client_port, b_laptop_), "laptop");
+  auto laptop_on_leader =
+      must(connect_device(cluster_->node(leader_).client_port, b_laptop_), "laptop on the leader");
+  auto alice = must(connect_device(cluster_->node(follower_a_).client_port, a_phone_), "alice");
+  const client::AdminClient admin = cluster_->admin(leader_);
+
+  const client::HttpReply removed =
+      must(admin.request("DELETE", "/v1/admin/users/bob/devices/b-phone"), "removing b-phone");
+  ASSERT_EQ(removed.status, 200U) << removed.body;
+  EXPECT_EQ(close_code_within(*phone, kChangeWaitMs), server::kCloseDeviceRemoved)
+      << "the removed device's session on a follower";
+  for (HeraldClient* other : {laptop.get(), laptop_on_leader.get(), alice.get()}) {
+    EXPECT_TRUE(other->ping().ok()) << "another device's session stays";
+    EXPECT_FALSE(other->close_code().has_value());
+  }
+  EXPECT_EQ(client::protocol_error_code(
+                connect_device(cluster_->node(follower_b_).client_port, b_phone_).status()),
+            "unauthorized")
+      << "the removed device cannot authenticate on another follower";
+
+  must(admin.revoke_user("bob"), "revoking bob");
+  EXPECT_EQ(close_code_within(*laptop, kChangeWaitMs), server::kCloseUserRevoked)
+      << "bob's session on a follower";
+  EXPECT_EQ(close_code_within(*laptop_on_leader, kChangeWaitMs), server::kCloseUserRevoked)
+      << "bob's session on the leader";
+  EXPECT_TRUE(alice->ping().ok()) << "alice's session stays";
+  EXPECT_FALSE(alice->close_code().has_value());
+  EXPECT_EQ(client::protocol_error_code(
+                connect_device(cluster_->node(follower_a_).client_port, b_laptop_).status()),
+            "unauthorized")
+      << "the revoked user's device secret no longer works on any node";
 }
 
 }  // namespace
