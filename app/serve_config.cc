@@ -586,6 +586,10 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
   set(kWebPushVapidKeyFileEnv, config.webpush.vapid_key_file);
   set(kSmtpPasswordFileEnv, config.smtp.password_file);
   set(kSmtpPasswordEnv, config.smtp.password);
+  if (const char* allow = getenv(kWebPushAllowPrivateAddressesEnv);
+      allow != nullptr && std::string_view(allow) == "1") {
+    config.webpush.allow_private_addresses = true;
+  }
 }
 
 std::string describe_apns(const push::ApnsConfig& config) {

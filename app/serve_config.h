@@ -134,7 +134,9 @@ struct WebPushSettings {
   std::string subject;         // VAPID "sub": a mailto: or https: URI
   std::string ca_file;         // CAs to trust instead of the system's; empty: the system's
   // Lets subscription endpoints resolve to loopback and private addresses. Not a configuration
-  // key: only `herald serve --demo` sets it, for its Web Push double on 127.0.0.1.
+  // key: only `herald serve --demo` sets it, for its Web Push double on 127.0.0.1, and the
+  // environment variable kWebPushAllowPrivateAddressesEnv, for end-to-end tests that run a node
+  // against a double of their own.
   bool allow_private_addresses = false;
 
   [[nodiscard]] bool configured() const;
@@ -267,6 +269,10 @@ inline constexpr char kFcmServiceAccountFileEnv[] = "HERALD_FCM_SERVICE_ACCOUNT_
 inline constexpr char kWebPushVapidKeyFileEnv[] = "HERALD_WEBPUSH_VAPID_KEY_FILE";
 inline constexpr char kSmtpPasswordFileEnv[] = "HERALD_SMTP_PASSWORD_FILE";
 inline constexpr char kSmtpPasswordEnv[] = "HERALD_SMTP_PASSWORD";
+// Set to exactly "1", lets Web Push endpoints resolve to loopback and private addresses
+// (WebPushSettings::allow_private_addresses): for tests of a node against a Web Push double on
+// 127.0.0.1, never in production. No configuration key or flag sets it.
+inline constexpr char kWebPushAllowPrivateAddressesEnv[] = "HERALD_WEBPUSH_ALLOW_PRIVATE_ADDRESSES";
 // The log line format, "text" or "json" (apply_environment()).
 inline constexpr char kLogFormatEnv[] = "HERALD_LOG_FORMAT";
 
@@ -277,7 +283,8 @@ using EnvLookup = std::function<const char*(const char*)>;
 // Sets the keys the environment gives over those of the file: the log format (kLogFormatEnv), the
 // provider key files' paths (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kWebPushVapidKeyFileEnv,
 // kSmtpPasswordFileEnv) and the SMTP password itself (kSmtpPasswordEnv). An empty variable counts
-// as unset.
+// as unset. kWebPushAllowPrivateAddressesEnv = "1" turns webpush.allow_private_addresses on; any
+// other value leaves it as it is.
 void apply_environment(const EnvLookup& getenv, ServeConfig& config);
 
 // Whether a file's mode lets others than its owner read it: kNotFound naming `what` and the path

@@ -624,6 +624,30 @@ TEST(ServeConfigProviders, WebPushSectionLoadsNeedsKeyAndContactAndRefusesUnknow
   EXPECT_EQ(env_config.webpush.vapid_key_file, "/run/secrets/vapid.pem");
 }
 
+TEST(ServeConfigProviders, OnlyTheTestVariableSetToOneLetsWebPushReachPrivateAddresses) {
+  const auto with = [](const char* value) {
+    ServeConfig config;
+    EXPECT_TRUE(
+        load_text("[webpush]\nvapid_key_file = \"k.pem\"\nsubject = \"mailto:ops@x.example\"\n",
+                  config)
+            .ok());
+    apply_environment(
+        [value](const char* name) -> const char* {
+          return std::string_view(name) == kWebPushAllowPrivateAddressesEnv ? value : nullptr;
+        },
+        config);
+    EXPECT_TRUE(finalize(config).ok());
+    Result<push::WebPushOptions> options = webpush_client_config(config.webpush);
+    EXPECT_TRUE(options.ok()) << options.status().to_string();
+    return options.ok() && options->allow_private_addresses;
+  };
+  EXPECT_FALSE(with(nullptr));
+  EXPECT_FALSE(with(""));
+  EXPECT_FALSE(with("0"));
+  EXPECT_FALSE(with("true"));
+  EXPECT_TRUE(with("1"));
+}
+
 TEST(ServeConfigTls, WithoutTheSectionTheClientPortIsPlaintext) {
   ServeConfig config;
   ASSERT_TRUE(load_text("id = 1\n", config).ok());

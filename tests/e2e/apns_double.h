@@ -5,6 +5,8 @@
 // the destructor. Thread-safety: none; the mock's own members may be used from any thread.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,8 +28,11 @@ struct ApnsDouble {
   std::string key_file;
 
   // Starts the mock on `clock` (which must outlive it) and writes the key to a private file
-  // named `key_name`. Fails the test binary when the mock cannot start.
-  ApnsDouble(const Clock& clock, const std::string& key_name);
+  // named `key_name`. `on_request`, when given, is the mock's ApnsMockOptions::on_request: it runs
+  // on the mock's I/O thread with every request as it arrives, so what it touches must outlive
+  // the double. Fails the test binary when the mock cannot start.
+  ApnsDouble(const Clock& clock, const std::string& key_name,
+             std::function<void(const push::testing::ApnsMockRequest&)> on_request = {});
   ~ApnsDouble();
   ApnsDouble(const ApnsDouble&) = delete;
   ApnsDouble& operator=(const ApnsDouble&) = delete;
@@ -35,5 +40,8 @@ struct ApnsDouble {
   // The [apns] table of a node's configuration that reaches the mock.
   [[nodiscard]] std::string toml() const;
 };
+
+// The `herald.seq` of an APNs request body (push/apns.cc), or 0 when the body has none.
+[[nodiscard]] std::uint64_t apns_payload_seq(const std::string& body);
 
 }  // namespace herald::e2e
