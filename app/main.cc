@@ -3,7 +3,7 @@
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
 //                [--join]
-//   herald sim --scenario raft|workflow|messaging|membership --seeds N [--seed S]
+//   herald sim --scenario raft|workflow|messaging|membership|results --seeds N [--seed S]
 //              [--raft-log segments]
 //   herald --version
 //   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
@@ -102,7 +102,8 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   bool verbose = false;
   CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
-  sim->add_option("--scenario", scenario, "Scenario: raft, workflow, messaging or membership");
+  sim->add_option("--scenario", scenario,
+                  "Scenario: raft, workflow, messaging, membership or results");
   sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
   sim->add_flag("--verbose", verbose, "Print a trace of the run");

@@ -70,9 +70,6 @@ constexpr std::uint64_t kMaxPrintedEvents = 200;  // of a saga's history, with v
 
 // ---- Replicas and the outside services ----
 constexpr std::int64_t kMaxClockSkewMs = 150;
-constexpr MonoMs kMinProviderLatencyMs = 1;
-constexpr MonoMs kMaxProviderLatencyMs = 60;
-constexpr double kProviderFailureChance = 0.25;
 
 // Error types a normal read may be compensated with when faults outlasted its step's attempts.
 constexpr std::array<std::string_view, 3> kTransientReadErrors = {"unavailable", "aborted",
@@ -193,6 +190,7 @@ struct MessagingScenario::ReadReport {
   std::string conversation_id;
   std::uint64_t seq = 0;
   ReadKind kind = ReadKind::kNormal;
+  std::optional<MonoMs> first_ms;                     // when the device first started it
   bool acked = false;                                 // the start was answered with the run
   std::optional<messaging::ReadSyncOutcome> outcome;  // what the device was told when it closed
 };
@@ -204,12 +202,14 @@ struct MessagingScenario::Device {
     std::string client_message_id;
     std::string body;
     std::uint64_t attempts = 0;
+    std::optional<MonoMs> first_ms;             // when the device first sent it
     std::optional<std::uint64_t> duplicate_of;  // a resend of an answered send: its seq
   };
   using Marks = std::map<std::string, std::uint64_t, std::less<>>;  // by conversation
 
   std::string id;
   std::size_t user = 0;
+  bool push_token = false;  // registered with a push provider at setup
   // The connection.
   bool online = false;
   raft::NodeId replica = raft::kNoNode;
@@ -262,6 +262,24 @@ struct MessagingScenario::ReplicaApp final : public rsm::NodeListener {
 
 // ---- Set-up ----
 
+void MessagingScenario::report_world() {
+  if (observer_ == nullptr) {
+    return;
+  }
+  MessagingWorld world;
+  for (const Device& d : devices_) {
+    world.devices.push_back({d.id, users_[d.user].id, d.push_token});
+  }
+  for (const Conversation& c : conversations_) {
+    MessagingWorld::ConversationInfo info{c.id, {}};
+    for (const std::size_t u : c.members) {
+      info.member_user_ids.push_back(users_[u].id);
+    }
+    world.conversations.push_back(std::move(info));
+  }
+  observer_->on_world(world);
+}
+
 MessagingScenario::MessagingScenario(const ClusterOptions& options)
     : options_(options),
       plan_rng_(derive_seed(options.seed, 21)),
@@ -289,12 +307,12 @@ rsm::StateMachine* MessagingScenario::open_replica(raft::NodeId id, const storag
   app->push = std::make_unique<SimPushProvider>(
       [this, id, inc](const messaging::PushRequest& request, messaging::ProviderDone done) {
         record_push(id, request);
-        provider_call(id, inc, /*push=*/true, std::move(done));
+        provider_call(id, inc, &request, std::move(done));
       });
   app->email = std::make_unique<SimEmailProvider>(
       [this, id, inc](const messaging::EmailRequest& request, messaging::ProviderDone done) {
         record_email(request);
-        provider_call(id, inc, /*push=*/false, std::move(done));
+        provider_call(id, inc, /*push_request=*/nullptr, std::move(done));
       });
   app->host = std::make_unique<messaging::Host>(
       state,
@@ -326,9 +344,17 @@ void MessagingScenario::on_replica_up(raft::NodeId id, rsm::Node& node) {
   app.up = true;
   app.gateway_applied = node.applied_index();
   node.set_listener(&app);
+  if (observer_ != nullptr) {
+    observer_->on_replica_life(cluster_.clock().mono_ms(), id, app.incarnation, /*up=*/true);
+  }
 }
 
 void MessagingScenario::on_replica_down(raft::NodeId id) {
+  auto app = apps_.find(id);
+  if (observer_ != nullptr && app != apps_.end() && app->second->up) {
+    observer_->on_replica_life(cluster_.clock().mono_ms(), id, app->second->incarnation,
+                               /*up=*/false);
+  }
   apps_.erase(id);
   for (std::size_t i = 0; i < devices_.size(); ++i) {
     if (devices_[i].online && devices_[i].replica == id) {
@@ -390,23 +416,34 @@ void MessagingScenario::post_later(raft::NodeId id, std::uint64_t incarnation,
 
 // The outside service answers after a seeded latency, sometimes with a transient failure. Its
 // answer reaches only the process that called it.
-void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation, bool push,
+void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation,
+                                      const messaging::PushRequest* push_request,
                                       messaging::ProviderDone done) {
-  const bool fail = provider_rng_.chance(kProviderFailureChance);
+  const bool push = push_request != nullptr;
+  const bool timed_out =
+      provider_timeout_chance_ > 0 && provider_rng_.chance(provider_timeout_chance_);
+  const bool fail = timed_out || provider_rng_.chance(kSimProviderFailureChance);
   ++(push ? stats_.pushes : stats_.emails);
   stats_.push_failures += push && fail ? 1 : 0;
   stats_.email_failures += !push && fail ? 1 : 0;
-  const MonoMs at = cluster_.clock().mono_ms() +
-                    provider_rng_.range(kMinProviderLatencyMs, kMaxProviderLatencyMs);
-  cluster_.schedule_call(at, [this, id, incarnation, push, fail, done = std::move(done)] {
-    if (!alive(id, incarnation)) {
-      return;
-    }
-    done(fail ? messaging::ProviderResult::failure(
-                    push ? messaging::kPushUnavailable : messaging::kEmailUnavailable,
-                    "the simulated service is busy")
-              : messaging::ProviderResult::success());
-  });
+  const MonoMs at =
+      cluster_.clock().mono_ms() +
+      (timed_out ? kSimProviderTimeoutMs
+                 : provider_rng_.range(kSimMinProviderLatencyMs, kSimMaxProviderLatencyMs));
+  if (push && observer_ != nullptr) {
+    observer_->on_push(cluster_.clock().mono_ms(), id, incarnation, *push_request, !fail, at);
+  }
+  cluster_.schedule_call(
+      at, [this, id, incarnation, push, fail, timed_out, done = std::move(done)] {
+        if (!alive(id, incarnation)) {
+          return;
+        }
+        done(fail ? messaging::ProviderResult::failure(
+                        push ? messaging::kPushUnavailable : messaging::kEmailUnavailable,
+                        timed_out ? "the simulated service did not answer in time"
+                                  : "the simulated service is busy")
+                  : messaging::ProviderResult::success());
+      });
 }
 
 // Per device, exactly once: a push is never sent to a device whose push for the same message the
@@ -530,7 +567,7 @@ void MessagingScenario::plan_setup_commands() {
 }
 
 void MessagingScenario::plan_device_setup(std::size_t device) {
-  const Device& d = devices_[device];
+  Device& d = devices_[device];
   const std::string platform = kPlatforms[device % kPlatforms.size()];
   messagingpb::MessagingCommand c;
   auto* op = c.mutable_create_device();
@@ -540,6 +577,7 @@ void MessagingScenario::plan_device_setup(std::size_t device) {
   op->set_credential_sha256(std::string(messaging::kCredentialBytes, 'k'));
   setup_[1].push_back(std::move(c));
   if (platform != "web" && plan_rng_.chance(kPushTokenChance)) {
+    d.push_token = true;
     messagingpb::MessagingCommand t;
     auto* token = t.mutable_set_push_token();
     token->set_user_id(users_[d.user].id);
@@ -690,6 +728,9 @@ void MessagingScenario::connect(std::size_t device) {
   d.replica = ids[device_rng_.uniform(ids.size())];
   const std::uint64_t connection = ++d.connection;
   ++stats_.connects;
+  if (observer_ != nullptr) {
+    observer_->on_connect(cluster_.clock().mono_ms(), d.id, d.replica);
+  }
   if (options_.verbose) {
     cluster_.log_event(
         fmt::format("{} connects to replica {} (cursor {})", d.id, d.replica, d.cursor));
@@ -711,6 +752,9 @@ void MessagingScenario::disconnect(std::size_t device, bool voluntary, std::stri
   HERALD_ASSERT(d.online, "only a connected device disconnects");
   d.online = false;
   const std::uint64_t connection = ++d.connection;
+  if (observer_ != nullptr) {
+    observer_->on_disconnect(cluster_.clock().mono_ms(), d.id);
+  }
   if (options_.verbose) {
     cluster_.log_event(fmt::format("{} leaves replica {}: {}", d.id, d.replica, why));
   }
@@ -795,6 +839,10 @@ void MessagingScenario::receive(Device& d, const messagingpb::SyncEntry& entry) 
                             change.conversation_id(), view, change.seq()));
     }
     view = std::max(view, change.seq());
+    if (observer_ != nullptr) {
+      observer_->on_read_cursor(cluster_.clock().mono_ms(), d.id, change.conversation_id(),
+                                change.seq());
+    }
   }
 }
 
@@ -814,6 +862,10 @@ void MessagingScenario::receive_message(Device& d, const messagingpb::SyncEntry&
                           change.seq(), change.conversation_id(), last));
   }
   last = std::max(last, change.seq());
+  if (observer_ != nullptr) {
+    observer_->on_message_received(cluster_.clock().mono_ms(), d.id, change.conversation_id(),
+                                   change.seq());
+  }
   note_message(message, "device " + d.id);
   if (message.sender_user_id() == users_[d.user].id) {
     std::uint64_t& view = d.cursor_view[change.conversation_id()];
@@ -955,6 +1007,9 @@ void MessagingScenario::send_head(std::size_t device) {
   Device::Outgoing& o = d.outbox.front();
   stats_.retransmissions += o.attempts > 0 ? 1 : 0;
   ++o.attempts;
+  if (!o.first_ms) {
+    o.first_ms = cluster_.clock().mono_ms();
+  }
   messagingpb::MessagingCommand c;
   auto* op = c.mutable_send_message();
   op->set_conversation_id(o.conversation_id);
@@ -992,6 +1047,11 @@ void MessagingScenario::on_send_answer(std::size_t device,
                           o.client_message_id, *o.duplicate_of, sent.seq(), result->existed()));
   }
   stats_.existed_answers += result->existed() ? 1 : 0;
+  if (observer_ != nullptr) {
+    observer_->on_send_answered(o.first_ms.value_or(cluster_.clock().mono_ms()),
+                                cluster_.clock().mono_ms(), d.id, o.conversation_id,
+                                o.client_message_id, sent.seq(), o.duplicate_of.has_value());
+  }
   messagingpb::MessageRecord named;
   named.set_conversation_id(o.conversation_id);
   named.set_seq(sent.seq());
@@ -1006,6 +1066,7 @@ void MessagingScenario::on_send_answer(std::size_t device,
     if (device_rng_.chance(kDuplicateSendChance)) {
       Device::Outgoing again = o;
       again.attempts = 0;
+      again.first_ms.reset();
       again.duplicate_of = sent.seq();
       d.outbox.push_back(std::move(again));
     }
@@ -1078,7 +1139,10 @@ void MessagingScenario::on_ack_answer(std::size_t device, const std::string& con
 
 void MessagingScenario::start_read(std::size_t device) {
   Device& d = devices_[device];
-  const ReadReport& r = reads_[*d.read];
+  ReadReport& r = reads_[*d.read];
+  if (!r.first_ms) {
+    r.first_ms = cluster_.clock().mono_ms();
+  }
   messagingpb::ReadSyncInput input;
   input.set_user_id(users_[d.user].id);
   input.set_device_id(d.id);
@@ -1134,6 +1198,11 @@ void MessagingScenario::poll_read(Device& d) {
     return;
   }
   r.outcome = *outcome;
+  if (observer_ != nullptr) {
+    observer_->on_read_closed(r.first_ms.value_or(cluster_.clock().mono_ms()),
+                              cluster_.clock().mono_ms(), d.id, r.conversation_id, r.seq,
+                              outcome->ok);
+  }
   if (outcome->ok) {
     std::uint64_t& marker = d.marker[r.conversation_id];
     marker = std::max(marker, r.seq);
@@ -1527,6 +1596,7 @@ std::string MessagingScenario::check_providers(const storage::Reader& state) con
 MessagingRunResult MessagingScenario::run() {
   plan_world();
   plan_setup_commands();
+  report_world();
   cluster_.schedule_call(0, [this] { run_setup_phase(); });
   // Just after the final heal: every device comes online and stays.
   cluster_.schedule_call(kFaultsEndMs + 1, [this] {

@@ -110,6 +110,65 @@ struct MessagingRunResult {
   MessagingStats messaging;
 };
 
+// The simulated push and email services: each call is answered after a latency in
+// [kSimMinProviderLatencyMs, kSimMaxProviderLatencyMs] and fails transiently with this chance.
+inline constexpr MonoMs kSimMinProviderLatencyMs = 1;
+inline constexpr MonoMs kSimMaxProviderLatencyMs = 60;
+inline constexpr double kSimProviderFailureChance = 0.25;
+// With MessagingScenario::set_provider_timeout_chance, that share of the calls times out instead:
+// the caller hears a transient failure after this long (its request timeout), and the
+// notification or email never arrives.
+inline constexpr MonoMs kSimProviderTimeoutMs = 10'000;
+
+// The world a seed planned, as an observer sees it.
+struct MessagingWorld {
+  struct DeviceInfo {
+    std::string id;
+    std::string user_id;
+    bool push_token = false;  // registered with a push provider
+  };
+  struct ConversationInfo {
+    std::string id;
+    std::vector<std::string> member_user_ids;
+  };
+  std::vector<DeviceInfo> devices;
+  std::vector<ConversationInfo> conversations;
+};
+
+// What a run shows an observer (the results scenario, sim/results_scenario.h): the world, the
+// devices' connections and traffic, what they received, the pushes and the replicas' lives. Every
+// hook runs on the simulator's thread at simulated time t_ms, once the thing happened; a hook
+// must not call back into the scenario.
+class MessagingObserver {
+ public:
+  virtual ~MessagingObserver() = default;
+  virtual void on_world(const MessagingWorld& world) = 0;
+  virtual void on_connect(MonoMs t_ms, const std::string& device_id, raft::NodeId replica) = 0;
+  virtual void on_disconnect(MonoMs t_ms, const std::string& device_id) = 0;
+  // A send was answered. first_ms: when the device first sent it; resend: a send of a client
+  // message id that was answered before (the scenario repeats some on purpose).
+  virtual void on_send_answered(MonoMs first_ms, MonoMs t_ms, const std::string& device_id,
+                                const std::string& conversation_id,
+                                const std::string& client_message_id, std::uint64_t seq,
+                                bool resend) = 0;
+  virtual void on_message_received(MonoMs t_ms, const std::string& device_id,
+                                   const std::string& conversation_id, std::uint64_t seq) = 0;
+  // The device received a READ_CURSOR change: its user's read cursor.
+  virtual void on_read_cursor(MonoMs t_ms, const std::string& device_id,
+                              const std::string& conversation_id, std::uint64_t seq) = 0;
+  // The device learned that its read-sync saga closed. first_ms: when it first started it.
+  virtual void on_read_closed(MonoMs first_ms, MonoMs t_ms, const std::string& device_id,
+                              const std::string& conversation_id, std::uint64_t seq,
+                              bool completed) = 0;
+  // Replica incarnation (replica, incarnation) called the push provider; accepted: the provider
+  // takes it; answer_ms: when the answer reaches the caller if it still runs then.
+  virtual void on_push(MonoMs t_ms, raft::NodeId replica, std::uint64_t incarnation,
+                       const messaging::PushRequest& request, bool accepted, MonoMs answer_ms) = 0;
+  // A replica incarnation came up or went down (crashed or stopped).
+  virtual void on_replica_life(MonoMs t_ms, raft::NodeId replica, std::uint64_t incarnation,
+                               bool up) = 0;
+};
+
 // The options of seed `seed` of the messaging scenario: 3 replicas for odd seeds, 5 for even.
 [[nodiscard]] ClusterOptions messaging_cluster_options(std::uint64_t seed, bool verbose);
 
@@ -122,6 +181,11 @@ class MessagingScenario final : public ClusterScenario {
 
   // Runs the whole scenario once.
   [[nodiscard]] MessagingRunResult run();
+  // `observer` (borrowed, may be null) sees the run; set it before run().
+  void set_observer(MessagingObserver* observer) { observer_ = observer; }
+  // The share of provider calls that time out (kSimProviderTimeoutMs); set before run(). At 0,
+  // the default, nothing is drawn for it and the seed runs as it always did.
+  void set_provider_timeout_chance(double chance) { provider_timeout_chance_ = chance; }
 
   // ClusterScenario.
   [[nodiscard]] rsm::StateMachine* open_replica(raft::NodeId id,
@@ -149,8 +213,10 @@ class MessagingScenario final : public ClusterScenario {
   void propose_later(raft::NodeId id, std::uint64_t incarnation, rsmpb::Command command,
                      rsm::ProposeCallback done);
   void post_later(raft::NodeId id, std::uint64_t incarnation, std::function<void()> fn);
-  void provider_call(raft::NodeId id, std::uint64_t incarnation, bool push,
-                     messaging::ProviderDone done);
+  // push_request: the push being sent, or null for an email.
+  void provider_call(raft::NodeId id, std::uint64_t incarnation,
+                     const messaging::PushRequest* push_request, messaging::ProviderDone done);
+  void report_world();
 
   // The world and its setup.
   void plan_world();
@@ -258,6 +324,8 @@ class MessagingScenario final : public ClusterScenario {
 
   std::optional<std::string> violation_;
   MessagingStats stats_;
+  MessagingObserver* observer_ = nullptr;  // borrowed; may be null
+  double provider_timeout_chance_ = 0.0;
   // Last: destroyed first, so no replica outlives the services above.
   SimCluster cluster_;
 };

@@ -16,6 +16,7 @@
 #include "sim/cluster.h"
 #include "sim/membership_scenario.h"
 #include "sim/messaging_scenario.h"
+#include "sim/results_scenario.h"
 #include "sim/workflow_scenario.h"
 
 namespace herald::sim {
@@ -26,6 +27,7 @@ constexpr char kRaftScenario[] = "raft";
 constexpr char kWorkflowScenario[] = "workflow";
 constexpr char kMessagingScenario[] = "messaging";
 constexpr char kMembershipScenario[] = "membership";
+constexpr char kResultsScenario[] = "results";
 
 // What to print if a seed aborts the process (a failed HERALD_ASSERT in any layer): the seed, so
 // that it can be replayed. Formatted before each run; written from the signal handler.
@@ -171,14 +173,34 @@ bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose, bool 
   return result.ok;
 }
 
+// Runs seed `seed` of the results scenario, adding a passing seed to `totals`; true when it
+// passed.
+bool run_results(std::uint64_t seed, bool verbose, bool segment_log, ResultsTotals& totals) {
+  arm_abort_message(kResultsScenario, seed, segment_log);
+  const ResultsSeed r = run_results_seed(seed, verbose, segment_log);
+  if (!r.failure.empty()) {
+    fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}{}\n", seed,
+               r.failure, kResultsScenario, seed, raft_log_flag(segment_log));
+  } else {
+    totals.add(r);
+    if (verbose) {
+      print_stats(seed, r.replicas, r.herald_run.stats);
+      fmt::print("{}", results_seed_line(r));
+    }
+  }
+  std::fflush(stdout);
+  return r.failure.empty();
+}
+
 }  // namespace
 
 int run_sim(const SimOptions& opts) {
   if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario &&
-      opts.scenario != kMessagingScenario && opts.scenario != kMembershipScenario) {
-    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {})\n",
+      opts.scenario != kMessagingScenario && opts.scenario != kMembershipScenario &&
+      opts.scenario != kResultsScenario) {
+    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {}, {})\n",
                opts.scenario, kRaftScenario, kWorkflowScenario, kMessagingScenario,
-               kMembershipScenario);
+               kMembershipScenario, kResultsScenario);
     return 2;
   }
   if (opts.raft_log != "rocksdb" && opts.raft_log != "segments") {
@@ -198,8 +220,16 @@ int run_sim(const SimOptions& opts) {
   int failed = 0;
   const std::uint64_t first = opts.seed.value_or(1);
   const std::uint64_t last = opts.seed.value_or(static_cast<std::uint64_t>(opts.seeds));
+  const bool segment_log = opts.raft_log == "segments";
+  ResultsTotals totals;
   for (std::uint64_t seed = first; seed <= last; ++seed) {
-    ++(run_seed(opts.scenario, seed, opts.verbose, opts.raft_log == "segments") ? passed : failed);
+    const bool ok = opts.scenario == kResultsScenario
+                        ? run_results(seed, opts.verbose, segment_log, totals)
+                        : run_seed(opts.scenario, seed, opts.verbose, segment_log);
+    ++(ok ? passed : failed);
+  }
+  if (opts.scenario == kResultsScenario) {
+    fmt::print("{}", results_table(totals));
   }
   std::signal(SIGABRT, saved_handler);
   spdlog::set_level(saved_level);

@@ -14,6 +14,10 @@
 // and read-sync sagas — on the same simulated cluster and faults, with the same seeds, replica
 // counts and output contract.
 //
+// Scenario "results": for each seed, the messaging scenario as above, then the stateless-queue
+// baseline replaying its traffic and faults (sim/results_scenario.h); after the seeds, a table of
+// both designs' figures over the passing seeds (docs/results.md).
+//
 // Output (stdout): for each failing seed
 //   sim: seed S FAILED: <reason>
 //   replay: herald sim --scenario <scenario> --seed S
