@@ -2,8 +2,10 @@
 # Installs every Debian package that building, testing and benchmarking Herald needs.
 # Idempotent: packages already present are skipped, and apt is only consulted when one is missing.
 # Usage: scripts/install-deps.sh [--bench] [--fuzz] [--browser]
-# --browser: Debian's chromium, node and npm when missing, then the dashboard test's npm packages
-# (tests/browser/package-lock.json: playwright-core) into tests/browser/node_modules.
+# --browser: Debian's chromium, node and npm when missing, then the npm packages of the node-run
+# tests, each folder's as its package-lock.json pins them: tests/browser/ (playwright-core, for the
+# dashboard and web chat tests) and clients/js/ (ws and typescript, for the JavaScript client's).
+# A folder whose node_modules already holds the pinned versions is left alone.
 set -euo pipefail
 
 build_packages=(
@@ -44,14 +46,34 @@ for option in "$@"; do
   esac
 done
 
-# The browser test's npm packages, pinned by tests/browser/package-lock.json.
-install_browser_modules() {
-  local dir
-  dir="$(dirname "$0")/../tests/browser"
-  if [[ ! -d "$dir/node_modules/playwright-core" ]]; then
-    echo "install-deps: npm ci in tests/browser"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+# Whether $1/node_modules holds every package at the version $1/package-lock.json pins (an
+# optional one may be absent).
+npm_modules_current() {
+  node -e '
+    const fs = require("fs");
+    const path = require("path");
+    const dir = process.argv[1];
+    const lock = JSON.parse(fs.readFileSync(path.join(dir, "package-lock.json"), "utf8"));
+    for (const [where, entry] of Object.entries(lock.packages)) {
+      if (where === "") continue;
+      let version = null;
+      try {
+        version = JSON.parse(fs.readFileSync(path.join(dir, where, "package.json"), "utf8")).version;
+      } catch {}
+      if (version !== entry.version && !(entry.optional && version === null)) process.exit(1);
+    }' "$1"
+}
+
+# The npm packages of the node-run tests, as each folder's package-lock.json pins them.
+install_node_modules() {
+  local root dir
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  for dir in tests/browser clients/js; do
+    if ! npm_modules_current "$root/$dir"; then
+      echo "install-deps: npm ci in $dir"
+      (cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
 }
 
 missing=()
@@ -62,7 +84,7 @@ for pkg in "${wanted[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-  if ((browser)); then install_browser_modules; fi
+  if ((browser)); then install_node_modules; fi
   exit 0
 fi
 
@@ -74,4 +96,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-if ((browser)); then install_browser_modules; fi
+if ((browser)); then install_node_modules; fi

@@ -10,9 +10,11 @@
 # HERALD_FUZZ_SECONDS sets the time per fuzz target (default 10); HERALD_SKIP_FUZZ=1 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
-# The browser tests need Chromium and playwright-core; the JavaScript client's tests need node.
+# The browser tests need Chromium and playwright-core, the JavaScript client's tests node and the
+# ws and typescript packages: installed first, since configuring registers those tests only when it
+# finds node (and, with HERALD_REQUIRE_NODE, fails when it does not).
 bash scripts/install-deps.sh --browser
+bash scripts/build.sh -DHERALD_REQUIRE_NODE=ON
 bash scripts/lint.sh
 (cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" --timeout 900)
 bash scripts/package_test.sh build

@@ -21,8 +21,9 @@ export type ErrorCode =
   | "conflict" | "invalid_argument" | "overloaded" | "resync_required" | "resource_exhausted"
   | "rate_limited" | "unavailable" | "outcome_unknown" | "internal"
   // the client's own: the connection dropped with the request in flight (outcome unknown), the
-  // device was removed, a send outlived its retry window, a send was discarded, no WebSocket.
-  | "disconnected" | "device_removed" | "expired" | "canceled" | "no_websocket";
+  // device was removed, the user was revoked, a send outlived its retry window, a send was
+  // discarded, no WebSocket.
+  | "disconnected" | "device_removed" | "user_revoked" | "expired" | "canceled" | "no_websocket";
 
 export declare class HeraldError extends Error {
   readonly code: ErrorCode | string;
@@ -130,7 +131,10 @@ export interface EventMap {
   outbox: { type: "outbox"; entry: OutboxEntry; error?: HeraldError | null };
   resync: { type: "resync"; cursor: number };
   error: { type: "error"; error: Error };
+  /** The device was removed (close code 4001): the client stopped for good. */
   removed: { type: "removed" };
+  /** The operator revoked the user (close code 4005): the client stopped; sign in again. */
+  revoked: { type: "revoked" };
 }
 export type HeraldEvent = EventMap[keyof EventMap];
 

@@ -8,9 +8,9 @@
 //  - acknowledgements, read sync, typing, presence and the chat list with unread counts;
 //  - events as callbacks (`on`) and as async iterators (`events`).
 //
-// An ES module without dependencies and without a build step. It runs in browsers and in Node 20:
-// it uses `options.WebSocket` when given, else the global WebSocket, else the `ws` npm package,
-// imported when first needed.
+// An ES module without dependencies and without a build step. It runs in browsers and in Node 18
+// or later: it uses `options.WebSocket` when given, else the global WebSocket (browsers, Node 22,
+// Node 20 with --experimental-websocket), else the `ws` npm package, imported when first needed.
 
 // Backoff between connection attempts: the first wait, the ceiling, and the growth per attempt.
 export const kReconnectInitialMs = 500;
@@ -250,7 +250,7 @@ export class HeraldClient {
 
   // Calls `callback(event)` for each event of `type` ("*" for all); returns the unsubscribe
   // function. Types: state, connected, disconnected, auth, change, message, read, receipt,
-  // delivered, typing, presence, chat, outbox, resync, error, removed.
+  // delivered, typing, presence, chat, outbox, resync, error, removed, revoked.
   on(type, callback) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(callback);
@@ -466,10 +466,16 @@ export class HeraldClient {
     for (const entry of this.outbox) if (entry.status === "sending") entry.status = "queued";
     if (this.state === "closed") return;
     this.emit("disconnected", { code, reason });
+    // The credentials are dead: the device was removed (4001), or the operator revoked the user
+    // (4005; the app has to sign the user in again). Reconnecting with them cannot succeed.
     if (code === 4001) {
-      const error = new HeraldError("device_removed", "this device was removed");
       this.emit("removed", {});
-      this.fail(error);
+      this.fail(new HeraldError("device_removed", "this device was removed"));
+      return;
+    }
+    if (code === 4005) {
+      this.emit("revoked", {});
+      this.fail(new HeraldError("user_revoked", "the user was revoked: sign in again"));
       return;
     }
     if (code === 4004) this.jwtStale = true;  // get a fresh token before reconnecting

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import {
   HeraldClient, HeraldError, MemoryStorage, FileStorage, backoffDelay, kReconnectMaxMs,
+  kRefreshBeforeExpiryMs,
 } from "../herald.js";
 
 // Every socket the client opened, newest last.
@@ -365,6 +366,71 @@ test("RemovedDeviceDoesNotReconnect", async () => {
   await tick(60);
   assert.equal(sockets.length, 1);
 });
+
+test("RevokedUserDoesNotReconnect", async () => {
+  const { sockets, FakeSocket } = fakeSockets();
+  const client = newClient(FakeSocket);
+  let revoked = false;
+  client.on("revoked", () => { revoked = true; });
+  client.on("error", () => {});
+  client.connect();
+  try {
+    const s = await until("socket", () => sockets[0]);
+    await answerAuth(s, 1);
+    s.drop(4005, "user revoked");
+    await until("revoked", () => revoked);
+    assert.equal(client.lastError.code, "user_revoked");
+    assert.equal(client.state, "closed");
+    await tick(60);  // the backoff would have reconnected by now (reconnectMaxMs 40)
+    assert.equal(sockets.length, 1);
+  } finally {
+    client.close();  // a failure leaves no reconnecting client behind to keep the process up
+  }
+});
+
+test("TokenIsRefreshedBeforeItExpiresAndAgainFromTheNewExpiry", async () => {
+  const { sockets, FakeSocket } = fakeSockets();
+  let issued = 0;
+  const client = newClient(FakeSocket, { token: undefined,
+    getJwt: async () => `jwt-${++issued}` });
+  const errors = [];
+  client.on("error", (e) => errors.push(e.error));
+  client.connect();
+  try {
+    await refreshesTwice(client, sockets);
+  } finally {
+    client.close();
+  }
+  assert.deepEqual(errors, []);
+});
+
+// The refresh test's steps, on a client that signs in with getJwt.
+async function refreshesTwice(client, sockets) {
+  const s = await until("socket", () => sockets[0]);
+  // The refresh is due kRefreshBeforeExpiryMs before expires_at_ms: here 150 ms from now.
+  const leadMs = 150;
+  let expiresAtMs = Date.now() + kRefreshBeforeExpiryMs + leadMs;
+  const auth = await answerAuth(s, 1, { expires_at_ms: expiresAtMs });
+  assert.equal(auth.jwt, "jwt-1");
+  await tick(leadMs / 3);
+  assert.equal(s.all("refresh").length, 0, "not before it is due");
+  const first = await until("a refresh", () => s.last("refresh"));
+  assert.equal(first.jwt, "jwt-2", "a fresh token from getJwt");
+  assert.ok(Date.now() < expiresAtMs - kRefreshBeforeExpiryMs / 2,
+    "sent about kRefreshBeforeExpiryMs before expires_at_ms");
+  // The answer's expiry schedules the next refresh, on the same connection.
+  expiresAtMs = Date.now() + kRefreshBeforeExpiryMs + leadMs;
+  s.push({ type: "ok", re: first.id, expires_at_ms: expiresAtMs });
+  const second = await until("a second refresh", () => s.all("refresh").length === 2 &&
+    s.last("refresh"));
+  assert.equal(second.jwt, "jwt-3");
+  assert.ok(Date.now() < expiresAtMs - kRefreshBeforeExpiryMs / 2);
+  s.push({ type: "ok", re: second.id, expires_at_ms: Date.now() + 3_600_000 });
+  await tick(leadMs * 2);
+  assert.equal(s.all("refresh").length, 2, "nothing more due for an hour");
+  assert.equal(sockets.length, 1);
+  assert.equal(client.state, "online");
+}
 
 test("ExpiredTokenFetchesAFreshOneBeforeReconnecting", async () => {
   const { sockets, FakeSocket } = fakeSockets();
