@@ -5,6 +5,7 @@
 // and a replica's state machines writing their records), so the seeds are valid inputs; a few
 // near-valid ones (one field off) per target point the fuzzer at the refusals. Deterministic:
 // running it twice writes the same bytes. Each target's file comment gives its input format.
+#include <boost/json/object.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include "base/assert.h"
 #include "base/encoding.h"
+#include "crypto/jwt.h"
 #include "fuzz/messaging_fixture.h"
 #include "fuzz/peer_fixture.h"
 #include "fuzz/push_fixture.h"
@@ -870,6 +872,51 @@ void jwt_tokens(const Writer& w) {
   w.write(t, "four_segments.txt", token(v::kEs256Header, v::kEs256Signature) + ".x");
 }
 
+// sign_in: a first byte (even: a JWKS document; odd: a token), then the input
+// (fuzz/sign_in_fuzz.cc). Tokens: the RFC 7515 Appendix A ones, and HS256 tokens signed with the
+// A.1 key carrying a user and a device, valid at the target's time.
+void sign_in_inputs(const Writer& w) {
+  namespace v = herald::fuzz::push_vectors;
+  const std::string_view t = "sign_in";
+  const std::string rsa = R"({"kty":"RSA","kid":"rsa","n":")" + std::string(v::kRsaModulus) +
+                          R"(","e":")" + std::string(v::kRsaExponent) + R"("})";
+  const std::string ec = R"({"kty":"EC","crv":"P-256","kid":"ec","x":")" + std::string(v::kEcX) +
+                         R"(","y":")" + std::string(v::kEcY) + R"("})";
+  w.write(t, "jwks_rsa_ec.bin", std::string(1, '\0') + R"({"keys":[)" + rsa + "," + ec + "]}");
+  w.write(t, "jwks_empty.bin", std::string(1, '\0') + R"({"keys":[]})");
+  w.write(t, "jwks_enc_use.bin",
+          std::string(1, '\0') + R"({"keys":[{"kty":"EC","crv":"P-384","use":"enc"}]})");
+  const auto token = [&](std::string_view header, std::string_view signature) {
+    return std::string(1, '\1') + std::string(header) + "." + std::string(v::kJwtPayload) + "." +
+           std::string(signature);
+  };
+  w.write(t, "rfc7515_a1_hs256.bin", token(v::kHs256Header, v::kHs256Signature));
+  w.write(t, "rfc7515_a2_rs256.bin", token(v::kRs256Header, v::kRs256Signature));
+  w.write(t, "rfc7515_a3_es256.bin", token(v::kEs256Header, v::kEs256Signature));
+  herald::Result<herald::crypto::JwtSigner> signer =
+      herald::crypto::JwtSigner::hmac(v::unb64(v::kHmacKey));
+  HERALD_ASSERT(signer.ok(), "the RFC 7515 A.1 key signs");
+  const auto signed_in = [&](const boost::json::object& claims, const char* name) {
+    herald::Result<std::string> jwt = signer->sign(claims, {{"kid", "app-1"}});
+    HERALD_ASSERT(jwt.ok(), "an HS256 seed token signs");
+    w.write(t, name, std::string(1, '\1') + *jwt);
+  };
+  signed_in({{"sub", "alice"}, {"device_id", "alice-web"}, {"exp", v::kJwtExp + 600}},
+            "hs256_signs_in.bin");
+  signed_in({{"sub", "bob"},
+             {"device_id", "bob-phone"},
+             {"platform", "ios"},
+             {"name", "Bob"},
+             {"iat", v::kJwtExp - 60},
+             {"nbf", v::kJwtExp - 60},
+             {"exp", v::kJwtExp + 600}},
+            "hs256_all_claims.bin");
+  signed_in({{"sub", "carol"}, {"device_id", "carol:web"}, {"exp", v::kJwtExp + 600}},
+            "hs256_bad_device.bin");
+  signed_in({{"sub", "dave"}, {"device_id", "dave-web"}, {"exp", v::kJwtExp - 3600}},
+            "hs256_expired.bin");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -891,5 +938,6 @@ int main(int argc, char** argv) {
   snapshot_chunks(w, replica);
   webpush_inputs(w);
   jwt_tokens(w);
+  sign_in_inputs(w);
   return 0;
 }
