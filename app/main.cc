@@ -4,7 +4,7 @@
 //                [--insecure-peers] [--demo]
 //                [--join]
 //   herald sim --scenario raft|workflow|messaging|membership|results --seeds N [--seed S]
-//              [--raft-log segments]
+//              [--raft-log segments] [--plant-bug NAME]   (--plant-bug: test only)
 //   herald --version
 //   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
 // See docs/operations.md.
@@ -23,16 +23,10 @@
 
 namespace {
 
-int run_sim_command(const std::string& scenario, int seeds, std::uint64_t seed, bool has_seed,
-                    bool verbose, const std::string& raft_log) {
-  herald::sim::SimOptions options;
-  options.scenario = scenario;
-  options.raft_log = raft_log;
-  options.seeds = seeds;
+int run_sim_command(herald::sim::SimOptions options, std::uint64_t seed, bool has_seed) {
   if (has_seed) {
     options.seed = seed;
   }
-  options.verbose = verbose;
   return herald::sim::run_sim(options);
 }
 
@@ -97,24 +91,25 @@ int main(int argc, char** argv) {
                   "Drive demo traffic (users alice, bob, carol, dave) against this node (one node "
                   "of a cluster)");
 
-  std::string scenario = "raft";
-  int seeds = 100;
+  herald::sim::SimOptions sim_options;
   std::uint64_t seed = 0;
-  bool verbose = false;
   CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
-  sim->add_option("--scenario", scenario,
+  sim->add_option("--scenario", sim_options.scenario,
                   "Scenario: raft, workflow, messaging, membership or results");
-  sim->add_option("--seeds", seeds, "Number of seeds to run (1..N)");
+  sim->add_option("--seeds", sim_options.seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
-  sim->add_flag("--verbose", verbose, "Print a trace of the run");
-  std::string sim_raft_log = "rocksdb";
-  sim->add_option("--raft-log", sim_raft_log,
+  sim->add_flag("--verbose", sim_options.verbose, "Print a trace of the run");
+  sim->add_option("--raft-log", sim_options.raft_log,
                   "Where replicas keep their raft log: rocksdb (default) or segments");
+  // A sim-only flag: `herald serve` has no way to plant a bug (docs/reliability.md).
+  sim->add_option("--plant-bug", sim_options.plant_bug,
+                  "TEST ONLY: plant a bug in every replica to show the checks catch it: "
+                  "commit-without-quorum (default none)");
 
   CLI11_PARSE(app, argc, argv);
 
   if (*sim) {
-    return run_sim_command(scenario, seeds, seed, seed_option->count() > 0, verbose, sim_raft_log);
+    return run_sim_command(sim_options, seed, seed_option->count() > 0);
   }
   // With no subcommand, `herald` serves with the defaults (a single node).
   return herald::app::run_serve(serve_flags);

@@ -738,8 +738,11 @@ void Raft::handle_heartbeat_response(const Message& m) {
 }
 
 bool Raft::maybe_commit() {
-  // Only a current-term entry is committed by counting replicas (Raft §5.4.2).
-  if (!log_.maybe_commit(tracker_.quorum_match(), term_)) return false;
+  // Only a current-term entry is committed by counting replicas (Raft §5.4.2). The planted bug
+  // (a test-only switch, Config::planted_commit_without_quorum) counts the leader alone.
+  const Index replicated =
+      config_.planted_commit_without_quorum ? tracker_.at(id_).match : tracker_.quorum_match();
+  if (!log_.maybe_commit(replicated, term_)) return false;
   release_waiting_reads();
   return true;
 }

@@ -76,6 +76,12 @@ struct Config {
   // appends what leaders send and follows their commit index. false: the node trusts its disk (a
   // brand-new node, or an operator's override). docs/raft.md, "Recovering after a restart".
   bool recovering = false;
+  // TEST ONLY: a planted bug, so that a test can show the simulator catches it
+  // (docs/reliability.md, "A planted bug"). When set, a leader commits an entry as soon as its own
+  // log holds it durably, without waiting for a majority of the voters: it then applies and
+  // acknowledges writes that a failure of this one node loses. Only `herald sim --plant-bug
+  // commit-without-quorum` sets it; no configuration file and no flag of `herald serve` reaches it.
+  bool planted_commit_without_quorum = false;
   // Seed for the randomized election timeout; the only randomness in the core. The node id is
   // mixed in, so nodes given the same seed still draw different timeouts.
   std::uint64_t seed = 0;

@@ -296,6 +296,34 @@ TEST(RawNodeTest, LeaderCountsOwnLogOnlyAfterAdvance) {
   c->node(1).check_invariants();
 }
 
+// The planted bug of docs/reliability.md ("A planted bug") is off unless a test asks for it.
+TEST(RawNodeTest, PlantedCommitWithoutQuorumIsOffByDefault) {
+  EXPECT_FALSE(Config{}.planted_commit_without_quorum);
+  EXPECT_FALSE(ClusterOptions{}.planted_commit_without_quorum);
+}
+
+// With the planted bug a leader of three commits an entry that no follower holds (the
+// acknowledgement the simulator must catch); without it the same leader waits for a majority.
+TEST(RawNodeTest, PlantedCommitWithoutQuorumCommitsWhatOnlyTheLeaderHolds) {
+  for (const bool planted : {false, true}) {
+    ClusterOptions options;
+    options.planted_commit_without_quorum = planted;
+    auto c = elected(3, options);
+    ASSERT_TRUE(c->node(1).propose("x").ok());
+    Ready rd = c->node(1).ready();
+    ASSERT_EQ(rd.entries.size(), 1u);
+    const Index index = rd.entries[0].index();
+    ASSERT_TRUE(c->storage(1).append(rd.entries).ok());
+    c->node(1).advance(rd);  // no follower ever hears of the entry
+    if (planted) {
+      EXPECT_EQ(c->node(1).status().commit, index);
+    } else {
+      EXPECT_LT(c->node(1).status().commit, index);
+    }
+    c->node(1).check_invariants();
+  }
+}
+
 TEST(RawNodeTest, SingleVoterCommitsOnlyAfterAdvance) {
   TestCluster c;
   c.add_nodes(1);

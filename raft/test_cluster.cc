@@ -115,6 +115,7 @@ void TestCluster::start(NodeId id) {
   config.applied = n.conf_history.back().first;
   if (!n.applied.empty()) config.applied = std::max(config.applied, n.applied.back().index);
   config.seed = options_.seed;
+  config.planted_commit_without_quorum = options_.planted_commit_without_quorum;
   config.storage = n.storage.get();
   Result<std::unique_ptr<RawNode>> raw = RawNode::create(config);
   HERALD_ASSERT(raw.ok(), "RawNode::create failed in the test cluster");

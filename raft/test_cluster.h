@@ -36,6 +36,8 @@ struct ClusterOptions {
   std::uint64_t max_inflight_bytes = kDefaultMaxInflightBytes;
   std::uint64_t max_uncommitted_bytes = kDefaultMaxUncommittedBytes;
   std::uint64_t seed = 1;
+  // Config::planted_commit_without_quorum on every node (test only).
+  bool planted_commit_without_quorum = false;
 };
 
 struct AppliedEntry {

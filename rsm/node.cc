@@ -254,6 +254,10 @@ Status Node::init() {
         "voters have reported (its disk may have lost synced writes)",
         config_.id);
   }
+  rc.planted_commit_without_quorum = config_.planted_commit_without_quorum;
+  if (rc.planted_commit_without_quorum) {
+    spdlog::warn("replica {}: TEST ONLY: the planted bug commit-without-quorum is on", config_.id);
+  }
   rc.seed = rng_.next_u64();
   rc.storage = log_.get();
   HERALD_ASSIGN_OR_RETURN(raft_, raft::RawNode::create(rc));

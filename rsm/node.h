@@ -143,6 +143,11 @@ struct NodeConfig {
   // storage::SegmentLog on this LogFs, with segments of log_segment_bytes.
   storage::LogFs* log_fs = nullptr;
   std::uint64_t log_segment_bytes = 0;  // 0: storage::kSegmentBytes
+  // TEST ONLY, off in every deployment: raft::Config::planted_commit_without_quorum, a planted bug
+  // (the leader commits, applies and answers a proposal once its own log holds it, before a
+  // majority does) that the simulator must catch (docs/reliability.md, "A planted bug"). Only
+  // `herald sim --plant-bug` sets it; server/ never does.
+  bool planted_commit_without_quorum = false;
 };
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;

@@ -281,6 +281,38 @@ TEST_P(NodeTest, StatsCountProposalsAppliedEntriesElectionsAndSyncs) {
   EXPECT_EQ(replica(follower).node->stats().proposals, 0U);
 }
 
+// The planted bug of docs/reliability.md ("A planted bug") is off unless the simulator asks.
+TEST(NodeConfigTest, PlantedCommitWithoutQuorumIsOffByDefault) {
+  EXPECT_FALSE(NodeConfig{}.planted_commit_without_quorum);
+}
+
+// With the planted bug the leader answers a write that neither follower holds: the durability bug
+// the simulator must catch. Without it the same write is never answered as applied.
+TEST_P(NodeTest, PlantedCommitWithoutQuorumAnswersAWriteNoFollowerHolds) {
+  for (const bool planted : {false, true}) {
+    replicas_.clear();
+    net_ = TestNetwork{};
+    NodeConfig base;
+    base.planted_commit_without_quorum = planted;
+    const raft::NodeId lead = start_three(base);
+    ASSERT_NE(lead, raft::kNoNode);
+    for (raft::NodeId id = 1; id <= 3; ++id) {
+      if (id != lead) {
+        net_.down.insert(id);  // the followers hear nothing more
+      }
+    }
+    const raft::Index last = replica(lead).node->status().last_index;
+    const Result<rsmpb::CommandResult> answer = put(lead, "a", "1");
+    const bool applied = answer.ok() && answer->code() == 0;
+    EXPECT_EQ(applied, planted) << (answer.ok() ? answer->message() : answer.status().to_string());
+    for (raft::NodeId id = 1; id <= 3; ++id) {
+      if (id != lead) {
+        EXPECT_EQ(replica(id).node->status().last_index, last);
+      }
+    }
+  }
+}
+
 TEST_P(NodeTest, ReadBarrierCompletesAfterApply) {
   start(1);
   tick_all(30);

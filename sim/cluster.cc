@@ -6,6 +6,8 @@
 #include <array>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
+#include <optional>
 #include <string_view>
 #include <tuple>
 
@@ -168,6 +170,29 @@ bool same_entry(const EntryDigest& a, const EntryDigest& b) {
 }
 
 }  // namespace
+
+namespace {
+constexpr std::string_view kNoPlantedBug = "none";
+constexpr std::string_view kCommitWithoutQuorumName = "commit-without-quorum";
+}  // namespace
+
+std::string_view planted_bug_name(PlantedBug bug) {
+  switch (bug) {
+    case PlantedBug::kNone: return kNoPlantedBug;
+    case PlantedBug::kCommitWithoutQuorum: return kCommitWithoutQuorumName;
+  }
+  HERALD_ASSERT(false, "unknown planted bug");
+  return {};
+}
+
+std::optional<PlantedBug> parse_planted_bug(std::string_view name) {
+  for (const PlantedBug bug : {PlantedBug::kNone, PlantedBug::kCommitWithoutQuorum}) {
+    if (name == planted_bug_name(bug)) {
+      return bug;
+    }
+  }
+  return std::nullopt;
+}
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t salt) {
   std::uint64_t state = seed ^ (salt * 0xd1b54a32d192ed03ULL);
@@ -499,6 +524,7 @@ Status SimCluster::open_replica(Replica& r) {
   // it the log that a recovering peer was told to wait for, and a 3-replica cluster then has no
   // electable candidate (seed 493; docs/raft.md, "Recovering after a restart").
   config.trust_disk = !r.lies;
+  config.planted_commit_without_quorum = options_.planted_bug == PlantedBug::kCommitWithoutQuorum;
   rsm::StateMachine* state_machine =
       scenario_ != nullptr ? scenario_->open_replica(r.id, &r.engine) : &r.state_machine;
   HERALD_ASSIGN_OR_RETURN(r.node, rsm::Node::open(config, &r.engine, r.transport, state_machine));

@@ -55,6 +55,20 @@ inline constexpr raft::Index kSimLogTailEntries = 50;
 inline constexpr std::uint64_t kSimSegmentBytes = 8ULL << 10U;        // 8 KiB
 inline constexpr std::uint64_t kSimSnapshotChunkBytes = 4ULL << 10U;  // 4 KiB
 
+// TEST ONLY: a bug planted on purpose in every replica, so that a test can show that the checks
+// catch it (docs/reliability.md, "A planted bug"). Every run has kNone unless `herald sim
+// --plant-bug NAME` asks for one; nothing outside sim/ plants anything.
+enum class PlantedBug : std::uint8_t {
+  kNone,
+  // rsm::NodeConfig::planted_commit_without_quorum: a leader commits, applies and acknowledges an
+  // entry as soon as its own log holds it, before a majority of the voters does.
+  kCommitWithoutQuorum,
+};
+// The name `--plant-bug` takes: "commit-without-quorum"; "none" for kNone.
+[[nodiscard]] std::string_view planted_bug_name(PlantedBug bug);
+// The bug called `name` (one of planted_bug_name's), or nullopt for an unknown name.
+[[nodiscard]] std::optional<PlantedBug> parse_planted_bug(std::string_view name);
+
 struct ClusterOptions {
   std::uint64_t seed = 1;
   int replicas = 3;  // 3 or 5: the initial voters, node ids 1..replicas
@@ -75,6 +89,8 @@ struct ClusterOptions {
   // instead of their engine; a crash drops both stores' unsynced writes together. Damaged records
   // and lying disks are not planned then (docs/testing.md, "Simulator").
   bool segment_log = false;
+  // TEST ONLY: the bug planted in every replica (kNone: Herald as it ships).
+  PlantedBug planted_bug = PlantedBug::kNone;
 };
 
 struct RunStats {

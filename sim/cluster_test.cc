@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <initializer_list>
+#include <string_view>
 
 #include "raft/memory_storage.h"
 #include "sim/sim_main.h"
@@ -165,6 +166,34 @@ TEST_F(SimClusterTest, ALyingDiskOnAMinorityKeepsEveryCheck) {
     EXPECT_TRUE(result.ok) << "seed " << seed << ": " << result.failure;
     EXPECT_GT(result.stats.lying_disks, 0U) << "seed " << seed << " lost no synced write";
   }
+}
+
+// The planted bug (docs/reliability.md, "A planted bug") is off unless `--plant-bug` asks: in the
+// options of every scenario's seeds, in run_sim's options and in the replicas' configuration.
+TEST(PlantedBugOptionsTest, IsOffByDefault) {
+  EXPECT_EQ(ClusterOptions{}.planted_bug, PlantedBug::kNone);
+  EXPECT_EQ(parse_planted_bug(SimOptions{}.plant_bug), PlantedBug::kNone);
+  EXPECT_FALSE(rsm::NodeConfig{}.planted_commit_without_quorum);
+  EXPECT_FALSE(raft::Config{}.planted_commit_without_quorum);
+  for (const std::string_view scenario : {"raft", "workflow", "messaging", "membership"}) {
+    for (const std::uint64_t seed : {1, 2}) {
+      EXPECT_EQ(scenario_cluster_options(scenario, seed, false).planted_bug, PlantedBug::kNone)
+          << scenario << " seed " << seed;
+    }
+  }
+}
+
+TEST(PlantedBugOptionsTest, NamesRoundTripAndUnknownNamesAreRefused) {
+  for (const PlantedBug bug : {PlantedBug::kNone, PlantedBug::kCommitWithoutQuorum}) {
+    EXPECT_EQ(parse_planted_bug(planted_bug_name(bug)), bug);
+  }
+  EXPECT_EQ(planted_bug_name(PlantedBug::kCommitWithoutQuorum), "commit-without-quorum");
+  EXPECT_FALSE(parse_planted_bug("no-such-bug").has_value());
+  EXPECT_FALSE(parse_planted_bug("").has_value());
+  SimOptions options;
+  options.seed = 1;
+  options.plant_bug = "no-such-bug";
+  EXPECT_EQ(run_sim(options), 2);
 }
 
 TEST(RunSimTest, UnknownScenarioIsAnError) {

@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "base/assert.h"
 #include "sim/cluster.h"
 #include "sim/membership_scenario.h"
 #include "sim/messaging_scenario.h"
@@ -42,16 +44,27 @@ extern "C" void on_abort_signal(int signal_number) {
   std::raise(signal_number);
 }
 
-// The flag a replay line needs to run the same log as this run.
-std::string_view raft_log_flag(bool segment_log) {
-  return segment_log ? " --raft-log segments" : "";
+// What every seed of one run shares besides the scenario.
+struct RunFlags {
+  bool verbose = false;
+  bool segment_log = false;
+  PlantedBug planted_bug = PlantedBug::kNone;
+};
+
+// The flags a replay line needs to run the same replicas as this run.
+std::string replay_flags(const RunFlags& flags) {
+  std::string out = flags.segment_log ? " --raft-log segments" : "";
+  if (flags.planted_bug != PlantedBug::kNone) {
+    out += fmt::format(" --plant-bug {}", planted_bug_name(flags.planted_bug));
+  }
+  return out;
 }
 
-void arm_abort_message(std::string_view scenario, std::uint64_t seed, bool segment_log) {
+void arm_abort_message(std::string_view scenario, std::uint64_t seed, const RunFlags& flags) {
   const std::string message = fmt::format(
       "sim: seed {} FAILED: the process aborted (see the assertion above)\n"
       "replay: herald sim --scenario {} --seed {}{}\n",
-      seed, scenario, seed, raft_log_flag(segment_log));
+      seed, scenario, seed, replay_flags(flags));
   g_abort_message_len = std::min(message.size(), g_abort_message.size());
   std::memcpy(g_abort_message.data(), message.data(), g_abort_message_len);
 }
@@ -113,19 +126,6 @@ std::string membership_stats_line(std::uint64_t seed, const MembershipStats& s) 
       s.zombie_campaigns);
 }
 
-ClusterOptions options_for(std::string_view scenario, std::uint64_t seed, bool verbose) {
-  if (scenario == kWorkflowScenario) {
-    return workflow_cluster_options(seed, verbose);
-  }
-  if (scenario == kMessagingScenario) {
-    return messaging_cluster_options(seed, verbose);
-  }
-  if (scenario == kMembershipScenario) {
-    return membership_cluster_options(seed, verbose);
-  }
-  return raft_options(seed, verbose);
-}
-
 struct SeedResult {
   RunResult cluster;
   std::string scenario_stats;  // the scenario's own statistics line, if it has one
@@ -153,19 +153,20 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
 }
 
 // Runs one seed of `scenario` (known); true when it passed.
-bool run_seed(std::string_view scenario, std::uint64_t seed, bool verbose, bool segment_log) {
-  arm_abort_message(scenario, seed, segment_log);
-  ClusterOptions options = options_for(scenario, seed, verbose);
-  options.segment_log = segment_log;
-  if (verbose) {
+bool run_seed(std::string_view scenario, std::uint64_t seed, const RunFlags& flags) {
+  arm_abort_message(scenario, seed, flags);
+  ClusterOptions options = scenario_cluster_options(scenario, seed, flags.verbose);
+  options.segment_log = flags.segment_log;
+  options.planted_bug = flags.planted_bug;
+  if (flags.verbose) {
     fmt::print("sim: seed {}: {} replicas\n", seed, options.replicas);
   }
   const SeedResult run = run_scenario(scenario, options);
   const RunResult& result = run.cluster;
   if (!result.ok) {
     fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}{}\n", seed,
-               result.failure, scenario, seed, raft_log_flag(segment_log));
-  } else if (verbose) {
+               result.failure, scenario, seed, replay_flags(flags));
+  } else if (flags.verbose) {
     print_stats(seed, options.replicas, result.stats);
     fmt::print("{}", run.scenario_stats);
   }
@@ -194,10 +195,33 @@ bool run_results(std::uint64_t seed, bool verbose, bool segment_log, ResultsTota
 
 }  // namespace
 
+bool is_known_scenario(std::string_view scenario) {
+  return scenario == kRaftScenario || scenario == kWorkflowScenario ||
+         scenario == kMessagingScenario || scenario == kMembershipScenario;
+}
+
+ClusterOptions scenario_cluster_options(std::string_view scenario, std::uint64_t seed,
+                                        bool verbose) {
+  HERALD_ASSERT(is_known_scenario(scenario), "cluster options of an unknown scenario");
+  if (scenario == kWorkflowScenario) {
+    return workflow_cluster_options(seed, verbose);
+  }
+  if (scenario == kMessagingScenario) {
+    return messaging_cluster_options(seed, verbose);
+  }
+  if (scenario == kMembershipScenario) {
+    return membership_cluster_options(seed, verbose);
+  }
+  return raft_options(seed, verbose);
+}
+
+RunResult run_scenario_seed(std::string_view scenario, const ClusterOptions& options) {
+  HERALD_ASSERT(is_known_scenario(scenario), "a seed of an unknown scenario");
+  return run_scenario(scenario, options).cluster;
+}
+
 int run_sim(const SimOptions& opts) {
-  if (opts.scenario != kRaftScenario && opts.scenario != kWorkflowScenario &&
-      opts.scenario != kMessagingScenario && opts.scenario != kMembershipScenario &&
-      opts.scenario != kResultsScenario) {
+  if (!is_known_scenario(opts.scenario) && opts.scenario != kResultsScenario) {
     fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {}, {})\n",
                opts.scenario, kRaftScenario, kWorkflowScenario, kMessagingScenario,
                kMembershipScenario, kResultsScenario);
@@ -207,10 +231,25 @@ int run_sim(const SimOptions& opts) {
     fmt::print(stderr, "sim: unknown raft log '{}' (rocksdb or segments)\n", opts.raft_log);
     return 2;
   }
+  const std::optional<PlantedBug> planted = parse_planted_bug(opts.plant_bug);
+  if (!planted) {
+    fmt::print(stderr, "sim: unknown planted bug '{}' ({} or {})\n", opts.plant_bug,
+               planted_bug_name(PlantedBug::kNone),
+               planted_bug_name(PlantedBug::kCommitWithoutQuorum));
+    return 2;
+  }
   if (!opts.seed && opts.seeds < 1) {
     fmt::print(stderr, "sim: --seeds must be at least 1 (got {})\n", opts.seeds);
     return 2;
   }
+  if (*planted != PlantedBug::kNone) {
+    fmt::print(stderr,
+               "sim: TEST ONLY: every replica runs with the planted bug {}; seeds are expected to "
+               "fail\n",
+               planted_bug_name(*planted));
+  }
+  const RunFlags flags{
+      .verbose = opts.verbose, .segment_log = opts.raft_log == "segments", .planted_bug = *planted};
   const spdlog::level::level_enum saved_level = spdlog::get_level();
   spdlog::set_level(opts.verbose ? (std::getenv("HERALD_SIM_INFO") != nullptr ? spdlog::level::info
                                                                               : spdlog::level::warn)
@@ -225,7 +264,7 @@ int run_sim(const SimOptions& opts) {
   for (std::uint64_t seed = first; seed <= last; ++seed) {
     const bool ok = opts.scenario == kResultsScenario
                         ? run_results(seed, opts.verbose, segment_log, totals)
-                        : run_seed(opts.scenario, seed, opts.verbose, segment_log);
+                        : run_seed(opts.scenario, seed, flags);
     ++(ok ? passed : failed);
   }
   if (opts.scenario == kResultsScenario) {

@@ -27,6 +27,10 @@
 // With raft_log "segments", every scenario runs with the replicas' raft logs in segment files; a
 // failing seed's replay line then carries --raft-log segments.
 //
+// TEST ONLY: with plant_bug other than "none", every replica runs with that bug planted
+// (sim::PlantedBug; docs/reliability.md, "A planted bug"), and seeds are expected to fail; a
+// failing seed's replay line then carries --plant-bug NAME.
+//
 // Returns 0 when every seed passed, 1 when some failed, 2 for an unknown scenario or bad options.
 // Thread-safety: runs on the calling thread; not reentrant (it sets the global log level).
 #pragma once
@@ -34,6 +38,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include "sim/cluster.h"
 
 namespace herald::sim {
 
@@ -45,8 +52,19 @@ struct SimOptions {
   // Where the replicas keep their raft log: "rocksdb" (in the engine) or "segments" (segment
   // files on a simulated file system; ClusterOptions::segment_log).
   std::string raft_log = "rocksdb";
+  // TEST ONLY: the bug planted in every replica, by name (sim::parse_planted_bug); "none" runs
+  // Herald as it ships.
+  std::string plant_bug = "none";
 };
 
 [[nodiscard]] int run_sim(const SimOptions& opts);
+
+// The known scenarios' names: "raft", "workflow", "messaging", "membership".
+[[nodiscard]] bool is_known_scenario(std::string_view scenario);
+// The cluster options `herald sim` runs seed `seed` of the known `scenario` with.
+[[nodiscard]] ClusterOptions scenario_cluster_options(std::string_view scenario, std::uint64_t seed,
+                                                      bool verbose);
+// Runs one seed of the known `scenario` with `options` (as `herald sim` does, without printing).
+[[nodiscard]] RunResult run_scenario_seed(std::string_view scenario, const ClusterOptions& options);
 
 }  // namespace herald::sim
