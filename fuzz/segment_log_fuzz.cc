@@ -5,11 +5,13 @@
 // segment files, each [u16 BE length][bytes], named as segments first, first + 1, ... The seed
 // corpus holds real segment files written by SegmentLog (fuzz_make_corpus), so mutations exercise
 // the torn-tail and corruption decisions on records whose checksums are otherwise valid. Every file
-// is first scanned alone with scan_segment (as the newest and as an older segment); then a
-// SegmentLog is opened on all of them, read the way the raft core reads it, given one more entry,
-// and opened again. Asserts: no crash, leak or undefined behaviour, no failed HERALD_ASSERT; every
-// error is kCorruption; an opened log keeps the raft::LogStorage contract, and what was appended
-// after recovery survives the reopen.
+// is first scanned alone with scan_segment (as the newest and as an older segment); then what a
+// rebuild would salvage from them is read (SegmentLog::salvage); then a SegmentLog is opened on
+// all of them, read the way the raft core reads it, given one more entry, and opened again.
+// Asserts: no crash, leak or undefined behaviour, no failed HERALD_ASSERT; every error is
+// kCorruption; a log that opens salvages to its own hard state and at least its last index; an
+// opened log keeps the raft::LogStorage contract, and what was appended after recovery survives
+// the reopen.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -105,9 +107,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_scan(bytes, seq);
     fs.put_durable(storage::segment_name(seq), bytes);
   }
+  const auto salvaged = storage::SegmentLog::salvage(&fs);
+  check_error(salvaged.status());
   auto log = storage::SegmentLog::open(&fs, {kFuzzSegmentBytes});
   check_error(log.status());
   if (!log.ok()) return 0;
+  HERALD_ASSERT(salvaged.ok() && salvaged->has_value() == (count > 0),
+                "a log that opens can be salvaged");
+  if (salvaged->has_value()) {
+    HERALD_ASSERT((*salvaged)->hard_state.SerializeAsString() ==
+                      (*log)->hard_state().SerializeAsString(),
+                  "the salvaged hard state is the one the log opens with");
+    HERALD_ASSERT((*salvaged)->last_index >= (*log)->last_index(),
+                  "the salvaged floor covers the log");
+  }
   read_log(**log);
   append_and_reopen(**log, fs);
   return 0;

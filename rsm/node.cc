@@ -290,17 +290,18 @@ Status Node::open_log() {
     spdlog::warn("replica {}: the raft log ended in a torn batch ({}); {} bytes cleared",
                  config_.id, recovery.torn_reason, recovery.torn_bytes_zeroed);
   }
-  if (recovery.segments == 0) {
-    HERALD_RETURN_IF_ERROR(adopt_engine_log(*segments));
-  }
+  HERALD_RETURN_IF_ERROR(adopt_engine_log(*segments));
   log_ = std::move(segments);
   return Status::ok_status();
 }
 
-// A brand-new segment log beside an engine that holds a log (a data directory written with the
-// log in the engine, or restored from a backup, which writes its snapshot point there): the
-// engine's log moves into the segment log, synced, and only then leaves the engine. A crash in
-// between leaves both; the segment log, no longer brand new, wins from then on.
+// A segment log beside an engine that holds a log (a data directory written with the log in the
+// engine, restored from a backup, which writes its snapshot point there, or rebuilt, which writes
+// the carried-over hard state there): the engine's log moves into the segment log, synced, and
+// only then leaves the engine. Until it has left, the move is not finished (the replica never ran
+// on the segment log, whatever a crash or a failed write left in it), so every open redoes it:
+// the copy replaces the segment log's entries from the engine log's first index on, and its hard
+// state.
 Status Node::adopt_engine_log(storage::SegmentLog& segments) {
   HERALD_ASSIGN_OR_RETURN(const auto stored,
                           engine_->get(storage::Space::kMeta, storage::kHardStateKey));

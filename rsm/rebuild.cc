@@ -9,6 +9,7 @@
 #include "base/encoding.h"
 #include "rsm/node.h"
 #include "storage/log_store.h"
+#include "storage/segment_log.h"
 
 namespace herald::rsm {
 
@@ -24,6 +25,24 @@ Result<std::uint64_t> salvage_incarnation(const storage::Reader& damaged, std::i
     return static_cast<std::uint64_t>(std::max<std::int64_t>(wall_ms, 0));
   }
   return get_fixed64_be(payload);
+}
+
+// The raft log's hard state and highest index: from the segment files when there are any and
+// the engine holds no hard state (the log moved there: Node::adopt_engine_log drops the engine's
+// copy only once the segment log holds it), else from the engine.
+Result<storage::SalvagedLog> salvage_log(const storage::Reader& damaged,
+                                         storage::LogFs* damaged_log) {
+  if (damaged_log != nullptr) {
+    HERALD_ASSIGN_OR_RETURN(const auto engine_log,
+                            damaged.get(storage::Space::kMeta, storage::kHardStateKey));
+    if (!engine_log.has_value()) {
+      HERALD_ASSIGN_OR_RETURN(auto from_segments, storage::SegmentLog::salvage(damaged_log));
+      if (from_segments.has_value()) {
+        return *std::move(from_segments);
+      }
+    }
+  }
+  return storage::LogStore::salvage(damaged);
 }
 
 bool is_empty(const storage::Reader& reader) {
@@ -48,12 +67,13 @@ Result<std::optional<rsmpb::RebuildMark>> read_rebuild_mark(const storage::Reade
   return std::optional<rsmpb::RebuildMark>(std::move(mark));
 }
 
-Result<raft::Index> carry_over_for_rebuild(const storage::Reader& damaged, storage::Engine& fresh,
+Result<raft::Index> carry_over_for_rebuild(const storage::Reader& damaged,
+                                           storage::LogFs* damaged_log, storage::Engine& fresh,
                                            std::string_view reason, std::int64_t wall_ms) {
   if (!is_empty(fresh)) {
     return Status::failed_precondition("a rebuild needs an empty engine to write into");
   }
-  HERALD_ASSIGN_OR_RETURN(const storage::SalvagedLog log, storage::LogStore::salvage(damaged));
+  HERALD_ASSIGN_OR_RETURN(const storage::SalvagedLog log, salvage_log(damaged, damaged_log));
   HERALD_ASSIGN_OR_RETURN(const std::uint64_t incarnation, salvage_incarnation(damaged, wall_ms));
   // An earlier rebuild whose replica had not caught up yet keeps its (higher) floor. A damaged
   // mark only loses that history: the salvaged index is still a floor.

@@ -21,15 +21,23 @@
 #include "raft/types.h"
 #include "rsm/rsm.pb.h"
 #include "storage/engine.h"
+#include "storage/log_fs.h"
 
 namespace herald::rsm {
 
-// Writes into `fresh` (an empty engine) what the rebuilt replica keeps from `damaged`: the hard
-// state with its commit reset to 0, the incarnation counter, and a RebuildMark whose vote floor
-// is the larger of the salvaged last index and any earlier floor. One synced write. Returns the
-// vote floor. Errors: kCorruption when the hard state is damaged (nothing can be carried over
-// safely); kFailedPrecondition when `fresh` is not empty; the engines' errors.
+// Writes into `fresh` (an empty engine) what the rebuilt replica keeps from `damaged` and its
+// raft log: the hard state with its commit reset to 0, the incarnation counter, and a RebuildMark
+// whose vote floor is the larger of the salvaged last index and any earlier floor. One synced
+// write. The raft log is read from `damaged_log`'s segment files when it holds any and the engine
+// holds no hard state (storage::SegmentLog::salvage), else from the engine (a log not yet moved
+// into segment files; storage::LogStore::salvage);
+// `damaged_log` is null for a replica whose log is in its engine. It is only read: the caller
+// removes the segment files once `fresh` is durable, and the next open moves the hard state from
+// `fresh` into a new segment log. Returns the vote floor. Errors: kCorruption when the hard state
+// is damaged or unknown, or the segment log's last index cannot be bounded (nothing can be
+// carried over safely); kFailedPrecondition when `fresh` is not empty; the stores' errors.
 [[nodiscard]] Result<raft::Index> carry_over_for_rebuild(const storage::Reader& damaged,
+                                                         storage::LogFs* damaged_log,
                                                          storage::Engine& fresh,
                                                          std::string_view reason,
                                                          std::int64_t wall_ms);

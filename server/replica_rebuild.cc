@@ -9,9 +9,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "rsm/rebuild.h"
+#include "storage/log_fs.h"
 #include "storage/rocksdb_engine.h"
 
 namespace herald::server {
@@ -58,14 +60,23 @@ std::string read_reason(const fs::path& request) {
   return reason;
 }
 
-// Writes the new store beside the damaged one; both are closed when this returns.
+// Writes the new store beside the damaged one; both are closed when this returns. The raft log
+// is read from the damaged directory's segment files when it has any, whatever the
+// configuration says: they are newer than anything the engine holds. The new store has none: it
+// moves its hard state into a new segment log when it opens with one.
 Result<raft::Index> write_rebuilt_store(const fs::path& damaged_dir, const fs::path& rebuilt_dir,
                                         const std::string& reason, std::int64_t wall_ms) {
   HERALD_ASSIGN_OR_RETURN(auto damaged,
                           storage::RocksDbEngine::open(damaged_dir, storage::RocksDbOptions{}));
+  std::unique_ptr<storage::PosixLogFs> segments;
+  std::error_code ec;
+  if (fs::is_directory(damaged_dir / kRaftLogDir, ec)) {
+    HERALD_ASSIGN_OR_RETURN(segments,
+                            storage::PosixLogFs::open_dir((damaged_dir / kRaftLogDir).string()));
+  }
   HERALD_ASSIGN_OR_RETURN(auto fresh,
                           storage::RocksDbEngine::open(rebuilt_dir, storage::RocksDbOptions{}));
-  return rsm::carry_over_for_rebuild(*damaged, *fresh, reason, wall_ms);
+  return rsm::carry_over_for_rebuild(*damaged, segments.get(), *fresh, reason, wall_ms);
 }
 
 }  // namespace
@@ -101,15 +112,6 @@ Result<bool> rebuild_if_requested(const std::string& data_dir, std::size_t voter
   const fs::path request = dir / kRebuildRequestFile;
   if (!fs::exists(request, ec)) return false;
   const std::string reason = read_reason(request);
-  const fs::path segments = dir / kRaftLogDir;
-  if (fs::exists(segments, ec) && !fs::is_empty(segments, ec)) {
-    return Status::failed_precondition(fmt::format(
-        "{} asks for a rebuild ({}), but this replica keeps its raft log in segment files ({}), "
-        "which a rebuild does not carry over yet. Replace the replica through a membership change "
-        "(remove it, then add a new node with an empty data directory), or restore it from a "
-        "backup",
-        request.string(), reason, segments.string()));
-  }
   if (voters < 2) {
     return Status::failed_precondition(fmt::format(
         "{} asks for a rebuild ({}), but this is the cluster's only replica: there is no leader "

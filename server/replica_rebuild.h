@@ -28,7 +28,8 @@ inline constexpr std::int64_t kMinRebuildIntervalMs = 10LL * 60 * 1000;  // 10 m
 // The request file inside a data directory; it holds the reason as text.
 inline constexpr char kRebuildRequestFile[] = "REBUILD-REQUESTED";
 // The directory of the raft log's segment files inside a data directory (NodeHostOptions::
-// segment_log). A replica whose log is there is not rebuilt: rebuild_if_requested() refuses.
+// segment_log). A rebuild reads the hard state and the vote floor from it when it holds segments
+// and moves it aside with the rest of the damaged store; the new store starts without one.
 inline constexpr char kRaftLogDir[] = "raftlog";
 // Suffixes of the directories beside the data directory.
 inline constexpr char kRebuiltSuffix[] = ".rebuilt";  // the new store, while it is written
@@ -40,8 +41,9 @@ inline constexpr char kDamagedSuffix[] = ".damaged";  // the damaged store, kept
 // Finishes an interrupted rebuild, or performs a requested one; returns whether the data
 // directory now holds a rebuilt store. `voters` is the cluster's number of voters: the only
 // replica has nothing to rebuild from (kFailedPrecondition, nothing changed). Errors also:
-// kCorruption when the damaged store cannot be opened or its hard state is damaged (an
-// operator must replace the replica), kIOError.
+// kCorruption when the damaged store cannot be opened, its hard state is damaged, or its segment
+// log's damage leaves the term, the vote or the highest index unknown (an operator must replace
+// the replica; nothing changed), kIOError.
 [[nodiscard]] Result<bool> rebuild_if_requested(const std::string& data_dir, std::size_t voters,
                                                 std::int64_t wall_ms);
 

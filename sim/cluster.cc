@@ -8,12 +8,14 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <tuple>
 
 #include "base/assert.h"
 #include "rsm/rebuild.h"
 #include "storage/log_store.h"
+#include "storage/segment_log.h"
 
 namespace herald::sim {
 
@@ -52,11 +54,20 @@ constexpr MonoMs kMaxFullDiskMs = 3'000;
 constexpr double kDamageChance = 0.3;
 constexpr MonoMs kDamageRestartMs = 100;
 constexpr std::uint64_t kDamageSalt = 7;
+// With the raft log in segment files, the damaged record is the newest entry record whose damage
+// the next open finds and after which a hard state survives (SimCluster::damage_segment_log);
+// at most this many entry records are tried, newest first, before the applied state is damaged
+// instead.
+constexpr std::size_t kMaxDamageCandidates = 64;
+// Segment file names: this many hex digits of the sequence number, then kSegmentSuffix.
+constexpr std::size_t kSegmentNameHexDigits = 16;
 // A disk that lies about fsync: on this share of seeds one replica (chosen from a stream of its
 // own, salt 8; never the damaged one, and none on a 3-replica seed that has a damaged one) loses,
 // at each crash with kLieChance, a suffix of the writes it had synced
-// (storage::MemEngine::crash_lying). Restarted replicas must recover (docs/raft.md, "Recovering
-// after a restart") so that every check still holds.
+// (storage::MemEngine::crash_lying; with the raft log in segment files, MemLogFs::crash_lying of
+// the log's files, while the engine crashes as an honest disk: the two stores have no common
+// order of writes to lose a suffix of). Restarted replicas must recover (docs/raft.md,
+// "Recovering after a restart") so that every check still holds.
 constexpr double kLyingDiskChance = 0.3;
 constexpr double kLieChance = 0.5;
 constexpr std::uint64_t kLyingDiskSalt = 8;
@@ -571,22 +582,34 @@ void SimCluster::crash_replica(Replica& r, MonoMs down_for_ms) {
     scenario_->on_replica_down(r.id);
   }
   network_.set_up(r.id, false);
-  if (r.lies && lie_rng_.chance(kLieChance)) {
-    const std::uint64_t lost = r.engine.crash_lying(lie_rng_);
-    if (lost > 0) {
-      ++stats_.lying_disks;
-      log_event(
-          fmt::format("replica {}: its disk lied: {} synced writes lost in the crash", r.id, lost));
+  crash_stores(r);
+  ++stats_.crashes;
+  schedule(clock_.mono_ms() + down_for_ms, Event{EventKind::kRestart, r.id, -1, r.incarnation});
+}
+
+void SimCluster::crash_stores(Replica& r) {
+  const bool lie = r.lies && lie_rng_.chance(kLieChance);
+  std::uint64_t lost = 0;
+  if (options_.segment_log) {
+    // One power loss: the log's files lose their unsynced writes with the engine's. A lying disk
+    // loses synced writes of the log's files; the state space keeps its synced writes (see
+    // kLyingDiskChance).
+    r.engine.crash(crash_rng_);
+    if (lie) {
+      lost = r.log_fs.crash_lying(lie_rng_);
+    } else {
+      r.log_fs.crash(crash_rng_);
     }
+  } else if (lie) {
+    lost = r.engine.crash_lying(lie_rng_);
   } else {
     r.engine.crash(crash_rng_);
   }
-  if (options_.segment_log) {
-    // One power loss: the log's files lose their unsynced writes with the engine's.
-    r.log_fs.crash(crash_rng_);
+  if (lost > 0) {
+    ++stats_.lying_disks;
+    log_event(
+        fmt::format("replica {}: its disk lied: {} synced writes lost in the crash", r.id, lost));
   }
-  ++stats_.crashes;
-  schedule(clock_.mono_ms() + down_for_ms, Event{EventKind::kRestart, r.id, -1, r.incarnation});
 }
 
 void SimCluster::on_tick(const Event& event) {
@@ -645,7 +668,9 @@ void SimCluster::rebuild_replica(Replica& r, const Status& cause) {
   log_event(fmt::format("replica {} found its damaged record ({}): rebuilding it empty", r.id,
                         cause.to_string()));
   storage::MemEngine fresh;
-  auto floor = rsm::carry_over_for_rebuild(r.engine, fresh, cause.to_string(), clock_.wall_ms());
+  storage::LogFs* const segments = options_.segment_log ? &r.log_fs : nullptr;
+  auto floor =
+      rsm::carry_over_for_rebuild(r.engine, segments, fresh, cause.to_string(), clock_.wall_ms());
   if (!floor.ok()) {
     fail(fmt::format("replica {}: rebuild failed: {}", r.id, floor.status().to_string()));
     return;
@@ -671,6 +696,16 @@ void SimCluster::rebuild_replica(Replica& r, const Status& cause) {
   if (!wiped.ok()) {
     fail(fmt::format("replica {}: rebuild write failed: {}", r.id, wiped.to_string()));
     return;
+  }
+  if (segments != nullptr) {
+    // Only once the carried-over hard state is durable in the engine: the next open moves it
+    // into a new segment log (rsm::Node's adoption of an engine log).
+    const Status dropped = storage::remove_segment_files(segments);
+    if (!dropped.ok()) {
+      fail(fmt::format("replica {}: removing its segment files failed: {}", r.id,
+                       dropped.to_string()));
+      return;
+    }
   }
   r.damaged = false;
   ++stats_.rebuilds;
@@ -701,7 +736,11 @@ void SimCluster::plan_lying_disk() {
   r.lies = true;
   // From its first open on: losing the bootstrap itself would make it a brand-new replica,
   // which is an operator's mistake (a new disk under an old id), not a lying disk.
-  r.engine.record_history();
+  if (options_.segment_log) {
+    r.log_fs.record_history();
+  } else {
+    r.engine.record_history();
+  }
   log_event(fmt::format("replica {}: its disk lies about fsync", target));
 }
 
@@ -726,7 +765,9 @@ void SimCluster::plan_damage() {
     // The record damaged is one the next start reads: the newest log entry still stored after
     // the crash, or the applied state.
     bool hit = false;
-    if (in_log && last >= first) {
+    if (in_log && options_.segment_log) {
+      hit = damage_segment_log(r);
+    } else if (in_log && last >= first) {
       for (raft::Index i = last; i >= first && !hit; --i) {
         hit = r.engine.corrupt(storage::Space::kLog, storage::log_key(i));
       }
@@ -741,6 +782,47 @@ void SimCluster::plan_damage() {
                             in_log ? "log entry" : "applied state"));
     }
   });
+}
+
+bool SimCluster::damage_segment_log(Replica& r) {
+  auto listed = r.log_fs.list();
+  HERALD_ASSERT(listed.ok(), "a MemLogFs always lists its files");
+  std::vector<std::pair<std::uint64_t, std::string>> segments;  // (seq, name), newest first
+  for (const std::string& name : *listed) {
+    if (name.size() == kSegmentNameHexDigits + storage::kSegmentSuffix.size() &&
+        name.ends_with(storage::kSegmentSuffix)) {
+      segments.emplace_back(std::stoull(name.substr(0, kSegmentNameHexDigits), nullptr, 16), name);
+    }
+  }
+  std::sort(segments.rbegin(), segments.rend());
+  std::size_t tried = 0;
+  for (std::size_t k = 0; k < segments.size(); ++k) {
+    const auto& [seq, name] = segments[k];
+    const bool last = k == 0;
+    const std::string bytes = r.log_fs.contents(name);
+    const auto scan = storage::scan_segment(bytes, seq, last);
+    if (!scan.ok()) {
+      continue;
+    }
+    for (auto it = scan->records.rbegin(); it != scan->records.rend(); ++it) {
+      if (it->kind != storage::RecordKind::kEntry) {
+        continue;
+      }
+      if (++tried > kMaxDamageCandidates) {
+        return false;
+      }
+      const std::uint64_t byte = it->offset + storage::kRecordHeaderBytes + it->payload.size() / 2;
+      const bool flipped = r.log_fs.corrupt(name, byte);
+      HERALD_ASSERT(flipped, "an entry record lies inside its segment");
+      const bool found = !storage::scan_segment(r.log_fs.contents(name), seq, last).ok();
+      if (found && storage::SegmentLog::salvage(&r.log_fs).ok()) {
+        return true;
+      }
+      const bool restored = r.log_fs.corrupt(name, byte);  // the same bit again
+      HERALD_ASSERT(restored, "an entry record lies inside its segment");
+    }
+  }
+  return false;
 }
 
 // ---- Event loop ----
@@ -1370,12 +1452,8 @@ RunResult SimCluster::run() {
     log_event(fmt::format("fault profile: {}", storm_ ? kStormProfile.name : kSteadyProfile.name));
     schedule(kFirstFaultMs, Event{EventKind::kFault});
     plan_full_disk();
-    if (!options_.segment_log) {
-      // Not modelled on the segment log yet: a damaged log record would need a rebuild from a
-      // segment log, and MemLogFs has no lying crash.
-      plan_damage();
-      plan_lying_disk();
-    }
+    plan_damage();
+    plan_lying_disk();
   }
   schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});

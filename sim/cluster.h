@@ -86,8 +86,9 @@ struct ClusterOptions {
   MonoMs settle_limit_ms = 25'000;  // the run fails if it has not converged by then
   bool verbose = false;             // print the fault schedule as it happens
   // Replicas keep their raft log in segment files on a storage::MemLogFs (storage::SegmentLog)
-  // instead of their engine; a crash drops both stores' unsynced writes together. Damaged records
-  // and lying disks are not planned then (docs/testing.md, "Simulator").
+  // instead of their engine; a crash drops both stores' unsynced writes together. A damaged log
+  // record is then one of a segment file, and a lying disk loses synced writes of the log's
+  // files (docs/simulation.md, "Fault model").
   bool segment_log = false;
   // TEST ONLY: the bug planted in every replica (kNone: Herald as it ships).
   PlantedBug planted_bug = PlantedBug::kNone;
@@ -274,6 +275,9 @@ class SimCluster {
   [[nodiscard]] Status open_replica(Replica& r);
   void start_replica(Replica& r);
   void crash_replica(Replica& r, MonoMs down_for_ms);
+  // The power loss of a crash: every store of `r` loses its unsynced writes, and on a lying disk
+  // (sometimes) synced ones.
+  void crash_stores(Replica& r);
   void on_tick(const Event& event);
   void on_restart(const Event& event);
   void handle_process_error(Replica& r, const Status& status);
@@ -294,6 +298,9 @@ class SimCluster {
   void plan_full_disk();
   // On some seeds, damages a record one replica reads when it next starts (see kDamageChance).
   void plan_damage();
+  // Flips a bit of the newest entry record of `r`'s segment log (down) whose damage its next open
+  // finds, and after which a rebuild still knows its hard state; false when none was found.
+  [[nodiscard]] bool damage_segment_log(Replica& r);
   // On some seeds, one replica (never the damaged one) has a disk that lies about fsync: some of
   // its crashes also lose writes it had synced (see kLyingDiskChance).
   void plan_lying_disk();

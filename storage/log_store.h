@@ -44,13 +44,6 @@ inline constexpr std::string_view kTruncatedKey = "truncated";
 // The Space::kLog key of entry `index`: 8 bytes, big-endian, so keys sort by index.
 [[nodiscard]] std::string log_key(raft::Index index);
 
-// What a replica rebuilding after corruption carries over from its damaged store (see
-// LogStore::salvage).
-struct SalvagedLog {
-  raftpb::HardState hard_state;  // term and vote must survive; commit is the old one
-  raft::Index last_index = 0;    // the highest index the log held (or committed, or compacted)
-};
-
 class LogStore final : public RaftLog {
  public:
   // Reads what a rebuild must keep from a store that may be damaged anywhere but in the hard

@@ -1,8 +1,12 @@
 #include "storage/mem_log_fs.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <map>
 #include <string>
 #include <utility>
+
+#include "base/assert.h"
 
 namespace herald::storage {
 namespace {
@@ -20,6 +24,7 @@ class MemLogFile final : public LogFile {
     }
     data_->live.replace(offset, bytes.size(), bytes);
     data_->unsynced.emplace_back(offset, std::string(bytes));
+    fs_->remember_write(data_, offset, bytes);
     ++fs_->mutable_counters().writes;
     fs_->mutable_counters().bytes_written += bytes.size();
     return Status::ok_status();
@@ -41,6 +46,7 @@ class MemLogFile final : public LogFile {
       data_->durable.replace(offset, bytes.size(), bytes);
     }
     data_->unsynced.clear();
+    fs_->remember_sync(*data_);
     ++fs_->mutable_counters().syncs;
     return Status::ok_status();
   }
@@ -88,6 +94,7 @@ Result<std::unique_ptr<LogFile>> MemLogFs::create(std::string_view name, std::ui
   auto data = std::make_shared<FileData>();
   data->durable.assign(size_bytes, '\0');
   data->live.assign(size_bytes, '\0');
+  data->history_base = data->durable;
   live_.emplace(std::string(name), data);
   return std::unique_ptr<LogFile>(std::make_unique<MemLogFile>(this, data, std::string(name)));
 }
@@ -115,7 +122,116 @@ Status MemLogFs::remove(std::string_view name) {
 Status MemLogFs::sync_dir() {
   durable_ = live_;
   ++counters_.dir_syncs;
+  if (recording_) {
+    remember(HistoryOp{nullptr, 0, {}, true, durable_});
+  }
   return Status::ok_status();
+}
+
+void MemLogFs::remember_write(const std::shared_ptr<FileData>& file, std::uint64_t offset,
+                              std::string_view bytes) {
+  if (recording_) {
+    remember(HistoryOp{file, offset, std::string(bytes), false, {}});
+  }
+}
+
+void MemLogFs::remember_sync(const FileData& file) {
+  for (HistoryOp& op : history_) {
+    if (op.file.get() == &file) {
+      op.synced = true;
+    }
+  }
+}
+
+void MemLogFs::remember(HistoryOp op) {
+  history_.push_back(std::move(op));
+  if (history_.size() <= kMaxLogFsHistoryOps) {
+    return;
+  }
+  // The oldest operation can no longer be lost: it joins the base.
+  HistoryOp& oldest = history_.front();
+  if (oldest.file != nullptr) {
+    oldest.file->history_base.replace(oldest.offset, oldest.bytes.size(), oldest.bytes);
+  } else {
+    history_base_directory_ = std::move(oldest.directory);
+  }
+  history_.pop_front();
+}
+
+void MemLogFs::record_history() {
+  recording_ = true;
+  restart_history();
+  // Writes not synced yet are remembered (unsynced), file by file.
+  for (const auto& [name, data] : live_) {
+    for (const auto& [offset, bytes] : data->unsynced) {
+      remember(HistoryOp{data, offset, bytes, false, {}});
+    }
+  }
+}
+
+void MemLogFs::restart_history() {
+  history_.clear();
+  history_base_directory_ = durable_;
+  for (const Directory* dir : {&live_, &durable_}) {
+    for (const auto& [name, data] : *dir) {
+      data->history_base = data->durable;
+    }
+  }
+}
+
+std::uint64_t MemLogFs::crash_lying(Rng& rng) {
+  std::size_t last_synced = history_.size();
+  for (std::size_t i = history_.size(); i-- > 0;) {
+    if (history_[i].file != nullptr && history_[i].synced) {
+      last_synced = i;
+      break;
+    }
+  }
+  if (last_synced == history_.size()) {
+    crash(rng);
+    return 0;
+  }
+  const auto kept = static_cast<std::size_t>(rng.uniform(last_synced + 1));  // in [0, last_synced]
+  // The names of the last directory sync kept; each of their files as its kept writes left it.
+  Directory directory = history_base_directory_;
+  for (std::size_t i = 0; i < kept; ++i) {
+    if (history_[i].file == nullptr) {
+      directory = history_[i].directory;
+    }
+  }
+  std::map<const FileData*, std::string> images;
+  for (const auto& [name, data] : directory) {
+    images.emplace(data.get(), data->history_base);
+  }
+  std::uint64_t lost_synced = 0;
+  for (std::size_t i = 0; i < history_.size(); ++i) {
+    const HistoryOp& op = history_[i];
+    if (op.file == nullptr) {
+      continue;
+    }
+    if (i >= kept) {
+      lost_synced += op.synced ? 1 : 0;
+      counters_.lost_writes += op.synced ? 0 : 1;
+      continue;
+    }
+    const auto image = images.find(op.file.get());
+    if (image != images.end()) {
+      image->second.replace(op.offset, op.bytes.size(), op.bytes);
+    }
+  }
+  HERALD_ASSERT(lost_synced > 0, "a lying crash loses at least one synced write");
+  for (const auto& [name, data] : directory) {
+    data->durable = images.at(data.get());
+    data->live = data->durable;
+    data->unsynced.clear();
+  }
+  durable_ = directory;
+  live_ = std::move(directory);
+  history_.erase(history_.begin() + static_cast<std::ptrdiff_t>(kept), history_.end());
+  ++counters_.crashes;
+  ++counters_.lying_crashes;
+  counters_.lost_synced_writes += lost_synced;
+  return lost_synced;
 }
 
 void MemLogFs::crash(Rng& rng) {
@@ -140,6 +256,9 @@ void MemLogFs::crash(Rng& rng) {
     data->unsynced.clear();
   }
   live_ = durable_;
+  if (recording_) {
+    restart_history();
+  }
 }
 
 bool MemLogFs::corrupt(std::string_view name, std::uint64_t offset, unsigned bit) {
@@ -165,7 +284,11 @@ void MemLogFs::put_durable(std::string_view name, std::string contents) {
   auto data = std::make_shared<FileData>();
   data->durable = std::move(contents);
   data->live = data->durable;
+  data->history_base = data->durable;
   live_[std::string(name)] = data;
+  if (recording_) {
+    history_base_directory_[std::string(name)] = data;
+  }
   durable_[std::string(name)] = std::move(data);
 }
 

@@ -14,12 +14,24 @@
 // without changing anything; corrupt() flips one bit of a file, in both images, as a damaged
 // sector would.
 //
+// A disk that lies about fsync: once record_history() is on, the file system remembers its last
+// kMaxLogFsHistoryOps operations (every write, with whether a sync() of its file covered it, and
+// every sync_dir()), and crash_lying(rng) is a power loss that also loses synced operations. The
+// whole directory goes back to what it held after the first k remembered operations, k uniform
+// over the positions up to the last synced write, so at least one synced write is gone: every
+// file holds exactly the writes among those k, and the names are those of the last sync_dir()
+// among them. Later operations are all lost, synced or not, in every file at once, as a write
+// cache emptied in order would lose them; the log on it thus always reads as it was at some
+// earlier moment. A plain crash() ends the remembered history (the image it leaves is the new
+// starting point), and corrupt() is not remembered (a later lying crash may undo it).
+//
 // Ownership: files returned by open() and create() borrow the MemLogFs, which must outlive them;
 // after crash() old handles must not be used. Thread-safety: none; deterministic and meant for
 // single-threaded use (the simulator).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,15 +46,20 @@ namespace herald::storage {
 
 // What a MemLogFs has done since it was created, for tests and the simulator.
 struct MemLogFsCounters {
-  std::uint64_t writes = 0;         // successful LogFile::write() calls
-  std::uint64_t bytes_written = 0;  // their bytes
-  std::uint64_t syncs = 0;          // successful LogFile::sync() calls
-  std::uint64_t dir_syncs = 0;      // sync_dir() calls
-  std::uint64_t failed_ops = 0;     // writes and syncs rejected by fail_ops()
-  std::uint64_t crashes = 0;        // crash() calls
-  std::uint64_t lost_writes = 0;    // unsynced writes dropped by crash() (a torn one included)
-  std::uint64_t torn_writes = 0;    // writes of which crash() kept only a prefix
+  std::uint64_t writes = 0;              // successful LogFile::write() calls
+  std::uint64_t bytes_written = 0;       // their bytes
+  std::uint64_t syncs = 0;               // successful LogFile::sync() calls
+  std::uint64_t dir_syncs = 0;           // sync_dir() calls
+  std::uint64_t failed_ops = 0;          // writes and syncs rejected by fail_ops()
+  std::uint64_t crashes = 0;             // crash() calls
+  std::uint64_t lost_writes = 0;         // unsynced writes dropped by crash() (a torn one included)
+  std::uint64_t torn_writes = 0;         // writes of which crash() kept only a prefix
+  std::uint64_t lying_crashes = 0;       // crash_lying() calls that lost synced writes
+  std::uint64_t lost_synced_writes = 0;  // synced writes dropped by crash_lying()
 };
+
+// How many of its latest operations (writes and directory syncs) a lying MemLogFs can roll back.
+inline constexpr std::size_t kMaxLogFsHistoryOps = 256;
 
 class MemLogFs final : public LogFs {
  public:
@@ -50,6 +67,8 @@ class MemLogFs final : public LogFs {
     std::string durable;
     std::string live;
     std::vector<std::pair<std::uint64_t, std::string>> unsynced;  // {offset, bytes}, in order
+    // With record_history(): the durable image before the first remembered write of the file.
+    std::string history_base;
   };
 
   [[nodiscard]] Result<std::vector<std::string>> list() const override;
@@ -62,6 +81,13 @@ class MemLogFs final : public LogFs {
 
   // Simulates a power loss and restart (see the header comment).
   void crash(Rng& rng);
+  // From now on, remembers the latest kMaxLogFsHistoryOps operations, so that crash_lying() can
+  // drop synced ones; what was durable before is never lost.
+  void record_history();
+  // Simulates a power loss on a disk that acknowledged syncs it had not made durable (see the
+  // header comment). Returns the number of synced writes lost; 0 (and a plain crash(rng)) when
+  // no synced write is remembered.
+  std::uint64_t crash_lying(Rng& rng);
   // The next `count` write() or sync() calls fail with kIOError and change nothing.
   void fail_ops(std::uint64_t count) { failures_pending_ = count; }
   // Flips bit `bit` (0..7) of byte `offset` of file `name`, in the live and the durable image.
@@ -79,14 +105,36 @@ class MemLogFs final : public LogFs {
   // Used by the files: consumes one pending failure, if any.
   [[nodiscard]] bool take_failure();
   MemLogFsCounters& mutable_counters() { return counters_; }
+  // Used by the files: a write or a sync of `file` happened (for record_history()).
+  void remember_write(const std::shared_ptr<FileData>& file, std::uint64_t offset,
+                      std::string_view bytes);
+  void remember_sync(const FileData& file);
 
  private:
   using Directory = std::map<std::string, std::shared_ptr<FileData>, std::less<>>;
+  // One remembered operation: a write of `file`, or (file null) a sync_dir() that made
+  // `directory` durable.
+  struct HistoryOp {
+    std::shared_ptr<FileData> file;
+    std::uint64_t offset = 0;
+    std::string bytes;
+    bool synced = false;  // a later sync() of its file returned
+    Directory directory;
+  };
+
+  void remember(HistoryOp op);
+  // Makes the current durable state the base of a new, empty history.
+  void restart_history();
 
   Directory live_;
   Directory durable_;
   std::uint64_t failures_pending_ = 0;
   MemLogFsCounters counters_;
+  // With record_history(): the durable directory before the first remembered operation, and
+  // those operations in order (at most kMaxLogFsHistoryOps; older ones are folded into the bases).
+  bool recording_ = false;
+  Directory history_base_directory_;
+  std::deque<HistoryOp> history_;
 };
 
 }  // namespace herald::storage

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "base/random.h"
 
@@ -122,6 +124,109 @@ TEST(MemLogFsTest, ReadPastTheEndIsAnError) {
   std::string out;
   EXPECT_EQ(file->read(kFileBytes - 1, 2, out).code(), Code::kIOError);
   EXPECT_TRUE(file->read(kFileBytes - 1, 1, out).ok());
+}
+
+// Every file's name and contents, as reads see them.
+std::map<std::string, std::string> image_of(const MemLogFs& fs) {
+  std::map<std::string, std::string> out;
+  const std::vector<std::string> names = *fs.list();
+  for (const std::string& name : names) out[name] = fs.contents(name);
+  return out;
+}
+
+TEST(MemLogFsTest, LyingCrashLosesASyncedWriteAndKeepsAnEarlierMoment) {
+  // Writes and directory syncs to two files; after each, the image a lying crash may go back to.
+  bool saw_empty = false;
+  bool saw_middle = false;
+  for (std::uint64_t seed = 0; seed < 100; ++seed) {
+    MemLogFs fs;
+    fs.record_history();
+    std::vector<std::map<std::string, std::string>> moments{image_of(fs)};
+    auto a = fs.create("a", kFileBytes);
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(fs.sync_dir().ok());
+    moments.push_back(image_of(fs));
+    ASSERT_TRUE((*a)->write(0, "one").ok());
+    moments.push_back(image_of(fs));
+    ASSERT_TRUE((*a)->sync().ok());
+    auto b = fs.create("b", kFileBytes);
+    ASSERT_TRUE(b.ok());
+    ASSERT_TRUE(fs.sync_dir().ok());
+    moments.push_back(image_of(fs));
+    ASSERT_TRUE((*b)->write(0, "two").ok());
+    moments.push_back(image_of(fs));
+    ASSERT_TRUE((*a)->write(3, "three").ok());
+    moments.push_back(image_of(fs));
+    ASSERT_TRUE((*a)->sync().ok());
+    ASSERT_TRUE((*b)->sync().ok());
+    const std::map<std::string, std::string> synced = image_of(fs);
+
+    Rng rng(seed);
+    const std::uint64_t lost = fs.crash_lying(rng);
+    EXPECT_GT(lost, 0U) << "seed " << seed;
+    const std::map<std::string, std::string> after = image_of(fs);
+    EXPECT_NE(after, synced) << "seed " << seed;
+    // Exactly the state after some earlier operation: never a later write without the earlier.
+    bool earlier = false;
+    for (std::size_t i = 0; i + 1 < moments.size(); ++i) earlier |= after == moments[i];
+    EXPECT_TRUE(earlier) << "seed " << seed;
+    saw_empty |= after.empty();
+    saw_middle |= after.contains("b") && after.at("b").starts_with("two");
+    EXPECT_EQ(fs.counters().lost_synced_writes, lost);
+    EXPECT_EQ(fs.counters().lying_crashes, 1U);
+  }
+  EXPECT_TRUE(saw_empty);
+  EXPECT_TRUE(saw_middle);
+}
+
+TEST(MemLogFsTest, LyingCrashWithNothingSyncedIsAPlainCrash) {
+  MemLogFs fs;
+  auto a = create_durably(fs, "a");
+  ASSERT_TRUE(a->write(0, "kept").ok());
+  ASSERT_TRUE(a->sync().ok());
+  fs.record_history();  // what was durable before is never lost
+  ASSERT_TRUE(a->write(4, "maybe").ok());
+  Rng rng(3);
+  EXPECT_EQ(fs.crash_lying(rng), 0U);
+  EXPECT_EQ(fs.contents("a").substr(0, 4), "kept");
+  EXPECT_EQ(fs.counters().lying_crashes, 0U);
+  EXPECT_EQ(fs.counters().crashes, 1U);
+}
+
+TEST(MemLogFsTest, APlainCrashEndsTheHistoryALyingCrashCanUndo) {
+  for (std::uint64_t seed = 0; seed < 20; ++seed) {
+    MemLogFs fs;
+    fs.record_history();
+    auto a = create_durably(fs, "a");
+    ASSERT_TRUE(a->write(0, "before").ok());
+    ASSERT_TRUE(a->sync().ok());
+    Rng rng(seed);
+    fs.crash(rng);
+    auto reopened = fs.open("a");
+    ASSERT_TRUE(reopened.ok());
+    ASSERT_TRUE((*reopened)->write(6, "after").ok());
+    ASSERT_TRUE((*reopened)->sync().ok());
+    EXPECT_EQ(fs.crash_lying(rng), 1U);
+    EXPECT_EQ(fs.contents("a").substr(0, 11), std::string("before") + std::string(5, '\0'));
+  }
+}
+
+TEST(MemLogFsTest, LyingCrashNeverLosesWritesOlderThanTheHistoryBound) {
+  MemLogFs fs;
+  fs.record_history();
+  auto a = create_durably(fs, "a");
+  ASSERT_TRUE(a->write(0, "X").ok());
+  ASSERT_TRUE(a->sync().ok());
+  for (std::size_t i = 0; i < kMaxLogFsHistoryOps; ++i) {
+    ASSERT_TRUE(a->write(1 + i % (kFileBytes - 1), "y").ok());
+    ASSERT_TRUE(a->sync().ok());
+  }
+  for (std::uint64_t seed = 0; seed < 20; ++seed) {
+    Rng rng(seed);
+    static_cast<void>(fs.crash_lying(rng));
+    ASSERT_EQ(fs.list()->size(), 1U);
+    EXPECT_EQ(fs.contents("a")[0], 'X') << "seed " << seed;
+  }
 }
 
 }  // namespace

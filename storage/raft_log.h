@@ -24,6 +24,13 @@
 
 namespace herald::storage {
 
+// What a replica rebuilding after corruption carries over from its damaged log (see
+// LogStore::salvage and SegmentLog::salvage).
+struct SalvagedLog {
+  raftpb::HardState hard_state;  // term and vote must survive; commit is the old one
+  raft::Index last_index = 0;    // the highest index the log held (or committed, or compacted)
+};
+
 class RaftLog : public raft::LogStorage {
  public:
   // Persists, atomically (durable before returning when `sync`): `snapshot` (the log restarts

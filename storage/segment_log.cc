@@ -231,6 +231,230 @@ Result<SegmentScan> scan_segment(std::string_view bytes, std::uint64_t seq, bool
   return scan;
 }
 
+namespace {
+
+// The first offset at or after `from` where a checksum-valid record starts, if any.
+std::optional<std::uint64_t> next_valid_record(std::string_view bytes, std::uint64_t from) {
+  for (std::uint64_t p = from; p < bytes.size(); ++p) {
+    RecordHeader h;
+    if (valid_record_at(bytes, p, p, h)) {
+      return p;
+    }
+  }
+  return std::nullopt;
+}
+
+// SegmentLog::salvage's pass over the segments, oldest first. It replays what the records say
+// about indexes and the hard state, skipping damage instead of stopping at it: after a damaged
+// range it resumes at the next checksum-valid record, and the intact records of the damaged
+// batch count too (a later record proved it synced). Only a torn tail, which open() would drop,
+// is dropped.
+class SegmentSalvage {
+ public:
+  void add_segment(std::string_view bytes, std::uint64_t seq, bool last);
+  // Segment `seq` is missing: anything may have been in it.
+  void add_missing(std::uint64_t seq);
+  [[nodiscard]] Result<SalvagedLog> finish() const;
+
+ private:
+  void apply(const RecordHeader& h, std::string_view payload, const std::string& where);
+  // Damage from `off` up to the next valid record at or after `search_from` (returned) or, with
+  // none, up to `written_end`, the end of the segment's non-zero bytes.
+  std::optional<std::uint64_t> skip_damage(std::string_view bytes, std::uint64_t off,
+                                           std::uint64_t search_from, std::uint64_t written_end,
+                                           const std::string& where);
+
+  raftpb::HardState hard_state_;
+  raft::Index last_ = 0;   // the log's last index, as replayed (an upper bound after damage)
+  raft::Index floor_ = 0;  // the highest index it may have held since
+  bool hard_state_unknown_ = false;  // damage after the last intact hard state record
+  // Nothing read so far bounds the log's last index: no start, entry or snapshot record yet (the
+  // compaction point is unknown), or a missing segment since the last one.
+  bool last_unbounded_ = true;
+  std::string damage_ = "the raft log has no intact start record";  // the latest damage
+};
+
+void SegmentSalvage::add_segment(std::string_view bytes, std::uint64_t seq, bool last) {
+  const std::string where = "raft log segment " + segment_name(seq);
+  if (bytes.size() <= kSegmentHeaderBytes) {
+    add_missing(seq);
+    return;
+  }
+  std::uint64_t off = kSegmentHeaderBytes;
+  const std::uint64_t written_end = nonzero_end(bytes, off);  // zeros from here on
+  if (!check_segment_header(bytes, seq, where).ok()) {
+    // A header is synced before its segment gets its name: damage to it is never a tear.
+    const auto next = skip_damage(bytes, off, off, written_end, where + "'s header is damaged");
+    if (!next) {
+      return;
+    }
+    off = *next;
+  }
+  // The records of the batch being read: replayed at its end mark, or when damage after them
+  // shows that the batch was synced; dropped with a torn tail.
+  std::vector<std::uint64_t> pending;
+  const auto replay_pending = [&] {
+    for (const std::uint64_t p : pending) {
+      const RecordHeader h = parse_record_header(bytes.substr(p, kRecordHeaderBytes));
+      apply(h, bytes.substr(p + kRecordHeaderBytes, h.length),
+            where + " at byte " + std::to_string(p));
+    }
+    pending.clear();
+  };
+  std::uint64_t batch_start = off;
+  while (off < written_end) {
+    RecordHeader h;
+    if (valid_record_at(bytes, off, off, h)) {
+      pending.push_back(off);
+      off += kRecordHeaderBytes + h.length;
+      if ((h.type & kBatchEndBit) != 0) {
+        replay_pending();
+        batch_start = off;
+      }
+      continue;
+    }
+    if (last && !proven_synced(bytes, off, written_end, batch_start)) {
+      return;  // what a crash left of an unsynced write: open drops it too
+    }
+    replay_pending();
+    const auto next = skip_damage(bytes, off, off + 1, written_end,
+                                  where + " is damaged at byte " + std::to_string(off));
+    if (!next) {
+      return;
+    }
+    off = *next;
+    batch_start = off;
+  }
+  if (!last && !pending.empty()) {
+    // An older segment was synced whole, so its last batch lost its end to damage: what it held
+    // after its intact records is unknown until the next segment's start.
+    replay_pending();
+    hard_state_unknown_ = true;
+    last_unbounded_ = true;
+    damage_ = where + " ends in a batch without its end mark";
+  }
+}
+
+std::optional<std::uint64_t> SegmentSalvage::skip_damage(std::string_view bytes, std::uint64_t off,
+                                                         std::uint64_t search_from,
+                                                         std::uint64_t written_end,
+                                                         const std::string& where) {
+  const std::optional<std::uint64_t> next = next_valid_record(bytes, search_from);
+  if (next == off || (!next && written_end <= off)) {
+    return next;  // nothing lost (a damaged header followed by intact records, or by nothing)
+  }
+  const std::uint64_t end = next.value_or(written_end);
+  // Every record that lay in [off, end) is damaged (an intact one would have been found), and
+  // each took at least a record header. One, when the first one's length reaches exactly `end`.
+  std::uint64_t records = (end - off + kRecordHeaderBytes - 1) / kRecordHeaderBytes;
+  if (next && bytes.size() - off >= kRecordHeaderBytes &&
+      off + kRecordHeaderBytes + parse_record_header(bytes.substr(off)).length == *next) {
+    records = 1;
+  }
+  last_ += records;
+  floor_ = std::max(floor_, last_);
+  hard_state_unknown_ = true;
+  damage_ = where;
+  return next;
+}
+
+void SegmentSalvage::add_missing(std::uint64_t seq) {
+  hard_state_unknown_ = true;
+  last_unbounded_ = true;
+  damage_ = "raft log segment " + segment_name(seq) + " is missing or cut short";
+}
+
+void SegmentSalvage::apply(const RecordHeader& h, std::string_view payload,
+                           const std::string& where) {
+  switch (static_cast<RecordKind>(h.type & kKindMask)) {
+    case RecordKind::kSegmentStart:
+    case RecordKind::kEntry:
+    case RecordKind::kSnapshot:
+      // Each sets the log's last index exactly: a segment starts at it, an entry replaces the
+      // suffix from its index, a snapshot empties the log after it.
+      last_ = h.index;
+      last_unbounded_ = false;
+      floor_ = std::max(floor_, last_);
+      return;
+    case RecordKind::kHardState: {
+      raftpb::HardState hs;
+      if (!hs.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        hard_state_unknown_ = true;
+        damage_ = where + ": a hard state that does not decode";
+        return;
+      }
+      hard_state_ = hs;
+      hard_state_unknown_ = false;
+      floor_ = std::max<raft::Index>(floor_, hs.commit());
+      return;
+    }
+  }
+}
+
+Result<SalvagedLog> SegmentSalvage::finish() const {
+  if (last_unbounded_) {
+    return Status::corruption(damage_ +
+                              ", and nothing after it tells the raft log's last index: how far "
+                              "this replica's acknowledgements reached is unknown");
+  }
+  if (hard_state_unknown_) {
+    return Status::corruption(damage_ +
+                              ", and no intact hard state follows it: this replica's term and "
+                              "vote are unknown");
+  }
+  return SalvagedLog{hard_state_, std::max<raft::Index>(floor_, hard_state_.commit())};
+}
+
+// The sequence numbers of the segment files in `names`, sorted.
+std::vector<std::uint64_t> segment_seqs(const std::vector<std::string>& names) {
+  std::vector<std::uint64_t> seqs;
+  for (const std::string& name : names) {
+    std::uint64_t seq = 0;
+    if (parse_segment_name(name, seq)) {
+      seqs.push_back(seq);
+    }
+  }
+  std::sort(seqs.begin(), seqs.end());
+  return seqs;
+}
+
+}  // namespace
+
+Result<std::optional<SalvagedLog>> SegmentLog::salvage(LogFs* fs) {
+  HERALD_ASSIGN_OR_RETURN(const std::vector<std::string> names, fs->list());
+  const std::vector<std::uint64_t> seqs = segment_seqs(names);
+  if (seqs.empty()) {
+    return std::optional<SalvagedLog>();
+  }
+  SegmentSalvage salvage;
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    if (i > 0) {
+      for (std::uint64_t gap = seqs[i - 1] + 1; gap < seqs[i]; ++gap) {
+        salvage.add_missing(gap);
+      }
+    }
+    HERALD_ASSIGN_OR_RETURN(const std::unique_ptr<LogFile> file, fs->open(segment_name(seqs[i])));
+    std::string bytes;
+    HERALD_RETURN_IF_ERROR(file->read(0, file->size(), bytes));
+    salvage.add_segment(bytes, seqs[i], i + 1 == seqs.size());
+  }
+  HERALD_ASSIGN_OR_RETURN(SalvagedLog out, salvage.finish());
+  return std::optional<SalvagedLog>(std::move(out));
+}
+
+Status remove_segment_files(LogFs* fs) {
+  HERALD_ASSIGN_OR_RETURN(const std::vector<std::string> names, fs->list());
+  bool removed = false;
+  for (const std::string& name : names) {
+    std::uint64_t seq = 0;
+    if (parse_segment_name(name, seq) || is_temp_segment_name(name)) {
+      HERALD_RETURN_IF_ERROR(fs->remove(name));
+      removed = true;
+    }
+  }
+  return removed ? fs->sync_dir() : Status::ok_status();
+}
+
 // One record of a batch being written.
 struct SegmentLog::PendingRecord {
   RecordKind kind;

@@ -98,6 +98,11 @@ struct SegmentScan {
 // The file name of segment `seq`.
 [[nodiscard]] std::string segment_name(std::uint64_t seq);
 
+// Removes every segment file of `fs` (finished or being created), then syncs the directory; other
+// files stay. For a replica rebuilt empty. Errors: the LogFs's (files removed before an error stay
+// removed).
+[[nodiscard]] Status remove_segment_files(LogFs* fs);
+
 struct SegmentLogOptions {
   std::uint64_t segment_bytes = kSegmentBytes;  // the preallocated size of a new segment
 };
@@ -116,6 +121,18 @@ class SegmentLog final : public RaftLog {
   // Recovers the log from `fs` (creating the first segment of an empty log), as described above.
   [[nodiscard]] static Result<std::unique_ptr<SegmentLog>> open(LogFs* fs,
                                                                 SegmentLogOptions options = {});
+
+  // Reads what a rebuild must keep from the segment log in `fs`, which may be damaged anywhere
+  // (docs/storage-format.md, "Rebuilding a damaged replica"): the newest intact hard state, and
+  // the highest index the log may have held. Unlike open(), it skips damage: after a damaged
+  // range it resumes at the next checksum-valid record, and counts the range as holding as many
+  // new entries as it has room for record headers (one when the damaged record's length leads
+  // exactly to the next valid one). A damaged tail of the newest segment that open() would drop
+  // as torn is dropped here too. Reads only, never writes. Returns nullopt when `fs` holds no
+  // segment. Errors: kCorruption when the hard state is unknown (no intact, decodable hard state
+  // record after some damage) or the last index is unbounded (a missing segment, or damage before
+  // the first intact start, entry or snapshot record after it); the LogFs's errors.
+  [[nodiscard]] static Result<std::optional<SalvagedLog>> salvage(LogFs* fs);
 
   // raft::LogStorage (see raft/log_storage.h for the contract).
   [[nodiscard]] Result<raft::InitialState> initial_state() const override;
