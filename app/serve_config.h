@@ -13,8 +13,8 @@
 //   election_ticks = 6
 //   heartbeat_ticks = 2
 //   admin_token = "..."            # the messaging admin API's credential; empty disables it
-//   push_journal = "push.jsonl"    # record push notifications as JSON lines (no APNs/FCM yet)
-//   email_journal = "email.jsonl"  # record escalation emails as JSON lines
+//   push_journal = "push.jsonl"    # platforms without a client: record their pushes as JSON lines
+//   email_journal = "email.jsonl"  # without [smtp]: record escalation emails as JSON lines
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
 //   join = false                   # true: a new node joining a running cluster
