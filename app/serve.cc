@@ -115,6 +115,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
     config.webpush.vapid_key_file = *flags.webpush_vapid_key_file;
   }
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
+  HERALD_RETURN_IF_ERROR(apply_provider_flags(flags.provider_settings, config));
   if (flags.log_format) config.log_format = *flags.log_format;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.join) config.join = true;
