@@ -8,6 +8,8 @@
 //   herald --version
 //   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
 // See docs/operations.md.
+#include <fmt/format.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +20,7 @@
 
 #include "app/ctl.h"
 #include "app/serve.h"
+#include "app/serve_config.h"
 #include "base/process.h"
 #include "sim/sim_main.h"
 
@@ -77,6 +80,15 @@ int main(int argc, char** argv) {
   serve->add_option("--smtp-password-file", serve_flags.smtp_password_file,
                     "File holding the SMTP password (also HERALD_SMTP_PASSWORD_FILE, or the "
                     "password itself in HERALD_SMTP_PASSWORD)");
+  for (const herald::app::ProviderSettingName& name : herald::app::kProviderSettingNames) {
+    serve->add_option_function<std::string>(
+        std::string(name.flag),
+        [&serve_flags, key = std::string(name.key)](const std::string& value) {
+          serve_flags.provider_settings.emplace_back(key, value);
+        },
+        fmt::format("[{}] {} (also {})", name.key.substr(0, name.key.find('.')),
+                    name.key.substr(name.key.find('.') + 1), name.env));
+  }
   serve->add_option("--max-connections", serve_flags.max_connections,
                     "Open client connections (HTTP and WebSocket) at most");
   serve->add_option("--min-free-mb", serve_flags.min_free_mb,

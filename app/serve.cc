@@ -115,6 +115,7 @@ Result<ServeConfig> resolve(const ServeFlags& flags) {
     config.webpush.vapid_key_file = *flags.webpush_vapid_key_file;
   }
   if (flags.smtp_password_file) config.smtp.password_file = *flags.smtp_password_file;
+  HERALD_RETURN_IF_ERROR(apply_provider_flags(flags.provider_settings, config));
   if (flags.log_format) config.log_format = *flags.log_format;
   if (flags.insecure_peers) config.insecure_peers = true;
   if (flags.join) config.join = true;
@@ -173,8 +174,9 @@ Result<std::string> cluster_secret(const ServeConfig& config) {
 // The providers the leader's delivery activities call: each service behind its own guard
 // (push/guard.h), pushes routed by platform. A platform with a client configured gets it; one
 // without gets the recording provider when a journal is configured (nothing leaves the node, the
-// journal shows what would have), and none otherwise: its pushes fail with push.no_provider and
-// emails with email.no_provider, which the delivery timeline shows.
+// journal shows what would have), and none otherwise. Either way its pushes fail with
+// push.no_provider and emails with email.no_provider, which the delivery timeline shows (an
+// attempt the journal kept has the status "recorded"): nothing is counted as sent.
 //
 // Shutdown: shutdown_clients() after the node host has stopped (no activity sends any more) and
 // before it is destroyed: a client fails its outstanding requests when it goes, and their
@@ -236,9 +238,10 @@ void guard_providers(Providers& p) {
     if (const auto client = p.push_clients.find(platform); client != p.push_clients.end()) {
       inner = client->second.get();
     } else if (inner != nullptr) {
-      spdlog::info(
+      spdlog::warn(
           "push: {} notifications go to the recording provider (no {} client is configured; "
-          "nothing leaves this node)",
+          "nothing leaves this node, and their delivery timelines say \"no provider "
+          "configured\")",
           platform, platform);
     } else {
       continue;  // no provider: the router answers push.no_provider (warned below)
@@ -257,9 +260,10 @@ void guard_providers(Providers& p) {
   messaging::EmailProvider* email = p.email_client.get();
   if (email == nullptr && p.recording_email != nullptr) {
     email = p.recording_email.get();
-    spdlog::info(
+    spdlog::warn(
         "email: escalation emails go to the recording provider (no SMTP server is configured; "
-        "nothing leaves this node)");
+        "nothing leaves this node, and their delivery timelines say \"no provider "
+        "configured\")");
   } else if (email == nullptr) {
     p.no_email = std::make_unique<NoEmailProvider>();
     email = p.no_email.get();
@@ -380,12 +384,14 @@ Result<Providers> make_providers(const ServeConfig& config) {
                           webhooks::CurlPoster::create(std::move(webhook_options)));
   if (p.push_clients.size() < push_platforms().size() && !config.push_journal.empty()) {
     HERALD_ASSIGN_OR_RETURN(p.recording_push,
-                            server::RecordingPushProvider::with_journal(config.push_journal));
+                            server::RecordingPushProvider::with_journal(
+                                config.push_journal, server::RecordingAnswer::kRecordOnly));
     spdlog::info("push: recorded notifications are appended to {}", config.push_journal);
   }
   if (p.email_client == nullptr && !config.email_journal.empty()) {
     HERALD_ASSIGN_OR_RETURN(p.recording_email,
-                            server::RecordingEmailProvider::with_journal(config.email_journal));
+                            server::RecordingEmailProvider::with_journal(
+                                config.email_journal, server::RecordingAnswer::kRecordOnly));
     spdlog::info("email: recorded emails are appended to {}", config.email_journal);
   }
   return p;

@@ -4,6 +4,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "app/serve_config.h"
 
@@ -34,6 +36,9 @@ struct ServeFlags {
   std::optional<std::string> fcm_service_account_file;
   std::optional<std::string> webpush_vapid_key_file;
   std::optional<std::string> smtp_password_file;
+  // The other provider keys given by flags (kProviderSettingNames): (TOML key, value), in the
+  // order given.
+  std::vector<std::pair<std::string, std::string>> provider_settings;
   std::optional<std::uint64_t> min_free_mb;
   std::optional<std::size_t> max_connections;
   // Let a cluster of several nodes run without a cluster secret (peers not authenticated).

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/assert.h"
 #include "base/log.h"
 #include "push/vapid.h"
 #include "server/peer_auth.h"
@@ -463,6 +464,13 @@ std::uint16_t usual_smtp_port(email::SmtpTls tls) {
 
 // smtp.url into host, port and the TLS mode its scheme implies (smtps: implicit).
 Status apply_smtp_url(const SmtpSettings& settings, email::SmtpConfig& config) {
+  if (settings.url.find('@') != std::string::npos) {
+    // Not echoed: user info in a URL is where a password would be.
+    return Status::invalid_argument(
+        "smtp.url must not carry user info: give smtp.username, and the password in "
+        "smtp.password_file or " +
+        std::string(kSmtpPasswordEnv));
+  }
   std::string_view rest = settings.url;
   bool implicit = false;
   if (rest.starts_with("smtps://")) {
@@ -474,6 +482,7 @@ Status apply_smtp_url(const SmtpSettings& settings, email::SmtpConfig& config) {
     return Status::invalid_argument(fmt::format(
         "smtp.url \"{}\" must be smtp://host[:port] or smtps://host[:port]", settings.url));
   }
+
   // The authority's grammar is an https URL's: parse it as one.
   HERALD_ASSIGN_OR_RETURN(const push::HttpsUrl url,
                           endpoint_url(fmt::format("https://{}", rest), "smtp.url"));
@@ -575,6 +584,31 @@ Result<bool> secret_file_readable_by_others(const std::string& path, std::string
   return readable_by_others(path);
 }
 
+namespace {
+
+// The field of `config` that the provider key `key` (kProviderSettingNames) names; null when it
+// names none.
+std::string* provider_field(std::string_view key, ServeConfig& config) {
+  const std::array<std::pair<std::string_view, std::string*>, kProviderSettingNames.size()> fields{{
+      {"apns.key_id", &config.apns.key_id},
+      {"apns.team_id", &config.apns.team_id},
+      {"apns.topic", &config.apns.topic},
+      {"apns.endpoint", &config.apns.endpoint},
+      {"fcm.endpoint", &config.fcm.endpoint},
+      {"fcm.token_endpoint", &config.fcm.token_endpoint},
+      {"webpush.subject", &config.webpush.subject},
+      {"smtp.url", &config.smtp.url},
+      {"smtp.username", &config.smtp.username},
+      {"smtp.from", &config.smtp.from},
+  }};
+  for (const auto& [name, field] : fields) {
+    if (name == key) return field;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
   const auto set = [&](const char* name, std::string& out) {
     const char* value = getenv(name);
@@ -590,6 +624,23 @@ void apply_environment(const EnvLookup& getenv, ServeConfig& config) {
       allow != nullptr && std::string_view(allow) == "1") {
     config.webpush.allow_private_addresses = true;
   }
+  for (const ProviderSettingName& name : kProviderSettingNames) {
+    std::string* field = provider_field(name.key, config);
+    HERALD_ASSERT(field != nullptr, "every provider setting name has its field");
+    set(name.env, *field);
+  }
+}
+
+Status apply_provider_flags(const std::vector<std::pair<std::string, std::string>>& settings,
+                            ServeConfig& config) {
+  for (const auto& [key, value] : settings) {
+    std::string* field = provider_field(key, config);
+    if (field == nullptr) {
+      return Status::invalid_argument(fmt::format("\"{}\" is not a provider setting", key));
+    }
+    *field = value;
+  }
+  return Status::ok_status();
 }
 
 std::string describe_apns(const push::ApnsConfig& config) {

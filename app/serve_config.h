@@ -13,8 +13,8 @@
 //   election_ticks = 6
 //   heartbeat_ticks = 2
 //   admin_token = "..."            # the messaging admin API's credential; empty disables it
-//   push_journal = "push.jsonl"    # record push notifications as JSON lines (no APNs/FCM yet)
-//   email_journal = "email.jsonl"  # record escalation emails as JSON lines
+//   push_journal = "push.jsonl"    # platforms without a client: record their pushes as JSON lines
+//   email_journal = "email.jsonl"  # without [smtp]: record escalation emails as JSON lines
 //   cluster_secret_file = "/etc/herald/cluster-secret"  # the secret peers prove to each other
 //   insecure_peers = false         # true: several nodes without a secret (not authenticated)
 //   join = false                   # true: a new node joining a running cluster
@@ -70,15 +70,19 @@
 //   timeout_ms = 10000             # one request at most, connect included; 1..25000
 //   ca_file = ""                   # CAs to trust for https endpoints instead of the system's
 // Flags given on the command line override the file; environment variables (docs/operations.md)
-// override the file and are overridden by flags.
+// override the file and are overridden by flags. The providers' keys other than the secret files
+// (kProviderSettingNames) each have a flag and an environment variable too.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 #include "email/smtp.h"
@@ -276,16 +280,43 @@ inline constexpr char kWebPushAllowPrivateAddressesEnv[] = "HERALD_WEBPUSH_ALLOW
 // The log line format, "text" or "json" (apply_environment()).
 inline constexpr char kLogFormatEnv[] = "HERALD_LOG_FORMAT";
 
+// A provider key that the environment and a flag may give besides the file: its TOML key, its
+// environment variable and its `herald serve` flag. None is a secret (key bytes and passwords
+// stay in files, or in kSmtpPasswordEnv), so each may appear in the start-up lines.
+struct ProviderSettingName {
+  std::string_view key;
+  const char* env;
+  std::string_view flag;
+};
+// FCM's project id has no setting: it is the service account key's project_id.
+inline constexpr std::array<ProviderSettingName, 10> kProviderSettingNames{{
+    {"apns.key_id", "HERALD_APNS_KEY_ID", "--apns-key-id"},
+    {"apns.team_id", "HERALD_APNS_TEAM_ID", "--apns-team-id"},
+    {"apns.topic", "HERALD_APNS_TOPIC", "--apns-topic"},
+    {"apns.endpoint", "HERALD_APNS_ENDPOINT", "--apns-endpoint"},
+    {"fcm.endpoint", "HERALD_FCM_ENDPOINT", "--fcm-endpoint"},
+    {"fcm.token_endpoint", "HERALD_FCM_TOKEN_ENDPOINT", "--fcm-token-endpoint"},
+    {"webpush.subject", "HERALD_WEBPUSH_SUBJECT", "--webpush-subject"},
+    {"smtp.url", "HERALD_SMTP_URL", "--smtp-url"},
+    {"smtp.username", "HERALD_SMTP_USERNAME", "--smtp-username"},
+    {"smtp.from", "HERALD_SMTP_FROM", "--smtp-from"},
+}};
+
 // Reads one environment variable: its value, or null when it is not set (std::getenv in
 // production, a map in tests).
 using EnvLookup = std::function<const char*(const char*)>;
 
 // Sets the keys the environment gives over those of the file: the log format (kLogFormatEnv), the
 // provider key files' paths (kApnsKeyFileEnv, kFcmServiceAccountFileEnv, kWebPushVapidKeyFileEnv,
-// kSmtpPasswordFileEnv) and the SMTP password itself (kSmtpPasswordEnv). An empty variable counts
-// as unset. kWebPushAllowPrivateAddressesEnv = "1" turns webpush.allow_private_addresses on; any
-// other value leaves it as it is.
+// kSmtpPasswordFileEnv), the SMTP password itself (kSmtpPasswordEnv) and every key of
+// kProviderSettingNames. An empty variable counts as unset. kWebPushAllowPrivateAddressesEnv = "1"
+// turns webpush.allow_private_addresses on; any other value leaves it as it is.
 void apply_environment(const EnvLookup& getenv, ServeConfig& config);
+
+// Sets the provider keys given by flags, (TOML key, value) in the order given, over the file and
+// the environment. kInvalidArgument naming the key when it is not one of kProviderSettingNames.
+[[nodiscard]] Status apply_provider_flags(
+    const std::vector<std::pair<std::string, std::string>>& settings, ServeConfig& config);
 
 // Whether a file's mode lets others than its owner read it: kNotFound naming `what` and the path
 // when the file cannot be opened for reading.

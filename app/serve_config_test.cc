@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "server/peer_auth.h"
 
@@ -515,6 +517,113 @@ TEST(ServeConfigProviders, EnvironmentOverridesTheFilesKeyPathsAndGivesThePasswo
   EXPECT_EQ(config.smtp.password, "s3cret");
   // The file names a password file too: given twice.
   EXPECT_EQ(finalize(config).code(), Code::kInvalidArgument);
+}
+
+// An EnvLookup over `env`.
+EnvLookup lookup(const std::map<std::string, std::string>& env) {
+  return [&env](const char* name) -> const char* {
+    const auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+}
+
+TEST(ServeConfigProviders, EveryProviderKeyComesFromTheEnvironmentOrAFlag) {
+  ServeConfig config;
+  const std::map<std::string, std::string> env{
+      {"HERALD_APNS_KEY_ID", "ENVKEY1234"},
+      {"HERALD_APNS_TEAM_ID", "ENVTEAM123"},
+      {"HERALD_APNS_TOPIC", "com.example.env"},
+      {"HERALD_APNS_ENDPOINT", "https://127.0.0.1:7443"},
+      {"HERALD_FCM_ENDPOINT", "https://127.0.0.1:7444"},
+      {"HERALD_FCM_TOKEN_ENDPOINT", "https://127.0.0.1:7445"},
+      {"HERALD_WEBPUSH_SUBJECT", "mailto:env@example.com"},
+      {"HERALD_SMTP_URL", "smtp://127.0.0.1:2525"},
+      {"HERALD_SMTP_USERNAME", "env-user"},
+      {"HERALD_SMTP_FROM", "env@example.com"}};
+  ASSERT_EQ(env.size(), kProviderSettingNames.size());
+  for (const ProviderSettingName& name : kProviderSettingNames) {
+    EXPECT_TRUE(env.contains(name.env)) << name.env << " is named in the table";
+    EXPECT_TRUE(name.flag.starts_with("--")) << name.flag;
+  }
+  apply_environment(lookup(env), config);
+  EXPECT_EQ(config.apns.key_id, "ENVKEY1234");
+  EXPECT_EQ(config.apns.team_id, "ENVTEAM123");
+  EXPECT_EQ(config.apns.topic, "com.example.env");
+  EXPECT_EQ(config.apns.endpoint, "https://127.0.0.1:7443");
+  EXPECT_EQ(config.fcm.endpoint, "https://127.0.0.1:7444");
+  EXPECT_EQ(config.fcm.token_endpoint, "https://127.0.0.1:7445");
+  EXPECT_EQ(config.webpush.subject, "mailto:env@example.com");
+  EXPECT_EQ(config.smtp.url, "smtp://127.0.0.1:2525");
+  EXPECT_EQ(config.smtp.username, "env-user");
+  EXPECT_EQ(config.smtp.from, "env@example.com");
+
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (const ProviderSettingName& name : kProviderSettingNames) {
+    flags.emplace_back(std::string(name.key), "flag:" + std::string(name.key));
+  }
+  ASSERT_TRUE(apply_provider_flags(flags, config).ok());
+  EXPECT_EQ(config.apns.key_id, "flag:apns.key_id");
+  EXPECT_EQ(config.apns.team_id, "flag:apns.team_id");
+  EXPECT_EQ(config.apns.topic, "flag:apns.topic");
+  EXPECT_EQ(config.apns.endpoint, "flag:apns.endpoint");
+  EXPECT_EQ(config.fcm.endpoint, "flag:fcm.endpoint");
+  EXPECT_EQ(config.fcm.token_endpoint, "flag:fcm.token_endpoint");
+  EXPECT_EQ(config.webpush.subject, "flag:webpush.subject");
+  EXPECT_EQ(config.smtp.url, "flag:smtp.url");
+  EXPECT_EQ(config.smtp.username, "flag:smtp.username");
+  EXPECT_EQ(config.smtp.from, "flag:smtp.from");
+}
+
+TEST(ServeConfigProviders, TheFileThenTheEnvironmentThenFlagsTakePrecedence) {
+  // `herald serve` applies them in this order (app/serve.cc, resolve): each overrides the last.
+  ServeConfig config;
+  ASSERT_TRUE(load_text(kProvidersToml, config).ok());
+  EXPECT_EQ(config.apns.topic, "com.example.chat");
+  const std::map<std::string, std::string> env{{"HERALD_APNS_TOPIC", "com.example.env"},
+                                               {"HERALD_SMTP_FROM", ""}};
+  apply_environment(lookup(env), config);
+  EXPECT_EQ(config.apns.topic, "com.example.env");
+  EXPECT_EQ(config.smtp.from, "herald@example.com") << "an empty variable counts as unset";
+  EXPECT_EQ(config.apns.key_id, "ABC123DEFG") << "a variable not set leaves the file's";
+  ASSERT_TRUE(apply_provider_flags({{"apns.topic", "com.example.flag"}}, config).ok());
+  EXPECT_EQ(config.apns.topic, "com.example.flag");
+  const Status unknown = apply_provider_flags({{"apns.key_file", "/tmp/k.p8"}}, config);
+  EXPECT_EQ(unknown.code(), Code::kInvalidArgument) << "key files have their own flags";
+  EXPECT_NE(unknown.message().find("apns.key_file"), std::string::npos) << unknown.message();
+}
+
+TEST(ServeConfigProviders, AnSmtpUrlWithUserInfoIsRefusedWithoutEchoingIt) {
+  SmtpSettings smtp;
+  smtp.url = "smtp://herald:hunter2-in-url@mail.example.com:587";
+  smtp.from = "herald@example.com";
+  const auto config = smtp_client_config(smtp);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(config.status().message().find("user info"), std::string::npos);
+  EXPECT_EQ(config.status().message().find("hunter2-in-url"), std::string::npos)
+      << config.status().message();
+}
+
+TEST(ServeConfigProviders, TheEnvironmentsPasswordNeverReachesAStartupLine) {
+  ServeConfig config;
+  ASSERT_TRUE(load_text(R"(
+[smtp]
+url = "smtp://mail.example.com:587"
+username = "herald"
+from = "herald@example.com"
+)",
+                        config)
+                  .ok());
+  const std::map<std::string, std::string> env{{kSmtpPasswordEnv, "Pw-from-the-environment-77"},
+                                               {"HERALD_SMTP_USERNAME", "herald-env"}};
+  apply_environment(lookup(env), config);
+  ASSERT_TRUE(finalize(config).ok());
+  const auto smtp = smtp_client_config(config.smtp);
+  ASSERT_TRUE(smtp.ok()) << smtp.status().to_string();
+  EXPECT_EQ(smtp->password, "Pw-from-the-environment-77") << "the client gets it";
+  const std::string line = describe_smtp(*smtp);
+  EXPECT_NE(line.find("AUTH as herald-env"), std::string::npos) << line;
+  EXPECT_EQ(line.find("Pw-from-the-environment-77"), std::string::npos) << line;
 }
 
 TEST(ServeConfigProviders, StartupLinesNameEndpointsNeverSecrets) {

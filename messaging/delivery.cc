@@ -25,6 +25,11 @@ using workflow::Decision;
 using workflow::Event;
 
 constexpr char kDeliveryIdPrefix[] = "delivery";
+// The versions whose rules began: one push activity per device; "push_dispatched" on an accepted
+// push and refused waits outside the retry window (messaging/delivery.h, kDeliveryVersion).
+constexpr std::uint32_t kPerDeviceVersion = 2;
+constexpr std::uint32_t kDispatchOnAcceptVersion = 3;
+static_assert(kDeliveryVersion == kDispatchOnAcceptVersion, "new runs follow the latest rules");
 
 Decision unchanged(std::string_view state, std::string_view data,
                    std::vector<Action> actions = {}) {
@@ -76,11 +81,19 @@ workflowpb::RetryPolicy provider_retry_policy(std::initializer_list<std::string_
   return policy;
 }
 
-workflowpb::ActivityOptions provider_options(workflowpb::RetryPolicy policy) {
+// Version 2 (frozen): the retry window, every attempt counted against it.
+workflowpb::ActivityOptions provider_options_v2(workflowpb::RetryPolicy policy) {
   workflowpb::ActivityOptions options;
   *options.mutable_retry() = std::move(policy);
   options.set_start_to_close_timeout_ms(kProviderStartToCloseTimeoutMs);
   options.set_schedule_to_close_timeout_ms(kProviderRetryWindowMs);
+  return options;
+}
+
+// Version 3: the retry window, without the waits after refused attempts.
+workflowpb::ActivityOptions provider_options(workflowpb::RetryPolicy policy) {
+  workflowpb::ActivityOptions options = provider_options_v2(std::move(policy));
+  options.set_maximum_refused_wait_ms(kProviderMaxRefusedWaitMs);
   return options;
 }
 
@@ -384,7 +397,19 @@ class DeliveryType final : public workflow::WorkflowType {
   }
 
   // Version 2 rules: one push activity per device.
-  static bool per_device(const DeliveryData& d) { return d.version() >= kDeliveryVersion; }
+  static bool per_device(const DeliveryData& d) { return d.version() >= kPerDeviceVersion; }
+  // Version 3 rules: "push_dispatched" once a service accepted a push; refused waits are free.
+  static bool dispatch_on_accept(const DeliveryData& d) {
+    return d.version() >= kDispatchOnAcceptVersion;
+  }
+  // The options of a push or email activity scheduled by a run of `d`'s version (2 or later).
+  static workflowpb::ActivityOptions push_options(const DeliveryData& d) {
+    return dispatch_on_accept(d) ? push_activity_options() : push_activity_options_v2();
+  }
+  static workflowpb::ActivityOptions email_options(const DeliveryData& d) {
+    if (!per_device(d)) return email_activity_options_v1();
+    return dispatch_on_accept(d) ? email_activity_options() : email_activity_options_v2();
+  }
 
   // The decision for `d` in `state` with `actions`; once the lifetime is over (close_due) and no
   // work is pending, the run completes where it stands: history "expired", an empty result.
@@ -438,12 +463,12 @@ class DeliveryType final : public workflow::WorkflowType {
       d.set_pushes_open(d.pushes_open() + 1);
       messagingpb::PushTask task = push_task(in, {device.device_id()});
       task.set_per_device(true);
-      actions.push_back(
-          Action::schedule_activity(kPushActivity, fmt::format("{}{}", kPushDeviceTagPrefix, i),
-                                    task.SerializeAsString(), push_activity_options()));
+      actions.push_back(Action::schedule_activity(kPushActivity,
+                                                  fmt::format("{}{}", kPushDeviceTagPrefix, i),
+                                                  task.SerializeAsString(), push_options(d)));
     }
-    if (d.pushes_open() == 0) {
-      return settle(state, d, std::move(actions));
+    if (d.pushes_open() == 0 || dispatch_on_accept(d)) {
+      return settle(state, d, std::move(actions));  // version 3: nothing reached a device yet
     }
     return changed(kDeliveryPushDispatched, d, std::move(actions));
   }
@@ -454,8 +479,7 @@ class DeliveryType final : public workflow::WorkflowType {
     if (d.input().email_fallback()) {
       d.set_email_open(true);
       actions.push_back(Action::schedule_activity(
-          kEmailActivity, kEmailTag, email_task(d.input()).SerializeAsString(),
-          per_device(d) ? email_activity_options() : email_activity_options_v1()));
+          kEmailActivity, kEmailTag, email_task(d.input()).SerializeAsString(), email_options(d)));
     }
     return settle(state, d, std::move(actions));
   }
@@ -490,6 +514,9 @@ class DeliveryType final : public workflow::WorkflowType {
       d.set_pushes_open(d.pushes_open() - 1);
       on_device_push(d, *d.mutable_devices(static_cast<int>(*index)), ok, error, event.time_ms,
                      actions);
+      if (ok && state == kDeliveryStored && dispatch_on_accept(d)) {
+        return settle(kDeliveryPushDispatched, d, std::move(actions));  // a service took it
+      }
     } else if (event.tag == kPushTag) {
       d.set_push_open(false);
       if (ok) {
@@ -532,6 +559,14 @@ workflowpb::ActivityOptions push_activity_options() {
 
 workflowpb::ActivityOptions email_activity_options() {
   return provider_options(email_retry_policy());
+}
+
+workflowpb::ActivityOptions push_activity_options_v2() {
+  return provider_options_v2(push_retry_policy());
+}
+
+workflowpb::ActivityOptions email_activity_options_v2() {
+  return provider_options_v2(email_retry_policy());
 }
 
 workflowpb::ActivityOptions push_activity_options_v1() {

@@ -13,8 +13,10 @@
 //   "stored"              the message is stored; every device is pending. Timer "push" (the
 //                         grace for delivery over a live socket) runs when push is enabled and
 //                         there are devices; timer "escalate" runs when escalate_after_ms > 0;
-//                         timer "close" (the run's lifetime) when close_after_ms > 0.
-//   "push_dispatched"     "push" fired: activity "messaging.push" notifies the pending devices.
+//                         timer "close" (the run's lifetime) when close_after_ms > 0. Version 3
+//                         runs stay here while their push activities are in flight.
+//   "push_dispatched"     version 3: a push service accepted a push to one of the devices.
+//                         Versions 1 and 2: "push" fired and push activities were scheduled.
 //   "delivery_confirmed"  some device acknowledged: the timers are canceled.
 //   "read_acknowledged"   some device read it: the run completes (result = that device's id).
 //
@@ -26,15 +28,19 @@
 //  - signal "read" (DeviceSignal), in any open state: the device becomes DEVICE_READ (read
 //    implies delivered), the timers are canceled and the run completes in "read_acknowledged"
 //    with the reading device's id as its result.
-//  - timer "push" in "stored" (version 2, kDeliveryVersion): one activity "messaging.push" per
-//    device still pending (tag kPushDeviceTagPrefix + index, a PushTask with per_device), which
-//    becomes DEVICE_PUSHED; at most kMaxPushActivitiesPerDecision per decision, the rest after a
-//    zero-delay "push" timer; state "push_dispatched". Each device is given one push activity per
+//  - timer "push" in "stored" (versions 2 and 3): one activity "messaging.push" per device still
+//    pending (tag kPushDeviceTagPrefix + index, a PushTask with per_device), which becomes
+//    DEVICE_PUSHED; at most kMaxPushActivitiesPerDecision per decision, the rest after a
+//    zero-delay "push" timer. Version 3 (kDeliveryVersion) stays in "stored": nothing has reached
+//    a device yet; version 2 enters "push_dispatched". Each device is given one push activity per
 //    run. A completion marks that device push_accepted and records "push_sent" (payload: the
-//    device); a failure (non-retryable, or the retry window is over) sets its push_error and
-//    data.push_error, puts it back to DEVICE_PENDING and records "push_failed"; the other devices
-//    and the state stay. Version 1 runs (stored before versions): one activity for every pending
-//    device under kPushTag, with the version 1 policies; its failure puts them all back.
+//    device); in version 3 the first one moves "stored" to "push_dispatched". A failure
+//    (non-retryable — push.no_provider among them, also for a push a recording provider
+//    journaled — or the retry window is over) sets its push_error and data.push_error, puts it
+//    back to DEVICE_PENDING and records "push_failed"; the other devices and the state stay.
+//    Version 1 runs (stored before versions): one activity for every pending device under
+//    kPushTag, with the version 1 policies, entering "push_dispatched"; its failure puts them all
+//    back.
 //  - timer "escalate" before confirmation: records "escalated", sets data.escalated and, when
 //    input.email_fallback, schedules activity "messaging.email" with an EmailTask. Its completion
 //    sets data.emailed and records "email_sent"; its failure records "email_failed".
@@ -121,7 +127,9 @@ inline constexpr char kDeviceIgnoredRecord[] = "device_ignored";
 
 // The decision rules a new run follows. A run keeps the version it started with until it closes,
 // so a run stored by an earlier Herald decides as it always did (0 and 1 are version 1).
-inline constexpr std::uint32_t kDeliveryVersion = 2;
+// Version 3: "push_dispatched" only once a service accepted a push; attempts refused before
+// reaching the service do not use up the retry window (kProviderMaxRefusedWaitMs).
+inline constexpr std::uint32_t kDeliveryVersion = 3;
 // Version 2: per-device push activities one decision schedules at most (the engine allows
 // workflow::kMaxActionsPerDecision actions); the rest follow through a zero-delay "push" timer.
 inline constexpr std::size_t kMaxPushActivitiesPerDecision = 32;
@@ -156,20 +164,33 @@ inline constexpr std::uint64_t kProviderRetryWindowMs = 3'600'000;  // 1 h
 // Retry-After, or the remaining open time of a circuit breaker) holds the next attempt back at
 // most this long (workflowpb::RetryPolicy.maximum_retry_after_ms).
 inline constexpr std::uint64_t kProviderMaxRetryAfterMs = 900'000;  // 15 min
+// Version 3: the time attempts spend waiting after a guard refused them before they reached the
+// service (ProviderResult::refused: an open circuit breaker, the concurrency bound, the retry
+// budget) does not count against kProviderRetryWindowMs, up to this much in all per activity
+// (workflowpb::ActivityOptions.maximum_refused_wait_ms). So while a breaker stays open the
+// attempts wait durably in their workflows and none is dropped; the window measures only time
+// spent on attempts the service saw (its own 429 and 5xx answers count: an hour of those is an
+// outage the email escalation covers). The bound keeps an activity finite if a service never
+// comes back.
+inline constexpr std::uint64_t kProviderMaxRefusedWaitMs = 7ULL * 24 * 3600 * 1000;  // 7 days
 
-// The push policy of version 2 runs: the provider policy above with every push error type that
-// no retry of the same request can fix non-retryable — kPushUnregistered, kPushInvalidToken,
+// The push policy of version 2 and 3 runs: the provider policy above with every push error type
+// that no retry of the same request can fix non-retryable — kPushUnregistered, kPushInvalidToken,
 // kPushPayloadTooLarge, kPushRejected, kPushNoProvider, kPushNoTarget (messaging/providers.h) —
 // and workflow::kUnknownActivityType; unlimited attempts within kProviderRetryWindowMs; retry
 // hints honoured up to kProviderMaxRetryAfterMs.
 [[nodiscard]] workflowpb::RetryPolicy push_retry_policy();
-// The email policy of version 2 runs: kEmailRejected, kEmailNoProvider and
+// The email policy of version 2 and 3 runs: kEmailRejected, kEmailNoProvider and
 // workflow::kUnknownActivityType non-retryable; attempts and hints as for push.
 [[nodiscard]] workflowpb::RetryPolicy email_retry_policy();
-// The options version 2 runs schedule "messaging.push" / "messaging.email" with: the policies
-// above, kProviderStartToCloseTimeoutMs and schedule-to-close kProviderRetryWindowMs.
+// The options version 3 runs schedule "messaging.push" / "messaging.email" with: the policies
+// above, kProviderStartToCloseTimeoutMs, schedule-to-close kProviderRetryWindowMs and refused
+// waits up to kProviderMaxRefusedWaitMs.
 [[nodiscard]] workflowpb::ActivityOptions push_activity_options();
 [[nodiscard]] workflowpb::ActivityOptions email_activity_options();
+// Version 2 (frozen): as version 3 without refused waits (a refused attempt uses up the window).
+[[nodiscard]] workflowpb::ActivityOptions push_activity_options_v2();
+[[nodiscard]] workflowpb::ActivityOptions email_activity_options_v2();
 // Version 1 (frozen: runs started before version 2 keep scheduling with these): at most
 // kProviderRetryMaximumAttempts attempts, no retry hints, no schedule-to-close; push
 // non-retryable kPushUnregistered, kPushInvalidToken, kPushPayloadTooLarge; email

@@ -370,7 +370,7 @@ TEST(DeliveryType, PushTimerGivesEachPendingDeviceItsOwnActivityWithTheProviderP
   (void)w.start();
   EXPECT_EQ(w.decoded().version(), kDeliveryVersion);
   const Decision d = w.on(timer(kPushTimer));
-  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(d.state, kDeliveryStored) << "nothing reached a device yet";
   const auto pushes = of_kind(d, Action::Kind::kScheduleActivity);
   ASSERT_EQ(pushes.size(), 2U);
   const std::vector<std::string> devices{"bob-phone", "bob-laptop"};
@@ -397,10 +397,61 @@ TEST(DeliveryType, PushTimerGivesEachPendingDeviceItsOwnActivityWithTheProviderP
                                   "push.no_target", workflow::kUnknownActivityType}));
     EXPECT_EQ(push.options.start_to_close_timeout_ms(), 30'000U);
     EXPECT_EQ(push.options.schedule_to_close_timeout_ms(), kProviderRetryWindowMs);
+    EXPECT_EQ(push.options.maximum_refused_wait_ms(), kProviderMaxRefusedWaitMs);
   }
   EXPECT_EQ(w.decoded().pushes_open(), 2U);
   EXPECT_EQ(w.device("bob-phone"), messagingpb::DEVICE_PUSHED);
   EXPECT_EQ(w.device("bob-laptop"), messagingpb::DEVICE_PUSHED);
+}
+
+TEST(DeliveryType, TheFirstAcceptedPushMovesTheRunToPushDispatched) {
+  Delivery w;
+  (void)w.start();
+  EXPECT_EQ(w.on(timer(kPushTimer)).state, kDeliveryStored);
+  Decision d = w.on(failed(push_tag(1), kPushUnavailable));
+  EXPECT_EQ(d.state, kDeliveryStored) << "a failure reached no device";
+  d = w.on(completed(push_tag(0)));
+  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(records(d), std::vector<std::string>{"push_sent"});
+}
+
+TEST(DeliveryType, WithNoProviderConfiguredTheRunRecordsItAndIsNeverDispatched) {
+  Delivery w;
+  (void)w.start();
+  (void)w.on(timer(kPushTimer));
+  // What the handler reports when the router has no provider for the platform, or when a
+  // recording provider journaled the push in place of one.
+  Event none = failed(push_tag(0), kPushNoProvider);
+  none.error_message = "no provider configured for \"apns\"; recorded in the push journal";
+  Decision d = w.on(none);
+  EXPECT_EQ(records(d), std::vector<std::string>{"push_failed"});
+  EXPECT_EQ(of_kind(d, Action::Kind::kRecord).at(0).payload,
+            "bob-phone: push.no_provider: no provider configured for \"apns\"; recorded in the "
+            "push journal");
+  d = w.on(failed(push_tag(1), kPushNoProvider));
+  EXPECT_EQ(d.state, kDeliveryStored);
+  const DeliveryData data = w.decoded();
+  for (const auto& device : data.devices()) {
+    EXPECT_FALSE(device.push_accepted()) << device.device_id();
+    EXPECT_EQ(device.state(), messagingpb::DEVICE_PENDING) << device.device_id();
+  }
+  EXPECT_TRUE(of_kind(d, Action::Kind::kScheduleActivity).empty());  // not retried
+  // It can still be delivered over a socket, or escalate.
+  EXPECT_EQ(w.on(signal(kDeliveredSignal, "bob-laptop")).state, kDeliveryConfirmed);
+}
+
+TEST(DeliveryType, Version2RunKeepsEnteringPushDispatchedWhenItSchedules) {
+  Delivery v2(2);
+  (void)v2.start();
+  const Decision d = v2.on(timer(kPushTimer));
+  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  const auto pushes = of_kind(d, Action::Kind::kScheduleActivity);
+  ASSERT_EQ(pushes.size(), 2U);
+  EXPECT_EQ(pushes[0].options.schedule_to_close_timeout_ms(), kProviderRetryWindowMs);
+  EXPECT_EQ(pushes[0].options.maximum_refused_wait_ms(), 0U) << "version 2's frozen policy";
+  const auto emails = of_kind(v2.on(timer(kEscalateTimer)), Action::Kind::kScheduleActivity);
+  ASSERT_EQ(emails.size(), 1U);
+  EXPECT_EQ(emails[0].options.maximum_refused_wait_ms(), 0U);
 }
 
 TEST(DeliveryType, ADevicesFailedPushLeavesTheOtherDevicesAcceptedPushAlone) {
@@ -463,7 +514,7 @@ TEST(DeliveryType, ManyDevicesArePushedInSharesWithinTheDecisionBound) {
   EXPECT_EQ(timers_started(d), std::vector<std::string>{kPushTimer});
   EXPECT_LE(d.actions.size(), workflow::kMaxActionsPerDecision);
   d = w.on(timer(kPushTimer));
-  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(d.state, kDeliveryStored);
   EXPECT_EQ(of_kind(d, Action::Kind::kScheduleActivity).size(), 5U);
   EXPECT_TRUE(timers_started(d).empty());
   EXPECT_EQ(w.decoded().pushes_open(), devices);
@@ -579,7 +630,7 @@ TEST(DeliveryType, EscalationWithEmailFallbackSendsTheEmail) {
   (void)w.start();
   (void)w.on(timer(kPushTimer));
   Decision d = w.on(timer(kEscalateTimer));
-  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(d.state, kDeliveryStored);
   EXPECT_EQ(records(d), std::vector<std::string>{"escalated"});
   const auto emails = of_kind(d, Action::Kind::kScheduleActivity);
   ASSERT_EQ(emails.size(), 1U);
@@ -596,6 +647,7 @@ TEST(DeliveryType, EscalationWithEmailFallbackSendsTheEmail) {
             (std::vector<std::string>{"email.rejected", "email.no_provider",
                                       workflow::kUnknownActivityType}));
   EXPECT_EQ(emails[0].options.retry().maximum_retry_after_ms(), kProviderMaxRetryAfterMs);
+  EXPECT_EQ(emails[0].options.maximum_refused_wait_ms(), kProviderMaxRefusedWaitMs);
   EXPECT_TRUE(w.decoded().escalated());
   EXPECT_FALSE(w.decoded().emailed());
 
@@ -641,6 +693,7 @@ void advance_to(Delivery& w, const std::string& state) {
   (void)w.start();
   if (state == kDeliveryPushDispatched) {
     (void)w.on(timer(kPushTimer));
+    (void)w.on(completed(push_tag(0)));  // a service accepted one device's push
   } else if (state == kDeliveryConfirmed) {
     (void)w.on(signal(kDeliveredSignal, "bob-laptop"));
   }
@@ -763,7 +816,7 @@ TEST(DeliveryType, CloseWaitsForTheOpenPushAndCompletesWithItsOutcome) {
   (void)w.start(in);
   (void)w.on(timer(kPushTimer));
   Decision d = w.on(timer(kCloseTimer));
-  EXPECT_EQ(d.state, kDeliveryPushDispatched);
+  EXPECT_EQ(d.state, kDeliveryStored);
   EXPECT_TRUE(completions(d).empty());
   EXPECT_TRUE(w.decoded().close_due());
   d = w.on(completed(push_tag(0)));
@@ -908,9 +961,10 @@ class DeliveryEngineTest : public ::testing::Test {
   }
 
   void report(const workflowpb::ActivityRecord& a, bool ok, std::string error_type,
-              std::int64_t wall_ms, std::uint64_t retry_after_ms = 0) {
+              std::int64_t wall_ms, std::uint64_t retry_after_ms = 0, bool refused = false) {
     workflowpb::WorkflowCommand c;
     c.mutable_report()->set_retry_after_ms(retry_after_ms);
+    c.mutable_report()->set_not_dispatched(refused);
     auto* r = c.mutable_report();
     r->set_workflow_id(a.workflow_id());
     r->set_run_id(a.run_id());
@@ -989,9 +1043,7 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   EXPECT_EQ(user_timer(kEscalateTimer)->due_ms(), kT0 + kEscalateAfterMs);
 
   fire(user_timer(kPushTimer));
-  EXPECT_EQ(record().state(), kDeliveryPushDispatched);
-  EXPECT_TRUE(listed(kDeliveryStored).empty());
-  EXPECT_EQ(listed(kDeliveryPushDispatched), std::vector<std::string>{id_});
+  EXPECT_EQ(record().state(), kDeliveryStored) << "scheduled, but nothing reached a device";
   auto push = dispatchable();
   ASSERT_EQ(push.size(), 2U);  // one activity per device
   EXPECT_EQ(push[0].activity_type(), kPushActivity);
@@ -1002,6 +1054,9 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   // The laptop's push is accepted; the phone's fails for now and is retried after a jittered
   // backoff of at most 1 s, alone: the laptop is never pushed again.
   report(push[1], true, {}, kT0 + kPushAfterMs + 5);
+  EXPECT_EQ(record().state(), kDeliveryPushDispatched);
+  EXPECT_TRUE(listed(kDeliveryStored).empty());
+  EXPECT_EQ(listed(kDeliveryPushDispatched), std::vector<std::string>{id_});
   report(push[0], false, kPushUnavailable, kT0 + kPushAfterMs + 10);
   EXPECT_TRUE(dispatchable().empty());
   const auto retry = timer_of(workflowpb::ACTIVITY_RETRY);
@@ -1036,8 +1091,8 @@ TEST_F(DeliveryEngineTest, PushRetriesThenDeliveredThenReadLandInRecordAndIndex)
   EXPECT_EQ(data->devices(1).state(), messagingpb::DEVICE_DELIVERED);
   EXPECT_EQ(history(),
             (std::vector<std::string>{"started", "state:stored", "timer_started", "timer_started",
-                                      "timer_fired", "state:push_dispatched", "activity_scheduled",
-                                      "activity_scheduled", "activity_completed", "push_sent",
+                                      "timer_fired", "activity_scheduled", "activity_scheduled",
+                                      "activity_completed", "state:push_dispatched", "push_sent",
                                       "activity_retry_scheduled", "activity_completed", "push_sent",
                                       "signaled", "state:delivery_confirmed", "timer_canceled",
                                       "signaled", "state:read_acknowledged", "completed"}));
@@ -1085,7 +1140,7 @@ TEST_F(DeliveryEngineTest, PermanentPushFailureThenEscalationByEmailThenCancel) 
   EXPECT_FALSE(timer_of(workflowpb::ACTIVITY_RETRY).has_value());  // neither is retried
   auto rec = record();
   EXPECT_EQ(rec.status(), workflowpb::RUNNING);
-  EXPECT_EQ(rec.state(), kDeliveryPushDispatched);
+  EXPECT_EQ(rec.state(), kDeliveryStored) << "no push reached a device";
   EXPECT_EQ(decode_delivery_data(rec.data())->push_error(), "push.rejected: ");
 
   fire(user_timer(kEscalateTimer));
@@ -1101,13 +1156,83 @@ TEST_F(DeliveryEngineTest, PermanentPushFailureThenEscalationByEmailThenCancel) 
   (void)apply(cancel, kT0 + kEscalateAfterMs + 200);
   rec = record();
   EXPECT_EQ(rec.status(), workflowpb::CANCELED);
-  EXPECT_EQ(rec.state(), kDeliveryPushDispatched);
+  EXPECT_EQ(rec.state(), kDeliveryStored);
   EXPECT_TRUE(dispatchable().empty());
   const auto kinds = history();
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_failed"), 2);
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "escalated"), 1);
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "email_sent"), 1);
   EXPECT_EQ(kinds.back(), "canceled");
+}
+
+// An open circuit breaker answers at once with its remaining open time (push/guard.h).
+constexpr std::uint64_t kBreakerOpenMs = 30'000;
+
+TEST_F(DeliveryEngineTest, WhileTheBreakerIsOpenAPushWaitsPastTheRetryWindowAndIsNotDropped) {
+  DeliveryInput in = make_input();
+  in.set_escalate_after_ms(0);
+  start(kT0, in);
+  fire(user_timer(kPushTimer));
+  auto push = dispatchable();
+  ASSERT_EQ(push.size(), 2U);
+  report(push[1], true, {}, kT0 + kPushAfterMs + 5);  // the laptop's service is up
+  push = dispatchable();
+  // The phone's service is down: its breaker refuses every attempt for three retry windows.
+  const std::int64_t outage_end_ms = kT0 + 3 * static_cast<std::int64_t>(kProviderRetryWindowMs);
+  std::int64_t now = kT0 + kPushAfterMs + 10;
+  std::size_t refusals = 0;
+  while (now < outage_end_ms) {
+    ASSERT_EQ(push.size(), 1U) << "the phone's push is still waiting";
+    report(push[0], false, kPushUnavailable, now, kBreakerOpenMs, /*refused=*/true);
+    ++refusals;
+    const auto retry = timer_of(workflowpb::ACTIVITY_RETRY);
+    ASSERT_TRUE(retry.has_value()) << "refusal " << refusals << " dropped the push";
+    now = retry->due_ms();
+    fire(retry);
+    push = dispatchable();
+  }
+  EXPECT_GT(refusals, 100U);
+  ASSERT_EQ(push.size(), 1U);
+  report(push[0], true, {}, now + 5);  // the breaker closed: the service took it
+  const auto rec = record();
+  EXPECT_EQ(rec.state(), kDeliveryPushDispatched);
+  const auto data = decode_delivery_data(rec.data());
+  ASSERT_TRUE(data.has_value());
+  EXPECT_TRUE(data->devices(0).push_accepted());
+  EXPECT_TRUE(data->devices(1).push_accepted());
+  const auto kinds = history();
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_failed"), 0);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_sent"), 2);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "activity_retry_scheduled"), 1)
+      << "the refusals cost the run's history one event";
+}
+
+TEST_F(DeliveryEngineTest, TheServicesOwnFailuresUseUpTheRetryWindow) {
+  DeliveryInput in = make_input();
+  in.set_escalate_after_ms(0);
+  start(kT0, in);
+  fire(user_timer(kPushTimer));
+  auto push = dispatchable();
+  ASSERT_EQ(push.size(), 2U);
+  report(push[1], true, {}, kT0 + kPushAfterMs + 5);
+  push = dispatchable();
+  // The service itself answers 503 with Retry-After: 30 s, for more than the window.
+  std::int64_t now = kT0 + kPushAfterMs + 10;
+  std::size_t attempts = 0;
+  while (!push.empty()) {
+    report(push[0], false, kPushUnavailable, now, kBreakerOpenMs);
+    ++attempts;
+    const auto retry = timer_of(workflowpb::ACTIVITY_RETRY);
+    if (!retry.has_value()) break;
+    now = retry->due_ms();
+    fire(retry);
+    push = dispatchable();
+  }
+  EXPECT_LE(now, kT0 + kPushAfterMs + static_cast<std::int64_t>(kProviderRetryWindowMs));
+  EXPECT_GT(attempts, 10U);
+  const auto kinds = history();
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "push_failed"), 1);
+  EXPECT_EQ(decode_delivery_data(record().data())->devices(0).state(), messagingpb::DEVICE_PENDING);
 }
 
 TEST_F(DeliveryEngineTest, AProvidersRetryAfterHoldsTheDevicesNextAttemptBackDurably) {

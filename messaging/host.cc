@@ -23,17 +23,31 @@ using Done = std::function<void(ActivityOutcome)>;
 // Proposals that did not reach the log (no leader, leadership lost) are worth retrying.
 constexpr char kUnavailableError[] = "unavailable";
 
-// ProviderAttempt.status values.
+// ProviderAttempt.status values: the service accepted the call; it refused it or could not be
+// reached; nothing was dispatched (no target, no provider); a recording provider journaled the
+// call in place of a provider (nothing left the node).
 constexpr char kAttemptAccepted[] = "accepted";
 constexpr char kAttemptFailed[] = "failed";
 constexpr char kAttemptNotSent[] = "not_sent";
+constexpr char kAttemptRecorded[] = "recorded";
 
 ActivityOutcome failure(std::string error_type, std::string message) {
-  return ActivityOutcome{false, {}, std::move(error_type), std::move(message), 0, {}};
+  return ActivityOutcome{false, {}, std::move(error_type), std::move(message), 0, {}, false};
 }
 
 ActivityOutcome success(std::string output = {}) {
-  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}};
+  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}, false};
+}
+
+// A provider's failed answer as an activity outcome: its error type (`unavailable` when it gave
+// none), its retry hint, and whether a guard refused the call before it reached the service.
+ActivityOutcome provider_failure(const ProviderResult& r, std::string_view unavailable) {
+  ActivityOutcome outcome =
+      failure(r.error_type.empty() ? std::string(unavailable) : r.error_type, r.error_message);
+  outcome.retry_after_ms =
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, r.retry_after_ms.value_or(0)));
+  outcome.not_dispatched = r.refused;
+  return outcome;
 }
 
 Status status_of(const rsmpb::CommandResult& result) {
@@ -212,10 +226,11 @@ std::string bounded_reason(std::string_view reason) {
   return std::string(reason.substr(0, cut));
 }
 
-// A provider's answer in a log line: "accepted", or "failed, <error type>: <message>" (an answer
-// without an error type counts as `unavailable`).
+// A provider's answer in a log line: "accepted", "recorded, <message>" or "failed, <error type>:
+// <message>" (an answer without an error type counts as `unavailable`).
 std::string answer_text(const ProviderResult& r, std::string_view unavailable) {
   if (r.ok) return "accepted";
+  if (r.recorded) return fmt::format("recorded, not sent: {}", r.error_message);
   return fmt::format("failed, {}: {}", r.error_type.empty() ? unavailable : r.error_type,
                      r.error_message);
 }
@@ -339,7 +354,9 @@ void Activities::record_answer(messagingpb::ProviderAttempt& attempt, const Prov
     attempt.set_provider_id(bounded_reason(r.provider_id));
     return;
   }
-  if (r.error_type == kPushNoProvider || r.error_type == kEmailNoProvider) {
+  if (r.recorded) {
+    attempt.set_status(kAttemptRecorded);  // journaled in place of a provider: never "accepted"
+  } else if (r.error_type == kPushNoProvider || r.error_type == kEmailNoProvider) {
     attempt.set_status(kAttemptNotSent);  // refused before any dispatch: say so, not "failed"
   }
   attempt.set_error_type(r.error_type.empty() ? kPushUnavailable : r.error_type);
@@ -407,12 +424,7 @@ ActivityOutcome Activities::device_outcome(const std::vector<DevicePush>& pushes
   if (p.result->ok) {
     return success(p.result->provider_id.empty() ? "pushed" : p.result->provider_id);
   }
-  ActivityOutcome outcome =
-      failure(p.result->error_type.empty() ? kPushUnavailable : p.result->error_type,
-              p.result->error_message);
-  outcome.retry_after_ms =
-      static_cast<std::uint64_t>(std::max<std::int64_t>(0, p.result->retry_after_ms.value_or(0)));
-  return outcome;
+  return provider_failure(*p.result, kPushUnavailable);
 }
 
 // Version 1: the attempt succeeds when every notification was accepted, or when the only
@@ -492,11 +504,7 @@ void Activities::email(const workflow::ActivityTask& task, Done done) {
       if (!r.ok && r.error_type.empty()) {
         attempt->set_error_type(kEmailUnavailable);
       }
-      ActivityOutcome outcome =
-          r.ok ? success("sent")
-               : failure(r.error_type.empty() ? kEmailUnavailable : r.error_type, r.error_message);
-      outcome.retry_after_ms =
-          static_cast<std::uint64_t>(std::max<std::int64_t>(0, r.retry_after_ms.value_or(0)));
+      ActivityOutcome outcome = r.ok ? success("sent") : provider_failure(r, kEmailUnavailable);
       outcome.details = details.SerializeAsString();
       done(std::move(outcome));
     });

@@ -231,5 +231,39 @@ TEST_F(HostTest, APlatformWithoutAProviderIsRecordedAsNotSentAndNotRetried) {
   EXPECT_TRUE(listed);
 }
 
+TEST_F(HostTest, APushARecordingProviderJournaledIsRecordedNeverAccepted) {
+  server::RecordingPushProvider recorder(server::RecordingAnswer::kRecordOnly);
+  answer_ = [&recorder](const PushRequest& r) {
+    ProviderResult out;
+    recorder.send(r, [&out](ProviderResult answer) { out = std::move(answer); });
+    return out;
+  };
+  const ActivityOutcome outcome = push("bob-phone");
+  EXPECT_FALSE(outcome.ok) << "a journaled push was not dispatched";
+  EXPECT_EQ(outcome.error_type, kPushNoProvider);
+  EXPECT_FALSE(outcome.not_dispatched) << "not a refusal to wait out: nothing will take it";
+  const auto attempt = only_attempt(outcome);
+  EXPECT_EQ(attempt.status(), "recorded");
+  EXPECT_EQ(attempt.error_type(), kPushNoProvider);
+  EXPECT_NE(attempt.reason().find("no provider configured"), std::string::npos) << attempt.reason();
+  EXPECT_EQ(recorder.call_count(), 1U);
+}
+
+TEST_F(HostTest, AGuardsRefusalIsReportedAsNotDispatchedWithItsHint) {
+  answer_ = [](const PushRequest&) {
+    ProviderResult r =
+        ProviderResult::failure(kPushUnavailable, "apns: circuit open for another 20000 ms");
+    r.retry_after_ms = 20'000;
+    r.refused = true;
+    return r;
+  };
+  const ActivityOutcome outcome = push("bob-phone");
+  EXPECT_FALSE(outcome.ok);
+  EXPECT_EQ(outcome.error_type, kPushUnavailable);
+  EXPECT_TRUE(outcome.not_dispatched);
+  EXPECT_EQ(outcome.retry_after_ms, 20'000U);
+  EXPECT_EQ(only_attempt(outcome).status(), "failed");
+}
+
 }  // namespace
 }  // namespace herald::messaging

@@ -26,12 +26,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -122,6 +119,16 @@ struct ProviderResult {
   // waits at least this long (version 2 runs; bounded by kProviderMaxRetryAfterMs,
   // messaging/delivery.h).
   std::optional<std::int64_t> retry_after_ms;
+  // When !ok: the call never reached the service — a guard refused it (an open circuit breaker,
+  // the concurrency bound, the retry budget; push/guard.h). The delivery workflow's attempt
+  // reports it as not dispatched, and the wait it causes does not use up the activity's retry
+  // window (messaging/delivery.h, kProviderMaxRefusedWaitMs).
+  bool refused = false;
+  // When !ok: nothing left the node, the call was written to a journal instead (a recording
+  // provider standing in for a platform with no client configured, server/recording_provider.h).
+  // The error type is kPushNoProvider / kEmailNoProvider, and the timeline's attempt says
+  // "recorded", never "accepted".
+  bool recorded = false;
 
   [[nodiscard]] static ProviderResult success(std::string provider_id = {}) {
     ProviderResult result;

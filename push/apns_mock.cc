@@ -8,8 +8,11 @@
 #include <boost/json/serialize.hpp>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "base/assert.h"
 #include "crypto/jwt.h"
@@ -39,6 +42,30 @@ struct Answer {
   int status = 200;
   std::string reason;
   std::optional<std::int64_t> retry_after_s;
+};
+
+// One device token's notification centre (ApnsMock::presented, ApnsMock::tray).
+struct DeviceNotifications {
+  std::vector<ApnsMockNotification> presented;    // in arrival order, one per apns-id
+  std::map<std::string, std::size_t> by_apns_id;  // apns-id -> index in presented
+  std::vector<std::size_t> tray;                  // indexes in presented, oldest first
+
+  // A notification APNs accepted reaches the device.
+  void deliver(const std::string& apns_id, const std::string& collapse_id,
+               const std::string& body) {
+    if (const auto known = by_apns_id.find(apns_id); known != by_apns_id.end()) {
+      ++presented[known->second].deliveries;  // the same notification again: shown once
+      return;
+    }
+    const std::string& key = collapse_id.empty() ? apns_id : collapse_id;
+    std::erase_if(tray, [&](std::size_t i) {
+      const ApnsMockNotification& shown = presented[i];
+      return (shown.collapse_id.empty() ? shown.apns_id : shown.collapse_id) == key;
+    });
+    by_apns_id.emplace(apns_id, presented.size());
+    tray.push_back(presented.size());
+    presented.push_back(ApnsMockNotification{apns_id, collapse_id, body, 1});
+  }
 };
 
 bool is_uuid(std::string_view id) {
@@ -112,6 +139,8 @@ struct ApnsMock::Impl final : H2ServerHandler {
   std::map<std::string, Answer> token_answers;  // guarded by mu
   std::vector<ApnsMockRequest> log;             // guarded by mu; when options.record_requests
   std::size_t count = 0;                        // guarded by mu: requests handled
+  // By device token; guarded by mu; when options.record_requests.
+  std::map<std::string, DeviceNotifications> devices;
 
   mutable std::mutex verified_mu;
   mutable std::map<std::string, VerifiedToken> verified;  // guarded by verified_mu
@@ -240,6 +269,14 @@ H2ServerAnswer ApnsMock::Impl::decide(const H2ServerRequest& raw, std::size_t& t
     ++count;
     tag = log.size();
     if (options.record_requests) {
+      if (answer.status == 200) {
+        const auto header = [&](const char* name) {
+          const auto it = request.headers.find(name);
+          return it == request.headers.end() ? std::string() : it->second;
+        };
+        devices[request.device_token].deliver(header("apns-id"), header("apns-collapse-id"),
+                                              request.body);
+      }
       log.push_back(request);
     }
   }
@@ -318,6 +355,23 @@ void ApnsMock::goaway_after(std::size_t requests) {
 std::vector<ApnsMockRequest> ApnsMock::requests() const {
   const std::lock_guard lock(impl_->mu);
   return impl_->log;
+}
+
+std::vector<ApnsMockNotification> ApnsMock::presented(const std::string& device_token) const {
+  const std::lock_guard lock(impl_->mu);
+  const auto it = impl_->devices.find(device_token);
+  return it == impl_->devices.end() ? std::vector<ApnsMockNotification>() : it->second.presented;
+}
+
+std::vector<ApnsMockNotification> ApnsMock::tray(const std::string& device_token) const {
+  const std::lock_guard lock(impl_->mu);
+  std::vector<ApnsMockNotification> shown;
+  if (const auto it = impl_->devices.find(device_token); it != impl_->devices.end()) {
+    for (const std::size_t i : it->second.tray) {
+      shown.push_back(it->second.presented[i]);
+    }
+  }
+  return shown;
 }
 
 std::size_t ApnsMock::request_count() const {

@@ -20,6 +20,14 @@
 // check while every time check would still pass it; the answers are those of a fresh check.
 // Every request that reached the handler is recorded (requests()), with the check that failed.
 //
+// Devices: each request answered 200 reaches its device token's notification centre, modelled
+// as APNs documents apns-collapse-id and apns-id: a notification whose apns-collapse-id equals
+// that of one in the tray replaces it there (the tray shows one notification per collapse id), and
+// a notification whose apns-id the device already received is that same notification again: it
+// is counted (deliveries) but not presented a second time. presented() lists what a device
+// presented, in order; tray() what it shows now. A request's answer may be lost (held, then its
+// connection gone) after it reached the device, as with the real service.
+//
 // Fault modes, set any time from the test thread: scripted answers for the next requests
 // (fail_next), fixed answers per device token (answer_token), slow answers (delay_ms; held
 // answers are released at once by release_held), a connection dropped when a request arrives
@@ -59,6 +67,16 @@ struct ApnsMockRequest {
   std::string check_failed;  // the check that failed, empty when it passed
 };
 
+// One notification on a device (ApnsMock::presented, ApnsMock::tray).
+struct ApnsMockNotification {
+  std::string apns_id;
+  std::string collapse_id;  // empty when the request had none
+  std::string body;         // the JSON payload
+  // Requests that delivered it: more than 1 when a request with the same apns-id came again (the
+  // device took it for the notification it already had).
+  std::size_t deliveries = 1;
+};
+
 struct ApnsMockOptions {
   std::string provider_public_pem;  // verifies the provider tokens
   std::string key_id;
@@ -68,8 +86,8 @@ struct ApnsMockOptions {
   // Called on the mock's I/O thread with every request that reached the handler, once its answer
   // is decided (status and reason filled in), without the mock's lock held; empty: not called.
   std::function<void(const ApnsMockRequest&)> on_request;
-  // Keep every request for requests(). Off (benchmarks sending millions): requests() is empty and
-  // only request_count() counts them.
+  // Keep every request for requests() and every device's notifications for presented() and
+  // tray(). Off (benchmarks sending millions): those are empty and only request_count() counts.
   bool record_requests = true;
 };
 
@@ -106,6 +124,13 @@ class ApnsMock {
 
   // Every request handled so far, in arrival order (empty unless record_requests).
   [[nodiscard]] std::vector<ApnsMockRequest> requests() const;
+  // The notifications `device_token` presented, in the order they arrived, each once: a request
+  // whose apns-id the device had received before adds to that notification's deliveries instead
+  // (empty unless record_requests).
+  [[nodiscard]] std::vector<ApnsMockNotification> presented(const std::string& device_token) const;
+  // What `device_token`'s notification centre shows now: for each apns-collapse-id (or apns-id,
+  // for a notification without one) the latest notification presented under it, oldest first.
+  [[nodiscard]] std::vector<ApnsMockNotification> tray(const std::string& device_token) const;
   [[nodiscard]] std::size_t request_count() const;
   // Connections accepted (TLS and HTTP/2 established).
   [[nodiscard]] std::size_t connections() const;

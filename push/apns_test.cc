@@ -24,6 +24,7 @@ using messaging::ProviderResult;
 using messaging::PushRequest;
 using std::chrono::milliseconds;
 using testing::ApnsMock;
+using testing::ApnsMockNotification;
 using testing::ApnsMockOptions;
 using testing::ApnsMockRequest;
 using testing::kHoldMs;
@@ -375,6 +376,34 @@ TEST_F(ApnsTest, YoungProviderTokenRejectedIsNotRefreshed) {
   EXPECT_EQ(send_now(push("k1")).error_type, messaging::kPushUnavailable);
   EXPECT_EQ(mock_->request_count(), 1u);
   EXPECT_EQ(client_->stats().tokens_signed, 1u);
+}
+
+TEST_F(ApnsTest, TheDoublesDeviceShowsACollapsedOrRepeatedNotificationOnce) {
+  start_client();
+  PushRequest first = push("key-1");
+  PushRequest second = push("key-2");  // the same conversation: the same apns-collapse-id
+  PushRequest elsewhere = push("key-3");
+  elsewhere.conversation_id = "c-other";
+  ASSERT_TRUE(send_now(first).ok);
+  ASSERT_TRUE(send_now(second).ok);
+  ASSERT_TRUE(send_now(first).ok);  // sent again, as after a failover: the same apns-id
+  ASSERT_TRUE(send_now(elsewhere).ok);
+  mock_->fail_next(1, 503, "ServiceUnavailable");
+  EXPECT_FALSE(send_now(push("key-4")).ok);  // refused: it never reaches the device
+
+  const std::vector<ApnsMockNotification> presented = mock_->presented(kToken);
+  ASSERT_EQ(presented.size(), 3u);
+  EXPECT_EQ(presented[0].apns_id, apns_id_for("key-1"));
+  EXPECT_EQ(presented[0].deliveries, 2u) << "the repeat is the same notification";
+  EXPECT_EQ(presented[1].apns_id, apns_id_for("key-2"));
+  EXPECT_EQ(presented[1].deliveries, 1u);
+  EXPECT_EQ(presented[2].apns_id, apns_id_for("key-3"));
+  const std::vector<ApnsMockNotification> tray = mock_->tray(kToken);
+  ASSERT_EQ(tray.size(), 2u) << "one notification per conversation";
+  EXPECT_EQ(tray[0].apns_id, apns_id_for("key-2")) << "the second replaced the first";
+  EXPECT_EQ(tray[1].apns_id, apns_id_for("key-3"));
+  EXPECT_NE(tray[0].collapse_id, tray[1].collapse_id);
+  EXPECT_TRUE(mock_->presented("0000").empty());
 }
 
 TEST_F(ApnsTest, GoawayFinishesAcceptedStreamsAndRetriesTheRestOnANewConnection) {

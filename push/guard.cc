@@ -49,6 +49,7 @@ messaging::ProviderResult Guard<Request, Interface>::refusal(std::string message
   messaging::ProviderResult r =
       messaging::ProviderResult::failure(unavailable_, std::move(message));
   r.retry_after_ms = std::max<std::int64_t>(retry_after_ms, 1);
+  r.refused = true;  // the service never saw it: the workflow's window does not run meanwhile
   return r;
 }
 

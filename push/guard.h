@@ -12,10 +12,12 @@
 //    from first attempts (retry_budget_ratio each) and from time (retry_budget_per_second), up to
 //    retry_budget_max; a retry with no token fails at once.
 // A call refused by a limit never reaches the service: it fails with the guard's unavailable error
-// type (push.unavailable / email.unavailable, so the workflow retries it) and retry_after_ms = the
-// time until the limit may let it through (the breaker's remaining open time, or
-// kBusyRetryAfterMs). The delivery workflow honours the hint, so refused attempts wait durably in
-// their workflows and nothing is dropped.
+// type (push.unavailable / email.unavailable, so the workflow retries it), ProviderResult::refused
+// set, and retry_after_ms = the time until the limit may let it through (the breaker's remaining
+// open time, or kBusyRetryAfterMs). The delivery workflow honours the hint, and a refused attempt
+// is reported as not dispatched, so the wait does not use up the activity's retry window: refused
+// attempts wait durably in their workflows and nothing is dropped while the breaker is open
+// (messaging/delivery.h, kProviderMaxRefusedWaitMs).
 //
 // Retryable failures, for the breaker, are the ones the workflow retries: the unavailable error
 // type or an empty one. Permanent answers (a dead token, a rejected request) show the service is

@@ -84,8 +84,17 @@ TEST_F(GuardTest, TheBreakerOpensAfterConsecutiveRetryableFailuresAndFailsFastWi
   ASSERT_TRUE(refused.has_value());
   EXPECT_EQ(refused->error_type, messaging::kPushUnavailable);
   EXPECT_EQ(refused->retry_after_ms, 6'000);
+  EXPECT_TRUE(refused->refused) << "a refusal says the service never saw the call";
   EXPECT_EQ(inner_.requests.size(), 3U);  // never reached the service
   EXPECT_EQ(guard_.stats().refused_open, 1U);
+}
+
+TEST_F(GuardTest, TheServicesOwnFailureIsNotARefusal) {
+  auto answered = std::make_shared<std::optional<ProviderResult>>();
+  guard_.send(request(), [answered](ProviderResult r) { *answered = std::move(r); });
+  inner_.answer(unavailable());
+  ASSERT_TRUE(answered->has_value());
+  EXPECT_FALSE((*answered)->refused) << "the service saw it: its window runs";
 }
 
 TEST_F(GuardTest, PermanentAnswersAndSuccessesResetTheFailureCount) {
@@ -136,6 +145,7 @@ TEST(GuardBounds, CallsBeyondTheConcurrencyBoundFailFast) {
   const auto refused = send(guard);
   ASSERT_TRUE(refused.has_value());
   EXPECT_EQ(refused->retry_after_ms, kBusyRetryAfterMs);
+  EXPECT_TRUE(refused->refused);
   EXPECT_EQ(guard.stats().refused_busy, 1U);
   inner.answer(ProviderResult::success());
   EXPECT_FALSE(send(guard).has_value());  // room again
@@ -153,6 +163,7 @@ TEST(GuardBounds, RetriesBeyondTheBudgetFailFastWhileFirstAttemptsPass) {
   EXPECT_FALSE(send(guard, request(messaging::kApnsProvider, 3)).has_value());
   const auto refused = send(guard, request(messaging::kApnsProvider, 2));
   ASSERT_TRUE(refused.has_value());
+  EXPECT_TRUE(refused->refused);
   EXPECT_EQ(guard.stats().refused_budget, 1U);
   EXPECT_FALSE(send(guard, request(messaging::kApnsProvider, 1)).has_value());
   clock.advance_ms(1'000);  // one token back

@@ -294,6 +294,9 @@ void WebPushMock::release_held() {
 void WebPushMock::drop_next_request() {
   impl_->server->drop_next_request();
 }
+void WebPushMock::goaway_after(std::size_t requests) {
+  impl_->server->goaway_after(requests);
+}
 
 std::vector<WebPushMockRequest> WebPushMock::requests() const {
   const std::lock_guard lock(impl_->mu);
@@ -305,6 +308,9 @@ std::vector<WebPushMockMessage> WebPushMock::messages() const {
 }
 std::size_t WebPushMock::connections() const {
   return impl_->server->connections();
+}
+std::size_t WebPushMock::pending() const {
+  return impl_->server->pending();
 }
 std::size_t WebPushMock::max_pending() const {
   return impl_->server->max_pending();

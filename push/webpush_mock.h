@@ -20,8 +20,10 @@
 // A push that passes is recorded with its plaintext (messages()) and answered 201 with
 // location: https://127.0.0.1:<port>/message/<n>, unless a fault mode answers instead: scripted
 // answers for the next pushes (fail_next: 5xx, 429 with Retry-After, ...), a fixed answer per
-// subscription (answer_subscription: 404, 410, ...), and the server's slow answers and dropped
-// connections. Every request is recorded (requests()) with the check that failed.
+// subscription (answer_subscription: 404, 410, ...), and the server's slow answers, dropped
+// connections and GOAWAY after the n-th request of each connection (push/h2_server.h). Every
+// request is recorded (requests()) with the check that failed; one left unanswered (dropped, or
+// above a GOAWAY's last stream) is recorded with status 0 and never decrypted or delivered.
 //
 // Thread-safety: every public member may be called from any thread.
 #pragma once
@@ -116,10 +118,13 @@ class WebPushMock {
   void set_delay_ms(std::int64_t delay_ms);
   void release_held();
   void drop_next_request();
+  void goaway_after(std::size_t requests);
 
   [[nodiscard]] std::vector<WebPushMockRequest> requests() const;
   [[nodiscard]] std::vector<WebPushMockMessage> messages() const;
   [[nodiscard]] std::size_t connections() const;
+  // Pushes decided and not yet answered, now and at most so far.
+  [[nodiscard]] std::size_t pending() const;
   [[nodiscard]] std::size_t max_pending() const;
 
   struct Impl;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,7 +33,9 @@ using testing::Pending;
 using testing::TestClock;
 using testing::WebPushMock;
 using testing::WebPushMockFault;
+using testing::WebPushMockMessage;
 using testing::WebPushMockOptions;
+using testing::WebPushMockRequest;
 using testing::WebPushMockSubscription;
 
 constexpr char kSubject[] = "mailto:ops@herald.example";
@@ -506,6 +509,42 @@ TEST_F(WebPushTest, ADroppedConnectionIsRetryableAndTheNextSendReconnects) {
   EXPECT_EQ(dropped.error_type, kPushUnavailable) << dropped.error_message;
   EXPECT_TRUE(testing::send_and_wait(*client, push("key-1")).ok);
   EXPECT_EQ(mock_->connections(), 2U);
+}
+
+TEST_F(WebPushTest, RequestsRefusedByGoawayAreResentAndDeliveredOnce) {
+  auto client = provider(options());
+  ASSERT_NE(client, nullptr);
+  mock_->set_delay_ms(kHoldMs);
+  mock_->goaway_after(3);
+  std::vector<Pending> pending(5);
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    client->send(push("g" + std::to_string(i)), pending[i].done());
+  }
+  // Streams 1-3 are held; 4 and 5 arrived after the GOAWAY decision and are left unanswered.
+  ASSERT_TRUE(testing::wait_until([&] {
+    return mock_->requests().size() == 5 && mock_->pending() == 3;
+  })) << mock_->requests().size()
+      << " requests, " << mock_->pending() << " pending";
+  mock_->set_delay_ms(0);
+  mock_->release_held();
+  for (Pending& p : pending) {
+    const ProviderResult result = p.get();
+    EXPECT_TRUE(result.ok) << result.error_message;
+  }
+  // libcurl resends each refused stream on a fresh connection of its own.
+  const std::size_t connections = mock_->connections();
+  EXPECT_GE(connections, 2U) << "the refused streams went on a new connection";
+  std::map<std::string, int> delivered;  // plaintext (it carries the idempotency key) -> pushes
+  for (const WebPushMockMessage& m : mock_->messages()) ++delivered[m.plaintext];
+  EXPECT_EQ(delivered.size(), 5U);
+  for (const auto& [plaintext, count] : delivered) EXPECT_EQ(count, 1) << plaintext;
+  std::size_t unanswered = 0;
+  for (const WebPushMockRequest& r : mock_->requests()) unanswered += r.status == 0 ? 1 : 0;
+  EXPECT_EQ(unanswered, 2U);
+  // The drained connection is done with; new pushes use a connection already open.
+  mock_->goaway_after(0);
+  EXPECT_TRUE(testing::send_and_wait(*client, push("after")).ok);
+  EXPECT_EQ(mock_->connections(), connections);
 }
 
 TEST_F(WebPushTest, AFullQueueFailsFast) {

@@ -23,6 +23,7 @@ json::object journal_line(std::string_view kind, std::uint64_t call, const Provi
   line["kind"] = js(kind);
   line["call"] = call;
   line["ok"] = result.ok;
+  line["recorded"] = result.recorded;
   line["error_type"] = js(result.error_type);
   line["error_message"] = js(result.error_message);
   return line;
@@ -54,6 +55,22 @@ json::object journal_line(const EmailRequest& r, std::uint64_t call, const Provi
   line["seq"] = r.seq;
   line["sender_user_id"] = js(r.sender_user_id);
   return line;
+}
+
+// The answer of a kRecordOnly provider: not dispatched, recorded.
+ProviderResult recorded_answer(const PushRequest& r) {
+  ProviderResult result = ProviderResult::failure(
+      messaging::kPushNoProvider,
+      fmt::format("no provider configured for \"{}\"; recorded in the push journal", r.provider));
+  result.recorded = true;
+  return result;
+}
+
+ProviderResult recorded_answer(const EmailRequest& /*r*/) {
+  ProviderResult result = ProviderResult::failure(
+      messaging::kEmailNoProvider, "no email provider configured; recorded in the email journal");
+  result.recorded = true;
+  return result;
 }
 
 }  // namespace
@@ -105,14 +122,15 @@ struct RecordingProvider<Request, Interface>::Journal {
 };
 
 template <typename Request, typename Interface>
-RecordingProvider<Request, Interface>::RecordingProvider() = default;
+RecordingProvider<Request, Interface>::RecordingProvider(RecordingAnswer answer)
+    : answer_(answer) {}
 
 template <typename Request, typename Interface>
 RecordingProvider<Request, Interface>::~RecordingProvider() = default;
 
 template <typename Request, typename Interface>
 Result<std::unique_ptr<RecordingProvider<Request, Interface>>>
-RecordingProvider<Request, Interface>::with_journal(const std::string& path,
+RecordingProvider<Request, Interface>::with_journal(const std::string& path, RecordingAnswer answer,
                                                     std::uint64_t max_bytes) {
   auto journal = std::make_unique<Journal>();
   journal->path = path;
@@ -124,7 +142,7 @@ RecordingProvider<Request, Interface>::with_journal(const std::string& path,
   std::error_code ec;
   const std::uintmax_t existing = std::filesystem::file_size(path, ec);
   journal->bytes = ec ? 0 : static_cast<std::uint64_t>(existing);
-  auto provider = std::make_unique<RecordingProvider>();
+  auto provider = std::make_unique<RecordingProvider>(answer);
   provider->journal_ = std::move(journal);
   return provider;
 }
@@ -146,7 +164,8 @@ ProviderResult RecordingProvider<Request, Interface>::record_locked(const Reques
   if (calls_.size() < kMaxRecordedCalls) {
     calls_.push_back(request);
   }
-  ProviderResult result = ProviderResult::success();
+  ProviderResult result = answer_ == RecordingAnswer::kRecordOnly ? recorded_answer(request)
+                                                                  : ProviderResult::success();
   if (!script_.empty()) {
     result = std::move(script_.front());
     script_.pop_front();

@@ -1,8 +1,10 @@
 // RecordingProvider: a push or email provider that sends nothing — it records every request and
-// answers with success or with scripted failures, and can append each call to a journal file. A
-// node uses it for every platform with no real client configured (nothing leaves the node, and
-// the journal shows what would have); tests use it as a double. The interfaces it implements are
-// messaging/providers.h's.
+// answers as scripted, and can append each call to a journal file. Tests use it as a double that
+// accepts (RecordingAnswer::kAccept). `herald serve` uses it, with a journal, for every platform
+// that has no client configured when a journal path is set (RecordingAnswer::kRecordOnly): nothing
+// leaves the node, the journal shows what would have, and the delivery timeline says "no provider
+// configured" with the attempt's status "recorded", never a dispatch. The interfaces it implements
+// are messaging/providers.h's.
 #pragma once
 
 #include <cstddef>
@@ -36,15 +38,25 @@ inline constexpr std::uint64_t kMaxJournalBytes = 64ULL * 1024 * 1024;
 // Scripted failures pending at most (fail_next()).
 inline constexpr std::size_t kMaxScriptedFailures = 100'000;
 
-// A provider that sends nothing: it records every request and answers with success, or with the
-// failures scripted by fail_next() (in order, one per call). Requests with the same idempotency
-// key are all recorded; distinct_keys() says how many different sends that was.
+// What a recording provider answers a call that has no scripted failure.
+enum class RecordingAnswer : std::uint8_t {
+  // Success, as a service that accepted the call: a test double standing in for a real client.
+  kAccept,
+  // Not dispatched: ProviderResult::recorded, with error type messaging::kPushNoProvider (or
+  // kEmailNoProvider) and a message saying that no provider is configured and the call was
+  // recorded. The delivery workflow does not retry it and never counts it as sent.
+  kRecordOnly,
+};
+
+// A provider that sends nothing: it records every request and answers as its RecordingAnswer
+// says, or with the failures scripted by fail_next() (in order, one per call). Requests with the
+// same idempotency key are all recorded; distinct_keys() says how many different sends that was.
 //
 // Optionally it appends every call to a journal file as one JSON line (Boost.JSON, so every
 // string is properly escaped): {"kind": "push"|"email", "call": n (1-based, over all calls),
-// "ok", "error_type", "error_message", then the request's fields by name}, and flushes it, so a
-// process-level test can see what a node pushed while it runs. A journal write error does not fail
-// the send; journal_status() reports the first one.
+// "ok", "recorded", "error_type", "error_message", then the request's fields by name}, and flushes
+// it, so a process-level test can see what a node pushed while it runs. A journal write error does
+// not fail the send; journal_status() reports the first one.
 //
 // done is called synchronously, on the caller's thread, after the provider's lock is released.
 // Thread-safety: every member may be called from any thread.
@@ -52,15 +64,16 @@ template <typename Request, typename Interface>
 class RecordingProvider final : public Interface {
  public:
   // No journal.
-  RecordingProvider();
+  explicit RecordingProvider(RecordingAnswer answer = RecordingAnswer::kAccept);
   ~RecordingProvider() override;
   RecordingProvider(const RecordingProvider&) = delete;
   RecordingProvider& operator=(const RecordingProvider&) = delete;
 
-  // A provider that appends to the journal at `path` (created when missing), rotated at
-  // `max_bytes` (see kMaxJournalBytes). kIOError when the file cannot be opened for appending.
+  // A provider answering `answer` that appends to the journal at `path` (created when missing),
+  // rotated at `max_bytes` (see kMaxJournalBytes). kIOError when the file cannot be opened for
+  // appending.
   [[nodiscard]] static Result<std::unique_ptr<RecordingProvider>> with_journal(
-      const std::string& path, std::uint64_t max_bytes = kMaxJournalBytes);
+      const std::string& path, RecordingAnswer answer, std::uint64_t max_bytes = kMaxJournalBytes);
 
   void send(const Request& request, ProviderDone done) override;
 
@@ -84,6 +97,7 @@ class RecordingProvider final : public Interface {
   // Records `request`, takes the next scripted outcome and journals both. Caller holds mu_.
   ProviderResult record_locked(const Request& request);
 
+  const RecordingAnswer answer_;
   mutable std::mutex mu_;
   std::vector<Request> calls_;         // guarded by mu_
   std::uint64_t call_count_ = 0;       // guarded by mu_

@@ -123,7 +123,7 @@ TEST(RecordingProvider, EmailProviderRecordsAndScriptsTheSameWay) {
 
 TEST(RecordingProvider, JournalHasOneEscapedJsonLinePerCall) {
   const std::string path = journal_path("escaped");
-  auto provider = RecordingPushProvider::with_journal(path);
+  auto provider = RecordingPushProvider::with_journal(path, RecordingAnswer::kAccept);
   ASSERT_TRUE(provider.ok()) << provider.status().to_string();
   PushRequest tricky = push("k1");
   tricky.body = "say \"hi\"\nback\\slash \xc3\xa9 \x01";
@@ -137,6 +137,7 @@ TEST(RecordingProvider, JournalHasOneEscapedJsonLinePerCall) {
   EXPECT_EQ(lines[0].at("kind").as_string(), "push");
   EXPECT_EQ(lines[0].at("call").to_number<std::uint64_t>(), 1U);
   EXPECT_TRUE(lines[0].at("ok").as_bool());
+  EXPECT_FALSE(lines[0].at("recorded").as_bool());
   EXPECT_EQ(lines[0].at("body").as_string(), tricky.body);
   EXPECT_EQ(lines[0].at("idempotency_key").as_string(), "k1");
   EXPECT_EQ(lines[0].at("seq").to_number<std::uint64_t>(), 7U);
@@ -147,10 +148,37 @@ TEST(RecordingProvider, JournalHasOneEscapedJsonLinePerCall) {
   EXPECT_EQ(lines[1].at("error_message").as_string(), "bad token");
 }
 
+TEST(RecordingProvider, RecordOnlyAnswersNoProviderAndNeverAccepted) {
+  const std::string path = journal_path("record_only");
+  auto push_provider = RecordingPushProvider::with_journal(path, RecordingAnswer::kRecordOnly);
+  ASSERT_TRUE(push_provider.ok()) << push_provider.status().to_string();
+  const ProviderResult pushed = send_now(**push_provider, push("k1"));
+  EXPECT_FALSE(pushed.ok);
+  EXPECT_TRUE(pushed.recorded);
+  EXPECT_FALSE(pushed.refused);
+  EXPECT_EQ(pushed.error_type, messaging::kPushNoProvider);
+  EXPECT_NE(pushed.error_message.find("no provider configured for \"apns\""), std::string::npos)
+      << pushed.error_message;
+  EXPECT_EQ((*push_provider)->calls(), std::vector<PushRequest>{push("k1")});
+
+  RecordingEmailProvider email_provider(RecordingAnswer::kRecordOnly);
+  const ProviderResult mailed = send_now(email_provider, email("e1"));
+  EXPECT_FALSE(mailed.ok);
+  EXPECT_TRUE(mailed.recorded);
+  EXPECT_EQ(mailed.error_type, messaging::kEmailNoProvider);
+
+  const auto lines = read_journal(path);
+  ASSERT_EQ(lines.size(), 1U);
+  EXPECT_FALSE(lines[0].at("ok").as_bool());
+  EXPECT_TRUE(lines[0].at("recorded").as_bool());
+  EXPECT_EQ(lines[0].at("error_type").as_string(), messaging::kPushNoProvider);
+  EXPECT_EQ(lines[0].at("idempotency_key").as_string(), "k1");
+}
+
 TEST(RecordingProvider, JournalAppendsAcrossProviders) {
   const std::string path = journal_path("append");
   for (int i = 0; i < 2; ++i) {
-    auto provider = RecordingEmailProvider::with_journal(path);
+    auto provider = RecordingEmailProvider::with_journal(path, RecordingAnswer::kAccept);
     ASSERT_TRUE(provider.ok());
     (void)send_now(**provider, email("e" + std::to_string(i)));
   }
@@ -165,7 +193,7 @@ TEST(RecordingProvider, AJournalRotatesAtItsBoundKeepingOneOlderFile) {
   const std::string path = journal_path("rotate");
   std::filesystem::remove(path + ".1");
   constexpr std::uint64_t kBound = 2048;
-  auto provider = RecordingPushProvider::with_journal(path, kBound);
+  auto provider = RecordingPushProvider::with_journal(path, RecordingAnswer::kAccept, kBound);
   ASSERT_TRUE(provider.ok());
   constexpr int kSends = 60;  // a few hundred bytes each: several rotations
   for (int i = 1; i <= kSends; ++i) {
@@ -187,7 +215,8 @@ TEST(RecordingProvider, AJournalRotatesAtItsBoundKeepingOneOlderFile) {
 }
 
 TEST(RecordingProvider, JournalThatCannotBeOpenedIsAnIOError) {
-  auto provider = RecordingPushProvider::with_journal("/nonexistent-dir/for/sure/journal.jsonl");
+  auto provider = RecordingPushProvider::with_journal("/nonexistent-dir/for/sure/journal.jsonl",
+                                                      RecordingAnswer::kAccept);
   ASSERT_FALSE(provider.ok());
   EXPECT_EQ(provider.status().code(), Code::kIOError);
 }
@@ -196,7 +225,7 @@ TEST(RecordingProvider, ConcurrentSendsAreAllRecordedAndJournaledWhole) {
   constexpr int kThreads = 4;
   constexpr int kSendsPerThread = 250;
   const std::string path = journal_path("concurrent");
-  auto provider = RecordingPushProvider::with_journal(path);
+  auto provider = RecordingPushProvider::with_journal(path, RecordingAnswer::kAccept);
   ASSERT_TRUE(provider.ok());
   (*provider)->fail_next(10, messaging::kPushUnavailable);
   std::vector<std::thread> threads;

@@ -146,7 +146,7 @@ Status check_activity_options(const workflowpb::ActivityOptions& options) {
   HERALD_RETURN_IF_ERROR(normalize_retry_policy(options.retry()).status());
   for (const std::uint64_t timeout_ms :
        {options.schedule_to_close_timeout_ms(), options.start_to_close_timeout_ms(),
-        options.heartbeat_timeout_ms()}) {
+        options.heartbeat_timeout_ms(), options.maximum_refused_wait_ms()}) {
     if (timeout_ms > static_cast<std::uint64_t>(kMaxDelayMs)) {
       return Status::invalid_argument(fmt::format(
           "an activity timeout of {} ms exceeds the bound {} ms", timeout_ms, kMaxDelayMs));
@@ -548,9 +548,14 @@ class Applier {
   void disarm_attempt(ActivityRecord& act);
   Status complete_activity(const ActivityRecord& act, std::string_view output,
                            std::string_view details = {});
-  // `retry_after_ms` and `details` come from the attempt's report (none for a timeout).
+  // `retry_after_ms`, `details` and `not_dispatched` come from the attempt's report (none for a
+  // timeout).
   Status fail_attempt(ActivityRecord act, std::string_view error_type, std::string_view message,
-                      std::uint64_t retry_after_ms = 0, std::string_view details = {});
+                      std::uint64_t retry_after_ms = 0, std::string_view details = {},
+                      bool not_dispatched = false);
+  // Pushes the schedule-to-close deadline of `act` back by the span of an attempt that never
+  // reached the service (from its start to `retry_due_ms`), as far as its options allow.
+  void extend_for_refusal(ActivityRecord& act, std::int64_t retry_due_ms);
   Status fail_activity(const ActivityRecord& act, std::string_view error_type,
                        std::string_view message, std::string_view details = {});
   Status fire_activity_timer(const TimerRecord& timer);
@@ -1062,7 +1067,7 @@ Status Applier::complete_activity(const ActivityRecord& act, std::string_view ou
 // begin before the schedule-to-close deadline, else the activity fails with this error.
 Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
                              std::string_view message, std::uint64_t retry_after_ms,
-                             std::string_view details) {
+                             std::string_view details, bool not_dispatched) {
   disarm_attempt(act);
   act.set_last_error_type(std::string(error_type));
   act.set_last_error_message(bounded_message(message));
@@ -1073,13 +1078,23 @@ Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
     const auto due_ms = now_ms_ + static_cast<std::int64_t>(
                                       retry_delay_ms(policy, act.attempt(), seed, retry_after_ms));
     const auto s2c = static_cast<std::int64_t>(act.options().schedule_to_close_timeout_ms());
-    if (s2c == 0 || due_ms < act.scheduled_ms() + s2c) {
-      HistoryEvent event = activity_event("activity_retry_scheduled", act);
-      event.set_error_type(act.last_error_type());
-      event.set_error_message(act.last_error_message());
-      event.set_details(std::string(details));
-      event.set_next_attempt_ms(due_ms);
-      append(std::move(event));
+    // Only an activity whose options bound refused waits treats refusals apart.
+    const bool refused = not_dispatched && act.options().maximum_refused_wait_ms() > 0;
+    if (refused && s2c > 0) {
+      extend_for_refusal(act, due_ms);
+    }
+    if (s2c == 0 || due_ms < act.scheduled_ms() + s2c + act.refused_wait_ms()) {
+      // A refusal after a refusal is counted, not recorded: the streak's first event stands.
+      const bool in_history = !refused || act.refused_in_a_row() == 0;
+      act.set_refused_in_a_row(refused ? act.refused_in_a_row() + 1 : 0);
+      if (in_history) {
+        HistoryEvent event = activity_event("activity_retry_scheduled", act);
+        event.set_error_type(act.last_error_type());
+        event.set_error_message(act.last_error_message());
+        event.set_details(std::string(details));
+        event.set_next_attempt_ms(due_ms);
+        append(std::move(event));
+      }
       act.set_phase(workflowpb::BACKOFF);
       *act.add_timers() =
           put_timer(workflowpb::ACTIVITY_RETRY, due_ms, {}, act.activity_id(), act.attempt());
@@ -1088,6 +1103,26 @@ Status Applier::fail_attempt(ActivityRecord act, std::string_view error_type,
     }
   }
   return fail_activity(act, act.last_error_type(), act.last_error_message(), details);
+}
+
+void Applier::extend_for_refusal(ActivityRecord& act, std::int64_t retry_due_ms) {
+  const auto allowed = static_cast<std::int64_t>(act.options().maximum_refused_wait_ms());
+  const std::int64_t span_ms = std::max<std::int64_t>(0, retry_due_ms - act.attempt_started_ms());
+  const std::int64_t grant_ms =
+      std::min(span_ms, std::max<std::int64_t>(0, allowed - act.refused_wait_ms()));
+  if (grant_ms == 0) {
+    return;
+  }
+  act.set_refused_wait_ms(act.refused_wait_ms() + grant_ms);
+  HERALD_ASSERT(act.refused_wait_ms() <= allowed, "refusals extend a window within their bound");
+  for (TimerRef& timer : *act.mutable_timers()) {
+    if (timer.kind() == workflowpb::SCHEDULE_TO_CLOSE) {
+      // The timer keeps its id and moves to its new due time, as a heartbeat's timer does.
+      del_timer(timer);
+      timer.set_due_ms(timer.due_ms() + grant_ms);
+      write_timer(timer, act.activity_id(), 0);
+    }
+  }
 }
 
 Status Applier::fail_activity(const ActivityRecord& act, std::string_view error_type,
@@ -1234,7 +1269,7 @@ Result<rsmpb::CommandResult> Applier::report(const workflowpb::ReportActivity& o
     HERALD_RETURN_IF_ERROR(complete_activity(*act, op.output(), op.details()));
   } else {
     HERALD_RETURN_IF_ERROR(fail_attempt(std::move(*act), op.error_type(), op.error_message(),
-                                        op.retry_after_ms(), op.details()));
+                                        op.retry_after_ms(), op.details(), op.not_dispatched()));
   }
   HERALD_RETURN_IF_ERROR(save_run());
   return rsmpb::CommandResult();

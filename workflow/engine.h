@@ -20,6 +20,12 @@
 //    handler's details and, for a retry, when the next attempt is due. Reports for
 //    a stale attempt or a finished activity are ignored (ok, no effect): each attempt's outcome
 //    takes effect at most once.
+//  - Refused attempts: a failure reported not_dispatched (it never reached the outside service,
+//    e.g. an open circuit breaker refused it) of an activity whose options set
+//    maximum_refused_wait_ms pushes that activity's schedule-to-close deadline back by the
+//    attempt's span (from becoming dispatchable to its retry's due time), up to that bound in
+//    all, and only the first refusal of a streak is recorded in history (the others are counted
+//    in ActivityRecord.refused_in_a_row). maximum_attempts still counts every attempt.
 //  - Timeouts are durable timers: START_TO_CLOSE and HEARTBEAT fail the attempt with error type
 //    "timeout.start_to_close" / "timeout.heartbeat" (retryable); SCHEDULE_TO_CLOSE fails the
 //    activity with "timeout.schedule_to_close" (not retried).

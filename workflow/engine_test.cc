@@ -827,6 +827,89 @@ TEST_F(EngineTest, RetryThatWouldPassScheduleToCloseFailsNow) {
   EXPECT_EQ(rec.error_type(), "e");
 }
 
+// A failed report whose attempt never reached the outside service (e.g. refused by an open
+// circuit breaker).
+WorkflowCommand refused_cmd(const ActivityRef& ref, std::uint64_t retry_after_ms) {
+  WorkflowCommand c = report_cmd(ref, false, "unavailable");
+  c.mutable_report()->set_retry_after_ms(retry_after_ms);
+  c.mutable_report()->set_not_dispatched(true);
+  return c;
+}
+
+TEST_F(EngineTest, RefusedAttemptsDoNotUseUpTheScheduleToCloseWindow) {
+  add_order_type();
+  options_.set_schedule_to_close_timeout_ms(10'000);
+  options_.set_maximum_refused_wait_ms(3'600'000);
+  options_.mutable_retry()->set_initial_interval_ms(1000);
+  options_.mutable_retry()->set_backoff_coefficient(1.0);
+  options_.mutable_retry()->set_maximum_retry_after_ms(60'000);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const auto original = only_timer(workflowpb::SCHEDULE_TO_CLOSE);
+  // Refused for a minute, five times over: five times the window, and the activity still waits.
+  std::int64_t now = kT0;
+  for (int refusal = 1; refusal <= 5; ++refusal) {
+    ASSERT_EQ(code_of(apply(refused_cmd(only_dispatchable(), 10'000), now + 1)), Code::kOk);
+    const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+    EXPECT_GE(retry.due_ms(), now + 1 + 10'000) << "the hint holds the retry back";
+    const auto deadline = only_timer(workflowpb::SCHEDULE_TO_CLOSE);
+    EXPECT_EQ(deadline.timer_id(), original.timer_id()) << "the deadline moves, it is not added";
+    EXPECT_EQ(deadline.due_ms(), retry.due_ms() + 10'000)
+        << "every span of a refused attempt is added to the window";
+    now = retry.due_ms();
+    ASSERT_EQ(code_of(apply(fire_cmd(retry), now)), Code::kOk);
+  }
+  EXPECT_GT(now, kT0 + 40'000);
+  EXPECT_EQ(record("o1").status(), workflowpb::RUNNING);
+  // The original deadline passed while waiting; firing what was its timer changes nothing.
+  EXPECT_EQ(code_of(apply(fire_cmd(original), now)), Code::kOk);
+  const auto sixth = only_dispatchable();
+  EXPECT_EQ(sixth.attempt, 6U);
+  EXPECT_EQ((*Engine::read_activity(store_, sixth))->refused_in_a_row(), 5U);
+  const auto kinds = history_kinds("o1");
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "activity_retry_scheduled"), 1)
+      << "a streak of refusals is one history event";
+  ASSERT_EQ(code_of(apply(report_cmd(sixth, true, "ok"), now + 1)), Code::kOk);
+  EXPECT_EQ(record("o1").state(), "cooling");
+  EXPECT_FALSE(Engine::read_activity(store_, sixth)->has_value()) << "completed and gone";
+}
+
+TEST_F(EngineTest, RefusedWaitsExtendTheWindowOnlyUpToTheirBound) {
+  add_order_type();
+  options_.set_schedule_to_close_timeout_ms(10'000);
+  options_.set_maximum_refused_wait_ms(15'000);
+  options_.mutable_retry()->set_initial_interval_ms(1000);
+  options_.mutable_retry()->set_backoff_coefficient(1.0);
+  options_.mutable_retry()->set_maximum_retry_after_ms(60'000);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  std::int64_t now = kT0;
+  for (int refusal = 1; refusal <= 10 && record("o1").status() == workflowpb::RUNNING; ++refusal) {
+    ASSERT_EQ(code_of(apply(refused_cmd(only_dispatchable(), 8'000), now + 1)), Code::kOk);
+    if (record("o1").status() != workflowpb::RUNNING) break;
+    const auto deadline = only_timer(workflowpb::SCHEDULE_TO_CLOSE);
+    EXPECT_LE(deadline.due_ms(), kT0 + 10'000 + 15'000);
+    const auto retry = only_timer(workflowpb::ACTIVITY_RETRY);
+    now = retry.due_ms();
+    ASSERT_EQ(code_of(apply(fire_cmd(retry), now)), Code::kOk);
+  }
+  const auto rec = record("o1");
+  EXPECT_EQ(rec.status(), workflowpb::FAILED) << "the bound ends the wait";
+  EXPECT_EQ(rec.error_type(), "unavailable");
+  EXPECT_LE(now, kT0 + 10'000 + 15'000);
+}
+
+TEST_F(EngineTest, WithoutARefusedWaitBoundRefusalsUseUpTheWindow) {
+  add_order_type();
+  options_.set_schedule_to_close_timeout_ms(10'000);
+  options_.mutable_retry()->set_initial_interval_ms(1000);
+  options_.mutable_retry()->set_backoff_coefficient(1.0);
+  ASSERT_EQ(code_of(apply(start_cmd("o1", "order"), kT0)), Code::kOk);
+  const ActivityRef first = only_dispatchable();
+  ASSERT_EQ(code_of(apply(refused_cmd(first, 0), kT0 + 1)), Code::kOk);
+  EXPECT_EQ(only_timer(workflowpb::SCHEDULE_TO_CLOSE).due_ms(), kT0 + 10'000);
+  EXPECT_EQ((*Engine::read_activity(store_, first))->refused_wait_ms(), 0);
+  EXPECT_EQ((*Engine::read_activity(store_, first))->refused_in_a_row(), 0U);
+}
+
 // ---------------------------------------------------------------- cancel, close, continue
 
 TEST_F(EngineTest, CancelDeliversCancelRequested) {

@@ -166,7 +166,8 @@ void Runtime::start(const workflowpb::ActivityRecord& record) {
                            kUnknownActivityType,
                            "no handler for activity type '" + record.activity_type() + "'",
                            0,
-                           {}});
+                           {},
+                           false});
     return;
   }
   const ActivityTask task{record.workflow_id(),    record.run_id(),        record.activity_id(),
@@ -210,6 +211,7 @@ void Runtime::finish(std::uint64_t epoch, const std::string& key, const Activity
   report->set_error_type(std::move(outcome.error_type));
   report->set_error_message(std::move(outcome.error_message));
   report->set_retry_after_ms(outcome.retry_after_ms);
+  report->set_not_dispatched(outcome.not_dispatched);
   if (outcome.details.size() <= kMaxAttemptDetailsBytes) {
     report->set_details(std::move(outcome.details));
   }

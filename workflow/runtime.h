@@ -66,6 +66,10 @@ struct ActivityOutcome {
   // Kept in the attempt's history event (at most kMaxAttemptDetailsBytes; longer details are
   // dropped, not truncated, since they are usually an encoded message).
   std::string details;
+  // A failure that never reached the outside service (refused before dispatch, e.g. by an open
+  // circuit breaker): ReportActivity.not_dispatched. The wait until the retry does not use up the
+  // activity's schedule-to-close window, up to its ActivityOptions.maximum_refused_wait_ms.
+  bool not_dispatched = false;
 };
 
 class ActivityHandler {

@@ -156,7 +156,7 @@ class Harness {
 };
 
 ActivityOutcome success(std::string output) {
-  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}};
+  return ActivityOutcome{true, std::move(output), {}, {}, 0, {}, false};
 }
 
 TEST(Runtime, ActivityIsDispatchedOnceAndItsResultReported) {
@@ -190,6 +190,21 @@ TEST(Runtime, ActivityIsDispatchedOnceAndItsResultReported) {
   h.tick();
   EXPECT_EQ(h.handler.held.size(), 1U);
   EXPECT_TRUE(h.proposed.empty());
+}
+
+TEST(Runtime, AFailuresHintAndNotDispatchedReachTheReport) {
+  Harness h;
+  h.runtime().on_leadership(true);
+  h.start("w1", kWorkType);
+  ASSERT_EQ(h.handler.held.size(), 1U);
+  ActivityOutcome refused{false, {}, "unavailable", "circuit open", 30'000, {}, true};
+  h.handler.held[0].done(std::move(refused));
+  ASSERT_EQ(h.proposed.size(), 1U);
+  const workflowpb::ReportActivity& report = h.proposed.front().report();
+  EXPECT_FALSE(report.ok());
+  EXPECT_EQ(report.error_type(), "unavailable");
+  EXPECT_EQ(report.retry_after_ms(), 30'000U);
+  EXPECT_TRUE(report.not_dispatched());
 }
 
 TEST(Runtime, NewLeaderRedispatchesInFlightActivities) {
@@ -410,11 +425,11 @@ class SagaRun {
  private:
   ActivityOutcome outcome(const ActivityTask& task) {
     if (task.activity_type == "do.ship") {
-      return ActivityOutcome{false, {}, "declined", "no carrier", 0, {}};
+      return ActivityOutcome{false, {}, "declined", "no carrier", 0, {}, false};
     }
     if (task.activity_type == "undo.reserve" && failures_left_ > 0) {
       --failures_left_;
-      return ActivityOutcome{false, {}, "stock_down", "stock service down", 0, {}};
+      return ActivityOutcome{false, {}, "stock_down", "stock service down", 0, {}, false};
     }
     return success("ok:" + task.activity_type);
   }

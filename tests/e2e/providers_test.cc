@@ -214,9 +214,12 @@ TEST_F(Providers, WithoutAProviderTheTimelineSaysSoAndNothingIsDispatched) {
 //    answer lost with the process) is sent again by the next leader exactly once, with the same
 //    `apns-id` (derived from the attempt's idempotency key) and collapse id, so the provider and
 //    the device can take it for the same notification;
-//  - every device ends with a push the double accepted.
-// That is the most a sender can promise to a provider with no idempotent send (docs/push.md,
-// "Across a leader failover").
+//  - every device ends with a push the double accepted;
+//  - every device presents each message exactly once: the double's model of the device takes a
+//    notification whose apns-id it already received for that same notification, and its tray
+//    holds one notification per conversation (apns-collapse-id).
+// The re-send on the wire is the most a sender can promise to a provider with no idempotent send;
+// what the device shows is once (docs/push.md, "Across a leader failover").
 
 constexpr std::size_t kFailoverNodes = 3;
 // Messages whose pushes settle before the kill, and messages whose pushes are in flight at it.
@@ -375,9 +378,29 @@ TEST(PushFailover, LeaderKillWithPushesInFlightPushesEveryDeviceAndRepeatsNoReco
   }
   // Every in-flight push was held at the kill, so the next leader sent each once more.
   EXPECT_EQ(repeated, in_flight);
-  std::printf("leader %lu killed with %zu pushes in flight; leader %lu re-sent %zu of them\n",
-              static_cast<unsigned long>(leader), in_flight, static_cast<unsigned long>(next),
-              repeated);
+
+  // What each device shows: the re-sent push carries the apns-id of the one the device already
+  // has, so it is that notification again, not a second one (push/apns_mock.h, "Devices").
+  std::size_t repeats_absorbed = 0;
+  for (const PushedDevice& d : devices) {
+    std::map<std::uint64_t, std::size_t> shown;  // seq -> notifications presented for it
+    for (const push::testing::ApnsMockNotification& n : mock->presented(d.token)) {
+      ++shown[seq_of(n.body)];
+      repeats_absorbed += n.deliveries - 1;
+    }
+    for (std::uint64_t seq = 1; seq <= kSettledMessages + kInFlightMessages; ++seq) {
+      EXPECT_EQ(shown[seq], 1U) << d.device_id << " shows message " << seq << " " << shown[seq]
+                                << " times";
+    }
+    EXPECT_EQ(mock->tray(d.token).size(), 1U)
+        << d.device_id << ": one conversation, one notification in its tray";
+  }
+  EXPECT_EQ(repeats_absorbed, repeated);
+  std::printf(
+      "leader %lu killed with %zu pushes in flight; leader %lu re-sent %zu of them; every device "
+      "showed each of the %lu messages once\n",
+      static_cast<unsigned long>(leader), in_flight, static_cast<unsigned long>(next), repeated,
+      static_cast<unsigned long>(kSettledMessages + kInFlightMessages));
   if (HasFailure()) {
     std::fprintf(stderr, "---- node %lu log (tail) ----\n%s\n", static_cast<unsigned long>(next),
                  cluster->log_tail(next).c_str());
