@@ -177,11 +177,12 @@ bool run_seed(std::string_view scenario, std::uint64_t seed, const RunFlags& fla
 // Runs seed `seed` of the results scenario, adding a passing seed to `totals`; true when it
 // passed.
 bool run_results(std::uint64_t seed, bool verbose, bool segment_log, ResultsTotals& totals) {
-  arm_abort_message(kResultsScenario, seed, segment_log);
+  const RunFlags flags{.verbose = verbose, .segment_log = segment_log};
+  arm_abort_message(kResultsScenario, seed, flags);
   const ResultsSeed r = run_results_seed(seed, verbose, segment_log);
   if (!r.failure.empty()) {
     fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}{}\n", seed,
-               r.failure, kResultsScenario, seed, raft_log_flag(segment_log));
+               r.failure, kResultsScenario, seed, replay_flags(flags));
   } else {
     totals.add(r);
     if (verbose) {
