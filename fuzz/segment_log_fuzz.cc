@@ -115,9 +115,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   HERALD_ASSERT(salvaged.ok() && salvaged->has_value() == (count > 0),
                 "a log that opens can be salvaged");
   if (salvaged->has_value()) {
-    HERALD_ASSERT((*salvaged)->hard_state.SerializeAsString() ==
-                      (*log)->hard_state().SerializeAsString(),
-                  "the salvaged hard state is the one the log opens with");
+    HERALD_ASSERT(
+        (*salvaged)->hard_state.SerializeAsString() == (*log)->hard_state().SerializeAsString(),
+        "the salvaged hard state is the one the log opens with");
     HERALD_ASSERT((*salvaged)->last_index >= (*log)->last_index(),
                   "the salvaged floor covers the log");
   }
