@@ -558,6 +558,7 @@ TEST(ServeConfigProviders, EveryProviderKeyComesFromTheEnvironmentOrAFlag) {
   EXPECT_EQ(config.smtp.from, "env@example.com");
 
   std::vector<std::pair<std::string, std::string>> flags;
+  flags.reserve(kProviderSettingNames.size());
   for (const ProviderSettingName& name : kProviderSettingNames) {
     flags.emplace_back(std::string(name.key), "flag:" + std::string(name.key));
   }
