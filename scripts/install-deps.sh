@@ -16,6 +16,7 @@ build_packages=(
   libspdlog-dev libfmt-dev
   libcli11-dev libtomlplusplus-dev
   libssl-dev libcurl4-openssl-dev libnghttp2-dev
+  libjemalloc-dev  # the server's allocator (HERALD_JEMALLOC)
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   curl python3
