@@ -14,7 +14,9 @@
 #   HERALD_RAFT_LOG  Herald's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP   parent of the scratch directory holding data and logs (default $TMPDIR or /tmp)
 #
-# Output: a table of system, connections, writes/s, p50 ms, p99 ms, and Herald/etcd ratios.
+# Output: a table of system, connections, writes/s, p50 ms, p99 ms, the CPU per request of the
+# servers and of the client (wrk), and Herald/etcd ratios. Both wrk scripts build every request
+# before the run (bench/wrk/common.lua), so the client does the same work per request for both.
 # A run where more than MAX_ERROR_PERCENT of the requests failed (non-2xx or socket error) is
 # invalid: it is marked so in the table and the script exits non-zero.
 # Bounds: only loopback addresses; every wait has a deadline; wrk runs under `timeout`.
@@ -50,7 +52,8 @@ export HERALD_ADMIN_TOKEN
 
 WORK_DIR=""
 PIDS=()              # processes of the running cluster, started by this script
-declare -A RPS P50 P99 STATUS
+declare -A RPS P50 P99 STATUS REQUESTS SERVER_CPU_MS CLIENT_CPU_MS
+CLOCK_TICKS="$(getconf CLK_TCK)"
 INVALID=0
 
 BENCH_TAG=kv-vs-etcd
@@ -248,6 +251,9 @@ run_wrk() {
   local system="$1" target="$2" conns="$3"
   local out="$WORK_DIR/wrk-$system-$conns.out"
   log "$system: $conns connections, $THREADS threads, $DURATION against $target"
+  local server_before client_before
+  server_before="$(cluster_cpu_ms)"
+  children_cpu_ms client_before
   if ! timeout --kill-after=5 "$((DURATION_S + WRK_GRACE_S))" \
     wrk -t "$THREADS" -c "$conns" -d "${DURATION_S}s" --timeout "$WRK_REQUEST_TIMEOUT" \
     -s "$SCRIPT_DIR/wrk/$system-put.lua" "$target" >"$out" 2>&1; then
@@ -259,7 +265,33 @@ run_wrk() {
     cat "$out" >&2
     die "wrk printed no WRK_RESULT line"
   }
+  SERVER_CPU_MS["$system:$conns"]=$(($(cluster_cpu_ms) - server_before))
+  local client_after
+  children_cpu_ms client_after
+  CLIENT_CPU_MS["$system:$conns"]=$((client_after - client_before))
   record_result "$system" "$conns" "$line"
+}
+
+# Prints the CPU time (user + system, ms) the running cluster's processes have used so far.
+cluster_cpu_ms() {
+  local pid total_ticks=0 fields
+  for pid in "${PIDS[@]}"; do
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; the command name (field 2)
+    # may hold spaces, so count from the closing parenthesis.
+    fields="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null)" || continue
+    total_ticks=$((total_ticks + $(awk '{ print $12 + $13 }' <<<"$fields")))
+  done
+  echo $((total_ticks * 1000 / CLOCK_TICKS))
+}
+
+# children_cpu_ms VAR: sets VAR to the CPU time (user + system, ms) of this shell's finished
+# children (wrk among them). `times` runs in this shell, not in a command substitution, whose
+# subshell has children of its own.
+children_cpu_ms() {
+  times >"$WORK_DIR/times"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/)
+    printf "%d\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 }' "$WORK_DIR/times")"
 }
 
 # Parses a WRK_RESULT line into the result tables and checks its error rate.
@@ -277,6 +309,7 @@ record_result() {
     esac
   done
   local key="$system:$conns" errors=$((non2xx + socket_errors))
+  REQUESTS[$key]="$requests"
   RPS[$key]="$rps" P50[$key]="$p50_ms" P99[$key]="$p99_ms" STATUS[$key]="ok"
   log "$system @ $conns: $rps writes/s, p50 $p50_ms ms, p99 $p99_ms ms," \
     "$non2xx non-2xx, $socket_errors socket errors of $requests requests"
@@ -306,15 +339,24 @@ bench_system() {
 
 # --- Report --------------------------------------------------------------------------------------
 
+# per_request CPU_MS REQUESTS: microseconds of CPU per request, one decimal.
+per_request() {
+  awk -v ms="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", ms * 1000 / n; else print "n/a" }'
+}
+
 print_table() {
   local system conns key
-  printf '\n%-8s %6s %12s %10s %10s  %s\n' system conns writes/s "p50 ms" "p99 ms" status
+  # Server and client CPU per request: the cluster's processes and wrk, over the whole wrk run
+  # (its connection set-up included), divided by the requests answered.
+  printf '\n%-8s %6s %12s %10s %10s %14s %14s  %s\n' system conns writes/s "p50 ms" "p99 ms" \
+    "server us/req" "client us/req" status
   for system in $SYSTEMS; do
     for conns in $CONNS; do
       key="$system:$conns"
       [[ -n "${RPS[$key]:-}" ]] || continue
-      printf '%-8s %6s %12s %10s %10s  %s\n' "$system" "$conns" "${RPS[$key]}" "${P50[$key]}" \
-        "${P99[$key]}" "${STATUS[$key]}"
+      printf '%-8s %6s %12s %10s %10s %14s %14s  %s\n' "$system" "$conns" "${RPS[$key]}" \
+        "${P50[$key]}" "${P99[$key]}" "$(per_request "${SERVER_CPU_MS[$key]}" "${REQUESTS[$key]}")" \
+        "$(per_request "${CLIENT_CPU_MS[$key]}" "${REQUESTS[$key]}")" "${STATUS[$key]}"
     done
   done
   for conns in $CONNS; do

@@ -1,5 +1,6 @@
 -- wrk script: etcd v3 writes through the gRPC gateway, POST /v3/kv/put with a JSON body holding
--- a base64 key (random over common.KEY_SPACE keys) and a base64 64-byte value.
+-- a base64 key (random over common.KEY_SPACE keys) and a base64 64-byte value. Every request is
+-- built before the run (common.prepare_requests), as herald-put.lua's are.
 -- Usage: wrk -s bench/wrk/etcd-put.lua http://127.0.0.1:PORT
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
@@ -13,9 +14,10 @@ done = common.done
 
 function init(args)
   common.init()
+  common.prepare_requests(function(key)
+    local body = '{"key":"' .. common.base64(key) .. '","value":"' .. value_b64 .. '"}'
+    return wrk.format("POST", "/v3/kv/put", headers, body)
+  end)
 end
 
-function request()
-  local body = '{"key":"' .. common.base64(common.random_key()) .. '","value":"' .. value_b64 .. '"}'
-  return wrk.format("POST", "/v3/kv/put", headers, body)
-end
+request = common.random_request
