@@ -16,6 +16,7 @@
 #   WRK_THREADS  wrk threads (default 2)
 #   WRK_CONNS    wrk connections (default 64)
 #   HERALD_BIN   Herald binary (default build/herald)
+#   HERALD_RAFT_LOG  the node's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP    parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS    directory to copy the node log and wrk output to before cleanup
 #
@@ -93,7 +94,8 @@ main() {
     --binary "$HERALD_BIN" --work-dir "$WORK_DIR" \
     --client-port "$CLIENT_PORT" --peer-port "$PEER_PORT" \
     --workflows "$WORKFLOWS" --lead-s "$LEAD_S" --overdue-ms "$OVERDUE_MS" \
-    --wrk-threads "$WRK_THREADS" --wrk-conns "$WRK_CONNS" &
+    --wrk-threads "$WRK_THREADS" --wrk-conns "$WRK_CONNS" \
+    ${HERALD_RAFT_LOG:+--raft-log "$HERALD_RAFT_LOG"} &
   HELPER_PID=$!
   wait "$HELPER_PID" || rc=$?
   HELPER_PID=""

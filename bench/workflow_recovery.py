@@ -127,6 +127,11 @@ class Node:
                "--client", f"{HOST}:{self.args.client_port}",
                "--peer", f"{HOST}:{self.args.peer_port}",
                "--peers", f"1={HOST}:{self.args.peer_port}"]
+        if self.args.raft_log:
+            config = os.path.join(self.args.work_dir, "herald.toml")
+            with open(config, "w") as f:
+                f.write(f'[storage]\nraft_log = "{self.args.raft_log}"\n')
+            cmd += ["--config", config]
         wall = time.time()
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -186,6 +191,8 @@ def main():
     ap.add_argument("--overdue-ms", type=int, default=1000)
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-conns", type=int, default=64)
+    ap.add_argument("--raft-log", choices=["rocksdb", "segments"], default=None,
+                    help="the node's [storage] raft_log (default: Herald's own)")
     ap.add_argument("--poll-ms", type=float, default=2)
     ap.add_argument("--poll-timeout-ms", type=float, default=100)
     ap.add_argument("--fire-timeout-s", type=float, default=120)
@@ -287,7 +294,8 @@ def main():
         opened, leader = log_times(node.log_path, offset)
         done_entries = list_all(port, "done")
         sleeping_left = len(list_all(port, "sleeping"))
-        stamps = sorted(e["updated_ms"] for e in done_entries)
+        # The visibility entry's state_since_ms: when the fire that closed it was stamped.
+        stamps = sorted(e["state_since_ms"] for e in done_entries)
         overdue = [s for s in stamps if s < due_ms]
         ok = len(done_entries) == n and sleeping_left == 0 and not overdue
         ms = lambda t: (t - exec_wall) * 1000 if t is not None else float("nan")
