@@ -223,8 +223,9 @@ struct ServeConfig {
   std::uint64_t min_free_mb = kDefaultMinFreeMb;
   std::size_t max_connections = kDefaultMaxConnections;  // 1..kMaxMaxConnections
   // [storage] raft_log: true for "segments" (the raft log in segment files under
-  // <data>/raftlog, docs/storage-format.md), false for "rocksdb" (the log in the engine).
-  bool segment_log = false;
+  // <data>/raftlog, docs/storage-format.md; the default), false for "rocksdb" (the log in the
+  // engine). A data directory whose log is in the engine moves it to segments when it opens.
+  bool segment_log = true;
   server::GatewayLimits device_limits;
   ApnsSettings apns;
   FcmSettings fcm;

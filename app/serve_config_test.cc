@@ -139,11 +139,11 @@ TEST(ServeConfigTest, TheFreeSpaceFloorLoadsAndBadValuesAreRefused) {
 
 TEST(ServeConfigTest, TheRaftLogKindLoadsAndUnknownKindsAreRefused) {
   ServeConfig config;
+  EXPECT_TRUE(config.segment_log);  // segments by default
+  ASSERT_TRUE(load_text("[storage]\nraft_log = \"rocksdb\"\n", config).ok());
   EXPECT_FALSE(config.segment_log);
   ASSERT_TRUE(load_text("[storage]\nraft_log = \"segments\"\n", config).ok());
   EXPECT_TRUE(config.segment_log);
-  ASSERT_TRUE(load_text("[storage]\nraft_log = \"rocksdb\"\n", config).ok());
-  EXPECT_FALSE(config.segment_log);
   ServeConfig bad;
   const Status s = load_text("[storage]\nraft_log = \"files\"\n", bad);
   EXPECT_EQ(s.code(), Code::kInvalidArgument);

@@ -48,10 +48,10 @@ struct NodeHostOptions {
   rsm::NodeConfig node;
   std::string data_dir;
   // The raft log in segment files under data_dir/kRaftLogDir (server/replica_rebuild.h;
-  // storage::SegmentLog) instead of
-  // the engine. A data directory keeps the kind it was created with: opening it with the other
-  // one is refused.
-  bool segment_log = false;
+  // storage::SegmentLog; the default) instead of the engine. A data directory whose log is in
+  // the engine moves it into segments when opened with them (rsm::Node::adopt_engine_log); one
+  // whose log is in segments is refused when opened with the log in the engine.
+  bool segment_log = true;
   std::string cluster_name = "herald";
   std::string peer_listen;  // host:port
   // Every initial voter's peer address, self included (with node.join: the members to reach,
