@@ -23,7 +23,7 @@ build_packages=(
   python3-websockets  # the chaos test's device clients (tests/chaos_test.py)
   file dpkg-dev
 )
-bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev mosquitto libmosquitto-dev)
+bench_packages=(wrk etcd-server etcd-client postgresql nats-server libnats-dev mosquitto libmosquitto-dev gnuplot-nox)
 # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh).
 fuzz_packages=(clang-14 libclang-rt-14-dev)
 
