@@ -68,42 +68,41 @@ def median_of(results, key):
     return statistics.median(float(r[key]) for r in results)
 
 
-def sweep_devices(args, out):
+# The x column of each messaging sweep's data file.
+X_NAMES = {"devices": "devices", "group": "group_size"}
+
+
+def sweep_messaging(args, out, name, values, env_key, x_of, rate_key):
+    """One messaging sweep: for each system and each value of `values` (passed as env_key), the
+    medians of rate_key, p99 and server CPU; writes OUT/<name>.dat with x_of(value) as x."""
     rows = []
     for system in args.systems:
-        for pairs in args.pairs:
-            results = run_script(MESSAGING, {"SYSTEMS": system, "PAIRS": str(pairs),
+        for value in values:
+            results = run_script(MESSAGING, {"SYSTEMS": system, env_key: str(value),
                                              "RUNS": str(args.runs),
                                              "DURATION": str(args.duration)}, "LOADGEN_RESULT")
             if results is None:
                 continue
-            rows.append((system, 2 * pairs, median_of(results, "sends_per_s"),
+            rows.append((system, x_of(value), median_of(results, rate_key),
                          median_of(results, "p99_ms"),
                          median_of(results, "server_cpu_us_per_msg")))
-    with open(os.path.join(out, "devices.dat"), "w") as f:
-        f.write("# system devices sends_per_s p99_ms server_cpu_us_per_msg\n")
+    with open(os.path.join(out, f"{name}.dat"), "w") as f:
+        f.write(f"# system {X_NAMES[name]} {rate_key} p99_ms server_cpu_us_per_msg\n")
         for row in rows:
             f.write("%s %d %.1f %.2f %.1f\n" % row)
     return rows
+
+
+def sweep_devices(args, out):
+    """Direct pairs: x is the connected devices (2 per pair), y the acknowledged sends/s."""
+    return sweep_messaging(args, out, "devices", args.pairs, "PAIRS", lambda p: 2 * p,
+                           "sends_per_s")
 
 
 def sweep_group(args, out):
-    rows = []
-    for system in args.systems:
-        for size in args.group_sizes:
-            results = run_script(MESSAGING, {"SYSTEMS": system, "GROUP_SIZE": str(size),
-                                             "RUNS": str(args.runs),
-                                             "DURATION": str(args.duration)}, "LOADGEN_RESULT")
-            if results is None:
-                continue
-            rows.append((system, size, median_of(results, "msgs_per_s"),
-                         median_of(results, "p99_ms"),
-                         median_of(results, "server_cpu_us_per_msg")))
-    with open(os.path.join(out, "group.dat"), "w") as f:
-        f.write("# system group_size msgs_per_s p99_ms server_cpu_us_per_msg\n")
-        for row in rows:
-            f.write("%s %d %.1f %.2f %.1f\n" % row)
-    return rows
+    """One group, one sender: x is the group size, y the messages/s (every recipient's copy)."""
+    return sweep_messaging(args, out, "group", args.group_sizes, "GROUP_SIZE", lambda g: g,
+                           "msgs_per_s")
 
 
 def sweep_memory(args, out):
