@@ -22,8 +22,9 @@ export type ErrorCode =
   | "rate_limited" | "unavailable" | "outcome_unknown" | "internal"
   // the client's own: the connection dropped with the request in flight (outcome unknown), the
   // device was removed, the user was revoked, a send outlived its retry window, a send was
-  // discarded, no WebSocket.
-  | "disconnected" | "device_removed" | "user_revoked" | "expired" | "canceled" | "no_websocket";
+  // discarded, no WebSocket, a newer session of the device replaced this one (close code 4003).
+  | "disconnected" | "device_removed" | "user_revoked" | "expired" | "canceled" | "no_websocket"
+  | "session_replaced";
 
 export declare class HeraldError extends Error {
   readonly code: ErrorCode | string;
@@ -135,6 +136,13 @@ export interface EventMap {
   removed: { type: "removed" };
   /** The operator revoked the user (close code 4005): the client stopped; sign in again. */
   revoked: { type: "revoked" };
+  /**
+   * A newer session of this device replaced this one (close code 4003: the device opened more
+   * sessions on the node than it allows): the client stopped and does not reconnect by itself,
+   * which would replace the other session in turn. Reconnect, with a new client, only when the
+   * user asks.
+   */
+  replaced: { type: "replaced" };
 }
 export type HeraldEvent = EventMap[keyof EventMap];
 
@@ -169,6 +177,11 @@ export declare class HeraldClient {
   readonly state: ClientState;
   /** The change cursor of the last change processed, stored; null before the first connect. */
   readonly cursor: number | null;
+  /**
+   * The error that stopped the client (`unauthorized`, `device_removed`, `user_revoked`,
+   * `session_replaced`, `no_websocket`, a storage failure); null while it has not stopped by itself.
+   */
+  readonly lastError: Error | null;
 
   on<K extends keyof EventMap>(type: K, callback: (event: EventMap[K]) => void): () => void;
   on(type: "*", callback: (event: HeraldEvent) => void): () => void;

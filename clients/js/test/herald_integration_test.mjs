@@ -13,6 +13,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { HeraldClient, FileStorage, MemoryStorage } from "../herald.js";
 import { sleep, waitFor as waitForEvery } from "../../../tests/support/node_util.mjs";
 import { boundedTest } from "./bounded_test.mjs";
@@ -25,6 +26,7 @@ if (WEBSOCKET === "ws" && globalThis.WebSocket) {
   if (globalThis.WebSocket) globalThis.WebSocket = undefined;
 }
 const SIGNIN_SECRET = crypto.randomBytes(32).toString("hex");
+const HERE = path.dirname(fileURLToPath(import.meta.url));
 // Bound of each wait for an event, ms.
 const EVENT_MS = 10_000;
 // Bound of each test, ms: one needs a few seconds on a quiet machine, the node restart's the most.
@@ -70,6 +72,15 @@ function next(scope, client, type, match = () => true) {
     });
     scope.defer(stop);
   });
+}
+
+// The node's bound of authenticated sessions per device, kMaxSessionsPerDevice in
+// server/gateway.h: the test node runs with the default.
+function maxSessionsPerDevice() {
+  const header = fs.readFileSync(path.join(HERE, "..", "..", "..", "server", "gateway.h"), "utf8");
+  const found = header.match(/kMaxSessionsPerDevice = (\d+);/);
+  assert.ok(found, "server/gateway.h defines kMaxSessionsPerDevice");
+  return Number(found[1]);
 }
 
 function hs256(claims) {
@@ -241,3 +252,40 @@ boundedTest("a revoked user's client stops and does not reconnect", kTestMs, asy
   await sleep(kReconnectMaxMs + 500);  // beyond the longest reconnect backoff of these clients
   assert.equal(reopened, false);
 });
+
+boundedTest("a session replaced by a newer one of its device stops and does not reconnect",
+  kTestMs, async (scope) => {
+    // One more session of one device than the node keeps (tabs of one browser, say): the oldest
+    // is closed with 4003. Reconnecting would replace the next oldest, and so on for ever.
+    const limit = maxSessionsPerDevice();
+    await provision("frank", ["frank-laptop"]);
+    const tabs = [];
+    for (let i = 0; i < limit; ++i) {
+      tabs.push(connectAs(scope, "frank", "frank-laptop"));
+      await tabs[i].connect();  // one after another: the node keeps them in this order
+    }
+    const oldest = tabs[0];
+    oldest.on("error", () => {});
+    const disconnected = next(scope, oldest, "disconnected");
+    const replaced = next(scope, oldest, "replaced");
+    const others = [];  // [tab, event] for every event of the tabs that must stay up
+    for (const tab of tabs.slice(1)) tab.on("*", (event) => others.push([tab, event]));
+
+    const newest = connectAs(scope, "frank", "frank-laptop");
+    await newest.connect();
+    const { code, reason } = await disconnected;
+    assert.equal(code, 4003, `closed with ${code} ${reason}`);
+    await replaced;
+    assert.equal(oldest.state, "closed");
+    assert.equal(oldest.lastError.code, "session_replaced");
+    let reopened = false;
+    oldest.on("state", () => { reopened = true; });
+    await sleep(kReconnectMaxMs + 500);  // beyond the longest reconnect backoff of these clients
+    assert.equal(reopened, false, "the replaced session stays closed");
+    assert.deepEqual(others.map(([tab, event]) => `${tabs.indexOf(tab)} ${event.type}`), [],
+      "the other sessions were left alone");
+    for (const tab of [...tabs.slice(1), newest]) assert.equal(tab.state, "online");
+    // The device still works through its live sessions.
+    const chat = await newest.createDirect("alice");
+    assert.ok((await tabs[1].send(chat.conversation_id, "from the second tab")).seq >= 1);
+  });

@@ -377,6 +377,33 @@ boundedTest("RevokedUserDoesNotReconnect", kTestMs, async (scope) => {
   assert.equal(sockets.length, 1);
 });
 
+boundedTest("ReplacedSessionStopsAndDoesNotReconnect", kTestMs, async (scope) => {
+  // Two tabs of one device beyond the node's bound of sessions per device: reconnecting after 4003
+  // would replace the other tab, which would do the same, for ever.
+  const { sockets, FakeSocket } = fakeSockets();
+  const storage = new MemoryStorage();
+  const client = newClient(scope, FakeSocket, { storage });
+  const events = [];
+  client.on("*", (e) => events.push(e.type === "disconnected" ? `disconnected ${e.code}` : e.type));
+  const ready = client.connect();
+  const s = await until("socket", () => sockets[0]);
+  await answerAuth(s, 1);
+  await ready;
+  client.send("direct:alice:bob", "kept for later").catch(() => {});
+  await until("send", () => s.last("send"));
+  s.drop(4003, "replaced by a newer session of this device");
+  await until("replaced", () => events.includes("replaced"));
+  assert.equal(client.lastError.code, "session_replaced");
+  assert.ok(!client.lastError.retryable, "the app, not a retry loop, decides to come back");
+  assert.equal(client.state, "closed");
+  assert.deepEqual(events.slice(events.indexOf("disconnected 4003")),
+    ["disconnected 4003", "replaced", "error", "state"]);
+  await tick(60);  // the backoff would have reconnected by now (reconnectMaxMs 40)
+  assert.equal(sockets.length, 1);
+  // The unanswered send stays stored for the device's next connect.
+  assert.equal(JSON.parse(storage.get("herald:bob:bob-laptop:outbox")).length, 1);
+});
+
 boundedTest("TokenIsRefreshedBeforeItExpiresAndAgainFromTheNewExpiry", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
   let issued = 0;
