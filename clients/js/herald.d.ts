@@ -1,4 +1,10 @@
 // Type declarations of Herald's JavaScript client (herald.js; docs/js-client.md).
+//
+// Self-contained: they name no type of the DOM or of Node, so that a project compiled with the
+// ECMAScript library alone (`"lib": ["ES2020"]`, no `dom`, no @types/node) can use them. What the
+// client needs of a WebSocket and of a Web Storage object is declared here as the structural
+// interfaces WebSocketLike and WebStorageLike, which the browser's objects, Node's own WebSocket
+// and the `ws` package's satisfy.
 
 export declare const kReconnectInitialMs: number;
 export declare const kReconnectMaxMs: number;
@@ -22,8 +28,9 @@ export type ErrorCode =
   | "rate_limited" | "unavailable" | "outcome_unknown" | "internal"
   // the client's own: the connection dropped with the request in flight (outcome unknown), the
   // device was removed, the user was revoked, a send outlived its retry window, a send was
-  // discarded, no WebSocket.
-  | "disconnected" | "device_removed" | "user_revoked" | "expired" | "canceled" | "no_websocket";
+  // discarded, no WebSocket, a newer session of the device replaced this one (close code 4003).
+  | "disconnected" | "device_removed" | "user_revoked" | "expired" | "canceled" | "no_websocket"
+  | "session_replaced";
 
 export declare class HeraldError extends Error {
   readonly code: ErrorCode | string;
@@ -39,6 +46,41 @@ export declare class HeraldError extends Error {
   readonly cursor: number | null;
 }
 
+/**
+ * What WebStorage needs of a Web Storage object: a browser's localStorage, or anything with these
+ * three methods.
+ */
+export interface WebStorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/**
+ * An event handler the client installs on its socket. Typed as a method, whose parameter TypeScript
+ * compares both ways, so that a socket whose handlers take a richer event (the DOM's MessageEvent
+ * and CloseEvent, the `ws` package's) fits.
+ */
+export type SocketHandler<E> = { handle(event: E): void }["handle"];
+
+/**
+ * What the client needs of a WebSocket: the browser's, Node's own (Node 22; Node 20 with
+ * --experimental-websocket), the `ws` package's, or any object that behaves as they do. The client
+ * sets the four handlers right after constructing the socket: `onopen` once the connection is
+ * open, `onmessage` for each frame (`data` a string, or the UTF-8 bytes of one), `onerror` when the
+ * connection fails, `onclose` once with the close code and reason.
+ */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: SocketHandler<unknown> | null;
+  onmessage: SocketHandler<{ data: unknown }> | null;
+  onerror: SocketHandler<unknown> | null;
+  onclose: SocketHandler<{ code: number; reason: string }> | null;
+}
+/** A WebSocket class: `new Socket(url)` opens a connection to `url`. */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
 /** Where a device keeps its change cursor and outbox. Methods may return promises. */
 export interface Storage {
   get(key: string): string | null | Promise<string | null>;
@@ -52,7 +94,8 @@ export declare class MemoryStorage implements Storage {
 }
 /** A browser's localStorage (or any Web Storage object). */
 export declare class WebStorage implements Storage {
-  constructor(store?: globalThis.Storage);
+  /** `store`: by default the global localStorage. */
+  constructor(store?: WebStorageLike);
   get(key: string): string | null;
   set(key: string, value: string): void;
   remove(key: string): void;
@@ -135,6 +178,13 @@ export interface EventMap {
   removed: { type: "removed" };
   /** The operator revoked the user (close code 4005): the client stopped; sign in again. */
   revoked: { type: "revoked" };
+  /**
+   * A newer session of this device replaced this one (close code 4003: the device opened more
+   * sessions on the node than it allows): the client stopped and does not reconnect by itself,
+   * which would replace the other session in turn. Reconnect, with a new client, only when the
+   * user asks.
+   */
+  replaced: { type: "replaced" };
 }
 export type HeraldEvent = EventMap[keyof EventMap];
 
@@ -150,7 +200,8 @@ export interface ClientOptions {
   /** Returns a fresh sign-in token; called to connect and before the current one expires. */
   getJwt?: () => Promise<string>;
   storage?: Storage;
-  WebSocket?: new (url: string) => WebSocket;
+  /** Default: the global WebSocket, else the `ws` package's. */
+  WebSocket?: WebSocketConstructor;
   /** Acknowledge every message from others as it arrives (default true). */
   autoAck?: boolean;
   /** Follow the browser's online/offline events (default: in a browser). */
@@ -169,6 +220,11 @@ export declare class HeraldClient {
   readonly state: ClientState;
   /** The change cursor of the last change processed, stored; null before the first connect. */
   readonly cursor: number | null;
+  /**
+   * The error that stopped the client (`unauthorized`, `device_removed`, `user_revoked`,
+   * `session_replaced`, `no_websocket`, a storage failure); null while it has not stopped by itself.
+   */
+  readonly lastError: Error | null;
 
   on<K extends keyof EventMap>(type: K, callback: (event: EventMap[K]) => void): () => void;
   on(type: "*", callback: (event: HeraldEvent) => void): () => void;

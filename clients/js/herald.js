@@ -38,6 +38,13 @@ export const kChatsPageSize = 100;
 // Largest message body, in bytes of UTF-8 (the server's kMaxMessageBodyBytes).
 export const kMaxBodyBytes = 65_536;
 
+// Close codes of the server that change what the client does next (server/gateway.h;
+// docs/protocol.md, "Closing codes").
+const kCloseDeviceRemoved = 4001;  // stop: the device's credential is dead
+const kCloseReplaced = 4003;       // stop: a newer session of this device is live
+const kCloseTokenExpired = 4004;   // reconnect with a fresh sign-in token
+const kCloseUserRevoked = 4005;    // stop: the app signs the user in again
+
 // Error codes whose request was certainly not applied: retrying is safe even as a new request.
 const kNotApplied = new Set([
   "unavailable", "overloaded", "rate_limited", "resource_exhausted", "not_authenticated",
@@ -250,7 +257,7 @@ export class HeraldClient {
 
   // Calls `callback(event)` for each event of `type` ("*" for all); returns the unsubscribe
   // function. Types: state, connected, disconnected, auth, change, message, read, receipt,
-  // delivered, typing, presence, chat, outbox, resync, error, removed, revoked.
+  // delivered, typing, presence, chat, outbox, resync, error, removed, revoked, replaced.
   on(type, callback) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(callback);
@@ -296,8 +303,9 @@ export class HeraldClient {
   // --- lifecycle --------------------------------------------------------------------------------
 
   // Loads the stored cursor and outbox, opens the connection and resolves with the first `auth`
-  // answer. Reconnects by itself after that until close(). Rejects when the credentials are
-  // refused (`unauthorized`) or the device was removed.
+  // answer. Reconnects by itself after that until close(), a removed device (4001), a revoked
+  // user (4005) or a session replaced by a newer one of the device (4003). Rejects when the
+  // credentials are refused (`unauthorized`) or the device was removed.
   connect() {
     if (this.ready) return this.ready;
     this.ready = new Promise((resolve, reject) => {
@@ -468,17 +476,26 @@ export class HeraldClient {
     this.emit("disconnected", { code, reason });
     // The credentials are dead: the device was removed (4001), or the operator revoked the user
     // (4005; the app has to sign the user in again). Reconnecting with them cannot succeed.
-    if (code === 4001) {
+    // A replaced session (4003) must not come back on its own either: a newer session of this
+    // device is live, and reconnecting would close the oldest of them in turn, so two tabs of
+    // one device beyond the node's bound would replace each other for ever.
+    if (code === kCloseReplaced) {
+      this.emit("replaced", {});
+      this.fail(new HeraldError("session_replaced",
+        "a newer session of this device replaced this one: reconnect only when the user asks"));
+      return;
+    }
+    if (code === kCloseDeviceRemoved) {
       this.emit("removed", {});
       this.fail(new HeraldError("device_removed", "this device was removed"));
       return;
     }
-    if (code === 4005) {
+    if (code === kCloseUserRevoked) {
       this.emit("revoked", {});
       this.fail(new HeraldError("user_revoked", "the user was revoked: sign in again"));
       return;
     }
-    if (code === 4004) this.jwtStale = true;  // get a fresh token before reconnecting
+    if (code === kCloseTokenExpired) this.jwtStale = true;  // get a fresh token before reconnecting
     if (code === 1008 && this.lastAuthRefused) return;  // fail() ran already
     this.setState(this.offline ? "offline" : "connecting");
     if (this.offline) return;  // setNetwork(true) reconnects

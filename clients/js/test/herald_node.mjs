@@ -10,6 +10,8 @@ import { freePort, waitFor } from "../../../tests/support/node_util.mjs";
 
 // How long a started node may take to answer /v1/health, ms.
 export const kNodeUpMs = 20_000;
+// How long a node may take to exit after SIGTERM before it is killed, ms.
+export const kNodeStopMs = 20_000;
 // Bound of one admin API call, ms.
 const kAdminCallMs = 5_000;
 
@@ -31,6 +33,11 @@ export class HeraldNode {
 
   get wsUrl() { return `ws://127.0.0.1:${this.client}/v1/ws`; }
 
+  // Whether the node's process was started and has not exited (by itself or by a signal).
+  get running() {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
   // Starts the node (on the ports of its previous run, if any: clients come back to the same
   // address) and resolves once it serves /v1/health.
   async start() {
@@ -50,23 +57,35 @@ export class HeraldNode {
       env: { ...process.env, HERALD_ADMIN_TOKEN: this.adminToken }, stdio: ["ignore", log, log] });
     fs.closeSync(log);
     await waitFor("the node to serve", kNodeUpMs, async () => {
-      if (this.proc.exitCode !== null) throw new Error(`herald exited with ${this.proc.exitCode}`);
+      if (!this.running) {
+        throw new Error(`herald exited with ${this.proc.exitCode ?? this.proc.signalCode}`);
+      }
       const r = await fetch(`http://127.0.0.1:${this.client}/v1/health`);
       return r.status === 200;
     }, 50);
   }
 
-  // Stops the node with SIGTERM and resolves once it exited.
+  // Stops the node with SIGTERM and resolves once it exited. One still running kNodeStopMs later
+  // is killed, and the stop rejects.
   async stop() {
+    if (!this.running) return;
     const proc = this.proc;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise((r) => proc.once("exit", r));
+    let timer = null;
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
+    const overdue = new Promise((resolve) => { timer = setTimeout(resolve, kNodeStopMs, "overdue"); });
     proc.kill("SIGTERM");
-    await exited;
+    const outcome = await Promise.race([exited, overdue]);
+    clearTimeout(timer);
+    if (outcome === "overdue") {
+      proc.kill("SIGKILL");
+      await exited;
+      throw new Error(`herald did not exit within ${kNodeStopMs} ms of SIGTERM`);
+    }
   }
 
+  // Kills the node at once, if it runs.
   kill() {
-    if (this.proc && this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    if (this.running) this.proc.kill("SIGKILL");
   }
 
   // Calls the admin API; resolves with the answer's JSON (null when empty), throws on a status

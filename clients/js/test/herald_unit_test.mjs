@@ -2,7 +2,6 @@
 // writes and lets each test answer them as the server would (docs/protocol.md).
 //
 // Usage: node --test clients/js/test/herald_unit_test.mjs
-import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -11,6 +10,10 @@ import {
   HeraldClient, HeraldError, MemoryStorage, FileStorage, backoffDelay, kReconnectMaxMs,
   kRefreshBeforeExpiryMs,
 } from "../herald.js";
+import { boundedTest } from "./bounded_test.mjs";
+
+// Each test's bound, ms: every one needs well under a second.
+const kTestMs = 10_000;
 
 // Every socket the client opened, newest last.
 function fakeSockets() {
@@ -57,11 +60,12 @@ async function until(what, probe, timeoutMs = 2000) {
   }
 }
 
-function newClient(FakeSocket, extra = {}) {
-  return new HeraldClient({
+// A client of Bob's laptop over `FakeSocket`, closed when the test of `scope` ends.
+function newClient(scope, FakeSocket, extra = {}) {
+  return scope.own(new HeraldClient({
     url: "ws://node/v1/ws", userId: "bob", deviceId: "bob-laptop", token: "secret",
     WebSocket: FakeSocket, random: () => 0, reconnectInitialMs: 10, reconnectMaxMs: 40, ...extra,
-  });
+  }));
 }
 
 // Answers the pending auth of `socket` with `cursor` as the user's newest change cursor.
@@ -80,22 +84,21 @@ function messageChange(cursor, seq, actor = "alice", body = `m${seq}`, device = 
       edited_ms: 0, deleted: false } };
 }
 
-test("FirstConnectOmitsSinceAndStoresTheAnsweredCursor", async () => {
+boundedTest("FirstConnectOmitsSinceAndStoresTheAnsweredCursor", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
   const storage = new MemoryStorage();
-  const client = newClient(FakeSocket, { storage });
+  const client = newClient(scope, FakeSocket, { storage });
   const ready = client.connect();
   const auth = await answerAuth(await until("socket", () => sockets[0]), 7);
   assert.equal(auth.since, undefined);
   assert.equal(auth.token, "secret");
   assert.equal((await ready).cursor, 7);
   assert.equal(storage.get("herald:bob:bob-laptop:cursor"), "7");
-  client.close();
 });
 
-test("ReconnectResumesWithSinceAndDropsChangesAlreadyProcessed", async () => {
+boundedTest("ReconnectResumesWithSinceAndDropsChangesAlreadyProcessed", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   const seen = [];
   client.on("message", (e) => seen.push(e.message.seq));
   client.connect();
@@ -110,10 +113,9 @@ test("ReconnectResumesWithSinceAndDropsChangesAlreadyProcessed", async () => {
   second.push({ type: "change", change: messageChange(5, 2) });
   second.push({ type: "change", change: messageChange(6, 3) });
   assert.deepEqual(seen, [1, 2, 3]);
-  client.close();
 });
 
-test("BackoffGrowsToItsCeilingWithJitter", () => {
+boundedTest("BackoffGrowsToItsCeilingWithJitter", kTestMs, async () => {
   assert.equal(backoffDelay(0, () => 0, 100, 1000), 50);
   assert.equal(backoffDelay(0, () => 1, 100, 1000), 100);
   assert.equal(backoffDelay(3, () => 0.5, 100, 1000), 600);
@@ -122,9 +124,9 @@ test("BackoffGrowsToItsCeilingWithJitter", () => {
   assert.ok(spread.size > 10, "random jitter spreads reconnects");
 });
 
-test("SendRetransmitsTheSameClientMessageIdAfterADrop", async () => {
+boundedTest("SendRetransmitsTheSameClientMessageIdAfterADrop", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   client.connect();
   await answerAuth(await until("socket", () => sockets[0]), 1);
   const sent = client.send("direct:alice:bob", "Lunch?");
@@ -141,12 +143,11 @@ test("SendRetransmitsTheSameClientMessageIdAfterADrop", async () => {
   assert.equal(answer.seq, 1);
   assert.equal(answer.existed, true);
   assert.equal(client.pendingSends().length, 0);
-  client.close();
 });
 
-test("UnavailableSendIsRetriedAndNotMemberFailsForGood", async () => {
+boundedTest("UnavailableSendIsRetriedAndNotMemberFailsForGood", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   client.connect();
   const s = await until("socket", () => sockets[0]);
   await answerAuth(s, 1);
@@ -164,10 +165,9 @@ test("UnavailableSendIsRetriedAndNotMemberFailsForGood", async () => {
   await assert.rejects(refused, (e) => e instanceof HeraldError && e.code === "not_member" &&
     !e.retryable);
   assert.equal(client.pendingSends().length, 0);
-  client.close();
 });
 
-test("ErrorsTellNotAppliedFromOutcomeUnknown", () => {
+boundedTest("ErrorsTellNotAppliedFromOutcomeUnknown", kTestMs, async () => {
   const unavailable = new HeraldError("unavailable", "x");
   assert.ok(unavailable.retryable && unavailable.notApplied && !unavailable.outcomeUnknown);
   const unknown = new HeraldError("outcome_unknown", "x");
@@ -177,12 +177,13 @@ test("ErrorsTellNotAppliedFromOutcomeUnknown", () => {
   assert.ok(!new HeraldError("forbidden", "x").retryable);
 });
 
-test("OutboxSurvivesARestartInAFile", async () => {
+boundedTest("OutboxSurvivesARestartInAFile", kTestMs, async (scope) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `herald-js-${process.pid}-`));
+  scope.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, "state.json");
   {
     const { sockets, FakeSocket } = fakeSockets();
-    const client = newClient(FakeSocket, { storage: new FileStorage(file) });
+    const client = newClient(scope, FakeSocket, { storage: new FileStorage(file) });
     client.connect();
     const s = await until("socket", () => sockets[0]);
     await answerAuth(s, 1);
@@ -195,7 +196,7 @@ test("OutboxSurvivesARestartInAFile", async () => {
   const stored = JSON.parse(saved["herald:bob:bob-laptop:outbox"]);
   assert.equal(stored.length, 1);
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket, { storage: new FileStorage(file) });
+  const client = newClient(scope, FakeSocket, { storage: new FileStorage(file) });
   client.connect();
   const s = await until("socket", () => sockets[0]);
   const auth = await answerAuth(s, 2);
@@ -205,13 +206,11 @@ test("OutboxSurvivesARestartInAFile", async () => {
   const answered = client.waitForSend(resent.client_message_id);
   s.push({ type: "ok", re: resent.id, seq: 3, existed: false, server_time_ms: 9 });
   assert.equal((await answered).seq, 3);
-  client.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test("OwnMessageInTheStreamSettlesATimedOutSend", async () => {
+boundedTest("OwnMessageInTheStreamSettlesATimedOutSend", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket, { requestTimeoutMs: 30 });
+  const client = newClient(scope, FakeSocket, { requestTimeoutMs: 30 });
   client.connect();
   const s = await until("socket", () => sockets[0]);
   await answerAuth(s, 1);
@@ -225,12 +224,11 @@ test("OwnMessageInTheStreamSettlesATimedOutSend", async () => {
   s.push({ type: "change", change: messageChange(3, 8, "bob", "mine", "bob-laptop", "cm-1") });
   const answer = await sent;
   assert.deepEqual([answer.seq, answer.existed], [8, true]);
-  client.close();
 });
 
-test("MessagesFromOthersAreAcknowledgedOnceCoalesced", async () => {
+boundedTest("MessagesFromOthersAreAcknowledgedOnceCoalesced", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   client.connect();
   const s = await until("socket", () => sockets[0]);
   await answerAuth(s, 1);
@@ -241,12 +239,11 @@ test("MessagesFromOthersAreAcknowledgedOnceCoalesced", async () => {
   await tick(10);
   assert.equal(s.all("ack").length, 1);
   assert.deepEqual([ack.conversation_id, ack.seq], ["direct:alice:bob", 2]);
-  client.close();
 });
 
-test("ChatListKeepsUnreadCountsFromTheStream", async () => {
+boundedTest("ChatListKeepsUnreadCountsFromTheStream", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   client.connect();
   const s = await until("socket", () => sockets[0]);
   await answerAuth(s, 1);
@@ -263,13 +260,12 @@ test("ChatListKeepsUnreadCountsFromTheStream", async () => {
   s.push({ type: "change", change: { cursor: 3, kind: "read_cursor", conversation_id:
     "direct:alice:bob", seq: 3, actor: "bob", time_ms: 6, device_id: "bob-phone" } });
   assert.equal(client.unreadTotal(), 0);
-  client.close();
 });
 
-test("DeliveryReceiptsRaiseTheDeliveredMarkAndSurviveARestart", async () => {
+boundedTest("DeliveryReceiptsRaiseTheDeliveredMarkAndSurviveARestart", kTestMs, async (scope) => {
   const storage = new MemoryStorage();
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket, { storage });
+  const client = newClient(scope, FakeSocket, { storage });
   const events = [];
   client.on("delivered", (e) => events.push([e.conversation_id, e.user_id, e.seq]));
   client.connect();
@@ -297,16 +293,15 @@ test("DeliveryReceiptsRaiseTheDeliveredMarkAndSurviveARestart", async () => {
   client.close();
   // The stored cursor does not replay the receipts: the mark itself is stored.
   const again = fakeSockets();
-  const restarted = newClient(again.FakeSocket, { storage });
+  const restarted = newClient(scope, again.FakeSocket, { storage });
   restarted.connect();
   await answerAuth(await until("socket", () => again.sockets[0]), 5);
   assert.equal(restarted.deliveredUpTo("direct:alice:bob"), 3);
-  restarted.close();
 });
 
-test("EventsCanBeReadAsAnAsyncIterator", async () => {
+boundedTest("EventsCanBeReadAsAnAsyncIterator", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   const iterator = client.events(["typing", "presence", "receipt"]);
   client.connect();
   const s = await until("socket", () => sockets[0]);
@@ -322,12 +317,11 @@ test("EventsCanBeReadAsAnAsyncIterator", async () => {
   }
   assert.deepEqual(got, ["typing", "presence", "receipt"]);
   assert.equal(client.presence("alice").online, true);
-  client.close();
 });
 
-test("UnauthorizedStopsReconnecting", async () => {
+boundedTest("UnauthorizedStopsReconnecting", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   const ready = client.connect();
   const s = await until("socket", () => sockets[0]);
   const auth = await until("auth", () => s.last("auth"));
@@ -338,9 +332,9 @@ test("UnauthorizedStopsReconnecting", async () => {
   assert.equal(client.state, "closed");
 });
 
-test("UnavailableAuthIsRetriedOnTheSameConnection", async () => {
+boundedTest("UnavailableAuthIsRetriedOnTheSameConnection", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   const ready = client.connect();
   const s = await until("socket", () => sockets[0]);
   const auth = await until("auth", () => s.last("auth"));
@@ -349,12 +343,11 @@ test("UnavailableAuthIsRetriedOnTheSameConnection", async () => {
   await answerAuth(s, 4);
   assert.equal((await ready).cursor, 4);
   assert.equal(sockets.length, 1);
-  client.close();
 });
 
-test("RemovedDeviceDoesNotReconnect", async () => {
+boundedTest("RemovedDeviceDoesNotReconnect", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   let removed = false;
   client.on("removed", () => { removed = true; });
   client.on("error", () => {});
@@ -367,40 +360,59 @@ test("RemovedDeviceDoesNotReconnect", async () => {
   assert.equal(sockets.length, 1);
 });
 
-test("RevokedUserDoesNotReconnect", async () => {
+boundedTest("RevokedUserDoesNotReconnect", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   let revoked = false;
   client.on("revoked", () => { revoked = true; });
   client.on("error", () => {});
   client.connect();
-  try {
-    const s = await until("socket", () => sockets[0]);
-    await answerAuth(s, 1);
-    s.drop(4005, "user revoked");
-    await until("revoked", () => revoked);
-    assert.equal(client.lastError.code, "user_revoked");
-    assert.equal(client.state, "closed");
-    await tick(60);  // the backoff would have reconnected by now (reconnectMaxMs 40)
-    assert.equal(sockets.length, 1);
-  } finally {
-    client.close();  // a failure leaves no reconnecting client behind to keep the process up
-  }
+  const s = await until("socket", () => sockets[0]);
+  await answerAuth(s, 1);
+  s.drop(4005, "user revoked");
+  await until("revoked", () => revoked);
+  assert.equal(client.lastError.code, "user_revoked");
+  assert.equal(client.state, "closed");
+  await tick(60);  // the backoff would have reconnected by now (reconnectMaxMs 40)
+  assert.equal(sockets.length, 1);
 });
 
-test("TokenIsRefreshedBeforeItExpiresAndAgainFromTheNewExpiry", async () => {
+boundedTest("ReplacedSessionStopsAndDoesNotReconnect", kTestMs, async (scope) => {
+  // Two tabs of one device beyond the node's bound of sessions per device: reconnecting after 4003
+  // would replace the other tab, which would do the same, for ever.
+  const { sockets, FakeSocket } = fakeSockets();
+  const storage = new MemoryStorage();
+  const client = newClient(scope, FakeSocket, { storage });
+  const events = [];
+  client.on("*", (e) => events.push(e.type === "disconnected" ? `disconnected ${e.code}` : e.type));
+  const ready = client.connect();
+  const s = await until("socket", () => sockets[0]);
+  await answerAuth(s, 1);
+  await ready;
+  client.send("direct:alice:bob", "kept for later").catch(() => {});
+  await until("send", () => s.last("send"));
+  s.drop(4003, "replaced by a newer session of this device");
+  await until("replaced", () => events.includes("replaced"));
+  assert.equal(client.lastError.code, "session_replaced");
+  assert.ok(!client.lastError.retryable, "the app, not a retry loop, decides to come back");
+  assert.equal(client.state, "closed");
+  assert.deepEqual(events.slice(events.indexOf("disconnected 4003")),
+    ["disconnected 4003", "replaced", "error", "state"]);
+  await tick(60);  // the backoff would have reconnected by now (reconnectMaxMs 40)
+  assert.equal(sockets.length, 1);
+  // The unanswered send stays stored for the device's next connect.
+  assert.equal(JSON.parse(storage.get("herald:bob:bob-laptop:outbox")).length, 1);
+});
+
+boundedTest("TokenIsRefreshedBeforeItExpiresAndAgainFromTheNewExpiry", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
   let issued = 0;
-  const client = newClient(FakeSocket, { token: undefined,
+  const client = newClient(scope, FakeSocket, { token: undefined,
     getJwt: async () => `jwt-${++issued}` });
   const errors = [];
   client.on("error", (e) => errors.push(e.error));
   client.connect();
-  try {
-    await refreshesTwice(client, sockets);
-  } finally {
-    client.close();
-  }
+  await refreshesTwice(client, sockets);
   assert.deepEqual(errors, []);
 });
 
@@ -432,10 +444,10 @@ async function refreshesTwice(client, sockets) {
   assert.equal(client.state, "online");
 }
 
-test("ExpiredTokenFetchesAFreshOneBeforeReconnecting", async () => {
+boundedTest("ExpiredTokenFetchesAFreshOneBeforeReconnecting", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
   let issued = 0;
-  const client = newClient(FakeSocket, { token: undefined,
+  const client = newClient(scope, FakeSocket, { token: undefined,
     getJwt: async () => `jwt-${++issued}` });
   client.connect();
   const s = await until("socket", () => sockets[0]);
@@ -445,19 +457,18 @@ test("ExpiredTokenFetchesAFreshOneBeforeReconnecting", async () => {
   const second = await until("socket", () => sockets[1]);
   const again = await answerAuth(second, 1);
   assert.equal(again.jwt, "jwt-2");
-  client.close();
 });
 
-test("OversizeBodyIsRefusedLocally", async () => {
+boundedTest("OversizeBodyIsRefusedLocally", kTestMs, async (scope) => {
   const { FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   await assert.rejects(client.send("c", "é".repeat(40_000)), (e) => e.code === "too_large");
   await assert.rejects(client.send("c", ""), (e) => e.code === "invalid_argument");
 });
 
-test("GoingOfflineDropsTheSocketAndComingBackReconnectsAtOnce", async () => {
+boundedTest("GoingOfflineDropsTheSocketAndComingBackReconnectsAtOnce", kTestMs, async (scope) => {
   const { sockets, FakeSocket } = fakeSockets();
-  const client = newClient(FakeSocket, { reconnectInitialMs: 60_000, reconnectMaxMs: 60_000 });
+  const client = newClient(scope, FakeSocket, { reconnectInitialMs: 60_000, reconnectMaxMs: 60_000 });
   client.connect();
   await answerAuth(await until("socket", () => sockets[0]), 1);
   client.setNetwork(false);
@@ -469,16 +480,14 @@ test("GoingOfflineDropsTheSocketAndComingBackReconnectsAtOnce", async () => {
   const auth = await answerAuth(await until("a second socket", () => sockets[1], 500), 1);
   assert.equal(auth.since, 1);
   assert.equal(client.state, "online");
-  client.close();
 });
 
-test("AConnectionThatFailsWithoutACloseEventIsRetried", async () => {
+boundedTest("AConnectionThatFailsWithoutACloseEventIsRetried", kTestMs, async (scope) => {
   // Node 20's WebSocket reports a refused connection with an error and no close event.
   const { sockets, FakeSocket } = fakeSockets();
   FakeSocket.refuseNext = true;
-  const client = newClient(FakeSocket);
+  const client = newClient(scope, FakeSocket);
   const ready = client.connect();
   await answerAuth(await until("a second socket", () => sockets[1]), 2);
   assert.equal((await ready).cursor, 2);
-  client.close();
 });

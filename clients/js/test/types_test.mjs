@@ -3,6 +3,9 @@
 // scripts/install-deps.sh --browser installs it).
 //  - tsc, strict, over test/types/usage.ts (test/types/tsconfig.json): no diagnostic, so the
 //    example compiles and each misuse it marks with @ts-expect-error is refused;
+//  - the same over test/types/usage_nodom.ts with the ECMAScript library alone
+//    (test/types/tsconfig.nodom.json: "lib": ["es2020"], no DOM, no @types/node): the declarations
+//    name no type of the DOM, so a Node project without DOM types can use them;
 //  - every value the declarations export is exported by herald.js, with the same kind, and every
 //    member they declare on a class exists on an instance of it;
 //  - the events and the client's own error codes herald.js produces are the declared ones.
@@ -21,14 +24,14 @@ const CLIENT_DIR = path.dirname(HERE);
 const DECLARATIONS = path.join(CLIENT_DIR, "herald.d.ts");
 const SOURCE = fs.readFileSync(path.join(CLIENT_DIR, "herald.js"), "utf8");
 
-// The program tsc builds from test/types/tsconfig.json.
-function compile() {
-  const configPath = path.join(HERE, "types", "tsconfig.json");
-  const config = ts.getParsedCommandLineOfConfigFile(configPath, {}, {
+// The program tsc builds from test/types/<config>.
+function compile(config = "tsconfig.json") {
+  const configPath = path.join(HERE, "types", config);
+  const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, {
     ...ts.sys, onUnRecoverableConfigFileDiagnostic: (d) => assert.fail(format([d])),
   });
-  assert.deepEqual(config.errors, []);
-  return ts.createProgram({ rootNames: config.fileNames, options: config.options });
+  assert.deepEqual(parsed.errors, []);
+  return ts.createProgram({ rootNames: parsed.fileNames, options: parsed.options });
 }
 
 function format(diagnostics) {
@@ -58,6 +61,21 @@ test("tsc finds no error in the usage example and the declarations", () => {
   const diagnostics = ts.getPreEmitDiagnostics(program);
   assert.ok(program.getSourceFiles().some((f) => f.fileName === DECLARATIONS.replaceAll("\\", "/")),
     "usage.ts imports herald.d.ts");
+  assert.equal(diagnostics.length, 0, format(diagnostics));
+});
+
+test("tsc finds no error in a usage without DOM types, with the ECMAScript library alone", () => {
+  const bare = compile("tsconfig.nodom.json");
+  const files = bare.getSourceFiles().map((f) => path.basename(f.fileName));
+  assert.ok(files.includes("herald.d.ts"), "usage_nodom.ts imports herald.d.ts");
+  // A `/// <reference lib="dom" />` or a types package would bring the DOM back in unseen.
+  const libraries = files.filter((name) => name.startsWith("lib."));
+  assert.ok(libraries.includes("lib.es2020.d.ts"), `the ES2020 library is in: ${libraries}`);
+  assert.deepEqual(libraries.filter((name) => /^lib\.(dom|webworker|scripthost)/.test(name)), [],
+    "no library of a host (DOM, workers, scripting host)");
+  assert.deepEqual(files.filter((name) => !name.startsWith("lib.")).sort(),
+    ["herald.d.ts", "usage_nodom.ts"], "no other declarations (no @types/node)");
+  const diagnostics = ts.getPreEmitDiagnostics(bare);
   assert.equal(diagnostics.length, 0, format(diagnostics));
 });
 

@@ -11,13 +11,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { HeraldNode } from "./herald_node.mjs";
+import { boundedTest } from "./bounded_test.mjs";
+import { HeraldNode, kNodeUpMs } from "./herald_node.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const EXAMPLE = path.join(HERE, "..", "examples", "chat-walkthrough.mjs");
 const DOC = path.join(HERE, "..", "..", "..", "docs", "js-client.md");
 // How long the walkthrough may run, ms: it needs well under a second on a quiet machine.
 const RUN_MS = 30_000;
+// Bound of each test, ms: the node's start, its users, and the walkthrough's run.
+const kTestMs = kNodeUpMs + RUN_MS + 10_000;
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), `herald-walkthrough-${process.pid}-`));
 let node = null;
@@ -27,22 +30,25 @@ after(() => {
   if (!process.env.HERALD_KEEP) fs.rmSync(root, { recursive: true, force: true });
 });
 
-// Runs the example with `env` in `cwd`; resolves with {code, stdout, stderr}.
-function runExample(cwd, env) {
+// Runs the example with `env` in `cwd`; resolves with {code, stdout, stderr}. The process is
+// killed when the test of `scope` ends.
+function runExample(scope, cwd, env) {
   return new Promise((resolve) => {
-    execFile(process.execPath, [EXAMPLE], { cwd, env: { ...process.env, ...env }, timeout: RUN_MS },
+    const child = execFile(process.execPath, [EXAMPLE],
+      { cwd, env: { ...process.env, ...env }, timeout: RUN_MS },
       (error, stdout, stderr) => resolve({ code: error ? (error.code ?? error.signal) : 0, stdout,
         stderr }));
+    scope.defer(() => { if (child.exitCode === null && child.signalCode === null) child.kill(); });
   });
 }
 
-test("the walkthrough runs to its end against a real node", async () => {
+boundedTest("the walkthrough runs to its end against a real node", kTestMs, async (scope) => {
   node = new HeraldNode({ binary: process.env.HERALD_BINARY, root });
   await node.start();
   const { "alice-laptop": aliceToken } = await node.provision("alice", ["alice-laptop"]);
   const { "bob-laptop": bobToken } = await node.provision("bob", ["bob-laptop"]);
   const cwd = fs.mkdtempSync(path.join(root, "app-"));
-  const run = await runExample(cwd,
+  const run = await runExample(scope, cwd,
     { HERALD_URL: node.wsUrl, ALICE_TOKEN: aliceToken, BOB_TOKEN: bobToken });
   const told = `exit ${run.code}\n--- stdout\n${run.stdout}--- stderr\n${run.stderr}`;
   assert.equal(run.code, 0, told);
@@ -71,6 +77,7 @@ function walkthroughBlocks() {
   return [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
 }
 
+// Synchronous (files only): it cannot wait on anything, so it needs no bound.
 test("the doc's walkthrough code is the example file's, in its order", () => {
   const source = fs.readFileSync(EXAMPLE, "utf8");
   const blocks = walkthroughBlocks();

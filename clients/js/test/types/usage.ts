@@ -38,6 +38,7 @@ export async function chat(url: string, aliceSecret: string, signIn: () => Promi
   alice.on("chat", ({ chat }) => chat?.unread);
   alice.on("outbox", ({ entry, error }) => [entry.status, error?.code]);
   alice.on("revoked", (event) => event.type);
+  alice.on("replaced", () => alice.lastError?.message);
   alice.on("*", (event: HeraldEvent) => event.type);
   offMessage();
 
