@@ -3,7 +3,8 @@
 //                [--peers 1=HOST:PORT,2=HOST:PORT,...] [--cluster-secret-file FILE]
 //                [--insecure-peers] [--demo]
 //                [--join]
-//   herald sim --scenario raft|workflow|messaging|membership|results --seeds N [--seed S]
+//   herald sim --scenario raft|workflow|messaging|membership|system|results --seeds N [--seed S]
+//              [--random-seeds] [--budget-s T]
 //              [--raft-log segments] [--plant-bug NAME]   (--plant-bug: test only)
 //   herald --version
 //   herald ctl [--node HOST:PORT] [--token TOKEN] [--json] COMMAND ...   (app/ctl.h)
@@ -119,9 +120,14 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   CLI::App* sim = app.add_subcommand("sim", "Run the deterministic simulator");
   sim->add_option("--scenario", sim_options.scenario,
-                  "Scenario: raft, workflow, messaging, membership or results");
+                  "Scenario: raft, workflow, messaging, membership, system or results");
   sim->add_option("--seeds", sim_options.seeds, "Number of seeds to run (1..N)");
   CLI::Option* seed_option = sim->add_option("--seed", seed, "Run exactly this seed");
+  sim->add_flag("--random-seeds", sim_options.random_seeds,
+                "Run --seeds fresh random seeds (printed first) instead of 1..--seeds");
+  double budget_s = 0;
+  CLI::Option* budget_option = sim->add_option(
+      "--budget-s", budget_s, "Start no new seed after this many seconds (for hour-long runs)");
   sim->add_flag("--verbose", sim_options.verbose, "Print a trace of the run");
   sim->add_option("--raft-log", sim_options.raft_log,
                   "Where replicas keep their raft log: rocksdb (default) or segments");
@@ -133,6 +139,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*sim) {
+    if (budget_option->count() > 0) {
+      sim_options.budget_s = budget_s;
+    }
     return run_sim_command(sim_options, seed, seed_option->count() > 0);
   }
   // With no subcommand, `herald` serves with the defaults (a single node).

@@ -30,6 +30,7 @@
 #include "server/damage_report.h"
 #include "server/dashboard.h"
 #include "server/gateway.h"
+#include "server/host_gateway_node.h"
 #include "server/http_server.h"
 #include "server/kv_api.h"
 #include "server/messaging_api.h"
@@ -560,7 +561,8 @@ int run_serve(const ServeFlags& flags) {
   server::MessagingApi messaging_api(host->get());
   server::ClusterApi cluster_api(host->get());
   const server::OperatorGate gate(config->admin_token);
-  server::Gateway gateway(host->get(), config->device_limits, *std::move(sign_in));
+  server::HostGatewayNode gateway_node(host->get());
+  server::Gateway gateway(&gateway_node, config->device_limits, *std::move(sign_in));
   server::HttpServerConfig http_config;
   http_config.listen = config->client;
   http_config.max_connections = fit_connections_to_descriptors(config->max_connections);

@@ -164,11 +164,13 @@ struct Gateway::Request {
 
 class Gateway::Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(NodeHost* node, const GatewayLimits& limits, std::shared_ptr<const SignInVerifier> sign_in)
+  Core(GatewayNode* node, const GatewayLimits& limits,
+       std::shared_ptr<const SignInVerifier> sign_in)
       : sign_in_(std::move(sign_in)),
         node_(node),
         metrics_(node->metrics()),
         limits_(limits),
+        clock_(node->clock()),
         device_limiter_(limits.device_requests, kMaxRateLimitKeys),
         address_auth_limiter_(limits.address_auths, kMaxRateLimitKeys) {}
 
@@ -180,12 +182,11 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
             self->on_changes(changes, now_ms);
           }
         });
-    node_->set_ephemeral_listener(
-        [weak](raft::NodeId /*from*/, const std::string& kind, const std::string& payload) {
-          if (auto self = weak.lock()) {
-            self->on_ephemeral(kind, payload);
-          }
-        });
+    node_->set_ephemeral_listener([weak](const std::string& kind, const std::string& payload) {
+      if (auto self = weak.lock()) {
+        self->on_ephemeral(kind, payload);
+      }
+    });
   }
   void uninstall() {
     node_->set_change_listener(nullptr);
@@ -320,13 +321,13 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
         std::move(r), c,
         [self = shared_from_this()](Request& req, const rsmpb::CommandResult&) { self->ok(req); });
   }
-  using ReadFn = std::function<void(Request&, const storage::Engine&)>;
+  using ReadFn = std::function<void(Request&, const storage::Reader&)>;
   // Runs `fn` after a linearizable read barrier; when the barrier fails, runs `on_failure` (if
   // any) and answers the request with the error.
   void read(Request r, ReadFn fn, std::function<void(Request&)> on_failure = {}) {
     node_->read([self = shared_from_this(), r = std::move(r), fn = std::move(fn),
                  on_failure = std::move(on_failure)](const Status& s,
-                                                     const storage::Engine& engine) mutable {
+                                                     const storage::Reader& engine) mutable {
       if (!s.ok()) {
         if (on_failure) on_failure(r);
         self->fail(r, frame_error_of(s));
@@ -346,12 +347,12 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   // Marks the session as authenticating; the error when it is already authenticated or busy.
   static std::optional<FrameError> begin_auth(const Request& r);
   // Raft thread: signs `who` in, first creating its user and device when they do not exist.
-  void sign_in_device(Request r, const storage::Engine& engine, const SignedInDevice& who,
+  void sign_in_device(Request r, const storage::Reader& engine, const SignedInDevice& who,
                       std::optional<std::uint64_t> since);
   // Proposes the creation of `who`'s user (create_user) or device, then carries on signing in.
   void provision_signed_in(Request r, const SignedInDevice& who, std::optional<std::uint64_t> since,
                            bool create_user);
-  void finish_auth(Request r, const storage::Engine& engine, const AuthProof& proof,
+  void finish_auth(Request r, const storage::Reader& engine, const AuthProof& proof,
                    std::optional<std::uint64_t> since);
   // Answers a failed `auth` with unauthorized (`why`), and closes the connection after
   // kMaxAuthFailures of them.
@@ -429,7 +430,7 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   // Raft thread: a device acknowledged `seq` of `conversation_id`: observes the message's time
   // from stored to delivered and remembers when, for the read that follows.
   void observe_delivered(Session& s, const std::string& conversation_id, std::uint64_t seq) {
-    auto m = Domain::get_message(node_->engine(), conversation_id, seq);
+    auto m = Domain::get_message(node_->state(), conversation_id, seq);
     if (m.ok() && m->has_value()) {
       const std::int64_t waited_ms = clock_.wall_ms() - (*m)->wall_ms();
       if (waited_ms >= 0) {
@@ -468,10 +469,10 @@ class Gateway::Core : public std::enable_shared_from_this<Core> {
   };
 
   const std::shared_ptr<const SignInVerifier> sign_in_;  // null: sign-in tokens are refused
-  NodeHost* node_;
+  GatewayNode* node_;
   NodeMetrics& metrics_;  // the node's
   const GatewayLimits limits_;
-  SystemClock clock_;
+  const Clock& clock_;  // the node's
   mutable std::mutex mu_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;  // guarded by mu_
   std::unordered_map<std::string, std::size_t> connections_by_address_;   // guarded by mu_
@@ -661,7 +662,7 @@ void Gateway::Core::auth(Request r) {
   read(
       std::move(r),
       [self = shared_from_this(), proof = std::move(proof), from](Request& req,
-                                                                  const storage::Engine& engine) {
+                                                                  const storage::Reader& engine) {
         self->finish_auth(std::move(req), engine, proof, from);
       },
       // No answer from the cluster (no leader, a timeout): the device may simply try again.
@@ -708,13 +709,13 @@ void Gateway::Core::auth_with_token(Request r) {
   read(
       std::move(r),
       [self = shared_from_this(), who = *std::move(who), from](Request& req,
-                                                               const storage::Engine& engine) {
+                                                               const storage::Reader& engine) {
         self->sign_in_device(std::move(req), engine, who, from);
       },
       auth_ended);
 }
 
-void Gateway::Core::sign_in_device(Request r, const storage::Engine& engine,
+void Gateway::Core::sign_in_device(Request r, const storage::Reader& engine,
                                    const SignedInDevice& who, std::optional<std::uint64_t> since) {
   auto user = Domain::get_user(engine, who.user_id);
   auto device = Domain::get_device(engine, who.device_id);
@@ -771,7 +772,7 @@ void Gateway::Core::provision_signed_in(Request r, const SignedInDevice& who,
         const AuthProof proof = token_proof(who);
         self->read(
             std::move(r),
-            [self, proof, since](Request& req, const storage::Engine& engine) {
+            [self, proof, since](Request& req, const storage::Reader& engine) {
               self->finish_auth(std::move(req), engine, proof, since);
             },
             auth_ended);
@@ -863,7 +864,7 @@ void Gateway::Core::expire_tokens() {
 }
 
 // Raft thread: checks the credential, then registers the session's stream.
-void Gateway::Core::finish_auth(Request r, const storage::Engine& engine, const AuthProof& proof,
+void Gateway::Core::finish_auth(Request r, const storage::Reader& engine, const AuthProof& proof,
                                 std::optional<std::uint64_t> since) {
   const auto& s = r.session;
   auto device = Domain::get_device(engine, r.device_id);
@@ -1009,7 +1010,7 @@ bool Gateway::Core::send_live(const std::shared_ptr<Session>& s,
   messagingpb::SyncEntry entry;
   *entry.mutable_change() = change;
   if (messaging::is_message_change(change.kind())) {
-    auto message = Domain::get_message(node_->engine(), change.conversation_id(), change.seq());
+    auto message = Domain::get_message(node_->state(), change.conversation_id(), change.seq());
     if (!message.ok() || !message->has_value()) return false;  // expired or unreadable: the pump
     *entry.mutable_message() = std::move(**message);
   }
@@ -1020,7 +1021,7 @@ bool Gateway::Core::send_live(const std::shared_ptr<Session>& s,
 
 void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
   if (!s->registered || s->pump_pending) return;
-  auto page = Domain::sync(node_->engine(), s->user_id, s->cursor, kStreamPageSize);
+  auto page = Domain::sync(node_->state(), s->user_id, s->cursor, kStreamPageSize);
   if (!page.ok()) {
     spdlog::warn("gateway: reading the change stream of {} failed: {}", s->user_id,
                  page.status().to_string());
@@ -1120,10 +1121,10 @@ void Gateway::Core::presence(const std::string& user_id, bool online, std::int64
   std::string page_token;
   std::size_t seen = 0;
   while (seen < kMaxPresenceConversations) {
-    auto chats = Domain::chat_index(node_->engine(), user_id, kDefaultPageSize, page_token);
+    auto chats = Domain::chat_index(node_->state(), user_id, kDefaultPageSize, page_token);
     if (!chats.ok()) return;
     for (const auto& chat : chats->entries) {
-      auto conv = Domain::get_conversation(node_->engine(), chat.entry.conversation_id());
+      auto conv = Domain::get_conversation(node_->state(), chat.entry.conversation_id());
       if (!conv.ok() || !conv->has_value()) continue;
       for (const auto& member : (*conv)->members()) {
         if (member.user_id() != user_id && streams_.contains(member.user_id())) {
@@ -1175,7 +1176,7 @@ void Gateway::Core::send_message(Request r) {
                      return self->fail(req, {"internal", "the send result does not decode"});
                    }
                    std::int64_t time_ms = 0;
-                   auto m = Domain::get_message(self->node_->engine(), conv, sent.seq());
+                   auto m = Domain::get_message(self->node_->state(), conv, sent.seq());
                    if (m.ok() && m->has_value()) time_ms = (*m)->wall_ms();
                    log::debug({log::conversation(conv), log::seq(sent.seq()),
                                log::user(req.user_id), log::device(req.device_id)},
@@ -1290,12 +1291,12 @@ void Gateway::Core::read_up_to(Request r) {
 void Gateway::Core::check_reads(std::int64_t now_ms) {
   std::vector<ReadWaiter> waiting;
   for (auto& w : read_waiters_) {
-    auto record = workflow::Engine::read_workflow(node_->engine(), w.workflow_id);
+    auto record = workflow::Engine::read_workflow(node_->state(), w.workflow_id);
     if (record.ok() && !record->has_value()) {
       // Purged already (a retention shorter than the answer's wait): the summary tells.
-      auto summary = workflow::Engine::read_summary(node_->engine(), w.workflow_id);
+      auto summary = workflow::Engine::read_summary(node_->state(), w.workflow_id);
       if (summary.ok() && summary->has_value() && (*summary)->status() == workflowpb::COMPLETED) {
-        auto cursor = Domain::read_cursor(node_->engine(), w.request.user_id, w.conversation_id);
+        auto cursor = Domain::read_cursor(node_->state(), w.request.user_id, w.conversation_id);
         ok(w.request,
            json::object{{"saga_id", w.workflow_id}, {"cursor", cursor.ok() ? *cursor : 0}});
         continue;
@@ -1311,7 +1312,7 @@ void Gateway::Core::check_reads(std::int64_t now_ms) {
         fail(w.request, read_error(outcome->error_type, outcome->error_message));
         continue;
       }
-      auto cursor = Domain::read_cursor(node_->engine(), w.request.user_id, w.conversation_id);
+      auto cursor = Domain::read_cursor(node_->state(), w.request.user_id, w.conversation_id);
       ok(w.request,
          json::object{{"saga_id", w.workflow_id}, {"cursor", cursor.ok() ? *cursor : 0}});
       continue;
@@ -1337,7 +1338,7 @@ void Gateway::Core::sync(Request r) {
                 {"wrong_type", fmt::format("\"limit\" must be 1 to {}", messaging::kMaxReadLimit)});
   }
   read(std::move(r),
-       [self = shared_from_this(), since, limit](Request& req, const storage::Engine& engine) {
+       [self = shared_from_this(), since, limit](Request& req, const storage::Reader& engine) {
          auto page = Domain::sync(engine, req.user_id, since, limit);
          if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
          if (page->resync_required) return self->resync_required(req, page->next_cursor);
@@ -1381,7 +1382,7 @@ void Gateway::Core::history(Request r) {
     return fail(r, {"invalid_argument", "pass \"before_seq\" or \"after_seq\", not both"});
   }
   read(std::move(r), [self = shared_from_this(), conversation_id, before, after, limit, forwards](
-                         Request& req, const storage::Engine& engine) {
+                         Request& req, const storage::Reader& engine) {
     auto page = forwards ? Domain::history_after(engine, req.user_id, conversation_id, after, limit)
                          : Domain::history(engine, req.user_id, conversation_id, before, limit);
     if (!page.ok()) {
@@ -1426,7 +1427,7 @@ void Gateway::Core::chats(Request r) {
     return fail(r, {"wrong_type", "\"limit\" is out of range"});
   }
   read(std::move(r),
-       [self = shared_from_this(), limit, page_token](Request& req, const storage::Engine& engine) {
+       [self = shared_from_this(), limit, page_token](Request& req, const storage::Reader& engine) {
          auto page = Domain::chat_index(engine, req.user_id, limit, page_token);
          if (!page.ok()) return self->fail(req, frame_error_of(page.status()));
          json::array chats;
@@ -1475,7 +1476,7 @@ void Gateway::Core::conversation_create(Request r) {
   propose_domain(
       std::move(r), c,
       [self = shared_from_this(), conversation_id](Request& req, const rsmpb::CommandResult&) {
-        auto conv = Domain::get_conversation(self->node_->engine(), conversation_id);
+        auto conv = Domain::get_conversation(self->node_->state(), conversation_id);
         if (!conv.ok() || !conv->has_value()) {
           return self->fail(req, {"internal", "the conversation is missing"});
         }
@@ -1486,7 +1487,7 @@ void Gateway::Core::conversation_create(Request r) {
 void Gateway::Core::conversation_get(Request r) {
   std::string id;
   if (auto e = get_string(r.frame, "conversation_id", id)) return fail(r, *e);
-  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Engine& engine) {
+  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Reader& engine) {
     auto conv = Domain::get_conversation(engine, id);
     if (!conv.ok()) return self->fail(req, frame_error_of(conv.status()));
     if (!conv->has_value()) return self->fail(req, {"not_found", "no such conversation"});
@@ -1573,7 +1574,7 @@ void Gateway::Core::conversation_leave(Request r) {
 void Gateway::Core::prefs_get(Request r) {
   std::string id;
   if (auto e = get_string(r.frame, "conversation_id", id, false)) return fail(r, *e);
-  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Engine& engine) {
+  read(std::move(r), [self = shared_from_this(), id](Request& req, const storage::Reader& engine) {
     auto prefs = Domain::preferences(engine, req.user_id, id);
     if (!prefs.ok()) return self->fail(req, frame_error_of(prefs.status()));
     self->ok(req, json::object{{"prefs", prefs_json(*prefs)}});
@@ -1604,7 +1605,7 @@ void Gateway::Core::prefs_set(Request r) {
   if (delay_ms) op->set_email_delay_ms(*delay_ms);
   propose_domain(std::move(r), c,
                  [self = shared_from_this(), id](Request& req, const rsmpb::CommandResult&) {
-                   auto prefs = Domain::preferences(self->node_->engine(), req.user_id, id);
+                   auto prefs = Domain::preferences(self->node_->state(), req.user_id, id);
                    if (!prefs.ok()) return self->fail(req, frame_error_of(prefs.status()));
                    self->ok(req, json::object{{"prefs", prefs_json(*prefs)}});
                  });
@@ -1631,7 +1632,7 @@ void Gateway::Core::typing(Request r) {
   if (auto e = get_bool(r.frame, "active", active)) return fail(r, *e);
   if (!active) return fail(r, {"missing_field", "the field \"active\" is required"});
   node_->post([self = shared_from_this(), r = std::move(r), id, active = *active]() mutable {
-    auto conv = Domain::get_conversation(self->node_->engine(), id);
+    auto conv = Domain::get_conversation(self->node_->state(), id);
     if (!conv.ok()) return self->fail(r, frame_error_of(conv.status()));
     if (!conv->has_value()) return self->fail(r, {"not_found", "no such conversation"});
     const auto& members = (*conv)->members();
@@ -1651,7 +1652,7 @@ void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& pay
   const std::optional<RelayedEvent> event = parse_relayed_event(kind, payload);
   if (!event.has_value()) return;
   if (event->typing) {
-    auto conv = Domain::get_conversation(node_->engine(), event->conversation_id);
+    auto conv = Domain::get_conversation(node_->state(), event->conversation_id);
     if (conv.ok() && conv->has_value()) {
       relay_to_members(**conv, nullptr,
                        typing_frame(event->conversation_id, event->user_id, event->flag));
@@ -1663,7 +1664,7 @@ void Gateway::Core::on_ephemeral(const std::string& kind, const std::string& pay
 
 // ------------------------------------------------------------------ Gateway
 
-Gateway::Gateway(NodeHost* node, GatewayLimits limits,
+Gateway::Gateway(GatewayNode* node, GatewayLimits limits,
                  std::shared_ptr<const SignInVerifier> sign_in)
     : core_(std::make_shared<Core>(node, limits, std::move(sign_in))) {
   HERALD_ASSERT(node != nullptr, "the gateway needs a node");

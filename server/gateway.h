@@ -10,10 +10,16 @@
 // what one connected to the leader sees. Typing and presence never go through the log: they are
 // relayed to this node's sessions and, as best-effort peer frames, to the other nodes'.
 //
-// Threads: on_open/on_text/on_close run on the HTTP server's io threads; stream pumping, reads
-// and command callbacks run on the node's raft thread, which owns the stream registry. A session
-// never blocks a thread; a client that does not read is closed by the transport (slow consumer).
-// Lifetime: construct after the NodeHost, stop the HTTP server before destroying either.
+// The node is a GatewayNode (server/gateway_node.h): NodeHost's raft thread under `herald serve`
+// (server/host_gateway_node.h), a simulated replica in the simulator's system scenario
+// (sim/gateway_world.h), which drives this same code with simulated connections (WsConnection)
+// on simulated time. The gateway reads time only through the node's clock.
+//
+// Threads: on_open/on_text/on_close run on the transport's threads (the HTTP server's io
+// threads); stream pumping, reads and command callbacks run on the node's thread, which owns the
+// stream registry. A session never blocks a thread; a client that does not read is closed by the
+// transport (slow consumer).
+// Lifetime: construct after the node, stop the transport before destroying either.
 #pragma once
 
 #include <cstddef>
@@ -28,8 +34,9 @@
 #include <vector>
 
 #include "messaging/domain.h"
+#include "server/gateway_node.h"
 #include "server/messaging_json.h"
-#include "server/node_host.h"
+#include "server/node_metrics.h"
 #include "server/rate_limiter.h"
 #include "server/sign_in.h"
 #include "server/websocket.h"
@@ -148,7 +155,7 @@ class Gateway final : public WsHandler {
   // sign-in creates the user and the device; the session ends when the token expires unless a
   // `refresh` frame brings a newer one. Without it, an `auth` with `jwt` is refused.
   // Precondition (asserted): limits.max_sessions_per_device >= 1.
-  explicit Gateway(NodeHost* node, GatewayLimits limits = {},
+  explicit Gateway(GatewayNode* node, GatewayLimits limits = {},
                    std::shared_ptr<const SignInVerifier> sign_in = nullptr);
   ~Gateway() override;
   Gateway(const Gateway&) = delete;

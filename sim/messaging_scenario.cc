@@ -2,11 +2,16 @@
 
 #include <fmt/format.h>
 #include <google/protobuf/message_lite.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <charconv>
 #include <deque>
+#include <set>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "base/assert.h"
@@ -14,11 +19,25 @@
 #include "messaging/host.h"
 #include "messaging/read_sync.h"
 #include "rsm/kv_state_machine.h"
+#include "server/gateway.h"
+#include "sim/gateway_world.h"
 #include "workflow/engine.h"
 #include "workflow/runtime.h"
 #include "workflow/saga.h"
 
 namespace herald::sim {
+
+namespace json = boost::json;
+
+// A gateway's answer to a device's request frame: `ok` with its fields, or `error` with its code
+// and message. A request that got no answer (its connection dropped, the device's timeout) is
+// answered here with code "unavailable" or "timeout".
+struct FrameAnswer {
+  bool ok = false;
+  std::string code;
+  std::string message;
+  json::object fields;  // the whole frame
+};
 
 namespace {
 
@@ -29,10 +48,7 @@ constexpr MonoMs kSettleFromMs = 8'500;    // settle checks begin
 constexpr MonoMs kSettleLimitMs = 60'000;  // room for read-sync retries and compensations
 
 // ---- The world ----
-constexpr std::int64_t kMinUsers = 3;
-constexpr std::int64_t kMaxUsers = 4;
 constexpr std::int64_t kMinDevicesPerUser = 1;
-constexpr std::int64_t kMaxDevicesPerUser = 3;
 constexpr double kPushTokenChance = 0.7;  // of the devices on a platform with push
 constexpr double kEmailFallbackChance = 0.4;
 constexpr std::int64_t kMaxSimEmailDelayMs = 3'000;  // short, so that escalations happen in a run
@@ -55,6 +71,8 @@ constexpr MonoMs kMaxReconnectMs = 200;
 constexpr MonoMs kMinThinkMs = 100;  // between two things a device decides to do
 constexpr MonoMs kMaxThinkMs = 600;
 constexpr MonoMs kRequestTimeoutMs = 2'000;  // then the device drops its connection
+// A `read` is answered when its saga closes, or "timeout" after server::kReadAnswerTimeoutMs.
+constexpr MonoMs kReadRequestTimeoutMs = server::kReadAnswerTimeoutMs + kRequestTimeoutMs;
 constexpr MonoMs kRetryMs = 100;
 constexpr double kSendChance = 0.35;
 constexpr double kReadChance = 0.15;
@@ -70,6 +88,26 @@ constexpr std::uint64_t kMaxPrintedEvents = 200;  // of a saga's history, with v
 
 // ---- Replicas and the outside services ----
 constexpr std::int64_t kMaxClockSkewMs = 150;
+// With MessagingOptions::clock_jumps and leadership_transfers: the time between two of each.
+constexpr MonoMs kMinSystemFaultGapMs = 300;
+constexpr MonoMs kMaxSystemFaultGapMs = 1'500;
+// Seeds of the streams drawn only with MessagingOptions.
+constexpr std::uint64_t kWireSalt = 26;
+constexpr std::uint64_t kSystemFaultSalt = 27;
+// Events of a delivery's history read to decide whether its push came after an acknowledgement.
+constexpr std::size_t kMaxDeliveryHistoryEvents = 10'000;
+
+// Error codes of docs/protocol.md after which a device simply asks again: nothing was done, or
+// the outcome is unknown and the request is idempotent (client message ids, acks, saga ids).
+constexpr std::array<std::string_view, 6> kRetryableCodes = {
+    "unavailable", "timeout",      "outcome_unknown",
+    "overloaded",  "rate_limited", "resource_exhausted"};
+// A device's address is 10.0.x.y (x.y its index); its port changes with each connection.
+constexpr std::size_t kAddressOctets = 256;
+constexpr std::uint64_t kFirstClientPort = 1024;
+constexpr std::uint64_t kClientPorts = 60'000;
+// The message of a `read` answered "timeout" by the gateway's read waiter: the saga runs on.
+constexpr std::string_view kReadStillRunning = "the read-sync saga is still running";
 
 // Error types a normal read may be compensated with when faults outlasted its step's attempts.
 constexpr std::array<std::string_view, 3> kTransientReadErrors = {"unavailable", "aborted",
@@ -104,6 +142,110 @@ rsmpb::Command module_command(std::string_view module, const google::protobuf::M
 
 rsmpb::Command messaging_command(const messagingpb::MessagingCommand& op) {
   return module_command(messaging::kModuleName, op);
+}
+
+bool retryable_code(std::string_view code) {
+  return std::find(kRetryableCodes.begin(), kRetryableCodes.end(), code) != kRetryableCodes.end();
+}
+
+// The secret a device authenticates with; its SHA-256 is the credential setup registers.
+std::string credential_secret(std::string_view device_id) {
+  return fmt::format("secret of {}", device_id);
+}
+
+std::string sha256_of(std::string_view text) {
+  std::string digest(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+         reinterpret_cast<unsigned char*>(digest.data()));
+  return digest;
+}
+
+std::string string_field(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+std::uint64_t u64_field(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && (v->is_uint64() || (v->is_int64() && v->get_int64() >= 0))
+             ? v->to_number<std::uint64_t>()
+             : 0;
+}
+
+std::int64_t i64_field(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_int64() ? v->get_int64() : 0;
+}
+
+bool bool_field(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v != nullptr && v->is_bool() && v->get_bool();
+}
+
+// A `change` frame's "change" (change_json, server/messaging_json.h) back into the fields of the
+// SyncEntry a device reads; nullopt for an unknown kind.
+std::optional<messagingpb::SyncEntry> decode_change(const json::object& o) {
+  messagingpb::SyncEntry entry;
+  messagingpb::ChangeRecord& c = *entry.mutable_change();
+  std::string kind = string_field(o, "kind");
+  std::transform(kind.begin(), kind.end(), kind.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+  messagingpb::ChangeKind parsed{};
+  if (!messagingpb::ChangeKind_Parse(kind, &parsed)) {
+    return std::nullopt;
+  }
+  c.set_kind(parsed);
+  c.set_change_seq(u64_field(o, "cursor"));
+  c.set_conversation_id(string_field(o, "conversation_id"));
+  c.set_seq(u64_field(o, "seq"));
+  c.set_actor_user_id(string_field(o, "actor"));
+  c.set_time_ms(i64_field(o, "time_ms"));
+  c.set_device_id(string_field(o, "device_id"));
+  c.set_title(string_field(o, "title"));
+  if (const json::value* users = o.if_contains("users"); users != nullptr && users->is_array()) {
+    for (const json::value& u : users->get_array()) {
+      if (u.is_string()) {
+        c.add_user_ids(std::string(u.get_string()));
+      }
+    }
+  }
+  const json::value* message = o.if_contains("message");
+  if (message != nullptr && message->is_object()) {
+    const json::object& m = message->get_object();
+    messagingpb::MessageRecord& record = *entry.mutable_message();
+    record.set_conversation_id(string_field(m, "conversation_id"));
+    record.set_seq(u64_field(m, "seq"));
+    record.set_kind(string_field(m, "kind") == "system" ? messagingpb::SYSTEM_MESSAGE
+                                                        : messagingpb::USER_MESSAGE);
+    record.set_sender_user_id(string_field(m, "sender"));
+    record.set_sender_device_id(string_field(m, "sender_device"));
+    record.set_client_message_id(string_field(m, "client_message_id"));
+    record.set_wall_ms(i64_field(m, "time_ms"));
+    record.set_body(string_field(m, "body"));
+    record.set_edited(bool_field(m, "edited"));
+    record.set_edited_ms(i64_field(m, "edited_ms"));
+    record.set_deleted(bool_field(m, "deleted"));
+  }
+  return entry;
+}
+
+// A frame answer as the command result the device's logic reads: ok with `payload`; a code worth
+// asking again as a failed status; any other error as an applied refusal that names it.
+Result<rsmpb::CommandResult> as_command_result(const FrameAnswer& a, std::string payload) {
+  if (!a.ok) {
+    const std::string what = fmt::format("{}: {}", a.code, a.message);
+    if (retryable_code(a.code)) {
+      return Status::unavailable(what);
+    }
+    rsmpb::CommandResult refused;
+    refused.set_code(static_cast<std::uint32_t>(Code::kFailedPrecondition));
+    refused.set_message(what);
+    return refused;
+  }
+  rsmpb::CommandResult result;
+  result.set_payload(std::move(payload));
+  result.set_existed(bool_field(a.fields, "existed"));
+  return result;
 }
 
 // Every message body names its client id and device, so any device can check what it received.
@@ -232,6 +374,9 @@ struct MessagingScenario::Device {
   std::set<std::string, std::less<>> ack_busy;  // conversations
   std::optional<std::size_t> read;              // in reads_; until the device sees it closed
   bool read_busy = false;                       // its start is in flight
+  // Gateway mode: its WebSocket while online, and whether its `auth` was answered ok.
+  std::shared_ptr<SimWsConnection> conn;
+  bool authed = false;
 };
 
 // One replica incarnation's messaging stack, wired as a serving node wires it.
@@ -250,14 +395,23 @@ struct MessagingScenario::ReplicaApp final : public rsm::NodeListener {
   std::unique_ptr<messaging::Host> host;
   std::unique_ptr<rsm::StateMachineRouter> router;
   std::unique_ptr<workflow::Runtime> runtime;
+  // Gateway mode: the device gateway of this incarnation, on its skewed clock. Declared last, so
+  // the gateway goes first.
+  std::unique_ptr<SkewedClock> clock;
+  std::unique_ptr<SimGatewayNode> gateway_node;
+  std::unique_ptr<server::Gateway> gateway;
 
   void on_applied() override {
     runtime->after_apply();
-    // The notices are only hints; the devices sync from their cursors.
-    static_cast<void>(host->domain()->take_changes());
-    scenario->on_replica_applied(id);
+    scenario->on_replica_applied(id, host->domain()->take_changes());
   }
   void on_leadership(bool leader) override { runtime->on_leadership(leader); }
+  void on_snapshot_installed() override {
+    if (gateway_node != nullptr) {
+      // Every user's stream may have moved: the gateway's notice for it has no user.
+      scenario->on_replica_applied(id, {messaging::ChangeNotice{}});
+    }
+  }
 };
 
 // ---- Set-up ----
@@ -280,13 +434,19 @@ void MessagingScenario::report_world() {
   observer_->on_world(world);
 }
 
-MessagingScenario::MessagingScenario(const ClusterOptions& options)
+MessagingScenario::MessagingScenario(const ClusterOptions& options, const MessagingOptions& extras)
     : options_(options),
+      extras_(extras),
       plan_rng_(derive_seed(options.seed, 21)),
       device_rng_(derive_seed(options.seed, 22)),
       provider_rng_(derive_seed(options.seed, 23)),
       skew_rng_(derive_seed(options.seed, 24)),
+      wire_rng_(derive_seed(options.seed, kWireSalt)),
+      fault_rng_(derive_seed(options.seed, kSystemFaultSalt)),
       cluster_(options, this) {
+  HERALD_ASSERT(extras.min_users >= 2 && extras.max_users >= extras.min_users &&
+                    extras.max_devices_per_user >= kMinDevicesPerUser,
+                "a direct conversation needs two users, and each user a device");
   for (auto& type : messaging::Host::types()) {
     const Status added = registry_.add(std::move(type));
     HERALD_ASSERT(added.ok(), "each workflow type registers once");
@@ -344,6 +504,9 @@ void MessagingScenario::on_replica_up(raft::NodeId id, rsm::Node& node) {
   app.up = true;
   app.gateway_applied = node.applied_index();
   node.set_listener(&app);
+  if (extras_.gateway) {
+    start_gateway(id);
+  }
   if (observer_ != nullptr) {
     observer_->on_replica_life(cluster_.clock().mono_ms(), id, app.incarnation, /*up=*/true);
   }
@@ -371,6 +534,10 @@ void MessagingScenario::on_tick(raft::NodeId id) {
   }
   ReplicaApp& app = *it->second;
   app.runtime->tick(wall_ms(id));
+  if (app.gateway_node != nullptr) {
+    app.gateway_node->changes({});  // the tick: read deadlines, auth deadlines, stalled readers
+    return;
+  }
   // A snapshot install moves the applied state without on_applied(): serve the devices anyway.
   if (!app.gateway_scheduled && cluster_.node(id)->applied_index() != app.gateway_applied) {
     ++stats_.snapshot_catch_ups;
@@ -414,6 +581,129 @@ void MessagingScenario::post_later(raft::NodeId id, std::uint64_t incarnation,
   });
 }
 
+void MessagingScenario::read_later(raft::NodeId id, std::uint64_t incarnation,
+                                   rsm::ReadCallback done) {
+  cluster_.schedule_call(
+      cluster_.clock().mono_ms(), [this, id, incarnation, done = std::move(done)] {
+        if (!alive(id, incarnation)) {
+          return;
+        }
+        cluster_.node(id)->read_barrier([this, id, incarnation, done](const Status& status) {
+          cluster_.schedule_call(cluster_.clock().mono_ms(), [this, id, incarnation, done, status] {
+            if (alive(id, incarnation)) {
+              done(status);
+            }
+          });
+        });
+      });
+}
+
+rsm::ProposeCallback MessagingScenario::answer_later(raft::NodeId id, std::uint64_t incarnation,
+                                                     rsm::ProposeCallback done) {
+  return [this, id, incarnation, done = std::move(done)](Result<rsmpb::CommandResult> result) {
+    cluster_.schedule_call(cluster_.clock().mono_ms(),
+                           [this, id, incarnation, done, result = std::move(result)] {
+                             if (alive(id, incarnation)) {
+                               done(result);
+                             }
+                           });
+  };
+}
+
+// Typing and presence between gateways: best-effort, after a wire latency, to the incarnations
+// running when it was sent.
+void MessagingScenario::broadcast_ephemeral(raft::NodeId from, const std::string& kind,
+                                            const std::string& payload) {
+  for (const auto& [id, app] : apps_) {
+    if (id == from || !app->up || app->gateway_node == nullptr) {
+      continue;
+    }
+    const raft::NodeId to = id;
+    const std::uint64_t incarnation = app->incarnation;
+    const MonoMs at =
+        cluster_.clock().mono_ms() + wire_rng_.range(kMinWsLatencyMs, kMaxWsLatencyMs);
+    cluster_.schedule_call(at, [this, to, incarnation, kind, payload] {
+      if (alive(to, incarnation)) {
+        apps_.at(to)->gateway_node->ephemeral(kind, payload);
+      }
+    });
+  }
+}
+
+// The incarnation's device gateway: the server's Gateway on this replica, its proposals, reads
+// and posts queued as events of their own.
+void MessagingScenario::start_gateway(raft::NodeId id) {
+  ReplicaApp& app = *apps_.at(id);
+  const std::uint64_t inc = app.incarnation;
+  app.clock = std::make_unique<SkewedClock>(&cluster_.clock(), &app.skew_ms);
+  SimGatewayHooks hooks{
+      .propose =
+          [this, id, inc](rsmpb::Command command, rsm::ProposeCallback done) {
+            propose_later(id, inc, std::move(command), answer_later(id, inc, std::move(done)));
+          },
+      .read_barrier = [this, id,
+                       inc](rsm::ReadCallback done) { read_later(id, inc, std::move(done)); },
+      .post = [this, id, inc](std::function<void()> fn) { post_later(id, inc, std::move(fn)); },
+      .broadcast = [this, id](std::string kind,
+                              std::string payload) { broadcast_ephemeral(id, kind, payload); },
+  };
+  app.gateway_node =
+      std::make_unique<SimGatewayNode>(states_.at(id), app.clock.get(), std::move(hooks));
+  app.gateway = std::make_unique<server::Gateway>(app.gateway_node.get());
+}
+
+// A running replica's wall clock jumps, forwards or backwards; it stays off until the replica
+// restarts.
+void MessagingScenario::on_clock_jump() {
+  if (cluster_.clock().mono_ms() >= kFaultsEndMs) {
+    return;
+  }
+  std::vector<raft::NodeId> running;
+  for (const auto& [id, app] : apps_) {
+    if (app->up) {
+      running.push_back(id);
+    }
+  }
+  if (!running.empty()) {
+    const raft::NodeId id = running[fault_rng_.uniform(running.size())];
+    const std::int64_t jump = fault_rng_.range(-kMaxClockJumpMs, kMaxClockJumpMs);
+    apps_.at(id)->skew_ms += jump;
+    ++stats_.clock_jumps;
+    if (options_.verbose) {
+      cluster_.log_event(fmt::format("clock of replica {} jumps {} ms", id, jump));
+    }
+  }
+  cluster_.schedule_call(
+      cluster_.clock().mono_ms() + fault_rng_.range(kMinSystemFaultGapMs, kMaxSystemFaultGapMs),
+      [this] { on_clock_jump(); });
+}
+
+// The operator asks the leader to hand leadership to another running member.
+void MessagingScenario::on_transfer() {
+  if (cluster_.clock().mono_ms() >= kFaultsEndMs) {
+    return;
+  }
+  const raft::NodeId leader = cluster_.leader_hint();
+  const std::set<raft::NodeId> members = cluster_.leader_members();
+  std::vector<raft::NodeId> others;
+  for (const raft::NodeId id : cluster_.up_ids()) {
+    if (id != leader && members.contains(id)) {
+      others.push_back(id);
+    }
+  }
+  if (leader != raft::kNoNode && cluster_.node(leader) != nullptr && !others.empty()) {
+    const raft::NodeId to = others[fault_rng_.uniform(others.size())];
+    cluster_.node(leader)->transfer_leadership(to);
+    ++stats_.transfers;
+    if (options_.verbose) {
+      cluster_.log_event(fmt::format("leadership transfer from {} to {} asked", leader, to));
+    }
+  }
+  cluster_.schedule_call(
+      cluster_.clock().mono_ms() + fault_rng_.range(kMinSystemFaultGapMs, kMaxSystemFaultGapMs),
+      [this] { on_transfer(); });
+}
+
 // The outside service answers after a seeded latency, sometimes with a transient failure. Its
 // answer reaches only the process that called it.
 void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation,
@@ -422,7 +712,16 @@ void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation
   const bool push = push_request != nullptr;
   const bool timed_out =
       provider_timeout_chance_ > 0 && provider_rng_.chance(provider_timeout_chance_);
-  const bool fail = timed_out || provider_rng_.chance(kSimProviderFailureChance);
+  bool fail = timed_out || provider_rng_.chance(kSimProviderFailureChance);
+  std::optional<messaging::ProviderResult> refusal;  // a provider fault's own answer
+  if (extras_.provider_faults && !timed_out) {
+    refusal = provider_fault(push_request, fail);
+    fail = fail || refusal.has_value();
+  }
+  if (push && !fail && accepted_keys_.insert(push_request->idempotency_key).second) {
+    received_pushes_.push_back(*push_request);  // a new key: the device is notified
+    ++stats_.pushes_received;
+  }
   ++(push ? stats_.pushes : stats_.emails);
   stats_.push_failures += push && fail ? 1 : 0;
   stats_.email_failures += !push && fail ? 1 : 0;
@@ -434,8 +733,12 @@ void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation
     observer_->on_push(cluster_.clock().mono_ms(), id, incarnation, *push_request, !fail, at);
   }
   cluster_.schedule_call(
-      at, [this, id, incarnation, push, fail, timed_out, done = std::move(done)] {
+      at, [this, id, incarnation, push, fail, timed_out, refusal, done = std::move(done)] {
         if (!alive(id, incarnation)) {
+          return;
+        }
+        if (refusal) {
+          done(*refusal);
           return;
         }
         done(fail ? messaging::ProviderResult::failure(
@@ -444,6 +747,35 @@ void MessagingScenario::provider_call(raft::NodeId id, std::uint64_t incarnation
                                   : "the simulated service is busy")
                   : messaging::ProviderResult::success());
       });
+}
+
+// MessagingOptions::provider_faults: a push for a token that is not the device's registered one,
+// or that died, is refused for good; otherwise some calls are answered 429 with a Retry-After.
+// `failing`: the call already fails transiently.
+std::optional<messaging::ProviderResult> MessagingScenario::provider_fault(
+    const messaging::PushRequest* push_request, bool failing) {
+  if (push_request != nullptr) {
+    const auto dies = token_dies_ms_.find(push_request->device_id);
+    if (push_request->token != "token-" + push_request->device_id) {
+      ++stats_.permanent_token_errors;
+      return messaging::ProviderResult::failure(messaging::kPushInvalidToken,
+                                                "400 BadDeviceToken (simulated)");
+    }
+    if (dies != token_dies_ms_.end() && cluster_.clock().mono_ms() >= dies->second) {
+      ++stats_.permanent_token_errors;
+      return messaging::ProviderResult::failure(messaging::kPushUnregistered,
+                                                "410 Unregistered (simulated)");
+    }
+  }
+  if (failing || !fault_rng_.chance(kSimRateLimitedChance)) {
+    return std::nullopt;
+  }
+  ++stats_.rate_limited_calls;
+  messaging::ProviderResult result = messaging::ProviderResult::failure(
+      push_request != nullptr ? messaging::kPushUnavailable : messaging::kEmailUnavailable,
+      "429 Too Many Requests (simulated)");
+  result.retry_after_ms = fault_rng_.range(kSimMinRetryAfterMs, kSimMaxRetryAfterMs);
+  return result;
 }
 
 // Per device, exactly once: a push is never sent to a device whose push for the same message the
@@ -491,12 +823,12 @@ std::string MessagingScenario::check_after_event() {
 // ---- The world and its setup ----
 
 void MessagingScenario::plan_world() {
-  const std::int64_t users = plan_rng_.range(kMinUsers, kMaxUsers);
+  const std::int64_t users = plan_rng_.range(extras_.min_users, extras_.max_users);
   for (std::int64_t u = 0; u < users; ++u) {
     User user;
     user.id = fmt::format("u{}", u);
     user.email_fallback = plan_rng_.chance(kEmailFallbackChance);
-    const std::int64_t count = plan_rng_.range(kMinDevicesPerUser, kMaxDevicesPerUser);
+    const std::int64_t count = plan_rng_.range(kMinDevicesPerUser, extras_.max_devices_per_user);
     for (std::int64_t k = 0; k < count; ++k) {
       Device d;
       d.id = fmt::format("{}-d{}", user.id, k);
@@ -574,10 +906,15 @@ void MessagingScenario::plan_device_setup(std::size_t device) {
   op->set_user_id(users_[d.user].id);
   op->set_device_id(d.id);
   op->set_platform(platform);
-  op->set_credential_sha256(std::string(messaging::kCredentialBytes, 'k'));
+  op->set_credential_sha256(extras_.gateway ? sha256_of(credential_secret(d.id))
+                                            : std::string(messaging::kCredentialBytes, 'k'));
   setup_[1].push_back(std::move(c));
   if (platform != "web" && plan_rng_.chance(kPushTokenChance)) {
     d.push_token = true;
+    if (extras_.provider_faults && fault_rng_.chance(kSimDeadTokenChance)) {
+      token_dies_ms_[d.id] = fault_rng_.range(0, kTrafficEndMs);
+      ++stats_.dead_tokens;
+    }
     messagingpb::MessagingCommand t;
     auto* token = t.mutable_set_push_token();
     token->set_user_id(users_[d.user].id);
@@ -660,20 +997,8 @@ bool MessagingScenario::member(std::size_t user, const Conversation& c) const {
 void MessagingScenario::request(std::optional<std::size_t> device, raft::NodeId id,
                                 const rsmpb::Command& command, ResultFn done) {
   const std::uint64_t token = next_request_++;
-  requests_.emplace(token, Pending{device, std::move(done)});
-  cluster_.schedule_call(cluster_.clock().mono_ms() + kRequestTimeoutMs, [this, token] {
-    auto it = requests_.find(token);
-    if (it == requests_.end()) {
-      return;  // answered already
-    }
-    const std::optional<std::size_t> device = it->second.device;
-    finish_request(token, Status::timeout("no answer within the client's timeout"));
-    if (device && devices_[*device].online) {
-      ++stats_.dropped_connections;
-      // A client that hears nothing tries another node.
-      disconnect(*device, /*voluntary=*/false, "a request timed out");
-    }
-  });
+  requests_.emplace(token, Pending{device, std::move(done), nullptr});
+  arm_request_timeout(token, kRequestTimeoutMs);
   rsmpb::Command stamped = command;
   stamped.set_wall_ms(wall_ms(id));
   // Answers are handled in a step of their own, outside the node's Ready loop.
@@ -684,15 +1009,71 @@ void MessagingScenario::request(std::optional<std::size_t> device, raft::NodeId 
       });
 }
 
+void MessagingScenario::arm_request_timeout(std::uint64_t token, MonoMs timeout_ms) {
+  cluster_.schedule_call(cluster_.clock().mono_ms() + timeout_ms, [this, token] {
+    auto it = requests_.find(token);
+    if (it == requests_.end()) {
+      return;  // answered already
+    }
+    const std::optional<std::size_t> device = it->second.device;
+    fail_request(token, Status::timeout("no answer within the client's timeout"));
+    if (device && devices_[*device].online) {
+      ++stats_.dropped_connections;
+      // A client that hears nothing tries another node.
+      disconnect(*device, /*voluntary=*/false, "a request timed out");
+    }
+  });
+}
+
 void MessagingScenario::finish_request(std::uint64_t token,
                                        const Result<rsmpb::CommandResult>& result) {
   auto it = requests_.find(token);
   if (it == requests_.end()) {
     return;  // answered already, timed out, or its connection was dropped
   }
+  HERALD_ASSERT(it->second.done != nullptr, "a command request is answered with a result");
   const ResultFn done = std::move(it->second.done);
   requests_.erase(it);
   done(result);
+}
+
+void MessagingScenario::fail_request(std::uint64_t token, const Status& status) {
+  auto it = requests_.find(token);
+  if (it == requests_.end()) {
+    return;
+  }
+  if (it->second.done != nullptr) {
+    finish_request(token, status);
+    return;
+  }
+  finish_frame(token,
+               FrameAnswer{.ok = false,
+                           .code = status.code() == Code::kTimeout ? "timeout" : "unavailable",
+                           .message = status.message(),
+                           .fields = {}});
+}
+
+void MessagingScenario::frame_request(std::size_t device, json::object frame, FrameFn done,
+                                      MonoMs timeout_ms) {
+  Device& d = devices_[device];
+  HERALD_ASSERT(d.conn != nullptr, "a request frame goes on the device's connection");
+  const std::uint64_t token = next_request_++;
+  frame["id"] = fmt::format("r{}", token);
+  requests_.emplace(token, Pending{device, nullptr, std::move(done)});
+  arm_request_timeout(token, timeout_ms);
+  ++stats_.frames_sent;
+  d.conn->client_send(json::serialize(frame));
+}
+
+void MessagingScenario::finish_frame(std::uint64_t token, const FrameAnswer& answer) {
+  auto it = requests_.find(token);
+  if (it == requests_.end()) {
+    return;  // answered already, timed out, or its connection was dropped
+  }
+  HERALD_ASSERT(it->second.frame_done != nullptr, "a frame request is answered with a frame");
+  const FrameFn done = std::move(it->second.frame_done);
+  requests_.erase(it);
+  done(answer);
 }
 
 void MessagingScenario::drop_requests_of(std::size_t device) {
@@ -703,7 +1084,7 @@ void MessagingScenario::drop_requests_of(std::size_t device) {
     }
   }
   for (const std::uint64_t token : tokens) {
-    finish_request(token, Status::unavailable("the connection was dropped"));
+    fail_request(token, Status::unavailable("the connection was dropped"));
   }
 }
 
@@ -735,8 +1116,12 @@ void MessagingScenario::connect(std::size_t device) {
     cluster_.log_event(
         fmt::format("{} connects to replica {} (cursor {})", d.id, d.replica, d.cursor));
   }
-  deliver_changes(d);  // the `since` of the protocol: everything after the device's cursor
-  pump(device);
+  if (extras_.gateway) {
+    open_socket(device);
+  } else {
+    deliver_changes(d);  // the `since` of the protocol: everything after the device's cursor
+    pump(device);
+  }
   if (!quiesced_) {
     const MonoMs at = cluster_.clock().mono_ms() + device_rng_.range(kMinOnlineMs, kMaxOnlineMs);
     cluster_.schedule_call(at, [this, device, connection] {
@@ -758,6 +1143,11 @@ void MessagingScenario::disconnect(std::size_t device, bool voluntary, std::stri
   if (options_.verbose) {
     cluster_.log_event(fmt::format("{} leaves replica {}: {}", d.id, d.replica, why));
   }
+  if (d.conn != nullptr) {
+    d.conn->client_close();
+    d.conn.reset();
+  }
+  d.authed = false;
   drop_requests_of(device);
   const MonoMs delay = voluntary ? device_rng_.range(kMinOfflineMs, kMaxOfflineMs)
                                  : device_rng_.range(kMinReconnectMs, kMaxReconnectMs);
@@ -768,9 +1158,21 @@ void MessagingScenario::disconnect(std::size_t device, bool voluntary, std::stri
   });
 }
 
-// Called inside the node's Ready loop: the push to the devices runs in a step of its own.
-void MessagingScenario::on_replica_applied(raft::NodeId id) {
+// Called inside the node's Ready loop: the push to the devices runs in a step of its own. The
+// notices are only hints without the gateway: the devices sync from their cursors.
+void MessagingScenario::on_replica_applied(raft::NodeId id,
+                                           std::vector<messaging::ChangeNotice> notices) {
   ReplicaApp& app = *apps_.at(id);
+  if (app.gateway_node != nullptr) {
+    const std::uint64_t incarnation = app.incarnation;
+    cluster_.schedule_call(cluster_.clock().mono_ms(),
+                           [this, id, incarnation, notices = std::move(notices)] {
+                             if (alive(id, incarnation)) {
+                               apps_.at(id)->gateway_node->changes(notices);
+                             }
+                           });
+    return;
+  }
   if (app.gateway_scheduled) {
     return;
   }
@@ -813,6 +1215,143 @@ void MessagingScenario::deliver_changes(Device& d) {
     more = page->has_more;
   }
   poll_read(d);
+}
+
+// Gateway mode: the device opens a WebSocket to its replica's gateway and authenticates with its
+// secret and its cursor as `since`; the gateway then streams the changes after it.
+void MessagingScenario::open_socket(std::size_t device) {
+  Device& d = devices_[device];
+  const raft::NodeId id = d.replica;
+  const auto app = apps_.find(id);
+  if (app == apps_.end() || !app->second->up || app->second->gateway == nullptr) {
+    disconnect(device, /*voluntary=*/false, "no gateway runs there");
+    return;
+  }
+  const std::uint64_t incarnation = app->second->incarnation;
+  const std::uint64_t connection = d.connection;
+  SimWsConnection::DeviceSide side{
+      .frame =
+          [this, device, connection](const std::string& text) {
+            if (devices_[device].connection == connection) {
+              on_frame(device, text);
+            }
+          },
+      .closed =
+          [this, device, connection](std::uint16_t code, const std::string& reason) {
+            const Device& dev = devices_[device];
+            if (dev.connection != connection || !dev.online) {
+              return;
+            }
+            ++stats_.server_closes;
+            disconnect(device, /*voluntary=*/false,
+                       fmt::format("the gateway closed the connection: {} {}", code, reason));
+          },
+  };
+  // One address per device: the gateway's per-address limits see each device on its own.
+  const std::string endpoint =
+      fmt::format("10.0.{}.{}:{}", device / kAddressOctets, device % kAddressOctets,
+                  kFirstClientPort + connection % kClientPorts);
+  d.conn = std::make_shared<SimWsConnection>(
+      [this](MonoMs at_ms, std::function<void()> fn) {
+        cluster_.schedule_call(at_ms, std::move(fn));
+      },
+      &cluster_.clock(), &wire_rng_, next_socket_++, endpoint, app->second->gateway.get(),
+      [this, id, incarnation] { return alive(id, incarnation); }, std::move(side));
+  if (!d.conn->open()) {
+    disconnect(device, /*voluntary=*/false, "the gateway refused the connection");
+    return;
+  }
+  json::object auth{{"type", "auth"},
+                    {"user_id", users_[d.user].id},
+                    {"device_id", d.id},
+                    {"token", credential_secret(d.id)},
+                    {"since", d.cursor}};
+  frame_request(
+      device, std::move(auth), [this, device](const FrameAnswer& a) { on_auth_answer(device, a); },
+      kRequestTimeoutMs);
+}
+
+void MessagingScenario::on_auth_answer(std::size_t device, const FrameAnswer& answer) {
+  Device& d = devices_[device];
+  if (!answer.ok) {
+    if (!retryable_code(answer.code)) {
+      violation(fmt::format("device {}: auth refused: {}: {}", d.id, answer.code, answer.message));
+      return;
+    }
+    if (d.online) {
+      disconnect(device, /*voluntary=*/false, "its auth failed: " + answer.code);
+    }
+    return;
+  }
+  if (bool_field(answer.fields, "resync_required")) {
+    violation(fmt::format("device {}: auth since {} answered resync_required", d.id, d.cursor));
+    return;
+  }
+  // The auth reads after a linearizable barrier: the replica holds at least what the device got.
+  const std::uint64_t cursor = u64_field(answer.fields, "cursor");
+  if (cursor < d.cursor) {
+    violation(
+        fmt::format("device {}: replica {} answered its auth with cursor {}, behind the {} "
+                    "it holds",
+                    d.id, d.replica, cursor, d.cursor));
+    return;
+  }
+  d.authed = true;
+  pump(device);
+}
+
+void MessagingScenario::on_frame(std::size_t device, const std::string& text) {
+  const Device& d = devices_[device];
+  ++stats_.frames_received;
+  boost::system::error_code ec;
+  json::value parsed = json::parse(text, ec);
+  if (ec || !parsed.is_object()) {
+    violation(fmt::format("device {} received a frame that is not a JSON object: {}", d.id, text));
+    return;
+  }
+  const json::object& frame = parsed.get_object();
+  const std::string type = string_field(frame, "type");
+  if (type == "ok" || type == "error") {
+    const std::string re = string_field(frame, "re");
+    std::uint64_t token = 0;
+    const bool named =
+        re.size() > 1 && re.front() == 'r' &&
+        std::from_chars(re.data() + 1, re.data() + re.size(), token).ec == std::errc{};
+    if (!named) {
+      violation(fmt::format("device {} received an answer to no request: {}", d.id, text));
+      return;
+    }
+    finish_frame(token, FrameAnswer{.ok = type == "ok",
+                                    .code = string_field(frame, "code"),
+                                    .message = string_field(frame, "message"),
+                                    .fields = frame});
+    return;
+  }
+  if (type == "change") {
+    on_change_frame(device, frame);
+    return;
+  }
+  if (type == "presence" || type == "typing") {
+    ++stats_.ephemeral_frames;
+    return;
+  }
+  violation(fmt::format("device {} received an unexpected frame: {}", d.id, text));
+}
+
+void MessagingScenario::on_change_frame(std::size_t device, const json::object& frame) {
+  Device& d = devices_[device];
+  const json::value* change = frame.if_contains("change");
+  std::optional<messagingpb::SyncEntry> entry;
+  if (change != nullptr && change->is_object()) {
+    entry = decode_change(change->get_object());
+  }
+  if (!entry) {
+    violation(fmt::format("device {} received a change frame it cannot read: {}", d.id,
+                          json::serialize(frame)));
+    return;
+  }
+  receive(d, *entry);
+  pump(device);  // acknowledge what arrived
 }
 
 void MessagingScenario::receive(Device& d, const messagingpb::SyncEntry& entry) {
@@ -980,6 +1519,9 @@ void MessagingScenario::pump(std::size_t device) {
   if (!d.online || cluster_.clock().mono_ms() < d.backoff_until_ms) {
     return;
   }
+  if (extras_.gateway && !d.authed) {
+    return;  // its requests follow the auth's answer
+  }
   if (!d.send_busy && !d.outbox.empty()) {
     send_head(device);
   }
@@ -991,7 +1533,9 @@ void MessagingScenario::pump(std::size_t device) {
       send_ack(device, conversation_id);
     }
   }
-  if (d.read && !reads_[*d.read].acked && !d.read_busy) {
+  // Through the gateway a device asks until it hears the saga's outcome; without, it asks until
+  // the start is acknowledged, then watches its replica's state.
+  if (d.read && !d.read_busy && (extras_.gateway || !reads_[*d.read].acked)) {
     start_read(device);
   }
 }
@@ -1018,6 +1562,21 @@ void MessagingScenario::send_head(std::size_t device) {
   op->set_client_message_id(o.client_message_id);
   op->set_body(o.body);
   d.send_busy = true;
+  if (extras_.gateway) {
+    json::object frame{{"type", "send"},
+                       {"conversation_id", o.conversation_id},
+                       {"client_message_id", o.client_message_id},
+                       {"body", o.body}};
+    frame_request(
+        device, std::move(frame),
+        [this, device](const FrameAnswer& a) {
+          messagingpb::SendResult sent;
+          sent.set_seq(u64_field(a.fields, "seq"));
+          on_send_answer(device, as_command_result(a, sent.SerializeAsString()));
+        },
+        kRequestTimeoutMs);
+    return;
+  }
   request(device, d.replica, messaging_command(c),
           [this, device](const Result<rsmpb::CommandResult>& r) { on_send_answer(device, r); });
 }
@@ -1082,22 +1641,30 @@ void MessagingScenario::send_delete(std::size_t device) {
   c.mutable_delete_message()->set_conversation_id(conversation_id);
   c.mutable_delete_message()->set_seq(seq);
   d.delete_busy = true;
-  request(device, d.replica, messaging_command(c),
-          [this, device](const Result<rsmpb::CommandResult>& r) {
-            Device& dev = devices_[device];
-            dev.delete_busy = false;
-            const Answer answer = classify(r);
-            if (answer == Answer::kRefused) {
-              violation(fmt::format("device {}: delete refused: {}", dev.id, describe(r)));
-            }
-            if (answer != Answer::kOk) {
-              back_off(device);
-              return;
-            }
-            ++stats_.deletes;
-            dev.deletes.pop_front();
-            pump(device);
-          });
+  auto on_answer = [this, device](const Result<rsmpb::CommandResult>& r) {
+    Device& dev = devices_[device];
+    dev.delete_busy = false;
+    const Answer answer = classify(r);
+    if (answer == Answer::kRefused) {
+      violation(fmt::format("device {}: delete refused: {}", dev.id, describe(r)));
+    }
+    if (answer != Answer::kOk) {
+      back_off(device);
+      return;
+    }
+    ++stats_.deletes;
+    dev.deletes.pop_front();
+    pump(device);
+  };
+  if (extras_.gateway) {
+    json::object frame{{"type", "delete"}, {"conversation_id", conversation_id}, {"seq", seq}};
+    frame_request(
+        device, std::move(frame),
+        [on_answer](const FrameAnswer& a) { on_answer(as_command_result(a, {})); },
+        kRequestTimeoutMs);
+    return;
+  }
+  request(device, d.replica, messaging_command(c), on_answer);
 }
 
 void MessagingScenario::send_ack(std::size_t device, const std::string& conversation_id) {
@@ -1109,6 +1676,18 @@ void MessagingScenario::send_ack(std::size_t device, const std::string& conversa
   op->set_conversation_id(conversation_id);
   op->set_seq(value_in(d.received, conversation_id));
   d.ack_busy.insert(conversation_id);
+  if (extras_.gateway) {
+    json::object frame{{"type", "ack"}, {"conversation_id", conversation_id}, {"seq", op->seq()}};
+    frame_request(
+        device, std::move(frame),
+        [this, device, conversation_id](const FrameAnswer& a) {
+          messagingpb::MarkResult mark;
+          mark.set_mark(u64_field(a.fields, "acked_up_to"));
+          on_ack_answer(device, conversation_id, as_command_result(a, mark.SerializeAsString()));
+        },
+        kRequestTimeoutMs);
+    return;
+  }
   request(device, d.replica, messaging_command(c),
           [this, device, conversation_id](const Result<rsmpb::CommandResult>& r) {
             on_ack_answer(device, conversation_id, r);
@@ -1153,8 +1732,65 @@ void MessagingScenario::start_read(std::size_t device) {
   c.mutable_start()->set_type(messaging::kReadSyncType);
   c.mutable_start()->set_input(input.SerializeAsString());
   d.read_busy = true;
+  if (extras_.gateway) {
+    json::object frame{{"type", "read"}, {"conversation_id", r.conversation_id}, {"seq", r.seq}};
+    frame_request(
+        device, std::move(frame),
+        [this, device](const FrameAnswer& a) { on_read_frame(device, a); }, kReadRequestTimeoutMs);
+    return;
+  }
   request(device, d.replica, module_command(workflow::kModuleName, c),
           [this, device](const Result<rsmpb::CommandResult>& r) { on_read_answer(device, r); });
+}
+
+// Gateway mode: the `read` is answered once the saga closed on the device's replica (ok, or the
+// error of its failed step) or, while it runs, "timeout"; the device asks again until it hears
+// the outcome (the same saga id: one saga).
+void MessagingScenario::on_read_frame(std::size_t device, const FrameAnswer& a) {
+  Device& d = devices_[device];
+  d.read_busy = false;
+  ReadReport& r = reads_[*d.read];
+  std::optional<messaging::ReadSyncOutcome> outcome;
+  const std::size_t split = a.message.find(": ");
+  if (a.ok) {
+    if (string_field(a.fields, "saga_id") != r.workflow_id) {
+      violation(fmt::format("device {}: read {} answered for saga \"{}\"", d.id, r.workflow_id,
+                            string_field(a.fields, "saga_id")));
+      return;
+    }
+    outcome = messaging::ReadSyncOutcome{.ok = true, .error_type = {}, .error_message = {}};
+  } else if (a.code == "read_beyond_last_seq" || a.code == "read_not_member") {
+    outcome = messaging::ReadSyncOutcome{.ok = false,
+                                         .error_type = a.code == "read_not_member"
+                                                           ? messaging::kReadNotMember
+                                                           : messaging::kReadBeyondLastSeq,
+                                         .error_message = a.message};
+  } else if (a.code == "internal" && split != std::string::npos) {
+    outcome = messaging::ReadSyncOutcome{.ok = false,
+                                         .error_type = a.message.substr(0, split),
+                                         .error_message = a.message.substr(split + 2)};
+  } else if (a.code == "timeout" && a.message.starts_with(kReadStillRunning)) {
+    ++stats_.read_timeouts;
+    if (!r.acked) {
+      r.acked = true;
+      ++stats_.reads;
+    }
+    back_off(device);
+    return;
+  } else if (retryable_code(a.code)) {
+    back_off(device);
+    return;
+  } else {
+    violation(
+        fmt::format("device {}: read {} refused: {}: {}", d.id, r.workflow_id, a.code, a.message));
+    return;
+  }
+  if (!r.acked) {
+    r.acked = true;
+    ++stats_.reads;
+  }
+  close_read(d, *outcome);
+  pump(device);
 }
 
 void MessagingScenario::on_read_answer(std::size_t device,
@@ -1197,18 +1833,23 @@ void MessagingScenario::poll_read(Device& d) {
     violation(fmt::format("{}: no outcome: {}", r.workflow_id, outcome.status().to_string()));
     return;
   }
-  r.outcome = *outcome;
+  close_read(d, *outcome);
+}
+
+void MessagingScenario::close_read(Device& d, const messaging::ReadSyncOutcome& outcome) {
+  ReadReport& r = reads_[*d.read];
+  r.outcome = outcome;
   if (observer_ != nullptr) {
     observer_->on_read_closed(r.first_ms.value_or(cluster_.clock().mono_ms()),
                               cluster_.clock().mono_ms(), d.id, r.conversation_id, r.seq,
-                              outcome->ok);
+                              outcome.ok);
   }
-  if (outcome->ok) {
+  if (outcome.ok) {
     std::uint64_t& marker = d.marker[r.conversation_id];
     marker = std::max(marker, r.seq);
   } else if (options_.verbose) {
-    cluster_.log_event(fmt::format("{}: compensated: {}: {}", r.workflow_id, outcome->error_type,
-                                   outcome->error_message));
+    cluster_.log_event(fmt::format("{}: compensated: {}: {}", r.workflow_id, outcome.error_type,
+                                   outcome.error_message));
   }
   d.read.reset();
 }
@@ -1238,6 +1879,9 @@ std::string MessagingScenario::unsettled() const {
   for (const Device& d : devices_) {
     if (!d.online || !d.outbox.empty() || !d.deletes.empty()) {
       return fmt::format("device {}: {}", d.id, d.online ? "requests to make" : "offline");
+    }
+    if (extras_.gateway && !d.authed) {
+      return fmt::format("device {} is not authenticated", d.id);
     }
     if (d.read) {
       auto record = workflow::Engine::read_workflow(*state, reads_[*d.read].workflow_id);
@@ -1282,7 +1926,8 @@ std::string MessagingScenario::final_check() {
     }
   }
   for (const std::string& problem :
-       {check_devices(*state), check_reads(*state), check_providers(*state)}) {
+       {check_devices(*state), check_reads(*state), check_providers(*state),
+        extras_.system_checks ? check_pushes(*state) : std::string()}) {
     if (!problem.empty()) {
       return problem;
     }
@@ -1361,6 +2006,12 @@ std::string MessagingScenario::check_delivery(const storage::Reader& state, cons
   const std::string& named = (*record)->state();
   if (!is_delivery_state(named)) {
     return fmt::format("delivery workflow {} is in state \"{}\"", id, named);
+  }
+  if (extras_.system_checks) {
+    std::string stuck = check_not_stuck(state, id);
+    if (!stuck.empty()) {
+      return stuck;
+    }
   }
   if (message.deleted()) {
     // Deleting a message cancels its open deliveries, so acknowledgements and reads after the
@@ -1498,6 +2149,11 @@ std::string MessagingScenario::first_step_output(const storage::Reader& state,
 std::string MessagingScenario::check_reads(const storage::Reader& state) {
   for (const ReadReport& r : reads_) {
     if (!r.acked) {
+      // Started perhaps, never answered: with system_checks it must not be stuck either.
+      std::string problem = extras_.system_checks ? check_not_stuck(state, r.workflow_id) : "";
+      if (!problem.empty()) {
+        return problem;
+      }
       continue;
     }
     std::string problem = check_read(state, r);
@@ -1593,11 +2249,114 @@ std::string MessagingScenario::check_providers(const storage::Reader& state) con
   return {};
 }
 
+// MessagingOptions::system_checks: what the devices were notified of (received_pushes_: accepted
+// under a new idempotency key) against the messages and their deliveries.
+std::string MessagingScenario::check_pushes(const storage::Reader& state) const {
+  std::set<std::tuple<std::string, std::uint64_t, std::string>> received;
+  for (const messaging::PushRequest& p : received_pushes_) {
+    if (!received.emplace(p.conversation_id, p.seq, p.device_id).second) {
+      return fmt::format("device {} received two pushes for message {} of {} (the second {})",
+                         p.device_id, p.seq, p.conversation_id, p.idempotency_key);
+    }
+    auto message = messaging::Domain::get_message(state, p.conversation_id, p.seq);
+    if (message.ok() && message->has_value() && (*message)->sender_user_id() == p.user_id) {
+      return fmt::format("device {} of {} was pushed for its own user's message {} of {}",
+                         p.device_id, p.user_id, p.seq, p.conversation_id);
+    }
+    const auto device = device_by_id_.find(p.device_id);
+    if (device == device_by_id_.end() || !devices_[device->second].push_token) {
+      return fmt::format("device {} without a push token received a push", p.device_id);
+    }
+    std::string problem = check_push_timing(
+        state, messaging::delivery_workflow_id(p.conversation_id, p.seq, p.user_id));
+    if (!problem.empty()) {
+      return problem;
+    }
+  }
+  // A device marked push_accepted had a push accepted for that message.
+  for (const Conversation& c : conversations_) {
+    auto conv = messaging::Domain::get_conversation(state, c.id);
+    const std::uint64_t last = conv.ok() && conv->has_value() ? (*conv)->last_seq() : 0;
+    for (std::uint64_t seq = 1; seq <= last; ++seq) {
+      for (const std::size_t member : c.members) {
+        const std::string id = messaging::delivery_workflow_id(c.id, seq, users_[member].id);
+        auto record = workflow::Engine::read_workflow(state, id);
+        if (!record.ok() || !record->has_value()) {
+          continue;  // the sender's own: check_conversation covers the others
+        }
+        const auto data = messaging::decode_delivery_data((*record)->data());
+        if (!data) {
+          return fmt::format("delivery {}: its data does not decode", id);
+        }
+        for (const auto& device : data->devices()) {
+          if (device.push_accepted() && !received.contains({c.id, seq, device.device_id()})) {
+            return fmt::format("delivery {} marks device {} pushed, but no push reached it", id,
+                               device.device_id());
+          }
+        }
+      }
+    }
+  }
+  return {};
+}
+
+// Nothing stuck silently: a workflow that exists is closed, or waits on a timer or an activity of
+// its own.
+std::string MessagingScenario::check_not_stuck(const storage::Reader& state,
+                                               const std::string& workflow_id) {
+  auto record = workflow::Engine::read_workflow(state, workflow_id);
+  if (!record.ok()) {
+    return fmt::format("workflow {} is unreadable: {}", workflow_id, record.status().to_string());
+  }
+  if (!record->has_value() || (*record)->status() != workflowpb::RUNNING ||
+      (*record)->open_activity_ids_size() > 0 || (*record)->user_timers_size() > 0) {
+    return {};
+  }
+  return fmt::format("workflow {} is open in \"{}\" with no timer or activity pending", workflow_id,
+                     (*record)->state());
+}
+
+// A push reached a device for this delivery: the delivery's push timer (the grace for a live
+// socket) fired before any device acknowledged the message, as its history records in log order.
+std::string MessagingScenario::check_push_timing(const storage::Reader& state,
+                                                 const std::string& delivery_id) const {
+  auto record = workflow::Engine::read_workflow(state, delivery_id);
+  if (!record.ok() || !record->has_value()) {
+    return fmt::format("a push reached a device for {}, which does not exist", delivery_id);
+  }
+  auto events = workflow::Engine::read_history(state, delivery_id, (*record)->run_id(), 0,
+                                               kMaxDeliveryHistoryEvents);
+  if (!events.ok()) {
+    return fmt::format("the history of {} is unreadable: {}", delivery_id,
+                       events.status().to_string());
+  }
+  for (const workflowpb::HistoryEvent& e : *events) {
+    if (e.kind() == "timer_fired" && e.name() == messaging::kPushTag) {
+      return {};
+    }
+    if (e.kind() == "signaled" && e.name() == messaging::kDeliveredSignal) {
+      return fmt::format(
+          "{}: a device acknowledged the message (event {}) before the push timer "
+          "fired, yet a push reached a device",
+          delivery_id, e.seq());
+    }
+  }
+  return fmt::format("{}: a push reached a device, but the push timer never fired", delivery_id);
+}
+
 MessagingRunResult MessagingScenario::run() {
   plan_world();
   plan_setup_commands();
   report_world();
   cluster_.schedule_call(0, [this] { run_setup_phase(); });
+  if (extras_.clock_jumps) {
+    cluster_.schedule_call(fault_rng_.range(kMinSystemFaultGapMs, kMaxSystemFaultGapMs),
+                           [this] { on_clock_jump(); });
+  }
+  if (extras_.leadership_transfers) {
+    cluster_.schedule_call(fault_rng_.range(kMinSystemFaultGapMs, kMaxSystemFaultGapMs),
+                           [this] { on_transfer(); });
+  }
   // Just after the final heal: every device comes online and stays.
   cluster_.schedule_call(kFaultsEndMs + 1, [this] {
     quiesced_ = true;

@@ -27,6 +27,16 @@
 // must end compensated. A replica crash or a request timeout drops the device's connection; it
 // reconnects to a random running replica.
 //
+// With MessagingOptions::gateway (the system scenario, sim/system_scenario.h) the devices do all of
+// this through the server's own Gateway (server/gateway.h), one per replica incarnation on a
+// SimGatewayNode (sim/gateway_world.h): a device opens a simulated WebSocket, authenticates with
+// its secret and its cursor as `since`, and from then on receives the change stream as the
+// gateway's `change` frames (its session cursor, live pump, flow control and snapshot catch-up)
+// and sends `send`, `ack`, `delete` and `read` frames; a `read` is answered by the gateway's read
+// waiter when the saga closes (or "timeout", and the device asks again), so the device learns the
+// outcome from the gateway rather than from the replica's state. The gateway closing a session
+// (a replaced or slow session) drops the device's connection like a crash does.
+//
 // Time line: setup from 0 ms; device traffic until kTrafficEndMs; faults until the final heal at
 // kFaultsEndMs, when every device comes online for good; the run settles when every request is
 // answered, every saga closed, and every device has received and acknowledged everything.
@@ -39,6 +49,9 @@
 //    and in what devices receive, and a send's retransmissions are answered with its first seq;
 //  - the read cursor a device sees (READ_CURSOR changes, and the user's own messages, which move
 //    it) never goes backwards.
+//  - with the gateway: every frame is a JSON object of a known type, every answer names a pending
+//    request, an `auth` with `since` is never answered with a cursor behind the device's nor with
+//    resync_required, and a `read` is answered for its own saga.
 // Checks at the end (healed, settled, every replica converged):
 //  1. every acknowledged send is stored at its seq with its body on every replica, unless its
 //     sender deleted it (and then only if a delete was issued); no two seqs share a client id;
@@ -54,11 +67,18 @@
 //     acknowledged by a device of the recipient is at least delivery_confirmed, one the recipient
 //     read through a completed saga is read_acknowledged; every push went to a device of the
 //     delivery's recipient, every email to a recipient with email fallback.
+//  7. with MessagingOptions::system_checks: every open delivery workflow has a timer or an
+//     activity pending; no device received two pushes for one message (a push
+//     is received when the provider accepts a new idempotency key); none went to a device of the
+//     message's sender or to a device without a push token; a push was received only for a
+//     delivery whose push timer fired before any device acknowledged the message (in its
+//     history's order); and every device a delivery marks push_accepted received a push for it.
 //
 // Determinism: every choice comes from Rngs derived from the seed, every container iterated is
 // ordered, nothing reads a real clock. Thread-safety: none.
 #pragma once
 
+#include <boost/json.hpp>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -72,6 +92,7 @@
 
 #include "messaging/domain.h"
 #include "messaging/providers.h"
+#include "messaging/read_sync.h"
 #include "sim/cluster.h"
 #include "workflow/definition.h"
 
@@ -103,6 +124,20 @@ struct MessagingStats {
   std::uint64_t deliveries_read = 0;       // of them, in read_acknowledged
   std::uint64_t deliveries_expired = 0;    // of them, completed unread at the end of their lifetime
   std::int64_t delivery_lifetime_ms = 0;   // the lifetime set in this run; 0 = the default
+  // With MessagingOptions::gateway: frames the devices sent and received, sessions the gateway
+  // closed, typing and presence frames received.
+  std::uint64_t frames_sent = 0;
+  std::uint64_t frames_received = 0;
+  std::uint64_t server_closes = 0;
+  std::uint64_t ephemeral_frames = 0;
+  std::uint64_t read_timeouts = 0;  // `read` answered "timeout": the saga was still running
+  // With MessagingOptions::provider_faults: 429 answers, permanent token errors, tokens that died.
+  std::uint64_t rate_limited_calls = 0;
+  std::uint64_t permanent_token_errors = 0;
+  std::uint64_t dead_tokens = 0;
+  std::uint64_t pushes_received = 0;  // distinct pushes the devices got (accepted, new key)
+  std::uint64_t clock_jumps = 0;      // with MessagingOptions::clock_jumps
+  std::uint64_t transfers = 0;        // leadership transfers asked (leadership_transfers)
 };
 
 struct MessagingRunResult {
@@ -169,12 +204,55 @@ class MessagingObserver {
                                bool up) = 0;
 };
 
+// What a run includes beyond the messaging scenario's default. All off (the default), a seed runs
+// exactly as the messaging scenario always ran it; the system scenario (sim/system_scenario.h)
+// turns them on.
+struct MessagingOptions {
+  // Devices speak docs/protocol.md JSON frames over simulated WebSockets to the real
+  // server::Gateway of their replica's incarnation (sim/gateway_world.h): they authenticate with a
+  // device secret and `since`, receive the live change stream as `change` frames, and send
+  // `send`, `ack`, `delete` and `read` requests, whose answers they read from `ok` and `error`
+  // frames. Without it they propose commands and read the change stream themselves.
+  bool gateway = false;
+  std::int64_t min_users = 3;
+  std::int64_t max_users = 4;
+  std::int64_t max_devices_per_user = 3;
+  // Providers also answer 429 with a Retry-After (kSimRateLimitedChance), and some devices' push
+  // tokens die during the run (kSimDeadTokenChance): every later push to them is answered
+  // push.unregistered, a permanent error.
+  bool provider_faults = false;
+  // Now and then a running replica's wall clock jumps (kMaxClockJumpMs either way) until the
+  // final heal; the gateway, the workflow runtime and the proposals read it.
+  bool clock_jumps = false;
+  // Now and then the leader is asked to hand leadership to another running voter.
+  bool leadership_transfers = false;
+  // At the end, every open delivery workflow has a timer or an activity pending, and the push
+  // invariants: at most one distinct push received per device and message;
+  // none to a device of the message's sender; none after a device acknowledged the message before
+  // the push timer fired; a device marked push_accepted received a push for that message.
+  bool system_checks = false;
+};
+
+// A simulated push provider that stands for a service honouring idempotency keys answers a
+// repeated, already accepted key with success without notifying the device again.
+// With MessagingOptions::provider_faults: the share of calls answered 429 and the Retry-After
+// they carry, and the share of push devices whose token dies at a random time of the run.
+inline constexpr double kSimRateLimitedChance = 0.1;
+inline constexpr std::int64_t kSimMinRetryAfterMs = 100;
+inline constexpr std::int64_t kSimMaxRetryAfterMs = 2'000;
+inline constexpr double kSimDeadTokenChance = 0.2;
+// With MessagingOptions::clock_jumps: a replica's wall clock jumps by at most this much.
+inline constexpr std::int64_t kMaxClockJumpMs = 2'000;
+
+// A gateway's answer to a device's request frame (MessagingOptions::gateway).
+struct FrameAnswer;
+
 // The options of seed `seed` of the messaging scenario: 3 replicas for odd seeds, 5 for even.
 [[nodiscard]] ClusterOptions messaging_cluster_options(std::uint64_t seed, bool verbose);
 
 class MessagingScenario final : public ClusterScenario {
  public:
-  explicit MessagingScenario(const ClusterOptions& options);
+  explicit MessagingScenario(const ClusterOptions& options, const MessagingOptions& extras = {});
   ~MessagingScenario() override;
   MessagingScenario(const MessagingScenario&) = delete;
   MessagingScenario& operator=(const MessagingScenario&) = delete;
@@ -206,6 +284,7 @@ class MessagingScenario final : public ClusterScenario {
   struct ReadReport;
   enum class ReadKind : std::uint8_t;
   using ResultFn = std::function<void(const Result<rsmpb::CommandResult>&)>;
+  using FrameFn = std::function<void(const FrameAnswer&)>;
 
   // Replicas, and proposals from their services.
   [[nodiscard]] bool alive(raft::NodeId id, std::uint64_t incarnation) const;
@@ -213,9 +292,22 @@ class MessagingScenario final : public ClusterScenario {
   void propose_later(raft::NodeId id, std::uint64_t incarnation, rsmpb::Command command,
                      rsm::ProposeCallback done);
   void post_later(raft::NodeId id, std::uint64_t incarnation, std::function<void()> fn);
+  // A read barrier on replica `id`, asked in an event of its own; `done` in another.
+  void read_later(raft::NodeId id, std::uint64_t incarnation, rsm::ReadCallback done);
+  // `done`, wrapped to run in an event of its own while the incarnation lives.
+  [[nodiscard]] rsm::ProposeCallback answer_later(raft::NodeId id, std::uint64_t incarnation,
+                                                  rsm::ProposeCallback done);
+  // The gateway of every other running replica hears the event after a wire latency.
+  void broadcast_ephemeral(raft::NodeId from, const std::string& kind, const std::string& payload);
+  void start_gateway(raft::NodeId id);
+  // The system's own faults, each on a schedule of its own until the final heal.
+  void on_clock_jump();
+  void on_transfer();
   // push_request: the push being sent, or null for an email.
   void provider_call(raft::NodeId id, std::uint64_t incarnation,
                      const messaging::PushRequest* push_request, messaging::ProviderDone done);
+  [[nodiscard]] std::optional<messaging::ProviderResult> provider_fault(
+      const messaging::PushRequest* push_request, bool failing);
   void report_world();
 
   // The world and its setup.
@@ -232,12 +324,25 @@ class MessagingScenario final : public ClusterScenario {
   void request(std::optional<std::size_t> device, raft::NodeId id, const rsmpb::Command& command,
                ResultFn done);
   void finish_request(std::uint64_t token, const Result<rsmpb::CommandResult>& result);
+  // Fails the pending request `token` (no answer): a command request with `status`, a frame
+  // request with the protocol's code for it.
+  void fail_request(std::uint64_t token, const Status& status);
+  void arm_request_timeout(std::uint64_t token, MonoMs timeout_ms);
   void drop_requests_of(std::size_t device);
+  // A device's request frame on its connection; `done` gets the `ok` or `error` answer.
+  void frame_request(std::size_t device, boost::json::object frame, FrameFn done,
+                     MonoMs timeout_ms);
+  void finish_frame(std::uint64_t token, const FrameAnswer& answer);
 
   // Devices: connections and the gateway.
   void connect(std::size_t device);
   void disconnect(std::size_t device, bool voluntary, std::string_view why);
-  void on_replica_applied(raft::NodeId id);
+  void on_replica_applied(raft::NodeId id, std::vector<messaging::ChangeNotice> notices);
+  // Gateway mode: the device opens its WebSocket and authenticates.
+  void open_socket(std::size_t device);
+  void on_auth_answer(std::size_t device, const FrameAnswer& answer);
+  void on_frame(std::size_t device, const std::string& text);
+  void on_change_frame(std::size_t device, const boost::json::object& frame);
   void push_changes(raft::NodeId id);
   void deliver_changes(Device& d);
   void receive(Device& d, const messagingpb::SyncEntry& entry);
@@ -258,7 +363,10 @@ class MessagingScenario final : public ClusterScenario {
                      const Result<rsmpb::CommandResult>& result);
   void start_read(std::size_t device);
   void on_read_answer(std::size_t device, const Result<rsmpb::CommandResult>& result);
+  void on_read_frame(std::size_t device, const FrameAnswer& answer);
   void poll_read(Device& d);
+  // The device learned how its current read ended.
+  void close_read(Device& d, const messaging::ReadSyncOutcome& outcome);
   void back_off(std::size_t device);
 
   // Outside services.
@@ -280,14 +388,25 @@ class MessagingScenario final : public ClusterScenario {
                                            const messagingpb::MessageRecord& message,
                                            std::size_t recipient);
   [[nodiscard]] std::string check_providers(const storage::Reader& state) const;
+  // MessagingOptions::system_checks.
+  [[nodiscard]] std::string check_pushes(const storage::Reader& state) const;
+  [[nodiscard]] static std::string check_not_stuck(const storage::Reader& state,
+                                                   const std::string& workflow_id);
+  [[nodiscard]] std::string check_push_timing(const storage::Reader& state,
+                                              const std::string& delivery_id) const;
   void violation(std::string what);
 
   ClusterOptions options_;
+  MessagingOptions extras_;
   workflow::Registry registry_;
   Rng plan_rng_;
   Rng device_rng_;
   Rng provider_rng_;
   Rng skew_rng_;
+  // Drawn only with the matching MessagingOptions, so the default's seeds replay as before.
+  Rng wire_rng_;   // WebSocket latencies
+  Rng fault_rng_;  // dead tokens, 429s, clock jumps, transfers
+  std::uint64_t next_socket_ = 1;
   // A short delivery lifetime (SetRetention) in some seeds, drawn from a stream of its own so the
   // rest of the seed's schedule is unchanged; 0 = the default (longer than any run).
   std::int64_t delivery_lifetime_ms_ = 0;
@@ -306,7 +425,8 @@ class MessagingScenario final : public ClusterScenario {
   std::map<raft::NodeId, std::uint64_t> incarnations_;
   struct Pending {
     std::optional<std::size_t> device;
-    ResultFn done;
+    ResultFn done;       // a command request, or
+    FrameFn frame_done;  // a frame request (gateway mode)
   };
   std::map<std::uint64_t, Pending> requests_;  // by token: awaiting an answer
   std::uint64_t next_request_ = 1;
@@ -320,6 +440,10 @@ class MessagingScenario final : public ClusterScenario {
   std::set<std::pair<std::string, std::uint64_t>> delete_issued_;  // (conversation, seq)
   std::vector<ReadReport> reads_;  // every read-sync saga a device started
   std::vector<messaging::PushRequest> pushes_;
+  // Pushes the provider accepted under a new idempotency key: what devices were notified of.
+  std::vector<messaging::PushRequest> received_pushes_;
+  std::set<std::string> accepted_keys_;
+  std::map<std::string, MonoMs, std::less<>> token_dies_ms_;  // by device id
   std::vector<messaging::EmailRequest> emails_;
 
   std::optional<std::string> violation_;

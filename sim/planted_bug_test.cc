@@ -24,10 +24,12 @@
 namespace herald::sim {
 namespace {
 
-// The seed ranges of CI's simulator runs (tests/CMakeLists.txt: sim.raft_500_seeds and
-// sim.messaging_200_seeds run seeds 1..N).
+// The seed ranges of CI's simulator runs (tests/CMakeLists.txt: sim.raft_500_seeds,
+// sim.messaging_200_seeds and sim.system_fixed_seeds run seeds 1..N).
 constexpr std::uint64_t kCiRaftSeeds = 500;
 constexpr std::uint64_t kCiMessagingSeeds = 200;
+// sim.system_fixed_seeds runs seeds 1..kCiSystemSeeds.
+constexpr std::uint64_t kCiSystemSeeds = 12;
 
 // The checks whose failure says that a write the cluster acknowledged is gone or contradicted:
 // a new leader lacks an applied entry, two replicas applied different entries at one index, the
@@ -106,6 +108,11 @@ TEST_F(PlantedBugTest, CommitWithoutQuorumIsCaughtWithinTheRaftSeeds) {
 // The acknowledged thing is a chat message here: SendMessage answered with its seq.
 TEST_F(PlantedBugTest, CommitWithoutQuorumIsCaughtWithinTheMessagingSeeds) {
   expect_caught("messaging", kCiMessagingSeeds);
+}
+
+// Here the message is sent and acknowledged through the gateway (a `send` answered `ok`).
+TEST_F(PlantedBugTest, CommitWithoutQuorumIsCaughtWithinTheSystemSeeds) {
+  expect_caught("system", kCiSystemSeeds);
 }
 
 }  // namespace

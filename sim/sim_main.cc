@@ -11,14 +11,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/assert.h"
+#include "base/clock.h"
 #include "sim/cluster.h"
 #include "sim/membership_scenario.h"
 #include "sim/messaging_scenario.h"
 #include "sim/results_scenario.h"
+#include "sim/system_scenario.h"
 #include "sim/workflow_scenario.h"
 
 namespace herald::sim {
@@ -30,6 +34,9 @@ constexpr char kWorkflowScenario[] = "workflow";
 constexpr char kMessagingScenario[] = "messaging";
 constexpr char kMembershipScenario[] = "membership";
 constexpr char kResultsScenario[] = "results";
+constexpr char kSystemScenario[] = "system";
+constexpr double kMsPerSecond = 1000.0;
+constexpr double kMsPerHour = 3'600'000.0;
 
 // What to print if a seed aborts the process (a failed HERALD_ASSERT in any layer): the seed, so
 // that it can be replayed. Formatted before each run; written from the signal handler.
@@ -117,6 +124,16 @@ std::string messaging_stats_line(std::uint64_t seed, const MessagingStats& s) {
       s.deliveries_read, s.deliveries_expired, s.delivery_lifetime_ms);
 }
 
+std::string system_stats_line(std::uint64_t seed, const MessagingStats& s) {
+  return fmt::format(
+      "sim: seed {} system: {} frames sent, {} received, {} typing/presence, {} sessions closed by "
+      "the gateway, {} reads answered timeout; {} pushes received, {} answered 429, {} permanent "
+      "token errors ({} tokens died); {} clock jumps, {} leadership transfers asked\n",
+      seed, s.frames_sent, s.frames_received, s.ephemeral_frames, s.server_closes, s.read_timeouts,
+      s.pushes_received, s.rate_limited_calls, s.permanent_token_errors, s.dead_tokens,
+      s.clock_jumps, s.transfers);
+}
+
 std::string membership_stats_line(std::uint64_t seed, const MembershipStats& s) {
   return fmt::format(
       "sim: seed {} membership: {} changes asked, {} added, {} promoted, {} removed acknowledged, "
@@ -143,6 +160,11 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
     const MessagingRunResult r = run.run();
     return {r.cluster, messaging_stats_line(options.seed, r.messaging)};
   }
+  if (scenario == kSystemScenario) {
+    const MessagingRunResult r = run_system_scenario(options);
+    return {r.cluster, messaging_stats_line(options.seed, r.messaging) +
+                           system_stats_line(options.seed, r.messaging)};
+  }
   if (scenario == kMembershipScenario) {
     MembershipScenario run(options);
     const MembershipRunResult r = run.run();
@@ -152,8 +174,15 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
   return {cluster.run(), {}};
 }
 
+// Seeds run and simulated time, for the closing line.
+struct RunTotals {
+  std::uint64_t seeds = 0;
+  std::int64_t simulated_ms = 0;
+};
+
 // Runs one seed of `scenario` (known); true when it passed.
-bool run_seed(std::string_view scenario, std::uint64_t seed, const RunFlags& flags) {
+bool run_seed(std::string_view scenario, std::uint64_t seed, const RunFlags& flags,
+              RunTotals& totals) {
   arm_abort_message(scenario, seed, flags);
   ClusterOptions options = scenario_cluster_options(scenario, seed, flags.verbose);
   options.segment_log = flags.segment_log;
@@ -163,6 +192,8 @@ bool run_seed(std::string_view scenario, std::uint64_t seed, const RunFlags& fla
   }
   const SeedResult run = run_scenario(scenario, options);
   const RunResult& result = run.cluster;
+  ++totals.seeds;
+  totals.simulated_ms += result.stats.end_ms;
   if (!result.ok) {
     fmt::print("sim: seed {} FAILED: {}\nreplay: herald sim --scenario {} --seed {}{}\n", seed,
                result.failure, scenario, seed, replay_flags(flags));
@@ -194,11 +225,37 @@ bool run_results(std::uint64_t seed, bool verbose, bool segment_log, ResultsTota
   return r.failure.empty();
 }
 
+// The seeds a run goes through: --seed alone; --random-seeds draws --seeds fresh ones (printed
+// first, so that a failure replays); else 1..--seeds.
+std::vector<std::uint64_t> seeds_to_run(const SimOptions& opts) {
+  if (opts.seed) {
+    return {*opts.seed};
+  }
+  std::vector<std::uint64_t> seeds;
+  std::random_device entropy;
+  std::mt19937_64 draw((static_cast<std::uint64_t>(entropy()) << 32U) | entropy());
+  constexpr std::uint64_t kMaxRandomSeed = 1'000'000'000;  // short enough to type back
+  for (int i = 1; i <= opts.seeds; ++i) {
+    seeds.push_back(opts.random_seeds ? 1 + draw() % kMaxRandomSeed
+                                      : static_cast<std::uint64_t>(i));
+  }
+  if (opts.random_seeds) {
+    fmt::print("sim: random seeds:");
+    for (const std::uint64_t seed : seeds) {
+      fmt::print(" {}", seed);
+    }
+    fmt::print("\n");
+    std::fflush(stdout);
+  }
+  return seeds;
+}
+
 }  // namespace
 
 bool is_known_scenario(std::string_view scenario) {
   return scenario == kRaftScenario || scenario == kWorkflowScenario ||
-         scenario == kMessagingScenario || scenario == kMembershipScenario;
+         scenario == kMessagingScenario || scenario == kMembershipScenario ||
+         scenario == kSystemScenario;
 }
 
 ClusterOptions scenario_cluster_options(std::string_view scenario, std::uint64_t seed,
@@ -213,6 +270,9 @@ ClusterOptions scenario_cluster_options(std::string_view scenario, std::uint64_t
   if (scenario == kMembershipScenario) {
     return membership_cluster_options(seed, verbose);
   }
+  if (scenario == kSystemScenario) {
+    return system_cluster_options(seed, verbose);
+  }
   return raft_options(seed, verbose);
 }
 
@@ -223,9 +283,9 @@ RunResult run_scenario_seed(std::string_view scenario, const ClusterOptions& opt
 
 int run_sim(const SimOptions& opts) {
   if (!is_known_scenario(opts.scenario) && opts.scenario != kResultsScenario) {
-    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {}, {})\n",
+    fmt::print(stderr, "sim: unknown scenario '{}' (known scenarios: {}, {}, {}, {}, {}, {})\n",
                opts.scenario, kRaftScenario, kWorkflowScenario, kMessagingScenario,
-               kMembershipScenario, kResultsScenario);
+               kMembershipScenario, kSystemScenario, kResultsScenario);
     return 2;
   }
   if (opts.raft_log != "rocksdb" && opts.raft_log != "segments") {
@@ -243,6 +303,10 @@ int run_sim(const SimOptions& opts) {
     fmt::print(stderr, "sim: --seeds must be at least 1 (got {})\n", opts.seeds);
     return 2;
   }
+  if (opts.budget_s && *opts.budget_s <= 0) {
+    fmt::print(stderr, "sim: --budget-s must be positive (got {})\n", *opts.budget_s);
+    return 2;
+  }
   if (*planted != PlantedBug::kNone) {
     fmt::print(stderr,
                "sim: TEST ONLY: every replica runs with the planted bug {}; seeds are expected to "
@@ -258,14 +322,20 @@ int run_sim(const SimOptions& opts) {
   auto* const saved_handler = std::signal(SIGABRT, on_abort_signal);
   int passed = 0;
   int failed = 0;
-  const std::uint64_t first = opts.seed.value_or(1);
-  const std::uint64_t last = opts.seed.value_or(static_cast<std::uint64_t>(opts.seeds));
   const bool segment_log = opts.raft_log == "segments";
   ResultsTotals totals;
-  for (std::uint64_t seed = first; seed <= last; ++seed) {
+  RunTotals run_totals;
+  const SystemClock wall;
+  const MonoMs started_ms = wall.mono_ms();
+  for (const std::uint64_t seed : seeds_to_run(opts)) {
+    if (opts.budget_s &&
+        static_cast<double>(wall.mono_ms() - started_ms) >= *opts.budget_s * kMsPerSecond) {
+      fmt::print("sim: the budget of {} s is spent: no more seeds\n", *opts.budget_s);
+      break;
+    }
     const bool ok = opts.scenario == kResultsScenario
                         ? run_results(seed, opts.verbose, segment_log, totals)
-                        : run_seed(opts.scenario, seed, flags);
+                        : run_seed(opts.scenario, seed, flags, run_totals);
     ++(ok ? passed : failed);
   }
   if (opts.scenario == kResultsScenario) {
@@ -273,6 +343,11 @@ int run_sim(const SimOptions& opts) {
   }
   std::signal(SIGABRT, saved_handler);
   spdlog::set_level(saved_level);
+  if (run_totals.seeds > 0) {
+    fmt::print("sim: {} seeds, {:.3f} simulated hours, in {:.1f} s\n", run_totals.seeds,
+               static_cast<double>(run_totals.simulated_ms) / kMsPerHour,
+               static_cast<double>(wall.mono_ms() - started_ms) / kMsPerSecond);
+  }
   fmt::print("sim: {} passed, {} failed\n", passed, failed);
   std::fflush(stdout);
   return failed > 0 ? 1 : 0;

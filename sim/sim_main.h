@@ -55,11 +55,16 @@ struct SimOptions {
   // TEST ONLY: the bug planted in every replica, by name (sim::parse_planted_bug); "none" runs
   // Herald as it ships.
   std::string plant_bug = "none";
+  // Run --seeds fresh seeds drawn at random (printed before they run) instead of 1..--seeds.
+  bool random_seeds = false;
+  // Start no new seed once this many seconds of real time have passed (--seeds bounds the run
+  // too); unset: no bound.
+  std::optional<double> budget_s;
 };
 
 [[nodiscard]] int run_sim(const SimOptions& opts);
 
-// The known scenarios' names: "raft", "workflow", "messaging", "membership".
+// The known scenarios' names: "raft", "workflow", "messaging", "membership", "system".
 [[nodiscard]] bool is_known_scenario(std::string_view scenario);
 // The cluster options `herald sim` runs seed `seed` of the known `scenario` with.
 [[nodiscard]] ClusterOptions scenario_cluster_options(std::string_view scenario, std::uint64_t seed,
