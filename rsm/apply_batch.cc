@@ -12,7 +12,14 @@ Result<std::optional<std::string>> ApplyBatch::get(storage::Space space,
     if (op.type == OpType::kDelete) return std::optional<std::string>();
     return std::optional<std::string>(op.value);
   }
-  return base_->get(space, key);
+  const Probe probe{space, key};
+  const auto cached = base_reads_.lower_bound(probe);
+  if (cached != base_reads_.end() && !base_reads_.key_comp()(probe, cached->first)) {
+    return cached->second;
+  }
+  HERALD_ASSIGN_OR_RETURN(std::optional<std::string> value, base_->get(space, key));
+  base_reads_.emplace_hint(cached, ReadKey{space, std::string(key)}, value);
+  return value;
 }
 
 Result<std::vector<ApplyBatch::Entry>> ApplyBatch::scan(storage::Space space,
@@ -104,6 +111,7 @@ void ApplyBatch::clear() {
   writes_.clear();
   staged_.clear();
   undo_.clear();
+  base_reads_.clear();
 }
 
 }  // namespace herald::rsm

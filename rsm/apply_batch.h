@@ -6,11 +6,15 @@
 // Each key is staged once: a later put or delete of a key the batch already writes replaces that
 // write in place, so the engine receives one operation per key, the last (the batch is atomic,
 // so the final state is the same; writes of different keys commute).
+// A point read that reaches the engine is remembered for the rest of the batch, so a key read
+// again (a user record, a conversation, settings that every command consults) costs no second
+// engine read. Precondition: the base does not change while the batch is in use, until clear().
 // Not thread-safe; owned by the apply loop. Neither copyable nor movable (its index refers to its
 // own write batch).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -37,7 +41,8 @@ class ApplyBatch {
   ApplyBatch(const ApplyBatch&) = delete;
   ApplyBatch& operator=(const ApplyBatch&) = delete;
 
-  // Reads through the staged writes to the engine. nullopt when absent.
+  // Reads through the staged writes to the engine (or what the batch read from it before).
+  // nullopt when absent.
   [[nodiscard]] Result<std::optional<std::string>> get(storage::Space space,
                                                        std::string_view key) const;
   void put(storage::Space space, std::string_view key, std::string_view value);
@@ -95,6 +100,17 @@ class ApplyBatch {
     }
     const storage::WriteBatch* writes_;  // the owning batch's
   };
+  // A key read from the base, and the order of such keys with Probes.
+  struct ReadKey {
+    storage::Space space;
+    std::string key;
+  };
+  struct ReadOrder {
+    using is_transparent = void;
+    static Probe probe(const ReadKey& k) { return Probe{k.space, k.key}; }
+    static Probe probe(const Probe& p) { return p; }
+    bool operator()(const auto& a, const auto& b) const { return probe(a) < probe(b); }
+  };
   // One staged write, for rollback(): the operation it appended, or the one it replaced in place
   // with that operation's type and value before.
   struct Undo {
@@ -111,6 +127,8 @@ class ApplyBatch {
   // The operation of each key the batch writes (one per key), by (space, key).
   std::set<std::size_t, OpOrder> staged_{OpOrder(&writes_)};
   std::vector<Undo> undo_;
+  // What point reads found in the base (nullopt: absent); staged writes hide it.
+  mutable std::map<ReadKey, std::optional<std::string>, ReadOrder> base_reads_;
 };
 
 }  // namespace herald::rsm

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "storage/mem_engine.h"
 
 namespace herald::rsm {
@@ -117,6 +119,60 @@ TEST(ApplyBatchTest, RollbackRestoresAnOperationReplacedAfterTheSavepoint) {
   batch.put(Space::kState, "n", "again");  // a key rolled back is staged afresh
   EXPECT_EQ(batch.writes().ops().size(), 2U);
   EXPECT_EQ(read(batch, "n"), "again");
+}
+
+// A reader that counts its point reads.
+class CountingReader final : public storage::Reader {
+ public:
+  explicit CountingReader(const storage::Reader* inner) : inner_(inner) {}
+  [[nodiscard]] Result<std::optional<std::string>> get(Space space,
+                                                       std::string_view key) const override {
+    ++gets;
+    return inner_->get(space, key);
+  }
+  [[nodiscard]] std::unique_ptr<storage::Iterator> scan(Space space, std::string_view begin,
+                                                        std::string_view end) const override {
+    return inner_->scan(space, begin, end);
+  }
+  mutable int gets = 0;
+
+ private:
+  const storage::Reader* inner_;
+};
+
+TEST(ApplyBatchTest, AKeyIsReadFromTheEngineOncePerBatch) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kState, "a", "engine");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  CountingReader reader(&engine);
+  ApplyBatch batch(&reader);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(read(batch, "absent"), std::nullopt);
+  EXPECT_EQ(read(batch, "absent"), std::nullopt);
+  EXPECT_EQ(reader.gets, 2);                // "a" and "absent", once each
+  batch.put(Space::kState, "a", "staged");  // a staged write hides what was read
+  EXPECT_EQ(read(batch, "a"), "staged");
+  batch.clear();  // a new batch reads the engine afresh
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(reader.gets, 3);
+}
+
+TEST(ApplyBatchTest, RollbackUncoversWhatWasReadFromTheEngine) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kState, "a", "engine");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  CountingReader reader(&engine);
+  ApplyBatch batch(&reader);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  const auto point = batch.savepoint();
+  batch.del(Space::kState, "a");
+  EXPECT_EQ(read(batch, "a"), std::nullopt);
+  batch.rollback(point);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(reader.gets, 1);
 }
 
 std::vector<std::string> scanned(const ApplyBatch& batch, std::string_view begin,
