@@ -17,6 +17,15 @@ TEST(EncodingTest, Fixed64BigEndianSortsNumerically) {
   EXPECT_EQ(get_fixed64_be(b), 256U);
 }
 
+TEST(EncodingTest, FixedWidthBigEndianBytes) {
+  std::string out = "x";
+  put_fixed32_be(out, 0x01020304U);
+  put_fixed64_be(out, 0x05060708090A0B0CULL);
+  EXPECT_EQ(out, std::string("x\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0A\x0B\x0C"));
+  EXPECT_EQ(get_fixed32_be(std::string_view(out).substr(1)), 0x01020304U);
+  EXPECT_EQ(get_fixed64_be(std::string_view(out).substr(5)), 0x05060708090A0B0CULL);
+}
+
 TEST(EncodingTest, Crc32cKnownVector) {
   // RFC 3720 B.4: CRC-32C of "123456789" is 0xE3069283.
   EXPECT_EQ(crc32c("123456789"), 0xE3069283U);

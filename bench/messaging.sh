@@ -24,6 +24,11 @@
 #   HERALD_RAFT_LOG  Herald's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP      parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS      directory to copy the server and load generator logs to (default: none)
+#   PERF_STAT      1: count the server processes' user and kernel instructions over the measured
+#                  window (`perf stat -e instructions:u,instructions:k`) and add them per message
+#                  to the run's line (instr_u_per_msg, instr_k_per_msg) and the table (default 0)
+#   PERF_RECORD    a directory: record a call-graph profile of the server processes over the
+#                  measured window (`perf record -g`) to <dir>/<system>-<run>.data (default: none)
 #
 # Output: each run's LOADGEN_RESULT line, then a table of medians per system: acknowledged
 # sends/s and messages/s (received by recipients in the window; in group mode each recipient's
@@ -107,6 +112,12 @@ validate_params() {
   done
   [[ -x "$LOADGEN_BIN" ]] || die "$LOADGEN_BIN missing: build the herald_loadgen target"
   require_commands curl python3 timeout
+  [[ "${PERF_STAT:-0}" =~ ^[01]$ ]] || die "PERF_STAT must be 0 or 1"
+  if [[ "${PERF_STAT:-0}" == 1 || -n "${PERF_RECORD:-}" ]]; then require_commands perf; fi
+  if [[ -n "${PERF_RECORD:-}" ]]; then
+    [[ "${PERF_STAT:-0}" == 0 ]] || die "PERF_STAT and PERF_RECORD are one at a time"
+    mkdir -p "$PERF_RECORD" || die "cannot create $PERF_RECORD"
+  fi
 }
 
 # --- Process management --------------------------------------------------------------------------
@@ -291,6 +302,7 @@ run_once() {
   timeout --kill-after=5 "$((WARMUP + DURATION + LOADGEN_GRACE_S))" \
     "$LOADGEN_BIN" "${TARGET_ARGS[@]}" "${load_args[@]}" >"$out" 2>&1 &
   LOADGEN_PID=$!
+  if [[ "${PERF_STAT:-0}" == 1 || -n "${PERF_RECORD:-}" ]]; then profile_window "$system" "$run" "$out"; fi
   wait "$LOADGEN_PID" || rc=$?
   LOADGEN_PID=""
   stop_servers
@@ -299,8 +311,51 @@ run_once() {
   ((rc == 0)) || die "the load generator failed on $system (exit $rc)"
   local line
   line="$(grep '^LOADGEN_RESULT ' "$out")" || die "the load generator printed no LOADGEN_RESULT"
+  if [[ "${PERF_STAT:-0}" == 1 ]]; then line+=" $(instructions_per_msg "$line")"; fi
   echo "$line"
   echo "$line" >>"$WORK_DIR/results"
+}
+
+# profile_window SYSTEM RUN LOADGEN_OUT: once the load generator starts its measured window, runs
+# perf on the server processes for DURATION seconds: `perf stat` (PERF_STAT=1) into
+# $WORK_DIR/perf-stat, or `perf record -g` (PERF_RECORD) into $PERF_RECORD/SYSTEM-RUN.data.
+profile_window() {
+  local system="$1" run="$2" out="$3" deadline=$((SECONDS + WARMUP + LOADGEN_GRACE_S)) pids
+  until grep -q '^LOADGEN_WINDOW_BEGIN' "$out" 2>/dev/null; do
+    kill -0 "$LOADGEN_PID" 2>/dev/null || return 0  # it failed; run_once reports why
+    ((SECONDS < deadline)) || die "the load generator never began its window"
+    sleep 0.05
+  done
+  pids="$(IFS=,; echo "${PIDS[*]}")"
+  if [[ "${PERF_STAT:-0}" == 1 ]]; then
+    perf stat -x, -e instructions:u,instructions:k -p "$pids" -o "$WORK_DIR/perf-stat" \
+      -- sleep "$DURATION" || die "perf stat failed"
+  else
+    perf record -q -g -p "$pids" -o "$PERF_RECORD/$system-$run.data" -- sleep "$DURATION" \
+      >/dev/null 2>&1 || die "perf record failed"
+  fi
+}
+
+# instructions_per_msg LOADGEN_RESULT_LINE: the server's user and kernel instructions of the window
+# (from $WORK_DIR/perf-stat) divided by the messages received in it, as two key=value fields.
+instructions_per_msg() {
+  python3 - "$WORK_DIR/perf-stat" "$1" "$DURATION" <<'EOF'
+import sys
+path, line, duration = sys.argv[1], sys.argv[2], float(sys.argv[3])
+fields = dict(f.split("=", 1) for f in line.split()[1:])
+msgs = float(fields["msgs_per_s"]) * duration
+counts = {}
+for row in open(path):
+    cols = row.strip().split(",")
+    if len(cols) > 2 and cols[2] in ("instructions:u", "instructions:k") and cols[0].isdigit():
+        counts[cols[2]] = int(cols[0])
+if len(counts) < 2 or msgs <= 0:
+    # A machine without hardware counters (many virtual machines) reports "<not supported>".
+    print("perf stat: no instruction counts on this machine", file=sys.stderr)
+    sys.exit(0)
+per = lambda k: counts[k] / msgs
+print(f"instr_u_per_msg={per('instructions:u'):.0f} instr_k_per_msg={per('instructions:k'):.0f}")
+EOF
 }
 
 # Prints the table of medians per system, with each system's durability; sets INVALID when a
@@ -332,6 +387,14 @@ for label, rs in runs.items():
           f"{med(rs, 'server_cpu_us_per_msg'):.0f} | {med(rs, 'server_rss_mib'):.0f} | "
           f"{sum(int(r['errors']) for r in rs)} | {sum(int(r['lost']) for r in rs)} | "
           f"{durability.get(label, '')} |")
+if any("instr_u_per_msg" in r for rs in runs.values() for r in rs):
+    print()
+    print("| system | runs | server instructions per message, user / kernel |")
+    print("|---|---|---|")
+    for label, rs in runs.items():
+        rs = [r for r in rs if "instr_u_per_msg" in r]
+        if rs:
+            print(f"| {label} | {len(rs)} | {med(rs, 'instr_u_per_msg'):,.0f} / {med(rs, 'instr_k_per_msg'):,.0f} |")
 sys.exit(1 if invalid else 0)
 EOF
 }

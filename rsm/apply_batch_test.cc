@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "storage/mem_engine.h"
 
 namespace herald::rsm {
@@ -73,6 +75,104 @@ TEST(ApplyBatchTest, NestedSavepointsRollBackInnermostFirst) {
   batch.rollback(outer);
   EXPECT_EQ(read(batch, "x"), std::nullopt);
   EXPECT_TRUE(batch.writes().empty());
+}
+
+TEST(ApplyBatchTest, AWriteOfAKeyTheBatchWritesReplacesItsOperation) {
+  storage::MemEngine engine;
+  ApplyBatch batch(&engine);
+  batch.put(Space::kState, "a", "1");
+  batch.put(Space::kState, "b", "2");
+  batch.put(Space::kMeta, "a", "other space");
+  batch.put(Space::kState, "a", "333");
+  batch.del(Space::kState, "b");
+  const auto& ops = batch.writes().ops();
+  ASSERT_EQ(ops.size(), 3U);  // one per (space, key), in the order each key was first written
+  EXPECT_EQ(ops[0].type, storage::WriteBatch::OpType::kPut);
+  EXPECT_EQ(ops[0].value, "333");
+  EXPECT_EQ(ops[1].type, storage::WriteBatch::OpType::kDelete);
+  EXPECT_EQ(ops[1].key, "b");
+  EXPECT_EQ(ops[2].value, "other space");
+  EXPECT_EQ(batch.writes().byte_size(), 1U + 3U + 1U + 1U + 11U);
+  EXPECT_EQ(read(batch, "a"), "333");
+  EXPECT_EQ(read(batch, "b"), std::nullopt);
+  // The engine ends as the batch's writes in their original order would leave it.
+  ASSERT_TRUE(engine.write(batch.writes(), true).ok());
+  EXPECT_EQ(*engine.get(Space::kState, "a"), "333");
+  EXPECT_EQ(*engine.get(Space::kState, "b"), std::nullopt);
+}
+
+TEST(ApplyBatchTest, RollbackRestoresAnOperationReplacedAfterTheSavepoint) {
+  storage::MemEngine engine;
+  ApplyBatch batch(&engine);
+  batch.put(Space::kState, "a", "before");
+  const auto point = batch.savepoint();
+  batch.put(Space::kState, "a", "after");
+  batch.put(Space::kState, "n", "new");
+  batch.del(Space::kState, "a");
+  batch.put(Space::kState, "n", "newer");
+  batch.rollback(point);
+  ASSERT_EQ(batch.writes().ops().size(), 1U);
+  EXPECT_EQ(batch.writes().ops()[0].type, storage::WriteBatch::OpType::kPut);
+  EXPECT_EQ(batch.writes().byte_size(), 7U);  // "a" + "before"
+  EXPECT_EQ(read(batch, "a"), "before");
+  EXPECT_EQ(read(batch, "n"), std::nullopt);
+  batch.put(Space::kState, "n", "again");  // a key rolled back is staged afresh
+  EXPECT_EQ(batch.writes().ops().size(), 2U);
+  EXPECT_EQ(read(batch, "n"), "again");
+}
+
+// A reader that counts its point reads.
+class CountingReader final : public storage::Reader {
+ public:
+  explicit CountingReader(const storage::Reader* inner) : inner_(inner) {}
+  [[nodiscard]] Result<std::optional<std::string>> get(Space space,
+                                                       std::string_view key) const override {
+    ++gets;
+    return inner_->get(space, key);
+  }
+  [[nodiscard]] std::unique_ptr<storage::Iterator> scan(Space space, std::string_view begin,
+                                                        std::string_view end) const override {
+    return inner_->scan(space, begin, end);
+  }
+  mutable int gets = 0;
+
+ private:
+  const storage::Reader* inner_;
+};
+
+TEST(ApplyBatchTest, AKeyIsReadFromTheEngineOncePerBatch) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kState, "a", "engine");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  CountingReader reader(&engine);
+  ApplyBatch batch(&reader);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(read(batch, "absent"), std::nullopt);
+  EXPECT_EQ(read(batch, "absent"), std::nullopt);
+  EXPECT_EQ(reader.gets, 2);                // "a" and "absent", once each
+  batch.put(Space::kState, "a", "staged");  // a staged write hides what was read
+  EXPECT_EQ(read(batch, "a"), "staged");
+  batch.clear();  // a new batch reads the engine afresh
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(reader.gets, 3);
+}
+
+TEST(ApplyBatchTest, RollbackUncoversWhatWasReadFromTheEngine) {
+  storage::MemEngine engine;
+  storage::WriteBatch seed;
+  seed.put(Space::kState, "a", "engine");
+  ASSERT_TRUE(engine.write(seed, true).ok());
+  CountingReader reader(&engine);
+  ApplyBatch batch(&reader);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  const auto point = batch.savepoint();
+  batch.del(Space::kState, "a");
+  EXPECT_EQ(read(batch, "a"), std::nullopt);
+  batch.rollback(point);
+  EXPECT_EQ(read(batch, "a"), "engine");
+  EXPECT_EQ(reader.gets, 1);
 }
 
 std::vector<std::string> scanned(const ApplyBatch& batch, std::string_view begin,

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -75,17 +76,42 @@ std::string kind_of(std::string_view key) {
   return it != kNames.end() ? it->second : fmt::format("other ({})", head);
 }
 
-// The replica's engine, counting the state writes of each batch by record kind while asked to.
+// An iterator of the replica's engine, counting the entries it stands on into `steps`.
+class CountingIterator final : public storage::Iterator {
+ public:
+  CountingIterator(std::unique_ptr<storage::Iterator> inner, std::uint64_t* steps)
+      : inner_(std::move(inner)), steps_(steps) {
+    if (steps_ != nullptr && inner_->valid()) ++*steps_;
+  }
+  [[nodiscard]] bool valid() const override { return inner_->valid(); }
+  void next() override {
+    inner_->next();
+    if (steps_ != nullptr && inner_->valid()) ++*steps_;
+  }
+  [[nodiscard]] std::string_view key() const override { return inner_->key(); }
+  [[nodiscard]] std::string_view value() const override { return inner_->value(); }
+  [[nodiscard]] Status status() const override { return inner_->status(); }
+
+ private:
+  std::unique_ptr<storage::Iterator> inner_;
+  std::uint64_t* steps_;  // nullptr: not counted
+};
+
+// The replica's engine, counting the state writes of each batch by record kind and the state reads
+// while asked to.
 class CountingEngine final : public storage::Engine {
  public:
   [[nodiscard]] Result<std::optional<std::string>> get(storage::Space space,
                                                        std::string_view key) const override {
+    if (counted(space)) ++reads.gets;
     return inner_.get(space, key);
   }
   [[nodiscard]] std::unique_ptr<storage::Iterator> scan(storage::Space space,
                                                         std::string_view begin,
                                                         std::string_view end) const override {
-    return inner_.scan(space, begin, end);
+    if (!counted(space)) return inner_.scan(space, begin, end);
+    ++reads.iterators;
+    return std::make_unique<CountingIterator>(inner_.scan(space, begin, end), &reads.steps);
   }
   [[nodiscard]] std::unique_ptr<storage::Reader> snapshot() const override {
     return inner_.snapshot();
@@ -104,8 +130,13 @@ class CountingEngine final : public storage::Engine {
 
   bool counting = false;
   std::map<std::string, WriteTally> by_kind;
+  mutable ReadTally reads;
 
  private:
+  [[nodiscard]] bool counted(storage::Space space) const {
+    return counting && space == storage::Space::kState;
+  }
+
   storage::MemEngine inner_;
 };
 
@@ -157,23 +188,41 @@ class Replica {
                : Status::failed_precondition("the single voter did not become leader");
   }
 
+  // Proposes `ops` of `module` together, each stamped 1 ms after the one before, runs Ready rounds
+  // until every one is answered, and returns their result payloads in order.
+  Result<std::vector<std::string>> apply_round(
+      std::string_view module, const std::vector<const google::protobuf::MessageLite*>& ops) {
+    std::vector<std::optional<Result<rsmpb::CommandResult>>> answers(ops.size());
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      node_->propose(module_command(module, *ops[i], wall_ms_++),
+                     [&answers, i](Result<rsmpb::CommandResult> r) { answers[i] = std::move(r); });
+    }
+    const auto answered = [&answers] {
+      return std::all_of(answers.begin(), answers.end(),
+                         [](const auto& a) { return a.has_value(); });
+    };
+    for (int round = 0; round < kMaxRoundsPerCommand && !answered(); ++round) {
+      HERALD_RETURN_IF_ERROR(node_->process());
+      if (!answered()) node_->tick();
+    }
+    if (!answered()) return Status::failed_precondition("a command was not answered");
+    std::vector<std::string> payloads;
+    payloads.reserve(answers.size());
+    for (auto& answer : answers) {
+      HERALD_RETURN_IF_ERROR(answer->status());
+      if ((*answer)->code() != 0) {
+        return Status::failed_precondition(
+            fmt::format("a profiled command failed: {}", (*answer)->message()));
+      }
+      payloads.push_back(std::move(*(*answer)->mutable_payload()));
+    }
+    return payloads;
+  }
+
   // Applies one command at the driver's time and returns its result payload.
   Result<std::string> apply(std::string_view module, const google::protobuf::MessageLite& op) {
-    std::optional<Result<rsmpb::CommandResult>> answer;
-    node_->propose(module_command(module, op, wall_ms_),
-                   [&answer](Result<rsmpb::CommandResult> r) { answer = std::move(r); });
-    for (int round = 0; round < kMaxRoundsPerCommand && !answer; ++round) {
-      HERALD_RETURN_IF_ERROR(node_->process());
-      if (!answer) node_->tick();
-    }
-    ++wall_ms_;
-    if (!answer) return Status::failed_precondition("a command was not answered");
-    HERALD_RETURN_IF_ERROR(answer->status());
-    if ((*answer)->code() != 0) {
-      return Status::failed_precondition(
-          fmt::format("a profiled command failed: {}", (*answer)->message()));
-    }
-    return (*answer)->payload();
+    HERALD_ASSIGN_OR_RETURN(std::vector<std::string> payloads, apply_round(module, {&op}));
+    return std::move(payloads.front());
   }
 
   Status messaging(const messagingpb::MessagingCommand& command) {
@@ -234,11 +283,14 @@ Status set_up(Replica& replica) {
   return replica.messaging(c);
 }
 
-// The push path's middle: the socket grace passes, the due timers fire, and every dispatchable
-// activity is reported done.
-Status push(Replica& replica) {
+// The push path's middle for a round of `messages`: the socket grace passes, the due timers fire,
+// and every dispatchable activity is reported done. The driver's reads are not counted.
+Status push(Replica& replica, std::uint64_t messages) {
   replica.advance_ms(messaging::kPushAfterMs);
-  auto due = workflow::Engine::due_timers(replica.engine(), replica.wall_ms(), kMaxDuePerMessage);
+  const std::size_t limit = kMaxDuePerMessage * messages;
+  replica.engine().counting = false;
+  auto due = workflow::Engine::due_timers(replica.engine(), replica.wall_ms(), limit);
+  replica.engine().counting = true;
   HERALD_RETURN_IF_ERROR(due.status());
   if (!due->empty()) {
     workflowpb::WorkflowCommand fire;
@@ -251,45 +303,61 @@ Status push(Replica& replica) {
     }
     HERALD_RETURN_IF_ERROR(replica.workflow(fire));
   }
-  auto ready = workflow::Engine::dispatchable_activities(replica.engine(), kMaxDuePerMessage);
+  replica.engine().counting = false;
+  auto ready = workflow::Engine::dispatchable_activities(replica.engine(), limit);
+  replica.engine().counting = true;
   HERALD_RETURN_IF_ERROR(ready.status());
-  for (const workflowpb::ActivityRecord& a : *ready) {
-    workflowpb::WorkflowCommand report;
-    auto* r = report.mutable_report();
+  std::vector<workflowpb::WorkflowCommand> reports(ready->size());
+  std::vector<const google::protobuf::MessageLite*> ops;
+  for (std::size_t i = 0; i < ready->size(); ++i) {
+    const workflowpb::ActivityRecord& a = (*ready)[i];
+    auto* r = reports[i].mutable_report();
     r->set_workflow_id(a.workflow_id());
     r->set_run_id(a.run_id());
     r->set_activity_id(a.activity_id());
     r->set_attempt(a.attempt());
     r->set_ok(true);
-    HERALD_RETURN_IF_ERROR(replica.workflow(report));
+    ops.push_back(&reports[i]);
   }
-  return Status::ok_status();
+  if (ops.empty()) return Status::ok_status();
+  return replica.apply_round(workflow::kModuleName, ops).status();
 }
 
-Status deliver(Replica& replica, const std::string& conversation_id, std::uint64_t n,
-               const WriteProfileOptions& options) {
-  messagingpb::MessagingCommand send;
-  auto* s = send.mutable_send_message();
-  s->set_conversation_id(conversation_id);
-  s->set_sender_user_id(kSender);
-  s->set_sender_device_id(kSenderDevice);
-  s->set_client_message_id(fmt::format("m{}", n));
-  s->set_body(std::string(options.body_bytes, 'x'));
-  HERALD_ASSIGN_OR_RETURN(const std::string payload, replica.apply(messaging::kModuleName, send));
-  messagingpb::SendResult sent;
-  if (!sent.ParseFromString(payload)) {
-    return Status::failed_precondition("a send's result does not decode");
+// Messages first..first+count-1: their sends in one round, the push path's middle, their
+// acknowledgements in one round.
+Status deliver(Replica& replica, const std::string& conversation_id, std::uint64_t first,
+               std::uint64_t count, const WriteProfileOptions& options) {
+  std::vector<messagingpb::MessagingCommand> sends(count);
+  std::vector<const google::protobuf::MessageLite*> ops;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    auto* s = sends[i].mutable_send_message();
+    s->set_conversation_id(conversation_id);
+    s->set_sender_user_id(kSender);
+    s->set_sender_device_id(kSenderDevice);
+    s->set_client_message_id(fmt::format("m{}", first + i));
+    s->set_body(std::string(options.body_bytes, 'x'));
+    ops.push_back(&sends[i]);
+  }
+  HERALD_ASSIGN_OR_RETURN(const std::vector<std::string> payloads,
+                          replica.apply_round(messaging::kModuleName, ops));
+  std::vector<messagingpb::MessagingCommand> acks(count);
+  ops.clear();
+  for (std::uint64_t i = 0; i < count; ++i) {
+    messagingpb::SendResult sent;
+    if (!sent.ParseFromString(payloads[i])) {
+      return Status::failed_precondition("a send's result does not decode");
+    }
+    auto* a = acks[i].mutable_ack_delivery();
+    a->set_user_id(kRecipient);
+    a->set_device_id(kRecipientDevice);
+    a->set_conversation_id(conversation_id);
+    a->set_seq(sent.seq());
+    ops.push_back(&acks[i]);
   }
   if (options.push_path) {
-    HERALD_RETURN_IF_ERROR(push(replica));
+    HERALD_RETURN_IF_ERROR(push(replica, count));
   }
-  messagingpb::MessagingCommand ack;
-  auto* a = ack.mutable_ack_delivery();
-  a->set_user_id(kRecipient);
-  a->set_device_id(kRecipientDevice);
-  a->set_conversation_id(conversation_id);
-  a->set_seq(sent.seq());
-  return replica.messaging(ack);
+  return replica.apply_round(messaging::kModuleName, ops).status();
 }
 
 double per(std::uint64_t count, std::uint64_t n) {
@@ -300,9 +368,11 @@ double per(std::uint64_t count, std::uint64_t n) {
 
 Result<WriteProfile> profile_messaging_writes(const WriteProfileOptions& options) {
   if (options.messages < 1 || options.messages > kMaxProfiledMessages || options.body_bytes < 1 ||
-      options.body_bytes > kMaxProfiledBodyBytes) {
-    return Status::invalid_argument(fmt::format("profile 1 to {} messages of 1 to {} bytes",
-                                                kMaxProfiledMessages, kMaxProfiledBodyBytes));
+      options.body_bytes > kMaxProfiledBodyBytes || options.round_messages < 1 ||
+      options.round_messages > kMaxProfiledRoundMessages) {
+    return Status::invalid_argument(
+        fmt::format("profile 1 to {} messages of 1 to {} bytes, 1 to {} per round",
+                    kMaxProfiledMessages, kMaxProfiledBodyBytes, kMaxProfiledRoundMessages));
   }
   Replica replica;
   HERALD_RETURN_IF_ERROR(replica.open());
@@ -310,30 +380,35 @@ Result<WriteProfile> profile_messaging_writes(const WriteProfileOptions& options
   const std::string conversation_id = messaging::direct_conversation_id(kSender, kRecipient);
   const rsm::NodeStats before = replica.stats();
   replica.engine().counting = true;
-  for (std::uint64_t n = 1; n <= options.messages; ++n) {
-    HERALD_RETURN_IF_ERROR(deliver(replica, conversation_id, n, options));
+  for (std::uint64_t n = 1; n <= options.messages; n += options.round_messages) {
+    const std::uint64_t count = std::min(options.round_messages, options.messages - n + 1);
+    HERALD_RETURN_IF_ERROR(deliver(replica, conversation_id, n, count, options));
   }
   const rsm::NodeStats& after = replica.stats();
   WriteProfile profile;
   profile.messages = options.messages;
   profile.entries = after.entries_applied - before.entries_applied;
+  profile.rounds = after.apply_rounds - before.apply_rounds;
   profile.total.puts = after.state_puts - before.state_puts;
   profile.total.deletes = after.state_deletes - before.state_deletes;
   profile.total.bytes = after.state_write_bytes - before.state_write_bytes;
   profile.by_kind = std::move(replica.engine().by_kind);
+  profile.reads = replica.engine().reads;
   return profile;
 }
 
 std::string format_write_profile(const WriteProfile& p) {
   const std::uint64_t m = p.messages;
   std::string out = fmt::format(
-      "{} messages, {} log entries ({:.2f} per message)\n"
+      "{} messages, {} log entries ({:.2f} per message) in {} rounds\n"
       "writes per message {:.2f} ({:.2f} puts, {:.2f} deletes), bytes per message {:.1f}\n"
-      "writes per entry {:.2f}, bytes per entry {:.1f}\n\n"
+      "writes per entry {:.2f}, bytes per entry {:.1f}\n"
+      "reads per message: {:.2f} point reads, {:.2f} iterators, {:.2f} iterator steps\n\n"
       "{:<28} {:>10} {:>10} {:>12}\n",
-      m, p.entries, per(p.entries, m), per(p.total.writes(), m), per(p.total.puts, m),
+      m, p.entries, per(p.entries, m), p.rounds, per(p.total.writes(), m), per(p.total.puts, m),
       per(p.total.deletes, m), per(p.total.bytes, m), per(p.total.writes(), p.entries),
-      per(p.total.bytes, p.entries), "per message", "puts", "deletes", "bytes");
+      per(p.total.bytes, p.entries), per(p.reads.gets, m), per(p.reads.iterators, m),
+      per(p.reads.steps, m), "per message", "puts", "deletes", "bytes");
   for (const auto& [kind, t] : p.by_kind) {
     out += fmt::format("{:<28} {:>10.2f} {:>10.2f} {:>12.1f}\n", kind, per(t.puts, m),
                        per(t.deletes, m), per(t.bytes, m));

@@ -41,8 +41,36 @@ TEST(WriteProfileTest, TheSocketPathIsASendAndAnAcknowledgement) {
   EXPECT_EQ(pushed.entries, 40U);  // + the "push" timer's fire and the push activity's report
 }
 
+TEST(WriteProfileTest, CountsTheReplicasStateReads) {
+  const WriteProfile a = profile({.messages = 10, .body_bytes = 64, .push_path = false});
+  const WriteProfile b = profile({.messages = 20, .body_bytes = 64, .push_path = false});
+  EXPECT_GT(a.reads.gets, 0U);
+  // The same messages read the same, so twice the messages read about twice as much (the chat
+  // index, the change streams and the queues grow, so not exactly).
+  EXPECT_GE(b.reads.gets, 2 * a.reads.gets - a.reads.gets / 4);
+  EXPECT_LE(b.reads.gets, 2 * a.reads.gets + a.reads.gets / 4);
+  EXPECT_GE(b.reads.steps, a.reads.steps);
+}
+
+TEST(WriteProfileTest, ARoundAppliesTheSendsThenTheAcknowledgementsOfItsMessages) {
+  const WriteProfile one = profile({.messages = 16, .body_bytes = 64, .round_messages = 1});
+  EXPECT_EQ(one.entries, 32U);
+  EXPECT_EQ(one.rounds, 32U);
+  const WriteProfile batched = profile({.messages = 16, .body_bytes = 64, .round_messages = 8});
+  EXPECT_EQ(batched.entries, 32U);
+  EXPECT_EQ(batched.rounds, 4U);  // two rounds of sends, two of acknowledgements
+  // The applied state is written once per round, not once per entry.
+  EXPECT_EQ(batched.by_kind.at("replica applied state").puts, 4U);
+  EXPECT_EQ(one.by_kind.at("replica applied state").puts, 32U);
+  EXPECT_LT(batched.total.writes(), one.total.writes());
+}
+
 TEST(WriteProfileTest, RefusesOptionsOutOfBounds) {
   EXPECT_EQ(profile_messaging_writes({.messages = 0, .body_bytes = 64, .push_path = false})
+                .status()
+                .code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(profile_messaging_writes({.messages = 10, .body_bytes = 64, .round_messages = 0})
                 .status()
                 .code(),
             Code::kInvalidArgument);

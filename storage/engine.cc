@@ -48,4 +48,18 @@ void WriteBatch::truncate(std::size_t op_count) {
   ops_.resize(op_count);
 }
 
+std::pair<WriteBatch::OpType, std::string> WriteBatch::replace(std::size_t index, OpType type,
+                                                               std::string value) {
+  HERALD_ASSERT(index < ops_.size(), "WriteBatch::replace beyond its end");
+  Op& op = ops_[index];
+  HERALD_ASSERT(op.type != OpType::kDeleteRange && type != OpType::kDeleteRange,
+                "WriteBatch::replace of a range delete");
+  HERALD_ASSERT(type == OpType::kPut || value.empty(), "a delete has no value");
+  bytes_ = bytes_ - op.value.size() + value.size();
+  std::pair<OpType, std::string> before{op.type, std::move(op.value)};
+  op.type = type;
+  op.value = std::move(value);
+  return before;
+}
+
 }  // namespace herald::storage

@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -55,6 +56,10 @@ class WriteBatch {
   void clear();
   // Drops every operation after the first `op_count` (a rollback to an earlier size).
   void truncate(std::size_t op_count);
+  // Makes operation `index` a put of `value` (kPut) or a delete of its key (kDelete, `value`
+  // empty), keeping its space and key, and returns its type and value before. Preconditions
+  // (asserted): `index` is in the batch, and neither it nor `type` is a kDeleteRange.
+  std::pair<OpType, std::string> replace(std::size_t index, OpType type, std::string value);
 
   [[nodiscard]] const std::vector<Op>& ops() const { return ops_; }
   [[nodiscard]] bool empty() const { return ops_.empty(); }

@@ -31,13 +31,16 @@ int hex_value(char c) {
 
 }  // namespace
 
+// Appends the runs between escape bytes whole (ids rarely hold one), not a byte at a time.
 void put_string(std::string& out, std::string_view s) {
-  for (const char c : s) {
-    out.push_back(c);
-    if (c == kEscapeByte) {
-      out.push_back(kEscapedZero);
-    }
+  out.reserve(out.size() + s.size() + 2);
+  for (std::size_t at = s.find(kEscapeByte); at != std::string_view::npos;
+       at = s.find(kEscapeByte)) {
+    out.append(s.substr(0, at + 1));
+    out.push_back(kEscapedZero);
+    s.remove_prefix(at + 1);
   }
+  out.append(s);
   out.push_back(kEscapeByte);
   out.push_back(kStringEnd);
 }

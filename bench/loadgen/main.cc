@@ -1,6 +1,7 @@
 // herald_loadgen: the messaging load generator of bench/messaging.sh. Drives one system (Herald,
 // NATS JetStream or Mosquitto) with the workload of bench/loadgen/workload.h and prints what it
-// measured, ending with one machine-readable line:
+// measured, ending with one machine-readable line (and printing LOADGEN_WINDOW_BEGIN, flushed, as
+// the measured window begins):
 //   LOADGEN_RESULT system=.. label=.. mode=direct|group senders=.. recipients=.. window=..
 //     body_bytes=.. duration_s=.. sends_per_s=.. msgs_per_s=.. p50_ms=.. p99_ms=.. p999_ms=..
 //     server_cpu_us_per_msg=.. server_rss_mib=.. client_cpu_us_per_msg=.. errors=.. lost=..
@@ -125,6 +126,9 @@ int run(const Options& o, Driver& driver) {
   const ProcessSample server0 = sample_processes(o.server_pids);
   const double client0 = self_cpu_s();
   clock.begin_window();
+  // For a profiler that attaches to the servers for the window (bench/messaging.sh, PERF_STAT).
+  std::printf("LOADGEN_WINDOW_BEGIN\n");
+  std::fflush(stdout);
   std::this_thread::sleep_for(std::chrono::seconds(o.duration_s));
   clock.end_window();
   const ProcessSample server1 = sample_processes(o.server_pids);
