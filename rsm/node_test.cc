@@ -1380,11 +1380,75 @@ TEST_P(NodeTest, AnEngineLogMoveCutShortIsRedoneOnTheNextOpen) {
   expect_engine_log_moves_into_segments(/*cut_short=*/true);
 }
 
+// A disk with no space left under one replica: every write of its engine and of its log files
+// fails with kResourceExhausted (what RocksDB and the segment files report for ENOSPC).
+class FullDiskTest : public NodeTest {
+ protected:
+  // Fills `id`'s disk, proposes through `proposer`, and checks that `id` stops with
+  // kResourceExhausted (no assertion, no answer it could not persist) while the other two go on;
+  // then frees the disk, reopens `id` on what it held, and checks that it catches up.
+  void expect_halt_and_recovery(raft::NodeId id, raft::NodeId proposer) {
+    Replica& full = replica(id);
+    full.engine.set_full(true);
+    full.log_fs.set_full(true);
+    tolerate_faults_ = true;
+    std::optional<Result<rsmpb::CommandResult>> answer;
+    rsmpb::Command during;
+    during.mutable_kv_put()->set_key("during");
+    during.mutable_kv_put()->set_value("2");
+    replica(proposer).node->propose(during,
+                                    [&](Result<rsmpb::CommandResult> r) { answer = std::move(r); });
+    tick_all(5);
+    ASSERT_EQ(faults_.size(), 1U);
+    EXPECT_EQ(faults_[0].code(), Code::kResourceExhausted) << faults_[0].to_string();
+    EXPECT_EQ(full.node, nullptr);
+    if (proposer == id) {
+      // Its host abandons what was in flight (outcome unknown); it never reports a success.
+      EXPECT_FALSE(answer.has_value() && answer->ok());
+    }
+    // The other two keep (or elect) a leader and take writes.
+    tick_all(100);
+    const raft::NodeId lead = leader();
+    ASSERT_NE(lead, raft::kNoNode);
+    ASSERT_NE(lead, id);
+    const auto after = put(lead, "after", "3");
+    ASSERT_TRUE(after.ok()) << after.status().to_string();
+    EXPECT_EQ(after->code(), 0U) << after->message();
+    // Space returns: it reopens on what it held (its host restarts it) and catches up.
+    full.engine.set_full(false);
+    full.log_fs.set_full(false);
+    net_.down.erase(id);
+    open(id);
+    tick_all(100);
+    EXPECT_EQ(faults_.size(), 1U);
+    EXPECT_EQ(read(id, "before"), "1");
+    EXPECT_EQ(read(id, "after"), "3");
+    EXPECT_EQ(replica(id).node->applied_index(), replica(lead).node->applied_index());
+    EXPECT_GT(full.engine.counters().full_writes + full.log_fs.counters().full_ops, 0U);
+  }
+};
+
+TEST_P(FullDiskTest, ALeaderWhoseDiskFillsStopsWithoutAcknowledgingAndCatchesUpOnceSpaceReturns) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  ASSERT_TRUE(put(lead, "before", "1").ok());
+  expect_halt_and_recovery(lead, lead);
+}
+
+TEST_P(FullDiskTest, AFollowerWhoseDiskFillsStopsWhileTheOthersCommitAndCatchesUpOnceSpaceReturns) {
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  ASSERT_TRUE(put(lead, "before", "1").ok());
+  expect_halt_and_recovery(lead == 1 ? 2 : 1, lead);
+}
+
 INSTANTIATE_TEST_SUITE_P(BothLogs, NodeTest,
                          ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
 INSTANTIATE_TEST_SUITE_P(BothLogs, RecoveryTest,
                          ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
 INSTANTIATE_TEST_SUITE_P(BothLogs, MembershipTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(BothLogs, FullDiskTest,
                          ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
 
 }  // namespace

@@ -72,6 +72,17 @@ constexpr double kLyingDiskChance = 0.3;
 constexpr double kLieChance = 0.5;
 constexpr std::uint64_t kLyingDiskSalt = 8;
 constexpr std::uint64_t kLieSalt = 9;
+// Disks with no space left (ENOSPC): on this share of seeds, one initial voter's disk fills for
+// a while, drawn from a stream of its own (salt 10) so that the rest of each seed's schedule stays
+// as before. Every write of its engine and of its log files fails with kResourceExhausted
+// (MemEngine::set_full, MemLogFs::set_full) and its free space reads 0; reads and file removals
+// go on. The replica halts on the first refused write as `herald serve` does: it stops taking
+// part and loses nothing (no power loss), is never restarted while the disk is full, and the
+// operator restarts it once space returns; it must then hold what it held durably.
+constexpr double kEnospcChance = 0.3;
+constexpr MonoMs kMinEnospcMs = 200;
+constexpr MonoMs kMaxEnospcMs = 3'000;
+constexpr std::uint64_t kEnospcSalt = 10;
 constexpr std::uint64_t kSimDiskFreeBytes = 1ULL << 30U;
 constexpr std::uint64_t kSimMinFreeBytes = 64ULL << 20U;
 constexpr double kTargetLeaderChance = 0.5;
@@ -380,6 +391,18 @@ struct SimCluster::Replica {
   std::uint64_t failed_writes_seen = 0;  // injected failures (engine and log) accounted for
   storage::MemLogFs log_fs;              // the raft log's files (ClusterOptions::segment_log)
   storage::ManualDiskSpace disk{kSimDiskFreeBytes};
+  bool below_floor = false;  // a disk-alarm episode holds: free space reads below the floor
+  bool no_space = false;     // an ENOSPC episode holds: every write of its stores fails
+  bool halted = false;       // stopped by a write its full disk refused; waits for space
+  std::uint64_t full_refusals_seen = 0;  // writes refused for want of space, accounted for
+  // When it halted: its durable hard state, and the newest committed index its durable log held
+  // with that entry's term (check_halt_mark).
+  struct HaltMark {
+    raftpb::HardState hard_state;
+    raft::Index committed = 0;
+    raft::Term committed_term = 0;
+  };
+  std::optional<HaltMark> halt_mark;
   bool damaged = false;  // a record of its store was damaged on purpose and not yet found
   bool lies = false;     // its disk may lose synced writes when it crashes
   bool retired = false;  // stopped for good by the operator (a removed member)
@@ -566,9 +589,18 @@ void SimCluster::start_replica(Replica& r) {
       rebuild_replica(r, s);
       return;
     }
+    if (s.code() == Code::kResourceExhausted && take_full_refusal(r)) {
+      // As `herald serve` would: it does not exit to be restarted in a loop on the same disk.
+      ++stats_.enospc_halts;
+      r.halted = true;
+      log_event(fmt::format("replica {} cannot open on its full disk ({}): it waits for space",
+                            r.id, s.to_string()));
+      return;
+    }
     fail(fmt::format("replica {} failed to open: {}", r.id, s.to_string()));
     return;
   }
+  check_halt_mark(r);
   network_.set_up(r.id, true);
   const MonoMs first_tick = clock_.mono_ms() + 1 + static_cast<MonoMs>(fault_rng_.uniform(kTickMs));
   schedule(first_tick, Event{EventKind::kTick, r.id, -1, r.incarnation});
@@ -642,7 +674,86 @@ bool SimCluster::take_injected_failure(Replica& r) {
   return true;
 }
 
+bool SimCluster::take_full_refusal(Replica& r) {
+  const std::uint64_t refused = r.engine.counters().full_writes + r.log_fs.counters().full_ops;
+  if (refused <= r.full_refusals_seen) {
+    return false;
+  }
+  r.full_refusals_seen = refused;
+  return true;
+}
+
+void SimCluster::halt_replica(Replica& r, const Status& cause) {
+  HERALD_ASSERT(r.node != nullptr, "only a running replica halts");
+  ++stats_.enospc_halts;
+  log_event(fmt::format("replica {} halts: its disk is full ({})", r.id, cause.to_string()));
+  const raft::LogStorage& log = r.node->log();
+  auto initial = log.initial_state();
+  if (!initial.ok()) {
+    fail(fmt::format("replica {}: its log has no hard state: {}", r.id,
+                     initial.status().to_string()));
+    return;
+  }
+  Replica::HaltMark mark;
+  mark.hard_state = initial->hard_state;
+  mark.committed = std::min<raft::Index>(initial->hard_state.commit(), log.last_index());
+  if (mark.committed + 1 >= log.first_index()) {
+    auto term = log.term(mark.committed);
+    mark.committed_term = term.ok() ? *term : 0;
+  }
+  r.halt_mark = mark;
+  // In flight requests: their outcome is unknown (the host answers them so).
+  abandon_ops_on(r.id);
+  r.node.reset();
+  if (scenario_ != nullptr) {
+    scenario_->on_replica_down(r.id);
+  }
+  network_.set_up(r.id, false);
+  r.halted = true;  // no crash: its stores keep everything, unsynced writes included
+}
+
+void SimCluster::check_halt_mark(Replica& r) {
+  if (!r.halt_mark) {
+    return;
+  }
+  const Replica::HaltMark mark = *r.halt_mark;
+  r.halt_mark.reset();
+  const raft::LogStorage& log = r.node->log();
+  auto initial = log.initial_state();
+  if (!initial.ok()) {
+    fail(fmt::format("replica {} reopened after its halt without a hard state: {}", r.id,
+                     initial.status().to_string()));
+    return;
+  }
+  const raftpb::HardState& now = initial->hard_state;
+  const raftpb::HardState& then = mark.hard_state;
+  // A failed write may have left part of itself behind (a torn round), never less than before.
+  const bool kept_vote =
+      now.term() > then.term() ||
+      (now.term() == then.term() && (then.vote() == 0 || now.vote() == then.vote()));
+  if (!kept_vote) {
+    fail(fmt::format(
+        "full disk: replica {} halted with term {} vote {} but reopened with term {} vote {}", r.id,
+        then.term(), then.vote(), now.term(), now.vote()));
+    return;
+  }
+  if (mark.committed_term == 0 || mark.committed + 1 < log.first_index()) {
+    return;  // nothing committed to compare, or compacted by the reopen
+  }
+  auto term = log.term(mark.committed);
+  if (log.last_index() < mark.committed || !term.ok() || *term != mark.committed_term) {
+    fail(fmt::format(
+        "full disk: replica {} held committed index {} (term {}) when it halted, but not after "
+        "it reopened (last index {})",
+        r.id, mark.committed, mark.committed_term, log.last_index()));
+  }
+}
+
 void SimCluster::handle_process_error(Replica& r, const Status& status) {
+  if (status.code() == Code::kResourceExhausted && take_full_refusal(r)) {
+    halt_replica(r, status);
+    return;
+  }
   if (status.code() == Code::kIOError && take_injected_failure(r)) {
     // An injected disk failure: the replica must stop; it restarts like a crashed process.
     ++stats_.io_faults;
@@ -691,6 +802,13 @@ void SimCluster::rebuild_replica(Replica& r, const Status& cause) {
     log_event(fmt::format("replica {}: the rebuild's write failed (injected)", r.id));
     schedule(clock_.mono_ms() + kIoFaultRestartMs,
              Event{EventKind::kRestart, r.id, -1, r.incarnation});
+    return;
+  }
+  if (wiped.code() == Code::kResourceExhausted && take_full_refusal(r)) {
+    // Nothing was written; the start once space returns finds the damage again.
+    ++stats_.enospc_halts;
+    r.halted = true;
+    log_event(fmt::format("replica {}: the rebuild waits for space on its full disk", r.id));
     return;
   }
   if (!wiped.ok()) {
@@ -1110,12 +1228,61 @@ void SimCluster::plan_full_disk() {
     log_event(fmt::format("replica {}: the disk is below its free-space floor for {} ms", target,
                           length));
     ++stats_.full_disks;
-    replica(target).disk.set(kSimMinFreeBytes - 1);
+    replica(target).below_floor = true;
+    update_disk_figure(replica(target));
     schedule_call(clock_.mono_ms() + length, [this, target] {
       log_event(fmt::format("replica {}: disk space freed", target));
-      replica(target).disk.set(kSimDiskFreeBytes);
+      replica(target).below_floor = false;
+      update_disk_figure(replica(target));
     });
   });
+}
+
+void SimCluster::update_disk_figure(Replica& r) {
+  r.disk.set(r.no_space ? 0 : r.below_floor ? kSimMinFreeBytes - 1 : kSimDiskFreeBytes);
+}
+
+void SimCluster::plan_enospc() {
+  Rng rng(derive_seed(options_.seed, kEnospcSalt));
+  if (!rng.chance(kEnospcChance)) {
+    return;
+  }
+  const auto target =
+      static_cast<raft::NodeId>(1 + rng.uniform(static_cast<std::uint64_t>(options_.replicas)));
+  const MonoMs length = rng.range(kMinEnospcMs, kMaxEnospcMs);
+  const MonoMs start = rng.range(kFirstFaultMs, options_.faults_end_ms - length);
+  schedule_call(start, [this, target, length] {
+    Replica& r = replica(target);
+    if (r.retired) {
+      return;  // removed from the cluster: its disk no longer matters
+    }
+    log_event(
+        fmt::format("replica {}: its disk is full for {} ms: every write fails", target, length));
+    ++stats_.enospc_disks;
+    r.no_space = true;
+    r.engine.set_full(true);
+    r.log_fs.set_full(true);
+    update_disk_figure(r);
+    schedule_call(clock_.mono_ms() + length, [this, target] { free_disk(replica(target)); });
+  });
+}
+
+void SimCluster::free_disk(Replica& r) {
+  if (!r.no_space) {
+    return;  // freed already (the final heal)
+  }
+  log_event(fmt::format("replica {}: space returns on its disk", r.id));
+  r.no_space = false;
+  r.engine.set_full(false);
+  r.log_fs.set_full(false);
+  update_disk_figure(r);
+  if (r.halted) {
+    r.halted = false;
+    if (!r.node && !r.retired) {
+      log_event(fmt::format("the operator restarts replica {}", r.id));
+      start_replica(r);
+    }
+  }
 }
 
 void SimCluster::on_heal(const Event& event) {
@@ -1132,7 +1299,13 @@ void SimCluster::heal_everything() {
   network_.heal_all();
   network_.set_faults(NetworkFaults{});
   for (auto& [id, r] : replicas_) {
-    r->disk.set(kSimDiskFreeBytes);
+    // Every disk has room again; a replica halted on a full one starts below with the others.
+    r->no_space = false;
+    r->below_floor = false;
+    r->halted = false;
+    r->engine.set_full(false);
+    r->log_fs.set_full(false);
+    update_disk_figure(*r);
     if (!r->node && !r->retired) {
       start_replica(*r);
     }
@@ -1452,6 +1625,7 @@ RunResult SimCluster::run() {
     log_event(fmt::format("fault profile: {}", storm_ ? kStormProfile.name : kSteadyProfile.name));
     schedule(kFirstFaultMs, Event{EventKind::kFault});
     plan_full_disk();
+    plan_enospc();
     plan_damage();
     plan_lying_disk();
   }

@@ -8,7 +8,8 @@
 // One simulated time line in milliseconds: every replica ticks every kTickMs (each with its own
 // offset), messages arrive when the network says so, clients issue operations, and a fault
 // schedule drawn from the seed crashes and restarts replicas (losing unsynced writes), fails
-// disk writes, partitions and heals links, and turns loss, duplication and delay up and down.
+// disk writes, fills disks (the replica halts and is restarted once space returns), partitions
+// and heals links, and turns loss, duplication and delay up and down.
 // After every event every running replica runs process(), and SafetyChecker verifies Raft's
 // safety properties and that every command takes effect at most once. On some seeds one replica's
 // disk lies: a crash of it may also lose writes it had synced. At the end every fault is
@@ -105,6 +106,8 @@ struct RunStats {
   std::uint64_t crashes = 0;
   std::uint64_t io_faults = 0;        // replicas stopped by an injected write failure
   std::uint64_t full_disks = 0;       // episodes of a disk below its free-space floor
+  std::uint64_t enospc_disks = 0;     // episodes of a disk with no space left (writes fail)
+  std::uint64_t enospc_halts = 0;     // replicas halted, or kept from opening, by such a disk
   std::uint64_t damaged_records = 0;  // records damaged on purpose (log entries, applied states)
   std::uint64_t rebuilds = 0;         // replicas rebuilt empty after finding one
   std::uint64_t lying_disks = 0;      // crashes that lost synced writes (a disk that lied)
@@ -281,9 +284,18 @@ class SimCluster {
   void on_tick(const Event& event);
   void on_restart(const Event& event);
   void handle_process_error(Replica& r, const Status& status);
+  // The replica's disk is full: it stops taking part as `herald serve` halts (server/node_host.h),
+  // without losing anything (the process and its files stay), until space returns.
+  void halt_replica(Replica& r, const Status& cause);
+  // After a halted replica reopened: it holds the hard state and the committed log it held
+  // durably when it halted.
+  void check_halt_mark(Replica& r);
   // True (and the failure counted as seen) when `r`'s stores rejected a write by injection since
   // the last call: a kIOError then is the injected fault, not a bug.
   [[nodiscard]] bool take_injected_failure(Replica& r);
+  // True (and the refusal counted as seen) when `r`'s stores refused a write for want of space
+  // since the last call: a kResourceExhausted then is the full disk, not a bug.
+  [[nodiscard]] bool take_full_refusal(Replica& r);
   void on_call(const Event& event);
 
   // Faults.
@@ -296,6 +308,13 @@ class SimCluster {
   void fault_disk(raft::NodeId target);
   // On some seeds, one episode of a disk below its free-space floor (the disk alarm).
   void plan_full_disk();
+  // On some seeds, one episode of a disk with no space left: every write of the replica's engine
+  // and log files fails with kResourceExhausted (see kEnospcChance).
+  void plan_enospc();
+  // Space returns on `r`'s disk: writes are taken again, and a replica halted on it restarts.
+  void free_disk(Replica& r);
+  // Sets `r`'s free-space figure from the disk episodes in force.
+  static void update_disk_figure(Replica& r);
   // On some seeds, damages a record one replica reads when it next starts (see kDamageChance).
   void plan_damage();
   // Flips a bit of the newest entry record of `r`'s segment log (down) whose damage its next open

@@ -168,6 +168,25 @@ TEST_F(SimClusterTest, ALyingDiskOnAMinorityKeepsEveryCheck) {
   }
 }
 
+// Seeds on which one replica's disk runs out of space (ENOSPC) and the replica halts, with the raft
+// log in the engine and in segment files, 3 and 5 replicas: no assertion trips on the refused
+// writes, every check holds, the halted replica reopens with the hard state and committed log it
+// held, and the run converges with it once space returns.
+TEST_F(SimClusterTest, AReplicaWhoseDiskFillsHaltsLosesNothingAndRejoinsOnceSpaceReturns) {
+  struct Case {
+    std::uint64_t seed;
+    bool segment_log;
+  };
+  for (const Case c : {Case{2, false}, Case{3, false}, Case{14, true}, Case{15, true}}) {
+    ClusterOptions options = options_for(c.seed);
+    options.segment_log = c.segment_log;
+    const RunResult result = SimCluster(options).run();
+    EXPECT_TRUE(result.ok) << "seed " << c.seed << ": " << result.failure;
+    EXPECT_EQ(result.stats.enospc_disks, 1U) << "seed " << c.seed;
+    EXPECT_GT(result.stats.enospc_halts, 0U) << "seed " << c.seed << ": no replica halted";
+  }
+}
+
 // The planted bug (docs/reliability.md, "A planted bug") is off unless `--plant-bug` asks: in the
 // options of every scenario's seeds, in run_sim's options and in the replicas' configuration.
 TEST(PlantedBugOptionsTest, IsOffByDefault) {

@@ -24,6 +24,23 @@ TEST_P(MessagingScenarioTest, SeedPassesEveryCheck) {
 
 INSTANTIATE_TEST_SUITE_P(FixedSeeds, MessagingScenarioTest, ::testing::Values(1, 2, 3, 4));
 
+using MessagingFullDiskTest = MessagingScenarioTest;
+
+// Seeds on which one replica's disk runs out of space (ENOSPC) and the replica halts: every
+// messaging check holds (no acknowledged message lost, deliveries and read sync complete) and
+// the halted replica rejoins once space returns.
+TEST_P(MessagingFullDiskTest, AReplicaHaltedOnAFullDiskLosesNoMessageAndRejoins) {
+  MessagingScenario scenario(messaging_cluster_options(GetParam(), /*verbose=*/false));
+  const MessagingRunResult result = scenario.run();
+  EXPECT_TRUE(result.cluster.ok) << result.cluster.failure;
+  EXPECT_EQ(result.cluster.stats.enospc_disks, 1U);
+  EXPECT_GT(result.cluster.stats.enospc_halts, 0U) << "no replica halted";
+  EXPECT_GT(result.messaging.sends, 0U);
+  EXPECT_GT(result.messaging.deliveries, 0U);
+}
+
+INSTANTIATE_TEST_SUITE_P(FullDiskSeeds, MessagingFullDiskTest, ::testing::Values(15, 16));
+
 TEST(MessagingScenarioReplayTest, SameSeedSameRun) {
   spdlog::set_level(spdlog::level::off);
   MessagingScenario a(messaging_cluster_options(5, false));

@@ -88,14 +88,16 @@ void print_stats(std::uint64_t seed, int replicas, const RunStats& s) {
   fmt::print(
       "sim: seed {} ok: {} replicas, {} faults, {} events, {} ms simulated, {} writes and {} "
       "reads acknowledged, {} unknown, {} rejected, {} crashes, {} disk faults, {} full disks, {} "
-      "damaged records, {} rebuilds, {} lying disks, {} partitions, "
+      "disks out of space ({} halts), {} damaged records, {} rebuilds, {} lying disks, {} "
+      "partitions, "
       "{} leaders, compacted to {}, {} snapshot chunks (max seq {}), network {} delivered {} "
       "lost {} duplicated {} cut {} refused, {} linearizability steps\n",
       seed, replicas, s.storm ? "storm" : "steady", s.events, s.end_ms, s.acked_writes,
       s.acked_reads, s.unknown_ops, s.rejected_ops, s.crashes, s.io_faults, s.full_disks,
-      s.damaged_records, s.rebuilds, s.lying_disks, s.partitions, s.leaders, s.max_compacted_index,
-      s.network.snapshot_chunks, s.network.max_chunk_seq, s.network.delivered, s.network.lost,
-      s.network.duplicated, s.network.cut, s.network.rejected, s.linearizability_steps);
+      s.enospc_disks, s.enospc_halts, s.damaged_records, s.rebuilds, s.lying_disks, s.partitions,
+      s.leaders, s.max_compacted_index, s.network.snapshot_chunks, s.network.max_chunk_seq,
+      s.network.delivered, s.network.lost, s.network.duplicated, s.network.cut, s.network.rejected,
+      s.linearizability_steps);
 }
 
 std::string workflow_stats_line(std::uint64_t seed, const WorkflowStats& s) {

@@ -112,6 +112,10 @@ MemEngine::Image& MemEngine::mutable_live() {
 }
 
 Status MemEngine::write(const WriteBatch& batch, bool sync) {
+  if (full_) {
+    ++counters_.full_writes;
+    return Status::resource_exhausted("injected full disk: no space left on device");
+  }
   if (failures_pending_ > 0) {
     --failures_pending_;
     ++counters_.failed_writes;

@@ -8,10 +8,13 @@
 // later batch without every earlier one.
 //
 // Faults: fail_writes(n) makes the next n writes fail with kIOError without changing anything;
-// corrupt() flips a bit in a stored value (in the live view and in the durable image), as a
-// damaged disk sector would. A disk that lies about fsync: once record_history() is on, the
-// engine remembers its last kMaxHistoryBatches writes, and crash_lying() loses synced writes too
-// — it rolls the store back to what it held after some earlier write, before the last sync.
+// set_full(true) is a disk with no space left: until set_full(false), every write fails with
+// kResourceExhausted (what RocksDbEngine reports for ENOSPC) and changes nothing, while reads,
+// snapshots and crashes go on as before; corrupt() flips a bit in a stored value (in the live view
+// and in the durable image), as a damaged disk sector would. A disk that lies about fsync: once
+// record_history() is on, the engine remembers its last kMaxHistoryBatches writes, and
+// crash_lying() loses synced writes too — it rolls the store back to what it held after some
+// earlier write, before the last sync.
 //
 // Snapshots and iterators share the image they were taken from (copy-on-write): a write while
 // one is alive copies the live view first, so they never observe later writes.
@@ -38,6 +41,7 @@ struct MemEngineCounters {
   std::uint64_t syncs = 0;                // successful write() calls with sync=true
   std::uint64_t bytes_written = 0;        // sum of WriteBatch::byte_size() of successful writes
   std::uint64_t failed_writes = 0;        // writes rejected by fail_writes()
+  std::uint64_t full_writes = 0;          // writes rejected because the disk was full
   std::uint64_t crashes = 0;              // crash() calls
   std::uint64_t lost_batches = 0;         // unsynced batches dropped by crash()
   std::uint64_t lost_synced_batches = 0;  // synced batches dropped by crash_lying()
@@ -54,7 +58,8 @@ class MemEngine final : public Engine {
                                                        std::string_view key) const override;
   [[nodiscard]] std::unique_ptr<Iterator> scan(Space space, std::string_view begin,
                                                std::string_view end) const override;
-  // Fails with kIOError (and changes nothing) while fail_writes() has failures pending.
+  // Fails with kResourceExhausted while the disk is full (set_full), else with kIOError while
+  // fail_writes() has failures pending; a failed write changes nothing.
   [[nodiscard]] Status write(const WriteBatch& batch, bool sync) override;
   [[nodiscard]] std::unique_ptr<Reader> snapshot() const override;
 
@@ -71,6 +76,10 @@ class MemEngine final : public Engine {
   std::uint64_t crash_lying(Rng& rng);
   // The next `count` writes fail with kIOError and change nothing.
   void fail_writes(std::uint64_t count);
+  // While `full`, every write fails with kResourceExhausted and changes nothing (a disk with no
+  // space left); failures pending from fail_writes() wait until space returns.
+  void set_full(bool full) { full_ = full; }
+  [[nodiscard]] bool full() const { return full_; }
   // Flips one bit of the value stored under `key`, in the live view and, when it holds the same
   // value, in the durable image. Returns false (and changes nothing) if the key is absent or its
   // value is empty.
@@ -97,6 +106,7 @@ class MemEngine final : public Engine {
   Image history_base_;
   std::vector<std::pair<WriteBatch, bool>> history_;
   std::uint64_t failures_pending_ = 0;
+  bool full_ = false;
   MemEngineCounters counters_;
 };
 

@@ -164,6 +164,56 @@ TEST(MemEngineTest, FailWritesRejectsAndChangesNothing) {
   EXPECT_EQ(engine.counters().writes, 1U);
 }
 
+TEST(MemEngineTest, AFullDiskRefusesEveryWriteWithResourceExhaustedAndChangesNothing) {
+  MemEngine engine;
+  must_write(engine, put_batch(Space::kState, "k", "before"), /*sync=*/true);
+  engine.set_full(true);
+  WriteBatch deletion;
+  deletion.del(Space::kState, "k");
+  EXPECT_EQ(engine.write(put_batch(Space::kState, "k", "after"), /*sync=*/true).code(),
+            Code::kResourceExhausted);
+  EXPECT_EQ(engine.write(put_batch(Space::kLog, "e", "entry"), /*sync=*/false).code(),
+            Code::kResourceExhausted);
+  // A deletion is a write too: a store with a write-ahead log needs room to record it.
+  EXPECT_EQ(engine.write(deletion, /*sync=*/true).code(), Code::kResourceExhausted);
+  // Reads and snapshots go on and see the store as it was.
+  EXPECT_EQ(get_or_absent(engine, Space::kState, "k"), "before");
+  EXPECT_EQ(get_or_absent(engine, Space::kLog, "e"), "<absent>");
+  EXPECT_EQ(get_or_absent(*engine.snapshot(), Space::kState, "k"), "before");
+  EXPECT_EQ(engine.unsynced_batches(), 0U);
+  EXPECT_EQ(engine.counters().full_writes, 3U);
+  EXPECT_EQ(engine.counters().writes, 1U);
+  // Space returns: writes are taken again.
+  engine.set_full(false);
+  must_write(engine, put_batch(Space::kState, "k", "after"), /*sync=*/true);
+  EXPECT_EQ(get_or_absent(engine, Space::kState, "k"), "after");
+}
+
+TEST(MemEngineTest, InjectedFailuresWaitWhileTheDiskIsFull) {
+  MemEngine engine;
+  engine.fail_writes(1);
+  engine.set_full(true);
+  EXPECT_EQ(engine.write(put_batch(Space::kState, "k", "v"), /*sync=*/true).code(),
+            Code::kResourceExhausted);
+  engine.set_full(false);
+  EXPECT_EQ(engine.write(put_batch(Space::kState, "k", "v"), /*sync=*/true).code(), Code::kIOError);
+  must_write(engine, put_batch(Space::kState, "k", "v"), /*sync=*/true);
+  EXPECT_EQ(engine.counters().failed_writes, 1U);
+  EXPECT_EQ(engine.counters().full_writes, 1U);
+}
+
+TEST(MemEngineTest, ACrashWhileTheDiskIsFullKeepsWhatWasSynced) {
+  MemEngine engine;
+  must_write(engine, put_batch(Space::kState, "a", "synced"), /*sync=*/true);
+  engine.set_full(true);
+  EXPECT_FALSE(engine.write(put_batch(Space::kState, "b", "refused"), /*sync=*/true).ok());
+  Rng rng(1);
+  engine.crash(rng);
+  EXPECT_EQ(get_or_absent(engine, Space::kState, "a"), "synced");
+  EXPECT_EQ(get_or_absent(engine, Space::kState, "b"), "<absent>");
+  EXPECT_TRUE(engine.full()) << "a restart does not free the disk";
+}
+
 TEST(MemEngineTest, CorruptFlipsABitThatSurvivesACrash) {
   MemEngine engine;
   must_write(engine, put_batch(Space::kLog, "e", seal_record("payload")), /*sync=*/true);

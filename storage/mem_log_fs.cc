@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "base/assert.h"
+#include "base/status.h"
 
 namespace herald::storage {
 namespace {
@@ -19,6 +20,7 @@ class MemLogFile final : public LogFile {
   Status write(std::uint64_t offset, std::string_view bytes) override {
     HERALD_ASSERT(offset + bytes.size() <= data_->live.size(),
                   "writes stay inside the preallocated file");
+    HERALD_RETURN_IF_ERROR(fs_->check_space("write", name_));
     if (fs_->take_failure()) {
       return Status::io_error("injected write failure on " + name_);
     }
@@ -39,6 +41,7 @@ class MemLogFile final : public LogFile {
   }
 
   Status sync() override {
+    HERALD_RETURN_IF_ERROR(fs_->check_space("fdatasync", name_));
     if (fs_->take_failure()) {
       return Status::io_error("injected sync failure on " + name_);
     }
@@ -70,6 +73,15 @@ bool MemLogFs::take_failure() {
   return true;
 }
 
+Status MemLogFs::check_space(std::string_view call, std::string_view name) {
+  if (!full_) {
+    return Status::ok_status();
+  }
+  ++counters_.full_ops;
+  return Status::resource_exhausted(std::string(call) + " " + std::string(name) +
+                                    ": no space left on device (injected full disk)");
+}
+
 Result<std::vector<std::string>> MemLogFs::list() const {
   std::vector<std::string> names;
   names.reserve(live_.size());
@@ -91,6 +103,7 @@ Result<std::unique_ptr<LogFile>> MemLogFs::create(std::string_view name, std::ui
   if (live_.find(name) != live_.end()) {
     return Status::already_exists("create " + std::string(name) + ": file exists");
   }
+  HERALD_RETURN_IF_ERROR(check_space("create", name));  // the file's blocks are allocated now
   auto data = std::make_shared<FileData>();
   data->durable.assign(size_bytes, '\0');
   data->live.assign(size_bytes, '\0');

@@ -11,7 +11,10 @@
 //    or remove not followed by sync_dir() is undone (a removed file comes back with its contents).
 //
 // Faults beyond a crash: fail_ops(n) makes the next n write() or sync() calls fail with kIOError
-// without changing anything; corrupt() flips one bit of a file, in both images, as a damaged
+// without changing anything; set_full(true) is a disk with no space left: until set_full(false),
+// every write(), sync() and create() fails with kResourceExhausted (what PosixLogFs reports for
+// ENOSPC) and changes nothing, while reads, list(), open(), rename(), remove() and sync_dir() go
+// on (they need no free block); corrupt() flips one bit of a file, in both images, as a damaged
 // sector would.
 //
 // A disk that lies about fsync: once record_history() is on, the file system remembers its last
@@ -51,6 +54,7 @@ struct MemLogFsCounters {
   std::uint64_t syncs = 0;               // successful LogFile::sync() calls
   std::uint64_t dir_syncs = 0;           // sync_dir() calls
   std::uint64_t failed_ops = 0;          // writes and syncs rejected by fail_ops()
+  std::uint64_t full_ops = 0;            // writes, syncs and creates rejected by a full disk
   std::uint64_t crashes = 0;             // crash() calls
   std::uint64_t lost_writes = 0;         // unsynced writes dropped by crash() (a torn one included)
   std::uint64_t torn_writes = 0;         // writes of which crash() kept only a prefix
@@ -90,6 +94,10 @@ class MemLogFs final : public LogFs {
   std::uint64_t crash_lying(Rng& rng);
   // The next `count` write() or sync() calls fail with kIOError and change nothing.
   void fail_ops(std::uint64_t count) { failures_pending_ = count; }
+  // While `full`, write(), sync() and create() fail with kResourceExhausted and change nothing;
+  // failures pending from fail_ops() wait until space returns.
+  void set_full(bool full) { full_ = full; }
+  [[nodiscard]] bool full() const { return full_; }
   // Flips bit `bit` (0..7) of byte `offset` of file `name`, in the live and the durable image.
   // Returns false (and changes nothing) if there is no such file or byte.
   [[nodiscard]] bool corrupt(std::string_view name, std::uint64_t offset, unsigned bit = 0);
@@ -104,6 +112,8 @@ class MemLogFs final : public LogFs {
 
   // Used by the files: consumes one pending failure, if any.
   [[nodiscard]] bool take_failure();
+  // Used by the files and create(): kResourceExhausted (counted) while the disk is full, else ok.
+  [[nodiscard]] Status check_space(std::string_view call, std::string_view name);
   MemLogFsCounters& mutable_counters() { return counters_; }
   // Used by the files: a write or a sync of `file` happened (for record_history()).
   void remember_write(const std::shared_ptr<FileData>& file, std::uint64_t offset,
@@ -129,6 +139,7 @@ class MemLogFs final : public LogFs {
   Directory live_;
   Directory durable_;
   std::uint64_t failures_pending_ = 0;
+  bool full_ = false;
   MemLogFsCounters counters_;
   // With record_history(): the durable directory before the first remembered operation, and
   // those operations in order (at most kMaxLogFsHistoryOps; older ones are folded into the bases).

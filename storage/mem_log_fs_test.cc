@@ -106,6 +106,49 @@ TEST(MemLogFsTest, FailedOperationsChangeNothing) {
   EXPECT_EQ(fs.counters().failed_ops, 2U);
 }
 
+TEST(MemLogFsTest, AFullDiskRefusesWritesSyncsAndCreatesButNotReadsOrRemovals) {
+  MemLogFs fs;
+  auto file = create_durably(fs, "a");
+  ASSERT_TRUE(file->write(0, "kept").ok());
+  auto other = create_durably(fs, "b");
+  fs.set_full(true);
+  EXPECT_EQ(file->write(4, "refused").code(), Code::kResourceExhausted);
+  EXPECT_EQ(file->sync().code(), Code::kResourceExhausted);
+  EXPECT_EQ(fs.create("c", kFileBytes).status().code(), Code::kResourceExhausted);
+  EXPECT_FALSE(fs.durable_name("c"));
+  EXPECT_EQ(fs.list()->size(), 2U);
+  // Nothing changed: the unsynced write is still unsynced (a crash may drop it).
+  EXPECT_EQ(fs.contents("a").substr(0, 11), std::string("kept") + std::string(7, '\0'));
+  std::string out;
+  ASSERT_TRUE(file->read(0, 4, out).ok());
+  EXPECT_EQ(out, "kept");
+  // What frees space, or needs no new block, still works.
+  EXPECT_TRUE(fs.rename("b", "d").ok());
+  EXPECT_TRUE(fs.remove("d").ok());
+  EXPECT_TRUE(fs.sync_dir().ok());
+  EXPECT_TRUE(fs.open("a").ok());
+  EXPECT_EQ(fs.counters().full_ops, 3U);
+  // Space returns.
+  fs.set_full(false);
+  EXPECT_TRUE(file->write(4, "taken").ok());
+  EXPECT_TRUE(file->sync().ok());
+  EXPECT_TRUE(fs.create("c", kFileBytes).ok());
+  other.reset();
+}
+
+TEST(MemLogFsTest, InjectedFailuresWaitWhileTheDiskIsFull) {
+  MemLogFs fs;
+  auto file = create_durably(fs, "a");
+  fs.fail_ops(1);
+  fs.set_full(true);
+  EXPECT_EQ(file->write(0, "x").code(), Code::kResourceExhausted);
+  fs.set_full(false);
+  EXPECT_EQ(file->write(0, "x").code(), Code::kIOError);
+  EXPECT_TRUE(file->write(0, "x").ok());
+  EXPECT_EQ(fs.counters().failed_ops, 1U);
+  EXPECT_EQ(fs.counters().full_ops, 1U);
+}
+
 TEST(MemLogFsTest, CorruptFlipsOneBitInBothImages) {
   MemLogFs fs;
   auto file = create_durably(fs, "a");
