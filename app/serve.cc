@@ -5,12 +5,14 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "app/demo.h"
@@ -49,6 +51,10 @@ constexpr int kExitConfig = 2;
 constexpr int kExitRuntime = 1;
 // The data directory failed its checks: restarting cannot help (docs/operations.md).
 constexpr int kExitDamagedData = 3;
+// A store that cannot open because its disk is full is tried again this often (ms), and the wait
+// is logged this often (ms).
+constexpr std::int64_t kFullDiskRetryMs = 1'000;
+constexpr std::int64_t kFullDiskLogIntervalMs = 60'000;
 constexpr std::size_t kHttpIoThreads = 1;
 // File descriptors kept for everything but client connections: RocksDB's files, peer
 // connections, logs and journals.
@@ -528,6 +534,20 @@ int run_serve(const ServeFlags& flags) {
   options.email = providers->email_guard.get();
   options.webhook_poster = providers->webhook_client.get();
   auto host = server::NodeHost::start(options);
+  // A disk too full to open the store on: wait for space rather than exit, so that a service
+  // manager's restarts do not turn a full disk into a crash loop (docs/operations.md, "Disk
+  // space"). A signal ends the wait (its default action; no handler is installed yet).
+  for (std::int64_t waited_ms = 0; !host.ok() && host.status().code() == Code::kResourceExhausted;
+       waited_ms += kFullDiskRetryMs) {
+    if (waited_ms % kFullDiskLogIntervalMs == 0) {
+      spdlog::critical(
+          "node {} cannot open its store, the disk is full ({}): waiting for space, "
+          "trying again every {} ms",
+          config->id, host.status().to_string(), kFullDiskRetryMs);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kFullDiskRetryMs));
+    host = server::NodeHost::start(options);
+  }
   if (!host.ok() && host.status().code() == Code::kCorruption) {
     // Serving from a damaged store could vote twice or lose acknowledged entries; only the
     // operator can bring the member back safely. One line, so it survives log truncation.
