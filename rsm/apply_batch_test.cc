@@ -140,13 +140,20 @@ class CountingReader final : public storage::Reader {
   const storage::Reader* inner_;
 };
 
-TEST(ApplyBatchTest, AKeyIsReadFromTheEngineOncePerBatch) {
+// An engine holding "a" = "engine", read through a CountingReader by an ApplyBatch.
+class ApplyBatchReadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    storage::WriteBatch seed;
+    seed.put(Space::kState, "a", "engine");
+    ASSERT_TRUE(engine.write(seed, true).ok());
+  }
   storage::MemEngine engine;
-  storage::WriteBatch seed;
-  seed.put(Space::kState, "a", "engine");
-  ASSERT_TRUE(engine.write(seed, true).ok());
-  CountingReader reader(&engine);
-  ApplyBatch batch(&reader);
+  CountingReader reader{&engine};
+  ApplyBatch batch{&reader};
+};
+
+TEST_F(ApplyBatchReadTest, AKeyIsReadFromTheEngineOncePerBatch) {
   EXPECT_EQ(read(batch, "a"), "engine");
   EXPECT_EQ(read(batch, "a"), "engine");
   EXPECT_EQ(read(batch, "absent"), std::nullopt);
@@ -159,13 +166,7 @@ TEST(ApplyBatchTest, AKeyIsReadFromTheEngineOncePerBatch) {
   EXPECT_EQ(reader.gets, 3);
 }
 
-TEST(ApplyBatchTest, RollbackUncoversWhatWasReadFromTheEngine) {
-  storage::MemEngine engine;
-  storage::WriteBatch seed;
-  seed.put(Space::kState, "a", "engine");
-  ASSERT_TRUE(engine.write(seed, true).ok());
-  CountingReader reader(&engine);
-  ApplyBatch batch(&reader);
+TEST_F(ApplyBatchReadTest, RollbackUncoversWhatWasReadFromTheEngine) {
   EXPECT_EQ(read(batch, "a"), "engine");
   const auto point = batch.savepoint();
   batch.del(Space::kState, "a");
