@@ -501,6 +501,10 @@ Status SegmentLog::recover() {
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     HERALD_RETURN_IF_ERROR(replay_segment(seqs[i], i + 1 == seqs.size()));
   }
+  // What was read may not be durable: an earlier process (one that halted on a full disk, say)
+  // can have written it without a sync, and the page cache survives a process but not a machine.
+  // Everything after here treats the records read as synced, so they are made so first.
+  HERALD_RETURN_IF_ERROR(segments_.back().file->sync());
   if (hard_state_.commit() > last_index()) {
     return Status::corruption("the raft log's commit index " +
                               std::to_string(hard_state_.commit()) + " is beyond its last entry " +

@@ -115,6 +115,28 @@ TEST(SegmentLogTest, AppendReadRestart) {
   EXPECT_EQ(log->recovery().torn_bytes_zeroed, 0U);
 }
 
+// A process that stops without a sync (one that halted on a full disk, say) leaves records in
+// the page cache; the next process reads them, and a power loss after that must not take them
+// back: opening syncs what it read before it trusts it.
+TEST(SegmentLogTest, RecordsReadAtOpenAreSyncedBeforeTheyAreTrusted) {
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    MemLogFs fs;
+    {
+      const auto log = open_log(fs);
+      append_each(*log, 1, 6, 1, /*sync=*/false);
+    }
+    {
+      const auto log = open_log(fs);
+      ASSERT_EQ(log->last_index(), 5U);
+    }
+    Rng rng(seed);
+    fs.crash(rng);
+    const auto log = open_log(fs);
+    EXPECT_EQ(log->last_index(), 5U) << "seed " << seed;
+    expect_readable(*log);
+  }
+}
+
 TEST(SegmentLogTest, AppendReadRestartOnDisk) {
   TempDir dir;
   {
