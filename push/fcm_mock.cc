@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -176,14 +177,18 @@ struct FcmMock::Impl final : H2ServerHandler {
   H2ServerAnswer messages_send(FcmMockRequest& record);
   // The message's decoded form, or the reason it is malformed.
   std::string decode_message(const std::string& body, FcmMockMessage& message) const;
+  // Read by the server's thread, also while the destructor stops the server (`server` is null
+  // then): the port is kept apart, set once at start.
   [[nodiscard]] std::string token_uri() const {
-    return fmt::format("https://127.0.0.1:{}{}", server->port(), options.token_path);
+    return fmt::format("https://127.0.0.1:{}{}", port.load(std::memory_order_acquire),
+                       options.token_path);
   }
 
   const FcmMockOptions options;
   const Clock& clock;
   const crypto::JwtVerifier verifier;
   std::unique_ptr<H2TestServer> server;
+  std::atomic<std::uint16_t> port{0};  // the server's, once started
 
   mutable std::mutex mu;
   std::deque<FcmMockError> scripted_sends;                  // guarded by mu
@@ -373,6 +378,7 @@ Result<std::unique_ptr<FcmMock>> FcmMock::start(FcmMockOptions options, const Cl
   auto impl = std::make_unique<Impl>(std::move(options), clock, std::move(verifier));
   HERALD_ASSIGN_OR_RETURN(impl->server,
                           H2TestServer::start(*impl, impl->options.max_concurrent_streams));
+  impl->port.store(impl->server->port(), std::memory_order_release);
   return std::unique_ptr<FcmMock>(new FcmMock(std::move(impl)));
 }
 

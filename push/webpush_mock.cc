@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <deque>
@@ -96,13 +97,16 @@ struct WebPushMock::Impl final : H2ServerHandler {
   }
   // The answer to a push; `record.check_failed` says why a check failed. Called under mu.
   H2ServerAnswer push(const H2ServerRequest& request, WebPushMockRequest& record);
+  // Read by the server's thread, also while the destructor stops the server (`server` is null
+  // then): the port is kept apart, set once at start.
   [[nodiscard]] std::string origin() const {
-    return fmt::format("https://127.0.0.1:{}", server->port());
+    return fmt::format("https://127.0.0.1:{}", port.load(std::memory_order_acquire));
   }
 
   const WebPushMockOptions options;
   const Clock& clock;
   std::unique_ptr<H2TestServer> server;
+  std::atomic<std::uint16_t> port{0};  // the server's, once started
 
   mutable std::mutex mu;
   std::map<std::string, Held> subscriptions;                 // guarded by mu
@@ -229,6 +233,7 @@ Result<std::unique_ptr<WebPushMock>> WebPushMock::start(WebPushMockOptions optio
   auto impl = std::make_unique<Impl>(std::move(options), clock);
   HERALD_ASSIGN_OR_RETURN(impl->server,
                           H2TestServer::start(*impl, impl->options.max_concurrent_streams));
+  impl->port.store(impl->server->port(), std::memory_order_release);
   return std::unique_ptr<WebPushMock>(new WebPushMock(std::move(impl)));
 }
 
