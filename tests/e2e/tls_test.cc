@@ -124,9 +124,11 @@ class TlsE2e : public OneNodeTest {
     // The clients trust both certificates, so that a connection verifies before and after the
     // reload; each certificate is its own CA.
     std::ofstream(ca_file()) << first_.cert_pem << second_.cert_pem;
-    start_node(
-        fmt::format("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", cert_file(), key_file()),
-        tls());
+    // The senders of the reload test send as fast as the node answers: no device rate limit.
+    start_node(fmt::format("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n"
+                           "[devices]\nrequests_per_s = 0\n",
+                           cert_file(), key_file()),
+               tls());
   }
   void TearDown() override {
     OneNodeTest::TearDown();
