@@ -644,8 +644,9 @@ void MessagingScenario::start_gateway(raft::NodeId id) {
       .read_barrier = [this, id,
                        inc](rsm::ReadCallback done) { read_later(id, inc, std::move(done)); },
       .post = [this, id, inc](std::function<void()> fn) { post_later(id, inc, std::move(fn)); },
-      .broadcast = [this, id](std::string kind,
-                              std::string payload) { broadcast_ephemeral(id, kind, payload); },
+      .broadcast = [this, id](
+                       const std::string& kind,
+                       const std::string& payload) { broadcast_ephemeral(id, kind, payload); },
   };
   app.gateway_node =
       std::make_unique<SimGatewayNode>(states_.at(id), app.clock.get(), std::move(hooks));
