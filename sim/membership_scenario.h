@@ -2,32 +2,10 @@
 //
 // It composes a SimCluster (sim/cluster.h: the same replicas, network, disks, fault schedule, KV
 // clients, Raft safety checks and linearizability check as the raft scenario) that starts with 3
-// voters and kMembershipSpares spare node ids. The spares run from the start as empty replicas
-// that wait to join (rsm::NodeConfig::join). An operator, driven by the seed, asks the leader it
-// believes in for one change at a time (rsm::Node::change_membership): add a spare as a learner
-// (it catches up from the log or a snapshot), promote a learner, remove a learner or a voter
-// other than the leader, never below kMinVoters voters nor above kMaxVoters. It does not wait for
-// an answer before asking again, so the core's "one change in flight" refusals are exercised too,
-// and it asks now and then a replica that is not the leader. A removed node is never added again:
-// once every remaining member applied its removal the operator stops its process after a random
-// delay (until then it runs, as a forgotten process would), and it is never restarted.
-//
-// Checks after every event (besides the cluster's):
-//   - a replica that is not a voter in the membership it applied (a learner, a spare, a removed
-//     node that applied its removal) never campaigns nor leads;
-//   - two replicas that applied the same index applied the same membership;
-//   - a leader's log holds at most one config change beyond its applied index (at most one change
-//     in flight).
-// At the end (healed and settled): every member of the leader's membership runs and applied the
-// same membership, which is the initial one with every committed change applied in order; every
-// acknowledged change is committed at or below the index at which it was acknowledged; the
-// replicas' states agree and the clients' history is linearizable (the cluster's checks).
-//
-// What the core does with a removed node that has not applied its own removal (it was cut off
-// when the change committed): it still believes it is a voter and may campaign. Pre-vote keeps
-// its term unchanged unless a majority of its stale membership would vote for it, and members
-// that hear from a leader ignore it; the simulator counts such campaigns (zombie_campaigns) and
-// checks only what the core promises, that a node which applied its removal never campaigns.
+// voters and kMembershipSpares spare node ids, and a MembershipOperator (sim/membership_operator.h)
+// that adds, promotes and removes members until the traffic ends and checks, after every event and
+// at the end, what membership changes promise. At the end the replicas' states must also agree and
+// the clients' history be linearizable (the cluster's checks).
 //
 // Determinism: every choice comes from Rngs derived from the seed. Thread-safety: none.
 #pragma once
@@ -35,35 +13,16 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <optional>
-#include <set>
 #include <string>
-#include <utility>
-#include <vector>
 
 #include "rsm/kv_state_machine.h"
-#include "rsm/membership.h"
 #include "sim/cluster.h"
+#include "sim/membership_operator.h"
 
 namespace herald::sim {
 
 // Spare node ids (4 .. 3 + kMembershipSpares) that may join the 3 initial voters.
 inline constexpr int kMembershipSpares = 3;
-// The operator keeps at least this many voters, and adds none beyond kMaxVoters.
-inline constexpr int kMinVoters = 3;
-inline constexpr int kMaxVoters = 5;
-
-struct MembershipStats {
-  std::uint64_t asked = 0;  // changes the operator asked for
-  std::uint64_t added = 0;  // acknowledged changes, by kind
-  std::uint64_t promoted = 0;
-  std::uint64_t removed = 0;
-  std::uint64_t refused = 0;    // refused before being proposed (in flight, not leader, lagging)
-  std::uint64_t unknown = 0;    // aborted or timed out: the outcome is unknown
-  std::uint64_t committed = 0;  // config changes committed
-  std::uint64_t retired = 0;    // removed replicas the operator stopped
-  std::uint64_t zombie_campaigns = 0;  // events at which a removed node was (pre-)candidate
-};
 
 struct MembershipRunResult {
   RunResult cluster;
@@ -94,43 +53,11 @@ class MembershipScenario final : public ClusterScenario {
   [[nodiscard]] std::string final_check() override;
 
  private:
-  // A change the operator saw acknowledged, and the acknowledging replica's applied index then.
-  struct Acked {
-    rsm::MemberChange change;
-    raft::Index applied = 0;
-  };
-
-  void on_operator();
-  // The change to ask for next, given the membership the leader applied; nullopt for none.
-  [[nodiscard]] std::optional<rsm::MemberChange> pick_change(const raftpb::ConfState& conf,
-                                                             raft::NodeId leader);
-  void on_answer(raft::NodeId asked, const rsm::MemberChange& change, const Status& status);
-  // Schedules the stop of every replica whose removal every remaining member applied.
-  void retire_removed();
-  [[nodiscard]] std::string check_roles(raft::NodeId id, const rsm::Node& node);
-  [[nodiscard]] std::string check_applied_membership(raft::NodeId id, const rsm::Node& node);
-  [[nodiscard]] std::string check_in_flight(raft::NodeId id, const rsm::Node& node);
-  // The initial membership with every committed change applied in index order.
-  [[nodiscard]] raftpb::ConfState expected_membership() const;
-
-  ClusterOptions options_;
-  Rng rng_;
   std::map<raft::NodeId, std::unique_ptr<rsm::KvStateMachine>> machines_;
-  std::set<raft::NodeId> asked_to_add_;  // spares ever proposed as learners
-  std::set<raft::NodeId> retiring_;      // removed replicas whose stop is scheduled or done
-  std::map<raft::NodeId, raft::Index> removed_at_;  // committed removals not yet known to all
-  std::size_t pending_retires_ = 0;
-  std::vector<Acked> acked_;
-  // The membership first seen applied at each index (serialized ConfState).
-  std::map<raft::Index, std::string> membership_at_;
-  std::map<raft::NodeId, raft::Index> checked_applied_;  // last applied index checked, per replica
-  // Per replica: the (from, last index) its in-flight check last ran at.
-  std::map<raft::NodeId, std::pair<raft::Index, raft::Index>> checked_log_;
-  raft::Index max_commit_seen_ = 0;  // the highest commit index any replica has shown
-  std::set<std::pair<raft::NodeId, raft::Term>> zombie_terms_;  // removed nodes' campaigns
-  MembershipStats stats_;
-  // Last: destroyed first, so no replica outlives the state machines above.
+  // After the state machines: destroyed before them, so no replica outlives them. The operator
+  // borrows the cluster and is destroyed first.
   SimCluster cluster_;
+  MembershipOperator operator_;
 };
 
 }  // namespace herald::sim
