@@ -1004,7 +1004,7 @@ bool Gateway::Core::send_live(const std::shared_ptr<Session>& s,
   if (change.change_seq() != notice.change_seq || notice.change_seq != s->cursor + 1) return false;
   // Changes that end the session, and a full outbound queue, take the pump's way.
   if (change.kind() == messagingpb::DEVICE_REMOVED || change.kind() == messagingpb::USER_REVOKED ||
-      s->conn->queued_bytes() > kStreamHighWaterBytes) {
+      s->conn->queued_bytes() > limits_.stream_high_water_bytes) {
     return false;
   }
   messagingpb::SyncEntry entry;
@@ -1036,7 +1036,7 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
   bool revoked = false;
   bool paused = false;
   for (const auto& entry : page->entries) {
-    if (s->conn->queued_bytes() > kStreamHighWaterBytes) {
+    if (s->conn->queued_bytes() > limits_.stream_high_water_bytes) {
       paused = true;  // the rest follows once the client has read what is queued
       break;
     }
@@ -1066,7 +1066,7 @@ void Gateway::Core::pump(const std::shared_ptr<Session>& s) {
       paused_.push_back(s);
     }
     s->pump_pending = true;
-    s->conn->when_drained(kStreamLowWaterBytes, [self = shared_from_this(), s] {
+    s->conn->when_drained(limits_.stream_low_water_bytes, [self = shared_from_this(), s] {
       self->node_->post([self, s] {
         s->pump_pending = false;
         s->paused_since_ms = 0;
@@ -1669,6 +1669,8 @@ Gateway::Gateway(GatewayNode* node, GatewayLimits limits,
     : core_(std::make_shared<Core>(node, limits, std::move(sign_in))) {
   HERALD_ASSERT(node != nullptr, "the gateway needs a node");
   HERALD_ASSERT(limits.max_sessions_per_device >= 1, "a device may have a session");
+  HERALD_ASSERT(limits.stream_low_water_bytes <= limits.stream_high_water_bytes,
+                "a paused stream resumes below where it paused");
   core_->install();
 }
 

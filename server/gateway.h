@@ -55,9 +55,10 @@ inline constexpr std::size_t kStreamPageSize = 100;
 // Live delivery (and the replay after `auth` with `since`) is flow-controlled: the change stream
 // to a session pauses while more than kStreamHighWaterBytes wait in its outbound queue and
 // resumes once they drained to kStreamLowWaterBytes, so a backlog of large messages never
-// overflows the queue (kMaxWsQueuedBytes) of a client that reads. A session whose stream stays
-// paused for kMaxStreamStallMs (GatewayLimits::stalled_reader_ms) is not reading: it is closed
-// with 1008 "slow consumer".
+// overflows the queue (kMaxWsQueuedBytes) of a client that reads (GatewayLimits'
+// stream_high_water_bytes and stream_low_water_bytes). A session whose stream stays paused for
+// kMaxStreamStallMs (GatewayLimits::stalled_reader_ms) is not reading: it is closed with 1008
+// "slow consumer".
 inline constexpr std::size_t kStreamHighWaterBytes = 512 * 1024;
 inline constexpr std::size_t kStreamLowWaterBytes = 128 * 1024;
 inline constexpr std::int64_t kMaxStreamStallMs = 30'000;
@@ -114,6 +115,9 @@ struct GatewayLimits {
   std::size_t max_sessions_per_device = kMaxSessionsPerDevice;          // at least 1
   std::int64_t typing_relay_interval_ms = kTypingRelayIntervalMs;
   std::int64_t stalled_reader_ms = kMaxStreamStallMs;  // at least 1
+  // low <= high, and high well below the transport's queue bound.
+  std::size_t stream_high_water_bytes = kStreamHighWaterBytes;
+  std::size_t stream_low_water_bytes = kStreamLowWaterBytes;
 };
 
 // A request frame as the gateway reads it before doing any work for it.

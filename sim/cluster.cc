@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <functional>
 #include <initializer_list>
@@ -85,6 +86,19 @@ constexpr MonoMs kMaxEnospcMs = 3'000;
 constexpr std::uint64_t kEnospcSalt = 10;
 constexpr std::uint64_t kSimDiskFreeBytes = 1ULL << 30U;
 constexpr std::uint64_t kSimMinFreeBytes = 64ULL << 20U;
+// With ClusterOptions::slow_disks: the chance that a seed has slow disks, and then that a second
+// replica has one too. A slow disk's sync takes [kMinSlowSyncMs, kMaxSlowSyncMs], and with
+// kDiskStallChance a stall of [kMinDiskStallMs, kMaxDiskStallMs] (a disk flushing its cache, a
+// cloud volume throttled), long enough to cost a leader its term.
+constexpr double kSlowDiskChance = 0.6;
+constexpr double kSecondSlowDiskChance = 0.3;
+constexpr MonoMs kMinSlowSyncMs = 2;
+constexpr MonoMs kMaxSlowSyncMs = 50;
+constexpr double kDiskStallChance = 0.01;
+constexpr MonoMs kMinDiskStallMs = 200;
+constexpr MonoMs kMaxDiskStallMs = 1'500;
+constexpr std::uint64_t kSlowDiskSalt = 11;
+constexpr std::uint64_t kSlowLatencySalt = 12;
 constexpr double kTargetLeaderChance = 0.5;
 // In a random-links partition, each directed link is cut with this probability.
 constexpr double kRandomLinkCutChance = 0.3;
@@ -406,6 +420,15 @@ struct SimCluster::Replica {
   bool damaged = false;  // a record of its store was damaged on purpose and not yet found
   bool lies = false;     // its disk may lose synced writes when it crashes
   bool retired = false;  // stopped for good by the operator (a removed member)
+  // A slow disk (ClusterOptions::slow_disks): the replica's thread is in a sync until
+  // busy_until_ms; deliveries to it wait in `held`. During a round, round_syncs is the sync count
+  // before it and round_latency_ms the latency a sync in it takes.
+  bool slow = false;
+  MonoMs busy_until_ms = 0;
+  std::vector<rsmpb::PeerEnvelope> held;
+  bool in_round = false;
+  std::uint64_t round_syncs = 0;
+  MonoMs round_latency_ms = 0;
   // What the log looked like at the last log check: (first, last, term of last).
   std::tuple<raft::Index, raft::Index, raft::Term> log_mark{0, 0, 0};
 };
@@ -432,6 +455,7 @@ SimCluster::SimCluster(const ClusterOptions& options, ClusterScenario* scenario)
       client_rng_(derive_seed(options.seed, 2)),
       crash_rng_(derive_seed(options.seed, 3)),
       lie_rng_(derive_seed(options.seed, kLieSalt)),
+      slow_rng_(derive_seed(options.seed, kSlowLatencySalt)),
       network_(derive_seed(options.seed, 4), &clock_, link_bounds_for(options.seed)),
       storm_(fault_rng_.chance(kStormChance)) {
   HERALD_ASSERT(options.replicas == 3 || options.replicas == 5, "a cluster has 3 or 5 replicas");
@@ -530,6 +554,9 @@ raft::NodeId SimCluster::leader_hint() const {
 
 Status SimCluster::open_replica(Replica& r) {
   ++r.incarnation;
+  // A sync the previous incarnation was in ended with its process; what waited for it is lost.
+  r.busy_until_ms = 0;
+  r.held.clear();
   rsm::NodeConfig config;
   config.id = r.id;
   for (raft::NodeId id = 1; id <= static_cast<raft::NodeId>(options_.replicas); ++id) {
@@ -649,7 +676,9 @@ void SimCluster::on_tick(const Event& event) {
   if (!r.node || event.generation != r.incarnation) {
     return;  // The tick chain of a crashed incarnation ends here.
   }
-  r.node->tick();
+  if (r.busy_until_ms <= clock_.mono_ms()) {
+    r.node->tick();  // A replica in a slow sync misses its ticks, as its blocked thread would.
+  }
   if (scenario_ != nullptr) {
     scenario_->on_tick(r.id);
   }
@@ -862,6 +891,34 @@ void SimCluster::plan_lying_disk() {
   log_event(fmt::format("replica {}: its disk lies about fsync", target));
 }
 
+void SimCluster::plan_slow_disks() {
+  if (!options_.slow_disks) {
+    return;
+  }
+  Rng rng(derive_seed(options_.seed, kSlowDiskSalt));
+  if (!rng.chance(kSlowDiskChance)) {
+    return;
+  }
+  const int count = rng.chance(kSecondSlowDiskChance) ? 2 : 1;
+  std::vector<raft::NodeId> ids;
+  for (const auto& [id, r] : replicas_) {
+    ids.push_back(id);
+  }
+  for (int i = 0; i < count && !ids.empty(); ++i) {
+    const std::size_t pick = rng.uniform(ids.size());
+    Replica& r = replica(ids[pick]);
+    ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(pick));
+    r.slow = true;
+    ++stats_.slow_disks;
+    // What a slow replica sends in a round after its sync leaves when the sync ends; what it
+    // sends before (a leader's appends sent while it writes, docs/raft.md) leaves at once.
+    network_.set_send_delay(r.id, [this, &r]() -> MonoMs {
+      return r.slow && r.in_round && syncs_of(r) > r.round_syncs ? r.round_latency_ms : 0;
+    });
+    log_event(fmt::format("replica {} has a slow disk", r.id));
+  }
+}
+
 void SimCluster::plan_damage() {
   Rng rng(derive_seed(options_.seed, kDamageSalt));
   if (!rng.chance(kDamageChance)) {
@@ -1000,22 +1057,70 @@ rsm::Node* SimCluster::node(raft::NodeId id) {
   return replica(id).node.get();
 }
 
+const rsm::Node* SimCluster::node(raft::NodeId id) const {
+  auto it = replicas_.find(id);
+  HERALD_ASSERT(it != replicas_.end(), "a replica of the cluster");
+  return it->second->node.get();
+}
+
 void SimCluster::deliver(const Delivery& delivery) {
   Replica& r = replica(delivery.to);  // the link's end, whatever the envelope claims
-  if (r.node) {
-    r.node->receive(delivery.envelope);
+  if (!r.node) {
+    return;
   }
+  if (r.busy_until_ms > clock_.mono_ms()) {
+    r.held.push_back(delivery.envelope);  // its thread is in a sync
+    return;
+  }
+  r.node->receive(delivery.envelope);
 }
 
 void SimCluster::process_all() {
   for (auto& [id, r] : replicas_) {
-    if (!r->node) {
-      continue;
+    if (r->node) {
+      process_replica(*r);
     }
-    const Status s = r->node->process();
-    if (!s.ok()) {
-      handle_process_error(*r, s);
+  }
+}
+
+std::uint64_t SimCluster::syncs_of(const Replica& r) {
+  return r.engine.counters().syncs + r.log_fs.counters().syncs + r.log_fs.counters().dir_syncs;
+}
+
+void SimCluster::process_replica(Replica& r) {
+  const MonoMs now = clock_.mono_ms();
+  if (r.busy_until_ms > now) {
+    return;
+  }
+  if (!r.held.empty()) {
+    std::vector<rsmpb::PeerEnvelope> held;
+    held.swap(r.held);
+    for (const rsmpb::PeerEnvelope& envelope : held) {
+      r.node->receive(envelope);
     }
+  }
+  if (r.slow) {
+    r.in_round = true;
+    r.round_syncs = syncs_of(r);
+    const bool stall = slow_rng_.chance(kDiskStallChance);
+    r.round_latency_ms = stall ? slow_rng_.range(kMinDiskStallMs, kMaxDiskStallMs)
+                               : slow_rng_.range(kMinSlowSyncMs, kMaxSlowSyncMs);
+  }
+  const Status s = r.node->process();
+  if (r.slow) {
+    r.in_round = false;
+    if (syncs_of(r) > r.round_syncs) {
+      ++stats_.slow_syncs;
+      if (r.round_latency_ms >= kMinDiskStallMs) {
+        ++stats_.disk_stalls;
+        log_event(fmt::format("replica {}: its disk stalls for {} ms", r.id, r.round_latency_ms));
+      }
+      r.busy_until_ms = now + r.round_latency_ms;
+      schedule_call(r.busy_until_ms, [] {});  // the sync ends: process_all runs then
+    }
+  }
+  if (!s.ok()) {
+    handle_process_error(r, s);
   }
 }
 
@@ -1303,6 +1408,7 @@ void SimCluster::heal_everything() {
     r->no_space = false;
     r->below_floor = false;
     r->halted = false;
+    r->slow = false;  // a sync already under way still ends at its time
     r->engine.set_full(false);
     r->log_fs.set_full(false);
     update_disk_figure(*r);
@@ -1628,6 +1734,7 @@ RunResult SimCluster::run() {
     plan_enospc();
     plan_damage();
     plan_lying_disk();
+    plan_slow_disks();
   }
   schedule(options_.faults_end_ms, Event{EventKind::kHeal, raft::kNoNode, -1, 0});
   schedule(options_.traffic_end_ms, Event{EventKind::kSettleCheck});

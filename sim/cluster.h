@@ -91,6 +91,12 @@ struct ClusterOptions {
   // record is then one of a segment file, and a lying disk loses synced writes of the log's
   // files (docs/simulation.md, "Fault model").
   bool segment_log = false;
+  // On some seeds (kSlowDiskChance, a random stream of its own) one or two replicas have slow
+  // disks until the final heal: every process round of theirs that syncs takes a drawn fsync
+  // latency, now and then a stall of a second or more. Until the sync ends the replica processes
+  // nothing (its ticks are skipped, messages to it wait), and what it sends after the sync leaves
+  // when the sync ends. Off by default, so that the other scenarios' seeds replay as before.
+  bool slow_disks = false;
   // TEST ONLY: the bug planted in every replica (kNone: Herald as it ships).
   PlantedBug planted_bug = PlantedBug::kNone;
 };
@@ -111,6 +117,9 @@ struct RunStats {
   std::uint64_t damaged_records = 0;  // records damaged on purpose (log entries, applied states)
   std::uint64_t rebuilds = 0;         // replicas rebuilt empty after finding one
   std::uint64_t lying_disks = 0;      // crashes that lost synced writes (a disk that lied)
+  std::uint64_t slow_disks = 0;       // replicas with a slow disk (ClusterOptions::slow_disks)
+  std::uint64_t slow_syncs = 0;       // process rounds that waited for a slow disk's sync
+  std::uint64_t disk_stalls = 0;      // of them, stalls (kMinDiskStallMs or more)
   std::uint64_t partitions = 0;
   std::uint64_t leaders = 0;  // distinct (term, leader) pairs
   std::uint64_t max_compacted_index = 0;
@@ -231,6 +240,7 @@ class SimCluster {
   [[nodiscard]] const ClusterOptions& options() const { return options_; }
   // The running replica `id`, or nullptr while it is down.
   [[nodiscard]] rsm::Node* node(raft::NodeId id);
+  [[nodiscard]] const rsm::Node* node(raft::NodeId id) const;
   [[nodiscard]] std::vector<raft::NodeId> up_ids() const;
   [[nodiscard]] raft::NodeId leader_hint() const;
   // The members (voters and learners) in force on the leader, or empty when no leader runs.
@@ -323,6 +333,11 @@ class SimCluster {
   // On some seeds, one replica (never the damaged one) has a disk that lies about fsync: some of
   // its crashes also lose writes it had synced (see kLyingDiskChance).
   void plan_lying_disk();
+  // With ClusterOptions::slow_disks, on some seeds one or two replicas get slow disks.
+  void plan_slow_disks();
+  // Runs one replica's process(); on a slow disk, a round that synced keeps it busy.
+  void process_replica(Replica& r);
+  [[nodiscard]] static std::uint64_t syncs_of(const Replica& r);
   // Rebuilds a stopped replica whose damage was found, as server/replica_rebuild.h does on disk,
   // and restarts it.
   void rebuild_replica(Replica& r, const Status& cause);
@@ -359,6 +374,7 @@ class SimCluster {
   Rng client_rng_;
   Rng crash_rng_;
   Rng lie_rng_;
+  Rng slow_rng_;  // slow disks' latencies (ClusterOptions::slow_disks only)
   raft::NodeId damage_target_ = raft::kNoNode;
   SimNetwork network_;
   std::map<raft::NodeId, std::unique_ptr<Replica>> replicas_;

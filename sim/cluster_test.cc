@@ -187,6 +187,23 @@ TEST_F(SimClusterTest, AReplicaWhoseDiskFillsHaltsLosesNothingAndRejoinsOnceSpac
   }
 }
 
+// Slow disks (ClusterOptions::slow_disks): replicas whose syncs take milliseconds, sometimes a
+// stall of a second or more, process nothing meanwhile and send late; every check still holds.
+TEST_F(SimClusterTest, SlowDisksAndTheirStallsKeepEveryCheck) {
+  std::uint64_t stalls = 0;
+  for (const std::uint64_t seed : {2, 7, 8, 10, 12}) {
+    ClusterOptions options = options_for(seed);
+    options.slow_disks = true;
+    options.segment_log = seed % 3 == 0;
+    const RunResult result = SimCluster(options).run();
+    EXPECT_TRUE(result.ok) << "seed " << seed << ": " << result.failure;
+    EXPECT_GT(result.stats.slow_disks, 0U) << "seed " << seed;
+    EXPECT_GT(result.stats.slow_syncs, 0U) << "seed " << seed;
+    stalls += result.stats.disk_stalls;
+  }
+  EXPECT_GT(stalls, 0U);
+}
+
 // The planted bug (docs/reliability.md, "A planted bug") is off unless `--plant-bug` asks: in the
 // options of every scenario's seeds, in run_sim's options and in the replicas' configuration.
 TEST(PlantedBugOptionsTest, IsOffByDefault) {

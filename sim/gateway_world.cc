@@ -89,6 +89,19 @@ MonoMs SimWsConnection::next_arrival(MonoMs& last_ms) {
   return at;
 }
 
+MonoMs SimWsConnection::next_down_arrival() {
+  MonoMs at = next_arrival(last_down_ms_);
+  if (at < reading_from_ms_) {
+    at = reading_from_ms_;
+    last_down_ms_ = at;
+  }
+  return at;
+}
+
+void SimWsConnection::pause_reading(MonoMs until_ms) {
+  reading_from_ms_ = std::max(reading_from_ms_, until_ms);
+}
+
 void SimWsConnection::client_send(std::string text) {
   if (closing_) {
     return;
@@ -125,20 +138,19 @@ Status SimWsConnection::send_text(std::string text) {
   if (closing_) {
     return Status::failed_precondition("the connection is closing");
   }
-  if (text.size() > server::kMaxWsQueuedBytes) {
+  if (text.size() > max_queued_bytes_) {
     return Status::invalid_argument("the message is larger than the queue");
   }
-  if (queued_bytes_ + text.size() > server::kMaxWsQueuedBytes) {
+  if (queued_bytes_ + text.size() > max_queued_bytes_) {
     discard_queued_ = true;  // as the transport does: the queued messages are dropped too
     close(server::kWsClosePolicyViolation, "slow consumer");
     return Status::resource_exhausted("slow consumer");
   }
   const std::size_t bytes = text.size();
   queued_bytes_ += bytes;
-  schedule_(next_arrival(last_down_ms_),
-            [self = shared_from_this(), bytes, text = std::move(text)] {
-              self->frame_arrived(bytes, text);
-            });
+  schedule_(next_down_arrival(), [self = shared_from_this(), bytes, text = std::move(text)] {
+    self->frame_arrived(bytes, text);
+  });
   return Status::ok_status();
 }
 
@@ -160,16 +172,16 @@ void SimWsConnection::close(std::uint16_t code, std::string reason) {
     return;
   }
   closing_ = true;
+  server_close_code_ = code;
   drained_ = nullptr;
   // After every queued frame: the device reads them, then the close.
-  schedule_(next_arrival(last_down_ms_),
-            [self = shared_from_this(), code, reason = std::move(reason)] {
-              if (!self->device_gone_) {
-                self->device_gone_ = true;
-                self->device_.closed(code, reason);
-              }
-              self->tell_gateway_closed();
-            });
+  schedule_(next_down_arrival(), [self = shared_from_this(), code, reason = std::move(reason)] {
+    if (!self->device_gone_) {
+      self->device_gone_ = true;
+      self->device_.closed(code, reason);
+    }
+    self->tell_gateway_closed();
+  });
 }
 
 void SimWsConnection::when_drained(std::size_t below, std::function<void()> fn) {

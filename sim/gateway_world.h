@@ -10,8 +10,9 @@
 //
 // SimWsConnection is one device's WebSocket to one gateway: frames each way arrive after a seeded
 // latency, in order; the gateway's outbound queue is counted in bytes and bounded as the real
-// transport bounds it (kMaxWsQueuedBytes: past it the queued frames are dropped and the connection
-// is closed with 1008 "slow consumer"), and drains as the device reads; close() delivers what is
+// transport bounds it (kMaxWsQueuedBytes, or a smaller bound the scenario sets: past it the queued
+// frames are dropped and the connection is closed with 1008 "slow consumer"), and drains as the
+// device reads, which a slow reader pauses now and then; close() delivers what is
 // queued, then the close, then on_close to the gateway, exactly once. A connection whose gateway's
 // incarnation is gone calls nothing more on it.
 //
@@ -114,6 +115,15 @@ class SimWsConnection final : public server::WsConnection,
   // The device goes away: frames still on their way to it are dropped, the gateway hears the
   // close after the latency.
   void client_close();
+  // The device reads nothing before `until_ms` (a slow reader): frames the gateway sends meanwhile
+  // arrive, and leave the queue, only then. Nothing is drawn for it.
+  void pause_reading(MonoMs until_ms);
+  // Bounds the gateway's outbound queue at `bytes` instead of kMaxWsQueuedBytes; call before
+  // open().
+  void set_queue_limit(std::size_t bytes) { max_queued_bytes_ = bytes; }
+  // The code the gateway (or the queue bound) closed the connection with; 0 while it did not,
+  // whether or not the close reached the device yet.
+  [[nodiscard]] std::uint16_t server_close_code() const { return server_close_code_; }
 
   // server::WsConnection, the gateway's side.
   [[nodiscard]] Status send_text(std::string text) override;
@@ -126,6 +136,8 @@ class SimWsConnection final : public server::WsConnection,
  private:
   // When the next frame in one direction arrives: after the latency, never before the previous.
   [[nodiscard]] MonoMs next_arrival(MonoMs& last_ms);
+  // The next frame to the device: after the latency and any pause of its reading.
+  [[nodiscard]] MonoMs next_down_arrival();
   void frame_arrived(std::size_t bytes, const std::string& text);
   void tell_gateway_closed();
 
@@ -142,8 +154,11 @@ class SimWsConnection final : public server::WsConnection,
   bool gateway_open_ = false;    // accepted, and on_close not called yet
   bool discard_queued_ = false;  // closed as a slow consumer: what is queued never arrives
   std::size_t queued_bytes_ = 0;
-  MonoMs last_down_ms_ = 0;  // arrival of the last frame to the device
-  MonoMs last_up_ms_ = 0;    // arrival of the last frame to the gateway
+  std::size_t max_queued_bytes_ = server::kMaxWsQueuedBytes;
+  std::uint16_t server_close_code_ = 0;
+  MonoMs reading_from_ms_ = 0;  // pause_reading
+  MonoMs last_down_ms_ = 0;     // arrival of the last frame to the device
+  MonoMs last_up_ms_ = 0;       // arrival of the last frame to the gateway
   std::size_t drain_below_ = 0;
   std::function<void()> drained_;
 };

@@ -114,6 +114,30 @@ TEST(SimWsConnectionTest, AQueueBeyondTheLimitClosesTheConnectionAsASlowConsumer
   EXPECT_EQ(f.gateway.closed, 1);
 }
 
+// A slow reader: what the gateway sends while the device does not read stays queued (and counts
+// toward the bound, here a smaller one) until the pause ends, then arrives in order.
+TEST(SimWsConnectionTest, APausedReaderKeepsFramesQueuedUntilItReadsAgain) {
+  Fixture f;
+  f.conn->set_queue_limit(64);
+  ASSERT_TRUE(f.conn->open());
+  f.conn->pause_reading(500);
+  ASSERT_TRUE(f.conn->send_text(std::string(30, 'a')).ok());
+  ASSERT_TRUE(f.conn->send_text(std::string(30, 'b')).ok());
+  bool drained = false;
+  f.conn->when_drained(0, [&drained] { drained = true; });
+  f.loop.run();
+  EXPECT_EQ(f.frames.size(), 2U);
+  EXPECT_TRUE(drained);
+  EXPECT_GE(f.loop.clock.mono_ms(), 500);
+  // Past the smaller bound the connection closes as a slow consumer.
+  f.conn->pause_reading(f.loop.clock.mono_ms() + 500);
+  ASSERT_TRUE(f.conn->send_text(std::string(40, 'c')).ok());
+  EXPECT_EQ(f.conn->send_text(std::string(40, 'd')).code(), Code::kResourceExhausted);
+  f.loop.run();
+  EXPECT_EQ(f.frames.size(), 2U);
+  EXPECT_EQ(f.closes, (std::vector<std::uint16_t>{server::kWsClosePolicyViolation}));
+}
+
 TEST(SimWsConnectionTest, AFrameLargerThanTheQueueIsRefusedAndTheConnectionCarriesOn) {
   Fixture f;
   ASSERT_TRUE(f.conn->open());

@@ -94,6 +94,10 @@ constexpr MonoMs kMaxSystemFaultGapMs = 1'500;
 // Seeds of the streams drawn only with MessagingOptions.
 constexpr std::uint64_t kWireSalt = 26;
 constexpr std::uint64_t kSystemFaultSalt = 27;
+constexpr std::uint64_t kMembershipSalt = 28;
+constexpr std::uint64_t kReaderSalt = 29;
+// With MessagingOptions::membership_changes: the operator's first request.
+constexpr MonoMs kFirstMembershipChangeMs = 300;
 // Events of a delivery's history read to decide whether its push came after an acknowledgement.
 constexpr std::size_t kMaxDeliveryHistoryEvents = 10'000;
 
@@ -443,10 +447,15 @@ MessagingScenario::MessagingScenario(const ClusterOptions& options, const Messag
       skew_rng_(derive_seed(options.seed, 24)),
       wire_rng_(derive_seed(options.seed, kWireSalt)),
       fault_rng_(derive_seed(options.seed, kSystemFaultSalt)),
+      reader_rng_(derive_seed(options.seed, kReaderSalt)),
       cluster_(options, this) {
   HERALD_ASSERT(extras.min_users >= 2 && extras.max_users >= extras.min_users &&
                     extras.max_devices_per_user >= kMinDevicesPerUser,
                 "a direct conversation needs two users, and each user a device");
+  if (extras.membership_changes) {
+    membership_ = std::make_unique<MembershipOperator>(
+        cluster_, derive_seed(options.seed, kMembershipSalt), kFaultsEndMs);
+  }
   for (auto& type : messaging::Host::types()) {
     const Status added = registry_.add(std::move(type));
     HERALD_ASSERT(added.ok(), "each workflow type registers once");
@@ -519,6 +528,9 @@ void MessagingScenario::on_replica_down(raft::NodeId id) {
                                /*up=*/false);
   }
   apps_.erase(id);
+  if (membership_) {
+    membership_->on_replica_down(id);
+  }
   for (std::size_t i = 0; i < devices_.size(); ++i) {
     if (devices_[i].online && devices_[i].replica == id) {
       ++stats_.dropped_connections;
@@ -548,6 +560,21 @@ void MessagingScenario::on_tick(raft::NodeId id) {
 bool MessagingScenario::alive(raft::NodeId id, std::uint64_t incarnation) const {
   auto it = apps_.find(id);
   return it != apps_.end() && it->second->up && it->second->incarnation == incarnation;
+}
+
+std::vector<raft::NodeId> MessagingScenario::serving_ids() const {
+  std::vector<raft::NodeId> ids = cluster_.up_ids();
+  if (!membership_) {
+    return ids;
+  }
+  std::erase_if(ids, [this](raft::NodeId id) {
+    const raftpb::ConfState& conf = cluster_.node(id)->conf_state();
+    const auto named = [id](const auto& list) {
+      return std::find(list.begin(), list.end(), id) != list.end();
+    };
+    return !named(conf.voters()) && !named(conf.learners());
+  });
+  return ids;
 }
 
 std::int64_t MessagingScenario::wall_ms(raft::NodeId id) const {
@@ -650,7 +677,13 @@ void MessagingScenario::start_gateway(raft::NodeId id) {
   };
   app.gateway_node =
       std::make_unique<SimGatewayNode>(states_.at(id), app.clock.get(), std::move(hooks));
-  app.gateway = std::make_unique<server::Gateway>(app.gateway_node.get());
+  server::GatewayLimits limits;
+  if (extras_.slow_readers) {
+    limits.stream_high_water_bytes = kSimStreamHighWaterBytes;
+    limits.stream_low_water_bytes = kSimStreamLowWaterBytes;
+    limits.stalled_reader_ms = kSimStalledReaderMs;
+  }
+  app.gateway = std::make_unique<server::Gateway>(app.gateway_node.get(), limits);
 }
 
 // A running replica's wall clock jumps, forwards or backwards; it stays off until the replica
@@ -818,6 +851,9 @@ void MessagingScenario::violation(std::string what) {
 }
 
 std::string MessagingScenario::check_after_event() {
+  if (!violation_ && membership_) {
+    return membership_->check_after_event();
+  }
   return violation_.value_or("");
 }
 
@@ -941,7 +977,7 @@ void MessagingScenario::run_setup_phase() {
 }
 
 void MessagingScenario::send_setup(std::size_t index) {
-  const std::vector<raft::NodeId> ids = cluster_.up_ids();
+  const std::vector<raft::NodeId> ids = serving_ids();
   if (ids.empty()) {
     cluster_.schedule_call(cluster_.clock().mono_ms() + kRetryMs,
                            [this, index] { send_setup(index); });
@@ -1096,7 +1132,7 @@ void MessagingScenario::connect(std::size_t device) {
   if (d.online) {
     return;
   }
-  const std::vector<raft::NodeId> ids = cluster_.up_ids();
+  const std::vector<raft::NodeId> ids = serving_ids();
   if (ids.empty()) {
     const std::uint64_t connection = d.connection;
     cluster_.schedule_call(cluster_.clock().mono_ms() + kRetryMs, [this, device, connection] {
@@ -1145,6 +1181,10 @@ void MessagingScenario::disconnect(std::size_t device, bool voluntary, std::stri
     cluster_.log_event(fmt::format("{} leaves replica {}: {}", d.id, d.replica, why));
   }
   if (d.conn != nullptr) {
+    // Counted whether or not the close reached the device before it gave up on its own.
+    if (d.conn->server_close_code() == server::kWsClosePolicyViolation) {
+      ++stats_.slow_consumer_closes;
+    }
     d.conn->client_close();
     d.conn.reset();
   }
@@ -1258,9 +1298,22 @@ void MessagingScenario::open_socket(std::size_t device) {
       },
       &cluster_.clock(), &wire_rng_, next_socket_++, endpoint, app->second->gateway.get(),
       [this, id, incarnation] { return alive(id, incarnation); }, std::move(side));
+  if (extras_.slow_readers) {
+    d.conn->set_queue_limit(kSimWsQueuedBytes);
+  }
   if (!d.conn->open()) {
     disconnect(device, /*voluntary=*/false, "the gateway refused the connection");
     return;
+  }
+  if (extras_.slow_readers && reader_rng_.chance(kSlowReaderChance)) {
+    const MonoMs at = cluster_.clock().mono_ms() + reader_rng_.range(0, kMaxReadPauseStartMs);
+    const MonoMs pause_ms = reader_rng_.range(kMinReadPauseMs, kMaxReadPauseMs);
+    cluster_.schedule_call(at, [this, weak = std::weak_ptr<SimWsConnection>(d.conn), pause_ms] {
+      if (const auto conn = weak.lock()) {
+        conn->pause_reading(cluster_.clock().mono_ms() + pause_ms);
+        ++stats_.read_pauses;
+      }
+    });
   }
   json::object auth{{"type", "auth"},
                     {"user_id", users_[d.user].id},
@@ -1862,11 +1915,17 @@ const storage::Reader* MessagingScenario::any_state() const {
   if (leader != raft::kNoNode) {
     return states_.at(leader);
   }
-  const std::vector<raft::NodeId> ids = cluster_.up_ids();
+  const std::vector<raft::NodeId> ids = serving_ids();
   return ids.empty() ? nullptr : states_.at(ids.front());
 }
 
 std::string MessagingScenario::unsettled() const {
+  if (membership_) {
+    std::string waiting = membership_->unsettled();
+    if (!waiting.empty()) {
+      return waiting;
+    }
+  }
   if (setup_phase_ < setup_.size()) {
     return fmt::format("setup: phase {} of {} not answered", setup_phase_ + 1, setup_.size());
   }
@@ -1912,7 +1971,19 @@ std::string MessagingScenario::final_check() {
   if (violation_) {
     return *violation_;
   }
+  if (membership_) {
+    std::string problem = membership_->final_check();
+    if (!problem.empty()) {
+      return problem;
+    }
+  }
+  // With membership changes, only the members hold the state: a spare never added and a removed
+  // member stopped for good are left as they were.
+  const std::set<raft::NodeId> members = cluster_.leader_members();
   for (const auto& [id, state] : states_) {
+    if (membership_ && !members.contains(id)) {
+      continue;
+    }
     std::string problem = check_sends(id, *state);
     if (!problem.empty()) {
       return problem;
@@ -2369,9 +2440,15 @@ MessagingRunResult MessagingScenario::run() {
       connect(i);
     }
   });
+  if (membership_) {
+    membership_->start(kFirstMembershipChangeMs);
+  }
   MessagingRunResult result;
   result.cluster = cluster_.run();
   result.messaging = stats_;
+  if (membership_) {
+    result.messaging.membership = membership_->stats();
+  }
   return result;
 }
 

@@ -94,6 +94,7 @@
 #include "messaging/providers.h"
 #include "messaging/read_sync.h"
 #include "sim/cluster.h"
+#include "sim/membership_operator.h"
 #include "workflow/definition.h"
 
 namespace herald::sim {
@@ -135,9 +136,12 @@ struct MessagingStats {
   std::uint64_t rate_limited_calls = 0;
   std::uint64_t permanent_token_errors = 0;
   std::uint64_t dead_tokens = 0;
-  std::uint64_t pushes_received = 0;  // distinct pushes the devices got (accepted, new key)
-  std::uint64_t clock_jumps = 0;      // with MessagingOptions::clock_jumps
-  std::uint64_t transfers = 0;        // leadership transfers asked (leadership_transfers)
+  std::uint64_t pushes_received = 0;       // distinct pushes the devices got (accepted, new key)
+  std::uint64_t clock_jumps = 0;           // with MessagingOptions::clock_jumps
+  std::uint64_t transfers = 0;             // leadership transfers asked (leadership_transfers)
+  std::uint64_t read_pauses = 0;           // devices that stopped reading a while (slow_readers)
+  std::uint64_t slow_consumer_closes = 0;  // connections the gateway or transport closed 1008
+  MembershipStats membership;              // with MessagingOptions::membership_changes
 };
 
 struct MessagingRunResult {
@@ -226,6 +230,15 @@ struct MessagingOptions {
   bool clock_jumps = false;
   // Now and then the leader is asked to hand leadership to another running voter.
   bool leadership_transfers = false;
+  // An operator adds, promotes and removes members until the final heal (sim/membership_operator.h,
+  // with its checks); the cluster needs ClusterOptions::spares for it to add. Devices, the setup
+  // client and the final checks use only the replicas that serve: those that applied a membership
+  // naming them.
+  bool membership_changes = false;
+  // The gateway's flow control and slow-consumer closes are reached: its stream watermarks, its
+  // stalled-reader deadline and the transport's queue bound are the small kSim* ones below, and
+  // now and then a device stops reading for a while (kSlowReaderChance per connection).
+  bool slow_readers = false;
   // At the end, every open delivery workflow has a timer or an activity pending, and the push
   // invariants: at most one distinct push received per device and message;
   // none to a device of the message's sender; none after a device acknowledged the message before
@@ -243,6 +256,20 @@ inline constexpr std::int64_t kSimMaxRetryAfterMs = 2'000;
 inline constexpr double kSimDeadTokenChance = 0.2;
 // With MessagingOptions::clock_jumps: a replica's wall clock jumps by at most this much.
 inline constexpr std::int64_t kMaxClockJumpMs = 2'000;
+// With MessagingOptions::slow_readers: the gateway pauses a session's stream past
+// kSimStreamHighWaterBytes queued and resumes it at kSimStreamLowWaterBytes, closes a session
+// paused for kSimStalledReaderMs, and the transport closes a connection whose queue would pass
+// kSimWsQueuedBytes (the production bounds are 512 KiB, 128 KiB, 30 s and 4 MiB, out of reach of
+// the simulated traffic). A connection's device stops reading with kSlowReaderChance, within
+// kMaxReadPauseStartMs of connecting, for [kMinReadPauseMs, kMaxReadPauseMs].
+inline constexpr std::size_t kSimStreamHighWaterBytes = 2 * 1024;
+inline constexpr std::size_t kSimStreamLowWaterBytes = 512;
+inline constexpr std::int64_t kSimStalledReaderMs = 1'500;
+inline constexpr std::size_t kSimWsQueuedBytes = 16 * 1024;
+inline constexpr double kSlowReaderChance = 0.3;
+inline constexpr MonoMs kMaxReadPauseStartMs = 2'000;
+inline constexpr MonoMs kMinReadPauseMs = 100;
+inline constexpr MonoMs kMaxReadPauseMs = 3'000;
 
 // A gateway's answer to a device's request frame (MessagingOptions::gateway).
 struct FrameAnswer;
@@ -288,6 +315,10 @@ class MessagingScenario final : public ClusterScenario {
 
   // Replicas, and proposals from their services.
   [[nodiscard]] bool alive(raft::NodeId id, std::uint64_t incarnation) const;
+  // The running replicas that serve: every running replica, or with membership changes those
+  // that applied a membership naming them (not a spare that has not joined yet, nor a removed
+  // member that applied its removal).
+  [[nodiscard]] std::vector<raft::NodeId> serving_ids() const;
   [[nodiscard]] std::int64_t wall_ms(raft::NodeId id) const;
   void propose_later(raft::NodeId id, std::uint64_t incarnation, rsmpb::Command command,
                      rsm::ProposeCallback done);
@@ -404,8 +435,9 @@ class MessagingScenario final : public ClusterScenario {
   Rng provider_rng_;
   Rng skew_rng_;
   // Drawn only with the matching MessagingOptions, so the default's seeds replay as before.
-  Rng wire_rng_;   // WebSocket latencies
-  Rng fault_rng_;  // dead tokens, 429s, clock jumps, transfers
+  Rng wire_rng_;    // WebSocket latencies
+  Rng fault_rng_;   // dead tokens, 429s, clock jumps, transfers
+  Rng reader_rng_;  // slow readers' pauses
   std::uint64_t next_socket_ = 1;
   // A short delivery lifetime (SetRetention) in some seeds, drawn from a stream of its own so the
   // rest of the seed's schedule is unchanged; 0 = the default (longer than any run).
@@ -450,8 +482,10 @@ class MessagingScenario final : public ClusterScenario {
   MessagingStats stats_;
   MessagingObserver* observer_ = nullptr;  // borrowed; may be null
   double provider_timeout_chance_ = 0.0;
-  // Last: destroyed first, so no replica outlives the services above.
+  // Last but one: destroyed before the services above, so no replica outlives them.
   SimCluster cluster_;
+  // With MessagingOptions::membership_changes; borrows the cluster.
+  std::unique_ptr<MembershipOperator> membership_;
 };
 
 }  // namespace herald::sim

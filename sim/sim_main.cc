@@ -91,13 +91,14 @@ void print_stats(std::uint64_t seed, int replicas, const RunStats& s) {
       "disks out of space ({} halts), {} damaged records, {} rebuilds, {} lying disks, {} "
       "partitions, "
       "{} leaders, compacted to {}, {} snapshot chunks (max seq {}), network {} delivered {} "
-      "lost {} duplicated {} cut {} refused, {} linearizability steps\n",
+      "lost {} duplicated {} cut {} refused, {} linearizability steps, {} slow disks ({} slow "
+      "syncs, {} stalls)\n",
       seed, replicas, s.storm ? "storm" : "steady", s.events, s.end_ms, s.acked_writes,
       s.acked_reads, s.unknown_ops, s.rejected_ops, s.crashes, s.io_faults, s.full_disks,
       s.enospc_disks, s.enospc_halts, s.damaged_records, s.rebuilds, s.lying_disks, s.partitions,
       s.leaders, s.max_compacted_index, s.network.snapshot_chunks, s.network.max_chunk_seq,
       s.network.delivered, s.network.lost, s.network.duplicated, s.network.cut, s.network.rejected,
-      s.linearizability_steps);
+      s.linearizability_steps, s.slow_disks, s.slow_syncs, s.disk_stalls);
 }
 
 std::string workflow_stats_line(std::uint64_t seed, const WorkflowStats& s) {
@@ -130,10 +131,11 @@ std::string system_stats_line(std::uint64_t seed, const MessagingStats& s) {
   return fmt::format(
       "sim: seed {} system: {} frames sent, {} received, {} typing/presence, {} sessions closed by "
       "the gateway, {} reads answered timeout; {} pushes received, {} answered 429, {} permanent "
-      "token errors ({} tokens died); {} clock jumps, {} leadership transfers asked\n",
+      "token errors ({} tokens died); {} clock jumps, {} leadership transfers asked; {} reading "
+      "pauses, {} slow-consumer closes\n",
       seed, s.frames_sent, s.frames_received, s.ephemeral_frames, s.server_closes, s.read_timeouts,
       s.pushes_received, s.rate_limited_calls, s.permanent_token_errors, s.dead_tokens,
-      s.clock_jumps, s.transfers);
+      s.clock_jumps, s.transfers, s.read_pauses, s.slow_consumer_closes);
 }
 
 std::string membership_stats_line(std::uint64_t seed, const MembershipStats& s) {
@@ -165,7 +167,8 @@ SeedResult run_scenario(std::string_view scenario, const ClusterOptions& options
   if (scenario == kSystemScenario) {
     const MessagingRunResult r = run_system_scenario(options);
     return {r.cluster, messaging_stats_line(options.seed, r.messaging) +
-                           system_stats_line(options.seed, r.messaging)};
+                           system_stats_line(options.seed, r.messaging) +
+                           membership_stats_line(options.seed, r.messaging.membership)};
   }
   if (scenario == kMembershipScenario) {
     MembershipScenario run(options);

@@ -1,6 +1,7 @@
 #include "sim/sim_network.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "base/assert.h"
 
@@ -111,10 +112,17 @@ bool SimNetwork::send(raft::NodeId from, raft::NodeId to, const rsmpb::PeerEnvel
   return true;
 }
 
+void SimNetwork::set_send_delay(raft::NodeId from, SendDelayFn extra) {
+  send_delays_[from] = std::move(extra);
+}
+
 void SimNetwork::enqueue(raft::NodeId from, raft::NodeId to, const std::string& bytes,
                          bool in_order) {
   const MonoMs delay_ms = rng_.range(faults_.min_delay_ms, faults_.max_delay_ms);
   MonoMs deliver_ms = clock_->mono_ms() + delay_ms;
+  if (auto extra = send_delays_.find(from); extra != send_delays_.end() && extra->second) {
+    deliver_ms += extra->second();
+  }
   if (in_order) {
     // Not before the link's previous chunk; an equal time keeps send order by sequence number.
     MonoMs& last = last_chunk_ms_[{from, to}];

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -111,6 +112,12 @@ class SimNetwork {
   SimTransport& add_node(raft::NodeId id);
 
   void set_faults(const NetworkFaults& faults);
+
+  // `extra` (may be empty) names, at each send from node `from`, how much later than the link's
+  // delay the message leaves: a replica whose disk is slow sends what follows a sync only once the
+  // sync ends. It must be deterministic; it draws nothing from the network's random stream.
+  using SendDelayFn = std::function<MonoMs()>;
+  void set_send_delay(raft::NodeId from, SendDelayFn extra);
   [[nodiscard]] const NetworkFaults& faults() const { return faults_; }
 
   // Cuts (or restores) the directed link from -> to.
@@ -166,6 +173,7 @@ class SimNetwork {
   std::map<Link, LinkLoad> loads_;
   // Per link, the delivery time of the last snapshot chunk put in flight.
   std::map<Link, MonoMs> last_chunk_ms_;
+  std::map<raft::NodeId, SendDelayFn> send_delays_;
   std::uint64_t next_sequence_ = 0;
   NetworkCounters counters_;
 };

@@ -53,6 +53,35 @@ TEST(SimNetworkTest, DeliversInOrderWithFixedDelay) {
   EXPECT_EQ(trace.back(), "7:4");
 }
 
+// A sender's extra delay (a slow disk's sync it waits for) is added to the link's delay of what it
+// sends while the delay is in force, and to nothing else: the other direction and later sends
+// keep the link's own delay, and the random stream draws the same.
+TEST(SimNetworkTest, ASendersExtraDelayHoldsOnlyItsOwnMessages) {
+  ManualClock clock;
+  SimNetwork network(5, &clock);
+  SimTransport& t1 = network.add_node(1);
+  SimTransport& t2 = network.add_node(2);
+  NetworkFaults faults;
+  faults.min_delay_ms = 3;
+  faults.max_delay_ms = 3;
+  network.set_faults(faults);
+  MonoMs extra = 40;
+  network.set_send_delay(1, [&extra] { return extra; });
+  ASSERT_TRUE(t1.send(2, report_envelope(1, 2, 1)));
+  ASSERT_TRUE(t2.send(1, report_envelope(2, 1, 2)));
+  extra = 0;
+  ASSERT_TRUE(t1.send(2, report_envelope(1, 2, 3)));
+  std::vector<std::string> trace;
+  while (auto next = network.next_delivery_ms()) {
+    clock.set_ms(std::max(clock.mono_ms(), *next));
+    while (auto d = network.pop_due(clock.mono_ms())) {
+      trace.push_back(std::to_string(d->deliver_ms) + ":" +
+                      std::to_string(d->envelope.report().commit()));
+    }
+  }
+  EXPECT_EQ(trace, (std::vector<std::string>{"3:2", "3:3", "43:1"}));
+}
+
 // Snapshot chunks ride one connection in production: on one link they never overtake each other,
 // however the delays are drawn, while other messages still may.
 TEST(SimNetworkTest, SnapshotChunksOfALinkArriveInOrder) {

@@ -5,6 +5,8 @@ namespace herald::sim {
 ClusterOptions system_cluster_options(std::uint64_t seed, bool verbose) {
   ClusterOptions options = messaging_cluster_options(seed, verbose);
   options.clients = kSystemKvClients;
+  options.spares = kSystemSpares;
+  options.slow_disks = true;
   return options;
 }
 
@@ -17,6 +19,8 @@ MessagingOptions system_messaging_options() {
       .provider_faults = true,
       .clock_jumps = true,
       .leadership_transfers = true,
+      .membership_changes = true,
+      .slow_readers = true,
       .system_checks = true,
   };
 }

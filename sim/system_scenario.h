@@ -9,20 +9,22 @@
 //    (dozens of devices), each device a WebSocket client of the gateway of a random running
 //    replica, speaking the JSON frames of docs/protocol.md: `auth` with `since`, `send`, `ack`,
 //    `delete`, `read`; the live change stream as `change` frames;
+//  - slow readers: devices that stop reading a while, against small flow-control bounds
+//    (MessagingOptions::slow_readers), so that the gateway's stream pauses and its slow-consumer
+//    closes run;
 //  - flaky push and email providers: transient failures, timeouts (kSystemProviderTimeoutChance),
 //    429 with a Retry-After, and push tokens that die (push.unregistered, push.invalid_token);
 //  - SimCluster's faults at once (crashes and restarts losing unsynced writes, lying disks,
-//    failed writes, full disks, damaged records and rebuilds, partitions including one-way ones,
-//    message loss, duplication, reordering and delay, leadership transfers), plus jumps of the
-//    proposers' wall clocks and more leadership transfers, asked by an operator;
+//    failed writes, full disks, damaged records and rebuilds, slow disks with stalls, partitions
+//    including one-way ones, message loss, duplication, reordering and delay, leadership
+//    transfers), plus jumps of the proposers' wall clocks, more leadership transfers and
+//    membership changes (kSystemSpares spare nodes to add; sim/membership_operator.h), asked by
+//    an operator;
 //  - kSystemKvClients of the cluster's KV clients beside the devices (Put, Delete, compare-and-set
 //    and linearizable reads of the key-value metadata store, on random replicas), whose history
 //    must be linearizable (sim/linearizability.h);
 //  - the messaging scenario's checks, the push invariants and "nothing stuck"
-//    (MessagingOptions::system_checks).
-// What it does not include (docs/simulation.md, "Scenario `system`"): membership changes (the
-// membership scenario runs them, with the KV state machine), and slow disks (the simulated disks
-// answer at once; only the network is slow).
+//    (MessagingOptions::system_checks), and the membership operator's checks.
 // Thread-safety: none; determinism: as the messaging scenario's.
 #pragma once
 
@@ -39,10 +41,13 @@ inline constexpr std::int64_t kSystemMaxDevicesPerUser = 4;
 // KV clients (SimCluster's) running beside the devices: their history is checked for
 // linearizability.
 inline constexpr int kSystemKvClients = 4;
+// Spare node ids the membership operator may add (beside the 3 or 5 initial voters).
+inline constexpr int kSystemSpares = 2;
 // The share of provider calls that time out (MessagingScenario::set_provider_timeout_chance).
 inline constexpr double kSystemProviderTimeoutChance = 0.05;
 
-// The cluster options of seed `seed`: the messaging scenario's, with kSystemKvClients clients.
+// The cluster options of seed `seed`: the messaging scenario's, with kSystemKvClients clients,
+// kSystemSpares spares and slow disks.
 [[nodiscard]] ClusterOptions system_cluster_options(std::uint64_t seed, bool verbose);
 // Everything on.
 [[nodiscard]] MessagingOptions system_messaging_options();

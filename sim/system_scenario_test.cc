@@ -31,7 +31,30 @@ TEST_P(SystemScenarioTest, DevicesTalkThroughTheGatewayUnderEveryFault) {
   EXPECT_GT(r.cluster.stats.crashes + r.cluster.stats.partitions, 0U);
 }
 
-INSTANTIATE_TEST_SUITE_P(FixedSeeds, SystemScenarioTest, ::testing::Values(1, 2));
+INSTANTIATE_TEST_SUITE_P(FixedSeeds, SystemScenarioTest, ::testing::Values(1, 4));
+
+// The faults that the messaging scenario does not have ran beside the devices: membership changes
+// committed (a spare joined), slow disks' syncs, devices that stopped reading, and the gateway's
+// closes of connections that did not read.
+TEST(SystemScenarioFaultsTest, MembershipChangesSlowDisksAndSlowReadersRun) {
+  spdlog::set_level(spdlog::level::off);
+  MessagingStats sum;
+  std::uint64_t slow_syncs = 0;
+  for (const std::uint64_t seed : {7, 10}) {
+    const MessagingRunResult r = run_system_scenario(system_cluster_options(seed, false));
+    ASSERT_TRUE(r.cluster.ok) << "seed " << seed << ": " << r.cluster.failure;
+    sum.membership.added += r.messaging.membership.added;
+    sum.membership.committed += r.messaging.membership.committed;
+    sum.read_pauses += r.messaging.read_pauses;
+    sum.slow_consumer_closes += r.messaging.slow_consumer_closes;
+    slow_syncs += r.cluster.stats.slow_syncs;
+  }
+  EXPECT_GT(sum.membership.added, 0U);
+  EXPECT_GT(sum.membership.committed, 1U);
+  EXPECT_GT(slow_syncs, 0U);
+  EXPECT_GT(sum.read_pauses, 0U);
+  EXPECT_GT(sum.slow_consumer_closes, 0U);
+}
 
 TEST(SystemScenarioReplayTest, SameSeedSameRun) {
   spdlog::set_level(spdlog::level::off);
