@@ -30,6 +30,7 @@
 #include "server/workflow_host.h"
 #include "storage/log_fs.h"
 #include "storage/rocksdb_engine.h"
+#include "storage/segment_log.h"
 #include "webhooks/delivery.h"
 #include "webhooks/emitter.h"
 #include "webhooks/endpoints.h"
@@ -688,6 +689,10 @@ void NodeHost::inspect(std::function<void(const ClusterView&)> fn) {
       view.peer_figures.emplace(id, ReceivedFigures{entry.figures, now - entry.received_ms});
     }
     view.memory = impl_->engine->memory();
+    // With the segment log the raft log is not in the engine: its files' size stands for it.
+    if (const auto* segments = dynamic_cast<const storage::SegmentLog*>(&impl_->node->log())) {
+      view.memory.log_bytes += segments->file_bytes();
+    }
     view.resident_bytes = resident_bytes();
     fn(view);
   });

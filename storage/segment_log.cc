@@ -822,6 +822,14 @@ void SegmentLog::drop_to_first_segment() {
   truncated_term_ = first.start_term;
 }
 
+std::uint64_t SegmentLog::file_bytes() const {
+  std::uint64_t bytes = 0;
+  for (const Segment& segment : segments_) {
+    bytes += segment.file->size();
+  }
+  return bytes;
+}
+
 Result<raft::InitialState> SegmentLog::initial_state() const {
   return raft::InitialState{hard_state_, conf_state_};
 }

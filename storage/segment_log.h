@@ -169,6 +169,8 @@ class SegmentLog final : public RaftLog {
   [[nodiscard]] raft::Index truncated_index() const override { return truncated_index_; }
   [[nodiscard]] raft::Term truncated_term() const override { return truncated_term_; }
   [[nodiscard]] std::size_t segment_count() const { return segments_.size(); }
+  // The bytes its segment files take (each file's size, preallocation included).
+  [[nodiscard]] std::uint64_t file_bytes() const;
   [[nodiscard]] std::uint64_t first_segment_seq() const { return segments_.front().seq; }
   [[nodiscard]] const SegmentLogRecovery& recovery() const { return recovery_; }
 

@@ -260,6 +260,8 @@ TEST(SegmentLogTest, SegmentRollover) {
   EXPECT_EQ(log->last_index(), 60U);
   EXPECT_EQ(log->hard_state().commit(), 59U);
   expect_readable(*log);
+  // What the node reports as its log's size (GET /v1/cluster): every segment file, preallocated.
+  EXPECT_EQ(log->file_bytes(), log->segment_count() * kSmallSegmentBytes);
 }
 
 TEST(SegmentLogTest, BatchLargerThanASegmentGetsItsOwn) {
