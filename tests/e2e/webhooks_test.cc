@@ -610,10 +610,14 @@ TEST(WebhooksTls, AnHttpsEndpointTrustedThroughCaFileGetsSignedDeliveries) {
       << delivered_sends(receiver->requests()).size() << " of " << kHttpsMessages << "; "
       << receiver->tls_failures() << " handshakes refused\n"
       << cluster->log_tail(1);
+  // A first attempt slower than the delivery timeout on a loaded machine is sent again with the
+  // same event id (at least once): every request is one of the sends, none refused by TLS.
+  std::set<std::string> event_ids;
   for (const auto& r : receiver->requests()) {
     EXPECT_TRUE(signature_valid(r)) << r.id << " " << r.signature;
+    event_ids.insert(r.id);
   }
-  EXPECT_EQ(receiver->requests().size(), kHttpsMessages) << "each delivered at its first attempt";
+  EXPECT_EQ(event_ids.size(), kHttpsMessages) << "one event id per message, however many attempts";
   EXPECT_EQ(receiver->tls_failures(), 0U);
   const json::object hook = delivery_in_timeline(cluster->admin(1), 1);
   EXPECT_EQ(hook.at("status"), "completed");
