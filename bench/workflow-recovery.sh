@@ -19,6 +19,8 @@
 #   HERALD_RAFT_LOG  the node's [storage] raft_log: rocksdb or segments (default: Herald's own)
 #   BENCH_TMP    parent of the scratch directory (default $TMPDIR or /tmp)
 #   KEEP_LOGS    directory to copy the node log and wrk output to before cleanup
+#   KEEP_DATA    a new directory to copy the killed node's data directory to (for profiling a
+#                restart: `herald serve --data KEEP_DATA ...` replays the same recovery)
 #
 # Output: progress lines and a final machine-parsable line
 #   WORKFLOW_RECOVERY_RESULT workflows=.. load_s=.. open_ms=.. leader_ms=.. first_fired_ms=..
@@ -40,6 +42,7 @@ WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNS="${WRK_CONNS:-64}"
 HERALD_BIN="${HERALD_BIN:-$REPO_DIR/build/herald}"
 KEEP_LOGS="${KEEP_LOGS:-}"
+KEEP_DATA="${KEEP_DATA:-}"
 
 readonly HOST=127.0.0.1
 readonly CLIENT_PORT=28791
@@ -95,7 +98,7 @@ main() {
     --client-port "$CLIENT_PORT" --peer-port "$PEER_PORT" \
     --workflows "$WORKFLOWS" --lead-s "$LEAD_S" --overdue-ms "$OVERDUE_MS" \
     --wrk-threads "$WRK_THREADS" --wrk-conns "$WRK_CONNS" \
-    ${HERALD_RAFT_LOG:+--raft-log "$HERALD_RAFT_LOG"} &
+    ${HERALD_RAFT_LOG:+--raft-log "$HERALD_RAFT_LOG"} ${KEEP_DATA:+--keep-data "$KEEP_DATA"} &
   HELPER_PID=$!
   wait "$HELPER_PID" || rc=$?
   HELPER_PID=""

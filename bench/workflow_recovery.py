@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,6 +197,8 @@ def main():
     ap.add_argument("--poll-ms", type=float, default=2)
     ap.add_argument("--poll-timeout-ms", type=float, default=100)
     ap.add_argument("--fire-timeout-s", type=float, default=120)
+    ap.add_argument("--keep-data", default=None,
+                    help="copy the killed node's data directory here before the restart")
     args = ap.parse_args()
     n, threads = args.workflows, args.wrk_threads
     if n % threads:
@@ -260,6 +263,9 @@ def main():
         node.kill()
         log(f"SIGKILLed the node {due_ms - kill_wall * 1000:.0f} ms before the due time; "
             f"load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+        if args.keep_data:
+            shutil.copytree(node.data_dir, args.keep_data, symlinks=True)
+            log(f"copied the killed node's data directory to {args.keep_data}")
         wait_s = (due_ms + args.overdue_ms) / 1000 - time.time()
         if wait_s > 0:
             time.sleep(wait_s)

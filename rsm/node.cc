@@ -155,6 +155,14 @@ void append_record(std::string& out, std::string_view key, std::string_view valu
 
 }  // namespace
 
+storage::SegmentLogOptions segment_log_options(const NodeConfig& config) {
+  storage::SegmentLogOptions options;
+  if (config.log_segment_bytes != 0) {
+    options.segment_bytes = config.log_segment_bytes;
+  }
+  return options;
+}
+
 Node::Node(const NodeConfig& config, storage::Engine* engine, Transport* transport,
            StateMachine* state_machine)
     : config_(config),
@@ -280,12 +288,17 @@ Status Node::open_log() {
     HERALD_ASSIGN_OR_RETURN(log_, storage::LogStore::open(engine_));
     return Status::ok_status();
   }
-  storage::SegmentLogOptions options;
-  if (config_.log_segment_bytes != 0) {
-    options.segment_bytes = config_.log_segment_bytes;
-  }
-  HERALD_ASSIGN_OR_RETURN(auto segments, storage::SegmentLog::open(config_.log_fs, options));
+  const MonoMs started_ms = config_.clock != nullptr ? config_.clock->mono_ms() : 0;
+  HERALD_ASSIGN_OR_RETURN(
+      auto segments, config_.opened_segment_log
+                         ? config_.opened_segment_log()
+                         : storage::SegmentLog::open(config_.log_fs, segment_log_options(config_)));
   const storage::SegmentLogRecovery& recovery = segments->recovery();
+  if (config_.clock != nullptr) {
+    spdlog::info("replica {}: raft log read: {} segments, {} records ({} ms waited for it)",
+                 config_.id, recovery.segments, recovery.records,
+                 config_.clock->mono_ms() - started_ms);
+  }
   if (recovery.torn_bytes_zeroed > 0) {
     spdlog::warn("replica {}: the raft log ended in a torn batch ({}); {} bytes cleared",
                  config_.id, recovery.torn_reason, recovery.torn_bytes_zeroed);

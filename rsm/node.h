@@ -143,12 +143,19 @@ struct NodeConfig {
   // storage::SegmentLog on this LogFs, with segments of log_segment_bytes.
   storage::LogFs* log_fs = nullptr;
   std::uint64_t log_segment_bytes = 0;  // 0: storage::kSegmentBytes
+  // When set (with log_fs), init() takes the segment log from here instead of opening it: a host
+  // opens it on another thread while the engine opens (both read their files whole), and this
+  // waits for it. It must have opened log_fs with segment_log_options().
+  std::function<Result<std::unique_ptr<storage::SegmentLog>>()> opened_segment_log;
   // TEST ONLY, off in every deployment: raft::Config::planted_commit_without_quorum, a planted bug
   // (the leader commits, applies and answers a proposal once its own log holds it, before a
   // majority does) that the simulator must catch (docs/reliability.md, "A planted bug"). Only
   // `herald sim --plant-bug` sets it; server/ never does.
   bool planted_commit_without_quorum = false;
 };
+
+// The options a replica with this configuration opens its segment log with.
+[[nodiscard]] storage::SegmentLogOptions segment_log_options(const NodeConfig& config);
 
 using ProposeCallback = std::function<void(Result<rsmpb::CommandResult>)>;
 using ReadCallback = std::function<void(Status)>;

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -544,9 +546,29 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start(const NodeHostOptions& options
 Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  HERALD_ASSIGN_OR_RETURN(impl->log_fs, open_raft_log_dir(options));
+  // Both stores read their files at open (the engine replays its WAL, the segment log checks
+  // every record): the segment log opens on a thread of its own meanwhile, and the replica waits
+  // for it when it needs it. The future is waited for before log_fs dies on every path (it is
+  // declared after impl, and its last holder, the replica's configuration, dies before impl).
+  std::shared_ptr<std::future<Result<std::unique_ptr<storage::SegmentLog>>>> segment_log;
+  if (impl->log_fs) {
+    const storage::SegmentLogOptions log_options = rsm::segment_log_options(options.node);
+    storage::LogFs* fs = impl->log_fs.get();
+    const std::uint64_t id = options.node.id;
+    segment_log = std::make_shared<std::future<Result<std::unique_ptr<storage::SegmentLog>>>>(
+        std::async(std::launch::async, [fs, log_options, id] {
+          const auto started = std::chrono::steady_clock::now();
+          auto log = storage::SegmentLog::open(fs, log_options);
+          spdlog::debug("replica {}: segment log opened in {} ms", id,
+                        std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - started)
+                            .count());
+          return log;
+        }));
+  }
   HERALD_ASSIGN_OR_RETURN(
       impl->engine, storage::RocksDbEngine::open(options.data_dir, storage::RocksDbOptions{}));
-  HERALD_ASSIGN_OR_RETURN(impl->log_fs, open_raft_log_dir(options));
   PeerTransportConfig tc;
   tc.self_id = options.node.id;
   tc.cluster = options.cluster_name;
@@ -564,6 +586,9 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
       tc, [raw](rsmpb::PeerEnvelope&& env) { raw->on_inbound(std::move(env)); });
   rsm::NodeConfig nc = options.node;
   nc.log_fs = impl->log_fs.get();
+  if (segment_log) {
+    nc.opened_segment_log = [segment_log] { return segment_log->get(); };
+  }
   if (nc.disk == nullptr) {
     impl->disk = std::make_unique<storage::StatvfsDiskSpace>(options.data_dir);
     nc.disk = impl->disk.get();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <map>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -32,11 +33,11 @@ class MemLogFile final : public LogFile {
     return Status::ok_status();
   }
 
-  Status read(std::uint64_t offset, std::uint64_t length, std::string& out) const override {
-    if (offset > data_->live.size() || length > data_->live.size() - offset) {
+  Status read_into(std::uint64_t offset, std::span<char> out) const override {
+    if (offset > data_->live.size() || out.size() > data_->live.size() - offset) {
       return Status::io_error("read past the end of " + name_);
     }
-    out.assign(data_->live, offset, length);
+    data_->live.copy(out.data(), out.size(), offset);
     return Status::ok_status();
   }
 

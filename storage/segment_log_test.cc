@@ -899,5 +899,30 @@ TEST(SegmentLogTest, ScanOfAnEmptySegmentIsClean) {
   EXPECT_EQ(scan_segment(bytes, 2, false).status().code(), Code::kCorruption);  // wrong number
 }
 
+// Open finds the zero tail's end a word block at a time: a stray byte anywhere in it, at any
+// alignment and at the very ends, still marks the tail dirty up to that byte.
+TEST(SegmentLogTest, AStrayByteAnywhereInTheZeroTailIsFound) {
+  MemLogFs fs;
+  static_cast<void>(open_log(fs));
+  const std::string clean = fs.contents(segment_name(1));
+  const auto clean_scan = scan_segment(clean, 1, /*last=*/true);
+  ASSERT_TRUE(clean_scan.ok()) << clean_scan.status().to_string();
+  const std::uint64_t end = clean_scan->end_offset;
+  std::vector<std::uint64_t> positions = {end, end + 1, end + 7, end + 31, end + 32, end + 33};
+  for (std::uint64_t p = clean.size() - 70; p < clean.size(); ++p) positions.push_back(p);
+  positions.push_back(clean.size() / 2 + 3);
+  for (const std::uint64_t p : positions) {
+    std::string bytes = clean;
+    bytes[p] = '\x01';
+    const auto scan = scan_segment(bytes, 1, /*last=*/true);
+    ASSERT_TRUE(scan.ok()) << p << ": " << scan.status().to_string();
+    EXPECT_EQ(scan->end_offset, end) << p;
+    EXPECT_EQ(scan->dirty_end, p + 1) << p;
+    EXPECT_FALSE(scan->torn_reason.empty()) << p;
+    // In an older segment the same byte is damage, not a tear.
+    EXPECT_EQ(scan_segment(bytes, 1, /*last=*/false).status().code(), Code::kCorruption) << p;
+  }
+}
+
 }  // namespace
 }  // namespace herald::storage
