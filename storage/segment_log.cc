@@ -1,5 +1,7 @@
 #include "storage/segment_log.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +24,8 @@ constexpr std::size_t kSegmentHeaderCheckedBytes = 28;
 constexpr std::uint64_t kSegmentAlignBytes = 4096;
 // The torn tail is zeroed in writes of at most this many bytes: 1 MiB.
 constexpr std::uint64_t kZeroChunkBytes = std::uint64_t{1} << 20U;
+// Open reads segments a chunk of this many bytes at a time (SegmentBytes).
+constexpr std::uint64_t kSegmentReadChunkBytes = std::uint64_t{256} << 10U;
 constexpr std::size_t kSeqHexDigits = 16;
 
 // A record's fixed header, decoded.
@@ -190,21 +194,51 @@ std::string stop_reason(std::string_view why, bool pending) {
   return pending ? "a batch without its end mark" : "bytes after the last record";
 }
 
-// A whole segment file, in a buffer that was not zeroed before the read filled it (most of a
-// segment is its preallocated zero tail: zeroing it first would double the cost of reading it).
-struct SegmentBytes {
-  std::unique_ptr<char[]> data;
-  std::size_t size = 0;
-  [[nodiscard]] std::string_view view() const { return {data.get(), size}; }
-};
+// A whole segment file in memory. Most of a segment is its preallocated zero tail, so the bytes
+// live in an anonymous mapping, whose pages read as zeros until written: the file is read a chunk
+// at a time into a small buffer, and only chunks holding a non-zero byte are copied into the
+// mapping. The zero tail then costs neither page allocations nor copies.
+class SegmentBytes {
+ public:
+  SegmentBytes() = default;
+  SegmentBytes(const SegmentBytes&) = delete;
+  SegmentBytes& operator=(const SegmentBytes&) = delete;
+  SegmentBytes(SegmentBytes&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  SegmentBytes& operator=(SegmentBytes&&) = delete;
+  ~SegmentBytes() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+  }
 
-Result<SegmentBytes> read_segment_bytes(const LogFile& file) {
-  SegmentBytes out;
-  out.size = file.size();
-  out.data = std::make_unique_for_overwrite<char[]>(out.size);
-  HERALD_RETURN_IF_ERROR(file.read_into(0, std::span<char>(out.data.get(), out.size)));
-  return out;
-}
+  [[nodiscard]] static Result<SegmentBytes> read(const LogFile& file) {
+    SegmentBytes out;
+    out.size_ = file.size();
+    if (out.size_ == 0) return out;
+    void* mapped =
+        ::mmap(nullptr, out.size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapped == MAP_FAILED) {
+      return Status::resource_exhausted("no memory to read a raft log segment of " +
+                                        std::to_string(out.size_) + " bytes");
+    }
+    out.data_ = static_cast<char*>(mapped);
+    std::string chunk(std::min<std::uint64_t>(kSegmentReadChunkBytes, out.size_), '\0');
+    for (std::uint64_t off = 0; off < out.size_; off += chunk.size()) {
+      const std::uint64_t n = std::min<std::uint64_t>(chunk.size(), out.size_ - off);
+      const std::span<char> into(chunk.data(), n);
+      HERALD_RETURN_IF_ERROR(file.read_into(off, into));
+      if (nonzero_end(std::string_view(chunk.data(), n), 0) != 0) {
+        std::memcpy(out.data_ + off, chunk.data(), n);
+      }
+    }
+    return out;
+  }
+
+  [[nodiscard]] std::string_view view() const { return {data_, size_}; }
+
+ private:
+  char* data_ = nullptr;
+  std::uint64_t size_ = 0;
+};
 
 }  // namespace
 
@@ -465,7 +499,7 @@ Result<std::optional<SalvagedLog>> SegmentLog::salvage(LogFs* fs) {
       }
     }
     HERALD_ASSIGN_OR_RETURN(const std::unique_ptr<LogFile> file, fs->open(segment_name(seqs[i])));
-    HERALD_ASSIGN_OR_RETURN(const SegmentBytes bytes, read_segment_bytes(*file));
+    HERALD_ASSIGN_OR_RETURN(const SegmentBytes bytes, SegmentBytes::read(*file));
     salvage.add_segment(bytes.view(), seqs[i], i + 1 == seqs.size());
   }
   HERALD_ASSIGN_OR_RETURN(SalvagedLog out, salvage.finish());
@@ -546,7 +580,7 @@ Status SegmentLog::recover() {
 Status SegmentLog::replay_segment(std::uint64_t seq, bool last) {
   const std::string name = segment_name(seq);
   HERALD_ASSIGN_OR_RETURN(std::unique_ptr<LogFile> file, fs_->open(name));
-  HERALD_ASSIGN_OR_RETURN(const SegmentBytes bytes, read_segment_bytes(*file));
+  HERALD_ASSIGN_OR_RETURN(const SegmentBytes bytes, SegmentBytes::read(*file));
   HERALD_ASSIGN_OR_RETURN(const SegmentScan scan, scan_segment(bytes.view(), seq, last));
   if (scan.records.empty() || scan.records.front().kind != RecordKind::kSegmentStart) {
     return Status::corruption("raft log segment " + name + " has no start record");

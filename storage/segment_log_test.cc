@@ -191,6 +191,52 @@ TEST(SegmentLogTest, TornTailOnDiskIsDroppedAndCleared) {
   expect_readable(*reopened);
 }
 
+// Open reads a segment a chunk at a time and copies only chunks with data: entries spanning
+// several chunks and a stray byte in the last chunk of a large segment are all seen on disk.
+TEST(SegmentLogTest, ALargeSegmentOnDiskIsReadWholeChunkByChunk) {
+  constexpr std::uint64_t kLargeSegmentBytes = std::uint64_t{4} << 20U;
+  constexpr std::size_t kBigPayloadBytes = 300'000;  // more than one read chunk
+  TempDir dir;
+  {
+    auto fs = PosixLogFs::open_dir(dir.path());
+    ASSERT_TRUE(fs.ok());
+    const auto log = open_log(**fs, kLargeSegmentBytes);
+    std::vector<raftpb::Entry> big;
+    for (raft::Index i = 1; i <= 3; ++i) {
+      big.push_back(make_entry(i, 1));
+      big.back().set_data(std::string(kBigPayloadBytes, static_cast<char>('a' + i)));
+    }
+    ASSERT_TRUE(log->save(make_hard_state(1, 1, 3), std::nullopt, big, true).ok());
+  }
+  auto fs = PosixLogFs::open_dir(dir.path());
+  ASSERT_TRUE(fs.ok());
+  {
+    const auto log = open_log(**fs, kLargeSegmentBytes);
+    ASSERT_EQ(log->last_index(), 3U);
+    const auto got = log->entries(1, 4, UINT64_MAX);
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    for (const raftpb::Entry& e : *got) {
+      EXPECT_EQ(e.data(), std::string(kBigPayloadBytes, static_cast<char>('a' + e.index())));
+    }
+    EXPECT_EQ(log->recovery().torn_bytes_zeroed, 0U);
+  }
+  // A byte a torn write left at the very end of the file: the tail is dirty up to there.
+  const std::string path = dir.path() + "/" + segment_name(1);
+  const auto size = static_cast<std::uint64_t>(std::filesystem::file_size(path));
+  {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(size - 1));
+    file.write("\x07", 1);
+  }
+  {
+    const auto log = open_log(**fs, kLargeSegmentBytes);
+    EXPECT_EQ(log->last_index(), 3U);
+    EXPECT_GT(log->recovery().torn_bytes_zeroed, size - 3 * kBigPayloadBytes - 4096);
+  }
+  const auto reopened = open_log(**fs, kLargeSegmentBytes);
+  EXPECT_EQ(reopened->recovery().torn_bytes_zeroed, 0U) << "the tail was cleared and synced";
+}
+
 TEST(SegmentLogTest, EntriesHonourTheByteBudget) {
   MemLogFs fs;
   const auto log = open_log(fs);
