@@ -26,9 +26,12 @@
 namespace herald::workflow {
 
 // Timers proposed per tick at most (the rest next tick, still in due order).
-inline constexpr std::size_t kMaxTimersPerTick = 4096;
-// Timer fires proposed and not yet applied, at most (flow control toward the log).
-inline constexpr std::size_t kMaxTimerFiresInFlight = 8192;
+inline constexpr std::size_t kMaxTimersPerTick = 1024;
+// Timer fires proposed and not yet applied, at most (flow control toward the log). Every read
+// and command waits behind the fires committed before it: 2,048 is about 60 ms of apply on the
+// reference machine, enough to keep the apply busy between ticks (8,192 drained no faster, and
+// made reads during a backlog of overdue timers wait about 270 ms).
+inline constexpr std::size_t kMaxTimerFiresInFlight = 2048;
 // How often the due-timer scan starts over from the earliest due timer.
 inline constexpr std::int64_t kTimerRescanIntervalMs = 1'000;
 inline constexpr std::size_t kMaxActivitiesInFlight = 16384;
