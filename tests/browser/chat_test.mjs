@@ -235,6 +235,7 @@ test("two users chat; read state follows to other tabs, one in the same browser;
   // Removing the third tab's device closes that tab only; the first, in the same context, stays.
   assert.equal((await api(port, "DELETE", "/v1/admin/users/bob/devices/bob-web-3")).status, 200);
   await b3.waitForSelector('#state[data-state="closed"]', { timeout: UI_MS });
+  await b3.waitForSelector('#error:has-text("This device was removed")', { timeout: UI_MS });
   await send(a, "Table for three.");
   await b1.waitForSelector(`${chatItem(DIRECT)} .preview:text-is("Table for three.")`, { timeout: UI_MS });
   assert.equal(await b1.getAttribute("#state", "data-state"), "online");

@@ -216,6 +216,11 @@ function wire() {
     setTimeout(renderTyping, kTypingShownMs + 50);
   });
   client.on("presence", () => renderChats());
+  // The session ended for good: say why, since the client will not reconnect by itself.
+  client.on("removed", () => showError("This device was removed: sign in again to use Herald here."));
+  client.on("revoked", () => showError("Your access was revoked by an operator."));
+  client.on("replaced", () => showError(
+    "A newer session of this device took over: reload this page to reconnect here."));
   document.addEventListener("visibilitychange", markSelectedRead);
 
   $("composer").addEventListener("submit", (event) => {
