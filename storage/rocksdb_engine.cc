@@ -5,7 +5,6 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
-#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
@@ -33,8 +32,6 @@ constexpr double kMemtableBloomRatio = 0.02;
 constexpr std::uint64_t kBytesPerSync = 1 * kMiB;
 // Longest line of RocksDB's log passed on to Herald's; the rest of a longer one is cut.
 constexpr std::size_t kMaxLogLineBytes = 1024;
-// State keys' leading bytes that group them for memtable insert hints: module and record kind.
-constexpr std::size_t kInsertHintPrefixBytes = 2;
 
 constexpr std::array<Space, kSpaceCount> kAllSpaces = {Space::kLog, Space::kMeta, Space::kState};
 
@@ -156,12 +153,6 @@ rocksdb::ColumnFamilyOptions make_cf_options(Space space, const RocksDbOptions& 
     // whole keys answers those without a skiplist search.
     cf.memtable_prefix_bloom_size_ratio = kMemtableBloomRatio;
     cf.memtable_whole_key_filtering = true;
-    // State keys start with a module byte and a record-kind byte, and many kinds are written in
-    // key order (timers and expiry queues by time, change streams and messages by sequence): the
-    // memtable keeps, per two-byte prefix, where it inserted last and starts the next insert's
-    // skip-list search there.
-    cf.memtable_insert_with_hint_prefix_extractor.reset(
-        rocksdb::NewFixedPrefixTransform(kInsertHintPrefixBytes));
   }
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return cf;
