@@ -43,7 +43,7 @@ struct RocksDbOptions {
   std::size_t state_write_buffer_bytes = 32 * kMiB;
   // Bound on the WAL kept for unflushed memtables, which a restart must replay: it bounds
   // restart time after a crash (replay costs about 25 ms per MiB on the reference machine, so 4
-  // MiB keeps a restart's first timer fire under 200 ms; 2 MiB cost the messaging path 5-18 %
+  // MiB keeps a restart's first timer fire near 200 ms; 2 MiB cost the messaging path 5-18 %
   // more CPU per message in flushes, 8 MiB doubles the worst replay). docs/benchmarks.md,
   // "Workflow crash recovery".
   std::size_t max_total_wal_bytes = 4 * kMiB;
