@@ -549,23 +549,15 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   HERALD_ASSIGN_OR_RETURN(impl->log_fs, open_raft_log_dir(options));
   // Both stores read their files at open (the engine replays its WAL, the segment log checks
   // every record): the segment log opens on a thread of its own meanwhile, and the replica waits
-  // for it when it needs it. The future is waited for before log_fs dies on every path (it is
-  // declared after impl, and its last holder, the replica's configuration, dies before impl).
+  // for it when it needs it. The open makes only the repairs any open makes (a torn tail cleared,
+  // an unfinished segment removed), so it may run before the engine's own checks. The future is
+  // waited for before log_fs dies on every path (it is declared after impl, and its last holder,
+  // the replica's configuration, dies before impl).
   std::shared_ptr<std::future<Result<std::unique_ptr<storage::SegmentLog>>>> segment_log;
   if (impl->log_fs) {
-    const storage::SegmentLogOptions log_options = rsm::segment_log_options(options.node);
-    storage::LogFs* fs = impl->log_fs.get();
-    const std::uint64_t id = options.node.id;
     segment_log = std::make_shared<std::future<Result<std::unique_ptr<storage::SegmentLog>>>>(
-        std::async(std::launch::async, [fs, log_options, id] {
-          const auto started = std::chrono::steady_clock::now();
-          auto log = storage::SegmentLog::open(fs, log_options);
-          spdlog::debug("replica {}: segment log opened in {} ms", id,
-                        std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now() - started)
-                            .count());
-          return log;
-        }));
+        std::async(std::launch::async, &storage::SegmentLog::open, impl->log_fs.get(),
+                   rsm::segment_log_options(options.node)));
   }
   HERALD_ASSIGN_OR_RETURN(
       impl->engine, storage::RocksDbEngine::open(options.data_dir, storage::RocksDbOptions{}));

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <span>
 #include <string>
 #include <utility>
 
@@ -52,11 +51,11 @@ class PosixLogFile final : public LogFile {
     return Status::ok_status();
   }
 
-  Status read_into(std::uint64_t offset, std::span<char> out) const override {
-    const std::uint64_t length = out.size();
+  Status read(std::uint64_t offset, std::uint64_t length, std::string& out) const override {
     if (offset > size_ || length > size_ - offset) {
       return Status::io_error("read past the end of " + path_);
     }
+    out.resize(length);
     std::uint64_t done = 0;
     while (done < length) {
       const ssize_t n =

@@ -20,7 +20,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,15 +33,10 @@ class LogFile {
   virtual ~LogFile() = default;
   // Writes `data` at `offset`. Precondition: offset + data.size() <= size().
   [[nodiscard]] virtual Status write(std::uint64_t offset, std::string_view data) = 0;
-  // Reads out.size() bytes at `offset` into `out`, which the caller owns (it need not be
-  // initialized: reading a whole preallocated segment should not pay for zeroing it first).
-  // kIOError when the range runs past the end of the file.
-  [[nodiscard]] virtual Status read_into(std::uint64_t offset, std::span<char> out) const = 0;
-  // Reads `length` bytes at `offset` into `out` (replacing its contents), as read_into().
-  [[nodiscard]] Status read(std::uint64_t offset, std::uint64_t length, std::string& out) const {
-    out.resize(length);
-    return read_into(offset, std::span<char>(out.data(), out.size()));
-  }
+  // Reads `length` bytes at `offset` into `out` (replacing its contents). kIOError when the range
+  // runs past the end of the file.
+  [[nodiscard]] virtual Status read(std::uint64_t offset, std::uint64_t length,
+                                    std::string& out) const = 0;
   // Makes every write to this file durable (fdatasync).
   [[nodiscard]] virtual Status sync() = 0;
   [[nodiscard]] virtual std::uint64_t size() const = 0;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <map>
-#include <span>
 #include <string>
 #include <utility>
 
@@ -33,11 +32,11 @@ class MemLogFile final : public LogFile {
     return Status::ok_status();
   }
 
-  Status read_into(std::uint64_t offset, std::span<char> out) const override {
-    if (offset > data_->live.size() || out.size() > data_->live.size() - offset) {
+  Status read(std::uint64_t offset, std::uint64_t length, std::string& out) const override {
+    if (offset > data_->live.size() || length > data_->live.size() - offset) {
       return Status::io_error("read past the end of " + name_);
     }
-    data_->live.copy(out.data(), out.size(), offset);
+    out.assign(data_->live, offset, length);
     return Status::ok_status();
   }
 

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <span>
 #include <string>
 #include <utility>
 
@@ -221,13 +220,12 @@ class SegmentBytes {
                                         std::to_string(out.size_) + " bytes");
     }
     out.data_ = static_cast<char*>(mapped);
-    std::string chunk(std::min<std::uint64_t>(kSegmentReadChunkBytes, out.size_), '\0');
-    for (std::uint64_t off = 0; off < out.size_; off += chunk.size()) {
-      const std::uint64_t n = std::min<std::uint64_t>(chunk.size(), out.size_ - off);
-      const std::span<char> into(chunk.data(), n);
-      HERALD_RETURN_IF_ERROR(file.read_into(off, into));
-      if (nonzero_end(std::string_view(chunk.data(), n), 0) != 0) {
-        std::memcpy(out.data_ + off, chunk.data(), n);
+    std::string chunk;
+    for (std::uint64_t off = 0; off < out.size_; off += kSegmentReadChunkBytes) {
+      HERALD_RETURN_IF_ERROR(
+          file.read(off, std::min(kSegmentReadChunkBytes, out.size_ - off), chunk));
+      if (nonzero_end(chunk, 0) != 0) {
+        std::memcpy(out.data_ + off, chunk.data(), chunk.size());
       }
     }
     return out;
