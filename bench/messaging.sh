@@ -29,6 +29,8 @@
 #                  to the run's line (instr_u_per_msg, instr_k_per_msg) and the table (default 0)
 #   PERF_RECORD    a directory: record a call-graph profile of the server processes over the
 #                  measured window (`perf record -g`) to <dir>/<system>-<run>.data (default: none)
+#   KEEP_METRICS   a directory: after each Herald run, save every node's GET /metrics (the whole
+#                  run, warm-up included) to <dir>/<system>-<run>-node<id>.prom (default: none)
 #
 # Output: each run's LOADGEN_RESULT line, then a table of medians per system: acknowledged
 # sends/s and messages/s (received by recipients in the window; in group mode each recipient's
@@ -200,6 +202,17 @@ sys.exit(0 if c.get("leader") not in (None, 0) and c.get("id") == c.get("leader"
   return 1
 }
 
+# keep_metrics SYSTEM RUN: saves each Herald node's /metrics to KEEP_METRICS.
+keep_metrics() {
+  local system="$1" run="$2" nodes="${1#herald-}" i
+  mkdir -p "$KEEP_METRICS"
+  for ((i = 0; i < nodes; i++)); do
+    curl -fsS --max-time 5 -H "Authorization: Bearer $HERALD_ADMIN_TOKEN" \
+      "http://$HOST:${HERALD_CLIENT_PORTS[i]}/metrics" \
+      >"$KEEP_METRICS/$system-$run-node$((i + 1)).prom" || log "no metrics from node $((i + 1))"
+  done
+}
+
 # herald_target NODES RUN_DIR: starts the nodes; sets TARGET_ARGS for the load generator.
 herald_target() {
   local nodes="$1" dir="$2" leader i
@@ -305,6 +318,7 @@ run_once() {
   if [[ "${PERF_STAT:-0}" == 1 || -n "${PERF_RECORD:-}" ]]; then profile_window "$system" "$run" "$out"; fi
   wait "$LOADGEN_PID" || rc=$?
   LOADGEN_PID=""
+  if [[ -n "${KEEP_METRICS:-}" && "$system" == herald-* ]]; then keep_metrics "$system" "$run"; fi
   stop_servers
   rm -rf "$dir"
   grep -v '^LOADGEN_RESULT' "$out" >&2 || true
