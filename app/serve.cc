@@ -148,6 +148,7 @@ server::NodeHostOptions host_options(const ServeConfig& config) {
   o.node.min_free_bytes = config.min_free_mb << 20U;
   o.data_dir = config.data_dir;
   o.segment_log = config.segment_log;
+  o.apply_while_writing = config.apply_while_writing;
   o.cluster_name = config.cluster;
   o.peer_listen = config.peer;
   o.peers = config.peers;

@@ -97,9 +97,10 @@ Status read_rate(const toml::table& devices, const char* key, double& out) {
   return Status::ok_status();
 }
 
-Status load_storage(const toml::table& table, bool& segment_log) {
+Status load_storage(const toml::table& table, bool& segment_log, bool& apply_while_writing) {
   const toml::table* storage = table["storage"].as_table();
   if (storage == nullptr) return Status::ok_status();
+  HERALD_RETURN_IF_ERROR(read_value(*storage, "apply_while_writing", apply_while_writing));
   std::string raft_log = segment_log ? "segments" : "rocksdb";
   HERALD_RETURN_IF_ERROR(read_value(*storage, "raft_log", raft_log));
   if (raft_log != "rocksdb" && raft_log != "segments") {
@@ -760,7 +761,7 @@ Status load_toml_text(std::string_view text, const std::string& source, ServeCon
     }
     config.max_connections = static_cast<std::size_t>(*n);
   }
-  HERALD_RETURN_IF_ERROR(load_storage(table, config.segment_log));
+  HERALD_RETURN_IF_ERROR(load_storage(table, config.segment_log, config.apply_while_writing));
   HERALD_RETURN_IF_ERROR(load_device_limits(table, config.device_limits));
   HERALD_RETURN_IF_ERROR(load_apns(table, config.apns));
   HERALD_RETURN_IF_ERROR(load_fcm(table, config.fcm));

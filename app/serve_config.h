@@ -22,6 +22,7 @@
 //   max_connections = 100000       # open client connections (HTTP and WebSocket) at most
 //   [storage]
 //   raft_log = "rocksdb"           # or "segments": the raft log in segment files (data/raftlog)
+//   apply_while_writing = false    # true: segment-log writes on their own thread, behind apply
 //   [devices]                      # limits on device connections (docs/protocol.md, "Limits")
 //   requests_per_s = 100           # per device, after auth; 0: unlimited
 //   request_burst = 400
@@ -226,6 +227,9 @@ struct ServeConfig {
   // <data>/raftlog, docs/storage-format.md; the default), false for "rocksdb" (the log in the
   // engine). A data directory whose log is in the engine moves it to segments when it opens.
   bool segment_log = true;
+  // [storage] apply_while_writing: with segments, a round's log write runs on a thread of its
+  // own while the replica applies entries already durable (NodeHostOptions::apply_while_writing).
+  bool apply_while_writing = false;
   server::GatewayLimits device_limits;
   ApnsSettings apns;
   FcmSettings fcm;

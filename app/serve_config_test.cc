@@ -144,6 +144,12 @@ TEST(ServeConfigTest, TheRaftLogKindLoadsAndUnknownKindsAreRefused) {
   EXPECT_FALSE(config.segment_log);
   ASSERT_TRUE(load_text("[storage]\nraft_log = \"segments\"\n", config).ok());
   EXPECT_TRUE(config.segment_log);
+  EXPECT_FALSE(config.apply_while_writing);  // the log write before the apply by default
+  ASSERT_TRUE(load_text("[storage]\napply_while_writing = true\n", config).ok());
+  EXPECT_TRUE(config.apply_while_writing);
+  ServeConfig not_bool;
+  EXPECT_EQ(load_text("[storage]\napply_while_writing = 1\n", not_bool).code(),
+            Code::kInvalidArgument);
   ServeConfig bad;
   const Status s = load_text("[storage]\nraft_log = \"files\"\n", bad);
   EXPECT_EQ(s.code(), Code::kInvalidArgument);

@@ -707,6 +707,10 @@ void Node::log_transition(const raft::SoftState& previous, const raft::SoftState
 }
 
 void Node::keep_followers_alive() {
+  if (sends_after_write_ != nullptr && config_.log_writer->done()) {
+    send_messages(*sends_after_write_);  // the round's log write is durable
+    sends_after_write_ = nullptr;
+  }
   if (config_.clock == nullptr || config_.in_round_heartbeat_ms <= 0 ||
       soft_state_.role != raft::Role::kLeader) {
     return;
@@ -851,10 +855,14 @@ Status Node::handle_ready(raft::Ready& rd) {
   if (may_send_before_persist(rd)) {
     send_messages(rd.messages);
   }
-  HERALD_RETURN_IF_ERROR(persist(rd));
-  send_messages(rd.messages);
-  keep_followers_alive();
-  HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
+  if (may_apply_while_persisting(rd)) {
+    HERALD_RETURN_IF_ERROR(persist_while_applying(rd));
+  } else {
+    HERALD_RETURN_IF_ERROR(persist(rd));
+    send_messages(rd.messages);
+    keep_followers_alive();
+    HERALD_RETURN_IF_ERROR(apply(rd.committed_entries));
+  }
   handle_read_states(rd.read_states);
   if (rd.soft_state) {
     on_soft_state(*rd.soft_state);
@@ -862,6 +870,60 @@ Status Node::handle_ready(raft::Ready& rd) {
   raft_->advance(rd);
   serve_reads();
   maybe_compact();
+  return Status::ok_status();
+}
+
+bool Node::may_apply_while_persisting(const raft::Ready& rd) const {
+  if (config_.log_writer == nullptr || config_.log_fs == nullptr || rd.snapshot ||
+      rd.entries.empty() || rd.committed_entries.empty()) {
+    return false;
+  }
+  // Committed entries below the round's first new entry were written by an earlier round (every
+  // round that writes entries syncs them), so applying them never runs ahead of the log.
+  if (rd.committed_entries.back().index() >= rd.entries.front().index()) {
+    return false;
+  }
+  // A snapshot stream starts from the applied state (start_stream()): not in the middle of an
+  // apply.
+  if (std::any_of(rd.messages.begin(), rd.messages.end(), [](const raftpb::Message& message) {
+        return message.type() == raftpb::MSG_SNAP;
+      })) {
+    return false;
+  }
+  // A membership change is applied to the core and the log (apply_conf_change()).
+  return std::none_of(
+      rd.committed_entries.begin(), rd.committed_entries.end(),
+      [](const raftpb::Entry& entry) { return entry.type() == raftpb::ENTRY_CONF_CHANGE; });
+}
+
+Status Node::persist_while_applying(raft::Ready& rd) {
+  // The write touches only log_; until wait() nothing on this thread does (apply_entries() reads
+  // and writes the state space, the core answers from the entries it still holds unstable).
+  std::int64_t sync_us = 0;
+  const bool sync = rd.must_sync;
+  config_.log_writer->start([this, &rd, &sync_us, sync] {
+    const std::int64_t start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
+    Status saved = log_->save(rd.hard_state, std::nullopt, rd.entries, sync);
+    sync_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
+    return saved;
+  });
+  sends_after_write_ = &rd.messages;
+  std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
+  const Status applied = apply_entries(rd.committed_entries, answers);
+  const std::int64_t wait_start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
+  const Status written = config_.log_writer->wait();
+  sends_after_write_ = nullptr;
+  HERALD_RETURN_IF_ERROR(written);
+  ++stats_.log_writes_behind_apply;
+  stats_.last_log_write_wait_us =
+      config_.clock != nullptr ? config_.clock->mono_us() - wait_start_us : 0;
+  if (sync) {
+    ++stats_.log_syncs;
+    stats_.last_log_sync_us = sync_us;
+  }
+  send_messages(rd.messages);  // what the safe points did not send yet
+  HERALD_RETURN_IF_ERROR(applied);
+  finish_apply(rd.committed_entries, answers);
   return Status::ok_status();
 }
 
@@ -923,11 +985,18 @@ void Node::send_messages(std::vector<raftpb::Message>& messages) {
 }
 
 Status Node::apply(std::vector<raftpb::Entry>& entries) {
+  std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
+  HERALD_RETURN_IF_ERROR(apply_entries(entries, answers));
+  finish_apply(entries, answers);
+  return Status::ok_status();
+}
+
+Status Node::apply_entries(std::vector<raftpb::Entry>& entries,
+                           std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
   if (entries.empty()) {
     return Status::ok_status();
   }
   ApplyBatch batch(engine_);
-  std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>> answers;
   const MonoMs start_ms = config_.clock != nullptr ? config_.clock->mono_ms() : 0;
   const std::int64_t start_us = config_.clock != nullptr ? config_.clock->mono_us() : 0;
   for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -960,6 +1029,14 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
   stats_.state_write_bytes += written.bytes;
   stats_.last_apply_us = config_.clock != nullptr ? config_.clock->mono_us() - start_us : 0;
   keep_followers_alive();
+  return Status::ok_status();
+}
+
+void Node::finish_apply(const std::vector<raftpb::Entry>& entries,
+                        std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers) {
+  if (entries.empty()) {
+    return;
+  }
   raftpb::SnapshotMetadata meta;
   meta.set_index(applied_);
   meta.set_term(applied_term_);
@@ -987,7 +1064,6 @@ Status Node::apply(std::vector<raftpb::Entry>& entries) {
     listener_->on_applied();
   }
   keep_followers_alive();
-  return Status::ok_status();
 }
 
 Status Node::apply_one(const raftpb::Entry& entry, ApplyBatch& batch,

@@ -13,8 +13,9 @@
 // reconciles (docs/storage-format.md, "Where the raft log lives").
 //
 // It does no I/O of its own beyond its borrowed Engine, LogFs and Transport, reads no clock (the
-// caller stamps Command::wall_ms and calls tick() at a fixed period) and uses no threads, so the
-// same code runs under `herald serve` and inside the deterministic simulator.
+// caller stamps Command::wall_ms and calls tick() at a fixed period) and starts no threads (a
+// borrowed LogWriter decides where a round's log write runs), so the same code runs under
+// `herald serve` and inside the deterministic simulator.
 //
 // Thread-safety: none; one thread calls every method. Callbacks run on that thread, inside
 // process() or tick(), exactly once each.
@@ -36,6 +37,7 @@
 #include "base/random.h"
 #include "base/status.h"
 #include "raft/raw_node.h"
+#include "rsm/log_writer.h"
 #include "rsm/membership.h"
 #include "rsm/rsm.pb.h"
 #include "rsm/session.h"
@@ -147,6 +149,10 @@ struct NodeConfig {
   // opens it on another thread while the engine opens (both read their files whole), and this
   // waits for it. It must have opened log_fs with segment_log_options().
   std::function<Result<std::unique_ptr<storage::SegmentLog>>()> opened_segment_log;
+  // Borrowed; with log_fs, where a round's log write runs when the round also applies entries
+  // that are already durable: the two then overlap (apply behind the append, see
+  // handle_ready()). nullptr: every round writes, then applies.
+  LogWriter* log_writer = nullptr;
   // TEST ONLY, off in every deployment: raft::Config::planted_commit_without_quorum, a planted bug
   // (the leader commits, applies and answers a proposal once its own log holds it, before a
   // majority does) that the simulator must catch (docs/reliability.md, "A planted bug"). Only
@@ -192,6 +198,10 @@ struct NodeStats {
   // Rounds that applied entries, and the latest one's duration (state machines and batch write).
   std::uint64_t apply_rounds = 0;
   std::int64_t last_apply_us = 0;
+  // Rounds whose log write ran while they applied (NodeConfig::log_writer), and how long the
+  // latest one's thread then waited for the write after its apply (0: the apply hid it).
+  std::uint64_t log_writes_behind_apply = 0;
+  std::int64_t last_log_write_wait_us = 0;
   // What the applied rounds wrote to the engine (every state machine's writes, the session
   // records and the applied state; rsm::WriteCounts): deterministic, so that the write cost of a
   // workload can be profiled exactly (sim/write_profile.h).
@@ -306,17 +316,34 @@ class Node {
   [[nodiscard]] Status handle_ready(raft::Ready& rd);
   [[nodiscard]] bool may_send_before_persist(const raft::Ready& rd) const;
   [[nodiscard]] Status persist(const raft::Ready& rd);
+  // True when the round's log write may run on config_.log_writer while its committed entries
+  // apply: a segment log, new entries and no snapshot to write, and committed entries that are
+  // all durable already (below the round's first new entry), none a membership change, and no
+  // snapshot stream to start.
+  [[nodiscard]] bool may_apply_while_persisting(const raft::Ready& rd) const;
+  // The round's log write on config_.log_writer, the apply of its committed entries meanwhile;
+  // rd.messages go out as soon as the write is durable (at the apply's safe points or after it).
+  [[nodiscard]] Status persist_while_applying(raft::Ready& rd);
   void send_messages(std::vector<raftpb::Message>& messages);
   // Applies `entries` in order, stopping early when the round's time budget is spent: on return
   // `entries` holds exactly the prefix that was applied (and is reported to the core).
   [[nodiscard]] Status apply(std::vector<raftpb::Entry>& entries);
+  // apply()'s two halves: the state machines and the batch write (no call on log_, so a log
+  // write may run meanwhile), then what follows it (the log's snapshot point, answers, observer
+  // and listener: after the log write).
+  [[nodiscard]] Status apply_entries(
+      std::vector<raftpb::Entry>& entries,
+      std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
+  void finish_apply(const std::vector<raftpb::Entry>& entries,
+                    std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
   [[nodiscard]] Status apply_one(
       const raftpb::Entry& entry, ApplyBatch& batch,
       std::vector<std::pair<std::uint64_t, rsmpb::CommandResult>>& answers);
   [[nodiscard]] Status apply_command(raft::Index index, const rsmpb::Command& command,
                                      ApplyBatch& batch, rsmpb::CommandResult& result);
   void on_soft_state(const raft::SoftState& next);
-  // A safe point of a long round: sends heartbeats when in_round_heartbeat_ms has passed.
+  // A safe point of a long round: sends heartbeats when in_round_heartbeat_ms has passed, and
+  // the round's messages held for its log write once that write is durable.
   void keep_followers_alive();
   void log_transition(const raft::SoftState& previous, const raft::SoftState& next) const;
   void count_transition(const raft::SoftState& previous, const raft::SoftState& next);
@@ -371,6 +398,8 @@ class Node {
   std::set<raft::NodeId> disk_alarms_;  // AppliedState.disk_alarms as of applied_
   bool disk_alarm_in_flight_ = false;   // this node's DiskAlarm is proposed and not yet answered
   MonoMs last_heartbeat_ms_ = 0;        // keep_followers_alive()
+  // While persist_while_applying() runs: the messages that wait for its log write.
+  std::vector<raftpb::Message>* sends_after_write_ = nullptr;
   raftpb::ConfState conf_state_;
   raft::SoftState soft_state_;
 

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
+#include <functional>
 #include <set>
 #include <utility>
 
@@ -76,10 +78,54 @@ class WallModule final : public StateMachine {
   MonoMs cost_ms = 0;
 };
 
+// A LogWriter that runs each write inside wait(), as the simulator's does, and records what the
+// replica did between start() and wait(): whether it wrote its state space (applied) and whether
+// it sent a follower's acknowledgement (it must not before the write is durable).
+class ProbeLogWriter final : public LogWriter {
+ public:
+  ProbeLogWriter(const storage::MemEngine* engine, const TestNetwork* net, raft::NodeId self)
+      : engine_(engine), net_(net), self_(self) {}
+  void start(std::function<Status()> write) override {
+    ++writes;
+    engine_writes_at_start_ = engine_->counters().writes;
+    acks_at_start_ = acks_queued();
+    inner_.start(std::move(write));
+  }
+  [[nodiscard]] bool done() const override { return inner_.done(); }
+  [[nodiscard]] Status wait() override {
+    if (engine_->counters().writes > engine_writes_at_start_) {
+      ++applied_meanwhile;
+    }
+    if (acks_queued() > acks_at_start_) {
+      ++acked_before_durable;
+    }
+    return inner_.wait();
+  }
+  int writes = 0;
+  int applied_meanwhile = 0;
+  int acked_before_durable = 0;
+
+ private:
+  [[nodiscard]] std::size_t acks_queued() const {
+    return static_cast<std::size_t>(
+        std::count_if(net_->queue.begin(), net_->queue.end(), [this](const auto& envelope) {
+          return envelope.from() == self_ && envelope.has_raft() &&
+                 envelope.raft().type() == raftpb::MSG_APP_RESP;
+        }));
+  }
+  const storage::MemEngine* engine_;
+  const TestNetwork* net_;
+  raft::NodeId self_;
+  DeferredLogWriter inner_;
+  std::uint64_t engine_writes_at_start_ = 0;
+  std::size_t acks_at_start_ = 0;
+};
+
 struct Replica {
   Replica() { EXPECT_TRUE(sm.add_module("wall", &wall).ok()); }
   storage::MemEngine engine;
   storage::MemLogFs log_fs;  // the raft log's files, when the test runs on the segment log
+  std::unique_ptr<ProbeLogWriter> log_writer;  // LogKind::kSegmentsApplyWhileWriting
   std::unique_ptr<TestNetwork::Endpoint> endpoint;
   KvStateMachine kv;
   WallModule wall;
@@ -87,22 +133,34 @@ struct Replica {
   std::unique_ptr<Node> node;
 };
 
-// Where the replicas under test keep their raft log: every NodeTest runs on both.
-enum class LogKind : std::uint8_t { kEngine, kSegments };
+// Where the replicas under test keep their raft log: every NodeTest runs on each. On
+// kSegmentsApplyWhileWriting, rounds apply durable entries before their log write runs (a
+// ProbeLogWriter: the latest order rsm::LogWriter allows).
+enum class LogKind : std::uint8_t { kEngine, kSegments, kSegmentsApplyWhileWriting };
 // Small segments, so that tests roll over to new segments and compaction drops some.
 inline constexpr std::uint64_t kTestSegmentBytes = std::uint64_t{2} << 10U;  // 2 KiB
 
 std::string log_kind_name(const ::testing::TestParamInfo<LogKind>& info) {
-  return info.param == LogKind::kEngine ? "EngineLog" : "SegmentLog";
+  switch (info.param) {
+    case LogKind::kEngine: return "EngineLog";
+    case LogKind::kSegments: return "SegmentLog";
+    case LogKind::kSegmentsApplyWhileWriting: return "SegmentLogApplyWhileWriting";
+  }
+  return "unknown";
 }
 
 class NodeTest : public ::testing::TestWithParam<LogKind> {
  protected:
+  [[nodiscard]] bool on_segments() const { return GetParam() != LogKind::kEngine; }
+
   // `config` for replica `r`, on the log this test runs on.
   [[nodiscard]] NodeConfig on_log(NodeConfig config, Replica& r) const {
-    if (GetParam() == LogKind::kSegments) {
+    if (on_segments()) {
       config.log_fs = &r.log_fs;
       config.log_segment_bytes = kTestSegmentBytes;
+    }
+    if (GetParam() == LogKind::kSegmentsApplyWhileWriting) {
+      config.log_writer = r.log_writer.get();
     }
     return config;
   }
@@ -114,6 +172,8 @@ class NodeTest : public ::testing::TestWithParam<LogKind> {
     for (int i = 1; i <= count; ++i) {
       auto r = std::make_unique<Replica>();
       r->endpoint = std::make_unique<TestNetwork::Endpoint>(&net_, i);
+      r->log_writer =
+          std::make_unique<ProbeLogWriter>(&r->engine, &net_, static_cast<raft::NodeId>(i));
       replicas_.push_back(std::move(r));
     }
     config_ = base;
@@ -139,7 +199,7 @@ class NodeTest : public ::testing::TestWithParam<LogKind> {
 
   // The segment files a rebuild of `r` reads its raft log from (null when it is in the engine).
   [[nodiscard]] storage::LogFs* damaged_log(Replica& r) const {
-    return GetParam() == LogKind::kSegments ? &r.log_fs : nullptr;
+    return on_segments() ? &r.log_fs : nullptr;
   }
 
   // Three replicas that compact their logs early, snapshots streamed in chunks of `chunk_bytes`;
@@ -692,6 +752,53 @@ class RecordingListener final : public NodeListener {
   std::vector<bool> leadership;
 };
 
+// With a LogWriter, a round that appends new entries applies the committed ones that earlier
+// rounds made durable before its own write completes, on the leader and on the followers; a
+// follower's acknowledgement still leaves only once the entries it acknowledges are durable, and
+// every write is applied once, everywhere.
+TEST_P(NodeTest, ARoundAppliesDurableEntriesWhileItsLogWriteRunsAndAcknowledgesOnlyAfterIt) {
+  if (GetParam() != LogKind::kSegmentsApplyWhileWriting) {
+    GTEST_SKIP() << "only replicas with a LogWriter overlap the two";
+  }
+  const raft::NodeId lead = start_three();
+  ASSERT_NE(lead, raft::kNoNode);
+  constexpr int kWrites = 300;
+  int answered = 0;
+  // Proposals keep arriving while earlier ones commit: rounds then carry both new entries and
+  // committed ones, as under load.
+  for (int i = 0; i < kWrites; ++i) {
+    rsmpb::Command c;
+    c.mutable_kv_put()->set_key("k" + std::to_string(i));
+    c.mutable_kv_put()->set_value("v" + std::to_string(i));
+    replica(lead).node->propose(c, [&answered](Result<rsmpb::CommandResult> r) {
+      EXPECT_TRUE(r.ok() && r->code() == 0);
+      ++answered;
+    });
+    for (auto& r : replicas_) {
+      ASSERT_TRUE(r->node->process().ok());
+    }
+    for (int m = 0; m < 4 && !net_.queue.empty(); ++m) {
+      auto env = std::move(net_.queue.front());
+      net_.queue.pop_front();
+      replica(env.to()).node->receive(env);
+    }
+  }
+  tick_all(20);
+  EXPECT_EQ(answered, kWrites);
+  for (raft::NodeId id = 1; id <= 3; ++id) {
+    const ProbeLogWriter& probe = *replica(id).log_writer;
+    EXPECT_GT(probe.applied_meanwhile, 0) << "replica " << id << " never overlapped the two";
+    EXPECT_EQ(replica(id).node->stats().log_writes_behind_apply,
+              static_cast<std::uint64_t>(probe.writes))
+        << "replica " << id << ": every write through the LogWriter overlapped an apply";
+    EXPECT_EQ(probe.acked_before_durable, 0) << "replica " << id;
+    EXPECT_EQ(replica(id).node->applied_index(), replica(lead).node->applied_index());
+    for (int i = 0; i < kWrites; ++i) {
+      ASSERT_EQ(read(id, "k" + std::to_string(i)), "v" + std::to_string(i)) << "replica " << id;
+    }
+  }
+}
+
 TEST_P(NodeTest, BusyLeaderHeartbeatsInsideALongRoundAndStopsApplyingAtItsBudget) {
   ManualClock clock;
   NodeConfig base;
@@ -1223,7 +1330,7 @@ TEST_P(NodeTest, CrashesLosingUnsyncedWritesOfBothStoresKeepEveryAcknowledgedWri
       ASSERT_EQ(read(1, "k" + std::to_string(i)), std::string(100, 'v')) << "key " << i;
     }
   }
-  if (GetParam() == LogKind::kSegments) {
+  if (on_segments()) {
     EXPECT_GT(replica(1).node->log().first_index(), 1U) << "compaction dropped no segment";
   }
 }
@@ -1364,7 +1471,7 @@ void NodeTest::expect_engine_log_moves_into_segments(bool cut_short) {
 // A replica whose log was in the engine (or restored from a backup, which writes it there)
 // opened with a segment log: the log moves into segment files and leaves the engine.
 TEST_P(NodeTest, AnEngineLogMovesIntoANewSegmentLogOnOpen) {
-  if (GetParam() == LogKind::kSegments) {
+  if (on_segments()) {
     GTEST_SKIP() << "the case starts on the engine log itself";
   }
   expect_engine_log_moves_into_segments(/*cut_short=*/false);
@@ -1374,7 +1481,7 @@ TEST_P(NodeTest, AnEngineLogMovesIntoANewSegmentLogOnOpen) {
 // segment log: the engine still holds the log, so the next open moves it again. (A rebuilt
 // replica's carried-over term and vote take this path.)
 TEST_P(NodeTest, AnEngineLogMoveCutShortIsRedoneOnTheNextOpen) {
-  if (GetParam() == LogKind::kSegments) {
+  if (on_segments()) {
     GTEST_SKIP() << "the case starts on the engine log itself";
   }
   expect_engine_log_moves_into_segments(/*cut_short=*/true);
@@ -1442,14 +1549,12 @@ TEST_P(FullDiskTest, AFollowerWhoseDiskFillsStopsWhileTheOthersCommitAndCatchesU
   expect_halt_and_recovery(lead == 1 ? 2 : 1, lead);
 }
 
-INSTANTIATE_TEST_SUITE_P(BothLogs, NodeTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
-INSTANTIATE_TEST_SUITE_P(BothLogs, RecoveryTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
-INSTANTIATE_TEST_SUITE_P(BothLogs, MembershipTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
-INSTANTIATE_TEST_SUITE_P(BothLogs, FullDiskTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments), log_kind_name);
+const auto kAllLogKinds =
+    ::testing::Values(LogKind::kEngine, LogKind::kSegments, LogKind::kSegmentsApplyWhileWriting);
+INSTANTIATE_TEST_SUITE_P(EveryLog, NodeTest, kAllLogKinds, log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, RecoveryTest, kAllLogKinds, log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, MembershipTest, kAllLogKinds, log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, FullDiskTest, kAllLogKinds, log_kind_name);
 
 }  // namespace
 }  // namespace herald::rsm

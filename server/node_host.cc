@@ -26,6 +26,7 @@
 #include "messaging/host.h"
 #include "rsm/kv_state_machine.h"
 #include "rsm/rebuild.h"
+#include "server/log_writer_thread.h"
 #include "server/peer_transport.h"
 #include "server/recording_provider.h"
 #include "server/replica_rebuild.h"
@@ -78,6 +79,8 @@ struct NodeHost::Impl {
   SystemClock clock;
   std::unique_ptr<storage::RocksDbEngine> engine;
   std::unique_ptr<storage::PosixLogFs> log_fs;  // the raft log's directory (options.segment_log)
+  // Where the segment log's round writes run while the replica applies (outlives the node).
+  std::unique_ptr<ThreadLogWriter> log_writer;
   std::unique_ptr<TcpPeerTransport> transport;
   NodeMetrics metrics;
   rsm::KvStateMachine kv;
@@ -580,6 +583,10 @@ Result<std::unique_ptr<NodeHost>> NodeHost::start_replica(const NodeHostOptions&
   nc.log_fs = impl->log_fs.get();
   if (segment_log) {
     nc.opened_segment_log = [segment_log] { return segment_log->get(); };
+  }
+  if (nc.log_fs != nullptr && options.apply_while_writing) {
+    impl->log_writer = std::make_unique<ThreadLogWriter>();
+    nc.log_writer = impl->log_writer.get();
   }
   if (nc.disk == nullptr) {
     impl->disk = std::make_unique<storage::StatvfsDiskSpace>(options.data_dir);

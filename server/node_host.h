@@ -52,6 +52,10 @@ struct NodeHostOptions {
   // the engine moves it into segments when opened with them (rsm::Node::adopt_engine_log); one
   // whose log is in segments is refused when opened with the log in the engine.
   bool segment_log = true;
+  // With segment_log: a round's log write runs on a thread of its own (ThreadLogWriter) while
+  // the replica applies entries already durable (docs/ARCHITECTURE.md, "Apply behind the
+  // append"). Off by default: on two cores it measured no faster (docs/benchmarks.md).
+  bool apply_while_writing = false;
   std::string cluster_name = "herald";
   std::string peer_listen;  // host:port
   // Every initial voter's peer address, self included (with node.join: the members to reach,

@@ -64,6 +64,12 @@ NodeMetrics::NodeMetrics()
           "Duration of a Ready round's apply: committed entries through the state machines and "
           "their batch written.",
           metrics::kFastLatencyBucketsSeconds)),
+      raft_log_write_wait(registry_.histogram(
+          "herald_raft_log_write_wait_seconds",
+          "Rounds whose log write ran while they applied (count), and how long the replica then "
+          "waited for the write after its apply (sum: the part of the log writes the apply did "
+          "not hide).",
+          metrics::kFastLatencyBucketsSeconds)),
       raft_proposals(registry_.counter("herald_raft_proposals_total",
                                        "Commands proposed through this replica.")),
       raft_proposals_refused(registry_.counter(
@@ -142,6 +148,11 @@ void NodeMetrics::observe_round(const rsm::NodeStats& stats) {
   if (stats.apply_rounds != seen_apply_rounds_) {
     seen_apply_rounds_ = stats.apply_rounds;
     raft_apply.observe(static_cast<double>(stats.last_apply_us) / kMicrosPerSecond);
+  }
+  if (stats.log_writes_behind_apply != seen_log_writes_behind_apply_) {
+    seen_log_writes_behind_apply_ = stats.log_writes_behind_apply;
+    raft_log_write_wait.observe(static_cast<double>(stats.last_log_write_wait_us) /
+                                kMicrosPerSecond);
   }
 }
 

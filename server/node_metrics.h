@@ -48,6 +48,7 @@ class NodeMetrics {
   // ---- Raft, observed by the node host after each round ----
   metrics::Histogram& raft_log_sync;
   metrics::Histogram& raft_apply;
+  metrics::Histogram& raft_log_write_wait;  // rounds whose log write ran behind their apply
 
   // Copies the replica's and the engine's counters and the replica's status in. Raft thread.
   void collect(const rsm::Node& node, const workflow::EngineStats& engine, std::int64_t now_ms,
@@ -76,8 +77,9 @@ class NodeMetrics {
   metrics::Gauge& workflow_timers_due;
 
  private:
-  std::uint64_t seen_log_syncs_ = 0;     // raft thread
-  std::uint64_t seen_apply_rounds_ = 0;  // raft thread
+  std::uint64_t seen_log_syncs_ = 0;                // raft thread
+  std::uint64_t seen_apply_rounds_ = 0;             // raft thread
+  std::uint64_t seen_log_writes_behind_apply_ = 0;  // raft thread
 };
 
 // Due timers counted by a scrape, at most (the gauge saturates there).

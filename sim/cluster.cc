@@ -404,6 +404,9 @@ struct SimCluster::Replica {
   std::uint64_t incarnation = 0;
   std::uint64_t failed_writes_seen = 0;  // injected failures (engine and log) accounted for
   storage::MemLogFs log_fs;              // the raft log's files (ClusterOptions::segment_log)
+  // With the segment log, each round's log write runs after the apply it overlaps in
+  // `herald serve`: the latest order rsm::LogWriter allows.
+  rsm::DeferredLogWriter log_writer;
   storage::ManualDiskSpace disk{kSimDiskFreeBytes};
   bool below_floor = false;  // a disk-alarm episode holds: free space reads below the floor
   bool no_space = false;     // an ENOSPC episode holds: every write of its stores fails
@@ -572,6 +575,7 @@ Status SimCluster::open_replica(Replica& r) {
   if (options_.segment_log) {
     config.log_fs = &r.log_fs;
     config.log_segment_bytes = kSimSegmentBytes;
+    config.log_writer = &r.log_writer;
   }
   config.disk = &r.disk;
   config.min_free_bytes = kSimMinFreeBytes;

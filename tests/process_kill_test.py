@@ -1,7 +1,10 @@
 """Three `herald serve` processes; the leader is SIGKILLed and restarted several times under a
 steady write load. Every acknowledged write must be readable afterwards, with its value.
 
-Usage: process_kill_test.py BINARY [--rounds N] [--raft-log rocksdb|segments]
+With --apply-while-writing the nodes run each round's segment-log write on its own thread while
+they apply, and the test also requires that some rounds did (herald_raft_log_write_wait_seconds).
+
+Usage: process_kill_test.py BINARY [--rounds N] [--raft-log rocksdb|segments] [--apply-while-writing]
 """
 
 import argparse
@@ -38,6 +41,21 @@ def writer(cluster, writer_id, acked, stop, errors):
             errors.append(f"PUT {key} -> {status} {body!r}")
 
 
+def rounds_written_behind_apply(cluster):
+    """Sum over the live nodes of the rounds whose log write ran while they applied."""
+    total = 0
+    for node in cluster.nodes:
+        if not node.alive():
+            continue
+        status, body, _ = request(node.client_port, "GET", "/metrics", timeout=5)
+        if status != 200:
+            continue
+        for line in body.decode().splitlines():
+            if line.startswith("herald_raft_log_write_wait_seconds_count "):
+                total += int(float(line.split()[1]))
+    return total
+
+
 def verify(cluster, acked):
     missing = []
     port = cluster.node(cluster.leader(timeout=15)).client_port
@@ -54,9 +72,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--raft-log", choices=("rocksdb", "segments"), default="rocksdb",
                         help="where the nodes keep their raft log ([storage] raft_log)")
+    parser.add_argument("--apply-while-writing", action="store_true",
+                        help="[storage] apply_while_writing = true (needs segments)")
     args = parser.parse_args()
 
-    cluster = Cluster(args.binary, config_text=f'[storage]\nraft_log = "{args.raft_log}"\n')
+    config_text = f'[storage]\nraft_log = "{args.raft_log}"\n'
+    if args.apply_while_writing:
+        config_text += "apply_while_writing = true\n"
+    cluster = Cluster(args.binary, config_text=config_text)
     cluster.start()
     ok = False
     try:
@@ -84,6 +107,10 @@ def main():
         for e in errors[:10]:
             print("  error:", e)
         ok = len(acked) > 0 and not missing and not errors
+        if args.apply_while_writing:
+            behind = rounds_written_behind_apply(cluster)
+            print(f"rounds whose log write ran behind their apply: {behind}")
+            ok = ok and behind > 0
     finally:
         cluster.stop(keep=not ok)
         if not ok:
