@@ -196,14 +196,18 @@ std::string stop_reason(std::string_view why, bool pending) {
 // A whole segment file in memory. Most of a segment is its preallocated zero tail, so the bytes
 // live in an anonymous mapping, whose pages read as zeros until written: the file is read a chunk
 // at a time into a small buffer, and only chunks holding a non-zero byte are copied into the
-// mapping. The zero tail then costs neither page allocations nor copies.
+// mapping. The zero tail then costs neither page allocations nor copies, and written_end() tells
+// the scan where it begins, so that no one reads it again (a read of an untouched page of the
+// mapping is a page fault, which costs tens of microseconds on some virtual machines).
 class SegmentBytes {
  public:
   SegmentBytes() = default;
   SegmentBytes(const SegmentBytes&) = delete;
   SegmentBytes& operator=(const SegmentBytes&) = delete;
   SegmentBytes(SegmentBytes&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        written_end_(std::exchange(other.written_end_, 0)) {}
   SegmentBytes& operator=(SegmentBytes&&) = delete;
   ~SegmentBytes() {
     if (data_ != nullptr) ::munmap(data_, size_);
@@ -220,22 +224,33 @@ class SegmentBytes {
                                         std::to_string(out.size_) + " bytes");
     }
     out.data_ = static_cast<char*>(mapped);
+    // Fewer page faults for the chunks that hold data: huge pages where the kernel allows them,
+    // and each chunk's pages populated by one call before the copy. Both are hints: a kernel
+    // without them faults the pages in one at a time, as without the calls.
+    static_cast<void>(::madvise(mapped, out.size_, MADV_HUGEPAGE));
     std::string chunk;
     for (std::uint64_t off = 0; off < out.size_; off += kSegmentReadChunkBytes) {
       HERALD_RETURN_IF_ERROR(
           file.read(off, std::min(kSegmentReadChunkBytes, out.size_ - off), chunk));
-      if (nonzero_end(chunk, 0) != 0) {
+      if (const std::uint64_t end = nonzero_end(chunk, 0); end != 0) {
+#ifdef MADV_POPULATE_WRITE
+        static_cast<void>(::madvise(out.data_ + off, chunk.size(), MADV_POPULATE_WRITE));
+#endif
         std::memcpy(out.data_ + off, chunk.data(), chunk.size());
+        out.written_end_ = off + end;
       }
     }
     return out;
   }
 
   [[nodiscard]] std::string_view view() const { return {data_, size_}; }
+  // One past the last non-zero byte the file held: every byte from here on is zero.
+  [[nodiscard]] std::uint64_t written_end() const { return written_end_; }
 
  private:
   char* data_ = nullptr;
   std::uint64_t size_ = 0;
+  std::uint64_t written_end_ = 0;
 };
 
 }  // namespace
@@ -246,7 +261,8 @@ std::string segment_name(std::uint64_t seq) {
   return std::string(buf) + std::string(kSegmentSuffix);
 }
 
-Result<SegmentScan> scan_segment(std::string_view bytes, std::uint64_t seq, bool last) {
+Result<SegmentScan> scan_segment(std::string_view bytes, std::uint64_t seq, bool last,
+                                 std::uint64_t zero_from) {
   const std::string where = "raft log segment " + segment_name(seq);
   HERALD_RETURN_IF_ERROR(check_segment_header(bytes, seq, where));
   SegmentScan scan;
@@ -278,7 +294,8 @@ Result<SegmentScan> scan_segment(std::string_view bytes, std::uint64_t seq, bool
     }
   }
   scan.end_offset = batch_start;
-  scan.dirty_end = nonzero_end(bytes, batch_start);
+  const std::uint64_t examined_end = std::max(batch_start, std::min(zero_from, bytes.size()));
+  scan.dirty_end = nonzero_end(bytes.substr(0, examined_end), batch_start);
   if (scan.dirty_end == batch_start) {
     return scan;  // a clean end: nothing but zeros after the last whole batch
   }
@@ -579,7 +596,8 @@ Status SegmentLog::replay_segment(std::uint64_t seq, bool last) {
   const std::string name = segment_name(seq);
   HERALD_ASSIGN_OR_RETURN(std::unique_ptr<LogFile> file, fs_->open(name));
   HERALD_ASSIGN_OR_RETURN(const SegmentBytes bytes, SegmentBytes::read(*file));
-  HERALD_ASSIGN_OR_RETURN(const SegmentScan scan, scan_segment(bytes.view(), seq, last));
+  HERALD_ASSIGN_OR_RETURN(const SegmentScan scan,
+                          scan_segment(bytes.view(), seq, last, bytes.written_end()));
   if (scan.records.empty() || scan.records.front().kind != RecordKind::kSegmentStart) {
     return Status::corruption("raft log segment " + name + " has no start record");
   }

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,9 +93,12 @@ struct SegmentScan {
 // Scans the bytes of segment `seq` (pure; also the fuzz target's entry point). `last`: it is the
 // newest segment, where a torn tail is expected after a crash. Errors: kCorruption for a bad
 // header, a damaged record in an older segment, or one in the last segment that a later valid
-// record proves was synced.
-[[nodiscard]] Result<SegmentScan> scan_segment(std::string_view bytes, std::uint64_t seq,
-                                               bool last);
+// record proves was synced. `zero_from`: every byte at or after it is known to be zero (the
+// caller read them), so the search for the end of the written bytes starts there, not at the
+// end of the segment's preallocated tail.
+[[nodiscard]] Result<SegmentScan> scan_segment(
+    std::string_view bytes, std::uint64_t seq, bool last,
+    std::uint64_t zero_from = std::numeric_limits<std::uint64_t>::max());
 // The file name of segment `seq`.
 [[nodiscard]] std::string segment_name(std::uint64_t seq);
 
