@@ -1549,12 +1549,22 @@ TEST_P(FullDiskTest, AFollowerWhoseDiskFillsStopsWhileTheOthersCommitAndCatchesU
   expect_halt_and_recovery(lead == 1 ? 2 : 1, lead);
 }
 
-const auto kAllLogKinds =
-    ::testing::Values(LogKind::kEngine, LogKind::kSegments, LogKind::kSegmentsApplyWhileWriting);
-INSTANTIATE_TEST_SUITE_P(EveryLog, NodeTest, kAllLogKinds, log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, RecoveryTest, kAllLogKinds, log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, MembershipTest, kAllLogKinds, log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, FullDiskTest, kAllLogKinds, log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, NodeTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
+                                           LogKind::kSegmentsApplyWhileWriting),
+                         log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, RecoveryTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
+                                           LogKind::kSegmentsApplyWhileWriting),
+                         log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, MembershipTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
+                                           LogKind::kSegmentsApplyWhileWriting),
+                         log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, FullDiskTest,
+                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
+                                           LogKind::kSegmentsApplyWhileWriting),
+                         log_kind_name);
 
 }  // namespace
 }  // namespace herald::rsm

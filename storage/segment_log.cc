@@ -233,9 +233,7 @@ class SegmentBytes {
       HERALD_RETURN_IF_ERROR(
           file.read(off, std::min(kSegmentReadChunkBytes, out.size_ - off), chunk));
       if (const std::uint64_t end = nonzero_end(chunk, 0); end != 0) {
-#ifdef MADV_POPULATE_WRITE
         static_cast<void>(::madvise(out.data_ + off, chunk.size(), MADV_POPULATE_WRITE));
-#endif
         std::memcpy(out.data_ + off, chunk.data(), chunk.size());
         out.written_end_ = off + end;
       }
