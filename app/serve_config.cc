@@ -108,6 +108,11 @@ Status load_storage(const toml::table& table, bool& segment_log, bool& apply_whi
         fmt::format("storage.raft_log must be \"rocksdb\" or \"segments\" (got \"{}\")", raft_log));
   }
   segment_log = raft_log == "segments";
+  if (apply_while_writing && !segment_log) {
+    return Status::invalid_argument(
+        "storage.apply_while_writing needs storage.raft_log = \"segments\" (the log in the engine "
+        "is written by the replica's own thread)");
+  }
   return Status::ok_status();
 }
 

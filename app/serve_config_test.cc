@@ -147,6 +147,11 @@ TEST(ServeConfigTest, TheRaftLogKindLoadsAndUnknownKindsAreRefused) {
   EXPECT_FALSE(config.apply_while_writing);  // the log write before the apply by default
   ASSERT_TRUE(load_text("[storage]\napply_while_writing = true\n", config).ok());
   EXPECT_TRUE(config.apply_while_writing);
+  ServeConfig engine_log;
+  const Status refused =
+      load_text("[storage]\nraft_log = \"rocksdb\"\napply_while_writing = true\n", engine_log);
+  EXPECT_EQ(refused.code(), Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("apply_while_writing"), std::string::npos) << refused.message();
   ServeConfig not_bool;
   EXPECT_EQ(load_text("[storage]\napply_while_writing = 1\n", not_bool).code(),
             Code::kInvalidArgument);

@@ -1549,22 +1549,15 @@ TEST_P(FullDiskTest, AFollowerWhoseDiskFillsStopsWhileTheOthersCommitAndCatchesU
   expect_halt_and_recovery(lead == 1 ? 2 : 1, lead);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryLog, NodeTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
-                                           LogKind::kSegmentsApplyWhileWriting),
-                         log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, RecoveryTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
-                                           LogKind::kSegmentsApplyWhileWriting),
-                         log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, MembershipTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
-                                           LogKind::kSegmentsApplyWhileWriting),
-                         log_kind_name);
-INSTANTIATE_TEST_SUITE_P(EveryLog, FullDiskTest,
-                         ::testing::Values(LogKind::kEngine, LogKind::kSegments,
-                                           LogKind::kSegmentsApplyWhileWriting),
-                         log_kind_name);
+// Every LogKind, for the suites below.
+auto every_log_kind() {
+  return ::testing::Values(LogKind::kEngine, LogKind::kSegments,
+                           LogKind::kSegmentsApplyWhileWriting);
+}
+INSTANTIATE_TEST_SUITE_P(EveryLog, NodeTest, every_log_kind(), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, RecoveryTest, every_log_kind(), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, MembershipTest, every_log_kind(), log_kind_name);
+INSTANTIATE_TEST_SUITE_P(EveryLog, FullDiskTest, every_log_kind(), log_kind_name);
 
 }  // namespace
 }  // namespace herald::rsm
